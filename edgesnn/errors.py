@@ -1,0 +1,37 @@
+"""Exceptions that edgesnn raises on purpose. Every message says what, where and what would be right."""
+
+from __future__ import annotations
+
+
+class EdgesnnError(Exception):
+    """Base class of every error edgesnn raises on purpose."""
+
+
+class FormatError(EdgesnnError, ValueError):
+    """A .esnn file (or byte string) is malformed: truncated, corrupted, foreign or of another version.
+
+    ``section`` names the part of the file and ``offset`` the byte offset where the problem was found.
+    """
+
+    def __init__(self, message: str, *, section: str | None = None, offset: int | None = None):
+        where = []
+        if section is not None:
+            where.append(f"section {section}")
+        if offset is not None:
+            where.append(f"byte offset {offset}")
+        full = f"{message} ({', '.join(where)})" if where else message
+        super().__init__(full)
+        self.section = section
+        self.offset = offset
+
+
+class ModelError(EdgesnnError, ValueError):
+    """A Model (built by hand, imported or loaded) is inconsistent: shapes, bit widths, ranges, overflow."""
+
+
+class PluginError(EdgesnnError):
+    """A plugin failed to register: duplicate name, bad hook signature, or an exception while registering."""
+
+
+class DeviceError(EdgesnnError):
+    """A device cannot run a model, or failed while running it."""

@@ -1,0 +1,268 @@
+"""The integer Model: a checked graph of layers, run on a device, saved as one .esnn file."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from .errors import ModelError
+from .layers import INT32_MAX, Layer
+from .statistics import Statistics, format_table
+
+INPUT = "input"          # the name by which layers refer to the model input
+TIMESTEPS_MAX = 65535    # longest run the engines accept
+
+
+class Model:
+    """An integer, event-driven network.
+
+    Build one by hand::
+
+        model = es.Model(layers=[es.layers.InputConv2D(name="conv", weights=w, bias=b, ...), ...],
+                         input_shape=(28, 28, 1), input_bits=8)
+
+    Layers run in list order; a layer reads the layers named in its `inputs` (default: the layer
+    before it, or the model input for the first). The last layer is the output. The constructor
+    checks every shape, bit width, range and the int32 overflow bound (docs/semantics.md) and
+    raises ModelError naming the layer.
+    """
+
+    def __init__(self, layers: list[Layer], input_shape: tuple[int, int, int], input_bits: int = 8,
+                 metadata: dict | None = None):
+        self.input_shape = _check_input_shape(input_shape)
+        if not isinstance(input_bits, (int, np.integer)) or not 1 <= int(input_bits) <= 8:
+            raise ModelError(f"input_bits must be an integer in [1, 8], got {input_bits!r}")
+        self.input_bits = int(input_bits)
+        self.metadata = dict(metadata or {})
+        if not layers:
+            raise ModelError("a Model needs at least one layer")
+        self.layers: list[Layer] = [_copy_layer(layer) for layer in layers]
+        self._check_graph()
+        self.statistics: Statistics | None = None
+
+    # -- construction checks ---------------------------------------------------------------------
+    def _check_graph(self) -> None:
+        shapes = {INPUT: self.input_shape}
+        maxima = {INPUT: (1 << self.input_bits) - 1}
+        previous = INPUT
+        for index, layer in enumerate(self.layers):
+            if layer.name in shapes:
+                raise ModelError(f"layer {index} is named {layer.name!r}, a name already used "
+                                 f"({'the model input' if layer.name == INPUT else 'by an earlier layer'})")
+            inputs = (previous,) if layer.inputs is None else tuple(
+                [layer.inputs] if isinstance(layer.inputs, str) else layer.inputs)
+            for name in inputs:
+                if name not in shapes:
+                    raise ModelError(f"layer {layer.name!r} reads {name!r}, which is not the model input "
+                                     f"nor an earlier layer (earlier: {list(shapes)})")
+                if name != INPUT and self.layer(name).neuron == "none":
+                    raise ModelError(f"layer {layer.name!r} reads {name!r}, whose neuron is 'none': "
+                                     f"only the last layer may output raw potentials")
+            if layer.neuron == "none" and index != len(self.layers) - 1:
+                raise ModelError(f"layer {layer.name!r}: neuron 'none' (raw int32 potentials) is only "
+                                 f"allowed on the last layer")
+            layer.inputs = inputs
+            layer.input_shapes = [shapes[name] for name in inputs]
+            input_max = [maxima[name] for name in inputs]
+            layer.output_shape = tuple(int(v) for v in layer.infer(layer.input_shapes, input_max))
+            bound = layer.accumulator_bound(input_max)
+            if bound > INT32_MAX:
+                raise ModelError(f"layer {layer.name!r}: potentials could reach {bound:,}, beyond int32 "
+                                 f"({INT32_MAX:,}); use fewer weight bits, smaller weights or a smaller "
+                                 f"pooling window")
+            shapes[layer.name] = layer.output_shape
+            maxima[layer.name] = layer.output_max
+            previous = layer.name
+
+    # -- properties ------------------------------------------------------------------------------
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return self.layers[-1].output_shape
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def packed_bytes(self) -> int:
+        """Bytes of all packed integer tensors (what the weights cost in a file or on a device)."""
+        return sum(layer.packed_bytes for layer in self.layers)
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.metadata.get("labels")
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}; layers: {[l.name for l in self.layers]}")
+
+    def __repr__(self) -> str:
+        return (f"<edgesnn.Model {len(self.layers)} layers, input {self.input_shape} uint{self.input_bits}, "
+                f"output {self.output_shape}, {self.packed_bytes:,} packed bytes>")
+
+    # -- running ---------------------------------------------------------------------------------
+    def forward(self, x, timesteps: int | None = None, device=None) -> np.ndarray:
+        """int32 potentials of the last layer, batch first: (N, OH, OW, OC).
+
+        `x` is uint8 (N, H, W, C), presented at each of `timesteps` (default 1) timesteps, or a spike
+        train / input sequence (N, T, H, W, C). `device` is a name ("cpu", "reference", ...) or a
+        Device; default: "cpu" when the native engine is available, else "reference".
+        """
+        x5 = self.check_input(x, timesteps)
+        engine = resolve_device(device)
+        potentials, stats = engine.run(self, x5)
+        self.statistics = stats
+        return potentials
+
+    def predict(self, x, timesteps: int | None = None, device=None) -> np.ndarray:
+        """Class indices (N,): the argmax over the flattened output potentials (first index on ties)."""
+        potentials = self.forward(x, timesteps=timesteps, device=device)
+        return potentials.reshape(potentials.shape[0], -1).argmax(axis=1)
+
+    def check_input(self, x, timesteps: int | None = None) -> np.ndarray:
+        """Validate model input and return it as contiguous uint8 (N, T, H, W, C); ValueError otherwise."""
+        return _check_input(x, self.input_shape, self.input_bits, timesteps)
+
+    def check(self, device=None):
+        """The device's mapping report for this model (fits, arena and program bytes, unsupported layers)."""
+        return resolve_device(device).check(self)
+
+    # -- reporting -------------------------------------------------------------------------------
+    def summary(self, print_fn=print) -> str:
+        """Print (and return) a table: layer, kind, shapes, kernel, bits, params, packed bytes; with totals."""
+        header = ("layer", "kind", "input", "output", "kernel", "w bits", "neuron", "out bits", "params",
+                  "bytes")
+        rows = [("input", "input", "", _shape(self.input_shape), "", "", "", str(self.input_bits), "", "")]
+        for layer in self.layers:
+            rows.append((layer.name, layer.kind, ", ".join(_shape(s) for s in layer.input_shapes),
+                         _shape(layer.output_shape), layer.kernel, str(getattr(layer, "weight_bits", "")),
+                         layer.neuron + (f"/{layer.leak_shift}" if layer.neuron == "lif" else ""),
+                         str(layer.output_bits), f"{layer.params:,}", f"{layer.packed_bytes:,}"))
+        rows.append(("total", f"{len(self.layers)} layers", "", "", "", "", "", "", f"{self.params:,}",
+                     f"{self.packed_bytes:,}"))
+        text = format_table(header, rows)
+        labels = self.labels
+        if labels:
+            text += f"\nlabels: {', '.join(map(str, labels))}"
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    # -- files -----------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        from . import format
+
+        return format.write_model(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Model":
+        from . import format
+
+        return format.read_model(data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        data = self.to_bytes()
+        with open(path, "wb") as f:
+            f.write(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Model":
+        with open(path, "rb") as f:
+            data = f.read()
+        return cls.from_bytes(data)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _copy_layer(layer) -> Layer:
+    if not isinstance(layer, Layer):
+        raise ModelError(f"Model layers must be edgesnn.layers objects, got {type(layer).__name__}: {layer!r}")
+    return layer.replace()
+
+
+def _shape(shape) -> str:
+    return "x".join(str(v) for v in shape)
+
+
+def _check_input_shape(shape) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(v) for v in shape)
+    except TypeError:
+        raise ModelError(f"input_shape must be (H, W, C), got {shape!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ModelError(f"input_shape must be three positive sizes (H, W, C), got {shape!r}")
+    return shape
+
+
+def _check_input(x, input_shape, input_bits: int, timesteps) -> np.ndarray:
+    expected = f"uint8 (N, {', '.join(map(str, input_shape))}) or a spike train (N, T, {', '.join(map(str, input_shape))})"
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"model input must be an array {expected}; could not convert it: {exc}") from None
+    if x.dtype.kind == "f":
+        nan = " and contains NaN" if np.isnan(x).any() else ""
+        raise ValueError(f"model input must be {expected} with integer values in [0, {(1 << input_bits) - 1}]; "
+                         f"got dtype {x.dtype}{nan}. Turn raw data into model input with a frontend "
+                         f"(es.frontend('image'), 'kws', 'rate') or quantize it yourself")
+    if x.dtype.kind not in "uib":
+        raise ValueError(f"model input must be {expected}; got dtype {x.dtype}")
+    if x.ndim == 4:
+        if x.shape[1:] != tuple(input_shape):
+            raise ValueError(f"model input must be {expected}; got shape {x.shape}")
+        t = 1 if timesteps is None else timesteps
+        x5 = x[:, None]
+    elif x.ndim == 5:
+        if x.shape[2:] != tuple(input_shape):
+            raise ValueError(f"model input must be {expected}; got shape {x.shape}")
+        t = x.shape[1]
+        x5 = x
+        if timesteps is not None and timesteps != t:
+            raise ValueError(f"timesteps={timesteps} disagrees with the spike train's T={t} (shape {x.shape})")
+    else:
+        hint = " (add a batch axis: x[None])" if x.shape == tuple(input_shape) else ""
+        raise ValueError(f"model input must be {expected}; got rank {x.ndim}, shape {x.shape}{hint}")
+    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or not 1 <= t <= TIMESTEPS_MAX:
+        raise ValueError(f"timesteps must be an integer in [1, {TIMESTEPS_MAX}], got {t!r}")
+    if x.shape[0] == 0:
+        raise ValueError(f"model input is an empty batch (shape {x.shape}); give at least one sample")
+    if x.size and (x.min() < 0 or x.max() > (1 << input_bits) - 1):
+        raise ValueError(f"model input values must lie in [0, {(1 << input_bits) - 1}] (input_bits={input_bits}); "
+                         f"got min {x.min()}, max {x.max()}")
+    x5 = np.ascontiguousarray(x5.astype(np.uint8, copy=False))
+    if x5.shape[1] != t:
+        x5 = np.ascontiguousarray(np.broadcast_to(x5, (x5.shape[0], t, *x5.shape[2:])))
+    return x5
+
+
+_devices: dict[str, object] = {}
+_devices_lock = threading.Lock()
+
+
+def default_device_name() -> str:
+    """'cpu' when the native engine loads, else 'reference'."""
+    from . import plugins
+
+    return "cpu" if "cpu" in plugins.devices() else "reference"
+
+
+def resolve_device(device):
+    """A Device from a name, a Device, or None (the default device); one instance per name per process."""
+    from .devices import Device
+
+    if isinstance(device, Device):
+        return device
+    name = default_device_name() if device is None else device
+    if not isinstance(name, str):
+        raise TypeError(f"device must be a name or an edgesnn Device, got {type(device).__name__}")
+    with _devices_lock:
+        if name not in _devices:
+            from . import plugins
+
+            _devices[name] = plugins.device(name)
+        return _devices[name]

@@ -1,0 +1,163 @@
+"""The numpy reference engine: the executable form of docs/semantics.md.
+
+Readable first, vectorized over the batch second. Every other engine must match it bit for bit,
+potentials and statistics both. Integer arithmetic is int64; convolutions and dense layers use a
+float64 matrix product, which is exact because every partial sum is an integer below 2**53
+(the model's int32 overflow check bounds them by 2**31).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .layers import INT32_MAX, INT32_MIN, same_padding
+from .statistics import LayerStatistics, Statistics
+
+# How many float64 im2col values one batch chunk may hold (bounds memory to about 512 MB).
+IM2COL_VALUES_MAX = 64 * 1024 * 1024
+
+
+def run(model, x5: np.ndarray) -> tuple[np.ndarray, Statistics]:
+    """Run `model` on uint8 input `x5` of shape (N, T, H, W, C); return (int32 potentials, Statistics)."""
+    n, t = x5.shape[:2]
+    stats = Statistics(samples=n, timesteps=t, device="reference",
+                       layers=[LayerStatistics(name=l.name, kind=l.kind) for l in model.layers])
+    chunk = _batch_chunk(model)
+    outputs = [_run_chunk(model, x5[i:i + chunk], stats) for i in range(0, n, chunk)]
+    return np.concatenate(outputs, axis=0), stats
+
+
+def _batch_chunk(model) -> int:
+    per_sample = 1
+    for layer in model.layers:
+        if layer.kind in ("conv2d", "input_conv2d", "depthwise2d", "separable2d"):
+            kh, kw = layer.weights.shape[:2]
+            oh, ow = layer._pre_pool
+            per_sample = max(per_sample, oh * ow * kh * kw * layer.input_shapes[0][2])
+    return max(1, IM2COL_VALUES_MAX // per_sample)
+
+
+def _run_chunk(model, x5: np.ndarray, stats: Statistics) -> np.ndarray:
+    n, timesteps = x5.shape[:2]
+    state: dict[str, np.ndarray] = {}   # if/lif membrane potentials (N, OH, OW, C) int64, per layer
+    last = model.layers[-1]
+    total = np.zeros((n, *last.output_shape), dtype=np.int64)  # the model output, summed over timesteps
+    for t in range(timesteps):
+        acts: dict[str, np.ndarray] = {"input": x5[:, t].astype(np.int64)}
+        for layer, layer_stats in zip(model.layers, stats.layers):
+            inputs = [acts[name] for name in layer.inputs]
+            potentials, synaptic_ops = SYNAPTIC[layer.kind](layer, inputs)
+            potentials = _pool(layer, potentials)
+            out = _neuron(layer, potentials, state)
+            acts[layer.name] = out
+            layer_stats.input_events += sum(int(np.count_nonzero(a)) for a in inputs)
+            layer_stats.input_size += sum(a.size for a in inputs)
+            layer_stats.output_events += int(np.count_nonzero(out))
+            layer_stats.output_size += out.size
+            layer_stats.synaptic_ops += synaptic_ops
+        if last.neuron == "none":
+            total = np.clip(total + acts[last.name], INT32_MIN, INT32_MAX)
+        else:
+            total += acts[last.name]
+    return np.clip(total, INT32_MIN, INT32_MAX).astype(np.int32)
+
+
+# -- synaptic stages: (layer, [inputs (N, H, W, C) int64]) -> (potentials (N, OH, OW, C) int64, synaptic ops) --
+
+def _windows(layer, a: np.ndarray) -> np.ndarray:
+    """im2col view: (N, OH, OW, KH, KW, C) of the zero-padded input `a` (N, H, W, C)."""
+    kh, kw = layer.weights.shape[:2]
+    if layer.padding == "same":
+        pad_h = same_padding(a.shape[1], kh, layer.stride)
+        pad_w = same_padding(a.shape[2], kw, layer.stride)
+        a = np.pad(a, ((0, 0), pad_h, pad_w, (0, 0)))
+    win = sliding_window_view(a, (kh, kw), axis=(1, 2))  # (N, H', W', C, KH, KW)
+    win = win[:, ::layer.stride, ::layer.stride]
+    return win.transpose(0, 1, 2, 4, 5, 3)
+
+
+def _conv2d(layer, inputs):
+    win = _windows(layer, inputs[0])
+    n, oh, ow = win.shape[:3]
+    cols = win.reshape(n * oh * ow, -1)
+    cout = layer.weights.shape[-1]
+    weights = layer.weights.reshape(-1, cout).astype(np.float64)
+    acc = (cols.astype(np.float64) @ weights).astype(np.int64)
+    potentials = acc.reshape(n, oh, ow, cout) + layer.bias
+    return potentials, int(np.count_nonzero(cols)) * cout
+
+
+def _depthwise_sum(layer, a):
+    win = _windows(layer, a)  # (N, OH, OW, KH, KW, C)
+    acc = np.einsum("nyxhwc,hwc->nyxc", win, layer.weights.astype(np.int64))
+    return acc, int(np.count_nonzero(win))
+
+
+def _depthwise2d(layer, inputs):
+    acc, ops = _depthwise_sum(layer, inputs[0])
+    return acc + layer.bias, ops
+
+
+def _separable2d(layer, inputs):
+    dw, dw_ops = _depthwise_sum(layer, inputs[0])
+    lo, hi = -(1 << (layer.mid_bits - 1)), (1 << (layer.mid_bits - 1)) - 1
+    mid = np.clip(requantize(dw, layer.mid_multiplier, layer.mid_shift), lo, hi)
+    cout = layer.pointwise.shape[1]
+    acc = (mid.astype(np.float64) @ layer.pointwise.astype(np.float64)).astype(np.int64)
+    return acc + layer.bias, dw_ops + int(np.count_nonzero(mid)) * cout
+
+
+def _dense(layer, inputs):
+    flat = inputs[0].reshape(inputs[0].shape[0], -1)
+    cout = layer.weights.shape[1]
+    acc = (flat.astype(np.float64) @ layer.weights.astype(np.float64)).astype(np.int64)
+    potentials = (acc + layer.bias).reshape(-1, 1, 1, cout)
+    return potentials, int(np.count_nonzero(flat)) * cout
+
+
+def _add(layer, inputs):
+    m = layer.input_multipliers.astype(np.int64)
+    potentials = sum(a * m[i] for i, a in enumerate(inputs))
+    return potentials, sum(int(np.count_nonzero(a)) for a in inputs)
+
+
+SYNAPTIC = {"input_conv2d": _conv2d, "conv2d": _conv2d, "depthwise2d": _depthwise2d,
+            "separable2d": _separable2d, "dense": _dense, "add": _add}
+
+
+# -- pooling and neuron stages ------------------------------------------------------------------
+
+def requantize(p: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(p * m + 2**(s-1)) >> s, round half up, in int64; per channel (last axis)."""
+    m = multiplier.astype(np.int64)
+    s = shift.astype(np.int64)
+    rounding = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
+    return (p * m + rounding) >> s
+
+
+def _pool(layer, p: np.ndarray) -> np.ndarray:
+    if layer.pool is None:
+        return p
+    if layer.pool == "global_avg":
+        return p.sum(axis=(1, 2), keepdims=True)
+    size, stride = layer.pool_size, layer.pool_stride
+    win = sliding_window_view(p, (size, size), axis=(1, 2))[:, ::stride, ::stride]
+    return win.max(axis=(-2, -1)) if layer.pool == "max" else win.sum(axis=(-2, -1))
+
+
+def _neuron(layer, p: np.ndarray, state: dict) -> np.ndarray:
+    if layer.neuron == "none":
+        return p
+    if layer.neuron == "relu":
+        return np.clip(requantize(p, layer.out_multiplier, layer.out_shift), 0, (1 << layer.activation_bits) - 1)
+    v = state.get(layer.name)
+    if v is None:
+        v = np.zeros_like(p)
+    if layer.neuron == "lif":
+        v = v - (v >> layer.leak_shift)
+    v = np.clip(v + p, INT32_MIN, INT32_MAX)
+    threshold = layer.threshold.astype(np.int64)
+    spikes = v >= threshold
+    state[layer.name] = v - spikes * threshold
+    return spikes.astype(np.int64)

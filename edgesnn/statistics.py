@@ -1,0 +1,103 @@
+"""Per-layer statistics of a run: events, sparsity and synaptic operations (docs/semantics.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LayerStatistics:
+    """Totals over all samples and timesteps of the last run, for one layer."""
+
+    name: str
+    kind: str
+    input_events: int = 0
+    input_size: int = 0
+    output_events: int = 0
+    output_size: int = 0
+    synaptic_ops: int = 0
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of output values that are zero (no event)."""
+        return 1.0 - self.output_events / self.output_size if self.output_size else 0.0
+
+    @property
+    def input_sparsity(self) -> float:
+        return 1.0 - self.input_events / self.input_size if self.input_size else 0.0
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "input_events": self.input_events,
+                "input_size": self.input_size, "output_events": self.output_events,
+                "output_size": self.output_size, "sparsity": self.sparsity,
+                "input_sparsity": self.input_sparsity, "synaptic_ops": self.synaptic_ops}
+
+
+@dataclass
+class Statistics:
+    """Statistics of one run: `samples` x `timesteps`, one LayerStatistics per layer in model order."""
+
+    samples: int
+    timesteps: int
+    device: str
+    layers: list[LayerStatistics] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> LayerStatistics:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer {name!r} in statistics; layers: {[s.name for s in self.layers]}")
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def synaptic_ops(self) -> int:
+        return sum(s.synaptic_ops for s in self.layers)
+
+    @property
+    def events(self) -> int:
+        """Total output events of all layers."""
+        return sum(s.output_events for s in self.layers)
+
+    def as_dicts(self) -> list[dict]:
+        return [s.as_dict() for s in self.layers]
+
+    def table(self) -> str:
+        """A fixed-width table: per layer, events and sparsity in and out, synaptic ops per sample."""
+        per = max(self.samples, 1)
+        header = ("layer", "kind", "in events/sample", "in sparsity", "out events/sample", "out sparsity",
+                  "synops/sample")
+        rows = [(s.name, s.kind, f"{s.input_events / per:,.1f}", f"{s.input_sparsity:.3f}",
+                 f"{s.output_events / per:,.1f}", f"{s.sparsity:.3f}", f"{s.synaptic_ops / per:,.0f}")
+                for s in self.layers]
+        rows.append(("total", "", "", "", f"{self.events / per:,.1f}", "", f"{self.synaptic_ops / per:,.0f}"))
+        title = f"Statistics: {self.samples} samples x {self.timesteps} timesteps on device {self.device!r}"
+        return title + "\n" + format_table(header, rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __eq__(self, other) -> bool:
+        """Equal when every count matches (the device name does not matter)."""
+        if not isinstance(other, Statistics):
+            return NotImplemented
+        return (self.samples, self.timesteps, self.layers) == (other.samples, other.timesteps, other.layers)
+
+
+def format_table(header: tuple, rows: list[tuple]) -> str:
+    """Left-aligned first columns, right-aligned numbers; a rule under the header."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row):
+        cells = []
+        for i, cell in enumerate(row):
+            text = str(cell)
+            cells.append(text.ljust(widths[i]) if i < 2 else text.rjust(widths[i]))
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])

@@ -1,0 +1,229 @@
+"""The numpy reference engine against small cases worked out by hand (docs/semantics.md)."""
+
+import numpy as np
+import pytest
+
+import edgesnn as es
+from edgesnn import layers as L
+
+
+def run(model, x, timesteps=None):
+    return model.forward(np.asarray(x, dtype=np.uint8), timesteps=timesteps, device="reference")
+
+
+def image(rows):
+    """A (1, H, W, 1) uint8 batch from a nested list of rows."""
+    return np.array(rows, dtype=np.uint8)[None, :, :, None]
+
+
+def test_conv2d_valid_by_hand():
+    x = image([[1, 2, 0],
+               [0, 3, 1],
+               [4, 0, 2]])
+    w = np.array([[1, -1],
+                  [2, 0]]).reshape(2, 2, 1, 1)
+    model = es.Model([L.InputConv2D(name="c", weights=w, bias=[5], padding="valid", neuron="none")],
+                     input_shape=(3, 3, 1))
+    # top-left window [[1,2],[0,3]]: 1 - 2 + 0 + 0 = -1, +5 = 4
+    # top-right [[2,0],[3,1]]: 2 - 0 + 6 + 0 = 8, +5 = 13
+    # bottom-left [[0,3],[4,0]]: 0 - 3 + 8 + 0 = 5, +5 = 10
+    # bottom-right [[3,1],[0,2]]: 3 - 1 + 0 + 0 = 2, +5 = 7
+    assert run(model, x)[0, :, :, 0].tolist() == [[4, 13], [10, 7]]
+    stats = model.statistics["c"]
+    assert stats.input_events == 6 and stats.input_size == 9
+    # non-zero inputs in each window: 3, 3, 2, 3 -> 11 taps x 1 output channel
+    assert stats.synaptic_ops == 11
+    assert stats.output_events == 4 and stats.output_size == 4
+
+
+def test_conv2d_same_stride2_pads_after():
+    # 4x4 input, 3x3 kernel, stride 2, 'same': output 2x2, total pad 1 -> 0 before, 1 after.
+    x = image([[1, 0, 0, 2],
+               [0, 0, 0, 0],
+               [0, 0, 0, 0],
+               [3, 0, 0, 4]])
+    w = np.ones((3, 3, 1, 1), dtype=int)
+    model = es.Model([L.InputConv2D(name="c", weights=w, stride=2, padding="same", neuron="none")],
+                     input_shape=(4, 4, 1))
+    # windows start at rows/cols 0 and 2: (0,0) covers rows 0-2 cols 0-2 -> 1; (0,1) rows 0-2 cols 2-4 -> 2;
+    # (1,0) rows 2-4 cols 0-2 -> 3; (1,1) rows 2-4 cols 2-4 -> 4
+    assert run(model, x)[0, :, :, 0].tolist() == [[1, 2], [3, 4]]
+    assert model.statistics["c"].synaptic_ops == 4
+
+
+def test_conv2d_multichannel_events_times_fanout():
+    x = np.zeros((1, 3, 3, 2), dtype=np.uint8)
+    x[0, 1, 1, 0] = 2   # the centre pixel, channel 0 only
+    w = np.zeros((3, 3, 2, 4), dtype=int)
+    w[:, :, 0, :] = np.arange(9).reshape(3, 3, 1)  # weight value = tap index, same for all 4 outputs
+    model = es.Model([L.InputConv2D(name="c", weights=w, padding="same", neuron="none")], input_shape=(3, 3, 2))
+    out = run(model, x)[0, :, :, 0]
+    # output (oy, ox) sees the centre through tap (1 - oy + 1, 1 - ox + 1) = (2 - oy, 2 - ox): value 3*(2-oy) + (2-ox)
+    expected = [[2 * (3 * (2 - oy) + (2 - ox)) for ox in range(3)] for oy in range(3)]
+    assert out.tolist() == expected
+    # one event reaches all 9 output positions x 4 channels
+    assert model.statistics["c"].synaptic_ops == 36
+
+
+def test_depthwise2d_by_hand():
+    x = np.zeros((1, 2, 2, 2), dtype=np.uint8)
+    x[0, :, :, 0] = [[1, 2], [3, 4]]
+    x[0, :, :, 1] = [[5, 0], [0, 6]]
+    w = np.zeros((2, 2, 2), dtype=int)
+    w[:, :, 0] = [[1, 1], [1, 1]]
+    w[:, :, 1] = [[1, 0], [0, -1]]
+    model = es.Model([L.Depthwise2D(name="dw", weights=w, bias=[0, 10], padding="valid", neuron="none")],
+                     input_shape=(2, 2, 2))
+    out = run(model, x)
+    assert out[0, 0, 0].tolist() == [1 + 2 + 3 + 4, 5 - 6 + 10]
+    assert model.statistics["dw"].synaptic_ops == 6  # 4 + 2 non-zero taps, one output channel each
+
+
+def test_separable2d_requantizes_signed_intermediate():
+    x = np.array([[[[3, 1]]]], dtype=np.uint8)          # 1x1 input, 2 channels
+    dw = np.array([[[-1, 3]]])                          # 1x1 depthwise: Q = [-3, 3]
+    pw = np.array([[1, 2],
+                   [1, 0]])                             # (Cin=2, Cout=2)
+    model = es.Model([L.Separable2D(name="sep", weights=dw, pointwise=pw, bias=[0, 100], mid_multiplier=1,
+                                    mid_shift=1, mid_bits=4, padding="valid", neuron="none")],
+                     input_shape=(1, 1, 2))
+    # mid = (Q + 1) >> 1 : -3 -> -1 (i.e. -1.5 rounds half up to -1), 3 -> 2 (1.5 -> 2)
+    # out0 = 1*-1 + 1*2 = 1 ; out1 = 2*-1 + 0*2 + 100 = 98
+    assert run(model, x)[0, 0, 0].tolist() == [1, 98]
+    # depthwise: 2 events x 1; pointwise: 2 non-zero mids x 2 outputs
+    assert model.statistics["sep"].synaptic_ops == 2 + 4
+
+
+def test_separable2d_clamps_intermediate():
+    x = np.array([[[[200]]]], dtype=np.uint8)
+    model = es.Model([L.Separable2D(name="sep", weights=[[[-100]]], pointwise=[[1]], mid_bits=4, padding="valid",
+                                    neuron="none")], input_shape=(1, 1, 1))
+    assert run(model, x)[0, 0, 0, 0] == -8   # -20000 clamps to the 4-bit signed minimum
+
+
+def test_dense_flattens_hwc():
+    x = np.zeros((1, 1, 2, 2), dtype=np.uint8)
+    x[0, 0, 0] = [1, 2]   # position (0,0): channels 0, 1 -> flat 0, 1
+    x[0, 0, 1] = [3, 4]   # position (0,1): flat 2, 3
+    w = np.array([[1], [-2], [5], [-7]])
+    model = es.Model([L.Dense(name="fc", weights=w, bias=[7], neuron="none")], input_shape=(1, 2, 2))
+    assert run(model, x)[0, 0, 0, 0] == 1 * 1 - 2 * 2 + 5 * 3 - 7 * 4 + 7  # flat order (y, x, c)
+    assert model.statistics["fc"].synaptic_ops == 4
+
+
+def test_relu_requantization_rounds_half_up_and_clamps():
+    x = np.array([5, 6, 7, 100], dtype=np.uint8).reshape(1, 1, 1, 4)
+    w = np.eye(4, dtype=int).reshape(1, 1, 4, 4)
+    model = es.Model([L.InputConv2D(name="c", weights=w, out_multiplier=3, out_shift=2, activation_bits=4)],
+                     input_shape=(1, 1, 4))
+    # 5*3/4 = 3.75 -> 4; 6*3/4 = 4.5 -> 5 (half up); 7*3/4 = 5.25 -> 5; 100*3/4 = 75 -> clamp 15
+    assert run(model, x)[0, 0, 0].tolist() == [4, 5, 5, 15]
+
+
+def test_relu_negative_potentials_give_zero():
+    x = np.array([[[[9]]]], dtype=np.uint8)
+    model = es.Model([L.InputConv2D(name="c", weights=[[[[-1]]]], out_multiplier=1, out_shift=0)],
+                     input_shape=(1, 1, 1))
+    assert run(model, x)[0, 0, 0, 0] == 0
+    assert model.statistics["c"].output_events == 0
+
+
+def pooled_model(pool, size=2, stride=None):
+    return es.Model([L.InputConv2D(name="c", weights=[[[[1]]]], pool=pool, pool_size=size, pool_stride=stride,
+                                   neuron="none")], input_shape=(3, 3, 1))
+
+
+def test_pooling_max_avg_global():
+    x = image([[1, 5, 2],
+               [3, 4, 0],
+               [9, 1, 1]])
+    # valid 2x2 windows, stride 2: only the top-left window fits a 3x3 map
+    assert run(pooled_model("max"), x)[0, :, :, 0].tolist() == [[5]]
+    assert run(pooled_model("avg"), x)[0, :, :, 0].tolist() == [[13]]         # the window's sum
+    assert run(pooled_model("max", 2, 1), x)[0, :, :, 0].tolist() == [[5, 5], [9, 4]]
+    assert run(pooled_model("global_avg"), x)[0, :, :, 0].tolist() == [[26]]  # the map's sum
+
+
+def test_add_merges_branches_with_multipliers():
+    x = np.array([[[[2, 3]]]], dtype=np.uint8)
+    a = L.InputConv2D(name="a", weights=np.eye(2, dtype=int).reshape(1, 1, 2, 2), activation_bits=8)
+    b = L.InputConv2D(name="b", inputs=("input",), weights=2 * np.eye(2, dtype=int).reshape(1, 1, 2, 2),
+                      activation_bits=8)
+    add = L.Add(name="sum", inputs=("a", "b"), input_multipliers=[[1, 3], [2, 1]], neuron="none")
+    model = es.Model([a, b, add], input_shape=(1, 1, 2))
+    # a = [2, 3], b = [4, 6]; channel 0: 1*2 + 2*4 = 10; channel 1: 3*3 + 1*6 = 15
+    assert run(model, x)[0, 0, 0].tolist() == [10, 15]
+    assert model.statistics["sum"].synaptic_ops == 4
+
+
+def spiking_model(neuron, threshold, leak_shift=0, weight=1):
+    return es.Model([L.InputConv2D(name="n", weights=[[[[weight]]]], neuron=neuron, threshold=threshold,
+                                   leak_shift=leak_shift)], input_shape=(1, 1, 1))
+
+
+def test_if_neuron_subtractive_reset():
+    model = spiking_model("if", threshold=10)
+    # constant input 4: v = 4, 8, 12 -> spike (v = 2), 6, 10 -> spike (v = 0): 2 spikes in 5 steps
+    assert run(model, [[[[4]]]], timesteps=5)[0, 0, 0, 0] == 2
+    assert model.statistics["n"].output_events == 2
+    assert model.statistics["n"].output_size == 5
+
+
+def test_if_neuron_spike_train_input():
+    model = spiking_model("if", threshold=3, weight=2)
+    train = np.array([1, 0, 1, 1, 0, 1], dtype=np.uint8).reshape(1, 6, 1, 1, 1)
+    # v: 2, 2, 4 -> spike (1), 3 -> spike (0), 0, 2  => 2 spikes
+    assert run(model, train)[0, 0, 0, 0] == 2
+
+
+def test_lif_neuron_leaks_by_shift():
+    model = spiking_model("lif", threshold=10, leak_shift=1)
+    # input 6 each step, leak v -= v >> 1 first:
+    # t0: 0 + 6 = 6; t1: 6 - 3 + 6 = 9; t2: 9 - 4 + 6 = 11 -> spike, 1; t3: 1 - 0 + 6 = 7; t4: 7 - 3 + 6 = 10 -> spike
+    assert run(model, [[[[6]]]], timesteps=5)[0, 0, 0, 0] == 2
+    # input 4 never reaches 10 with that leak: 4, 6, 7, 7, 7
+    assert run(model, [[[[4]]]], timesteps=5)[0, 0, 0, 0] == 0
+
+
+def test_lif_leak_of_negative_potential_uses_arithmetic_shift():
+    # v goes negative and the leak floors: v = -3 -> -3 - (-3 >> 1) = -3 - (-2) = -1
+    model = es.Model([L.InputConv2D(name="n", weights=[[[[-3]]]], bias=[0], neuron="lif", threshold=1,
+                                    leak_shift=1)], input_shape=(1, 1, 1))
+    train = np.array([1, 0, 0], dtype=np.uint8).reshape(1, 3, 1, 1, 1)
+    # t0: v = -3; t1: -3 - (-2) = -1 (+0); t2: -1 - (-1) = 0: never spikes
+    assert run(model, train)[0, 0, 0, 0] == 0
+    # with bias 1 at every step:
+    model2 = es.Model([L.InputConv2D(name="n", weights=[[[[-3]]]], bias=[1], neuron="lif", threshold=1,
+                                     leak_shift=1)], input_shape=(1, 1, 1))
+    # t0: -3 + 1 = -2; t1: -2 - (-1) + 1 = 0; t2: 0 - 0 + 1 = 1 -> spike
+    assert run(model2, train)[0, 0, 0, 0] == 1
+
+
+def test_none_output_accumulates_over_timesteps():
+    model = es.Model([L.InputConv2D(name="o", weights=[[[[3]]]], bias=[1], neuron="none")], input_shape=(1, 1, 1))
+    assert run(model, [[[[2]]]], timesteps=4)[0, 0, 0, 0] == 4 * (2 * 3 + 1)
+
+
+def test_statistics_chain_and_sparsity():
+    x = image([[0, 1], [2, 0]])
+    model = es.Model([
+        L.InputConv2D(name="c", weights=np.ones((1, 1, 1, 3), dtype=int), out_multiplier=1, activation_bits=2),
+        L.Dense(name="fc", weights=np.ones((12, 2), dtype=int), neuron="none"),
+    ], input_shape=(2, 2, 1))
+    out = run(model, x)
+    c, fc = model.statistics["c"], model.statistics["fc"]
+    assert (c.input_events, c.output_events, c.output_size) == (2, 6, 12)
+    assert c.sparsity == pytest.approx(0.5)
+    assert fc.input_events == c.output_events
+    assert fc.synaptic_ops == 6 * 2
+    # each 2-bit output: pixel 1 -> 1, pixel 2 -> 2; dense sums 3 channels x (1 + 2)
+    assert out[0, 0, 0].tolist() == [9, 9]
+
+
+def test_batch_samples_are_independent():
+    model = spiking_model("if", threshold=5)
+    x = np.array([4, 0, 9], dtype=np.uint8).reshape(3, 1, 1, 1)
+    both = run(model, x, timesteps=3)[:, 0, 0, 0]
+    alone = [run(model, x[i:i + 1], timesteps=3)[0, 0, 0, 0] for i in range(3)]
+    # 4: v = 4, 8 -> spike (3), 7 -> spike (2): 2 spikes; 0: none; 9: 9 s(4), 13 s(8), 17 s(12): 3 spikes
+    assert both.tolist() == alone == [2, 0, 3]
