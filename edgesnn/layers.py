@@ -436,7 +436,8 @@ class Dense(Layer):
 class Add(Layer):
     """Merges branches of equal shape: potential = sum_i input_i * input_multipliers[i] (per channel).
 
-    input_multipliers: int32 (n_inputs, C), >= 0. The neuron stage (usually relu) then requantizes.
+    input_multipliers: int32 (n_inputs, C), any sign (a negative one subtracts a branch).
+    The neuron stage (usually relu) then requantizes.
     """
 
     input_multipliers: object = 1
@@ -454,13 +455,11 @@ class Add(Layer):
         c = input_shapes[0][2]
         self.input_multipliers = _int_array(self.input_multipliers, np.int32, (len(input_shapes), c),
                                             "input_multipliers", n)
-        if self.input_multipliers.min() < 0:
-            raise ModelError(f"layer {n!r}: input_multipliers must be >= 0")
         self._check_common(c)
         return tuple(input_shapes[0])
 
     def accumulator_bound(self, input_max):
-        m = self.input_multipliers.astype(np.int64)
+        m = np.abs(self.input_multipliers.astype(np.int64))
         return int(sum(m[i] * input_max[i] for i in range(len(input_max))).max())
 
     def param_arrays(self):

