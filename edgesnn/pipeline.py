@@ -1,0 +1,234 @@
+"""Pipeline: raw input -> frontend -> Model -> classifier, as one object that saves to one .esnn file.
+
+    pipe = es.Pipeline(es.frontend("image", size=(28, 28), invert=True), model, labels=[str(d) for d in range(10)])
+    pipe("seven.png")                  # Prediction(label='7', index=7, score=0.98, potentials=array([...]))
+    pipe.batch(["a.png", "b.png"])     # [Prediction, Prediction]
+    pipe.save("digits.esnn")           # model + frontend config + labels in the file's metadata
+    pipe = es.Pipeline.load("digits.esnn")
+    for d in kws_pipe.stream(chunks):  # Detection(label, time_s, score), for frontends with a streaming mode
+        print(d.label, d.time_s)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from .classifier import UNKNOWN, Classifier, Detection, Prediction
+from .errors import ModelError
+from .model import Model
+
+PIPELINE_KEY = "pipeline"    # metadata key of the pipeline's own options (threshold, unknown label, timesteps)
+FRONTEND_KEY = "frontend"    # metadata key of {"name": ..., "config": {...}} (docs/format.md)
+# Labels a keyword stream never reports (background classes of the usual keyword-spotting sets).
+NON_KEYWORDS = ("unknown", "_unknown_", "silence", "_silence_", "background", "_background_noise_", "noise")
+STREAM_CHUNK_S = 0.1         # a whole recording given to stream() is fed in pieces of this length
+
+
+class Pipeline:
+    """A frontend, a Model and a classifier chained; see the module docstring.
+
+    ``frontend``: a frontend object or a registered frontend name. ``model``: a Model or a .esnn path.
+    ``labels``: class names (default: the model's metadata ``labels``). ``device``: where the model
+    runs (name or Device; None: the default device). ``timesteps``: timesteps for dense frontends
+    (default 1; spike-train frontends bring their own T). ``threshold``: reject answers whose score
+    is below it as ``unknown_label``.
+    """
+
+    def __init__(self, frontend, model, labels=None, device=None, timesteps: int | None = None,
+                 threshold: float | None = None, unknown_label: str = UNKNOWN):
+        if isinstance(frontend, str):
+            from . import plugins
+
+            frontend = plugins.frontend(frontend)
+        if isinstance(model, (str, os.PathLike)):
+            model = Model.load(model)
+        if not isinstance(model, Model):
+            raise TypeError(f"Pipeline model must be an edgesnn Model or a .esnn path, got {type(model).__name__}")
+        self.frontend = frontend
+        self.model = model
+        self.device = device
+        self.timesteps = timesteps
+        labels = model.metadata.get("labels") if labels is None else labels
+        self.classifier = Classifier(labels, output_scale=model.metadata.get("output_scale"),
+                                     threshold=threshold, unknown_label=unknown_label)
+        self._check_labels()
+        self._check_shapes(getattr(frontend, "output_shape", None))
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.classifier.labels
+
+    def __repr__(self) -> str:
+        return (f"<edgesnn.Pipeline frontend={getattr(self.frontend, 'name', type(self.frontend).__name__)!r} "
+                f"input {self.model.input_shape} -> {self.model.output_shape}, "
+                f"{len(self.labels) if self.labels else '?'} labels>")
+
+    # -- checks ----------------------------------------------------------------------------------
+    def _check_labels(self) -> None:
+        classes = int(np.prod(self.model.output_shape))
+        if self.labels is not None and len(self.labels) != classes:
+            raise ModelError(f"Pipeline: {len(self.labels)} labels given but the model outputs {classes} classes "
+                             f"(output shape {self.model.output_shape})")
+
+    def _expected_shape(self, frontend_shape) -> tuple:
+        """What one frontend sample must look like for this model (T kept from the frontend's own shape)."""
+        if getattr(self.frontend, "time_axis", False):
+            return (frontend_shape[0], *self.model.input_shape)
+        return tuple(self.model.input_shape)
+
+    def _check_shapes(self, frontend_shape) -> None:
+        if frontend_shape is None:
+            return  # the frontend's shape follows its input: checked on each sample
+        frontend_shape = tuple(int(v) for v in frontend_shape)
+        expected = self._expected_shape(frontend_shape)
+        if frontend_shape != expected:
+            what = "a spike train (T, H, W, C)" if getattr(self.frontend, "time_axis", False) else "(H, W, C)"
+            raise ModelError(f"Pipeline: frontend {getattr(self.frontend, 'name', '?')!r} produces {frontend_shape} "
+                             f"per sample, but the model expects input {expected} as {what}; configure the "
+                             f"frontend to output {expected} (its config: {getattr(self.frontend, 'config', {})})")
+
+    # -- running ---------------------------------------------------------------------------------
+    def encode(self, raw) -> np.ndarray:
+        """One raw input -> the model's input for one sample (the frontend's output, shape-checked)."""
+        sample = np.asarray(self.frontend(raw))
+        self._check_shapes(sample.shape)
+        return sample
+
+    def __call__(self, raw):
+        """One raw input -> Prediction. A list of inputs -> a list of Predictions (as ``batch``)."""
+        if isinstance(raw, list):
+            return self.batch(raw)
+        return self.batch([raw])[0]
+
+    def batch(self, raws) -> list[Prediction]:
+        """Raw inputs -> one Prediction each; the model runs once on the whole batch."""
+        raws = list(raws)
+        if not raws:
+            raise ValueError("Pipeline.batch: got no inputs")
+        samples = np.stack([self._encode_item(raw, i) for i, raw in enumerate(raws)])
+        return self.classify_samples(samples)
+
+    def classify_samples(self, samples: np.ndarray) -> list[Prediction]:
+        """Model inputs (N, ...) already through the frontend -> one Prediction each."""
+        time_axis = getattr(self.frontend, "time_axis", False)
+        potentials = self.model.forward(samples, timesteps=None if time_axis else self.timesteps, device=self.device)
+        timesteps = samples.shape[1] if time_axis else (self.timesteps or 1)
+        return self.classifier.classify(potentials, timesteps=timesteps)
+
+    def _encode_item(self, raw, index: int) -> np.ndarray:
+        try:
+            return self.encode(raw)
+        except (ValueError, TypeError, OSError) as exc:
+            where = f" ({raw})" if isinstance(raw, (str, os.PathLike)) else ""
+            exc.add_note(f"while encoding Pipeline input {index}{where}")
+            raise
+
+    # -- streaming -------------------------------------------------------------------------------
+    def stream(self, chunks, hop_s: float = 0.1, min_score: float | None = None, refractory_s: float = 0.5,
+               ignore=NON_KEYWORDS):
+        """Slide the frontend's window over a stream of audio chunks; yield a Detection per keyword heard.
+
+        ``chunks``: an iterable of mono sample arrays at the frontend's sample rate, or a whole
+        recording (a path or an array, fed in 0.1 s pieces). Every ``hop_s`` seconds (rounded to
+        frames) the last window (1 s for kws) is classified. A window whose best label is not in
+        ``ignore``, is not rejected, and scores at least ``min_score`` is a hit; a hit is reported
+        unless the same label hit within the last ``refractory_s`` seconds (so one spoken keyword,
+        seen by several overlapping windows, is reported once). ``time_s`` is the window's end.
+        """
+        fe = self.frontend
+        if not callable(getattr(fe, "stream", None)):
+            raise TypeError(f"frontend {getattr(fe, 'name', type(fe).__name__)!r} has no streaming mode; "
+                            f"stream() needs one like the 'kws' frontend's")
+        hop_frames = max(1, round(hop_s / fe.hop_s))
+        min_score = (self.classifier.threshold or 0.0) if min_score is None else float(min_score)
+        skip = set(ignore) | {self.classifier.unknown_label}
+        last_hit_s: dict[str, float] = {}
+        for window, time_s in self._windows(chunks, hop_frames):
+            prediction = self.classify_samples(window[None])[0]
+            if prediction.label in skip or prediction.index < 0 or prediction.score < min_score:
+                continue
+            previous = last_hit_s.get(prediction.label)
+            last_hit_s[prediction.label] = time_s
+            if previous is None or time_s - previous > refractory_s:
+                yield Detection(prediction.label, round(time_s, 6), prediction.score)
+
+    def _windows(self, chunks, hop_frames: int):
+        """Yield (uint8 model input (frames, coefficients, 1), end time in s) every hop_frames frames."""
+        fe = self.frontend
+        window_frames = fe.output_shape[0]
+        stream = fe.stream()
+        recent = deque(maxlen=window_frames)  # the last window_frames uint8 frames
+        for chunk in self._chunks(chunks):
+            first_index = stream.frames_emitted
+            for offset, frame in enumerate(fe.quantize(stream.push(chunk))):
+                recent.append(frame)
+                index = first_index + offset  # index of this frame since the stream began
+                if index + 1 >= window_frames and (index + 1 - window_frames) % hop_frames == 0:
+                    end_s = (index * fe.hop_samples + fe.frame_samples) / fe.sample_rate
+                    window = np.stack(recent)[:, :, None]
+                    self._check_shapes(window.shape)
+                    yield window, end_s
+
+    def _chunks(self, chunks):
+        recording = isinstance(chunks, (str, os.PathLike, np.ndarray)) or (
+            isinstance(chunks, tuple) and len(chunks) == 2 and np.isscalar(chunks[1]))  # (waveform, sample_rate)
+        if recording:
+            waveform = self.frontend.load(chunks)
+            piece = max(1, round(STREAM_CHUNK_S * self.frontend.sample_rate))
+            return (waveform[i:i + piece] for i in range(0, waveform.shape[0], piece))
+        return iter(chunks)
+
+    # -- files -----------------------------------------------------------------------------------
+    def metadata(self) -> dict:
+        """The model's metadata plus what rebuilds this pipeline: labels, frontend, pipeline options."""
+        fe = self.frontend
+        name = getattr(fe, "name", None)
+        config = getattr(fe, "config", None)
+        if not isinstance(name, str) or not isinstance(config, dict):
+            raise TypeError(f"Pipeline.save: the frontend {fe!r} needs a string .name and a dict .config "
+                            f"to be stored in the file")
+        try:
+            json.dumps(config)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"Pipeline.save: frontend {name!r} config is not JSON-serializable: {exc}") from exc
+        metadata = dict(self.model.metadata)
+        if self.labels is not None:
+            metadata["labels"] = list(self.labels)
+        metadata[FRONTEND_KEY] = {"name": name, "config": config}
+        metadata[PIPELINE_KEY] = {"threshold": self.classifier.threshold,
+                                  "unknown_label": self.classifier.unknown_label, "timesteps": self.timesteps}
+        return metadata
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one .esnn file holding the model, the frontend's name and config, and the labels."""
+        metadata = self.metadata()
+        saved = self.model.metadata
+        self.model.metadata = metadata
+        try:
+            self.model.save(path)
+        finally:
+            self.model.metadata = saved
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device=None) -> "Pipeline":
+        """Rebuild a pipeline from a .esnn file written by ``save`` (the frontend by its registered name)."""
+        from . import plugins
+
+        model = Model.load(path)
+        stored = model.metadata.get(FRONTEND_KEY)
+        if not isinstance(stored, dict) or not isinstance(stored.get("name"), str):
+            raise ModelError(f"{Path(path)} holds no frontend in its metadata (key {FRONTEND_KEY!r}); "
+                             f"build the pipeline yourself: es.Pipeline(es.frontend(...), es.Model.load(path), labels)")
+        frontend = plugins.frontend(stored["name"], **(stored.get("config") or {}))
+        options = model.metadata.get(PIPELINE_KEY) or {}
+        return cls(frontend, model, labels=model.metadata.get("labels"), device=device,
+                   timesteps=options.get("timesteps"), threshold=options.get("threshold"),
+                   unknown_label=options.get("unknown_label", UNKNOWN))
+
+
+__all__ = ["Pipeline", "Prediction", "Detection"]

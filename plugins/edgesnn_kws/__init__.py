@@ -1,0 +1,307 @@
+"""Keyword-spotting frontend: 16 kHz mono audio -> an MFCC spectrogram as uint8 (frames, coefficients, 1).
+
+    fe = es.frontend("kws")                  # 1 s clip, 30 ms frames, 20 ms hop, 40 mel bands, 10 MFCC
+    fe.calibrate(training_waveforms)         # sets the uint8 range per coefficient (stored in .config)
+    x = fe("yes.wav")                        # (49, 10, 1) uint8
+    stream = fe.stream()
+    for chunk in microphone: frames = stream.push(chunk)   # (k, 10) float32 MFCC frames, as offline
+
+The defaults are the MLPerf Tiny / Akida DS-CNN setting. Each frame is the MFCC of one window of
+``frame_s`` seconds (periodic Hann, no centring padding), taken every ``hop_s`` seconds:
+mel power spectrogram (librosa's Slaney mel filters, ``n_mels`` bands in [fmin, fmax]) -> dB
+(10*log10, floor 1e-10, no top_db clipping, so a frame depends only on its own samples) ->
+orthonormal DCT-II, first ``n_mfcc``: librosa.feature.mfcc of that spectrogram, computed in float64.
+
+uint8: ``round((mfcc - low) / (high - low) * 255)`` clipped to [0, 255], with ``low``/``high`` per
+coefficient. Until ``calibrate`` is called they are a wide default range that covers speech at any
+level but wastes resolution.
+
+Audio input: a WAV/FLAC/OGG path (soundfile; other sample rates are resampled, several channels are
+mixed down with a warning), a 1-D float array in [-1, 1] at ``sample_rate`` (int16 arrays are
+scaled by 1/32768), or a ``(waveform, sample_rate)`` tuple. Clips shorter than ``clip_s`` are
+zero-padded at the end; longer ones are cut (``crop="center"`` or ``"start"``) or refused (``"error"``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import edgesnn as es
+
+CROPS = ("center", "start", "error")
+DB_FLOOR_POWER = 1e-10  # power_to_db's amin: silence is -100 dB
+# Wide default uint8 range (before calibrate): c0 spans silence (-100 dB in every band) to loud speech,
+# the other coefficients a symmetric range that speech at any level stays inside.
+DEFAULT_LOW_C0, DEFAULT_HIGH_C0 = -700.0, 200.0
+DEFAULT_ABS_OTHER = 150.0
+
+
+class KwsFrontend:
+    """MFCC keyword-spotting frontend; see the module docstring."""
+
+    name = "kws"
+    time_axis = False  # the output is one dense (frames, coefficients, 1) tensor
+
+    def __init__(self, sample_rate: int = 16000, clip_s: float = 1.0, frame_s: float = 0.030,
+                 hop_s: float = 0.020, n_mels: int = 40, n_mfcc: int = 10, fmin: float = 20.0,
+                 fmax: float = 4000.0, low=None, high=None, crop: str = "center"):
+        self.sample_rate = int(sample_rate)
+        self.clip_s = float(clip_s)
+        self.frame_s = float(frame_s)
+        self.hop_s = float(hop_s)
+        self.n_mels = int(n_mels)
+        self.n_mfcc = int(n_mfcc)
+        self.fmin = float(fmin)
+        self.fmax = float(fmax)
+        self.crop = crop
+        self._check_timing()
+        self.low, self.high = self._range(low, high)
+
+    # -- derived sizes ---------------------------------------------------------------------------
+    @property
+    def frame_samples(self) -> int:
+        return round(self.frame_s * self.sample_rate)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_s * self.sample_rate)
+
+    @property
+    def clip_samples(self) -> int:
+        return round(self.clip_s * self.sample_rate)
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + (self.clip_samples - self.frame_samples) // self.hop_samples
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return (self.n_frames, self.n_mfcc, 1)
+
+    @property
+    def config(self) -> dict:
+        return {"sample_rate": self.sample_rate, "clip_s": self.clip_s, "frame_s": self.frame_s,
+                "hop_s": self.hop_s, "n_mels": self.n_mels, "n_mfcc": self.n_mfcc, "fmin": self.fmin,
+                "fmax": self.fmax, "low": [float(v) for v in self.low], "high": [float(v) for v in self.high],
+                "crop": self.crop}
+
+    def __repr__(self) -> str:
+        return (f"KwsFrontend(sample_rate={self.sample_rate}, clip_s={self.clip_s}, frame_s={self.frame_s}, "
+                f"hop_s={self.hop_s}, n_mels={self.n_mels}, n_mfcc={self.n_mfcc}, output_shape={self.output_shape})")
+
+    def _check_timing(self) -> None:
+        if self.sample_rate < 1000:
+            raise ValueError(f"kws frontend: sample_rate must be >= 1000 Hz, got {self.sample_rate}")
+        if not 1 <= self.hop_samples <= self.frame_samples <= self.clip_samples:
+            raise ValueError(f"kws frontend: need 1 <= hop ({self.hop_samples} samples) <= frame "
+                             f"({self.frame_samples}) <= clip ({self.clip_samples}); got hop_s={self.hop_s}, "
+                             f"frame_s={self.frame_s}, clip_s={self.clip_s}")
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            raise ValueError(f"kws frontend: need 1 <= n_mfcc <= n_mels, got n_mfcc={self.n_mfcc}, n_mels={self.n_mels}")
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(f"kws frontend: need 0 <= fmin < fmax <= sample_rate/2 = {self.sample_rate / 2}, "
+                             f"got fmin={self.fmin}, fmax={self.fmax}")
+        if self.crop not in CROPS:
+            raise ValueError(f"kws frontend: crop must be one of {CROPS}, got {self.crop!r}")
+
+    def _range(self, low, high) -> tuple[np.ndarray, np.ndarray]:
+        if low is None and high is None:
+            low = [DEFAULT_LOW_C0] + [-DEFAULT_ABS_OTHER] * (self.n_mfcc - 1)
+            high = [DEFAULT_HIGH_C0] + [DEFAULT_ABS_OTHER] * (self.n_mfcc - 1)
+        low = np.broadcast_to(np.asarray(low, dtype=np.float64), (self.n_mfcc,)).copy()
+        high = np.broadcast_to(np.asarray(high, dtype=np.float64), (self.n_mfcc,)).copy()
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
+            raise ValueError(f"kws frontend: need finite low < high for every coefficient, got low={low.tolist()}, "
+                             f"high={high.tolist()}")
+        return low, high
+
+    # -- public API ------------------------------------------------------------------------------
+    def __call__(self, raw) -> np.ndarray:
+        """One clip -> uint8 (n_frames, n_mfcc, 1); a list of clips -> uint8 (N, n_frames, n_mfcc, 1)."""
+        if isinstance(raw, list):
+            if not raw:
+                raise ValueError("kws frontend: got an empty list; give at least one clip")
+            return np.stack([self(item) for item in raw])
+        clip = self.clip(self.load(raw))
+        return self.quantize(self.features(clip))[:, :, None]
+
+    def load(self, raw) -> np.ndarray:
+        """Any accepted audio input -> float32 mono waveform at ``sample_rate``."""
+        if isinstance(raw, (str, os.PathLike)):
+            waveform, rate = _read_audio_file(Path(raw))
+            where = str(raw)
+        elif isinstance(raw, tuple) and len(raw) == 2 and np.isscalar(raw[1]):
+            waveform, rate, where = _as_float(np.asarray(raw[0]), "waveform"), int(raw[1]), "waveform"
+        else:
+            waveform, rate, where = _as_float(np.asarray(raw), "waveform"), self.sample_rate, "waveform"
+        waveform = _mix_down(waveform, where)
+        if waveform.size == 0:
+            raise ValueError(f"kws frontend: {where} holds no samples (empty audio)")
+        if not np.all(np.isfinite(waveform)):
+            raise ValueError(f"kws frontend: {where} has NaN or infinite samples "
+                             f"(first at sample {int(np.argmin(np.isfinite(waveform)))})")
+        if rate != self.sample_rate:
+            import librosa
+
+            waveform = librosa.resample(waveform, orig_sr=rate, target_sr=self.sample_rate)
+        return np.ascontiguousarray(waveform, dtype=np.float32)
+
+    def clip(self, waveform: np.ndarray) -> np.ndarray:
+        """A mono waveform -> exactly ``clip_samples`` samples (zero-padded at the end, or cut)."""
+        n = waveform.shape[0]
+        if n < self.frame_samples:
+            raise ValueError(f"kws frontend: audio too short: {n} samples ({n / self.sample_rate * 1000:.1f} ms) "
+                             f"at {self.sample_rate} Hz, need at least one frame of {self.frame_samples} samples")
+        if n < self.clip_samples:
+            return np.concatenate([waveform, np.zeros(self.clip_samples - n, dtype=np.float32)])
+        if n > self.clip_samples:
+            if self.crop == "error":
+                raise ValueError(f"kws frontend: audio of {n} samples is longer than the {self.clip_samples}-sample "
+                                 f"clip; use crop='center' or 'start', or stream it")
+            start = (n - self.clip_samples) // 2 if self.crop == "center" else 0
+            return waveform[start:start + self.clip_samples]
+        return waveform
+
+    def features(self, waveform: np.ndarray) -> np.ndarray:
+        """Float MFCC frames (frames, n_mfcc) of a mono waveform of any length >= one frame.
+
+        Every step works on one frame at a time (no matrix products across frames), so a frame's
+        value does not depend on how many frames are computed together: streaming equals offline.
+        """
+        import scipy.fft
+
+        waveform = np.asarray(waveform, dtype=np.float64)
+        if waveform.ndim != 1 or waveform.shape[0] < self.frame_samples:
+            raise ValueError(f"kws frontend: features need a 1-D waveform of at least {self.frame_samples} samples, "
+                             f"got shape {waveform.shape}")
+        frames = np.lib.stride_tricks.sliding_window_view(waveform, self.frame_samples)[::self.hop_samples]
+        window, mel_basis = self._window_and_mel_basis()                     # (frame,), (n_mels, frame//2+1)
+        power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2           # (frames, frame//2+1)
+        mel_power = (power[:, None, :] * mel_basis[None, :, :]).sum(axis=-1)  # (frames, n_mels)
+        mel_db = 10.0 * np.log10(np.maximum(mel_power, DB_FLOOR_POWER))
+        mfcc = scipy.fft.dct(mel_db, type=2, norm="ortho", axis=-1)[:, :self.n_mfcc]
+        return np.ascontiguousarray(mfcc, dtype=np.float32)
+
+    def _window_and_mel_basis(self) -> tuple[np.ndarray, np.ndarray]:
+        key = (self.sample_rate, self.frame_samples, self.n_mels, self.fmin, self.fmax)
+        if getattr(self, "_basis_key", None) != key:
+            import librosa
+            import scipy.signal
+
+            self._window = scipy.signal.get_window("hann", self.frame_samples, fftbins=True)
+            self._mel_basis = librosa.filters.mel(sr=self.sample_rate, n_fft=self.frame_samples, n_mels=self.n_mels,
+                                                  fmin=self.fmin, fmax=self.fmax, dtype=np.float64)
+            self._basis_key = key
+        return self._window, self._mel_basis
+
+    def quantize(self, mfcc: np.ndarray) -> np.ndarray:
+        """Float MFCC (..., n_mfcc) -> uint8 with the calibrated per-coefficient range."""
+        scaled = (np.asarray(mfcc, dtype=np.float64) - self.low) / (self.high - self.low) * 255.0
+        return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)
+
+    def calibrate(self, waveforms, percentile: float = 0.5) -> "KwsFrontend":
+        """Set the uint8 range per coefficient from example clips: [p, 100 - p] percentiles of their MFCC."""
+        if not 0.0 <= percentile < 50.0:
+            raise ValueError(f"kws frontend: percentile must be in [0, 50), got {percentile}")
+        clips = list(waveforms) if not isinstance(waveforms, np.ndarray) or waveforms.ndim > 1 else [waveforms]
+        if not clips:
+            raise ValueError("kws frontend: calibrate needs at least one clip")
+        mfcc = np.concatenate([self.features(self.clip(self.load(c))) for c in clips])
+        low = np.percentile(mfcc, percentile, axis=0)
+        high = np.percentile(mfcc, 100.0 - percentile, axis=0)
+        self.low, self.high = low, np.maximum(high, low + 1e-3)
+        return self
+
+    def stream(self) -> "KwsStream":
+        """A streaming feature extractor: push chunks of any size, get the new frames."""
+        return KwsStream(self)
+
+
+class KwsStream:
+    """Incremental MFCC: ``push(chunk)`` returns the frames completed by that chunk.
+
+    Frame k covers samples ``[k * hop, k * hop + frame)`` of everything pushed so far, so the
+    frames equal ``frontend.features`` of the same samples. Chunks are mono, at the frontend's
+    ``sample_rate`` (resample a whole recording with ``frontend.load`` first).
+    """
+
+    def __init__(self, frontend: KwsFrontend):
+        self.frontend = frontend
+        self._pending = np.zeros(0, dtype=np.float32)  # samples not yet consumed by a hop
+        self.frames_emitted = 0
+        self.samples_pushed = 0
+
+    def push(self, chunk) -> np.ndarray:
+        """Append samples; return the float32 MFCC frames (k, n_mfcc) they complete (k may be 0)."""
+        fe = self.frontend
+        samples = _as_float(np.asarray(chunk), "chunk")
+        if samples.ndim != 1:
+            raise ValueError(f"kws stream: chunks must be 1-D mono samples, got shape {samples.shape}")
+        if not np.all(np.isfinite(samples)):
+            raise ValueError(f"kws stream: chunk has NaN or infinite samples (after {self.samples_pushed} samples)")
+        self.samples_pushed += samples.shape[0]
+        self._pending = np.concatenate([self._pending, samples.astype(np.float32)])
+        if self._pending.shape[0] < fe.frame_samples:
+            return np.zeros((0, fe.n_mfcc), dtype=np.float32)
+        count = 1 + (self._pending.shape[0] - fe.frame_samples) // fe.hop_samples
+        used = fe.frame_samples + (count - 1) * fe.hop_samples
+        frames = fe.features(self._pending[:used])
+        self._pending = self._pending[count * fe.hop_samples:]
+        self.frames_emitted += count
+        return frames
+
+    @property
+    def time_s(self) -> float:
+        """End time (seconds since the stream began) of the last emitted frame."""
+        fe = self.frontend
+        if self.frames_emitted == 0:
+            return 0.0
+        return ((self.frames_emitted - 1) * fe.hop_samples + fe.frame_samples) / fe.sample_rate
+
+
+def _read_audio_file(path: Path) -> tuple[np.ndarray, int]:
+    import soundfile
+
+    if not path.is_file():
+        raise FileNotFoundError(f"kws frontend: no such audio file: {path}")
+    try:
+        waveform, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as exc:
+        raise ValueError(f"kws frontend: {path} is not an audio file soundfile can read "
+                         f"(WAV, FLAC, OGG...): {exc}") from exc
+    return waveform, int(rate)
+
+
+def _as_float(arr: np.ndarray, where: str) -> np.ndarray:
+    """Float arrays pass through (as float32); int16 is scaled by 1/32768; other dtypes are refused."""
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float32)
+    if arr.dtype == np.int16:
+        return arr.astype(np.float32) / 32768.0
+    raise ValueError(f"kws frontend: {where} must be float samples in [-1, 1] or int16, got dtype {arr.dtype}")
+
+
+def _mix_down(waveform: np.ndarray, where: str) -> np.ndarray:
+    """(samples,) stays; (samples, channels) is averaged over channels with a warning."""
+    if waveform.ndim == 1:
+        return waveform
+    if waveform.ndim == 2:
+        channels = waveform.shape[1]
+        if channels == 1:
+            return waveform[:, 0]
+        if channels > 8:
+            raise ValueError(f"kws frontend: {where} of shape {waveform.shape} looks like (channels, samples); "
+                             f"give (samples,) or (samples, channels)")
+        warnings.warn(f"kws frontend: {where} has {channels} channels; mixed down to mono by averaging",
+                      stacklevel=4)
+        return waveform.mean(axis=1, dtype=np.float32)
+    raise ValueError(f"kws frontend: {where} must be (samples,) or (samples, channels), got shape {waveform.shape}")
+
+
+@es.hookimpl
+def edgesnn_register_frontends(register):
+    register("kws", KwsFrontend)
