@@ -1,0 +1,28 @@
+"""edgesnn: integer, event-driven (spiking) networks for the edge.
+
+    import edgesnn as es
+    model = es.Model(layers=[...], input_shape=(28, 28, 1))
+    model.forward(x)            # int32 potentials, batch first
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import layers
+from .errors import DeviceError, EdgesnnError, FormatError, ModelError, PluginError
+from .model import Model
+from .statistics import LayerStatistics, Statistics
+from . import plugins
+from .hookspecs import hookimpl
+# Import the edgesnn.devices module before binding the function es.devices(): a later first import of
+# the submodule would overwrite the package attribute `devices` with the module.
+from . import devices as _devices_module  # noqa: F401
+from .plugins import devices, device, frontend, frontends, importers
+from .classifier import Classifier, Detection, Prediction
+from .pipeline import Pipeline
+
+__all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
+           "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError",
+           "plugins", "hookimpl", "importers", "frontends", "devices", "frontend", "device",
+           "Pipeline", "Prediction", "Detection", "Classifier"]

@@ -1,0 +1,29 @@
+"""The core's own plugin: registers the built-in devices through the same hook a third party uses.
+
+``reference`` (numpy, the executable spec) is always there; ``cpu`` (the native Zig engine) only
+when ``edgesnn.native`` imports and its shared library loads, so a checkout without a built engine
+still works with the reference device.
+"""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+
+
+@hookimpl
+def edgesnn_register_devices(register):
+    from .devices import ReferenceDevice
+
+    register("reference", ReferenceDevice)
+    cpu_device = _native_cpu_device()
+    if cpu_device is not None:
+        register("cpu", cpu_device)
+
+
+def _native_cpu_device():
+    """edgesnn.native.CpuDevice if the native library can be loaded, else None."""
+    try:
+        from .native import CpuDevice
+    except (ImportError, OSError):  # no built library, or one that does not load on this machine
+        return None
+    return CpuDevice
