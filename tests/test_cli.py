@@ -1,0 +1,177 @@
+"""The `edgesnn` command line: plugins, devices, summary, demo, and its errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgesnn as es
+from edgesnn import cli, plugins
+from edgesnn.devices import Device
+from edgesnn.layers import Dense, InputConv2D
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch):
+    monkeypatch.delenv(plugins.ONLY_PLUGINS_ENV, raising=False)
+    monkeypatch.delenv(plugins.TRACE_HOOKS_ENV, raising=False)
+    plugins.reset()
+    yield
+    plugins.reset()
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """First column -> the other cells of a table printed by the CLI (cells split on 2+ spaces)."""
+    rows = {}
+    for line in text.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) > 1 and not set(cells[0]) <= {"-"}:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def small_model() -> es.Model:
+    """conv 3x3 (2 channels, 4-bit) -> dense 8x8x2 -> 3, built by hand."""
+    rng = np.random.default_rng(0)
+    conv = InputConv2D(name="conv", weights=rng.integers(-8, 8, size=(3, 3, 1, 2)), bias=[1, -1], weight_bits=4,
+                       neuron="relu", activation_bits=4, out_multiplier=1, out_shift=8)
+    dense = Dense(name="head", weights=rng.integers(-2, 2, size=(8 * 8 * 2, 3)), bias=[0, 5, -5], weight_bits=2,
+                  neuron="none")
+    return es.Model(layers=[conv, dense], input_shape=(8, 8, 1))
+
+
+# -- plugins and devices -----------------------------------------------------------------------------
+
+
+def test_plugins_prints_name_kind_distribution_version_of_each_loaded_plugin(capsys):
+    status, out, _ = run_cli(capsys, "plugins")
+    assert status == 0
+    assert out.splitlines()[0].split() == ["name", "kind", "distribution", "version", "provides"]
+    rows = table_rows(out)
+    assert rows["edgesnn.default_plugin"][:3] == ["device", "edgesnn", es.__version__]
+    assert "device reference" in rows["edgesnn.default_plugin"][3]
+    listed = [name for name in rows if name != "name"]
+    assert listed == [row.name for row in plugins.list_plugins()]
+
+
+def test_plugins_lists_the_built_in_frontends(capsys):
+    _, out, _ = run_cli(capsys, "plugins")
+    rows = table_rows(out)
+    for name in ("image", "kws", "rate"):      # pyproject's [project.entry-points.edgesnn]
+        assert rows[name][:2] == ["frontend", "edgesnn"], rows.get(name)
+
+
+def test_plugins_lists_a_plugin_registered_in_code(capsys):
+    class Gadget(Device):
+        name = "gadget"
+
+    class GadgetPlugin:
+        @es.hookimpl
+        def edgesnn_register_devices(self, register):
+            register("gadget", Gadget)
+
+    plugins.register(GadgetPlugin(), name="gadget-plugin")
+    _, out, _ = run_cli(capsys, "plugins")
+    assert table_rows(out)["gadget-plugin"] == ["device", "(in code)", "-", "device gadget"]
+
+
+def test_devices_lists_every_registered_device_with_its_plugin(capsys):
+    status, out, _ = run_cli(capsys, "devices")
+    assert status == 0
+    rows = table_rows(out)
+    assert sorted(name for name in rows if name != "device") == es.devices()
+    assert rows["reference"][0] == "edgesnn.default_plugin"
+    assert "reference engine" in rows["reference"][1]
+
+
+def test_environment_selection_reaches_the_cli(capsys, monkeypatch):
+    monkeypatch.setenv(plugins.ONLY_PLUGINS_ENV, "")
+    _, out, _ = run_cli(capsys, "plugins")
+    assert [name for name in table_rows(out) if name != "name"] == ["edgesnn.default_plugin"]
+
+
+def test_a_plugin_error_is_one_line_on_stderr_and_status_1(capsys, monkeypatch):
+    monkeypatch.setenv(plugins.ONLY_PLUGINS_ENV, "no-such-plugin")
+    status, out, err = run_cli(capsys, "devices")
+    assert status == 1 and out == ""
+    assert err.startswith("edgesnn devices: error: EDGESNN_PLUGINS='no-such-plugin' names 'no-such-plugin'")
+    assert "Traceback" not in err
+
+
+# -- summary -----------------------------------------------------------------------------------------
+
+
+def test_summary_prints_every_layer_and_the_totals(capsys, tmp_path):
+    model = small_model()
+    path = tmp_path / "small.esnn"
+    model.save(path)
+    status, out, _ = run_cli(capsys, "summary", str(path))
+    assert status == 0
+    rows = table_rows(out)
+    assert rows["conv"][0] == "input_conv2d" and rows["head"][0] == "dense"
+    params = 3 * 3 * 1 * 2 + 2 + 8 * 8 * 2 * 3 + 3          # weights + biases, counted here
+    assert rows["total"][-2] == f"{params:,}"
+
+
+def test_summary_of_a_missing_file_is_an_error_line(capsys, tmp_path):
+    status, _, err = run_cli(capsys, "summary", str(tmp_path / "absent.esnn"))
+    assert status == 1
+    assert err.startswith("edgesnn summary: error:") and "absent.esnn" in err
+
+
+def test_summary_of_a_foreign_file_says_what_is_wrong(capsys, tmp_path):
+    path = tmp_path / "not-a-model.esnn"
+    path.write_bytes(b"PK\x03\x04 this is a zip file, not a model" * 4)
+    status, _, err = run_cli(capsys, "summary", str(path))
+    assert status == 1
+    assert err.startswith("edgesnn summary: error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# -- demo and the parser ------------------------------------------------------------------------------
+
+
+def test_demo_builds_runs_and_reports_statistics(capsys):
+    status, out, _ = run_cli(capsys, "demo")
+    assert status == 0
+    rows = table_rows(out)
+    assert rows["edges"][0] == "input_conv2d" and rows["templates"][0] == "dense"
+    accuracy = float(re.search(r"Accuracy on (\d+) held-out samples: ([\d.]+)%", out).group(2))
+    assert accuracy > 70.0          # 10 classes: chance is 10%
+    assert "Statistics:" in out and "synops/sample" in out
+
+
+def test_demo_on_an_unknown_device_lists_the_devices(capsys):
+    status, _, err = run_cli(capsys, "demo", "--device", "nowhere")
+    assert status == 1
+    assert "no device named 'nowhere'" in err and "reference" in err
+
+
+def test_no_command_prints_usage_and_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    assert info.value.code == 2
+    assert "usage: edgesnn" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"edgesnn {es.__version__}"
+
+
+def test_the_module_runs_as_a_program():
+    result = subprocess.run([sys.executable, "-m", "edgesnn.cli", "devices"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "reference" in result.stdout
