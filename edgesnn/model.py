@@ -124,7 +124,13 @@ class Model:
         return potentials.reshape(potentials.shape[0], -1).argmax(axis=1)
 
     def check_input(self, x, timesteps: int | None = None) -> np.ndarray:
-        """Validate model input and return it as contiguous uint8 (N, T, H, W, C); ValueError otherwise."""
+        """Validate model input and return it as contiguous uint8 (N, T, H, W, C); ValueError otherwise.
+
+        A dense input runs `timesteps` steps, by default the model's own (metadata "timesteps",
+        set by the converter for spiking models) or 1.
+        """
+        if timesteps is None and np.ndim(x) == 4:
+            timesteps = self.metadata.get("timesteps")
         return _check_input(x, self.input_shape, self.input_bits, timesteps)
 
     def check(self, device=None):

@@ -18,13 +18,26 @@ from .statistics import LayerStatistics, Statistics
 IM2COL_VALUES_MAX = 64 * 1024 * 1024
 
 
-def run(model, x5: np.ndarray) -> tuple[np.ndarray, Statistics]:
-    """Run `model` on uint8 input `x5` of shape (N, T, H, W, C); return (int32 potentials, Statistics)."""
+def run(model, x5: np.ndarray, capture: dict | None = None) -> tuple[np.ndarray, Statistics]:
+    """Run `model` on uint8 input `x5` of shape (N, T, H, W, C); return (int32 potentials, Statistics).
+
+    With a dict `capture`, also store every layer's output summed over the timesteps, int64
+    (N, OH, OW, C) by layer name (spike counts for if/lif layers), for fidelity checks.
+    """
     n, t = x5.shape[:2]
     stats = Statistics(samples=n, timesteps=t, device="reference",
                        layers=[LayerStatistics(name=l.name, kind=l.kind) for l in model.layers])
     chunk = _batch_chunk(model)
-    outputs = [_run_chunk(model, x5[i:i + chunk], stats) for i in range(0, n, chunk)]
+    parts = [] if capture is not None else None
+    outputs = []
+    for i in range(0, n, chunk):
+        sums = {} if capture is not None else None
+        outputs.append(_run_chunk(model, x5[i:i + chunk], stats, sums))
+        if parts is not None:
+            parts.append(sums)
+    if capture is not None:
+        for layer in model.layers:
+            capture[layer.name] = np.concatenate([part[layer.name] for part in parts])
     return np.concatenate(outputs, axis=0), stats
 
 
@@ -38,7 +51,7 @@ def _batch_chunk(model) -> int:
     return max(1, IM2COL_VALUES_MAX // per_sample)
 
 
-def _run_chunk(model, x5: np.ndarray, stats: Statistics) -> np.ndarray:
+def _run_chunk(model, x5: np.ndarray, stats: Statistics, sums: dict | None = None) -> np.ndarray:
     n, timesteps = x5.shape[:2]
     state: dict[str, np.ndarray] = {}   # if/lif membrane potentials (N, OH, OW, C) int64, per layer
     last = model.layers[-1]
@@ -51,6 +64,8 @@ def _run_chunk(model, x5: np.ndarray, stats: Statistics) -> np.ndarray:
             potentials = _pool(layer, potentials)
             out = _neuron(layer, potentials, state)
             acts[layer.name] = out
+            if sums is not None:
+                sums[layer.name] = sums.get(layer.name, 0) + out
             layer_stats.input_events += sum(int(np.count_nonzero(a)) for a in inputs)
             layer_stats.input_size += sum(a.size for a in inputs)
             layer_stats.output_events += int(np.count_nonzero(out))
