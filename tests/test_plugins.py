@@ -446,3 +446,14 @@ def _clean_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k not in (plugins.ONLY_PLUGINS_ENV, plugins.TRACE_HOOKS_ENV)}
+
+
+def test_an_entry_point_plugin_is_imported_only_on_first_lookup(with_example):
+    code = ("import sys, edgesnn as es\n"
+            "before = 'edgesnn_example' in sys.modules\n"
+            "es.frontends()\n"
+            "print(before, 'edgesnn_example' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**_clean_env(), "PYTHONPATH": str(with_example)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
