@@ -1,0 +1,208 @@
+"""Pipeline and classifier: hand-built integer models fed through real frontends, checked against numpy."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edgesnn as es
+from edgesnn import datasets
+from edgesnn.classifier import Classifier
+
+DIGIT_LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _softmax(logits):
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return datasets.digits()
+
+
+@pytest.fixture(scope="module")
+def template_model(digits):
+    """A one-layer integer classifier of 8x8 digits: each class's weights are its centred mean image."""
+    x_train, y_train, _, _ = digits
+    flat = x_train.reshape(len(x_train), -1).astype(np.float64)
+    centred = np.stack([flat[y_train == c].mean(axis=0) for c in range(10)], axis=1) - flat.mean(axis=0)[:, None]
+    weights = np.round(centred / np.abs(centred).max() * 127).astype(np.int8)   # (64, 10)
+    layer = es.layers.Dense(name="templates", weights=weights, bias=np.zeros(10, np.int32), neuron="none")
+    return es.Model(layers=[layer], input_shape=(8, 8, 1), metadata={"output_scale": 1e-4})
+
+
+def _numpy_potentials(model, x_uint8):
+    weights = model.layers[0].weights.astype(np.int64)
+    return x_uint8.reshape(len(x_uint8), -1).astype(np.int64) @ weights
+
+
+def test_image_pipeline_predicts_like_numpy(digits, template_model, tmp_path):
+    _, _, x_test, y_test = digits
+    paths = []
+    for i in range(40):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(x_test[i * 8, :, :, 0]).save(path)
+        paths.append(path)
+    pipe = es.Pipeline(es.frontend("image", size=(8, 8)), template_model, labels=DIGIT_LABELS)
+    predictions = pipe.batch(paths)
+    images = np.stack([x_test[i * 8] for i in range(40)])
+    potentials = _numpy_potentials(template_model, images)
+    scores = _softmax(potentials * 1e-4)
+    assert [p.index for p in predictions] == potentials.argmax(axis=1).tolist()
+    assert [p.label for p in predictions] == [DIGIT_LABELS[i] for i in potentials.argmax(axis=1)]
+    np.testing.assert_allclose([p.score for p in predictions], scores.max(axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(np.stack([p.potentials for p in predictions]), potentials)
+    accuracy = np.mean([p.index for p in predictions] == y_test[np.arange(40) * 8])
+    assert accuracy > 0.75  # template matching is a real (if weak) digit classifier
+    single = pipe(paths[3])
+    assert single.index == predictions[3].index and single.score == pytest.approx(predictions[3].score)
+
+
+def test_save_and_load_round_trip(digits, template_model, tmp_path):
+    _, _, x_test, _ = digits
+    fe = es.frontend("image", size=(8, 8), fit="pad", invert=False)
+    pipe = es.Pipeline(fe, template_model, labels=DIGIT_LABELS, threshold=0.3, unknown_label="dunno")
+    path = tmp_path / "digits.esnn"
+    pipe.save(path)
+    assert "frontend" not in template_model.metadata  # saving does not change the model
+    stored = es.Model.load(path).metadata
+    assert stored["labels"] == DIGIT_LABELS
+    assert stored["frontend"] == {"name": "image", "config": json.loads(json.dumps(fe.config))}
+    assert stored["output_scale"] == 1e-4
+    loaded = es.Pipeline.load(path)
+    assert loaded.labels == DIGIT_LABELS and loaded.frontend.config == fe.config
+    assert loaded.classifier.threshold == 0.3 and loaded.classifier.unknown_label == "dunno"
+    images = [x_test[i, :, :, 0] for i in range(0, 200, 10)]
+    assert [(p.label, p.index, p.score) for p in loaded.batch(images)] == \
+           [(p.label, p.index, p.score) for p in pipe.batch(images)]
+
+
+def test_load_without_frontend_says_so(template_model, tmp_path):
+    path = tmp_path / "bare.esnn"
+    template_model.save(path)
+    with pytest.raises(es.ModelError, match="holds no frontend"):
+        es.Pipeline.load(path)
+
+
+def test_shape_mismatch_shows_both_shapes(template_model):
+    with pytest.raises(es.ModelError, match=r"produces \(28, 28, 1\).*expects input \(8, 8, 1\)"):
+        es.Pipeline(es.frontend("image", size=(28, 28)), template_model)
+    with pytest.raises(es.ModelError, match=r"produces \(49, 10, 1\).*expects input \(8, 8, 1\)"):
+        es.Pipeline("kws", template_model)
+    with pytest.raises(es.ModelError, match="3 labels given but the model outputs 10 classes"):
+        es.Pipeline(es.frontend("image", size=(8, 8)), template_model, labels=["a", "b", "c"])
+    # a rate frontend without a configured shape is checked on each sample
+    pipe = es.Pipeline(es.frontend("rate", timesteps=4), template_model)
+    with pytest.raises(es.ModelError, match=r"produces \(4, 9, 9, 1\).*expects input \(4, 8, 8, 1\)"):
+        pipe(np.zeros((9, 9)))
+
+
+def test_bad_inputs_surface_frontend_errors(template_model, tmp_path):
+    pipe = es.Pipeline(es.frontend("image", size=(8, 8)), template_model)
+    with pytest.raises(ValueError, match="NaN"):
+        pipe(np.full((8, 8), np.nan))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png is not an image"):
+        pipe.batch([np.zeros((8, 8), np.uint8), broken])
+    with pytest.raises(ValueError, match="no inputs"):
+        pipe.batch([])
+
+
+def test_rate_coded_pipeline_sums_over_timesteps(digits, template_model):
+    _, _, x_test, _ = digits
+    fe = es.frontend("rate", timesteps=10, max_spikes=8, shape=(8, 8, 1))
+    pipe = es.Pipeline(fe, template_model, labels=DIGIT_LABELS, device="reference")
+    predictions = pipe.batch([x_test[i] for i in range(5)])
+    for i, prediction in enumerate(predictions):
+        spikes = es.frontend("rate", timesteps=10, max_spikes=8, shape=(8, 8, 1))(x_test[i])
+        per_step = _numpy_potentials(template_model, spikes)          # (T, 10): bias is zero
+        expected = per_step.sum(axis=0)
+        np.testing.assert_array_equal(prediction.potentials, expected)
+        # dequantized per timestep: output_scale / T
+        assert prediction.score == pytest.approx(_softmax(expected * 1e-4 / 10).max())
+
+
+def test_classifier_top_k_threshold_and_per_class_scale():
+    potentials = np.array([[[[10, 30, 20]]], [[[5, 5, 4]]]], dtype=np.int32)   # (N, 1, 1, C)
+    clf = Classifier(["a", "b", "c"], output_scale=[1.0, 0.5, 2.0])
+    logits = np.array([[10, 15, 40], [5, 2.5, 8]], dtype=np.float64)
+    np.testing.assert_allclose(clf.scores(potentials), _softmax(logits))
+    assert [p.label for p in clf.classify(potentials)] == ["c", "c"]  # the scale decides, not the raw argmax
+    top = clf.top_k(potentials, k=2)
+    assert [label for label, _ in top[0]] == ["c", "b"] and top[0][0][1] == pytest.approx(_softmax(logits)[0, 2])
+    strict = Classifier(["a", "b", "c"], threshold=0.9)
+    sure, unsure = strict.classify(np.array([[0, 100, 0], [5, 5, 4]], dtype=np.int32))
+    assert (sure.label, sure.index) == ("b", 1)
+    assert (unsure.label, unsure.index) == ("unknown", -1)
+    assert unsure.score == pytest.approx(_softmax(np.array([5.0, 5, 4]))[0])
+    ties = Classifier().classify(np.array([[7, 7, 1]], dtype=np.int32))[0]
+    assert (ties.label, ties.index) == ("0", 0)
+    with pytest.raises(ValueError, match="model outputs 3 classes but 2 labels"):
+        Classifier(["a", "b"]).classify(potentials)
+    with pytest.raises(ValueError, match="threshold"):
+        Classifier(threshold=1.5)
+
+
+# -- streaming keyword spotting ---------------------------------------------------------------------
+
+def _energy_model(fe, threshold_c0):
+    """Two classes over the (49, 10, 1) MFCC: '_silence_' is a constant, 'loud' the summed uint8 c0 of the
+    window's frames minus a threshold, so 'loud' wins when the window holds enough energy."""
+    n_frames, n_mfcc, _ = fe.output_shape
+    weights = np.zeros((n_frames * n_mfcc, 2), np.int8)
+    weights[0::n_mfcc, 1] = 1                                   # c0 of every frame
+    bias = np.array([0, -threshold_c0], np.int32)
+    layer = es.layers.Dense(name="energy", weights=weights, bias=bias, neuron="none")
+    return es.Model(layers=[layer], input_shape=fe.output_shape)
+
+
+def test_stream_finds_a_burst_once_and_at_the_right_time():
+    fe = es.frontend("kws", low=[-700.0] + [-150.0] * 9, high=[200.0] + [150.0] * 9)
+    rng = np.random.default_rng(0)
+    silence_u8 = int(fe.quantize(fe.features(np.zeros(480, np.float32)))[0, 0])
+    model = _energy_model(fe, threshold_c0=49 * silence_u8 + 400)
+    pipe = es.Pipeline(fe, model, labels=["_silence_", "loud"])
+    burst_start_s, burst_end_s = 2.0, 2.3
+    audio = np.zeros(5 * 16000, np.float32)
+    audio[int(burst_start_s * 16000):int(burst_end_s * 16000)] = 0.3 * rng.standard_normal(int(0.3 * 16000))
+    chunks = [audio[i:i + 1234] for i in range(0, audio.size, 1234)]
+    detections = list(pipe.stream(chunks, hop_s=0.1, refractory_s=1.0))
+    assert [d.label for d in detections] == ["loud"]
+    assert burst_start_s < detections[0].time_s <= burst_end_s + 0.1
+    # the detection's score is the offline pipeline's score on the same 1 s of samples
+    end = round(detections[0].time_s * 16000)
+    assert detections[0].score == pytest.approx(pipe(audio[end - 16000:end]).score, rel=1e-12)
+    assert list(pipe.stream([np.zeros(48000, np.float32)])) == []
+
+
+def test_stream_windows_every_hop():
+    fe = es.frontend("kws")
+    always = _energy_model(fe, threshold_c0=-10**6)   # 'loud' wins every window
+    pipe = es.Pipeline(fe, always, labels=["_silence_", "loud"])
+    audio = np.random.default_rng(1).standard_normal(3 * 16000 + 123).astype(np.float32) * 0.01
+    detections = list(pipe.stream(audio, hop_s=0.2, refractory_s=-1.0))   # report every hit
+    frames = 1 + (audio.size - 480) // 320
+    hop_frames = 10
+    expected_times = [((49 - 1 + k * hop_frames) * 320 + 480) / 16000 for k in range(1 + (frames - 49) // hop_frames)]
+    assert [d.time_s for d in detections] == pytest.approx(expected_times)
+    with pytest.raises(TypeError, match="no streaming mode"):
+        next(es.Pipeline(es.frontend("image", size=(49, 10)), always).stream([audio]))
+
+
+def test_stream_suppresses_repeats_within_the_refractory_time():
+    fe = es.frontend("kws")
+    silence_u8 = int(fe.quantize(fe.features(np.zeros(480, np.float32)))[0, 0])
+    pipe = es.Pipeline(fe, _energy_model(fe, threshold_c0=49 * silence_u8 + 400), labels=["_silence_", "loud"])
+    rng = np.random.default_rng(2)
+    audio = np.zeros(7 * 16000, np.float32)
+    for start_s in (2.0, 4.8):   # the second burst's windows begin 1.5 s after the first burst's last
+        start = int(start_s * 16000)
+        audio[start:start + 4800] = 0.3 * rng.standard_normal(4800)
+    two = list(pipe.stream(audio, refractory_s=1.0))
+    assert [d.label for d in two] == ["loud", "loud"]
+    assert 2.0 < two[0].time_s < 2.4 and 4.8 < two[1].time_s < 5.2
+    assert len(list(pipe.stream(audio, refractory_s=2.0))) == 1
