@@ -2,7 +2,8 @@
 
 ``reference`` (numpy, the executable spec) is always there; ``cpu`` (the native Zig engine) only
 when ``edgesnn.native`` imports and its shared library loads, so a checkout without a built engine
-still works with the reference device.
+still works with the reference device.  The contract with edgesnn/native.py: importing it raises
+ImportError or OSError when the library is missing or does not load on this machine.
 """
 
 from __future__ import annotations

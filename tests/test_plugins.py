@@ -5,6 +5,7 @@ entry point."""
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import shutil
 import subprocess
@@ -443,8 +444,6 @@ def test_edgesnn_plugins_lists_the_installed_example(with_example):
 
 
 def _clean_env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k not in (plugins.ONLY_PLUGINS_ENV, plugins.TRACE_HOOKS_ENV)}
 
 
