@@ -366,9 +366,9 @@ class _Reader:
         records = [self.read_layer_record(graph, i) for i in range(model_record["layer_count"])]
         names = self.read_names(sections["NAME"], records)
         metadata = self.read_meta(sections["META"])
-        shapes = self.check_graph(model_record, records, names)
-        layer_objects = [self.build_layer(records[i], names, sections["TENS"]) for i in range(len(records))]
-        return self.build_model(model_record, records, layer_objects, metadata, shapes)
+        self.check_records(records, names)
+        layer_objects = [self.build_layer(record, names, sections["TENS"]) for record in records]
+        return self.build_model(model_record, records, layer_objects, metadata)
 
     def read_header(self) -> dict:
         data = self.data
@@ -539,22 +539,12 @@ class _Reader:
         return value
 
     # -- layer records against each other --------------------------------------------------------
-    def check_graph(self, model_record: dict, records: list[dict], names: list[str]) -> list[tuple]:
-        """Check each record's codes, inputs and stored input shape; return the stored output shapes."""
-        input_shape = (model_record["input_h"], model_record["input_w"], model_record["input_c"])
-        out_shapes = []
+    def check_records(self, records: list[dict], names: list[str]) -> None:
+        """Check each layer record's codes, bit widths and inputs (shapes are checked against the Model)."""
         for record, name in zip(records, names):
             record["name"] = name
             self.check_codes(record)
-            sources = self.check_inputs(record, names)
-            first = input_shape if sources[0] == INPUT_INDEX else out_shapes[sources[0]]
-            if tuple(record["in_shape"]) != tuple(first):
-                source = "the model input" if sources[0] == INPUT_INDEX else f"layer {names[sources[0]]!r}"
-                self.fail(f"{self.describe(record)}: stored input shape {tuple(record['in_shape'])} differs from "
-                          f"the output shape {tuple(first)} of its input, {source}", "GRPH",
-                          self.field_at(record, "in_shape"))
-            out_shapes.append(tuple(record["out_shape"]))
-        return out_shapes
+            self.check_inputs(record)
 
     def describe(self, record: dict) -> str:
         return f"layer record {record['index']} ({record['name']!r})"
@@ -600,14 +590,13 @@ class _Reader:
         self.expect_zero(record["reserved0"], "GRPH", self.field_at(record, "reserved0"), f"{what}: reserved bytes")
         self.expect_zero(record["reserved1"], "GRPH", self.field_at(record, "reserved1"), f"{what}: reserved bytes")
 
-    def check_inputs(self, record: dict, names: list[str]) -> list[int]:
+    def check_inputs(self, record: dict) -> None:
         what, index = self.describe(record), record["index"]
         count = record["input_count"]
         allowed = range(2, L.ADD_INPUTS_MAX + 1) if record["kind_name"] == "add" else range(1, 2)
         if count not in allowed:
             self.fail(f"{what}: input_count is {count}, must be {_one_of(tuple(allowed))} for a "
                       f"{record['kind_name']} layer", "GRPH", self.field_at(record, "input_count"))
-        sources = list(record["inputs"][:count])
         for slot, source in enumerate(record["inputs"]):
             where = self.field_at(record, "inputs", slot)
             if slot >= count:
@@ -616,7 +605,6 @@ class _Reader:
             elif not INPUT_INDEX <= source < index:
                 self.fail(f"{what}: input {slot} refers to layer {source}; a layer reads the model input "
                           f"({INPUT_INDEX}) or an earlier layer (0..{index - 1})", "GRPH", where)
-        return sources
 
     # -- tensors and the Model -------------------------------------------------------------------
     def tensor_shapes(self, record: dict) -> dict[str, tuple]:
@@ -695,8 +683,7 @@ class _Reader:
             fields["mid_bits"] = record["mid_bits"]
         return L.LAYER_CLASSES[kind](**fields)
 
-    def build_model(self, model_record: dict, records: list[dict], layer_objects: list, metadata: dict,
-                    out_shapes: list[tuple]):
+    def build_model(self, model_record: dict, records: list[dict], layer_objects: list, metadata: dict):
         from .model import Model
 
         input_shape = (model_record["input_h"], model_record["input_w"], model_record["input_c"])
@@ -708,12 +695,17 @@ class _Reader:
             if record is None:
                 self.fail(f"the model is inconsistent: {exc}", "GRPH", records[0]["offset"] - MODEL_RECORD_BYTES)
             self.fail(f"{self.describe(record)} is inconsistent: {exc}", "GRPH", record["offset"])
-        for layer, record, stored in zip(model.layers, records, out_shapes):
-            if tuple(layer.output_shape) != stored:
-                self.fail(f"{self.describe(record)}: stored output shape {stored} differs from "
-                          f"{tuple(layer.output_shape)}, recomputed from its input shape and geometry",
-                          "GRPH", self.field_at(record, "out_shape"))
+        for layer, record in zip(model.layers, records):
+            self.check_stored_shape(record, "in_shape", layer.input_shapes[0], "the output shape of its first input")
+            self.check_stored_shape(record, "out_shape", layer.output_shape,
+                                    "the shape recomputed from its input and geometry")
         return model
+
+    def check_stored_shape(self, record: dict, field: str, actual: tuple, what: str) -> None:
+        stored = tuple(record[field])
+        if stored != tuple(actual):
+            self.fail(f"{self.describe(record)}: stored {field} {stored} differs from {tuple(actual)}, {what}",
+                      "GRPH", self.field_at(record, field))
 
 
 def _decode(codes: dict, value: int):
