@@ -264,6 +264,9 @@ def _pack_graph(model, name_refs, slot_refs) -> bytes:
 
 
 def _layer_fields(layer, index_of: dict, name_ref, layer_slots) -> dict:
+    if layer.kind not in KIND_CODES:
+        raise FormatError(f"layer {layer.name!r}: kind {layer.kind!r} has no code in an .esnn "
+                          f"{VERSION_MAJOR}.{VERSION_MINOR} file (known: {', '.join(KIND_CODES)})", section="GRPH")
     spatial = layer.kind not in ("dense", "add")
     inputs = [INPUT_INDEX if name == INPUT_NAME else index_of[name] for name in layer.inputs]
     has_window = layer.pool in ("max", "avg")

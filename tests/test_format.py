@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import pathlib
 import struct
 import zipfile
 import zlib
@@ -735,3 +736,18 @@ def test_bad_metadata(data4, meta, words, position):
     bad = assemble(parts)
     meta_at = sections(bad)["META"][0]
     expect_error(bad, "META", None if position is None else meta_at + position, words)
+
+
+# -- the corpus on disk (shared with the native loader's tests) -----------------------------------
+
+CORPUS = pathlib.Path(__file__).parent / "data" / "malformed"
+
+
+@pytest.mark.parametrize("name", sorted(json.loads((CORPUS / "MANIFEST.json").read_text())))
+def test_malformed_corpus_on_disk(name):
+    case = json.loads((CORPUS / "MANIFEST.json").read_text())[name]
+    data = (CORPUS / name).read_bytes()
+    if case["section"] is None:
+        assert F.read_model(data).to_bytes() == data
+    else:
+        expect_error(data, case["section"], case["offset"], case["message"])

@@ -1,0 +1,111 @@
+"""Regenerate the malformed .esnn corpus in this folder and its MANIFEST.json.
+
+    python tests/data/malformed/make_corpus.py
+
+Every reader (edgesnn/format.py, native/src/loader.zig) must refuse each file here except
+`valid.esnn`, which must load.  MANIFEST.json gives, per file, what the Python reader reports:
+the section, the byte offset and a phrase of the message.  `python_only` marks files only the
+Python reader can refuse (the native loader never parses the JSON in META).  Offsets of value
+errors found while rebuilding the Model (`threshold_zero`, `overflow`) are the layer record's.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import struct
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+from test_format import (  # noqa: E402  (the layout helpers are written from docs/format.md)
+    assemble, every_kind_model, field, foreign_files, parts_of, patch, record_offset, sections, slot_ref,
+)
+
+
+def corpus() -> dict[str, dict]:
+    """name -> {"data": bytes, "section", "offset", "message", "python_only"}; section None for the valid file."""
+    valid = every_kind_model(4, metadata={"labels": list("abcde")}).to_bytes()
+    table = sections(valid)
+    tens, names = table["TENS"][0], table["NAME"][0]
+    cases = {"valid": (valid, None, None, "")}
+
+    def add(name, data, section, offset, message, python_only=False):
+        cases[name] = (data, section, offset, message, python_only)
+
+    foreign = foreign_files()
+    add("empty", b"", "header", 0, "empty")
+    add("foreign_png", foreign["PNG"], "header", 0, "not an .esnn file")
+    add("foreign_zip", foreign["zip"], "header", 0, "not an .esnn file")
+    add("foreign_onnx", foreign["protobuf"], "header", 0, "not an .esnn file")
+    add("text_mode_mangled", valid.replace(b"\r\n", b"\n"), "header", 0, "text-mode")
+    add("truncated_in_header", valid[:40], "header", 40, "truncated")
+    add("truncated_in_body", valid[:len(valid) // 2], "header", 16, "truncated")
+    add("trailing_bytes", valid + bytes(16), "header", 16, "trailing bytes")
+    add("version_2", patch(valid, 8, "H", 2), "header", 8, "version 2.0 is not supported")
+    add("header_crc", patch(valid, 24, "I", 5, fix=False), "header", 36, "header checksum")
+    add("body_crc", patch(valid, valid.index(b"conv_in"), "B", ord("C"), fix=False), "header", 32, "body checksum")
+    add("header_reserved", patch(valid, 50, "B", 1), "header", 50, "reserved")
+    add("section_count_0", patch(valid, 24, "I", 0), "header", 24, "section_count is 0")
+    add("section_misaligned", patch(valid, 64 + 16 + 8, "I", tens + 8), "section table", 88, "multiple of 16")
+    add("section_overlap", patch(valid, 64 + 32 + 8, "I", table["GRPH"][0]), "section table", 104, "overlaps")
+    add("section_past_end", patch(valid, 64 + 48 + 12, "I", 1 << 20), "section table", 124, "past the end")
+    add("section_in_table", patch(valid, 64 + 8, "I", 64), "section table", 72, "inside the header")
+    add("section_missing", patch(valid, 64 + 16, "4s", b"TENZ"), "section table", 64, "TENS missing")
+    add("section_twice", patch(valid, 64 + 16, "4s", b"GRPH"), "section table", 80, "appears twice")
+    grph = table["GRPH"][0]
+    add("layer_count_0", patch(valid, grph, "I", 0), "GRPH", grph, "layer_count is 0")
+    add("grph_length", patch(valid, grph, "I", 7), "GRPH", grph, "need exactly")
+    add("input_bits_9", patch(valid, grph + 16, "I", 9), "GRPH", grph + 16, "input_bits is 9")
+    add("kind_unknown", patch(valid, field(valid, 0, "kind"), "I", 7), "GRPH", field(valid, 0, "kind"),
+        "unknown layer kind code 7")
+    add("neuron_unknown", patch(valid, field(valid, 1, "neuron"), "I", 9), "GRPH", field(valid, 1, "neuron"),
+        "unknown neuron code 9")
+    add("input_forward", patch(valid, field(valid, 2, "inputs"), "i", 5), "GRPH", field(valid, 2, "inputs"),
+        "refers to layer 5")
+    add("input_self", patch(valid, field(valid, 3, "inputs"), "i", 3), "GRPH", field(valid, 3, "inputs"),
+        "refers to layer 3")
+    add("in_shape_mismatch", patch(valid, field(valid, 3, "in_shape"), "I", 5), "GRPH",
+        field(valid, 3, "in_shape"), "in_shape (5, 3, 6)")
+    add("out_shape_mismatch", patch(valid, field(valid, 2, "out_shape"), "II", 4, 4), "GRPH",
+        field(valid, 2, "out_shape"), "differs from (3, 3, 6)")
+    add("weight_bits_3", patch(valid, field(valid, 2, "weight_bits"), "I", 3), "GRPH",
+        field(valid, 2, "weight_bits"), "weight_bits is 3")
+    add("leak_shift_32", patch(valid, field(valid, 1, "leak_shift"), "I", 32), "GRPH",
+        field(valid, 1, "leak_shift"), "leak_shift is 32")
+    at = field(valid, 2, "slots", 0)
+    offset, length = slot_ref(valid, 2, "weights")
+    add("slot_misaligned", patch(valid, at, "I", offset + 4), "GRPH", at, "not a multiple of 16")
+    add("slot_length", patch(valid, at + 4, "I", length + 1), "GRPH", at + 4, "needs exactly")
+    add("slot_outside_tens", patch(valid, at, "I", 1 << 24), "GRPH", at, "outside TENS")
+    at = field(valid, 2, "slots", 2)
+    add("unused_slot", patch(valid, at, "II", 0, 16), "GRPH", at, "is unused")
+    threshold_at = tens + slot_ref(valid, 2, "threshold")[0]
+    add("threshold_zero", patch(valid, threshold_at, "i", 0), "GRPH", record_offset(valid, 2), "threshold")
+    bias_at = tens + slot_ref(valid, 7, "bias")[0]
+    add("overflow", patch(valid, bias_at, "i", 2**31 - 1), "GRPH", record_offset(valid, 7), "beyond int32")
+    name_at = names + struct.unpack_from("<I", valid, field(valid, 2, "name_offset"))[0]
+    add("name_not_utf8", patch(valid, name_at, "B", 0xFF), "NAME", name_at, "not valid UTF-8")
+    add("name_outside", patch(valid, field(valid, 3, "name_offset"), "I", 1000), "GRPH",
+        field(valid, 3, "name_offset"), "outside NAME")
+    meta = [(tag, payload if tag != b"META" else b'{"labels": [') for tag, payload in parts_of(valid)]
+    bad_meta = assemble(meta)
+    add("meta_not_json", bad_meta, "META", sections(bad_meta)["META"][0] + 12, "not valid JSON", python_only=True)
+    return {name: dict(zip(("data", "section", "offset", "message", "python_only"), case + (False,) * (5 - len(case))))
+            for name, case in cases.items()}
+
+
+def main() -> None:
+    for old in HERE.glob("*.esnn"):
+        old.unlink()
+    manifest = {}
+    for name, case in corpus().items():
+        (HERE / f"{name}.esnn").write_bytes(case.pop("data"))
+        manifest[f"{name}.esnn"] = case
+    (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"wrote {len(manifest)} files to {HERE}")
+
+
+if __name__ == "__main__":
+    main()
