@@ -18,6 +18,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
@@ -351,7 +352,7 @@ class _Reader:
         self.data = data
         self.strict_reserved = True   # reserved bytes must be zero in a x.0 file; later minors may use them
 
-    def fail(self, message: str, section: str, offset: int):
+    def fail(self, message: str, section: str, offset: int) -> NoReturn:
         raise FormatError(message, section=section, offset=offset)
 
     def expect_zero(self, raw: bytes, section: str, offset: int, what: str) -> None:
@@ -360,7 +361,6 @@ class _Reader:
             self.fail(f"{what} must be zero in a version {VERSION_MAJOR}.{VERSION_MINOR} file, found "
                       f"0x{raw[first]:02x}", section, offset + first)
 
-    # -- header and section table ----------------------------------------------------------------
     def read(self):
         header = self.read_header()
         sections = self.read_section_table(header)
@@ -373,6 +373,7 @@ class _Reader:
         layer_objects = [self.build_layer(record, names, sections["TENS"]) for record in records]
         return self.build_model(model_record, records, layer_objects, metadata)
 
+    # -- header and section table ----------------------------------------------------------------
     def read_header(self) -> dict:
         data = self.data
         if not data:
