@@ -52,7 +52,7 @@ class Pipeline:
         self.frontend = frontend
         self.model = model
         self.device = device
-        self.timesteps = timesteps
+        self.timesteps = model.metadata.get("timesteps") if timesteps is None else timesteps  # spiking models store T
         labels = model.metadata.get("labels") if labels is None else labels
         self.classifier = Classifier(labels, output_scale=model.metadata.get("output_scale"),
                                      threshold=threshold, unknown_label=unknown_label)
