@@ -24,12 +24,14 @@ UNKNOWN = "unknown"
 @dataclass(frozen=True)
 class Prediction:
     """One sample's answer: the label (``unknown_label`` if rejected), its class index (-1 if rejected),
-    the softmax score of the best class, and the raw int32 potentials (C,) of the output layer."""
+    the softmax score of the best class, the raw int32 potentials (C,) of the output layer, and the
+    best classes as (label, score) pairs, best first (up to ``Classifier.top_count``)."""
 
     label: str
     index: int
     score: float
     potentials: np.ndarray = field(repr=False, compare=False)
+    top: tuple = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Detection:
 
 class Classifier:
     """Argmax, top-k and scores over int32 potentials; see the module docstring."""
+
+    top_count = 5  # (label, score) pairs kept in each Prediction.top
 
     def __init__(self, labels=None, output_scale=None, threshold: float | None = None,
                  unknown_label: str = UNKNOWN):
@@ -100,18 +104,20 @@ class Classifier:
         pot = self.flatten(potentials)
         scores = self.scores(pot, timesteps)
         predictions = []
-        for row, score_row in zip(pot, scores):
+        for row, score_row, top in zip(pot, scores, self._top(scores, self.top_count)):
             index = int(np.argmax(score_row))  # with one scale for all classes: Model.predict's argmax
             score = float(score_row[index])
             if self.threshold is not None and score < self.threshold:
                 index = -1
-            predictions.append(Prediction(self.label_of(index), index, score, row.copy()))
+            predictions.append(Prediction(self.label_of(index), index, score, row.copy(), tuple(top)))
         return predictions
 
     def top_k(self, potentials, k: int = 5, timesteps: int = 1) -> list[list[tuple[str, float]]]:
         """Per sample, the k best (label, score) pairs, best first (ties: lower index first)."""
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k!r}")
-        scores = self.scores(potentials, timesteps)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :int(k)]
+        return self._top(self.scores(potentials, timesteps), int(k))
+
+    def _top(self, scores: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return [[(self.label_of(int(i)), float(row[i])) for i in idx] for row, idx in zip(scores, order)]

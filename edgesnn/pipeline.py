@@ -32,7 +32,8 @@ STREAM_CHUNK_S = 0.1         # a whole recording given to stream() is fed in pie
 class Pipeline:
     """A frontend, a Model and a classifier chained; see the module docstring.
 
-    ``frontend``: a frontend object or a registered frontend name. ``model``: a Model or a .esnn path.
+    ``frontend``: a frontend object, a registered frontend name, or None (inputs are already model
+    inputs: uint8 (H, W, C) or spike trains (T, H, W, C)). ``model``: a Model or a .esnn path.
     ``labels``: class names (default: the model's metadata ``labels``). ``device``: where the model
     runs (name or Device; None: the default device). ``timesteps``: timesteps for dense frontends
     (default 1; spike-train frontends bring their own T). ``threshold``: reject answers whose score
@@ -64,7 +65,8 @@ class Pipeline:
         return self.classifier.labels
 
     def __repr__(self) -> str:
-        return (f"<edgesnn.Pipeline frontend={getattr(self.frontend, 'name', type(self.frontend).__name__)!r} "
+        name = None if self.frontend is None else getattr(self.frontend, "name", type(self.frontend).__name__)
+        return (f"<edgesnn.Pipeline frontend={name!r} "
                 f"input {self.model.input_shape} -> {self.model.output_shape}, "
                 f"{len(self.labels) if self.labels else '?'} labels>")
 
@@ -95,8 +97,18 @@ class Pipeline:
     # -- running ---------------------------------------------------------------------------------
     def encode(self, raw) -> np.ndarray:
         """One raw input -> the model's input for one sample (the frontend's output, shape-checked)."""
+        if self.frontend is None:
+            return self._as_model_input(np.asarray(raw))
         sample = np.asarray(self.frontend(raw))
         self._check_shapes(sample.shape)
+        return sample
+
+    def _as_model_input(self, sample: np.ndarray) -> np.ndarray:
+        shape = tuple(self.model.input_shape)
+        if sample.shape != shape and not (sample.ndim == 4 and sample.shape[1:] == shape):
+            raise ModelError(f"Pipeline without a frontend: each input must be a model input {shape} or a spike "
+                             f"train (T, {', '.join(map(str, shape))}), got shape {sample.shape}; give the "
+                             f"pipeline a frontend (es.frontend('image' | 'kws' | 'rate', ...)) for raw data")
         return sample
 
     def __call__(self, raw):
@@ -115,7 +127,7 @@ class Pipeline:
 
     def classify_samples(self, samples: np.ndarray) -> list[Prediction]:
         """Model inputs (N, ...) already through the frontend -> one Prediction each."""
-        time_axis = getattr(self.frontend, "time_axis", False)
+        time_axis = samples.ndim == 5   # spike trains (N, T, H, W, C) bring their own T
         potentials = self.model.forward(samples, timesteps=None if time_axis else self.timesteps, device=self.device)
         timesteps = samples.shape[1] if time_axis else (self.timesteps or 1)
         return self.classifier.classify(potentials, timesteps=timesteps)
@@ -142,8 +154,9 @@ class Pipeline:
         """
         fe = self.frontend
         if not callable(getattr(fe, "stream", None)):
-            raise TypeError(f"frontend {getattr(fe, 'name', type(fe).__name__)!r} has no streaming mode; "
-                            f"stream() needs one like the 'kws' frontend's")
+            which = "this pipeline has no frontend" if fe is None else \
+                f"frontend {getattr(fe, 'name', type(fe).__name__)!r} has no streaming mode"
+            raise TypeError(f"{which}; stream() needs a frontend with one, like 'kws'")
         hop_frames = max(1, round(hop_s / fe.hop_s))
         min_score = (self.classifier.threshold or 0.0) if min_score is None else float(min_score)
         skip = set(ignore) | {self.classifier.unknown_label}
@@ -186,7 +199,14 @@ class Pipeline:
     # -- files -----------------------------------------------------------------------------------
     def metadata(self) -> dict:
         """The model's metadata plus what rebuilds this pipeline: labels, frontend, pipeline options."""
+        metadata = dict(self.model.metadata)
+        if self.labels is not None:
+            metadata["labels"] = list(self.labels)
+        metadata[PIPELINE_KEY] = {"threshold": self.classifier.threshold,
+                                  "unknown_label": self.classifier.unknown_label, "timesteps": self.timesteps}
         fe = self.frontend
+        if fe is None:
+            return metadata
         name = getattr(fe, "name", None)
         config = getattr(fe, "config", None)
         if not isinstance(name, str) or not isinstance(config, dict):
@@ -196,12 +216,7 @@ class Pipeline:
             json.dumps(config)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"Pipeline.save: frontend {name!r} config is not JSON-serializable: {exc}") from exc
-        metadata = dict(self.model.metadata)
-        if self.labels is not None:
-            metadata["labels"] = list(self.labels)
         metadata[FRONTEND_KEY] = {"name": name, "config": config}
-        metadata[PIPELINE_KEY] = {"threshold": self.classifier.threshold,
-                                  "unknown_label": self.classifier.unknown_label, "timesteps": self.timesteps}
         return metadata
 
     def save(self, path: str | os.PathLike) -> None:
@@ -216,15 +231,20 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> "Pipeline":
-        """Rebuild a pipeline from a .esnn file written by ``save`` (the frontend by its registered name)."""
+        """Rebuild a pipeline from a .esnn file written by ``save`` (the frontend by its registered name).
+
+        A file that stores no frontend gives a pipeline without one: its inputs must be model inputs.
+        """
         from . import plugins
 
         model = Model.load(path)
         stored = model.metadata.get(FRONTEND_KEY)
-        if not isinstance(stored, dict) or not isinstance(stored.get("name"), str):
-            raise ModelError(f"{Path(path)} holds no frontend in its metadata (key {FRONTEND_KEY!r}); "
-                             f"build the pipeline yourself: es.Pipeline(es.frontend(...), es.Model.load(path), labels)")
-        frontend = plugins.frontend(stored["name"], **(stored.get("config") or {}))
+        frontend = None
+        if stored is not None:
+            if not isinstance(stored, dict) or not isinstance(stored.get("name"), str):
+                raise ModelError(f"{Path(path)}: metadata {FRONTEND_KEY!r} must be {{'name': str, 'config': {{...}}}}, "
+                                 f"got {stored!r}")
+            frontend = plugins.frontend(stored["name"], **(stored.get("config") or {}))
         options = model.metadata.get(PIPELINE_KEY) or {}
         return cls(frontend, model, labels=model.metadata.get("labels"), device=device,
                    timesteps=options.get("timesteps"), threshold=options.get("threshold"),

@@ -80,11 +80,20 @@ def test_save_and_load_round_trip(digits, template_model, tmp_path):
            [(p.label, p.index, p.score) for p in pipe.batch(images)]
 
 
-def test_load_without_frontend_says_so(template_model, tmp_path):
+def test_pipeline_without_frontend_takes_model_inputs(digits, template_model, tmp_path):
+    _, _, x_test, _ = digits
     path = tmp_path / "bare.esnn"
     template_model.save(path)
-    with pytest.raises(es.ModelError, match="holds no frontend"):
-        es.Pipeline.load(path)
+    pipe = es.Pipeline.load(path)
+    assert pipe.frontend is None and pipe.labels is None
+    prediction = pipe(x_test[0])
+    expected = _numpy_potentials(template_model, x_test[:1])[0]
+    assert (prediction.index, prediction.label) == (int(expected.argmax()), str(expected.argmax()))
+    assert [label for label, _ in prediction.top] == [str(i) for i in np.argsort(-expected, kind="stable")[:5]]
+    with pytest.raises(es.ModelError, match=r"without a frontend.*model input \(8, 8, 1\).*got shape \(28, 28\)"):
+        pipe(np.zeros((28, 28), np.uint8))
+    with pytest.raises(TypeError, match="no frontend"):
+        next(pipe.stream([np.zeros(100, np.float32)]))
 
 
 def test_shape_mismatch_shows_both_shapes(template_model):
