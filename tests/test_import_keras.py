@@ -1,0 +1,237 @@
+"""The keras importer on real files written by Keras 3 (torch backend), .keras and legacy .h5: the
+imported float Graph matches model.predict within 1e-4. The reader itself uses only json and h5py.
+tf.keras 2.x cannot run here, so its config style (old inbound_nodes, batch_input_shape, ':0'
+weight names) is produced by rewriting a Keras 3 legacy .h5 file into that documented layout."""
+
+import json
+import os
+import zipfile
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import h5py  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from keras import layers  # noqa: E402
+
+import edgesnn.plugins  # noqa: E402
+from edgesnn.graph import GraphError  # noqa: E402
+
+RNG = np.random.default_rng(3)
+
+
+@pytest.fixture(scope="module")
+def importer():
+    return edgesnn.plugins.get_importer("keras")
+
+
+def randomize_batch_norms(model):
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            values = {"gamma": RNG.uniform(0.5, 1.5, c), "beta": RNG.normal(size=c) * 0.3,
+                      "moving_mean": RNG.normal(size=c) * 0.3, "moving_variance": RNG.uniform(0.5, 2.0, c)}
+            layer.set_weights([values[w.name] for w in layer.weights])
+
+
+def residual_separable_model():
+    """Functional: rescaling, conv+relu, batch norm, separable and depthwise (multiplier 2) branches,
+    grouped conv, residual add, relu6, pooling, flatten -> dropout -> dense -> softmax."""
+    inputs = keras.Input((10, 10, 3))
+    x = layers.Rescaling(1 / 4, offset=-0.5)(inputs)
+    x = layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(x)
+    x = layers.BatchNormalization()(x)
+    branch_a = layers.SeparableConv2D(8, 3, padding="same", name="sep")(x)
+    branch_b = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    branch_b = layers.Conv2D(8, 1, groups=4)(branch_b)
+    x = layers.Add(name="residual")([x, branch_a, branch_b])
+    x = layers.ReLU(max_value=6.0)(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(x)
+    x = layers.SeparableConv2D(6, 2, depth_multiplier=2, activation="relu6")(x)
+    x = layers.AveragePooling2D(pool_size=2, strides=1)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.5)(x)
+    outputs = layers.Dense(5, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    randomize_batch_norms(model)
+    return model
+
+
+def sequential_flatten_model():
+    """Sequential: flat input reshaped to an image, conv, batch norm, pooling, flatten (HWC order),
+    dense with batch norm, global pooling path not used."""
+    model = keras.Sequential([
+        keras.Input((8 * 6,)),
+        layers.Reshape((8, 6, 1)),
+        layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False),
+        layers.BatchNormalization(),
+        layers.Activation("relu"),
+        layers.Conv2D(6, 2, padding="valid"),
+        layers.Flatten(),
+        layers.Dense(12),
+        layers.BatchNormalization(center=False),
+        layers.ReLU(),
+        layers.Dense(4),
+        layers.Softmax(),
+    ])
+    randomize_batch_norms(model)
+    return model
+
+
+def gap_model():
+    return keras.Sequential([keras.Input((7, 7, 2)), layers.Conv2D(4, 3, activation="relu6"),
+                             layers.SpatialDropout2D(0.2), layers.GlobalAveragePooling2D(), layers.Dense(3)])
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Each model saved by Keras in both formats, with its predictions on random inputs."""
+    folder = tmp_path_factory.mktemp("keras")
+    cases = {}
+    for name, build, shape in (("residual", residual_separable_model, (10, 10, 3)),
+                               ("sequential", sequential_flatten_model, (48,)),
+                               ("gap", gap_model, (7, 7, 2))):
+        model = build()
+        x = RNG.uniform(0, 4, size=(5, *shape)).astype(np.float32)
+        model.save(folder / f"{name}.keras")
+        model.save(folder / f"{name}.h5")
+        cases[name] = (folder, x, model.predict(x, verbose=0), model)
+    return cases
+
+
+def graph_input(graph, x):
+    return x.reshape(len(x), *graph.input_shape)
+
+
+@pytest.mark.parametrize("name", ["residual", "sequential", "gap"])
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_imported_graph_matches_keras_predict(importer, saved, name, suffix):
+    folder, x, expected, _ = saved[name]
+    graph = importer.load(folder / f"{name}{suffix}")
+    assert graph.metadata["file_format"] == suffix[1:] and graph.metadata["source_format"] == "keras"
+    out = graph.run(graph_input(graph, x))
+    np.testing.assert_allclose(out.reshape(expected.shape), expected, atol=1e-4)
+    simple = graph.simplify(resolve_padding=False)
+    assert "identity" not in [node.op for node in simple] and "softmax" not in [node.op for node in simple]
+    logits = simple.run(graph_input(graph, x)).reshape(len(x), -1)
+    assert np.array_equal(logits.argmax(1), expected.reshape(len(x), -1).argmax(1))
+
+
+def test_residual_graph_keeps_its_structure(importer, saved):
+    folder = saved["residual"][0]
+    graph = importer.load(folder / "residual.keras")
+    ops = {node.name: node.op for node in graph}
+    assert ops["sep"] == "separable_conv2d" and ops["residual"] == "add"
+    assert len(graph.node("residual").inputs) == 3
+    assert graph.node("stem/relu").inputs == ("stem",)
+
+
+def test_keras_model_object_and_registry(importer, saved):
+    _, x, expected, model = saved["gap"]
+    assert "keras" in edgesnn.plugins.importers()
+    assert importer.can_import(model) and importer.can_import("m.keras") and importer.can_import("m.h5")
+    assert not importer.can_import("m.onnx") and not importer.can_import(object())
+    graph = importer.load(model)
+    np.testing.assert_allclose(graph.run(x)[:, 0, 0], expected, atol=1e-4)
+
+
+# -- tf.keras 2.x legacy layout ------------------------------------------------------------------
+
+
+def _to_tf_keras2_config(config):
+    """Rewrite a Keras 3 model config the way tf.keras 2.x writes it."""
+    for layer in config["config"]["layers"]:
+        layer.pop("module", None)
+        layer.pop("registered_name", None)
+        layer.pop("build_config", None)
+        cfg = layer["config"]
+        if "batch_shape" in cfg:
+            cfg["batch_input_shape"] = cfg.pop("batch_shape")
+        nodes = layer.get("inbound_nodes")
+        if nodes:
+            refs = []
+            _collect_history(nodes[0]["args"], refs)
+            layer["inbound_nodes"] = [[[name, node, tensor, {}] for name, node, tensor in refs]]
+    for key in ("input_layers", "output_layers"):
+        value = config["config"].get(key)
+        if value and isinstance(value[0], str):
+            config["config"][key] = [value]
+    return config
+
+
+def _collect_history(value, refs):
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            refs.append(value["config"]["keras_history"])
+        return
+    for item in value:
+        _collect_history(item, refs)
+
+
+def test_tf_keras2_style_h5(importer, saved, tmp_path):
+    folder, x, expected, _ = saved["residual"]
+    legacy = tmp_path / "tf2.h5"
+    with h5py.File(folder / "residual.h5", "r") as source, h5py.File(legacy, "w") as target:
+        config = _to_tf_keras2_config(json.loads(source.attrs["model_config"]))
+        target.attrs["model_config"] = json.dumps(config).encode()
+        target.attrs["keras_version"] = b"2.15.0"
+        target.attrs["backend"] = b"tensorflow"
+        weights = target.create_group("model_weights")
+        weights.attrs["layer_names"] = source["model_weights"].attrs["layer_names"]
+        for layer_name in source["model_weights"].attrs["layer_names"]:
+            group = weights.create_group(layer_name)
+            names = [n.decode() if isinstance(n, bytes) else n for n in
+                     source["model_weights"][layer_name].attrs["weight_names"]]
+            new_names = []
+            for old in names:
+                new = f"{layer_name}/{old.split('/')[-1]}:0"
+                group.create_dataset(new, data=source["model_weights"][layer_name][old][()])
+                new_names.append(new.encode())
+            group.attrs["weight_names"] = np.array(new_names, dtype=object) if new_names else np.zeros(0)
+    graph = importer.load(legacy)
+    assert graph.metadata["keras_version"] == "2.15.0"
+    np.testing.assert_allclose(graph.run(x).reshape(expected.shape), expected, atol=1e-4)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def test_unsupported_layer_and_activation_name_the_layer(importer, tmp_path):
+    leaky = keras.Sequential([keras.Input((6, 6, 1)), layers.Conv2D(2, 3, name="c"), layers.LeakyReLU(name="leaky")])
+    leaky.save(tmp_path / "leaky.keras")
+    with pytest.raises(GraphError, match=r"layer 'leaky' \(LeakyReLU\).*'LeakyReLU' is not supported.*Conv2D"):
+        importer.load(tmp_path / "leaky.keras")
+    tanh = keras.Sequential([keras.Input((6, 6, 1)), layers.Conv2D(2, 3, activation="tanh", name="ct")])
+    tanh.save(tmp_path / "tanh.h5")
+    with pytest.raises(GraphError, match=r"layer 'ct' \(Conv2D\).*activation 'tanh'.*relu6"):
+        importer.load(tmp_path / "tanh.h5")
+    dilated = keras.Sequential([keras.Input((9, 9, 1)), layers.Conv2D(2, 3, dilation_rate=2, name="dil")])
+    dilated.save(tmp_path / "dilated.keras")
+    with pytest.raises(GraphError, match=r"layer 'dil'.*dilation_rate"):
+        importer.load(tmp_path / "dilated.keras")
+
+
+def test_malformed_files(importer, saved, tmp_path):
+    folder = saved["gap"][0]
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a keras file at all" * 10)
+    with pytest.raises(GraphError, match=r"garbage.keras: neither a .keras zip archive nor an HDF5 file"):
+        importer.load(garbage)
+    no_config = tmp_path / "no_config.keras"
+    with zipfile.ZipFile(folder / "gap.keras") as source, zipfile.ZipFile(no_config, "w") as target:
+        target.writestr("model.weights.h5", source.read("model.weights.h5"))
+    with pytest.raises(GraphError, match=r"no config.json"):
+        importer.load(no_config)
+    whole = (folder / "gap.keras").read_bytes()
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(GraphError, match=r"truncated.keras"):
+        importer.load(truncated)
+    weights_only = tmp_path / "gap.weights.h5"
+    saved["gap"][3].save_weights(weights_only)
+    with pytest.raises(GraphError, match=r"no model_config.*model.save\('model.h5'\)"):
+        importer.load(weights_only)
+    with pytest.raises(FileNotFoundError, match=r"missing.keras"):
+        importer.load(tmp_path / "missing.keras")

@@ -1,0 +1,259 @@
+"""The onnx importer on real ONNX files (written by torch.onnx.export and by onnx.helper): the
+imported float Graph matches onnxruntime within 1e-4; unsupported ops and malformed files fail clearly."""
+
+import io
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+import edgesnn.plugins
+from edgesnn.graph import GraphError
+
+RNG = np.random.default_rng(7)
+
+
+@pytest.fixture(scope="module")
+def importer():
+    return edgesnn.plugins.get_importer("onnx")
+
+
+def export(module, shape, path):
+    """Write `module` as a real .onnx file with the TorchScript exporter; return the path."""
+    module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, *shape),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    return path
+
+
+def onnxruntime_output(model_or_path, x_nchw):
+    data = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x_nchw.astype(np.float32)})[0]
+
+
+def graph_output(graph, x_nchw):
+    x_hwc = x_nchw.transpose(0, 2, 3, 1) if x_nchw.ndim == 4 else x_nchw[:, None, None, :]
+    return graph.run(x_hwc)
+
+
+def randomize_batch_norms(module):
+    with torch.no_grad():
+        for bn in [m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm1d))]:
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.5, 0.5)
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+
+
+# -- real files from torch.onnx.export -----------------------------------------------------------
+
+
+class FlattenCNN(torch.nn.Module):
+    """conv -> pool -> flatten (C, H, W order in ONNX) -> dense: the weight rows must be permuted."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 6, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(6)
+        self.fc1 = torch.nn.Linear(6 * 5 * 4, 16)
+        self.bn1 = torch.nn.BatchNorm1d(16)
+        self.fc2 = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2)
+        x = torch.relu(self.bn1(self.fc1(x.view(x.size(0), -1))))
+        return torch.softmax(self.fc2(torch.nn.functional.dropout(x, 0.5, self.training)), dim=1)
+
+
+class ResidualSeparable(torch.nn.Module):
+    """A residual block around a depthwise/pointwise (separable) pair, a grouped conv, global pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = torch.nn.Conv2d(8, 8, 1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.grouped = torch.nn.Conv2d(8, 12, 3, stride=2, groups=4)
+        self.head = torch.nn.Linear(12, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.nn.functional.relu6(x + self.bn(self.pw(self.dw(x))))
+        x = torch.nn.functional.hardtanh(self.grouped(x), 0.0, 3.0)
+        x = torch.nn.functional.adaptive_avg_pool2d(x, 1)
+        return self.head(torch.flatten(x, 1))
+
+
+def test_flatten_before_dense_matches_onnxruntime(importer, tmp_path):
+    torch.manual_seed(0)
+    net = FlattenCNN()
+    randomize_batch_norms(net)
+    path = export(net, (2, 10, 8), tmp_path / "flatten.onnx")
+    graph = importer.load(path)
+    assert graph.input_shape == (10, 8, 2) and graph.metadata["input_layout"] == "NCHW"
+    x = RNG.normal(size=(5, 2, 10, 8)).astype(np.float32)
+    expected = onnxruntime_output(path, x)
+    np.testing.assert_allclose(graph_output(graph, x)[:, 0, 0], expected, atol=1e-4)
+    logits = graph.simplify().run(x.transpose(0, 2, 3, 1))
+    assert np.array_equal(logits[:, 0, 0].argmax(1), expected.argmax(1))
+
+
+def test_residual_and_separable_match_onnxruntime(importer, tmp_path):
+    torch.manual_seed(1)
+    net = ResidualSeparable()
+    randomize_batch_norms(net)
+    path = export(net, (3, 9, 9), tmp_path / "residual.onnx")
+    graph = importer.load(path)
+    ops = [node.op for node in graph]
+    assert "depthwise_conv2d" in ops and "add" in ops
+    x = RNG.normal(size=(4, 3, 9, 9)).astype(np.float32)
+    expected = onnxruntime_output(path, x)
+    np.testing.assert_allclose(graph_output(graph, x)[:, 0, 0], expected, atol=1e-4)
+    simple = graph.simplify()
+    assert "separable_conv2d" in [node.op for node in simple]
+    np.testing.assert_allclose(simple.run(x.transpose(0, 2, 3, 1))[:, 0, 0], expected, atol=1e-4)
+
+
+def test_model_proto_source_and_registry(importer, tmp_path):
+    assert "onnx" in edgesnn.plugins.importers()
+    torch.manual_seed(2)
+    path = export(FlattenCNN(), (2, 10, 8), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    assert importer.can_import(path) and importer.can_import(str(path)) and importer.can_import(proto)
+    assert not importer.can_import("m.keras") and not importer.can_import(42)
+    x = RNG.normal(size=(2, 2, 10, 8)).astype(np.float32)
+    np.testing.assert_allclose(graph_output(importer.load(proto), x), graph_output(importer.load(path), x), atol=0)
+
+
+# -- edge cases built with onnx.helper -----------------------------------------------------------
+
+
+def const(name, array):
+    return numpy_helper.from_array(np.asarray(array, np.float32), name)
+
+
+def make_model(nodes, initializers, input_shape, output_shape, opset=13, extra_inputs=()):
+    graph = helper.make_graph(
+        nodes, "edge", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape), *extra_inputs],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)], initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_helper_built_ops_match_onnxruntime(importer, tmp_path):
+    """auto_pad SAME_UPPER / SAME_LOWER, explicit pads, BatchNormalization after an Add, Clip,
+    Mul/Sub/Div by constants, AveragePool counting pads, Gemm with alpha/beta/transB, MatMul + Add bias,
+    Reshape to (N, -1), Identity, Dropout, Softmax."""
+    c = 4
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="same_upper", auto_pad="SAME_UPPER", strides=[2, 2]),
+        helper.make_node("Conv", ["x", "w1"], ["b"], name="same_lower", auto_pad="SAME_LOWER", strides=[2, 2]),
+        helper.make_node("Add", ["a", "b"], ["ab"], name="add"),
+        helper.make_node("BatchNormalization", ["ab", "g", "beta", "mean", "var"], ["bn"], name="bn", epsilon=1e-3),
+        helper.make_node("Mul", ["bn", "half"], ["m"], name="mul"),
+        helper.make_node("Sub", ["m", "shift"], ["s"], name="sub"),
+        helper.make_node("Div", ["s", "two"], ["d"], name="div"),
+        helper.make_node("Clip", ["d", "zero", "six"], ["r"], name="clip"),
+        helper.make_node("AveragePool", ["r"], ["p"], name="avg", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                         count_include_pad=1),
+        helper.make_node("Conv", ["p", "w2", "b2"], ["q"], name="pads", pads=[1, 0, 1, 2]),
+        helper.make_node("Relu", ["q"], ["qr"], name="relu"),
+        helper.make_node("Identity", ["qr"], ["qi"], name="identity"),
+        helper.make_node("Reshape", ["qi", "flat_shape"], ["f"], name="reshape"),
+        helper.make_node("Gemm", ["f", "wg", "bg"], ["g1"], name="gemm", alpha=0.5, beta=2.0, transB=1),
+        helper.make_node("Dropout", ["g1"], ["g2"], name="dropout"),
+        helper.make_node("MatMul", ["g2", "wm"], ["mm"], name="matmul"),
+        helper.make_node("Add", ["mm", "bm"], ["mb"], name="bias"),
+        helper.make_node("Softmax", ["mb"], ["y"], name="softmax", axis=-1),
+    ]
+    inits = [
+        const("w1", RNG.normal(size=(c, 3, 3, 3))), const("b1", RNG.normal(size=c)),
+        const("g", RNG.uniform(0.5, 1.5, c)), const("beta", RNG.normal(size=c)),
+        const("mean", RNG.normal(size=c)), const("var", RNG.uniform(0.5, 2, c)),
+        const("half", RNG.uniform(0.5, 1.5, (1, c, 1, 1))), const("shift", [-0.25]), const("two", [2.0]),
+        const("zero", 0.0), const("six", 6.0),
+        const("w2", RNG.normal(size=(c, c, 3, 3))), const("b2", RNG.normal(size=c)),
+        numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape"),
+    ]
+    x = RNG.normal(size=(3, 3, 8, 7)).astype(np.float32)
+    # shapes: conv stride 2 same on 8x7 -> 4x4; explicit pads (top 1, bottom 1, left 0, right 2) -> 4x4
+    fan_in = c * 4 * 4
+    inits += [const("wg", RNG.normal(size=(10, fan_in)) * 0.2), const("bg", RNG.normal(size=10)),
+              const("wm", RNG.normal(size=(10, 6))), const("bm", RNG.normal(size=(6,)))]
+    model = make_model(nodes, inits, ["n", 3, 8, 7], ["n", 6])
+    path = tmp_path / "edge.onnx"
+    onnx.save(model, str(path))
+    graph = importer.load(path)
+    expected = onnxruntime_output(path, x)
+    np.testing.assert_allclose(graph_output(graph, x)[:, 0, 0], expected, atol=1e-4)
+    same_lower = graph.node("same_lower")
+    # 8 rows, 3x3 stride 2: one pad row, which SAME_LOWER puts first; 7 columns: two, one each side
+    assert same_lower.attrs["padding"] == (1, 0, 1, 1)
+
+
+def test_old_opset_is_converted(importer):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap")]
+    model = make_model(nodes, [const("w", RNG.normal(size=(2, 1, 3, 3)))], [1, 1, 5, 5], [1, 2, 1, 1], opset=11)
+    graph = importer.load(model)
+    x = RNG.normal(size=(1, 1, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(graph_output(graph, x)[0, 0, 0], onnxruntime_output(model, x)[0, :, 0, 0], atol=1e-5)
+    assert graph.metadata["opset"] == 13
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+def test_unsupported_op_names_op_node_and_supported_ops(importer):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("LeakyRelu", ["c"], ["y"], name="my_leaky")]
+    model = make_model(nodes, [const("w", RNG.normal(size=(2, 1, 3, 3)))], [1, 1, 5, 5], [1, 2, 3, 3])
+    with pytest.raises(GraphError, match=r"'my_leaky' \(LeakyRelu\).*'LeakyRelu' is not supported.*Conv.*MaxPool"):
+        importer.load(model)
+
+
+def test_unsupported_attributes_fail_clearly(importer):
+    dilated = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="dil", dilations=[2, 2])],
+                         [const("w", RNG.normal(size=(2, 1, 3, 3)))], [1, 1, 7, 7], [1, 2, 3, 3])
+    with pytest.raises(GraphError, match=r"'dil' \(Conv\).*dilations"):
+        importer.load(dilated)
+    clip = make_model([helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="tanhish")],
+                      [const("lo", -1.0), const("hi", 1.0)], [1, 1, 3, 3], [1, 1, 3, 3])
+    with pytest.raises(GraphError, match=r"'tanhish' \(Clip\).*min 0.*got min -1.0"):
+        importer.load(clip)
+    two_inputs = make_model([helper.make_node("Add", ["x", "x2"], ["y"], name="add")], [], [1, 1, 3, 3],
+                            [1, 1, 3, 3], extra_inputs=[helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 1, 3, 3])])
+    with pytest.raises(GraphError, match=r"exactly one input.*'x', 'x2'"):
+        importer.load(two_inputs)
+
+
+def test_malformed_files(importer, tmp_path):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07this is not a protobuf \xff\xff\xff" * 3)
+    with pytest.raises(GraphError, match=r"garbage.onnx"):
+        importer.load(garbage)
+    torch.manual_seed(3)
+    whole = export(FlattenCNN(), (2, 10, 8), tmp_path / "whole.onnx").read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(GraphError, match=r"truncated.onnx"):
+        importer.load(truncated)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(GraphError, match=r"no nodes"):
+        importer.load(empty)
+    with pytest.raises(FileNotFoundError, match=r"missing.onnx"):
+        importer.load(tmp_path / "missing.onnx")
+    buffer = io.BytesIO(whole)
+    with pytest.raises(TypeError, match=r"\.onnx path or an onnx.ModelProto"):
+        importer.load(buffer)
