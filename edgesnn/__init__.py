@@ -21,8 +21,9 @@ from . import devices as _devices_module  # noqa: F401
 from .plugins import devices, device, frontend, frontends, importers
 from .classifier import Classifier, Detection, Prediction
 from .pipeline import Pipeline
+from .convert import ComparisonReport, compare, convert
 
 __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
            "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError",
            "plugins", "hookimpl", "importers", "frontends", "devices", "frontend", "device",
-           "Pipeline", "Prediction", "Detection", "Classifier"]
+           "Pipeline", "Prediction", "Detection", "Classifier", "convert", "compare", "ComparisonReport"]

@@ -358,15 +358,17 @@ class _Builder:
 
     # -- layer builders --
     def _synaptic(self, node: Node) -> list[str]:
-        wbits, per_channel = self.options["weight_bits"], self.options["per_channel"]
         src = self._input(node)
         in_shape = self.graph.shapes[node.inputs[0]]
         pool, relu, last = self._take_chain(node, allow_pool_first=node.op != "dense")
+        # The output layer's potentials are compared across channels (argmax), so they share one scale.
+        per_channel = self.options["per_channel"] and relu is not None
+        wbits = self.options["weight_bits"]
         pool_fields, divisor = self._pool_fields(pool, self.graph.shapes[node.name])
         name = node.name
         common = dict(name=name, inputs=(src.producer,), weight_bits=wbits)
         if node.op == "separable_conv2d":
-            fields, acc_scale = self._separable(node, src, in_shape)
+            fields, acc_scale = self._separable(node, src, in_shape, per_channel)
         else:
             weight = np.asarray(node.params["weight"], np.float64)
             bias = np.asarray(node.params["bias"], np.float64)
@@ -388,8 +390,8 @@ class _Builder:
         self.layers.append(cls(**common, **fields))
         return [node.name] + [n.name for n in (pool, relu) if n is not None] + [last.name]
 
-    def _separable(self, node: Node, src: _Tensor, in_shape) -> tuple[dict, np.ndarray]:
-        wbits, per_channel = self.options["weight_bits"], self.options["per_channel"]
+    def _separable(self, node: Node, src: _Tensor, in_shape, per_channel: bool) -> tuple[dict, np.ndarray]:
+        wbits = self.options["weight_bits"]
         depthwise = np.asarray(node.params["depthwise"], np.float64)
         pointwise = np.asarray(node.params["pointwise"], np.float64)
         bias = np.asarray(node.params["bias"], np.float64)

@@ -171,15 +171,17 @@ class Model:
         return format.read_model(data)
 
     def save(self, path: str | os.PathLike) -> None:
-        data = self.to_bytes()
-        with open(path, "wb") as f:
-            f.write(data)
+        """Write the model as one .esnn file (docs/format.md)."""
+        from . import format
+
+        format.save(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Model":
-        with open(path, "rb") as f:
-            data = f.read()
-        return cls.from_bytes(data)
+        """Read an .esnn file; FormatError naming the file, section and byte offset if it is malformed."""
+        from . import format
+
+        return format.load(path)
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""es.convert and es.compare on real trained and exported models (torch -> ONNX -> Graph -> integer Model)."""
+
+import numpy as np
+import pytest
+
+import edgesnn as es
+from edgesnn.datasets import digits
+from edgesnn.graph import GraphError
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+def export(module, path, shape):
+    module.eval()
+    torch.onnx.export(module, torch.zeros(1, *shape), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def digits_data():
+    return digits()
+
+
+@pytest.fixture(scope="module")
+def trained_onnx(tmp_path_factory, digits_data):
+    """A small CNN trained on scikit-learn's 8x8 digits, exported to ONNX (NCHW, input x / 255)."""
+    x_train, y_train, _, _ = digits_data
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Dropout(0.1),
+                        nn.Linear(16 * 4 * 4, 10), nn.Softmax(dim=1))
+    xt = torch.tensor(x_train.transpose(0, 3, 1, 2) / 255.0, dtype=torch.float32)
+    yt = torch.tensor(y_train)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(40):
+        net.train()
+        for idx in torch.randperm(len(xt), generator=torch.Generator().manual_seed(1)).split(128):
+            opt.zero_grad()
+            logits = net[:-1](xt[idx])
+            nn.functional.cross_entropy(logits, yt[idx]).backward()
+            opt.step()
+    return export(net, tmp_path_factory.mktemp("onnx") / "digits.onnx", (1, 8, 8))
+
+
+def test_8bit_conversion_agrees_with_float(trained_onnx, digits_data):
+    x_train, _, x_test, y_test = digits_data
+    model = es.convert(trained_onnx, samples=x_train[:300], input_scaling=(255, 0), labels=list("0123456789"),
+                       progress=False)
+    assert [l.kind for l in model.layers] == ["input_conv2d", "conv2d", "dense"]
+    assert model.layers[0].pool == "max" and model.layers[-1].neuron == "none"
+    report = es.compare(trained_onnx, model, x_test, y_test)
+    assert report.float_accuracy > 0.9, "the float model did not train"
+    assert report.agreement >= 0.99
+    assert abs(report.integer_accuracy - report.float_accuracy) <= 0.01
+    assert all(layer.snr_db > 25 for layer in report.layers), report.table()
+    assert "top-1 agreement" in report.table()
+
+
+def test_metadata_and_round_trip(trained_onnx, digits_data, tmp_path):
+    x_train, _, x_test, _ = digits_data
+    model = es.convert(trained_onnx, samples=x_train[:100], input_scaling=(255, 0), labels=list("0123456789"),
+                       weight_bits=4, activation_bits=4, progress=False)
+    meta = model.metadata
+    assert meta["labels"] == list("0123456789")
+    assert meta["provenance"]["converter"]["weight_bits"] == 4
+    assert meta["provenance"]["source"].endswith("digits.onnx")
+    assert len(meta["output_scale"]) == 10
+    path = tmp_path / "digits.esnn"
+    model.save(path)
+    again = es.Model.load(path)
+    np.testing.assert_array_equal(again.forward(x_test[:50], device="reference"),
+                                  model.forward(x_test[:50], device="reference"))
+
+
+def test_4bit_keeps_accuracy_within_a_few_points(trained_onnx, digits_data):
+    x_train, _, x_test, y_test = digits_data
+    model = es.convert(trained_onnx, samples=x_train[:300], input_scaling=(255, 0), weight_bits=4,
+                       activation_bits=4, calibration="mse", progress=False)
+    assert all(l.weight_bits == 4 for l in model.layers)
+    report = es.compare(trained_onnx, model, x_test, y_test)
+    assert report.integer_accuracy >= report.float_accuracy - 0.04, report.table()
+
+
+def test_spiking_conversion_approaches_float_as_timesteps_grow(trained_onnx, digits_data):
+    x_train, _, x_test, y_test = digits_data
+    agreement = {}
+    for steps in (2, 24):
+        model = es.convert(trained_onnx, samples=x_train[:300], input_scaling=(255, 0), neuron="if",
+                           timesteps=steps, calibration="percentile", progress=False)
+        assert {l.neuron for l in model.layers[:-1]} == {"if"}
+        assert model.metadata["timesteps"] == steps
+        report = es.compare(trained_onnx, model, x_test[:150], y_test[:150])
+        agreement[steps] = report.agreement
+    assert agreement[24] >= 0.93
+    assert agreement[24] > agreement[2]
+
+
+def test_residual_depthwise_global_pool_model(tmp_path):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU())
+            self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU())
+            self.pw = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU())
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            a = self.stem(x)
+            b = self.pw(self.dw(a))
+            y = torch.relu(a + b)
+            return self.head(nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
+
+    torch.manual_seed(3)
+    path = export(Net(), tmp_path / "res.onnx", (2, 6, 6))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (200, 6, 6, 2)).astype(np.uint8)
+    model = es.convert(path, samples=x[:100], input_scaling=(255, 0), progress=False)
+    kinds = [l.kind for l in model.layers]
+    assert "add" in kinds and "depthwise2d" in kinds
+    assert any(l.pool == "global_avg" for l in model.layers)
+    report = es.compare(path, model, x[100:])
+    final = report.layers[-1]
+    assert final.cosine > 0.995, report.table()
+
+
+def test_signed_branch_into_add_is_a_clear_error(tmp_path):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 4, 1)
+            self.b = nn.Conv2d(1, 4, 1)
+            self.head = nn.Linear(4 * 4 * 4, 2)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.a(x) + torch.relu(self.b(x))).flatten(1))
+
+    path = export(Net(), tmp_path / "signed.onnx", (1, 4, 4))
+    x = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 1)).astype(np.uint8)
+    with pytest.raises(GraphError, match="signed.*ReLU"):
+        es.convert(path, samples=x, progress=False)
+
+
+def test_bad_arguments(trained_onnx, digits_data):
+    x_train = digits_data[0]
+    with pytest.raises(ValueError, match="weight_bits"):
+        es.convert(trained_onnx, samples=x_train[:10], weight_bits=3)
+    with pytest.raises(ValueError, match="calibration"):
+        es.convert(trained_onnx, samples=x_train[:10], calibration="kl")
+    with pytest.raises(ValueError, match="dtype float"):
+        es.convert(trained_onnx, samples=x_train[:10].astype(float) / 255, progress=False)
+    with pytest.raises(ValueError, match=r"\(N, 8, 8, 1\)"):
+        es.convert(trained_onnx, samples=x_train[:10, :4], progress=False)
+    with pytest.raises(ValueError, match="only applies to neuron='if'"):
+        es.convert(trained_onnx, samples=x_train[:10], timesteps=8, progress=False)
+    with pytest.raises(GraphError, match="no importer accepts"):
+        es.convert(object(), samples=x_train[:10], progress=False)
