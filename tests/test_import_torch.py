@@ -89,6 +89,30 @@ def test_flatten_before_linear_and_input_shape_option(importer):
     assert "torch" in edgesnn.plugins.importers()
 
 
+class MeanPooled(nn.Module):
+    """Global pooling written as tensor means (ReduceMean, Squeeze in ONNX) instead of modules."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3)
+        self.fc = nn.Linear(6, 3)
+        self.fc2 = nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        squeezed = x.mean((2, 3), keepdim=True).squeeze(-1).squeeze(-1)
+        return self.fc(x.mean((2, 3))) + self.fc2(squeezed)
+
+
+def test_tensor_means_as_global_pooling(importer):
+    torch.manual_seed(8)
+    net = MeanPooled()
+    graph = importer.load(net, input_shape=(7, 6, 2))
+    x = RNG.normal(size=(3, 2, 7, 6)).astype(np.float32)
+    np.testing.assert_allclose(graph.run(x.transpose(0, 2, 3, 1))[:, 0, 0], torch_output(net, x), atol=1e-4)
+    assert [node.op for node in graph].count("global_avg_pool") == 2
+
+
 def test_torch_stride2_padding1_on_even_input_imports_but_cannot_simplify(importer):
     net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU())
     graph = importer.load(net, input_shape=(8, 8, 1))

@@ -30,7 +30,9 @@ class KerasImporter:
         """``source``: a .keras/.h5 path or a keras Model; no options."""
         if options:
             raise TypeError(f"the keras importer takes no options, got {sorted(options)}")
-        return import_keras(source)
+        graph = import_keras(source)
+        graph.metadata["importer"] = self.name
+        return graph
 
 
 @hookimpl

@@ -30,7 +30,9 @@ class OnnxImporter:
         """``source``: a path to a .onnx file or an ``onnx.ModelProto``; no options."""
         if options:
             raise TypeError(f"the onnx importer takes no options, got {sorted(options)}")
-        return import_onnx(source)
+        graph = import_onnx(source)
+        graph.metadata["importer"] = self.name
+        return graph
 
 
 @hookimpl

@@ -12,8 +12,8 @@ from edgesnn.graph import GraphBuilder, GraphError, block_diagonal_conv_weight, 
 
 MIN_OPSET = 13
 SUPPORTED_OPS = ("Add", "AveragePool", "BatchNormalization", "Clip", "Constant", "Conv", "Div", "Dropout",
-                 "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Relu",
-                 "Reshape", "Shape", "Softmax", "Sub")
+                 "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "ReduceMean",
+                 "Relu", "Reshape", "Shape", "Softmax", "Squeeze", "Sub")
 
 
 def is_onnx_source(source) -> bool:
@@ -28,7 +28,7 @@ class Tensor:
     tensor made by flattening an NCHW tensor, the (C, H, W) whose CHW order its values follow."""
 
     node: str
-    layout: str                      # "nchw" (4-D) or "flat" (N, K)
+    layout: str                      # "nchw" (4-D), "flat" (N, K) or "nc1" ((N, C, 1): half-squeezed 1x1)
     chw: tuple | None = None         # flat only: values in C, H, W order of this shape (None: HWC order)
 
 
@@ -169,6 +169,8 @@ class _Context:
 
     def onnx_shape(self, tensor: Tensor) -> tuple:
         h, w, c = self.builder.shape(tensor.node)
+        if tensor.layout == "nc1":
+            return (self.batch, c, 1)
         return (self.batch, c, h, w) if tensor.layout == "nchw" else (self.batch, h * w * c)
 
     def add(self, node, op: str, inputs, layout: str, chw=None, *, attrs=None, params=None, suffix=""):
@@ -234,7 +236,7 @@ def _attrs(node) -> dict:
 
 def _require_nchw(context: _Context, node, tensor: Tensor) -> None:
     if tensor.layout != "nchw":
-        raise context.fail(node, "expects a 4-D (N, C, H, W) input, got a flattened (N, K) tensor")
+        raise context.fail(node, f"expects a 4-D (N, C, H, W) input, got shape {context.onnx_shape(tensor)}")
 
 
 def _only_first_output_used(context: _Context, node) -> None:
@@ -338,6 +340,38 @@ def _global_average_pool(context: _Context, node) -> None:
     context.add(node, "global_avg_pool", [x], "nchw")
 
 
+def _reduce_mean(context: _Context, node) -> None:
+    """ReduceMean over H and W (torch's x.mean((2, 3))): global average pooling."""
+    x = context.tensor(node)
+    _require_nchw(context, node, x)
+    attrs = _attrs(node)
+    axes = attrs.get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:  # opset 18: axes is an input
+        axes = context.constant(node, 1).reshape(-1).tolist()
+    if sorted(int(a) % 4 for a in (axes or [])) != [2, 3]:
+        raise context.fail(node, f"only the mean over height and width (axes 2, 3) is supported, got axes {axes}")
+    keepdims = bool(attrs.get("keepdims", 1))
+    context.add(node, "global_avg_pool", [x], "nchw" if keepdims else "flat")
+
+
+def _squeeze(context: _Context, node) -> None:
+    """Squeezing the unit spatial axes of an (N, C, 1, 1) tensor, at once or one by one: the same
+    values, as (N, C) ("flat") or, half way, (N, C, 1) ("nc1")."""
+    x = context.tensor(node)
+    axes = _attrs(node).get("axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:  # opset 13: axes is an input
+        axes = context.constant(node, 1).reshape(-1).tolist()
+    shape = context.onnx_shape(x)
+    rank = len(shape)
+    axes = sorted(int(a) % rank for a in axes) if axes is not None else [i for i in range(2, rank)]
+    unit_spatial = x.layout in ("nchw", "nc1") and all(v == 1 for v in shape[2:])
+    if not unit_spatial or not axes or any(a < 2 for a in axes):
+        raise context.fail(node, f"only squeezing the 1x1 spatial axes of (N, C, 1, 1) is supported, "
+                                 f"got axes {axes} on {shape}")
+    remaining = rank - len(axes)
+    context.alias(node, Tensor(x.node, "flat" if remaining == 2 else "nc1"))
+
+
 # -- dense ops -------------------------------------------------------------------------------------
 
 
@@ -391,7 +425,7 @@ def _per_channel(context: _Context, node, x: Tensor, value: np.ndarray) -> np.nd
         full = np.broadcast_to(value, shape)[0]                      # (C, H, W) or (K,)
     except ValueError as exc:
         raise context.fail(node, f"constant of shape {value.shape} does not broadcast to {shape}") from exc
-    if x.layout == "nchw":
+    if x.layout in ("nchw", "nc1"):
         per_channel = full.reshape(full.shape[0], -1)
         if not np.all(per_channel == per_channel[:, :1]):
             raise context.fail(node, "a constant that varies over height/width is not supported "
@@ -510,7 +544,8 @@ def _reshape(context: _Context, node) -> None:
 
 _HANDLERS = {
     "Conv": _conv, "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_average_pool,
-    "Gemm": _gemm, "MatMul": _matmul, "Add": _arithmetic, "Sub": _arithmetic, "Mul": _arithmetic,
-    "Div": _arithmetic, "BatchNormalization": _batch_norm, "Relu": _relu, "Clip": _clip,
-    "Dropout": _identity, "Identity": _identity, "Softmax": _softmax, "Flatten": _flatten, "Reshape": _reshape,
+    "ReduceMean": _reduce_mean, "Squeeze": _squeeze, "Gemm": _gemm, "MatMul": _matmul,
+    "Add": _arithmetic, "Sub": _arithmetic, "Mul": _arithmetic, "Div": _arithmetic,
+    "BatchNormalization": _batch_norm, "Relu": _relu, "Clip": _clip, "Dropout": _identity,
+    "Identity": _identity, "Softmax": _softmax, "Flatten": _flatten, "Reshape": _reshape,
 }

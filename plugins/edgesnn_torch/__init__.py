@@ -40,7 +40,9 @@ class TorchImporter:
 
     def load(self, source, *, example_input=None, input_shape=None):
         """``example_input``: a tensor (1, C, H, W) or (1, K); or ``input_shape`` (H, W, C) or (K,)."""
-        return import_torch(source, example_input=example_input, input_shape=input_shape)
+        graph = import_torch(source, example_input=example_input, input_shape=input_shape)
+        graph.metadata["importer"] = self.name
+        return graph
 
 
 def _example(example_input, input_shape):
