@@ -1,0 +1,75 @@
+"""In-tree PEP 517 backend: build the native Zig engine, then let setuptools build the package.
+
+`pip install .` and `pip install -e .` call this backend (pyproject.toml: build-backend /
+backend-path). It runs `python -m ziglang build -Doptimize=ReleaseFast` in native/ with the pinned
+`ziglang` from the build requirements (no system Zig, nothing downloaded), copies the shared library
+into edgesnn/_lib/ (package data), and marks the wheel as platform-specific.
+
+Environment:
+  EDGESNN_NATIVE_OPTIMIZE  Zig optimize mode (default ReleaseFast; Debug / ReleaseSafe for checks)
+  EDGESNN_NATIVE_CPU       -Dcpu value (default: the build machine's, `native`; `baseline` for a
+                           wheel that runs on any CPU of the architecture)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import setuptools.dist
+from setuptools import build_meta as _setuptools
+from setuptools.build_meta import *  # noqa: F401,F403  (every other hook unchanged)
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = ROOT / "native"
+LIB_DIR = ROOT / "edgesnn" / "_lib"
+LIBRARY_NAMES = ("libedgesnn.so", "libedgesnn.dylib", "edgesnn.dll")
+
+
+def build_native() -> Path:
+    """Build native/ and copy the shared library into edgesnn/_lib/; return its path."""
+    optimize = os.environ.get("EDGESNN_NATIVE_OPTIMIZE", "ReleaseFast")
+    cpu = os.environ.get("EDGESNN_NATIVE_CPU", "native")
+    with tempfile.TemporaryDirectory(prefix="edgesnn-zig-") as prefix:
+        command = [sys.executable, "-m", "ziglang", "build", f"-Doptimize={optimize}", f"-Dcpu={cpu}",
+                   "--prefix", prefix]
+        print(f"edgesnn: building the native engine: {' '.join(command)} (in {NATIVE})", flush=True)
+        result = subprocess.run(command, cwd=NATIVE)
+        if result.returncode != 0:
+            raise RuntimeError(f"edgesnn: `{' '.join(command)}` failed with exit status {result.returncode} "
+                               f"(in {NATIVE}); the native engine could not be built")
+        built = _find_library(Path(prefix))
+        LIB_DIR.mkdir(exist_ok=True)
+        target = LIB_DIR / built.name
+        shutil.copyfile(built, target)
+    print(f"edgesnn: native engine {target} ({target.stat().st_size:,} bytes)", flush=True)
+    return target
+
+
+def _find_library(prefix: Path) -> Path:
+    for folder in ("lib", "bin"):
+        for name in LIBRARY_NAMES:
+            if (prefix / folder / name).is_file():
+                return prefix / folder / name
+    raise RuntimeError(f"edgesnn: zig build finished but no shared library ({', '.join(LIBRARY_NAMES)}) "
+                       f"is under {prefix}")
+
+
+def _platform_wheel() -> None:
+    """The wheel carries a native library: give it a platform tag, not py3-none-any."""
+    setuptools.dist.Distribution.has_ext_modules = lambda self: True
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    build_native()
+    _platform_wheel()
+    return _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+
+
+def build_editable(wheel_directory, config_settings=None, metadata_directory=None):
+    build_native()
+    return _setuptools.build_editable(wheel_directory, config_settings, metadata_directory)

@@ -1,0 +1,41 @@
+//! Builds the edgesnn engine: `zig build` installs lib/libedgesnn.so (the Python binding's),
+//! lib/libedgesnn.a (for C apps) and include/edgesnn.h; `zig build test` runs the Zig tests.
+//! The Python install runs `python -m ziglang build -Doptimize=ReleaseFast` (see _build_backend/).
+
+const std = @import("std");
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    const optimize = b.standardOptimizeOption(.{});
+
+    const strip = optimize != .debug;
+    const root_module = b.createModule(.{
+        .root_source_file = b.path("src/exports.zig"),
+        .target = target,
+        .optimize = optimize,
+        .pic = true,
+        .strip = strip,
+    });
+    const shared = b.addLibrary(.{ .name = "edgesnn", .linkage = .dynamic, .root_module = root_module });
+    b.installArtifact(shared);
+
+    const static_module = b.createModule(.{
+        .root_source_file = b.path("src/exports.zig"),
+        .target = target,
+        .optimize = optimize,
+        .strip = strip,
+    });
+    const static = b.addLibrary(.{ .name = "edgesnn", .linkage = .static, .root_module = static_module });
+    b.installArtifact(static);
+    b.installFile("include/edgesnn.h", "include/edgesnn.h");
+
+    const test_module = b.createModule(.{
+        .root_source_file = b.path("src/tests.zig"),
+        .target = target,
+        .optimize = optimize,
+    });
+    const tests = b.addTest(.{ .root_module = test_module });
+    const run_tests = b.addRunArtifact(tests);
+    const test_step = b.step("test", "Run the engine's Zig unit tests");
+    test_step.dependOn(&run_tests.step);
+}

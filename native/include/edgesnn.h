@@ -1,0 +1,92 @@
+/* edgesnn.h: the C API of the edgesnn native engine (native/src/exports.zig).
+ *
+ * Load an .esnn model (docs/format.md) into memory you own, ask how many arena bytes one
+ * inference context needs, give it that memory (a static array works), and run. The engine never
+ * allocates. A loaded model is immutable and may be shared by threads; each thread runs its own
+ * context. Every call returns an esnn_status; failures write a NUL-terminated message naming the
+ * problem into the buffer you pass (or, for runs, keep it in the context).
+ *
+ *   size_t need;
+ *   esnn_model_memory_bytes(bytes, len, &need, msg, sizeof msg);
+ *   esnn_model_load(bytes, len, model_memory, need, &model, msg, sizeof msg);
+ *   esnn_context_init(model, arena, esnn_model_arena_bytes(model), &ctx, msg, sizeof msg);
+ *   esnn_run(ctx, input, input_values, 1, timesteps, out, out_values, NULL, 0);
+ */
+#ifndef EDGESNN_H
+#define EDGESNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ESNN_ABI_VERSION 1
+
+typedef enum esnn_status {
+    ESNN_OK = 0,
+    ESNN_ERROR_ARGUMENT = 1,  /* NULL pointer, bad count, too small buffer */
+    ESNN_ERROR_TRUNCATED = 2, /* the bytes end before the file says they do */
+    ESNN_ERROR_MAGIC = 3,     /* not an .esnn file */
+    ESNN_ERROR_VERSION = 4,   /* unknown major version */
+    ESNN_ERROR_CHECKSUM = 5,  /* a CRC-32 does not match */
+    ESNN_ERROR_SECTION = 6,   /* section table */
+    ESNN_ERROR_LAYER = 7,     /* model or layer record: kinds, inputs, shapes, bits, geometry */
+    ESNN_ERROR_TENSOR = 8,    /* tensor slot offset, length or alignment */
+    ESNN_ERROR_RANGE = 9,     /* a parameter outside its range */
+    ESNN_ERROR_OVERFLOW = 10, /* the int32 overflow bound is exceeded */
+    ESNN_ERROR_LIMIT = 11,    /* a named engine limit is exceeded */
+    ESNN_ERROR_INPUT = 12     /* an input value above 2^input_bits - 1 */
+} esnn_status;
+
+typedef struct esnn_model esnn_model;     /* opaque, lives in the model memory you gave */
+typedef struct esnn_context esnn_context; /* opaque, lives at the start of its arena */
+
+/* Per-layer statistics of one run call: totals over its samples and timesteps (docs/semantics.md). */
+typedef struct esnn_layer_stats {
+    uint64_t input_events;
+    uint64_t input_size;
+    uint64_t output_events;
+    uint64_t output_size;
+    uint64_t synaptic_ops;
+} esnn_layer_stats;
+
+uint32_t esnn_abi_version(void);
+const char *esnn_status_name(int status);
+
+/* Validate the file and report the bytes esnn_model_load needs (any alignment). */
+int esnn_model_memory_bytes(const uint8_t *bytes, size_t bytes_len, size_t *memory_bytes,
+                            char *message, size_t message_bytes);
+
+/* Validate and load. `memory` must outlive the model; `bytes` need not. */
+int esnn_model_load(const uint8_t *bytes, size_t bytes_len, void *memory, size_t memory_bytes,
+                    const esnn_model **model_out, char *message, size_t message_bytes);
+
+size_t esnn_model_arena_bytes(const esnn_model *model); /* exact, alignment slack included */
+uint32_t esnn_model_layer_count(const esnn_model *model);
+int esnn_model_input_shape(const esnn_model *model, uint32_t shape_out[4]);  /* H, W, C, input_bits */
+int esnn_model_output_shape(const esnn_model *model, uint32_t shape_out[3]); /* H, W, C */
+
+/* Lay a context out in `arena` (any alignment, at least esnn_model_arena_bytes). */
+int esnn_context_init(const esnn_model *model, void *arena, size_t arena_bytes,
+                      esnn_context **context_out, char *message, size_t message_bytes);
+const char *esnn_context_message(esnn_context *context); /* the last run's error, "" if none */
+
+/* Run a batch. input: uint8 (batch, input_timesteps, H, W, C), input_timesteps 1 (the same input at
+ * every timestep) or `timesteps`; values <= 2^input_bits - 1. output: int32 (batch, OH, OW, C) of
+ * the last layer (docs/semantics.md, "A run"). stats: NULL, or layer_count entries, overwritten. */
+int esnn_run_batch(esnn_context *context, const uint8_t *input, size_t input_values, uint32_t batch,
+                   uint32_t input_timesteps, uint32_t timesteps, int32_t *output, size_t output_values,
+                   esnn_layer_stats *stats, size_t stats_count);
+
+/* One sample: esnn_run_batch with batch = 1. */
+int esnn_run(esnn_context *context, const uint8_t *input, size_t input_values, uint32_t input_timesteps,
+             uint32_t timesteps, int32_t *output, size_t output_values, esnn_layer_stats *stats,
+             size_t stats_count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EDGESNN_H */

@@ -1,0 +1,261 @@
+//! A run: contexts in caller memory, the timestep loop, layer dispatch and statistics
+//! (docs/semantics.md, "A run" and "Events and statistics"). Nothing here allocates: every buffer
+//! is a slice of the caller's arena laid out by planner.zig.
+
+const std = @import("std");
+const limits = @import("limits.zig");
+const model_zig = @import("model.zig");
+const planner = @import("planner.zig");
+const status_zig = @import("status.zig");
+const vector = @import("kernels/vector.zig");
+const conv2d = @import("kernels/conv2d.zig");
+const depthwise2d = @import("kernels/depthwise2d.zig");
+const separable2d = @import("kernels/separable2d.zig");
+const dense = @import("kernels/dense.zig");
+const add = @import("kernels/add.zig");
+const pooling = @import("kernels/pooling.zig");
+const neuron = @import("kernels/neuron.zig");
+
+const Diagnostic = status_zig.Diagnostic;
+const Error = Diagnostic.Error;
+const Layer = model_zig.Layer;
+const Model = model_zig.Model;
+const LayerStats = model_zig.LayerStats;
+const Event = model_zig.Event;
+
+pub const context_magic: u32 = 0x5854_4345; // "ECTX"
+
+/// One inference context: lives at the start of its arena; one thread uses it at a time.
+pub const Context = struct {
+    magic: u32 = context_magic,
+    model: *const Model,
+    arena: []align(limits.buffer_alignment) u8, // from the aligned start, plan.used_bytes long
+    message: [limits.message_bytes_max]u8 = @splat(0),
+
+    fn bytes(ctx: *Context, offset: u64, count: u64) []u8 {
+        return ctx.arena[offset..][0..count];
+    }
+
+    fn ints(ctx: *Context, offset: u64, count: u64) []i32 {
+        const piece = ctx.arena[offset..][0 .. count * @sizeOf(i32)];
+        return @as([*]i32, @ptrCast(@alignCast(piece.ptr)))[0..count];
+    }
+
+    fn events(ctx: *Context) []Event {
+        const plan = &ctx.model.plan;
+        const piece = ctx.arena[plan.events_offset..][0 .. plan.events_max * @sizeOf(Event)];
+        return @as([*]Event, @ptrCast(@alignCast(piece.ptr)))[0..plan.events_max];
+    }
+
+    fn activations(ctx: *Context, layer_index: i32) []u8 {
+        const model = ctx.model;
+        if (layer_index == model_zig.input_model) return ctx.bytes(model.plan.input_offset, model.input.valuesPadded());
+        const layer = &model.layers[@intCast(layer_index)];
+        std.debug.assert(layer.neuron != .none);
+        return ctx.bytes(layer.activation_offset, layer.output.valuesPadded());
+    }
+
+    fn state(ctx: *Context, layer: *const Layer) []i32 {
+        if (!layer.neuron.isSpiking()) return &.{};
+        return ctx.ints(layer.state_offset, layer.output.valuesPadded());
+    }
+};
+
+comptime {
+    std.debug.assert(@sizeOf(Context) <= planner.context_bytes);
+}
+
+/// Lay a context out at the start of `arena` (any alignment, at least model.arenaBytes() long).
+pub fn initContext(model: *const Model, arena: []u8, diag: *Diagnostic) Error!*Context {
+    if (arena.len < model.arenaBytes()) {
+        return diag.fail(.argument, "arena: {d} bytes given, this model needs {d} (esnn_model_arena_bytes)", .{ arena.len, model.arenaBytes() });
+    }
+    const start = limits.alignUp(@intFromPtr(arena.ptr), limits.buffer_alignment) - @intFromPtr(arena.ptr);
+    const aligned: []align(limits.buffer_alignment) u8 = @alignCast(arena[start..][0..model.plan.used_bytes]);
+    @memset(aligned, 0); // padding lanes of every buffer start (and stay) zero
+    const ctx: *Context = @ptrCast(aligned.ptr);
+    ctx.* = .{ .model = model, .arena = aligned };
+    return ctx;
+}
+
+/// The arguments of one batch run, as the C ABI passes them.
+pub const Batch = struct {
+    input: []const u8, // u8 (batch, input_timesteps, H, W, C)
+    batch: u32,
+    input_timesteps: u32, // 1 (the same input at every timestep) or `timesteps`
+    timesteps: u32,
+    output: []i32, // i32 (batch, OH, OW, C) of the last layer
+    stats: ?[]LayerStats, // one per layer, overwritten with the totals of this run; null: not counted
+};
+
+pub fn checkBatch(model: *const Model, batch: *const Batch, diag: *Diagnostic) Error!void {
+    if (batch.batch < 1 or batch.batch > limits.batch_max) {
+        return diag.fail(.argument, "batch {d}, expected 1..{d}", .{ batch.batch, limits.batch_max });
+    }
+    if (batch.timesteps < 1 or batch.timesteps > limits.timesteps_max) {
+        return diag.fail(.argument, "timesteps {d}, expected 1..{d}", .{ batch.timesteps, limits.timesteps_max });
+    }
+    if (batch.input_timesteps != 1 and batch.input_timesteps != batch.timesteps) {
+        return diag.fail(.argument, "input_timesteps {d}, expected 1 (the same input every timestep) or timesteps = {d}", .{
+            batch.input_timesteps, batch.timesteps,
+        });
+    }
+    const input_values = @as(u64, batch.batch) * batch.input_timesteps * model.input.values();
+    if (batch.input.len != input_values) {
+        return diag.fail(.argument, "input: {d} values given, (batch {d}, input_timesteps {d}, {d}, {d}, {d}) needs {d}", .{
+            batch.input.len, batch.batch, batch.input_timesteps, model.input.h, model.input.w, model.input.c, input_values,
+        });
+    }
+    const output_values = @as(u64, batch.batch) * model.outputLayer().output.values();
+    if (batch.output.len != output_values) {
+        return diag.fail(.argument, "output: {d} values given, the batch needs {d}", .{ batch.output.len, output_values });
+    }
+    if (batch.stats) |stats| {
+        if (stats.len != model.layers.len) {
+            return diag.fail(.argument, "stats: {d} entries given, the model has {d} layers", .{ stats.len, model.layers.len });
+        }
+    }
+}
+
+/// Run every sample of the batch (samples are independent; state is reset for each).
+pub fn runBatch(ctx: *Context, batch: *const Batch, diag: *Diagnostic) Error!void {
+    const model = ctx.model;
+    try checkBatch(model, batch, diag);
+    if (batch.stats) |stats| @memset(stats, .{});
+    const sample_input_values = @as(usize, batch.input_timesteps) * model.input.values();
+    const sample_output_values: usize = @intCast(model.outputLayer().output.values());
+    var sample: u32 = 0;
+    while (sample < batch.batch) : (sample += 1) {
+        try runSample(ctx, .{
+            .index = sample,
+            .input = batch.input[sample * sample_input_values ..][0..sample_input_values],
+            .input_timesteps = batch.input_timesteps,
+            .timesteps = batch.timesteps,
+            .output = batch.output[sample * sample_output_values ..][0..sample_output_values],
+        }, batch.stats, diag);
+    }
+}
+
+const Sample = struct {
+    index: u32,
+    input: []const u8, // (input_timesteps, H, W, C)
+    input_timesteps: u32,
+    timesteps: u32,
+    output: []i32, // (OH, OW, C)
+};
+
+fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnostic) Error!void {
+    const model = ctx.model;
+    for (model.layers) |*layer| @memset(ctx.state(layer), 0);
+    @memset(sample.output, 0);
+    const frame_values: usize = @intCast(model.input.values());
+    var t: u32 = 0;
+    while (t < sample.timesteps) : (t += 1) {
+        if (t < sample.input_timesteps) {
+            try loadFrame(ctx, sample.input[t * frame_values ..][0..frame_values], sample.index, t, diag);
+        }
+        for (0..model.layers.len) |index| {
+            const layer_stats: ?*LayerStats = if (stats) |s| &s[index] else null;
+            runLayer(ctx, @intCast(index), sample.output, layer_stats);
+        }
+    }
+}
+
+/// Copy one timestep of the model input into the padded input buffer, checking its range.
+fn loadFrame(ctx: *Context, frame: []const u8, sample: u32, t: u32, diag: *Diagnostic) Error!void {
+    const model = ctx.model;
+    const channels = model.input.c;
+    const channels_padded = model.input.channelsPadded();
+    const buffer = ctx.activations(model_zig.input_model);
+    const input_max = model.inputMax();
+    var pixel: usize = 0;
+    while (pixel < model.input.pixels()) : (pixel += 1) {
+        const source = frame[pixel * channels ..][0..channels];
+        for (source, 0..) |value, c| {
+            if (value > input_max) {
+                return diag.fail(.input, "input sample {d} timestep {d} pixel ({d}, {d}) channel {d} is {d}, above 2^input_bits - 1 = {d}", .{
+                    sample, t, pixel / model.input.w, pixel % model.input.w, c, value, input_max,
+                });
+            }
+        }
+        @memcpy(buffer[pixel * channels_padded ..][0..channels], source);
+    }
+}
+
+fn runLayer(ctx: *Context, layer_index: u32, output: []i32, stats: ?*LayerStats) void {
+    const model = ctx.model;
+    const layer = &model.layers[layer_index];
+    const is_last = layer_index + 1 == model.layers.len;
+    const potentials = ctx.ints(model.plan.potentials_offset, layer.synaptic.valuesPadded());
+    var inputs_buffer: [limits.add_inputs_max][]const u8 = undefined;
+    const inputs = inputs_buffer[0..layer.input_count];
+    for (inputs, layer.inputs[0..layer.input_count]) |*input, producer| input.* = ctx.activations(producer);
+
+    const synaptic_ops = switch (layer.kind) {
+        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.events()),
+        .depthwise2d => depthwise2d.run(layer, inputs[0], potentials),
+        .separable2d => separable2d.run(
+            layer,
+            inputs[0],
+            ctx.ints(model.plan.mid_offset, layer.synaptic.pixels() * layer.input.channelsPadded()),
+            potentials,
+            ctx.events(),
+        ),
+        .dense => dense.run(layer, inputs[0], potentials, ctx.events()),
+        .add => add.run(layer, inputs, potentials),
+    };
+    var pooled: []const i32 = potentials;
+    if (layer.pool != .none) {
+        const pooled_buffer = ctx.ints(model.plan.pooled_offset, layer.output.valuesPadded());
+        pooling.run(layer, potentials, pooled_buffer);
+        pooled = pooled_buffer;
+    }
+    const output_events = if (layer.neuron == .none)
+        accumulatePotentials(layer, pooled, output)
+    else
+        fireNeurons(ctx, layer_index, pooled, if (is_last) output else null);
+
+    if (stats) |s| {
+        for (inputs) |input| {
+            s.input_events += vector.countNonZeroU8(input);
+            s.input_size += layer.input.values();
+        }
+        s.output_events += output_events;
+        s.output_size += layer.output.values();
+        s.synaptic_ops += synaptic_ops;
+    }
+}
+
+/// Neuron none (the last layer): output = sat32(output + P). Returns the non-zero potentials.
+fn accumulatePotentials(layer: *const Layer, pooled: []const i32, output: []i32) u64 {
+    const channels = layer.output.c;
+    const channels_padded = layer.output.channelsPadded();
+    var nonzero: u64 = 0;
+    var pixel: usize = 0;
+    while (pixel < layer.output.pixels()) : (pixel += 1) {
+        for (0..channels) |c| {
+            const potential = pooled[pixel * channels_padded + c];
+            nonzero += @intFromBool(potential != 0);
+            const sum = &output[pixel * channels + c];
+            sum.* = neuron.saturate32(@as(i64, sum.*) + potential);
+        }
+    }
+    return nonzero;
+}
+
+/// relu / if / lif into the layer's activations; the last layer also adds them to the output.
+/// Returns the output events.
+fn fireNeurons(ctx: *Context, layer_index: u32, pooled: []const i32, output: ?[]i32) u64 {
+    const layer = &ctx.model.layers[layer_index];
+    const activations = ctx.activations(@intCast(layer_index));
+    neuron.run(layer, pooled, ctx.state(layer), activations);
+    if (output) |sums| {
+        const channels = layer.output.c;
+        const channels_padded = layer.output.channelsPadded();
+        var pixel: usize = 0;
+        while (pixel < layer.output.pixels()) : (pixel += 1) {
+            for (0..channels) |c| sums[pixel * channels + c] += activations[pixel * channels_padded + c];
+        }
+    }
+    return vector.countNonZeroU8(activations);
+}

@@ -1,0 +1,186 @@
+//! The C ABI (native/include/edgesnn.h): opaque handles, status codes, caller-owned memory.
+//! A thin layer: it checks pointers and handles, turns C arguments into slices, and calls the
+//! loader and the engine.
+
+const std = @import("std");
+const limits = @import("limits.zig");
+const model_zig = @import("model.zig");
+const loader = @import("loader.zig");
+const engine = @import("engine.zig");
+const status_zig = @import("status.zig");
+
+const Status = status_zig.Status;
+const Diagnostic = status_zig.Diagnostic;
+const Model = model_zig.Model;
+const Context = engine.Context;
+const LayerStats = model_zig.LayerStats;
+
+pub const abi_version: u32 = 1;
+
+fn code(status: Status) c_int {
+    return @intFromEnum(status);
+}
+
+fn diagnosticFor(message: ?[*]u8, message_bytes: usize) Diagnostic {
+    const buffer: []u8 = if (message) |m| m[0..message_bytes] else &.{};
+    if (buffer.len > 0) buffer[0] = 0;
+    return .{ .buffer = buffer };
+}
+
+fn modelFrom(handle: ?*const anyopaque) ?*const Model {
+    const pointer = handle orelse return null;
+    if (@intFromPtr(pointer) % @alignOf(Model) != 0) return null;
+    const model: *const Model = @ptrCast(@alignCast(pointer));
+    return if (model.magic == model_zig.model_magic) model else null;
+}
+
+fn contextFrom(handle: ?*anyopaque) ?*Context {
+    const pointer = handle orelse return null;
+    if (@intFromPtr(pointer) % @alignOf(Context) != 0) return null;
+    const ctx: *Context = @ptrCast(@alignCast(pointer));
+    return if (ctx.magic == engine.context_magic) ctx else null;
+}
+
+export fn esnn_abi_version() u32 {
+    return abi_version;
+}
+
+export fn esnn_status_name(status: c_int) [*:0]const u8 {
+    const known = std.enums.fromInt(Status, status) orelse return "unknown";
+    return status_zig.name(known).ptr;
+}
+
+export fn esnn_model_memory_bytes(
+    bytes: ?[*]const u8,
+    bytes_len: usize,
+    memory_bytes: ?*usize,
+    message: ?[*]u8,
+    message_bytes: usize,
+) c_int {
+    var diag = diagnosticFor(message, message_bytes);
+    const file = bytes orelse return code(diag.fail(.argument, "bytes is NULL", .{}) catch diag.status);
+    const out = memory_bytes orelse return code(diag.fail(.argument, "memory_bytes is NULL", .{}) catch diag.status);
+    const validated = loader.validate(file[0..bytes_len], &diag) catch return code(diag.status);
+    out.* = @intCast(validated.memory_bytes);
+    return code(.ok);
+}
+
+export fn esnn_model_load(
+    bytes: ?[*]const u8,
+    bytes_len: usize,
+    memory: ?[*]u8,
+    memory_bytes: usize,
+    model_out: ?*?*const anyopaque,
+    message: ?[*]u8,
+    message_bytes: usize,
+) c_int {
+    var diag = diagnosticFor(message, message_bytes);
+    const file = bytes orelse return code(diag.fail(.argument, "bytes is NULL", .{}) catch diag.status);
+    const mem = memory orelse return code(diag.fail(.argument, "memory is NULL", .{}) catch diag.status);
+    const out = model_out orelse return code(diag.fail(.argument, "model_out is NULL", .{}) catch diag.status);
+    out.* = null;
+    const model = loader.load(file[0..bytes_len], mem[0..memory_bytes], &diag) catch return code(diag.status);
+    out.* = model;
+    return code(.ok);
+}
+
+/// 0 for an invalid handle.
+export fn esnn_model_arena_bytes(handle: ?*const anyopaque) usize {
+    const model = modelFrom(handle) orelse return 0;
+    return @intCast(model.arenaBytes());
+}
+
+/// 0 for an invalid handle.
+export fn esnn_model_layer_count(handle: ?*const anyopaque) u32 {
+    const model = modelFrom(handle) orelse return 0;
+    return @intCast(model.layers.len);
+}
+
+/// shape_out: {H, W, C, input_bits} of the model input.
+export fn esnn_model_input_shape(handle: ?*const anyopaque, shape_out: ?*[4]u32) c_int {
+    const model = modelFrom(handle) orelse return code(.argument);
+    const out = shape_out orelse return code(.argument);
+    out.* = .{ model.input.h, model.input.w, model.input.c, model.input_bits };
+    return code(.ok);
+}
+
+/// shape_out: {H, W, C} of the output potentials.
+export fn esnn_model_output_shape(handle: ?*const anyopaque, shape_out: ?*[3]u32) c_int {
+    const model = modelFrom(handle) orelse return code(.argument);
+    const out = shape_out orelse return code(.argument);
+    const shape = model.outputLayer().output;
+    out.* = .{ shape.h, shape.w, shape.c };
+    return code(.ok);
+}
+
+export fn esnn_context_init(
+    handle: ?*const anyopaque,
+    arena: ?[*]u8,
+    arena_bytes: usize,
+    context_out: ?*?*anyopaque,
+    message: ?[*]u8,
+    message_bytes: usize,
+) c_int {
+    var diag = diagnosticFor(message, message_bytes);
+    const model = modelFrom(handle) orelse return code(diag.fail(.argument, "model is not a loaded esnn_model", .{}) catch diag.status);
+    const memory = arena orelse return code(diag.fail(.argument, "arena is NULL", .{}) catch diag.status);
+    const out = context_out orelse return code(diag.fail(.argument, "context_out is NULL", .{}) catch diag.status);
+    out.* = null;
+    const ctx = engine.initContext(model, memory[0..arena_bytes], &diag) catch return code(diag.status);
+    out.* = ctx;
+    return code(.ok);
+}
+
+/// The message of the context's last failed run ("" after a successful one).
+export fn esnn_context_message(handle: ?*anyopaque) [*:0]const u8 {
+    const ctx = contextFrom(handle) orelse return "not an esnn_context";
+    return @ptrCast(&ctx.message);
+}
+
+export fn esnn_run_batch(
+    handle: ?*anyopaque,
+    input: ?[*]const u8,
+    input_values: usize,
+    batch: u32,
+    input_timesteps: u32,
+    timesteps: u32,
+    output: ?[*]i32,
+    output_values: usize,
+    stats: ?[*]LayerStats,
+    stats_count: usize,
+) c_int {
+    const ctx = contextFrom(handle) orelse return code(.argument);
+    var diag: Diagnostic = .{ .buffer = &ctx.message };
+    ctx.message[0] = 0;
+    const input_pointer = input orelse return code(diag.fail(.argument, "input is NULL", .{}) catch diag.status);
+    const output_pointer = output orelse return code(diag.fail(.argument, "output is NULL", .{}) catch diag.status);
+    const run: engine.Batch = .{
+        .input = input_pointer[0..input_values],
+        .batch = batch,
+        .input_timesteps = input_timesteps,
+        .timesteps = timesteps,
+        .output = output_pointer[0..output_values],
+        .stats = if (stats) |s| s[0..stats_count] else null,
+    };
+    engine.runBatch(ctx, &run, &diag) catch return code(diag.status);
+    return code(.ok);
+}
+
+export fn esnn_run(
+    handle: ?*anyopaque,
+    input: ?[*]const u8,
+    input_values: usize,
+    input_timesteps: u32,
+    timesteps: u32,
+    output: ?[*]i32,
+    output_values: usize,
+    stats: ?[*]LayerStats,
+    stats_count: usize,
+) c_int {
+    return esnn_run_batch(handle, input, input_values, 1, input_timesteps, timesteps, output, output_values, stats, stats_count);
+}
+
+comptime {
+    std.debug.assert(@sizeOf(LayerStats) == 40);
+    std.debug.assert(@sizeOf(c_int) == 4);
+}

@@ -1,0 +1,29 @@
+//! add (docs/semantics.md): P[y, x, c] = sum over inputs i of m[i, c] * a_i[y, x, c]; no bias.
+
+const std = @import("std");
+const model = @import("../model.zig");
+const vector = @import("vector.zig");
+
+/// inputs: each u8 (H, W, C_p); potentials: i32 (H, W, C_p). Returns synaptic ops = input events.
+pub fn run(layer: *const model.Layer, inputs: []const []const u8, potentials: []i32) u64 {
+    const channels_padded = layer.synaptic.channelsPadded();
+    std.debug.assert(inputs.len == layer.input_count);
+    @memset(potentials, 0);
+    var synaptic_ops: u64 = 0;
+    for (inputs, 0..) |input, i| {
+        std.debug.assert(input.len == potentials.len);
+        const multipliers = layer.input_multipliers[i * channels_padded ..][0..channels_padded];
+        var offset: usize = 0;
+        while (offset < input.len) : (offset += vector.lanes) {
+            const values: vector.VecU8 = input[offset..][0..vector.lanes].*;
+            if (@reduce(.Max, values) == 0) continue;
+            const lane_offset = offset % channels_padded;
+            const multiplier: vector.VecI32 = multipliers[lane_offset..][0..vector.lanes].*;
+            var acc: vector.VecI32 = potentials[offset..][0..vector.lanes].*;
+            acc +%= multiplier *% @as(vector.VecI32, values);
+            potentials[offset..][0..vector.lanes].* = acc;
+        }
+        synaptic_ops += vector.countNonZeroU8(input);
+    }
+    return synaptic_ops;
+}

@@ -1,0 +1,61 @@
+//! depthwise2d (channel multiplier 1, docs/semantics.md): for every input pixel with a non-zero
+//! channel, every (output pixel, tap) it reaches gets value[c] * W[kh, kw, c] for all channels at
+//! once (a vector over channels; zero channels add nothing). Also the first stage of separable2d.
+
+const std = @import("std");
+const model = @import("../model.zig");
+const vector = @import("vector.zig");
+
+/// potentials: i32 (OH, OW, C_p) before pooling, set to `bias` (empty: zero) first;
+/// input: u8 (H, W, C_p). Returns the synaptic operations: one per in-bounds tap of a non-zero input.
+pub fn accumulate(layer: *const model.Layer, input: []const u8, bias: []const i32, potentials: []i32) u64 {
+    const in = layer.input;
+    const out_h = layer.synaptic.h;
+    const out_w = layer.synaptic.w;
+    const channels_padded = in.channelsPadded();
+    std.debug.assert(input.len == in.valuesPadded());
+    std.debug.assert(potentials.len == @as(usize, out_h) * out_w * channels_padded);
+    vector.fillRows(potentials, bias);
+    var synaptic_ops: u64 = 0;
+    var iy: u32 = 0;
+    while (iy < in.h) : (iy += 1) {
+        const rows = vector.tapsOf(iy, layer.pad_top, layer.kernel_h, layer.stride, out_h);
+        if (rows.len == 0) continue;
+        var ix: u32 = 0;
+        while (ix < in.w) : (ix += 1) {
+            const pixel = input[(@as(usize, iy) * in.w + ix) * channels_padded ..][0..channels_padded];
+            const events = vector.countNonZeroU8(pixel);
+            if (events == 0) continue;
+            const columns = vector.tapsOf(ix, layer.pad_left, layer.kernel_w, layer.stride, out_w);
+            for (rows.slice()) |row| {
+                for (columns.slice()) |column| {
+                    const tap = @as(usize, row.kernel) * layer.kernel_w + column.kernel;
+                    const output_pixel = @as(usize, row.output) * out_w + column.output;
+                    accumulatePixel(
+                        potentials[output_pixel * channels_padded ..][0..channels_padded],
+                        layer.weights[tap * channels_padded ..][0..channels_padded],
+                        pixel,
+                    );
+                }
+            }
+            synaptic_ops += events * rows.len * columns.len;
+        }
+    }
+    return synaptic_ops;
+}
+
+fn accumulatePixel(row: []i32, weights: []const i8, pixel: []const u8) void {
+    var chunk: usize = 0;
+    while (chunk < row.len) : (chunk += vector.lanes) {
+        const values: vector.VecU8 = pixel[chunk..][0..vector.lanes].*;
+        if (@reduce(.Max, values) == 0) continue;
+        const weight: vector.VecI8 = weights[chunk..][0..vector.lanes].*;
+        var acc: vector.VecI32 = row[chunk..][0..vector.lanes].*;
+        acc +%= @as(vector.VecI32, weight) *% @as(vector.VecI32, values);
+        row[chunk..][0..vector.lanes].* = acc;
+    }
+}
+
+pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32) u64 {
+    return accumulate(layer, input, layer.bias, potentials);
+}

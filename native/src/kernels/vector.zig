@@ -1,0 +1,128 @@
+//! Vector primitives shared by the kernels. Every buffer's channel axis is padded to a multiple of
+//! `lanes` (limits.channel_lanes) with zeros, so these never need a scalar tail.
+
+const std = @import("std");
+const limits = @import("../limits.zig");
+const Event = @import("../model.zig").Event;
+
+pub const lanes = limits.channel_lanes;
+pub const VecI32 = @Vector(lanes, i32);
+pub const VecI8 = @Vector(lanes, i8);
+pub const VecU8 = @Vector(lanes, u8);
+
+/// row[c] += sum over events e of e.value * weights[e.index * row.len + c], for every c of the row:
+/// the scatter of one group of events over their contiguous weight vectors (output channel fastest).
+pub fn accumulateEvents(row: []i32, weights: []const i8, events: []const Event) void {
+    const channels_padded = row.len;
+    std.debug.assert(channels_padded % lanes == 0);
+    var chunk: usize = 0;
+    while (chunk < channels_padded) : (chunk += lanes) {
+        var acc: VecI32 = row[chunk..][0..lanes].*;
+        for (events) |event| {
+            const weight: VecI8 = weights[event.index * channels_padded + chunk ..][0..lanes].*;
+            acc +%= @as(VecI32, weight) *% @as(VecI32, @splat(event.value));
+        }
+        row[chunk..][0..lanes].* = acc;
+    }
+}
+
+/// The non-zero values of one pixel's channels (`pixel.len` = padded channels), as events indexed
+/// by channel. Returns the filled prefix of `events`.
+pub fn gatherPixelEvents(pixel: []const u8, events: []Event) []Event {
+    std.debug.assert(pixel.len % lanes == 0);
+    var count: usize = 0;
+    var chunk: usize = 0;
+    while (chunk < pixel.len) : (chunk += lanes) {
+        const values: VecU8 = pixel[chunk..][0..lanes].*;
+        if (@reduce(.Max, values) == 0) continue;
+        for (0..lanes) |lane| {
+            const value = pixel[chunk + lane];
+            if (value == 0) continue;
+            events[count] = .{ .index = @intCast(chunk + lane), .value = value };
+            count += 1;
+        }
+    }
+    return events[0..count];
+}
+
+/// Set every row (pixel) of `potentials` to `bias` (one padded row), or to zero if bias is empty.
+pub fn fillRows(potentials: []i32, bias: []const i32) void {
+    if (bias.len == 0) {
+        @memset(potentials, 0);
+        return;
+    }
+    std.debug.assert(potentials.len % bias.len == 0);
+    var offset: usize = 0;
+    while (offset < potentials.len) : (offset += bias.len) @memcpy(potentials[offset..][0..bias.len], bias);
+}
+
+pub fn countNonZeroU8(values: []const u8) u64 {
+    std.debug.assert(values.len % lanes == 0);
+    var count: u64 = 0;
+    var chunk: usize = 0;
+    while (chunk < values.len) : (chunk += lanes) {
+        const vector: VecU8 = values[chunk..][0..lanes].*;
+        const zero: VecU8 = @splat(0);
+        count += std.simd.countTrues(vector != zero);
+    }
+    return count;
+}
+
+pub fn countNonZeroI32(values: []const i32) u64 {
+    var count: u64 = 0;
+    for (values) |value| count += @intFromBool(value != 0);
+    return count;
+}
+
+/// One (output coordinate, kernel tap) pair along an axis: input coordinate i feeds output o
+/// through tap k when o * stride + k - pad == i.
+pub const Tap = struct { output: u32, kernel: u32 };
+
+pub const Taps = struct {
+    items: [limits.kernel_max]Tap = undefined,
+    len: u32 = 0,
+
+    pub fn slice(taps: *const Taps) []const Tap {
+        return taps.items[0..taps.len];
+    }
+};
+
+/// Every (output, tap) pair that input coordinate `input` reaches along one axis; taps outside the
+/// output (padding) are left out.
+pub fn tapsOf(input: u32, pad_before: u32, kernel: u32, stride: u32, output_size: u32) Taps {
+    var taps: Taps = .{};
+    var k: u32 = 0;
+    while (k < kernel) : (k += 1) {
+        const shifted = @as(i64, input) + pad_before - k;
+        if (shifted < 0 or @mod(shifted, stride) != 0) continue;
+        const output: u32 = @intCast(@divFloor(shifted, stride));
+        if (output >= output_size) continue;
+        taps.items[taps.len] = .{ .output = output, .kernel = k };
+        taps.len += 1;
+    }
+    return taps;
+}
+
+test "taps of an input row under same padding" {
+    // H=5, K=3, s=1, pad 1: input 0 reaches outputs 0 (k=1) and 1 (k=0)
+    const taps = tapsOf(0, 1, 3, 1, 5);
+    try std.testing.expectEqual(@as(u32, 2), taps.len);
+    try std.testing.expectEqual(Tap{ .output = 1, .kernel = 0 }, taps.items[0]);
+    try std.testing.expectEqual(Tap{ .output = 0, .kernel = 1 }, taps.items[1]);
+    // stride 2: input 3 with pad 0, K=3: o*2+k=3 -> (o=1,k=1), (o=0? k=3 no) -> one tap
+    const strided = tapsOf(3, 0, 3, 2, 2);
+    try std.testing.expectEqual(@as(u32, 1), strided.len);
+    try std.testing.expectEqual(Tap{ .output = 1, .kernel = 1 }, strided.items[0]);
+}
+
+test "accumulate events scatters weight vectors" {
+    var row: [2 * lanes]i32 = @splat(1);
+    var weights: [3 * 2 * lanes]i8 = undefined;
+    for (&weights, 0..) |*w, i| w.* = @intCast(@as(i32, @intCast(i % 7)) - 3);
+    const events = [_]Event{ .{ .index = 0, .value = 2 }, .{ .index = 2, .value = 5 } };
+    accumulateEvents(&row, &weights, &events);
+    for (row, 0..) |value, c| {
+        const expected = 1 + 2 * @as(i32, weights[c]) + 5 * @as(i32, weights[2 * 2 * lanes + c]);
+        try std.testing.expectEqual(expected, value);
+    }
+}

@@ -1,0 +1,74 @@
+//! Every named limit of the native engine, in one place. The Python side names the same numbers in
+//! edgesnn/layers.py (docs/semantics.md is the contract); `limits_consistent` below asserts at
+//! compile time how they relate.
+
+const std = @import("std");
+
+// -- the .esnn file (docs/format.md) ---------------------------------------------------------------
+pub const header_bytes = 64;
+pub const section_entry_bytes = 16;
+pub const section_count_max = 16;
+pub const section_alignment = 16;
+pub const tensor_alignment = 16;
+pub const model_record_bytes = 64;
+pub const layer_record_bytes = 256;
+pub const tensor_slot_count = 10;
+pub const version_major = 1;
+
+// -- the graph ---------------------------------------------------------------------------------------
+pub const layers_max = 256;
+pub const name_bytes_max = 255;
+pub const add_inputs_max = 4;
+pub const kernel_max = 15; // kernel height and width, 1..kernel_max
+pub const stride_max = 4;
+pub const pool_max = 8; // pool_size and pool_stride, 1..pool_max
+pub const shift_max = 62; // requantization right shift, 0..shift_max
+pub const leak_shift_max = 31; // lif leak, 1..leak_shift_max
+pub const input_bits_max = 8;
+
+/// Height and width of any tensor, 1..dim_max.
+pub const dim_max = 4096;
+/// Channels of any tensor, 1..channels_max.
+pub const channels_max = 8192;
+/// Values in one activation tensor (H * W * C), also a dense layer's fan_in.
+pub const tensor_values_max = 1 << 26;
+/// Weights of one layer (one weight tensor).
+pub const weights_max = 1 << 28;
+
+// -- a run -------------------------------------------------------------------------------------------
+pub const timesteps_max = 1 << 20;
+pub const batch_max = 1 << 24;
+
+// -- memory layout -----------------------------------------------------------------------------------
+/// Channels of every buffer are padded to a multiple of this many lanes; kernels work on
+/// `@Vector(channel_lanes, i32)` and never need a scalar tail.
+pub const channel_lanes = 16;
+/// Every buffer in the model memory and the arena starts on this boundary.
+pub const buffer_alignment = 64;
+/// Bytes of the message buffer kept in a context for the last run error.
+pub const message_bytes_max = 256;
+
+comptime {
+    std.debug.assert(channel_lanes * @sizeOf(i32) == buffer_alignment);
+    std.debug.assert(buffer_alignment % tensor_alignment == 0);
+    std.debug.assert(std.math.isPowerOfTwo(buffer_alignment));
+    std.debug.assert(channels_max % channel_lanes == 0);
+    // H * W * C with every factor at its limit fits u64, so size arithmetic cannot overflow
+    // before it is compared with tensor_values_max.
+    std.debug.assert(@as(u128, dim_max) * dim_max * channels_max < std.math.maxInt(u64));
+    std.debug.assert(@as(u128, tensor_values_max) * channels_max < std.math.maxInt(u64));
+    // |P * multiplier| < 2^62 and the rounding term 2^(shift-1) <= 2^61: the int64 requant fits.
+    std.debug.assert(shift_max <= 62);
+    std.debug.assert(leak_shift_max <= 31);
+}
+
+/// Round `value` up to a multiple of `alignment` (a power of two).
+pub fn alignUp(value: u64, alignment: u64) u64 {
+    std.debug.assert(std.math.isPowerOfTwo(alignment));
+    return (value + alignment - 1) & ~(alignment - 1);
+}
+
+/// Channels padded to whole vectors.
+pub fn paddedChannels(channels: u32) u32 {
+    return @intCast(alignUp(channels, channel_lanes));
+}

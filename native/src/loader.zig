@@ -1,0 +1,947 @@
+//! The native reader of .esnn bytes (docs/format.md). `validate` checks everything before anything
+//! is built: header, CRCs, section table, every layer record (kinds, inputs, shape chain, geometry,
+//! bit widths, tensor slots, parameter ranges) and the int32 overflow bound. Every read goes through
+//! a bounds-checked helper after the length was checked, so no byte sequence makes it read outside
+//! `bytes`.
+//!
+//! Memory: the loader allocates nothing. `validate` reports `memory_bytes`; `load` builds the Model,
+//! its layers and its unpacked parameters (weights as i8, channel axes padded to whole vectors)
+//! inside one caller-given buffer of at least that many bytes (any alignment), which must outlive
+//! the model. The .esnn bytes are not referenced after `load` returns.
+
+const std = @import("std");
+const limits = @import("limits.zig");
+const model_zig = @import("model.zig");
+const planner = @import("planner.zig");
+const status_zig = @import("status.zig");
+
+const Diagnostic = status_zig.Diagnostic;
+const Error = Diagnostic.Error;
+const Layer = model_zig.Layer;
+const Model = model_zig.Model;
+const Shape = model_zig.Shape;
+const Kind = model_zig.Kind;
+const Neuron = model_zig.Neuron;
+const Pool = model_zig.Pool;
+
+const magic = [8]u8{ 0x89, 'E', 'S', 'N', 0x0D, 0x0A, 0x1A, 0x0A };
+const int32_max: u128 = std.math.maxInt(i32);
+
+const Section = struct {
+    offset: u64,
+    bytes: u64,
+
+    fn slice(section: Section, file: []const u8) []const u8 {
+        return file[section.offset..][0..section.bytes];
+    }
+};
+
+/// The four required sections, located and bounds-checked.
+const Sections = struct {
+    grph: Section,
+    tens: Section,
+    name: Section,
+    meta: Section,
+};
+
+pub const Validated = struct {
+    sections: Sections,
+    layer_count: u32,
+    input: Shape,
+    input_bits: u32,
+    /// Bytes `load` needs for the model memory, alignment slack included.
+    memory_bytes: u64,
+};
+
+// -- little-endian reads (callers check bounds first; the slicing asserts it again) ---------------
+
+fn readU16(bytes: []const u8, offset: u64) u16 {
+    return std.mem.readInt(u16, bytes[offset..][0..2], .little);
+}
+
+fn readU32(bytes: []const u8, offset: u64) u32 {
+    return std.mem.readInt(u32, bytes[offset..][0..4], .little);
+}
+
+fn readI32(bytes: []const u8, offset: u64) i32 {
+    return std.mem.readInt(i32, bytes[offset..][0..4], .little);
+}
+
+fn readU64(bytes: []const u8, offset: u64) u64 {
+    return std.mem.readInt(u64, bytes[offset..][0..8], .little);
+}
+
+/// Element `index` of a packed signed `bits`-bit tensor (docs/format.md, "Packing").
+pub fn packedWeight(data: []const u8, bits: u32, index: u64) i8 {
+    std.debug.assert(bits == 2 or bits == 4 or bits == 8);
+    const bit = index * bits;
+    const byte = data[bit / 8];
+    const shift: u3 = @intCast(bit % 8);
+    const mask: u32 = (@as(u32, 1) << @intCast(bits)) - 1;
+    const raw: i32 = @intCast((@as(u32, byte) >> shift) & mask);
+    const sign: i32 = @as(i32, 1) << @intCast(bits - 1);
+    return @intCast(if (raw >= sign) raw - 2 * sign else raw);
+}
+
+// -- the layer record -------------------------------------------------------------------------------
+
+const Slot = enum(u32) {
+    weights = 0,
+    pointwise = 1,
+    bias = 2,
+    out_multiplier = 3,
+    out_shift = 4,
+    threshold = 5,
+    mid_multiplier = 6,
+    mid_shift = 7,
+    input_multipliers = 8,
+    reserved = 9,
+};
+
+/// The raw fields of one 256-byte layer record (docs/format.md, "Layer record").
+const Record = struct {
+    kind: u32,
+    neuron: u32,
+    name_offset: u32,
+    name_bytes: u32,
+    input_count: u32,
+    inputs: [4]i32,
+    in: [3]u32,
+    out: [3]u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    padding: u32,
+    pool: u32,
+    pool_size: u32,
+    pool_stride: u32,
+    weight_bits: u32,
+    activation_bits: u32,
+    mid_bits: u32,
+    leak_shift: u32,
+    slots: [limits.tensor_slot_count]Section,
+
+    fn decode(grph: []const u8, index: u32) Record {
+        const base = limits.model_record_bytes + @as(u64, index) * limits.layer_record_bytes;
+        const r = grph[base..][0..limits.layer_record_bytes];
+        var record: Record = undefined;
+        record.kind = readU32(r, 0);
+        record.neuron = readU32(r, 4);
+        record.name_offset = readU32(r, 8);
+        record.name_bytes = readU32(r, 12);
+        record.input_count = readU32(r, 16);
+        for (&record.inputs, 0..) |*input, i| input.* = readI32(r, 20 + 4 * i);
+        for (&record.in, 0..) |*dim, i| dim.* = readU32(r, 36 + 4 * i);
+        for (&record.out, 0..) |*dim, i| dim.* = readU32(r, 48 + 4 * i);
+        record.kernel_h = readU32(r, 60);
+        record.kernel_w = readU32(r, 64);
+        record.stride = readU32(r, 68);
+        record.padding = readU32(r, 72);
+        record.pool = readU32(r, 76);
+        record.pool_size = readU32(r, 80);
+        record.pool_stride = readU32(r, 84);
+        record.weight_bits = readU32(r, 88);
+        record.activation_bits = readU32(r, 92);
+        record.mid_bits = readU32(r, 96);
+        record.leak_shift = readU32(r, 100);
+        for (&record.slots, 0..) |*slot, i| {
+            slot.* = .{ .offset = readU32(r, 128 + 8 * i), .bytes = readU32(r, 132 + 8 * i) };
+        }
+        return record;
+    }
+
+    fn outShape(record: *const Record) Shape {
+        return .{ .h = record.out[0], .w = record.out[1], .c = record.out[2] };
+    }
+
+    fn inShape(record: *const Record) Shape {
+        return .{ .h = record.in[0], .w = record.in[1], .c = record.in[2] };
+    }
+
+    /// Bits of the values this layer emits (valid after the record was checked).
+    fn outputMax(record: *const Record) u32 {
+        return (@as(u32, 1) << @intCast(record.activation_bits)) - 1;
+    }
+};
+
+/// Context for checking one layer: the file, its sections and the record's index.
+const LayerCheck = struct {
+    file: []const u8,
+    sections: *const Sections,
+    index: u32,
+    record: Record,
+    diag: *Diagnostic,
+
+    fn name(check: *const LayerCheck) []const u8 {
+        const names = check.sections.name.slice(check.file);
+        const r = &check.record;
+        if (r.name_bytes == 0 or r.name_bytes > limits.name_bytes_max) return "?";
+        if (@as(u64, r.name_offset) + r.name_bytes > names.len) return "?";
+        return names[r.name_offset..][0..r.name_bytes];
+    }
+
+    fn fail(check: *const LayerCheck, status: status_zig.Status, comptime fmt: []const u8, args: anytype) Error {
+        const where_offset = check.sections.grph.offset + limits.model_record_bytes +
+            @as(u64, check.index) * limits.layer_record_bytes;
+        return check.diag.fail(status, "GRPH layer {d} '{s}' (record at byte offset {d}): " ++ fmt, .{
+            check.index, check.name(), where_offset,
+        } ++ args);
+    }
+
+    fn tensor(check: *const LayerCheck, slot: Slot) []const u8 {
+        return check.record.slots[@intFromEnum(slot)].slice(check.sections.tens.slice(check.file));
+    }
+};
+
+// -- validation -------------------------------------------------------------------------------------
+
+pub fn validate(file: []const u8, diag: *Diagnostic) Error!Validated {
+    try checkHeader(file, diag);
+    const sections = try checkSectionTable(file, diag);
+    const grph = sections.grph.slice(file);
+    if (grph.len < limits.model_record_bytes) {
+        return diag.fail(.layer, "GRPH section (byte offset {d}) has {d} bytes, less than the {d}-byte model record", .{
+            sections.grph.offset, grph.len, limits.model_record_bytes,
+        });
+    }
+    const layer_count = readU32(grph, 0);
+    const input: Shape = .{ .h = readU32(grph, 4), .w = readU32(grph, 8), .c = readU32(grph, 12) };
+    const input_bits = readU32(grph, 16);
+    try checkModelRecord(grph, sections.grph.offset, diag);
+    try checkShapeLimits(input, "the model input", diag);
+
+    var memory_bytes: u64 = limits.buffer_alignment - 1 + limits.alignUp(@sizeOf(Model), limits.buffer_alignment) +
+        limits.alignUp(@as(u64, layer_count) * @sizeOf(Layer), limits.buffer_alignment);
+    var index: u32 = 0;
+    while (index < layer_count) : (index += 1) {
+        var check: LayerCheck = .{
+            .file = file,
+            .sections = &sections,
+            .index = index,
+            .record = Record.decode(grph, index),
+            .diag = diag,
+        };
+        const layer = try checkLayer(&check, input, input_bits, layer_count);
+        try checkTensors(&check, &layer);
+        try checkParameters(&check, &layer);
+        try checkOverflowBound(&check, &layer);
+        memory_bytes += parameterBytes(&layer, check.record.weight_bits != 0);
+    }
+    try checkNamesUnique(file, &sections, layer_count, diag);
+    return .{
+        .sections = sections,
+        .layer_count = layer_count,
+        .input = input,
+        .input_bits = input_bits,
+        .memory_bytes = memory_bytes,
+    };
+}
+
+fn checkHeader(file: []const u8, diag: *Diagnostic) Error!void {
+    if (file.len < limits.header_bytes) {
+        return diag.fail(.truncated, "header: {d} bytes given, an .esnn file has at least the {d}-byte header", .{
+            file.len, limits.header_bytes,
+        });
+    }
+    if (!std.mem.eql(u8, file[0..8], &magic)) {
+        return diag.fail(.magic, "header: bad magic at byte offset 0, expected 89 45 53 4E 0D 0A 1A 0A (not an .esnn file, or mangled in text mode)", .{});
+    }
+    const major = readU16(file, 8);
+    if (major != limits.version_major) {
+        return diag.fail(.version, "header: version_major {d} at byte offset 8, this reader reads version {d}.x", .{
+            major, limits.version_major,
+        });
+    }
+    const header_bytes = readU32(file, 12);
+    if (header_bytes != limits.header_bytes) {
+        return diag.fail(.magic, "header: header_bytes {d} at byte offset 12, expected {d}", .{ header_bytes, limits.header_bytes });
+    }
+    const header_crc = readU32(file, 36);
+    const header_crc_computed = std.hash.Crc32.hash(file[0..36]);
+    if (header_crc != header_crc_computed) {
+        return diag.fail(.checksum, "header: header_crc32 at byte offset 36 is 0x{x:0>8}, the header bytes [0, 36) give 0x{x:0>8}", .{
+            header_crc, header_crc_computed,
+        });
+    }
+    const file_bytes = readU64(file, 16);
+    if (file_bytes != file.len) {
+        return diag.fail(.truncated, "header: file_bytes at byte offset 16 says {d} bytes, {d} were given (truncated or padded file)", .{
+            file_bytes, file.len,
+        });
+    }
+    const body_crc = readU32(file, 32);
+    const body_crc_computed = std.hash.Crc32.hash(file[limits.header_bytes..]);
+    if (body_crc != body_crc_computed) {
+        return diag.fail(.checksum, "header: body_crc32 at byte offset 32 is 0x{x:0>8}, the body [64, {d}) gives 0x{x:0>8} (corrupted file)", .{
+            body_crc, file.len, body_crc_computed,
+        });
+    }
+}
+
+fn checkSectionTable(file: []const u8, diag: *Diagnostic) Error!Sections {
+    const count = readU32(file, 24);
+    if (count < 1 or count > limits.section_count_max) {
+        return diag.fail(.section, "header: section_count {d} at byte offset 24, expected 1..{d}", .{ count, limits.section_count_max });
+    }
+    const table_end = limits.header_bytes + @as(u64, count) * limits.section_entry_bytes;
+    if (table_end > file.len) {
+        return diag.fail(.truncated, "section table: {d} entries end at byte {d}, past the end of the {d}-byte file", .{
+            count, table_end, file.len,
+        });
+    }
+    const required = [_]*const [4]u8{ "GRPH", "TENS", "NAME", "META" };
+    var found: [required.len]?Section = @splat(null);
+    var previous_end: u64 = limits.alignUp(table_end, limits.section_alignment);
+    var i: u32 = 0;
+    while (i < count) : (i += 1) {
+        const entry = limits.header_bytes + @as(u64, i) * limits.section_entry_bytes;
+        const tag = file[entry..][0..4];
+        const section: Section = .{ .offset = readU32(file, entry + 8), .bytes = readU32(file, entry + 12) };
+        if (section.offset % limits.section_alignment != 0) {
+            return diag.fail(.section, "section table entry {d} ('{s}', byte offset {d}): offset {d} is not a multiple of {d}", .{
+                i, printableTag(tag), entry, section.offset, limits.section_alignment,
+            });
+        }
+        if (section.offset < previous_end) {
+            return diag.fail(.section, "section table entry {d} ('{s}', byte offset {d}): offset {d} overlaps the section table or the previous section (sections must follow the table in table order, first free byte {d})", .{
+                i, printableTag(tag), entry, section.offset, previous_end,
+            });
+        }
+        if (section.offset + section.bytes > file.len) {
+            return diag.fail(.truncated, "section table entry {d} ('{s}', byte offset {d}): section [{d}, {d}) ends past the end of the {d}-byte file", .{
+                i, printableTag(tag), entry, section.offset, section.offset + section.bytes, file.len,
+            });
+        }
+        previous_end = section.offset + section.bytes;
+        for (required, &found) |required_tag, *slot| {
+            if (!std.mem.eql(u8, tag, required_tag)) continue;
+            if (slot.* != null) {
+                return diag.fail(.section, "section table entry {d} (byte offset {d}): a second '{s}' section, each required section appears once", .{
+                    i, entry, required_tag,
+                });
+            }
+            slot.* = section;
+        }
+    }
+    for (required, found) |required_tag, slot| {
+        if (slot == null) {
+            return diag.fail(.section, "section table (byte offset 64): the required section '{s}' is missing", .{required_tag});
+        }
+    }
+    return .{ .grph = found[0].?, .tens = found[1].?, .name = found[2].?, .meta = found[3].? };
+}
+
+fn printableTag(tag: *const [4]u8) []const u8 {
+    for (tag) |c| if (c < 0x20 or c > 0x7e) return "????";
+    return tag;
+}
+
+fn checkModelRecord(grph: []const u8, grph_offset: u64, diag: *Diagnostic) Error!void {
+    const layer_count = readU32(grph, 0);
+    if (layer_count < 1 or layer_count > limits.layers_max) {
+        return diag.fail(.limit, "GRPH model record (byte offset {d}): layer_count {d}, expected 1..{d}", .{
+            grph_offset, layer_count, limits.layers_max,
+        });
+    }
+    const expected_bytes = limits.model_record_bytes + @as(u64, layer_count) * limits.layer_record_bytes;
+    if (grph.len != expected_bytes) {
+        return diag.fail(.layer, "GRPH section (byte offset {d}): {d} bytes, a model record and {d} layer records take {d}", .{
+            grph_offset, grph.len, layer_count, expected_bytes,
+        });
+    }
+    const input_bits = readU32(grph, 16);
+    if (input_bits < 1 or input_bits > limits.input_bits_max) {
+        return diag.fail(.layer, "GRPH model record (byte offset {d}): input_bits {d}, expected 1..8", .{ grph_offset + 16, input_bits });
+    }
+    const output_layer = readU32(grph, 20);
+    if (output_layer != layer_count - 1) {
+        return diag.fail(.layer, "GRPH model record (byte offset {d}): output_layer {d}, expected layer_count - 1 = {d}", .{
+            grph_offset + 20, output_layer, layer_count - 1,
+        });
+    }
+    const record_bytes = readU32(grph, 24);
+    if (record_bytes != limits.layer_record_bytes) {
+        return diag.fail(.layer, "GRPH model record (byte offset {d}): record_bytes {d}, expected {d}", .{
+            grph_offset + 24, record_bytes, limits.layer_record_bytes,
+        });
+    }
+}
+
+fn checkShapeLimits(shape: Shape, comptime what: []const u8, diag: *Diagnostic) Error!void {
+    if (shape.h < 1 or shape.h > limits.dim_max or shape.w < 1 or shape.w > limits.dim_max or
+        shape.c < 1 or shape.c > limits.channels_max or shape.valuesPadded() > limits.tensor_values_max)
+    {
+        return diag.fail(.limit, what ++ ": shape ({d}, {d}, {d}) outside the limits: height and width 1..{d}, channels 1..{d}, at most {d} values", .{
+            shape.h, shape.w, shape.c, limits.dim_max, limits.channels_max, limits.tensor_values_max,
+        });
+    }
+}
+
+/// Output length of a convolution along one axis (TensorFlow 'same' / 'valid'); 0 if it does not fit.
+pub fn convOutputSize(size: u32, kernel: u32, stride: u32, padding: model_zig.Padding) u32 {
+    return switch (padding) {
+        .same => (size + stride - 1) / stride,
+        .valid => if (size >= kernel) (size - kernel) / stride + 1 else 0,
+    };
+}
+
+/// Zero padding before the first row (or column) in 'same' mode: floor(total / 2).
+pub fn samePaddingBefore(size: u32, kernel: u32, stride: u32) u32 {
+    const out = (size + stride - 1) / stride;
+    const needed = @as(i64, out - 1) * stride + kernel - size;
+    return @intCast(@divFloor(@max(needed, 0), 2));
+}
+
+fn enumFrom(comptime E: type, raw: u32) ?E {
+    return std.enums.fromInt(E, raw);
+}
+
+/// Check the record's fields and shapes against the model input and earlier layers; return the
+/// layer with geometry filled in and parameters still empty.
+fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, layer_count: u32) Error!Layer {
+    const r = &check.record;
+    const names = check.sections.name.slice(check.file);
+    if (r.name_bytes < 1 or r.name_bytes > limits.name_bytes_max or @as(u64, r.name_offset) + r.name_bytes > names.len) {
+        return check.fail(.layer, "name [{d}, +{d}) is not 1..{d} bytes inside the {d}-byte NAME section", .{
+            r.name_offset, r.name_bytes, limits.name_bytes_max, names.len,
+        });
+    }
+    const kind = enumFrom(Kind, r.kind) orelse
+        return check.fail(.layer, "kind {d}, expected 1 input_conv2d, 2 conv2d, 3 depthwise2d, 4 separable2d, 5 dense, 6 add", .{r.kind});
+    const neuron = enumFrom(Neuron, r.neuron) orelse
+        return check.fail(.layer, "neuron {d}, expected 0 none, 1 relu, 2 if, 3 lif", .{r.neuron});
+    const pool = enumFrom(Pool, r.pool) orelse
+        return check.fail(.layer, "pool {d}, expected 0 none, 1 max, 2 avg, 3 global_avg", .{r.pool});
+    const padding = enumFrom(model_zig.Padding, r.padding) orelse
+        return check.fail(.layer, "padding {d}, expected 0 valid or 1 same", .{r.padding});
+
+    var layer: Layer = std.mem.zeroInit(Layer, .{
+        .kind = kind,
+        .neuron = neuron,
+        .pool = pool,
+        .input_count = r.input_count,
+        .inputs = r.inputs,
+        .input = r.inShape(),
+        .output = r.outShape(),
+        .kernel_h = r.kernel_h,
+        .kernel_w = r.kernel_w,
+        .stride = r.stride,
+        .pool_size = r.pool_size,
+        .pool_stride = r.pool_stride,
+        .activation_bits = r.activation_bits,
+        .mid_bits = r.mid_bits,
+        .leak_shift = r.leak_shift,
+        .weights = &.{},
+        .pointwise = &.{},
+        .bias = &.{},
+        .out_multiplier = &.{},
+        .out_shift = &.{},
+        .threshold = &.{},
+        .mid_multiplier = &.{},
+        .mid_shift = &.{},
+        .input_multipliers = &.{},
+    });
+    try checkInputs(check, &layer, model_input, input_bits);
+    try checkBits(check, &layer, layer_count);
+    try checkGeometry(check, &layer, padding);
+    try checkPooling(check, &layer);
+    if (!layer.output.eql(r.outShape())) {
+        return check.fail(.layer, "output shape ({d}, {d}, {d}) in the record, the geometry gives ({d}, {d}, {d})", .{
+            r.out[0], r.out[1], r.out[2], layer.output.h, layer.output.w, layer.output.c,
+        });
+    }
+    return layer;
+}
+
+fn checkInputs(check: *const LayerCheck, layer: *Layer, model_input: Shape, input_bits: u32) Error!void {
+    const r = &check.record;
+    const count_max: u32 = if (layer.kind == .add) limits.add_inputs_max else 1;
+    const count_min: u32 = if (layer.kind == .add) 2 else 1;
+    if (r.input_count < count_min or r.input_count > count_max) {
+        return check.fail(.layer, "input_count {d}, a {s} layer takes {d}..{d}", .{ r.input_count, @tagName(layer.kind), count_min, count_max });
+    }
+    try checkShapeLimits(layer.input, "layer input", check.diag);
+    for (r.inputs, 0..) |producer, slot| {
+        if (slot >= r.input_count) {
+            if (producer != model_zig.input_model) {
+                return check.fail(.layer, "unused inputs[{d}] is {d}, expected -1", .{ slot, producer });
+            }
+            continue;
+        }
+        if (producer < model_zig.input_model or producer >= @as(i64, check.index)) {
+            return check.fail(.layer, "inputs[{d}] is {d}, expected -1 (the model input) or an earlier layer 0..{d}", .{
+                slot, producer, @as(i64, check.index) - 1,
+            });
+        }
+        var shape = model_input;
+        var value_max: u32 = (@as(u32, 1) << @intCast(input_bits)) - 1;
+        if (producer != model_zig.input_model) {
+            const grph = check.sections.grph.slice(check.file);
+            const source = Record.decode(grph, @intCast(producer));
+            if (source.neuron == @intFromEnum(Neuron.none)) {
+                return check.fail(.layer, "inputs[{d}] reads layer {d}, whose neuron is none (only the last layer may have none)", .{ slot, producer });
+            }
+            shape = source.outShape();
+            value_max = source.outputMax();
+        }
+        if (!shape.eql(layer.input)) {
+            return check.fail(.layer, "input shape ({d}, {d}, {d}) in the record, inputs[{d}] (= {d}) produces ({d}, {d}, {d})", .{
+                layer.input.h, layer.input.w, layer.input.c, slot, producer, shape.h, shape.w, shape.c,
+            });
+        }
+        layer.input_max[slot] = value_max;
+    }
+}
+
+fn checkBits(check: *const LayerCheck, layer: *const Layer, layer_count: u32) Error!void {
+    const r = &check.record;
+    const is_last = check.index + 1 == layer_count;
+    if (layer.neuron == .none and !is_last) {
+        return check.fail(.layer, "neuron none is only allowed on the last layer", .{});
+    }
+    const bits_ok = switch (layer.neuron) {
+        .none => r.activation_bits == 32,
+        .relu => r.activation_bits == 1 or r.activation_bits == 2 or r.activation_bits == 4 or r.activation_bits == 8,
+        .integrate_fire, .leaky_integrate_fire => r.activation_bits == 1,
+    };
+    if (!bits_ok) {
+        return check.fail(.layer, "activation_bits {d} with neuron {d}; expected relu 1/2/4/8, if/lif 1, none 32", .{
+            r.activation_bits, r.neuron,
+        });
+    }
+    const weight_bits_ok = if (layer.kind == .add)
+        r.weight_bits == 0
+    else
+        r.weight_bits == 2 or r.weight_bits == 4 or r.weight_bits == 8;
+    if (!weight_bits_ok) {
+        return check.fail(.layer, "weight_bits {d}, expected 2, 4 or 8 (0 for add)", .{r.weight_bits});
+    }
+    const mid_bits_ok = if (layer.kind == .separable2d)
+        r.mid_bits == 2 or r.mid_bits == 4 or r.mid_bits == 8
+    else
+        r.mid_bits == 0;
+    if (!mid_bits_ok) {
+        return check.fail(.layer, "mid_bits {d}, expected 2, 4 or 8 for separable2d, 0 otherwise", .{r.mid_bits});
+    }
+    const leak_ok = if (layer.neuron == .leaky_integrate_fire)
+        r.leak_shift >= 1 and r.leak_shift <= limits.leak_shift_max
+    else
+        r.leak_shift == 0;
+    if (!leak_ok) {
+        return check.fail(.range, "leak_shift {d}, expected 1..{d} for lif, 0 otherwise", .{ r.leak_shift, limits.leak_shift_max });
+    }
+}
+
+fn checkGeometry(check: *const LayerCheck, layer: *Layer, padding: model_zig.Padding) Error!void {
+    const r = &check.record;
+    const in = layer.input;
+    switch (layer.kind) {
+        .dense, .add => {
+            if (r.kernel_h != 1 or r.kernel_w != 1 or r.stride != 1) {
+                return check.fail(.layer, "kernel {d}x{d} stride {d}, a {s} layer has kernel 1x1 stride 1", .{
+                    r.kernel_h, r.kernel_w, r.stride, @tagName(layer.kind),
+                });
+            }
+            if (layer.pool != .none) {
+                return check.fail(.layer, "pool {d}, a {s} layer takes no pooling", .{ r.pool, @tagName(layer.kind) });
+            }
+            layer.synaptic = if (layer.kind == .dense) .{ .h = 1, .w = 1, .c = r.out[2] } else in;
+        },
+        .input_conv2d, .conv2d, .depthwise2d, .separable2d => {
+            if (r.kernel_h < 1 or r.kernel_h > limits.kernel_max or r.kernel_w < 1 or r.kernel_w > limits.kernel_max) {
+                return check.fail(.limit, "kernel {d}x{d}, expected 1..{d} each", .{ r.kernel_h, r.kernel_w, limits.kernel_max });
+            }
+            if (r.stride < 1 or r.stride > limits.stride_max) {
+                return check.fail(.limit, "stride {d}, expected 1..{d}", .{ r.stride, limits.stride_max });
+            }
+            const oh = convOutputSize(in.h, r.kernel_h, r.stride, padding);
+            const ow = convOutputSize(in.w, r.kernel_w, r.stride, padding);
+            if (oh < 1 or ow < 1) {
+                return check.fail(.layer, "kernel {d}x{d} ({s}) does not fit the {d}x{d} input", .{
+                    r.kernel_h, r.kernel_w, @tagName(padding), in.h, in.w,
+                });
+            }
+            const channels = switch (layer.kind) {
+                .depthwise2d => in.c,
+                else => r.out[2],
+            };
+            if (layer.kind == .depthwise2d and r.out[2] != in.c) {
+                return check.fail(.layer, "depthwise output channels {d}, expected the input's {d}", .{ r.out[2], in.c });
+            }
+            layer.synaptic = .{ .h = oh, .w = ow, .c = channels };
+            if (padding == .same) {
+                layer.pad_top = samePaddingBefore(in.h, r.kernel_h, r.stride);
+                layer.pad_left = samePaddingBefore(in.w, r.kernel_w, r.stride);
+            }
+        },
+    }
+    try checkShapeLimits(layer.synaptic, "layer potentials", check.diag);
+    if (layer.kind == .dense and in.values() > limits.tensor_values_max) {
+        return check.fail(.limit, "fan_in {d} above {d}", .{ in.values(), limits.tensor_values_max });
+    }
+}
+
+fn checkPooling(check: *const LayerCheck, layer: *Layer) Error!void {
+    const r = &check.record;
+    const synaptic = layer.synaptic;
+    switch (layer.pool) {
+        .none, .global_avg => {
+            if (r.pool_size != 0 or r.pool_stride != 0) {
+                return check.fail(.layer, "pool_size {d} pool_stride {d}, expected 0 and 0 without a max/avg pool", .{ r.pool_size, r.pool_stride });
+            }
+            layer.output = if (layer.pool == .none) synaptic else .{ .h = 1, .w = 1, .c = synaptic.c };
+        },
+        .max, .avg => {
+            if (r.pool_size < 1 or r.pool_size > limits.pool_max or r.pool_stride < 1 or r.pool_stride > limits.pool_max) {
+                return check.fail(.limit, "pool_size {d} pool_stride {d}, expected 1..{d} each", .{ r.pool_size, r.pool_stride, limits.pool_max });
+            }
+            if (synaptic.h < r.pool_size or synaptic.w < r.pool_size) {
+                return check.fail(.layer, "pool {d}x{d} does not fit the {d}x{d} potentials", .{ r.pool_size, r.pool_size, synaptic.h, synaptic.w });
+            }
+            layer.output = .{
+                .h = (synaptic.h - r.pool_size) / r.pool_stride + 1,
+                .w = (synaptic.w - r.pool_size) / r.pool_stride + 1,
+                .c = synaptic.c,
+            };
+        },
+    }
+}
+
+/// Element count of each tensor slot for this layer; 0 = the slot must be unused.
+fn slotCount(layer: *const Layer, slot: Slot) u64 {
+    const cin: u64 = layer.input.c;
+    const cout: u64 = layer.synaptic.c;
+    const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
+    return switch (slot) {
+        .weights => switch (layer.kind) {
+            .input_conv2d, .conv2d => taps * cin * cout,
+            .depthwise2d, .separable2d => taps * cin,
+            .dense => layer.input.values() * cout,
+            .add => 0,
+        },
+        .pointwise => if (layer.kind == .separable2d) cin * cout else 0,
+        .bias => if (layer.kind == .add) 0 else cout,
+        .out_multiplier, .out_shift => if (layer.neuron == .relu) cout else 0,
+        .threshold => if (layer.neuron.isSpiking()) cout else 0,
+        .mid_multiplier, .mid_shift => if (layer.kind == .separable2d) cin else 0,
+        .input_multipliers => if (layer.kind == .add) @as(u64, layer.input_count) * cout else 0,
+        .reserved => 0,
+    };
+}
+
+fn slotIsPacked(slot: Slot) bool {
+    return slot == .weights or slot == .pointwise;
+}
+
+fn checkTensors(check: *const LayerCheck, layer: *const Layer) Error!void {
+    const r = &check.record;
+    const tens_bytes = check.sections.tens.bytes;
+    for (r.slots, 0..) |slot_range, slot_index| {
+        const slot: Slot = @enumFromInt(slot_index);
+        const count = slotCount(layer, slot);
+        if (count > limits.weights_max) {
+            return check.fail(.limit, "tensor slot {d} ({s}) has {d} elements, above {d}", .{ slot_index, @tagName(slot), count, limits.weights_max });
+        }
+        const expected_bytes = if (count == 0) 0 else if (slotIsPacked(slot)) (count * r.weight_bits + 7) / 8 else count * 4;
+        if (count == 0) {
+            if (slot_range.offset != 0 or slot_range.bytes != 0) {
+                return check.fail(.tensor, "tensor slot {d} ({s}) is {{{d}, {d}}}, a {s} layer with this neuron does not use it ({{0, 0}})", .{
+                    slot_index, @tagName(slot), slot_range.offset, slot_range.bytes, @tagName(layer.kind),
+                });
+            }
+            continue;
+        }
+        if (slot_range.bytes != expected_bytes) {
+            return check.fail(.tensor, "tensor slot {d} ({s}) has {d} bytes, {d} elements need {d}", .{
+                slot_index, @tagName(slot), slot_range.bytes, count, expected_bytes,
+            });
+        }
+        if (slot_range.offset % limits.tensor_alignment != 0) {
+            return check.fail(.tensor, "tensor slot {d} ({s}) offset {d} is not a multiple of {d}", .{
+                slot_index, @tagName(slot), slot_range.offset, limits.tensor_alignment,
+            });
+        }
+        if (slot_range.offset + slot_range.bytes > tens_bytes) {
+            return check.fail(.tensor, "tensor slot {d} ({s}) [{d}, {d}) lies outside the {d}-byte TENS section", .{
+                slot_index, @tagName(slot), slot_range.offset, slot_range.offset + slot_range.bytes, tens_bytes,
+            });
+        }
+    }
+}
+
+fn checkI32Range(check: *const LayerCheck, slot: Slot, min: i64, max: i64) Error!void {
+    const data = check.tensor(slot);
+    var offset: u64 = 0;
+    while (offset < data.len) : (offset += 4) {
+        const value = readI32(data, offset);
+        if (value < min or value > max) {
+            return check.fail(.range, "{s}[{d}] = {d}, expected {d}..{d}", .{ @tagName(slot), offset / 4, value, min, max });
+        }
+    }
+}
+
+fn checkParameters(check: *const LayerCheck, layer: *const Layer) Error!void {
+    const int32_max_signed: i64 = std.math.maxInt(i32);
+    if (layer.neuron == .relu) {
+        try checkI32Range(check, .out_multiplier, 0, int32_max_signed);
+        try checkI32Range(check, .out_shift, 0, limits.shift_max);
+    }
+    if (layer.neuron.isSpiking()) try checkI32Range(check, .threshold, 1, int32_max_signed);
+    if (layer.kind == .separable2d) {
+        try checkI32Range(check, .mid_multiplier, 0, int32_max_signed);
+        try checkI32Range(check, .mid_shift, 0, limits.shift_max);
+    }
+    if (layer.kind == .add) try checkI32Range(check, .input_multipliers, 0, int32_max_signed);
+}
+
+/// sum over rows of |W[row, column]| of a packed (rows, columns) matrix.
+fn columnAbsSum(data: []const u8, bits: u32, rows: u64, columns: u64, column: u64) u128 {
+    var sum: u128 = 0;
+    var row: u64 = 0;
+    while (row < rows) : (row += 1) sum += @abs(packedWeight(data, bits, row * columns + column));
+    return sum;
+}
+
+fn poolFactor(layer: *const Layer) u64 {
+    return switch (layer.pool) {
+        .none, .max => 1,
+        .avg => @as(u64, layer.pool_size) * layer.pool_size,
+        .global_avg => layer.synaptic.pixels(),
+    };
+}
+
+/// The int32 overflow bound of docs/semantics.md ("Checks at construction").
+fn checkOverflowBound(check: *const LayerCheck, layer: *const Layer) Error!void {
+    const bits = check.record.weight_bits;
+    const cout: u64 = layer.synaptic.c;
+    const cin: u64 = layer.input.c;
+    const a_max: u128 = layer.input_max[0];
+    var channel: u64 = 0;
+    while (channel < cout) : (channel += 1) {
+        const bound: u128 = switch (layer.kind) {
+            .input_conv2d, .conv2d, .dense => blk: {
+                const rows = slotCount(layer, .weights) / cout;
+                const abs_sum = columnAbsSum(check.tensor(.weights), bits, rows, cout, channel);
+                break :blk (abs_sum * a_max + @abs(readI32(check.tensor(.bias), channel * 4))) * poolFactor(layer);
+            },
+            .depthwise2d => blk: {
+                const abs_sum = columnAbsSum(check.tensor(.weights), bits, slotCount(layer, .weights) / cin, cin, channel);
+                break :blk (abs_sum * a_max + @abs(readI32(check.tensor(.bias), channel * 4))) * poolFactor(layer);
+            },
+            .separable2d => blk: {
+                const mid_max: u128 = @as(u128, 1) << @intCast(layer.mid_bits - 1);
+                const abs_sum = columnAbsSum(check.tensor(.pointwise), bits, cin, cout, channel);
+                break :blk (abs_sum * mid_max + @abs(readI32(check.tensor(.bias), channel * 4))) * poolFactor(layer);
+            },
+            .add => blk: {
+                var sum: u128 = 0;
+                for (0..layer.input_count) |input| {
+                    const multiplier = readI32(check.tensor(.input_multipliers), (input * cout + channel) * 4);
+                    sum += @as(u128, @intCast(multiplier)) * layer.input_max[input];
+                }
+                break :blk sum;
+            },
+        };
+        if (bound > int32_max) {
+            return check.fail(.overflow, "output channel {d} can reach |potential| {d}, above 2^31 - 1 (int32 overflow bound)", .{ channel, bound });
+        }
+    }
+    if (layer.kind == .separable2d) {
+        channel = 0;
+        while (channel < cin) : (channel += 1) {
+            const abs_sum = columnAbsSum(check.tensor(.weights), bits, slotCount(layer, .weights) / cin, cin, channel);
+            if (abs_sum * a_max > int32_max) {
+                return check.fail(.overflow, "depthwise channel {d} can reach |potential| {d}, above 2^31 - 1 (int32 overflow bound)", .{ channel, abs_sum * a_max });
+            }
+        }
+    }
+}
+
+fn checkNamesUnique(file: []const u8, sections: *const Sections, layer_count: u32, diag: *Diagnostic) Error!void {
+    const grph = sections.grph.slice(file);
+    const names = sections.name.slice(file);
+    var i: u32 = 0;
+    while (i < layer_count) : (i += 1) {
+        const a = Record.decode(grph, i);
+        var j: u32 = 0;
+        while (j < i) : (j += 1) {
+            const b = Record.decode(grph, j);
+            if (std.mem.eql(u8, names[a.name_offset..][0..a.name_bytes], names[b.name_offset..][0..b.name_bytes])) {
+                return diag.fail(.layer, "GRPH layers {d} and {d} are both named '{s}', names are unique", .{
+                    j, i, names[a.name_offset..][0..a.name_bytes],
+                });
+            }
+        }
+    }
+}
+
+// -- building the model in caller memory -----------------------------------------------------------
+
+/// Bytes of one layer's unpacked parameters in the model memory (each tensor 64-byte aligned).
+fn parameterBytes(layer: *const Layer, has_weights: bool) u64 {
+    _ = has_weights;
+    const sizes = parameterSizes(layer);
+    var total: u64 = 0;
+    for (sizes) |bytes| total += limits.alignUp(bytes, limits.buffer_alignment);
+    return total;
+}
+
+/// Bytes of each unpacked tensor, in Slot order (channel axes padded).
+fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
+    var sizes: [limits.tensor_slot_count]u64 = @splat(0);
+    const cin_p: u64 = layer.input.channelsPadded();
+    const cout_p: u64 = layer.synaptic.channelsPadded();
+    const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
+    for (&sizes, 0..) |*size, slot_index| {
+        const slot: Slot = @enumFromInt(slot_index);
+        if (slotCount(layer, slot) == 0) continue;
+        size.* = switch (slot) {
+            .weights => switch (layer.kind) {
+                .input_conv2d, .conv2d => taps * layer.input.c * cout_p,
+                .depthwise2d, .separable2d => taps * cin_p,
+                .dense => layer.input.values() * cout_p,
+                .add => unreachable,
+            },
+            .pointwise => @as(u64, layer.input.c) * cout_p,
+            .bias, .out_multiplier, .out_shift, .threshold => cout_p * 4,
+            .mid_multiplier, .mid_shift => cin_p * 4,
+            .input_multipliers => @as(u64, layer.input_count) * cout_p * 4,
+            .reserved => unreachable,
+        };
+    }
+    return sizes;
+}
+
+/// Hands out 64-byte aligned pieces of the caller's model memory.
+const Bump = struct {
+    memory: []align(limits.buffer_alignment) u8,
+    used: u64 = 0,
+
+    fn take(bump: *Bump, comptime T: type, count: u64) []T {
+        const bytes = count * @sizeOf(T);
+        std.debug.assert(bump.used + bytes <= bump.memory.len);
+        const piece = bump.memory[bump.used..][0..bytes];
+        bump.used = limits.alignUp(bump.used + bytes, limits.buffer_alignment);
+        return @as([*]T, @ptrCast(@alignCast(piece.ptr)))[0..count];
+    }
+};
+
+/// Validate `file` and build the model inside `memory` (see the file comment).
+pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Model {
+    const validated = try validate(file, diag);
+    if (memory.len < validated.memory_bytes) {
+        return diag.fail(.argument, "model memory: {d} bytes given, this model needs {d} (esnn_model_memory_bytes)", .{
+            memory.len, validated.memory_bytes,
+        });
+    }
+    const start = limits.alignUp(@intFromPtr(memory.ptr), limits.buffer_alignment) - @intFromPtr(memory.ptr);
+    const aligned: []align(limits.buffer_alignment) u8 = @alignCast(memory[start..validated.memory_bytes]);
+    var bump: Bump = .{ .memory = aligned };
+    const model = &bump.take(Model, 1)[0];
+    const layers = bump.take(Layer, validated.layer_count);
+    const grph = validated.sections.grph.slice(file);
+    for (layers, 0..) |*layer, index| {
+        var check: LayerCheck = .{
+            .file = file,
+            .sections = &validated.sections,
+            .index = @intCast(index),
+            .record = Record.decode(grph, @intCast(index)),
+            .diag = diag,
+        };
+        layer.* = checkLayer(&check, validated.input, validated.input_bits, validated.layer_count) catch unreachable;
+        unpackParameters(&check, layer, &bump);
+    }
+    std.debug.assert(bump.used + start <= validated.memory_bytes);
+    model.* = .{
+        .input = validated.input,
+        .input_bits = validated.input_bits,
+        .layers = layers,
+        .plan = .{},
+    };
+    planner.plan(model, layers);
+    return model;
+}
+
+fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
+    const sizes = parameterSizes(layer);
+    const bits = check.record.weight_bits;
+    if (sizes[@intFromEnum(Slot.weights)] != 0) {
+        const weights = bump.take(i8, sizes[@intFromEnum(Slot.weights)]);
+        const columns: u64 = switch (layer.kind) {
+            .depthwise2d, .separable2d => layer.input.c,
+            else => layer.synaptic.c,
+        };
+        const columns_padded: u64 = limits.paddedChannels(@intCast(columns));
+        unpackMatrix(check.tensor(.weights), bits, columns, columns_padded, weights);
+        layer.weights = weights;
+    }
+    if (sizes[@intFromEnum(Slot.pointwise)] != 0) {
+        const pointwise = bump.take(i8, sizes[@intFromEnum(Slot.pointwise)]);
+        unpackMatrix(check.tensor(.pointwise), bits, layer.synaptic.c, layer.synaptic.channelsPadded(), pointwise);
+        layer.pointwise = pointwise;
+    }
+    layer.bias = copyVector(check, .bias, sizes, layer.synaptic.c, bump);
+    layer.out_multiplier = copyVector(check, .out_multiplier, sizes, layer.synaptic.c, bump);
+    layer.out_shift = copyVector(check, .out_shift, sizes, layer.synaptic.c, bump);
+    layer.threshold = copyVector(check, .threshold, sizes, layer.synaptic.c, bump);
+    layer.mid_multiplier = copyVector(check, .mid_multiplier, sizes, layer.input.c, bump);
+    layer.mid_shift = copyVector(check, .mid_shift, sizes, layer.input.c, bump);
+    layer.input_multipliers = copyVector(check, .input_multipliers, sizes, layer.synaptic.c, bump);
+}
+
+/// Unpack a packed (rows, columns) matrix into (rows, columns_padded) i8, padding with zeros.
+fn unpackMatrix(data: []const u8, bits: u32, columns: u64, columns_padded: u64, out: []i8) void {
+    std.debug.assert(out.len % columns_padded == 0);
+    @memset(out, 0);
+    const rows = out.len / columns_padded;
+    var row: u64 = 0;
+    while (row < rows) : (row += 1) {
+        var column: u64 = 0;
+        while (column < columns) : (column += 1) {
+            out[row * columns_padded + column] = packedWeight(data, bits, row * columns + column);
+        }
+    }
+}
+
+/// Copy an i32 tensor of (rows, columns) into (rows, columns padded) with zero padding; empty if unused.
+fn copyVector(check: *const LayerCheck, slot: Slot, sizes: [limits.tensor_slot_count]u64, columns: u64, bump: *Bump) []const i32 {
+    const bytes = sizes[@intFromEnum(slot)];
+    if (bytes == 0) return &.{};
+    const out = bump.take(i32, bytes / 4);
+    @memset(out, 0);
+    const columns_padded: u64 = limits.paddedChannels(@intCast(columns));
+    const data = check.tensor(slot);
+    const rows = data.len / 4 / columns;
+    var row: u64 = 0;
+    while (row < rows) : (row += 1) {
+        var column: u64 = 0;
+        while (column < columns) : (column += 1) {
+            out[row * columns_padded + column] = readI32(data, (row * columns + column) * 4);
+        }
+    }
+    return out;
+}
+
+test "packed weights decode two's complement, low bits first" {
+    // 4-bit: elements 0x7 (7) and 0x8 (-8) in one byte; 2-bit: 01 10 11 00 -> 1, -2, -1, 0
+    try std.testing.expectEqual(@as(i8, 7), packedWeight(&.{0x87}, 4, 0));
+    try std.testing.expectEqual(@as(i8, -8), packedWeight(&.{0x87}, 4, 1));
+    const two_bit = [_]u8{0b00_11_10_01};
+    try std.testing.expectEqual(@as(i8, 1), packedWeight(&two_bit, 2, 0));
+    try std.testing.expectEqual(@as(i8, -2), packedWeight(&two_bit, 2, 1));
+    try std.testing.expectEqual(@as(i8, -1), packedWeight(&two_bit, 2, 2));
+    try std.testing.expectEqual(@as(i8, 0), packedWeight(&two_bit, 2, 3));
+    try std.testing.expectEqual(@as(i8, -128), packedWeight(&.{0x80}, 8, 0));
+}
+
+test "same padding follows TensorFlow" {
+    // H=5, K=3, s=2: OH=3, total=(3-1)*2+3-5=2 -> 1 before
+    try std.testing.expectEqual(@as(u32, 3), convOutputSize(5, 3, 2, .same));
+    try std.testing.expectEqual(@as(u32, 1), samePaddingBefore(5, 3, 2));
+    // H=4, K=3, s=2: OH=2, total=(2-1)*2+3-4=1 -> 0 before, 1 after
+    try std.testing.expectEqual(@as(u32, 0), samePaddingBefore(4, 3, 2));
+    // H=4, K=1, s=4: OH=1, total=max(0+1-4,0)=0
+    try std.testing.expectEqual(@as(u32, 0), samePaddingBefore(4, 1, 4));
+    try std.testing.expectEqual(@as(u32, 1), convOutputSize(3, 3, 1, .valid));
+    try std.testing.expectEqual(@as(u32, 0), convOutputSize(2, 3, 1, .valid));
+}

@@ -1,0 +1,156 @@
+//! The loaded, immutable model: what the loader builds and the kernels read.
+//! All slices point into the model memory the caller gave to the loader (see loader.zig).
+
+const std = @import("std");
+const limits = @import("limits.zig");
+
+pub const Kind = enum(u32) {
+    input_conv2d = 1,
+    conv2d = 2,
+    depthwise2d = 3,
+    separable2d = 4,
+    dense = 5,
+    add = 6,
+};
+
+pub const Neuron = enum(u32) {
+    none = 0,
+    relu = 1,
+    integrate_fire = 2,
+    leaky_integrate_fire = 3,
+
+    pub fn isSpiking(neuron: Neuron) bool {
+        return neuron == .integrate_fire or neuron == .leaky_integrate_fire;
+    }
+};
+
+pub const Padding = enum(u32) { valid = 0, same = 1 };
+
+pub const Pool = enum(u32) { none = 0, max = 1, avg = 2, global_avg = 3 };
+
+/// An activation or potential tensor shape, HWC. `channels_padded` is the channel stride of its
+/// buffers in the arena (a multiple of limits.channel_lanes; the padding lanes are always zero).
+pub const Shape = struct {
+    h: u32,
+    w: u32,
+    c: u32,
+
+    pub fn pixels(shape: Shape) u64 {
+        return @as(u64, shape.h) * shape.w;
+    }
+
+    pub fn values(shape: Shape) u64 {
+        return shape.pixels() * shape.c;
+    }
+
+    pub fn channelsPadded(shape: Shape) u32 {
+        return limits.paddedChannels(shape.c);
+    }
+
+    /// Values of the padded buffer: H * W * channelsPadded.
+    pub fn valuesPadded(shape: Shape) u64 {
+        return shape.pixels() * shape.channelsPadded();
+    }
+
+    pub fn eql(a: Shape, b: Shape) bool {
+        return a.h == b.h and a.w == b.w and a.c == b.c;
+    }
+};
+
+/// Where a layer reads from: the model input or an earlier layer.
+pub const input_model: i32 = -1;
+
+pub const Layer = struct {
+    kind: Kind,
+    neuron: Neuron,
+    pool: Pool,
+    input_count: u32,
+    inputs: [limits.add_inputs_max]i32,
+    /// Largest value each input can take (2^bits - 1 of its producer).
+    input_max: [limits.add_inputs_max]u32,
+
+    input: Shape, // shape of every input
+    synaptic: Shape, // potentials before pooling
+    output: Shape, // after pooling
+
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    pool_size: u32,
+    pool_stride: u32,
+    activation_bits: u32,
+    mid_bits: u32,
+    leak_shift: u32,
+
+    // Parameters, unpacked, channel axes padded with zeros to channelsPadded:
+    weights: []const i8, // conv (KH, KW, Cin, Cout_p); depthwise/separable (KH, KW, Cin_p); dense (fan_in, Cout_p)
+    pointwise: []const i8, // separable (Cin, Cout_p)
+    bias: []const i32, // (Cout_p)
+    out_multiplier: []const i32, // relu (Cout_p)
+    out_shift: []const i32, // relu (Cout_p)
+    threshold: []const i32, // if/lif (Cout_p)
+    mid_multiplier: []const i32, // separable (Cin_p)
+    mid_shift: []const i32, // separable (Cin_p)
+    input_multipliers: []const i32, // add (input_count, C_p)
+
+    // Arena plan (byte offsets from the aligned arena start), set by planner.zig:
+    activation_offset: u64, // u8 (out.h, out.w, Cout_p); unused for neuron none
+    state_offset: u64, // i32 (out.h, out.w, Cout_p); if/lif only
+
+    pub fn outputMax(layer: *const Layer) u32 {
+        std.debug.assert(layer.neuron != .none);
+        return (@as(u32, 1) << @intCast(layer.activation_bits)) - 1;
+    }
+};
+
+/// Byte offsets of the buffers shared by all layers, and the total, set by planner.zig.
+pub const ArenaPlan = struct {
+    input_offset: u64 = 0, // u8 (H, W, C_p): the model input of the current timestep
+    potentials_offset: u64 = 0, // i32: the largest synaptic (pre-pool) tensor, padded
+    pooled_offset: u64 = 0, // i32: the largest pooled tensor, padded
+    mid_offset: u64 = 0, // i32: the largest separable intermediate (pre-pool pixels, Cin_p)
+    events_offset: u64 = 0, // Event: the largest event list one kernel call gathers
+    events_max: u64 = 0,
+    used_bytes: u64 = 0, // from the aligned arena start, the context included
+};
+
+pub const Model = struct {
+    magic: u32 = model_magic,
+    input: Shape,
+    input_bits: u32,
+    layers: []const Layer,
+    plan: ArenaPlan,
+
+    pub fn outputLayer(model: *const Model) *const Layer {
+        return &model.layers[model.layers.len - 1];
+    }
+
+    pub fn inputMax(model: *const Model) u32 {
+        return (@as(u32, 1) << @intCast(model.input_bits)) - 1;
+    }
+
+    /// Bytes the caller must give esnn_context_init: the plan plus slack to align the pointer.
+    pub fn arenaBytes(model: *const Model) u64 {
+        return model.plan.used_bytes + limits.buffer_alignment - 1;
+    }
+};
+
+pub const model_magic: u32 = 0x4e53_4531; // "1ESN"
+
+/// One non-zero value found by a kernel: its index along the axis the kernel scatters over.
+pub const Event = extern struct {
+    index: u32,
+    value: i32,
+};
+
+/// Per-layer statistics of a run (docs/semantics.md, "Events and statistics").
+/// Layout shared with the C header (esnn_layer_stats).
+pub const LayerStats = extern struct {
+    input_events: u64 = 0,
+    input_size: u64 = 0,
+    output_events: u64 = 0,
+    output_size: u64 = 0,
+    synaptic_ops: u64 = 0,
+};
