@@ -187,7 +187,317 @@ def _demo_dense_layer(features: np.ndarray, labels: np.ndarray):
 
 # -- main ------------------------------------------------------------------------------------------
 
-COMMANDS = [_add_plugins, _add_devices, _add_summary, _add_demo]
+# -- predict, stream, eval, bench: models with their frontends (edgesnn/pipeline.py) -------------
+
+
+def _user_errors(run):
+    """Frontends and arrays raise ValueError/TypeError on bad input; the CLI prints them as one line."""
+    def wrapped(args) -> int:
+        try:
+            return run(args)
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, EdgesnnError):
+                raise
+            raise EdgesnnError(str(exc)) from exc
+    return wrapped
+
+
+def _load_pipeline(path, device=None, threshold=None):
+    from .classifier import Classifier
+    from .pipeline import Pipeline
+
+    pipe = Pipeline.load(path, device=device)
+    if threshold is not None:
+        old = pipe.classifier
+        pipe.classifier = Classifier(old.labels, output_scale=old.output_scale, threshold=threshold,
+                                     unknown_label=old.unknown_label)
+    return pipe
+
+
+def _sample_of(pipe, source, name: str):
+    """One CLI input -> one model input: a .npy array of the model's input shape is used as it is;
+    anything else (image, audio, other arrays) goes through the pipeline's frontend."""
+    if str(name).endswith(".npy"):
+        array = np.load(name, allow_pickle=False)
+        shape = tuple(pipe.model.input_shape)
+        if pipe.frontend is None or array.shape == shape or array.shape[1:] == shape:
+            return pipe.as_model_input(array)
+        source = array
+    if pipe.frontend is None:
+        raise EdgesnnError(f"{name}: the model file stores no frontend, so inputs must be .npy model inputs "
+                           f"of shape {pipe.model.input_shape}; save a Pipeline (pipe.save) to keep one")
+    return pipe.encode(source)
+
+
+def _add_predict(commands) -> None:
+    sub = commands.add_parser("predict", help="classify images, WAVs or .npy inputs with a .esnn model",
+                              description="Run each INPUT through the model's frontend (stored by "
+                                          "Pipeline.save), the model and the classifier; print label and score. "
+                                          ".npy inputs already of the model's input shape skip the frontend.")
+    sub.add_argument("model", metavar="MODEL", help="path of a .esnn file")
+    sub.add_argument("inputs", metavar="INPUT", nargs="+", help="image, audio or .npy files")
+    sub.add_argument("--json", action="store_true", help="one JSON object per input, for machines")
+    sub.add_argument("--top", type=int, default=1, help="also print the k best labels (default 1)")
+    sub.add_argument("--threshold", type=float, default=None, help="answer 'unknown' below this score")
+    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    sub.add_argument("--plot", metavar="PNG", help="spike raster of the first input (rate-coded models)")
+    sub.set_defaults(run=_user_errors(_run_predict))
+
+
+def _run_predict(args) -> int:
+    import json
+
+    pipe = _load_pipeline(args.model, args.device, args.threshold)
+    samples = [_sample_of(pipe, name, name) for name in args.inputs]
+    if args.plot:
+        _plot_raster(samples[0], args.inputs[0], args.plot)
+    for name, sample in zip(args.inputs, samples):
+        prediction = pipe.classify_samples(sample[None])[0]
+        top = [(label, round(score, 6)) for label, score in prediction.top[:max(args.top, 1)]]
+        if args.json:
+            print(json.dumps({"input": name, "label": prediction.label, "index": prediction.index,
+                              "score": round(prediction.score, 6), "top": top}))
+        else:
+            best = "" if args.top <= 1 else "  [" + ", ".join(f"{label} {score:.3f}" for label, score in top) + "]"
+            print(f"{name}: {prediction.label} ({prediction.score:.3f}){best}")
+    return 0
+
+
+def _add_stream(commands) -> None:
+    sub = commands.add_parser("stream", help="spot keywords in a recording with a kws model",
+                              description="Slide the model's 1 s window over AUDIO as a stream and print "
+                                          "each keyword detected: time, label, score.")
+    sub.add_argument("model", metavar="MODEL", help="path of a .esnn file saved by a kws Pipeline")
+    sub.add_argument("audio", metavar="AUDIO", help="a WAV/FLAC/OGG recording")
+    sub.add_argument("--hop-s", type=float, default=0.1, help="seconds between windows (default 0.1)")
+    sub.add_argument("--min-score", type=float, default=None, help="ignore windows scoring below this")
+    sub.add_argument("--refractory-s", type=float, default=0.5, help="merge hits of a label closer than this")
+    sub.add_argument("--json", action="store_true", help="one JSON object per detection")
+    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    sub.set_defaults(run=_user_errors(_run_stream))
+
+
+def _run_stream(args) -> int:
+    import json
+
+    pipe = _load_pipeline(args.model, args.device)
+    count = 0
+    for detection in pipe.stream(args.audio, hop_s=args.hop_s, min_score=args.min_score,
+                                 refractory_s=args.refractory_s):
+        count += 1
+        if args.json:
+            print(json.dumps({"label": detection.label, "time_s": detection.time_s,
+                              "score": round(detection.score, 6)}))
+        else:
+            print(f"{detection.time_s:8.2f} s  {detection.label}  ({detection.score:.3f})")
+    if not args.json:
+        print(f"{count} detection{'s' if count != 1 else ''} in {args.audio}")
+    return 0
+
+
+def _add_eval(commands) -> None:
+    sub = commands.add_parser("eval", help="accuracy and confusion matrix of a model on a labelled .npz",
+                              description="DATA.npz holds x (model inputs, or raw inputs for the model's "
+                                          "frontend) and y (class indices). Prints accuracy and the confusion "
+                                          "matrix (rows: true class, columns: predicted).")
+    sub.add_argument("model", metavar="MODEL", help="path of a .esnn file")
+    sub.add_argument("data", metavar="DATA.npz", help="arrays x and y")
+    sub.add_argument("--batch", type=int, default=256, help="samples per model run (default 256)")
+    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    sub.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    sub.add_argument("--plot", metavar="PNG", help="write the confusion matrix as an image")
+    sub.set_defaults(run=_user_errors(_run_eval))
+
+
+def _run_eval(args) -> int:
+    import json
+
+    pipe = _load_pipeline(args.model, args.device)
+    x, y = _labelled_arrays(args.data)
+    samples = _samples_of_array(pipe, x)
+    predicted = np.array([p.index for start in range(0, len(samples), max(args.batch, 1))
+                          for p in pipe.classify_samples(samples[start:start + max(args.batch, 1)])])
+    classes = int(np.prod(pipe.model.output_shape))
+    labels = pipe.labels or [str(c) for c in range(classes)]
+    if y.min() < 0 or y.max() >= classes:
+        raise EdgesnnError(f"{args.data}: y holds class indices in [{y.min()}, {y.max()}], the model has {classes} classes")
+    confusion = np.zeros((classes, classes + 1), dtype=np.int64)   # last column: rejected as unknown
+    np.add.at(confusion, (y, np.where(predicted < 0, classes, predicted)), 1)
+    accuracy = float(np.mean(predicted == y))
+    if args.json:
+        print(json.dumps({"accuracy": accuracy, "samples": int(len(y)), "labels": labels,
+                          "confusion": confusion[:, :classes].tolist(), "rejected": int(confusion[:, -1].sum())}))
+    else:
+        print(f"accuracy {accuracy:.4f} ({int(np.sum(predicted == y))} of {len(y)}) on {args.data}")
+        show_rejected = confusion[:, -1].any()
+        header = ("true \\ predicted", *labels, *(("unknown",) if show_rejected else ()))
+        rows = [(labels[c], *map(str, confusion[c, :classes]), *((str(confusion[c, -1]),) if show_rejected else ()))
+                for c in range(classes)]
+        print(format_table(header, rows))
+    if args.plot:
+        _plot_confusion(confusion[:, :classes], labels, accuracy, args.plot)
+    return 0
+
+
+def _labelled_arrays(path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        if "x" not in data or "y" not in data:
+            raise EdgesnnError(f"{path}: an eval file needs arrays 'x' and 'y'; it has {sorted(data.keys())}")
+        x, y = data["x"], data["y"]
+    if len(x) != len(y) or len(x) == 0 or y.ndim != 1 or y.dtype.kind not in "iu":
+        raise EdgesnnError(f"{path}: need x (N, ...) and integer y (N,) with N > 0; got x {x.shape}, "
+                           f"y {y.shape} {y.dtype}")
+    return x, y.astype(np.int64)
+
+
+def _samples_of_array(pipe, x: np.ndarray) -> np.ndarray:
+    """Model inputs (N, H, W, C) / (N, T, H, W, C) pass as they are; anything else goes through the frontend."""
+    shape = tuple(pipe.model.input_shape)
+    if x.shape[1:] == shape or x.shape[2:] == shape or pipe.frontend is None:
+        return np.stack([pipe.as_model_input(sample) for sample in x])
+    return np.stack([pipe.encode(sample) for sample in x])
+
+
+def _add_bench(commands) -> None:
+    sub = commands.add_parser("bench", help="latency, throughput and per-layer statistics of a model",
+                              description="Run MODEL repeatedly on a batch and print latency, throughput "
+                                          "and the per-layer events, sparsity and synaptic operations.")
+    sub.add_argument("model", metavar="MODEL", help="path of a .esnn file")
+    sub.add_argument("--input", metavar="FILE", help=".npy or .npz (array x) of model inputs; default: random")
+    sub.add_argument("--batch", type=int, default=1, help="samples per run (default 1)")
+    sub.add_argument("--repeat", type=int, default=20, help="timed runs (default 20, after one warm-up)")
+    sub.add_argument("--timesteps", type=int, default=None, help="timesteps for dense input (default: the "
+                                                                  "model's own, else 1)")
+    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    sub.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    sub.add_argument("--plot", metavar="PNG", help="write per-layer sparsity bars")
+    sub.set_defaults(run=_user_errors(_run_bench))
+
+
+def _run_bench(args) -> int:
+    import json
+    import time
+
+    from .model import Model, resolve_device
+
+    model = Model.load(args.model)
+    x = _bench_input(model, args.input, max(args.batch, 1))
+    timesteps = args.timesteps if args.timesteps is not None else (
+        None if x.ndim == 5 else model.metadata.get("timesteps"))
+    device = resolve_device(args.device)
+    model.forward(x, timesteps=timesteps, device=device)   # warm-up
+    latencies_s = []
+    for _ in range(max(args.repeat, 1)):
+        start = time.perf_counter()
+        model.forward(x, timesteps=timesteps, device=device)
+        latencies_s.append(time.perf_counter() - start)
+    median_s, p90_s = float(np.median(latencies_s)), float(np.percentile(latencies_s, 90))
+    stats = model.statistics
+    if args.json:
+        print(json.dumps({"device": device.name, "batch": len(x), "timesteps": stats.timesteps,
+                          "latency_ms_median": median_s * 1e3, "latency_ms_p90": p90_s * 1e3,
+                          "samples_per_s": len(x) / median_s, "layers": stats.as_dicts()}))
+    else:
+        print(f"{args.model}: {model!r}")
+        print(f"device {device.name}, batch {len(x)}, {stats.timesteps} timestep(s), {len(latencies_s)} runs")
+        print(f"latency  median {median_s * 1e3:.3f} ms, p90 {p90_s * 1e3:.3f} ms per batch "
+              f"({median_s * 1e3 / len(x):.3f} ms per sample)")
+        print(f"throughput {len(x) / median_s:,.1f} samples/s\n")
+        print(stats.table())
+    if args.plot:
+        _plot_sparsity(stats, args.plot)
+    return 0
+
+
+def _bench_input(model, path, batch: int) -> np.ndarray:
+    """`batch` samples: random uint8 in the model's input range, or the first of a .npy / .npz (x) file."""
+    if path is None:
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 1 << model.input_bits, (batch, *model.input_shape), dtype=np.uint8)
+    if str(path).endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data:
+                raise EdgesnnError(f"{path}: a bench input file needs an array 'x'; it has {sorted(data.keys())}")
+            x = data["x"]
+    else:
+        x = np.load(path, allow_pickle=False)
+    if x.shape == tuple(model.input_shape):
+        x = x[None]   # one sample
+    return x[:batch]
+
+
+# -- plots (matplotlib, only when --plot is given) --------------------------------------------------
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise EdgesnnError("--plot needs matplotlib (pip install 'edgesnn[plot]')") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_confusion(confusion: np.ndarray, labels, accuracy: float, path) -> None:
+    plt = _pyplot()
+    size = max(4.0, 0.5 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for (row, col), count in np.ndenumerate(confusion):
+        if count:
+            ax.text(col, row, str(count), ha="center", va="center",
+                    color="white" if count > confusion.max() / 2 else "black", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix, accuracy {accuracy:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def _plot_sparsity(stats, path) -> None:
+    plt = _pyplot()
+    names = [layer.name for layer in stats.layers]
+    position = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) + 2), 4))
+    ax.bar(position - 0.2, [layer.input_sparsity for layer in stats.layers], 0.4, label="input")
+    ax.bar(position + 0.2, [layer.sparsity for layer in stats.layers], 0.4, label="output")
+    ax.set_xticks(position, names, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("sparsity (fraction of zero activations)")
+    ax.set_title("per-layer sparsity")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def _plot_raster(sample: np.ndarray, name: str, path) -> None:
+    if sample.ndim != 4:
+        raise EdgesnnError(f"--plot draws a spike raster of rate-coded input; {name} became a dense "
+                           f"{sample.shape} input (the model's frontend is not a spike-train frontend)")
+    plt = _pyplot()
+    spikes = sample.reshape(sample.shape[0], -1)
+    firing = np.flatnonzero(spikes.any(axis=0))
+    steps, rows = np.nonzero(spikes[:, firing])
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.scatter(steps, rows, s=4, marker="|", color="black")
+    ax.set_xlabel("timestep")
+    ax.set_ylabel(f"firing input ({len(firing)} of {spikes.shape[1]})")
+    ax.set_title(f"input spikes of {name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+COMMANDS = [_add_plugins, _add_devices, _add_summary, _add_demo, _add_predict, _add_stream, _add_eval, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -98,12 +98,14 @@ class Pipeline:
     def encode(self, raw) -> np.ndarray:
         """One raw input -> the model's input for one sample (the frontend's output, shape-checked)."""
         if self.frontend is None:
-            return self._as_model_input(np.asarray(raw))
+            return self.as_model_input(np.asarray(raw))
         sample = np.asarray(self.frontend(raw))
         self._check_shapes(sample.shape)
         return sample
 
-    def _as_model_input(self, sample: np.ndarray) -> np.ndarray:
+    def as_model_input(self, sample: np.ndarray) -> np.ndarray:
+        """A ready model input (H, W, C) or spike train (T, H, W, C), bypassing the frontend; shape-checked."""
+        sample = np.asarray(sample)
         shape = tuple(self.model.input_shape)
         if sample.shape != shape and not (sample.ndim == 4 and sample.shape[1:] == shape):
             raise ModelError(f"Pipeline without a frontend: each input must be a model input {shape} or a spike "

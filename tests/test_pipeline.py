@@ -215,3 +215,90 @@ def test_stream_suppresses_repeats_within_the_refractory_time():
     assert [d.label for d in two] == ["loud", "loud"]
     assert 2.0 < two[0].time_s < 2.4 and 4.8 < two[1].time_s < 5.2
     assert len(list(pipe.stream(audio, refractory_s=2.0))) == 1
+
+
+# -- command line: predict, eval, bench, stream ------------------------------------------------------
+
+def _cli(capsys, *argv):
+    from edgesnn import cli
+
+    status = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_cli_predict_and_eval(digits, template_model, tmp_path, capsys):
+    _, _, x_test, y_test = digits
+    path = tmp_path / "digits.esnn"
+    es.Pipeline(es.frontend("image", size=(8, 8)), template_model, labels=DIGIT_LABELS).save(path)
+    pngs = []
+    for i in (0, 100, 300):
+        pngs.append(tmp_path / f"d{i}.png")
+        Image.fromarray(x_test[i, :, :, 0]).save(pngs[-1])
+    status, out, _ = _cli(capsys, "predict", path, *pngs, "--json", "--top", "3")
+    assert status == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    expected = _numpy_potentials(template_model, x_test[[0, 100, 300]])
+    assert [row["label"] for row in rows] == [DIGIT_LABELS[i] for i in expected.argmax(axis=1)]
+    assert [len(row["top"]) for row in rows] == [3, 3, 3]
+    np.save(tmp_path / "one.npy", x_test[100])
+    status, out, _ = _cli(capsys, "predict", path, tmp_path / "one.npy")
+    assert status == 0 and out.strip() == f"{tmp_path / 'one.npy'}: {rows[1]['label']} ({rows[1]['score']:.3f})"
+
+    np.savez(tmp_path / "test.npz", x=x_test[:150], y=y_test[:150])
+    status, out, _ = _cli(capsys, "eval", path, tmp_path / "test.npz", "--json", "--batch", "64",
+                          "--plot", tmp_path / "confusion.png")
+    assert status == 0
+    result = json.loads(out.splitlines()[0])
+    predicted = _numpy_potentials(template_model, x_test[:150]).argmax(axis=1)
+    assert result["accuracy"] == pytest.approx(np.mean(predicted == y_test[:150]))
+    confusion = np.zeros((10, 10), int)
+    np.add.at(confusion, (y_test[:150], predicted), 1)
+    assert result["confusion"] == confusion.tolist()
+    assert (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    status, out, _ = _cli(capsys, "eval", path, tmp_path / "test.npz")
+    assert status == 0 and out.startswith(f"accuracy {np.mean(predicted == y_test[:150]):.4f}")
+
+
+def test_cli_bench(template_model, tmp_path, capsys):
+    path = tmp_path / "digits.esnn"
+    template_model.save(path)
+    status, out, _ = _cli(capsys, "bench", path, "--batch", "4", "--repeat", "3", "--json",
+                          "--plot", tmp_path / "sparsity.png")
+    assert status == 0
+    result = json.loads(out.splitlines()[0])
+    assert result["batch"] == 4 and result["samples_per_s"] > 0
+    assert [layer["name"] for layer in result["layers"]] == ["templates"]
+    assert result["layers"][0]["synaptic_ops"] > 0
+    assert (tmp_path / "sparsity.png").read_bytes()[:4] == b"\x89PNG"
+    status, out, _ = _cli(capsys, "bench", path, "--repeat", "2")
+    assert status == 0 and "throughput" in out and "templates" in out
+
+
+def test_cli_stream_and_errors(template_model, tmp_path, capsys):
+    import soundfile
+
+    fe = es.frontend("kws")
+    silence_u8 = int(fe.quantize(fe.features(np.zeros(480, np.float32)))[0, 0])
+    kws_path = tmp_path / "energy.esnn"
+    es.Pipeline(fe, _energy_model(fe, threshold_c0=49 * silence_u8 + 400), labels=["_silence_", "loud"]).save(kws_path)
+    audio = np.zeros(4 * 16000, np.float32)
+    audio[32000:36800] = 0.3 * np.random.default_rng(3).standard_normal(4800)
+    wav = tmp_path / "burst.wav"
+    soundfile.write(wav, audio, 16000)
+    status, out, _ = _cli(capsys, "stream", kws_path, wav, "--json")
+    assert status == 0
+    detections = [json.loads(line) for line in out.splitlines()]
+    assert [d["label"] for d in detections] == ["loud"] and 2.0 < detections[0]["time_s"] < 2.4
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"definitely not a png")
+    image_path = tmp_path / "digits.esnn"
+    es.Pipeline(es.frontend("image", size=(8, 8)), template_model).save(image_path)
+    status, _, err = _cli(capsys, "predict", image_path, broken)
+    assert status == 1 and "broken.png is not an image" in err and len(err.strip().splitlines()) == 1
+    np.savez(tmp_path / "no_labels.npz", x=np.zeros((2, 8, 8, 1), np.uint8))
+    status, _, err = _cli(capsys, "eval", image_path, tmp_path / "no_labels.npz")
+    assert status == 1 and "needs arrays 'x' and 'y'" in err
+    status, _, err = _cli(capsys, "stream", image_path, wav)
+    assert status == 1 and "no streaming mode" in err
