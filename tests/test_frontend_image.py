@@ -67,6 +67,14 @@ def test_transparent_pixels_become_black():
     assert np.all(out[:4] == 255) and np.all(out[4:] == 0)
 
 
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    deep = (np.arange(16 * 16).reshape(16, 16) * 256).astype(np.uint16)   # 0 .. 65280
+    path = tmp_path / "deep.png"
+    Image.fromarray(deep).save(path)
+    out = es.frontend("image", size=(16, 16))(path)[:, :, 0]
+    np.testing.assert_array_equal(out, np.floor(deep / 257.0 + 0.5).astype(np.uint8))
+
+
 def test_list_of_paths_makes_a_batch(tmp_path):
     paths = []
     for i in range(3):

@@ -80,9 +80,9 @@ class ImageFrontend:
         from PIL import Image
 
         if isinstance(raw, Image.Image):
-            return _flatten_alpha(raw)
+            return _flatten_alpha(_to_8bit(raw))
         if isinstance(raw, (str, os.PathLike)):
-            return _flatten_alpha(_open(Path(raw)))
+            return _flatten_alpha(_to_8bit(_open(Path(raw))))
         if isinstance(raw, np.ndarray):
             return _flatten_alpha(Image.fromarray(_array_to_uint8(raw, where)))
         raise TypeError(f"image frontend ({where}): expected a path, a PIL image or a numpy array, "
@@ -119,6 +119,23 @@ def _open(path: Path):
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"image frontend: {path} is not an image Pillow can read "
                          f"(corrupt or another format): {exc}") from exc
+
+
+def _to_8bit(image):
+    """16-bit and 32-bit grayscale images (e.g. 16-bit PNGs) scaled to 8 bits; Pillow's convert would clip."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16"):
+        pixels = np.asarray(image, dtype=np.float64) / 257.0            # 0..65535 -> 0..255
+    elif image.mode == "I":
+        pixels = np.asarray(image, dtype=np.float64)
+        pixels = pixels / 257.0 if pixels.max(initial=0) > 255 else pixels  # 16-bit data opened as "I"
+    elif image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        pixels = pixels * 255.0 if pixels.max(initial=0) <= 1.0 else pixels  # floats in [0, 1]
+    else:
+        return image
+    return Image.fromarray(np.clip(np.floor(pixels + 0.5), 0, 255).astype(np.uint8), "L")
 
 
 def _flatten_alpha(image):
