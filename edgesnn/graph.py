@@ -552,7 +552,8 @@ def fuse_separable_nodes(graph: Graph) -> Graph:
         if node.op != "conv2d" or node.inputs[0] == graph.input_name:
             continue
         weight = np.asarray(node.params["weight"])
-        if weight.shape[:2] != (1, 1) or _pair(node, "strides", 1) != (1, 1):
+        pads = pads_of(node.attrs.get("padding", "valid"), graph.shapes[node.inputs[0]][:2], (1, 1), (1, 1))
+        if weight.shape[:2] != (1, 1) or _pair(node, "strides", 1) != (1, 1) or any(pads):
             continue
         producer = graph.node(node.inputs[0])
         if producer.op != "depthwise_conv2d" or len(graph.consumers(producer.name)) != 1 \

@@ -167,6 +167,18 @@ def test_simplify_keeps_an_affine_it_cannot_fold():
     assert [node.op for node in simple] == ["affine", "conv2d"]
 
 
+def test_a_padded_pointwise_conv_is_not_fused():
+    b = GraphBuilder((5, 5, 3))
+    dw = b.add("depthwise_conv2d", "dw", ["input"], attrs={"padding": "valid"},
+               params={"weight": randn(3, 3, 3), "bias": randn(3)})
+    b.add("conv2d", "pw", [dw], attrs={"padding": (1, 1, 1, 1)}, params={"weight": randn(1, 1, 3, 2), "bias": randn(2)})
+    graph = b.build()
+    simple = graph.simplify(resolve_padding=False)
+    assert [node.op for node in simple] == ["depthwise_conv2d", "conv2d"]
+    x = randn(2, 5, 5, 3)
+    np.testing.assert_allclose(simple.run(x), graph.run(x), atol=1e-6)
+
+
 # -- padding resolution ----------------------------------------------------------------------------
 
 

@@ -112,9 +112,9 @@ def _read_legacy_h5(path: Path):
             config = json.loads(_text(h5.attrs["model_config"]))
             root = h5["model_weights"] if "model_weights" in h5 else h5
             weights = {}
-            for layer_name in (_text(n) for n in root.attrs.get("layer_names", [])):
+            for layer_name in _h5_names(root, "layer_names"):
                 group = root[layer_name]
-                weight_names = [_text(n) for n in group.attrs.get("weight_names", [])]
+                weight_names = _h5_names(group, "weight_names")
                 weights[layer_name] = [np.asarray(group[n][()]) for n in weight_names]
             info = {"file_format": "h5", "keras_version": _text(h5.attrs.get("keras_version", b"")) or None,
                     "backend": _text(h5.attrs.get("backend", b"")) or None}
@@ -123,6 +123,18 @@ def _read_legacy_h5(path: Path):
     except OSError as exc:
         raise GraphError(f"{path}: unreadable HDF5 file ({exc})") from exc
     return config, weights, info
+
+
+def _h5_names(group, key: str) -> list[str]:
+    """A list of names stored as an HDF5 attribute; Keras splits long ones into key0, key1, ..."""
+    if key in group.attrs:
+        values = list(group.attrs[key])
+    else:
+        values, chunk = [], 0
+        while f"{key}{chunk}" in group.attrs:
+            values.extend(group.attrs[f"{key}{chunk}"])
+            chunk += 1
+    return [_text(v) for v in values]
 
 
 def _text(value) -> str:
@@ -168,6 +180,8 @@ class _Model:
             raise GraphError(f"{where}: the model config is not a Keras model config (no class_name/config)")
         self.kind = config["class_name"]
         self.config = config["config"]
+        if isinstance(self.config, list):  # Keras 2.2 wrote a Sequential config as its list of layers
+            self.config = {"layers": self.config}
         if self.kind not in ("Sequential", "Functional", "Model"):
             raise GraphError(f"{where}: model class {self.kind!r} is not supported; only Sequential and "
                              f"Functional models (nested models are not supported)")
