@@ -141,14 +141,18 @@ def test_summary_of_a_foreign_file_says_what_is_wrong(capsys, tmp_path):
 # -- demo and the parser ------------------------------------------------------------------------------
 
 
-def test_demo_builds_runs_and_reports_statistics(capsys):
+def test_demo_converts_classifies_and_reports_statistics(capsys):
     status, out, _ = run_cli(capsys, "demo")
     assert status == 0
     rows = table_rows(out)
-    assert rows["edges"][0] == "input_conv2d" and rows["templates"][0] == "dense"
-    accuracy = float(re.search(r"Accuracy on (\d+) held-out samples: ([\d.]+)%", out).group(2))
-    assert accuracy > 70.0          # 10 classes: chance is 10%
+    assert rows["/0/Conv"][0] == "input_conv2d" and rows["/12/Gemm"][0] == "dense"
+    float_accuracy = float(re.search(r"float accuracy\s+([\d.]+)", out).group(1))
+    accuracy = float(re.search(r"on device '\w+': accuracy ([\d.]+)", out).group(1))
+    assert float_accuracy > 0.95 and accuracy > float_accuracy - 0.02
     assert "Statistics:" in out and "synops/sample" in out
+    assert "gives the same answers" in out
+    spiking = [float(v) for v in re.findall(r"T = \s*\d+: accuracy ([\d.]+)", out)]
+    assert len(spiking) == 4 and spiking[-1] > 0.95
 
 
 def test_demo_on_an_unknown_device_lists_the_devices(capsys):

