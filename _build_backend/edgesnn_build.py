@@ -30,10 +30,14 @@ LIB_DIR = ROOT / "edgesnn" / "_lib"
 LIBRARY_NAMES = ("libedgesnn.so", "libedgesnn.dylib", "edgesnn.dll")
 
 
-def build_native() -> Path:
-    """Build native/ and copy the shared library into edgesnn/_lib/; return its path."""
-    optimize = os.environ.get("EDGESNN_NATIVE_OPTIMIZE", "ReleaseFast")
+def build_native(optimize: str | None = None, destination: Path = LIB_DIR) -> Path:
+    """Build native/ and copy the shared library into `destination` (edgesnn/_lib/); return its path.
+
+    The tests call this too, with optimize="ReleaseSafe" and a temporary destination.
+    """
+    optimize = optimize or os.environ.get("EDGESNN_NATIVE_OPTIMIZE", "ReleaseFast")
     cpu = os.environ.get("EDGESNN_NATIVE_CPU", "native")
+    destination = Path(destination)
     with tempfile.TemporaryDirectory(prefix="edgesnn-zig-") as prefix:
         command = [sys.executable, "-m", "ziglang", "build", f"-Doptimize={optimize}", f"-Dcpu={cpu}",
                    "--prefix", prefix]
@@ -43,8 +47,8 @@ def build_native() -> Path:
             raise RuntimeError(f"edgesnn: `{' '.join(command)}` failed with exit status {result.returncode} "
                                f"(in {NATIVE}); the native engine could not be built")
         built = _find_library(Path(prefix))
-        LIB_DIR.mkdir(exist_ok=True)
-        target = LIB_DIR / built.name
+        destination.mkdir(parents=True, exist_ok=True)
+        target = destination / built.name
         shutil.copyfile(built, target)
     print(f"edgesnn: native engine {target} ({target.stat().st_size:,} bytes)", flush=True)
     return target

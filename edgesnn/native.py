@@ -59,11 +59,31 @@ def library_path() -> Path:
     return path
 
 
-def _load_library(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
+class Library:
+    """One loaded build of the engine with its C signatures declared (several builds may coexist)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.lib = ctypes.CDLL(str(self.path))
+        for name, (restype, argtypes) in _signatures().items():
+            function = getattr(self.lib, name)
+            function.restype, function.argtypes = restype, argtypes
+        version = self.lib.esnn_abi_version()
+        if version != ABI_VERSION:
+            raise OSError(f"{self.path}: native ABI version {version}, this binding speaks {ABI_VERSION}; "
+                          f"rebuild the engine")
+
+    def status_name(self, status: int) -> str:
+        return self.lib.esnn_status_name(status).decode()
+
+    def __repr__(self) -> str:
+        return f"<edgesnn.native.Library {str(self.path)!r}>"
+
+
+def _signatures() -> dict:
     c_size_p = ctypes.POINTER(ctypes.c_size_t)
     u8_p = ctypes.POINTER(ctypes.c_uint8)
-    signatures = {
+    return {
         "esnn_abi_version": (ctypes.c_uint32, []),
         "esnn_status_name": (ctypes.c_char_p, [ctypes.c_int]),
         "esnn_model_memory_bytes": (ctypes.c_int, [u8_p, ctypes.c_size_t, c_size_p, ctypes.c_char_p, ctypes.c_size_t]),
@@ -80,21 +100,9 @@ def _load_library(path: Path) -> ctypes.CDLL:
                                           ctypes.c_uint32, ctypes.POINTER(ctypes.c_int32), ctypes.c_size_t,
                                           ctypes.POINTER(_LayerStats), ctypes.c_size_t]),
     }
-    for name, (restype, argtypes) in signatures.items():
-        function = getattr(lib, name)
-        function.restype, function.argtypes = restype, argtypes
-    version = lib.esnn_abi_version()
-    if version != ABI_VERSION:
-        raise OSError(f"{path}: native ABI version {version}, this binding speaks {ABI_VERSION}; rebuild the engine")
-    return lib
 
 
-LIBRARY_PATH = library_path()
-_lib = _load_library(LIBRARY_PATH)
-
-
-def status_name(status: int) -> str:
-    return _lib.esnn_status_name(status).decode()
+LIBRARY = Library(library_path())  # the default build; ImportError / OSError here mean "no cpu device"
 
 
 def _message(buffer) -> str:
@@ -104,7 +112,9 @@ def _message(buffer) -> str:
 class NativeModel:
     """A model loaded by the native loader: immutable, shared by threads; runs through a context pool."""
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes, library: Library | None = None):
+        self.library = library or LIBRARY
+        _lib = self.library.lib
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"NativeModel takes the .esnn bytes, got {type(data).__name__}")
         data = bytes(data)
@@ -131,10 +141,10 @@ class NativeModel:
         self._contexts: list[_Context] = []
         self._contexts_lock = threading.Lock()
 
-    @staticmethod
-    def _raise_load_error(status: int, message) -> None:
+    def _raise_load_error(self, status: int, message) -> None:
         if status != STATUS_OK:
-            raise FormatError(f"native loader refused the .esnn bytes ({status_name(status)}): {_message(message)}")
+            raise FormatError(f"native loader refused the .esnn bytes ({self.library.status_name(status)}): "
+                              f"{_message(message)}")
 
     def run(self, x5: np.ndarray, timesteps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Run uint8 `x5` (N, T, H, W, C) in one native call; return (int32 (N, OH, OW, OC), uint64 stats (layers, 5)).
@@ -148,6 +158,7 @@ class NativeModel:
             raise ValueError(f"timesteps={timesteps} needs an input with T = 1 or T = {timesteps}, got T = {input_timesteps}")
         output = np.empty((batch, *self.output_shape), dtype=np.int32)
         stats = (_LayerStats * self.layer_count)()
+        _lib = self.library.lib
         context = self._acquire()
         try:
             status = _lib.esnn_run_batch(
@@ -156,7 +167,7 @@ class NativeModel:
             if status != STATUS_OK:
                 text = _lib.esnn_context_message(context.handle).decode("utf-8", "replace")
                 error = ValueError if status == STATUS_INPUT else DeviceError
-                raise error(f"native run failed ({status_name(status)}): {text}")
+                raise error(f"native run failed ({self.library.status_name(status)}): {text}")
         finally:
             self._release(context)
         counts = np.array([[getattr(s, name) for name in STATS_FIELDS] for s in stats], dtype=np.uint64)
@@ -194,25 +205,29 @@ class _Context:
         self.arena = ctypes.create_string_buffer(model.arena_bytes)
         handle = ctypes.c_void_p()
         message = ctypes.create_string_buffer(MESSAGE_BYTES)
-        status = _lib.esnn_context_init(model._handle, self.arena, model.arena_bytes, ctypes.byref(handle),
+        status = model.library.lib.esnn_context_init(model._handle, self.arena, model.arena_bytes, ctypes.byref(handle),
                                         message, MESSAGE_BYTES)
         if status != STATUS_OK:
-            raise DeviceError(f"native context init failed ({status_name(status)}): {_message(message)}")
+            raise DeviceError(f"native context init failed ({model.library.status_name(status)}): {_message(message)}")
         self.handle = handle
 
 
-_loaded: "weakref.WeakKeyDictionary[object, NativeModel]" = weakref.WeakKeyDictionary()
+_loaded: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
 _loaded_lock = threading.Lock()
 
 
-def native_model(model) -> NativeModel:
-    """The NativeModel of an edgesnn Model, loaded once per Model object (a Model is not changed after it ran)."""
+def native_model(model, library: Library | None = None) -> NativeModel:
+    """The NativeModel of an edgesnn Model, loaded once per Model object and library build.
+
+    A Model is treated as unchanged after it first ran; build a new Model to change parameters.
+    """
+    library = library or LIBRARY
     with _loaded_lock:
-        loaded = _loaded.get(model)
+        loaded = _loaded.get(model, {}).get(library.path)
     if loaded is None:
-        loaded = NativeModel(model.to_bytes())
+        loaded = NativeModel(model.to_bytes(), library)
         with _loaded_lock:
-            loaded = _loaded.setdefault(model, loaded)
+            loaded = _loaded.setdefault(model, {}).setdefault(library.path, loaded)
     return loaded
 
 
@@ -221,9 +236,16 @@ class CpuDevice(Device):
 
     name = "cpu"
 
+    def __init__(self, library: str | os.PathLike | Library | None = None):
+        """`library`: another build of the engine (a path or Library); default: the installed one."""
+        if library is None or isinstance(library, Library):
+            self.library = library or LIBRARY
+        else:
+            self.library = Library(library)
+
     def check(self, model) -> MappingReport:
         try:
-            loaded = native_model(model)
+            loaded = native_model(model, self.library)
         except FormatError as exc:
             return MappingReport(device=self.name, fits=False, unsupported=[str(exc)],
                                  layers=[LayerPlacement(l.name, l.kind, False, reason=str(exc)) for l in model.layers])
@@ -232,7 +254,7 @@ class CpuDevice(Device):
                              layers=[LayerPlacement(l.name, l.kind, True, self.name) for l in model.layers])
 
     def run(self, model, x5: np.ndarray) -> tuple[np.ndarray, Statistics]:
-        potentials, counts = native_model(model).run(x5)
+        potentials, counts = native_model(model, self.library).run(x5)
         layers = [LayerStatistics(layer.name, layer.kind, **{name: int(v) for name, v in zip(STATS_FIELDS, row)})
                   for layer, row in zip(model.layers, counts)]
         return potentials, Statistics(samples=x5.shape[0], timesteps=x5.shape[1], device=self.name, layers=layers)

@@ -208,6 +208,7 @@ pub fn validate(file: []const u8, diag: *Diagnostic) Error!Validated {
     const input: Shape = .{ .h = readU32(grph, 4), .w = readU32(grph, 8), .c = readU32(grph, 12) };
     const input_bits = readU32(grph, 16);
     try checkModelRecord(grph, sections.grph.offset, diag);
+    if (reservedMustBeZero(file)) try checkZero(file, sections.grph.offset + 28, sections.grph.offset + limits.model_record_bytes, "GRPH model record reserved", diag);
     try checkShapeLimits(input, "the model input", diag);
 
     var memory_bytes: u64 = limits.buffer_alignment - 1 + limits.alignUp(@sizeOf(Model), limits.buffer_alignment) +
@@ -269,12 +270,31 @@ fn checkHeader(file: []const u8, diag: *Diagnostic) Error!void {
             file_bytes, file.len,
         });
     }
+    if (reservedMustBeZero(file)) {
+        if (readU32(file, 28) != 0) {
+            return diag.fail(.magic, "header: flags at byte offset 28 is 0x{x}, must be 0 in a version {d}.0 file", .{ readU32(file, 28), limits.version_major });
+        }
+        try checkZero(file, 40, 64, "header reserved", diag);
+    }
     const body_crc = readU32(file, 32);
     const body_crc_computed = std.hash.Crc32.hash(file[limits.header_bytes..]);
     if (body_crc != body_crc_computed) {
         return diag.fail(.checksum, "header: body_crc32 at byte offset 32 is 0x{x:0>8}, the body [64, {d}) gives 0x{x:0>8} (corrupted file)", .{
             body_crc, file.len, body_crc_computed,
         });
+    }
+}
+
+/// In a file of minor version 0, flags and reserved bytes must be zero (docs/format.md).
+fn reservedMustBeZero(file: []const u8) bool {
+    return readU16(file, 10) == 0;
+}
+
+fn checkZero(bytes: []const u8, start: u64, end: u64, comptime what: []const u8, diag: *Diagnostic) Error!void {
+    for (bytes[start..end], start..) |byte, offset| {
+        if (byte != 0) {
+            return diag.fail(.layer, what ++ ": byte offset {d} is 0x{x:0>2}, reserved bytes must be zero in a version 1.0 file", .{ offset, byte });
+        }
     }
 }
 
@@ -297,6 +317,11 @@ fn checkSectionTable(file: []const u8, diag: *Diagnostic) Error!Sections {
         const entry = limits.header_bytes + @as(u64, i) * limits.section_entry_bytes;
         const tag = file[entry..][0..4];
         const section: Section = .{ .offset = readU32(file, entry + 8), .bytes = readU32(file, entry + 12) };
+        if (reservedMustBeZero(file) and readU32(file, entry + 4) != 0) {
+            return diag.fail(.section, "section table entry {d} ('{s}', byte offset {d}): flags 0x{x}, must be 0 in a version 1.0 file", .{
+                i, printableTag(tag), entry + 4, readU32(file, entry + 4),
+            });
+        }
         if (section.offset % limits.section_alignment != 0) {
             return diag.fail(.section, "section table entry {d} ('{s}', byte offset {d}): offset {d} is not a multiple of {d}", .{
                 i, printableTag(tag), entry, section.offset, limits.section_alignment,
@@ -405,6 +430,17 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         return check.fail(.layer, "name [{d}, +{d}) is not 1..{d} bytes inside the {d}-byte NAME section", .{
             r.name_offset, r.name_bytes, limits.name_bytes_max, names.len,
         });
+    }
+    if (!std.unicode.utf8ValidateSlice(names[r.name_offset..][0..r.name_bytes])) {
+        return check.fail(.layer, "name at NAME offset {d} is not valid UTF-8", .{r.name_offset});
+    }
+    if (reservedMustBeZero(check.file)) {
+        const record_offset = check.sections.grph.offset + limits.model_record_bytes + @as(u64, check.index) * limits.layer_record_bytes;
+        for ([_][2]u64{ .{ 104, 128 }, .{ 208, 256 } }) |range| {
+            for (check.file[record_offset + range[0] .. record_offset + range[1]], range[0]..) |byte, field_offset| {
+                if (byte != 0) return check.fail(.layer, "reserved byte {d} of the record is 0x{x:0>2}, must be zero in a version 1.0 file", .{ field_offset, byte });
+            }
+        }
     }
     const kind = enumFrom(Kind, r.kind) orelse
         return check.fail(.layer, "kind {d}, expected 1 input_conv2d, 2 conv2d, 3 depthwise2d, 4 separable2d, 5 dense, 6 add", .{r.kind});
@@ -666,6 +702,20 @@ fn checkTensors(check: *const LayerCheck, layer: *const Layer) Error!void {
                 slot_index, @tagName(slot), slot_range.offset, slot_range.offset + slot_range.bytes, tens_bytes,
             });
         }
+        if (slotIsPacked(slot)) try checkPackedTail(check, slot, count);
+    }
+}
+
+/// "Unused high bits of the last byte are zero" (docs/format.md, "Packing").
+fn checkPackedTail(check: *const LayerCheck, slot: Slot, count: u64) Error!void {
+    const used_bits = (count * check.record.weight_bits) % 8;
+    if (used_bits == 0) return;
+    const data = check.tensor(slot);
+    const last = data[data.len - 1];
+    if (last >> @intCast(used_bits) != 0) {
+        return check.fail(.tensor, "tensor slot {d} ({s}): the unused high bits of its last byte (0x{x:0>2}) are not zero", .{
+            @intFromEnum(slot), @tagName(slot), last,
+        });
     }
 }
 
