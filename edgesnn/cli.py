@@ -95,6 +95,56 @@ def _run_demo(args) -> int:
 
 # -- main ------------------------------------------------------------------------------------------
 
+# -- convert ---------------------------------------------------------------------------------------
+
+
+def _add_convert(commands) -> None:
+    sub = commands.add_parser("convert", help="convert a Keras/ONNX model into an integer .esnn model",
+                              description="Import SRC (.keras, .h5, .onnx) with the importer plugin that accepts "
+                                          "it, calibrate on uint8 HWC samples and write an integer model.")
+    sub.add_argument("source", metavar="SRC", help="the float model file")
+    sub.add_argument("-o", "--output", required=True, metavar="OUT.esnn")
+    sub.add_argument("--samples", required=True, metavar="CALIB.npz",
+                     help="calibration samples: array 'x' (N, H, W, C) uint8 (optional 'y' labels for --report)")
+    sub.add_argument("--weight-bits", type=int, default=8, choices=(2, 4, 8))
+    sub.add_argument("--activation-bits", type=int, default=8, choices=(1, 2, 4, 8))
+    sub.add_argument("--input-bits", type=int, default=8, choices=range(1, 9), metavar="1..8")
+    sub.add_argument("--input-scaling", type=float, nargs=2, default=(1.0, 0.0), metavar=("SCALE", "OFFSET"),
+                     help="the source model sees (x - OFFSET) / SCALE (default 1 0)")
+    sub.add_argument("--calibration", default="minmax", choices=("minmax", "percentile", "mse"))
+    sub.add_argument("--per-tensor", action="store_true", help="one weight scale per layer instead of per channel")
+    sub.add_argument("--neuron", default="relu", choices=("relu", "if"), help="if: spiking, rate-coded")
+    sub.add_argument("--timesteps", type=int, default=None, help="timesteps of a spiking model (default 16)")
+    sub.add_argument("--labels", help="comma-separated class names")
+    sub.add_argument("--report", action="store_true",
+                     help="print the fidelity report (float vs integer) on the samples, or on --test")
+    sub.add_argument("--test", metavar="TEST.npz", help="labelled 'x', 'y' arrays for the report")
+    sub.set_defaults(run=_run_convert)
+
+
+def _run_convert(args) -> int:
+    from .convert import compare, convert
+
+    with np.load(args.samples, allow_pickle=False) as data:
+        if "x" not in data:
+            raise EdgesnnError(f"{args.samples}: calibration file needs an array 'x'; it has {sorted(data.keys())}")
+        x = data["x"]
+        y = data["y"] if "y" in data else None
+    labels = args.labels.split(",") if args.labels else None
+    model = convert(args.source, samples=x, weight_bits=args.weight_bits, activation_bits=args.activation_bits,
+                    input_bits=args.input_bits, input_scaling=tuple(args.input_scaling),
+                    per_channel=not args.per_tensor, calibration=args.calibration, neuron=args.neuron,
+                    timesteps=args.timesteps, labels=labels)
+    model.save(args.output)
+    model.summary(print_fn=print)
+    print(f"\nwrote {args.output}")
+    if args.report:
+        test_x, test_y = _labelled_arrays(args.test) if args.test else (x, y)
+        print()
+        print(compare(args.source, model, test_x, test_y).table())
+    return 0
+
+
 # -- predict, stream, eval, bench: models with their frontends (edgesnn/pipeline.py) -------------
 
 
@@ -405,7 +455,7 @@ def _plot_raster(sample: np.ndarray, name: str, path) -> None:
     print(f"wrote {path}")
 
 
-COMMANDS = [_add_plugins, _add_devices, _add_summary, _add_demo, _add_predict, _add_stream, _add_eval, _add_bench]
+COMMANDS = [_add_plugins, _add_devices, _add_convert, _add_summary, _add_demo, _add_predict, _add_stream, _add_eval, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

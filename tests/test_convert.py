@@ -156,3 +156,25 @@ def test_bad_arguments(trained_onnx, digits_data):
         es.convert(trained_onnx, samples=x_train[:10], timesteps=8, progress=False)
     with pytest.raises(GraphError, match="no importer accepts"):
         es.convert(object(), samples=x_train[:10], progress=False)
+
+
+def test_cli_convert_writes_model_and_report(trained_onnx, digits_data, tmp_path, capsys):
+    from edgesnn import cli
+
+    x_train, y_train, x_test, y_test = digits_data
+    np.savez(tmp_path / "calib.npz", x=x_train[:200], y=y_train[:200])
+    np.savez(tmp_path / "test.npz", x=x_test, y=y_test)
+    out = tmp_path / "d.esnn"
+    status = cli.main(["convert", trained_onnx, "-o", str(out), "--samples", str(tmp_path / "calib.npz"),
+                       "--input-scaling", "255", "0", "--weight-bits", "4", "--activation-bits", "4",
+                       "--labels", ",".join("0123456789"), "--report", "--test", str(tmp_path / "test.npz")])
+    printed = capsys.readouterr().out
+    assert status == 0
+    model = es.Model.load(out)
+    assert model.labels == list("0123456789") and model.layers[0].weight_bits == 4
+    assert "top-1 agreement" in printed and "integer accuracy" in printed
+    expected = es.compare(trained_onnx, model, x_test, y_test).integer_accuracy
+    assert f"integer accuracy  {expected:.4f}" in printed
+    assert cli.main(["convert", str(tmp_path / "missing.onnx"), "-o", str(out),
+                     "--samples", str(tmp_path / "calib.npz")]) == 1
+    assert "does not exist" in capsys.readouterr().err
