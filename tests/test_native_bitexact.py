@@ -132,8 +132,10 @@ def inputs(draw, model):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     n, t = draw(st.integers(1, 3)), draw(st.integers(1, 4))
     density = draw(st.sampled_from((0.0, 0.1, 0.5, 1.0)))
-    x = rng.integers(0, 1 << model.input_bits, (n, t, *model.input_shape))
-    return np.where(rng.random(x.shape) < density, x, 0).astype(np.uint8)
+    repeated = draw(st.booleans())  # a dense input shown at every timestep (the engine's static path)
+    x = rng.integers(0, 1 << model.input_bits, (n, 1 if repeated else t, *model.input_shape))
+    x = np.where(rng.random(x.shape) < density, x, 0).astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(x, (n, t, *model.input_shape)))
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

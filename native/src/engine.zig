@@ -47,6 +47,12 @@ pub const Context = struct {
         return @as([*]Event, @ptrCast(@alignCast(piece.ptr)))[0..plan.events_max];
     }
 
+    fn staticOps(ctx: *Context) []u64 {
+        const plan = &ctx.model.plan;
+        const piece = ctx.arena[plan.static_ops_offset..][0 .. ctx.model.layers.len * @sizeOf(u64)];
+        return @as([*]u64, @ptrCast(@alignCast(piece.ptr)))[0..ctx.model.layers.len];
+    }
+
     fn activations(ctx: *Context, layer_index: i32) []u8 {
         const model = ctx.model;
         if (layer_index == model_zig.input_model) return ctx.bytes(model.plan.input_offset, model.input.valuesPadded());
@@ -154,9 +160,10 @@ fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnos
         if (t < sample.input_timesteps) {
             try loadFrame(ctx, sample.input[t * frame_values ..][0..frame_values], sample.index, t, diag);
         }
+        const frame: Frame = if (sample.input_timesteps > 1) .changes else if (t == 0) .first_of_repeated else .repeated;
         for (0..model.layers.len) |index| {
             const layer_stats: ?*LayerStats = if (stats) |s| &s[index] else null;
-            runLayer(ctx, @intCast(index), sample.output, layer_stats);
+            runLayer(ctx, @intCast(index), frame, sample.output, layer_stats);
         }
     }
 }
@@ -182,28 +189,27 @@ fn loadFrame(ctx: *Context, frame: []const u8, sample: u32, t: u32, diag: *Diagn
     }
 }
 
-fn runLayer(ctx: *Context, layer_index: u32, output: []i32, stats: ?*LayerStats) void {
+/// Whether this timestep's model input is new, or the single frame of the sample repeated.
+const Frame = enum { changes, first_of_repeated, repeated };
+
+fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, output: []i32, stats: ?*LayerStats) void {
     const model = ctx.model;
     const layer = &model.layers[layer_index];
     const is_last = layer_index + 1 == model.layers.len;
-    const potentials = ctx.ints(model.plan.potentials_offset, layer.synaptic.valuesPadded());
     var inputs_buffer: [limits.add_inputs_max][]const u8 = undefined;
     const inputs = inputs_buffer[0..layer.input_count];
     for (inputs, layer.inputs[0..layer.input_count]) |*input, producer| input.* = ctx.activations(producer);
 
-    const synaptic_ops = switch (layer.kind) {
-        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.events()),
-        .depthwise2d => depthwise2d.run(layer, inputs[0], potentials),
-        .separable2d => separable2d.run(
-            layer,
-            inputs[0],
-            ctx.ints(model.plan.mid_offset, layer.synaptic.pixels() * layer.input.channelsPadded()),
-            potentials,
-            ctx.events(),
-        ),
-        .dense => dense.run(layer, inputs[0], potentials, ctx.events()),
-        .add => add.run(layer, inputs, potentials),
-    };
+    // A layer that reads only a repeated input frame computes its potentials once per sample.
+    const static = layer.static_offset != 0 and frame != .changes;
+    const potentials = if (static)
+        ctx.ints(layer.static_offset, layer.synaptic.valuesPadded())
+    else
+        ctx.ints(model.plan.potentials_offset, layer.synaptic.valuesPadded());
+    const static_ops = &ctx.staticOps()[layer_index];
+    const synaptic_ops = if (static and frame == .repeated) static_ops.* else synapticStage(ctx, layer, inputs, potentials);
+    if (static) static_ops.* = synaptic_ops;
+
     var pooled: []const i32 = potentials;
     if (layer.pool != .none) {
         const pooled_buffer = ctx.ints(model.plan.pooled_offset, layer.output.valuesPadded());
@@ -224,6 +230,24 @@ fn runLayer(ctx: *Context, layer_index: u32, output: []i32, stats: ?*LayerStats)
         s.output_size += layer.output.values();
         s.synaptic_ops += synaptic_ops;
     }
+}
+
+/// The layer's synaptic stage into `potentials`; returns its synaptic operations.
+fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, potentials: []i32) u64 {
+    const plan = &ctx.model.plan;
+    return switch (layer.kind) {
+        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.events()),
+        .depthwise2d => depthwise2d.run(layer, inputs[0], potentials),
+        .separable2d => separable2d.run(
+            layer,
+            inputs[0],
+            ctx.ints(plan.mid_offset, layer.synaptic.pixels() * layer.input.channelsPadded()),
+            potentials,
+            ctx.events(),
+        ),
+        .dense => dense.run(layer, inputs[0], potentials, ctx.events()),
+        .add => add.run(layer, inputs, potentials),
+    };
 }
 
 /// Neuron none (the last layer): output = sat32(output + P). Returns the non-zero potentials.

@@ -98,6 +98,17 @@ pub const Layer = struct {
     // Arena plan (byte offsets from the aligned arena start), set by planner.zig:
     activation_offset: u64, // u8 (out.h, out.w, Cout_p); unused for neuron none
     state_offset: u64, // i32 (out.h, out.w, Cout_p); if/lif only
+    /// i32 (synaptic.h, synaptic.w, Cout_p): for a layer that reads only the model input, its
+    /// potentials of timestep 0, reused at later timesteps when the same input frame repeats.
+    /// 0 = the layer reads other layers.
+    static_offset: u64,
+
+    pub fn readsOnlyModelInput(layer: *const Layer) bool {
+        for (layer.inputs[0..layer.input_count]) |producer| {
+            if (producer != input_model) return false;
+        }
+        return true;
+    }
 
     pub fn outputMax(layer: *const Layer) u32 {
         std.debug.assert(layer.neuron != .none);
@@ -113,6 +124,7 @@ pub const ArenaPlan = struct {
     mid_offset: u64 = 0, // i32: the largest separable intermediate (pre-pool pixels, Cin_p)
     events_offset: u64 = 0, // Event: the largest event list one kernel call gathers
     events_max: u64 = 0,
+    static_ops_offset: u64 = 0, // u64 (layers): synaptic ops of each layer's static potentials
     used_bytes: u64 = 0, // from the aligned arena start, the context included
 };
 

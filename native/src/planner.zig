@@ -6,6 +6,9 @@
 //!   input      u8  (H, W, C_p)     the model input of the current timestep
 //!   per layer  u8  (OH, OW, Cout_p) activations of the current timestep (not for neuron none)
 //!   per layer  i32 (OH, OW, Cout_p) membrane state, kept across timesteps (if / lif only)
+//!   per layer  i32 (synaptic)       potentials of timestep 0 for layers that read only the model
+//!                                   input: reused while the same frame repeats (input_timesteps 1)
+//!   static ops u64 (layers)         the synaptic ops of those potentials
 //!   potentials i32                  the largest synaptic (pre-pool) tensor; shared by all layers
 //!   pooled     i32                  the largest pooled tensor; shared
 //!   mid        i32                  the largest separable intermediate (pre-pool pixels, Cin_p); shared
@@ -46,6 +49,7 @@ pub fn plan(model: *Model, layers: []Layer) void {
         const output_values = layer.output.valuesPadded();
         if (layer.neuron != .none) layer.activation_offset = cursor.take(output_values);
         if (layer.neuron.isSpiking()) layer.state_offset = cursor.take(output_values * @sizeOf(i32));
+        if (layer.readsOnlyModelInput()) layer.static_offset = cursor.take(layer.synaptic.valuesPadded() * @sizeOf(i32));
         potentials_values_max = @max(potentials_values_max, layer.synaptic.valuesPadded());
         if (layer.pool != .none) pooled_values_max = @max(pooled_values_max, output_values);
         if (layer.kind == .separable2d) {
@@ -58,6 +62,7 @@ pub fn plan(model: *Model, layers: []Layer) void {
     model.plan.mid_offset = cursor.take(mid_values_max * @sizeOf(i32));
     model.plan.events_offset = cursor.take(events_max * @sizeOf(Event));
     model.plan.events_max = events_max;
+    model.plan.static_ops_offset = cursor.take(layers.len * @sizeOf(u64));
     model.plan.used_bytes = cursor.used;
 }
 
