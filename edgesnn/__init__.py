@@ -22,8 +22,10 @@ from .plugins import devices, device, frontend, frontends, importers
 from .classifier import Classifier, Detection, Prediction
 from .pipeline import Pipeline
 from .convert import ComparisonReport, compare, convert
+from .graph import Graph, GraphError
 
 __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
            "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError",
            "plugins", "hookimpl", "importers", "frontends", "devices", "frontend", "device",
-           "Pipeline", "Prediction", "Detection", "Classifier", "convert", "compare", "ComparisonReport"]
+           "Pipeline", "Prediction", "Detection", "Classifier", "convert", "compare", "ComparisonReport",
+           "Graph", "GraphError"]

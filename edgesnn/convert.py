@@ -235,6 +235,7 @@ class _Tensor:
     producer: str      # integer layer name, or "input"
     scale: float       # float value of one integer unit (a spike's value for spiking layers)
     offset: float = 0.0  # float value of integer 0 (only the model input may have one)
+    negative: tuple | None = None  # (producer, scale) of the negative part of a signed tensor: value = pos - neg
 
 
 @dataclass
@@ -262,6 +263,8 @@ class _Builder:
                 done.update(self._add(node))
             elif node.op in ("max_pool", "avg_pool", "global_avg_pool"):
                 done.update(self._pool_only(node))
+            elif node.op == "affine" and node.inputs[0] == g.input_name:
+                self._input_affine(node)
             elif node.op in ("flatten", "reshape"):
                 self._alias(node, node.inputs[0])
             elif node.op == "relu":
@@ -279,10 +282,10 @@ class _Builder:
         readers = self.graph.consumers(node.name)
         return readers[0] if len(readers) == 1 else None
 
-    def _input(self, node: Node, index: int = 0) -> _Tensor:
+    def _input(self, node: Node, index: int = 0, signed_ok: bool = False) -> _Tensor:
         name = node.inputs[index]
         tensor = self.tensors.get(name)
-        if tensor is None:
+        if tensor is None or (tensor.negative is not None and not signed_ok):
             raise GraphError(f"{node.where()}: its input {name!r} has no integer form (it is signed or was "
                              f"not converted); edgesnn activations are unsigned, so a ReLU must come first")
         return tensor
@@ -292,6 +295,18 @@ class _Builder:
         if node.op == "reshape" and any(r.op != "dense" for r in readers):
             raise GraphError(f"{node.where()}: a reshape is only convertible in front of dense layers")
         self.tensors[node.name] = self.tensors[source]
+
+    def _input_affine(self, node: Node) -> None:
+        """A Rescaling (x * scale + offset, the same for every channel) on the model input folds into it."""
+        scale = np.asarray(node.params["scale"], np.float64)
+        offset = np.asarray(node.params["offset"], np.float64)
+        if np.ptp(scale) > 1e-12 * np.abs(scale).max() or np.ptp(offset) > 1e-12 * max(np.abs(offset).max(), 1):
+            raise GraphError(f"{node.where()}: a per-channel affine on the model input does not convert; "
+                             f"fold it into input_scaling or the first layer")
+        if scale[0] <= 0:
+            raise GraphError(f"{node.where()}: an input rescaling by {scale[0]} <= 0 does not convert")
+        src = self.tensors[node.inputs[0]]
+        self.tensors[node.name] = _Tensor("input", src.scale * scale[0], src.offset * scale[0] + offset[0])
 
     def _relu_only(self, node: Node) -> None:
         # a ReLU on an already unsigned tensor changes nothing (ReLU6 clipping is ignored here)
@@ -327,31 +342,33 @@ class _Builder:
 
     def _neuron_fields(self, name: str, last: Node, relu: Node | None, acc_scale: np.ndarray) -> dict:
         """Neuron stage from the float node `last`; registers the output tensor's scale."""
-        bits = self.options["activation_bits"]
         if relu is None:
-            if last.name != self.graph.output:
-                raise GraphError(f"{last.where()}: its output is signed (no ReLU follows) and feeds "
-                                 f"{[r.name for r in self.graph.consumers(last.name)]}; edgesnn activations are "
-                                 f"unsigned: add a ReLU after it in the source model")
             self.output_scale = [float(v) / self._timesteps() for v in acc_scale]
             self.float_nodes[name] = last.name
             self.activation_scales[name] = self.output_scale
             return {"neuron": "none"}
-        top = activation_range(self.activations[last.name], self.options["calibration"], bits)
-        max_value = relu.attrs.get("max_value")
+        fields, scale = self._activation_fields(self.activations[last.name], relu.attrs.get("max_value"), acc_scale)
+        self.tensors[last.name] = _Tensor(name, scale)
+        self.float_nodes[name] = last.name
+        self.activation_scales[name] = scale / self._timesteps() if self.options["neuron"] == "if" else scale
+        return fields
+
+    def _activation_fields(self, values: np.ndarray, max_value, acc_scale: np.ndarray) -> tuple[dict, float]:
+        """relu (requantize) or if (threshold) fields for activations `values` >= 0; and one unit's value."""
+        bits = self.options["activation_bits"]
+        top = activation_range(values, self.options["calibration"], bits)
         if max_value is not None:
             top = min(top, float(max_value))
-        self.float_nodes[name] = last.name
         if self.options["neuron"] == "if":
             threshold = np.clip(np.round(top / acc_scale), 1, L.INT32_MAX).astype(np.int64)
-            self.tensors[last.name] = _Tensor(name, top)
-            self.activation_scales[name] = top / self._timesteps()   # spike count -> float
-            return {"neuron": "if", "threshold": threshold}
+            return {"neuron": "if", "threshold": threshold}, top    # a spike stands for `top`
         out_scale = top / ((1 << bits) - 1)
         mult, shift = multiplier_shift(acc_scale / out_scale)
-        self.tensors[last.name] = _Tensor(name, out_scale)
-        self.activation_scales[name] = out_scale
-        return {"neuron": "relu", "activation_bits": bits, "out_multiplier": mult, "out_shift": shift}
+        return {"neuron": "relu", "activation_bits": bits, "out_multiplier": mult, "out_shift": shift}, out_scale
+
+    def _signed_feeds_adds(self, last: Node) -> bool:
+        readers = self.graph.consumers(last.name)
+        return last.name != self.graph.output and bool(readers) and all(r.op == "add" for r in readers)
 
     def _timesteps(self) -> int:
         return int(self.options.get("timesteps", 1))
@@ -382,13 +399,39 @@ class _Builder:
                 fields.update(stride=_square(node, "strides", default=1), padding=node.attrs.get("padding", "valid"))
         acc_scale = acc_scale / divisor
         fields.update(pool_fields)
-        fields.update(self._neuron_fields(name, last, relu, acc_scale))
         cls = {"conv2d": L.Conv2D, "depthwise_conv2d": L.Depthwise2D, "separable_conv2d": L.Separable2D,
                "dense": L.Dense}[node.op]
         if cls is L.Conv2D and src.producer == "input":
             cls = L.InputConv2D
+        if relu is None and last.name != self.graph.output:
+            return self._signed_pair(cls, common, fields, node, pool, last, acc_scale)
+        fields.update(self._neuron_fields(name, last, relu, acc_scale))
         self.layers.append(cls(**common, **fields))
         return [node.name] + [n.name for n in (pool, relu) if n is not None] + [last.name]
+
+    def _signed_pair(self, cls, common: dict, fields: dict, node: Node, pool, last: Node, acc_scale) -> list[str]:
+        """A signed output read only by add layers: two layers, relu(P) and relu(-P), that the add subtracts."""
+        if not self._signed_feeds_adds(last):
+            raise GraphError(f"{last.where()}: its output is signed (no ReLU follows) and feeds "
+                             f"{[r.name for r in self.graph.consumers(last.name)]}; edgesnn activations are "
+                             f"unsigned, so only add layers can take a signed branch: add a ReLU after it")
+        if pool is not None and pool.op == "max_pool":
+            raise GraphError(f"{pool.where()}: max pooling of a signed branch (no ReLU) does not convert")
+        values = self.activations[last.name]
+        parts = []
+        for suffix, sign in (("pos", 1), ("neg", -1)):
+            part = dict(fields)
+            part["bias"] = sign * fields["bias"]
+            weight_key = "pointwise" if cls is L.Separable2D else "weights"
+            part[weight_key] = sign * fields[weight_key]          # symmetric weights: -q stays in range
+            neuron, scale = self._activation_fields(np.maximum(sign * values, 0), None, acc_scale)
+            part.update(neuron)
+            name = f"{common['name']}/{suffix}"
+            self.layers.append(cls(**{**common, "name": name}, **part))
+            self.activation_scales[name] = scale / self._timesteps() if self.options["neuron"] == "if" else scale
+            parts.append((name, scale))
+        self.tensors[last.name] = _Tensor(parts[0][0], parts[0][1], negative=parts[1])
+        return [node.name] + ([pool.name] if pool is not None else []) + [last.name]
 
     def _separable(self, node: Node, src: _Tensor, in_shape, per_channel: bool) -> tuple[dict, np.ndarray]:
         wbits = self.options["weight_bits"]
@@ -414,17 +457,29 @@ class _Builder:
                 acc_scale)
 
     def _add(self, node: Node) -> list[str]:
-        inputs = [self._input(node, i) for i in range(len(node.inputs))]
-        if any(t.offset for t in inputs):
+        tensors = [self._input(node, i, signed_ok=True) for i in range(len(node.inputs))]
+        if any(t.offset for t in tensors):
             raise GraphError(f"{node.where()}: adding the model input needs input_scaling offset 0")
-        common_scale = max(t.scale for t in inputs) / (1 << ADD_MULTIPLIER_BITS)
+        terms = []   # (producer, signed scale)
+        for t in tensors:
+            terms.append((t.producer, t.scale))
+            if t.negative is not None:
+                terms.append((t.negative[0], -t.negative[1]))
+        if len(terms) > L.ADD_INPUTS_MAX:
+            raise GraphError(f"{node.where()}: {len(terms)} integer inputs (signed branches count twice) exceed "
+                             f"the add layer's {L.ADD_INPUTS_MAX}")
+        common_scale = max(abs(scale) for _, scale in terms) / (1 << ADD_MULTIPLIER_BITS)
         channels = self.graph.shapes[node.name][2]
-        multipliers = np.array([[round(t.scale / common_scale)] * channels for t in inputs], np.int64)
+        multipliers = np.array([[round(scale / common_scale)] * channels for _, scale in terms], np.int64)
         _pool, relu, last = self._take_chain(node, allow_pool_first=False)
-        relu = relu or Node(name=node.name, op="relu", inputs=())   # unsigned + unsigned: non-negative
+        if relu is None:
+            if any(t.negative is not None for t in tensors) and last.name != self.graph.output:
+                raise GraphError(f"{node.where()}: an add with a signed branch must be followed by a ReLU")
+            if last.name != self.graph.output:
+                relu = Node(name=node.name, op="relu", inputs=())   # unsigned + unsigned: non-negative
         acc_scale = np.full(channels, common_scale)
         fields = self._neuron_fields(node.name, last, relu, acc_scale)
-        self.layers.append(L.Add(name=node.name, inputs=tuple(t.producer for t in inputs),
+        self.layers.append(L.Add(name=node.name, inputs=tuple(p for p, _ in terms),
                                  input_multipliers=multipliers, **fields))
         return [node.name, last.name]
 

@@ -125,20 +125,38 @@ def test_residual_depthwise_global_pool_model(tmp_path):
     assert final.cosine > 0.995, report.table()
 
 
-def test_signed_branch_into_add_is_a_clear_error(tmp_path):
+def test_resnet_v1_block_with_signed_branch_converts(tmp_path):
+    """relu(bn(conv(a)) + a): the signed branch becomes relu(P) and relu(-P), which the add subtracts."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a = nn.Conv2d(1, 4, 1)
-            self.b = nn.Conv2d(1, 4, 1)
-            self.head = nn.Linear(4 * 4 * 4, 2)
+            self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+            self.branch = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+            self.head = nn.Linear(8 * 4 * 4, 3)
 
         def forward(self, x):
-            return self.head(torch.relu(self.a(x) + torch.relu(self.b(x))).flatten(1))
+            a = self.stem(x)
+            return self.head(torch.relu(self.branch(a) + a).flatten(1))
 
-    path = export(Net(), tmp_path / "signed.onnx", (1, 4, 4))
+    torch.manual_seed(5)
+    path = export(Net(), tmp_path / "resv1.onnx", (1, 4, 4))
+    x = np.random.default_rng(0).integers(0, 256, (300, 4, 4, 1)).astype(np.uint8)
+    model = es.convert(path, samples=x[:150], input_scaling=(255, 0), progress=False)
+    add = next(l for l in model.layers if l.kind == "add")
+    assert len(add.inputs) == 3
+    assert sorted(np.sign(add.input_multipliers[:, 0]).tolist()) == [-1, 1, 1]
+    assert {name.split("/")[-1] for name in add.inputs} >= {"pos", "neg"}
+    report = es.compare(path, model, x[150:])
+    assert report.layers[-1].cosine > 0.995, report.table()
+    assert report.agreement >= 0.95
+
+
+def test_signed_output_into_a_conv_is_a_clear_error(tmp_path):
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 4 * 4, 2))
+    path = export(net, tmp_path / "signed.onnx", (1, 4, 4))
     x = np.random.default_rng(0).integers(0, 256, (10, 4, 4, 1)).astype(np.uint8)
-    with pytest.raises(GraphError, match="signed.*ReLU"):
+    with pytest.raises(GraphError, match="signed.*add a ReLU"):
         es.convert(path, samples=x, progress=False)
 
 
@@ -178,3 +196,28 @@ def test_cli_convert_writes_model_and_report(trained_onnx, digits_data, tmp_path
     assert cli.main(["convert", str(tmp_path / "missing.onnx"), "-o", str(out),
                      "--samples", str(tmp_path / "calib.npz")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_keras_dscnn_with_rescaling_converts(tmp_path):
+    """Keras' DS-CNN pattern: Rescaling, Conv2D, BN, ReLU, SeparableConv2D, GlobalAveragePooling2D, Dense."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([
+        keras.Input((10, 6, 1)),
+        keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(8, 3, strides=2, padding="same"), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.SeparableConv2D(12, 3, padding="same"), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(4),
+    ])
+    path = tmp_path / "dscnn.keras"
+    net.save(path)
+    x = np.random.default_rng(1).integers(0, 256, (200, 10, 6, 1)).astype(np.uint8)
+    model = es.convert(path, samples=x[:100], progress=False)
+    kinds = [l.kind for l in model.layers]
+    assert kinds == ["input_conv2d", "separable2d", "depthwise2d", "dense"], kinds
+    report = es.compare(path, model, x[100:])
+    assert report.layers[-1].cosine > 0.99 and report.agreement >= 0.9, report.table()

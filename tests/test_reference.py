@@ -227,3 +227,13 @@ def test_batch_samples_are_independent():
     alone = [run(model, x[i:i + 1], timesteps=3)[0, 0, 0, 0] for i in range(3)]
     # 4: v = 4, 8 -> spike (3), 7 -> spike (2): 2 spikes; 0: none; 9: 9 s(4), 13 s(8), 17 s(12): 3 spikes
     assert both.tolist() == alone == [2, 0, 3]
+
+
+def test_add_with_a_negative_multiplier_subtracts_a_branch():
+    x = np.array([[[[5, 2]]]], dtype=np.uint8)
+    a = L.InputConv2D(name="a", weights=np.eye(2, dtype=int).reshape(1, 1, 2, 2))
+    b = L.InputConv2D(name="b", inputs=("input",), weights=np.eye(2, dtype=int)[::-1].reshape(1, 1, 2, 2))
+    add = L.Add(name="diff", inputs=("a", "b"), input_multipliers=[[3, 3], [-2, -2]])
+    model = es.Model([a, b, add], input_shape=(1, 1, 2))
+    # a = [5, 2], b = [2, 5]; relu(3a - 2b) = relu([11, -4]) = [11, 0]
+    assert run(model, x)[0, 0, 0].tolist() == [11, 0]
