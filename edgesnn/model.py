@@ -248,7 +248,7 @@ def _check_input(x, input_shape, input_bits: int, timesteps) -> np.ndarray:
     return x5
 
 
-_devices: dict[str, object] = {}
+_devices: dict[tuple, object] = {}   # (name, factory) -> instance: a re-registered name gets a new one
 _devices_lock = threading.Lock()
 
 
@@ -260,7 +260,8 @@ def default_device_name() -> str:
 
 
 def resolve_device(device):
-    """A Device from a name, a Device, or None (the default device); one instance per name per process."""
+    """A Device from a name, a Device, or None (the default device); one instance per registration."""
+    from . import plugins
     from .devices import Device
 
     if isinstance(device, Device):
@@ -268,9 +269,9 @@ def resolve_device(device):
     name = default_device_name() if device is None else device
     if not isinstance(name, str):
         raise TypeError(f"device must be a name or an edgesnn Device, got {type(device).__name__}")
+    factory = plugins.get_device(name)
     with _devices_lock:
-        if name not in _devices:
-            from . import plugins
-
-            _devices[name] = plugins.device(name)
-        return _devices[name]
+        key = (name, factory)
+        if key not in _devices:
+            _devices[key] = factory()
+        return _devices[key]
