@@ -138,8 +138,9 @@ class Model:
         return resolve_device(device).check(self)
 
     # -- reporting -------------------------------------------------------------------------------
-    def summary(self, print_fn=print) -> str:
-        """Print (and return) a table: layer, kind, shapes, kernel, bits, params, packed bytes; with totals."""
+    def summary(self, print_fn=print, device=None) -> str:
+        """Print (and return) a table: layer, kind, shapes, kernel, bits, params, packed bytes; with totals,
+        and whether the model fits `device` (default: the default device) with its memory needs."""
         header = ("layer", "kind", "input", "output", "kernel", "w bits", "neuron", "out bits", "params",
                   "bytes")
         rows = [("input", "input", "", _shape(self.input_shape), "", "", "", str(self.input_bits), "", "")]
@@ -154,6 +155,10 @@ class Model:
         labels = self.labels
         if labels:
             text += f"\nlabels: {', '.join(map(str, labels))}"
+        report = self.check(device)
+        text += (f"\ndevice {report.device!r}: {'fits' if report.fits else 'does NOT fit'}, arena "
+                 f"{report.arena_bytes:,} B, program {report.program_bytes:,} B")
+        text += "".join(f"\n  - {problem}" for problem in report.unsupported)
         if print_fn is not None:
             print_fn(text)
         return text
