@@ -25,6 +25,7 @@ How (docs/semantics.md has the integer side):
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -47,14 +48,25 @@ SNR_WARN_DB = 10.0            # compare() warns below this per-layer SNR
 
 # -- entry points ------------------------------------------------------------------------------------
 
-def load_graph(source, importer: str | None = None, **importer_options) -> Graph:
-    """The float Graph of `source` (a path, a framework object, or a Graph), through the importer plugins."""
+def load_graph(source, importer: str | None = None, input_shape_hint=None, **importer_options) -> Graph:
+    """The float Graph of `source` (a path, a framework object, or a Graph), through the importer plugins.
+
+    `input_shape_hint` (H, W, C) is passed as `input_shape` to importers that take one (torch traces
+    a module with it) when the caller gave neither `input_shape` nor `example_input`.
+    """
     if isinstance(source, Graph):
         return source
     from . import plugins
 
+    def load_with(candidate):
+        options = dict(importer_options)
+        takes_shape = "input_shape" in inspect.signature(candidate.load).parameters
+        if takes_shape and input_shape_hint is not None and not {"input_shape", "example_input"} & set(options):
+            options["input_shape"] = tuple(input_shape_hint)
+        return candidate.load(source, **options)
+
     if importer is not None:
-        return plugins.get_importer(importer).load(source, **importer_options)
+        return load_with(plugins.get_importer(importer))
     for name in plugins.importers():
         candidate = plugins.get_importer(name)
         try:
@@ -62,7 +74,7 @@ def load_graph(source, importer: str | None = None, **importer_options) -> Graph
         except Exception:  # a plugin that cannot tell must not stop the search
             accepts = False
         if accepts:
-            return candidate.load(source, **importer_options)
+            return load_with(candidate)
     what = os.fspath(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
     raise GraphError(f"no importer accepts {what!r}; importers loaded: {plugins.importers()} "
                      f"(a .keras/.h5 file, an .onnx file or onnx.ModelProto, or a torch nn.Module with "
@@ -90,7 +102,8 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
         options["timesteps"] = timesteps
     elif timesteps not in (None, 1):
         raise ValueError(f"timesteps={timesteps} only applies to neuron='if' (spiking); relu models run 1 step")
-    graph = load_graph(source, importer=importer, **importer_options).simplify()
+    hint = np.shape(samples)[1:] if np.ndim(samples) == 4 else None
+    graph = load_graph(source, importer=importer, input_shape_hint=hint, **importer_options).simplify()
     x = _check_samples(samples, graph.input_shape, input_bits)
     activations = _calibration_activations(graph, x, input_scaling, progress)
     builder = _Builder(graph, activations, options)
@@ -559,7 +572,7 @@ def compare(source, model: Model, x, y=None, *, device: str = "reference", impor
     """Float vs integer: accuracies (when labels `y` are given), top-1 agreement, per-layer SNR and cosine."""
     from . import reference
 
-    graph = load_graph(source, importer=importer, **importer_options).simplify()
+    graph = load_graph(source, importer=importer, input_shape_hint=model.input_shape, **importer_options).simplify()
     x = _check_samples(x, graph.input_shape, model.input_bits)
     scaling = model.metadata.get("input_scaling", (1.0, 0.0))
     float_out, float_acts = graph.run(_float_input(x, scaling), capture=True)

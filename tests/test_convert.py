@@ -221,3 +221,18 @@ def test_keras_dscnn_with_rescaling_converts(tmp_path):
     assert kinds == ["input_conv2d", "separable2d", "depthwise2d", "dense"], kinds
     report = es.compare(path, model, x[100:])
     assert report.layers[-1].cosine > 0.99 and report.agreement >= 0.9, report.table()
+
+
+def test_torch_module_converts_directly(digits_data):
+    """An nn.Module is traced with the samples' shape; no ONNX file is written by the user."""
+    x_train, _, x_test, _ = digits_data
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3)).eval()
+    model = es.convert(net, samples=x_train[:64], input_scaling=(255, 0), progress=False)
+    assert model.metadata["provenance"]["importer"] == "torch"
+    with torch.no_grad():
+        expected = net(torch.tensor(x_test[:100].transpose(0, 3, 1, 2) / 255.0, dtype=torch.float32)).numpy()
+    potentials = model.forward(x_test[:100], device="reference").reshape(100, 3)
+    dequantized = potentials * np.asarray(model.metadata["output_scale"])
+    assert np.corrcoef(dequantized.ravel(), expected.ravel())[0, 1] > 0.99
