@@ -30,13 +30,14 @@ LIB_DIR = ROOT / "edgesnn" / "_lib"
 LIBRARY_NAMES = ("libedgesnn.so", "libedgesnn.dylib", "edgesnn.dll")
 
 
-def build_native(optimize: str | None = None, destination: Path = LIB_DIR) -> Path:
+def build_native(optimize: str | None = None, destination: Path = LIB_DIR, cpu: str | None = None) -> Path:
     """Build native/ and copy the shared library into `destination` (edgesnn/_lib/); return its path.
 
-    The tests call this too, with optimize="ReleaseSafe" and a temporary destination.
+    The tests call this too, with optimize="ReleaseSafe", a temporary destination, and cpu="baseline"
+    to cover the portable kernels next to this machine's (e.g. AVX-512 VNNI) ones.
     """
     optimize = optimize or os.environ.get("EDGESNN_NATIVE_OPTIMIZE", "ReleaseFast")
-    cpu = os.environ.get("EDGESNN_NATIVE_CPU", "native")
+    cpu = cpu or os.environ.get("EDGESNN_NATIVE_CPU", "native")
     destination = Path(destination)
     with tempfile.TemporaryDirectory(prefix="edgesnn-zig-") as prefix:
         command = [sys.executable, "-m", "ziglang", "build", f"-Doptimize={optimize}", f"-Dcpu={cpu}",

@@ -1,5 +1,6 @@
 //! Builds the edgesnn engine: `zig build` installs lib/libedgesnn.so (the Python binding's),
 //! lib/libedgesnn.a (for C apps) and include/edgesnn.h; `zig build test` runs the Zig tests.
+//! Always LLVM: the kernels use inline assembly (vpdpbusd) the self-hosted backends do not take.
 //! The Python install runs `python -m ziglang build -Doptimize=ReleaseFast` (see _build_backend/).
 
 const std = @import("std");
@@ -16,7 +17,7 @@ pub fn build(b: *std.Build) void {
         .pic = true,
         .strip = strip,
     });
-    const shared = b.addLibrary(.{ .name = "edgesnn", .linkage = .dynamic, .root_module = root_module });
+    const shared = b.addLibrary(.{ .name = "edgesnn", .linkage = .dynamic, .root_module = root_module, .use_llvm = true });
     b.installArtifact(shared);
 
     const static_module = b.createModule(.{
@@ -25,7 +26,7 @@ pub fn build(b: *std.Build) void {
         .optimize = optimize,
         .strip = strip,
     });
-    const static = b.addLibrary(.{ .name = "edgesnn", .linkage = .static, .root_module = static_module });
+    const static = b.addLibrary(.{ .name = "edgesnn", .linkage = .static, .root_module = static_module, .use_llvm = true });
     b.installArtifact(static);
     b.installFile("include/edgesnn.h", "include/edgesnn.h");
 
@@ -34,7 +35,7 @@ pub fn build(b: *std.Build) void {
         .target = target,
         .optimize = optimize,
     });
-    const tests = b.addTest(.{ .root_module = test_module });
+    const tests = b.addTest(.{ .root_module = test_module, .use_llvm = true });
     const run_tests = b.addRunArtifact(tests);
     const test_step = b.step("test", "Run the engine's Zig unit tests");
     test_step.dependOn(&run_tests.step);

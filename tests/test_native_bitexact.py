@@ -23,14 +23,16 @@ native = pytest.importorskip("edgesnn.native")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def cpu(tmp_path_factory):
+@pytest.fixture(scope="module", params=["native", "baseline"])
+def cpu(request, tmp_path_factory):
+    """The engine built for this machine's CPU (e.g. AVX-512 VNNI kernels) and for the baseline CPU
+    of the architecture (the portable kernels), both with safety checks on."""
     sys.path.insert(0, str(ROOT / "_build_backend"))
     try:
         import edgesnn_build
     finally:
         sys.path.remove(str(ROOT / "_build_backend"))
-    path = edgesnn_build.build_native("ReleaseSafe", tmp_path_factory.mktemp("native-safe"))
+    path = edgesnn_build.build_native("ReleaseSafe", tmp_path_factory.mktemp(f"native-{request.param}"), request.param)
     return native.CpuDevice(library=path)
 
 

@@ -47,6 +47,12 @@ pub const Context = struct {
         return @as([*]Event, @ptrCast(@alignCast(piece.ptr)))[0..plan.events_max];
     }
 
+    fn quads(ctx: *Context) []model_zig.Quad {
+        const plan = &ctx.model.plan;
+        const piece = ctx.arena[plan.events_offset..][0 .. plan.events_max * @sizeOf(model_zig.Quad)];
+        return @as([*]model_zig.Quad, @ptrCast(@alignCast(piece.ptr)))[0..plan.events_max];
+    }
+
     fn staticOps(ctx: *Context) []u64 {
         const plan = &ctx.model.plan;
         const piece = ctx.arena[plan.static_ops_offset..][0 .. ctx.model.layers.len * @sizeOf(u64)];
@@ -236,7 +242,7 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, output: []i32, stats:
 fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, potentials: []i32) u64 {
     const plan = &ctx.model.plan;
     return switch (layer.kind) {
-        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.events()),
+        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.quads()),
         .depthwise2d => depthwise2d.run(layer, inputs[0], potentials),
         .separable2d => separable2d.run(
             layer,
@@ -245,7 +251,7 @@ fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8,
             potentials,
             ctx.events(),
         ),
-        .dense => dense.run(layer, inputs[0], potentials, ctx.events()),
+        .dense => dense.run(layer, inputs[0], potentials, ctx.quads()),
         .add => add.run(layer, inputs, potentials),
     };
 }

@@ -43,6 +43,8 @@ pub const batch_max = 1 << 24;
 /// Channels of every buffer are padded to a multiple of this many lanes; kernels work on
 /// `@Vector(channel_lanes, i32)` and never need a scalar tail.
 pub const channel_lanes = 16;
+/// Input channels per group of the u8 x i8 dot-product kernels (conv2d, dense).
+pub const quad_channels = 4;
 /// Every buffer in the model memory and the arena starts on this boundary.
 pub const buffer_alignment = 64;
 /// Bytes of the message buffer kept in a context for the last run error.
@@ -53,6 +55,7 @@ comptime {
     std.debug.assert(buffer_alignment % tensor_alignment == 0);
     std.debug.assert(std.math.isPowerOfTwo(buffer_alignment));
     std.debug.assert(channels_max % channel_lanes == 0);
+    std.debug.assert(channel_lanes % quad_channels == 0); // a pixel's padded channels hold whole quads
     // H * W * C with every factor at its limit fits u64, so size arithmetic cannot overflow
     // before it is compared with tensor_values_max.
     std.debug.assert(@as(u128, dim_max) * dim_max * channels_max < std.math.maxInt(u64));

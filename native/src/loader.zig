@@ -847,9 +847,9 @@ fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
         if (slotCount(layer, slot) == 0) continue;
         size.* = switch (slot) {
             .weights => switch (layer.kind) {
-                .input_conv2d, .conv2d => taps * layer.input.c * cout_p,
+                .input_conv2d, .conv2d => taps * quadChannels(layer) * cout_p,
                 .depthwise2d, .separable2d => taps * cin_p,
-                .dense => layer.input.values() * cout_p,
+                .dense => layer.input.pixels() * quadChannels(layer) * cout_p,
                 .add => unreachable,
             },
             .pointwise => @as(u64, layer.input.c) * cout_p,
@@ -860,6 +860,11 @@ fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
         };
     }
     return sizes;
+}
+
+/// Input channels rounded up to whole quads.
+fn quadChannels(layer: *const Layer) u64 {
+    return @as(u64, layer.input.channelQuads()) * limits.quad_channels;
 }
 
 /// Hands out 64-byte aligned pieces of the caller's model memory.
@@ -917,12 +922,11 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     const bits = check.record.weight_bits;
     if (sizes[@intFromEnum(Slot.weights)] != 0) {
         const weights = bump.take(i8, sizes[@intFromEnum(Slot.weights)]);
-        const columns: u64 = switch (layer.kind) {
-            .depthwise2d, .separable2d => layer.input.c,
-            else => layer.synaptic.c,
-        };
-        const columns_padded: u64 = limits.paddedChannels(@intCast(columns));
-        unpackMatrix(check.tensor(.weights), bits, columns, columns_padded, weights);
+        switch (layer.kind) {
+            .depthwise2d, .separable2d => unpackMatrix(check.tensor(.weights), bits, layer.input.c, layer.input.channelsPadded(), weights),
+            .input_conv2d, .conv2d, .dense => unpackQuadMatrix(check.tensor(.weights), bits, layer, weights),
+            .add => unreachable,
+        }
         layer.weights = weights;
     }
     if (sizes[@intFromEnum(Slot.pointwise)] != 0) {
@@ -949,6 +953,29 @@ fn unpackMatrix(data: []const u8, bits: u32, columns: u64, columns_padded: u64, 
         var column: u64 = 0;
         while (column < columns) : (column += 1) {
             out[row * columns_padded + column] = packedWeight(data, bits, row * columns + column);
+        }
+    }
+}
+
+/// Unpack conv (KH*KW, Cin, Cout) or dense (H*W, Cin, Cout) weights into the quad layout
+/// (outer, Cin_q, Cout_p, 4): out[((o * Cin_q + ci / 4) * Cout_p + co) * 4 + ci % 4] = W[o, ci, co].
+fn unpackQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out: []i8) void {
+    const cin: u64 = layer.input.c;
+    const cout: u64 = layer.synaptic.c;
+    const cout_padded: u64 = layer.synaptic.channelsPadded();
+    const quads: u64 = layer.input.channelQuads();
+    const outer = out.len / (quads * limits.quad_channels * cout_padded);
+    std.debug.assert(outer * cin * cout == slotCount(layer, .weights));
+    @memset(out, 0);
+    var o: u64 = 0;
+    while (o < outer) : (o += 1) {
+        var ci: u64 = 0;
+        while (ci < cin) : (ci += 1) {
+            var co: u64 = 0;
+            while (co < cout) : (co += 1) {
+                const target = ((o * quads + ci / limits.quad_channels) * cout_padded + co) * limits.quad_channels + ci % limits.quad_channels;
+                out[target] = packedWeight(data, bits, (o * cin + ci) * cout + co);
+            }
         }
     }
 }

@@ -52,6 +52,11 @@ pub const Shape = struct {
         return shape.pixels() * shape.channelsPadded();
     }
 
+    /// Channel groups of limits.quad_channels (the unit of the u8 x i8 dot-product kernels).
+    pub fn channelQuads(shape: Shape) u32 {
+        return (shape.c + limits.quad_channels - 1) / limits.quad_channels;
+    }
+
     pub fn eql(a: Shape, b: Shape) bool {
         return a.h == b.h and a.w == b.w and a.c == b.c;
     }
@@ -85,7 +90,10 @@ pub const Layer = struct {
     leak_shift: u32,
 
     // Parameters, unpacked, channel axes padded with zeros to channelsPadded:
-    weights: []const i8, // conv (KH, KW, Cin, Cout_p); depthwise/separable (KH, KW, Cin_p); dense (fan_in, Cout_p)
+    // conv (KH*KW, Cin_q, Cout_p, 4); dense (H*W, Cin_q, Cout_p, 4) with Cin_q = channelQuads of the
+    // input: 4 consecutive input channels interleaved per output channel (see kernels/vector.zig);
+    // depthwise / separable (KH, KW, Cin_p)
+    weights: []const i8,
     pointwise: []const i8, // separable (Cin, Cout_p)
     bias: []const i32, // (Cout_p)
     out_multiplier: []const i32, // relu (Cout_p)
@@ -156,6 +164,17 @@ pub const Event = extern struct {
     index: u32,
     value: i32,
 };
+
+/// Four consecutive input channels of one pixel, at least one non-zero: `index` is the channel
+/// group, `values` the four u8 activations (lowest channel in the low byte).
+pub const Quad = extern struct {
+    index: u32,
+    values: u32,
+};
+
+comptime {
+    std.debug.assert(@sizeOf(Quad) == @sizeOf(Event)); // they share the arena's events buffer
+}
 
 /// Per-layer statistics of a run (docs/semantics.md, "Events and statistics").
 /// Layout shared with the C header (esnn_layer_stats).

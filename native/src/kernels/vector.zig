@@ -2,12 +2,25 @@
 //! `lanes` (limits.channel_lanes) with zeros, so these never need a scalar tail.
 
 const std = @import("std");
+const builtin = @import("builtin");
 const limits = @import("../limits.zig");
 const Event = @import("../model.zig").Event;
+const Quad = @import("../model.zig").Quad;
 
 pub const lanes = limits.channel_lanes;
 pub const VecI32 = @Vector(lanes, i32);
 pub const VecI8 = @Vector(lanes, i8);
+pub const VecI16 = @Vector(lanes, i16);
+
+/// Every event value the kernels scatter fits here: activations are u8 (<= 255) and separable
+/// intermediates signed 8-bit at most, so value * weight (|w| <= 128) fits i16 exactly.
+pub const event_value_max = 255;
+pub const event_value_min = -128;
+
+comptime {
+    std.debug.assert(event_value_max * 128 <= std.math.maxInt(i16));
+    std.debug.assert(event_value_min * -128 <= std.math.maxInt(i16));
+}
 pub const VecU8 = @Vector(lanes, u8);
 
 /// row[c] += sum over events e of e.value * weights[e.index * row.len + c], for every c of the row:
@@ -19,10 +32,112 @@ pub fn accumulateEvents(row: []i32, weights: []const i8, events: []const Event) 
     while (chunk < channels_padded) : (chunk += lanes) {
         var acc: VecI32 = row[chunk..][0..lanes].*;
         for (events) |event| {
+            std.debug.assert(event.value >= event_value_min and event.value <= event_value_max);
             const weight: VecI8 = weights[event.index * channels_padded + chunk ..][0..lanes].*;
-            acc +%= @as(VecI32, weight) *% @as(VecI32, @splat(event.value));
+            const value: VecI16 = @splat(@intCast(event.value));
+            const product: VecI16 = @as(VecI16, weight) *% value; // exact: see event_value_max
+            acc +%= @as(VecI32, product);
         }
         row[chunk..][0..lanes].* = acc;
+    }
+}
+
+/// x86-64 with AVX-512 VNNI: one vpdpbusd does 64 u8 x i8 multiply-adds.
+pub const has_vnni512 = builtin.cpu.arch == .x86_64 and
+    std.Target.x86.featureSetHas(builtin.cpu.features, .avx512vnni) and
+    std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
+
+const quad_bytes = lanes * limits.quad_channels; // weights of one chunk of output channels for one quad
+
+/// acc[c] + sum over k < 4 of values.byte[k] * weights[c * 4 + k], exactly (u8 x i8 products summed
+/// in i32, as vpdpbusd does).
+inline fn dotQuad(acc: VecI32, values: u32, weights: *const [quad_bytes]i8) VecI32 {
+    const weight: @Vector(quad_bytes, i8) = weights.*;
+    if (comptime has_vnni512 and lanes == 16) {
+        const broadcast: @Vector(lanes, u32) = @splat(values);
+        return asm ("vpdpbusd %[w], %[a], %[acc]"
+            : [acc] "=v" (-> VecI32),
+            : [acc_in] "0" (acc),
+              [a] "v" (broadcast),
+              [w] "v" (weight),
+        );
+    }
+    const bytes: @Vector(limits.quad_channels, u8) = @bitCast(values);
+    const repeated: @Vector(quad_bytes, u8) = @shuffle(u8, bytes, undefined, repeatPattern());
+    const product: @Vector(quad_bytes, i16) = @as(@Vector(quad_bytes, i16), weight) *% @as(@Vector(quad_bytes, i16), repeated);
+    var sum = acc;
+    inline for (0..limits.quad_channels) |k| {
+        const part: @Vector(lanes, i16) = @shuffle(i16, product, undefined, everyFourth(k));
+        sum +%= @as(VecI32, part);
+    }
+    return sum;
+}
+
+fn repeatPattern() [quad_bytes]i32 {
+    var pattern: [quad_bytes]i32 = undefined;
+    for (&pattern, 0..) |*p, i| p.* = @intCast(i % limits.quad_channels);
+    return pattern;
+}
+
+fn everyFourth(k: usize) [lanes]i32 {
+    var pattern: [lanes]i32 = undefined;
+    for (&pattern, 0..) |*p, i| p.* = @intCast(i * limits.quad_channels + k);
+    return pattern;
+}
+
+/// row[c] += sum over quads q, k < 4 of q.values.byte[k] * weights[((q.index * row.len + c) * 4 + k]:
+/// the scatter of one pixel's non-zero channel groups over their weight vectors (quad layout,
+/// loader.zig unpackQuadMatrix).
+pub fn accumulateQuads(row: []i32, weights: []const i8, quads: []const Quad) void {
+    const channels_padded = row.len;
+    std.debug.assert(channels_padded % lanes == 0);
+    var chunk: usize = 0;
+    while (chunk < channels_padded) : (chunk += lanes) {
+        var acc: VecI32 = row[chunk..][0..lanes].*;
+        for (quads) |quad| {
+            const offset = (quad.index * channels_padded + chunk) * limits.quad_channels;
+            acc = dotQuad(acc, quad.values, weights[offset..][0..quad_bytes]);
+        }
+        row[chunk..][0..lanes].* = acc;
+    }
+}
+
+/// The channel groups of one pixel (`quad_count` groups of 4 channels; `pixel.len` = padded
+/// channels) with a non-zero value, and how many non-zero values (events) they hold.
+pub fn gatherPixelQuads(pixel: []const u8, quad_count: u32, quads: []Quad) struct { quads: []Quad, events: u64 } {
+    std.debug.assert(quad_count * limits.quad_channels <= pixel.len);
+    var count: usize = 0;
+    var events: u64 = 0;
+    var group: u32 = 0;
+    while (group < quad_count) : (group += 1) {
+        const first = group * limits.quad_channels;
+        if (first % lanes == 0) {
+            const values: VecU8 = pixel[first..][0..lanes].*;
+            if (@reduce(.Max, values) == 0) {
+                group += lanes / limits.quad_channels - 1; // skip the all-zero chunk
+                continue;
+            }
+        }
+        const word = std.mem.readInt(u32, pixel[first..][0..4], .little);
+        if (word == 0) continue;
+        quads[count] = .{ .index = group, .values = word };
+        count += 1;
+        inline for (0..limits.quad_channels) |k| events += @intFromBool((word >> (8 * k)) & 0xff != 0);
+    }
+    return .{ .quads = quads[0..count], .events = events };
+}
+
+test "dot of a quad equals the scalar sum" {
+    var weights: [quad_bytes]i8 = undefined;
+    for (&weights, 0..) |*w, i| w.* = @intCast(@as(i32, @intCast(i * 37 % 256)) - 128);
+    const values: u32 = 0xff_00_80_01; // channels: 1, 128, 0, 255
+    const acc: VecI32 = @splat(-5);
+    const result: [lanes]i32 = dotQuad(acc, values, &weights);
+    const channel_values = [_]i32{ 1, 128, 0, 255 };
+    for (result, 0..) |value, c| {
+        var expected: i32 = -5;
+        for (channel_values, 0..) |a, k| expected += a * weights[c * 4 + k];
+        try std.testing.expectEqual(expected, value);
     }
 }
 
