@@ -985,7 +985,8 @@ fn copyVector(check: *const LayerCheck, slot: Slot, sizes: [limits.tensor_slot_c
     const bytes = sizes[@intFromEnum(slot)];
     if (bytes == 0) return &.{};
     const out = bump.take(i32, bytes / 4);
-    @memset(out, 0);
+    // Padding lanes never fire: their potential is always 0, below a threshold of 2^31 - 1.
+    @memset(out, if (slot == .threshold) std.math.maxInt(i32) else 0);
     const columns_padded: u64 = limits.paddedChannels(@intCast(columns));
     const data = check.tensor(slot);
     const rows = data.len / 4 / columns;

@@ -3,6 +3,7 @@
 
 const std = @import("std");
 const model = @import("../model.zig");
+const vector = @import("vector.zig");
 
 const int32_min = std.math.minInt(i32);
 const int32_max = std.math.maxInt(i32);
@@ -20,41 +21,56 @@ pub fn saturate32(value: i64) i32 {
     return @intCast(std.math.clamp(value, int32_min, int32_max));
 }
 
-/// potentials: i32 (OH, OW, C_p) after pooling; activations: u8 (OH, OW, C_p), padding lanes zero;
-/// state: i32 (OH, OW, C_p) for if/lif, ignored for relu.
+/// potentials: i32 (OH, OW, C_p) after pooling; activations: u8 (OH, OW, C_p);
+/// state: i32 (OH, OW, C_p) for if/lif, ignored for relu. Padding lanes produce 0 (their
+/// multipliers are 0 and their thresholds 2^31 - 1, loader.zig).
 pub fn run(layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) void {
-    const channels = layer.output.c;
     const channels_padded = layer.output.channelsPadded();
     std.debug.assert(potentials.len == activations.len);
-    @memset(activations, 0);
     var offset: usize = 0;
-    while (offset < potentials.len) : (offset += channels_padded) {
-        for (0..channels) |c| {
-            const i = offset + c;
-            activations[i] = switch (layer.neuron) {
-                .relu => relu(layer, potentials[i], c),
-                .integrate_fire => fire(layer, &state[i], potentials[i], c),
-                .leaky_integrate_fire => blk: {
-                    state[i] -= state[i] >> @intCast(layer.leak_shift);
-                    break :blk fire(layer, &state[i], potentials[i], c);
-                },
-                .none => unreachable,
-            };
-        }
+    while (offset < potentials.len) : (offset += vector.lanes) {
+        const channel = offset % channels_padded;
+        const potential: VecI32 = potentials[offset..][0..vector.lanes].*;
+        activations[offset..][0..vector.lanes].* = switch (layer.neuron) {
+            .relu => relu(layer, potential, channel),
+            .integrate_fire => fire(layer, state[offset..][0..vector.lanes], potential, channel, false),
+            .leaky_integrate_fire => fire(layer, state[offset..][0..vector.lanes], potential, channel, true),
+            .none => unreachable,
+        };
     }
 }
 
-fn relu(layer: *const model.Layer, potential: i32, c: usize) u8 {
-    const scaled = requantize(potential, layer.out_multiplier[c], layer.out_shift[c]);
-    return @intCast(std.math.clamp(scaled, 0, layer.outputMax()));
+const VecI32 = vector.VecI32;
+const VecI64 = @Vector(vector.lanes, i64);
+const VecU8 = vector.VecU8;
+
+/// clamp(requant(P, m, s), 0, 2^bits - 1) for one vector of channels (see `requantize`).
+fn relu(layer: *const model.Layer, potential: VecI32, channel: usize) VecU8 {
+    const multiplier: VecI32 = layer.out_multiplier[channel..][0..vector.lanes].*;
+    const shift: VecI32 = layer.out_shift[channel..][0..vector.lanes].*;
+    const shift64: @Vector(vector.lanes, u6) = @intCast(shift);
+    const one: VecI64 = @splat(1);
+    const rounding = (one << shift64) >> @splat(1); // 2^(s-1), or 0 for s = 0
+    const product = @as(VecI64, potential) * @as(VecI64, multiplier);
+    const scaled = (product + rounding) >> shift64;
+    const high: VecI64 = @splat(layer.outputMax());
+    const clamped = @min(@max(scaled, @as(VecI64, @splat(0))), high);
+    // Narrow in two exact steps: a direct i64 -> u8 vector cast was lowered with a signed
+    // saturating pack on baseline x86-64 (255 became 127; tests/test_native_bitexact.py).
+    const narrowed: VecI32 = @truncate(clamped);
+    return @truncate(@as(@Vector(vector.lanes, u32), @bitCast(narrowed)));
 }
 
-/// v = sat32(v + P); spike and subtract the threshold when v >= threshold.
-fn fire(layer: *const model.Layer, v: *i32, potential: i32, c: usize) u8 {
-    v.* = saturate32(@as(i64, v.*) + potential);
-    if (v.* < layer.threshold[c]) return 0;
-    v.* -= layer.threshold[c];
-    return 1;
+/// if / lif for one vector of channels: (leak,) v = sat32(v + P), spike and subtract at threshold.
+fn fire(layer: *const model.Layer, state: *[vector.lanes]i32, potential: VecI32, channel: usize, leaky: bool) VecU8 {
+    var v: VecI32 = state.*;
+    if (leaky) v -= v >> @splat(@as(u5, @intCast(layer.leak_shift)));
+    const sum = @as(VecI64, v) + @as(VecI64, potential);
+    v = @intCast(@min(@max(sum, @as(VecI64, @splat(int32_min))), @as(VecI64, @splat(int32_max))));
+    const threshold: VecI32 = layer.threshold[channel..][0..vector.lanes].*;
+    const spike = v >= threshold;
+    state.* = @select(i32, spike, v - threshold, v);
+    return @select(u8, spike, @as(VecU8, @splat(1)), @as(VecU8, @splat(0)));
 }
 
 test "requantize rounds half up, also for negative values" {
