@@ -30,6 +30,12 @@ pub fn build(b: *std.Build) void {
     b.installArtifact(static);
     b.installFile("include/edgesnn.h", "include/edgesnn.h");
 
+    // `zig build static`: only lib/libedgesnn.a and include/edgesnn.h, for targets without dynamic
+    // linking (thumb-freestanding-eabihf -Dcpu=cortex_m4) and C apps (examples/c/build.sh).
+    const static_step = b.step("static", "Install only the static library and the header");
+    static_step.dependOn(&b.addInstallArtifact(static, .{}).step);
+    static_step.dependOn(&b.addInstallFile(b.path("include/edgesnn.h"), "include/edgesnn.h").step);
+
     const test_module = b.createModule(.{
         .root_source_file = b.path("src/tests.zig"),
         .target = target,
