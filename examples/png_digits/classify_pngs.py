@@ -26,7 +26,7 @@ import edgesnn as es
 from edgesnn.datasets import mnist
 
 HERE = pathlib.Path(__file__).resolve().parent
-ONNX_MODEL = HERE.parent / "mnist" / "mnist_cnn.onnx"
+ONNX_MODEL = pathlib.Path(es.__file__).resolve().parent / "data" / "mnist_cnn.onnx"   # examples/mnist/train.py
 LABELS = [str(digit) for digit in range(10)]
 PNG_SIZE = 84
 

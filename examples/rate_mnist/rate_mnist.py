@@ -5,7 +5,7 @@
 
 Each pixel becomes a spike train (neuroaikit's ``transform_rate(x / 255, Ns=T, max_rate_spikes=T)``):
 a white pixel fires at every step, a grey one at about half of them. The example CNN
-(examples/mnist/mnist_cnn.onnx) is converted with integrate-and-fire neurons and a 1-bit input
+(edgesnn/data/mnist_cnn.onnx, trained by examples/mnist/train.py) is converted with integrate-and-fire neurons and a 1-bit input
 (a spike is 1.0 to the float network), calibrated on single spike frames of training digits. Its
 neurons need a few steps to reach their thresholds, so accuracy climbs with T while the work
 (synaptic operations, shown per image) grows with it: the accuracy/latency trade of spiking networks.
@@ -23,7 +23,7 @@ import edgesnn as es
 from edgesnn.datasets import mnist
 
 HERE = pathlib.Path(__file__).resolve().parent
-ONNX_MODEL = HERE.parent / "mnist" / "mnist_cnn.onnx"
+ONNX_MODEL = pathlib.Path(es.__file__).resolve().parent / "data" / "mnist_cnn.onnx"   # examples/mnist/train.py
 LABELS = [str(digit) for digit in range(10)]
 CALIBRATION_DIGITS = 200
 
