@@ -17,8 +17,9 @@ optimize="${OPTIMIZE:-ReleaseFast}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 zig=(python -m ziglang)
+native="${EDGESNN_NATIVE_DIR:-$here/../../native}"  # another engine tree, e.g. a patched copy
 
-(cd "$here/../../native" && "${zig[@]}" build static -Doptimize="$optimize" -Dtarget="$target" --prefix "$out")
+(cd "$native" && "${zig[@]}" build static -Doptimize="$optimize" -Dtarget="$target" --prefix "$out")
 static=()
 [[ "$target" == *musl* ]] && static=(-static)
 "${zig[@]}" cc -target "$target" "${static[@]}" -O2 -std=c11 -Wall -Wextra -Werror "$@" \

@@ -1,0 +1,113 @@
+"""Cross-builds of the engine with the pinned Zig (ReleaseSafe):
+
+- aarch64-linux-musl: libedgesnn.a and examples/c/classify.c as one static binary, run under
+  qemu-aarch64 and compared with the reference (skipped when qemu-aarch64 is missing; Debian's
+  qemu-user, installed by scripts/install-system-deps.sh, provides it);
+- Cortex-M4 (thumb-freestanding-eabihf, cortex_m4): libedgesnn.a linked into a freestanding
+  program (examples/c/bare_metal.c) without libc; run under qemu-arm when present.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_c_embedding import ROOT, build_example, check_against_reference, models, parse_output
+
+M4_SCRIPT = ROOT / "examples" / "c" / "build_cortex_m4.sh"
+EM_ARM, EM_AARCH64 = 40, 183
+PT_INTERP = 3
+EF_ARM_ABI_FLOAT_HARD = 0x400
+# qemu-arm 7.2's user mode asserts when started with -cpu cortex-m4 (page_set_flags); the Cortex-A7
+# executes the same Thumb-2 + VFPv4 code, so it runs the cortex_m4 build here.
+QEMU_ARM_CPU = "cortex-a7"
+
+
+def elf_header(path: Path) -> dict:
+    """Class, machine, flags and program header types of an ELF file (little-endian)."""
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    is_64 = data[4] == 2
+    machine = struct.unpack_from("<H", data, 18)[0]
+    if is_64:
+        flags, = struct.unpack_from("<I", data, 48)
+        phoff, = struct.unpack_from("<Q", data, 32)
+        phentsize, phnum = struct.unpack_from("<HH", data, 54)
+    else:
+        flags, = struct.unpack_from("<I", data, 36)
+        phoff, = struct.unpack_from("<I", data, 28)
+        phentsize, phnum = struct.unpack_from("<HH", data, 42)
+    types = [struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)]
+    return {"bits": 64 if is_64 else 32, "machine": machine, "flags": flags, "segment_types": types}
+
+
+@pytest.fixture(scope="module")
+def aarch64_classify(tmp_path_factory) -> Path:
+    return build_example("aarch64-linux-musl", tmp_path_factory.mktemp("c-aarch64"))
+
+
+def test_aarch64_musl_binary_is_static(aarch64_classify):
+    header = elf_header(aarch64_classify)
+    assert (header["bits"], header["machine"]) == (64, EM_AARCH64)
+    assert PT_INTERP not in header["segment_types"], "a musl build must not need a dynamic loader"
+
+
+def test_aarch64_musl_binary_matches_the_reference_under_qemu(aarch64_classify, tmp_path):
+    qemu = shutil.which("qemu-aarch64")
+    if qemu is None:
+        pytest.skip("qemu-aarch64 is not installed (Debian: apt-get install qemu-user; "
+                    "scripts/install-system-deps.sh does this in CI)")
+    check_against_reference([qemu, str(aarch64_classify)], tmp_path, samples=2)
+
+
+def build_cortex_m4(model, frame: np.ndarray, timesteps: int, out: Path) -> Path:
+    model.save(out / "model.esnn")
+    (out / "input.u8").write_bytes(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+    env = {**os.environ, "OPTIMIZE": "ReleaseSafe"}
+    result = subprocess.run(["bash", str(M4_SCRIPT), str(out / "model.esnn"), str(out / "input.u8"), str(out / "build"),
+                             f"-DESNN_TIMESTEPS={timesteps}", "-DESNN_MODEL_BYTES=262144",
+                             "-DESNN_ARENA_BYTES=262144"], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, f"Cortex-M4 build failed:\n{result.stdout}\n{result.stderr}"
+    return out / "build" / "bare_metal"
+
+
+@pytest.fixture(scope="module")
+def cortex_m4_case(tmp_path_factory):
+    """The every-kind model with a sparse input at T = 3, built for the Cortex-M4."""
+    model = models()["every_kind"]
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 1 << model.input_bits, (1, *model.input_shape)).astype(np.uint8)
+    x[rng.random(x.shape) < 0.5] = 0
+    binary = build_cortex_m4(model, x[0], 3, tmp_path_factory.mktemp("cortex-m4"))
+    return model, x, 3, binary
+
+
+def test_cortex_m4_library_links_without_libc(cortex_m4_case):
+    """The link itself is the check: a freestanding target has no libc, so any malloc, printf or
+    memcpy from one would be an undefined symbol. Zig adds only its compiler-rt."""
+    *_, binary = cortex_m4_case
+    header = elf_header(binary)
+    assert (header["bits"], header["machine"]) == (32, EM_ARM)
+    assert header["flags"] & EF_ARM_ABI_FLOAT_HARD, "expected the hard-float EABI (eabihf)"
+    assert PT_INTERP not in header["segment_types"]
+    library = binary.parent / "lib" / "libedgesnn.a"
+    assert library.read_bytes()[:8] == b"!<arch>\n"
+
+
+def test_cortex_m4_build_runs_and_matches_the_reference(cortex_m4_case):
+    qemu = shutil.which("qemu-arm")
+    if qemu is None:
+        pytest.skip("qemu-arm is not installed (Debian: apt-get install qemu-user)")
+    model, x, timesteps, binary = cortex_m4_case
+    result = subprocess.run([qemu, "-cpu", QEMU_ARM_CPU, str(binary)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    got_class, got_potentials = parse_output(result.stdout)
+    expected = model.forward(x, timesteps=timesteps, device="reference")
+    np.testing.assert_array_equal(got_potentials, expected.reshape(-1))
+    assert got_class == model.predict(x, timesteps=timesteps, device="reference")[0]
