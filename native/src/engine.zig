@@ -53,6 +53,12 @@ pub const Context = struct {
         return @as([*]model_zig.Quad, @ptrCast(@alignCast(piece.ptr)))[0..plan.events_max];
     }
 
+    /// i32 (OH, OW, C_p) of the last layer: its output summed over the sample's timesteps.
+    fn outputSums(ctx: *Context) []i32 {
+        const model = ctx.model;
+        return ctx.ints(model.plan.output_offset, model.outputLayer().output.valuesPadded());
+    }
+
     fn staticOps(ctx: *Context) []u64 {
         const plan = &ctx.model.plan;
         const piece = ctx.arena[plan.static_ops_offset..][0 .. ctx.model.layers.len * @sizeOf(u64)];
@@ -159,7 +165,8 @@ const Sample = struct {
 fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnostic) Error!void {
     const model = ctx.model;
     for (model.layers) |*layer| @memset(ctx.state(layer), 0);
-    @memset(sample.output, 0);
+    const sums = ctx.outputSums();
+    @memset(sums, 0);
     const frame_values: usize = @intCast(model.input.values());
     var t: u32 = 0;
     while (t < sample.timesteps) : (t += 1) {
@@ -169,9 +176,10 @@ fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnos
         const frame: Frame = if (sample.input_timesteps > 1) .changes else if (t == 0) .first_of_repeated else .repeated;
         for (0..model.layers.len) |index| {
             const layer_stats: ?*LayerStats = if (stats) |s| &s[index] else null;
-            runLayer(ctx, @intCast(index), frame, sample.output, layer_stats);
+            runLayer(ctx, @intCast(index), frame, sums, layer_stats);
         }
     }
+    copyOutput(model.outputLayer(), sums, sample.output);
 }
 
 /// Copy one timestep of the model input into the padded input buffer, checking its range.
@@ -198,7 +206,7 @@ fn loadFrame(ctx: *Context, frame: []const u8, sample: u32, t: u32, diag: *Diagn
 /// Whether this timestep's model input is new, or the single frame of the sample repeated.
 const Frame = enum { changes, first_of_repeated, repeated };
 
-fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, output: []i32, stats: ?*LayerStats) void {
+fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: []i32, stats: ?*LayerStats) void {
     const model = ctx.model;
     const layer = &model.layers[layer_index];
     const is_last = layer_index + 1 == model.layers.len;
@@ -223,9 +231,9 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, output: []i32, stats:
         pooled = pooled_buffer;
     }
     const output_events = if (layer.neuron == .none)
-        accumulatePotentials(layer, pooled, output)
+        accumulatePotentials(pooled, sums)
     else
-        fireNeurons(ctx, layer_index, pooled, if (is_last) output else null);
+        fireNeurons(ctx, layer_index, pooled, if (is_last) sums else null);
 
     if (stats) |s| {
         for (inputs) |input| {
@@ -256,36 +264,43 @@ fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8,
     };
 }
 
-/// Neuron none (the last layer): output = sat32(output + P). Returns the non-zero potentials.
-fn accumulatePotentials(layer: *const Layer, pooled: []const i32, output: []i32) u64 {
-    const channels = layer.output.c;
-    const channels_padded = layer.output.channelsPadded();
+/// Neuron none (the last layer): sums = sat32(sums + P). Returns the non-zero potentials.
+fn accumulatePotentials(pooled: []const i32, sums: []i32) u64 {
+    std.debug.assert(pooled.len == sums.len);
     var nonzero: u64 = 0;
-    var pixel: usize = 0;
-    while (pixel < layer.output.pixels()) : (pixel += 1) {
-        for (0..channels) |c| {
-            const potential = pooled[pixel * channels_padded + c];
-            nonzero += @intFromBool(potential != 0);
-            const sum = &output[pixel * channels + c];
-            sum.* = neuron.saturate32(@as(i64, sum.*) + potential);
-        }
+    var offset: usize = 0;
+    while (offset < sums.len) : (offset += vector.lanes) {
+        const potential: vector.VecI32 = pooled[offset..][0..vector.lanes].*;
+        const sum: vector.VecI32 = sums[offset..][0..vector.lanes].*;
+        sums[offset..][0..vector.lanes].* = sum +| potential; // saturating: sat32
+        nonzero += std.simd.countTrues(potential != @as(vector.VecI32, @splat(0)));
     }
     return nonzero;
 }
 
-/// relu / if / lif into the layer's activations; the last layer also adds them to the output.
+/// relu / if / lif into the layer's activations; the last layer also adds them to the sums.
 /// Returns the output events.
-fn fireNeurons(ctx: *Context, layer_index: u32, pooled: []const i32, output: ?[]i32) u64 {
+fn fireNeurons(ctx: *Context, layer_index: u32, pooled: []const i32, sums: ?[]i32) u64 {
     const layer = &ctx.model.layers[layer_index];
     const activations = ctx.activations(@intCast(layer_index));
     neuron.run(layer, pooled, ctx.state(layer), activations);
-    if (output) |sums| {
-        const channels = layer.output.c;
-        const channels_padded = layer.output.channelsPadded();
-        var pixel: usize = 0;
-        while (pixel < layer.output.pixels()) : (pixel += 1) {
-            for (0..channels) |c| sums[pixel * channels + c] += activations[pixel * channels_padded + c];
+    if (sums) |s| {
+        var offset: usize = 0;
+        while (offset < s.len) : (offset += vector.lanes) {
+            const spikes: vector.VecU8 = activations[offset..][0..vector.lanes].*;
+            const sum: vector.VecI32 = s[offset..][0..vector.lanes].*;
+            s[offset..][0..vector.lanes].* = sum +% @as(vector.VecI32, spikes); // <= timesteps * 255
         }
     }
     return vector.countNonZeroU8(activations);
+}
+
+/// Copy the padded sums of the last layer into the caller's (OH, OW, C) output.
+fn copyOutput(layer: *const Layer, sums: []const i32, output: []i32) void {
+    const channels = layer.output.c;
+    const channels_padded = layer.output.channelsPadded();
+    var pixel: usize = 0;
+    while (pixel < layer.output.pixels()) : (pixel += 1) {
+        @memcpy(output[pixel * channels ..][0..channels], sums[pixel * channels_padded ..][0..channels]);
+    }
 }

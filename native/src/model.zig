@@ -132,6 +132,7 @@ pub const ArenaPlan = struct {
     mid_offset: u64 = 0, // i32: the largest separable intermediate (pre-pool pixels, Cin_p)
     events_offset: u64 = 0, // Event: the largest event list one kernel call gathers
     events_max: u64 = 0,
+    output_offset: u64 = 0, // i32 (OH, OW, C_p): the last layer's output summed over timesteps
     static_ops_offset: u64 = 0, // u64 (layers): synaptic ops of each layer's static potentials
     used_bytes: u64 = 0, // from the aligned arena start, the context included
 };

@@ -9,6 +9,7 @@
 //!   per layer  i32 (synaptic)       potentials of timestep 0 for layers that read only the model
 //!                                   input: reused while the same frame repeats (input_timesteps 1)
 //!   static ops u64 (layers)         the synaptic ops of those potentials
+//!   output     i32 (OH, OW, Cout_p) the last layer's output summed over the timesteps of a sample
 //!   potentials i32                  the largest synaptic (pre-pool) tensor; shared by all layers
 //!   pooled     i32                  the largest pooled tensor; shared
 //!   mid        i32                  the largest separable intermediate (pre-pool pixels, Cin_p); shared
@@ -63,6 +64,7 @@ pub fn plan(model: *Model, layers: []Layer) void {
     model.plan.events_offset = cursor.take(events_max * @sizeOf(Event));
     model.plan.events_max = events_max;
     model.plan.static_ops_offset = cursor.take(layers.len * @sizeOf(u64));
+    model.plan.output_offset = cursor.take(layers[layers.len - 1].output.valuesPadded() * @sizeOf(i32));
     model.plan.used_bytes = cursor.used;
 }
 

@@ -18,5 +18,4 @@ test {
     _ = @import("kernels/separable2d.zig");
     _ = @import("kernels/dense.zig");
     _ = @import("kernels/add.zig");
-    _ = @import("end_to_end_test.zig");
 }

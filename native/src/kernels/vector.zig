@@ -47,11 +47,11 @@ pub const has_vnni512 = builtin.cpu.arch == .x86_64 and
     std.Target.x86.featureSetHas(builtin.cpu.features, .avx512vnni) and
     std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
 
-const quad_bytes = lanes * limits.quad_channels; // weights of one chunk of output channels for one quad
+pub const quad_bytes = lanes * limits.quad_channels; // weights of one chunk of output channels for one quad
 
 /// acc[c] + sum over k < 4 of values.byte[k] * weights[c * 4 + k], exactly (u8 x i8 products summed
 /// in i32, as vpdpbusd does).
-inline fn dotQuad(acc: VecI32, values: u32, weights: *const [quad_bytes]i8) VecI32 {
+pub inline fn dotQuad(acc: VecI32, values: u32, weights: *const [quad_bytes]i8) VecI32 {
     const weight: @Vector(quad_bytes, i8) = weights.*;
     if (comptime has_vnni512 and lanes == 16) {
         const broadcast: @Vector(lanes, u32) = @splat(values);
@@ -63,15 +63,22 @@ inline fn dotQuad(acc: VecI32, values: u32, weights: *const [quad_bytes]i8) VecI
         );
     }
     const bytes: @Vector(limits.quad_channels, u8) = @bitCast(values);
-    const repeated: @Vector(quad_bytes, u8) = @shuffle(u8, bytes, undefined, repeatPattern());
+    const repeated: @Vector(quad_bytes, u8) = @shuffle(u8, bytes, undefined, repeat_pattern);
     const product: @Vector(quad_bytes, i16) = @as(@Vector(quad_bytes, i16), weight) *% @as(@Vector(quad_bytes, i16), repeated);
     var sum = acc;
     inline for (0..limits.quad_channels) |k| {
-        const part: @Vector(lanes, i16) = @shuffle(i16, product, undefined, everyFourth(k));
+        const part: @Vector(lanes, i16) = @shuffle(i16, product, undefined, every_fourth[k]);
         sum +%= @as(VecI32, part);
     }
     return sum;
 }
+
+const repeat_pattern = repeatPattern();
+const every_fourth = blk: {
+    var patterns: [limits.quad_channels][lanes]i32 = undefined;
+    for (&patterns, 0..) |*pattern, k| pattern.* = everyFourth(k);
+    break :blk patterns;
+};
 
 fn repeatPattern() [quad_bytes]i32 {
     var pattern: [quad_bytes]i32 = undefined;
@@ -89,16 +96,38 @@ fn everyFourth(k: usize) [lanes]i32 {
 /// the scatter of one pixel's non-zero channel groups over their weight vectors (quad layout,
 /// loader.zig unpackQuadMatrix).
 pub fn accumulateQuads(row: []i32, weights: []const i8, quads: []const Quad) void {
+    std.debug.assert(row.len % lanes == 0);
+    switch (row.len / lanes) {
+        1 => accumulateQuadsInRegisters(1, row, weights, quads),
+        2 => accumulateQuadsInRegisters(2, row, weights, quads),
+        3 => accumulateQuadsInRegisters(3, row, weights, quads),
+        4 => accumulateQuadsInRegisters(4, row, weights, quads),
+        else => accumulateQuadsWide(row, weights, quads),
+    }
+}
+
+/// A row of `chunks` vectors held in registers while every quad adds its dot products.
+inline fn accumulateQuadsInRegisters(comptime chunks: usize, row: []i32, weights: []const i8, quads: []const Quad) void {
+    var acc: [chunks]VecI32 = undefined;
+    inline for (0..chunks) |k| acc[k] = row[k * lanes ..][0..lanes].*;
+    for (quads) |quad| {
+        const quad_weights = weights[quad.index * chunks * quad_bytes ..][0 .. chunks * quad_bytes];
+        inline for (0..chunks) |k| acc[k] = dotQuad(acc[k], quad.values, quad_weights[k * quad_bytes ..][0..quad_bytes]);
+    }
+    inline for (0..chunks) |k| row[k * lanes ..][0..lanes].* = acc[k];
+}
+
+/// Rows wider than 4 vectors (dense layers): one quad at a time, reading its weights contiguously
+/// while the row stays in L1.
+fn accumulateQuadsWide(row: []i32, weights: []const i8, quads: []const Quad) void {
     const channels_padded = row.len;
-    std.debug.assert(channels_padded % lanes == 0);
-    var chunk: usize = 0;
-    while (chunk < channels_padded) : (chunk += lanes) {
-        var acc: VecI32 = row[chunk..][0..lanes].*;
-        for (quads) |quad| {
-            const offset = (quad.index * channels_padded + chunk) * limits.quad_channels;
-            acc = dotQuad(acc, quad.values, weights[offset..][0..quad_bytes]);
+    for (quads) |quad| {
+        const quad_weights = weights[quad.index * channels_padded * limits.quad_channels ..][0 .. channels_padded * limits.quad_channels];
+        var chunk: usize = 0;
+        while (chunk < channels_padded) : (chunk += lanes) {
+            const acc: VecI32 = row[chunk..][0..lanes].*;
+            row[chunk..][0..lanes].* = dotQuad(acc, quad.values, quad_weights[chunk * limits.quad_channels ..][0..quad_bytes]);
         }
-        row[chunk..][0..lanes].* = acc;
     }
 }
 
