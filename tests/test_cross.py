@@ -111,3 +111,39 @@ def test_cortex_m4_build_runs_and_matches_the_reference(cortex_m4_case):
     expected = model.forward(x, timesteps=timesteps, device="reference")
     np.testing.assert_array_equal(got_potentials, expected.reshape(-1))
     assert got_class == model.predict(x, timesteps=timesteps, device="reference")[0]
+
+
+def address_space_model() -> "es.Model":
+    """A valid 42 KB file whose context needs about 5.6 GiB of arena: 81 1x1 convs on (2048, 2048, 16)."""
+    import edgesnn as es
+    from edgesnn import layers as L
+
+    ones = np.ones((1, 1, 16, 16), int)
+    layers = [L.InputConv2D(name="c0", weights=ones, weight_bits=2, out_shift=4, activation_bits=1)]
+    layers += [L.Conv2D(name=f"c{i}", weights=ones, weight_bits=2, out_shift=4, activation_bits=1) for i in range(1, 80)]
+    layers.append(L.Conv2D(name="out", weights=np.ones((1, 1, 16, 2), int), weight_bits=2, neuron="none",
+                           pool="global_avg"))
+    return es.Model(layers, input_shape=(2048, 2048, 16), input_bits=1)
+
+
+@pytest.fixture(scope="module")
+def arm32_classify(tmp_path_factory) -> Path:
+    return build_example("arm-linux-musleabihf", tmp_path_factory.mktemp("c-arm32"))
+
+
+def test_32bit_build_refuses_a_model_larger_than_its_address_space(arm32_classify, tmp_path):
+    """On a 32-bit target the sizes the engine reports must fit size_t: a model needing more memory
+    than the address space is refused with ESNN_ERROR_LIMIT, not a panic (or, without safety
+    checks, a truncated size)."""
+    qemu = shutil.which("qemu-arm")
+    if qemu is None:
+        pytest.skip("qemu-arm is not installed (Debian: apt-get install qemu-user)")
+    model = address_space_model()
+    native = pytest.importorskip("edgesnn.native")
+    assert native.NativeModel(model.to_bytes()).arena_bytes > 2**32  # the 64-bit engine takes it
+    model.save(tmp_path / "big.esnn")
+    (tmp_path / "input.u8").write_bytes(b"\0")
+    result = subprocess.run([qemu, str(arm32_classify), str(tmp_path / "big.esnn"), str(tmp_path / "input.u8")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, f"status {result.returncode}: {result.stdout}{result.stderr}"
+    assert result.stderr.startswith(f"error: {tmp_path / 'big.esnn'}: limit: "), result.stderr

@@ -1,0 +1,113 @@
+"""Build the engine for the host, aarch64-linux-musl and a Cortex-M4 and print the library sizes.
+
+    python native/sizes.py [--markdown]
+
+For each library: the file's bytes and what a program would carry: code (executable sections),
+read-only data and writable data (.data + .bss), summed over the ELF objects inside (the
+archive's index and names are not code). Release builds are stripped (native/build.zig).
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+NATIVE = Path(__file__).resolve().parent
+
+SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
+SHT_NOBITS = 8
+
+# (label, zig build step, -Dtarget, -Dcpu, -Doptimize, the file it installs)
+BUILDS = [
+    ("host x86_64 .so", "install", "native", None, "ReleaseFast", "lib/libedgesnn.so"),
+    ("host x86_64 .a", "static", "native", None, "ReleaseFast", "lib/libedgesnn.a"),
+    ("aarch64-linux-musl .a", "static", "aarch64-linux-musl", None, "ReleaseFast", "lib/libedgesnn.a"),
+    ("Cortex-M4 .a (thumb, eabihf)", "static", "thumb-freestanding-eabihf", "cortex_m4", "ReleaseSmall",
+     "lib/libedgesnn.a"),
+]
+
+
+def elf_section_bytes(data: bytes) -> dict[str, int]:
+    """Bytes of the allocated sections of one ELF file: code, read-only data, writable data."""
+    if data[:4] != b"\x7fELF":
+        return {"code": 0, "rodata": 0, "data": 0}
+    is_64 = data[4] == 2
+    if is_64:
+        shoff, = struct.unpack_from("<Q", data, 40)
+        shentsize, shnum = struct.unpack_from("<HH", data, 58)
+        entry = "<IIQQQQIIQQ"
+    else:
+        shoff, = struct.unpack_from("<I", data, 32)
+        shentsize, shnum = struct.unpack_from("<HH", data, 46)
+        entry = "<IIIIIIIIII"
+    sizes = {"code": 0, "rodata": 0, "data": 0}
+    for index in range(shnum):
+        _, kind, flags, _, _, size, *_ = struct.unpack_from(entry, data, shoff + index * shentsize)
+        if not flags & SHF_ALLOC:
+            continue
+        if flags & SHF_EXECINSTR:
+            sizes["code"] += size
+        elif flags & SHF_WRITE or kind == SHT_NOBITS:
+            sizes["data"] += size
+        else:
+            sizes["rodata"] += size
+    return sizes
+
+
+def archive_members(data: bytes):
+    """The member files of a System V / GNU `ar` archive."""
+    assert data[:8] == b"!<arch>\n", "not an ar archive"
+    at = 8
+    while at + 60 <= len(data):
+        size = int(data[at + 48:at + 58].decode().strip())
+        yield data[at + 60:at + 60 + size]
+        at += 60 + size + (size & 1)
+
+
+def library_sizes(path: Path) -> dict[str, int]:
+    data = path.read_bytes()
+    members = list(archive_members(data)) if data[:8] == b"!<arch>\n" else [data]
+    totals = {"file": len(data), "code": 0, "rodata": 0, "data": 0}
+    for member in members:
+        for key, value in elf_section_bytes(member).items():
+            totals[key] += value
+    return totals
+
+
+def build(step: str, target: str, cpu: str | None, optimize: str, prefix: Path) -> None:
+    command = [sys.executable, "-m", "ziglang", "build", step, f"-Dtarget={target}", f"-Doptimize={optimize}",
+               "--prefix", str(prefix)]
+    if cpu:
+        command.append(f"-Dcpu={cpu}")
+    result = subprocess.run(command, cwd=NATIVE, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"zig build {step} for {target} failed:\n{result.stderr}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table (README)")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgesnn-sizes-") as scratch:
+        for index, (label, step, target, cpu, optimize, installed) in enumerate(BUILDS):
+            prefix = Path(scratch) / str(index)
+            build(step, target, cpu, optimize, prefix)
+            rows.append((label, optimize, library_sizes(prefix / installed)))
+    if args.markdown:
+        print("| library | build | file bytes | code | read-only data | writable data |")
+        print("|---|---|---:|---:|---:|---:|")
+        for label, optimize, s in rows:
+            print(f"| {label} | {optimize} | {s['file']:,} | {s['code']:,} | {s['rodata']:,} | {s['data']:,} |")
+        return
+    print(f"{'library':30} {'build':12} {'file':>9} {'code':>9} {'rodata':>9} {'data':>9}")
+    for label, optimize, s in rows:
+        print(f"{label:30} {optimize:12} {s['file']:9} {s['code']:9} {s['rodata']:9} {s['data']:9}")
+
+
+if __name__ == "__main__":
+    main()
