@@ -35,6 +35,7 @@ models; time at 90 % input sparsity at most 0.25x the time at 0 %.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -415,16 +416,11 @@ def measure_engine(engine: Engine, x_timing: np.ndarray, settings: Settings) -> 
     """batch-1 latency (ms) and batch-100 throughput (samples/s) with one and two threads."""
     batch_a = engine.prepare(x_timing[:THROUGHPUT_BATCH])
     batch_b = engine.prepare(x_timing[THROUGHPUT_BATCH:2 * THROUGHPUT_BATCH])
-    singles = [engine.prepare(x_timing[i:i + 1]) for i in range(16)]
+    singles = itertools.cycle([engine.prepare(x_timing[i:i + 1]) for i in range(16)])  # 16 different samples
     repeats = settings.throughput_repeats_reference if engine.slow else settings.throughput_repeats
-    result = {}
-    if engine.slow:
-        calls = settings.latency_calls_reference
-    else:
-        calls = settings.latency_calls
-    counter = iter(range(10**9))
-    result["latency_ms"] = 1e3 * median_call_s(lambda: engine.run(singles[next(counter) % len(singles)]), calls,
-                                               warmup=1 if engine.slow else 10)
+    calls = settings.latency_calls_reference if engine.slow else settings.latency_calls
+    result = {"latency_ms": 1e3 * median_call_s(lambda: engine.run(next(singles)), calls,
+                                                warmup=1 if engine.slow else 10)}
     one_s = median_call_s(lambda: engine.run(batch_a), repeats, warmup=1)
     result["throughput_1t"] = THROUGHPUT_BATCH / one_s
     if engine.make_two_threads is not None:
@@ -469,6 +465,20 @@ def statistics_summary(stats) -> dict:
                        "output_density": layer.output_events / max(layer.output_size, 1),
                        "synaptic_ops_per_sample": layer.synaptic_ops / stats.samples})
     return {"layers": layers, "synaptic_ops_per_sample": sum(l["synaptic_ops_per_sample"] for l in layers)}
+
+
+def call_overhead_us(settings: Settings) -> dict:
+    """Batch-1 time of a model that does almost nothing (dense 1 -> 1): the per-call floor of each path."""
+    import edgesnn as es
+    from edgesnn import layers as L
+    from edgesnn import native
+
+    model = es.Model([L.Dense(name="tiny", weights=np.ones((1, 1), np.int8), neuron="none")], input_shape=(1, 1, 1))
+    x = np.ones((1, 1, 1, 1), np.uint8)
+    loaded = native.native_model(model)
+    x5 = np.ascontiguousarray(x[:, None])
+    return {"forward": 1e6 * median_call_s(lambda: model.forward(x, device="cpu"), settings.latency_calls),
+            "binding": 1e6 * median_call_s(lambda: loaded.run(x5), settings.latency_calls)}
 
 
 def layer_timings(bench: BenchModel, settings: Settings) -> list[dict]:
@@ -672,6 +682,10 @@ def main(argv=None) -> int:
             report["models"][name] = result
             print_model(name, result)
     print("measuring the sparsity sweep ...", file=sys.stderr, flush=True)
+    report["call_overhead_us"] = call_overhead_us(settings)
+    overhead = report["call_overhead_us"]
+    print(f"\nper-call floor (batch 1, a dense 1 -> 1 model): model.forward {overhead['forward']:.1f} us, "
+          f"binding NativeModel.run {overhead['binding']:.1f} us")
     report["sparsity_sweep"] = sparsity_sweep(settings)
     print("\n## Sparsity sweep: one conv 3x3, 32 -> 32 channels, 28x28, 4-bit, batch 100, device cpu (binding)\n")
     print("zero values placed independently (the target's measure); last columns: whole pixels zero\n")
