@@ -9,7 +9,7 @@ pub fn build(b: *std.Build) void {
     const target = b.standardTargetOptions(.{});
     const optimize = b.standardOptimizeOption(.{});
 
-    const strip = optimize != .debug;
+    const strip = b.option(bool, "strip", "Strip debug info (default: all but Debug builds)") orelse (optimize != .debug);
     const root_module = b.createModule(.{
         .root_source_file = b.path("src/exports.zig"),
         .target = target,

@@ -189,17 +189,18 @@ fn loadFrame(ctx: *Context, frame: []const u8, sample: u32, t: u32, diag: *Diagn
     const channels_padded = model.input.channelsPadded();
     const buffer = ctx.activations(model_zig.input_model);
     const input_max = model.inputMax();
+    if (input_max < std.math.maxInt(u8) and vector.maxU8(frame) > input_max) {
+        const index = for (frame, 0..) |value, i| {
+            if (value > input_max) break i;
+        } else unreachable;
+        const pixel = index / channels;
+        return diag.fail(.input, "input sample {d} timestep {d} pixel ({d}, {d}) channel {d} is {d}, above 2^input_bits - 1 = {d}", .{
+            sample, t, pixel / model.input.w, pixel % model.input.w, index % channels, frame[index], input_max,
+        });
+    }
     var pixel: usize = 0;
     while (pixel < model.input.pixels()) : (pixel += 1) {
-        const source = frame[pixel * channels ..][0..channels];
-        for (source, 0..) |value, c| {
-            if (value > input_max) {
-                return diag.fail(.input, "input sample {d} timestep {d} pixel ({d}, {d}) channel {d} is {d}, above 2^input_bits - 1 = {d}", .{
-                    sample, t, pixel / model.input.w, pixel % model.input.w, c, value, input_max,
-                });
-            }
-        }
-        @memcpy(buffer[pixel * channels_padded ..][0..channels], source);
+        @memcpy(buffer[pixel * channels_padded ..][0..channels], frame[pixel * channels ..][0..channels]);
     }
 }
 

@@ -71,8 +71,9 @@ pub fn plan(model: *Model, layers: []Layer) void {
 /// The most events one kernel call of this layer gathers at once.
 fn eventsMax(layer: *const Layer) u64 {
     return switch (layer.kind) {
-        .dense => layer.input.values(), // every input value of the sample
-        .input_conv2d, .conv2d, .separable2d => layer.input.channelsPadded(), // one pixel's channels
+        // every quad of the sample, plus the slack of the branch-free compaction (kernels/vector.zig)
+        .dense => layer.input.pixels() * layer.input.channelQuads() + limits.channel_lanes / limits.quad_channels,
+        .input_conv2d, .conv2d, .separable2d => layer.input.channelsPadded(), // one pixel's channels (>= its quads + slack)
         .depthwise2d, .add => 0,
     };
 }

@@ -114,7 +114,14 @@ inline fn accumulateQuadsInRegisters(comptime chunks: usize, row: []i32, weights
         const quad_weights = weights[quad.index * chunks * quad_bytes ..][0 .. chunks * quad_bytes];
         inline for (0..chunks) |k| acc[k] = dotQuad(acc[k], quad.values, quad_weights[k * quad_bytes ..][0..quad_bytes]);
     }
-    inline for (0..chunks) |k| row[k * lanes ..][0..lanes].* = acc[k];
+    inline for (0..chunks) |k| storeVector(row, k * lanes, acc[k]);
+}
+
+/// row[offset..][0..lanes] = value, as one vector store (an array-typed store was split into
+/// scalar stores by the code generator).
+pub inline fn storeVector(row: []i32, offset: usize, value: VecI32) void {
+    const target: *align(@alignOf(i32)) VecI32 = @ptrCast(row[offset..][0..lanes]);
+    target.* = value;
 }
 
 /// Rows wider than 4 vectors (dense layers): one quad at a time, reading its weights contiguously
@@ -132,26 +139,25 @@ fn accumulateQuadsWide(row: []i32, weights: []const i8, quads: []const Quad) voi
 }
 
 /// The channel groups of one pixel (`quad_count` groups of 4 channels; `pixel.len` = padded
-/// channels) with a non-zero value, and how many non-zero values (events) they hold.
+/// channels) with a non-zero value, and how many non-zero values (events) they hold. Branch-free
+/// compaction: every quad is written at the next free slot, which advances only for non-zero ones
+/// (so `quads` needs room for the pixel's quads rounded up to whole vectors).
 pub fn gatherPixelQuads(pixel: []const u8, quad_count: u32, quads: []Quad) struct { quads: []Quad, events: u64 } {
+    const quads_per_vector = lanes / limits.quad_channels;
     std.debug.assert(quad_count * limits.quad_channels <= pixel.len);
     var count: usize = 0;
     var events: u64 = 0;
-    var group: u32 = 0;
-    while (group < quad_count) : (group += 1) {
-        const first = group * limits.quad_channels;
-        if (first % lanes == 0) {
-            const values: VecU8 = pixel[first..][0..lanes].*;
-            if (@reduce(.Max, values) == 0) {
-                group += lanes / limits.quad_channels - 1; // skip the all-zero chunk
-                continue;
-            }
+    var first: u32 = 0;
+    while (first < quad_count) : (first += quads_per_vector) {
+        const bytes: VecU8 = pixel[first * limits.quad_channels ..][0..lanes].*;
+        const nonzero = bytes != @as(VecU8, @splat(0));
+        if (!@reduce(.Or, nonzero)) continue;
+        events += std.simd.countTrues(nonzero);
+        const words: [quads_per_vector]u32 = @bitCast(bytes);
+        inline for (words, 0..) |word, k| {
+            quads[count] = .{ .index = first + @as(u32, k), .values = word };
+            count += @intFromBool(word != 0);
         }
-        const word = std.mem.readInt(u32, pixel[first..][0..4], .little);
-        if (word == 0) continue;
-        quads[count] = .{ .index = group, .values = word };
-        count += 1;
-        inline for (0..limits.quad_channels) |k| events += @intFromBool((word >> (8 * k)) & 0xff != 0);
     }
     return .{ .quads = quads[0..count], .events = events };
 }
@@ -195,9 +201,29 @@ pub fn fillRows(potentials: []i32, bias: []const i32) void {
         @memset(potentials, 0);
         return;
     }
-    std.debug.assert(potentials.len % bias.len == 0);
+    fillRowsVector(potentials, bias);
+}
+
+/// The largest value (0 for an empty slice).
+pub fn maxU8(values: []const u8) u8 {
+    var largest: VecU8 = @splat(0);
     var offset: usize = 0;
-    while (offset < potentials.len) : (offset += bias.len) @memcpy(potentials[offset..][0..bias.len], bias);
+    while (offset + lanes <= values.len) : (offset += lanes) {
+        largest = @max(largest, @as(VecU8, values[offset..][0..lanes].*));
+    }
+    var result = @reduce(.Max, largest);
+    for (values[offset..]) |value| result = @max(result, value);
+    return result;
+}
+
+/// Set every row (pixel) of `potentials` to `bias` (one padded row), with vector stores.
+pub fn fillRowsVector(potentials: []i32, bias: []const i32) void {
+    std.debug.assert(bias.len % lanes == 0 and potentials.len % bias.len == 0);
+    var offset: usize = 0;
+    while (offset < potentials.len) : (offset += bias.len) {
+        var chunk: usize = 0;
+        while (chunk < bias.len) : (chunk += lanes) storeVector(potentials, offset + chunk, bias[chunk..][0..lanes].*);
+    }
 }
 
 pub fn countNonZeroU8(values: []const u8) u64 {
