@@ -76,6 +76,14 @@ def fix_checksums(data: bytes) -> bytes:
     return bytes(fixed)
 
 
+def load_input_bytes(data: bytes) -> bytes:
+    """The .esnn bytes a fuzz_load.py input stands for: its first byte picks the mode (even: the rest
+    as is; odd: the rest with file_bytes and both CRC-32s fixed)."""
+    if not data:
+        return b""
+    return fix_checksums(data[1:]) if data[0] & 1 else data[1:]
+
+
 def check_status(library: native.Library, status: int, message: str, call: str) -> None:
     if not 0 <= status < STATUS_COUNT:
         raise FuzzFinding(f"{call} returned unknown status {status}")
@@ -169,3 +177,22 @@ def valid_models() -> dict:
         "spiking_dense": spiking_dense,
         "strided": strided,
     }
+
+
+# -- the second reader --------------------------------------------------------------------------------
+
+def check_readers_agree(library: native.Library, data: bytes, native_status: int) -> None:
+    """The Python reader (edgesnn.format) accepts exactly the files the native loader accepts, except
+    for the JSON in META, which only Python parses; it refuses with FormatError or ModelError only."""
+    import edgesnn as es
+
+    try:
+        es.Model.from_bytes(data)
+        python_error = None
+    except (es.FormatError, es.ModelError) as exc:
+        python_error = exc
+    if native_status == native.STATUS_OK and python_error is not None:
+        if getattr(python_error, "section", None) != "META":
+            raise FuzzFinding(f"native loads, Python refuses: {type(python_error).__name__}: {python_error}")
+    if native_status != native.STATUS_OK and python_error is None:
+        raise FuzzFinding(f"Python loads, native refuses ({library.status_name(native_status)})")

@@ -741,7 +741,7 @@ fn checkParameters(check: *const LayerCheck, layer: *const Layer) Error!void {
         try checkI32Range(check, .mid_multiplier, 0, int32_max_signed);
         try checkI32Range(check, .mid_shift, 0, limits.shift_max);
     }
-    if (layer.kind == .add) try checkI32Range(check, .input_multipliers, 0, int32_max_signed);
+    // add: input_multipliers take any int32 sign (docs/semantics.md); the overflow bound covers them.
 }
 
 /// sum over rows of |W[row, column]| of a packed (rows, columns) matrix.
@@ -787,7 +787,7 @@ fn checkOverflowBound(check: *const LayerCheck, layer: *const Layer) Error!void 
                 var sum: u128 = 0;
                 for (0..layer.input_count) |input| {
                     const multiplier = readI32(check.tensor(.input_multipliers), (input * cout + channel) * 4);
-                    sum += @as(u128, @intCast(multiplier)) * layer.input_max[input];
+                    sum += @as(u128, @abs(multiplier)) * layer.input_max[input];
                 }
                 break :blk sum;
             },
