@@ -14,6 +14,7 @@ const limits = @import("limits.zig");
 const model_zig = @import("model.zig");
 const planner = @import("planner.zig");
 const status_zig = @import("status.zig");
+const vector = @import("kernels/vector.zig");
 
 const Diagnostic = status_zig.Diagnostic;
 const Error = Diagnostic.Error;
@@ -476,6 +477,8 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         .mid_multiplier = &.{},
         .mid_shift = &.{},
         .input_multipliers = &.{},
+        .row_taps = &.{},
+        .column_taps = &.{},
     });
     try checkInputs(check, &layer, model_input, input_bits);
     try checkBits(check, &layer, layer_count);
@@ -833,6 +836,10 @@ fn parameterBytes(layer: *const Layer, has_weights: bool) u64 {
     const sizes = parameterSizes(layer);
     var total: u64 = 0;
     for (sizes) |bytes| total += limits.alignUp(bytes, limits.buffer_alignment);
+    if (isSpatial(layer.kind)) {
+        total += limits.alignUp(@as(u64, layer.input.h) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
+        total += limits.alignUp(@as(u64, layer.input.w) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
+    }
     return total;
 }
 
@@ -917,7 +924,24 @@ pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Mode
     return model;
 }
 
+fn isSpatial(kind: Kind) bool {
+    return switch (kind) {
+        .input_conv2d, .conv2d, .depthwise2d, .separable2d => true,
+        .dense, .add => false,
+    };
+}
+
+fn fillTapRanges(layer: *Layer, bump: *Bump) void {
+    const rows = bump.take(model_zig.TapRange, layer.input.h);
+    for (rows, 0..) |*range, iy| range.* = vector.tapRange(@intCast(iy), layer.pad_top, layer.kernel_h, layer.stride, layer.synaptic.h);
+    const columns = bump.take(model_zig.TapRange, layer.input.w);
+    for (columns, 0..) |*range, ix| range.* = vector.tapRange(@intCast(ix), layer.pad_left, layer.kernel_w, layer.stride, layer.synaptic.w);
+    layer.row_taps = rows;
+    layer.column_taps = columns;
+}
+
 fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
+    if (isSpatial(layer.kind)) fillTapRanges(layer, bump);
     const sizes = parameterSizes(layer);
     const bits = check.record.weight_bits;
     if (sizes[@intFromEnum(Slot.weights)] != 0) {

@@ -3,6 +3,7 @@
 
 const std = @import("std");
 const limits = @import("limits.zig");
+pub const TapRange = @import("kernels/vector.zig").TapRange;
 
 pub const Kind = enum(u32) {
     input_conv2d = 1,
@@ -102,6 +103,9 @@ pub const Layer = struct {
     mid_multiplier: []const i32, // separable (Cin_p)
     mid_shift: []const i32, // separable (Cin_p)
     input_multipliers: []const i32, // add (input_count, C_p)
+    // Spatial kinds: for each input row / column, the output pixels and taps it reaches.
+    row_taps: []const TapRange, // (input.h)
+    column_taps: []const TapRange, // (input.w)
 
     // Arena plan (byte offsets from the aligned arena start), set by planner.zig:
     activation_offset: u64, // u8 (out.h, out.w, Cout_p); unused for neuron none

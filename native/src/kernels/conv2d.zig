@@ -24,18 +24,22 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quad
     var synaptic_ops: u64 = 0;
     var iy: u32 = 0;
     while (iy < in.h) : (iy += 1) {
-        const rows = vector.tapsOf(iy, layer.pad_top, layer.kernel_h, layer.stride, out.h);
-        if (rows.len == 0) continue;
+        const rows = layer.row_taps[iy];
+        if (rows.count == 0) continue;
         var ix: u32 = 0;
         while (ix < in.w) : (ix += 1) {
             const pixel = input[(@as(usize, iy) * in.w + ix) * cin_padded ..][0..cin_padded];
             const gathered = vector.gatherPixelQuads(pixel, quad_count, quads_buffer);
             if (gathered.events == 0) continue;
-            const columns = vector.tapsOf(ix, layer.pad_left, layer.kernel_w, layer.stride, out.w);
-            for (rows.slice()) |row| {
-                for (columns.slice()) |column| {
-                    const tap = @as(usize, row.kernel) * layer.kernel_w + column.kernel;
-                    const output_pixel = @as(usize, row.output) * out.w + column.output;
+            const columns = layer.column_taps[ix];
+            for (0..rows.count) |row_step| {
+                const oy = rows.output_first - row_step;
+                const kh = rows.kernel_first + row_step * layer.stride;
+                for (0..columns.count) |column_step| {
+                    const ox = columns.output_first - column_step;
+                    const kw = columns.kernel_first + column_step * layer.stride;
+                    const tap = kh * layer.kernel_w + kw;
+                    const output_pixel = oy * out.w + ox;
                     vector.accumulateQuads(
                         potentials[output_pixel * cout_padded ..][0..cout_padded],
                         layer.weights[tap * tap_weights_stride ..][0..tap_weights_stride],
@@ -43,7 +47,7 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quad
                     );
                 }
             }
-            synaptic_ops += gathered.events * rows.len * columns.len * out.c;
+            synaptic_ops += gathered.events * rows.count * columns.count * out.c;
         }
     }
     return synaptic_ops;

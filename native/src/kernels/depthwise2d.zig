@@ -19,18 +19,22 @@ pub fn accumulate(layer: *const model.Layer, input: []const u8, bias: []const i3
     var synaptic_ops: u64 = 0;
     var iy: u32 = 0;
     while (iy < in.h) : (iy += 1) {
-        const rows = vector.tapsOf(iy, layer.pad_top, layer.kernel_h, layer.stride, out_h);
-        if (rows.len == 0) continue;
+        const rows = layer.row_taps[iy];
+        if (rows.count == 0) continue;
         var ix: u32 = 0;
         while (ix < in.w) : (ix += 1) {
             const pixel = input[(@as(usize, iy) * in.w + ix) * channels_padded ..][0..channels_padded];
             const events = vector.countNonZeroU8(pixel);
             if (events == 0) continue;
-            const columns = vector.tapsOf(ix, layer.pad_left, layer.kernel_w, layer.stride, out_w);
-            for (rows.slice()) |row| {
-                for (columns.slice()) |column| {
-                    const tap = @as(usize, row.kernel) * layer.kernel_w + column.kernel;
-                    const output_pixel = @as(usize, row.output) * out_w + column.output;
+            const columns = layer.column_taps[ix];
+            for (0..rows.count) |row_step| {
+                const oy = rows.output_first - row_step;
+                const kh = rows.kernel_first + row_step * layer.stride;
+                for (0..columns.count) |column_step| {
+                    const ox = columns.output_first - column_step;
+                    const kw = columns.kernel_first + column_step * layer.stride;
+                    const tap = kh * layer.kernel_w + kw;
+                    const output_pixel = oy * out_w + ox;
                     accumulatePixel(
                         potentials[output_pixel * channels_padded ..][0..channels_padded],
                         layer.weights[tap * channels_padded ..][0..channels_padded],
@@ -38,7 +42,7 @@ pub fn accumulate(layer: *const model.Layer, input: []const u8, bias: []const i3
                     );
                 }
             }
-            synaptic_ops += events * rows.len * columns.len;
+            synaptic_ops += events * rows.count * columns.count;
         }
     }
     return synaptic_ops;

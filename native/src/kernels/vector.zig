@@ -244,45 +244,50 @@ pub fn countNonZeroI32(values: []const i32) u64 {
     return count;
 }
 
-/// One (output coordinate, kernel tap) pair along an axis: input coordinate i feeds output o
-/// through tap k when o * stride + k - pad == i.
-pub const Tap = struct { output: u32, kernel: u32 };
-
-pub const Taps = struct {
-    items: [limits.kernel_max]Tap = undefined,
-    len: u32 = 0,
-
-    pub fn slice(taps: *const Taps) []const Tap {
-        return taps.items[0..taps.len];
-    }
+/// The (output coordinate, kernel tap) pairs through which input coordinate i reaches the output
+/// along one axis (o * stride + k - pad == i, padding taps left out): pair j < count is
+/// (output_first - j, kernel_first + j * stride). Computed once per layer at load (loader.zig), so
+/// kernels never divide.
+pub const TapRange = extern struct {
+    output_first: u32,
+    kernel_first: u32,
+    count: u32,
 };
 
-/// Every (output, tap) pair that input coordinate `input` reaches along one axis; taps outside the
-/// output (padding) are left out.
-pub fn tapsOf(input: u32, pad_before: u32, kernel: u32, stride: u32, output_size: u32) Taps {
-    var taps: Taps = .{};
-    var k: u32 = 0;
-    while (k < kernel) : (k += 1) {
-        const shifted = @as(i64, input) + pad_before - k;
-        if (shifted < 0 or @mod(shifted, stride) != 0) continue;
-        const output: u32 = @intCast(@divFloor(shifted, stride));
-        if (output >= output_size) continue;
-        taps.items[taps.len] = .{ .output = output, .kernel = k };
-        taps.len += 1;
+pub fn tapRange(input: u32, pad_before: u32, kernel: u32, stride: u32, output_size: u32) TapRange {
+    const shifted = input + pad_before; // = o * stride + k
+    var k = shifted % stride;
+    var o = shifted / stride; // the largest output reached, through the smallest tap
+    if (o >= output_size) {
+        const skip = o - (output_size - 1);
+        o -= skip;
+        k += skip * stride;
     }
-    return taps;
+    if (k >= kernel) return .{ .output_first = 0, .kernel_first = 0, .count = 0 };
+    const by_kernel = (kernel - 1 - k) / stride + 1; // taps k, k + s, ... < kernel
+    return .{ .output_first = o, .kernel_first = k, .count = @min(by_kernel, o + 1) };
 }
 
-test "taps of an input row under same padding" {
-    // H=5, K=3, s=1, pad 1: input 0 reaches outputs 0 (k=1) and 1 (k=0)
-    const taps = tapsOf(0, 1, 3, 1, 5);
-    try std.testing.expectEqual(@as(u32, 2), taps.len);
-    try std.testing.expectEqual(Tap{ .output = 1, .kernel = 0 }, taps.items[0]);
-    try std.testing.expectEqual(Tap{ .output = 0, .kernel = 1 }, taps.items[1]);
-    // stride 2: input 3 with pad 0, K=3: o*2+k=3 -> (o=1,k=1), (o=0? k=3 no) -> one tap
-    const strided = tapsOf(3, 0, 3, 2, 2);
-    try std.testing.expectEqual(@as(u32, 1), strided.len);
-    try std.testing.expectEqual(Tap{ .output = 1, .kernel = 1 }, strided.items[0]);
+test "tap ranges match brute force" {
+    for (1..6) |kernel| for (1..4) |stride| for (1..9) |size| for (0..3) |pad| {
+        if (size + 2 * pad < kernel) continue;
+        const output_size: u32 = @intCast((size + 2 * pad - kernel) / stride + 1);
+        for (0..size) |input| {
+            const range = tapRange(@intCast(input), @intCast(pad), @intCast(kernel), @intCast(stride), output_size);
+            var count: u32 = 0;
+            for (0..kernel) |k| {
+                const shifted = @as(i64, @intCast(input + pad)) - @as(i64, @intCast(k));
+                if (shifted < 0 or @mod(shifted, @as(i64, @intCast(stride))) != 0) continue;
+                const o = @divFloor(shifted, @as(i64, @intCast(stride)));
+                if (o >= output_size) continue;
+                // brute-force pairs come in increasing k: the j-th one must match the range's
+                try std.testing.expectEqual(@as(i64, range.output_first) - count, o);
+                try std.testing.expectEqual(range.kernel_first + count * @as(u32, @intCast(stride)), @as(u32, @intCast(k)));
+                count += 1;
+            }
+            try std.testing.expectEqual(count, range.count);
+        }
+    };
 }
 
 test "accumulate events scatters weight vectors" {
