@@ -3,8 +3,8 @@
     python benchmarks/profile_engine.py MODEL.esnn [--input x.npy] [--seconds 4]
     python benchmarks/profile_engine.py --sweep 0.9      # the sparsity-sweep conv of engine.py at 90 %
 
-Builds a copy of native/ with symbols (ReleaseFast, -Dcpu=native, not stripped) in a temporary
-folder, runs batches of 100 through that build (edgesnn.native.NativeModel via EDGESNN_NATIVE_LIB)
+Builds a copy of native/ with symbols (ReleaseFast, -Dcpu=native, -Dstrip=false) in a temporary
+folder (a copy, so a concurrent reinstall cannot change the library under the run), runs batches of 100 through that build (edgesnn.native.NativeModel via EDGESNN_NATIVE_LIB)
 under `perf record`, and resolves every sample's inlined call chain with addr2line. Each sample is
 charged to the innermost engine function (Zig std helpers such as math.clamp are charged to their
 caller) and to the stage that called it (conv2d.run, neuron.run, engine.loadFrame, ...).
@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-STRIP_LINE = "const strip = optimize != .debug;"
 # frames that dispatch rather than compute: the stage is the frame called by one of these
 DISPATCH_FRAMES = ("engine.runLayer", "engine.synapticStage", "engine.runSample", "engine.runBatch",
                    "exports.esnn_run_batch")
@@ -37,12 +36,7 @@ def build_with_symbols(native_source: Path, folder: Path) -> Path:
     """A ReleaseFast build of a copy of `native_source` that keeps its symbols and DWARF; returns the .so."""
     source = folder / "native"
     shutil.copytree(native_source, source, ignore=shutil.ignore_patterns(".zig-cache", "zig-out"))
-    build_zig = source / "build.zig"
-    text = build_zig.read_text()
-    if STRIP_LINE not in text:
-        raise SystemExit(f"{build_zig}: no line {STRIP_LINE!r} to turn stripping off; update profile_engine.py")
-    build_zig.write_text(text.replace(STRIP_LINE, "const strip = false;"))
-    subprocess.run([sys.executable, "-m", "ziglang", "build", "-Doptimize=ReleaseFast", "-Dcpu=native",
+    subprocess.run([sys.executable, "-m", "ziglang", "build", "-Doptimize=ReleaseFast", "-Dcpu=native", "-Dstrip=false",
                     "--prefix", str(folder / "out")], cwd=source, check=True)
     return folder / "out" / "lib" / "libedgesnn.so"
 
