@@ -52,3 +52,22 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quad
     }
     return synaptic_ops;
 }
+
+/// Synaptic ops as the statistics define them: for every input pixel, its non-zero values times
+/// the in-bounds (output pixel, tap) pairs it reaches, times Cout.
+pub fn synapticOps(layer: *const model.Layer, input: []const u8) u64 {
+    const in = layer.input;
+    const cin_padded = in.channelsPadded();
+    var ops: u64 = 0;
+    var iy: u32 = 0;
+    while (iy < in.h) : (iy += 1) {
+        const rows = layer.row_taps[iy];
+        if (rows.count == 0) continue;
+        var ix: u32 = 0;
+        while (ix < in.w) : (ix += 1) {
+            const events = vector.countNonZeroU8(input[(@as(usize, iy) * in.w + ix) * cin_padded ..][0..cin_padded]);
+            ops += events * rows.count * layer.column_taps[ix].count;
+        }
+    }
+    return ops * layer.synaptic.c;
+}
