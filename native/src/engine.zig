@@ -9,7 +9,6 @@ const planner = @import("planner.zig");
 const status_zig = @import("status.zig");
 const vector = @import("kernels/vector.zig");
 const conv2d = @import("kernels/conv2d.zig");
-const input_conv2d = @import("kernels/input_conv2d.zig");
 const depthwise2d = @import("kernels/depthwise2d.zig");
 const separable2d = @import("kernels/separable2d.zig");
 const dense = @import("kernels/dense.zig");
@@ -252,8 +251,7 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: []i32, stats: ?
 fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, potentials: []i32) u64 {
     const plan = &ctx.model.plan;
     return switch (layer.kind) {
-        .input_conv2d => input_conv2d.run(layer, inputs[0], potentials, ctx.quads()),
-        .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.quads()),
+        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.quads()),
         .depthwise2d => depthwise2d.run(layer, inputs[0], potentials),
         .separable2d => separable2d.run(
             layer,

@@ -1,31 +1,21 @@
-//! input_conv2d: the same semantics as conv2d (docs/semantics.md), with a dense kernel for the
-//! model's dense uint8 input (the issue allows it where that is faster): output-stationary, each
-//! output pixel keeps a block of up to 4 vectors of output channels in registers, started from
-//! the bias, and adds the dot products of the non-zero quads of every input pixel in its window.
-//! On a dense input this does no scatter loads and stores of potentials; on a sparse input zero
-//! quads still cost only a mask test. Statistics are counted exactly as for conv2d.
+//! conv2d / input_conv2d on a dense input (docs/semantics.md; conv2d.zig picks it by density):
+//! output-stationary, each output pixel keeps a block of up to 4 vectors of output channels in
+//! registers, started from the bias, and adds the dot products of the non-zero quads of every
+//! input pixel in its window. On a dense input this saves the scatter's loads and stores of
+//! potentials; zero quads still cost only a test. Bit-exact with the scatter kernel.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
-const conv2d = @import("conv2d.zig");
 
 const lanes = vector.lanes;
 const quad_bytes = vector.quad_bytes;
 /// Output-channel vectors one block keeps in registers.
 const block_chunks_max = 4;
 
-/// Inputs with more than this fraction of non-zero values take the dense kernel; sparser ones
-/// the event-driven scatter of conv2d (same results, bit for bit).
-const dense_fraction_min = 0.5;
-
 /// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p).
-/// Returns the synaptic operations (docs/semantics.md).
-pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quads_buffer: []model.Quad) u64 {
-    const events = vector.countNonZeroU8(input);
-    const values: f64 = @floatFromInt(layer.input.values());
-    if (@as(f64, @floatFromInt(events)) <= dense_fraction_min * values) return conv2d.run(layer, input, potentials, quads_buffer);
+pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32) void {
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
     const chunks = layer.synaptic.channelsPadded() / lanes;
@@ -38,7 +28,6 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quad
         }
         first += count;
     }
-    return conv2d.synapticOps(layer, input);
 }
 
 /// Output channels [first * lanes, (first + block) * lanes) of every output pixel.
