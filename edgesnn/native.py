@@ -5,8 +5,9 @@
     potentials, layer_stats = engine.run(x5)      # uint8 (N, T, H, W, C) -> int32, uint64 (layers, 5)
 
 The shared library is built by the install (`pip install .`, see _build_backend/) into
-edgesnn/_lib/; the environment variable EDGESNN_NATIVE_LIB points at another build (the tests use
-a ReleaseSafe one). Importing this module raises ImportError when no library is found and OSError
+edgesnn/_lib/; the environment variable EDGESNN_NATIVE_LIB points the default at another build,
+and `Library(path)` / `CpuDevice(library=path)` load one beside it (the tests run ReleaseSafe
+builds that way). Importing this module raises ImportError when no library is found and OSError
 when it does not load (edgesnn/default_plugin.py then leaves the `cpu` device out).
 
 Memory: the loaded model lives in one buffer allocated here once; each context owns one arena of
@@ -96,9 +97,10 @@ def _signatures() -> dict:
         "esnn_context_init": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                                              ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]),
         "esnn_context_message": (ctypes.c_char_p, [ctypes.c_void_p]),
-        "esnn_run_batch": (ctypes.c_int, [ctypes.c_void_p, u8_p, ctypes.c_size_t, ctypes.c_uint32, ctypes.c_uint32,
-                                          ctypes.c_uint32, ctypes.POINTER(ctypes.c_int32), ctypes.c_size_t,
-                                          ctypes.POINTER(_LayerStats), ctypes.c_size_t]),
+        # input, output and stats go as addresses (numpy's .ctypes.data): cheaper per call than pointers
+        "esnn_run_batch": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
+                                          ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t,
+                                          ctypes.c_void_p, ctypes.c_size_t]),
     }
 
 
@@ -157,20 +159,18 @@ class NativeModel:
         if input_timesteps not in (1, timesteps):
             raise ValueError(f"timesteps={timesteps} needs an input with T = 1 or T = {timesteps}, got T = {input_timesteps}")
         output = np.empty((batch, *self.output_shape), dtype=np.int32)
-        stats = (_LayerStats * self.layer_count)()
+        counts = np.empty((self.layer_count, len(STATS_FIELDS)), dtype=np.uint64)  # esnn_layer_stats[layers]
         _lib = self.library.lib
         context = self._acquire()
         try:
-            status = _lib.esnn_run_batch(
-                context.handle, x5.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), x5.size, batch, input_timesteps,
-                timesteps, output.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), output.size, stats, self.layer_count)
+            status = _lib.esnn_run_batch(context.handle, x5.ctypes.data, x5.size, batch, input_timesteps, timesteps,
+                                         output.ctypes.data, output.size, counts.ctypes.data, self.layer_count)
             if status != STATUS_OK:
                 text = _lib.esnn_context_message(context.handle).decode("utf-8", "replace")
                 error = ValueError if status == STATUS_INPUT else DeviceError
                 raise error(f"native run failed ({self.library.status_name(status)}): {text}")
         finally:
             self._release(context)
-        counts = np.array([[getattr(s, name) for name in STATS_FIELDS] for s in stats], dtype=np.uint64)
         return output, counts
 
     def _check_input(self, x5) -> np.ndarray:
@@ -262,6 +262,6 @@ class CpuDevice(Device):
             potentials, counts = loaded.run(x5[:, :1], timesteps=timesteps)
         else:
             potentials, counts = loaded.run(x5)
-        layers = [LayerStatistics(layer.name, layer.kind, **{name: int(v) for name, v in zip(STATS_FIELDS, row)})
-                  for layer, row in zip(model.layers, counts)]
+        layers = [LayerStatistics(layer.name, layer.kind, **dict(zip(STATS_FIELDS, row)))
+                  for layer, row in zip(model.layers, counts.tolist())]
         return potentials, Statistics(samples=x5.shape[0], timesteps=x5.shape[1], device=self.name, layers=layers)

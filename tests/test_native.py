@@ -243,9 +243,8 @@ def test_native_checks_input_range_itself(safe_library):
     x[0, 0, 2, 3, 0] = 16
     out = np.empty((1, *model.output_shape), np.int32)
     context = loaded._acquire()
-    status = safe_library.lib.esnn_run_batch(
-        context.handle, x.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), x.size, 1, 1, 1,
-        out.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), out.size, None, 0)
+    status = safe_library.lib.esnn_run_batch(context.handle, x.ctypes.data, x.size, 1, 1, 1, out.ctypes.data, out.size,
+                                             None, 0)
     assert safe_library.status_name(status) == "input"
     message = safe_library.lib.esnn_context_message(context.handle).decode()
     assert "pixel (2, 3)" in message and "15" in message
