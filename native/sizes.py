@@ -1,6 +1,6 @@
 """Build the engine for the host, aarch64-linux-musl and a Cortex-M4 and print the library sizes.
 
-    python native/sizes.py [--markdown]
+    python native/sizes.py [--markdown] [--native-dir DIR]
 
 For each library: the file's bytes and what a program would carry: code (executable sections),
 read-only data and writable data (.data + .bss), summed over the ELF objects inside (the
@@ -78,35 +78,45 @@ def library_sizes(path: Path) -> dict[str, int]:
     return totals
 
 
-def build(step: str, target: str, cpu: str | None, optimize: str, prefix: Path) -> None:
+def build(native_dir: Path, step: str, target: str, cpu: str | None, optimize: str, prefix: Path) -> str | None:
+    """Build into `prefix`; return None, or the first compiler error when the build fails."""
     command = [sys.executable, "-m", "ziglang", "build", step, f"-Dtarget={target}", f"-Doptimize={optimize}",
                "--prefix", str(prefix)]
     if cpu:
         command.append(f"-Dcpu={cpu}")
-    result = subprocess.run(command, cwd=NATIVE, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"zig build {step} for {target} failed:\n{result.stderr}")
+    result = subprocess.run(command, cwd=native_dir, capture_output=True, text=True)
+    if result.returncode == 0:
+        return None
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    return (errors or result.stderr.strip().splitlines() or ["unknown error"])[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table (README)")
+    parser.add_argument("--native-dir", type=Path, default=NATIVE, help="the engine tree to build (default: native/)")
     args = parser.parse_args()
-    rows = []
+    rows, failed = [], False
     with tempfile.TemporaryDirectory(prefix="edgesnn-sizes-") as scratch:
         for index, (label, step, target, cpu, optimize, installed) in enumerate(BUILDS):
             prefix = Path(scratch) / str(index)
-            build(step, target, cpu, optimize, prefix)
-            rows.append((label, optimize, library_sizes(prefix / installed)))
+            error = build(args.native_dir, step, target, cpu, optimize, prefix)
+            failed = failed or error is not None
+            rows.append((label, optimize, error or library_sizes(prefix / installed)))
     if args.markdown:
         print("| library | build | file bytes | code | read-only data | writable data |")
         print("|---|---|---:|---:|---:|---:|")
-        for label, optimize, s in rows:
-            print(f"| {label} | {optimize} | {s['file']:,} | {s['code']:,} | {s['rodata']:,} | {s['data']:,} |")
-        return
-    print(f"{'library':30} {'build':12} {'file':>9} {'code':>9} {'rodata':>9} {'data':>9}")
+    else:
+        print(f"{'library':30} {'build':12} {'file':>9} {'code':>9} {'rodata':>9} {'data':>9}")
     for label, optimize, s in rows:
-        print(f"{label:30} {optimize:12} {s['file']:9} {s['code']:9} {s['rodata']:9} {s['data']:9}")
+        if isinstance(s, str):
+            print(f"| {label} | {optimize} | build failed: {s} |||||" if args.markdown else
+                  f"{label:30} {optimize:12} build failed: {s}")
+        elif args.markdown:
+            print(f"| {label} | {optimize} | {s['file']:,} | {s['code']:,} | {s['rodata']:,} | {s['data']:,} |")
+        else:
+            print(f"{label:30} {optimize:12} {s['file']:9} {s['code']:9} {s['rodata']:9} {s['data']:9}")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

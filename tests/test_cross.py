@@ -4,12 +4,14 @@
   qemu-aarch64 and compared with the reference (skipped when qemu-aarch64 is missing; Debian's
   qemu-user, installed by scripts/install-system-deps.sh, provides it);
 - Cortex-M4 (thumb-freestanding-eabihf, cortex_m4): libedgesnn.a linked into a freestanding
-  program (examples/c/bare_metal.c) without libc; run under qemu-arm when present.
+  program (examples/c/bare_metal.c) without libc; run under qemu-arm when present, also with a
+  model larger than a 32-bit address space, which must be refused, not crash.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -18,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import edgesnn as es
+from edgesnn import layers as L
 from test_c_embedding import ROOT, build_example, check_against_reference, models, parse_output
 
 M4_SCRIPT = ROOT / "examples" / "c" / "build_cortex_m4.sh"
@@ -27,6 +31,7 @@ EF_ARM_ABI_FLOAT_HARD = 0x400
 # qemu-arm 7.2's user mode asserts when started with -cpu cortex-m4 (page_set_flags); the Cortex-A7
 # executes the same Thumb-2 + VFPv4 code, so it runs the cortex_m4 build here.
 QEMU_ARM_CPU = "cortex-a7"
+M4_MODEL_BYTES, M4_ARENA_BYTES = 1 << 20, 256 * 1024  # bare_metal.c's static arrays in these tests
 
 
 def elf_header(path: Path) -> dict:
@@ -71,8 +76,8 @@ def build_cortex_m4(model, frame: np.ndarray, timesteps: int, out: Path) -> Path
     (out / "input.u8").write_bytes(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
     env = {**os.environ, "OPTIMIZE": "ReleaseSafe"}
     result = subprocess.run(["bash", str(M4_SCRIPT), str(out / "model.esnn"), str(out / "input.u8"), str(out / "build"),
-                             f"-DESNN_TIMESTEPS={timesteps}", "-DESNN_MODEL_BYTES=262144",
-                             "-DESNN_ARENA_BYTES=262144"], capture_output=True, text=True, env=env, timeout=600)
+                             f"-DESNN_TIMESTEPS={timesteps}", f"-DESNN_MODEL_BYTES={M4_MODEL_BYTES}",
+                             f"-DESNN_ARENA_BYTES={M4_ARENA_BYTES}"], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, f"Cortex-M4 build failed:\n{result.stdout}\n{result.stderr}"
     return out / "build" / "bare_metal"
 
@@ -113,37 +118,41 @@ def test_cortex_m4_build_runs_and_matches_the_reference(cortex_m4_case):
     assert got_class == model.predict(x, timesteps=timesteps, device="reference")[0]
 
 
-def address_space_model() -> "es.Model":
-    """A valid 42 KB file whose context needs about 5.6 GiB of arena: 81 1x1 convs on (2048, 2048, 16)."""
-    import edgesnn as es
-    from edgesnn import layers as L
-
+def address_space_model() -> es.Model:
+    """A valid 7 KB file whose context needs about 4.9 GiB of arena: 15 spiking 1x1 convs on
+    (2048, 2048, 16), each with 64 MiB of activations and 256 MiB of membrane state."""
     ones = np.ones((1, 1, 16, 16), int)
-    layers = [L.InputConv2D(name="c0", weights=ones, weight_bits=2, out_shift=4, activation_bits=1)]
-    layers += [L.Conv2D(name=f"c{i}", weights=ones, weight_bits=2, out_shift=4, activation_bits=1) for i in range(1, 80)]
+    spiking = {"weight_bits": 2, "neuron": "lif", "threshold": 1, "leak_shift": 1}
+    layers = [L.InputConv2D(name="c0", weights=ones, **spiking)]
+    layers += [L.Conv2D(name=f"c{i}", weights=ones, **spiking) for i in range(1, 14)]
     layers.append(L.Conv2D(name="out", weights=np.ones((1, 1, 16, 2), int), weight_bits=2, neuron="none",
                            pool="global_avg"))
     return es.Model(layers, input_shape=(2048, 2048, 16), input_bits=1)
 
 
-@pytest.fixture(scope="module")
-def arm32_classify(tmp_path_factory) -> Path:
-    return build_example("arm-linux-musleabihf", tmp_path_factory.mktemp("c-arm32"))
-
-
-def test_32bit_build_refuses_a_model_larger_than_its_address_space(arm32_classify, tmp_path):
-    """On a 32-bit target the sizes the engine reports must fit size_t: a model needing more memory
+def test_32bit_build_refuses_a_model_larger_than_its_address_space(tmp_path):
+    """On a 32-bit target the sizes the engine reports must fit size_t: a model needing more arena
     than the address space is refused with ESNN_ERROR_LIMIT, not a panic (or, without safety
-    checks, a truncated size)."""
+    checks, a truncated size). The same Cortex-M4 library, with this model linked in."""
+    model = address_space_model()
+    loaded = native_model_or_skip(model)
+    assert loaded.arena_bytes > 2**32  # the 64-bit engine takes it
+    assert loaded.memory_bytes <= M4_MODEL_BYTES  # so a refusal can only come from the engine
+    binary = build_cortex_m4(model, np.zeros(1, np.uint8), 1, tmp_path)
     qemu = shutil.which("qemu-arm")
     if qemu is None:
         pytest.skip("qemu-arm is not installed (Debian: apt-get install qemu-user)")
-    model = address_space_model()
+    result = subprocess.run([qemu, "-cpu", QEMU_ARM_CPU, str(binary)], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (1, f"error: status {header_status('ESNN_ERROR_LIMIT')}\n"), \
+        f"status {result.returncode}: {result.stdout}{result.stderr}"
+
+
+def native_model_or_skip(model):
     native = pytest.importorskip("edgesnn.native")
-    assert native.NativeModel(model.to_bytes()).arena_bytes > 2**32  # the 64-bit engine takes it
-    model.save(tmp_path / "big.esnn")
-    (tmp_path / "input.u8").write_bytes(b"\0")
-    result = subprocess.run([qemu, str(arm32_classify), str(tmp_path / "big.esnn"), str(tmp_path / "input.u8")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1, f"status {result.returncode}: {result.stdout}{result.stderr}"
-    assert result.stderr.startswith(f"error: {tmp_path / 'big.esnn'}: limit: "), result.stderr
+    return native.NativeModel(model.to_bytes())
+
+
+def header_status(name: str) -> int:
+    """A status code as native/include/edgesnn.h defines it."""
+    header = (ROOT / "native" / "include" / "edgesnn.h").read_text()
+    return int(re.search(rf"\b{name} = (\d+)", header)[1])
