@@ -13,15 +13,18 @@ pub fn run(layer: *const model.Layer, inputs: []const []const u8, potentials: []
     for (inputs, 0..) |input, i| {
         std.debug.assert(input.len == potentials.len);
         const multipliers = layer.input_multipliers[i * channels_padded ..][0..channels_padded];
-        var offset: usize = 0;
-        while (offset < input.len) : (offset += vector.lanes) {
-            const values: vector.VecU8 = input[offset..][0..vector.lanes].*;
-            if (@reduce(.Max, values) == 0) continue;
-            const lane_offset = offset % channels_padded;
-            const multiplier: vector.VecI32 = multipliers[lane_offset..][0..vector.lanes].*;
-            var acc: vector.VecI32 = potentials[offset..][0..vector.lanes].*;
-            acc +%= multiplier *% @as(vector.VecI32, values);
-            potentials[offset..][0..vector.lanes].* = acc;
+        var pixel: usize = 0;
+        while (pixel < input.len) : (pixel += channels_padded) {
+            var channel: usize = 0;
+            while (channel < channels_padded) : (channel += vector.lanes) {
+                const offset = pixel + channel;
+                const values: vector.VecU8 = input[offset..][0..vector.lanes].*;
+                if (@reduce(.Max, values) == 0) continue;
+                const multiplier: vector.VecI32 = multipliers[channel..][0..vector.lanes].*;
+                var acc: vector.VecI32 = potentials[offset..][0..vector.lanes].*;
+                acc +%= multiplier *% @as(vector.VecI32, values);
+                potentials[offset..][0..vector.lanes].* = acc;
+            }
         }
         synaptic_ops += vector.countNonZeroU8(input);
     }

@@ -27,16 +27,21 @@ pub fn saturate32(value: i64) i32 {
 pub fn run(layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) void {
     const channels_padded = layer.output.channelsPadded();
     std.debug.assert(potentials.len == activations.len);
-    var offset: usize = 0;
-    while (offset < potentials.len) : (offset += vector.lanes) {
-        const channel = offset % channels_padded;
-        const potential: VecI32 = potentials[offset..][0..vector.lanes].*;
-        activations[offset..][0..vector.lanes].* = switch (layer.neuron) {
-            .relu => relu(layer, potential, channel),
-            .integrate_fire => fire(layer, state[offset..][0..vector.lanes], potential, channel, false),
-            .leaky_integrate_fire => fire(layer, state[offset..][0..vector.lanes], potential, channel, true),
-            .none => unreachable,
-        };
+    var pixel: usize = 0;
+    while (pixel < potentials.len) : (pixel += channels_padded) {
+        var channel: usize = 0;
+        while (channel < channels_padded) : (channel += vector.lanes) {
+            const offset = pixel + channel;
+            const potential: VecI32 = potentials[offset..][0..vector.lanes].*;
+            const fired: VecU8 = switch (layer.neuron) {
+                .relu => relu(layer, potential, channel),
+                .integrate_fire => fire(layer, state[offset..][0..vector.lanes], potential, channel, false),
+                .leaky_integrate_fire => fire(layer, state[offset..][0..vector.lanes], potential, channel, true),
+                .none => unreachable,
+            };
+            const target: *align(1) VecU8 = @ptrCast(activations[offset..][0..vector.lanes]);
+            target.* = fired; // one vector store (an array-typed store went through the stack)
+        }
     }
 }
 
@@ -46,6 +51,8 @@ const VecU8 = vector.VecU8;
 
 /// clamp(requant(P, m, s), 0, 2^bits - 1) for one vector of channels (see `requantize`).
 fn relu(layer: *const model.Layer, potential: VecI32, channel: usize) VecU8 {
+    // P <= 0 gives 0 whatever m >= 0 and s: (P * m + 2^(s-1)) >> s <= 0. Sparse layers mostly take this.
+    if (@reduce(.Max, potential) <= 0) return @splat(0);
     const multiplier: VecI32 = layer.out_multiplier[channel..][0..vector.lanes].*;
     const shift: VecI32 = layer.out_shift[channel..][0..vector.lanes].*;
     const shift64: @Vector(vector.lanes, u6) = @intCast(shift);
@@ -69,7 +76,9 @@ fn fire(layer: *const model.Layer, state: *[vector.lanes]i32, potential: VecI32,
     v = @intCast(@min(@max(sum, @as(VecI64, @splat(int32_min))), @as(VecI64, @splat(int32_max))));
     const threshold: VecI32 = layer.threshold[channel..][0..vector.lanes].*;
     const spike = v >= threshold;
-    state.* = @select(i32, spike, v - threshold, v);
+    // Wrapping: the lanes that do not spike may hold v near int32_min, where v - threshold would
+    // overflow; their difference is discarded, and a spiking lane (v >= threshold >= 1) never wraps.
+    state.* = @select(i32, spike, v -% threshold, v);
     return @select(u8, spike, @as(VecU8, @splat(1)), @as(VecU8, @splat(0)));
 }
 
