@@ -95,6 +95,25 @@ def test_add_overflow_bound_counts_negative_multipliers_by_magnitude(safe_librar
         native.NativeModel(harness.fix_checksums(bytes(data)), native.Library(safe_library_path))
 
 
+@pytest.mark.parametrize("neuron", ["if", "lif"])
+def test_spiking_state_at_int32_min_does_not_overflow(safe_library_path, neuron):
+    """Finding if_state_near_int32_min: a strongly negative potential saturates v at int32_min;
+    computing v - threshold for that non-spiking lane overflowed (a panic in a safety-checked
+    build). The reference keeps v saturated and never subtracts there."""
+    bias = -(2**31 - 1)  # zero weights: the overflow bound is exactly |bias| = 2^31 - 1
+    fields = {"threshold": [1000, 1, 2**31 - 1], "leak_shift": 3} if neuron == "lif" else {"threshold": [1000, 1, 2**31 - 1]}
+    model = es.Model([
+        Dense(name="drain", weights=np.zeros((4, 3), int), bias=[bias, bias, 5], weight_bits=2, neuron=neuron,
+              **fields),
+        Dense(name="out", weights=np.ones((3, 2), int), weight_bits=2, neuron="none"),
+    ], input_shape=(1, 1, 4), input_bits=8)
+    x5 = np.random.default_rng(3).integers(0, 256, (2, 5, 1, 1, 4)).astype(np.uint8)
+    engine = native.NativeModel(model.to_bytes(), native.Library(safe_library_path))
+    potentials, _ = engine.run(x5)
+    expected, _ = reference.run(model, x5)
+    np.testing.assert_array_equal(potentials, expected)
+
+
 @pytest.mark.parametrize("target", ["load", "run", "model"])
 def test_smoke_fuzz(safe_library_path, tmp_path, target):
     """A few seconds of each fuzz target on the ReleaseSafe build (uninstrumented: no coverage
