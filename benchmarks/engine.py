@@ -75,16 +75,17 @@ class Settings:
     mnist_epochs: int
     kws_epochs: int
     kws_variants: int            # espeak-ng renditions per word
+    rounds: int                  # every engine is measured in turn, this many times over
 
     @classmethod
     def for_run(cls, quick: bool) -> "Settings":
         if quick:
             return cls(latency_calls=30, latency_calls_reference=3, throughput_repeats=2,
                        throughput_repeats_reference=1, sweep_repeats=2, layer_repeats=2, mnist_epochs=1,
-                       kws_epochs=4, kws_variants=8)
-        return cls(latency_calls=400, latency_calls_reference=15, throughput_repeats=7,
-                   throughput_repeats_reference=2, sweep_repeats=7, layer_repeats=5, mnist_epochs=2,
-                   kws_epochs=30, kws_variants=24)
+                       kws_epochs=4, kws_variants=8, rounds=2)
+        return cls(latency_calls=400, latency_calls_reference=15, throughput_repeats=15,
+                   throughput_repeats_reference=3, sweep_repeats=15, layer_repeats=10, mnist_epochs=2,
+                   kws_epochs=30, kws_variants=24, rounds=10)
 
 
 # -- timing ------------------------------------------------------------------------------------------
@@ -412,26 +413,42 @@ def dscnn_bench(settings: Settings, workdir: Path) -> BenchModel:
 
 # -- measurements ------------------------------------------------------------------------------------
 
-def measure_engine(engine: Engine, x_timing: np.ndarray, settings: Settings) -> dict:
-    """batch-1 latency (ms) and batch-100 throughput (samples/s) with one and two threads."""
+def timed(call):
+    """A measurement: run `call()` once and return its wall time in seconds."""
+    def measure() -> float:
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+    return measure
+
+
+def interleaved_medians_s(measurements: dict[tuple, tuple], rounds: int) -> dict[tuple, float]:
+    """Median seconds of every measurement {key: (measure, count)}, taken in `rounds` rounds that visit
+    each in turn (after one warm-up call each), so that a change in machine load falls on all alike."""
+    for measure, _count in measurements.values():
+        measure()
+    samples_s: dict[tuple, list[float]] = {key: [] for key in measurements}
+    for _ in range(rounds):
+        for key, (measure, count) in measurements.items():
+            samples_s[key] += [measure() for _ in range(max(1, count // rounds))]
+    return {key: stats_module.median(values) for key, values in samples_s.items()}
+
+
+def engine_measurements(engine: Engine, x_timing: np.ndarray, settings: Settings) -> dict[str, tuple]:
+    """batch-1 latency, batch-100 with one thread and with two: (measure, count) for each."""
     batch_a = engine.prepare(x_timing[:THROUGHPUT_BATCH])
     batch_b = engine.prepare(x_timing[THROUGHPUT_BATCH:2 * THROUGHPUT_BATCH])
     singles = itertools.cycle([engine.prepare(x_timing[i:i + 1]) for i in range(16)])  # 16 different samples
     repeats = settings.throughput_repeats_reference if engine.slow else settings.throughput_repeats
     calls = settings.latency_calls_reference if engine.slow else settings.latency_calls
-    result = {"latency_ms": 1e3 * median_call_s(lambda: engine.run(next(singles)), calls,
-                                                warmup=1 if engine.slow else 10)}
-    one_s = median_call_s(lambda: engine.run(batch_a), repeats, warmup=1)
-    result["throughput_1t"] = THROUGHPUT_BATCH / one_s
     if engine.make_two_threads is not None:
         two_threads = engine.make_two_threads()
-        two_s = median_call_s(lambda: two_threads(batch_a), repeats, warmup=1)
-        result["throughput_2t"] = THROUGHPUT_BATCH / two_s
+        two = timed(lambda: two_threads(batch_a))
     else:
-        times_s = [concurrent_call_s([lambda: engine.run(batch_a), lambda: engine.run(batch_b)])
-                   for _ in range(repeats)]
-        result["throughput_2t"] = 2 * THROUGHPUT_BATCH / stats_module.median(times_s)
-    return result
+        two = lambda: concurrent_call_s([lambda: engine.run(batch_a), lambda: engine.run(batch_b)])  # noqa: E731
+    return {"latency": (timed(lambda: engine.run(next(singles))), calls),
+            "one_thread": (timed(lambda: engine.run(batch_a)), repeats),
+            "two_threads": (two, repeats)}
 
 
 def measure_model(bench: BenchModel, settings: Settings) -> dict:
@@ -448,10 +465,17 @@ def _measure_model(bench: BenchModel, settings: Settings) -> dict:
         onnxruntime_engine("onnxruntime float32", bench.onnx_float, to_float_nchw),
         onnxruntime_engine("onnxruntime int8", bench.onnx_int8, to_float_nchw),
     ]
-    results = {}
+    measurements = {}
     for engine in engines:
-        results[engine.name] = measure_engine(engine, bench.x_timing, settings)
-        print(f"  measured {engine.name}", file=sys.stderr, flush=True)
+        for what, measurement in engine_measurements(engine, bench.x_timing, settings).items():
+            measurements[engine.name, what] = measurement
+    medians_s = interleaved_medians_s(measurements, settings.rounds)
+    two_thread_samples = {engine.name: (THROUGHPUT_BATCH if engine.make_two_threads else 2 * THROUGHPUT_BATCH)
+                          for engine in engines}
+    results = {engine.name: {"latency_ms": 1e3 * medians_s[engine.name, "latency"],
+                             "throughput_1t": THROUGHPUT_BATCH / medians_s[engine.name, "one_thread"],
+                             "throughput_2t": two_thread_samples[engine.name] / medians_s[engine.name, "two_threads"]}
+               for engine in engines}
     bench.model.forward(bench.x_timing[:THROUGHPUT_BATCH], device="cpu")
     return {"engines": results, "statistics": statistics_summary(bench.model.statistics)}
 
