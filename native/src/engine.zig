@@ -59,6 +59,12 @@ pub const Context = struct {
         return ctx.ints(model.plan.output_offset, model.outputLayer().output.valuesPadded());
     }
 
+    /// The padded-input scratch of a narrow conv (empty for other layers).
+    fn frame(ctx: *Context, layer: *const Layer) []u8 {
+        if (!layer.isNarrowConv()) return &.{};
+        return ctx.bytes(layer.frame_offset, layer.frameBytes());
+    }
+
     fn staticOps(ctx: *Context) []u64 {
         const plan = &ctx.model.plan;
         const piece = ctx.arena[plan.static_ops_offset..][0 .. ctx.model.layers.len * @sizeOf(u64)];
@@ -251,7 +257,7 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: []i32, stats: ?
 fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, potentials: []i32) u64 {
     const plan = &ctx.model.plan;
     return switch (layer.kind) {
-        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.quads()),
+        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.quads(), ctx.frame(layer)),
         .depthwise2d => depthwise2d.run(layer, inputs[0], potentials),
         .separable2d => separable2d.run(
             layer,

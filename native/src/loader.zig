@@ -854,7 +854,10 @@ fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
         if (slotCount(layer, slot) == 0) continue;
         size.* = switch (slot) {
             .weights => switch (layer.kind) {
-                .input_conv2d, .conv2d => taps * quadChannels(layer) * cout_p,
+                .input_conv2d, .conv2d => if (layer.isNarrowConv())
+                    @as(u64, layer.kernel_h) * layer.rowQuads() * limits.quad_channels * cout_p
+                else
+                    taps * quadChannels(layer) * cout_p,
                 .depthwise2d, .separable2d => taps * cin_p,
                 .dense => layer.input.pixels() * quadChannels(layer) * cout_p,
                 .add => unreachable,
@@ -948,7 +951,11 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
         const weights = bump.take(i8, sizes[@intFromEnum(Slot.weights)]);
         switch (layer.kind) {
             .depthwise2d, .separable2d => unpackMatrix(check.tensor(.weights), bits, layer.input.c, layer.input.channelsPadded(), weights),
-            .input_conv2d, .conv2d, .dense => unpackQuadMatrix(check.tensor(.weights), bits, layer, weights),
+            .input_conv2d, .conv2d => if (layer.isNarrowConv())
+                unpackRowQuadMatrix(check.tensor(.weights), bits, layer, weights)
+            else
+                unpackQuadMatrix(check.tensor(.weights), bits, layer, weights),
+            .dense => unpackQuadMatrix(check.tensor(.weights), bits, layer, weights),
             .add => unreachable,
         }
         layer.weights = weights;
@@ -999,6 +1006,29 @@ fn unpackQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out: []i8)
             while (co < cout) : (co += 1) {
                 const target = ((o * quads + ci / limits.quad_channels) * cout_padded + co) * limits.quad_channels + ci % limits.quad_channels;
                 out[target] = packedWeight(data, bits, (o * cin + ci) * cout + co);
+            }
+        }
+    }
+}
+
+/// Unpack narrow conv weights (KH, KW, Cin, Cout) into quads along each kernel row
+/// (KH, row quads, Cout_p, 4): element (kw, ci) of row kh is f = kw * Cin + ci, lane f % 4 of quad f / 4.
+fn unpackRowQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out: []i8) void {
+    const cin: u64 = layer.input.c;
+    const cout: u64 = layer.synaptic.c;
+    const cout_padded: u64 = layer.synaptic.channelsPadded();
+    const row_quads: u64 = layer.rowQuads();
+    const row_values = @as(u64, layer.kernel_w) * cin;
+    std.debug.assert(out.len == layer.kernel_h * row_quads * limits.quad_channels * cout_padded);
+    @memset(out, 0);
+    var kh: u64 = 0;
+    while (kh < layer.kernel_h) : (kh += 1) {
+        var f: u64 = 0;
+        while (f < row_values) : (f += 1) {
+            var co: u64 = 0;
+            while (co < cout) : (co += 1) {
+                const target = ((kh * row_quads + f / limits.quad_channels) * cout_padded + co) * limits.quad_channels + f % limits.quad_channels;
+                out[target] = packedWeight(data, bits, (kh * row_values + f) * cout + co);
             }
         }
     }

@@ -115,6 +115,36 @@ pub const Layer = struct {
     /// 0 = the layer reads other layers.
     static_offset: u64,
 
+    /// u8 (frameHeight, frameWidth, Cin) + 4: the zero-padded input of a narrow conv (isNarrowConv).
+    frame_offset: u64,
+
+    /// conv2d / input_conv2d with fewer input channels than a quad (a grey or RGB image, a
+    /// spectrogram): quads run along the kernel row (kw, ci) instead of the channels, read from a
+    /// zero-padded copy of the input (kernels/conv2d_narrow.zig), so no lane of a quad is wasted.
+    pub fn isNarrowConv(layer: *const Layer) bool {
+        return (layer.kind == .conv2d or layer.kind == .input_conv2d) and layer.input.c < limits.quad_channels;
+    }
+
+    /// Quads along one kernel row of a narrow conv: ceil(KW * Cin / 4).
+    pub fn rowQuads(layer: *const Layer) u32 {
+        return (layer.kernel_w * layer.input.c + limits.quad_channels - 1) / limits.quad_channels;
+    }
+
+    /// Rows of the padded input of a narrow conv: every row a tap can reach.
+    pub fn frameHeight(layer: *const Layer) u32 {
+        return @max(layer.input.h + layer.pad_top, (layer.synaptic.h - 1) * layer.stride + layer.kernel_h);
+    }
+
+    /// Columns of the padded input of a narrow conv.
+    pub fn frameWidth(layer: *const Layer) u32 {
+        return @max(layer.input.w + layer.pad_left, (layer.synaptic.w - 1) * layer.stride + layer.kernel_w);
+    }
+
+    /// Bytes of the padded input, with room for the last quad's read past the last column.
+    pub fn frameBytes(layer: *const Layer) u64 {
+        return @as(u64, layer.frameHeight()) * layer.frameWidth() * layer.input.c + limits.quad_channels;
+    }
+
     pub fn readsOnlyModelInput(layer: *const Layer) bool {
         for (layer.inputs[0..layer.input_count]) |producer| {
             if (producer != input_model) return false;

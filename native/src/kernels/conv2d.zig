@@ -9,13 +9,18 @@ const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
 const conv2d_dense = @import("conv2d_dense.zig");
+const conv2d_narrow = @import("conv2d_narrow.zig");
 
 /// Above this fraction of non-zero input values the dense kernel (conv2d_dense.zig) is faster.
 pub const dense_fraction_min = 0.7;
 
 /// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p).
 /// Returns the synaptic operations (docs/semantics.md).
-pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quads_buffer: []model.Quad) u64 {
+pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quads_buffer: []model.Quad, frame: []u8) u64 {
+    if (layer.isNarrowConv()) {
+        conv2d_narrow.run(layer, input, frame, potentials);
+        return synapticOps(layer, input);
+    }
     const events: f64 = @floatFromInt(vector.countNonZeroU8(input));
     if (events > dense_fraction_min * @as(f64, @floatFromInt(layer.input.values()))) {
         conv2d_dense.run(layer, input, potentials);
