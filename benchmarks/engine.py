@@ -83,8 +83,8 @@ class Settings:
             return cls(latency_calls=30, latency_calls_reference=3, throughput_repeats=2,
                        throughput_repeats_reference=1, sweep_repeats=2, layer_repeats=2, mnist_epochs=1,
                        kws_epochs=4, kws_variants=8, rounds=2)
-        return cls(latency_calls=400, latency_calls_reference=15, throughput_repeats=15,
-                   throughput_repeats_reference=3, sweep_repeats=15, layer_repeats=10, mnist_epochs=2,
+        return cls(latency_calls=400, latency_calls_reference=15, throughput_repeats=40,
+                   throughput_repeats_reference=3, sweep_repeats=30, layer_repeats=10, mnist_epochs=2,
                    kws_epochs=30, kws_variants=24, rounds=10)
 
 
@@ -422,16 +422,17 @@ def timed(call):
     return measure
 
 
-def interleaved_medians_s(measurements: dict[tuple, tuple], rounds: int) -> dict[tuple, float]:
-    """Median seconds of every measurement {key: (measure, count)}, taken in `rounds` rounds that visit
-    each in turn (after one warm-up call each), so that a change in machine load falls on all alike."""
+def interleaved_s(measurements: dict[tuple, tuple], rounds: int, reduce=stats_module.median) -> dict[tuple, float]:
+    """`reduce` (median, or min) of the seconds of every measurement {key: (measure, count)}, taken in
+    `rounds` rounds that visit each in turn (after one warm-up call each), so that a change in
+    machine load falls on all alike."""
     for measure, _count in measurements.values():
         measure()
     samples_s: dict[tuple, list[float]] = {key: [] for key in measurements}
     for _ in range(rounds):
         for key, (measure, count) in measurements.items():
             samples_s[key] += [measure() for _ in range(max(1, count // rounds))]
-    return {key: stats_module.median(values) for key, values in samples_s.items()}
+    return {key: reduce(values) for key, values in samples_s.items()}
 
 
 def engine_measurements(engine: Engine, x_timing: np.ndarray, settings: Settings) -> dict[str, tuple]:
@@ -469,7 +470,7 @@ def _measure_model(bench: BenchModel, settings: Settings) -> dict:
     for engine in engines:
         for what, measurement in engine_measurements(engine, bench.x_timing, settings).items():
             measurements[engine.name, what] = measurement
-    medians_s = interleaved_medians_s(measurements, settings.rounds)
+    medians_s = interleaved_s(measurements, settings.rounds)
     two_thread_samples = {engine.name: (THROUGHPUT_BATCH if engine.make_two_threads else 2 * THROUGHPUT_BATCH)
                           for engine in engines}
     results = {engine.name: {"latency_ms": 1e3 * medians_s[engine.name, "latency"],
@@ -560,28 +561,33 @@ def sweep_model_and_input(sparsity: float, pattern: str = "values", seed: int = 
 
 
 def sparsity_sweep(settings: Settings) -> list[dict]:
-    """Time per sample and synaptic ops of the sweep conv at each input sparsity and pattern (binding path)."""
+    """Time per sample (fastest run, levels interleaved) and synaptic ops of the sweep conv at each
+    input sparsity and pattern, through the binding."""
     from edgesnn import native
 
-    rows = []
+    measurements, ops_per_sample, measured_sparsity = {}, {}, {}
     for sparsity in SPARSITY_LEVELS:
-        row = {"sparsity": sparsity}
         for pattern in SWEEP_PATTERNS:
             model, x = sweep_model_and_input(sparsity, pattern)
             loaded = native.native_model(model)
             x5 = np.ascontiguousarray(x[:, None])
-            seconds = fastest_call_s(lambda: loaded.run(x5), settings.sweep_repeats)
             _, counts = loaded.run(x5)
-            row[pattern] = {"measured_sparsity": 1 - np.count_nonzero(x5) / x5.size,
-                            "us_per_sample": 1e6 * seconds / THROUGHPUT_BATCH,
-                            "synaptic_ops_per_sample": int(counts[0, 4]) / THROUGHPUT_BATCH}
+            key = (sparsity, pattern)
+            measurements[key] = (timed(lambda loaded=loaded, x5=x5: loaded.run(x5)), settings.sweep_repeats)
+            ops_per_sample[key] = int(counts[0, 4]) / THROUGHPUT_BATCH
+            measured_sparsity[key] = 1 - np.count_nonzero(x5) / x5.size
+    fastest_s = interleaved_s(measurements, settings.rounds, reduce=min)
+    rows = []
+    for sparsity in SPARSITY_LEVELS:
+        row = {"sparsity": sparsity}
+        for pattern in SWEEP_PATTERNS:
+            key, dense = (sparsity, pattern), (SPARSITY_LEVELS[0], pattern)
+            row[pattern] = {"measured_sparsity": measured_sparsity[key],
+                            "us_per_sample": 1e6 * fastest_s[key] / THROUGHPUT_BATCH,
+                            "synaptic_ops_per_sample": ops_per_sample[key],
+                            "time_vs_dense": fastest_s[key] / fastest_s[dense],
+                            "ops_vs_dense": ops_per_sample[key] / ops_per_sample[dense]}
         rows.append(row)
-    for pattern in SWEEP_PATTERNS:
-        base = rows[0][pattern]
-        for row in rows:
-            entry = row[pattern]
-            entry["time_vs_dense"] = entry["us_per_sample"] / base["us_per_sample"]
-            entry["ops_vs_dense"] = entry["synaptic_ops_per_sample"] / base["synaptic_ops_per_sample"]
     return rows
 
 
