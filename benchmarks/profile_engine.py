@@ -1,7 +1,7 @@
 """Where the native engine spends its time: `perf` samples of one run, per kernel function.
 
     python benchmarks/profile_engine.py MODEL.esnn [--input x.npy] [--seconds 4]
-    python benchmarks/profile_engine.py --sweep 0.9      # the sparsity-sweep conv of engine.py at 90 %
+    python benchmarks/profile_engine.py --sweep 0.9 [--pattern pixels]   # engine.py's sweep conv at 90 %
 
 Builds a copy of native/ with symbols (ReleaseFast, -Dcpu=native, -Dstrip=false) in a temporary
 folder (a copy, so a concurrent reinstall cannot change the library under the run), runs batches of 100 through that build (edgesnn.native.NativeModel via EDGESNN_NATIVE_LIB)
@@ -49,7 +49,7 @@ def workload(args) -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import engine
 
-        model, x = engine.sweep_model_and_input(args.sweep)
+        model, x = engine.sweep_model_and_input(args.sweep, args.pattern)
     else:
         import edgesnn as es
 
@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     parser.add_argument("model", nargs="?", help="an .esnn file")
     parser.add_argument("--input", help="a .npy of uint8 model inputs (N, H, W, C); the first 100 are used")
     parser.add_argument("--sweep", type=float, metavar="SPARSITY", help="profile engine.py's sweep conv instead")
+    parser.add_argument("--pattern", choices=("values", "pixels"), default="values",
+                        help="--sweep zeros: independent values, or whole pixels")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--native", type=Path, default=ROOT / "native",
                         help="the engine source to build (default: this checkout's native/)")
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
         library = build_with_symbols(args.native, folder)
         perf_data = folder / "perf.data"
         command = [sys.executable, __file__, "--workload", "--seconds", str(args.seconds)]
-        command += ["--sweep", str(args.sweep)] if args.sweep is not None else [args.model]
+        command += ["--sweep", str(args.sweep), "--pattern", args.pattern] if args.sweep is not None else [args.model]
         command += ["--input", args.input] if args.input else []
         recorded = subprocess.run(["perf", "record", "-q", "-o", str(perf_data), "--", *command], check=True,
                                   env={**os.environ, "EDGESNN_NATIVE_LIB": str(library)}, capture_output=True,
