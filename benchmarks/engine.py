@@ -3,6 +3,7 @@
     python benchmarks/engine.py                   # full run, about 4 minutes on 2 cores
     python benchmarks/engine.py --quick           # smoke run: fewer repeats, shorter training
     python benchmarks/engine.py --json out.json   # also write every number as JSON
+    python benchmarks/engine.py --markdown out.md # also write the README's tables
 
 Two models, each defined once as a float torch network, trained briefly on real data so that
 activations have realistic sparsity, exported to ONNX, and then:
@@ -646,6 +647,37 @@ def targets(results: dict, sweep: list[dict]) -> list[dict]:
     return checks
 
 
+ENGINE_ACCURACY = {"edgesnn cpu": "edgesnn 4-bit", "edgesnn cpu (binding)": "edgesnn 4-bit",
+                   "edgesnn reference": "edgesnn 4-bit", "onnxruntime float32": "float",
+                   "onnxruntime int8": "onnxruntime int8"}
+
+
+def markdown(report: dict) -> str:
+    """The README's performance tables, from a report."""
+    env = report["environment"]
+    lines = [f"{env['cpu']}, {env['cpus']} cores (load average {env['load_average_at_start']:.1f} at the start), "
+             f"edgesnn {env['git_commit']}, onnxruntime {env['onnxruntime']}.", "",
+             "| model | engine | batch-1 latency ms | batch-100 /s, 1 thread | 2 threads | test accuracy |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name, result in report["models"].items():
+        for engine, r in result["engines"].items():
+            accuracy = result["accuracy"][ENGINE_ACCURACY[engine]]
+            lines.append(f"| {name} | {engine} | {r['latency_ms']:.3f} | {r['throughput_1t']:,.0f} | "
+                         f"{r['throughput_2t']:,.0f} | {accuracy:.3f} |")
+    sweep = report["sparsity_sweep"]
+    lines += ["", "| input sparsity | " + " | ".join(f"{r['sparsity']:.2f}" for r in sweep) + " |",
+              "|---|" + "---:|" * len(sweep),
+              "| synaptic ops vs 0 % | " + " | ".join(f"{r['values']['ops_vs_dense']:.2f}" for r in sweep) + " |",
+              "| time vs 0 %, zero values independent | "
+              + " | ".join(f"{r['values']['time_vs_dense']:.2f}" for r in sweep) + " |",
+              "| time vs 0 %, whole pixels zero | "
+              + " | ".join(f"{r['pixels']['time_vs_dense']:.2f}" for r in sweep) + " |", ""]
+    for check in report["targets"]:
+        lines.append(f"- {'PASS' if check['passed'] else 'MISS'}: {check['target']}: "
+                     f"{check['measured']:.2f}{check['unit']}")
+    return "\n".join(lines) + "\n"
+
+
 def environment() -> dict:
     import onnxruntime
     import torch
@@ -682,6 +714,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats and short training: a smoke run")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every number as JSON to OUT")
+    parser.add_argument("--markdown", type=Path, metavar="OUT", help="write the README's tables as Markdown to OUT")
     parser.add_argument("--models", default="mnist,dscnn", help="comma-separated subset of mnist,dscnn")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write the ONNX, int8 ONNX and .esnn files into DIR (default: a temporary folder)")
@@ -729,6 +762,9 @@ def main(argv=None) -> int:
     print(f"\n{env['cpu']}, {env['cpus']} cpus, load average at start {env['load_average_at_start']:.2f}; "
           f"onnxruntime {env['onnxruntime']}; edgesnn {env['git_commit']} ({env['native_library']}); "
           f"total {report['elapsed_s']:.0f} s")
+    if args.markdown:
+        args.markdown.write_text(markdown(report))
+        print(f"wrote {args.markdown}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}", file=sys.stderr)
