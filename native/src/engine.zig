@@ -33,24 +33,24 @@ pub const Context = struct {
     message: [limits.message_bytes_max]u8 = @splat(0),
 
     fn bytes(ctx: *Context, offset: u64, count: u64) []u8 {
-        return ctx.arena[offset..][0..count];
+        return ctx.arena[limits.usizeFrom(offset)..][0..limits.usizeFrom(count)];
     }
 
     fn ints(ctx: *Context, offset: u64, count: u64) []i32 {
-        const piece = ctx.arena[offset..][0 .. count * @sizeOf(i32)];
-        return @as([*]i32, @ptrCast(@alignCast(piece.ptr)))[0..count];
+        const piece = ctx.arena[limits.usizeFrom(offset)..][0..limits.usizeFrom(count * @sizeOf(i32))];
+        return @as([*]i32, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(count)];
     }
 
     fn events(ctx: *Context) []Event {
         const plan = &ctx.model.plan;
-        const piece = ctx.arena[plan.events_offset..][0 .. plan.events_max * @sizeOf(Event)];
-        return @as([*]Event, @ptrCast(@alignCast(piece.ptr)))[0..plan.events_max];
+        const piece = ctx.arena[limits.usizeFrom(plan.events_offset)..][0..limits.usizeFrom(plan.events_max * @sizeOf(Event))];
+        return @as([*]Event, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(plan.events_max)];
     }
 
     fn quads(ctx: *Context) []model_zig.Quad {
         const plan = &ctx.model.plan;
-        const piece = ctx.arena[plan.events_offset..][0 .. plan.events_max * @sizeOf(model_zig.Quad)];
-        return @as([*]model_zig.Quad, @ptrCast(@alignCast(piece.ptr)))[0..plan.events_max];
+        const piece = ctx.arena[limits.usizeFrom(plan.events_offset)..][0..limits.usizeFrom(plan.events_max * @sizeOf(model_zig.Quad))];
+        return @as([*]model_zig.Quad, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(plan.events_max)];
     }
 
     /// i32 (OH, OW, C_p) of the last layer: its output summed over the sample's timesteps.
@@ -67,7 +67,7 @@ pub const Context = struct {
 
     fn staticOps(ctx: *Context) []u64 {
         const plan = &ctx.model.plan;
-        const piece = ctx.arena[plan.static_ops_offset..][0 .. ctx.model.layers.len * @sizeOf(u64)];
+        const piece = ctx.arena[limits.usizeFrom(plan.static_ops_offset)..][0 .. ctx.model.layers.len * @sizeOf(u64)];
         return @as([*]u64, @ptrCast(@alignCast(piece.ptr)))[0..ctx.model.layers.len];
     }
 
@@ -94,8 +94,8 @@ pub fn initContext(model: *const Model, arena: []u8, diag: *Diagnostic) Error!*C
     if (arena.len < model.arenaBytes()) {
         return diag.fail(.argument, "arena: {d} bytes given, this model needs {d} (esnn_model_arena_bytes)", .{ arena.len, model.arenaBytes() });
     }
-    const start = limits.alignUp(@intFromPtr(arena.ptr), limits.buffer_alignment) - @intFromPtr(arena.ptr);
-    const aligned: []align(limits.buffer_alignment) u8 = @alignCast(arena[start..][0..model.plan.used_bytes]);
+    const start: usize = limits.usizeFrom(limits.alignUp(@intFromPtr(arena.ptr), limits.buffer_alignment) - @intFromPtr(arena.ptr));
+    const aligned: []align(limits.buffer_alignment) u8 = @alignCast(arena[start..][0..limits.usizeFrom(model.plan.used_bytes)]);
     @memset(aligned, 0); // padding lanes of every buffer start (and stay) zero
     const ctx: *Context = @ptrCast(aligned.ptr);
     ctx.* = .{ .model = model, .arena = aligned };
@@ -152,7 +152,7 @@ pub fn runBatch(ctx: *Context, batch: *const Batch, diag: *Diagnostic) Error!voi
     while (sample < batch.batch) : (sample += 1) {
         try runSample(ctx, .{
             .index = sample,
-            .input = batch.input[sample * sample_input_values ..][0..sample_input_values],
+            .input = batch.input[sample * limits.usizeFrom(sample_input_values) ..][0..limits.usizeFrom(sample_input_values)],
             .input_timesteps = batch.input_timesteps,
             .timesteps = batch.timesteps,
             .output = batch.output[sample * sample_output_values ..][0..sample_output_values],

@@ -65,6 +65,13 @@ comptime {
     std.debug.assert(leak_shift_max <= 31);
 }
 
+/// A byte offset or count as an index. Sizes are computed in u64; the loader refuses (status
+/// limit) a model whose memory or arena does not fit usize, so on 32-bit targets every offset
+/// that reaches an index fits.
+pub fn usizeFrom(value: u64) usize {
+    return @intCast(value);
+}
+
 /// Round `value` up to a multiple of `alignment` (a power of two).
 pub fn alignUp(value: u64, alignment: u64) u64 {
     std.debug.assert(std.math.isPowerOfTwo(alignment));

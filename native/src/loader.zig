@@ -33,7 +33,7 @@ const Section = struct {
     bytes: u64,
 
     fn slice(section: Section, file: []const u8) []const u8 {
-        return file[section.offset..][0..section.bytes];
+        return file[limits.usizeFrom(section.offset)..][0..limits.usizeFrom(section.bytes)];
     }
 };
 
@@ -57,26 +57,26 @@ pub const Validated = struct {
 // -- little-endian reads (callers check bounds first; the slicing asserts it again) ---------------
 
 fn readU16(bytes: []const u8, offset: u64) u16 {
-    return std.mem.readInt(u16, bytes[offset..][0..2], .little);
+    return std.mem.readInt(u16, bytes[limits.usizeFrom(offset)..][0..2], .little);
 }
 
 fn readU32(bytes: []const u8, offset: u64) u32 {
-    return std.mem.readInt(u32, bytes[offset..][0..4], .little);
+    return std.mem.readInt(u32, bytes[limits.usizeFrom(offset)..][0..4], .little);
 }
 
 fn readI32(bytes: []const u8, offset: u64) i32 {
-    return std.mem.readInt(i32, bytes[offset..][0..4], .little);
+    return std.mem.readInt(i32, bytes[limits.usizeFrom(offset)..][0..4], .little);
 }
 
 fn readU64(bytes: []const u8, offset: u64) u64 {
-    return std.mem.readInt(u64, bytes[offset..][0..8], .little);
+    return std.mem.readInt(u64, bytes[limits.usizeFrom(offset)..][0..8], .little);
 }
 
 /// Element `index` of a packed signed `bits`-bit tensor (docs/format.md, "Packing").
 pub fn packedWeight(data: []const u8, bits: u32, index: u64) i8 {
     std.debug.assert(bits == 2 or bits == 4 or bits == 8);
     const bit = index * bits;
-    const byte = data[bit / 8];
+    const byte = data[limits.usizeFrom(bit / 8)];
     const shift: u3 = @intCast(bit % 8);
     const mask: u32 = (@as(u32, 1) << @intCast(bits)) - 1;
     const raw: i32 = @intCast((@as(u32, byte) >> shift) & mask);
@@ -124,7 +124,7 @@ const Record = struct {
 
     fn decode(grph: []const u8, index: u32) Record {
         const base = limits.model_record_bytes + @as(u64, index) * limits.layer_record_bytes;
-        const r = grph[base..][0..limits.layer_record_bytes];
+        const r = grph[limits.usizeFrom(base)..][0..limits.layer_record_bytes];
         var record: Record = undefined;
         record.kind = readU32(r, 0);
         record.neuron = readU32(r, 4);
@@ -292,7 +292,7 @@ fn reservedMustBeZero(file: []const u8) bool {
 }
 
 fn checkZero(bytes: []const u8, start: u64, end: u64, comptime what: []const u8, diag: *Diagnostic) Error!void {
-    for (bytes[start..end], start..) |byte, offset| {
+    for (bytes[limits.usizeFrom(start)..limits.usizeFrom(end)], limits.usizeFrom(start)..) |byte, offset| {
         if (byte != 0) {
             return diag.fail(.layer, what ++ ": byte offset {d} is 0x{x:0>2}, reserved bytes must be zero in a version 1.0 file", .{ offset, byte });
         }
@@ -316,7 +316,7 @@ fn checkSectionTable(file: []const u8, diag: *Diagnostic) Error!Sections {
     var i: u32 = 0;
     while (i < count) : (i += 1) {
         const entry = limits.header_bytes + @as(u64, i) * limits.section_entry_bytes;
-        const tag = file[entry..][0..4];
+        const tag = file[limits.usizeFrom(entry)..][0..4];
         const section: Section = .{ .offset = readU32(file, entry + 8), .bytes = readU32(file, entry + 12) };
         if (reservedMustBeZero(file) and readU32(file, entry + 4) != 0) {
             return diag.fail(.section, "section table entry {d} ('{s}', byte offset {d}): flags 0x{x}, must be 0 in a version 1.0 file", .{
@@ -438,7 +438,7 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
     if (reservedMustBeZero(check.file)) {
         const record_offset = check.sections.grph.offset + limits.model_record_bytes + @as(u64, check.index) * limits.layer_record_bytes;
         for ([_][2]u64{ .{ 104, 128 }, .{ 208, 256 } }) |range| {
-            for (check.file[record_offset + range[0] .. record_offset + range[1]], range[0]..) |byte, field_offset| {
+            for (check.file[limits.usizeFrom(record_offset + range[0])..limits.usizeFrom(record_offset + range[1])], limits.usizeFrom(range[0])..) |byte, field_offset| {
                 if (byte != 0) return check.fail(.layer, "reserved byte {d} of the record is 0x{x:0>2}, must be zero in a version 1.0 file", .{ field_offset, byte });
             }
         }
@@ -885,22 +885,25 @@ const Bump = struct {
     fn take(bump: *Bump, comptime T: type, count: u64) []T {
         const bytes = count * @sizeOf(T);
         std.debug.assert(bump.used + bytes <= bump.memory.len);
-        const piece = bump.memory[bump.used..][0..bytes];
+        const piece = bump.memory[limits.usizeFrom(bump.used)..][0..limits.usizeFrom(bytes)];
         bump.used = limits.alignUp(bump.used + bytes, limits.buffer_alignment);
-        return @as([*]T, @ptrCast(@alignCast(piece.ptr)))[0..count];
+        return @as([*]T, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(count)];
     }
 };
 
 /// Validate `file` and build the model inside `memory` (see the file comment).
 pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Model {
     const validated = try validate(file, diag);
+    if (validated.memory_bytes > std.math.maxInt(usize)) {
+        return diag.fail(.limit, "model memory: this model needs {d} bytes, more than this target's address space", .{validated.memory_bytes});
+    }
     if (memory.len < validated.memory_bytes) {
         return diag.fail(.argument, "model memory: {d} bytes given, this model needs {d} (esnn_model_memory_bytes)", .{
             memory.len, validated.memory_bytes,
         });
     }
-    const start = limits.alignUp(@intFromPtr(memory.ptr), limits.buffer_alignment) - @intFromPtr(memory.ptr);
-    const aligned: []align(limits.buffer_alignment) u8 = @alignCast(memory[start..validated.memory_bytes]);
+    const start: usize = limits.usizeFrom(limits.alignUp(@intFromPtr(memory.ptr), limits.buffer_alignment) - @intFromPtr(memory.ptr));
+    const aligned: []align(limits.buffer_alignment) u8 = @alignCast(memory[start..limits.usizeFrom(validated.memory_bytes)]);
     var bump: Bump = .{ .memory = aligned };
     const model = &bump.take(Model, 1)[0];
     const layers = bump.take(Layer, validated.layer_count);
@@ -924,6 +927,9 @@ pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Mode
         .plan = .{},
     };
     planner.plan(model, layers);
+    if (model.arenaBytes() > std.math.maxInt(usize)) {
+        return diag.fail(.limit, "arena: this model needs {d} bytes per inference context, more than this target's address space", .{model.arenaBytes()});
+    }
     return model;
 }
 
@@ -983,7 +989,7 @@ fn unpackMatrix(data: []const u8, bits: u32, columns: u64, columns_padded: u64, 
     while (row < rows) : (row += 1) {
         var column: u64 = 0;
         while (column < columns) : (column += 1) {
-            out[row * columns_padded + column] = packedWeight(data, bits, row * columns + column);
+            out[limits.usizeFrom(row * columns_padded + column)] = packedWeight(data, bits, row * columns + column);
         }
     }
 }
@@ -1005,7 +1011,7 @@ fn unpackQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out: []i8)
             var co: u64 = 0;
             while (co < cout) : (co += 1) {
                 const target = ((o * quads + ci / limits.quad_channels) * cout_padded + co) * limits.quad_channels + ci % limits.quad_channels;
-                out[target] = packedWeight(data, bits, (o * cin + ci) * cout + co);
+                out[limits.usizeFrom(target)] = packedWeight(data, bits, (o * cin + ci) * cout + co);
             }
         }
     }
@@ -1028,7 +1034,7 @@ fn unpackRowQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out: []
             var co: u64 = 0;
             while (co < cout) : (co += 1) {
                 const target = ((kh * row_quads + f / limits.quad_channels) * cout_padded + co) * limits.quad_channels + f % limits.quad_channels;
-                out[target] = packedWeight(data, bits, (kh * row_values + f) * cout + co);
+                out[limits.usizeFrom(target)] = packedWeight(data, bits, (kh * row_values + f) * cout + co);
             }
         }
     }
@@ -1048,7 +1054,7 @@ fn copyVector(check: *const LayerCheck, slot: Slot, sizes: [limits.tensor_slot_c
     while (row < rows) : (row += 1) {
         var column: u64 = 0;
         while (column < columns) : (column += 1) {
-            out[row * columns_padded + column] = readI32(data, (row * columns + column) * 4);
+            out[limits.usizeFrom(row * columns_padded + column)] = readI32(data, (row * columns + column) * 4);
         }
     }
     return out;
