@@ -114,6 +114,25 @@ def test_spiking_state_at_int32_min_does_not_overflow(safe_library_path, neuron)
     np.testing.assert_array_equal(potentials, expected)
 
 
+@pytest.mark.parametrize("layer_index, kind", [(4, "add"), (7, "dense")])
+def test_dense_and_add_records_with_same_padding_are_refused_by_both_readers(safe_library_path, layer_index, kind):
+    """Finding dense_add_padding_same: docs/format.md fixes padding at 0 for dense and add; the
+    Python reader refused 1, the native loader took it."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_format import every_kind_model, field, fix_crcs
+
+    valid = every_kind_model(4).to_bytes()
+    assert es.Model.from_bytes(valid).layers[layer_index].kind == kind
+    at = field(valid, layer_index, "padding")
+    data = bytearray(valid)
+    data[at:at + 4] = (1).to_bytes(4, "little")
+    data = fix_crcs(bytes(data))
+    with pytest.raises(es.FormatError, match="padding"):
+        es.Model.from_bytes(data)
+    with pytest.raises(es.FormatError, match=rf"\(layer\): .*padding 1, a {kind} layer has kernel 1x1 stride 1 padding 0"):
+        native.NativeModel(data, native.Library(safe_library_path))
+
+
 @pytest.mark.parametrize("target", ["load", "run", "model"])
 def test_smoke_fuzz(safe_library_path, tmp_path, target):
     """A few seconds of each fuzz target on the ReleaseSafe build (uninstrumented: no coverage

@@ -1,4 +1,4 @@
-"""Write the seed corpora of both fuzz targets.
+"""Write the seed corpora of the fuzz targets (fuzz_model.py starts from none).
 
     python native/fuzz/seeds.py OUT_DIR      -> OUT_DIR/load/ and OUT_DIR/run/
 

@@ -576,9 +576,9 @@ fn checkGeometry(check: *const LayerCheck, layer: *Layer, padding: model_zig.Pad
     const in = layer.input;
     switch (layer.kind) {
         .dense, .add => {
-            if (r.kernel_h != 1 or r.kernel_w != 1 or r.stride != 1) {
-                return check.fail(.layer, "kernel {d}x{d} stride {d}, a {s} layer has kernel 1x1 stride 1", .{
-                    r.kernel_h, r.kernel_w, r.stride, @tagName(layer.kind),
+            if (r.kernel_h != 1 or r.kernel_w != 1 or r.stride != 1 or padding != .valid) {
+                return check.fail(.layer, "kernel {d}x{d} stride {d} padding {d}, a {s} layer has kernel 1x1 stride 1 padding 0", .{
+                    r.kernel_h, r.kernel_w, r.stride, r.padding, @tagName(layer.kind),
                 });
             }
             if (layer.pool != .none) {
