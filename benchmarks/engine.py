@@ -549,6 +549,32 @@ SWEEP_SHAPE = (28, 28, 32)         # the sweep conv's input, HWC
 SWEEP_PATTERNS = ("values", "pixels")
 
 
+def onnxruntime_node_times(path: Path, x_uint8: np.ndarray, runs: int, workdir: Path) -> list[dict]:
+    """Per-node time of an onnxruntime model (one thread, its own profiler) on a batch: us per sample."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_profiling = True
+    options.profile_file_prefix = str(workdir / f"{path.stem}-profile")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    x = to_float_nchw(x_uint8)
+    for _ in range(runs):
+        session.run(None, {session.get_inputs()[0].name: x})
+    profile = Path(session.end_profiling())
+    durations_us: dict[tuple, list] = {}
+    for event in json.loads(profile.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            key = (event["name"].removesuffix("_kernel_time"), event["args"].get("op_name", ""))
+            durations_us.setdefault(key, []).append(event["dur"])
+    profile.unlink()
+    rows = [{"node": node, "op": op, "us_per_sample": stats_module.median(values) / len(x)}
+            for (node, op), values in durations_us.items()]
+    return sorted(rows, key=lambda row: -row["us_per_sample"])
+
+
 def sweep_model_and_input(sparsity: float, pattern: str = "values", seed: int = 0):
     """One 4-bit 3x3 conv, 32 -> 32 channels on 28x28 (same padding, relu 4-bit out), and a batch of
     100 4-bit inputs in which a fraction `sparsity` is zero: each value independently ("values"),
@@ -748,7 +774,9 @@ def main(argv=None) -> int:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
             result = measure_model(bench, settings)
             result.update(description=bench.description, accuracy=bench.accuracy,
-                          layer_timings=layer_timings(bench, settings))
+                          layer_timings=layer_timings(bench, settings),
+                          onnxruntime_int8_nodes=onnxruntime_node_times(
+                              bench.onnx_int8, bench.x_timing[:THROUGHPUT_BATCH], settings.layer_repeats, workdir))
             report["models"][name] = result
             print_model(name, result)
     print("measuring the sparsity sweep ...", file=sys.stderr, flush=True)
@@ -785,6 +813,9 @@ def print_model(name: str, result: dict) -> None:
     print(engine_table(result["engines"]))
     print("\nedgesnn cpu per layer (each layer alone on its real input, batch 100, binding path):\n")
     print(layer_table(result["layer_timings"]))
+    print("\nonnxruntime int8 per node (its profiler, one thread, batch 100; nodes over 0.05 us/sample):\n")
+    print(table(("node", "op", "us/sample"), [(r["node"], r["op"], f"{r['us_per_sample']:.1f}")
+                                               for r in result["onnxruntime_int8_nodes"] if r["us_per_sample"] > 0.05]))
 
 
 if __name__ == "__main__":
