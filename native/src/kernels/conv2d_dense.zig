@@ -1,8 +1,8 @@
-//! conv2d / input_conv2d on a dense input (docs/semantics.md; conv2d.zig picks it by density):
-//! output-stationary, each output pixel keeps a block of up to 4 vectors of output channels in
-//! registers, started from the bias, and adds the dot products of the non-zero quads of every
-//! input pixel in its window. On a dense input this saves the scatter's loads and stores of
-//! potentials; zero quads still cost only a test. Bit-exact with the scatter kernel.
+//! conv2d / input_conv2d on a dense input (docs/semantics.md; conv2d.zig picks it when the input
+//! has too many events for the scatter to win): output-stationary, each output pixel keeps a block
+//! of up to 4 vectors of output channels in registers, started from the bias, and adds the dot
+//! products of every quad of every input pixel in its window, branch-free. It saves the scatter's
+//! loads and stores of potentials. Bit-exact with the scatter kernel.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
@@ -76,8 +76,9 @@ inline fn addPixel(
 ) void {
     var quad: u32 = 0;
     while (quad < quad_count) : (quad += 1) {
+        // no zero test: on the inputs this kernel gets (conv2d.zig chooses) a branch per quad
+        // mispredicts and costs more than the dot product it saves
         const values = std.mem.readInt(u32, pixel[quad * limits.quad_channels ..][0..4], .little);
-        if (values == 0) continue;
         const weights = tap_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. block * quad_bytes];
         inline for (0..block) |k| acc[k] = vector.dotQuad(acc[k], values, weights[k * quad_bytes ..][0..quad_bytes]);
     }
