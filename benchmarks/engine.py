@@ -1,6 +1,6 @@
 """Benchmark the native engine (device "cpu") against onnxruntime on the same models, in one run.
 
-    python benchmarks/engine.py                   # full run, about 4 minutes on 2 cores
+    python benchmarks/engine.py                   # full run, about 2 minutes on 2 cores
     python benchmarks/engine.py --quick           # smoke run: fewer repeats, shorter training
     python benchmarks/engine.py --json out.json   # also write every number as JSON
     python benchmarks/engine.py --markdown out.md # also write the README's tables
@@ -25,14 +25,17 @@ Models:
   espeak-ng and turned into MFCCs by the kws frontend (es.frontend("kws")); without espeak-ng it
   falls back to uint8 spectrogram-like noise and says so.
 
-Every engine is measured in turn, in interleaved rounds. Measured: batch-1 latency (median of many calls, one thread), batch-100 throughput (from the
-fastest of many runs: on a shared machine a run of milliseconds often spans another process's time
-slice, so the median would measure the scheduler; the JSON has the medians too) with one
-thread and with two (edgesnn: two Python threads, each running its own batch of 100 at once, the
-binding releases the GIL; onnxruntime: intra_op_num_threads=2), a sweep of input sparsity on one
-4-bit 3x3 conv layer, and per-layer times of the edgesnn models (each layer run alone on its real
-input). Targets (issue 3): batch-1 latency at least 2x better than onnxruntime int8 on both
-models; time at 90 % input sparsity at most 0.25x the time at 0 %.
+Measured, every engine in turn in interleaved rounds (so a change in machine load falls on all):
+batch-1 latency (median of many calls, one thread); batch-100 throughput with one thread and with
+two (edgesnn: two Python threads, each running its own batch of 100 at once, the binding releases
+the GIL; onnxruntime: intra_op_num_threads=2), from the fastest of many runs: on a shared machine a
+run of milliseconds often spans another process's time slice, so its median would measure the
+scheduler (the JSON has the medians too). Then per-layer times of the edgesnn models (each layer
+alone on its real input) beside onnxruntime int8's per-node profile, the per-call floor of
+model.forward and of the binding, and a sweep of input sparsity on one 4-bit 3x3 conv layer.
+Targets (issue 3): batch-1 latency at least 2x better than onnxruntime int8 on both models; time
+at 90 % input sparsity at most 0.25x the time at 0 %. `--keep DIR` keeps the ONNX, .esnn and input
+files, for benchmarks/profile_engine.py.
 """
 
 from __future__ import annotations
