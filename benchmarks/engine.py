@@ -82,6 +82,7 @@ class Settings:
     kws_epochs: int
     kws_variants: int            # espeak-ng renditions per word
     rounds: int                  # every engine is measured in turn, this many times over
+    activity_l1: float = 0.0     # training penalty on mean ReLU outputs (sparser activations)
 
     @classmethod
     def for_run(cls, quick: bool) -> "Settings":
@@ -232,8 +233,11 @@ def dscnn_network(classes: int = len(KWS_LABELS), channels: int = 64):
 
 
 def train_classifier(network, x_uint8: np.ndarray, y: np.ndarray, epochs: int, seed: int = 0,
-                     learning_rate: float = 2e-3):
-    """Adam on x / 255 (NCHW), batch 64; returns the network in eval mode."""
+                     learning_rate: float = 2e-3, activity_l1: float = 0.0):
+    """Adam on x / 255 (NCHW), batch 64; returns the network in eval mode.
+
+    activity_l1 > 0 adds activity_l1 * (mean ReLU output) per ReLU to the loss: sparser activations.
+    """
     import torch
 
     torch.manual_seed(seed)
@@ -241,13 +245,20 @@ def train_classifier(network, x_uint8: np.ndarray, y: np.ndarray, epochs: int, s
     yt = torch.tensor(y, dtype=torch.int64)
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
+    activations = []
+    hooks = [module.register_forward_hook(lambda _m, _i, output: activations.append(output))
+             for module in network.modules() if isinstance(module, torch.nn.ReLU)] if activity_l1 else []
     network.train()
     for _ in range(epochs):
         for index in torch.randperm(len(xt), generator=generator).split(64):
             optimizer.zero_grad()
+            activations.clear()
             loss = torch.nn.functional.cross_entropy(network(xt[index]), yt[index])
+            loss = loss + activity_l1 * sum(a.mean() for a in activations)
             loss.backward()
             optimizer.step()
+    for hook in hooks:
+        hook.remove()
     network.eval()
     return network
 
@@ -371,13 +382,15 @@ class BenchModel:
 
 
 def build_model(name: str, make_network, x_train, y_train, x_test, y_test, epochs: int, workdir: Path,
-                description: str) -> BenchModel:
+                description: str, settings: Settings) -> BenchModel:
     import torch
 
     import edgesnn as es
 
     torch.manual_seed(0)  # the initial weights do not depend on which model was built first
-    network = train_classifier(make_network(), x_train, y_train, epochs)
+    network = train_classifier(make_network(), x_train, y_train, epochs, activity_l1=settings.activity_l1)
+    if settings.activity_l1:
+        description += f"; trained with activity L1 {settings.activity_l1:g}"
     input_hwc = x_train.shape[1:]
     onnx_float = workdir / f"{name}.onnx"
     onnx_int8 = workdir / f"{name}.int8.onnx"
@@ -405,7 +418,7 @@ def mnist_bench(settings: Settings, workdir: Path) -> BenchModel:
     x_train, y_train, x_test, y_test = mnist()
     return build_model("mnist", mnist_network, x_train, y_train, x_test, y_test, settings.mnist_epochs, workdir,
                        "gxnor_mnist shape (conv 5x5x32, pool, conv 5x5x64, pool, dense 512, dense 10), "
-                       "real MNIST digits")
+                       "real MNIST digits", settings)
 
 
 def dscnn_bench(settings: Settings, workdir: Path) -> BenchModel:
@@ -414,7 +427,7 @@ def dscnn_bench(settings: Settings, workdir: Path) -> BenchModel:
     cut = int(len(x) * 0.8)
     train, test = order[:cut], order[cut:]
     return build_model("dscnn", dscnn_network, x[train], y[train], x[test], y[test], settings.kws_epochs, workdir,
-                       f"DS-CNN 49x10x1, 64 channels, 4 separable blocks, GAP, 12 classes; inputs: {how}")
+                       f"DS-CNN 49x10x1, 64 channels, 4 separable blocks, GAP, 12 classes; inputs: {how}", settings)
 
 
 # -- measurements ------------------------------------------------------------------------------------
@@ -751,11 +764,14 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="few repeats and short training: a smoke run")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every number as JSON to OUT")
     parser.add_argument("--markdown", type=Path, metavar="OUT", help="write the README's tables as Markdown to OUT")
+    parser.add_argument("--activity-l1", type=float, default=0.0, metavar="L",
+                        help="train with L x mean ReLU output added to the loss: sparser activations (default 0)")
     parser.add_argument("--models", default="mnist,dscnn", help="comma-separated subset of mnist,dscnn")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write the ONNX, int8 ONNX and .esnn files into DIR (default: a temporary folder)")
     args = parser.parse_args(argv)
     settings = Settings.for_run(args.quick)
+    settings.activity_l1 = args.activity_l1
     started = time.perf_counter()
     import torch
 
