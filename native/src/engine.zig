@@ -204,6 +204,7 @@ fn loadFrame(ctx: *Context, frame: []const u8, sample: u32, t: u32, diag: *Diagn
             sample, t, pixel / model.input.w, pixel % model.input.w, index % channels, frame[index], input_max,
         });
     }
+    if (channels == channels_padded) return @memcpy(buffer, frame); // one copy, not one per pixel
     var pixel: usize = 0;
     while (pixel < model.input.pixels()) : (pixel += 1) {
         @memcpy(buffer[pixel * channels_padded ..][0..channels], frame[pixel * channels ..][0..channels]);
@@ -306,6 +307,7 @@ fn fireNeurons(ctx: *Context, layer_index: u32, pooled: []const i32, sums: ?[]i3
 fn copyOutput(layer: *const Layer, sums: []const i32, output: []i32) void {
     const channels = layer.output.c;
     const channels_padded = layer.output.channelsPadded();
+    if (channels == channels_padded) return @memcpy(output, sums); // one copy, not one per pixel
     var pixel: usize = 0;
     while (pixel < layer.output.pixels()) : (pixel += 1) {
         @memcpy(output[pixel * channels ..][0..channels], sums[pixel * channels_padded ..][0..channels]);

@@ -22,6 +22,7 @@
 const std = @import("std");
 const limits = @import("limits.zig");
 const model_zig = @import("model.zig");
+const conv2d_sparse = @import("kernels/conv2d_sparse.zig");
 
 const Layer = model_zig.Layer;
 const Model = model_zig.Model;
@@ -76,7 +77,9 @@ fn eventsMax(layer: *const Layer) u64 {
     return switch (layer.kind) {
         // every quad of the sample, plus the slack of the branch-free compaction (kernels/vector.zig)
         .dense => layer.input.pixels() * layer.input.channelQuads() + limits.channel_lanes / limits.quad_channels,
-        .input_conv2d, .conv2d, .separable2d => layer.input.channelsPadded(), // one pixel's channels (>= its quads + slack)
+        // every pixel's list of non-zero quads (kernels/conv2d_sparse.zig); a narrow conv needs none
+        .input_conv2d, .conv2d => if (layer.isNarrowConv()) 0 else conv2d_sparse.entriesMax(layer),
+        .separable2d => layer.input.channelsPadded(), // one pixel's channels
         .depthwise2d, .add => 0,
     };
 }

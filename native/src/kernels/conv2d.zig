@@ -10,88 +10,90 @@ const model = @import("../model.zig");
 const vector = @import("vector.zig");
 const conv2d_dense = @import("conv2d_dense.zig");
 const conv2d_narrow = @import("conv2d_narrow.zig");
+const conv2d_sparse = @import("conv2d_sparse.zig");
 
 const lanes = vector.lanes;
 
 
-/// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p).
-/// Returns the synaptic operations (docs/semantics.md).
+/// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p); quads_buffer: at
+/// least conv2d_sparse.entriesMax entries. Returns the synaptic operations (docs/semantics.md).
 pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quads_buffer: []model.Quad, frame: []u8) u64 {
     if (layer.isNarrowConv()) {
         conv2d_narrow.run(layer, input, frame, potentials);
         return synapticOps(layer, input);
     }
-    if (denseIsCheaper(layer, input)) {
+    const counts = conv2d_sparse.compact(layer, input, quads_buffer);
+    if (scatterIsCheaper(layer, counts)) {
+        scatter(layer, quads_buffer, potentials);
+    } else {
         conv2d_dense.run(layer, input, potentials);
-        return synapticOps(layer, input);
     }
-    return scatter(layer, input, potentials, quads_buffer);
+    return counts.synaptic_ops;
 }
 
-/// The scatter pays per active input pixel (loading and storing the potentials it reaches) and per
-/// non-zero quad; the dense kernel per quad of every pixel. Both reach the same taps per pixel, so
-/// per pixel: scatter ~ 1.8 x (2 x active pixels + non-zero quads) against all quads (1.8 measured
-/// on AVX-512: the scatter's instructions are costlier than the dense kernel's streamed dots).
-fn denseIsCheaper(layer: *const model.Layer, input: []const u8) bool {
-    const cin_padded = layer.input.channelsPadded();
-    var active_pixels: u64 = 0;
-    var nonzero_quads: u64 = 0;
-    var pixel: usize = 0;
-    while (pixel < input.len) : (pixel += cin_padded) {
-        var pixel_quads: u64 = 0;
-        var chunk: usize = 0;
-        while (chunk < cin_padded) : (chunk += lanes) {
-            const words: @Vector(lanes / limits.quad_channels, u32) = @bitCast(@as(vector.VecU8, input[pixel + chunk ..][0..lanes].*));
-            pixel_quads += std.simd.countTrues(words != @as(@Vector(lanes / limits.quad_channels, u32), @splat(0)));
-        }
-        nonzero_quads += pixel_quads;
-        active_pixels += @intFromBool(pixel_quads != 0);
-    }
-    const scatter_cost = 18 * (2 * active_pixels + nonzero_quads);
-    const dense_cost = 10 * layer.input.pixels() * layer.input.channelQuads();
-    return dense_cost < scatter_cost;
+/// Per active input pixel the scatter loads and stores the potentials of every tap it reaches and
+/// adds a dot product per listed quad, after one jump on its quad count; the dense kernel adds a
+/// dot product per quad of every pixel. Weights measured on AVX-512 (Zen 4).
+fn scatterIsCheaper(layer: *const model.Layer, counts: conv2d_sparse.Counts) bool {
+    const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
+    const all_quads = layer.input.pixels() * layer.input.channelQuads();
+    const scatter_cost = taps * (10 * counts.nonzero_quads + 20 * counts.active_pixels) + 200 * counts.active_pixels;
+    const dense_cost = taps * 10 * all_quads;
+    return scatter_cost < dense_cost;
 }
 
-fn scatter(layer: *const model.Layer, input: []const u8, potentials: []i32, quads_buffer: []model.Quad) u64 {
+/// Quad counts per pixel the scatter handles with a loop unrolled at compile time (no mispredicted
+/// loop exit per tap); pixels with more quads take the loop.
+const unrolled_quads_max = 8;
+
+/// Every active input pixel adds its listed quads' dot products to every (output pixel, tap) it reaches.
+fn scatter(layer: *const model.Layer, lists: []const model.Quad, potentials: []i32) void {
     const in = layer.input;
-    const out = layer.synaptic;
-    const cin_padded = in.channelsPadded();
-    const cout_padded = out.channelsPadded();
-    std.debug.assert(input.len == in.valuesPadded());
-    std.debug.assert(potentials.len == out.valuesPadded());
+    const cout_padded = layer.synaptic.channelsPadded();
+    const entries = conv2d_sparse.pixelEntries(layer);
+    @setEvalBranchQuota(10_000); // the inline switches below instantiate chunks x count pixel kernels
     vector.fillRows(potentials, layer.bias);
-    const quad_count = in.channelQuads();
-    const tap_weights_stride = @as(usize, quad_count) * limits.quad_channels * cout_padded; // one (kh, kw) tap
-    var synaptic_ops: u64 = 0;
-    var iy: u32 = 0;
-    while (iy < in.h) : (iy += 1) {
-        const rows = layer.row_taps[iy];
-        if (rows.count == 0) continue;
-        var ix: u32 = 0;
-        while (ix < in.w) : (ix += 1) {
-            const pixel = input[(@as(usize, iy) * in.w + ix) * cin_padded ..][0..cin_padded];
-            const gathered = vector.gatherPixelQuads(pixel, quad_count, quads_buffer);
-            if (gathered.events == 0) continue;
-            const columns = layer.column_taps[ix];
-            for (0..rows.count) |row_step| {
-                const oy = rows.output_first - row_step;
-                const kh = rows.kernel_first + row_step * layer.stride;
-                for (0..columns.count) |column_step| {
-                    const ox = columns.output_first - column_step;
-                    const kw = columns.kernel_first + column_step * layer.stride;
-                    const tap = kh * layer.kernel_w + kw;
-                    const output_pixel = oy * out.w + ox;
-                    vector.accumulateQuads(
-                        potentials[output_pixel * cout_padded ..][0..cout_padded],
-                        layer.weights[tap * tap_weights_stride ..][0..tap_weights_stride],
-                        gathered.quads,
-                    );
-                }
-            }
-            synaptic_ops += gathered.events * rows.count * columns.count * out.c;
+    var pixel_index: usize = 0;
+    while (pixel_index < in.pixels()) : (pixel_index += 1) {
+        const list = lists[pixel_index * entries ..][0..entries];
+        const quads = list[1..][0..list[0].index];
+        const iy: u32 = @intCast(pixel_index / in.w);
+        const ix: u32 = @intCast(pixel_index % in.w);
+        switch (cout_padded / lanes) {
+            inline 1...4 => |chunks| switch (quads.len) {
+                0 => {},
+                inline 1...unrolled_quads_max => |count| scatterPixel(chunks, count, layer, iy, ix, quads, potentials),
+                else => scatterPixel(chunks, null, layer, iy, ix, quads, potentials),
+            },
+            else => if (quads.len != 0) scatterPixel(null, null, layer, iy, ix, quads, potentials),
         }
     }
-    return synaptic_ops;
+}
+
+/// One input pixel's quads into every (output pixel, tap) it reaches; `chunks` (output-channel
+/// vectors) and `count` (quads) are compile-time where known, so the row stays in registers.
+fn scatterPixel(comptime chunks: ?usize, comptime count: ?usize, layer: *const model.Layer, iy: u32, ix: u32, quads: []const model.Quad, potentials: []i32) void {
+    const out = layer.synaptic;
+    const cout_padded = out.channelsPadded();
+    const tap_weights_stride = @as(usize, layer.input.channelQuads()) * limits.quad_channels * cout_padded;
+    const rows = layer.row_taps[iy];
+    const columns = layer.column_taps[ix];
+    for (0..rows.count) |row_step| {
+        const oy = rows.output_first - row_step;
+        const kh = rows.kernel_first + row_step * layer.stride;
+        for (0..columns.count) |column_step| {
+            const ox = columns.output_first - column_step;
+            const kw = columns.kernel_first + column_step * layer.stride;
+            const tap = kh * layer.kernel_w + kw;
+            const row = potentials[(oy * out.w + ox) * cout_padded ..][0..cout_padded];
+            const tap_weights = layer.weights[tap * tap_weights_stride ..][0..tap_weights_stride];
+            if (chunks) |c| {
+                vector.accumulateQuadsFixed(c, count, row, tap_weights, if (count) |n| quads[0..n] else quads);
+            } else {
+                vector.accumulateQuads(row, tap_weights, quads);
+            }
+        }
+    }
 }
 
 /// Synaptic ops as the statistics define them: for every input pixel, its non-zero values times

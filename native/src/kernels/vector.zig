@@ -117,6 +117,25 @@ inline fn accumulateQuadsInRegisters(comptime chunks: usize, row: []i32, weights
     inline for (0..chunks) |k| storeVector(row, k * lanes, acc[k]);
 }
 
+/// accumulateQuads for a row of `chunks` vectors and, where `count` is not null, exactly that many
+/// quads, unrolled at compile time (the scatter's inner loop: no loop exit to mispredict).
+pub inline fn accumulateQuadsFixed(comptime chunks: usize, comptime count: ?usize, row: []i32, weights: []const i8, quads: []const Quad) void {
+    std.debug.assert(row.len == chunks * lanes);
+    var acc: [chunks]VecI32 = undefined;
+    inline for (0..chunks) |k| acc[k] = row[k * lanes ..][0..lanes].*;
+    if (count) |n| {
+        inline for (0..n) |q| addQuad(chunks, &acc, weights, quads[q]);
+    } else {
+        for (quads) |quad| addQuad(chunks, &acc, weights, quad);
+    }
+    inline for (0..chunks) |k| storeVector(row, k * lanes, acc[k]);
+}
+
+inline fn addQuad(comptime chunks: usize, acc: *[chunks]VecI32, weights: []const i8, quad: Quad) void {
+    const quad_weights = weights[quad.index * chunks * quad_bytes ..][0 .. chunks * quad_bytes];
+    inline for (0..chunks) |k| acc[k] = dotQuad(acc[k], quad.values, quad_weights[k * quad_bytes ..][0..quad_bytes]);
+}
+
 /// row[offset..][0..lanes] = value, as one vector store (an array-typed store was split into
 /// scalar stores by the code generator).
 pub inline fn storeVector(row: []i32, offset: usize, value: VecI32) void {
@@ -151,7 +170,8 @@ pub fn gatherPixelQuads(pixel: []const u8, quad_count: u32, quads: []Quad) struc
     while (first < quad_count) : (first += quads_per_vector) {
         const bytes: VecU8 = pixel[first * limits.quad_channels ..][0..lanes].*;
         const nonzero = bytes != @as(VecU8, @splat(0));
-        if (!@reduce(.Or, nonzero)) continue;
+        // no test for an all-zero vector: on inputs with scattered zeros it mispredicts often and
+        // costs more than the four slot writes it saves
         events += std.simd.countTrues(nonzero);
         const words: [quads_per_vector]u32 = @bitCast(bytes);
         inline for (words, 0..) |word, k| {
