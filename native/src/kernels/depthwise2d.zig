@@ -62,5 +62,89 @@ fn accumulatePixel(row: []i32, weights: []const i8, pixel: []const u8) void {
 }
 
 pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32) u64 {
-    return accumulate(layer, input, layer.bias, potentials);
+    return accumulateBest(layer, input, layer.bias, potentials);
+}
+
+/// `accumulate` by the cheaper kernel: the scatter above when few input pixels are active, else
+/// the output-stationary gather below (no loads and stores of potentials per tap).
+pub fn accumulateBest(layer: *const model.Layer, input: []const u8, bias: []const i32, potentials: []i32) u64 {
+    const counts = countEvents(layer, input);
+    if (counts.active_pixels * 2 < layer.input.pixels()) return accumulate(layer, input, bias, potentials);
+    gather(layer, input, bias, potentials);
+    return counts.synaptic_ops;
+}
+
+const Counts = struct { active_pixels: u64, synaptic_ops: u64 };
+
+/// Active input pixels, and the synaptic operations: every non-zero value times the in-bounds
+/// (output pixel, tap) pairs it reaches.
+fn countEvents(layer: *const model.Layer, input: []const u8) Counts {
+    const in = layer.input;
+    const channels_padded = in.channelsPadded();
+    var counts: Counts = .{ .active_pixels = 0, .synaptic_ops = 0 };
+    var iy: u32 = 0;
+    while (iy < in.h) : (iy += 1) {
+        const rows = layer.row_taps[iy];
+        var ix: u32 = 0;
+        while (ix < in.w) : (ix += 1) {
+            const events = vector.countNonZeroU8(input[(@as(usize, iy) * in.w + ix) * channels_padded ..][0..channels_padded]);
+            counts.active_pixels += @intFromBool(events != 0);
+            counts.synaptic_ops += events * rows.count * layer.column_taps[ix].count;
+        }
+    }
+    return counts;
+}
+
+/// Output channel vectors one gather block keeps in registers.
+const block_chunks_max = 4;
+
+/// potentials = bias (empty: zero) + the window sums, output pixel by output pixel.
+fn gather(layer: *const model.Layer, input: []const u8, bias: []const i32, potentials: []i32) void {
+    const chunks = layer.input.channelsPadded() / vector.lanes;
+    var first: u32 = 0;
+    while (first < chunks) {
+        const count = @min(block_chunks_max, chunks - first);
+        switch (count) {
+            inline 1...block_chunks_max => |block| gatherBlock(block, layer, input, bias, potentials, first),
+            else => unreachable,
+        }
+        first += count;
+    }
+}
+
+fn gatherBlock(comptime block: u32, layer: *const model.Layer, input: []const u8, bias: []const i32, potentials: []i32, first: u32) void {
+    const lanes = vector.lanes;
+    const in = layer.input;
+    const out_h = layer.synaptic.h;
+    const out_w = layer.synaptic.w;
+    const channels_padded = in.channelsPadded();
+    var oy: u32 = 0;
+    while (oy < out_h) : (oy += 1) {
+        var ox: u32 = 0;
+        while (ox < out_w) : (ox += 1) {
+            var acc: [block]vector.VecI32 = undefined;
+            inline for (0..block) |k| acc[k] = if (bias.len == 0) @splat(0) else bias[(first + k) * lanes ..][0..lanes].*;
+            var kh: u32 = 0;
+            while (kh < layer.kernel_h) : (kh += 1) {
+                const iy = @as(i64, oy) * layer.stride + kh - layer.pad_top;
+                if (iy < 0 or iy >= in.h) continue;
+                var kw: u32 = 0;
+                while (kw < layer.kernel_w) : (kw += 1) {
+                    const ix = @as(i64, ox) * layer.stride + kw - layer.pad_left;
+                    if (ix < 0 or ix >= in.w) continue;
+                    const pixel = input[@as(usize, @intCast(iy * in.w + ix)) * channels_padded ..][0..channels_padded];
+                    const weights = layer.weights[(@as(usize, kh) * layer.kernel_w + kw) * channels_padded ..][0..channels_padded];
+                    inline for (0..block) |k| {
+                        const offset = (first + k) * lanes;
+                        const values: vector.VecU8 = pixel[offset..][0..lanes].*;
+                        const weight: vector.VecI8 = weights[offset..][0..lanes].*;
+                        const product: vector.VecI16 = @as(vector.VecI16, weight) *% @as(vector.VecI16, values); // exact: |w| <= 128, v <= 255
+                        acc[k] +%= @as(vector.VecI32, product);
+                    }
+                }
+            }
+            const row = potentials[(@as(usize, oy) * out_w + ox) * channels_padded ..][0..channels_padded];
+            inline for (0..block) |k| vector.storeVector(row, (first + k) * lanes, acc[k]);
+        }
+    }
 }

@@ -52,7 +52,7 @@ const VecU8 = vector.VecU8;
 /// clamp(requant(P, m, s), 0, 2^bits - 1) for one vector of channels (see `requantize`).
 fn relu(layer: *const model.Layer, potential: VecI32, channel: usize) VecU8 {
     // P <= 0 gives 0 whatever m >= 0 and s: (P * m + 2^(s-1)) >> s <= 0. Sparse layers mostly take this.
-    if (@reduce(.Max, potential) <= 0) return @splat(0);
+    // (no early return for all-non-positive vectors: a mispredicted branch costs more than the math)
     const multiplier: VecI32 = layer.out_multiplier[channel..][0..vector.lanes].*;
     const shift: VecI32 = layer.out_shift[channel..][0..vector.lanes].*;
     const shift64: @Vector(vector.lanes, u6) = @intCast(shift);
