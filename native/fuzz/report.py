@@ -18,11 +18,26 @@ STATUS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/\S+.*?exe
 DONE = re.compile(r"^Done (\d+) runs in (\d+) second")
 
 
-def summarize(log: Path) -> dict:
+ROUND = re.compile(r"^== fuzz_\w+ on (\S+) from (\S+)")
+
+
+def rounds(log: Path) -> list[tuple[str, list[str]]]:
+    """The log split at run.sh's "== fuzz_X on SRC from TIME" lines: (heading, lines) per round."""
+    parts: list[tuple[str, list[str]]] = [("(before the first marked round)", [])]
+    for line in log.read_text(errors="replace").splitlines():
+        if (match := ROUND.match(line)):
+            parts.append((f"from {match[2]} on {match[1]}", []))
+        else:
+            parts[-1][1].append(line)
+    return [part for part in parts if any(line.startswith("INFO: Seed:") for line in part[1])]
+
+
+def summarize(lines: list[str], crashes_dir: Path) -> dict:
+    """Processes, executions, seconds and the last status line of one round's log lines."""
     processes, runs, seconds = 0, 0, 0.0
     last_status = None
     current = None  # (runs, exec/s) of the process being read
-    for line in log.read_text(errors="replace").splitlines():
+    for line in lines:
         if line.startswith("INFO: Seed:"):
             if current:  # the previous process ended without "Done" (a finding): estimate its time
                 runs += current[0]
@@ -39,7 +54,7 @@ def summarize(log: Path) -> dict:
     if current:
         runs += current[0]
         seconds += current[0] / max(current[1], 1)
-    crashes = sorted(path.name for path in (log.parent / "crashes").glob("*"))
+    crashes = sorted(path.name for path in crashes_dir.glob("*"))
     return {"processes": processes, "runs": runs, "seconds": seconds, "last": last_status, "crashes": crashes}
 
 
@@ -50,11 +65,13 @@ def main(targets: list[str]) -> None:
         if not log.is_file():
             print(f"{target}: no log at {log}")
             continue
-        s = summarize(log)
-        total_seconds += s["seconds"]
-        print(f"{target}: {s['processes']} processes, {s['runs']:,} executions in {s['seconds'] / 60:.1f} min "
-              f"({s['runs'] / max(s['seconds'], 1):.0f}/s); last: {s['last']}; "
-              f"{len(s['crashes'])} inputs in crashes/{': ' + ', '.join(s['crashes']) if s['crashes'] else ''}")
+        for heading, lines in rounds(log):
+            s = summarize(lines, log.parent / "crashes")
+            total_seconds += s["seconds"]
+            print(f"{target} {heading}: {s['processes']} processes, {s['runs']:,} executions in "
+                  f"{s['seconds'] / 60:.1f} min ({s['runs'] / max(s['seconds'], 1):.0f}/s); last: {s['last']}")
+        crashes = sorted(path.name for path in (log.parent / "crashes").glob("*"))
+        print(f"{target}: {len(crashes)} inputs in crashes/{': ' + ', '.join(crashes) if crashes else ''}")
     print(f"total fuzzing time: {total_seconds / 60:.1f} min")
 
 

@@ -14,11 +14,13 @@ root="$(cd "$here/../.." && pwd)"
 seconds="${1:-2700}"
 src="${2:--}"
 targets="${3:-load run model}"
+label="$src"
 if [[ "$src" == "-" ]]; then
     src=/tmp/fuzz-src
     rm -rf "$src" && mkdir -p "$src"
     git -C "$root" archive HEAD native | tar -x -C "$src"
     git -C "$root" rev-parse HEAD > "$src/COMMIT"
+    label="HEAD@$(git -C "$root" rev-parse --short HEAD)"
     src="$src/native"
 fi
 "$here/build.sh" /tmp/fuzz-build "$src"
@@ -33,7 +35,7 @@ fuzz() {  # target, then extra libFuzzer flags
     shift
     mkdir -p "$out/corpus" "$out/crashes" "/tmp/fuzz-seeds/$target"
     local end=$(( $(date +%s) + seconds ))
-    echo "== fuzz_$target on $src from $(date -u +%FT%TZ) for ${seconds}s" >> "$out/log.txt"
+    echo "== fuzz_$target on $label from $(date -u +%FT%TZ) for ${seconds}s" >> "$out/log.txt"
     while (( $(date +%s) < end )); do
         local left=$(( end - $(date +%s) ))
         nice -n 10 python "$here/fuzz_$target.py" "$out/corpus" "/tmp/fuzz-seeds/$target" "$@" -timeout=10 \
