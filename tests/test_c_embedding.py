@@ -91,38 +91,55 @@ def classify(tmp_path_factory) -> Path:
     return build_example("native", tmp_path_factory.mktemp("c-native"))
 
 
+@pytest.fixture(scope="module")
+def same_tree_library(tmp_path_factory):
+    """The Python binding over a build of the same native/ tree as the C program's static library
+    (the installed edgesnn/_lib build may be older)."""
+    native = pytest.importorskip("edgesnn.native")
+    sys.path.insert(0, str(ROOT / "_build_backend"))
+    try:
+        import edgesnn_build
+    finally:
+        sys.path.remove(str(ROOT / "_build_backend"))
+    return native.Library(edgesnn_build.build_native("ReleaseSafe", tmp_path_factory.mktemp("native-same-tree")))
+
+
+def arena_bytes(model: es.Model, library) -> int:
+    from edgesnn import native
+
+    return native.NativeModel(model.to_bytes(), library).arena_bytes
+
+
 def test_classify_prints_the_reference_class(classify, tmp_path):
     check_against_reference([str(classify)], tmp_path)
 
 
-def test_classify_reports_the_arena_it_used(classify, tmp_path):
+def test_classify_reports_the_arena_it_used(classify, same_tree_library, tmp_path):
     model = spiking_mnist_like()
     model.save(tmp_path / "m.esnn")
     result = run_classify([str(classify)], tmp_path / "m.esnn", np.zeros(model.input_shape, np.uint8), 1, tmp_path)
     assert result.returncode == 0, result.stderr
-    native = pytest.importorskip("edgesnn.native")
-    arena_bytes = native.NativeModel(model.to_bytes()).arena_bytes
-    assert f"arena_bytes {arena_bytes} of {1 << 20}" in result.stdout
+    assert f"arena_bytes {arena_bytes(model, same_tree_library)} of {1 << 20}" in result.stdout
 
 
-def test_a_too_small_static_arena_is_refused_with_the_size_needed(tmp_path):
+def test_a_too_small_static_arena_is_refused_with_the_size_needed(same_tree_library, tmp_path):
     small = build_example("native", tmp_path / "small", "-DESNN_ARENA_BYTES=64")
     model = spiking_mnist_like()
     model.save(tmp_path / "m.esnn")
     result = run_classify([str(small)], tmp_path / "m.esnn", np.zeros(model.input_shape, np.uint8), 1, tmp_path)
     assert result.returncode == 1
-    native = pytest.importorskip("edgesnn.native")
-    needed = native.NativeModel(model.to_bytes()).arena_bytes
+    needed = arena_bytes(model, same_tree_library)
     assert f"needs {needed} arena bytes; rebuild with -DESNN_ARENA_BYTES={needed}" in result.stderr
 
 
 @pytest.mark.parametrize("name", ["header_crc", "truncated_in_body", "kind_unknown", "foreign_png"])
-def test_a_malformed_file_gets_the_loader_status_and_message(classify, tmp_path, name):
+def test_a_malformed_file_gets_the_loader_status_and_message(classify, same_tree_library, tmp_path, name):
     """The C program prints what the same loader tells the Python binding: status name and message."""
-    native = pytest.importorskip("edgesnn.native")
+    from edgesnn import native
+
     path = MALFORMED / f"{name}.esnn"
     with pytest.raises(es.FormatError) as refused:
-        native.NativeModel(path.read_bytes())
+        native.NativeModel(path.read_bytes(), same_tree_library)
     status_name, message = re.fullmatch(r"native loader refused the \.esnn bytes \((\w+)\): (.*)",
                                         str(refused.value), re.S).groups()
     result = run_classify([str(classify)], path, np.zeros(4, np.uint8), 1, tmp_path)

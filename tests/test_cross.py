@@ -22,7 +22,9 @@ import pytest
 
 import edgesnn as es
 from edgesnn import layers as L
-from test_c_embedding import ROOT, build_example, check_against_reference, models, parse_output
+from test_c_embedding import (  # noqa: F401  (same_tree_library is a fixture used here)
+    ROOT, build_example, check_against_reference, models, parse_output, same_tree_library,
+)
 
 M4_SCRIPT = ROOT / "examples" / "c" / "build_cortex_m4.sh"
 EM_ARM, EM_AARCH64 = 40, 183
@@ -130,12 +132,14 @@ def address_space_model() -> es.Model:
     return es.Model(layers, input_shape=(2048, 2048, 16), input_bits=1)
 
 
-def test_32bit_build_refuses_a_model_larger_than_its_address_space(tmp_path):
+def test_32bit_build_refuses_a_model_larger_than_its_address_space(same_tree_library, tmp_path):
     """On a 32-bit target the sizes the engine reports must fit size_t: a model needing more arena
     than the address space is refused with ESNN_ERROR_LIMIT, not a panic (or, without safety
     checks, a truncated size). The same Cortex-M4 library, with this model linked in."""
     model = address_space_model()
-    loaded = native_model_or_skip(model)
+    from edgesnn import native
+
+    loaded = native.NativeModel(model.to_bytes(), same_tree_library)
     assert loaded.arena_bytes > 2**32  # the 64-bit engine takes it
     assert loaded.memory_bytes <= M4_MODEL_BYTES  # so a refusal can only come from the engine
     binary = build_cortex_m4(model, np.zeros(1, np.uint8), 1, tmp_path)
@@ -145,11 +149,6 @@ def test_32bit_build_refuses_a_model_larger_than_its_address_space(tmp_path):
     result = subprocess.run([qemu, "-cpu", QEMU_ARM_CPU, str(binary)], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (1, f"error: status {header_status('ESNN_ERROR_LIMIT')}\n"), \
         f"status {result.returncode}: {result.stdout}{result.stderr}"
-
-
-def native_model_or_skip(model):
-    native = pytest.importorskip("edgesnn.native")
-    return native.NativeModel(model.to_bytes())
 
 
 def header_status(name: str) -> int:
