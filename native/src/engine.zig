@@ -171,8 +171,11 @@ const Sample = struct {
 fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnostic) Error!void {
     const model = ctx.model;
     for (model.layers) |*layer| @memset(ctx.state(layer), 0);
-    const sums = ctx.outputSums();
-    @memset(sums, 0);
+    // Without channel padding the last layer's sums build up in the caller's output itself (no copy).
+    // The first timestep sets them, so they need no clearing.
+    const output_layer = model.outputLayer();
+    const in_place = output_layer.output.c == output_layer.output.channelsPadded();
+    const sums = if (in_place) sample.output else ctx.outputSums();
     const frame_values: usize = @intCast(model.input.values());
     var t: u32 = 0;
     while (t < sample.timesteps) : (t += 1) {
@@ -182,10 +185,10 @@ fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnos
         const frame: Frame = if (sample.input_timesteps > 1) .changes else if (t == 0) .first_of_repeated else .repeated;
         for (0..model.layers.len) |index| {
             const layer_stats: ?*LayerStats = if (stats) |s| &s[index] else null;
-            runLayer(ctx, @intCast(index), frame, sums, layer_stats);
+            runLayer(ctx, @intCast(index), frame, .{ .values = sums, .first = t == 0 }, layer_stats);
         }
     }
-    copyOutput(model.outputLayer(), sums, sample.output);
+    if (!in_place) copyOutput(output_layer, sums, sample.output);
 }
 
 /// Copy one timestep of the model input into the padded input buffer, checking its range.
@@ -214,7 +217,10 @@ fn loadFrame(ctx: *Context, frame: []const u8, sample: u32, t: u32, diag: *Diagn
 /// Whether this timestep's model input is new, or the single frame of the sample repeated.
 const Frame = enum { changes, first_of_repeated, repeated };
 
-fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: []i32, stats: ?*LayerStats) void {
+/// The last layer's output summed over the timesteps of a sample; `first`: the first timestep sets it.
+const Sums = struct { values: []i32, first: bool };
+
+fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, stats: ?*LayerStats) void {
     const model = ctx.model;
     const layer = &model.layers[layer_index];
     const is_last = layer_index + 1 == model.layers.len;
@@ -272,32 +278,37 @@ fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8,
     };
 }
 
-/// Neuron none (the last layer): sums = sat32(sums + P). Returns the non-zero potentials.
-fn accumulatePotentials(pooled: []const i32, sums: []i32) u64 {
+/// Neuron none (the last layer): sums = sat32(sums + P) (= P at the first timestep). Returns the
+/// non-zero potentials.
+fn accumulatePotentials(pooled: []const i32, sums_of: Sums) u64 {
+    const sums = sums_of.values;
     std.debug.assert(pooled.len == sums.len);
+
     var nonzero: u64 = 0;
     var offset: usize = 0;
     while (offset < sums.len) : (offset += vector.lanes) {
         const potential: vector.VecI32 = pooled[offset..][0..vector.lanes].*;
-        const sum: vector.VecI32 = sums[offset..][0..vector.lanes].*;
-        sums[offset..][0..vector.lanes].* = sum +| potential; // saturating: sat32
+        const sum: vector.VecI32 = if (sums_of.first) @splat(0) else sums[offset..][0..vector.lanes].*;
+        vector.storeVector(sums, offset, sum +| potential); // saturating: sat32
         nonzero += std.simd.countTrues(potential != @as(vector.VecI32, @splat(0)));
     }
     return nonzero;
 }
 
-/// relu / if / lif into the layer's activations; the last layer also adds them to the sums.
+/// relu / if / lif into the layer's activations; the last layer also adds them to the sums (sets
+/// them at the first timestep).
 /// Returns the output events.
-fn fireNeurons(ctx: *Context, layer_index: u32, pooled: []const i32, sums: ?[]i32) u64 {
+fn fireNeurons(ctx: *Context, layer_index: u32, pooled: []const i32, sums_of: ?Sums) u64 {
     const layer = &ctx.model.layers[layer_index];
     const activations = ctx.activations(@intCast(layer_index));
     neuron.run(layer, pooled, ctx.state(layer), activations);
-    if (sums) |s| {
+    if (sums_of) |sums| {
+        const s = sums.values;
         var offset: usize = 0;
         while (offset < s.len) : (offset += vector.lanes) {
             const spikes: vector.VecU8 = activations[offset..][0..vector.lanes].*;
-            const sum: vector.VecI32 = s[offset..][0..vector.lanes].*;
-            s[offset..][0..vector.lanes].* = sum +% @as(vector.VecI32, spikes); // <= timesteps * 255
+            const sum: vector.VecI32 = if (sums.first) @splat(0) else s[offset..][0..vector.lanes].*;
+            vector.storeVector(s, offset, sum +% @as(vector.VecI32, spikes)); // <= timesteps * 255
         }
     }
     return vector.countNonZeroU8(activations);

@@ -1,8 +1,10 @@
-//! conv2d and input_conv2d (identical semantics, docs/semantics.md): event-driven scatter.
-//! For every input pixel with non-zero channels, every (output pixel, tap) it reaches gets
-//! sum over those channels of value * W[kh, kw, ci, :], four channels at a time (one quad: a u8 x i8
-//! dot product per output channel, kernels/vector.zig); all-zero quads are skipped.
-//! Cost: events x reached taps x Cout, the synaptic operations counted by the statistics.
+//! conv2d and input_conv2d (identical semantics, docs/semantics.md), event-driven.
+//! Every input pixel's non-zero channel groups (quads) are listed once (kernels/conv2d_sparse.zig);
+//! then each active pixel adds, for every (output pixel, tap) it reaches, sum over its listed quads
+//! of value x W[kh, kw, quad, :] (a u8 x i8 dot product per output channel, kernels/vector.zig).
+//! Cost: non-zero quads x reached taps x Cout. When the input has too many events for that to win,
+//! the dense kernel (conv2d_dense.zig) runs instead; an input with fewer channels than a quad takes
+//! conv2d_narrow.zig.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
@@ -13,7 +15,6 @@ const conv2d_narrow = @import("conv2d_narrow.zig");
 const conv2d_sparse = @import("conv2d_sparse.zig");
 
 const lanes = vector.lanes;
-
 
 /// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p); quads_buffer: at
 /// least conv2d_sparse.entriesMax entries. Returns the synaptic operations (docs/semantics.md).
