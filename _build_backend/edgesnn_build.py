@@ -50,7 +50,11 @@ def build_native(optimize: str | None = None, destination: Path = LIB_DIR, cpu: 
         built = _find_library(Path(prefix))
         destination.mkdir(parents=True, exist_ok=True)
         target = destination / built.name
-        shutil.copyfile(built, target)
+        # copy beside the target, then rename over it: a process that has the old library mapped keeps
+        # its (now unlinked) file instead of seeing it rewritten under its feet, which crashes it
+        staging = destination / f".{built.name}.{os.getpid()}.tmp"
+        shutil.copyfile(built, staging)
+        os.replace(staging, target)
     print(f"edgesnn: native engine {target} ({target.stat().st_size:,} bytes)", flush=True)
     return target
 
