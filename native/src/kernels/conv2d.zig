@@ -23,7 +23,7 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quad
         conv2d_narrow.run(layer, input, frame, potentials);
         return synapticOps(layer, input);
     }
-    const counts = conv2d_sparse.compact(layer, input, quads_buffer);
+    const counts = conv2d_sparse.compact(layer, input, conv2d_sparse.split(layer, quads_buffer).lists);
     if (scatterIsCheaper(layer, counts)) {
         scatter(layer, quads_buffer, potentials);
     } else {
@@ -43,31 +43,30 @@ fn scatterIsCheaper(layer: *const model.Layer, counts: conv2d_sparse.Counts) boo
     return scatter_cost < dense_cost;
 }
 
-/// Quad counts per pixel the scatter handles with a loop unrolled at compile time (no mispredicted
-/// loop exit per tap); pixels with more quads take the loop.
-const unrolled_quads_max = 8;
-
-/// Every active input pixel adds its listed quads' dot products to every (output pixel, tap) it reaches.
-fn scatter(layer: *const model.Layer, lists: []const model.Quad, potentials: []i32) void {
-    const in = layer.input;
-    const cout_padded = layer.synaptic.channelsPadded();
+/// Every active input pixel adds its listed quads' dot products to every (output pixel, tap) it
+/// reaches. Pixels run grouped by quad count, each group with a kernel unrolled for its count.
+fn scatter(layer: *const model.Layer, buffer: []model.Quad, potentials: []i32) void {
+    const parts = conv2d_sparse.split(layer, buffer);
+    const ends = conv2d_sparse.orderByCount(layer, parts.lists, parts.order);
     const entries = conv2d_sparse.pixelEntries(layer);
-    @setEvalBranchQuota(10_000); // the inline switches below instantiate chunks x count pixel kernels
+    @setEvalBranchQuota(10_000); // the inline loops below instantiate chunks x count pixel kernels
     vector.fillRows(potentials, layer.bias);
-    var pixel_index: usize = 0;
-    while (pixel_index < in.pixels()) : (pixel_index += 1) {
-        const list = lists[pixel_index * entries ..][0..entries];
-        const quads = list[1..][0..list[0].index];
-        const iy: u32 = @intCast(pixel_index / in.w);
-        const ix: u32 = @intCast(pixel_index % in.w);
-        switch (cout_padded / lanes) {
-            inline 1...4 => |chunks| switch (quads.len) {
-                0 => {},
-                inline 1...unrolled_quads_max => |count| scatterPixel(chunks, count, layer, iy, ix, quads, potentials),
-                else => scatterPixel(chunks, null, layer, iy, ix, quads, potentials),
-            },
-            else => if (quads.len != 0) scatterPixel(null, null, layer, iy, ix, quads, potentials),
-        }
+    switch (layer.synaptic.channelsPadded() / lanes) {
+        inline 1...4 => |chunks| {
+            var start = ends[0];
+            inline for (1..conv2d_sparse.bucket_count) |bucket| {
+                const count: ?usize = if (bucket <= conv2d_sparse.counted_max) bucket else null;
+                for (parts.order[start..ends[bucket]]) |pixel| {
+                    const list = parts.lists[(@as(usize, pixel.index) * layer.input.w + pixel.values) * entries ..][0..entries];
+                    scatterPixel(chunks, count, layer, pixel.index, pixel.values, list[1..][0..list[0].index], potentials);
+                }
+                start = ends[bucket];
+            }
+        },
+        else => for (parts.order[ends[0]..ends[conv2d_sparse.bucket_count - 1]]) |pixel| {
+            const list = parts.lists[(@as(usize, pixel.index) * layer.input.w + pixel.values) * entries ..][0..entries];
+            scatterPixel(null, null, layer, pixel.index, pixel.values, list[1..][0..list[0].index], potentials);
+        },
     }
 }
 

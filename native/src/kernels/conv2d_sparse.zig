@@ -16,9 +16,54 @@ pub fn pixelEntries(layer: *const model.Layer) usize {
     return layer.input.channelsPadded() / limits.quad_channels + 1;
 }
 
-/// Quad entries the lists of the whole input need (planner.zig).
+/// Quad entries the lists of the whole input need, and after them the order of the active pixels
+/// (one entry each, `orderByCount`) (planner.zig).
 pub fn entriesMax(layer: *const model.Layer) u64 {
-    return layer.input.pixels() * pixelEntries(layer);
+    return layer.input.pixels() * (pixelEntries(layer) + 1);
+}
+
+/// The pixels' lists, and the room for their order, in a buffer of entriesMax entries.
+pub fn split(layer: *const model.Layer, buffer: []Quad) struct { lists: []Quad, order: []Quad } {
+    const lists_len: usize = @intCast(layer.input.pixels() * pixelEntries(layer));
+    return .{ .lists = buffer[0..lists_len], .order = buffer[lists_len..][0..@intCast(layer.input.pixels())] };
+}
+
+/// Buckets of pixels by quad count: 1 .. counted_max, and one for more.
+pub const counted_max = 8;
+pub const bucket_count = counted_max + 2; // bucket 0 (inactive pixels) stays empty
+
+/// Write the active pixels into `order` (index = row, values = column) grouped by their quad count
+/// (bucket counted_max + 1: more quads), so that a kernel specialized per count runs a whole group
+/// without a mispredicted jump per pixel. Returns where each bucket ends in `order`.
+pub fn orderByCount(layer: *const model.Layer, lists: []const Quad, order: []Quad) [bucket_count]usize {
+    const in = layer.input;
+    const entries = pixelEntries(layer);
+    var sizes: [bucket_count]usize = @splat(0);
+    var pixel: usize = 0;
+    while (pixel < in.pixels()) : (pixel += 1) sizes[bucketOf(lists[pixel * entries].index)] += 1;
+    var ends: [bucket_count]usize = undefined;
+    var next: [bucket_count]usize = undefined;
+    var total: usize = 0;
+    for (0..bucket_count) |bucket| {
+        next[bucket] = total;
+        if (bucket != 0) total += sizes[bucket];
+        ends[bucket] = total;
+    }
+    var iy: u32 = 0;
+    while (iy < in.h) : (iy += 1) {
+        var ix: u32 = 0;
+        while (ix < in.w) : (ix += 1) {
+            const bucket = bucketOf(lists[(@as(usize, iy) * in.w + ix) * entries].index);
+            if (bucket == 0) continue;
+            order[next[bucket]] = .{ .index = iy, .values = ix };
+            next[bucket] += 1;
+        }
+    }
+    return ends;
+}
+
+fn bucketOf(quads: u32) usize {
+    return @min(quads, counted_max + 1);
 }
 
 /// What `compact` found: the non-zero quads and the synaptic operations of the input.
@@ -31,7 +76,7 @@ pub fn compact(layer: *const model.Layer, input: []const u8, lists: []Quad) Coun
     const cin_padded = in.channelsPadded();
     const entries = pixelEntries(layer);
     const quad_count = in.channelQuads();
-    std.debug.assert(lists.len >= entriesMax(layer));
+    std.debug.assert(lists.len == in.pixels() * entries);
     var nonzero_quads: u64 = 0;
     var reach_events: u64 = 0;
     var active_pixels: u64 = 0;
