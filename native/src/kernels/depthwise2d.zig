@@ -54,10 +54,8 @@ fn accumulatePixel(row: []i32, weights: []const i8, pixel: []const u8) void {
     var chunk: usize = 0;
     while (chunk < row.len) : (chunk += vector.lanes) {
         const values: vector.VecU8 = pixel[chunk..][0..vector.lanes].*;
-        const weight: vector.VecI8 = weights[chunk..][0..vector.lanes].*;
-        const product: vector.VecI16 = @as(vector.VecI16, weight) *% @as(vector.VecI16, values); // exact: |w| <= 128, v <= 255
         const acc: vector.VecI32 = row[chunk..][0..vector.lanes].*;
-        vector.storeVector(row, chunk, acc +% @as(vector.VecI32, product));
+        vector.storeVector(row, chunk, vector.multiplyAdd(acc, values, weights[chunk..][0..vector.lanes].*));
     }
 }
 
@@ -137,9 +135,7 @@ fn gatherBlock(comptime block: u32, layer: *const model.Layer, input: []const u8
                     inline for (0..block) |k| {
                         const offset = (first + k) * lanes;
                         const values: vector.VecU8 = pixel[offset..][0..lanes].*;
-                        const weight: vector.VecI8 = weights[offset..][0..lanes].*;
-                        const product: vector.VecI16 = @as(vector.VecI16, weight) *% @as(vector.VecI16, values); // exact: |w| <= 128, v <= 255
-                        acc[k] +%= @as(vector.VecI32, product);
+                        acc[k] = vector.multiplyAdd(acc[k], values, weights[offset..][0..lanes].*);
                     }
                 }
             }

@@ -73,6 +73,24 @@ pub inline fn dotQuad(acc: VecI32, values: u32, weights: *const [quad_bytes]i8) 
     return sum;
 }
 
+/// acc[c] + values[c] * weights[c] for one vector of channels, exactly. With VNNI: one vpdpbusd
+/// whose dwords hold the value (zero-extended) and the weight in their low byte; the upper bytes of
+/// the value dword are zero, so whatever the weight dword holds there adds nothing.
+pub inline fn multiplyAdd(acc: VecI32, values: VecU8, weights: VecI8) VecI32 {
+    if (comptime has_vnni512 and lanes == 16) {
+        const value_dwords: @Vector(lanes, u32) = values;
+        const weight_dwords: @Vector(lanes, u32) = @as(@Vector(lanes, u8), @bitCast(weights));
+        return asm ("vpdpbusd %[w], %[a], %[acc]"
+            : [acc] "=v" (-> VecI32),
+            : [acc_in] "0" (acc),
+              [a] "v" (value_dwords),
+              [w] "v" (weight_dwords),
+        );
+    }
+    const product: VecI16 = @as(VecI16, weights) *% @as(VecI16, values); // exact: |w| <= 128, v <= 255
+    return acc +% @as(VecI32, product);
+}
+
 const repeat_pattern = repeatPattern();
 const every_fourth = blk: {
     var patterns: [limits.quad_channels][lanes]i32 = undefined;
