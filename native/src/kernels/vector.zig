@@ -200,6 +200,18 @@ pub fn gatherPixelQuads(pixel: []const u8, quad_count: u32, quads: []Quad) struc
     return .{ .quads = quads[0..count], .events = events };
 }
 
+test "multiplyAdd equals the scalar product, at the extremes too" {
+    var values: [lanes]u8 = undefined;
+    var weights: [lanes]i8 = undefined;
+    for (&values, &weights, 0..) |*v, *w, i| {
+        v.* = @intCast((i * 97 + 255) % 256); // 255 first
+        w.* = @intCast(@as(i32, @intCast(i * 41 % 256)) - 128); // -128 first
+    }
+    const acc: VecI32 = @splat(-7);
+    const result: [lanes]i32 = multiplyAdd(acc, values, weights);
+    for (result, values, weights) |r, v, w| try std.testing.expectEqual(-7 + @as(i32, v) * w, r);
+}
+
 test "dot of a quad equals the scalar sum" {
     var weights: [quad_bytes]i8 = undefined;
     for (&weights, 0..) |*w, i| w.* = @intCast(@as(i32, @intCast(i * 37 % 256)) - 128);
