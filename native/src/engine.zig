@@ -177,6 +177,7 @@ fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnos
     const in_place = output_layer.output.c == output_layer.output.channelsPadded();
     const sums = if (in_place) sample.output else ctx.outputSums();
     const frame_values: usize = @intCast(model.input.values());
+    var events: EventCounts = undefined; // each entry set by its layer before a consumer reads it
     var t: u32 = 0;
     while (t < sample.timesteps) : (t += 1) {
         if (t < sample.input_timesteps) {
@@ -185,7 +186,7 @@ fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnos
         const frame: Frame = if (sample.input_timesteps > 1) .changes else if (t == 0) .first_of_repeated else .repeated;
         for (0..model.layers.len) |index| {
             const layer_stats: ?*LayerStats = if (stats) |s| &s[index] else null;
-            runLayer(ctx, @intCast(index), frame, .{ .values = sums, .first = t == 0 }, layer_stats);
+            runLayer(ctx, @intCast(index), frame, .{ .values = sums, .first = t == 0 }, &events, layer_stats);
         }
     }
     if (!in_place) copyOutput(output_layer, sums, sample.output);
@@ -220,7 +221,11 @@ const Frame = enum { changes, first_of_repeated, repeated };
 /// The last layer's output summed over the timesteps of a sample; `first`: the first timestep sets it.
 const Sums = struct { values: []i32, first: bool };
 
-fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, stats: ?*LayerStats) void {
+/// Output events of every layer at the current timestep: a consumer's input events are its
+/// producer's output events (its activations), so the statistics count each tensor once.
+const EventCounts = [limits.layers_max]u64;
+
+fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *EventCounts, stats: ?*LayerStats) void {
     const model = ctx.model;
     const layer = &model.layers[layer_index];
     const is_last = layer_index + 1 == model.layers.len;
@@ -249,9 +254,10 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, stats: ?*
     else
         fireNeurons(ctx, layer_index, pooled, if (is_last) sums else null);
 
+    events[layer_index] = output_events;
     if (stats) |s| {
-        for (inputs) |input| {
-            s.input_events += vector.countNonZeroU8(input);
+        for (inputs, layer.inputs[0..layer.input_count]) |input, producer| {
+            s.input_events += if (producer == model_zig.input_model) vector.countNonZeroU8(input) else events[@intCast(producer)];
             s.input_size += layer.input.values();
         }
         s.output_events += output_events;
