@@ -15,7 +15,8 @@
 //!   potentials i32                  the largest synaptic (pre-pool) tensor; shared by all layers
 //!   pooled     i32                  the largest pooled tensor; shared
 //!   mid        i32                  the largest separable intermediate (pre-pool pixels, Cin_p); shared
-//!   events     Event                the largest event list one kernel gathers; shared
+//!   events     Event / Quad         the largest event list one kernel gathers (conv2d: every input
+//!                                   pixel's non-zero quads and their order, kernels/conv2d_sparse.zig); shared
 //! Every layer's activations stay live for the whole timestep (a later `add` may read any earlier
 //! layer), so they are not overlapped; the shared buffers are used by one layer at a time.
 
