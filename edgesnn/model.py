@@ -244,7 +244,8 @@ def _check_input(x, input_shape, input_bits: int, timesteps) -> np.ndarray:
         raise ValueError(f"timesteps must be an integer in [1, {TIMESTEPS_MAX}], got {t!r}")
     if x.shape[0] == 0:
         raise ValueError(f"model input is an empty batch (shape {x.shape}); give at least one sample")
-    if x.size and (x.min() < 0 or x.max() > (1 << input_bits) - 1):
+    in_range = x.dtype == np.uint8 and input_bits == 8   # every uint8 is a valid 8-bit input
+    if x.size and not in_range and (x.min() < 0 or x.max() > (1 << input_bits) - 1):
         raise ValueError(f"model input values must lie in [0, {(1 << input_bits) - 1}] (input_bits={input_bits}); "
                          f"got min {x.min()}, max {x.max()}")
     x5 = np.ascontiguousarray(x5.astype(np.uint8, copy=False))
@@ -255,6 +256,7 @@ def _check_input(x, input_shape, input_bits: int, timesteps) -> np.ndarray:
 
 _devices: dict[tuple, object] = {}   # (name, factory) -> instance: a re-registered name gets a new one
 _devices_lock = threading.Lock()
+_resolved: dict = {}   # device argument (None or a name) -> (plugin state, instance): the per-call fast path
 
 
 def default_device_name() -> str:
@@ -271,6 +273,10 @@ def resolve_device(device):
 
     if isinstance(device, Device):
         return device
+    state = plugins._loaded()          # replaced whenever plugins are registered, unregistered or reset
+    cached = _resolved.get(device) if isinstance(device, (str, type(None))) else None
+    if cached is not None and cached[0] is state:
+        return cached[1]
     name = default_device_name() if device is None else device
     if not isinstance(name, str):
         raise TypeError(f"device must be a name or an edgesnn Device, got {type(device).__name__}")
@@ -279,4 +285,5 @@ def resolve_device(device):
         key = (name, factory)
         if key not in _devices:
             _devices[key] = factory()
+        _resolved[device] = (state, _devices[key])
         return _devices[key]
