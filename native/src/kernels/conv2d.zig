@@ -23,8 +23,9 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quad
         conv2d_narrow.run(layer, input, frame, potentials);
         return synapticOps(layer, input);
     }
-    const counts = conv2d_sparse.compact(layer, input, conv2d_sparse.split(layer, quads_buffer).lists);
+    const counts = conv2d_sparse.count(layer, input);
     if (scatterIsCheaper(layer, counts)) {
+        _ = conv2d_sparse.compact(layer, input, conv2d_sparse.split(layer, quads_buffer).lists);
         scatter(layer, quads_buffer, potentials);
     } else {
         conv2d_dense.run(layer, input, potentials);

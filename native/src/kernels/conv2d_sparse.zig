@@ -69,6 +69,38 @@ fn bucketOf(quads: u32) usize {
 /// What `compact` found: the non-zero quads and the synaptic operations of the input.
 pub const Counts = struct { nonzero_quads: u64, active_pixels: u64, synaptic_ops: u64 };
 
+/// What `compact` returns, without writing the lists: enough to choose the kernel before paying
+/// for the lists the dense kernel does not read.
+pub fn count(layer: *const model.Layer, input: []const u8) Counts {
+    const in = layer.input;
+    const cin_padded = in.channelsPadded();
+    const quads_per_vector = vector.lanes / limits.quad_channels;
+    const QuadWords = @Vector(quads_per_vector, u32);
+    var counts: Counts = .{ .nonzero_quads = 0, .active_pixels = 0, .synaptic_ops = 0 };
+    var reach_events: u64 = 0;
+    var iy: u32 = 0;
+    while (iy < in.h) : (iy += 1) {
+        const rows = layer.row_taps[iy];
+        var ix: u32 = 0;
+        while (ix < in.w) : (ix += 1) {
+            const pixel = input[(@as(usize, iy) * in.w + ix) * cin_padded ..][0..cin_padded];
+            var events: u64 = 0;
+            var quads: u64 = 0;
+            var chunk: usize = 0;
+            while (chunk < cin_padded) : (chunk += vector.lanes) {
+                const bytes: vector.VecU8 = pixel[chunk..][0..vector.lanes].*;
+                events += std.simd.countTrues(bytes != @as(vector.VecU8, @splat(0)));
+                quads += std.simd.countTrues(@as(QuadWords, @bitCast(bytes)) != @as(QuadWords, @splat(0)));
+            }
+            counts.nonzero_quads += quads;
+            counts.active_pixels += @intFromBool(quads != 0);
+            reach_events += events * rows.count * layer.column_taps[ix].count;
+        }
+    }
+    counts.synaptic_ops = reach_events * layer.synaptic.c;
+    return counts;
+}
+
 /// List every input pixel's non-zero quads in `lists` (entriesMax entries) and count the synaptic
 /// operations (docs/semantics.md): each non-zero value times the (output pixel, tap) pairs it reaches, times Cout.
 pub fn compact(layer: *const model.Layer, input: []const u8, lists: []Quad) Counts {
