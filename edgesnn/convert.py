@@ -363,7 +363,7 @@ class _Builder:
         fields, scale = self._activation_fields(self.activations[last.name], relu.attrs.get("max_value"), acc_scale)
         self.tensors[last.name] = _Tensor(name, scale)
         self.float_nodes[name] = last.name
-        self.activation_scales[name] = scale / self._timesteps() if self.options["neuron"] == "if" else scale
+        self._record_scale(name, scale)
         return fields
 
     def _activation_fields(self, values: np.ndarray, max_value, acc_scale: np.ndarray) -> tuple[dict, float]:
@@ -382,6 +382,10 @@ class _Builder:
     def _signed_feeds_adds(self, last: Node) -> bool:
         readers = self.graph.consumers(last.name)
         return last.name != self.graph.output and bool(readers) and all(r.op == "add" for r in readers)
+
+    def _record_scale(self, name: str, scale: float) -> None:
+        """The float value of one unit of the layer's summed output (a spike count is over T steps)."""
+        self.activation_scales[name] = scale / self._timesteps() if self.options["neuron"] == "if" else scale
 
     def _timesteps(self) -> int:
         return int(self.options.get("timesteps", 1))
@@ -441,7 +445,7 @@ class _Builder:
             part.update(neuron)
             name = f"{common['name']}/{suffix}"
             self.layers.append(cls(**{**common, "name": name}, **part))
-            self.activation_scales[name] = scale / self._timesteps() if self.options["neuron"] == "if" else scale
+            self._record_scale(name, scale)
             parts.append((name, scale))
         self.tensors[last.name] = _Tensor(parts[0][0], parts[0][1], negative=parts[1])
         return [node.name] + ([pool.name] if pool is not None else []) + [last.name]

@@ -34,6 +34,11 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return _split_per_class(images, data.target.astype(np.int64), lambda count: int(count * 0.8))
 
 
+def first_per_class(x: np.ndarray, y: np.ndarray, count: int) -> np.ndarray:
+    """The first `count` samples of each class, class by class (a balanced calibration set)."""
+    return np.concatenate([x[y == cls][:count] for cls in np.unique(y)])
+
+
 def _split_per_class(images, labels, train_count):
     train_idx, test_idx = [], []
     for cls in np.unique(labels):

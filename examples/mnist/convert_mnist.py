@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import edgesnn as es
-from edgesnn.datasets import mnist
+from edgesnn.datasets import first_per_class, mnist
 
 DATA = pathlib.Path(es.__file__).resolve().parent / "data"
 SOURCE = DATA / "mnist_cnn.onnx"
@@ -26,18 +26,13 @@ SCALING = (255.0, 0.0)   # the float model was trained on x / 255
 TARGETS = {"8-bit": 0.5, "4-bit": 2.0, "spiking T=32": 2.0}   # allowed accuracy drop, points
 
 
-def calibration_set(x, y, per_class: int = 50) -> np.ndarray:
-    """The first `per_class` training digits of each class."""
-    return np.concatenate([x[y == c][:per_class] for c in range(10)])
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu (default when built) or reference")
     parser.add_argument("--out", type=pathlib.Path, default=DATA)
     args = parser.parse_args(argv)
     x_train, y_train, x_test, y_test = mnist()
-    calib = calibration_set(x_train, y_train)
+    calib = first_per_class(x_train, y_train, 50)
 
     rows = []
     report = None
