@@ -59,9 +59,9 @@ pub const Context = struct {
         return ctx.ints(model.plan.output_offset, model.outputLayer().output.valuesPadded());
     }
 
-    /// The padded-input scratch of a narrow conv (empty for other layers).
+    /// The padded-input scratch of a conv (empty for other layers and convs that read their input).
     fn frame(ctx: *Context, layer: *const Layer) []u8 {
-        if (!layer.isNarrowConv()) return &.{};
+        if (!layer.usesFrame()) return &.{};
         return ctx.bytes(layer.frame_offset, layer.frameBytes());
     }
 

@@ -466,6 +466,7 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         .pool_size = r.pool_size,
         .pool_stride = r.pool_stride,
         .activation_bits = r.activation_bits,
+        .weight_bits = r.weight_bits,
         .mid_bits = r.mid_bits,
         .leak_shift = r.leak_shift,
         .weights = &.{},
@@ -859,7 +860,10 @@ fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
                 else
                     taps * quadChannels(layer) * cout_p,
                 .depthwise2d, .separable2d => taps * cin_p,
-                .dense => layer.input.pixels() * quadChannels(layer) * cout_p,
+                .dense => if (layer.packsNibbles())
+                    layer.input.pixels() * quadChannels(layer) * layer.nibbleChannels() / 2
+                else
+                    layer.input.pixels() * quadChannels(layer) * cout_p,
                 .add => unreachable,
             },
             .pointwise => @as(u64, layer.input.c) * cout_p,
@@ -961,7 +965,10 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
                 unpackRowQuadMatrix(check.tensor(.weights), bits, layer, weights)
             else
                 unpackQuadMatrix(check.tensor(.weights), bits, layer, weights),
-            .dense => unpackQuadMatrix(check.tensor(.weights), bits, layer, weights),
+            .dense => if (layer.packsNibbles())
+                unpackNibbleQuadMatrix(check.tensor(.weights), bits, layer, weights)
+            else
+                unpackQuadMatrix(check.tensor(.weights), bits, layer, weights),
             .add => unreachable,
         }
         layer.weights = weights;
@@ -1012,6 +1019,38 @@ fn unpackQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out: []i8)
             while (co < cout) : (co += 1) {
                 const target = ((o * quads + ci / limits.quad_channels) * cout_padded + co) * limits.quad_channels + ci % limits.quad_channels;
                 out[limits.usizeFrom(target)] = packedWeight(data, bits, (o * cin + ci) * cout + co);
+            }
+        }
+    }
+}
+
+/// Unpack dense (H*W, Cin, Cout) weights of at most 4 bits into the quad layout with two channel
+/// vectors per byte: the 64 bytes of (quad, vector pair p) hold in their low nibbles the quad-layout
+/// bytes of channel vector 2p and in their high nibbles those of vector 2p + 1, each as w + 8.
+fn unpackNibbleQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out_signed: []i8) void {
+    const out: []u8 = @ptrCast(out_signed);
+    const cin: u64 = layer.input.c;
+    const cout: u64 = layer.synaptic.c;
+    const quads: u64 = layer.input.channelQuads();
+    const lanes: u64 = limits.channel_lanes;
+    const pair_bytes = 2 * lanes * limits.quad_channels / 2; // 64: one vector of quad bytes
+    const pairs: u64 = layer.nibbleChannels() / (2 * lanes);
+    const outer = out.len / (quads * pairs * pair_bytes);
+    std.debug.assert(outer == layer.input.pixels() and outer * cin * cout == slotCount(layer, .weights));
+    @memset(out, model_zig.nibble_offset * 0x11); // every weight 0, padding channels too
+    var o: u64 = 0;
+    while (o < outer) : (o += 1) {
+        var ci: u64 = 0;
+        while (ci < cin) : (ci += 1) {
+            var co: u64 = 0;
+            while (co < cout) : (co += 1) {
+                const vector_index = co / lanes;
+                const target = ((o * quads + ci / limits.quad_channels) * pairs + vector_index / 2) * pair_bytes +
+                    (co % lanes) * limits.quad_channels + ci % limits.quad_channels;
+                const stored: u8 = @intCast(@as(i32, packedWeight(data, bits, (o * cin + ci) * cout + co)) + model_zig.nibble_offset);
+                const shift: u3 = if (vector_index % 2 == 0) 0 else 4;
+                const keep: u8 = if (shift == 0) 0xf0 else 0x0f;
+                out[limits.usizeFrom(target)] = (out[limits.usizeFrom(target)] & keep) | (stored << shift);
             }
         }
     }

@@ -87,6 +87,7 @@ pub const Layer = struct {
     pool_size: u32,
     pool_stride: u32,
     activation_bits: u32,
+    weight_bits: u32, // 2, 4 or 8 (0 for add)
     mid_bits: u32,
     leak_shift: u32,
 
@@ -115,34 +116,71 @@ pub const Layer = struct {
     /// 0 = the layer reads other layers.
     static_offset: u64,
 
-    /// u8 (frameHeight, frameWidth, Cin) + 4: the zero-padded input of a narrow conv (isNarrowConv).
+    /// u8 (frameHeight, frameWidth, frameChannels) + 4: the zero-padded input of a conv (usesFrame).
     frame_offset: u64,
 
+    /// A dense layer with weights of at most 4 bits keeps them two per byte in the model memory
+    /// (loader.zig unpackNibbleQuadMatrix): half the bytes each sample streams through the cache.
+    pub fn packsNibbles(layer: *const Layer) bool {
+        return layer.kind == .dense and layer.weight_bits != 0 and layer.weight_bits <= 4;
+    }
+
+    /// Output channels of the nibble layout: a byte holds the weights of two channel vectors, so
+    /// Cout_p rounded up to a pair of vectors.
+    pub fn nibbleChannels(layer: *const Layer) u32 {
+        const pair = 2 * limits.channel_lanes;
+        return (layer.synaptic.channelsPadded() + pair - 1) / pair * pair;
+    }
+
+    pub fn isConv(layer: *const Layer) bool {
+        return layer.kind == .conv2d or layer.kind == .input_conv2d;
+    }
+
     /// conv2d / input_conv2d with fewer input channels than a quad (a grey or RGB image, a
-    /// spectrogram): quads run along the kernel row (kw, ci) instead of the channels, read from a
-    /// zero-padded copy of the input (kernels/conv2d_narrow.zig), so no lane of a quad is wasted.
+    /// spectrogram): quads run along the kernel row (kw, ci) instead of the channels, so no lane of a
+    /// quad is wasted (loader.zig unpackRowQuadMatrix); it always runs the dense kernel.
     pub fn isNarrowConv(layer: *const Layer) bool {
-        return (layer.kind == .conv2d or layer.kind == .input_conv2d) and layer.input.c < limits.quad_channels;
+        return layer.isConv() and layer.input.c < limits.quad_channels;
     }
 
-    /// Quads along one kernel row of a narrow conv: ceil(KW * Cin / 4).
+    /// Bytes per pixel in the frame: Cin for a narrow conv, else the channel quads' bytes (Cin
+    /// rounded up to 4), so that one kernel row of a window is KW * frameChannels consecutive bytes.
+    pub fn frameChannels(layer: *const Layer) u32 {
+        if (layer.isNarrowConv()) return layer.input.c;
+        return layer.input.channelQuads() * limits.quad_channels;
+    }
+
+    /// Quads along one kernel row of a window: ceil(KW * frameChannels / 4) (= KW * Cin_q for a
+    /// wide conv, where the row layout of the weights is their (tap, quad) layout).
     pub fn rowQuads(layer: *const Layer) u32 {
-        return (layer.kernel_w * layer.input.c + limits.quad_channels - 1) / limits.quad_channels;
+        return (layer.kernel_w * layer.frameChannels() + limits.quad_channels - 1) / limits.quad_channels;
     }
 
-    /// Rows of the padded input of a narrow conv: every row a tap can reach.
+    /// Rows of the padded input of a conv: every row a tap can reach.
     pub fn frameHeight(layer: *const Layer) u32 {
         return @max(layer.input.h + layer.pad_top, (layer.synaptic.h - 1) * layer.stride + layer.kernel_h);
     }
 
-    /// Columns of the padded input of a narrow conv.
+    /// Columns of the padded input of a conv.
     pub fn frameWidth(layer: *const Layer) u32 {
         return @max(layer.input.w + layer.pad_left, (layer.synaptic.w - 1) * layer.stride + layer.kernel_w);
     }
 
     /// Bytes of the padded input, with room for the last quad's read past the last column.
     pub fn frameBytes(layer: *const Layer) u64 {
-        return @as(u64, layer.frameHeight()) * layer.frameWidth() * layer.input.c + limits.quad_channels;
+        return @as(u64, layer.frameHeight()) * layer.frameWidth() * layer.frameChannels() + limits.quad_channels;
+    }
+
+    /// A conv whose frame would be its input buffer unchanged (no padding, no unused border, channels
+    /// already whole vectors, e.g. a 1x1 conv on 64 channels) reads the input directly.
+    pub fn readsInputDirectly(layer: *const Layer) bool {
+        return layer.pad_top == 0 and layer.pad_left == 0 and layer.frameHeight() == layer.input.h and
+            layer.frameWidth() == layer.input.w and layer.frameChannels() == layer.input.channelsPadded();
+    }
+
+    /// Whether the dense conv kernel needs a zero-padded copy of the input in the arena.
+    pub fn usesFrame(layer: *const Layer) bool {
+        return layer.isConv() and !layer.readsInputDirectly();
     }
 
     pub fn readsOnlyModelInput(layer: *const Layer) bool {
@@ -191,6 +229,10 @@ pub const Model = struct {
         return model.plan.used_bytes + limits.buffer_alignment - 1;
     }
 };
+
+/// Offset of the nibble weight layout (Layer.packsNibbles): a stored nibble is w + 8 (0..15 for 2-
+/// and 4-bit weights); the kernel subtracts 8 x the sum of the input values once (kernels/dense.zig).
+pub const nibble_offset = 8;
 
 pub const model_magic: u32 = 0x4e53_4531; // "1ESN"
 

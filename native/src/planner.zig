@@ -8,7 +8,7 @@
 //!   per layer  i32 (OH, OW, Cout_p) membrane state, kept across timesteps (if / lif only)
 //!   per layer  i32 (synaptic)       potentials of timestep 0 for layers that read only the model
 //!                                   input: reused while the same frame repeats (input_timesteps 1)
-//!   per layer  u8  (frame)          the zero-padded input of a narrow conv (kernels/conv2d_narrow.zig);
+//!   per layer  u8  (frame)          the zero-padded input of a conv (kernels/conv2d_dense.zig);
 //!                                   its border is zeroed once at context init and never written
 //!   static ops u64 (layers)         the synaptic ops of those potentials
 //!   output     i32 (OH, OW, Cout_p) the last layer's output summed over the timesteps of a sample
@@ -54,7 +54,7 @@ pub fn plan(model: *Model, layers: []Layer) void {
         const output_values = layer.output.valuesPadded();
         if (layer.neuron != .none) layer.activation_offset = cursor.take(output_values);
         if (layer.neuron.isSpiking()) layer.state_offset = cursor.take(output_values * @sizeOf(i32));
-        if (layer.isNarrowConv()) layer.frame_offset = cursor.take(layer.frameBytes());
+        if (layer.usesFrame()) layer.frame_offset = cursor.take(layer.frameBytes());
         if (layer.readsOnlyModelInput()) layer.static_offset = cursor.take(layer.synaptic.valuesPadded() * @sizeOf(i32));
         potentials_values_max = @max(potentials_values_max, layer.synaptic.valuesPadded());
         if (layer.pool != .none) pooled_values_max = @max(pooled_values_max, output_values);

@@ -15,7 +15,6 @@ test {
     _ = @import("kernels/pooling.zig");
     _ = @import("kernels/conv2d.zig");
     _ = @import("kernels/conv2d_dense.zig");
-    _ = @import("kernels/conv2d_narrow.zig");
     _ = @import("kernels/depthwise2d.zig");
     _ = @import("kernels/separable2d.zig");
     _ = @import("kernels/dense.zig");

@@ -3,15 +3,14 @@
 //! then each active pixel adds, for every (output pixel, tap) it reaches, sum over its listed quads
 //! of value x W[kh, kw, quad, :] (a u8 x i8 dot product per output channel, kernels/vector.zig).
 //! Cost: non-zero quads x reached taps x Cout. When the input has too many events for that to win,
-//! the dense kernel (conv2d_dense.zig) runs instead; an input with fewer channels than a quad takes
-//! conv2d_narrow.zig.
+//! the dense kernel (conv2d_dense.zig) runs instead, as it always does for an input with fewer
+//! channels than a quad.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
 const conv2d_dense = @import("conv2d_dense.zig");
-const conv2d_narrow = @import("conv2d_narrow.zig");
 const conv2d_sparse = @import("conv2d_sparse.zig");
 
 const lanes = vector.lanes;
@@ -20,7 +19,7 @@ const lanes = vector.lanes;
 /// least conv2d_sparse.entriesMax entries. Returns the synaptic operations (docs/semantics.md).
 pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quads_buffer: []model.Quad, frame: []u8) u64 {
     if (layer.isNarrowConv()) {
-        conv2d_narrow.run(layer, input, frame, potentials);
+        conv2d_dense.run(layer, input, frame, potentials);
         return synapticOps(layer, input);
     }
     const counts = conv2d_sparse.count(layer, input);
@@ -28,7 +27,7 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quad
         _ = conv2d_sparse.compact(layer, input, conv2d_sparse.split(layer, quads_buffer).lists);
         scatter(layer, quads_buffer, potentials);
     } else {
-        conv2d_dense.run(layer, input, potentials);
+        conv2d_dense.run(layer, input, frame, potentials);
     }
     return counts.synaptic_ops;
 }

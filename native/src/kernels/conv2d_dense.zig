@@ -1,8 +1,13 @@
-//! conv2d / input_conv2d on a dense input (docs/semantics.md; conv2d.zig picks it when the input
-//! has too many events for the scatter to win): output-stationary, each output pixel keeps a block
-//! of up to 4 vectors of output channels in registers, started from the bias, and adds the dot
-//! products of every quad of every input pixel in its window, branch-free. It saves the scatter's
-//! loads and stores of potentials. Bit-exact with the scatter kernel.
+//! conv2d / input_conv2d, dense (docs/semantics.md; conv2d.zig picks it for narrow inputs and when
+//! the input has too many events for the scatter to win). Output-stationary over a zero-padded copy
+//! of the input, the frame (u8 (frameHeight, frameWidth, frameChannels), model.Layer.usesFrame; a
+//! conv without padding on whole-vector channels reads its input directly). In the frame one kernel
+//! row of a window is KW * frameChannels consecutive bytes, so each 4 of them are one u8 x i8 dot
+//! product per output channel with the weights in the same row order (loader.zig), and no tap needs
+//! a bounds test. A block of output pixels x output-channel vectors stays in registers: each weight
+//! vector loaded serves every pixel of the block, and the block's independent sums hide the
+//! dot-product latency. A quad of zeros costs one dot (a branch per quad mispredicts and costs
+//! more). Bit-exact with the scatter kernel.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
@@ -14,72 +19,112 @@ const quad_bytes = vector.quad_bytes;
 /// Output-channel vectors one block keeps in registers.
 const block_chunks_max = 4;
 
-/// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p).
-pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32) void {
+/// Output pixels of a block with `chunks` channel vectors: 16 running sums at most (of the 32
+/// vector registers; the rest hold weights and broadcast inputs).
+fn blockPixels(comptime chunks: u32) u32 {
+    return @min(8, 16 / chunks);
+}
+
+/// input: u8 (H, W, Cin_p); frame: the layer's padded-input scratch (empty when it reads its input
+/// directly); potentials: i32 (OH, OW, Cout_p).
+pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials: []i32) void {
+    std.debug.assert(layer.isConv());
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
+    const source = if (layer.usesFrame()) fillFrame(layer, input, frame) else input;
     const chunks = layer.synaptic.channelsPadded() / lanes;
     var first: u32 = 0;
     while (first < chunks) {
         const count = @min(block_chunks_max, chunks - first);
         switch (count) {
-            inline 1...block_chunks_max => |block| gatherBlock(block, layer, input, potentials, first),
+            inline 1...block_chunks_max => |chunk_count| outputRows(chunk_count, layer, source, potentials, first),
             else => unreachable,
         }
         first += count;
     }
 }
 
-/// Output channels [first * lanes, (first + block) * lanes) of every output pixel.
-fn gatherBlock(comptime block: u32, layer: *const model.Layer, input: []const u8, potentials: []i32, first: u32) void {
+/// Copy the input's channel quads (or a narrow input's channels) into the frame's interior; the
+/// border stays zero (zeroed at context init, never written). Returns the frame.
+fn fillFrame(layer: *const model.Layer, input: []const u8, frame: []u8) []const u8 {
+    std.debug.assert(frame.len == layer.frameBytes());
     const in = layer.input;
-    const out = layer.synaptic;
     const cin_padded = in.channelsPadded();
-    const cout_padded = out.channelsPadded();
-    const quad_count = in.channelQuads();
-    const tap_weights_stride = @as(usize, quad_count) * cout_padded * limits.quad_channels;
+    const frame_channels = layer.frameChannels();
+    const frame_width = layer.frameWidth();
+    var y: u32 = 0;
+    while (y < in.h) : (y += 1) {
+        const target_row = ((@as(usize, y) + layer.pad_top) * frame_width + layer.pad_left) * frame_channels;
+        const source_row = @as(usize, y) * in.w * cin_padded;
+        if (frame_channels == cin_padded) {
+            const row_bytes = @as(usize, in.w) * cin_padded;
+            @memcpy(frame[target_row..][0..row_bytes], input[source_row..][0..row_bytes]);
+            continue;
+        }
+        var x: u32 = 0;
+        while (x < in.w) : (x += 1) {
+            @memcpy(frame[target_row + x * frame_channels ..][0..frame_channels], input[source_row + x * cin_padded ..][0..frame_channels]);
+        }
+    }
+    return frame;
+}
+
+/// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of
+/// pixels along each output row at a time (a narrower block for the row's last pixels).
+fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32) void {
+    const pixels = comptime blockPixels(chunks);
+    const out = layer.synaptic;
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox < out.w) : (ox += 1) {
-            var acc: [block]vector.VecI32 = undefined;
-            inline for (0..block) |k| acc[k] = layer.bias[(first + k) * lanes ..][0..lanes].*;
-            var kh: u32 = 0;
-            while (kh < layer.kernel_h) : (kh += 1) {
-                const iy = @as(i64, oy) * layer.stride + kh - layer.pad_top;
-                if (iy < 0 or iy >= in.h) continue;
-                var kw: u32 = 0;
-                while (kw < layer.kernel_w) : (kw += 1) {
-                    const ix = @as(i64, ox) * layer.stride + kw - layer.pad_left;
-                    if (ix < 0 or ix >= in.w) continue;
-                    const pixel_index: usize = @intCast(iy * in.w + ix);
-                    const pixel = input[pixel_index * cin_padded ..][0..cin_padded];
-                    const tap = @as(usize, kh) * layer.kernel_w + kw;
-                    addPixel(block, &acc, pixel, quad_count, layer.weights[tap * tap_weights_stride ..][0..tap_weights_stride], cout_padded, first);
-                }
-            }
-            const row = potentials[(@as(usize, oy) * out.w + ox) * cout_padded ..][0..cout_padded];
-            inline for (0..block) |k| vector.storeVector(row, (first + k) * lanes, acc[k]);
+        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(chunks, pixels, layer, source, potentials, first, oy, ox);
+        switch (out.w - ox) {
+            0 => {},
+            inline 1...pixels - 1 => |rest| pixelBlock(chunks, rest, layer, source, potentials, first, oy, ox),
+            else => unreachable,
         }
     }
 }
 
-/// acc += the dot products of the pixel's non-zero quads with their weights (this block's channels).
-inline fn addPixel(
-    comptime block: u32,
-    acc: *[block]vector.VecI32,
-    pixel: []const u8,
-    quad_count: u32,
-    tap_weights: []const i8,
-    cout_padded: u32,
+/// The potentials of output pixels (oy, ox .. ox + pixels), channel vectors first .. first + chunks.
+inline fn pixelBlock(
+    comptime chunks: u32,
+    comptime pixels: u32,
+    layer: *const model.Layer,
+    source: []const u8,
+    potentials: []i32,
     first: u32,
+    oy: u32,
+    ox: u32,
 ) void {
-    var quad: u32 = 0;
-    while (quad < quad_count) : (quad += 1) {
-        // no zero test: on the inputs this kernel gets (conv2d.zig chooses) a branch per quad
-        // mispredicts and costs more than the dot product it saves
-        const values = std.mem.readInt(u32, pixel[quad * limits.quad_channels ..][0..4], .little);
-        const weights = tap_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. block * quad_bytes];
-        inline for (0..block) |k| acc[k] = vector.dotQuad(acc[k], values, weights[k * quad_bytes ..][0..quad_bytes]);
+    const out = layer.synaptic;
+    const cout_padded = out.channelsPadded();
+    const frame_channels: usize = if (layer.usesFrame()) layer.frameChannels() else layer.input.channelsPadded();
+    const frame_row_bytes = @as(usize, if (layer.usesFrame()) layer.frameWidth() else layer.input.w) * frame_channels;
+    const pixel_step = @as(usize, layer.stride) * frame_channels; // bytes between neighbouring windows
+    const row_quads = layer.rowQuads();
+    const kernel_row_weights = @as(usize, row_quads) * cout_padded * limits.quad_channels;
+    const window = @as(usize, oy) * layer.stride * frame_row_bytes + ox * pixel_step;
+
+    var acc: [pixels][chunks]vector.VecI32 = undefined;
+    inline for (0..pixels) |p| {
+        inline for (0..chunks) |k| acc[p][k] = layer.bias[(first + k) * lanes ..][0..lanes].*;
+    }
+    var kh: u32 = 0;
+    while (kh < layer.kernel_h) : (kh += 1) {
+        const row = source[window + kh * frame_row_bytes ..];
+        const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
+        var quad: u32 = 0;
+        while (quad < row_quads) : (quad += 1) {
+            const weights = row_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
+            inline for (0..pixels) |p| {
+                const values = std.mem.readInt(u32, row[p * pixel_step + quad * limits.quad_channels ..][0..4], .little);
+                inline for (0..chunks) |k| acc[p][k] = vector.dotQuad(acc[p][k], values, weights[k * quad_bytes ..][0..quad_bytes]);
+            }
+        }
+    }
+    inline for (0..pixels) |p| {
+        const out_row = potentials[(@as(usize, oy) * out.w + ox + p) * cout_padded ..][0..cout_padded];
+        inline for (0..chunks) |k| vector.storeVector(out_row, (first + k) * lanes, acc[p][k]);
     }
 }

@@ -1,6 +1,6 @@
 //! dense (docs/semantics.md): the input flattened in HWC order; every non-zero input value
 //! scatters its weight row W[i, :] over the output channels, four channels of a pixel at a time
-//! (quads, kernels/vector.zig).
+//! (quads, kernels/vector.zig). Weights of at most 4 bits are read two per byte (loader.zig).
 
 const std = @import("std");
 const model = @import("../model.zig");
@@ -24,6 +24,24 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quad
         events += gathered.events;
     }
     @memcpy(potentials, layer.bias);
-    vector.accumulateQuads(potentials, layer.weights, quads_buffer[0..count]);
+    if (layer.packsNibbles()) {
+        vector.accumulateNibbleQuads(potentials, @ptrCast(layer.weights), quads_buffer[0..count]);
+        // every stored weight was w + 8: take 8 x the sum of the values back (wrapping, exact)
+        const offset: i32 = @truncate(@as(i64, model.nibble_offset) * valueSum(input));
+        for (potentials) |*potential| potential.* -%= offset;
+    } else {
+        vector.accumulateQuads(potentials, layer.weights, quads_buffer[0..count]);
+    }
     return events * layer.synaptic.c;
+}
+
+/// The sum of the input values (u8, padding lanes zero).
+fn valueSum(input: []const u8) i64 {
+    var total: u64 = 0;
+    var offset: usize = 0;
+    while (offset < input.len) : (offset += vector.lanes) {
+        const values: vector.VecU8 = input[offset..][0..vector.lanes].*;
+        total += @reduce(.Add, @as(@Vector(vector.lanes, u32), values));
+    }
+    return @intCast(total);
 }

@@ -52,7 +52,11 @@ pub const quad_bytes = lanes * limits.quad_channels; // weights of one chunk of 
 /// acc[c] + sum over k < 4 of values.byte[k] * weights[c * 4 + k], exactly (u8 x i8 products summed
 /// in i32, as vpdpbusd does).
 pub inline fn dotQuad(acc: VecI32, values: u32, weights: *const [quad_bytes]i8) VecI32 {
-    const weight: @Vector(quad_bytes, i8) = weights.*;
+    return dotQuadVector(acc, values, weights.*);
+}
+
+/// dotQuad with the weights already in a vector (unpacked from nibbles, accumulateNibbleQuads).
+pub inline fn dotQuadVector(acc: VecI32, values: u32, weight: @Vector(quad_bytes, i8)) VecI32 {
     if (comptime has_vnni512 and lanes == 16) {
         const broadcast: @Vector(lanes, u32) = @splat(values);
         return asm ("vpdpbusd %[w], %[a], %[acc]"
@@ -111,28 +115,78 @@ fn everyFourth(k: usize) [lanes]i32 {
 }
 
 /// row[c] += sum over quads q, k < 4 of q.values.byte[k] * weights[((q.index * row.len + c) * 4 + k]:
-/// the scatter of one pixel's non-zero channel groups over their weight vectors (quad layout,
-/// loader.zig unpackQuadMatrix).
+/// the scatter of one pixel's (or a dense layer's) non-zero channel groups over their weight vectors
+/// (quad layout, loader.zig unpackQuadMatrix). The row goes through in blocks of up to
+/// `quads_block_chunks` vectors held in registers while every quad adds its dot products, so each
+/// weight is read once and the row is loaded and stored once per block, not once per quad.
 pub fn accumulateQuads(row: []i32, weights: []const i8, quads: []const Quad) void {
     std.debug.assert(row.len % lanes == 0);
-    switch (row.len / lanes) {
-        1 => accumulateQuadsInRegisters(1, row, weights, quads),
-        2 => accumulateQuadsInRegisters(2, row, weights, quads),
-        3 => accumulateQuadsInRegisters(3, row, weights, quads),
-        4 => accumulateQuadsInRegisters(4, row, weights, quads),
-        else => accumulateQuadsWide(row, weights, quads),
+    const chunks = row.len / lanes;
+    @setEvalBranchQuota(10_000); // the inline switch instantiates a block kernel per width
+    var first: usize = 0;
+    while (first < chunks) {
+        const count = @min(quads_block_chunks, chunks - first);
+        switch (count) {
+            inline 1...quads_block_chunks => |block| accumulateQuadsBlock(block, row, weights, quads, first),
+            else => unreachable,
+        }
+        first += count;
     }
 }
 
-/// A row of `chunks` vectors held in registers while every quad adds its dot products.
-inline fn accumulateQuadsInRegisters(comptime chunks: usize, row: []i32, weights: []const i8, quads: []const Quad) void {
+/// Row vectors a block keeps in registers: 16 of the 32 (one quad's weights for them are 1 KiB,
+/// read contiguously).
+const quads_block_chunks = 16;
+
+/// Row vectors [first, first + chunks) of accumulateQuads.
+inline fn accumulateQuadsBlock(comptime chunks: usize, row: []i32, weights: []const i8, quads: []const Quad, first: usize) void {
     var acc: [chunks]VecI32 = undefined;
-    inline for (0..chunks) |k| acc[k] = row[k * lanes ..][0..lanes].*;
+    inline for (0..chunks) |k| acc[k] = row[(first + k) * lanes ..][0..lanes].*;
     for (quads) |quad| {
-        const quad_weights = weights[quad.index * chunks * quad_bytes ..][0 .. chunks * quad_bytes];
+        const quad_weights = weights[(quad.index * row.len + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
         inline for (0..chunks) |k| acc[k] = dotQuad(acc[k], quad.values, quad_weights[k * quad_bytes ..][0..quad_bytes]);
     }
-    inline for (0..chunks) |k| storeVector(row, k * lanes, acc[k]);
+    inline for (0..chunks) |k| storeVector(row, (first + k) * lanes, acc[k]);
+}
+
+/// accumulateQuads with the weights two per byte (loader.zig unpackNibbleQuadMatrix), each stored
+/// as w + 8: row[c] += sum over quads, k of q.values.byte[k] * (w + 8). The caller subtracts 8 x the
+/// sum of every value afterwards; wrapping i32 arithmetic (as vpdpbusd's) makes the result exact
+/// whenever the true one fits i32, which the loader's overflow bound guarantees.
+pub fn accumulateNibbleQuads(row: []i32, weights: []const u8, quads: []const Quad) void {
+    std.debug.assert(row.len % lanes == 0);
+    const chunks = row.len / lanes;
+    const pairs = (chunks + 1) / 2; // 64 bytes per quad and pair of row vectors
+    @setEvalBranchQuota(10_000); // the inline switch instantiates a block kernel per width
+    var first: usize = 0; // even
+    while (first < chunks) {
+        const count = @min(quads_block_chunks, chunks - first);
+        switch (count) {
+            inline 1...quads_block_chunks => |block| accumulateNibbleBlock(block, row, weights, quads, first, pairs),
+            else => unreachable,
+        }
+        first += count;
+    }
+}
+
+inline fn accumulateNibbleBlock(comptime chunks: usize, row: []i32, weights: []const u8, quads: []const Quad, first: usize, pairs: usize) void {
+    comptime std.debug.assert(quads_block_chunks % 2 == 0); // blocks start on a pair
+    const VecNibbles = @Vector(quad_bytes, u8);
+    var acc: [chunks]VecI32 = undefined;
+    inline for (0..chunks) |k| acc[k] = row[(first + k) * lanes ..][0..lanes].*;
+    for (quads) |quad| {
+        const quad_weights = weights[(quad.index * pairs + first / 2) * quad_bytes ..][0 .. (chunks + 1) / 2 * quad_bytes];
+        inline for (0..(chunks + 1) / 2) |pair| {
+            const both: VecNibbles = quad_weights[pair * quad_bytes ..][0..quad_bytes].*;
+            const low = both & @as(VecNibbles, @splat(0x0f));
+            acc[2 * pair] = dotQuadVector(acc[2 * pair], quad.values, @bitCast(low));
+            if (2 * pair + 1 < chunks) {
+                const high = both >> @splat(4);
+                acc[2 * pair + 1] = dotQuadVector(acc[2 * pair + 1], quad.values, @bitCast(high));
+            }
+        }
+    }
+    inline for (0..chunks) |k| storeVector(row, (first + k) * lanes, acc[k]);
 }
 
 /// accumulateQuads for a row of `chunks` vectors and, where `count` is not null, exactly that many
@@ -159,20 +213,6 @@ inline fn addQuad(comptime chunks: usize, acc: *[chunks]VecI32, weights: []const
 pub inline fn storeVector(row: []i32, offset: usize, value: VecI32) void {
     const target: *align(@alignOf(i32)) VecI32 = @ptrCast(row[offset..][0..lanes]);
     target.* = value;
-}
-
-/// Rows wider than 4 vectors (dense layers): one quad at a time, reading its weights contiguously
-/// while the row stays in L1.
-fn accumulateQuadsWide(row: []i32, weights: []const i8, quads: []const Quad) void {
-    const channels_padded = row.len;
-    for (quads) |quad| {
-        const quad_weights = weights[quad.index * channels_padded * limits.quad_channels ..][0 .. channels_padded * limits.quad_channels];
-        var chunk: usize = 0;
-        while (chunk < channels_padded) : (chunk += lanes) {
-            const acc: VecI32 = row[chunk..][0..lanes].*;
-            row[chunk..][0..lanes].* = dotQuad(acc, quad.values, quad_weights[chunk * limits.quad_channels ..][0..quad_bytes]);
-        }
-    }
 }
 
 /// The channel groups of one pixel (`quad_count` groups of 4 channels; `pixel.len` = padded
