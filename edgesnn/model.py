@@ -7,6 +7,8 @@ import threading
 
 import numpy as np
 
+from . import plugins
+from .devices import Device
 from .errors import ModelError
 from .layers import INT32_MAX, Layer
 from .statistics import Statistics, format_table
@@ -40,7 +42,12 @@ class Model:
             raise ModelError("a Model needs at least one layer")
         self.layers: list[Layer] = [_copy_layer(layer) for layer in layers]
         self._check_graph()
-        self.statistics: Statistics | None = None
+        # the last run's Statistics, or a device's raw counts (counts, samples, timesteps, device name)
+        # until `statistics` is first read
+        self._last_statistics: Statistics | tuple | None = None
+        # each device's loaded form of this model, under a key the device chooses (the cpu device:
+        # its NativeModel per library build); dropped by copy and pickle
+        self.device_cache: dict = {}
 
     # -- construction checks ---------------------------------------------------------------------
     def _check_graph(self) -> None:
@@ -94,6 +101,24 @@ class Model:
     def labels(self) -> list[str] | None:
         return self.metadata.get("labels")
 
+    @property
+    def statistics(self) -> Statistics | None:
+        """Per-layer events, sparsity and synaptic ops of the last forward (None before the first)."""
+        last = self._last_statistics
+        if type(last) is not tuple:
+            return last
+        built = Statistics.from_counts(self.layers, *last)
+        if self._last_statistics is last:  # not replaced by another thread's run meanwhile
+            self._last_statistics = built
+        return built
+
+    @statistics.setter
+    def statistics(self, value: Statistics | None) -> None:
+        self._last_statistics = value
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "device_cache": {}}
+
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
             if layer.name == name:
@@ -112,10 +137,14 @@ class Model:
         train / input sequence (N, T, H, W, C). `device` is a name ("cpu", "reference", ...) or a
         Device; default: "cpu" when the native engine is available, else "reference".
         """
-        x5 = self.check_input(x, timesteps)
         engine = resolve_device(device)
-        potentials, stats = engine.run(self, x5)
-        self.statistics = stats
+        x5 = self._checked_input(x, timesteps, getattr(engine, "checks_input_range", False))
+        run_counts = getattr(engine, "run_counts", None)
+        if run_counts is None:
+            potentials, self._last_statistics = engine.run(self, x5)
+        else:  # the cpu device: Statistics objects are built only if model.statistics is read
+            potentials, counts = run_counts(self, x5)
+            self._last_statistics = (counts, x5.shape[0], x5.shape[1], engine.name)
         return potentials
 
     def predict(self, x, timesteps: int | None = None, device=None) -> np.ndarray:
@@ -129,9 +158,19 @@ class Model:
         A dense input runs `timesteps` steps, by default the model's own (metadata "timesteps",
         set by the converter for spiking models) or 1.
         """
+        return self._checked_input(x, timesteps, device_checks_range=False)
+
+    def _checked_input(self, x, timesteps, device_checks_range: bool) -> np.ndarray:
+        """check_input; `device_checks_range`: the device refuses values above 2^input_bits - 1 itself,
+        so uint8 input needs no scan here."""
+        dense_timesteps = self.metadata.get("timesteps") if timesteps is None else timesteps
+        if (type(x) is np.ndarray and x.dtype is _UINT8 and x.shape[1:] == self.input_shape and x.shape[0] > 0
+                and (dense_timesteps is None or (type(dense_timesteps) is int and dense_timesteps == 1))
+                and (self.input_bits == 8 or device_checks_range) and x.flags.c_contiguous):
+            return x[:, None]  # the common case, one dense uint8 frame per sample: nothing to convert
         if timesteps is None and np.ndim(x) == 4:
-            timesteps = self.metadata.get("timesteps")
-        return _check_input(x, self.input_shape, self.input_bits, timesteps)
+            timesteps = dense_timesteps
+        return _check_input(x, self.input_shape, self.input_bits, timesteps, device_checks_range)
 
     def check(self, device=None):
         """The device's mapping report for this model (fits, arena and program bytes, unsupported layers)."""
@@ -211,7 +250,7 @@ def _check_input_shape(shape) -> tuple[int, int, int]:
     return shape
 
 
-def _check_input(x, input_shape, input_bits: int, timesteps) -> np.ndarray:
+def _check_input(x, input_shape, input_bits: int, timesteps, device_checks_range: bool = False) -> np.ndarray:
     expected = f"uint8 (N, {', '.join(map(str, input_shape))}) or a spike train (N, T, {', '.join(map(str, input_shape))})"
     if not isinstance(x, np.ndarray):
         try:
@@ -244,7 +283,7 @@ def _check_input(x, input_shape, input_bits: int, timesteps) -> np.ndarray:
         raise ValueError(f"timesteps must be an integer in [1, {TIMESTEPS_MAX}], got {t!r}")
     if x.shape[0] == 0:
         raise ValueError(f"model input is an empty batch (shape {x.shape}); give at least one sample")
-    in_range = x.dtype == np.uint8 and input_bits == 8   # every uint8 is a valid 8-bit input
+    in_range = x.dtype == np.uint8 and (input_bits == 8 or device_checks_range)  # every uint8 is valid 8-bit input
     if x.size and not in_range and (x.min() < 0 or x.max() > (1 << input_bits) - 1):
         raise ValueError(f"model input values must lie in [0, {(1 << input_bits) - 1}] (input_bits={input_bits}); "
                          f"got min {x.min()}, max {x.max()}")
@@ -254,6 +293,7 @@ def _check_input(x, input_shape, input_bits: int, timesteps) -> np.ndarray:
     return x5
 
 
+_UINT8 = np.dtype(np.uint8)
 _devices: dict[tuple, object] = {}   # (name, factory) -> instance: a re-registered name gets a new one
 _devices_lock = threading.Lock()
 _resolved: dict = {}   # device argument (None or a name) -> (plugin state, instance): the per-call fast path
@@ -261,22 +301,19 @@ _resolved: dict = {}   # device argument (None or a name) -> (plugin state, inst
 
 def default_device_name() -> str:
     """'cpu' when the native engine loads, else 'reference'."""
-    from . import plugins
-
     return "cpu" if "cpu" in plugins.devices() else "reference"
 
 
 def resolve_device(device):
     """A Device from a name, a Device, or None (the default device); one instance per registration."""
-    from . import plugins
-    from .devices import Device
-
+    if device is None or type(device) is str:
+        cached = _resolved.get(device)
+        # plugins._state is replaced whenever plugins are registered, unregistered or reset
+        if cached is not None and cached[0] is plugins._state:
+            return cached[1]
     if isinstance(device, Device):
         return device
-    state = plugins._loaded()          # replaced whenever plugins are registered, unregistered or reset
-    cached = _resolved.get(device) if isinstance(device, (str, type(None))) else None
-    if cached is not None and cached[0] is state:
-        return cached[1]
+    state = plugins._loaded()
     name = default_device_name() if device is None else device
     if not isinstance(name, str):
         raise TypeError(f"device must be a name or an edgesnn Device, got {type(device).__name__}")

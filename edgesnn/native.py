@@ -13,6 +13,12 @@ when it does not load (edgesnn/default_plugin.py then leaves the `cpu` device ou
 Memory: the loaded model lives in one buffer allocated here once; each context owns one arena of
 exactly `esnn_model_arena_bytes`. A run allocates nothing in native code. ctypes releases the GIL
 during native calls, so threads run their own contexts in parallel (a pool hands them out).
+
+Per call (batch 1, what issue 3 measures): the input is checked once (Model.check_input on the
+forward path, NativeModel.run on the binding's), the engine writes into the context's own output
+and counts buffers (addresses taken once) and the run returns copies, esnn_run_batch goes without
+argtypes conversion (Library.run_batch), and Model.forward keeps the counts, building Statistics
+only when model.statistics is read.
 """
 
 from __future__ import annotations
@@ -20,22 +26,20 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import threading
-import weakref
 from pathlib import Path
 
 import numpy as np
 
 from .devices import Device, LayerPlacement, MappingReport
 from .errors import DeviceError, FormatError
-from .statistics import LayerStatistics, Statistics
+from .statistics import COUNT_FIELDS, Statistics
 
 LIBRARY_ENV = "EDGESNN_NATIVE_LIB"
 ABI_VERSION = 1
 MESSAGE_BYTES = 512
 STATUS_OK = 0
 STATUS_INPUT = 12
-STATS_FIELDS = ("input_events", "input_size", "output_events", "output_size", "synaptic_ops")
+STATS_FIELDS = COUNT_FIELDS  # esnn_layer_stats, field by field
 
 
 class _LayerStats(ctypes.Structure):
@@ -73,6 +77,14 @@ class Library:
         if version != ABI_VERSION:
             raise OSError(f"{self.path}: native ABI version {version}, this binding speaks {ABI_VERSION}; "
                           f"rebuild the engine")
+        self.key = str(self.path)  # names this build in Model.device_cache
+        # esnn_run_batch for the per-call path, without argtypes: converting ten arguments costs about
+        # 0.5 us a call, so the caller passes ready ctypes values whose C types match the header exactly:
+        # (c_void_p handle, pointer input, c_size_t, int batch, int input_timesteps, int timesteps,
+        #  c_void_p output, c_size_t, c_void_p stats, c_size_t); the three ints are uint32_t in C and
+        # go as C ints, so they must lie below 2^31 (the engine's limits are far below).
+        self.run_batch = self.lib["esnn_run_batch"]
+        self.run_batch.restype = ctypes.c_int
 
     def status_name(self, status: int) -> str:
         return self.lib.esnn_status_name(status).decode()
@@ -140,8 +152,8 @@ class NativeModel:
         self.input_shape = tuple(int(v) for v in shape_in[:3])
         self.input_bits = int(shape_in[3])
         self.output_shape = tuple(int(v) for v in shape_out)
+        # idle contexts; list.pop and list.append are atomic, so threads share the list without a lock
         self._contexts: list[_Context] = []
-        self._contexts_lock = threading.Lock()
 
     def _raise_load_error(self, status: int, message) -> None:
         if status != STATUS_OK:
@@ -151,54 +163,71 @@ class NativeModel:
     def run(self, x5: np.ndarray, timesteps: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Run uint8 `x5` (N, T, H, W, C) in one native call; return (int32 (N, OH, OW, OC), uint64 stats (layers, 5)).
 
-        With `timesteps` > T = 1 the single input frame is presented at every timestep.
+        With `timesteps` > T = 1 the single input frame is presented at every timestep. Values above
+        2^input_bits - 1 get a ValueError from the engine naming sample, timestep, pixel and channel.
         """
         x5 = self._check_input(x5)
-        batch, input_timesteps = x5.shape[:2]
+        input_timesteps = x5.shape[1]
         timesteps = input_timesteps if timesteps is None else int(timesteps)
-        if input_timesteps not in (1, timesteps):
+        if input_timesteps != 1 and input_timesteps != timesteps:
             raise ValueError(f"timesteps={timesteps} needs an input with T = 1 or T = {timesteps}, got T = {input_timesteps}")
-        output = np.empty((batch, *self.output_shape), dtype=np.int32)
-        counts = np.empty((self.layer_count, len(STATS_FIELDS)), dtype=np.uint64)  # esnn_layer_stats[layers]
-        _lib = self.library.lib
-        context = self._acquire()
+        return self.run_checked(x5, timesteps)
+
+    def run_checked(self, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
+        """`run` of an input already checked: uint8, C-contiguous (N, T, H, W, C) of this model's input
+        shape with N >= 1 and T = 1 or `timesteps` (Model.check_input's output is). The engine checks the
+        sizes and value range again, so a wrong input gets an exception, never a bad memory access."""
+        contexts = self._contexts
         try:
-            status = _lib.esnn_run_batch(context.handle, x5.ctypes.data, x5.size, batch, input_timesteps, timesteps,
-                                         output.ctypes.data, output.size, counts.ctypes.data, self.layer_count)
-            if status != STATUS_OK:
-                text = _lib.esnn_context_message(context.handle).decode("utf-8", "replace")
-                error = ValueError if status == STATUS_INPUT else DeviceError
-                raise error(f"native run failed ({self.library.status_name(status)}): {text}")
+            context = contexts.pop()
+        except IndexError:
+            context = _Context(self)
+        try:
+            return context.run(x5, timesteps)
         finally:
-            self._release(context)
-        return output, counts
+            contexts.append(context)
 
     def _check_input(self, x5) -> np.ndarray:
-        expected = f"uint8 (N, T, {', '.join(map(str, self.input_shape))})"
-        if not isinstance(x5, np.ndarray) or x5.dtype != np.uint8:
-            raise TypeError(f"native input must be a numpy array {expected}, got "
-                            f"{type(x5).__name__} {getattr(x5, 'dtype', '')}")
+        if type(x5) is not np.ndarray or x5.dtype is not _UINT8:
+            if not isinstance(x5, np.ndarray) or x5.dtype != np.uint8:
+                raise TypeError(f"native input must be a numpy array {self._expected_input()}, got "
+                                f"{type(x5).__name__} {getattr(x5, 'dtype', '')}")
         if x5.ndim != 5 or x5.shape[2:] != self.input_shape or x5.shape[0] < 1 or x5.shape[1] < 1:
-            raise ValueError(f"native input must be {expected} with N, T >= 1, got shape {x5.shape}")
-        input_max = (1 << self.input_bits) - 1
-        if input_max < 255 and x5.max() > input_max:
-            raise ValueError(f"native input values must lie in [0, {input_max}] (input_bits={self.input_bits}); "
-                             f"got max {x5.max()}")
-        return np.ascontiguousarray(x5)
+            raise ValueError(f"native input must be {self._expected_input()} with N, T >= 1, got shape {x5.shape}")
+        return x5 if x5.flags.c_contiguous else np.ascontiguousarray(x5)
+
+    def _expected_input(self) -> str:
+        return f"uint8 (N, T, {', '.join(map(str, self.input_shape))})"
+
+    def _raise_run_error(self, context: "_Context", status: int) -> None:
+        text = self.library.lib.esnn_context_message(context.handle).decode("utf-8", "replace")
+        if status == STATUS_INPUT:  # a value above 2^input_bits - 1, located by the engine
+            raise ValueError(f"input values must lie in [0, {(1 << self.input_bits) - 1}] "
+                             f"(input_bits={self.input_bits}): {text}")
+        raise DeviceError(f"native run failed ({self.library.status_name(status)}): {text}")
 
     def _acquire(self) -> "_Context":
-        with self._contexts_lock:
-            if self._contexts:
-                return self._contexts.pop()
-        return _Context(self)
+        try:
+            return self._contexts.pop()
+        except IndexError:
+            return _Context(self)
 
     def _release(self, context: "_Context") -> None:
-        with self._contexts_lock:
-            self._contexts.append(context)
+        self._contexts.append(context)
+
+
+_UINT8 = np.dtype(np.uint8)
+_OUTPUT_KEPT_BYTES = 1 << 20  # a context keeps its output buffer between runs up to this size
 
 
 class _Context:
-    """One inference context: its arena (exactly esnn_model_arena_bytes) and handle; one thread at a time."""
+    """One inference context: its arena (exactly esnn_model_arena_bytes), handle and output buffers;
+    one thread at a time.
+
+    A run writes into buffers the context owns and returns copies: copying a small array costs less
+    than taking a new array's address (numpy's .ctypes.data takes about 1 us), and the addresses of
+    the context's own buffers are taken once.
+    """
 
     def __init__(self, model: NativeModel):
         self.model = model  # keeps the model memory alive while the context exists
@@ -206,28 +235,63 @@ class _Context:
         handle = ctypes.c_void_p()
         message = ctypes.create_string_buffer(MESSAGE_BYTES)
         status = model.library.lib.esnn_context_init(model._handle, self.arena, model.arena_bytes, ctypes.byref(handle),
-                                        message, MESSAGE_BYTES)
+                                                     message, MESSAGE_BYTES)
         if status != STATUS_OK:
             raise DeviceError(f"native context init failed ({model.library.status_name(status)}): {_message(message)}")
         self.handle = handle
+        self._run_batch = model.library.run_batch
+        self._counts = np.zeros((model.layer_count, len(STATS_FIELDS)), np.uint64)  # esnn_layer_stats[layers]
+        self._counts_arguments = (_address(self._counts), ctypes.c_size_t(model.layer_count))
+        self._output: np.ndarray | None = None   # int32 (batch, OH, OW, OC) of the last batch size
+        self._output_arguments: tuple = ()       # its address and size, as esnn_run_batch takes them
+
+    def run(self, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
+        """Potentials int32 (N, OH, OW, OC) and counts uint64 (layers, 5) of a checked input (see run_checked)."""
+        batch, input_timesteps = x5.shape[:2]
+        output = self._output
+        if output is None or output.shape[0] != batch:
+            output = self._output_buffer(batch)
+        # the argument kinds Library.run_batch documents: batch and timesteps < 2^31 go as C ints
+        status = self._run_batch(self.handle, _input_pointer(x5), ctypes.c_size_t(x5.size), batch, input_timesteps,
+                                 timesteps, *self._output_arguments, *self._counts_arguments)
+        if status != STATUS_OK:
+            self.model._raise_run_error(self, status)
+        potentials = output.copy() if output is self._output else output
+        return potentials, self._counts.copy()
+
+    def _output_buffer(self, batch: int) -> np.ndarray:
+        """An output array for `batch` samples with its run arguments; kept for the next run when small."""
+        output = np.empty((batch, *self.model.output_shape), np.int32)
+        arguments = (_address(output), ctypes.c_size_t(output.size))
+        if output.nbytes <= _OUTPUT_KEPT_BYTES:
+            self._output, self._output_arguments = output, arguments
+        else:  # a large batch: returned as it is, not copied and not kept
+            self._output, self._output_arguments = None, arguments
+        return output
 
 
-_loaded: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
-_loaded_lock = threading.Lock()
+def _address(array: np.ndarray) -> ctypes.c_void_p:
+    return ctypes.c_void_p(array.__array_interface__["data"][0])
+
+
+def _input_pointer(x5: np.ndarray):
+    """The address of a C-contiguous array's data, as Library.run_batch takes it."""
+    if x5.flags.writeable:
+        return ctypes.byref(ctypes.c_char.from_buffer(x5))  # about 0.3 us; numpy's .ctypes.data about 1.3 us
+    return _address(x5)
 
 
 def native_model(model, library: Library | None = None) -> NativeModel:
     """The NativeModel of an edgesnn Model, loaded once per Model object and library build.
 
     A Model is treated as unchanged after it first ran; build a new Model to change parameters.
+    The Model keeps it (Model.device_cache, keyed by the library's path), so it lives as long as the Model.
     """
     library = library or LIBRARY
-    with _loaded_lock:
-        loaded = _loaded.get(model, {}).get(library.path)
+    loaded = model.device_cache.get(library.key)
     if loaded is None:
-        loaded = NativeModel(model.to_bytes(), library)
-        with _loaded_lock:
-            loaded = _loaded.setdefault(model, {}).setdefault(library.path, loaded)
+        # two threads may both load it; dict.setdefault keeps the first one stored
+        loaded = model.device_cache.setdefault(library.key, NativeModel(model.to_bytes(), library))
     return loaded
 
 
@@ -235,6 +299,9 @@ class CpuDevice(Device):
     """The native engine in this process: event-driven, integer-only, bit-exact with `reference`."""
 
     name = "cpu"
+    # The engine refuses input values above 2^input_bits - 1 itself (a ValueError naming sample,
+    # timestep, pixel and channel), so Model.check_input need not scan uint8 input for them.
+    checks_input_range = True
 
     def __init__(self, library: str | os.PathLike | Library | None = None):
         """`library`: another build of the engine (a path or Library); default: the installed one."""
@@ -254,14 +321,17 @@ class CpuDevice(Device):
                              layers=[LayerPlacement(l.name, l.kind, True, self.name) for l in model.layers])
 
     def run(self, model, x5: np.ndarray) -> tuple[np.ndarray, Statistics]:
-        loaded = native_model(model, self.library)
+        x5 = native_model(model, self.library)._check_input(x5)
+        potentials, counts = self.run_counts(model, x5)
+        return potentials, Statistics.from_counts(model.layers, counts, x5.shape[0], x5.shape[1], self.name)
+
+    def run_counts(self, model, x5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`run` for Model.forward, which checked `x5` (Model.check_input): not checked again here, and
+        the statistics as the engine's counts, uint64 (layers, 5) in COUNT_FIELDS order."""
+        loaded = model.device_cache.get(self.library.key) or native_model(model, self.library)
         timesteps = x5.shape[1]
         if timesteps > 1 and (x5[:, 1:] == x5[:, :1]).all():
             # the same frame at every timestep (a dense input): the engine then computes the layers
             # that read only the model input once per sample
-            potentials, counts = loaded.run(x5[:, :1], timesteps=timesteps)
-        else:
-            potentials, counts = loaded.run(x5)
-        layers = [LayerStatistics(layer.name, layer.kind, **dict(zip(STATS_FIELDS, row)))
-                  for layer, row in zip(model.layers, counts.tolist())]
-        return potentials, Statistics(samples=x5.shape[0], timesteps=x5.shape[1], device=self.name, layers=layers)
+            return loaded.run_checked(np.ascontiguousarray(x5[:, :1]), timesteps)
+        return loaded.run_checked(x5, timesteps)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The counts of one LayerStatistics, in the order of the native engine's esnn_layer_stats fields
+# (a run's counts array is (layers, 5) in this order).
+COUNT_FIELDS = ("input_events", "input_size", "output_events", "output_size", "synaptic_ops")
+
 
 @dataclass
 class LayerStatistics:
@@ -41,6 +45,13 @@ class Statistics:
     timesteps: int
     device: str
     layers: list[LayerStatistics] = field(default_factory=list)
+
+    @classmethod
+    def from_counts(cls, layers, counts, samples: int, timesteps: int, device: str) -> "Statistics":
+        """Statistics from a run's counts: `counts` (len(layers), 5) in COUNT_FIELDS order, `layers` the
+        model's layers (their names and kinds), in model order."""
+        return cls(samples=samples, timesteps=timesteps, device=device,
+                   layers=[LayerStatistics(layer.name, layer.kind, *row) for layer, row in zip(layers, counts.tolist())])
 
     def __getitem__(self, name: str) -> LayerStatistics:
         for layer in self.layers:
