@@ -307,7 +307,7 @@ fn accumulatePotentials(pooled: []const i32, sums_of: Sums) u64 {
 fn fireNeurons(ctx: *Context, layer_index: u32, pooled: []const i32, sums_of: ?Sums) u64 {
     const layer = &ctx.model.layers[layer_index];
     const activations = ctx.activations(@intCast(layer_index));
-    neuron.run(layer, pooled, ctx.state(layer), activations);
+    const events = neuron.run(layer, pooled, ctx.state(layer), activations);
     if (sums_of) |sums| {
         const s = sums.values;
         var offset: usize = 0;
@@ -317,7 +317,7 @@ fn fireNeurons(ctx: *Context, layer_index: u32, pooled: []const i32, sums_of: ?S
             vector.storeVector(s, offset, sum +% @as(vector.VecI32, spikes)); // <= timesteps * 255
         }
     }
-    return vector.countNonZeroU8(activations);
+    return events;
 }
 
 /// Copy the padded sums of the last layer into the caller's (OH, OW, C) output.

@@ -15,6 +15,7 @@ const model_zig = @import("model.zig");
 const planner = @import("planner.zig");
 const status_zig = @import("status.zig");
 const vector = @import("kernels/vector.zig");
+const neuron_kernel = @import("kernels/neuron.zig");
 
 const Diagnostic = status_zig.Diagnostic;
 const Error = Diagnostic.Error;
@@ -474,6 +475,8 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         .bias = &.{},
         .out_multiplier = &.{},
         .out_shift = &.{},
+        .relu_ceiling = &.{},
+        .relu_scale = &.{},
         .threshold = &.{},
         .mid_multiplier = &.{},
         .mid_shift = &.{},
@@ -837,6 +840,7 @@ fn parameterBytes(layer: *const Layer, has_weights: bool) u64 {
     const sizes = parameterSizes(layer);
     var total: u64 = 0;
     for (sizes) |bytes| total += limits.alignUp(bytes, limits.buffer_alignment);
+    if (layer.neuron == .relu) total += 2 * limits.alignUp(@as(u64, layer.synaptic.channelsPadded()) * 4, limits.buffer_alignment);
     if (isSpatial(layer.kind)) {
         total += limits.alignUp(@as(u64, layer.input.h) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
         total += limits.alignUp(@as(u64, layer.input.w) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
@@ -985,6 +989,22 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     layer.mid_multiplier = copyVector(check, .mid_multiplier, sizes, layer.input.c, bump);
     layer.mid_shift = copyVector(check, .mid_shift, sizes, layer.input.c, bump);
     layer.input_multipliers = copyVector(check, .input_multipliers, sizes, layer.synaptic.c, bump);
+    if (layer.neuron == .relu) fillFloatRelu(layer, bump);
+}
+
+/// The f32 form of a relu layer's requantization, when it is exact on every channel (padding
+/// channels, m = 0, always give 0); otherwise the tables stay empty and the i64 form runs.
+fn fillFloatRelu(layer: *Layer, bump: *Bump) void {
+    const channels = layer.synaptic.channelsPadded();
+    const ceilings = bump.take(i32, channels);
+    const scales = bump.take(f32, channels);
+    for (ceilings, scales, layer.out_multiplier, layer.out_shift) |*ceiling, *scale, multiplier, shift| {
+        const form = neuron_kernel.floatRelu(multiplier, shift, layer.outputMax()) orelse return;
+        ceiling.* = form.ceiling;
+        scale.* = form.scale;
+    }
+    layer.relu_ceiling = ceilings;
+    layer.relu_scale = scales;
 }
 
 /// Unpack a packed (rows, columns) matrix into (rows, columns_padded) i8, padding with zeros.

@@ -100,6 +100,10 @@ pub const Layer = struct {
     bias: []const i32, // (Cout_p)
     out_multiplier: []const i32, // relu (Cout_p)
     out_shift: []const i32, // relu (Cout_p)
+    /// relu in f32 where that is exact for every potential (kernels/neuron.zig floatRelu): per channel
+    /// the potential at which the output saturates, and m / 2^s. Empty: the i64 form runs.
+    relu_ceiling: []const i32, // (Cout_p)
+    relu_scale: []const f32, // (Cout_p)
     threshold: []const i32, // if/lif (Cout_p)
     mid_multiplier: []const i32, // separable (Cin_p)
     mid_shift: []const i32, // separable (Cin_p)

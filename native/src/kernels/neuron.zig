@@ -23,26 +23,41 @@ pub fn saturate32(value: i64) i32 {
 
 /// potentials: i32 (OH, OW, C_p) after pooling; activations: u8 (OH, OW, C_p);
 /// state: i32 (OH, OW, C_p) for if/lif, ignored for relu. Padding lanes produce 0 (their
-/// multipliers are 0 and their thresholds 2^31 - 1, loader.zig).
-pub fn run(layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) void {
+/// multipliers are 0 and their thresholds 2^31 - 1, loader.zig). Returns the output events (the
+/// non-zero activations), counted on the vectors as they are written.
+pub fn run(layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
+    return switch (layer.neuron) {
+        .relu => if (layer.relu_scale.len != 0) fire(.relu_float, layer, potentials, state, activations) else fire(.relu, layer, potentials, state, activations),
+        .integrate_fire => fire(.integrate_fire, layer, potentials, state, activations),
+        .leaky_integrate_fire => fire(.leaky_integrate_fire, layer, potentials, state, activations),
+        .none => unreachable,
+    };
+}
+
+const Form = enum { relu, relu_float, integrate_fire, leaky_integrate_fire };
+
+fn fire(comptime form: Form, layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
     const channels_padded = layer.output.channelsPadded();
     std.debug.assert(potentials.len == activations.len);
+    var events: u64 = 0;
     var pixel: usize = 0;
     while (pixel < potentials.len) : (pixel += channels_padded) {
         var channel: usize = 0;
         while (channel < channels_padded) : (channel += vector.lanes) {
             const offset = pixel + channel;
             const potential: VecI32 = potentials[offset..][0..vector.lanes].*;
-            const fired: VecU8 = switch (layer.neuron) {
+            const fired: VecU8 = switch (form) {
                 .relu => relu(layer, potential, channel),
-                .integrate_fire => fire(layer, state[offset..][0..vector.lanes], potential, channel, false),
-                .leaky_integrate_fire => fire(layer, state[offset..][0..vector.lanes], potential, channel, true),
-                .none => unreachable,
+                .relu_float => reluFloat(layer, potential, channel),
+                .integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, false),
+                .leaky_integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, true),
             };
             const target: *align(1) VecU8 = @ptrCast(activations[offset..][0..vector.lanes]);
             target.* = fired; // one vector store (an array-typed store went through the stack)
+            events += std.simd.countTrues(fired != @as(VecU8, @splat(0)));
         }
     }
+    return events;
 }
 
 const VecI32 = vector.VecI32;
@@ -68,8 +83,76 @@ fn relu(layer: *const model.Layer, potential: VecI32, channel: usize) VecU8 {
     return @truncate(@as(@Vector(vector.lanes, u32), @bitCast(narrowed)));
 }
 
+const VecF32 = @Vector(vector.lanes, f32);
+
+/// relu through its f32 form (floatRelu): P clamped to [0, ceiling], then trunc(P * scale + 0.5).
+fn reluFloat(layer: *const model.Layer, potential: VecI32, channel: usize) VecU8 {
+    const ceiling: VecI32 = layer.relu_ceiling[channel..][0..vector.lanes].*;
+    const scale: VecF32 = layer.relu_scale[channel..][0..vector.lanes].*;
+    const clamped = @min(@max(potential, @as(VecI32, @splat(0))), ceiling);
+    const scaled: VecI32 = @intFromFloat(@as(VecF32, @floatFromInt(clamped)) * scale + @as(VecF32, @splat(0.5)));
+    return @truncate(@as(@Vector(vector.lanes, u32), @bitCast(scaled)));
+}
+
+/// The scalar twin of reluFloat's arithmetic (the same two rounded f32 operations, no fused
+/// multiply-add: Zig's strict float mode contracts neither).
+fn floatOutput(potential: i32, scale: f32) u32 {
+    return @intFromFloat(@as(f32, @floatFromInt(potential)) * scale + 0.5);
+}
+
+/// Potentials below this convert to f32 exactly.
+const float_exact_limit: i32 = 1 << 24;
+
+pub const FloatRelu = struct { ceiling: i32, scale: f32 };
+
+/// relu's requantization clamp(requant(P, m, s), 0, output_max) as clamp(P, 0, ceiling) then
+/// trunc(P * scale + 0.5) in f32, when that gives the same output for every i32 potential, else null.
+/// ceiling is the smallest potential reaching output_max (it must lie below 2^24); scale = m / 2^s
+/// rounded to f32. Both forms are non-decreasing in P (requant since m >= 0; the f32 form since
+/// every rounding step is), so they agree everywhere once they agree on both sides of each step
+/// t_k (the smallest P with requant(P) >= k), which is checked here for k = 1 .. output_max.
+pub fn floatRelu(multiplier: i32, shift: i32, output_max: u32) ?FloatRelu {
+    if (multiplier == 0) return .{ .ceiling = 0, .scale = 0 }; // always 0 (padding channels too)
+    const ceiling = smallestReaching(multiplier, shift, output_max) orelse return null;
+    const scale: f32 = @as(f32, @floatFromInt(multiplier)) * std.math.pow(f32, 2.0, -@as(f32, @floatFromInt(shift)));
+    if (floatOutput(ceiling, scale) != output_max) return null;
+    var level: u32 = 1;
+    while (level <= output_max) : (level += 1) {
+        const step = smallestReaching(multiplier, shift, level).?; // <= ceiling
+        if (floatOutput(step - 1, scale) >= level or floatOutput(step, scale) < level) return null;
+    }
+    return .{ .ceiling = ceiling, .scale = scale };
+}
+
+/// The smallest potential in [1, 2^24) whose requantization reaches `level`, or null.
+fn smallestReaching(multiplier: i32, shift: i32, level: u32) ?i32 {
+    if (requantize(float_exact_limit - 1, multiplier, shift) < level) return null;
+    var low: i32 = 0; // requant(low) < level (requant(0) = 0)
+    var high: i32 = float_exact_limit - 1; // requant(high) >= level
+    while (high - low > 1) {
+        const middle = low + @divFloor(high - low, 2);
+        if (requantize(middle, multiplier, shift) >= level) high = middle else low = middle;
+    }
+    return high;
+}
+
+test "the f32 relu agrees with the i64 one wherever it is taken" {
+    const cases = [_][2]i32{ .{ 2142680300, 40 }, .{ 1, 0 }, .{ 3, 1 }, .{ 1 << 30, 31 }, .{ 2137624234, 38 }, .{ 7, 4 }, .{ 123456789, 33 } };
+    for (cases) |case| {
+        for ([_]u32{ 1, 15, 255 }) |output_max| {
+            const form = floatRelu(case[0], case[1], output_max) orelse continue;
+            var p: i32 = -3;
+            while (p < form.ceiling + 1000) : (p += 1) {
+                const expected = std.math.clamp(requantize(p, case[0], case[1]), 0, output_max);
+                const clamped = std.math.clamp(p, 0, form.ceiling);
+                try std.testing.expectEqual(@as(u32, @intCast(expected)), floatOutput(clamped, form.scale));
+            }
+        }
+    }
+}
+
 /// if / lif for one vector of channels: (leak,) v = sat32(v + P), spike and subtract at threshold.
-fn fire(layer: *const model.Layer, state: *[vector.lanes]i32, potential: VecI32, channel: usize, leaky: bool) VecU8 {
+fn integrateFire(layer: *const model.Layer, state: *[vector.lanes]i32, potential: VecI32, channel: usize, leaky: bool) VecU8 {
     var v: VecI32 = state.*;
     if (leaky) v -= v >> @splat(@as(u5, @intCast(layer.leak_shift)));
     const sum = @as(VecI64, v) + @as(VecI64, potential);
