@@ -59,7 +59,8 @@ pub const Context = struct {
         return ctx.ints(model.plan.output_offset, model.outputLayer().output.valuesPadded());
     }
 
-    /// The padded-input scratch of a conv (empty for other layers and convs that read their input).
+    /// The padded-input scratch of a conv or depthwise stage (empty for other layers and those that
+    /// read their input directly).
     fn frame(ctx: *Context, layer: *const Layer) []u8 {
         if (!layer.usesFrame()) return &.{};
         return ctx.bytes(layer.frame_offset, layer.frameBytes());
@@ -271,10 +272,11 @@ fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8,
     const plan = &ctx.model.plan;
     return switch (layer.kind) {
         .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.quads(), ctx.frame(layer)),
-        .depthwise2d => depthwise2d.run(layer, inputs[0], potentials),
+        .depthwise2d => depthwise2d.run(layer, inputs[0], ctx.frame(layer), potentials),
         .separable2d => separable2d.run(
             layer,
             inputs[0],
+            ctx.frame(layer),
             ctx.ints(plan.mid_offset, layer.synaptic.pixels() * layer.input.channelsPadded()),
             potentials,
             ctx.events(),

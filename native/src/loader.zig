@@ -863,7 +863,7 @@ fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
                     @as(u64, layer.kernel_h) * layer.rowQuads() * limits.quad_channels * cout_p
                 else
                     taps * quadChannels(layer) * cout_p,
-                .depthwise2d, .separable2d => taps * cin_p,
+                .depthwise2d, .separable2d => taps * cin_p * @sizeOf(i32), // sign-extended (Layer.depthwiseWeights)
                 .dense => if (layer.packsNibbles())
                     layer.input.pixels() * quadChannels(layer) * layer.nibbleChannels() / 2
                 else
@@ -964,7 +964,10 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     if (sizes[@intFromEnum(Slot.weights)] != 0) {
         const weights = bump.take(i8, sizes[@intFromEnum(Slot.weights)]);
         switch (layer.kind) {
-            .depthwise2d, .separable2d => unpackMatrix(check.tensor(.weights), bits, layer.input.c, layer.input.channelsPadded(), weights),
+            .depthwise2d, .separable2d => {
+                const words: [*]i32 = @ptrCast(@alignCast(weights.ptr));
+                unpackMatrix(i32, check.tensor(.weights), bits, layer.input.c, layer.input.channelsPadded(), words[0 .. weights.len / @sizeOf(i32)]);
+            },
             .input_conv2d, .conv2d => if (layer.isNarrowConv())
                 unpackRowQuadMatrix(check.tensor(.weights), bits, layer, weights)
             else
@@ -979,7 +982,7 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     }
     if (sizes[@intFromEnum(Slot.pointwise)] != 0) {
         const pointwise = bump.take(i8, sizes[@intFromEnum(Slot.pointwise)]);
-        unpackMatrix(check.tensor(.pointwise), bits, layer.synaptic.c, layer.synaptic.channelsPadded(), pointwise);
+        unpackMatrix(i8, check.tensor(.pointwise), bits, layer.synaptic.c, layer.synaptic.channelsPadded(), pointwise);
         layer.pointwise = pointwise;
     }
     layer.bias = copyVector(check, .bias, sizes, layer.synaptic.c, bump);
@@ -1007,8 +1010,8 @@ fn fillFloatRelu(layer: *Layer, bump: *Bump) void {
     layer.relu_scale = scales;
 }
 
-/// Unpack a packed (rows, columns) matrix into (rows, columns_padded) i8, padding with zeros.
-fn unpackMatrix(data: []const u8, bits: u32, columns: u64, columns_padded: u64, out: []i8) void {
+/// Unpack a packed (rows, columns) matrix into (rows, columns_padded) i8 or i32, padding with zeros.
+fn unpackMatrix(comptime T: type, data: []const u8, bits: u32, columns: u64, columns_padded: u64, out: []T) void {
     std.debug.assert(out.len % columns_padded == 0);
     @memset(out, 0);
     const rows = out.len / columns_padded;

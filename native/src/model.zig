@@ -150,6 +150,7 @@ pub const Layer = struct {
     /// Bytes per pixel in the frame: Cin for a narrow conv, else the channel quads' bytes (Cin
     /// rounded up to 4), so that one kernel row of a window is KW * frameChannels consecutive bytes.
     pub fn frameChannels(layer: *const Layer) u32 {
+        if (layer.isDepthwise()) return layer.input.channelsPadded(); // whole vectors per tap
         if (layer.isNarrowConv()) return layer.input.c;
         return layer.input.channelQuads() * limits.quad_channels;
     }
@@ -182,9 +183,23 @@ pub const Layer = struct {
             layer.frameWidth() == layer.input.w and layer.frameChannels() == layer.input.channelsPadded();
     }
 
-    /// Whether the dense conv kernel needs a zero-padded copy of the input in the arena.
+    /// Whether the output-stationary kernel (dense conv, depthwise gather) needs a zero-padded copy
+    /// of the input in the arena (kernels/frame.zig).
     pub fn usesFrame(layer: *const Layer) bool {
-        return layer.isConv() and !layer.readsInputDirectly();
+        return (layer.isConv() or layer.isDepthwise()) and !layer.readsInputDirectly();
+    }
+
+    /// depthwise2d, and the depthwise stage of separable2d.
+    pub fn isDepthwise(layer: *const Layer) bool {
+        return layer.kind == .depthwise2d or layer.kind == .separable2d;
+    }
+
+    /// A depthwise stage's weights (taps, C_p), kept as sign-extended i32 (loader.zig): the
+    /// multiply-add takes them without a widening step per use (kernels/vector.zig multiplyAddWide).
+    pub fn depthwiseWeights(layer: *const Layer) []const i32 {
+        std.debug.assert(layer.isDepthwise());
+        const words: [*]const i32 = @ptrCast(@alignCast(layer.weights.ptr));
+        return words[0 .. layer.weights.len / @sizeOf(i32)];
     }
 
     pub fn readsOnlyModelInput(layer: *const Layer) bool {

@@ -13,6 +13,7 @@ const std = @import("std");
 const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
+const frame_zig = @import("frame.zig");
 
 const lanes = vector.lanes;
 const quad_bytes = vector.quad_bytes;
@@ -31,7 +32,7 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
     std.debug.assert(layer.isConv());
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
-    const source = if (layer.usesFrame()) fillFrame(layer, input, frame) else input;
+    const source = if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input;
     const chunks = layer.synaptic.channelsPadded() / lanes;
     var first: u32 = 0;
     while (first < chunks) {
@@ -42,31 +43,6 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
         }
         first += count;
     }
-}
-
-/// Copy the input's channel quads (or a narrow input's channels) into the frame's interior; the
-/// border stays zero (zeroed at context init, never written). Returns the frame.
-fn fillFrame(layer: *const model.Layer, input: []const u8, frame: []u8) []const u8 {
-    std.debug.assert(frame.len == layer.frameBytes());
-    const in = layer.input;
-    const cin_padded = in.channelsPadded();
-    const frame_channels = layer.frameChannels();
-    const frame_width = layer.frameWidth();
-    var y: u32 = 0;
-    while (y < in.h) : (y += 1) {
-        const target_row = ((@as(usize, y) + layer.pad_top) * frame_width + layer.pad_left) * frame_channels;
-        const source_row = @as(usize, y) * in.w * cin_padded;
-        if (frame_channels == cin_padded) {
-            const row_bytes = @as(usize, in.w) * cin_padded;
-            @memcpy(frame[target_row..][0..row_bytes], input[source_row..][0..row_bytes]);
-            continue;
-        }
-        var x: u32 = 0;
-        while (x < in.w) : (x += 1) {
-            @memcpy(frame[target_row + x * frame_channels ..][0..frame_channels], input[source_row + x * cin_padded ..][0..frame_channels]);
-        }
-    }
-    return frame;
 }
 
 /// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of

@@ -5,6 +5,7 @@
 const std = @import("std");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
+const frame_zig = @import("frame.zig");
 
 /// potentials: i32 (OH, OW, C_p) before pooling, set to `bias` (empty: zero) first;
 /// input: u8 (H, W, C_p). Returns the synaptic operations: one per in-bounds tap of a non-zero input.
@@ -16,6 +17,7 @@ pub fn accumulate(layer: *const model.Layer, input: []const u8, bias: []const i3
     std.debug.assert(input.len == in.valuesPadded());
     std.debug.assert(potentials.len == @as(usize, out_h) * out_w * channels_padded);
     vector.fillRows(potentials, bias);
+    const weights = layer.depthwiseWeights();
     var synaptic_ops: u64 = 0;
     var iy: u32 = 0;
     while (iy < in.h) : (iy += 1) {
@@ -37,7 +39,7 @@ pub fn accumulate(layer: *const model.Layer, input: []const u8, bias: []const i3
                     const output_pixel = oy * out_w + ox;
                     accumulatePixel(
                         potentials[output_pixel * channels_padded ..][0..channels_padded],
-                        layer.weights[tap * channels_padded ..][0..channels_padded],
+                        weights[tap * channels_padded ..][0..channels_padded],
                         pixel,
                     );
                 }
@@ -50,25 +52,26 @@ pub fn accumulate(layer: *const model.Layer, input: []const u8, bias: []const i3
 
 /// row += weights * pixel over all channels. No per-chunk zero test: one multiply-add is cheaper
 /// than the mispredicted branch; the pixel as a whole is skipped when it has no event.
-fn accumulatePixel(row: []i32, weights: []const i8, pixel: []const u8) void {
+fn accumulatePixel(row: []i32, weights: []const i32, pixel: []const u8) void {
     var chunk: usize = 0;
     while (chunk < row.len) : (chunk += vector.lanes) {
         const values: vector.VecU8 = pixel[chunk..][0..vector.lanes].*;
         const acc: vector.VecI32 = row[chunk..][0..vector.lanes].*;
-        vector.storeVector(row, chunk, vector.multiplyAdd(acc, values, weights[chunk..][0..vector.lanes].*));
+        vector.storeVector(row, chunk, vector.multiplyAddWide(acc, values, weights[chunk..][0..vector.lanes].*));
     }
 }
 
-pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32) u64 {
-    return accumulateBest(layer, input, layer.bias, potentials);
+/// frame: the layer's padded-input scratch (empty when it reads its input directly).
+pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials: []i32) u64 {
+    return accumulateBest(layer, input, frame, layer.bias, potentials);
 }
 
 /// `accumulate` by the cheaper kernel: the scatter above when few input pixels are active, else
 /// the output-stationary gather below (no loads and stores of potentials per tap).
-pub fn accumulateBest(layer: *const model.Layer, input: []const u8, bias: []const i32, potentials: []i32) u64 {
+pub fn accumulateBest(layer: *const model.Layer, input: []const u8, frame: []u8, bias: []const i32, potentials: []i32) u64 {
     const counts = countEvents(layer, input);
     if (counts.active_pixels * 2 < layer.input.pixels()) return accumulate(layer, input, bias, potentials);
-    gather(layer, input, bias, potentials);
+    gather(layer, if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input, bias, potentials);
     return counts.synaptic_ops;
 }
 
@@ -96,51 +99,81 @@ fn countEvents(layer: *const model.Layer, input: []const u8) Counts {
 /// Output channel vectors one gather block keeps in registers.
 const block_chunks_max = 4;
 
-/// potentials = bias (empty: zero) + the window sums, output pixel by output pixel.
-fn gather(layer: *const model.Layer, input: []const u8, bias: []const i32, potentials: []i32) void {
+/// potentials = bias (empty: zero) + the window sums, a block of output pixels at a time, from the
+/// zero-padded input (`source`: the frame, or the input itself when the layer has no padding).
+fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32) void {
     const chunks = layer.input.channelsPadded() / vector.lanes;
     var first: u32 = 0;
     while (first < chunks) {
         const count = @min(block_chunks_max, chunks - first);
         switch (count) {
-            inline 1...block_chunks_max => |block| gatherBlock(block, layer, input, bias, potentials, first),
+            inline 1...block_chunks_max => |chunk_count| outputRows(chunk_count, layer, source, bias, potentials, first),
             else => unreachable,
         }
         first += count;
     }
 }
 
-fn gatherBlock(comptime block: u32, layer: *const model.Layer, input: []const u8, bias: []const i32, potentials: []i32, first: u32) void {
-    const lanes = vector.lanes;
-    const in = layer.input;
-    const out_h = layer.synaptic.h;
-    const out_w = layer.synaptic.w;
-    const channels_padded = in.channelsPadded();
+/// Output pixels of a block with `chunks` channel vectors: 16 running sums at most.
+fn blockPixels(comptime chunks: u32) u32 {
+    return @min(8, 16 / chunks);
+}
+
+fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, first: u32) void {
+    const pixels = comptime blockPixels(chunks);
+    const out = layer.synaptic;
     var oy: u32 = 0;
-    while (oy < out_h) : (oy += 1) {
+    while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox < out_w) : (ox += 1) {
-            var acc: [block]vector.VecI32 = undefined;
-            inline for (0..block) |k| acc[k] = if (bias.len == 0) @splat(0) else bias[(first + k) * lanes ..][0..lanes].*;
-            var kh: u32 = 0;
-            while (kh < layer.kernel_h) : (kh += 1) {
-                const iy = @as(i64, oy) * layer.stride + kh - layer.pad_top;
-                if (iy < 0 or iy >= in.h) continue;
-                var kw: u32 = 0;
-                while (kw < layer.kernel_w) : (kw += 1) {
-                    const ix = @as(i64, ox) * layer.stride + kw - layer.pad_left;
-                    if (ix < 0 or ix >= in.w) continue;
-                    const pixel = input[@as(usize, @intCast(iy * in.w + ix)) * channels_padded ..][0..channels_padded];
-                    const weights = layer.weights[(@as(usize, kh) * layer.kernel_w + kw) * channels_padded ..][0..channels_padded];
-                    inline for (0..block) |k| {
-                        const offset = (first + k) * lanes;
-                        const values: vector.VecU8 = pixel[offset..][0..lanes].*;
-                        acc[k] = vector.multiplyAdd(acc[k], values, weights[offset..][0..lanes].*);
-                    }
+        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(chunks, pixels, layer, source, bias, potentials, first, oy, ox);
+        switch (out.w - ox) {
+            0 => {},
+            inline 1...pixels - 1 => |rest| pixelBlock(chunks, rest, layer, source, bias, potentials, first, oy, ox),
+            else => unreachable,
+        }
+    }
+}
+
+/// Output pixels (oy, ox .. ox + pixels), channel vectors first .. first + chunks: every tap's
+/// weight vector is loaded once for the whole block.
+inline fn pixelBlock(
+    comptime chunks: u32,
+    comptime pixels: u32,
+    layer: *const model.Layer,
+    source: []const u8,
+    bias: []const i32,
+    potentials: []i32,
+    first: u32,
+    oy: u32,
+    ox: u32,
+) void {
+    const lanes = vector.lanes;
+    const channels_padded = layer.input.channelsPadded();
+    const source_width: usize = if (layer.usesFrame()) layer.frameWidth() else layer.input.w;
+    const pixel_step = @as(usize, layer.stride) * channels_padded; // bytes between neighbouring windows
+    const weights = layer.depthwiseWeights();
+    var acc: [pixels][chunks]vector.VecI32 = undefined;
+    inline for (0..pixels) |p| {
+        inline for (0..chunks) |k| acc[p][k] = if (bias.len == 0) @splat(0) else bias[(first + k) * lanes ..][0..lanes].*;
+    }
+    var kh: u32 = 0;
+    while (kh < layer.kernel_h) : (kh += 1) {
+        const row = source[((@as(usize, oy) * layer.stride + kh) * source_width + @as(usize, ox) * layer.stride) * channels_padded ..];
+        var kw: u32 = 0;
+        while (kw < layer.kernel_w) : (kw += 1) {
+            const tap_weights = weights[(@as(usize, kh) * layer.kernel_w + kw) * channels_padded ..][0..channels_padded];
+            inline for (0..chunks) |k| {
+                const offset = (first + k) * lanes;
+                const weight: vector.VecI32 = tap_weights[offset..][0..lanes].*;
+                inline for (0..pixels) |p| {
+                    const values: vector.VecU8 = row[p * pixel_step + kw * channels_padded + offset ..][0..lanes].*;
+                    acc[p][k] = vector.multiplyAddWide(acc[p][k], values, weight);
                 }
             }
-            const row = potentials[(@as(usize, oy) * out_w + ox) * channels_padded ..][0..channels_padded];
-            inline for (0..block) |k| vector.storeVector(row, (first + k) * lanes, acc[k]);
         }
+    }
+    inline for (0..pixels) |p| {
+        const out_row = potentials[(@as(usize, oy) * layer.synaptic.w + ox + p) * channels_padded ..][0..channels_padded];
+        inline for (0..chunks) |k| vector.storeVector(out_row, (first + k) * lanes, acc[p][k]);
     }
 }

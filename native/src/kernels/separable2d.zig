@@ -10,13 +10,14 @@ const depthwise2d = @import("depthwise2d.zig");
 
 /// mid: i32 scratch (OH, OW, Cin_p) for Q then M; potentials: i32 (OH, OW, Cout_p) before pooling.
 /// Returns the synaptic operations: the depthwise count plus Cout per non-zero M.
-pub fn run(layer: *const model.Layer, input: []const u8, mid: []i32, potentials: []i32, events_buffer: []model.Event) u64 {
+/// frame: the layer's padded-input scratch (empty when it reads its input directly).
+pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, mid: []i32, potentials: []i32, events_buffer: []model.Event) u64 {
     const cin_padded = layer.input.channelsPadded();
     const cout_padded = layer.synaptic.channelsPadded();
     const pixels = layer.synaptic.pixels();
     std.debug.assert(mid.len == pixels * cin_padded);
     std.debug.assert(potentials.len == pixels * cout_padded);
-    var synaptic_ops = depthwise2d.accumulateBest(layer, input, &.{}, mid);
+    var synaptic_ops = depthwise2d.accumulateBest(layer, input, frame, &.{}, mid);
     requantizeMid(layer, mid);
     vector.fillRows(potentials, layer.bias);
     var pixel: usize = 0;

@@ -95,6 +95,22 @@ pub inline fn multiplyAdd(acc: VecI32, values: VecU8, weights: VecI8) VecI32 {
     return acc +% @as(VecI32, product);
 }
 
+/// acc[c] + values[c] * weights[c] with the weights already sign-extended to i32 (each in
+/// [-128, 127]), exactly. With VNNI: one vpdpbusd on the zero-extended values; only byte 0 of each
+/// value dword is non-zero, so only the weight's low byte (the i8 weight itself) counts.
+pub inline fn multiplyAddWide(acc: VecI32, values: VecU8, weights: VecI32) VecI32 {
+    if (comptime has_vnni512 and lanes == 16) {
+        const value_dwords: @Vector(lanes, u32) = values;
+        return asm ("vpdpbusd %[w], %[a], %[acc]"
+            : [acc] "=v" (-> VecI32),
+            : [acc_in] "0" (acc),
+              [a] "v" (value_dwords),
+              [w] "v" (weights),
+        );
+    }
+    return acc +% @as(VecI32, values) *% weights; // exact: |w| <= 128, v <= 255
+}
+
 const repeat_pattern = repeatPattern();
 const every_fourth = blk: {
     var patterns: [limits.quad_channels][lanes]i32 = undefined;
