@@ -15,6 +15,7 @@ const dense = @import("kernels/dense.zig");
 const add = @import("kernels/add.zig");
 const pooling = @import("kernels/pooling.zig");
 const neuron = @import("kernels/neuron.zig");
+const frame_zig = @import("kernels/frame.zig");
 
 const Diagnostic = status_zig.Diagnostic;
 const Error = Diagnostic.Error;
@@ -210,10 +211,7 @@ fn loadFrame(ctx: *Context, frame: []const u8, sample: u32, t: u32, diag: *Diagn
         });
     }
     if (channels == channels_padded) return @memcpy(buffer, frame); // one copy, not one per pixel
-    var pixel: usize = 0;
-    while (pixel < model.input.pixels()) : (pixel += 1) {
-        @memcpy(buffer[pixel * channels_padded ..][0..channels], frame[pixel * channels ..][0..channels]);
-    }
+    frame_zig.copyPixels(buffer, channels_padded, frame, channels, channels, limits.usizeFrom(model.input.pixels()));
 }
 
 /// Whether this timestep's model input is new, or the single frame of the sample repeated.
@@ -241,7 +239,7 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
     else
         ctx.ints(model.plan.potentials_offset, layer.synaptic.valuesPadded());
     const static_ops = &ctx.staticOps()[layer_index];
-    const synaptic_ops = if (static and frame == .repeated) static_ops.* else synapticStage(ctx, layer, inputs, potentials);
+    const synaptic_ops = if (static and frame == .repeated) static_ops.* else synapticStage(ctx, layer, inputs, inputEvents(layer, inputs, events), potentials);
     if (static) static_ops.* = synaptic_ops;
 
     var pooled: []const i32 = potentials;
@@ -267,11 +265,17 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
     }
 }
 
+/// The events of a layer's first input: its producer's output events, or counted on the model input.
+fn inputEvents(layer: *const Layer, inputs: []const []const u8, events: *const EventCounts) u64 {
+    const producer = layer.inputs[0];
+    return if (producer == model_zig.input_model) vector.countNonZeroU8(inputs[0]) else events[@intCast(producer)];
+}
+
 /// The layer's synaptic stage into `potentials`; returns its synaptic operations.
-fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, potentials: []i32) u64 {
+fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, input_events: u64, potentials: []i32) u64 {
     const plan = &ctx.model.plan;
     return switch (layer.kind) {
-        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], potentials, ctx.quads(), ctx.frame(layer)),
+        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], input_events, potentials, ctx.quads(), ctx.frame(layer)),
         .depthwise2d => depthwise2d.run(layer, inputs[0], ctx.frame(layer), potentials),
         .separable2d => separable2d.run(
             layer,

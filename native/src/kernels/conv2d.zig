@@ -17,10 +17,19 @@ const lanes = vector.lanes;
 
 /// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p); quads_buffer: at
 /// least conv2d_sparse.entriesMax entries. Returns the synaptic operations (docs/semantics.md).
-pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quads_buffer: []model.Quad, frame: []u8) u64 {
+/// input_events: the non-zero values of `input`.
+pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, potentials: []i32, quads_buffer: []model.Quad, frame: []u8) u64 {
     if (layer.isNarrowConv()) {
         conv2d_dense.run(layer, input, frame, potentials);
         return synapticOps(layer, input);
+    }
+    if (uniformReach(layer)) |reach| {
+        // Above a quarter of the values non-zero, most quads hold an event whatever their layout
+        // and the scatter cannot win: no lists to count, and the ops follow from the events alone.
+        if (4 * input_events > layer.input.values()) {
+            conv2d_dense.run(layer, input, frame, potentials);
+            return input_events * reach * layer.synaptic.c;
+        }
     }
     const counts = conv2d_sparse.count(layer, input);
     if (scatterIsCheaper(layer, counts)) {
@@ -96,6 +105,16 @@ fn scatterPixel(comptime chunks: ?usize, comptime count: ?usize, layer: *const m
     }
 }
 
+/// The (output pixel, tap) pairs every input pixel reaches, when that is the same for all of them
+/// (a 1x1 conv with stride 1, say), else null.
+fn uniformReach(layer: *const model.Layer) ?u64 {
+    const rows = layer.row_taps[0].count;
+    const columns = layer.column_taps[0].count;
+    for (layer.row_taps) |range| if (range.count != rows) return null;
+    for (layer.column_taps) |range| if (range.count != columns) return null;
+    return @as(u64, rows) * columns;
+}
+
 /// Synaptic ops as the statistics define them: for every input pixel, its non-zero values times
 /// the in-bounds (output pixel, tap) pairs it reaches, times Cout.
 pub fn synapticOps(layer: *const model.Layer, input: []const u8) u64 {
@@ -106,11 +125,24 @@ pub fn synapticOps(layer: *const model.Layer, input: []const u8) u64 {
     while (iy < in.h) : (iy += 1) {
         const rows = layer.row_taps[iy];
         if (rows.count == 0) continue;
+        const row = input[@as(usize, iy) * in.w * cin_padded ..][0 .. @as(usize, in.w) * cin_padded];
         var ix: u32 = 0;
         while (ix < in.w) : (ix += 1) {
-            const events = vector.countNonZeroU8(input[(@as(usize, iy) * in.w + ix) * cin_padded ..][0..cin_padded]);
-            ops += events * rows.count * layer.column_taps[ix].count;
+            const pixel = row[@as(usize, ix) * cin_padded ..][0..cin_padded];
+            ops += pixelEvents(in.c, pixel) * rows.count * layer.column_taps[ix].count;
         }
     }
     return ops * layer.synaptic.c;
+}
+
+/// The non-zero values of one pixel; a narrow input's 1..3 channels are tested one by one.
+inline fn pixelEvents(channels: u32, pixel: []const u8) u64 {
+    return switch (channels) {
+        inline 1...3 => |small| blk: {
+            var events: u64 = 0;
+            inline for (0..small) |c| events += @intFromBool(pixel[c] != 0);
+            break :blk events;
+        },
+        else => vector.countNonZeroU8(pixel),
+    };
 }

@@ -24,10 +24,21 @@ pub fn fill(layer: *const model.Layer, input: []const u8, frame: []u8) []const u
             @memcpy(frame[target_row..][0..row_bytes], input[source_row..][0..row_bytes]);
             continue;
         }
-        var x: u32 = 0;
-        while (x < in.w) : (x += 1) {
-            @memcpy(frame[target_row + x * frame_channels ..][0..frame_channels], input[source_row + x * cin_padded ..][0..frame_channels]);
-        }
+        copyPixels(frame[target_row..], frame_channels, input[source_row..], cin_padded, frame_channels, in.w);
     }
     return frame;
+}
+
+/// Copy `count` pixels of `channels` bytes from `source` (`source_stride` bytes per pixel) to
+/// `target` (`target_stride` bytes per pixel). Pixels of 1..3 bytes (a grey or RGB image, a
+/// spectrogram) go through a byte loop, not a memcpy call per pixel.
+pub fn copyPixels(target: []u8, target_stride: usize, source: []const u8, source_stride: usize, channels: usize, count: usize) void {
+    switch (channels) {
+        inline 1...3 => |small| for (0..count) |x| {
+            inline for (0..small) |k| target[x * target_stride + k] = source[x * source_stride + k];
+        },
+        else => for (0..count) |x| {
+            @memcpy(target[x * target_stride ..][0..channels], source[x * source_stride ..][0..channels]);
+        },
+    }
 }

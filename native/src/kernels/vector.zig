@@ -334,12 +334,16 @@ pub fn fillRowsVector(potentials: []i32, bias: []const i32) void {
 
 pub fn countNonZeroU8(values: []const u8) u64 {
     std.debug.assert(values.len % lanes == 0);
+    const Wide = @Vector(4 * lanes, u8); // a whole 64-byte vector per step where the length allows
     var count: u64 = 0;
-    var chunk: usize = 0;
-    while (chunk < values.len) : (chunk += lanes) {
-        const vector: VecU8 = values[chunk..][0..lanes].*;
-        const zero: VecU8 = @splat(0);
-        count += std.simd.countTrues(vector != zero);
+    var offset: usize = 0;
+    while (offset + 4 * lanes <= values.len) : (offset += 4 * lanes) {
+        const wide: Wide = values[offset..][0 .. 4 * lanes].*;
+        count += std.simd.countTrues(wide != @as(Wide, @splat(0)));
+    }
+    while (offset < values.len) : (offset += lanes) {
+        const vector: VecU8 = values[offset..][0..lanes].*;
+        count += std.simd.countTrues(vector != @as(VecU8, @splat(0)));
     }
     return count;
 }
