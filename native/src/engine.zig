@@ -239,7 +239,14 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
     else
         ctx.ints(model.plan.potentials_offset, layer.synaptic.valuesPadded());
     const static_ops = &ctx.staticOps()[layer_index];
-    const synaptic_ops = if (static and frame == .repeated) static_ops.* else synapticStage(ctx, layer, inputs, inputEvents(layer, inputs, events), potentials);
+    // relu straight from the kernel's registers when no pooling, output sums or cache read the potentials
+    var fused: neuron.Fused = .{ .layer = layer, .activations = &.{} };
+    const fuse = !static and !is_last and neuron.Fused.eligible(layer);
+    if (fuse) fused.activations = ctx.activations(@intCast(layer_index));
+    const synaptic_ops = if (static and frame == .repeated)
+        static_ops.*
+    else
+        synapticStage(ctx, layer, inputs, inputEvents(layer, inputs, events), potentials, if (fuse) &fused else null);
     if (static) static_ops.* = synaptic_ops;
 
     var pooled: []const i32 = potentials;
@@ -248,7 +255,9 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
         pooling.run(layer, potentials, pooled_buffer);
         pooled = pooled_buffer;
     }
-    const output_events = if (layer.neuron == .none)
+    const output_events = if (fused.done)
+        vector.countNonZeroU8(fused.activations)
+    else if (layer.neuron == .none)
         accumulatePotentials(pooled, sums)
     else
         fireNeurons(ctx, layer_index, pooled, if (is_last) sums else null);
@@ -272,11 +281,12 @@ fn inputEvents(layer: *const Layer, inputs: []const []const u8, events: *const E
 }
 
 /// The layer's synaptic stage into `potentials`; returns its synaptic operations.
-fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, input_events: u64, potentials: []i32) u64 {
+/// `fused`: the relu stage, for a kernel that can run it on its registers (kernels/neuron.zig Fused).
+fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, input_events: u64, potentials: []i32, fused: ?*neuron.Fused) u64 {
     const plan = &ctx.model.plan;
     return switch (layer.kind) {
-        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], input_events, potentials, ctx.quads(), ctx.frame(layer)),
-        .depthwise2d => depthwise2d.run(layer, inputs[0], ctx.frame(layer), potentials),
+        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], input_events, potentials, ctx.quads(), ctx.frame(layer), fused),
+        .depthwise2d => depthwise2d.run(layer, inputs[0], ctx.frame(layer), potentials, fused),
         .separable2d => separable2d.run(
             layer,
             inputs[0],

@@ -10,6 +10,7 @@ const std = @import("std");
 const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
+const neuron = @import("neuron.zig");
 const conv2d_dense = @import("conv2d_dense.zig");
 const conv2d_sparse = @import("conv2d_sparse.zig");
 
@@ -18,16 +19,17 @@ const lanes = vector.lanes;
 /// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p); quads_buffer: at
 /// least conv2d_sparse.entriesMax entries. Returns the synaptic operations (docs/semantics.md).
 /// input_events: the non-zero values of `input`.
-pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, potentials: []i32, quads_buffer: []model.Quad, frame: []u8) u64 {
+/// fused: the relu stage for the dense kernel to run on its registers (kernels/neuron.zig Fused).
+pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, potentials: []i32, quads_buffer: []model.Quad, frame: []u8, fused: ?*neuron.Fused) u64 {
     if (layer.isNarrowConv()) {
-        conv2d_dense.run(layer, input, frame, potentials);
+        conv2d_dense.run(layer, input, frame, potentials, fused);
         return synapticOps(layer, input);
     }
     if (uniformReach(layer)) |reach| {
         // Above a quarter of the values non-zero, most quads hold an event whatever their layout
         // and the scatter cannot win: no lists to count, and the ops follow from the events alone.
         if (4 * input_events > layer.input.values()) {
-            conv2d_dense.run(layer, input, frame, potentials);
+            conv2d_dense.run(layer, input, frame, potentials, fused);
             return input_events * reach * layer.synaptic.c;
         }
     }
@@ -36,7 +38,7 @@ pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, pote
         _ = conv2d_sparse.compact(layer, input, conv2d_sparse.split(layer, quads_buffer).lists);
         scatter(layer, quads_buffer, potentials);
     } else {
-        conv2d_dense.run(layer, input, frame, potentials);
+        conv2d_dense.run(layer, input, frame, potentials, fused);
     }
     return counts.synaptic_ops;
 }

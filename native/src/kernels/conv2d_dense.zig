@@ -14,6 +14,7 @@ const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
 const frame_zig = @import("frame.zig");
+const neuron = @import("neuron.zig");
 
 const lanes = vector.lanes;
 const quad_bytes = vector.quad_bytes;
@@ -28,7 +29,8 @@ fn blockPixels(comptime chunks: u32) u32 {
 
 /// input: u8 (H, W, Cin_p); frame: the layer's padded-input scratch (empty when it reads its input
 /// directly); potentials: i32 (OH, OW, Cout_p).
-pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials: []i32) void {
+/// fused: when given, relu runs on the finished sums and writes activations, not potentials.
+pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials: []i32, fused: ?*neuron.Fused) void {
     std.debug.assert(layer.isConv());
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
@@ -38,25 +40,27 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
     while (first < chunks) {
         const count = @min(block_chunks_max, chunks - first);
         switch (count) {
-            inline 1...block_chunks_max => |chunk_count| outputRows(chunk_count, layer, source, potentials, first),
+            inline 1...block_chunks_max => |chunk_count| outputRows(chunk_count, layer, source, potentials, first, fused),
             else => unreachable,
         }
         first += count;
     }
+    if (fused) |f| f.done = true;
 }
 
 /// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of
 /// pixels along each output row at a time (a narrower block for the row's last pixels).
-fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32) void {
+fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
     const pixels = comptime blockPixels(chunks);
     const out = layer.synaptic;
+    @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(chunks, pixels, layer, source, potentials, first, oy, ox);
+        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(chunks, pixels, layer, source, potentials, first, oy, ox, fused);
         switch (out.w - ox) {
             0 => {},
-            inline 1...pixels - 1 => |rest| pixelBlock(chunks, rest, layer, source, potentials, first, oy, ox),
+            inline 1...pixels - 1 => |rest| pixelBlock(chunks, rest, layer, source, potentials, first, oy, ox, fused),
             else => unreachable,
         }
     }
@@ -72,6 +76,7 @@ inline fn pixelBlock(
     first: u32,
     oy: u32,
     ox: u32,
+    fused: ?*neuron.Fused,
 ) void {
     const out = layer.synaptic;
     const cout_padded = out.channelsPadded();
@@ -99,8 +104,26 @@ inline fn pixelBlock(
             }
         }
     }
+    storeBlock(chunks, pixels, &acc, potentials, (@as(usize, oy) * out.w + ox) * cout_padded, cout_padded, first, fused);
+}
+
+/// The finished sums of a block of output pixels (starting at value `start`, `row_values` apart):
+/// to the potentials, or through the fused relu stage to the activations.
+pub inline fn storeBlock(
+    comptime chunks: u32,
+    comptime pixels: u32,
+    acc: *const [pixels][chunks]vector.VecI32,
+    potentials: []i32,
+    start: usize,
+    row_values: usize,
+    first: u32,
+    fused: ?*neuron.Fused,
+) void {
     inline for (0..pixels) |p| {
-        const out_row = potentials[(@as(usize, oy) * out.w + ox + p) * cout_padded ..][0..cout_padded];
-        inline for (0..chunks) |k| vector.storeVector(out_row, (first + k) * lanes, acc[p][k]);
+        inline for (0..chunks) |k| {
+            const channel = (first + k) * lanes;
+            const offset = start + p * row_values + channel;
+            if (fused) |f| f.store(offset, channel, acc[p][k]) else vector.storeVector(potentials, offset, acc[p][k]);
+        }
     }
 }

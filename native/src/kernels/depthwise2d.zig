@@ -6,6 +6,8 @@ const std = @import("std");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
 const frame_zig = @import("frame.zig");
+const neuron = @import("neuron.zig");
+const conv2d_dense = @import("conv2d_dense.zig");
 
 /// potentials: i32 (OH, OW, C_p) before pooling, set to `bias` (empty: zero) first;
 /// input: u8 (H, W, C_p). Returns the synaptic operations: one per in-bounds tap of a non-zero input.
@@ -62,16 +64,18 @@ fn accumulatePixel(row: []i32, weights: []const i32, pixel: []const u8) void {
 }
 
 /// frame: the layer's padded-input scratch (empty when it reads its input directly).
-pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials: []i32) u64 {
-    return accumulateBest(layer, input, frame, layer.bias, potentials);
+/// fused: when given, the gather runs relu on its finished sums (kernels/neuron.zig Fused).
+pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials: []i32, fused: ?*neuron.Fused) u64 {
+    return accumulateBest(layer, input, frame, layer.bias, potentials, fused);
 }
 
 /// `accumulate` by the cheaper kernel: the scatter above when few input pixels are active, else
 /// the output-stationary gather below (no loads and stores of potentials per tap).
-pub fn accumulateBest(layer: *const model.Layer, input: []const u8, frame: []u8, bias: []const i32, potentials: []i32) u64 {
+pub fn accumulateBest(layer: *const model.Layer, input: []const u8, frame: []u8, bias: []const i32, potentials: []i32, fused: ?*neuron.Fused) u64 {
     const counts = countEvents(layer, input);
     if (counts.active_pixels * 2 < layer.input.pixels()) return accumulate(layer, input, bias, potentials);
-    gather(layer, if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input, bias, potentials);
+    gather(layer, if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input, bias, potentials, fused);
+    if (fused) |f| f.done = true;
     return counts.synaptic_ops;
 }
 
@@ -101,13 +105,13 @@ const block_chunks_max = 4;
 
 /// potentials = bias (empty: zero) + the window sums, a block of output pixels at a time, from the
 /// zero-padded input (`source`: the frame, or the input itself when the layer has no padding).
-fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32) void {
+fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, fused: ?*neuron.Fused) void {
     const chunks = layer.input.channelsPadded() / vector.lanes;
     var first: u32 = 0;
     while (first < chunks) {
         const count = @min(block_chunks_max, chunks - first);
         switch (count) {
-            inline 1...block_chunks_max => |chunk_count| outputRows(chunk_count, layer, source, bias, potentials, first),
+            inline 1...block_chunks_max => |chunk_count| outputRows(chunk_count, layer, source, bias, potentials, first, fused),
             else => unreachable,
         }
         first += count;
@@ -119,16 +123,17 @@ fn blockPixels(comptime chunks: u32) u32 {
     return @min(8, 16 / chunks);
 }
 
-fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, first: u32) void {
+fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
     const pixels = comptime blockPixels(chunks);
     const out = layer.synaptic;
+    @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(chunks, pixels, layer, source, bias, potentials, first, oy, ox);
+        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(chunks, pixels, layer, source, bias, potentials, first, oy, ox, fused);
         switch (out.w - ox) {
             0 => {},
-            inline 1...pixels - 1 => |rest| pixelBlock(chunks, rest, layer, source, bias, potentials, first, oy, ox),
+            inline 1...pixels - 1 => |rest| pixelBlock(chunks, rest, layer, source, bias, potentials, first, oy, ox, fused),
             else => unreachable,
         }
     }
@@ -146,6 +151,7 @@ inline fn pixelBlock(
     first: u32,
     oy: u32,
     ox: u32,
+    fused: ?*neuron.Fused,
 ) void {
     const lanes = vector.lanes;
     const channels_padded = layer.input.channelsPadded();
@@ -172,8 +178,5 @@ inline fn pixelBlock(
             }
         }
     }
-    inline for (0..pixels) |p| {
-        const out_row = potentials[(@as(usize, oy) * layer.synaptic.w + ox + p) * channels_padded ..][0..channels_padded];
-        inline for (0..chunks) |k| vector.storeVector(out_row, (first + k) * lanes, acc[p][k]);
-    }
+    conv2d_dense.storeBlock(chunks, pixels, &acc, potentials, (@as(usize, oy) * layer.synaptic.w + ox) * channels_padded, channels_padded, first, fused);
 }

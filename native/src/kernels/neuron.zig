@@ -36,6 +36,29 @@ pub fn run(layer: *const model.Layer, potentials: []const i32, state: []i32, act
 
 const Form = enum { relu, relu_float, integrate_fire, leaky_integrate_fire };
 
+/// A relu stage run inside the synaptic kernel (engine.zig offers it to layers without pooling
+/// whose potentials nobody else reads): the kernel hands each finished vector of potentials to
+/// `store` instead of writing it to the potentials buffer, saving that buffer's store and reload.
+/// A kernel that cannot (conv2d's scatter) leaves `done` false and the stage runs as usual.
+pub const Fused = struct {
+    layer: *const model.Layer,
+    activations: []u8, // u8 (OH, OW, C_p)
+    done: bool = false,
+
+    /// Whether a layer's relu may run fused (the f32 form: the common case; others run apart).
+    pub fn eligible(layer: *const model.Layer) bool {
+        return layer.neuron == .relu and layer.pool == .none and layer.relu_scale.len != 0;
+    }
+
+    /// Activations [offset, offset + lanes) (channels [channel, channel + lanes) of a pixel) from
+    /// their potentials. (The caller counts the events afterwards, on 64-byte vectors: a counter
+    /// kept here would chain every store through memory.)
+    pub inline fn store(fused: *const Fused, offset: usize, channel: usize, potential: VecI32) void {
+        const target: *align(1) VecU8 = @ptrCast(fused.activations[offset..][0..vector.lanes]);
+        target.* = reluFloat(fused.layer, potential, channel);
+    }
+};
+
 fn fire(comptime form: Form, layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
     const channels_padded = layer.output.channelsPadded();
     std.debug.assert(potentials.len == activations.len);

@@ -17,7 +17,7 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, mid: []i32
     const pixels = layer.synaptic.pixels();
     std.debug.assert(mid.len == pixels * cin_padded);
     std.debug.assert(potentials.len == pixels * cout_padded);
-    var synaptic_ops = depthwise2d.accumulateBest(layer, input, frame, &.{}, mid);
+    var synaptic_ops = depthwise2d.accumulateBest(layer, input, frame, &.{}, mid, null);
     requantizeMid(layer, mid);
     vector.fillRows(potentials, layer.bias);
     var pixel: usize = 0;
