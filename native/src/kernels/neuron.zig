@@ -137,14 +137,26 @@ pub const FloatRelu = struct { ceiling: i32, scale: f32 };
 pub fn floatRelu(multiplier: i32, shift: i32, output_max: u32) ?FloatRelu {
     if (multiplier == 0) return .{ .ceiling = 0, .scale = 0 }; // always 0 (padding channels too)
     const ceiling = smallestReaching(multiplier, shift, output_max) orelse return null;
-    const scale: f32 = @as(f32, @floatFromInt(multiplier)) * std.math.pow(f32, 2.0, -@as(f32, @floatFromInt(shift)));
-    if (floatOutput(ceiling, scale) != output_max) return null;
+    const nearest: f32 = @as(f32, @floatFromInt(multiplier)) * std.math.pow(f32, 2.0, -@as(f32, @floatFromInt(shift)));
+    // m / 2^s rounded to f32, or a neighbour of it when a step lies within rounding of a tie: the
+    // check below proves whichever scale it accepts
+    var scale = nearest;
+    for (0..5) |attempt| {
+        if (attempt > 0) scale = if (attempt % 2 == 1) std.math.nextAfter(f32, nearest, std.math.inf(f32)) else std.math.nextAfter(f32, nearest, 0);
+        if (attempt > 2) scale = std.math.nextAfter(f32, scale, if (attempt % 2 == 1) std.math.inf(f32) else 0);
+        if (agreesOnEveryStep(multiplier, shift, output_max, ceiling, scale)) return .{ .ceiling = ceiling, .scale = scale };
+    }
+    return null;
+}
+
+fn agreesOnEveryStep(multiplier: i32, shift: i32, output_max: u32, ceiling: i32, scale: f32) bool {
+    if (floatOutput(ceiling, scale) != output_max) return false;
     var level: u32 = 1;
     while (level <= output_max) : (level += 1) {
         const step = smallestReaching(multiplier, shift, level).?; // <= ceiling
-        if (floatOutput(step - 1, scale) >= level or floatOutput(step, scale) < level) return null;
+        if (floatOutput(step - 1, scale) >= level or floatOutput(step, scale) < level) return false;
     }
-    return .{ .ceiling = ceiling, .scale = scale };
+    return true;
 }
 
 /// The smallest potential in [1, 2^24) whose requantization reaches `level`, or null.
