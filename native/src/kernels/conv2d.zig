@@ -33,32 +33,40 @@ pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, pote
             return input_events * reach * layer.synaptic.c;
         }
     }
+    // Above half the values non-zero the scatter cannot win whatever their layout: no lists.
+    if (2 * input_events > layer.input.values()) {
+        conv2d_dense.run(layer, input, frame, potentials, fused);
+        return synapticOps(layer, input);
+    }
     const counts = conv2d_sparse.count(layer, input);
     if (scatterIsCheaper(layer, counts)) {
-        _ = conv2d_sparse.compact(layer, input, conv2d_sparse.split(layer, quads_buffer).lists);
-        scatter(layer, quads_buffer, potentials);
+        const parts = conv2d_sparse.split(layer, quads_buffer);
+        _ = conv2d_sparse.compact(layer, input, parts);
+        scatter(layer, parts, parts.active[0..@intCast(counts.active_pixels)], potentials);
     } else {
         conv2d_dense.run(layer, input, frame, potentials, fused);
     }
     return counts.synaptic_ops;
 }
 
-/// Per active input pixel the scatter loads and stores the potentials of every tap it reaches and
-/// adds a dot product per listed quad (pixels grouped by quad count: no mispredicted jump each);
-/// the dense kernel adds a dot product per quad of every pixel. Weights measured on AVX-512 (Zen 4).
+/// Per active input pixel and tap the scatter loads and stores a row of potentials and adds a dot
+/// product per listed quad and output-channel vector, one after the other on that row (a chain of
+/// dependent steps); the dense kernel adds a dot product per quad, tap and vector of every pixel,
+/// about twice as fast per dot (independent sums in registers). Weights fitted to the sparsity
+/// sweep of benchmarks/engine.py on AVX-512 VNNI (Zen 5).
 fn scatterIsCheaper(layer: *const model.Layer, counts: conv2d_sparse.Counts) bool {
     const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
+    const chunks: u64 = layer.synaptic.channelsPadded() / lanes;
     const all_quads = layer.input.pixels() * layer.input.channelQuads();
-    const scatter_cost = taps * (10 * counts.nonzero_quads + 20 * counts.active_pixels) + 30 * counts.active_pixels;
-    const dense_cost = taps * 10 * all_quads;
+    const scatter_cost = taps * chunks * (2 * counts.nonzero_quads + 8 * counts.active_pixels);
+    const dense_cost = taps * chunks * all_quads;
     return scatter_cost < dense_cost;
 }
 
 /// Every active input pixel adds its listed quads' dot products to every (output pixel, tap) it
 /// reaches. Pixels run grouped by quad count, each group with a kernel unrolled for its count.
-fn scatter(layer: *const model.Layer, buffer: []model.Quad, potentials: []i32) void {
-    const parts = conv2d_sparse.split(layer, buffer);
-    const ends = conv2d_sparse.orderByCount(layer, parts.lists, parts.order);
+fn scatter(layer: *const model.Layer, parts: conv2d_sparse.Parts, active: []const model.Quad, potentials: []i32) void {
+    const ends = conv2d_sparse.orderByCount(layer, parts.lists, active, parts.order);
     const entries = conv2d_sparse.pixelEntries(layer);
     @setEvalBranchQuota(10_000); // the inline loops below instantiate chunks x count pixel kernels
     vector.fillRows(potentials, layer.bias);

@@ -16,31 +16,39 @@ pub fn pixelEntries(layer: *const model.Layer) usize {
     return layer.input.channelsPadded() / limits.quad_channels + 1;
 }
 
-/// Quad entries the lists of the whole input need, and after them the order of the active pixels
-/// (one entry each, `orderByCount`) (planner.zig).
+/// Quad entries the lists of the whole input need, and after them the active pixels in row order
+/// and in the order the scatter takes them (one entry each, `compact`, `orderByCount`) (planner.zig).
 pub fn entriesMax(layer: *const model.Layer) u64 {
-    return layer.input.pixels() * (pixelEntries(layer) + 1);
+    return layer.input.pixels() * (pixelEntries(layer) + 2);
 }
 
-/// The pixels' lists, and the room for their order, in a buffer of entriesMax entries.
-pub fn split(layer: *const model.Layer, buffer: []Quad) struct { lists: []Quad, order: []Quad } {
-    const lists_len: usize = @intCast(layer.input.pixels() * pixelEntries(layer));
-    return .{ .lists = buffer[0..lists_len], .order = buffer[lists_len..][0..@intCast(layer.input.pixels())] };
+pub const Parts = struct { lists: []Quad, active: []Quad, order: []Quad };
+
+/// The pixels' lists, and the room for the active pixels (row order, then scatter order), in a
+/// buffer of entriesMax entries.
+pub fn split(layer: *const model.Layer, buffer: []Quad) Parts {
+    const pixels: usize = @intCast(layer.input.pixels());
+    const lists_len = pixels * pixelEntries(layer);
+    return .{
+        .lists = buffer[0..lists_len],
+        .active = buffer[lists_len..][0..pixels],
+        .order = buffer[lists_len + pixels ..][0..pixels],
+    };
 }
 
 /// Buckets of pixels by quad count: 1 .. counted_max, and one for more.
 pub const counted_max = 8;
 pub const bucket_count = counted_max + 2; // bucket 0 (inactive pixels) stays empty
 
-/// Write the active pixels into `order` (index = row, values = column) grouped by their quad count
-/// (bucket counted_max + 1: more quads), so that a kernel specialized per count runs a whole group
-/// without a mispredicted jump per pixel. Returns where each bucket ends in `order`.
-pub fn orderByCount(layer: *const model.Layer, lists: []const Quad, order: []Quad) [bucket_count]usize {
+/// Write the active pixels (`active`, from `compact`: index = row, values = column) into `order`
+/// grouped by their quad count (bucket counted_max + 1: more quads), so that a kernel specialized
+/// per count runs a whole group without a mispredicted jump per pixel. Returns where each bucket
+/// ends in `order`.
+pub fn orderByCount(layer: *const model.Layer, lists: []const Quad, active: []const Quad, order: []Quad) [bucket_count]usize {
     const in = layer.input;
     const entries = pixelEntries(layer);
     var sizes: [bucket_count]usize = @splat(0);
-    var pixel: usize = 0;
-    while (pixel < in.pixels()) : (pixel += 1) sizes[bucketOf(lists[pixel * entries].index)] += 1;
+    for (active) |pixel| sizes[bucketOf(lists[(@as(usize, pixel.index) * in.w + pixel.values) * entries].index)] += 1;
     var ends: [bucket_count]usize = undefined;
     var next: [bucket_count]usize = undefined;
     var total: usize = 0;
@@ -49,15 +57,10 @@ pub fn orderByCount(layer: *const model.Layer, lists: []const Quad, order: []Qua
         if (bucket != 0) total += sizes[bucket];
         ends[bucket] = total;
     }
-    var iy: u32 = 0;
-    while (iy < in.h) : (iy += 1) {
-        var ix: u32 = 0;
-        while (ix < in.w) : (ix += 1) {
-            const bucket = bucketOf(lists[(@as(usize, iy) * in.w + ix) * entries].index);
-            if (bucket == 0) continue;
-            order[next[bucket]] = .{ .index = iy, .values = ix };
-            next[bucket] += 1;
-        }
+    for (active) |pixel| {
+        const bucket = bucketOf(lists[(@as(usize, pixel.index) * in.w + pixel.values) * entries].index);
+        order[next[bucket]] = pixel;
+        next[bucket] += 1;
     }
     return ends;
 }
@@ -69,8 +72,8 @@ fn bucketOf(quads: u32) usize {
 /// What `compact` found: the non-zero quads and the synaptic operations of the input.
 pub const Counts = struct { nonzero_quads: u64, active_pixels: u64, synaptic_ops: u64 };
 
-/// What `compact` returns, without writing the lists: enough to choose the kernel before paying
-/// for the lists the dense kernel does not read.
+/// What `compact` finds, without writing the lists: enough to choose the kernel (and the dense
+/// kernel's synaptic operations) before paying for the lists the dense kernel does not read.
 pub fn count(layer: *const model.Layer, input: []const u8) Counts {
     const in = layer.input;
     const cin_padded = in.channelsPadded();
@@ -101,28 +104,33 @@ pub fn count(layer: *const model.Layer, input: []const u8) Counts {
     return counts;
 }
 
-/// List every input pixel's non-zero quads in `lists` (entriesMax entries) and count the synaptic
-/// operations (docs/semantics.md): each non-zero value times the (output pixel, tap) pairs it reaches, times Cout.
-pub fn compact(layer: *const model.Layer, input: []const u8, lists: []Quad) Counts {
+/// In one pass over the input: list every active pixel's non-zero quads in `parts.lists` (a header,
+/// index = quads listed, values = events, then the quads), the active pixels in row order in
+/// `parts.active`, and count the synaptic operations (docs/semantics.md): each non-zero value times
+/// the (output pixel, tap) pairs it reaches, times Cout. A pixel without events costs one vector
+/// test; its list is neither written nor read.
+pub fn compact(layer: *const model.Layer, input: []const u8, parts: Parts) Counts {
     const in = layer.input;
     const cin_padded = in.channelsPadded();
     const entries = pixelEntries(layer);
     const quad_count = in.channelQuads();
-    std.debug.assert(lists.len == in.pixels() * entries);
     var nonzero_quads: u64 = 0;
     var reach_events: u64 = 0;
-    var active_pixels: u64 = 0;
+    var active_pixels: usize = 0;
     var iy: u32 = 0;
     while (iy < in.h) : (iy += 1) {
         const rows = layer.row_taps[iy];
         var ix: u32 = 0;
         while (ix < in.w) : (ix += 1) {
             const pixel_index = @as(usize, iy) * in.w + ix;
-            const list = lists[pixel_index * entries ..][0..entries];
-            const gathered = vector.gatherPixelQuads(input[pixel_index * cin_padded ..][0..cin_padded], quad_count, list[1..]);
+            const pixel = input[pixel_index * cin_padded ..][0..cin_padded];
+            if (vector.maxU8(pixel) == 0) continue;
+            const list = parts.lists[pixel_index * entries ..][0..entries];
+            const gathered = vector.gatherPixelQuads(pixel, quad_count, list[1..]);
             list[0] = .{ .index = @intCast(gathered.quads.len), .values = @intCast(gathered.events) };
+            parts.active[active_pixels] = .{ .index = iy, .values = ix };
+            active_pixels += 1;
             nonzero_quads += gathered.quads.len;
-            active_pixels += @intFromBool(gathered.quads.len != 0);
             reach_events += gathered.events * rows.count * layer.column_taps[ix].count;
         }
     }
