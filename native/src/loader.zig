@@ -472,6 +472,7 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         .leak_shift = r.leak_shift,
         .weights = &.{},
         .pointwise = &.{},
+        .depthwise_groups = &.{},
         .bias = &.{},
         .out_multiplier = &.{},
         .out_shift = &.{},
@@ -841,6 +842,7 @@ fn parameterBytes(layer: *const Layer, has_weights: bool) u64 {
     var total: u64 = 0;
     for (sizes) |bytes| total += limits.alignUp(bytes, limits.buffer_alignment);
     if (layer.neuron == .relu) total += 2 * limits.alignUp(@as(u64, layer.synaptic.channelsPadded()) * 4, limits.buffer_alignment);
+    if (layer.kind == .depthwise2d or layer.kind == .separable2d) total += limits.alignUp(depthwiseGroupBytes(layer), limits.buffer_alignment);
     if (isSpatial(layer.kind)) {
         total += limits.alignUp(@as(u64, layer.input.h) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
         total += limits.alignUp(@as(u64, layer.input.w) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
@@ -993,6 +995,29 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     layer.mid_shift = copyVector(check, .mid_shift, sizes, layer.input.c, bump);
     layer.input_multipliers = copyVector(check, .input_multipliers, sizes, layer.synaptic.c, bump);
     if (layer.neuron == .relu) fillFloatRelu(layer, bump);
+    if (layer.isDepthwise()) fillDepthwiseGroups(layer, bump);
+}
+
+fn depthwiseGroupBytes(layer: *const Layer) u64 {
+    return @as(u64, layer.kernel_h) * layer.kernel_w * layer.depthwiseGroupCount() * 4 * model_zig.depthwise_group_channels;
+}
+
+/// The depthwise weights in the group layout (model.Layer.depthwise_groups), from their i32 form.
+fn fillDepthwiseGroups(layer: *Layer, bump: *Bump) void {
+    const groups = bump.take(i8, depthwiseGroupBytes(layer));
+    @memset(groups, 0);
+    const weights = layer.depthwiseWeights();
+    const channels_padded: usize = layer.input.channelsPadded();
+    const group_channels = model_zig.depthwise_group_channels;
+    const group_count: usize = layer.depthwiseGroupCount();
+    const taps = @as(usize, layer.kernel_h) * layer.kernel_w;
+    for (0..taps) |tap| for (0..group_count) |group| for (0..group_channels) |channel_in_group| {
+        const lane = channel_in_group / 4;
+        const k = channel_in_group % 4;
+        const vector_start = ((tap * group_count + group) * 4 + k) * group_channels;
+        groups[vector_start + 4 * lane + k] = @intCast(weights[tap * channels_padded + group * group_channels + channel_in_group]);
+    };
+    layer.depthwise_groups = groups;
 }
 
 /// The f32 form of a relu layer's requantization, when it is exact on every channel (padding

@@ -97,6 +97,11 @@ pub const Layer = struct {
     // depthwise / separable (KH, KW, Cin_p)
     weights: []const i8,
     pointwise: []const i8, // separable (Cin, Cout_p)
+    /// depthwise stages: the weights again as (taps, C_p / 64, 4, 64) i8, for each tap and group of
+    /// 64 channels four vectors, vector k holding w[64g + 4c + k] in byte k of dword lane c (its
+    /// other bytes 0): one vpdpbusd of vector k with the group's 64 input bytes as they lie adds
+    /// channel 4c + k's product into lane c (kernels/depthwise2d.zig, no widening of the inputs).
+    depthwise_groups: []const i8,
     bias: []const i32, // (Cout_p)
     out_multiplier: []const i32, // relu (Cout_p)
     out_shift: []const i32, // relu (Cout_p)
@@ -202,6 +207,11 @@ pub const Layer = struct {
         return words[0 .. layer.weights.len / @sizeOf(i32)];
     }
 
+    /// Whole groups of 64 channels of a depthwise stage (depthwise_groups).
+    pub fn depthwiseGroupCount(layer: *const Layer) u32 {
+        return layer.input.channelsPadded() / depthwise_group_channels;
+    }
+
     pub fn readsOnlyModelInput(layer: *const Layer) bool {
         for (layer.inputs[0..layer.input_count]) |producer| {
             if (producer != input_model) return false;
@@ -252,6 +262,9 @@ pub const Model = struct {
 /// Offset of the nibble weight layout (Layer.packsNibbles): a stored nibble is w + 8 (0..15 for 2-
 /// and 4-bit weights); the kernel subtracts 8 x the sum of the input values once (kernels/dense.zig).
 pub const nibble_offset = 8;
+
+/// Channels of one group of the depthwise_groups layout: one 64-byte vector of u8 inputs.
+pub const depthwise_group_channels = 4 * limits.channel_lanes;
 
 pub const model_magic: u32 = 0x4e53_4531; // "1ESN"
 

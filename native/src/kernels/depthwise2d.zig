@@ -100,6 +100,38 @@ fn countEvents(layer: *const model.Layer, input: []const u8) Counts {
     return counts;
 }
 
+/// The four sums of a group read as raw bytes (sum k, lane c: channel 4c + k) as the group's four
+/// channel vectors in order (vector j, lane i: channel 16j + i = 4(4j + i/4) + i%4).
+inline fn channelOrder(sums: [4]vector.VecI32) [4]vector.VecI32 {
+    var ordered: [4]vector.VecI32 = undefined;
+    inline for (0..4) |j| {
+        const low = @shuffle(i32, sums[0], sums[1], pairMask(j)); // channels 4c, 4c+1 for c in 4j..4j+3
+        const high = @shuffle(i32, sums[2], sums[3], pairMask(j)); // channels 4c+2, 4c+3
+        ordered[j] = @shuffle(i32, low, high, quadMask());
+    }
+    return ordered;
+}
+
+fn pairMask(j: usize) [8]i32 {
+    var mask: [8]i32 = undefined;
+    for (0..4) |t| {
+        mask[2 * t] = @intCast(4 * j + t);
+        mask[2 * t + 1] = ~@as(i32, @intCast(4 * j + t));
+    }
+    return mask;
+}
+
+fn quadMask() [16]i32 {
+    var mask: [16]i32 = undefined;
+    for (0..4) |t| {
+        mask[4 * t] = @intCast(2 * t);
+        mask[4 * t + 1] = @intCast(2 * t + 1);
+        mask[4 * t + 2] = ~@as(i32, @intCast(2 * t));
+        mask[4 * t + 3] = ~@as(i32, @intCast(2 * t + 1));
+    }
+    return mask;
+}
+
 /// Output channel vectors one gather block keeps in registers.
 const block_chunks_max = 4;
 
@@ -111,29 +143,35 @@ fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, pote
     while (first < chunks) {
         const count = @min(block_chunks_max, chunks - first);
         switch (count) {
-            inline 1...block_chunks_max => |chunk_count| outputRows(chunk_count, layer, source, bias, potentials, first, fused),
+            block_chunks_max => outputRows(.group, block_chunks_max, layer, source, bias, potentials, first, fused),
+            inline 1...block_chunks_max - 1 => |chunk_count| outputRows(.widened, chunk_count, layer, source, bias, potentials, first, fused),
             else => unreachable,
         }
         first += count;
     }
 }
 
+/// How a block reads its inputs: `group`, a whole group of 64 channels as the raw bytes, with the
+/// weights' group layout (model.Layer.depthwise_groups), four dot products per tap and no widening;
+/// `widened`, each vector of 16 inputs zero-extended to i32 (the channels after the last group).
+const Reading = enum { group, widened };
+
 /// Output pixels of a block with `chunks` channel vectors: 16 running sums at most.
 fn blockPixels(comptime chunks: u32) u32 {
     return @min(8, 16 / chunks);
 }
 
-fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
+fn outputRows(comptime reading: Reading, comptime chunks: u32, layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
     const pixels = comptime blockPixels(chunks);
     const out = layer.synaptic;
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(chunks, pixels, layer, source, bias, potentials, first, oy, ox, fused);
+        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(reading, chunks, pixels, layer, source, bias, potentials, first, oy, ox, fused);
         switch (out.w - ox) {
             0 => {},
-            inline 1...pixels - 1 => |rest| pixelBlock(chunks, rest, layer, source, bias, potentials, first, oy, ox, fused),
+            inline 1...pixels - 1 => |rest| pixelBlock(reading, chunks, rest, layer, source, bias, potentials, first, oy, ox, fused),
             else => unreachable,
         }
     }
@@ -142,6 +180,7 @@ fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u
 /// Output pixels (oy, ox .. ox + pixels), channel vectors first .. first + chunks: every tap's
 /// weight vector is loaded once for the whole block.
 inline fn pixelBlock(
+    comptime reading: Reading,
     comptime chunks: u32,
     comptime pixels: u32,
     layer: *const model.Layer,
@@ -160,22 +199,46 @@ inline fn pixelBlock(
     const weights = layer.depthwiseWeights();
     var acc: [pixels][chunks]vector.VecI32 = undefined;
     inline for (0..pixels) |p| {
-        inline for (0..chunks) |k| acc[p][k] = if (bias.len == 0) @splat(0) else bias[(first + k) * lanes ..][0..lanes].*;
+        inline for (0..chunks) |k| acc[p][k] = if (reading == .group or bias.len == 0) @splat(0) else bias[(first + k) * lanes ..][0..lanes].*;
     }
     var kh: u32 = 0;
     while (kh < layer.kernel_h) : (kh += 1) {
         const row = source[((@as(usize, oy) * layer.stride + kh) * source_width + @as(usize, ox) * layer.stride) * channels_padded ..];
         var kw: u32 = 0;
         while (kw < layer.kernel_w) : (kw += 1) {
-            const tap_weights = weights[(@as(usize, kh) * layer.kernel_w + kw) * channels_padded ..][0..channels_padded];
-            inline for (0..chunks) |k| {
-                const offset = (first + k) * lanes;
-                const weight: vector.VecI32 = tap_weights[offset..][0..lanes].*;
-                inline for (0..pixels) |p| {
-                    const values: vector.VecU8 = row[p * pixel_step + kw * channels_padded + offset ..][0..lanes].*;
-                    acc[p][k] = vector.multiplyAddWide(acc[p][k], values, weight);
-                }
+            const tap = @as(usize, kh) * layer.kernel_w + kw;
+            switch (reading) {
+                .group => {
+                    const Bytes = @Vector(4 * lanes, u8);
+                    const group_weights = layer.depthwise_groups[((tap * layer.depthwiseGroupCount()) + first / 4) * 4 * 4 * lanes ..][0 .. 4 * 4 * lanes];
+                    var weight: [4]@Vector(4 * lanes, i8) = undefined;
+                    inline for (0..4) |k| weight[k] = group_weights[k * 4 * lanes ..][0 .. 4 * lanes].*;
+                    inline for (0..pixels) |p| {
+                        const values: Bytes = row[p * pixel_step + kw * channels_padded + first * lanes ..][0 .. 4 * lanes].*;
+                        inline for (0..4) |k| acc[p][k] = vector.dotBytes(acc[p][k], values, weight[k]);
+                    }
+                },
+                .widened => {
+                    const tap_weights = weights[tap * channels_padded ..][0..channels_padded];
+                    inline for (0..chunks) |k| {
+                        const offset = (first + k) * lanes;
+                        const weight: vector.VecI32 = tap_weights[offset..][0..lanes].*;
+                        inline for (0..pixels) |p| {
+                            const values: vector.VecU8 = row[p * pixel_step + kw * channels_padded + offset ..][0..lanes].*;
+                            acc[p][k] = vector.multiplyAddWide(acc[p][k], values, weight);
+                        }
+                    }
+                },
             }
+        }
+    }
+    if (reading == .group) {
+        // lane c of sum k holds channel 4c + k: back to channel order, then the bias
+        inline for (0..pixels) |p| {
+            acc[p] = channelOrder(acc[p]);
+            if (bias.len != 0) inline for (0..4) |k| {
+                acc[p][k] +%= bias[(first + k) * lanes ..][0..lanes].*;
+            };
         }
     }
     conv2d_dense.storeBlock(chunks, pixels, &acc, potentials, (@as(usize, oy) * layer.synaptic.w + ox) * channels_padded, channels_padded, first, fused);

@@ -57,18 +57,22 @@ pub inline fn dotQuad(acc: VecI32, values: u32, weights: *const [quad_bytes]i8) 
 
 /// dotQuad with the weights already in a vector (unpacked from nibbles, accumulateNibbleQuads).
 pub inline fn dotQuadVector(acc: VecI32, values: u32, weight: @Vector(quad_bytes, i8)) VecI32 {
+    const broadcast: @Vector(lanes, u32) = @splat(values);
+    return dotBytes(acc, @bitCast(broadcast), weight);
+}
+
+/// acc[c] + sum over k < 4 of values[4c + k] * weights[4c + k], exactly (u8 x i8 products summed in
+/// i32): what one vpdpbusd does.
+pub inline fn dotBytes(acc: VecI32, values: @Vector(quad_bytes, u8), weights: @Vector(quad_bytes, i8)) VecI32 {
     if (comptime has_vnni512 and lanes == 16) {
-        const broadcast: @Vector(lanes, u32) = @splat(values);
         return asm ("vpdpbusd %[w], %[a], %[acc]"
             : [acc] "=v" (-> VecI32),
             : [acc_in] "0" (acc),
-              [a] "v" (broadcast),
-              [w] "v" (weight),
+              [a] "v" (values),
+              [w] "v" (weights),
         );
     }
-    const bytes: @Vector(limits.quad_channels, u8) = @bitCast(values);
-    const repeated: @Vector(quad_bytes, u8) = @shuffle(u8, bytes, undefined, repeat_pattern);
-    const product: @Vector(quad_bytes, i16) = @as(@Vector(quad_bytes, i16), weight) *% @as(@Vector(quad_bytes, i16), repeated);
+    const product: @Vector(quad_bytes, i16) = @as(@Vector(quad_bytes, i16), weights) *% @as(@Vector(quad_bytes, i16), values);
     var sum = acc;
     inline for (0..limits.quad_channels) |k| {
         const part: @Vector(lanes, i16) = @shuffle(i16, product, undefined, every_fourth[k]);
@@ -111,18 +115,11 @@ pub inline fn multiplyAddWide(acc: VecI32, values: VecU8, weights: VecI32) VecI3
     return acc +% @as(VecI32, values) *% weights; // exact: |w| <= 128, v <= 255
 }
 
-const repeat_pattern = repeatPattern();
 const every_fourth = blk: {
     var patterns: [limits.quad_channels][lanes]i32 = undefined;
     for (&patterns, 0..) |*pattern, k| pattern.* = everyFourth(k);
     break :blk patterns;
 };
-
-fn repeatPattern() [quad_bytes]i32 {
-    var pattern: [quad_bytes]i32 = undefined;
-    for (&pattern, 0..) |*p, i| p.* = @intCast(i % limits.quad_channels);
-    return pattern;
-}
 
 fn everyFourth(k: usize) [lanes]i32 {
     var pattern: [lanes]i32 = undefined;
