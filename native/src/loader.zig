@@ -842,7 +842,7 @@ fn parameterBytes(layer: *const Layer, has_weights: bool) u64 {
     var total: u64 = 0;
     for (sizes) |bytes| total += limits.alignUp(bytes, limits.buffer_alignment);
     if (layer.neuron == .relu) total += 2 * limits.alignUp(@as(u64, layer.synaptic.channelsPadded()) * 4, limits.buffer_alignment);
-    if (layer.kind == .depthwise2d or layer.kind == .separable2d) total += limits.alignUp(depthwiseGroupBytes(layer), limits.buffer_alignment);
+    if (usesDepthwiseGroups(layer)) total += limits.alignUp(depthwiseGroupBytes(layer), limits.buffer_alignment);
     if (isSpatial(layer.kind)) {
         total += limits.alignUp(@as(u64, layer.input.h) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
         total += limits.alignUp(@as(u64, layer.input.w) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
@@ -995,7 +995,12 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     layer.mid_shift = copyVector(check, .mid_shift, sizes, layer.input.c, bump);
     layer.input_multipliers = copyVector(check, .input_multipliers, sizes, layer.synaptic.c, bump);
     if (layer.neuron == .relu) fillFloatRelu(layer, bump);
-    if (layer.isDepthwise()) fillDepthwiseGroups(layer, bump);
+    if (usesDepthwiseGroups(layer)) fillDepthwiseGroups(layer, bump);
+}
+
+/// The group layout serves the VNNI depthwise kernel only (kernels/depthwise2d.zig).
+fn usesDepthwiseGroups(layer: *const Layer) bool {
+    return vector.has_vnni512 and (layer.kind == .depthwise2d or layer.kind == .separable2d);
 }
 
 fn depthwiseGroupBytes(layer: *const Layer) u64 {

@@ -70,7 +70,9 @@ fn scatter(layer: *const model.Layer, parts: conv2d_sparse.Parts, active: []cons
     const entries = conv2d_sparse.pixelEntries(layer);
     @setEvalBranchQuota(10_000); // the inline loops below instantiate chunks x count pixel kernels
     vector.fillRows(potentials, layer.bias);
-    switch (layer.synaptic.channelsPadded() / lanes) {
+    // a kernel per (vectors, quad count) pair only where registers hold it (kernels/vector.zig)
+    const specialized: usize = if (vector.wide_register_blocks) layer.synaptic.channelsPadded() / lanes else 0;
+    switch (specialized) {
         inline 1...4 => |chunks| {
             var start = ends[0];
             inline for (1..conv2d_sparse.bucket_count) |bucket| {

@@ -21,12 +21,6 @@ const quad_bytes = vector.quad_bytes;
 /// Output-channel vectors one block keeps in registers.
 const block_chunks_max = 4;
 
-/// Output pixels of a block with `chunks` channel vectors: 16 running sums at most (of the 32
-/// vector registers; the rest hold weights and broadcast inputs).
-fn blockPixels(comptime chunks: u32) u32 {
-    return @min(8, 16 / chunks);
-}
-
 /// input: u8 (H, W, Cin_p); frame: the layer's padded-input scratch (empty when it reads its input
 /// directly); potentials: i32 (OH, OW, Cout_p).
 /// fused: when given, relu runs on the finished sums and writes activations, not potentials.
@@ -51,18 +45,18 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
 /// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of
 /// pixels along each output row at a time (a narrower block for the row's last pixels).
 fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
-    const pixels = comptime blockPixels(chunks);
+    const pixels = comptime vector.blockPixels(chunks);
     const out = layer.synaptic;
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
         while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(chunks, pixels, layer, source, potentials, first, oy, ox, fused);
-        switch (out.w - ox) {
+        if (comptime pixels > 1) switch (out.w - ox) {
             0 => {},
             inline 1...pixels - 1 => |rest| pixelBlock(chunks, rest, layer, source, potentials, first, oy, ox, fused),
             else => unreachable,
-        }
+        };
     }
 }
 

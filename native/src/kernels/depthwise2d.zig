@@ -143,7 +143,10 @@ fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, pote
     while (first < chunks) {
         const count = @min(block_chunks_max, chunks - first);
         switch (count) {
-            block_chunks_max => outputRows(.group, block_chunks_max, layer, source, bias, potentials, first, fused),
+            block_chunks_max => if (comptime vector.has_vnni512)
+                outputRows(.group, block_chunks_max, layer, source, bias, potentials, first, fused)
+            else
+                outputRows(.widened, block_chunks_max, layer, source, bias, potentials, first, fused),
             inline 1...block_chunks_max - 1 => |chunk_count| outputRows(.widened, chunk_count, layer, source, bias, potentials, first, fused),
             else => unreachable,
         }
@@ -151,29 +154,25 @@ fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, pote
     }
 }
 
-/// How a block reads its inputs: `group`, a whole group of 64 channels as the raw bytes, with the
-/// weights' group layout (model.Layer.depthwise_groups), four dot products per tap and no widening;
-/// `widened`, each vector of 16 inputs zero-extended to i32 (the channels after the last group).
+/// How a block reads its inputs: `group` (with VNNI), a whole group of 64 channels as the raw bytes,
+/// with the weights' group layout (model.Layer.depthwise_groups), four dot products per tap and no
+/// widening; `widened`, each vector of 16 inputs zero-extended to i32 (the channels after the last
+/// group, and every channel without VNNI).
 const Reading = enum { group, widened };
 
-/// Output pixels of a block with `chunks` channel vectors: 16 running sums at most.
-fn blockPixels(comptime chunks: u32) u32 {
-    return @min(8, 16 / chunks);
-}
-
 fn outputRows(comptime reading: Reading, comptime chunks: u32, layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
-    const pixels = comptime blockPixels(chunks);
+    const pixels = comptime vector.blockPixels(chunks);
     const out = layer.synaptic;
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
         while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(reading, chunks, pixels, layer, source, bias, potentials, first, oy, ox, fused);
-        switch (out.w - ox) {
+        if (comptime pixels > 1) switch (out.w - ox) {
             0 => {},
             inline 1...pixels - 1 => |rest| pixelBlock(reading, chunks, rest, layer, source, bias, potentials, first, oy, ox, fused),
             else => unreachable,
-        }
+        };
     }
 }
 

@@ -47,7 +47,20 @@ pub const has_vnni512 = builtin.cpu.arch == .x86_64 and
     std.Target.x86.featureSetHas(builtin.cpu.features, .avx512vnni) and
     std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
 
-pub const quad_bytes = lanes * limits.quad_channels; // weights of one chunk of output channels for one quad
+pub const quad_bytes = lanes * limits.quad_channels;
+
+/// Whether the kernels keep large blocks of running sums in registers, instantiating a kernel per
+/// block shape: on x86-64 with AVX-512 (32 registers of 16 lanes each). Elsewhere (NEON, a
+/// Cortex-M without vector registers) one 16-lane vector already spans several registers or none,
+/// and every block shape is more code: blocks of one pixel and at most 4 vectors there.
+pub const wide_register_blocks = builtin.cpu.arch == .x86_64 and
+    std.Target.x86.featureSetHas(builtin.cpu.features, .avx512f);
+
+/// Output pixels of a block of `chunks` channel vectors (conv2d_dense.zig, depthwise2d.zig): 16
+/// running sums at most, the rest of the registers hold weights and inputs.
+pub fn blockPixels(comptime chunks: u32) u32 {
+    return if (wide_register_blocks) @min(8, 16 / chunks) else 1;
+} // weights of one chunk of output channels for one quad
 
 /// acc[c] + sum over k < 4 of values.byte[k] * weights[c * 4 + k], exactly (u8 x i8 products summed
 /// in i32, as vpdpbusd does).
@@ -147,9 +160,9 @@ pub fn accumulateQuads(row: []i32, weights: []const i8, quads: []const Quad) voi
     }
 }
 
-/// Row vectors a block keeps in registers: 16 of the 32 (one quad's weights for them are 1 KiB,
-/// read contiguously).
-const quads_block_chunks = 16;
+/// Row vectors a block keeps in registers: with wide register blocks 16 of the 32 (one quad's
+/// weights for them are 1 KiB, read contiguously).
+const quads_block_chunks = if (wide_register_blocks) 16 else 4;
 
 /// Row vectors [first, first + chunks) of accumulateQuads.
 inline fn accumulateQuadsBlock(comptime chunks: usize, row: []i32, weights: []const i8, quads: []const Quad, first: usize) void {
