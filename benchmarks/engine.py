@@ -717,6 +717,10 @@ def markdown(report: dict) -> str:
     lines += ["", "| input sparsity | " + " | ".join(f"{r['sparsity']:.2f}" for r in sweep) + " |",
               "|---|" + "---:|" * len(sweep),
               "| synaptic ops vs 0 % | " + " | ".join(f"{r['values']['ops_vs_dense']:.2f}" for r in sweep) + " |",
+              "| us/sample, zero values independent | "
+              + " | ".join(f"{r['values']['us_per_sample']:.1f}" for r in sweep) + " |",
+              "| us/sample, whole pixels zero | "
+              + " | ".join(f"{r['pixels']['us_per_sample']:.1f}" for r in sweep) + " |",
               "| time vs 0 %, zero values independent | "
               + " | ".join(f"{r['values']['time_vs_dense']:.2f}" for r in sweep) + " |",
               "| time vs 0 %, whole pixels zero | "
@@ -725,6 +729,32 @@ def markdown(report: dict) -> str:
         lines.append(f"- {'PASS' if check['passed'] else 'MISS'}: {check['target']}: "
                      f"{check['measured']:.2f}{check['unit']}")
     return "\n".join(lines) + "\n"
+
+
+def plot_sweep(report: dict, path: Path) -> None:
+    """The sparsity sweep as a figure: time per sample and synaptic ops, relative to 0 % sparsity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = report["sparsity_sweep"]
+    sparsity = [r["sparsity"] for r in sweep]
+    figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    axis.plot(sparsity, [r["values"]["ops_vs_dense"] for r in sweep], "k--", label="synaptic ops (events x fan-out)")
+    axis.plot(sparsity, [r["values"]["time_vs_dense"] for r in sweep], "o-", label="time, zero values independent")
+    axis.plot(sparsity, [r["pixels"]["time_vs_dense"] for r in sweep], "s-", label="time, whole pixels zero")
+    axis.plot([0.9], [SPARSITY_RATIO_TARGET], "r*", markersize=12, label=f"target at 90 %: <= {SPARSITY_RATIO_TARGET}")
+    dense_us = sweep[0]["values"]["us_per_sample"]
+    axis.set(xlabel="input sparsity (fraction of zero values)", ylabel="relative to 0 % sparsity",
+             title=f"conv 3x3, 32 -> 32, 28x28, 4-bit (0 %: {dense_us:.1f} us/sample)", ylim=(0, 1.15))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower left")
+    env = report["environment"]
+    figure.text(0.99, 0.01, f"{env['cpu']}, edgesnn {env['git_commit']}", ha="right", va="bottom", fontsize=6, color="gray")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
 
 
 def environment() -> dict:
@@ -764,6 +794,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="few repeats and short training: a smoke run")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every number as JSON to OUT")
     parser.add_argument("--markdown", type=Path, metavar="OUT", help="write the README's tables as Markdown to OUT")
+    parser.add_argument("--plot", type=Path, metavar="PNG",
+                        help="draw the sparsity sweep (time and synaptic ops vs input sparsity) into PNG")
     parser.add_argument("--activity-l1", type=float, default=0.0, metavar="L",
                         help="train with L x mean ReLU output added to the loss: sparser activations (default 0)")
     parser.add_argument("--models", default="mnist,dscnn", help="comma-separated subset of mnist,dscnn")
@@ -816,6 +848,9 @@ def main(argv=None) -> int:
     print(f"\n{env['cpu']}, {env['cpus']} cpus, load average at start {env['load_average_at_start']:.2f}; "
           f"onnxruntime {env['onnxruntime']}; edgesnn {env['git_commit']} ({env['native_library']}); "
           f"total {report['elapsed_s']:.0f} s")
+    if args.plot:
+        plot_sweep(report, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
     if args.markdown:
         args.markdown.write_text(markdown(report))
         print(f"wrote {args.markdown}", file=sys.stderr)
