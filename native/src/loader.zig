@@ -1057,24 +1057,20 @@ fn unpackMatrix(comptime T: type, data: []const u8, bits: u32, columns: u64, col
 /// Unpack conv (KH*KW, Cin, Cout) or dense (H*W, Cin, Cout) weights into the quad layout
 /// (outer, Cin_q, Cout_p, 4): out[((o * Cin_q + ci / 4) * Cout_p + co) * 4 + ci % 4] = W[o, ci, co].
 fn unpackQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out: []i8) void {
-    const cin: u64 = layer.input.c;
-    const cout: u64 = layer.synaptic.c;
-    const cout_padded: u64 = layer.synaptic.channelsPadded();
     const quads: u64 = layer.input.channelQuads();
-    const outer = out.len / (quads * limits.quad_channels * cout_padded);
-    std.debug.assert(outer * cin * cout == slotCount(layer, .weights));
+    const cout_padded: u64 = layer.synaptic.channelsPadded();
     @memset(out, 0);
-    var o: u64 = 0;
-    while (o < outer) : (o += 1) {
-        var ci: u64 = 0;
-        while (ci < cin) : (ci += 1) {
-            var co: u64 = 0;
-            while (co < cout) : (co += 1) {
-                const target = ((o * quads + ci / limits.quad_channels) * cout_padded + co) * limits.quad_channels + ci % limits.quad_channels;
-                out[limits.usizeFrom(target)] = packedWeight(data, bits, (o * cin + ci) * cout + co);
-            }
+    const Quads = struct {
+        out: []i8,
+        quads: u64,
+        cout_padded: u64,
+        fn put(q: @This(), o: u64, ci: u64, co: u64, weight: i8) void {
+            const target = ((o * q.quads + ci / limits.quad_channels) * q.cout_padded + co) * limits.quad_channels + ci % limits.quad_channels;
+            q.out[limits.usizeFrom(target)] = weight;
         }
-    }
+    };
+    const outer = out.len / (quads * limits.quad_channels * cout_padded);
+    forEachWeight(data, bits, layer, outer, Quads{ .out = out, .quads = quads, .cout_padded = cout_padded });
 }
 
 /// Unpack dense (H*W, Cin, Cout) weights of at most 4 bits into the quad layout with two channel
@@ -1082,29 +1078,42 @@ fn unpackQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out: []i8)
 /// bytes of channel vector 2p and in their high nibbles those of vector 2p + 1, each as w + 8.
 fn unpackNibbleQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out_signed: []i8) void {
     const out: []u8 = @ptrCast(out_signed);
+    const lanes: u64 = limits.channel_lanes;
+    const Nibbles = struct {
+        out: []u8,
+        quads: u64,
+        pairs: u64,
+        fn put(n: @This(), o: u64, ci: u64, co: u64, weight: i8) void {
+            const vector_index = co / limits.channel_lanes;
+            const target = ((o * n.quads + ci / limits.quad_channels) * n.pairs + vector_index / 2) * pair_bytes +
+                (co % limits.channel_lanes) * limits.quad_channels + ci % limits.quad_channels;
+            const stored: u8 = @intCast(@as(i32, weight) + model_zig.nibble_offset);
+            const shift: u3 = if (vector_index % 2 == 0) 0 else 4;
+            const keep: u8 = if (shift == 0) 0xf0 else 0x0f;
+            n.out[limits.usizeFrom(target)] = (n.out[limits.usizeFrom(target)] & keep) | (stored << shift);
+        }
+        const pair_bytes = limits.channel_lanes * limits.quad_channels; // 64: one vector of quad bytes
+    };
+    const quads: u64 = layer.input.channelQuads();
+    const pairs: u64 = layer.nibbleChannels() / (2 * lanes);
+    @memset(out, model_zig.nibble_offset * 0x11); // every weight 0, padding channels too
+    const outer = out.len / (quads * pairs * Nibbles.pair_bytes);
+    std.debug.assert(outer == layer.input.pixels());
+    forEachWeight(data, bits, layer, outer, Nibbles{ .out = out, .quads = quads, .pairs = pairs });
+}
+
+/// layout.put(o, ci, co, W[o, ci, co]) for every weight of a conv (o = tap) or dense (o = input
+/// pixel) layer's packed (outer, Cin, Cout) tensor.
+fn forEachWeight(data: []const u8, bits: u32, layer: *const Layer, outer: u64, layout: anytype) void {
     const cin: u64 = layer.input.c;
     const cout: u64 = layer.synaptic.c;
-    const quads: u64 = layer.input.channelQuads();
-    const lanes: u64 = limits.channel_lanes;
-    const pair_bytes = 2 * lanes * limits.quad_channels / 2; // 64: one vector of quad bytes
-    const pairs: u64 = layer.nibbleChannels() / (2 * lanes);
-    const outer = out.len / (quads * pairs * pair_bytes);
-    std.debug.assert(outer == layer.input.pixels() and outer * cin * cout == slotCount(layer, .weights));
-    @memset(out, model_zig.nibble_offset * 0x11); // every weight 0, padding channels too
+    std.debug.assert(outer * cin * cout == slotCount(layer, .weights));
     var o: u64 = 0;
     while (o < outer) : (o += 1) {
         var ci: u64 = 0;
         while (ci < cin) : (ci += 1) {
             var co: u64 = 0;
-            while (co < cout) : (co += 1) {
-                const vector_index = co / lanes;
-                const target = ((o * quads + ci / limits.quad_channels) * pairs + vector_index / 2) * pair_bytes +
-                    (co % lanes) * limits.quad_channels + ci % limits.quad_channels;
-                const stored: u8 = @intCast(@as(i32, packedWeight(data, bits, (o * cin + ci) * cout + co)) + model_zig.nibble_offset);
-                const shift: u3 = if (vector_index % 2 == 0) 0 else 4;
-                const keep: u8 = if (shift == 0) 0xf0 else 0x0f;
-                out[limits.usizeFrom(target)] = (out[limits.usizeFrom(target)] & keep) | (stored << shift);
-            }
+            while (co < cout) : (co += 1) layout.put(o, ci, co, packedWeight(data, bits, (o * cin + ci) * cout + co));
         }
     }
 }
