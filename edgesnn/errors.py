@@ -29,6 +29,18 @@ class ModelError(EdgesnnError, ValueError):
     """A Model (built by hand, imported or loaded) is inconsistent: shapes, bit widths, ranges, overflow."""
 
 
+class GraphError(ModelError):
+    """A float Graph is inconsistent, or a source model cannot be expressed as one
+    (unsupported op or layer, malformed file, padding the integer layers cannot represent)."""
+
+
+class UnknownNameError(EdgesnnError, KeyError):
+    """No plugin registered an importer, frontend or device of this name."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 class PluginError(EdgesnnError):
     """A plugin failed to register: duplicate name, bad hook signature, or an exception while registering."""
 

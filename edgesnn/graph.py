@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .errors import ModelError
+from .errors import GraphError  # edgesnn.graph.GraphError stays importable
 from .layers import same_padding
 
 OPS = {
@@ -74,11 +74,6 @@ OPS = {
 SYNAPTIC_OPS = ("conv2d", "depthwise_conv2d", "separable_conv2d", "dense")
 SPATIAL_OPS = ("conv2d", "depthwise_conv2d", "separable_conv2d", "max_pool", "avg_pool")
 PADDING_MODES = ("same", "valid")
-
-
-class GraphError(ModelError):
-    """A float Graph is inconsistent, or a source model cannot be expressed as one
-    (unsupported op or layer, malformed file, padding the integer layers cannot represent)."""
 
 
 @dataclass(eq=False)

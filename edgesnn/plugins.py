@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple
 import pluggy
 
 from . import hookspecs
-from .errors import EdgesnnError, PluginError
+from .errors import PluginError, UnknownNameError  # noqa: F401 (edgesnn.plugins.UnknownNameError too)
 
 DEFAULT_PLUGINS = ("edgesnn.default_plugin",)
 ENTRY_POINT_GROUP = "edgesnn"
@@ -40,13 +40,6 @@ HOOK_OF_KIND = {
     "device": "edgesnn_register_devices",
 }
 KINDS = tuple(HOOK_OF_KIND)
-
-
-class UnknownNameError(EdgesnnError, KeyError):
-    """No plugin registered an importer, frontend or device of this name."""
-
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0]) if self.args else ""
 
 
 class PluginRow(NamedTuple):
