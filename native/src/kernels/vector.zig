@@ -94,24 +94,6 @@ pub inline fn dotBytes(acc: VecI32, values: @Vector(quad_bytes, u8), weights: @V
     return sum;
 }
 
-/// acc[c] + values[c] * weights[c] for one vector of channels, exactly. With VNNI: one vpdpbusd
-/// whose dwords hold the value (zero-extended) and the weight in their low byte; the upper bytes of
-/// the value dword are zero, so whatever the weight dword holds there adds nothing.
-pub inline fn multiplyAdd(acc: VecI32, values: VecU8, weights: VecI8) VecI32 {
-    if (comptime has_vnni512 and lanes == 16) {
-        const value_dwords: @Vector(lanes, u32) = values;
-        const weight_dwords: @Vector(lanes, u32) = @as(@Vector(lanes, u8), @bitCast(weights));
-        return asm ("vpdpbusd %[w], %[a], %[acc]"
-            : [acc] "=v" (-> VecI32),
-            : [acc_in] "0" (acc),
-              [a] "v" (value_dwords),
-              [w] "v" (weight_dwords),
-        );
-    }
-    const product: VecI16 = @as(VecI16, weights) *% @as(VecI16, values); // exact: |w| <= 128, v <= 255
-    return acc +% @as(VecI32, product);
-}
-
 /// acc[c] + values[c] * weights[c] with the weights already sign-extended to i32 (each in
 /// [-128, 127]), exactly. With VNNI: one vpdpbusd on the zero-extended values; only byte 0 of each
 /// value dword is non-zero, so only the weight's low byte (the i8 weight itself) counts.
@@ -266,7 +248,7 @@ pub fn gatherPixelQuads(pixel: []const u8, quad_count: u32, quads: []Quad) struc
     return .{ .quads = quads[0..count], .events = events };
 }
 
-test "multiplyAdd equals the scalar product, at the extremes too" {
+test "multiplyAddWide equals the scalar product, at the extremes too" {
     var values: [lanes]u8 = undefined;
     var weights: [lanes]i8 = undefined;
     for (&values, &weights, 0..) |*v, *w, i| {
@@ -274,7 +256,7 @@ test "multiplyAdd equals the scalar product, at the extremes too" {
         w.* = @intCast(@as(i32, @intCast(i * 41 % 256)) - 128); // -128 first
     }
     const acc: VecI32 = @splat(-7);
-    const result: [lanes]i32 = multiplyAdd(acc, values, weights);
+    const result: [lanes]i32 = multiplyAddWide(acc, values, @as(@Vector(lanes, i8), weights));
     for (result, values, weights) |r, v, w| try std.testing.expectEqual(-7 + @as(i32, v) * w, r);
 }
 
@@ -290,25 +272,6 @@ test "dot of a quad equals the scalar sum" {
         for (channel_values, 0..) |a, k| expected += a * weights[c * 4 + k];
         try std.testing.expectEqual(expected, value);
     }
-}
-
-/// The non-zero values of one pixel's channels (`pixel.len` = padded channels), as events indexed
-/// by channel. Returns the filled prefix of `events`.
-pub fn gatherPixelEvents(pixel: []const u8, events: []Event) []Event {
-    std.debug.assert(pixel.len % lanes == 0);
-    var count: usize = 0;
-    var chunk: usize = 0;
-    while (chunk < pixel.len) : (chunk += lanes) {
-        const values: VecU8 = pixel[chunk..][0..lanes].*;
-        if (@reduce(.Max, values) == 0) continue;
-        for (0..lanes) |lane| {
-            const value = pixel[chunk + lane];
-            if (value == 0) continue;
-            events[count] = .{ .index = @intCast(chunk + lane), .value = value };
-            count += 1;
-        }
-    }
-    return events[0..count];
 }
 
 /// Set every row (pixel) of `potentials` to `bias` (one padded row), or to zero if bias is empty.
@@ -355,12 +318,6 @@ pub fn countNonZeroU8(values: []const u8) u64 {
         const vector: VecU8 = values[offset..][0..lanes].*;
         count += std.simd.countTrues(vector != @as(VecU8, @splat(0)));
     }
-    return count;
-}
-
-pub fn countNonZeroI32(values: []const i32) u64 {
-    var count: u64 = 0;
-    for (values) |value| count += @intFromBool(value != 0);
     return count;
 }
 
