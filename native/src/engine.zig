@@ -246,7 +246,7 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
     const synaptic_ops = if (static and frame == .repeated)
         static_ops.*
     else
-        synapticStage(ctx, layer, inputs, inputEvents(layer, inputs, events), potentials, if (fuse) &fused else null);
+        synapticStage(ctx, layer, inputs, events, potentials, if (fuse) &fused else null);
     if (static) static_ops.* = synaptic_ops;
 
     var pooled: []const i32 = potentials;
@@ -282,10 +282,11 @@ fn inputEvents(layer: *const Layer, inputs: []const []const u8, events: *const E
 
 /// The layer's synaptic stage into `potentials`; returns its synaptic operations.
 /// `fused`: the relu stage, for a kernel that can run it on its registers (kernels/neuron.zig Fused).
-fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, input_events: u64, potentials: []i32, fused: ?*neuron.Fused) u64 {
+/// `events`: the output events of the layers before (conv2d chooses its kernel by its input's).
+fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, events: *const EventCounts, potentials: []i32, fused: ?*neuron.Fused) u64 {
     const plan = &ctx.model.plan;
     return switch (layer.kind) {
-        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], input_events, potentials, ctx.quads(), ctx.frame(layer), fused),
+        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], inputEvents(layer, inputs, events), potentials, ctx.quads(), ctx.frame(layer), fused),
         .depthwise2d => depthwise2d.run(layer, inputs[0], ctx.frame(layer), potentials, fused),
         .separable2d => separable2d.run(
             layer,
