@@ -185,7 +185,10 @@ fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnos
         if (t < sample.input_timesteps) {
             try loadFrame(ctx, sample.input[t * frame_values ..][0..frame_values], sample.index, t, diag);
         }
-        const frame: Frame = if (sample.input_timesteps > 1) .changes else if (t == 0) .first_of_repeated else .repeated;
+        // a single timestep has nothing to reuse: no cached potentials (so relu may run fused)
+        const frame: Frame = if (sample.input_timesteps > 1 or sample.timesteps == 1)
+            .changes
+        else if (t == 0) .first_of_repeated else .repeated;
         for (0..model.layers.len) |index| {
             const layer_stats: ?*LayerStats = if (stats) |s| &s[index] else null;
             runLayer(ctx, @intCast(index), frame, .{ .values = sums, .first = t == 0 }, &events, layer_stats);
@@ -286,7 +289,15 @@ fn inputEvents(layer: *const Layer, inputs: []const []const u8, events: *const E
 fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, events: *const EventCounts, potentials: []i32, fused: ?*neuron.Fused) u64 {
     const plan = &ctx.model.plan;
     return switch (layer.kind) {
-        .input_conv2d, .conv2d => conv2d.run(layer, inputs[0], inputEvents(layer, inputs, events), potentials, ctx.quads(), ctx.frame(layer), fused),
+        .input_conv2d, .conv2d => conv2d.run(
+            layer,
+            inputs[0],
+            if (layer.isNarrowConv()) 0 else inputEvents(layer, inputs, events), // a narrow conv always runs dense
+            potentials,
+            ctx.quads(),
+            ctx.frame(layer),
+            fused,
+        ),
         .depthwise2d => depthwise2d.run(layer, inputs[0], ctx.frame(layer), potentials, fused),
         .separable2d => separable2d.run(
             layer,
