@@ -212,6 +212,23 @@ pub const Layer = struct {
         return layer.input.channelsPadded() / depthwise_group_channels;
     }
 
+    /// visitor.visit(output_pixel, tap) for every (output pixel, kernel tap) through which input
+    /// pixel (iy, ix) reaches the output (padding taps left out; row_taps / column_taps): the walk
+    /// of the scatter kernels (kernels/conv2d.zig, kernels/depthwise2d.zig).
+    pub inline fn forEachReach(layer: *const Layer, iy: u32, ix: u32, visitor: anytype) void {
+        const rows = layer.row_taps[iy];
+        const columns = layer.column_taps[ix];
+        for (0..rows.count) |row_step| {
+            const oy = rows.output_first - row_step;
+            const kh = rows.kernel_first + row_step * layer.stride;
+            for (0..columns.count) |column_step| {
+                const ox = columns.output_first - column_step;
+                const kw = columns.kernel_first + column_step * layer.stride;
+                visitor.visit(@as(usize, oy) * layer.synaptic.w + ox, @as(usize, kh) * layer.kernel_w + kw);
+            }
+        }
+    }
+
     pub fn readsOnlyModelInput(layer: *const Layer) bool {
         for (layer.inputs[0..layer.input_count]) |producer| {
             if (producer != input_model) return false;

@@ -94,27 +94,24 @@ fn scatter(layer: *const model.Layer, parts: conv2d_sparse.Parts, active: []cons
 /// One input pixel's quads into every (output pixel, tap) it reaches; `chunks` (output-channel
 /// vectors) and `count` (quads) are compile-time where known, so the row stays in registers.
 fn scatterPixel(comptime chunks: ?usize, comptime count: ?usize, layer: *const model.Layer, iy: u32, ix: u32, quads: []const model.Quad, potentials: []i32) void {
-    const out = layer.synaptic;
-    const cout_padded = out.channelsPadded();
-    const tap_weights_stride = @as(usize, layer.input.channelQuads()) * limits.quad_channels * cout_padded;
-    const rows = layer.row_taps[iy];
-    const columns = layer.column_taps[ix];
-    for (0..rows.count) |row_step| {
-        const oy = rows.output_first - row_step;
-        const kh = rows.kernel_first + row_step * layer.stride;
-        for (0..columns.count) |column_step| {
-            const ox = columns.output_first - column_step;
-            const kw = columns.kernel_first + column_step * layer.stride;
-            const tap = kh * layer.kernel_w + kw;
-            const row = potentials[(oy * out.w + ox) * cout_padded ..][0..cout_padded];
-            const tap_weights = layer.weights[tap * tap_weights_stride ..][0..tap_weights_stride];
+    const Scatter = struct {
+        layer: *const model.Layer,
+        quads: []const model.Quad,
+        potentials: []i32,
+
+        pub inline fn visit(self: @This(), output_pixel: usize, tap: usize) void {
+            const cout_padded = self.layer.synaptic.channelsPadded();
+            const tap_weights_stride = @as(usize, self.layer.input.channelQuads()) * limits.quad_channels * cout_padded;
+            const row = self.potentials[output_pixel * cout_padded ..][0..cout_padded];
+            const tap_weights = self.layer.weights[tap * tap_weights_stride ..][0..tap_weights_stride];
             if (chunks) |c| {
-                vector.accumulateQuadsFixed(c, count, row, tap_weights, if (count) |n| quads[0..n] else quads);
+                vector.accumulateQuadsFixed(c, count, row, tap_weights, if (count) |n| self.quads[0..n] else self.quads);
             } else {
-                vector.accumulateQuads(row, tap_weights, quads);
+                vector.accumulateQuads(row, tap_weights, self.quads);
             }
         }
-    }
+    };
+    layer.forEachReach(iy, ix, Scatter{ .layer = layer, .quads = quads, .potentials = potentials });
 }
 
 /// The (output pixel, tap) pairs every input pixel reaches, when that is the same for all of them

@@ -30,27 +30,24 @@ pub fn accumulate(layer: *const model.Layer, input: []const u8, bias: []const i3
             const pixel = input[(@as(usize, iy) * in.w + ix) * channels_padded ..][0..channels_padded];
             const events = vector.countNonZeroU8(pixel);
             if (events == 0) continue;
-            const columns = layer.column_taps[ix];
-            for (0..rows.count) |row_step| {
-                const oy = rows.output_first - row_step;
-                const kh = rows.kernel_first + row_step * layer.stride;
-                for (0..columns.count) |column_step| {
-                    const ox = columns.output_first - column_step;
-                    const kw = columns.kernel_first + column_step * layer.stride;
-                    const tap = kh * layer.kernel_w + kw;
-                    const output_pixel = oy * out_w + ox;
-                    accumulatePixel(
-                        potentials[output_pixel * channels_padded ..][0..channels_padded],
-                        weights[tap * channels_padded ..][0..channels_padded],
-                        pixel,
-                    );
-                }
-            }
-            synaptic_ops += events * rows.count * columns.count;
+            layer.forEachReach(iy, ix, Scatter{ .weights = weights, .pixel = pixel, .potentials = potentials });
+            synaptic_ops += events * rows.count * layer.column_taps[ix].count;
         }
     }
     return synaptic_ops;
 }
+
+/// One input pixel's values into the potentials of one (output pixel, tap) it reaches.
+const Scatter = struct {
+    weights: []const i32, // (taps, C_p)
+    pixel: []const u8, // (C_p)
+    potentials: []i32,
+
+    pub inline fn visit(self: Scatter, output_pixel: usize, tap: usize) void {
+        const channels = self.pixel.len;
+        accumulatePixel(self.potentials[output_pixel * channels ..][0..channels], self.weights[tap * channels ..][0..channels], self.pixel);
+    }
+};
 
 /// row += weights * pixel over all channels. No per-chunk zero test: one multiply-add is cheaper
 /// than the mispredicted branch; the pixel as a whole is skipped when it has no event.
