@@ -15,13 +15,7 @@ from edgesnn.devices import Device
 from edgesnn.layers import Dense, InputConv2D
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
-    monkeypatch.delenv(plugins.ONLY_PLUGINS_ENV, raising=False)
-    monkeypatch.delenv(plugins.TRACE_HOOKS_ENV, raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+pytestmark = pytest.mark.usefixtures("fresh_registry")  # tests/conftest.py
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -26,14 +26,7 @@ EXAMPLE_PLUGIN = REPO / "examples" / "plugin_example"
 DEFAULT_PLUGIN = "edgesnn.default_plugin"
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
-    """Every test starts and ends with an unloaded registry and no plugin env vars."""
-    monkeypatch.delenv(plugins.ONLY_PLUGINS_ENV, raising=False)
-    monkeypatch.delenv(plugins.TRACE_HOOKS_ENV, raising=False)
-    plugins.reset()
-    yield
-    plugins.reset()
+pytestmark = pytest.mark.usefixtures("fresh_registry")  # tests/conftest.py
 
 
 def hook_names() -> list[str]:
