@@ -10,7 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import layers
-from .errors import DeviceError, EdgesnnError, FormatError, ModelError, PluginError
+from .errors import ConversionError, DeviceError, EdgesnnError, FormatError, ModelError, PluginError
 from .model import Model
 from .statistics import LayerStatistics, Statistics
 from . import plugins
@@ -25,7 +25,7 @@ from .convert import ComparisonReport, compare, convert
 from .graph import Graph, GraphError
 
 __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
-           "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError",
+           "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError", "ConversionError",
            "plugins", "hookimpl", "importers", "frontends", "devices", "frontend", "device",
            "Pipeline", "Prediction", "Detection", "Classifier", "convert", "compare", "ComparisonReport",
            "Graph", "GraphError"]

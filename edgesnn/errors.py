@@ -34,6 +34,19 @@ class GraphError(ModelError):
     (unsupported op or layer, malformed file, padding the integer layers cannot represent)."""
 
 
+class ConversionError(GraphError):
+    """A source network cannot be converted to integer layers without changing what it computes.
+
+    ``problems`` lists every node that will not convert (not only the first), each a
+    :class:`Problem` with the node, its op, the source framework's own layer name, why, and what to
+    change; the message lists them all.
+    """
+
+    def __init__(self, message: str, problems: list | None = None):
+        self.problems = list(problems or [])
+        super().__init__(message)
+
+
 class UnknownNameError(EdgesnnError, KeyError):
     """No plugin registered an importer, frontend or device of this name."""
 

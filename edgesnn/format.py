@@ -28,31 +28,38 @@ from .errors import FormatError, ModelError
 # -- named constants of docs/format.md ------------------------------------------------------------
 
 MAGIC = b"\x89ESN\r\n\x1a\n"
-VERSION_MAJOR = 1
+VERSION_MAJOR = 2                    # what the writer writes
 VERSION_MINOR = 0
+READ_MAJORS = (1, 2)                 # what the reader reads (1.0: edgesnn 0.1's files)
 HEADER_BYTES = 64
 SECTION_ENTRY_BYTES = 16
 SECTION_COUNT_MAX = 16
 SECTION_ALIGN_BYTES = 16
 TENSOR_ALIGN_BYTES = 16
 MODEL_RECORD_BYTES = 64
-LAYER_RECORD_BYTES = 256
+LAYER_RECORD_BYTES = 384             # version 2; version 1 records are 256 bytes
+LAYER_RECORD_V1_BYTES = 256
 LAYER_COUNT_MAX = 256
 NAME_BYTES_MAX = 255
 U32_MAX = 2**32 - 1
 REQUIRED_TAGS = ("GRPH", "TENS", "NAME", "META")
 
-KIND_CODES = {"input_conv2d": 1, "conv2d": 2, "depthwise2d": 3, "separable2d": 4, "dense": 5, "add": 6}
+KIND_CODES = {"input_conv2d": 1, "conv2d": 2, "depthwise2d": 3, "separable2d": 4, "dense": 5, "add": 6,
+              "concat": 7}
+KIND_CODES_V1 = {k: v for k, v in KIND_CODES.items() if v <= 6}
 NEURON_CODES = {"none": 0, "relu": 1, "if": 2, "lif": 3}
-PADDING_CODES = {"valid": 0, "same": 1}
+PADDING_CODES = {"valid": 0, "same": 1, "explicit": 2}
+POOL_FLAG_COUNT_INCLUDE_PAD = 1
 POOL_CODES = {None: 0, "max": 1, "avg": 2, "global_avg": 3}
 INPUT_INDEX = -1                     # `inputs` entry meaning the model input
 INPUT_NAME = "input"                 # the name by which layers refer to the model input (see model.py)
 
-# Tensor slots of a layer record, in slot order (slot 9 is reserved).
+# Tensor slots of a layer record, in slot order (slots 13..15 are reserved; version 1 has slots 0..9).
 SLOT_NAMES = ("weights", "pointwise", "bias", "out_multiplier", "out_shift", "threshold",
-              "mid_multiplier", "mid_shift", "input_multipliers")
-SLOT_COUNT = 10
+              "mid_multiplier", "mid_shift", "input_multipliers", "pad_value", "out_zero_point", "pool_sign",
+              "sources")
+SLOT_COUNT = 16
+SLOT_COUNT_V1 = 10
 PACKED_SLOTS = ("weights", "pointwise")   # packed signed `weight_bits`; every other slot is int32
 
 # Well-known file signatures, to say what a foreign file is.
@@ -120,27 +127,51 @@ SECTION_ENTRY = _Record([("tag", "s", 4), ("flags", "I", 1), ("offset", "I", 1),
 MODEL_RECORD = _Record([("layer_count", "I", 1), ("input_h", "I", 1), ("input_w", "I", 1), ("input_c", "I", 1),
                         ("input_bits", "I", 1), ("output_layer", "I", 1), ("record_bytes", "I", 1),
                         ("reserved", "s", 36)])
-LAYER_RECORD = _Record([("kind", "I", 1), ("neuron", "I", 1), ("name_offset", "I", 1), ("name_bytes", "I", 1),
-                        ("input_count", "I", 1), ("inputs", "i", 4), ("in_shape", "I", 3), ("out_shape", "I", 3),
-                        ("kernel_h", "I", 1), ("kernel_w", "I", 1), ("stride", "I", 1), ("padding", "I", 1),
-                        ("pool", "I", 1), ("pool_size", "I", 1), ("pool_stride", "I", 1), ("weight_bits", "I", 1),
-                        ("activation_bits", "I", 1), ("mid_bits", "I", 1), ("leak_shift", "I", 1),
-                        ("reserved0", "s", 24), ("slots", "I", 2 * SLOT_COUNT), ("reserved1", "s", 48)])
+_LAYER_HEAD = [("kind", "I", 1), ("neuron", "I", 1), ("name_offset", "I", 1), ("name_bytes", "I", 1),
+               ("input_count", "I", 1), ("inputs", "i", 4), ("in_shape", "I", 3), ("out_shape", "I", 3),
+               ("kernel_h", "I", 1), ("kernel_w", "I", 1), ("stride", "I", 1), ("padding", "I", 1),
+               ("pool", "I", 1), ("pool_size", "I", 1), ("pool_stride", "I", 1), ("weight_bits", "I", 1),
+               ("activation_bits", "I", 1), ("mid_bits", "I", 1), ("leak_shift", "I", 1)]
+# stride, pool_size and pool_stride are the height axis; version 2 adds the width axis and paddings
+LAYER_RECORD = _Record(_LAYER_HEAD + [
+    ("stride_w", "I", 1), ("pads", "I", 4), ("depth_multiplier", "I", 1), ("slots", "I", 2 * SLOT_COUNT),
+    ("pool_w", "I", 1), ("pool_stride_w", "I", 1), ("pool_pads", "I", 4), ("pool_flags", "I", 1),
+    ("reserved2", "s", 100)])
+LAYER_RECORD_V1 = _Record(_LAYER_HEAD + [("reserved0", "s", 24), ("slots", "I", 2 * SLOT_COUNT_V1),
+                                         ("reserved1", "s", 48)])
 HEADER_CRC_BYTES = HEADER.offsets["header_crc32"]   # the header CRC covers bytes [0, 36)
 assert HEADER.size == HEADER_BYTES and SECTION_ENTRY.size == SECTION_ENTRY_BYTES
 assert MODEL_RECORD.size == MODEL_RECORD_BYTES and LAYER_RECORD.size == LAYER_RECORD_BYTES
+assert LAYER_RECORD_V1.size == LAYER_RECORD_V1_BYTES and LAYER_RECORD_V1.offsets["slots"] == 128
 assert LAYER_RECORD.offsets["slots"] == 128 and LAYER_RECORD.offsets["leak_shift"] == 100
+assert LAYER_RECORD.offsets["pool_w"] == 256 and LAYER_RECORD.offsets["pool_flags"] == 280
 
 
 def used_slots(kind: str, neuron: str) -> tuple[str, ...]:
-    """The tensor slots a layer of `kind` with `neuron` uses (fixed by the format), in slot order."""
-    slots = {"add": ("input_multipliers",),
+    """The tensor slots a layer of `kind` with `neuron` must have (fixed by the format), in slot order."""
+    slots = {"add": ("input_multipliers",), "concat": ("input_multipliers",),
              "separable2d": ("weights", "pointwise", "bias", "mid_multiplier", "mid_shift")}.get(
         kind, ("weights", "bias"))
     if neuron == "relu":
         slots += ("out_multiplier", "out_shift")
     elif neuron in ("if", "lif"):
         slots += ("threshold",)
+    return tuple(sorted(slots, key=SLOT_NAMES.index))
+
+
+def optional_slots(kind: str, neuron: str, pool) -> tuple[str, ...]:
+    """The version-2 slots a layer may leave empty ({0, 0}: the default), in slot order."""
+    slots = ()
+    if kind in ("add", "concat"):
+        slots += ("bias",)
+    if kind in ("input_conv2d", "conv2d", "depthwise2d", "separable2d"):
+        slots += ("pad_value",)
+    if neuron == "relu":
+        slots += ("out_zero_point",)
+    if pool == "max":
+        slots += ("pool_sign",)
+    if kind == "concat":
+        slots += ("sources",)
     return tuple(sorted(slots, key=SLOT_NAMES.index))
 
 
@@ -234,10 +265,13 @@ def _pack_tensors(layers) -> tuple[bytes, list[list[tuple[int, int]]]]:
     blob, refs = bytearray(), []
     for layer in layers:
         arrays = layer.param_arrays()
-        slots = used_slots(layer.kind, layer.neuron)
-        if set(arrays) != set(slots):
+        required = used_slots(layer.kind, layer.neuron)
+        allowed = set(required) | set(optional_slots(layer.kind, layer.neuron, layer.pool))
+        if not set(required) <= set(arrays) <= allowed:
             raise FormatError(f"layer {layer.name!r}: its tensors {sorted(arrays)} are not the slots the format "
-                              f"fixes for a {layer.kind}/{layer.neuron} layer {list(slots)}", section="TENS")
+                              f"fixes for a {layer.kind}/{layer.neuron} layer ({list(required)}, optional "
+                              f"{sorted(allowed - set(required))})", section="TENS")
+        slots = sorted(arrays, key=SLOT_NAMES.index)
         layer_refs = [(0, 0)] * SLOT_COUNT
         for slot in slots:
             data = _tensor_bytes(layer, slot, arrays[slot])
@@ -268,23 +302,36 @@ def _layer_fields(layer, index_of: dict, name_ref, layer_slots) -> dict:
     if layer.kind not in KIND_CODES:
         raise FormatError(f"layer {layer.name!r}: kind {layer.kind!r} has no code in an .esnn "
                           f"{VERSION_MAJOR}.{VERSION_MINOR} file (known: {', '.join(KIND_CODES)})", section="GRPH")
-    spatial = layer.kind not in ("dense", "add")
+    spatial = layer.kind in SPATIAL_KINDS
     inputs = [INPUT_INDEX if name == INPUT_NAME else index_of[name] for name in layer.inputs]
     has_window = layer.pool in ("max", "avg")
+    stride = layer.stride if spatial else (1, 1)
+    padding = layer.padding if spatial else "valid"
     return {
         "kind": KIND_CODES[layer.kind], "neuron": NEURON_CODES[layer.neuron],
         "name_offset": name_ref[0], "name_bytes": name_ref[1],
         "input_count": len(inputs), "inputs": inputs + [INPUT_INDEX] * (4 - len(inputs)),
         "in_shape": layer.input_shapes[0], "out_shape": layer.output_shape,
         "kernel_h": layer.weights.shape[0] if spatial else 1, "kernel_w": layer.weights.shape[1] if spatial else 1,
-        "stride": layer.stride if spatial else 1, "padding": PADDING_CODES[layer.padding] if spatial else 0,
-        "pool": POOL_CODES[layer.pool], "pool_size": layer.pool_size if has_window else 0,
-        "pool_stride": layer.pool_stride if has_window else 0,
+        "stride": stride[0], "stride_w": stride[1],
+        "padding": PADDING_CODES[padding if isinstance(padding, str) else "explicit"],
+        "pads": layer.pads if spatial else (0, 0, 0, 0),
+        "depth_multiplier": getattr(layer, "depth_multiplier", 1),
+        "pool": POOL_CODES[layer.pool],
+        "pool_size": layer.pool_size[0] if has_window else 0, "pool_w": layer.pool_size[1] if has_window else 0,
+        "pool_stride": layer.pool_stride[0] if has_window else 0,
+        "pool_stride_w": layer.pool_stride[1] if has_window else 0,
+        "pool_pads": layer.pool_pads if has_window else (0, 0, 0, 0),
+        "pool_flags": POOL_FLAG_COUNT_INCLUDE_PAD if layer.pool == "avg" and layer.pool_count_include_pad else 0,
         "weight_bits": getattr(layer, "weight_bits", 0), "activation_bits": layer.output_bits,
         "mid_bits": layer.mid_bits if layer.kind == "separable2d" else 0,
         "leak_shift": layer.leak_shift if layer.neuron == "lif" else 0,
         "slots": [v for ref in layer_slots for v in ref],
     }
+
+
+SPATIAL_KINDS = ("input_conv2d", "conv2d", "depthwise2d", "separable2d")
+WEIGHTLESS_KINDS = ("add", "concat")
 
 
 def _pack_meta(metadata: dict) -> bytes:
@@ -351,6 +398,8 @@ class _Reader:
     def __init__(self, data: bytes):
         self.data = data
         self.strict_reserved = True   # reserved bytes must be zero in a x.0 file; later minors may use them
+        self.version = (VERSION_MAJOR, VERSION_MINOR)
+        self.record = LAYER_RECORD    # the layer record layout of the file's major version
 
     def fail(self, message: str, section: str, offset: int) -> NoReturn:
         raise FormatError(message, section=section, offset=offset)
@@ -358,7 +407,7 @@ class _Reader:
     def expect_zero(self, raw: bytes, section: str, offset: int, what: str) -> None:
         if self.strict_reserved and any(raw):
             first = next(i for i, b in enumerate(raw) if b)
-            self.fail(f"{what} must be zero in a version {VERSION_MAJOR}.{VERSION_MINOR} file, found "
+            self.fail(f"{what} must be zero in a version {self.version[0]}.{self.version[1]} file, found "
                       f"0x{raw[first]:02x}", section, offset + first)
 
     def read(self):
@@ -383,11 +432,13 @@ class _Reader:
         if len(data) < HEADER_BYTES:
             self.fail(f"truncated: {len(data)} bytes, shorter than the {HEADER_BYTES}-byte header", "header", len(data))
         header = HEADER.unpack(data, 0)
-        if header["version_major"] != VERSION_MAJOR:
+        if header["version_major"] not in READ_MAJORS:
             self.fail(f"file format version {header['version_major']}.{header['version_minor']} is not supported; "
-                      f"this edgesnn reads version {VERSION_MAJOR}.x (upgrade edgesnn, or re-save the model)",
-                      "header", HEADER.offsets["version_major"])
+                      f"this edgesnn reads versions {' and '.join(f'{v}.x' for v in READ_MAJORS)} (upgrade "
+                      f"edgesnn, or re-save the model)", "header", HEADER.offsets["version_major"])
         self.strict_reserved = header["version_minor"] == 0
+        self.version = (header["version_major"], header["version_minor"])
+        self.record = LAYER_RECORD if self.version[0] == 2 else LAYER_RECORD_V1
         crc = zlib.crc32(data[:HEADER_CRC_BYTES])
         if crc != header["header_crc32"]:
             self.fail(f"header checksum mismatch: stored CRC-32 0x{header['header_crc32']:08x}, computed 0x{crc:08x} "
@@ -470,16 +521,16 @@ class _Reader:
                       "GRPH", graph.offset)
         record = MODEL_RECORD.unpack(self.data, graph.offset)
         at = {name: graph.offset + off for name, off in MODEL_RECORD.offsets.items()}
-        if record["record_bytes"] != LAYER_RECORD_BYTES:
-            self.fail(f"record_bytes is {record['record_bytes']}, must be {LAYER_RECORD_BYTES}",
-                      "GRPH", at["record_bytes"])
+        if record["record_bytes"] != self.record.size:
+            self.fail(f"record_bytes is {record['record_bytes']}, must be {self.record.size} in a version "
+                      f"{self.version[0]} file", "GRPH", at["record_bytes"])
         count = record["layer_count"]
         if not 1 <= count <= LAYER_COUNT_MAX:
             self.fail(f"layer_count is {count}, must be in 1..{LAYER_COUNT_MAX}", "GRPH", at["layer_count"])
-        expected = MODEL_RECORD_BYTES + count * LAYER_RECORD_BYTES
+        expected = MODEL_RECORD_BYTES + count * self.record.size
         if graph.bytes != expected:
             self.fail(f"GRPH is {graph.bytes} bytes; {count} layers need exactly {expected} "
-                      f"({MODEL_RECORD_BYTES} + {count} x {LAYER_RECORD_BYTES})", "GRPH", graph.offset)
+                      f"({MODEL_RECORD_BYTES} + {count} x {self.record.size})", "GRPH", graph.offset)
         for field in ("input_h", "input_w", "input_c"):
             if record[field] < 1:
                 self.fail(f"{field} is {record[field]}, must be >= 1", "GRPH", at[field])
@@ -492,14 +543,21 @@ class _Reader:
         return record
 
     def read_layer_record(self, graph: _Section, index: int) -> dict:
-        offset = graph.offset + MODEL_RECORD_BYTES + index * LAYER_RECORD_BYTES
-        record = LAYER_RECORD.unpack(self.data, offset)
+        offset = graph.offset + MODEL_RECORD_BYTES + index * self.record.size
+        record = self.record.unpack(self.data, offset)
         record["index"], record["offset"] = index, offset
+        if self.record is LAYER_RECORD_V1:   # the version-2 fields a version-1 record implies
+            window = record["pool"] in (POOL_CODES["max"], POOL_CODES["avg"])
+            record.update(stride_w=record["stride"], pads=None, depth_multiplier=1, pool_flags=0,
+                          pool_w=record["pool_size"] if window else 0,
+                          pool_stride_w=record["pool_stride"] if window else 0, pool_pads=(0, 0, 0, 0),
+                          slots=record["slots"] + (0,) * (2 * (SLOT_COUNT - SLOT_COUNT_V1)))
         return record
 
     def field_at(self, record: dict, field: str, item: int = 0) -> int:
         """Absolute byte offset of `field` (element `item` of a tuple field) in a layer record."""
-        return record["offset"] + LAYER_RECORD.offsets[field] + 4 * item
+        offsets = self.record.offsets
+        return record["offset"] + (offsets[field] + 4 * item if field in offsets else 0)
 
     def read_names(self, names: _Section, records: list[dict]) -> list[str]:
         result, seen = [], {}
@@ -555,49 +613,68 @@ class _Reader:
 
     def check_codes(self, record: dict) -> None:
         what = self.describe(record)
-        kind = _decode(KIND_CODES, record["kind"])
+        kinds = KIND_CODES if self.version[0] == 2 else KIND_CODES_V1
+        kind = _decode(kinds, record["kind"])
         if kind is None:
-            self.fail(f"{what}: unknown layer kind code {record['kind']} (known: "
-                      f"{', '.join(f'{v} {k}' for k, v in KIND_CODES.items())})", "GRPH", self.field_at(record, "kind"))
+            self.fail(f"{what}: unknown layer kind code {record['kind']} (known in version {self.version[0]}: "
+                      f"{', '.join(f'{v} {k}' for k, v in kinds.items())})", "GRPH", self.field_at(record, "kind"))
         neuron = _decode(NEURON_CODES, record["neuron"])
         if neuron is None:
             self.fail(f"{what}: unknown neuron code {record['neuron']} (known: "
                       f"{', '.join(f'{v} {k}' for k, v in NEURON_CODES.items())})", "GRPH",
                       self.field_at(record, "neuron"))
         record["kind_name"], record["neuron_name"] = kind, neuron
-        spatial = kind not in ("dense", "add")
+        spatial = kind in SPATIAL_KINDS
+        paddings = tuple(PADDING_CODES.values()) if self.version[0] == 2 else (0, 1)
         expected = {"activation_bits": {"relu": L.ACTIVATION_BITS, "if": (1,), "lif": (1,), "none": (32,)}[neuron],
-                    "weight_bits": (0,) if kind == "add" else L.WEIGHT_BITS,
+                    "weight_bits": (0,) if kind in WEIGHTLESS_KINDS else L.WEIGHT_BITS,
                     "mid_bits": (2, 4, 8) if kind == "separable2d" else (0,),
                     "leak_shift": tuple(range(1, L.LEAK_SHIFT_MAX + 1)) if neuron == "lif" else (0,),
-                    "pool": tuple(POOL_CODES.values()) if spatial else (0,),
-                    "padding": tuple(PADDING_CODES.values()) if spatial else (0,)}
+                    "pool": (0,) if kind == "dense" else tuple(POOL_CODES.values()),
+                    "padding": paddings if spatial else (0,),
+                    "depth_multiplier": (tuple(range(1, L.DEPTH_MULTIPLIER_MAX + 1))
+                                         if kind in ("depthwise2d", "separable2d") else (1,))}
         if not spatial:
-            expected.update(kernel_h=(1,), kernel_w=(1,), stride=(1,))
+            expected.update(kernel_h=(1,), kernel_w=(1,), stride=(1,), stride_w=(1,))
         for field, allowed in expected.items():
             if record[field] not in allowed:
                 self.fail(f"{what}: {field} is {record[field]}, must be {_one_of(allowed)} for a {kind} layer "
                           f"with neuron {neuron}", "GRPH", self.field_at(record, field))
+        if not spatial and any(record["pads"] or ()):
+            self.fail(f"{what}: pads are {record['pads']}, must be zero for a {kind} layer", "GRPH",
+                      self.field_at(record, "pads"))
         if spatial and not (1 <= record["kernel_h"] <= L.KERNEL_MAX and 1 <= record["kernel_w"] <= L.KERNEL_MAX):
             self.fail(f"{what}: kernel {record['kernel_h']}x{record['kernel_w']} outside 1..{L.KERNEL_MAX}",
                       "GRPH", self.field_at(record, "kernel_h"))
         pool = _decode(POOL_CODES, record["pool"])
         if pool not in ("max", "avg"):
-            for field in ("pool_size", "pool_stride"):
+            for field in ("pool_size", "pool_stride", "pool_w", "pool_stride_w"):
                 if record[field] != 0:
                     self.fail(f"{what}: {field} is {record[field]}, must be 0 without a max/avg pool",
                               "GRPH", self.field_at(record, field))
+            if any(record["pool_pads"]):
+                self.fail(f"{what}: pool_pads are {record['pool_pads']}, must be zero without a max/avg pool",
+                          "GRPH", self.field_at(record, "pool_pads"))
+        allowed_flags = POOL_FLAG_COUNT_INCLUDE_PAD if pool == "avg" else 0
+        if record["pool_flags"] & ~allowed_flags:
+            self.fail(f"{what}: pool_flags is 0x{record['pool_flags']:x}; only bit 0 (count_include_pad) of an avg "
+                      f"pool may be set", "GRPH", self.field_at(record, "pool_flags"))
         record["pool_name"] = pool
-        if kind in ("depthwise2d", "add") and record["out_shape"][2] != record["in_shape"][2]:
-            self.fail(f"{what}: a {kind} layer keeps its channel count, but stores {record['in_shape'][2]} input "
-                      f"and {record['out_shape'][2]} output channels", "GRPH", self.field_at(record, "out_shape", 2))
-        self.expect_zero(record["reserved0"], "GRPH", self.field_at(record, "reserved0"), f"{what}: reserved bytes")
-        self.expect_zero(record["reserved1"], "GRPH", self.field_at(record, "reserved1"), f"{what}: reserved bytes")
+        in_c, out_c = record["in_shape"][2], record["out_shape"][2]
+        kept = {"depthwise2d": in_c * record["depth_multiplier"], "add": in_c}
+        if kind in kept and out_c != kept[kind]:
+            self.fail(f"{what}: a {kind} layer has {kept[kind]} output channels for {in_c} input channels "
+                      f"(depth multiplier {record['depth_multiplier']}), but stores {out_c}", "GRPH",
+                      self.field_at(record, "out_shape", 2))
+        for reserved in ("reserved0", "reserved1", "reserved2"):
+            if reserved in record:
+                self.expect_zero(record[reserved], "GRPH", self.field_at(record, reserved), f"{what}: reserved bytes")
 
     def check_inputs(self, record: dict) -> None:
         what, index = self.describe(record), record["index"]
         count = record["input_count"]
-        allowed = range(2, L.ADD_INPUTS_MAX + 1) if record["kind_name"] == "add" else range(1, 2)
+        allowed = {"add": range(2, L.ADD_INPUTS_MAX + 1),
+                   "concat": range(1, L.CONCAT_INPUTS_MAX + 1)}.get(record["kind_name"], range(1, 2))
         if count not in allowed:
             self.fail(f"{what}: input_count is {count}, must be {_one_of(tuple(allowed))} for a "
                       f"{record['kind_name']} layer", "GRPH", self.field_at(record, "input_count"))
@@ -611,33 +688,42 @@ class _Reader:
                           f"({INPUT_INDEX}) or an earlier layer (0..{index - 1})", "GRPH", where)
 
     # -- tensors and the Model -------------------------------------------------------------------
-    def tensor_shapes(self, record: dict) -> dict[str, tuple]:
+    def tensor_shapes(self, record: dict) -> tuple[dict[str, tuple], set[str]]:
+        """Shapes of the slots this layer may have, and which of them are required."""
         kind, neuron = record["kind_name"], record["neuron_name"]
         kh, kw = record["kernel_h"], record["kernel_w"]
         in_h, in_w, cin = record["in_shape"]
         cout = record["out_shape"][2]
+        cmid = cin * record["depth_multiplier"]
         shapes = {"input_conv2d": {"weights": (kh, kw, cin, cout), "bias": (cout,)},
                   "conv2d": {"weights": (kh, kw, cin, cout), "bias": (cout,)},
-                  "depthwise2d": {"weights": (kh, kw, cin), "bias": (cin,)},
-                  "separable2d": {"weights": (kh, kw, cin), "pointwise": (cin, cout), "bias": (cout,),
-                                  "mid_multiplier": (cin,), "mid_shift": (cin,)},
+                  "depthwise2d": {"weights": (kh, kw, cmid), "bias": (cmid,)},
+                  "separable2d": {"weights": (kh, kw, cmid), "pointwise": (cmid, cout), "bias": (cout,),
+                                  "mid_multiplier": (cmid,), "mid_shift": (cmid,)},
                   "dense": {"weights": (in_h * in_w * cin, cout), "bias": (cout,)},
-                  "add": {"input_multipliers": (record["input_count"], cin)}}[kind]
+                  "add": {"input_multipliers": (record["input_count"], cin)},
+                  "concat": {"input_multipliers": (cout,)}}[kind]
         if neuron == "relu":
             shapes.update(out_multiplier=(cout,), out_shift=(cout,))
         elif neuron in ("if", "lif"):
             shapes.update(threshold=(cout,))
-        return shapes
+        required = set(shapes)
+        if self.version[0] == 2:
+            optional = {"bias": (cout,), "pad_value": (cin,), "out_zero_point": (cout,), "pool_sign": (cout,),
+                        "sources": (cout, 2)}
+            for slot in optional_slots(kind, neuron, record["pool_name"]):
+                shapes[slot] = optional[slot]
+        return shapes, required
 
     def read_tensors(self, record: dict, tens: _Section) -> dict[str, np.ndarray]:
         what = self.describe(record)
-        shapes = self.tensor_shapes(record)
+        shapes, required = self.tensor_shapes(record)
         arrays = {}
-        for slot_index in range(SLOT_COUNT):
+        for slot_index in range(SLOT_COUNT if self.version[0] == 2 else SLOT_COUNT_V1):
             offset, length = record["slots"][2 * slot_index:2 * slot_index + 2]
             where = self.field_at(record, "slots", 2 * slot_index)
             slot = SLOT_NAMES[slot_index] if slot_index < len(SLOT_NAMES) else "reserved"
-            if slot not in shapes:
+            if slot not in shapes or (slot not in required and (offset, length) == (0, 0)):
                 if (offset, length) != (0, 0):
                     self.fail(f"{what}: tensor slot {slot_index} ({slot}) is unused by a {record['kind_name']}/"
                               f"{record['neuron_name']} layer and must be {{0, 0}}, got {{{offset}, {length}}}",
@@ -678,10 +764,17 @@ class _Reader:
         if neuron == "lif":
             fields["leak_shift"] = record["leak_shift"]
         if pool in ("max", "avg"):
-            fields.update(pool_size=record["pool_size"], pool_stride=record["pool_stride"])
-        if kind not in ("dense", "add"):
-            fields.update(stride=record["stride"], padding=_decode(PADDING_CODES, record["padding"]))
-        if kind != "add":
+            fields.update(pool_size=(record["pool_size"], record["pool_w"]),
+                          pool_stride=(record["pool_stride"], record["pool_stride_w"]),
+                          pool_padding=tuple(record["pool_pads"]),
+                          pool_count_include_pad=bool(record["pool_flags"] & POOL_FLAG_COUNT_INCLUDE_PAD))
+        if kind in SPATIAL_KINDS:
+            mode = _decode(PADDING_CODES, record["padding"])
+            fields.update(stride=(record["stride"], record["stride_w"]),
+                          padding=tuple(record["pads"]) if mode == "explicit" else mode)
+        if kind in ("depthwise2d", "separable2d"):
+            fields["depth_multiplier"] = record["depth_multiplier"]
+        if kind not in WEIGHTLESS_KINDS:
             fields["weight_bits"] = record["weight_bits"]
         if kind == "separable2d":
             fields["mid_bits"] = record["mid_bits"]
@@ -700,6 +793,8 @@ class _Reader:
                 self.fail(f"the model is inconsistent: {exc}", "GRPH", records[0]["offset"] - MODEL_RECORD_BYTES)
             self.fail(f"{self.describe(record)} is inconsistent: {exc}", "GRPH", record["offset"])
         for layer, record in zip(model.layers, records):
+            if record["pads"] is not None and layer.kind in SPATIAL_KINDS:
+                self.check_stored_shape(record, "pads", layer.pads, f"the pads of its {layer.padding!r} padding")
             self.check_stored_shape(record, "in_shape", layer.input_shapes[0], "the output shape of its first input")
             self.check_stored_shape(record, "out_shape", layer.output_shape,
                                     "the shape recomputed from its input and geometry")

@@ -26,18 +26,20 @@ from .errors import ModelError
 WEIGHT_BITS = (2, 4, 8)
 ACTIVATION_BITS = (1, 2, 4, 8)
 NEURONS = ("relu", "if", "lif", "none")
-PADDINGS = ("same", "valid")
+PADDINGS = ("same", "valid")       # or explicit (top, bottom, left, right)
 POOLS = (None, "max", "avg", "global_avg")
 SHIFT_MAX = 62            # requantization right shift, 0..SHIFT_MAX
 MULTIPLIER_MAX = 2**31 - 1  # requantization multiplier, 0..MULTIPLIER_MAX
 LEAK_SHIFT_MAX = 31       # lif leak v -= v >> leak_shift, 1..LEAK_SHIFT_MAX
 KERNEL_MAX = 15           # kernel height/width, 1..KERNEL_MAX
-STRIDE_MAX = 4
-POOL_MAX = 8
+STRIDE_MAX = 4            # convolution strides, per axis
+POOL_MAX = 8              # pooling window and stride, per axis
 ADD_INPUTS_MAX = 4
+CONCAT_INPUTS_MAX = 4
+DEPTH_MULTIPLIER_MAX = 8
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
-KINDS = ("input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add")
+KINDS = ("input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add", "concat")
 
 
 def _int_array(value, dtype, shape, what: str, layer: str) -> np.ndarray:
@@ -69,11 +71,13 @@ def unsigned_max(bits: int) -> int:
     return (1 << bits) - 1
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
-    """Output length of a convolution along one axis (TensorFlow's 'same'/'valid' rules)."""
+def conv_output_size(size: int, kernel: int, stride: int, padding) -> int:
+    """Output length of a window along one axis: 'same'/'valid' (TensorFlow's rules) or (before, after)."""
     if padding == "same":
         return -(-size // stride)
-    return (size - kernel) // stride + 1 if size >= kernel else 0
+    before, after = (0, 0) if padding == "valid" else padding
+    span = size + before + after
+    return (span - kernel) // stride + 1 if span >= kernel else 0
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -81,6 +85,60 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
+
+
+def resolve_pads(padding, in_hw, kernel_hw, strides) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of a padding: 'valid', 'same' or explicit (top, bottom, left, right)."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        return (*same_padding(in_hw[0], kernel_hw[0], strides[0]), *same_padding(in_hw[1], kernel_hw[1], strides[1]))
+    return tuple(int(v) for v in padding)
+
+
+def _pair(value, what: str, layer: str) -> tuple[int, int]:
+    """(h, w) of an int or a pair of ints."""
+    try:
+        pair = (value, value) if np.ndim(value) == 0 else tuple(value)
+        if len(pair) != 2 or any(isinstance(v, bool) or int(v) != v for v in pair):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ModelError(f"layer {layer!r}: {what} must be an int or a pair (h, w) of ints, got {value!r}") from None
+    return int(pair[0]), int(pair[1])
+
+
+def _padding(value, what: str, layer: str):
+    """'same', 'valid' or a tuple (top, bottom, left, right) of non-negative ints."""
+    if isinstance(value, str):
+        if value not in PADDINGS:
+            raise ModelError(f"layer {layer!r}: {what} must be 'same', 'valid' or (top, bottom, left, right), "
+                             f"got {value!r}")
+        return value
+    try:
+        pads = tuple(value)
+        if len(pads) != 4 or any(isinstance(v, bool) or int(v) != v or int(v) < 0 for v in pads):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ModelError(f"layer {layer!r}: {what} must be 'same', 'valid' or four non-negative ints "
+                         f"(top, bottom, left, right), got {value!r}") from None
+    return tuple(int(v) for v in pads)
+
+
+def window_geometry(layer: str, what: str, in_hw, kernel_hw, strides, padding) -> tuple[tuple, tuple]:
+    """Check a window (docs/semantics.md "Geometry") and return (pads (t, b, l, r), output (oh, ow))."""
+    pads = resolve_pads(padding, in_hw, kernel_hw, strides)
+    top, bottom, left, right = pads
+    oh = conv_output_size(in_hw[0], kernel_hw[0], strides[0], (top, bottom))
+    ow = conv_output_size(in_hw[1], kernel_hw[1], strides[1], (left, right))
+    if oh < 1 or ow < 1:
+        raise ModelError(f"layer {layer!r}: {what} {kernel_hw[0]}x{kernel_hw[1]} with padding {padding!r} "
+                         f"does not fit the {in_hw[0]}x{in_hw[1]} input")
+    if (top >= kernel_hw[0] or left >= kernel_hw[1] or (oh - 1) * strides[0] - top >= in_hw[0]
+            or (ow - 1) * strides[1] - left >= in_hw[1]):
+        raise ModelError(f"layer {layer!r}: {what} padding {pads} (top, bottom, left, right) leaves a "
+                         f"{kernel_hw[0]}x{kernel_hw[1]} window with no tap inside the {in_hw[0]}x{in_hw[1]} input; "
+                         f"each pad must be smaller than the window")
+    return pads, (oh, ow)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -95,9 +153,14 @@ class Layer:
     out_shift: object = 0                  # relu: per-channel right shift, 0..SHIFT_MAX
     threshold: object = 1                  # if/lif: per-channel int32 threshold, >= 1
     leak_shift: int = 0                    # lif: v -= v >> leak_shift each timestep, 1..LEAK_SHIFT_MAX
+    out_zero_point: object = 0             # relu: per-channel output zero point, 0..2^activation_bits - 1
     pool: str | None = None                # None | max | avg | global_avg (on potentials, before the neuron)
-    pool_size: int = 2
-    pool_stride: int | None = None         # None: equal to pool_size
+    pool_size: object = 2                  # window (h, w) or one int for both, 1..POOL_MAX
+    pool_stride: object = None             # (h, w) or one int; None: equal to pool_size
+    pool_padding: object = "valid"         # 'valid', 'same' or (top, bottom, left, right); padded taps unread
+    pool_count_include_pad: bool = False   # avg: a partial window's sum stays a sum (True) or is scaled to
+                                           # the full window (False), see docs/semantics.md
+    pool_sign: object = 1                  # max: per-channel +1 (max) or -1 (min)
 
     kind = "layer"
 
@@ -118,6 +181,11 @@ class Layer:
     @property
     def output_max(self) -> int:
         return unsigned_max(self.output_bits) if self.neuron != "none" else INT32_MAX
+
+    @property
+    def zero_point(self) -> np.ndarray:
+        """Per output channel, the integer that stands for float 0 (0 but for relu with a zero point)."""
+        return self.out_zero_point if self.neuron == "relu" else np.zeros(self.output_shape[-1], np.int32)
 
     def _check_common(self, channels: int) -> None:
         n = self.name
@@ -145,32 +213,51 @@ class Layer:
             raise ModelError(f"layer {n!r}: lif leak_shift must be in [1, {LEAK_SHIFT_MAX}], got {self.leak_shift!r}")
         if self.neuron != "lif":
             self.leak_shift = 0
+        self.out_zero_point = _int_array(self.out_zero_point, np.int32, (channels,), "out_zero_point", n)
+        if self.neuron != "relu" and self.out_zero_point.any():
+            raise ModelError(f"layer {n!r}: out_zero_point is for relu neurons only (neuron {self.neuron!r})")
+        if self.neuron == "relu" and (self.out_zero_point.min() < 0
+                                      or self.out_zero_point.max() > unsigned_max(self.activation_bits)):
+            raise ModelError(f"layer {n!r}: out_zero_point must be in [0, {unsigned_max(self.activation_bits)}] "
+                             f"for {self.activation_bits}-bit activations, got [{self.out_zero_point.min()}, "
+                             f"{self.out_zero_point.max()}]")
         if self.pool not in POOLS:
             raise ModelError(f"layer {n!r}: pool must be one of {POOLS}, got {self.pool!r}")
-        if self.pool_stride is None:
-            self.pool_stride = self.pool_size
+        self.pool_size = _pair(self.pool_size, "pool_size", n)
+        self.pool_stride = self.pool_size if self.pool_stride is None else _pair(self.pool_stride, "pool_stride", n)
+        self.pool_padding = _padding(self.pool_padding, "pool_padding", n)
+        self.pool_count_include_pad = bool(self.pool_count_include_pad)
+        self.pool_sign = _int_array(self.pool_sign, np.int32, (channels,), "pool_sign", n)
         if self.pool in ("max", "avg"):
-            if not (1 <= self.pool_size <= POOL_MAX and 1 <= self.pool_stride <= POOL_MAX):
+            if not (all(1 <= v <= POOL_MAX for v in self.pool_size)
+                    and all(1 <= v <= POOL_MAX for v in self.pool_stride)):
                 raise ModelError(f"layer {n!r}: pool_size and pool_stride must be in [1, {POOL_MAX}], "
                                  f"got {self.pool_size}, {self.pool_stride}")
+        if not np.isin(self.pool_sign, (-1, 1)).all() or (self.pool != "max" and (self.pool_sign != 1).any()):
+            raise ModelError(f"layer {n!r}: pool_sign must be +1 or -1 per channel, and -1 only with a max pool")
 
     def _pooled_shape(self, h: int, w: int, c: int) -> tuple[int, int, int]:
+        self._pre_pool = (h, w)
         if self.pool in ("max", "avg"):
-            if h < self.pool_size or w < self.pool_size:
-                raise ModelError(f"layer {self.name!r}: {self.pool} pool {self.pool_size}x{self.pool_size} "
-                                 f"does not fit the {h}x{w} potentials")
-            return ((h - self.pool_size) // self.pool_stride + 1, (w - self.pool_size) // self.pool_stride + 1, c)
+            self.pool_pads, out = window_geometry(self.name, f"{self.pool} pool", (h, w), self.pool_size,
+                                                  self.pool_stride, self.pool_padding)
+            self.pool_padding = self.pool_pads if any(self.pool_pads) else "valid"   # as the file stores it
+            return (*out, c)
+        self.pool_pads = (0, 0, 0, 0)
         if self.pool == "global_avg":
             return (1, 1, c)
         return (h, w, c)
 
     def _pool_factor(self, h: int, w: int) -> int:
-        """How many potentials one pooled potential sums (1 for max and no pooling)."""
+        """How many potentials one pooled potential sums at most (1 for max and no pooling)."""
         if self.pool == "avg":
-            return self.pool_size * self.pool_size
+            return self.pool_size[0] * self.pool_size[1]
         if self.pool == "global_avg":
             return h * w
         return 1
+
+    def _pool_arrays(self) -> dict[str, np.ndarray]:
+        return {"pool_sign": self.pool_sign} if self.pool == "max" and (self.pool_sign != 1).any() else {}
 
     # -- per-kind --------------------------------------------------------------------------------
     def infer(self, input_shapes: list[tuple], input_max: list[int]) -> tuple:
@@ -210,30 +297,31 @@ class Layer:
 
 @dataclass(kw_only=True, eq=False)
 class _Spatial(Layer):
-    """Shared by the convolution kinds: kernel, stride, padding, weight bits."""
+    """Shared by the convolution kinds: kernel, strides, padding, pad values, weight bits."""
 
     weights: object = None
     bias: object = 0
     weight_bits: int = 8
-    stride: int = 1
-    padding: str = "same"
+    stride: object = 1          # (h, w) or one int for both, 1..STRIDE_MAX
+    padding: object = "same"    # 'same', 'valid' or explicit (top, bottom, left, right)
+    pad_value: object = 0       # per input channel: what an out-of-bounds tap reads (the input's zero point)
 
-    def _check_spatial(self, kh: int, kw: int, h: int, w: int) -> tuple[int, int]:
+    def _check_spatial(self, kh: int, kw: int, h: int, w: int, c: int, input_max: int) -> tuple[int, int]:
         n = self.name
         if self.weight_bits not in WEIGHT_BITS:
             raise ModelError(f"layer {n!r}: weight_bits must be one of {WEIGHT_BITS}, got {self.weight_bits!r}")
         if not (1 <= kh <= KERNEL_MAX and 1 <= kw <= KERNEL_MAX):
             raise ModelError(f"layer {n!r}: kernel {kh}x{kw} outside 1..{KERNEL_MAX}")
-        if not 1 <= self.stride <= STRIDE_MAX:
-            raise ModelError(f"layer {n!r}: stride must be in [1, {STRIDE_MAX}], got {self.stride!r}")
-        if self.padding not in PADDINGS:
-            raise ModelError(f"layer {n!r}: padding must be 'same' or 'valid', got {self.padding!r}")
-        oh = conv_output_size(h, kh, self.stride, self.padding)
-        ow = conv_output_size(w, kw, self.stride, self.padding)
-        if oh < 1 or ow < 1:
-            raise ModelError(f"layer {n!r}: kernel {kh}x{kw} with padding {self.padding!r} "
-                             f"does not fit the {h}x{w} input")
-        return oh, ow
+        self.stride = _pair(self.stride, "stride", n)
+        if not all(1 <= v <= STRIDE_MAX for v in self.stride):
+            raise ModelError(f"layer {n!r}: stride must be in [1, {STRIDE_MAX}] per axis, got {self.stride!r}")
+        self.padding = _padding(self.padding, "padding", n)
+        self.pad_value = _int_array(self.pad_value, np.int32, (c,), "pad_value", n)
+        if self.pad_value.min() < 0 or self.pad_value.max() > input_max:
+            raise ModelError(f"layer {n!r}: pad_value must lie in [0, {input_max}] (the input's range), "
+                             f"got [{self.pad_value.min()}, {self.pad_value.max()}]")
+        self.pads, out = window_geometry(n, "kernel", (h, w), (kh, kw), self.stride, self.padding)
+        return out
 
     def _check_weights(self, arr: np.ndarray, what: str) -> None:
         lo, hi = signed_range(self.weight_bits)
@@ -241,10 +329,16 @@ class _Spatial(Layer):
             raise ModelError(f"layer {self.name!r}: {what} out of range for weight_bits={self.weight_bits} "
                              f"([{lo}, {hi}]): min {arr.min()}, max {arr.max()}")
 
+    def _spatial_arrays(self) -> dict[str, np.ndarray]:
+        return {"pad_value": self.pad_value} if self.pad_value.any() else {}
+
     @property
     def kernel(self) -> str:
         kh, kw = self.weights.shape[:2]
-        return f"{kh}x{kw}/{self.stride}"
+        sh, sw = self.stride
+        stride = f"{sh}" if sh == sw else f"{sh}x{sw}"
+        pads = "" if self.padding in PADDINGS else f" pad {','.join(map(str, self.pads))}"
+        return f"{kh}x{kw}/{stride}{pads}"
 
 
 @dataclass(kw_only=True, eq=False)
@@ -268,15 +362,15 @@ class Conv2D(_Spatial):
         self._check_weights(self.weights, "weights")
         self.bias = _int_array(self.bias, np.int32, (cout,), "bias", self.name)
         self._check_common(cout)
-        oh, ow = self._check_spatial(kh, kw, h, w)
-        self._pre_pool = (oh, ow)
+        oh, ow = self._check_spatial(kh, kw, h, w, c, input_max[0])
         return self._pooled_shape(oh, ow, cout)
 
     def accumulator_bound(self, input_max):
         return _weighted_sum_bound(self.weights, self.bias, input_max[0]) * self._pool_factor(*self._pre_pool)
 
     def param_arrays(self):
-        return {"weights": self.weights, "bias": self.bias, **_neuron_arrays(self)}
+        return {"weights": self.weights, "bias": self.bias, **_neuron_arrays(self), **self._spatial_arrays(),
+                **self._pool_arrays()}
 
 
 @dataclass(kw_only=True, eq=False)
@@ -288,7 +382,13 @@ class InputConv2D(Conv2D):
 
 @dataclass(kw_only=True, eq=False)
 class Depthwise2D(_Spatial):
-    """Depthwise convolution (channel multiplier 1). weights: int (KH, KW, C); bias: int32 (C,)."""
+    """Depthwise convolution. weights: int (KH, KW, C * M); bias: int32 (C * M,).
+
+    With depth_multiplier M, output channel o reads input channel o // M (Keras' depth_multiplier,
+    PyTorch's groups=C).
+    """
+
+    depth_multiplier: int = 1
 
     kind = "depthwise2d"
 
@@ -296,41 +396,48 @@ class Depthwise2D(_Spatial):
         if len(input_shapes) != 1:
             raise ModelError(f"layer {self.name!r}: {self.kind} takes one input, got {len(input_shapes)}")
         h, w, c = input_shapes[0]
+        m = _depth_multiplier(self)
         wt = np.asarray(self.weights) if self.weights is not None else None
         if wt is None or wt.ndim != 3:
-            raise ModelError(f"layer {self.name!r}: weights must have shape (KH, KW, C), "
+            raise ModelError(f"layer {self.name!r}: weights must have shape (KH, KW, C * depth_multiplier), "
                              f"got {None if wt is None else wt.shape}")
         kh, kw, cw = wt.shape
-        if cw != c:
-            raise ModelError(f"layer {self.name!r}: weights expect {cw} channels, the input has {c}")
+        if cw != c * m:
+            raise ModelError(f"layer {self.name!r}: weights have {cw} channels; the {c}-channel input with "
+                             f"depth_multiplier {m} needs {c * m}")
         self.weights = _int_array(wt, np.int8, wt.shape, "weights", self.name)
         self._check_weights(self.weights, "weights")
-        self.bias = _int_array(self.bias, np.int32, (c,), "bias", self.name)
-        self._check_common(c)
-        oh, ow = self._check_spatial(kh, kw, h, w)
-        self._pre_pool = (oh, ow)
-        return self._pooled_shape(oh, ow, c)
+        self.bias = _int_array(self.bias, np.int32, (c * m,), "bias", self.name)
+        self._check_common(c * m)
+        oh, ow = self._check_spatial(kh, kw, h, w, c, input_max[0])
+        return self._pooled_shape(oh, ow, c * m)
 
     def accumulator_bound(self, input_max):
         return _weighted_sum_bound(self.weights, self.bias, input_max[0]) * self._pool_factor(*self._pre_pool)
 
     def param_arrays(self):
-        return {"weights": self.weights, "bias": self.bias, **_neuron_arrays(self)}
+        return {"weights": self.weights, "bias": self.bias, **_neuron_arrays(self), **self._spatial_arrays(),
+                **self._pool_arrays()}
+
+    @property
+    def kernel(self) -> str:
+        return super().kernel + (f" x{self.depth_multiplier}" if self.depth_multiplier != 1 else "")
 
 
 @dataclass(kw_only=True, eq=False)
 class Separable2D(_Spatial):
     """Depthwise then pointwise inside one layer (Keras SeparableConv2D).
 
-    weights: int (KH, KW, Cin) depthwise; pointwise: int (Cin, Cout); bias: int32 (Cout,).
+    weights: int (KH, KW, C * M) depthwise; pointwise: int (C * M, Cout); bias: int32 (Cout,).
     The depthwise potentials are requantized to signed `mid_bits` integers with
-    mid_multiplier / mid_shift (per input channel) and never leave the layer (docs/semantics.md).
+    mid_multiplier / mid_shift (per depthwise channel) and never leave the layer (docs/semantics.md).
     """
 
     pointwise: object = None
     mid_multiplier: object = 1
     mid_shift: object = 0
     mid_bits: int = 8
+    depth_multiplier: int = 1
 
     kind = "separable2d"
 
@@ -339,13 +446,14 @@ class Separable2D(_Spatial):
         if len(input_shapes) != 1:
             raise ModelError(f"layer {n!r}: {self.kind} takes one input, got {len(input_shapes)}")
         h, w, c = input_shapes[0]
+        m = _depth_multiplier(self)
         wt = np.asarray(self.weights) if self.weights is not None else None
         pw = np.asarray(self.pointwise) if self.pointwise is not None else None
-        if wt is None or wt.ndim != 3 or wt.shape[2] != c:
-            raise ModelError(f"layer {n!r}: depthwise weights must have shape (KH, KW, {c}), "
+        if wt is None or wt.ndim != 3 or wt.shape[2] != c * m:
+            raise ModelError(f"layer {n!r}: depthwise weights must have shape (KH, KW, {c * m}), "
                              f"got {None if wt is None else wt.shape}")
-        if pw is None or pw.ndim != 2 or pw.shape[0] != c:
-            raise ModelError(f"layer {n!r}: pointwise weights must have shape ({c}, Cout), "
+        if pw is None or pw.ndim != 2 or pw.shape[0] != c * m:
+            raise ModelError(f"layer {n!r}: pointwise weights must have shape ({c * m}, Cout), "
                              f"got {None if pw is None else pw.shape}")
         kh, kw, _ = wt.shape
         cout = pw.shape[1]
@@ -356,13 +464,12 @@ class Separable2D(_Spatial):
         self.bias = _int_array(self.bias, np.int32, (cout,), "bias", n)
         if self.mid_bits not in (2, 4, 8):
             raise ModelError(f"layer {n!r}: mid_bits must be one of (2, 4, 8), got {self.mid_bits!r}")
-        self.mid_multiplier = _int_array(self.mid_multiplier, np.int32, (c,), "mid_multiplier", n)
-        self.mid_shift = _int_array(self.mid_shift, np.int32, (c,), "mid_shift", n)
+        self.mid_multiplier = _int_array(self.mid_multiplier, np.int32, (c * m,), "mid_multiplier", n)
+        self.mid_shift = _int_array(self.mid_shift, np.int32, (c * m,), "mid_shift", n)
         if self.mid_multiplier.min() < 0 or self.mid_shift.min() < 0 or self.mid_shift.max() > SHIFT_MAX:
             raise ModelError(f"layer {n!r}: mid_multiplier must be >= 0 and mid_shift in [0, {SHIFT_MAX}]")
         self._check_common(cout)
-        oh, ow = self._check_spatial(kh, kw, h, w)
-        self._pre_pool = (oh, ow)
+        oh, ow = self._check_spatial(kh, kw, h, w, c, input_max[0])
         return self._pooled_shape(oh, ow, cout)
 
     def accumulator_bound(self, input_max):
@@ -373,12 +480,12 @@ class Separable2D(_Spatial):
 
     def param_arrays(self):
         return {"weights": self.weights, "pointwise": self.pointwise, "bias": self.bias,
-                "mid_multiplier": self.mid_multiplier, "mid_shift": self.mid_shift, **_neuron_arrays(self)}
+                "mid_multiplier": self.mid_multiplier, "mid_shift": self.mid_shift, **_neuron_arrays(self),
+                **self._spatial_arrays(), **self._pool_arrays()}
 
     @property
     def kernel(self) -> str:
-        kh, kw = self.weights.shape[:2]
-        return f"{kh}x{kw}/{self.stride}+1x1"
+        return super().kernel + (f" x{self.depth_multiplier}" if self.depth_multiplier != 1 else "") + "+1x1"
 
 
 @dataclass(kw_only=True, eq=False)
@@ -411,6 +518,8 @@ class Dense(Layer):
         _Spatial._check_weights(self, self.weights, "weights")
         self.bias = _int_array(self.bias, np.int32, (cout,), "bias", n)
         self._check_common(cout)
+        self._pre_pool = (1, 1)
+        self.pool_pads = (0, 0, 0, 0)
         return (1, 1, cout)
 
     def accumulator_bound(self, input_max):
@@ -426,13 +535,14 @@ class Dense(Layer):
 
 @dataclass(kw_only=True, eq=False)
 class Add(Layer):
-    """Merges branches of equal shape: potential = sum_i input_i * input_multipliers[i] (per channel).
+    """Merges branches of equal shape: potential = bias + sum_i input_i * input_multipliers[i] (per channel).
 
-    input_multipliers: int32 (n_inputs, C), any sign (a negative one subtracts a branch).
-    The neuron stage (usually relu) then requantizes.
+    input_multipliers: int32 (n_inputs, C), any sign (a negative one subtracts a branch); bias: int32 (C,).
+    Pooling and the neuron stage (usually relu) follow.
     """
 
     input_multipliers: object = 1
+    bias: object = 0
 
     kind = "add"
 
@@ -442,24 +552,103 @@ class Add(Layer):
             raise ModelError(f"layer {n!r}: add takes 2..{ADD_INPUTS_MAX} inputs, got {len(input_shapes)}")
         if any(tuple(s) != tuple(input_shapes[0]) for s in input_shapes):
             raise ModelError(f"layer {n!r}: add inputs must have equal shapes, got {[tuple(s) for s in input_shapes]}")
-        if self.pool is not None:
-            raise ModelError(f"layer {n!r}: add layers take no pooling, got pool={self.pool!r}")
-        c = input_shapes[0][2]
+        h, w, c = input_shapes[0]
         self.input_multipliers = _int_array(self.input_multipliers, np.int32, (len(input_shapes), c),
                                             "input_multipliers", n)
+        self.bias = _int_array(self.bias, np.int32, (c,), "bias", n)
         self._check_common(c)
-        return tuple(input_shapes[0])
+        return self._pooled_shape(h, w, c)
 
     def accumulator_bound(self, input_max):
         m = np.abs(self.input_multipliers.astype(np.int64))
-        return int(sum(m[i] * input_max[i] for i in range(len(input_max))).max())
+        terms = sum(m[i] * input_max[i] for i in range(len(input_max))) + np.abs(self.bias.astype(np.int64))
+        return int(terms.max()) * self._pool_factor(*self._pre_pool)
 
     def param_arrays(self):
-        return {"input_multipliers": self.input_multipliers, **_neuron_arrays(self)}
+        bias = {"bias": self.bias} if self.bias.any() else {}
+        return {"input_multipliers": self.input_multipliers, **bias, **_neuron_arrays(self), **self._pool_arrays()}
 
     @property
     def kernel(self) -> str:
         return f"{self.input_multipliers.shape[0]} inputs"
+
+
+@dataclass(kw_only=True, eq=False)
+class Concat(Layer):
+    """Channels gathered from 1..4 inputs of equal height and width: P[y, x, j] = bias[j] + m[j] * a_i[y, x, c].
+
+    sources: int (Cout, 2), per output channel (input index i, channel c); None: the inputs' channels in
+    input order (a channel concatenation). With sources it is also a split, a shuffle or a permutation,
+    and with one input a layer that only pools or rescales. input_multipliers: int32 (Cout,), any sign;
+    bias: int32 (Cout,).
+    """
+
+    sources: object = None
+    input_multipliers: object = 1
+    bias: object = 0
+
+    kind = "concat"
+
+    def infer(self, input_shapes, input_max):
+        n = self.name
+        if not 1 <= len(input_shapes) <= CONCAT_INPUTS_MAX:
+            raise ModelError(f"layer {n!r}: concat takes 1..{CONCAT_INPUTS_MAX} inputs, got {len(input_shapes)}")
+        h, w = input_shapes[0][:2]
+        if any(tuple(s[:2]) != (h, w) for s in input_shapes):
+            raise ModelError(f"layer {n!r}: concat inputs must have equal height and width, "
+                             f"got {[tuple(s) for s in input_shapes]}")
+        plain = np.array([(i, c) for i, s in enumerate(input_shapes) for c in range(s[2])], np.int64)
+        src = plain if self.sources is None else np.asarray(self.sources)
+        if src.ndim != 2 or src.shape[1] != 2 or src.shape[0] < 1:
+            raise ModelError(f"layer {n!r}: sources must have shape (Cout, 2): (input index, channel) per output "
+                             f"channel, got shape {src.shape}")
+        src = _int_array(src, np.int32, src.shape, "sources", n)
+        counts = np.array([s[2] for s in input_shapes])
+        bad = (src[:, 0] < 0) | (src[:, 0] >= len(input_shapes))
+        if not bad.any():
+            bad = (src[:, 1] < 0) | (src[:, 1] >= counts[src[:, 0]])
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise ModelError(f"layer {n!r}: sources[{j}] = {tuple(src[j])} names no channel of the inputs "
+                             f"(shapes {[tuple(s) for s in input_shapes]})")
+        self.sources = None if (src.shape == plain.shape and (src == plain).all()) else src
+        cout = src.shape[0]
+        self.input_multipliers = _int_array(self.input_multipliers, np.int32, (cout,), "input_multipliers", n)
+        self.bias = _int_array(self.bias, np.int32, (cout,), "bias", n)
+        self._check_common(cout)
+        return self._pooled_shape(h, w, cout)
+
+    @property
+    def source_map(self) -> np.ndarray:
+        """(Cout, 2) int32: (input index, channel) of every output channel, plain order made explicit."""
+        if self.sources is not None:
+            return self.sources
+        return np.array([(i, c) for i, s in enumerate(self.input_shapes) for c in range(s[2])], np.int32)
+
+    def accumulator_bound(self, input_max):
+        amax = np.asarray(input_max, np.int64)[self.source_map[:, 0]]
+        terms = np.abs(self.input_multipliers.astype(np.int64)) * amax + np.abs(self.bias.astype(np.int64))
+        return int(terms.max()) * self._pool_factor(*self._pre_pool)
+
+    def param_arrays(self):
+        arrays = {"input_multipliers": self.input_multipliers}
+        if self.bias.any():
+            arrays["bias"] = self.bias
+        if self.sources is not None:
+            arrays["sources"] = self.sources
+        return {**arrays, **_neuron_arrays(self), **self._pool_arrays()}
+
+    @property
+    def kernel(self) -> str:
+        return f"{len(self.input_shapes)} inputs" if self.sources is None else f"{len(self.input_shapes)} inputs, mapped"
+
+
+def _depth_multiplier(layer) -> int:
+    m = layer.depth_multiplier
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or not 1 <= m <= DEPTH_MULTIPLIER_MAX:
+        raise ModelError(f"layer {layer.name!r}: depth_multiplier must be an int in [1, {DEPTH_MULTIPLIER_MAX}], got {m!r}")
+    layer.depth_multiplier = int(m)
+    return layer.depth_multiplier
 
 
 def _weighted_sum_bound(weights: np.ndarray, bias: np.ndarray, input_max: int) -> int:
@@ -470,13 +659,14 @@ def _weighted_sum_bound(weights: np.ndarray, bias: np.ndarray, input_max: int) -
 
 def _neuron_arrays(layer: Layer) -> dict[str, np.ndarray]:
     if layer.neuron == "relu":
-        return {"out_multiplier": layer.out_multiplier, "out_shift": layer.out_shift}
+        zero_point = {"out_zero_point": layer.out_zero_point} if layer.out_zero_point.any() else {}
+        return {"out_multiplier": layer.out_multiplier, "out_shift": layer.out_shift, **zero_point}
     if layer.neuron in ("if", "lif"):
         return {"threshold": layer.threshold}
     return {}
 
 
-LAYER_CLASSES = {cls.kind: cls for cls in (InputConv2D, Conv2D, Depthwise2D, Separable2D, Dense, Add)}
+LAYER_CLASSES = {cls.kind: cls for cls in (InputConv2D, Conv2D, Depthwise2D, Separable2D, Dense, Add, Concat)}
 
-__all__ = ["Layer", "InputConv2D", "Conv2D", "Depthwise2D", "Separable2D", "Dense", "Add", "LAYER_CLASSES",
+__all__ = ["Layer", "InputConv2D", "Conv2D", "Depthwise2D", "Separable2D", "Dense", "Add", "Concat", "LAYER_CLASSES",
            "KINDS", "WEIGHT_BITS", "ACTIVATION_BITS", "NEURONS"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .layers import INT32_MAX, INT32_MIN, same_padding
+from .layers import INT32_MAX, INT32_MIN
 from .statistics import LayerStatistics, Statistics
 
 # How many float64 im2col values one batch chunk may hold (bounds memory to about 512 MB).
@@ -47,7 +47,7 @@ def _batch_chunk(model) -> int:
         if layer.kind in ("conv2d", "input_conv2d", "depthwise2d", "separable2d"):
             kh, kw = layer.weights.shape[:2]
             oh, ow = layer._pre_pool
-            per_sample = max(per_sample, oh * ow * kh * kw * layer.input_shapes[0][2])
+            per_sample = max(per_sample, oh * ow * kh * kw * layer.input_shapes[0][2] * 2)
     return max(1, IM2COL_VALUES_MAX // per_sample)
 
 
@@ -80,33 +80,55 @@ def _run_chunk(model, x5: np.ndarray, stats: Statistics, sums: dict | None = Non
 
 # -- synaptic stages: (layer, [inputs (N, H, W, C) int64]) -> (potentials (N, OH, OW, C) int64, synaptic ops) --
 
-def _windows(layer, a: np.ndarray) -> np.ndarray:
-    """im2col view: (N, OH, OW, KH, KW, C) of the zero-padded input `a` (N, H, W, C)."""
+def _padded(a: np.ndarray, pads, values) -> np.ndarray:
+    """`a` (N, H, W, C) framed by `pads` (top, bottom, left, right) holding `values[c]` per channel."""
+    top, bottom, left, right = pads
+    if not any(pads):
+        return a
+    n, h, w, c = a.shape
+    out = np.empty((n, h + top + bottom, w + left + right, c), a.dtype)
+    out[...] = np.asarray(values, a.dtype)
+    out[:, top:top + h, left:left + w] = a
+    return out
+
+
+def _window_view(a: np.ndarray, size, strides) -> np.ndarray:
+    """(N, OH, OW, C, KH, KW) view of the windows of an already padded `a`."""
+    win = sliding_window_view(a, tuple(size), axis=(1, 2))
+    return win[:, ::strides[0], ::strides[1]]
+
+
+def _windows(layer, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """im2col view (N, OH, OW, KH, KW, C) of the input `a` (N, H, W, C) padded with the pad values, and
+    the (OH, OW, KH, KW) mask of in-bounds taps."""
     kh, kw = layer.weights.shape[:2]
-    if layer.padding == "same":
-        pad_h = same_padding(a.shape[1], kh, layer.stride)
-        pad_w = same_padding(a.shape[2], kw, layer.stride)
-        a = np.pad(a, ((0, 0), pad_h, pad_w, (0, 0)))
-    win = sliding_window_view(a, (kh, kw), axis=(1, 2))  # (N, H', W', C, KH, KW)
-    win = win[:, ::layer.stride, ::layer.stride]
-    return win.transpose(0, 1, 2, 4, 5, 3)
+    win = _window_view(_padded(a, layer.pads, layer.pad_value), (kh, kw), layer.stride)
+    inside = _window_view(_padded(np.ones((1, *a.shape[1:3], 1), np.int64), layer.pads, [0]), (kh, kw), layer.stride)
+    return win.transpose(0, 1, 2, 4, 5, 3), inside[0, :, :, 0]
+
+
+def _tap_events(win: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Non-zero in-bounds taps (N, OH, OW, KH, KW, C) (padding taps are no events, whatever they read)."""
+    return (win != 0) & inside[None, :, :, :, :, None].astype(bool)
 
 
 def _conv2d(layer, inputs):
-    win = _windows(layer, inputs[0])
+    win, inside = _windows(layer, inputs[0])
     n, oh, ow = win.shape[:3]
     cols = win.reshape(n * oh * ow, -1)
     cout = layer.weights.shape[-1]
     weights = layer.weights.reshape(-1, cout).astype(np.float64)
     acc = (cols.astype(np.float64) @ weights).astype(np.int64)
     potentials = acc.reshape(n, oh, ow, cout) + layer.bias
-    return potentials, int(np.count_nonzero(cols)) * cout
+    return potentials, int(np.count_nonzero(_tap_events(win, inside))) * cout
 
 
 def _depthwise_sum(layer, a):
-    win = _windows(layer, a)  # (N, OH, OW, KH, KW, C)
-    acc = np.einsum("nyxhwc,hwc->nyxc", win, layer.weights.astype(np.int64))
-    return acc, int(np.count_nonzero(win))
+    win, inside = _windows(layer, a)  # (N, OH, OW, KH, KW, C)
+    m = layer.depth_multiplier
+    win_out = np.repeat(win, m, axis=-1) if m > 1 else win   # output channel o reads input channel o // m
+    acc = np.einsum("nyxhwc,hwc->nyxc", win_out, layer.weights.astype(np.int64))
+    return acc, int(np.count_nonzero(_tap_events(win, inside))) * m
 
 
 def _depthwise2d(layer, inputs):
@@ -133,12 +155,19 @@ def _dense(layer, inputs):
 
 def _add(layer, inputs):
     m = layer.input_multipliers.astype(np.int64)
-    potentials = sum(a * m[i] for i, a in enumerate(inputs))
+    potentials = sum(a * m[i] for i, a in enumerate(inputs)) + layer.bias
     return potentials, sum(int(np.count_nonzero(a)) for a in inputs)
 
 
+def _concat(layer, inputs):
+    src = layer.source_map
+    gathered = np.stack([inputs[i][..., c] for i, c in src], axis=-1)   # (N, H, W, Cout)
+    potentials = gathered * layer.input_multipliers.astype(np.int64) + layer.bias
+    return potentials, int(np.count_nonzero(gathered))
+
+
 SYNAPTIC = {"input_conv2d": _conv2d, "conv2d": _conv2d, "depthwise2d": _depthwise2d,
-            "separable2d": _separable2d, "dense": _dense, "add": _add}
+            "separable2d": _separable2d, "dense": _dense, "add": _add, "concat": _concat}
 
 
 # -- pooling and neuron stages ------------------------------------------------------------------
@@ -156,16 +185,29 @@ def _pool(layer, p: np.ndarray) -> np.ndarray:
         return p
     if layer.pool == "global_avg":
         return p.sum(axis=(1, 2), keepdims=True)
-    size, stride = layer.pool_size, layer.pool_stride
-    win = sliding_window_view(p, (size, size), axis=(1, 2))[:, ::stride, ::stride]
-    return win.max(axis=(-2, -1)) if layer.pool == "max" else win.sum(axis=(-2, -1))
+    size, stride, pads = layer.pool_size, layer.pool_stride, layer.pool_pads
+    inside = _window_view(_padded(np.ones((1, *p.shape[1:3], 1), np.int64), pads, [0]), size, stride)
+    inside = inside[0, :, :, 0].astype(bool)                        # (OH, OW, PH, PW) in-bounds taps
+    if layer.pool == "max":
+        sign = layer.pool_sign.astype(np.int64)
+        low = np.iinfo(np.int64).min
+        win = _window_view(_padded(p * sign, pads, [low]), size, stride)   # padded taps never win
+        return win.max(axis=(-2, -1)) * sign
+    sums = _window_view(_padded(p, pads, [0]), size, stride).sum(axis=(-2, -1))
+    if layer.pool_count_include_pad or not any(pads):
+        return sums
+    area = size[0] * size[1]
+    count = inside.sum(axis=(-2, -1))[None, :, :, None].astype(np.int64)   # in-bounds taps per window
+    scaled = (2 * sums * area + count) // (2 * count)                       # sums * area / count, half up
+    return np.where(count == area, sums, scaled)
 
 
 def _neuron(layer, p: np.ndarray, state: dict) -> np.ndarray:
     if layer.neuron == "none":
         return p
     if layer.neuron == "relu":
-        return np.clip(requantize(p, layer.out_multiplier, layer.out_shift), 0, (1 << layer.activation_bits) - 1)
+        q = requantize(p, layer.out_multiplier, layer.out_shift) + layer.out_zero_point.astype(np.int64)
+        return np.clip(q, 0, (1 << layer.activation_bits) - 1)
     v = state.get(layer.name)
     if v is None:
         v = np.zeros_like(p)

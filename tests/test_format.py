@@ -33,10 +33,15 @@ MODEL_FIELDS = {"layer_count": 0, "input_h": 4, "input_w": 8, "input_c": 12, "in
 LAYER_FIELDS = {"kind": 0, "neuron": 4, "name_offset": 8, "name_bytes": 12, "input_count": 16, "inputs": 20,
                 "in_shape": 36, "out_shape": 48, "kernel_h": 60, "kernel_w": 64, "stride": 68, "padding": 72,
                 "pool": 76, "pool_size": 80, "pool_stride": 84, "weight_bits": 88, "activation_bits": 92,
-                "mid_bits": 96, "leak_shift": 100, "reserved0": 104, "slots": 128, "reserved1": 208}
+                "mid_bits": 96, "leak_shift": 100, "stride_w": 104, "pads": 108, "depth_multiplier": 124,
+                "slots": 128, "pool_w": 256, "pool_stride_w": 260, "pool_pads": 264, "pool_flags": 280,
+                "reserved2": 284}
+RECORD_BYTES = 384          # version 2; version 1 records are 256 bytes (slots 0..9, reserved 104..128, 208..256)
 SLOTS = {"weights": 0, "pointwise": 1, "bias": 2, "out_multiplier": 3, "out_shift": 4, "threshold": 5,
-         "mid_multiplier": 6, "mid_shift": 7, "input_multipliers": 8}
-KIND_CODE = {"input_conv2d": 1, "conv2d": 2, "depthwise2d": 3, "separable2d": 4, "dense": 5, "add": 6}
+         "mid_multiplier": 6, "mid_shift": 7, "input_multipliers": 8, "pad_value": 9, "out_zero_point": 10,
+         "pool_sign": 11, "sources": 12}
+KIND_CODE = {"input_conv2d": 1, "conv2d": 2, "depthwise2d": 3, "separable2d": 4, "dense": 5, "add": 6,
+             "concat": 7}
 NEURON_CODE = {"none": 0, "relu": 1, "if": 2, "lif": 3}
 
 
@@ -56,7 +61,7 @@ def sections(data: bytes) -> dict[str, tuple[int, int]]:
 
 def record_offset(data: bytes, index: int) -> int:
     """Byte offset of layer record `index` in the file."""
-    return sections(data)["GRPH"][0] + 64 + 256 * index
+    return sections(data)["GRPH"][0] + 64 + RECORD_BYTES * index
 
 
 def field(data: bytes, index: int, name: str, item: int = 0) -> int:
@@ -84,7 +89,7 @@ def patch(data: bytes, offset: int, fmt: str, *values, fix: bool = True) -> byte
     return fix_crcs(bytes(out)) if fix else bytes(out)
 
 
-def assemble(parts: list[tuple[bytes, bytes]], version=(1, 0), offsets=None) -> bytes:
+def assemble(parts: list[tuple[bytes, bytes]], version=(2, 0), offsets=None) -> bytes:
     """An .esnn file from (tag, payload) sections, laid out as the document says (a second, independent writer)."""
     table_end = 64 + 16 * len(parts)
     position, table, body_at = -(-table_end // 16) * 16, b"", []
@@ -119,7 +124,9 @@ def unpack_by_hand(raw: bytes, bits: int, count: int) -> list[int]:
 # -- models ---------------------------------------------------------------------------------------
 
 def every_kind_model(weight_bits: int = 4, seed: int = 0, metadata=None) -> es.Model:
-    """All six kinds, all four neurons, every pool, strides 1 and 2, both paddings, a residual add."""
+    """All seven kinds, all four neurons, every pool, strides 1 and 2 (and rectangular), every padding
+    (same, valid, explicit), pad values, a depth multiplier, zero points, a min pool, a residual add
+    with a bias, a concat with a source map and an average pool that excludes its padding."""
     rng = np.random.default_rng(seed)
     lo, hi = L.signed_range(weight_bits)
 
@@ -129,23 +136,30 @@ def every_kind_model(weight_bits: int = 4, seed: int = 0, metadata=None) -> es.M
     return es.Model([
         L.InputConv2D(name="conv_in", weights=w(3, 3, 2, 4), bias=rng.integers(-40, 40, 4), weight_bits=weight_bits,
                       out_multiplier=rng.integers(1, 9, 4), out_shift=rng.integers(2, 6, 4), activation_bits=4,
-                      pool="max", pool_size=2, pool_stride=2),
-        L.Separable2D(name="sep", weights=w(3, 3, 4), pointwise=w(4, 6), bias=rng.integers(-9, 9, 6),
-                      weight_bits=weight_bits, mid_bits=4, mid_multiplier=rng.integers(1, 4, 4),
-                      mid_shift=rng.integers(0, 3, 4), neuron="lif", threshold=rng.integers(1, 20, 6), leak_shift=3),
+                      pool="max", pool_size=2, pool_stride=2, pad_value=[3, 100], pool_sign=[1, -1, 1, 1]),
+        L.Separable2D(name="sep", weights=w(3, 3, 8), pointwise=w(8, 6), bias=rng.integers(-9, 9, 6),
+                      weight_bits=weight_bits, mid_bits=4, mid_multiplier=rng.integers(1, 4, 8),
+                      mid_shift=rng.integers(0, 3, 8), depth_multiplier=2, neuron="lif",
+                      threshold=rng.integers(1, 20, 6), leak_shift=3),
         L.Depthwise2D(name="dw", weights=w(3, 3, 6), bias=rng.integers(-5, 5, 6), weight_bits=weight_bits,
                       stride=2, padding="valid", neuron="if", threshold=rng.integers(1, 9, 6)),
         L.Conv2D(name="pw", weights=w(1, 1, 6, 6), weight_bits=weight_bits, out_multiplier=3, out_shift=1,
-                 activation_bits=2),
-        L.Add(name="residual", inputs=("dw", "pw"), input_multipliers=rng.integers(0, 7, (2, 6)),
-              out_multiplier=5, out_shift=3, activation_bits=1),
+                 activation_bits=2, out_zero_point=[0, 1, 2, 3, 1, 0]),
+        L.Add(name="residual", inputs=("dw", "pw"), input_multipliers=rng.integers(-3, 7, (2, 6)),
+              bias=rng.integers(-4, 4, 6), out_multiplier=5, out_shift=3, activation_bits=1),
         L.Conv2D(name="avg", weights=w(2, 2, 6, 8), weight_bits=weight_bits, padding="same", pool="avg",
                  pool_size=2, pool_stride=1, out_multiplier=1, out_shift=4),
-        L.Conv2D(name="gap", weights=w(1, 1, 8, 8), weight_bits=weight_bits, pool="global_avg", neuron="if",
+        L.Conv2D(name="explicit", weights=w(3, 2, 8, 8), weight_bits=weight_bits, stride=(2, 1),
+                 padding=(1, 2, 0, 1), pad_value=rng.integers(0, 256, 8), pool="avg", pool_size=(2, 3),
+                 pool_stride=(1, 2), pool_padding=(1, 0, 1, 1), out_multiplier=1, out_shift=5),
+        L.Concat(name="cat", inputs=("explicit", "explicit"), sources=[(0, 7), (1, 0), (0, 1), (1, 5), (0, 3)],
+                 input_multipliers=[1, -2, 3, 1, 2], bias=[0, 4, -3, 0, 1], out_multiplier=1, out_shift=1,
+                 activation_bits=8, pool="max", pool_size=3, pool_stride=2, pool_padding=(1, 1, 1, 1)),
+        L.Conv2D(name="gap", weights=w(1, 1, 5, 8), weight_bits=weight_bits, pool="global_avg", neuron="if",
                  threshold=100),
         L.Dense(name="classes", weights=w(8, 5), bias=rng.integers(-1000, 1000, 5), weight_bits=weight_bits,
                 neuron="none"),
-    ], input_shape=(14, 14, 2), input_bits=7, metadata=metadata)
+    ], input_shape=(18, 18, 2), input_bits=7, metadata=metadata)
 
 
 def wide_model(weight_bits: int) -> es.Model:
@@ -215,7 +229,7 @@ def test_round_trip_every_kind_and_neuron(weight_bits):
     loaded = F.read_model(data)
     assert_same_model(model, loaded)
     assert F.write_model(loaded) == data   # the writer is deterministic and loses nothing
-    x = np.random.default_rng(2).integers(0, 128, (3, 14, 14, 2), dtype=np.uint8)
+    x = np.random.default_rng(2).integers(0, 128, (3, 18, 18, 2), dtype=np.uint8)
     np.testing.assert_array_equal(loaded.forward(x, timesteps=3, device="reference"),
                                   model.forward(x, timesteps=3, device="reference"))
 
@@ -223,7 +237,7 @@ def test_round_trip_every_kind_and_neuron(weight_bits):
 def test_the_file_follows_the_document(model4, data4):
     """Header, section table and records, read with the document's offsets only."""
     assert data4[:8] == MAGIC
-    assert struct.unpack_from("<HHIQI", data4, 8) == (1, 0, 64, len(data4), 4)
+    assert struct.unpack_from("<HHIQI", data4, 8) == (2, 0, 64, len(data4), 4)
     assert u32(data4, 32) == zlib.crc32(data4[64:]) and u32(data4, 36) == zlib.crc32(data4[:36])
     table = sections(data4)
     assert sorted(table) == ["GRPH", "META", "NAME", "TENS"]
@@ -232,8 +246,8 @@ def test_the_file_follows_the_document(model4, data4):
     assert all(offset % 16 == 0 for offset, _ in spans)
     assert all(a[0] + a[1] <= b[0] for a, b in zip(spans, spans[1:]))
     grph, grph_bytes = table["GRPH"]
-    assert grph_bytes == 64 + 256 * len(model4.layers)
-    assert struct.unpack_from("<7I", data4, grph) == (8, 14, 14, 2, 7, 7, 256)
+    assert grph_bytes == 64 + RECORD_BYTES * len(model4.layers)
+    assert struct.unpack_from("<7I", data4, grph) == (10, 18, 18, 2, 7, 9, RECORD_BYTES)
     names_at = table["NAME"][0]
     for i, layer in enumerate(model4.layers):
         at = record_offset(data4, i)
@@ -469,13 +483,13 @@ def test_trailing_bytes(data4):
     expect_error(data4 + b"\0" * 16, "header", 16, "trailing bytes")
 
 
-@pytest.mark.parametrize("major", [0, 2, 0xFFFF])
+@pytest.mark.parametrize("major", [0, 3, 0xFFFF])
 def test_other_major_versions_are_refused(data4, major):
     expect_error(patch(data4, 8, "H", major), "header", 8, f"version {major}.0 is not supported")
 
 
 def test_a_higher_minor_version_with_an_unknown_section_loads(model4, data4):
-    newer = assemble(parts_of(data4) + [(b"XTRA", b"future data")], version=(1, 3))
+    newer = assemble(parts_of(data4) + [(b"XTRA", b"future data")], version=(2, 3))
     assert_same_model(model4, F.read_model(newer))
     # the unknown section is skipped in a 1.0 file too
     assert_same_model(model4, F.read_model(assemble([(b"XTRA", b"\1" * 40)] + parts_of(data4))))
@@ -597,26 +611,33 @@ def test_wrong_input_shape_is_a_shape_mismatch(data4):
 
 
 @pytest.mark.parametrize("index, name, value, words", [
-    (0, "kind", 7, "unknown layer kind code 7"),
+    (0, "kind", 8, "unknown layer kind code 8"),
     (1, "neuron", 4, "unknown neuron code 4"),
     (2, "weight_bits", 3, "weight_bits is 3"),
-    (7, "activation_bits", 8, "activation_bits is 8, must be 32"),
+    (9, "activation_bits", 8, "activation_bits is 8, must be 32"),
     (2, "activation_bits", 2, "activation_bits is 2, must be 1"),
     (0, "leak_shift", 2, "leak_shift is 2, must be 0"),
     (1, "leak_shift", 32, "leak_shift is 32"),
     (1, "mid_bits", 3, "mid_bits is 3"),
     (4, "weight_bits", 4, "weight_bits is 4, must be 0"),
-    (7, "padding", 1, "padding is 1, must be 0"),
-    (7, "kernel_h", 3, "kernel_h is 3, must be 1"),
+    (9, "padding", 1, "padding is 1, must be 0"),
+    (9, "kernel_h", 3, "kernel_h is 3, must be 1"),
     (4, "stride", 2, "stride is 2, must be 1"),
-    (0, "padding", 2, "padding is 2"),
+    (7, "stride_w", 2, "stride_w is 2, must be 1"),
+    (0, "padding", 3, "padding is 3"),
+    (0, "depth_multiplier", 2, "depth_multiplier is 2, must be 1"),
+    (1, "depth_multiplier", 9, "depth_multiplier is 9"),
+    (2, "pool_w", 2, "pool_w is 2, must be 0"),
+    (0, "pool_flags", 1, "pool_flags is 0x1"),
+    (5, "pool_flags", 2, "pool_flags is 0x2"),
     (0, "pool", 4, "pool is 4"),
     (2, "pool_size", 2, "pool_size is 2, must be 0"),
     (0, "kernel_w", 16, "kernel 3x16"),
     (4, "input_count", 1, "input_count is 1"),
     (0, "input_count", 2, "input_count is 2, must be 1"),
-    (0, "reserved0", 1, "reserved"),
-    (3, "reserved1", 1, "reserved"),
+    (7, "input_count", 5, "input_count is 5, must be in 1..4"),
+    (0, "reserved2", 1, "reserved"),
+    (3, "reserved2", 1, "reserved"),
 ])
 def test_layer_record_fields(data4, index, name, value, words):
     bad = patch(data4, field(data4, index, name), "I", value)
@@ -637,15 +658,18 @@ def test_inputs_must_refer_to_earlier_layers(data4, index, slot, value, words):
 
 
 def test_stored_shapes_must_agree_with_the_geometry(data4):
-    # 'dw' is a 3x3 valid stride-2 depthwise on 7x7: 3x3 out. Claim 4x4.
-    bad = patch(data4, field(data4, 2, "out_shape"), "II", 4, 4)
-    expect_error(bad, "GRPH", field(data4, 2, "out_shape"), "layer record 2 ('dw')", "(4, 4, 6) differs from (3, 3, 6)")
-    # claim a 5x7 input for 'pw' (its input 'dw' outputs 3x3)
+    # 'dw' is a 3x3 valid stride-2 depthwise on 9x9: 4x4 out. Claim 5x5.
+    bad = patch(data4, field(data4, 2, "out_shape"), "II", 5, 5)
+    expect_error(bad, "GRPH", field(data4, 2, "out_shape"), "layer record 2 ('dw')", "(5, 5, 6) differs from (4, 4, 6)")
+    # claim a 5x4 input for 'pw' (its input 'dw' outputs 4x4)
     bad = patch(data4, field(data4, 3, "in_shape"), "I", 5)
-    expect_error(bad, "GRPH", field(data4, 3, "in_shape"), "layer record 3 ('pw')", "in_shape (5, 3, 6)")
-    # a depthwise layer cannot change its channel count
+    expect_error(bad, "GRPH", field(data4, 3, "in_shape"), "layer record 3 ('pw')", "in_shape (5, 4, 6)")
+    # a depthwise layer has C * depth_multiplier output channels
     bad = patch(data4, field(data4, 2, "out_shape", 2), "I", 7)
-    expect_error(bad, "GRPH", field(data4, 2, "out_shape", 2), "keeps its channel count")
+    expect_error(bad, "GRPH", field(data4, 2, "out_shape", 2), "has 6 output channels for 6 input channels")
+    # stored explicit pads that disagree with the layer's 'same' padding
+    bad = patch(data4, field(data4, 5, "pads"), "I", 1)
+    expect_error(bad, "GRPH", field(data4, 5, "pads"), "layer record 5 ('avg')", "pads (1, 1, 0, 1) differs")
 
 
 def test_inconsistent_values_name_the_layer_record(data4):
@@ -675,8 +699,10 @@ def test_tensor_slots(data4, slot, delta_offset, delta_bytes, words):
 def test_unused_slot_must_be_empty(data4):
     at = field(data4, 2, "slots", 2 * SLOTS["pointwise"])
     expect_error(patch(data4, at, "II", 0, 16), "GRPH", at, "slot 1 (pointwise) is unused", "{0, 16}")
-    at = field(data4, 2, "slots", 18)
-    expect_error(patch(data4, at + 4, "I", 1), "GRPH", at, "slot 9 (reserved)")
+    at = field(data4, 2, "slots", 2 * 13)
+    expect_error(patch(data4, at + 4, "I", 1), "GRPH", at, "slot 13 (reserved)")
+    at = field(data4, 2, "slots", 2 * SLOTS["sources"])     # a concat's slot on a depthwise layer
+    expect_error(patch(data4, at, "II", 0, 8), "GRPH", at, "slot 12 (sources) is unused")
 
 
 def int32_slot(data: bytes, index: int, slot: str) -> int:
@@ -688,11 +714,15 @@ def int32_slot(data: bytes, index: int, slot: str) -> int:
     (0, "out_shift", 63, "out_shift must be in [0, 62]"),
     (0, "out_multiplier", -1, "out_multiplier must be >= 0"),
     (1, "mid_shift", 63, "mid_shift in [0, 62]"),
-    (7, "bias", 2**31 - 1, "beyond int32"),
+    (9, "bias", 2**31 - 1, "beyond int32"),
+    (0, "pad_value", 128, "pad_value must lie in [0, 127]"),
+    (3, "out_zero_point", 4, "out_zero_point must be in [0, 3]"),
+    (0, "pool_sign", 0, "pool_sign must be +1 or -1"),
+    (7, "sources", 2, "names no channel"),
 ])
 def test_values_out_of_range_are_format_errors_at_the_record(data4, index, slot, value, words):
     bad = patch(data4, int32_slot(data4, index, slot), "i", value)
-    name = ["conv_in", "sep", "dw", "pw", "residual", "avg", "gap", "classes"][index]
+    name = ["conv_in", "sep", "dw", "pw", "residual", "avg", "explicit", "cat", "gap", "classes"][index]
     expect_error(bad, "GRPH", record_offset(data4, index), f"layer record {index} ('{name}')", words)
 
 
@@ -751,3 +781,22 @@ def test_malformed_corpus_on_disk(name):
         assert F.read_model(data).to_bytes() == data
     else:
         expect_error(data, case["section"], case["offset"], case["message"])
+
+
+# -- files written by edgesnn 0.1 (format 1.0) ----------------------------------------------------
+
+V1 = pathlib.Path(__file__).resolve().parent / "data" / "v1"
+
+
+@pytest.mark.parametrize("name, key, timesteps", [("every_kind_v1", "x", 3), ("mnist_cnn_4bit_v1", "x_mnist", 1)])
+def test_version_1_files_load_and_compute_what_0_1_computed(name, key, timesteps):
+    """tests/data/v1/: files written by edgesnn 0.1, and the reference potentials 0.1 computed from them."""
+    data = (V1 / f"{name}.esnn").read_bytes()
+    assert struct.unpack_from("<HH", data, 8) == (1, 0) and u32(data, sections(data)["GRPH"][0] + 24) == 256
+    model = F.read_model(data)
+    expected = np.load(V1 / "expected_0.1.npz")
+    out = model.forward(expected[key], timesteps=timesteps, device="reference")
+    np.testing.assert_array_equal(out, expected[name if name != "every_kind_v1" else "every_kind_t3"])
+    rewritten = F.write_model(model)                     # re-saved as 2.0: the same model
+    assert struct.unpack_from("<HH", rewritten, 8) == (2, 0)
+    assert_same_model(model, F.read_model(rewritten))

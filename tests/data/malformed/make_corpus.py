@@ -43,7 +43,7 @@ def corpus() -> dict[str, dict]:
     add("truncated_in_header", valid[:40], "header", 40, "truncated")
     add("truncated_in_body", valid[:len(valid) // 2], "header", 16, "truncated")
     add("trailing_bytes", valid + bytes(16), "header", 16, "trailing bytes")
-    add("version_2", patch(valid, 8, "H", 2), "header", 8, "version 2.0 is not supported")
+    add("version_3", patch(valid, 8, "H", 3), "header", 8, "version 3.0 is not supported")
     add("header_crc", patch(valid, 24, "I", 5, fix=False), "header", 36, "header checksum")
     add("body_crc", patch(valid, valid.index(b"conv_in"), "B", ord("C"), fix=False), "header", 32, "body checksum")
     add("header_reserved", patch(valid, 50, "B", 1), "header", 50, "reserved")
@@ -58,8 +58,8 @@ def corpus() -> dict[str, dict]:
     add("layer_count_0", patch(valid, grph, "I", 0), "GRPH", grph, "layer_count is 0")
     add("grph_length", patch(valid, grph, "I", 7), "GRPH", grph, "need exactly")
     add("input_bits_9", patch(valid, grph + 16, "I", 9), "GRPH", grph + 16, "input_bits is 9")
-    add("kind_unknown", patch(valid, field(valid, 0, "kind"), "I", 7), "GRPH", field(valid, 0, "kind"),
-        "unknown layer kind code 7")
+    add("kind_unknown", patch(valid, field(valid, 0, "kind"), "I", 8), "GRPH", field(valid, 0, "kind"),
+        "unknown layer kind code 8")
     add("neuron_unknown", patch(valid, field(valid, 1, "neuron"), "I", 9), "GRPH", field(valid, 1, "neuron"),
         "unknown neuron code 9")
     add("input_forward", patch(valid, field(valid, 2, "inputs"), "i", 5), "GRPH", field(valid, 2, "inputs"),
@@ -67,9 +67,9 @@ def corpus() -> dict[str, dict]:
     add("input_self", patch(valid, field(valid, 3, "inputs"), "i", 3), "GRPH", field(valid, 3, "inputs"),
         "refers to layer 3")
     add("in_shape_mismatch", patch(valid, field(valid, 3, "in_shape"), "I", 5), "GRPH",
-        field(valid, 3, "in_shape"), "in_shape (5, 3, 6)")
-    add("out_shape_mismatch", patch(valid, field(valid, 2, "out_shape"), "II", 4, 4), "GRPH",
-        field(valid, 2, "out_shape"), "differs from (3, 3, 6)")
+        field(valid, 3, "in_shape"), "in_shape (5, 4, 6)")
+    add("out_shape_mismatch", patch(valid, field(valid, 2, "out_shape"), "II", 5, 5), "GRPH",
+        field(valid, 2, "out_shape"), "differs from (4, 4, 6)")
     add("weight_bits_3", patch(valid, field(valid, 2, "weight_bits"), "I", 3), "GRPH",
         field(valid, 2, "weight_bits"), "weight_bits is 3")
     add("leak_shift_32", patch(valid, field(valid, 1, "leak_shift"), "I", 32), "GRPH",
