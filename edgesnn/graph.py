@@ -8,40 +8,56 @@ float32 numpy arrays already laid out for HWC.  Importers translate their framew
     g = Graph(nodes, input_shape=(28, 28, 1))
     y = g.run(x)                          # x: (N, H, W, C) or (H, W, C) float -> (N, *output_shape)
     y, acts = g.run(x, capture=True)      # acts: node name -> (N, H, W, C) activation, "input" too
-    g2 = g.simplify()                     # fold affine (batch norm), drop identity and final softmax, ...
+    g2 = g.simplify()                     # fold affine (batch norm), merge pads, drop identity, ...
+    g.problems()                          # the nodes that cannot be converted, with op, layer, hint
 
 Ops (``OPS``), their params (float32) and attrs:
 
     conv2d            weight (KH, KW, Cin, Cout), bias (Cout,)    strides (sh, sw), padding
-    depthwise_conv2d  weight (KH, KW, C), bias (C,)                strides, padding   (channel multiplier 1)
-    separable_conv2d  depthwise (KH, KW, C), pointwise (C, Cout),  strides, padding   (depthwise, no bias,
-                      bias (Cout,)                                                     then 1x1 pointwise)
+    depthwise_conv2d  weight (KH, KW, C*M), bias (C*M,)            strides, padding, depth_multiplier M
+                                                                   (output o reads input channel o // M)
+    separable_conv2d  depthwise (KH, KW, C*M), pointwise           strides, padding, depth_multiplier
+                      (C*M, Cout), bias (Cout,)                    (depthwise, no bias, then 1x1 pointwise)
     dense             weight (fan_in, Cout), bias (Cout,)          -    input flattened in HWC order
     affine            scale (C,), offset (C,)                      -    y = x * scale + offset: batch norm
-                                                                        (inference form) and Rescaling
+                                                                        (inference form), Rescaling, Mul/Add
+                                                                        by constants
     relu              -                                            max_value: float or None (relu6: 6.0)
-    max_pool          -                                            pool_size (ph, pw), strides, padding
+    clip              -                                            min_value, max_value (float or None)
+    max_pool          -                                            pool_size (ph, pw), strides, padding,
+                                                                   channel_sign: list of +1/-1 (default all
+                                                                   +1; -1: that channel is a min pool)
     avg_pool          -                                            pool_size, strides, padding,
                                                                    count_include_pad: bool
     global_avg_pool   -                                            -    -> (1, 1, C)
+    pad               -                                            pads (top, bottom, left, right), zeros
+    concat            -                                            -    2+ inputs of equal H, W; channels
+                                                                        follow each other in input order
+    slice_channels    -                                            start, stop: channels start..stop-1
+    permute_channels  -                                            order: output channel j = input order[j]
     flatten           -                                            -    -> (1, 1, H*W*C), HWC order
     reshape           -                                            shape (H, W, C), HWC row-major order
     add               -                                            -    2 or more inputs of equal shape
     identity          -                                            -    dropout and identity
     softmax           -                                            -    over the channel axis
+    unsupported       -                                            op, layer, hint, shape (H, W, C): a
+                                                                   source op that cannot be converted
 
-Grouped convolutions and depthwise convolutions with a channel multiplier > 1 are imported as a
-``conv2d`` whose weight is block-diagonal over the groups (exact, just not compact).
+Grouped convolutions (1 < groups < Cin) are imported as a ``conv2d`` whose weight is block-diagonal
+over the groups (exact, just not compact); ``groups == Cin`` (PyTorch) and Keras' depth_multiplier
+are ``depthwise_conv2d`` with ``depth_multiplier`` M.
 
 Padding (``padding`` attr) is ``"same"`` (TensorFlow: out = ceil(H / s), the odd padding pixel goes
 after), ``"valid"`` (no padding) or explicit ``(top, bottom, left, right)`` as ONNX and PyTorch give
-it.  The integer layers know only same and valid, so ``resolve_padding`` (part of ``simplify``)
-rewrites explicit pads that compute the same thing, by this rule: explicit pads equal a mode when
-they give the same output size and the same top and left padding (the bottom/right padding only
-decides how many outputs fit, so the rest of it is never read).  Anything else is a ``GraphError``
-naming the node, e.g. PyTorch's ``padding=1`` on a 3x3 stride-2 convolution of an even-sized input
-(that pads the top row; TensorFlow's same pads only the bottom).  Pools are valid-only in the
-integer layers; a pool's padding resolves only to ``"valid"``.
+it; the integer layers take all three (docs/semantics.md, "Geometry").  Padding is zero for convs;
+pools never read padded taps (max ignores them, avg divides by the in-bounds count unless
+``count_include_pad``).  ``simplify`` rewrites explicit pads to a mode only where the mode computes
+the same (same output size, same top and left padding: ``equivalent_padding_mode``) and otherwise
+keeps them explicit.  PyTorch's / ONNX's ``ceil_mode`` is explicit extra bottom/right padding
+(``ceil_mode_pads``).
+
+``unsupported`` nodes keep a model whose ops are not all convertible in one graph, so every problem
+can be listed at once (``Graph.problems()``); running one raises a GraphError naming it.
 """
 
 from __future__ import annotations
@@ -57,23 +73,31 @@ from .layers import same_padding
 
 OPS = {
     "conv2d": "2-D convolution",
-    "depthwise_conv2d": "depthwise 2-D convolution, channel multiplier 1",
-    "separable_conv2d": "depthwise (no bias) then 1x1 pointwise convolution",
+    "depthwise_conv2d": "depthwise 2-D convolution, depth multiplier M (output o reads input o // M)",
+    "separable_conv2d": "depthwise (multiplier M, no bias) then 1x1 pointwise convolution",
     "dense": "fully connected on the HWC-flattened input",
-    "affine": "per-channel x * scale + offset (batch norm, rescaling)",
+    "affine": "per-channel x * scale + offset (batch norm, rescaling, constant mul/add)",
     "relu": "max(x, 0), clipped at max_value if set",
-    "max_pool": "max pooling",
+    "clip": "min(max(x, min_value), max_value), either bound None",
+    "max_pool": "max pooling (min pooling on channels whose channel_sign is -1)",
     "avg_pool": "average pooling",
     "global_avg_pool": "mean over height and width",
+    "pad": "constant zero padding (top, bottom, left, right)",
+    "concat": "channel concatenation of 2 or more inputs of equal height and width",
+    "slice_channels": "channels start .. stop - 1",
+    "permute_channels": "output channel j = input channel order[j]",
     "flatten": "to (1, 1, H*W*C) in HWC order",
     "reshape": "to attrs['shape'] (H, W, C) in HWC order",
     "add": "elementwise sum of 2 or more inputs",
     "identity": "no-op (dropout, identity)",
     "softmax": "softmax over channels",
+    "unsupported": "a source op that cannot be converted (attrs op, layer, hint, shape)",
 }
 SYNAPTIC_OPS = ("conv2d", "depthwise_conv2d", "separable_conv2d", "dense")
 SPATIAL_OPS = ("conv2d", "depthwise_conv2d", "separable_conv2d", "max_pool", "avg_pool")
+POOL_OPS = ("max_pool", "avg_pool")
 PADDING_MODES = ("same", "valid")
+MULTI_INPUT_OPS = ("add", "concat", "unsupported")
 
 
 @dataclass(eq=False)
@@ -121,6 +145,25 @@ def equivalent_padding_mode(pads, in_hw, kernel_hw, strides, modes=PADDING_MODES
         if same_origin and output_hw(mode, in_hw, kernel_hw, strides) == output_hw(pads, in_hw, kernel_hw, strides):
             return mode
     return None
+
+
+def ceil_mode_pads(in_hw, kernel_hw, strides, pads) -> tuple[tuple[int, int, int, int], bool]:
+    """Explicit pads of a pool with ``ceil_mode`` (PyTorch, ONNX): extra bottom/right padding so that
+    floor division gives the ceil-mode output size, with PyTorch's rule that a window starting in the
+    bottom/right padding is dropped.  Returns (pads, overhang): overhang says that some window reaches
+    past the given padding (where PyTorch's count_include_pad divisor is not PH * PW any more)."""
+    top, bottom, left, right = (int(p) for p in pads)
+    new_after, overhang = [], False
+    for size, k, s, before, after in ((in_hw[0], kernel_hw[0], strides[0], top, bottom),
+                                      (in_hw[1], kernel_hw[1], strides[1], left, right)):
+        span = size + before + after - k
+        out = -(-span // s) + 1
+        if (out - 1) * s >= size + before:
+            out -= 1
+        extra = max(0, (out - 1) * s + k - (size + before + after))
+        overhang = overhang or extra > 0
+        new_after.append(after + extra)
+    return (top, new_after[0], left, new_after[1]), overhang
 
 
 def _check_padding_attr(node: Node) -> None:
@@ -176,15 +219,20 @@ def _spatial_output(node: Node, shape, kernel_hw) -> tuple[int, int]:
     return out
 
 
+def _multiplier(node: Node) -> int:
+    value = int(node.attrs.get("depth_multiplier", 1))
+    if value < 1:
+        raise GraphError(f"{node.where()}: depth_multiplier must be >= 1, got {value}")
+    return value
+
+
 def infer_shape(node: Node, input_shapes: list[tuple]) -> tuple[int, int, int]:
     """Check `node` against its input shapes (HWC) and return its output shape (HWC)."""
     op = node.op
     if op not in OPS:
         raise GraphError(f"{node.where()}: unknown op {op!r}; known ops: {', '.join(OPS)}")
-    if op == "add":
-        if len(input_shapes) < 2 or any(s != input_shapes[0] for s in input_shapes):
-            raise GraphError(f"{node.where()}: add needs 2 or more inputs of equal shape, got {input_shapes}")
-        return input_shapes[0]
+    if op in MULTI_INPUT_OPS:
+        return _infer_multi_input(node, input_shapes)
     if len(input_shapes) != 1:
         raise GraphError(f"{node.where()}: {op} takes one input, got {len(input_shapes)}")
     shape = input_shapes[0]
@@ -198,17 +246,19 @@ def infer_shape(node: Node, input_shapes: list[tuple]) -> tuple[int, int, int]:
         return (*_spatial_output(node, shape, weight.shape[:2]), weight.shape[3])
     if op == "depthwise_conv2d":
         weight = _param(node, "weight", 3)
-        if weight.shape[2] != c:
-            raise GraphError(f"{node.where()}: weight {weight.shape} expects {weight.shape[2]} channels, "
-                             f"the input {shape} has {c}")
-        _vector(node, "bias", c)
-        return (*_spatial_output(node, shape, weight.shape[:2]), c)
+        multiplier = _multiplier(node)
+        if weight.shape[2] != c * multiplier:
+            raise GraphError(f"{node.where()}: weight {weight.shape} has {weight.shape[2]} output channels, "
+                             f"the input {shape} times depth_multiplier {multiplier} makes {c * multiplier}")
+        _vector(node, "bias", c * multiplier)
+        return (*_spatial_output(node, shape, weight.shape[:2]), c * multiplier)
     if op == "separable_conv2d":
         depthwise = _param(node, "depthwise", 3)
         pointwise = _param(node, "pointwise", 2)
-        if depthwise.shape[2] != c or pointwise.shape[0] != c:
+        mid = c * _multiplier(node)
+        if depthwise.shape[2] != mid or pointwise.shape[0] != mid:
             raise GraphError(f"{node.where()}: depthwise {depthwise.shape} / pointwise {pointwise.shape} "
-                             f"do not match the {c} input channels")
+                             f"do not match the {c} input channels times depth_multiplier {_multiplier(node)}")
         _vector(node, "bias", pointwise.shape[1])
         return (*_spatial_output(node, shape, depthwise.shape[:2]), pointwise.shape[1])
     if op == "dense":
@@ -222,10 +272,38 @@ def infer_shape(node: Node, input_shapes: list[tuple]) -> tuple[int, int, int]:
         _vector(node, "scale", c)
         _vector(node, "offset", c)
         return shape
-    if op in ("max_pool", "avg_pool"):
+    if op == "max_pool":
+        sign = node.attrs.get("channel_sign")
+        if sign is not None and (len(sign) != c or any(int(v) not in (-1, 1) for v in sign)):
+            raise GraphError(f"{node.where()}: channel_sign must be {c} values of +1 or -1, got {list(sign)}")
+        return (*_spatial_output(node, shape, _pair(node, "pool_size")), c)
+    if op == "avg_pool":
         return (*_spatial_output(node, shape, _pair(node, "pool_size")), c)
     if op == "global_avg_pool":
         return (1, 1, c)
+    if op == "pad":
+        pads = node.attrs.get("pads")
+        if pads is None or len(pads) != 4 or any(int(p) < 0 for p in pads):
+            raise GraphError(f"{node.where()}: attr 'pads' must be 4 non-negative ints (top, bottom, left, "
+                             f"right), got {pads!r}")
+        top, bottom, left, right = (int(p) for p in pads)
+        return (h + top + bottom, w + left + right, c)
+    if op == "slice_channels":
+        start, stop = int(node.attrs.get("start", 0)), int(node.attrs.get("stop", c))
+        if not 0 <= start < stop <= c:
+            raise GraphError(f"{node.where()}: channels {start}..{stop} are not a non-empty range "
+                             f"of the input's {c}")
+        return (h, w, stop - start)
+    if op == "permute_channels":
+        order = [int(v) for v in node.attrs.get("order", ())]
+        if sorted(order) != list(range(c)):
+            raise GraphError(f"{node.where()}: order must be a permutation of the {c} input channels, got {order}")
+        return shape
+    if op == "clip":
+        low, high = node.attrs.get("min_value"), node.attrs.get("max_value")
+        if low is not None and high is not None and float(low) > float(high):
+            raise GraphError(f"{node.where()}: min_value {low} is above max_value {high}")
+        return shape
     if op == "flatten":
         return (1, 1, h * w * c)
     if op == "reshape":
@@ -235,6 +313,23 @@ def infer_shape(node: Node, input_shapes: list[tuple]) -> tuple[int, int, int]:
                              f"{h * w * c} elements like the input {shape}")
         return target
     return shape  # relu, identity, softmax
+
+
+def _infer_multi_input(node: Node, input_shapes: list[tuple]) -> tuple[int, int, int]:
+    if node.op == "add":
+        if len(input_shapes) < 2 or any(s != input_shapes[0] for s in input_shapes):
+            raise GraphError(f"{node.where()}: add needs 2 or more inputs of equal shape, got {input_shapes}")
+        return input_shapes[0]
+    if node.op == "concat":
+        if len(input_shapes) < 2 or any(s[:2] != input_shapes[0][:2] for s in input_shapes):
+            raise GraphError(f"{node.where()}: concat needs 2 or more inputs of equal height and width, "
+                             f"got {input_shapes}")
+        return (*input_shapes[0][:2], sum(s[2] for s in input_shapes))
+    shape = tuple(int(v) for v in node.attrs.get("shape") or ())  # unsupported
+    if len(shape) != 3 or min(shape) < 1:
+        raise GraphError(f"{node.where()}: an unsupported node needs attr 'shape' (H, W, C), its output "
+                         f"shape, got {node.attrs.get('shape')!r}")
+    return shape
 
 
 # -- the Graph -----------------------------------------------------------------------------------
@@ -303,6 +398,13 @@ class Graph:
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
 
+    def problems(self) -> list[dict]:
+        """Every ``unsupported`` node, in graph order, as a dict: node, op (the framework's op type),
+        layer (the framework's own name), hint (what to change), source, shape."""
+        return [{"node": node.name, "op": node.attrs.get("op", "?"), "layer": node.attrs.get("layer", node.name),
+                 "hint": node.attrs.get("hint", ""), "source": node.source, "shape": self.shapes[node.name]}
+                for node in self.nodes if node.op == "unsupported"]
+
     def replace(self, nodes: list[Node] | None = None, **changes) -> "Graph":
         """A new Graph with other nodes and/or other input_shape, input_name, output, metadata."""
         kwargs = dict(input_shape=self.input_shape, input_name=self.input_name,
@@ -352,21 +454,31 @@ class Graph:
 
     # -- simplification ------------------------------------------------------------------------------
     def simplify(self, *, fold_affine: bool = True, drop_softmax: bool = True, fuse_separable: bool = True,
-                 drop_flatten: bool = True, resolve_padding: bool = True) -> "Graph":
+                 drop_flatten: bool = True, resolve_padding: bool = True, merge_pads: bool = True) -> "Graph":
         """The graph the converter maps onto integer layers; the float output is unchanged
-        (up to float rounding), except that a final softmax is dropped (argmax unchanged).
+        (up to float rounding), except that a final softmax is dropped (argmax unchanged; noted in
+        ``metadata["final_softmax_dropped"]``).
 
-        In order: remove identity/dropout; drop a final softmax; fold each affine (batch norm) into
-        the conv/depthwise/separable/dense node before it; fuse depthwise -> 1x1 conv into
-        separable_conv2d; remove flatten/reshape-to-flat nodes that only feed dense nodes; rewrite
-        explicit padding to 'same'/'valid' (GraphError where impossible); drop unused nodes.
+        In order: remove identity/dropout; drop a final softmax; clip(0, max) becomes relu; merge pad
+        nodes into the padding of the convs/pools that read them; merge affine chains, move affines
+        before the pools that follow a synaptic node and fold each into the conv/depthwise/separable/
+        dense node before it; fold the affines left into the dense / unpadded conv nodes that read
+        them; fuse depthwise -> 1x1 conv into separable_conv2d; remove flatten/reshape-to-flat nodes
+        that only feed dense nodes; name explicit padding by its mode where equivalent (explicit pads
+        otherwise stay); drop unused nodes.  Affines that fold nowhere stay (the converter makes a
+        layer of them); unsupported nodes stay.
         """
         graph = self.copy()
         graph = remove_identity(graph)
         if drop_softmax:
             graph = drop_final_softmax(graph)
+        graph = clip_to_relu(graph)
+        if merge_pads:
+            graph = merge_pad_nodes(graph)
         if fold_affine:
-            graph = fold_affine_nodes(graph)
+            graph = merge_affine_chains(graph)
+            graph = fold_affine_nodes(move_affine_before_pools(graph))
+            graph = fold_affine_forward(graph)
         if fuse_separable:
             graph = fuse_separable_nodes(graph)
         if drop_flatten:
@@ -410,21 +522,24 @@ def _conv2d(node, x):
     return y + np.asarray(node.params["bias"], np.float32)
 
 
-def _depthwise(x, weight, strides, pads):
+def _depthwise(x, weight, strides, pads, multiplier: int = 1):
     win = _windows(x, weight.shape[:2], strides, pads)               # (N, OH, OW, C, KH, KW)
+    if multiplier > 1:
+        win = np.repeat(win, multiplier, axis=3)                      # output o reads input o // M
     return np.einsum("nhwcij,ijc->nhwc", win, weight, optimize=True)
 
 
 def _depthwise_conv2d(node, x):
-    weight = np.asarray(node.params["weight"], np.float32)           # (KH, KW, C)
+    weight = np.asarray(node.params["weight"], np.float32)           # (KH, KW, C*M)
     strides, pads = _geometry(node, x, weight.shape[:2])
-    return _depthwise(x, weight, strides, pads) + np.asarray(node.params["bias"], np.float32)
+    y = _depthwise(x, weight, strides, pads, int(node.attrs.get("depth_multiplier", 1)))
+    return y + np.asarray(node.params["bias"], np.float32)
 
 
 def _separable_conv2d(node, x):
-    depthwise = np.asarray(node.params["depthwise"], np.float32)     # (KH, KW, C)
+    depthwise = np.asarray(node.params["depthwise"], np.float32)     # (KH, KW, C*M)
     strides, pads = _geometry(node, x, depthwise.shape[:2])
-    mid = _depthwise(x, depthwise, strides, pads)                     # (N, OH, OW, C)
+    mid = _depthwise(x, depthwise, strides, pads, int(node.attrs.get("depth_multiplier", 1)))
     return mid @ np.asarray(node.params["pointwise"], np.float32) + np.asarray(node.params["bias"], np.float32)
 
 
@@ -437,7 +552,8 @@ def _dense(node, x):
 def _max_pool(node, x):
     size = _pair(node, "pool_size")
     strides, pads = _geometry(node, x, size)
-    return _windows(x, size, strides, pads, value=-np.inf).max(axis=(4, 5))
+    sign = np.asarray(node.attrs.get("channel_sign") or np.ones(x.shape[3]), np.float32)
+    return sign * _windows(sign * x, size, strides, pads, value=-np.inf).max(axis=(4, 5))
 
 
 def _avg_pool(node, x):
@@ -457,10 +573,22 @@ def _relu(node, x):
     return y if max_value is None else np.minimum(y, np.float32(max_value))
 
 
+def _clip(node, x):
+    low, high = node.attrs.get("min_value"), node.attrs.get("max_value")
+    y = x if low is None else np.maximum(x, np.float32(low))
+    return y if high is None else np.minimum(y, np.float32(high))
+
+
 def _softmax(node, x):
     shifted = x - x.max(axis=-1, keepdims=True)
     e = np.exp(shifted)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def _unsupported(node, xs):
+    raise GraphError(f"{node.where()}: cannot be run: {node.attrs.get('op', '?')} "
+                     f"{node.attrs.get('layer', '')!r} is not supported"
+                     f"{'; ' + node.attrs['hint'] if node.attrs.get('hint') else ''}")
 
 
 _SINGLE_INPUT = {
@@ -471,9 +599,13 @@ _SINGLE_INPUT = {
     "affine": lambda node, x: x * np.asarray(node.params["scale"], np.float32)
     + np.asarray(node.params["offset"], np.float32),
     "relu": _relu,
+    "clip": _clip,
     "max_pool": _max_pool,
     "avg_pool": _avg_pool,
     "global_avg_pool": lambda node, x: x.mean(axis=(1, 2), keepdims=True),
+    "pad": lambda node, x: _pad(x, tuple(int(p) for p in node.attrs["pads"])),
+    "slice_channels": lambda node, x: x[..., int(node.attrs.get("start", 0)):int(node.attrs.get("stop", x.shape[3]))],
+    "permute_channels": lambda node, x: x[..., [int(v) for v in node.attrs["order"]]],
     "flatten": lambda node, x: x.reshape(len(x), 1, 1, -1),
     "reshape": lambda node, x: x.reshape(len(x), *node.attrs["shape"]),
     "identity": lambda node, x: x,
@@ -484,6 +616,10 @@ _SINGLE_INPUT = {
 def _run_node(node: Node, xs: list[np.ndarray]) -> np.ndarray:
     if node.op == "add":
         return np.sum(xs, axis=0)
+    if node.op == "concat":
+        return np.concatenate(xs, axis=3)
+    if node.op == "unsupported":
+        return _unsupported(node, xs)
     return _SINGLE_INPUT[node.op](node, xs[0])
 
 
@@ -513,10 +649,110 @@ def remove_identity(graph: Graph) -> Graph:
 
 
 def drop_final_softmax(graph: Graph) -> Graph:
-    """Make the softmax's input the output when the output is a softmax (argmax is unchanged)."""
+    """Make the softmax's input the output when the output is a softmax (argmax is unchanged); the
+    dropped node's name is kept in ``metadata["final_softmax_dropped"]`` so the converter can say so."""
     out = graph.node(graph.output)
     if out.op == "softmax" and out.inputs[0] != graph.input_name:
-        graph = graph.replace(output=out.inputs[0])
+        graph = graph.replace(output=out.inputs[0], metadata={**graph.metadata, "final_softmax_dropped": out.name})
+    return graph
+
+
+def clip_to_relu(graph: Graph) -> Graph:
+    """A clip with min_value 0 is a (bounded) relu; a clip without bounds is nothing."""
+    for node in graph.nodes:
+        if node.op == "clip" and node.attrs.get("min_value") is not None and float(node.attrs["min_value"]) == 0.0:
+            high = node.attrs.get("max_value")
+            node.op, node.attrs = "relu", {"max_value": None if high is None else float(high), "was": "clip"}
+        elif node.op == "clip" and node.attrs.get("min_value") is None and node.attrs.get("max_value") is None:
+            node.op, node.attrs = "identity", {"was": "clip"}
+    return remove_identity(graph.replace(graph.nodes))
+
+
+def _kernel_hw(node: Node) -> tuple[int, int]:
+    if node.op in POOL_OPS:
+        return _pair(node, "pool_size")
+    return tuple(np.asarray(node.params["depthwise" if node.op == "separable_conv2d" else "weight"]).shape[:2])
+
+
+def _node_pads(graph: Graph, node: Node) -> tuple[int, int, int, int]:
+    return pads_of(node.attrs.get("padding", "valid"), graph.shapes[node.inputs[0]][:2], _kernel_hw(node),
+                   _pair(node, "strides", 1))
+
+
+def every_window_in_bounds(pads, in_hw, kernel_hw, strides) -> bool:
+    """True when every window holds at least one tap inside the input (docs/semantics.md, Geometry)."""
+    top, bottom, left, right = pads
+    out_h, out_w = output_hw(pads, in_hw, kernel_hw, strides)
+    return (top < kernel_hw[0] and left < kernel_hw[1] and (out_h - 1) * strides[0] - top < in_hw[0]
+            and (out_w - 1) * strides[1] - left < in_hw[1])
+
+
+def _is_non_negative(graph: Graph, name: str) -> bool:
+    if name == graph.input_name:
+        return False
+    node = graph.node(name)
+    if node.op == "relu":
+        return True
+    return node.op == "clip" and node.attrs.get("min_value") is not None and float(node.attrs["min_value"]) >= 0
+
+
+def _pad_merged_into(graph: Graph, pad: Node, reader: Node):
+    """The reader's explicit padding with the pad node's zeros merged in, or None where not exact."""
+    in_hw = graph.shapes[pad.inputs[0]][:2]
+    own = _node_pads(graph, reader)
+    merged = tuple(a + b for a, b in zip((int(p) for p in pad.attrs["pads"]), own))
+    if reader.op == "max_pool":
+        signs = reader.attrs.get("channel_sign") or []
+        if not _is_non_negative(graph, pad.inputs[0]) or any(int(s) < 0 for s in signs):
+            return None  # padded taps are ignored, the pad's zeros are not: equal only for inputs >= 0
+    if reader.op == "avg_pool" and not reader.attrs.get("count_include_pad", False) and any(own):
+        return None      # its own padding is not counted, the pad's zeros are
+    if not every_window_in_bounds(merged, in_hw, _kernel_hw(reader), _pair(reader, "strides", 1)):
+        return None
+    return merged
+
+
+def merge_pad_nodes(graph: Graph) -> Graph:
+    """Merge each pad node into the padding of the convs and pools that read it, when all its readers
+    can take it exactly (convs always; a max pool only when the input is >= 0, e.g. after a relu; an
+    avg pool then counts padding, which it may only if its own padding was counted or absent)."""
+    for node in list(graph.nodes):
+        if node.op != "pad" or node.name == graph.output:
+            continue
+        readers = graph.consumers(node.name)
+        merged = [_pad_merged_into(graph, node, r) if r.op in SPATIAL_OPS else None for r in readers]
+        if not readers or any(m is None for m in merged):
+            continue
+        for reader, pads in zip(readers, merged):
+            reader.attrs["padding"] = pads
+            if reader.op == "avg_pool":
+                reader.attrs["count_include_pad"] = True
+            reader.attrs["merged_pad"] = [*reader.attrs.get("merged_pad", []), node.name]
+        graph = _without(graph, node, node.inputs[0])
+    return graph
+
+
+def _affine_arrays(node: Node) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(node.params["scale"], np.float64), np.asarray(node.params["offset"], np.float64)
+
+
+def _sole_reader(graph: Graph, name: str) -> bool:
+    """`name` is a node (not the input, not the output) read by exactly one node."""
+    return name != graph.input_name and name != graph.output and len(graph.consumers(name)) == 1
+
+
+def merge_affine_chains(graph: Graph) -> Graph:
+    """affine -> affine (the first read only by the second): one affine."""
+    for node in list(graph.nodes):
+        if node.op != "affine" or not _sole_reader(graph, node.inputs[0]):
+            continue
+        first = graph.node(node.inputs[0])
+        if first.op != "affine":
+            continue
+        (s1, o1), (s2, o2) = _affine_arrays(first), _affine_arrays(node)
+        node.params = {"scale": (s1 * s2).astype(np.float32), "offset": (o1 * s2 + o2).astype(np.float32)}
+        node.inputs = first.inputs
+        graph = graph.replace([n for n in graph.nodes if n is not first])
     return graph
 
 
@@ -524,14 +760,12 @@ def fold_affine_nodes(graph: Graph) -> Graph:
     """Fold each affine node into the conv/depthwise/separable/dense node before it, when that node
     feeds only the affine: weight *= scale per output channel, bias = bias * scale + offset."""
     for node in list(graph.nodes):
-        if node.op != "affine" or node.inputs[0] == graph.input_name:
+        if node.op != "affine" or not _sole_reader(graph, node.inputs[0]):
             continue
         producer = graph.node(node.inputs[0])
-        if producer.op not in SYNAPTIC_OPS or len(graph.consumers(producer.name)) != 1 \
-                or producer.name == graph.output:
+        if producer.op not in SYNAPTIC_OPS:
             continue
-        scale = np.asarray(node.params["scale"], np.float64)
-        offset = np.asarray(node.params["offset"], np.float64)
+        scale, offset = _affine_arrays(node)
         key = "pointwise" if producer.op == "separable_conv2d" else "weight"
         producer.params[key] = (np.asarray(producer.params[key], np.float64) * scale).astype(np.float32)
         producer.params["bias"] = (np.asarray(producer.params["bias"], np.float64) * scale + offset).astype(np.float32)
@@ -540,25 +774,114 @@ def fold_affine_nodes(graph: Graph) -> Graph:
     return graph
 
 
-def fuse_separable_nodes(graph: Graph) -> Graph:
-    """Fuse depthwise_conv2d -> 1x1 stride-1 conv2d (nothing between, the depthwise feeding only the
-    conv) into separable_conv2d; the depthwise bias moves through the pointwise weights."""
+def move_affine_before_pools(graph: Graph) -> Graph:
+    """synaptic -> pool -> affine becomes synaptic -> affine -> pool (then fold_affine_nodes folds it):
+    exact for a max pool per channel (a negative scale turns the channel's max into a min:
+    channel_sign -1), for global average pooling, and for an avg pool; through an avg pool that counts
+    padded taps (count_include_pad with padding) only the scale moves and the offset stays after it."""
     for node in list(graph.nodes):
-        if node.op != "conv2d" or node.inputs[0] == graph.input_name:
+        if node.op != "affine" or not _sole_reader(graph, node.inputs[0]):
+            continue
+        pool = graph.node(node.inputs[0])
+        if pool.op not in (*POOL_OPS, "global_avg_pool") or not _sole_reader(graph, pool.inputs[0]) \
+                or graph.node(pool.inputs[0]).op not in SYNAPTIC_OPS:
+            continue
+        scale, offset = _affine_arrays(node)
+        keep_offset = pool.op == "avg_pool" and pool.attrs.get("count_include_pad", False) \
+            and any(_node_pads(graph, pool)) and np.any(offset != 0)
+        if keep_offset and np.all(scale == 1):
+            continue
+        if pool.op == "max_pool":
+            sign = np.asarray(pool.attrs.get("channel_sign") or np.ones(len(scale)), np.int64)
+            pool.attrs["channel_sign"] = [int(v) for v in np.where(scale < 0, -sign, sign)]
+        moved_offset = np.zeros_like(offset) if keep_offset else offset
+        moved = Node(name=node.name + "/scale" if keep_offset else node.name, op="affine", inputs=pool.inputs,
+                     params={"scale": scale.astype(np.float32), "offset": moved_offset.astype(np.float32)},
+                     attrs={"moved_before": pool.name}, source=node.source)
+        output = graph.output
+        if keep_offset:
+            node.params["scale"] = np.ones_like(scale, dtype=np.float32)
+        else:  # the affine's readers read the pool now
+            for n in graph.nodes:
+                n.inputs = tuple(pool.name if i == node.name else i for i in n.inputs)
+            output = pool.name if output == node.name else output
+        pool.inputs = (moved.name,)
+        nodes = []
+        for n in graph.nodes:
+            if n is pool:
+                nodes.append(moved)
+            if n is not node or keep_offset:
+                nodes.append(n)
+        graph = graph.replace(nodes, output=output)
+    return graph
+
+
+def _takes_affine_forward(graph: Graph, reader: Node) -> bool:
+    if reader.op == "dense":
+        return True
+    return reader.op in ("conv2d", "depthwise_conv2d", "separable_conv2d") and not any(_node_pads(graph, reader))
+
+
+def _fold_affine_into_reader(graph: Graph, affine: Node, reader: Node) -> None:
+    scale, offset = _affine_arrays(affine)
+    h, w, _ = graph.shapes[affine.name]
+    bias = np.asarray(reader.params["bias"], np.float64)
+    if reader.op == "dense":
+        weight = np.asarray(reader.params["weight"], np.float64)                 # (H*W*C, Cout), HWC rows
+        reader.params["weight"] = weight * np.tile(scale, h * w)[:, None]
+        reader.params["bias"] = bias + np.tile(offset, h * w) @ weight
+    elif reader.op == "conv2d":
+        weight = np.asarray(reader.params["weight"], np.float64)                 # (KH, KW, Cin, Cout)
+        reader.params["weight"] = weight * scale[None, None, :, None]
+        reader.params["bias"] = bias + np.einsum("ijco,c->o", weight, offset)
+    else:
+        multiplier = int(reader.attrs.get("depth_multiplier", 1))
+        key = "weight" if reader.op == "depthwise_conv2d" else "depthwise"
+        weight = np.asarray(reader.params[key], np.float64)                      # (KH, KW, C*M)
+        reader.params[key] = weight * np.repeat(scale, multiplier)
+        constant = weight.sum(axis=(0, 1)) * np.repeat(offset, multiplier)       # (C*M,)
+        reader.params["bias"] = bias + (constant if key == "weight"
+                                        else constant @ np.asarray(reader.params["pointwise"], np.float64))
+    for key in list(reader.params):
+        reader.params[key] = np.asarray(reader.params[key], np.float32)
+    reader.attrs["folded_input"] = [*reader.attrs.get("folded_input", []), affine.name]
+
+
+def fold_affine_forward(graph: Graph) -> Graph:
+    """Fold an affine that is left (e.g. a batch norm after a relu) into the nodes that read it when
+    all of them are dense or unpadded convs: the scale into their input-channel weights, the offset
+    (times the weights) into their bias.  A padded conv reads zeros, not the offset, at the border,
+    so there the affine stays."""
+    for node in list(graph.nodes):
+        if node.op != "affine" or node.name == graph.output:
+            continue
+        readers = graph.consumers(node.name)
+        if not readers or not all(_takes_affine_forward(graph, r) for r in readers):
+            continue
+        for reader in readers:
+            _fold_affine_into_reader(graph, node, reader)
+        graph = _without(graph, node, node.inputs[0])
+    return graph
+
+
+def fuse_separable_nodes(graph: Graph) -> Graph:
+    """Fuse depthwise_conv2d -> 1x1 stride-1 unpadded conv2d (nothing between, the depthwise feeding
+    only the conv) into separable_conv2d; the depthwise bias moves through the pointwise weights."""
+    for node in list(graph.nodes):
+        if node.op != "conv2d" or not _sole_reader(graph, node.inputs[0]):
             continue
         weight = np.asarray(node.params["weight"])
-        pads = pads_of(node.attrs.get("padding", "valid"), graph.shapes[node.inputs[0]][:2], (1, 1), (1, 1))
-        if weight.shape[:2] != (1, 1) or _pair(node, "strides", 1) != (1, 1) or any(pads):
+        if weight.shape[:2] != (1, 1) or _pair(node, "strides", 1) != (1, 1) or any(_node_pads(graph, node)):
             continue
         producer = graph.node(node.inputs[0])
-        if producer.op != "depthwise_conv2d" or len(graph.consumers(producer.name)) != 1 \
-                or producer.name == graph.output:
+        if producer.op != "depthwise_conv2d":
             continue
-        pointwise = weight[0, 0].astype(np.float64)                    # (C, Cout)
+        pointwise = weight[0, 0].astype(np.float64)                    # (C*M, Cout)
         bias = np.asarray(node.params["bias"], np.float64) + np.asarray(producer.params["bias"], np.float64) @ pointwise
         fused = Node(name=node.name, op="separable_conv2d", inputs=producer.inputs,
                      attrs={"strides": producer.attrs.get("strides", (1, 1)),
                             "padding": producer.attrs.get("padding", "valid"),
+                            "depth_multiplier": int(producer.attrs.get("depth_multiplier", 1)),
                             "fused": [producer.name, node.name]},
                      params={"depthwise": np.asarray(producer.params["weight"], np.float32),
                              "pointwise": pointwise.astype(np.float32), "bias": bias.astype(np.float32)},
@@ -579,29 +902,19 @@ def drop_flatten_before_dense(graph: Graph) -> Graph:
 
 
 def resolve_explicit_padding(graph: Graph) -> Graph:
-    """Rewrite explicit (top, bottom, left, right) padding to 'same' or 'valid' (module doc's rule);
-    GraphError naming the node where neither computes the same.  Pools resolve only to 'valid'."""
+    """Name padding by its mode where one computes the same (module doc's rule): all-zero pads become
+    'valid', explicit pads equal to 'same' become 'same'; all other explicit pads stay explicit."""
     for node in graph.nodes:
-        if node.op not in SPATIAL_OPS:
-            continue
-        padding = node.attrs.get("padding", "valid")
-        pools = node.op in ("max_pool", "avg_pool")
-        if padding == "valid" or (padding == "same" and not pools):
+        if node.op not in SPATIAL_OPS or node.attrs.get("padding", "valid") == "valid":
             continue
         in_hw = graph.shapes[node.inputs[0]][:2]
-        kernel_hw = _pair(node, "pool_size") if pools else np.asarray(
-            node.params["depthwise" if node.op == "separable_conv2d" else "weight"]).shape[:2]
-        strides = _pair(node, "strides", 1)
-        pads = pads_of(padding, in_hw, kernel_hw, strides)
-        modes = ("valid",) if pools else PADDING_MODES
-        mode = equivalent_padding_mode(pads, in_hw, kernel_hw, strides, modes)
-        if mode is None:
-            wanted = " or ".join(f"{m} {pads_of(m, in_hw, kernel_hw, strides)}" for m in modes)
-            raise GraphError(f"{node.where()}: padding (top, bottom, left, right) = {pads} on the "
-                             f"{in_hw[0]}x{in_hw[1]} input (kernel {tuple(kernel_hw)}, strides {strides}) "
-                             f"cannot be expressed by the integer layers, which know only {wanted}; "
-                             f"change the source model's padding or input size")
-        node.attrs["padding"] = mode
+        kernel_hw, strides = _kernel_hw(node), _pair(node, "strides", 1)
+        pads = pads_of(node.attrs["padding"], in_hw, kernel_hw, strides)
+        mode = equivalent_padding_mode(pads, in_hw, kernel_hw, strides, ("valid", "same"))
+        if mode is not None:
+            node.attrs["padding"] = mode
+        elif not isinstance(node.attrs["padding"], str):
+            node.attrs["padding"] = pads
     return graph.replace(graph.nodes)
 
 
@@ -673,4 +986,5 @@ def block_diagonal_conv_weight(weight_groups: list[np.ndarray]) -> np.ndarray:
 
 
 __all__ = ["Graph", "Node", "GraphBuilder", "GraphError", "OPS", "SYNAPTIC_OPS", "infer_shape", "pads_of",
-           "output_hw", "equivalent_padding_mode", "block_diagonal_conv_weight"]
+           "output_hw", "equivalent_padding_mode", "ceil_mode_pads", "every_window_in_bounds",
+           "block_diagonal_conv_weight"]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgesnn.graph import Graph, GraphBuilder, GraphError, Node, equivalent_padding_mode, pads_of
+from edgesnn.graph import Graph, GraphBuilder, GraphError, Node, ceil_mode_pads, equivalent_padding_mode, pads_of
 
 RNG = np.random.default_rng(1234)
 
@@ -182,19 +182,20 @@ def test_a_padded_pointwise_conv_is_not_fused():
 # -- padding resolution ----------------------------------------------------------------------------
 
 
-def test_resolve_padding_maps_symmetric_pads_to_same_and_rejects_torch_stride2_on_even_input():
+def test_resolve_padding_names_equivalent_modes_and_keeps_other_explicit_pads():
     ok = single("conv2d", (28, 28, 1), {"strides": 1, "padding": (1, 1, 1, 1)},
                 {"weight": randn(3, 3, 1, 2), "bias": randn(2)})
     assert ok.simplify().node("n").attrs["padding"] == "same"
     odd = single("conv2d", (27, 27, 1), {"strides": 2, "padding": (1, 1, 1, 1)},
                  {"weight": randn(3, 3, 1, 2), "bias": randn(2)})
     assert odd.simplify().node("n").attrs["padding"] == "same"
-    bad = single("conv2d", (28, 28, 1), {"strides": 2, "padding": (1, 1, 1, 1)},
-                 {"weight": randn(3, 3, 1, 2), "bias": randn(2)})
-    with pytest.raises(GraphError, match=r"node 'n'.*\(1, 1, 1, 1\).*28x28.*same \(0, 1, 0, 1\)"):
-        bad.simplify()
+    # PyTorch's padding=1 on a stride-2 conv of an even input pads the top row: TensorFlow's same does
+    # not, so the pads stay explicit (the integer layers take them)
+    torch_style = single("conv2d", (28, 28, 1), {"strides": 2, "padding": (1, 1, 1, 1)},
+                         {"weight": randn(3, 3, 1, 2), "bias": randn(2)})
+    assert torch_style.simplify().node("n").attrs["padding"] == (1, 1, 1, 1)
     pool = single("max_pool", (28, 28, 1), {"pool_size": 2, "strides": 2, "padding": "same"})
-    assert pool.simplify().node("n").attrs["padding"] == "valid"   # 28 / 2: the padding is never read
+    assert pool.simplify().node("n").attrs["padding"] == "valid"   # 28 / 2: no padding at all
 
 
 @settings(max_examples=60, deadline=None)
@@ -240,3 +241,228 @@ def test_inconsistent_graphs_are_rejected_with_the_node_named():
     with pytest.raises(GraphError, match=r"run: x must have shape \(N, 4, 4, 2\)"):
         Graph([Node("r", "relu", ("input",))], (4, 4, 2)).run(np.zeros((1, 4, 4, 3)))
 
+
+
+# -- the ops of the wider integer contract ------------------------------------------------------------
+
+
+def test_depthwise_multiplier_matches_torch_groups_equal_to_channels():
+    x = randn(2, 7, 6, 3)
+    weight, bias = randn(3, 3, 6), randn(6)               # output o reads input o // 2
+    graph = single("depthwise_conv2d", x.shape[1:], {"strides": (2, 1), "padding": (1, 1, 0, 2),
+                                                     "depth_multiplier": 2}, {"weight": weight, "bias": bias})
+    torch_weight = torch.from_numpy(weight.transpose(2, 0, 1)[:, None]).double()   # (6, 1, 3, 3)
+    expected = F.conv2d(torch_pad(torch_nchw(x), (1, 1, 0, 2)), torch_weight, torch.from_numpy(bias).double(),
+                        stride=(2, 1), groups=3)
+    np.testing.assert_allclose(graph.run(x), to_nhwc(expected), atol=1e-5)
+    pointwise, pw_bias = randn(6, 4), randn(4)
+    separable = single("separable_conv2d", x.shape[1:], {"strides": (2, 1), "padding": (1, 1, 0, 2),
+                                                         "depth_multiplier": 2},
+                       {"depthwise": weight, "pointwise": pointwise, "bias": pw_bias})
+    no_bias = to_nhwc(expected) - bias
+    np.testing.assert_allclose(separable.run(x), no_bias @ pointwise + pw_bias, atol=1e-5)
+    with pytest.raises(GraphError, match=r"node 'n'.*6 output channels.*depth_multiplier 3 makes 9"):
+        single("depthwise_conv2d", x.shape[1:], {"depth_multiplier": 3}, {"weight": weight, "bias": bias})
+
+
+def test_max_pool_channel_sign_makes_a_min_pool_and_padded_taps_are_ignored():
+    x = randn(2, 5, 5, 2)
+    graph = single("max_pool", x.shape[1:], {"pool_size": (3, 2), "strides": (2, 2), "padding": (1, 1, 0, 1),
+                                             "channel_sign": [1, -1]})
+    y = graph.run(x)
+    padded = torch_pad(torch_nchw(x), (1, 1, 0, 1))
+    maxed = to_nhwc(F.max_pool2d(F.pad(torch_nchw(x), (0, 1, 1, 1), value=-np.inf), (3, 2), stride=2))
+    mined = -to_nhwc(F.max_pool2d(F.pad(-torch_nchw(x), (0, 1, 1, 1), value=-np.inf), (3, 2), stride=2))
+    assert padded.shape[2:] == (7, 6)
+    np.testing.assert_allclose(y[..., 0], maxed[..., 0], atol=1e-6)
+    np.testing.assert_allclose(y[..., 1], mined[..., 1], atol=1e-6)
+    with pytest.raises(GraphError, match=r"channel_sign must be 2 values"):
+        single("max_pool", x.shape[1:], {"pool_size": 2, "channel_sign": [1, 0]})
+
+
+def test_clip_pad_concat_slice_and_permute():
+    x = randn(3, 4, 5, 4)
+    b = GraphBuilder((4, 5, 4))
+    clip = b.add("clip", "clip", ["input"], attrs={"min_value": -0.5, "max_value": 1.0})
+    pad = b.add("pad", "pad", [clip], attrs={"pads": (1, 0, 2, 1)})
+    low = b.add("slice_channels", "low", ["input"], attrs={"start": 1, "stop": 3})
+    shuffled = b.add("permute_channels", "shuffle", ["input"], attrs={"order": [0, 2, 1, 3]})
+    cat = b.add("concat", "cat", [low, shuffled, clip])
+    graph = b.build(output=cat)
+    _, acts = graph.run(x, capture=True)
+    clipped = np.clip(x, -0.5, 1.0)
+    np.testing.assert_allclose(acts["pad"], np.pad(clipped, ((0, 0), (1, 0), (2, 1), (0, 0))))
+    np.testing.assert_allclose(acts["cat"], np.concatenate([x[..., 1:3], x[..., [0, 2, 1, 3]], clipped], axis=3))
+    assert graph.shapes["pad"] == (5, 8, 4) and graph.shapes["cat"] == (4, 5, 10)
+    with pytest.raises(GraphError, match=r"node 'c'.*equal height and width"):
+        Graph([Node("p", "pad", ("input",), {"pads": (1, 0, 0, 0)}), Node("c", "concat", ("input", "p"))], (4, 5, 4))
+    with pytest.raises(GraphError, match=r"node 'n'.*permutation of the 4"):
+        single("permute_channels", (4, 5, 4), {"order": [0, 1, 1, 3]})
+    with pytest.raises(GraphError, match=r"node 'n'.*channels 2..9"):
+        single("slice_channels", (4, 5, 4), {"start": 2, "stop": 9})
+
+
+def test_unsupported_nodes_are_kept_listed_and_refuse_to_run():
+    b = GraphBuilder((4, 4, 3))
+    conv = b.add("conv2d", "conv", ["input"], attrs={"padding": "same"},
+                 params={"weight": randn(3, 3, 3, 3), "bias": randn(3)})
+    swish = b.add("unsupported", "hs", [conv], attrs={"op": "HardSwish", "layer": "features.1",
+                                                       "hint": "replace Hardswish with ReLU6, then fine-tune",
+                                                       "shape": (4, 4, 3)})
+    se = b.add("unsupported", "se", [swish, conv], attrs={"op": "Mul", "layer": "/se/Mul", "shape": (4, 4, 3),
+                                                          "hint": "squeeze-excite multiplies two tensors"})
+    b.add("global_avg_pool", "gap", [se])
+    graph = b.build().simplify()
+    problems = graph.problems()
+    assert [(p["node"], p["op"], p["layer"]) for p in problems] == [("hs", "HardSwish", "features.1"),
+                                                                     ("se", "Mul", "/se/Mul")]
+    assert problems[0]["hint"].startswith("replace Hardswish") and problems[1]["shape"] == (4, 4, 3)
+    with pytest.raises(GraphError, match=r"node 'hs' \(unsupported\).*HardSwish 'features.1'.*ReLU6"):
+        graph.run(randn(1, 4, 4, 3))
+    with pytest.raises(GraphError, match=r"node 'n'.*needs attr 'shape'"):
+        single("unsupported", (4, 4, 3), {"op": "Sigmoid"})
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad", [(8, 3, 2, 1), (7, 3, 2, 0), (6, 2, 2, 0), (9, 3, 2, 1),
+                                                    (10, 3, 3, 1), (5, 2, 3, 0), (6, 3, 2, 1)])
+def test_ceil_mode_pads_match_torch(size, kernel, stride, pad):
+    x = randn(2, size, size + 1, 2)
+    pads, overhang = ceil_mode_pads((size, size + 1), (kernel, kernel), (stride, stride), (pad,) * 4)
+    attrs = {"pool_size": kernel, "strides": stride, "padding": pads}
+    expected = F.max_pool2d(torch_nchw(x), kernel, stride, pad, ceil_mode=True)
+    np.testing.assert_allclose(single("max_pool", x.shape[1:], attrs).run(x), to_nhwc(expected), atol=1e-6)
+    expected = F.avg_pool2d(torch_nchw(x), kernel, stride, pad, ceil_mode=True, count_include_pad=False)
+    avg = single("avg_pool", x.shape[1:], {**attrs, "count_include_pad": False})
+    np.testing.assert_allclose(avg.run(x), to_nhwc(expected), atol=1e-6)
+    expected = F.avg_pool2d(torch_nchw(x), kernel, stride, pad, ceil_mode=True, count_include_pad=True)
+    included = single("avg_pool", x.shape[1:], {**attrs, "count_include_pad": True}).run(x)
+    assert np.allclose(included, to_nhwc(expected), atol=1e-6) == (not overhang)
+
+
+# -- the rewrites of simplify, each exact in float -------------------------------------------------------
+
+
+def _assert_same_output(graph, simple, x, atol=1e-4):
+    np.testing.assert_allclose(simple.run(x), graph.run(x), atol=atol)
+
+
+def test_batch_norm_after_max_pool_folds_into_the_conv_with_min_pools_for_negative_scales():
+    b = GraphBuilder((8, 8, 2))
+    conv = b.add("conv2d", "conv", ["input"], attrs={"padding": (1, 1, 1, 1), "strides": 1},
+                 params={"weight": randn(3, 3, 2, 4), "bias": randn(4)})
+    pool = b.add("max_pool", "pool", [conv], attrs={"pool_size": 3, "strides": 2, "padding": (1, 1, 1, 1)})
+    bn = b.add("affine", "bn", [pool], params={"scale": [1.5, -0.5, 0.0, -2.0], "offset": randn(4)})
+    b.add("relu", "relu", [bn])
+    graph = b.build()
+    simple = graph.simplify()
+    assert [n.op for n in simple] == ["conv2d", "max_pool", "relu"]
+    assert simple.node("pool").attrs["channel_sign"] == [1, -1, 1, -1]
+    assert simple.node("conv").attrs["folded"] == ["bn"]
+    _assert_same_output(graph, simple, randn(3, 8, 8, 2))
+
+
+@pytest.mark.parametrize("padding,include,ops", [
+    ("valid", True, ["conv2d", "avg_pool"]),
+    ((1, 1, 1, 1), False, ["conv2d", "avg_pool"]),
+    ((1, 1, 1, 1), True, ["conv2d", "avg_pool", "affine"]),   # the border windows hold fewer taps' offset
+])
+def test_batch_norm_after_avg_pool_folds_where_exact(padding, include, ops):
+    b = GraphBuilder((6, 6, 2))
+    conv = b.add("conv2d", "conv", ["input"], params={"weight": randn(1, 1, 2, 3), "bias": randn(3)})
+    pool = b.add("avg_pool", "pool", [conv], attrs={"pool_size": 3, "strides": 2, "padding": padding,
+                                                    "count_include_pad": include})
+    b.add("affine", "bn", [pool], params={"scale": [0.5, -1.0, 2.0], "offset": randn(3)})
+    graph = b.build()
+    simple = graph.simplify()
+    assert [n.op for n in simple] == ops
+    if "affine" in ops:
+        assert np.all(simple.node("bn").params["scale"] == 1)
+    _assert_same_output(graph, simple, randn(3, 6, 6, 2))
+
+
+def test_global_avg_pool_then_batch_norm_folds_into_the_conv():
+    b = GraphBuilder((5, 5, 2))
+    conv = b.add("conv2d", "conv", ["input"], attrs={"padding": "same"}, params={"weight": randn(3, 3, 2, 3), "bias": randn(3)})
+    gap = b.add("global_avg_pool", "gap", [conv])
+    b.add("affine", "bn", [gap], params={"scale": randn(3), "offset": randn(3)})
+    graph = b.build()
+    simple = graph.simplify()
+    assert [n.op for n in simple] == ["conv2d", "global_avg_pool"]
+    _assert_same_output(graph, simple, randn(3, 5, 5, 2))
+
+
+@pytest.mark.parametrize("reader", ["dense", "conv2d", "depthwise_conv2d", "separable_conv2d", "padded_conv"])
+def test_batch_norm_after_relu_folds_forward_into_unpadded_readers(reader):
+    b = GraphBuilder((5, 5, 3))
+    relu = b.add("relu", "relu", ["input"])
+    bn = b.add("affine", "bn", [relu], params={"scale": RNG.uniform(-2, 2, 3), "offset": randn(3)})
+    if reader == "dense":
+        b.add("dense", "r", [bn], params={"weight": randn(75, 4), "bias": randn(4)})
+    elif reader in ("conv2d", "padded_conv"):
+        padding = "same" if reader == "padded_conv" else "valid"
+        b.add("conv2d", "r", [bn], attrs={"padding": padding, "strides": 2},
+              params={"weight": randn(3, 3, 3, 4), "bias": randn(4)})
+    elif reader == "depthwise_conv2d":
+        b.add("depthwise_conv2d", "r", [bn], attrs={"depth_multiplier": 2},
+              params={"weight": randn(3, 2, 6), "bias": randn(6)})
+    else:
+        b.add("separable_conv2d", "r", [bn], attrs={"depth_multiplier": 2},
+              params={"depthwise": randn(2, 3, 6), "pointwise": randn(6, 4), "bias": randn(4)})
+    graph = b.build()
+    simple = graph.simplify()
+    expected = ["relu", "affine", "conv2d"] if reader == "padded_conv" else ["relu", reader]
+    assert [n.op for n in simple] == expected
+    _assert_same_output(graph, simple, randn(3, 5, 5, 3))
+
+
+def test_pads_merge_into_convs_and_into_max_pools_only_after_a_relu():
+    b = GraphBuilder((6, 6, 2))
+    pad = b.add("pad", "pad", ["input"], attrs={"pads": (1, 0, 0, 1)})
+    conv = b.add("conv2d", "conv", [pad], attrs={"strides": 2, "padding": "same"},
+                 params={"weight": randn(3, 3, 2, 3), "bias": randn(3)})
+    relu = b.add("relu", "relu", [conv])
+    pad2 = b.add("pad", "pad2", [relu], attrs={"pads": (1, 1, 1, 1)})
+    pool = b.add("max_pool", "pool", [pad2], attrs={"pool_size": 3, "strides": 2})
+    pad3 = b.add("pad", "pad3", [conv], attrs={"pads": (1, 1, 1, 1)})     # no relu before it: stays
+    pool2 = b.add("max_pool", "pool2", [pad3], attrs={"pool_size": 3, "strides": 2})
+    b.add("add", "sum", [pool, pool2])
+    graph = b.build()
+    simple = graph.simplify()
+    assert [n.op for n in simple] == ["conv2d", "relu", "max_pool", "pad", "max_pool", "add"]
+    assert simple.node("conv").attrs["padding"] == (2, 1, 1, 2)   # (1, 0, 0, 1) + same (1, 1, 1, 1) on 7x7
+    assert simple.node("pool").attrs["padding"] in ("same", (1, 1, 1, 1))
+    _assert_same_output(graph, simple, randn(3, 6, 6, 2))
+    # a pad that would leave a window with no input tap (a 3x3 kernel over 3 padded rows) stays
+    b = GraphBuilder((6, 6, 2))
+    pad = b.add("pad", "pad", ["input"], attrs={"pads": (3, 0, 0, 0)})
+    b.add("conv2d", "conv", [pad], params={"weight": randn(3, 3, 2, 3), "bias": randn(3)})
+    assert [n.op for n in b.build().simplify()] == ["pad", "conv2d"]
+
+
+def test_depthwise_with_multiplier_then_pointwise_fuses_and_softmax_drop_is_noted():
+    b = GraphBuilder((5, 5, 2))
+    dw = b.add("depthwise_conv2d", "dw", ["input"], attrs={"padding": "same", "depth_multiplier": 3},
+               params={"weight": randn(3, 3, 6), "bias": randn(6)})
+    pw = b.add("conv2d", "pw", [dw], params={"weight": randn(1, 1, 6, 4), "bias": randn(4)})
+    gap = b.add("global_avg_pool", "gap", [pw])
+    b.add("softmax", "probs", [gap])
+    graph = b.build()
+    simple = graph.simplify()
+    assert [n.op for n in simple] == ["separable_conv2d", "global_avg_pool"]
+    assert simple.node("pw").attrs["depth_multiplier"] == 3
+    assert simple.metadata["final_softmax_dropped"] == "probs"
+    x = randn(3, 5, 5, 2)
+    np.testing.assert_allclose(simple.run(x), graph.run(x, capture=True)[1]["gap"], atol=1e-4)
+
+
+def test_clip_with_zero_min_is_a_relu_and_affine_chains_merge():
+    b = GraphBuilder((4, 4, 2))
+    a1 = b.add("affine", "a1", ["input"], params={"scale": [2.0, -1.0], "offset": [0.5, 0.0]})
+    a2 = b.add("affine", "a2", [a1], params={"scale": [0.5, 3.0], "offset": [-1.0, 1.0]})
+    clip = b.add("clip", "c", [a2], attrs={"min_value": 0.0, "max_value": 6.0})
+    b.add("clip", "c2", [clip], attrs={"min_value": -1.0, "max_value": None})
+    graph = b.build()
+    simple = graph.simplify()
+    assert [n.op for n in simple] == ["affine", "relu", "clip"]
+    assert simple.node("c").attrs["max_value"] == 6.0
+    _assert_same_output(graph, simple, randn(3, 4, 4, 2))

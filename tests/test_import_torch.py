@@ -113,14 +113,15 @@ def test_tensor_means_as_global_pooling(importer):
     assert [node.op for node in graph].count("global_avg_pool") == 2
 
 
-def test_torch_stride2_padding1_on_even_input_imports_but_cannot_simplify(importer):
+def test_torch_stride2_padding1_on_even_input_keeps_its_explicit_pads(importer):
     net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU())
     graph = importer.load(net, input_shape=(8, 8, 1))
     x = RNG.normal(size=(2, 1, 8, 8)).astype(np.float32)
     np.testing.assert_allclose(graph.run(x.transpose(0, 2, 3, 1)), torch_output(net, x).transpose(0, 2, 3, 1),
                                atol=1e-5)
-    with pytest.raises(GraphError, match=r"\(1, 1, 1, 1\) on the 8x8 input.*same \(0, 1, 0, 1\)"):
-        graph.simplify()
+    simple = graph.simplify()   # TensorFlow's same would pad the bottom row, torch pads the top one
+    assert simple.nodes[0].attrs["padding"] == (1, 1, 1, 1)
+    np.testing.assert_allclose(simple.run(x.transpose(0, 2, 3, 1)), graph.run(x.transpose(0, 2, 3, 1)), atol=1e-6)
 
 
 def test_unsupported_layer_names_it(importer):
