@@ -13,6 +13,7 @@ const depthwise2d = @import("kernels/depthwise2d.zig");
 const separable2d = @import("kernels/separable2d.zig");
 const dense = @import("kernels/dense.zig");
 const add = @import("kernels/add.zig");
+const concat = @import("kernels/concat.zig");
 const pooling = @import("kernels/pooling.zig");
 const neuron = @import("kernels/neuron.zig");
 const frame_zig = @import("kernels/frame.zig");
@@ -101,6 +102,7 @@ pub fn initContext(model: *const Model, arena: []u8, diag: *Diagnostic) Error!*C
     @memset(aligned, 0); // padding lanes of every buffer start (and stay) zero
     const ctx: *Context = @ptrCast(aligned.ptr);
     ctx.* = .{ .model = model, .arena = aligned };
+    for (model.layers) |*layer| frame_zig.paint(layer, ctx.frame(layer)); // the borders' pad values
     return ctx;
 }
 
@@ -231,7 +233,7 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
     const model = ctx.model;
     const layer = &model.layers[layer_index];
     const is_last = layer_index + 1 == model.layers.len;
-    var inputs_buffer: [limits.add_inputs_max][]const u8 = undefined;
+    var inputs_buffer: [limits.inputs_max][]const u8 = undefined;
     const inputs = inputs_buffer[0..layer.input_count];
     for (inputs, layer.inputs[0..layer.input_count]) |*input, producer| input.* = ctx.activations(producer);
 
@@ -267,9 +269,9 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
 
     events[layer_index] = output_events;
     if (stats) |s| {
-        for (inputs, layer.inputs[0..layer.input_count]) |input, producer| {
+        for (inputs, layer.inputs[0..layer.input_count], layer.input_shapes[0..layer.input_count]) |input, producer, shape| {
             s.input_events += if (producer == model_zig.input_model) vector.countNonZeroU8(input) else events[@intCast(producer)];
-            s.input_size += layer.input.values();
+            s.input_size += shape.values();
         }
         s.output_events += output_events;
         s.output_size += layer.output.values();
@@ -303,12 +305,13 @@ fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8,
             layer,
             inputs[0],
             ctx.frame(layer),
-            ctx.ints(plan.mid_offset, layer.synaptic.pixels() * layer.input.channelsPadded()),
+            ctx.ints(plan.mid_offset, layer.synaptic.pixels() * layer.depthwiseChannelsPadded()),
             potentials,
             ctx.events(),
         ),
         .dense => dense.run(layer, inputs[0], potentials, ctx.quads()),
         .add => add.run(layer, inputs, potentials),
+        .concat => concat.run(layer, inputs, potentials),
     };
 }
 

@@ -11,17 +11,27 @@ pub const section_count_max = 16;
 pub const section_alignment = 16;
 pub const tensor_alignment = 16;
 pub const model_record_bytes = 64;
-pub const layer_record_bytes = 256;
-pub const tensor_slot_count = 10;
-pub const version_major = 1;
+/// Layer records of a version-2 file; version-1 files have 256-byte records with 10 tensor slots
+/// (read as the equivalent version-2 layers, docs/format.md).
+pub const layer_record_bytes = 384;
+pub const layer_record_bytes_v1 = 256;
+pub const tensor_slot_count = 16;
+pub const tensor_slot_count_v1 = 10;
+pub const version_major = 2;
+/// The oldest major version this reader still reads.
+pub const version_major_min = 1;
 
 // -- the graph ---------------------------------------------------------------------------------------
 pub const layers_max = 256;
 pub const name_bytes_max = 255;
-pub const add_inputs_max = 4;
+pub const add_inputs_max = 4; // add: 2..add_inputs_max inputs
+pub const concat_inputs_max = 4; // concat: 1..concat_inputs_max inputs
+/// Inputs of any layer (the record's inputs[] array).
+pub const inputs_max = 4;
 pub const kernel_max = 15; // kernel height and width, 1..kernel_max
-pub const stride_max = 4;
-pub const pool_max = 8; // pool_size and pool_stride, 1..pool_max
+pub const stride_max = 4; // convolution stride along each axis, 1..stride_max
+pub const pool_max = 8; // pool window height and width and pool strides, 1..pool_max
+pub const depth_multiplier_max = 8; // depthwise channel multiplier, 1..depth_multiplier_max
 pub const shift_max = 62; // requantization right shift, 0..shift_max
 pub const leak_shift_max = 31; // lif leak, 1..leak_shift_max
 pub const input_bits_max = 8;
@@ -63,6 +73,15 @@ comptime {
     // |P * multiplier| < 2^62 and the rounding term 2^(shift-1) <= 2^61: the int64 requant fits.
     std.debug.assert(shift_max <= 62);
     std.debug.assert(leak_shift_max <= 31);
+    std.debug.assert(add_inputs_max <= inputs_max and concat_inputs_max <= inputs_max);
+    std.debug.assert(layer_record_bytes_v1 < layer_record_bytes);
+    std.debug.assert(tensor_slot_count_v1 <= tensor_slot_count);
+    // the version-2 slots fill bytes 128..256 of the record; a version-1 record's end at 208
+    std.debug.assert(128 + 8 * tensor_slot_count == layer_record_bytes_v1);
+    std.debug.assert(128 + 8 * tensor_slot_count_v1 == 208);
+    std.debug.assert(version_major_min <= version_major);
+    // a depthwise layer's output channels C * M stay inside the channel limit's arithmetic
+    std.debug.assert(@as(u64, channels_max) * depth_multiplier_max < std.math.maxInt(u32));
 }
 
 /// A byte offset or count as an index. Sizes are computed in u64; the loader refuses (status

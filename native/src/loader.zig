@@ -97,11 +97,45 @@ const Slot = enum(u32) {
     mid_multiplier = 6,
     mid_shift = 7,
     input_multipliers = 8,
-    reserved = 9,
+    pad_value = 9,
+    out_zero_point = 10,
+    pool_sign = 11,
+    sources = 12,
+    reserved_13 = 13,
+    reserved_14 = 14,
+    reserved_15 = 15,
 };
 
-/// The raw fields of one 256-byte layer record (docs/format.md, "Layer record").
+comptime {
+    std.debug.assert(@typeInfo(Slot).@"enum".field_names.len == limits.tensor_slot_count);
+}
+
+/// Which record layout a file uses: its major version (docs/format.md).
+const Version = enum(u16) {
+    v1 = 1,
+    v2 = 2,
+
+    fn of(file: []const u8) Version {
+        return std.enums.fromInt(Version, readU16(file, 8)).?; // checkHeader accepted it
+    }
+
+    fn recordBytes(version: Version) u32 {
+        return switch (version) {
+            .v1 => limits.layer_record_bytes_v1,
+            .v2 => limits.layer_record_bytes,
+        };
+    }
+};
+
+/// Byte offset of layer record `index` in the file.
+fn recordOffset(file: []const u8, grph_offset: u64, index: u32) u64 {
+    return grph_offset + limits.model_record_bytes + @as(u64, index) * Version.of(file).recordBytes();
+}
+
+/// The raw fields of one layer record (docs/format.md, "Layer record"); a version-1 record reads
+/// with the version-2 fields at their defaults.
 const Record = struct {
+    version: Version,
     kind: u32,
     neuron: u32,
     name_offset: u32,
@@ -112,21 +146,30 @@ const Record = struct {
     out: [3]u32,
     kernel_h: u32,
     kernel_w: u32,
-    stride: u32,
+    stride_h: u32,
+    stride_w: u32,
     padding: u32,
+    pads: [4]u32, // top, bottom, left, right (version 2; resolved from `padding` in version 1)
+    depth_multiplier: u32,
     pool: u32,
-    pool_size: u32,
-    pool_stride: u32,
+    pool_h: u32,
+    pool_w: u32,
+    pool_stride_h: u32,
+    pool_stride_w: u32,
+    pool_pads: [4]u32, // top, bottom, left, right
+    pool_flags: u32,
     weight_bits: u32,
     activation_bits: u32,
     mid_bits: u32,
     leak_shift: u32,
     slots: [limits.tensor_slot_count]Section,
 
-    fn decode(grph: []const u8, index: u32) Record {
-        const base = limits.model_record_bytes + @as(u64, index) * limits.layer_record_bytes;
-        const r = grph[limits.usizeFrom(base)..][0..limits.layer_record_bytes];
+    fn decode(grph: []const u8, version: Version, index: u32) Record {
+        const record_bytes = version.recordBytes();
+        const base = limits.model_record_bytes + @as(u64, index) * record_bytes;
+        const r = grph[limits.usizeFrom(base)..][0..record_bytes];
         var record: Record = undefined;
+        record.version = version;
         record.kind = readU32(r, 0);
         record.neuron = readU32(r, 4);
         record.name_offset = readU32(r, 8);
@@ -137,17 +180,38 @@ const Record = struct {
         for (&record.out, 0..) |*dim, i| dim.* = readU32(r, 48 + 4 * i);
         record.kernel_h = readU32(r, 60);
         record.kernel_w = readU32(r, 64);
-        record.stride = readU32(r, 68);
+        record.stride_h = readU32(r, 68);
         record.padding = readU32(r, 72);
         record.pool = readU32(r, 76);
-        record.pool_size = readU32(r, 80);
-        record.pool_stride = readU32(r, 84);
+        record.pool_h = readU32(r, 80);
+        record.pool_stride_h = readU32(r, 84);
         record.weight_bits = readU32(r, 88);
         record.activation_bits = readU32(r, 92);
         record.mid_bits = readU32(r, 96);
         record.leak_shift = readU32(r, 100);
         for (&record.slots, 0..) |*slot, i| {
-            slot.* = .{ .offset = readU32(r, 128 + 8 * i), .bytes = readU32(r, 132 + 8 * i) };
+            const used = version == .v2 or i < limits.tensor_slot_count_v1;
+            slot.* = if (used) .{ .offset = readU32(r, 128 + 8 * i), .bytes = readU32(r, 132 + 8 * i) } else .{ .offset = 0, .bytes = 0 };
+        }
+        switch (version) {
+            .v1 => {
+                record.stride_w = record.stride_h;
+                record.pads = @splat(0); // resolved from the mode in checkGeometry
+                record.depth_multiplier = 1;
+                record.pool_w = record.pool_h;
+                record.pool_stride_w = record.pool_stride_h;
+                record.pool_pads = @splat(0);
+                record.pool_flags = 0;
+            },
+            .v2 => {
+                record.stride_w = readU32(r, 104);
+                for (&record.pads, 0..) |*pad, i| pad.* = readU32(r, 108 + 4 * i);
+                record.depth_multiplier = readU32(r, 124);
+                record.pool_w = readU32(r, 256);
+                record.pool_stride_w = readU32(r, 260);
+                for (&record.pool_pads, 0..) |*pad, i| pad.* = readU32(r, 264 + 4 * i);
+                record.pool_flags = readU32(r, 280);
+            },
         }
         return record;
     }
@@ -183,8 +247,7 @@ const LayerCheck = struct {
     }
 
     fn fail(check: *const LayerCheck, status: status_zig.Status, comptime fmt: []const u8, args: anytype) Error {
-        const where_offset = check.sections.grph.offset + limits.model_record_bytes +
-            @as(u64, check.index) * limits.layer_record_bytes;
+        const where_offset = recordOffset(check.file, check.sections.grph.offset, check.index);
         return check.diag.fail(status, "GRPH layer {d} '{s}' (record at byte offset {d}): " ++ fmt, .{
             check.index, check.name(), where_offset,
         } ++ args);
@@ -209,7 +272,7 @@ pub fn validate(file: []const u8, diag: *Diagnostic) Error!Validated {
     const layer_count = readU32(grph, 0);
     const input: Shape = .{ .h = readU32(grph, 4), .w = readU32(grph, 8), .c = readU32(grph, 12) };
     const input_bits = readU32(grph, 16);
-    try checkModelRecord(grph, sections.grph.offset, diag);
+    try checkModelRecord(grph, Version.of(file), sections.grph.offset, diag);
     if (reservedMustBeZero(file)) try checkZero(file, sections.grph.offset + 28, sections.grph.offset + limits.model_record_bytes, "GRPH model record reserved", diag);
     try checkShapeLimits(input, "the model input", diag);
 
@@ -221,7 +284,7 @@ pub fn validate(file: []const u8, diag: *Diagnostic) Error!Validated {
             .file = file,
             .sections = &sections,
             .index = index,
-            .record = Record.decode(grph, index),
+            .record = Record.decode(grph, Version.of(file), index),
             .diag = diag,
         };
         const layer = try checkLayer(&check, input, input_bits, layer_count);
@@ -250,9 +313,9 @@ fn checkHeader(file: []const u8, diag: *Diagnostic) Error!void {
         return diag.fail(.magic, "header: bad magic at byte offset 0, expected 89 45 53 4E 0D 0A 1A 0A (not an .esnn file, or mangled in text mode)", .{});
     }
     const major = readU16(file, 8);
-    if (major != limits.version_major) {
-        return diag.fail(.version, "header: version_major {d} at byte offset 8, this reader reads version {d}.x", .{
-            major, limits.version_major,
+    if (major < limits.version_major_min or major > limits.version_major) {
+        return diag.fail(.version, "header: version_major {d} at byte offset 8, this reader reads versions {d}.x to {d}.x", .{
+            major, limits.version_major_min, limits.version_major,
         });
     }
     const header_bytes = readU32(file, 12);
@@ -274,7 +337,7 @@ fn checkHeader(file: []const u8, diag: *Diagnostic) Error!void {
     }
     if (reservedMustBeZero(file)) {
         if (readU32(file, 28) != 0) {
-            return diag.fail(.magic, "header: flags at byte offset 28 is 0x{x}, must be 0 in a version {d}.0 file", .{ readU32(file, 28), limits.version_major });
+            return diag.fail(.magic, "header: flags at byte offset 28 is 0x{x}, must be 0 in a version {d}.0 file", .{ readU32(file, 28), readU16(file, 8) });
         }
         try checkZero(file, 40, 64, "header reserved", diag);
     }
@@ -295,7 +358,7 @@ fn reservedMustBeZero(file: []const u8) bool {
 fn checkZero(bytes: []const u8, start: u64, end: u64, comptime what: []const u8, diag: *Diagnostic) Error!void {
     for (bytes[limits.usizeFrom(start)..limits.usizeFrom(end)], limits.usizeFrom(start)..) |byte, offset| {
         if (byte != 0) {
-            return diag.fail(.layer, what ++ ": byte offset {d} is 0x{x:0>2}, reserved bytes must be zero in a version 1.0 file", .{ offset, byte });
+            return diag.fail(.layer, what ++ ": byte offset {d} is 0x{x:0>2}, reserved bytes must be zero in a file of minor version 0", .{ offset, byte });
         }
     }
 }
@@ -320,7 +383,7 @@ fn checkSectionTable(file: []const u8, diag: *Diagnostic) Error!Sections {
         const tag = file[limits.usizeFrom(entry)..][0..4];
         const section: Section = .{ .offset = readU32(file, entry + 8), .bytes = readU32(file, entry + 12) };
         if (reservedMustBeZero(file) and readU32(file, entry + 4) != 0) {
-            return diag.fail(.section, "section table entry {d} ('{s}', byte offset {d}): flags 0x{x}, must be 0 in a version 1.0 file", .{
+            return diag.fail(.section, "section table entry {d} ('{s}', byte offset {d}): flags 0x{x}, must be 0 in a file of minor version 0", .{
                 i, printableTag(tag), entry + 4, readU32(file, entry + 4),
             });
         }
@@ -363,14 +426,14 @@ fn printableTag(tag: *const [4]u8) []const u8 {
     return tag;
 }
 
-fn checkModelRecord(grph: []const u8, grph_offset: u64, diag: *Diagnostic) Error!void {
+fn checkModelRecord(grph: []const u8, version: Version, grph_offset: u64, diag: *Diagnostic) Error!void {
     const layer_count = readU32(grph, 0);
     if (layer_count < 1 or layer_count > limits.layers_max) {
         return diag.fail(.limit, "GRPH model record (byte offset {d}): layer_count {d}, expected 1..{d}", .{
             grph_offset, layer_count, limits.layers_max,
         });
     }
-    const expected_bytes = limits.model_record_bytes + @as(u64, layer_count) * limits.layer_record_bytes;
+    const expected_bytes = limits.model_record_bytes + @as(u64, layer_count) * version.recordBytes();
     if (grph.len != expected_bytes) {
         return diag.fail(.layer, "GRPH section (byte offset {d}): {d} bytes, a model record and {d} layer records take {d}", .{
             grph_offset, grph.len, layer_count, expected_bytes,
@@ -387,9 +450,9 @@ fn checkModelRecord(grph: []const u8, grph_offset: u64, diag: *Diagnostic) Error
         });
     }
     const record_bytes = readU32(grph, 24);
-    if (record_bytes != limits.layer_record_bytes) {
-        return diag.fail(.layer, "GRPH model record (byte offset {d}): record_bytes {d}, expected {d}", .{
-            grph_offset + 24, record_bytes, limits.layer_record_bytes,
+    if (record_bytes != version.recordBytes()) {
+        return diag.fail(.layer, "GRPH model record (byte offset {d}): record_bytes {d}, expected {d} in a version {d} file", .{
+            grph_offset + 24, record_bytes, version.recordBytes(), @intFromEnum(version),
         });
     }
 }
@@ -409,6 +472,7 @@ pub fn convOutputSize(size: u32, kernel: u32, stride: u32, padding: model_zig.Pa
     return switch (padding) {
         .same => (size + stride - 1) / stride,
         .valid => if (size >= kernel) (size - kernel) / stride + 1 else 0,
+        .explicit => unreachable, // windowOutputSize
     };
 }
 
@@ -417,6 +481,26 @@ pub fn samePaddingBefore(size: u32, kernel: u32, stride: u32) u32 {
     const out = (size + stride - 1) / stride;
     const needed = @as(i64, out - 1) * stride + kernel - size;
     return @intCast(@divFloor(@max(needed, 0), 2));
+}
+
+/// Zero padding after the last row (or column) in 'same' mode: the rest of the total.
+pub fn samePaddingAfter(size: u32, kernel: u32, stride: u32) u32 {
+    const out = (size + stride - 1) / stride;
+    const needed: u32 = @intCast(@max(@as(i64, out - 1) * stride + kernel - size, 0));
+    return needed - samePaddingBefore(size, kernel, stride);
+}
+
+/// One axis of a window geometry (docs/semantics.md, "Geometry"): OH = floor((H + before + after -
+/// K) / S) + 1 when every window holds an in-bounds tap (before < K, (OH - 1) * S - before < H),
+/// else null. u64 arithmetic: any u32 fields, no overflow.
+pub fn windowOutputSize(size: u32, kernel: u32, stride: u32, before: u32, after: u32) ?u32 {
+    std.debug.assert(stride >= 1 and kernel >= 1);
+    const padded = @as(u64, size) + before + after;
+    if (padded < kernel or before >= kernel) return null;
+    const out = (padded - kernel) / stride + 1;
+    if ((out - 1) * stride >= @as(u64, size) + before) return null; // the last window only pads
+    if (out > limits.dim_max) return null;
+    return @intCast(out);
 }
 
 fn enumFrom(comptime E: type, raw: u32) ?E {
@@ -437,21 +521,31 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         return check.fail(.layer, "name at NAME offset {d} is not valid UTF-8", .{r.name_offset});
     }
     if (reservedMustBeZero(check.file)) {
-        const record_offset = check.sections.grph.offset + limits.model_record_bytes + @as(u64, check.index) * limits.layer_record_bytes;
-        for ([_][2]u64{ .{ 104, 128 }, .{ 208, 256 } }) |range| {
+        const record_offset = recordOffset(check.file, check.sections.grph.offset, check.index);
+        const reserved_ranges: []const [2]u64 = switch (r.version) {
+            .v1 => &.{ .{ 104, 128 }, .{ 208, 256 } },
+            .v2 => &.{.{ 284, 384 }},
+        };
+        for (reserved_ranges) |range| {
             for (check.file[limits.usizeFrom(record_offset + range[0])..limits.usizeFrom(record_offset + range[1])], limits.usizeFrom(range[0])..) |byte, field_offset| {
-                if (byte != 0) return check.fail(.layer, "reserved byte {d} of the record is 0x{x:0>2}, must be zero in a version 1.0 file", .{ field_offset, byte });
+                if (byte != 0) return check.fail(.layer, "reserved byte {d} of the record is 0x{x:0>2}, must be zero in a file of minor version 0", .{ field_offset, byte });
             }
         }
     }
     const kind = enumFrom(Kind, r.kind) orelse
-        return check.fail(.layer, "kind {d}, expected 1 input_conv2d, 2 conv2d, 3 depthwise2d, 4 separable2d, 5 dense, 6 add", .{r.kind});
+        return check.fail(.layer, "kind {d}, expected 1 input_conv2d, 2 conv2d, 3 depthwise2d, 4 separable2d, 5 dense, 6 add, 7 concat", .{r.kind});
+    if (kind == .concat and r.version == .v1) {
+        return check.fail(.layer, "kind 7 (concat) in a version 1 file, concat layers are new in version 2", .{});
+    }
     const neuron = enumFrom(Neuron, r.neuron) orelse
         return check.fail(.layer, "neuron {d}, expected 0 none, 1 relu, 2 if, 3 lif", .{r.neuron});
     const pool = enumFrom(Pool, r.pool) orelse
         return check.fail(.layer, "pool {d}, expected 0 none, 1 max, 2 avg, 3 global_avg", .{r.pool});
     const padding = enumFrom(model_zig.Padding, r.padding) orelse
-        return check.fail(.layer, "padding {d}, expected 0 valid or 1 same", .{r.padding});
+        return check.fail(.layer, "padding {d}, expected 0 valid, 1 same or 2 explicit", .{r.padding});
+    if (padding == .explicit and r.version == .v1) {
+        return check.fail(.layer, "padding 2 (explicit) in a version 1 file, explicit padding is new in version 2", .{});
+    }
 
     var layer: Layer = std.mem.zeroInit(Layer, .{
         .kind = kind,
@@ -463,9 +557,9 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         .output = r.outShape(),
         .kernel_h = r.kernel_h,
         .kernel_w = r.kernel_w,
-        .stride = r.stride,
-        .pool_size = r.pool_size,
-        .pool_stride = r.pool_stride,
+        .stride_h = r.stride_h,
+        .stride_w = r.stride_w,
+        .depth_multiplier = r.depth_multiplier,
         .activation_bits = r.activation_bits,
         .weight_bits = r.weight_bits,
         .mid_bits = r.mid_bits,
@@ -482,6 +576,10 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         .mid_multiplier = &.{},
         .mid_shift = &.{},
         .input_multipliers = &.{},
+        .pad_pixel = &.{},
+        .out_zero_point = &.{},
+        .pool_sign = &.{},
+        .concat_sources = &.{},
         .row_taps = &.{},
         .column_taps = &.{},
     });
@@ -499,8 +597,11 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
 
 fn checkInputs(check: *const LayerCheck, layer: *Layer, model_input: Shape, input_bits: u32) Error!void {
     const r = &check.record;
-    const count_max: u32 = if (layer.kind == .add) limits.add_inputs_max else 1;
-    const count_min: u32 = if (layer.kind == .add) 2 else 1;
+    const count_min: u32, const count_max: u32 = switch (layer.kind) {
+        .add => .{ 2, limits.add_inputs_max },
+        .concat => .{ 1, limits.concat_inputs_max },
+        else => .{ 1, 1 },
+    };
     if (r.input_count < count_min or r.input_count > count_max) {
         return check.fail(.layer, "input_count {d}, a {s} layer takes {d}..{d}", .{ r.input_count, @tagName(layer.kind), count_min, count_max });
     }
@@ -521,19 +622,25 @@ fn checkInputs(check: *const LayerCheck, layer: *Layer, model_input: Shape, inpu
         var value_max: u32 = (@as(u32, 1) << @intCast(input_bits)) - 1;
         if (producer != model_zig.input_model) {
             const grph = check.sections.grph.slice(check.file);
-            const source = Record.decode(grph, @intCast(producer));
+            const source = Record.decode(grph, r.version, @intCast(producer));
             if (source.neuron == @intFromEnum(Neuron.none)) {
                 return check.fail(.layer, "inputs[{d}] reads layer {d}, whose neuron is none (only the last layer may have none)", .{ slot, producer });
             }
             shape = source.outShape();
             value_max = source.outputMax();
         }
-        if (!shape.eql(layer.input)) {
+        // concat: inputs of equal height and width, the record's in_c is the first input's
+        const shape_ok = if (layer.kind == .concat and slot > 0)
+            shape.h == layer.input.h and shape.w == layer.input.w
+        else
+            shape.eql(layer.input);
+        if (!shape_ok) {
             return check.fail(.layer, "input shape ({d}, {d}, {d}) in the record, inputs[{d}] (= {d}) produces ({d}, {d}, {d})", .{
                 layer.input.h, layer.input.w, layer.input.c, slot, producer, shape.h, shape.w, shape.c,
             });
         }
         layer.input_max[slot] = value_max;
+        layer.input_shapes[slot] = shape;
     }
 }
 
@@ -553,12 +660,12 @@ fn checkBits(check: *const LayerCheck, layer: *const Layer, layer_count: u32) Er
             r.activation_bits, r.neuron,
         });
     }
-    const weight_bits_ok = if (layer.kind == .add)
-        r.weight_bits == 0
+    const weight_bits_ok = if (hasWeights(layer.kind))
+        r.weight_bits == 2 or r.weight_bits == 4 or r.weight_bits == 8
     else
-        r.weight_bits == 2 or r.weight_bits == 4 or r.weight_bits == 8;
+        r.weight_bits == 0;
     if (!weight_bits_ok) {
-        return check.fail(.layer, "weight_bits {d}, expected 2, 4 or 8 (0 for add)", .{r.weight_bits});
+        return check.fail(.layer, "weight_bits {d}, expected 2, 4 or 8 (0 for add and concat)", .{r.weight_bits});
     }
     const mid_bits_ok = if (layer.kind == .separable2d)
         r.mid_bits == 2 or r.mid_bits == 4 or r.mid_bits == 8
@@ -576,47 +683,66 @@ fn checkBits(check: *const LayerCheck, layer: *const Layer, layer_count: u32) Er
     }
 }
 
+fn hasWeights(kind: Kind) bool {
+    return kind != .add and kind != .concat;
+}
+
 fn checkGeometry(check: *const LayerCheck, layer: *Layer, padding: model_zig.Padding) Error!void {
     const r = &check.record;
     const in = layer.input;
     switch (layer.kind) {
-        .dense, .add => {
-            if (r.kernel_h != 1 or r.kernel_w != 1 or r.stride != 1 or padding != .valid) {
-                return check.fail(.layer, "kernel {d}x{d} stride {d} padding {d}, a {s} layer has kernel 1x1 stride 1 padding 0", .{
-                    r.kernel_h, r.kernel_w, r.stride, r.padding, @tagName(layer.kind),
+        .dense, .add, .concat => {
+            if (r.kernel_h != 1 or r.kernel_w != 1 or r.stride_h != 1 or r.stride_w != 1 or padding != .valid or
+                !std.mem.allEqual(u32, &r.pads, 0) or r.depth_multiplier != 1)
+            {
+                return check.fail(.layer, "kernel {d}x{d} stride {d}x{d} padding {d} pads ({d}, {d}, {d}, {d}) depth_multiplier {d}, a {s} layer has kernel 1x1 stride 1x1 padding 0, no pads, depth_multiplier 1", .{
+                    r.kernel_h, r.kernel_w, r.stride_h, r.stride_w, r.padding, r.pads[0], r.pads[1], r.pads[2], r.pads[3], r.depth_multiplier, @tagName(layer.kind),
                 });
             }
-            if (layer.pool != .none) {
-                return check.fail(.layer, "pool {d}, a {s} layer takes no pooling", .{ r.pool, @tagName(layer.kind) });
+            if (layer.kind == .dense and layer.pool != .none) {
+                return check.fail(.layer, "pool {d}, a dense layer takes no pooling", .{r.pool});
             }
-            layer.synaptic = if (layer.kind == .dense) .{ .h = 1, .w = 1, .c = r.out[2] } else in;
+            layer.synaptic = switch (layer.kind) {
+                .dense => .{ .h = 1, .w = 1, .c = r.out[2] },
+                .concat => .{ .h = in.h, .w = in.w, .c = r.out[2] },
+                else => in,
+            };
         },
         .input_conv2d, .conv2d, .depthwise2d, .separable2d => {
             if (r.kernel_h < 1 or r.kernel_h > limits.kernel_max or r.kernel_w < 1 or r.kernel_w > limits.kernel_max) {
                 return check.fail(.limit, "kernel {d}x{d}, expected 1..{d} each", .{ r.kernel_h, r.kernel_w, limits.kernel_max });
             }
-            if (r.stride < 1 or r.stride > limits.stride_max) {
-                return check.fail(.limit, "stride {d}, expected 1..{d}", .{ r.stride, limits.stride_max });
+            if (r.stride_h < 1 or r.stride_h > limits.stride_max or r.stride_w < 1 or r.stride_w > limits.stride_max) {
+                return check.fail(.limit, "stride {d}x{d}, expected 1..{d} each", .{ r.stride_h, r.stride_w, limits.stride_max });
             }
-            const oh = convOutputSize(in.h, r.kernel_h, r.stride, padding);
-            const ow = convOutputSize(in.w, r.kernel_w, r.stride, padding);
-            if (oh < 1 or ow < 1) {
-                return check.fail(.layer, "kernel {d}x{d} ({s}) does not fit the {d}x{d} input", .{
-                    r.kernel_h, r.kernel_w, @tagName(padding), in.h, in.w,
+            const depthwise = layer.kind == .depthwise2d or layer.kind == .separable2d;
+            const multiplier_ok = if (depthwise) r.depth_multiplier >= 1 and r.depth_multiplier <= limits.depth_multiplier_max else r.depth_multiplier == 1;
+            if (!multiplier_ok) {
+                return check.fail(.limit, "depth_multiplier {d}, expected 1..{d} for depthwise2d and separable2d, 1 otherwise", .{ r.depth_multiplier, limits.depth_multiplier_max });
+            }
+            const pads = try resolvePads(check, padding);
+            const oh = windowOutputSize(in.h, r.kernel_h, r.stride_h, pads[0], pads[1]);
+            const ow = windowOutputSize(in.w, r.kernel_w, r.stride_w, pads[2], pads[3]);
+            if (oh == null or ow == null) {
+                return check.fail(.layer, "kernel {d}x{d} stride {d}x{d} pads ({d}, {d}, {d}, {d}) on the {d}x{d} input: some window holds no in-bounds tap (or none fits)", .{
+                    r.kernel_h, r.kernel_w, r.stride_h, r.stride_w, pads[0], pads[1], pads[2], pads[3], in.h, in.w,
                 });
             }
             const channels = switch (layer.kind) {
-                .depthwise2d => in.c,
+                .depthwise2d => in.c * r.depth_multiplier,
                 else => r.out[2],
             };
-            if (layer.kind == .depthwise2d and r.out[2] != in.c) {
-                return check.fail(.layer, "depthwise output channels {d}, expected the input's {d}", .{ r.out[2], in.c });
+            if (layer.kind == .depthwise2d and r.out[2] != channels) {
+                return check.fail(.layer, "depthwise output channels {d}, expected the input's {d} x depth_multiplier {d}", .{ r.out[2], in.c, r.depth_multiplier });
             }
-            layer.synaptic = .{ .h = oh, .w = ow, .c = channels };
-            if (padding == .same) {
-                layer.pad_top = samePaddingBefore(in.h, r.kernel_h, r.stride);
-                layer.pad_left = samePaddingBefore(in.w, r.kernel_w, r.stride);
+            if (depthwise and @as(u64, in.c) * r.depth_multiplier > limits.channels_max) {
+                return check.fail(.limit, "depthwise channels {d} x {d} above {d}", .{ in.c, r.depth_multiplier, limits.channels_max });
             }
+            layer.synaptic = .{ .h = oh.?, .w = ow.?, .c = channels };
+            layer.pad_top = pads[0];
+            layer.pad_bottom = pads[1];
+            layer.pad_left = pads[2];
+            layer.pad_right = pads[3];
         },
     }
     try checkShapeLimits(layer.synaptic, "layer potentials", check.diag);
@@ -625,28 +751,67 @@ fn checkGeometry(check: *const LayerCheck, layer: *Layer, padding: model_zig.Pad
     }
 }
 
+/// The pads (top, bottom, left, right) of a spatial layer: its mode's (valid, same) or the record's
+/// (explicit). A version-2 record stores the resolved pads of every mode; they must agree.
+fn resolvePads(check: *const LayerCheck, padding: model_zig.Padding) Error![4]u32 {
+    const r = &check.record;
+    const in = check.record.inShape();
+    const resolved: [4]u32 = switch (padding) {
+        .valid => @splat(0),
+        .same => .{
+            samePaddingBefore(in.h, r.kernel_h, r.stride_h), samePaddingAfter(in.h, r.kernel_h, r.stride_h),
+            samePaddingBefore(in.w, r.kernel_w, r.stride_w), samePaddingAfter(in.w, r.kernel_w, r.stride_w),
+        },
+        .explicit => return r.pads,
+    };
+    if (r.version == .v2 and !std.mem.eql(u32, &resolved, &r.pads)) {
+        return check.fail(.layer, "pads ({d}, {d}, {d}, {d}) in the record, padding {s} gives ({d}, {d}, {d}, {d})", .{
+            r.pads[0], r.pads[1], r.pads[2], r.pads[3], @tagName(padding), resolved[0], resolved[1], resolved[2], resolved[3],
+        });
+    }
+    return resolved;
+}
+
 fn checkPooling(check: *const LayerCheck, layer: *Layer) Error!void {
     const r = &check.record;
     const synaptic = layer.synaptic;
+    const flags_ok = if (layer.pool == .avg) r.pool_flags & ~@as(u32, 1) == 0 else r.pool_flags == 0;
+    if (!flags_ok) {
+        return check.fail(.layer, "pool_flags 0x{x}, expected bit 0 (count_include_pad) on avg pools only, other bits zero", .{r.pool_flags});
+    }
     switch (layer.pool) {
         .none, .global_avg => {
-            if (r.pool_size != 0 or r.pool_stride != 0) {
-                return check.fail(.layer, "pool_size {d} pool_stride {d}, expected 0 and 0 without a max/avg pool", .{ r.pool_size, r.pool_stride });
+            if (r.pool_h != 0 or r.pool_w != 0 or r.pool_stride_h != 0 or r.pool_stride_w != 0 or !std.mem.allEqual(u32, &r.pool_pads, 0)) {
+                return check.fail(.layer, "pool {d}x{d} stride {d}x{d} pads ({d}, {d}, {d}, {d}), expected all 0 without a max/avg pool", .{
+                    r.pool_h, r.pool_w, r.pool_stride_h, r.pool_stride_w, r.pool_pads[0], r.pool_pads[1], r.pool_pads[2], r.pool_pads[3],
+                });
             }
             layer.output = if (layer.pool == .none) synaptic else .{ .h = 1, .w = 1, .c = synaptic.c };
         },
         .max, .avg => {
-            if (r.pool_size < 1 or r.pool_size > limits.pool_max or r.pool_stride < 1 or r.pool_stride > limits.pool_max) {
-                return check.fail(.limit, "pool_size {d} pool_stride {d}, expected 1..{d} each", .{ r.pool_size, r.pool_stride, limits.pool_max });
+            if (r.pool_h < 1 or r.pool_h > limits.pool_max or r.pool_w < 1 or r.pool_w > limits.pool_max or
+                r.pool_stride_h < 1 or r.pool_stride_h > limits.pool_max or r.pool_stride_w < 1 or r.pool_stride_w > limits.pool_max)
+            {
+                return check.fail(.limit, "pool {d}x{d} stride {d}x{d}, expected 1..{d} each", .{ r.pool_h, r.pool_w, r.pool_stride_h, r.pool_stride_w, limits.pool_max });
             }
-            if (synaptic.h < r.pool_size or synaptic.w < r.pool_size) {
-                return check.fail(.layer, "pool {d}x{d} does not fit the {d}x{d} potentials", .{ r.pool_size, r.pool_size, synaptic.h, synaptic.w });
+            const pads = r.pool_pads;
+            const oh = windowOutputSize(synaptic.h, r.pool_h, r.pool_stride_h, pads[0], pads[1]);
+            const ow = windowOutputSize(synaptic.w, r.pool_w, r.pool_stride_w, pads[2], pads[3]);
+            if (oh == null or ow == null) {
+                return check.fail(.layer, "pool {d}x{d} stride {d}x{d} pads ({d}, {d}, {d}, {d}) on the {d}x{d} potentials: some window holds no in-bounds tap (or none fits)", .{
+                    r.pool_h, r.pool_w, r.pool_stride_h, r.pool_stride_w, pads[0], pads[1], pads[2], pads[3], synaptic.h, synaptic.w,
+                });
             }
-            layer.output = .{
-                .h = (synaptic.h - r.pool_size) / r.pool_stride + 1,
-                .w = (synaptic.w - r.pool_size) / r.pool_stride + 1,
-                .c = synaptic.c,
-            };
+            layer.pool_h = r.pool_h;
+            layer.pool_w = r.pool_w;
+            layer.pool_stride_h = r.pool_stride_h;
+            layer.pool_stride_w = r.pool_stride_w;
+            layer.pool_pad_top = pads[0];
+            layer.pool_pad_bottom = pads[1];
+            layer.pool_pad_left = pads[2];
+            layer.pool_pad_right = pads[3];
+            layer.count_include_pad = r.pool_flags & 1 != 0;
+            layer.output = .{ .h = oh.?, .w = ow.?, .c = synaptic.c };
         },
     }
 }
@@ -656,20 +821,41 @@ fn slotCount(layer: *const Layer, slot: Slot) u64 {
     const cin: u64 = layer.input.c;
     const cout: u64 = layer.synaptic.c;
     const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
+    const depthwise = layer.kind == .depthwise2d or layer.kind == .separable2d;
+    const mid: u64 = if (depthwise) layer.depthwiseChannels() else 0;
     return switch (slot) {
         .weights => switch (layer.kind) {
             .input_conv2d, .conv2d => taps * cin * cout,
-            .depthwise2d, .separable2d => taps * cin,
+            .depthwise2d, .separable2d => taps * mid,
             .dense => layer.input.values() * cout,
-            .add => 0,
+            .add, .concat => 0,
         },
-        .pointwise => if (layer.kind == .separable2d) cin * cout else 0,
-        .bias => if (layer.kind == .add) 0 else cout,
+        .pointwise => if (layer.kind == .separable2d) mid * cout else 0,
+        .bias => cout,
         .out_multiplier, .out_shift => if (layer.neuron == .relu) cout else 0,
         .threshold => if (layer.neuron.isSpiking()) cout else 0,
-        .mid_multiplier, .mid_shift => if (layer.kind == .separable2d) cin else 0,
-        .input_multipliers => if (layer.kind == .add) @as(u64, layer.input_count) * cout else 0,
-        .reserved => 0,
+        .mid_multiplier, .mid_shift => if (layer.kind == .separable2d) mid else 0,
+        .input_multipliers => switch (layer.kind) {
+            .add => @as(u64, layer.input_count) * cout,
+            .concat => cout,
+            else => 0,
+        },
+        .pad_value => if (isSpatial(layer.kind)) cin else 0,
+        .out_zero_point => if (layer.neuron == .relu) cout else 0,
+        .pool_sign => if (layer.pool == .max) cout else 0,
+        .sources => if (layer.kind == .concat) 2 * cout else 0,
+        .reserved_13, .reserved_14, .reserved_15 => 0,
+    };
+}
+
+/// Whether a file may leave a used slot empty ({0, 0}), which reads as its default: the version-2
+/// tensors (pad values 0, zero points 0, pool signs +1, concat sources in input order,
+/// add and concat biases 0), and every one of them in a version-1 file, which has none of them.
+fn slotIsOptional(layer: *const Layer, slot: Slot) bool {
+    return switch (slot) {
+        .pad_value, .out_zero_point, .pool_sign, .sources => true,
+        .bias => layer.kind == .add or layer.kind == .concat,
+        else => false,
     };
 }
 
@@ -687,14 +873,19 @@ fn checkTensors(check: *const LayerCheck, layer: *const Layer) Error!void {
             return check.fail(.limit, "tensor slot {d} ({s}) has {d} elements, above {d}", .{ slot_index, @tagName(slot), count, limits.weights_max });
         }
         const expected_bytes = if (count == 0) 0 else if (slotIsPacked(slot)) (count * r.weight_bits + 7) / 8 else count * 4;
+        const empty = slot_range.offset == 0 and slot_range.bytes == 0;
         if (count == 0) {
-            if (slot_range.offset != 0 or slot_range.bytes != 0) {
-                return check.fail(.tensor, "tensor slot {d} ({s}) is {{{d}, {d}}}, a {s} layer with this neuron does not use it ({{0, 0}})", .{
+            if (!empty) {
+                return check.fail(.tensor, "tensor slot {d} ({s}) is {{{d}, {d}}}, a {s} layer with this neuron and pooling does not use it ({{0, 0}})", .{
                     slot_index, @tagName(slot), slot_range.offset, slot_range.bytes, @tagName(layer.kind),
                 });
             }
             continue;
         }
+        if (r.version == .v1 and slot_index >= limits.tensor_slot_count_v1 - 1 and !empty) {
+            return check.fail(.tensor, "tensor slot {d} is {{{d}, {d}}}, reserved ({{0, 0}}) in a version 1 file", .{ slot_index, slot_range.offset, slot_range.bytes });
+        }
+        if (empty and slotIsOptional(layer, slot)) continue;
         if (slot_range.bytes != expected_bytes) {
             return check.fail(.tensor, "tensor slot {d} ({s}) has {d} bytes, {d} elements need {d}", .{
                 slot_index, @tagName(slot), slot_range.bytes, count, expected_bytes,
@@ -711,6 +902,9 @@ fn checkTensors(check: *const LayerCheck, layer: *const Layer) Error!void {
             });
         }
         if (slotIsPacked(slot)) try checkPackedTail(check, slot, count);
+    }
+    if (r.version == .v1 and layer.kind == .add and !(r.slots[@intFromEnum(Slot.bias)].offset == 0 and r.slots[@intFromEnum(Slot.bias)].bytes == 0)) {
+        return check.fail(.tensor, "tensor slot 2 (bias) is used by an add layer of a version 1 file, where add has no bias ({{0, 0}})", .{});
     }
 }
 
@@ -743,13 +937,70 @@ fn checkParameters(check: *const LayerCheck, layer: *const Layer) Error!void {
     if (layer.neuron == .relu) {
         try checkI32Range(check, .out_multiplier, 0, int32_max_signed);
         try checkI32Range(check, .out_shift, 0, limits.shift_max);
+        try checkI32Range(check, .out_zero_point, 0, layer.outputMax());
     }
     if (layer.neuron.isSpiking()) try checkI32Range(check, .threshold, 1, int32_max_signed);
     if (layer.kind == .separable2d) {
         try checkI32Range(check, .mid_multiplier, 0, int32_max_signed);
         try checkI32Range(check, .mid_shift, 0, limits.shift_max);
     }
-    // add: input_multipliers take any int32 sign (docs/semantics.md); the overflow bound covers them.
+    if (isSpatial(layer.kind)) try checkI32Range(check, .pad_value, 0, layer.input_max[0]);
+    if (layer.pool == .max) {
+        const signs = check.tensor(.pool_sign);
+        var offset: u64 = 0;
+        while (offset < signs.len) : (offset += 4) {
+            const sign = readI32(signs, offset);
+            if (sign != 1 and sign != -1) return check.fail(.range, "pool_sign[{d}] = {d}, expected +1 (max) or -1 (min)", .{ offset / 4, sign });
+        }
+    }
+    if (layer.kind == .concat) try checkConcatSources(check, layer);
+    // add and concat: input_multipliers take any int32 sign (docs/semantics.md); the overflow bound covers them.
+}
+
+/// Every concat output channel names an input and one of its channels; without sources the inputs'
+/// channels follow each other, which needs Cout = the sum of the inputs' channels.
+fn checkConcatSources(check: *const LayerCheck, layer: *const Layer) Error!void {
+    const sources = check.tensor(.sources);
+    if (sources.len == 0) {
+        var total: u64 = 0;
+        for (layer.input_shapes[0..layer.input_count]) |shape| total += shape.c;
+        if (total != layer.synaptic.c) {
+            return check.fail(.layer, "concat without sources has {d} output channels, its inputs have {d} together", .{ layer.synaptic.c, total });
+        }
+        return;
+    }
+    var channel: u64 = 0;
+    while (channel < layer.synaptic.c) : (channel += 1) {
+        const input = readI32(sources, channel * 8);
+        const input_channel = readI32(sources, channel * 8 + 4);
+        if (input < 0 or input >= layer.input_count) {
+            return check.fail(.range, "sources[{d}] = ({d}, {d}): input {d}, expected 0..{d}", .{ channel, input, input_channel, input, layer.input_count - 1 });
+        }
+        const channels = layer.input_shapes[@intCast(input)].c;
+        if (input_channel < 0 or input_channel >= channels) {
+            return check.fail(.range, "sources[{d}] = ({d}, {d}): channel {d}, input {d} has channels 0..{d}", .{ channel, input, input_channel, input_channel, input, channels - 1 });
+        }
+    }
+}
+
+/// The source (input, channel) of concat output channel j (the default order without sources).
+fn concatSource(check: *const LayerCheck, layer: *const Layer, j: u64) model_zig.ConcatSource {
+    const sources = check.tensor(.sources);
+    if (sources.len != 0) {
+        return .{ .input = @intCast(readI32(sources, j * 8)), .channel = @intCast(readI32(sources, j * 8 + 4)) };
+    }
+    var rest = j;
+    for (layer.input_shapes[0..layer.input_count], 0..) |shape, input| {
+        if (rest < shape.c) return .{ .input = @intCast(input), .channel = @intCast(rest) };
+        rest -= shape.c;
+    }
+    unreachable; // checkConcatSources: Cout = the sum of the inputs' channels
+}
+
+/// An i32 tensor's element, or `default` where the file leaves the (optional) slot empty.
+fn readI32Or(check: *const LayerCheck, slot: Slot, index: u64, default: i32) i32 {
+    const data = check.tensor(slot);
+    return if (data.len == 0) default else readI32(data, index * 4);
 }
 
 /// sum over rows of |W[row, column]| of a packed (rows, columns) matrix.
@@ -763,7 +1014,7 @@ fn columnAbsSum(data: []const u8, bits: u32, rows: u64, columns: u64, column: u6
 fn poolFactor(layer: *const Layer) u64 {
     return switch (layer.pool) {
         .none, .max => 1,
-        .avg => @as(u64, layer.pool_size) * layer.pool_size,
+        .avg => @as(u64, layer.pool_h) * layer.pool_w,
         .global_avg => layer.synaptic.pixels(),
     };
 }
@@ -772,24 +1023,20 @@ fn poolFactor(layer: *const Layer) u64 {
 fn checkOverflowBound(check: *const LayerCheck, layer: *const Layer) Error!void {
     const bits = check.record.weight_bits;
     const cout: u64 = layer.synaptic.c;
-    const cin: u64 = layer.input.c;
     const a_max: u128 = layer.input_max[0];
     var channel: u64 = 0;
     while (channel < cout) : (channel += 1) {
+        const bias: u128 = @abs(readI32Or(check, .bias, channel, 0));
         const bound: u128 = switch (layer.kind) {
-            .input_conv2d, .conv2d, .dense => blk: {
+            .input_conv2d, .conv2d, .dense, .depthwise2d => blk: {
                 const rows = slotCount(layer, .weights) / cout;
                 const abs_sum = columnAbsSum(check.tensor(.weights), bits, rows, cout, channel);
-                break :blk (abs_sum * a_max + @abs(readI32(check.tensor(.bias), channel * 4))) * poolFactor(layer);
-            },
-            .depthwise2d => blk: {
-                const abs_sum = columnAbsSum(check.tensor(.weights), bits, slotCount(layer, .weights) / cin, cin, channel);
-                break :blk (abs_sum * a_max + @abs(readI32(check.tensor(.bias), channel * 4))) * poolFactor(layer);
+                break :blk (abs_sum * a_max + bias) * poolFactor(layer);
             },
             .separable2d => blk: {
                 const mid_max: u128 = @as(u128, 1) << @intCast(layer.mid_bits - 1);
-                const abs_sum = columnAbsSum(check.tensor(.pointwise), bits, cin, cout, channel);
-                break :blk (abs_sum * mid_max + @abs(readI32(check.tensor(.bias), channel * 4))) * poolFactor(layer);
+                const abs_sum = columnAbsSum(check.tensor(.pointwise), bits, layer.depthwiseChannels(), cout, channel);
+                break :blk (abs_sum * mid_max + bias) * poolFactor(layer);
             },
             .add => blk: {
                 var sum: u128 = 0;
@@ -797,7 +1044,12 @@ fn checkOverflowBound(check: *const LayerCheck, layer: *const Layer) Error!void 
                     const multiplier = readI32(check.tensor(.input_multipliers), (input * cout + channel) * 4);
                     sum += @as(u128, @abs(multiplier)) * layer.input_max[input];
                 }
-                break :blk sum;
+                break :blk (sum + bias) * poolFactor(layer);
+            },
+            .concat => blk: {
+                const source = concatSource(check, layer, channel);
+                const multiplier: u128 = @abs(readI32Or(check, .input_multipliers, channel, 1));
+                break :blk (multiplier * layer.input_max[source.input] + bias) * poolFactor(layer);
             },
         };
         if (bound > int32_max) {
@@ -805,9 +1057,10 @@ fn checkOverflowBound(check: *const LayerCheck, layer: *const Layer) Error!void 
         }
     }
     if (layer.kind == .separable2d) {
+        const mid = layer.depthwiseChannels();
         channel = 0;
-        while (channel < cin) : (channel += 1) {
-            const abs_sum = columnAbsSum(check.tensor(.weights), bits, slotCount(layer, .weights) / cin, cin, channel);
+        while (channel < mid) : (channel += 1) {
+            const abs_sum = columnAbsSum(check.tensor(.weights), bits, slotCount(layer, .weights) / mid, mid, channel);
             if (abs_sum * a_max > int32_max) {
                 return check.fail(.overflow, "depthwise channel {d} can reach |potential| {d}, above 2^31 - 1 (int32 overflow bound)", .{ channel, abs_sum * a_max });
             }
@@ -820,10 +1073,10 @@ fn checkNamesUnique(file: []const u8, sections: *const Sections, layer_count: u3
     const names = sections.name.slice(file);
     var i: u32 = 0;
     while (i < layer_count) : (i += 1) {
-        const a = Record.decode(grph, i);
+        const a = Record.decode(grph, Version.of(file), i);
         var j: u32 = 0;
         while (j < i) : (j += 1) {
-            const b = Record.decode(grph, j);
+            const b = Record.decode(grph, Version.of(file), j);
             if (std.mem.eql(u8, names[a.name_offset..][0..a.name_bytes], names[b.name_offset..][0..b.name_bytes])) {
                 return diag.fail(.layer, "GRPH layers {d} and {d} are both named '{s}', names are unique", .{
                     j, i, names[a.name_offset..][0..a.name_bytes],
@@ -850,10 +1103,10 @@ fn parameterBytes(layer: *const Layer, has_weights: bool) u64 {
     return total;
 }
 
-/// Bytes of each unpacked tensor, in Slot order (channel axes padded).
+/// Bytes of each unpacked tensor, in Slot order (channel axes padded). An optional slot the file
+/// leaves empty is unpacked all the same, holding its defaults.
 fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
     var sizes: [limits.tensor_slot_count]u64 = @splat(0);
-    const cin_p: u64 = layer.input.channelsPadded();
     const cout_p: u64 = layer.synaptic.channelsPadded();
     const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
     for (&sizes, 0..) |*size, slot_index| {
@@ -865,18 +1118,20 @@ fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
                     @as(u64, layer.kernel_h) * layer.rowQuads() * limits.quad_channels * cout_p
                 else
                     taps * quadChannels(layer) * cout_p,
-                .depthwise2d, .separable2d => taps * cin_p * @sizeOf(i32), // sign-extended (Layer.depthwiseWeights)
+                .depthwise2d, .separable2d => taps * layer.depthwiseChannelsPadded() * @sizeOf(i32), // sign-extended (Layer.depthwiseWeights)
                 .dense => if (layer.packsNibbles())
                     layer.input.pixels() * quadChannels(layer) * layer.nibbleChannels() / 2
                 else
                     layer.input.pixels() * quadChannels(layer) * cout_p,
-                .add => unreachable,
+                .add, .concat => unreachable,
             },
-            .pointwise => @as(u64, layer.input.c) * cout_p,
-            .bias, .out_multiplier, .out_shift, .threshold => cout_p * 4,
-            .mid_multiplier, .mid_shift => cin_p * 4,
-            .input_multipliers => @as(u64, layer.input_count) * cout_p * 4,
-            .reserved => unreachable,
+            .pointwise => @as(u64, layer.depthwiseChannels()) * cout_p,
+            .bias, .out_multiplier, .out_shift, .threshold, .out_zero_point, .pool_sign => cout_p * 4,
+            .mid_multiplier, .mid_shift => @as(u64, layer.depthwiseChannelsPadded()) * 4,
+            .input_multipliers => (if (layer.kind == .add) @as(u64, layer.input_count) else 1) * cout_p * 4,
+            .pad_value => layer.frameChannels(), // one frame pixel (Layer.pad_pixel)
+            .sources => @as(u64, layer.synaptic.c) * @sizeOf(model_zig.ConcatSource),
+            .reserved_13, .reserved_14, .reserved_15 => unreachable,
         };
     }
     return sizes;
@@ -923,7 +1178,7 @@ pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Mode
             .file = file,
             .sections = &validated.sections,
             .index = @intCast(index),
-            .record = Record.decode(grph, @intCast(index)),
+            .record = Record.decode(grph, Version.of(file), @intCast(index)),
             .diag = diag,
         };
         layer.* = checkLayer(&check, validated.input, validated.input_bits, validated.layer_count) catch unreachable;
@@ -946,15 +1201,15 @@ pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Mode
 fn isSpatial(kind: Kind) bool {
     return switch (kind) {
         .input_conv2d, .conv2d, .depthwise2d, .separable2d => true,
-        .dense, .add => false,
+        .dense, .add, .concat => false,
     };
 }
 
 fn fillTapRanges(layer: *Layer, bump: *Bump) void {
     const rows = bump.take(model_zig.TapRange, layer.input.h);
-    for (rows, 0..) |*range, iy| range.* = vector.tapRange(@intCast(iy), layer.pad_top, layer.kernel_h, layer.stride, layer.synaptic.h);
+    for (rows, 0..) |*range, iy| range.* = vector.tapRange(@intCast(iy), layer.pad_top, layer.kernel_h, layer.stride_h, layer.synaptic.h);
     const columns = bump.take(model_zig.TapRange, layer.input.w);
-    for (columns, 0..) |*range, ix| range.* = vector.tapRange(@intCast(ix), layer.pad_left, layer.kernel_w, layer.stride, layer.synaptic.w);
+    for (columns, 0..) |*range, ix| range.* = vector.tapRange(@intCast(ix), layer.pad_left, layer.kernel_w, layer.stride_w, layer.synaptic.w);
     layer.row_taps = rows;
     layer.column_taps = columns;
 }
@@ -968,7 +1223,7 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
         switch (layer.kind) {
             .depthwise2d, .separable2d => {
                 const words: [*]i32 = @ptrCast(@alignCast(weights.ptr));
-                unpackMatrix(i32, check.tensor(.weights), bits, layer.input.c, layer.input.channelsPadded(), words[0 .. weights.len / @sizeOf(i32)]);
+                unpackMatrix(i32, check.tensor(.weights), bits, layer.depthwiseChannels(), layer.depthwiseChannelsPadded(), words[0 .. weights.len / @sizeOf(i32)]);
             },
             .input_conv2d, .conv2d => if (layer.isNarrowConv())
                 unpackRowQuadMatrix(check.tensor(.weights), bits, layer, weights)
@@ -978,7 +1233,7 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
                 unpackNibbleQuadMatrix(check.tensor(.weights), bits, layer, weights)
             else
                 unpackQuadMatrix(check.tensor(.weights), bits, layer, weights),
-            .add => unreachable,
+            .add, .concat => unreachable,
         }
         layer.weights = weights;
     }
@@ -987,15 +1242,47 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
         unpackMatrix(i8, check.tensor(.pointwise), bits, layer.synaptic.c, layer.synaptic.channelsPadded(), pointwise);
         layer.pointwise = pointwise;
     }
-    layer.bias = copyVector(check, .bias, sizes, layer.synaptic.c, bump);
-    layer.out_multiplier = copyVector(check, .out_multiplier, sizes, layer.synaptic.c, bump);
-    layer.out_shift = copyVector(check, .out_shift, sizes, layer.synaptic.c, bump);
-    layer.threshold = copyVector(check, .threshold, sizes, layer.synaptic.c, bump);
-    layer.mid_multiplier = copyVector(check, .mid_multiplier, sizes, layer.input.c, bump);
-    layer.mid_shift = copyVector(check, .mid_shift, sizes, layer.input.c, bump);
-    layer.input_multipliers = copyVector(check, .input_multipliers, sizes, layer.synaptic.c, bump);
+    const cout = layer.synaptic.c;
+    const mid: u64 = if (layer.isDepthwise()) layer.depthwiseChannels() else 0;
+    layer.bias = copyVector(check, .bias, sizes, cout, 0, 0, bump);
+    layer.out_multiplier = copyVector(check, .out_multiplier, sizes, cout, 0, 0, bump);
+    layer.out_shift = copyVector(check, .out_shift, sizes, cout, 0, 0, bump);
+    // Padding lanes never fire: their potential is always 0, below a threshold of 2^31 - 1.
+    layer.threshold = copyVector(check, .threshold, sizes, cout, 0, std.math.maxInt(i32), bump);
+    layer.mid_multiplier = copyVector(check, .mid_multiplier, sizes, mid, 0, 0, bump);
+    layer.mid_shift = copyVector(check, .mid_shift, sizes, mid, 0, 0, bump);
+    layer.input_multipliers = copyVector(check, .input_multipliers, sizes, cout, 1, 0, bump);
+    const zero_points = copyVector(check, .out_zero_point, sizes, cout, 0, 0, bump);
+    if (!std.mem.allEqual(i32, zero_points, 0)) layer.out_zero_point = zero_points;
+    const signs = copyVector(check, .pool_sign, sizes, cout, 1, 1, bump);
+    if (!std.mem.allEqual(i32, signs, 1)) layer.pool_sign = signs;
+    if (isSpatial(layer.kind)) fillPadPixel(check, layer, bump);
+    if (layer.kind == .concat) fillConcatSources(check, layer, bump);
     if (layer.neuron == .relu) fillFloatRelu(layer, bump);
     if (usesDepthwiseGroups(layer)) fillDepthwiseGroups(layer, bump);
+}
+
+/// The pad values as one pixel of the layer's frame (model.Layer.pad_pixel): input channel c at
+/// byte c (a conv), at bytes c * M .. c * M + M - 1 (a depthwise stage: the frame holds input
+/// channel o / M at channel o, kernels/frame.zig). Left empty when every pad value is 0.
+fn fillPadPixel(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
+    const pixel = bump.take(u8, layer.frameChannels());
+    @memset(pixel, 0);
+    if (check.tensor(.pad_value).len == 0) return;
+    const multiplier: usize = if (layer.isDepthwise()) layer.depth_multiplier else 1;
+    var nonzero = false;
+    for (0..layer.input.c) |c| {
+        const value: u8 = @intCast(readI32(check.tensor(.pad_value), c * 4)); // checkParameters: 0..input max
+        nonzero = nonzero or value != 0;
+        @memset(pixel[c * multiplier ..][0..multiplier], value);
+    }
+    if (nonzero) layer.pad_pixel = pixel;
+}
+
+fn fillConcatSources(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
+    const sources = bump.take(model_zig.ConcatSource, layer.synaptic.c);
+    for (sources, 0..) |*source, j| source.* = concatSource(check, layer, j);
+    layer.concat_sources = sources;
 }
 
 /// The group layout serves the VNNI depthwise kernel only (kernels/depthwise2d.zig).
@@ -1012,7 +1299,7 @@ fn fillDepthwiseGroups(layer: *Layer, bump: *Bump) void {
     const groups = bump.take(i8, depthwiseGroupBytes(layer));
     @memset(groups, 0);
     const weights = layer.depthwiseWeights();
-    const channels_padded: usize = layer.input.channelsPadded();
+    const channels_padded: usize = layer.depthwiseChannelsPadded();
     const group_channels = model_zig.depthwise_group_channels;
     const group_count: usize = layer.depthwiseGroupCount();
     const taps = @as(usize, layer.kernel_h) * layer.kernel_w;
@@ -1026,11 +1313,13 @@ fn fillDepthwiseGroups(layer: *Layer, bump: *Bump) void {
 }
 
 /// The f32 form of a relu layer's requantization, when it is exact on every channel (padding
-/// channels, m = 0, always give 0); otherwise the tables stay empty and the i64 form runs.
+/// channels, m = 0, always give 0) and no zero point is added; otherwise the tables stay empty and
+/// the i64 form runs.
 fn fillFloatRelu(layer: *Layer, bump: *Bump) void {
     const channels = layer.synaptic.channelsPadded();
     const ceilings = bump.take(i32, channels);
     const scales = bump.take(f32, channels);
+    if (layer.out_zero_point.len != 0) return;
     for (ceilings, scales, layer.out_multiplier, layer.out_shift) |*ceiling, *scale, multiplier, shift| {
         const form = neuron_kernel.floatRelu(multiplier, shift, layer.outputMax()) orelse return;
         ceiling.* = form.ceiling;
@@ -1141,21 +1430,23 @@ fn unpackRowQuadMatrix(data: []const u8, bits: u32, layer: *const Layer, out: []
     }
 }
 
-/// Copy an i32 tensor of (rows, columns) into (rows, columns padded) with zero padding; empty if unused.
-fn copyVector(check: *const LayerCheck, slot: Slot, sizes: [limits.tensor_slot_count]u64, columns: u64, bump: *Bump) []const i32 {
+/// Copy an i32 tensor of (rows, columns) into (rows, columns padded): padding lanes `padding`,
+/// every value `default` where the file leaves an optional slot empty; empty if the layer does not
+/// use the slot.
+fn copyVector(check: *const LayerCheck, slot: Slot, sizes: [limits.tensor_slot_count]u64, columns: u64, default: i32, padding: i32, bump: *Bump) []const i32 {
     const bytes = sizes[@intFromEnum(slot)];
     if (bytes == 0) return &.{};
     const out = bump.take(i32, bytes / 4);
-    // Padding lanes never fire: their potential is always 0, below a threshold of 2^31 - 1.
-    @memset(out, if (slot == .threshold) std.math.maxInt(i32) else 0);
+    @memset(out, padding);
     const columns_padded: u64 = limits.paddedChannels(@intCast(columns));
     const data = check.tensor(slot);
-    const rows = data.len / 4 / columns;
+    const rows = out.len / columns_padded;
     var row: u64 = 0;
     while (row < rows) : (row += 1) {
         var column: u64 = 0;
         while (column < columns) : (column += 1) {
-            out[limits.usizeFrom(row * columns_padded + column)] = readI32(data, (row * columns + column) * 4);
+            const value = if (data.len == 0) default else readI32(data, (row * columns + column) * 4);
+            out[limits.usizeFrom(row * columns_padded + column)] = value;
         }
     }
     return out;

@@ -12,6 +12,7 @@ pub const Kind = enum(u32) {
     separable2d = 4,
     dense = 5,
     add = 6,
+    concat = 7,
 };
 
 pub const Neuron = enum(u32) {
@@ -25,7 +26,7 @@ pub const Neuron = enum(u32) {
     }
 };
 
-pub const Padding = enum(u32) { valid = 0, same = 1 };
+pub const Padding = enum(u32) { valid = 0, same = 1, explicit = 2 };
 
 pub const Pool = enum(u32) { none = 0, max = 1, avg = 2, global_avg = 3 };
 
@@ -71,21 +72,37 @@ pub const Layer = struct {
     neuron: Neuron,
     pool: Pool,
     input_count: u32,
-    inputs: [limits.add_inputs_max]i32,
+    inputs: [limits.inputs_max]i32,
     /// Largest value each input can take (2^bits - 1 of its producer).
-    input_max: [limits.add_inputs_max]u32,
+    input_max: [limits.inputs_max]u32,
+    /// Shape of each input (concat inputs differ in channels; every other kind's are all `input`).
+    input_shapes: [limits.inputs_max]Shape,
 
-    input: Shape, // shape of every input
+    input: Shape, // shape of the first input
     synaptic: Shape, // potentials before pooling
     output: Shape, // after pooling
 
     kernel_h: u32,
     kernel_w: u32,
-    stride: u32,
+    stride_h: u32,
+    stride_w: u32,
     pad_top: u32,
+    pad_bottom: u32,
     pad_left: u32,
-    pool_size: u32,
-    pool_stride: u32,
+    pad_right: u32,
+    /// depthwise stages: output channel o reads input channel o / depth_multiplier (1 otherwise).
+    depth_multiplier: u32,
+    // max / avg pooling windows (0 without one): size, strides and padding (padded taps never read)
+    pool_h: u32,
+    pool_w: u32,
+    pool_stride_h: u32,
+    pool_stride_w: u32,
+    pool_pad_top: u32,
+    pool_pad_bottom: u32,
+    pool_pad_left: u32,
+    pool_pad_right: u32,
+    /// avg pools: the window sum is taken as is also where padded taps were left out.
+    count_include_pad: bool,
     activation_bits: u32,
     weight_bits: u32, // 2, 4 or 8 (0 for add)
     mid_bits: u32,
@@ -110,9 +127,19 @@ pub const Layer = struct {
     relu_ceiling: []const i32, // (Cout_p)
     relu_scale: []const f32, // (Cout_p)
     threshold: []const i32, // if/lif (Cout_p)
-    mid_multiplier: []const i32, // separable (Cin_p)
-    mid_shift: []const i32, // separable (Cin_p)
-    input_multipliers: []const i32, // add (input_count, C_p)
+    mid_multiplier: []const i32, // separable (Cmid_p), Cmid = C * depth_multiplier
+    mid_shift: []const i32, // separable (Cmid_p)
+    input_multipliers: []const i32, // add (input_count, C_p); concat (Cout_p)
+    /// conv and depthwise stages: the value an out-of-bounds tap reads, per input channel, laid out
+    /// as one pixel of the frame (frameChannels bytes); empty when every pad value is 0 (the frame's
+    /// border then stays as zeroed at context init).
+    pad_pixel: []const u8, // (frameChannels)
+    /// relu: added after the requantization, before the clamp; empty when all are 0.
+    out_zero_point: []const i32, // (Cout_p)
+    /// max pool: -1 turns a channel's max into a min; empty when all are +1.
+    pool_sign: []const i32, // (Cout_p)
+    /// concat: the input and channel each output channel reads.
+    concat_sources: []const ConcatSource, // (Cout)
     // Spatial kinds: for each input row / column, the output pixels and taps it reaches.
     row_taps: []const TapRange, // (input.h)
     column_taps: []const TapRange, // (input.w)
@@ -125,7 +152,7 @@ pub const Layer = struct {
     /// 0 = the layer reads other layers.
     static_offset: u64,
 
-    /// u8 (frameHeight, frameWidth, frameChannels) + 4: the zero-padded input of a conv (usesFrame).
+    /// u8 (frameHeight, frameWidth, frameChannels) + 4: the padded input of a conv (usesFrame).
     frame_offset: u64,
 
     /// A dense layer with weights of at most 4 bits keeps them two per byte in the model memory
@@ -139,6 +166,17 @@ pub const Layer = struct {
     pub fn nibbleChannels(layer: *const Layer) u32 {
         const pair = 2 * limits.channel_lanes;
         return (layer.synaptic.channelsPadded() + pair - 1) / pair * pair;
+    }
+
+    /// Output channels of a depthwise stage: C * depth_multiplier (the synaptic channels of
+    /// depthwise2d, the intermediate of separable2d).
+    pub fn depthwiseChannels(layer: *const Layer) u32 {
+        std.debug.assert(layer.isDepthwise());
+        return layer.input.c * layer.depth_multiplier;
+    }
+
+    pub fn depthwiseChannelsPadded(layer: *const Layer) u32 {
+        return limits.paddedChannels(layer.depthwiseChannels());
     }
 
     pub fn isConv(layer: *const Layer) bool {
@@ -155,7 +193,8 @@ pub const Layer = struct {
     /// Bytes per pixel in the frame: Cin for a narrow conv, else the channel quads' bytes (Cin
     /// rounded up to 4), so that one kernel row of a window is KW * frameChannels consecutive bytes.
     pub fn frameChannels(layer: *const Layer) u32 {
-        if (layer.isDepthwise()) return layer.input.channelsPadded(); // whole vectors per tap
+        // whole vectors per tap, input channel o / M at channel o (kernels/frame.zig)
+        if (layer.isDepthwise()) return layer.depthwiseChannelsPadded();
         if (layer.isNarrowConv()) return layer.input.c;
         return layer.input.channelQuads() * limits.quad_channels;
     }
@@ -168,12 +207,12 @@ pub const Layer = struct {
 
     /// Rows of the padded input of a conv: every row a tap can reach.
     pub fn frameHeight(layer: *const Layer) u32 {
-        return @max(layer.input.h + layer.pad_top, (layer.synaptic.h - 1) * layer.stride + layer.kernel_h);
+        return @max(layer.input.h + layer.pad_top, (layer.synaptic.h - 1) * layer.stride_h + layer.kernel_h);
     }
 
     /// Columns of the padded input of a conv.
     pub fn frameWidth(layer: *const Layer) u32 {
-        return @max(layer.input.w + layer.pad_left, (layer.synaptic.w - 1) * layer.stride + layer.kernel_w);
+        return @max(layer.input.w + layer.pad_left, (layer.synaptic.w - 1) * layer.stride_w + layer.kernel_w);
     }
 
     /// Bytes of the padded input, with room for the last quad's read past the last column.
@@ -182,13 +221,14 @@ pub const Layer = struct {
     }
 
     /// A conv whose frame would be its input buffer unchanged (no padding, no unused border, channels
-    /// already whole vectors, e.g. a 1x1 conv on 64 channels) reads the input directly.
+    /// already whole vectors, e.g. a 1x1 conv on 64 channels, no depth multiplier) reads the input
+    /// directly.
     pub fn readsInputDirectly(layer: *const Layer) bool {
-        return layer.pad_top == 0 and layer.pad_left == 0 and layer.frameHeight() == layer.input.h and
+        return layer.pad_top == 0 and layer.pad_left == 0 and layer.depth_multiplier == 1 and layer.frameHeight() == layer.input.h and
             layer.frameWidth() == layer.input.w and layer.frameChannels() == layer.input.channelsPadded();
     }
 
-    /// Whether the output-stationary kernel (dense conv, depthwise gather) needs a zero-padded copy
+    /// Whether the output-stationary kernel (dense conv, depthwise gather) needs a padded copy
     /// of the input in the arena (kernels/frame.zig).
     pub fn usesFrame(layer: *const Layer) bool {
         return (layer.isConv() or layer.isDepthwise()) and !layer.readsInputDirectly();
@@ -209,7 +249,7 @@ pub const Layer = struct {
 
     /// Whole groups of 64 channels of a depthwise stage (depthwise_groups).
     pub fn depthwiseGroupCount(layer: *const Layer) u32 {
-        return layer.input.channelsPadded() / depthwise_group_channels;
+        return layer.depthwiseChannelsPadded() / depthwise_group_channels;
     }
 
     /// visitor.visit(output_pixel, tap) for every (output pixel, kernel tap) through which input
@@ -220,13 +260,19 @@ pub const Layer = struct {
         const columns = layer.column_taps[ix];
         for (0..rows.count) |row_step| {
             const oy = rows.output_first - row_step;
-            const kh = rows.kernel_first + row_step * layer.stride;
+            const kh = rows.kernel_first + row_step * layer.stride_h;
             for (0..columns.count) |column_step| {
                 const ox = columns.output_first - column_step;
-                const kw = columns.kernel_first + column_step * layer.stride;
+                const kw = columns.kernel_first + column_step * layer.stride_w;
                 visitor.visit(@as(usize, oy) * layer.synaptic.w + ox, @as(usize, kh) * layer.kernel_w + kw);
             }
         }
+    }
+
+    /// Whether an out-of-bounds tap reads a non-zero pad value: the scatter kernels, which leave
+    /// padding taps out, must not run then.
+    pub fn padsNonZero(layer: *const Layer) bool {
+        return layer.pad_pixel.len != 0;
     }
 
     pub fn readsOnlyModelInput(layer: *const Layer) bool {
@@ -242,12 +288,18 @@ pub const Layer = struct {
     }
 };
 
+/// The channel of one input that a concat output channel reads.
+pub const ConcatSource = extern struct {
+    input: u32, // 0 .. input_count - 1
+    channel: u32, // 0 .. that input's channels - 1
+};
+
 /// Byte offsets of the buffers shared by all layers, and the total, set by planner.zig.
 pub const ArenaPlan = struct {
     input_offset: u64 = 0, // u8 (H, W, C_p): the model input of the current timestep
     potentials_offset: u64 = 0, // i32: the largest synaptic (pre-pool) tensor, padded
     pooled_offset: u64 = 0, // i32: the largest pooled tensor, padded
-    mid_offset: u64 = 0, // i32: the largest separable intermediate (pre-pool pixels, Cin_p)
+    mid_offset: u64 = 0, // i32: the largest separable intermediate (pre-pool pixels, Cmid_p)
     events_offset: u64 = 0, // Event: the largest event list one kernel call gathers
     events_max: u64 = 0,
     output_offset: u64 = 0, // i32 (OH, OW, C_p): the last layer's output summed over timesteps

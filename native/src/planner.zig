@@ -8,13 +8,13 @@
 //!   per layer  i32 (OH, OW, Cout_p) membrane state, kept across timesteps (if / lif only)
 //!   per layer  i32 (synaptic)       potentials of timestep 0 for layers that read only the model
 //!                                   input: reused while the same frame repeats (input_timesteps 1)
-//!   per layer  u8  (frame)          the zero-padded input of a conv (kernels/conv2d_dense.zig);
-//!                                   its border is zeroed once at context init and never written
+//!   per layer  u8  (frame)          the padded input of a conv (kernels/conv2d_dense.zig, frame.zig);
+//!                                   its border is set to the pad values once at context init
 //!   static ops u64 (layers)         the synaptic ops of those potentials
 //!   output     i32 (OH, OW, Cout_p) the last layer's output summed over the timesteps of a sample
 //!   potentials i32                  the largest synaptic (pre-pool) tensor; shared by all layers
 //!   pooled     i32                  the largest pooled tensor; shared
-//!   mid        i32                  the largest separable intermediate (pre-pool pixels, Cin_p); shared
+//!   mid        i32                  the largest separable intermediate (pre-pool pixels, Cmid_p); shared
 //!   events     Event / Quad         the largest event list one kernel gathers (conv2d: every input
 //!                                   pixel's non-zero quads and their order, kernels/conv2d_sparse.zig); shared
 //! Every layer's activations stay live for the whole timestep (a later `add` may read any earlier
@@ -59,7 +59,7 @@ pub fn plan(model: *Model, layers: []Layer) void {
         potentials_values_max = @max(potentials_values_max, layer.synaptic.valuesPadded());
         if (layer.pool != .none) pooled_values_max = @max(pooled_values_max, output_values);
         if (layer.kind == .separable2d) {
-            mid_values_max = @max(mid_values_max, layer.synaptic.pixels() * layer.input.channelsPadded());
+            mid_values_max = @max(mid_values_max, layer.synaptic.pixels() * layer.depthwiseChannelsPadded());
         }
         events_max = @max(events_max, eventsMax(layer));
     }
@@ -80,7 +80,7 @@ fn eventsMax(layer: *const Layer) u64 {
         .dense => layer.input.pixels() * layer.input.channelQuads() + limits.channel_lanes / limits.quad_channels,
         // every pixel's list of non-zero quads (kernels/conv2d_sparse.zig); a narrow conv needs none
         .input_conv2d, .conv2d => if (layer.isNarrowConv()) 0 else conv2d_sparse.entriesMax(layer),
-        .separable2d => layer.input.channelsPadded(), // one pixel's channels
-        .depthwise2d, .add => 0,
+        .separable2d => layer.depthwiseChannelsPadded(), // one pixel's intermediate channels
+        .depthwise2d, .add, .concat => 0,
     };
 }

@@ -19,4 +19,6 @@ test {
     _ = @import("kernels/separable2d.zig");
     _ = @import("kernels/dense.zig");
     _ = @import("kernels/add.zig");
+    _ = @import("kernels/concat.zig");
+    _ = @import("kernels/frame.zig");
 }

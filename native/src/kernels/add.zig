@@ -1,4 +1,4 @@
-//! add (docs/semantics.md): P[y, x, c] = sum over inputs i of m[i, c] * a_i[y, x, c]; no bias.
+//! add (docs/semantics.md): P[y, x, c] = bias[c] + sum over inputs i of m[i, c] * a_i[y, x, c].
 
 const std = @import("std");
 const model = @import("../model.zig");
@@ -8,7 +8,7 @@ const vector = @import("vector.zig");
 pub fn run(layer: *const model.Layer, inputs: []const []const u8, potentials: []i32) u64 {
     const channels_padded = layer.synaptic.channelsPadded();
     std.debug.assert(inputs.len == layer.input_count);
-    @memset(potentials, 0);
+    vector.fillRows(potentials, layer.bias);
     var synaptic_ops: u64 = 0;
     for (inputs, 0..) |input, i| {
         std.debug.assert(input.len == potentials.len);

@@ -21,7 +21,8 @@ const lanes = vector.lanes;
 /// input_events: the non-zero values of `input`.
 /// fused: the relu stage for the dense kernel to run on its registers (kernels/neuron.zig Fused).
 pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, potentials: []i32, quads_buffer: []model.Quad, frame: []u8, fused: ?*neuron.Fused) u64 {
-    if (layer.isNarrowConv()) {
+    // the scatter leaves padding taps out: with non-zero pad values only the frame is exact
+    if (layer.isNarrowConv() or layer.padsNonZero()) {
         conv2d_dense.run(layer, input, frame, potentials, fused);
         return synapticOps(layer, input);
     }

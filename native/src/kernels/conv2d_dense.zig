@@ -1,5 +1,5 @@
 //! conv2d / input_conv2d, dense (docs/semantics.md; conv2d.zig picks it for narrow inputs and when
-//! the input has too many events for the scatter to win). Output-stationary over a zero-padded copy
+//! the input has too many events for the scatter to win, or its pad values are not 0). Output-stationary over a padded copy
 //! of the input, the frame (u8 (frameHeight, frameWidth, frameChannels), model.Layer.usesFrame; a
 //! conv without padding on whole-vector channels reads its input directly). In the frame one kernel
 //! row of a window is KW * frameChannels consecutive bytes, so each 4 of them are one u8 x i8 dot
@@ -76,10 +76,10 @@ inline fn pixelBlock(
     const cout_padded = out.channelsPadded();
     const frame_channels: usize = if (layer.usesFrame()) layer.frameChannels() else layer.input.channelsPadded();
     const frame_row_bytes = @as(usize, if (layer.usesFrame()) layer.frameWidth() else layer.input.w) * frame_channels;
-    const pixel_step = @as(usize, layer.stride) * frame_channels; // bytes between neighbouring windows
+    const pixel_step = @as(usize, layer.stride_w) * frame_channels; // bytes between neighbouring windows
     const row_quads = layer.rowQuads();
     const kernel_row_weights = @as(usize, row_quads) * cout_padded * limits.quad_channels;
-    const window = @as(usize, oy) * layer.stride * frame_row_bytes + ox * pixel_step;
+    const window = @as(usize, oy) * layer.stride_h * frame_row_bytes + ox * pixel_step;
 
     var acc: [pixels][chunks]vector.VecI32 = undefined;
     inline for (0..pixels) |p| {

@@ -1,6 +1,9 @@
-//! depthwise2d (channel multiplier 1, docs/semantics.md): for every input pixel with a non-zero
-//! channel, every (output pixel, tap) it reaches gets value[c] * W[kh, kw, c] for all channels at
-//! once (a vector over channels; zero channels add nothing). Also the first stage of separable2d.
+//! depthwise2d (docs/semantics.md): output channel o reads input channel o / M (M the depth
+//! multiplier). The scatter (M = 1, pad values 0): for every input pixel with a non-zero channel,
+//! every (output pixel, tap) it reaches gets value[c] * W[kh, kw, c] for all channels at once (a
+//! vector over channels; zero channels add nothing). The gather: output-stationary over the frame,
+//! which holds input channel o / M at channel o and the pad values in its border (kernels/frame.zig).
+//! Also the first stage of separable2d.
 
 const std = @import("std");
 const model = @import("../model.zig");
@@ -12,6 +15,7 @@ const conv2d_dense = @import("conv2d_dense.zig");
 /// potentials: i32 (OH, OW, C_p) before pooling, set to `bias` (empty: zero) first;
 /// input: u8 (H, W, C_p). Returns the synaptic operations: one per in-bounds tap of a non-zero input.
 pub fn accumulate(layer: *const model.Layer, input: []const u8, bias: []const i32, potentials: []i32) u64 {
+    std.debug.assert(layer.depth_multiplier == 1 and !layer.padsNonZero());
     const in = layer.input;
     const out_h = layer.synaptic.h;
     const out_w = layer.synaptic.w;
@@ -70,7 +74,8 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
 /// the output-stationary gather below (no loads and stores of potentials per tap).
 pub fn accumulateBest(layer: *const model.Layer, input: []const u8, frame: []u8, bias: []const i32, potentials: []i32, fused: ?*neuron.Fused) u64 {
     const counts = countEvents(layer, input);
-    if (counts.active_pixels * 2 < layer.input.pixels()) return accumulate(layer, input, bias, potentials);
+    const scatter_exact = layer.depth_multiplier == 1 and !layer.padsNonZero();
+    if (scatter_exact and counts.active_pixels * 2 < layer.input.pixels()) return accumulate(layer, input, bias, potentials);
     gather(layer, if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input, bias, potentials, fused);
     if (fused) |f| f.done = true;
     return counts.synaptic_ops;
@@ -79,7 +84,7 @@ pub fn accumulateBest(layer: *const model.Layer, input: []const u8, frame: []u8,
 const Counts = struct { active_pixels: u64, synaptic_ops: u64 };
 
 /// Active input pixels, and the synaptic operations: every non-zero value times the in-bounds
-/// (output pixel, tap) pairs it reaches.
+/// (output pixel, tap) pairs it reaches, times the depth multiplier (its output channels).
 fn countEvents(layer: *const model.Layer, input: []const u8) Counts {
     const in = layer.input;
     const channels_padded = in.channelsPadded();
@@ -94,6 +99,7 @@ fn countEvents(layer: *const model.Layer, input: []const u8) Counts {
             counts.synaptic_ops += events * rows.count * layer.column_taps[ix].count;
         }
     }
+    counts.synaptic_ops *= layer.depth_multiplier;
     return counts;
 }
 
@@ -133,9 +139,9 @@ fn quadMask() [16]i32 {
 const block_chunks_max = 4;
 
 /// potentials = bias (empty: zero) + the window sums, a block of output pixels at a time, from the
-/// zero-padded input (`source`: the frame, or the input itself when the layer has no padding).
+/// padded input (`source`: the frame, or the input itself when the layer has no padding).
 fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, fused: ?*neuron.Fused) void {
-    const chunks = layer.input.channelsPadded() / vector.lanes;
+    const chunks = layer.depthwiseChannelsPadded() / vector.lanes;
     var first: u32 = 0;
     while (first < chunks) {
         const count = @min(block_chunks_max, chunks - first);
@@ -189,9 +195,9 @@ inline fn pixelBlock(
     fused: ?*neuron.Fused,
 ) void {
     const lanes = vector.lanes;
-    const channels_padded = layer.input.channelsPadded();
+    const channels_padded = layer.depthwiseChannelsPadded(); // of the frame and the output
     const source_width: usize = if (layer.usesFrame()) layer.frameWidth() else layer.input.w;
-    const pixel_step = @as(usize, layer.stride) * channels_padded; // bytes between neighbouring windows
+    const pixel_step = @as(usize, layer.stride_w) * channels_padded; // bytes between neighbouring windows
     const weights = layer.depthwiseWeights();
     var acc: [pixels][chunks]vector.VecI32 = undefined;
     inline for (0..pixels) |p| {
@@ -199,7 +205,7 @@ inline fn pixelBlock(
     }
     var kh: u32 = 0;
     while (kh < layer.kernel_h) : (kh += 1) {
-        const row = source[((@as(usize, oy) * layer.stride + kh) * source_width + @as(usize, ox) * layer.stride) * channels_padded ..];
+        const row = source[((@as(usize, oy) * layer.stride_h + kh) * source_width + @as(usize, ox) * layer.stride_w) * channels_padded ..];
         var kw: u32 = 0;
         while (kw < layer.kernel_w) : (kw += 1) {
             const tap = @as(usize, kh) * layer.kernel_w + kw;

@@ -1,13 +1,27 @@
-//! The frame: a zero-padded copy of a layer's input in the arena (model.Layer.usesFrame), read by
-//! the output-stationary kernels (conv2d_dense.zig, depthwise2d.zig) so that no tap of a window
-//! needs a bounds test. Pixels hold model.Layer.frameChannels bytes each.
+//! The frame: a padded copy of a layer's input in the arena (model.Layer.usesFrame), read by the
+//! output-stationary kernels (conv2d_dense.zig, depthwise2d.zig) so that no tap of a window needs a
+//! bounds test. Pixels hold model.Layer.frameChannels bytes each; a depthwise stage with depth
+//! multiplier M holds input channel o / M at channel o, so that its kernels read every output
+//! channel's input at that channel. The border holds the pad values (model.Layer.pad_pixel, zero
+//! when empty): written once at context init (`paint`), never again.
 
 const std = @import("std");
 const model = @import("../model.zig");
 
+/// Write the pad pixel into every pixel of a freshly zeroed frame (the interior is overwritten by
+/// every `fill`). Nothing to do when every pad value is 0.
+pub fn paint(layer: *const model.Layer, frame: []u8) void {
+    if (!layer.usesFrame() or !layer.padsNonZero()) return;
+    std.debug.assert(frame.len == layer.frameBytes());
+    const frame_channels = layer.frameChannels();
+    std.debug.assert(layer.pad_pixel.len == frame_channels);
+    const pixels = @as(usize, layer.frameHeight()) * layer.frameWidth();
+    for (0..pixels) |pixel| @memcpy(frame[pixel * frame_channels ..][0..frame_channels], layer.pad_pixel);
+}
+
 /// Copy the input's channels (a narrow conv's real channels, a wide conv's channel quads, a
-/// depthwise layer's padded channels) into the frame's interior; the border stays zero (zeroed at
-/// context init, never written). Returns the frame.
+/// depthwise layer's padded channels, each repeated M times with a depth multiplier) into the
+/// frame's interior; the border keeps its pad values. Returns the frame.
 pub fn fill(layer: *const model.Layer, input: []const u8, frame: []u8) []const u8 {
     std.debug.assert(frame.len == layer.frameBytes());
     const in = layer.input;
@@ -19,6 +33,10 @@ pub fn fill(layer: *const model.Layer, input: []const u8, frame: []u8) []const u
     while (y < in.h) : (y += 1) {
         const target_row = ((@as(usize, y) + layer.pad_top) * frame_width + layer.pad_left) * frame_channels;
         const source_row = @as(usize, y) * in.w * cin_padded;
+        if (layer.isDepthwise() and layer.depth_multiplier > 1) {
+            repeatChannels(frame[target_row..], frame_channels, input[source_row..], cin_padded, in.c, layer.depth_multiplier, in.w);
+            continue;
+        }
         if (frame_channels == cin_padded) {
             const row_bytes = @as(usize, in.w) * cin_padded;
             @memcpy(frame[target_row..][0..row_bytes], input[source_row..][0..row_bytes]);
@@ -27,6 +45,14 @@ pub fn fill(layer: *const model.Layer, input: []const u8, frame: []u8) []const u
         copyPixels(frame[target_row..], frame_channels, input[source_row..], cin_padded, frame_channels, in.w);
     }
     return frame;
+}
+
+/// `count` pixels: target channel o = source channel o / multiplier, for o < channels * multiplier.
+fn repeatChannels(target: []u8, target_stride: usize, source: []const u8, source_stride: usize, channels: usize, multiplier: usize, count: usize) void {
+    for (0..count) |x| {
+        const pixel = target[x * target_stride ..][0 .. channels * multiplier];
+        for (0..channels) |c| @memset(pixel[c * multiplier ..][0..multiplier], source[x * source_stride + c]);
+    }
 }
 
 /// Copy `count` pixels of `channels` bytes from `source` (`source_stride` bytes per pixel) to

@@ -87,9 +87,8 @@ const VecI32 = vector.VecI32;
 const VecI64 = @Vector(vector.lanes, i64);
 const VecU8 = vector.VecU8;
 
-/// clamp(requant(P, m, s), 0, 2^bits - 1) for one vector of channels (see `requantize`).
+/// clamp(requant(P, m, s) + zero_point, 0, 2^bits - 1) for one vector of channels (see `requantize`).
 fn relu(layer: *const model.Layer, potential: VecI32, channel: usize) VecU8 {
-    // P <= 0 gives 0 whatever m >= 0 and s: (P * m + 2^(s-1)) >> s <= 0. Sparse layers mostly take this.
     // (no early return for all-non-positive vectors: a mispredicted branch costs more than the math)
     const multiplier: VecI32 = layer.out_multiplier[channel..][0..vector.lanes].*;
     const shift: VecI32 = layer.out_shift[channel..][0..vector.lanes].*;
@@ -97,7 +96,11 @@ fn relu(layer: *const model.Layer, potential: VecI32, channel: usize) VecU8 {
     const one: VecI64 = @splat(1);
     const rounding = (one << shift64) >> @splat(1); // 2^(s-1), or 0 for s = 0
     const product = @as(VecI64, potential) * @as(VecI64, multiplier);
-    const scaled = (product + rounding) >> shift64;
+    var scaled = (product + rounding) >> shift64;
+    if (layer.out_zero_point.len != 0) {
+        const zero_point: VecI32 = layer.out_zero_point[channel..][0..vector.lanes].*;
+        scaled += @as(VecI64, zero_point);
+    }
     const high: VecI64 = @splat(layer.outputMax());
     const clamped = @min(@max(scaled, @as(VecI64, @splat(0))), high);
     // Narrow in two exact steps: a direct i64 -> u8 vector cast was lowered with a signed

@@ -1,9 +1,14 @@
-//! Pooling on potentials, before the neuron stage (docs/semantics.md): max, avg (= window sum;
-//! the divisor is folded into the neuron stage by the converter) and global_avg (= spatial sum).
+//! Pooling on potentials, before the neuron stage (docs/semantics.md): max (a min on channels whose
+//! pool_sign is -1), avg (the sum of a window's in-bounds taps, scaled to the whole window where
+//! padded taps were left out and count_include_pad is off; the divisor is folded into the neuron
+//! stage by the converter) and global_avg (= spatial sum). Windows of PH x PW with strides and
+//! padding; padded taps are never read.
 
 const std = @import("std");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
+
+const VecI32 = vector.VecI32;
 
 /// potentials: i32 (OH, OW, C_p) before pooling; pooled: i32 (PH, PW, C_p).
 pub fn run(layer: *const model.Layer, potentials: []const i32, pooled: []i32) void {
@@ -21,17 +26,23 @@ pub fn run(layer: *const model.Layer, potentials: []const i32, pooled: []i32) vo
             }
         },
         .max, .avg => {
-            if (layer.pool == .max and layer.pool_size == 2 and layer.pool_stride == 2) return max2x2(layer, potentials, pooled);
+            if (isPlainMax2x2(layer)) return max2x2(layer, potentials, pooled);
             var py: u32 = 0;
             while (py < out.h) : (py += 1) {
                 var px: u32 = 0;
                 while (px < out.w) : (px += 1) {
                     const row = pooled[(@as(usize, py) * out.w + px) * channels_padded ..][0..channels_padded];
-                    window(layer, potentials, py * layer.pool_stride, px * layer.pool_stride, row);
+                    window(layer, potentials, py, px, row);
                 }
             }
         },
     }
+}
+
+/// A 2x2 max pool with stride 2, no padding and no min channel (the common case).
+fn isPlainMax2x2(layer: *const model.Layer) bool {
+    return layer.pool == .max and layer.pool_h == 2 and layer.pool_w == 2 and layer.pool_stride_h == 2 and
+        layer.pool_stride_w == 2 and layer.pool_pad_top == 0 and layer.pool_pad_left == 0 and layer.pool_sign.len == 0;
 }
 
 /// Max pooling 2x2 with stride 2 (the common case): four vector loads and three maxima per output
@@ -50,39 +61,94 @@ fn max2x2(layer: *const model.Layer, potentials: []const i32, pooled: []i32) voi
             var chunk: usize = 0;
             while (chunk < channels_padded) : (chunk += vector.lanes) {
                 const at = top_left + chunk;
-                const a: vector.VecI32 = potentials[at..][0..vector.lanes].*;
-                const b: vector.VecI32 = potentials[at + channels_padded ..][0..vector.lanes].*;
-                const c: vector.VecI32 = potentials[at + row_values ..][0..vector.lanes].*;
-                const d: vector.VecI32 = potentials[at + row_values + channels_padded ..][0..vector.lanes].*;
+                const a: VecI32 = potentials[at..][0..vector.lanes].*;
+                const b: VecI32 = potentials[at + channels_padded ..][0..vector.lanes].*;
+                const c: VecI32 = potentials[at + row_values ..][0..vector.lanes].*;
+                const d: VecI32 = potentials[at + row_values + channels_padded ..][0..vector.lanes].*;
                 vector.storeVector(pooled, target + chunk, @max(@max(a, b), @max(c, d)));
             }
         }
     }
 }
 
-/// Max or sum of the pool_size x pool_size window whose top-left potential is (y0, x0).
-fn window(layer: *const model.Layer, potentials: []const i32, y0: u32, x0: u32, row: []i32) void {
+/// The in-bounds taps of one window along one axis: [first, end) of the potentials.
+const Span = struct { first: u32, end: u32 };
+
+fn span(output: u32, stride: u32, pad_before: u32, size: u32, extent: u32) Span {
+    const start = @as(i64, output) * stride - pad_before; // may lie in the padding
+    const first: u32 = @intCast(@max(start, 0));
+    const end: u32 = @intCast(@min(start + size, extent));
+    std.debug.assert(first < end); // loader.zig: every window holds an in-bounds tap
+    return .{ .first = first, .end = end };
+}
+
+/// Output pixel (py, px): the max (min) or sum of its window's in-bounds taps.
+fn window(layer: *const model.Layer, potentials: []const i32, py: u32, px: u32, row: []i32) void {
     const in = layer.synaptic;
     const channels_padded = in.channelsPadded();
-    const first = potentials[(@as(usize, y0) * in.w + x0) * channels_padded ..][0..channels_padded];
+    const rows = span(py, layer.pool_stride_h, layer.pool_pad_top, layer.pool_h, in.h);
+    const columns = span(px, layer.pool_stride_w, layer.pool_pad_left, layer.pool_w, in.w);
+    const first = potentials[(@as(usize, rows.first) * in.w + columns.first) * channels_padded ..][0..channels_padded];
+    if (layer.pool == .max and layer.pool_sign.len != 0) {
+        signedMaxWindow(layer, potentials, rows, columns, row);
+        return;
+    }
     @memcpy(row, first);
-    var dy: u32 = 0;
-    while (dy < layer.pool_size) : (dy += 1) {
-        var dx: u32 = 0;
-        while (dx < layer.pool_size) : (dx += 1) {
-            if (dy == 0 and dx == 0) continue;
-            const pixel = (@as(usize, y0 + dy) * in.w + x0 + dx) * channels_padded;
-            const source = potentials[pixel..][0..channels_padded];
+    var y = rows.first;
+    while (y < rows.end) : (y += 1) {
+        var x = columns.first;
+        while (x < columns.end) : (x += 1) {
+            if (y == rows.first and x == columns.first) continue;
+            const source = potentials[(@as(usize, y) * in.w + x) * channels_padded ..][0..channels_padded];
             if (layer.pool == .max) maxRow(row, source) else addRow(row, source);
         }
+    }
+    if (layer.pool == .avg and !layer.count_include_pad) {
+        const taps = (rows.end - rows.first) * (columns.end - columns.first);
+        const window_taps = layer.pool_h * layer.pool_w;
+        if (taps != window_taps) scaleRow(row, taps, window_taps);
+    }
+}
+
+/// sign[c] * max over the taps of sign[c] * P: the max and the min of every channel, then the one
+/// its sign picks.
+fn signedMaxWindow(layer: *const model.Layer, potentials: []const i32, rows: Span, columns: Span, row: []i32) void {
+    const in = layer.synaptic;
+    const channels_padded = in.channelsPadded();
+    var chunk: usize = 0;
+    while (chunk < channels_padded) : (chunk += vector.lanes) {
+        var high: VecI32 = @splat(std.math.minInt(i32));
+        var low: VecI32 = @splat(std.math.maxInt(i32));
+        var y = rows.first;
+        while (y < rows.end) : (y += 1) {
+            var x = columns.first;
+            while (x < columns.end) : (x += 1) {
+                const value: VecI32 = potentials[(@as(usize, y) * in.w + x) * channels_padded + chunk ..][0..vector.lanes].*;
+                high = @max(high, value);
+                low = @min(low, value);
+            }
+        }
+        const sign: VecI32 = layer.pool_sign[chunk..][0..vector.lanes].*;
+        vector.storeVector(row, chunk, @select(i32, sign < @as(VecI32, @splat(0)), low, high));
+    }
+}
+
+/// A partial window's sum S of n taps scaled to the window's A taps: floor((2 * S * A + n) / (2 * n))
+/// (S * A / n rounded half up), exact in i64 (|S| < 2^31, A <= 64).
+fn scaleRow(row: []i32, taps: u32, window_taps: u32) void {
+    const n: i64 = taps;
+    const a: i64 = window_taps;
+    for (row) |*value| {
+        const scaled = @divFloor(2 * @as(i64, value.*) * a + n, 2 * n);
+        value.* = @intCast(scaled); // |S * A / n| <= the overflow bound (loader.zig)
     }
 }
 
 fn addRow(row: []i32, source: []const i32) void {
     var chunk: usize = 0;
     while (chunk < row.len) : (chunk += vector.lanes) {
-        const a: vector.VecI32 = row[chunk..][0..vector.lanes].*;
-        const b: vector.VecI32 = source[chunk..][0..vector.lanes].*;
+        const a: VecI32 = row[chunk..][0..vector.lanes].*;
+        const b: VecI32 = source[chunk..][0..vector.lanes].*;
         row[chunk..][0..vector.lanes].* = a +% b;
     }
 }
@@ -90,8 +156,20 @@ fn addRow(row: []i32, source: []const i32) void {
 fn maxRow(row: []i32, source: []const i32) void {
     var chunk: usize = 0;
     while (chunk < row.len) : (chunk += vector.lanes) {
-        const a: vector.VecI32 = row[chunk..][0..vector.lanes].*;
-        const b: vector.VecI32 = source[chunk..][0..vector.lanes].*;
+        const a: VecI32 = row[chunk..][0..vector.lanes].*;
+        const b: VecI32 = source[chunk..][0..vector.lanes].*;
         row[chunk..][0..vector.lanes].* = @max(a, b);
     }
+}
+
+test "a partial average window scales its sum to the whole window, rounding half up" {
+    var row = [_]i32{ 3, -3, 5, 0, 7 };
+    scaleRow(&row, 2, 4); // S * 2: exact
+    try std.testing.expectEqualSlices(i32, &.{ 6, -6, 10, 0, 14 }, &row);
+    var odd = [_]i32{ 1, 2, -1, -2 };
+    scaleRow(&odd, 3, 4); // 4/3 -> 1, 8/3 -> 3, -4/3 -> -1, -8/3 -> -3
+    try std.testing.expectEqualSlices(i32, &.{ 1, 3, -1, -3 }, &odd);
+    var half = [_]i32{ 3, -3 };
+    scaleRow(&half, 2, 3); // 4.5 -> 5, -4.5 -> -4
+    try std.testing.expectEqualSlices(i32, &.{ 5, -4 }, &half);
 }
