@@ -136,8 +136,146 @@ def test_bad_arguments(importer):
     with pytest.raises(ValueError, match=r"example_input=torch.zeros\(1, C, H, W\)"):
         importer.load(net)
     with pytest.raises(ValueError, match=r"input_shape must be \(H, W, C\)"):
-        importer.load(net, input_shape=(5, 5))
+        importer.load(net, input_shape=(5, 5, 1, 1))
     with pytest.raises(GraphError, match=r"ONNX export failed"):
         importer.load(net, input_shape=(5, 5, 3))   # 3 channels into a 1-channel conv
     with pytest.raises(TypeError, match=r"torch.nn.Module"):
         importer.load("model.pt", input_shape=(5, 5, 1))
+
+
+# -- the patterns users write (issue 9): each imported graph, and its simplified form, match torch ------
+
+
+def _check(importer, net, shape_nchw, *, simplified=True, atol=1e-4):
+    x = RNG.normal(size=(3, *shape_nchw)).astype(np.float32)
+    graph = importer.load(net, example_input=torch.zeros(1, *shape_nchw))
+    expected = torch_output(net, x)
+    to_hwc = {4: lambda a: a.transpose(0, 2, 3, 1), 3: lambda a: a.transpose(0, 2, 1)[:, None],
+              2: lambda a: a[:, None, None]}[x.ndim]
+    out_hwc = {4: lambda a: a.transpose(0, 2, 3, 1), 3: lambda a: a.transpose(0, 2, 1)[:, None],
+               2: lambda a: a[:, None, None]}[expected.ndim](expected)
+    np.testing.assert_allclose(graph.run(to_hwc(x)), out_hwc, atol=atol)
+    if simplified:
+        np.testing.assert_allclose(graph.simplify().run(to_hwc(x)), out_hwc, atol=atol)
+    return graph
+
+
+class ResNetStem(nn.Module):
+    """ResNet's stem (7x7/2 pad 3, BN, ReLU, MaxPool 3/2 pad 1) and a strided basic block with a 1x1
+    downsample: symmetric pads on strided convs of even inputs, residual add -> relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 7, 2, 3, bias=False), nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.conv2, self.bn2 = nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16)
+        self.conv3, self.bn3 = nn.Conv2d(16, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+        self.down = nn.Sequential(nn.Conv2d(8, 16, 1, 2, bias=False), nn.BatchNorm2d(16))
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        y = self.bn3(self.conv3(torch.relu(self.bn2(self.conv2(x)))))
+        x = torch.relu(y + self.down(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_resnet_stem_with_torch_paddings(importer):
+    graph = _check(importer, randomized(ResNetStem()), (3, 32, 32))
+    simple = graph.simplify()
+    assert simple.node("/conv1/Conv").attrs["padding"] == (3, 3, 3, 3)
+    assert simple.node("/pool/MaxPool").attrs["padding"] == (1, 1, 1, 1)
+    assert "affine" not in [n.op for n in simple]
+
+
+class ShuffleBlock(nn.Module):
+    """ShuffleNet v2's unit: chunk, a depthwise (multiplier 2) branch, cat, channel shuffle."""
+
+    def __init__(self):
+        super().__init__()
+        self.branch = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.ReLU(),
+                                    nn.Conv2d(4, 8, 3, 1, 1, groups=4), nn.BatchNorm2d(8),
+                                    nn.Conv2d(8, 4, 1), nn.ReLU())
+
+    def forward(self, x):
+        a, b = x.chunk(2, dim=1)
+        x = torch.cat((a, self.branch(b)), dim=1)
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+        return x[:, 2:7]
+
+
+def test_shuffle_block_chunk_cat_shuffle_and_slice(importer):
+    graph = _check(importer, randomized(ShuffleBlock()), (8, 6, 6))
+    ops = [n.op for n in graph.simplify()]
+    assert ops.count("slice_channels") == 3 and "concat" in ops and "permute_channels" in ops
+    assert "separable_conv2d" in ops and graph.simplify().node("/branch/branch.5/Conv").attrs["depth_multiplier"] == 2
+
+
+class Audio1d(nn.Module):
+    """Conv1d over mel frames: (N, 40, 49) -> Conv1d, BatchNorm1d, MaxPool1d, AvgPool1d, mean, Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(10, 12, 5, stride=2, padding=2)
+        self.bn = nn.BatchNorm1d(12)
+        self.dw = nn.Conv1d(12, 12, 3, padding=1, groups=12)
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        x = nn.functional.max_pool1d(torch.relu(self.bn(self.conv(x))), 3, 2, 1)
+        x = nn.functional.avg_pool1d(nn.functional.relu6(self.dw(x)), 2)
+        return self.fc(x.mean(2))
+
+
+def test_conv1d_over_a_3d_input_runs_as_height_one_2d_ops(importer):
+    graph = _check(importer, randomized(Audio1d()), (10, 49))
+    assert graph.input_shape == (1, 49, 10) and graph.metadata["input_layout"] == "NCL"
+    assert graph.node("/conv/Conv").attrs["padding"] == (0, 0, 2, 2)
+
+
+class CeilAndPads(nn.Module):
+    """ceil_mode pools, F.pad before a conv, Hardtanh(-1, 1), mean with keepdim, a depthwise multiplier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, groups=3)
+        self.conv2 = nn.Conv2d(6, 4, 3)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv(nn.functional.pad(x, (1, 0, 2, 1)))), 3, 2,
+                                     ceil_mode=True)
+        x = nn.functional.avg_pool2d(x, 2, 2, ceil_mode=True, count_include_pad=False)
+        x = nn.functional.hardtanh(self.conv2(nn.functional.pad(x, (1, 1, 1, 1))), -1.0, 1.0)
+        return x.mean((2, 3), keepdim=True)
+
+
+def test_ceil_mode_pads_and_clips(importer):
+    graph = _check(importer, CeilAndPads(), (3, 12, 11))
+    simple = graph.simplify()
+    assert [n.op for n in simple] == ["depthwise_conv2d", "relu", "max_pool", "avg_pool", "conv2d", "clip",
+                                      "global_avg_pool"]
+    assert simple.node("/conv/Conv").attrs["padding"] == (2, 1, 1, 0)
+
+
+def test_ceil_mode_avg_pool_counting_pads_past_the_input_is_unsupported(importer):
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=True))
+    graph = importer.load(net, input_shape=(7, 7, 1))
+    [problem] = graph.problems()
+    assert problem["op"] == "AveragePool" and "ceil_mode=False or count_include_pad=False" in problem["hint"]
+
+
+def test_hardswish_squeeze_excite_are_all_listed(importer):
+    class SE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            x = nn.functional.hardswish(self.conv(x))
+            return x * torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
+
+    graph = importer.load(SE(), input_shape=(8, 8, 3))
+    assert [p["op"] for p in graph.problems()] == ["HardSwish", "Sigmoid", "Mul"]
+    assert "squeeze-excite" in graph.problems()[2]["hint"]

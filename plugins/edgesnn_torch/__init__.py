@@ -2,11 +2,15 @@
 
     graph = es.plugins.get_importer("torch").load(net, example_input=torch.zeros(1, 1, 28, 28))
     graph = es.plugins.get_importer("torch").load(net, input_shape=(28, 28, 1))   # HWC, the same
+    graph = es.plugins.get_importer("torch").load(net1d, example_input=torch.zeros(1, 40, 98))  # (N, C, L)
 
 The module is exported (in eval mode, offline) with the TorchScript ONNX exporter and read by the
-``onnx`` importer, so it supports what that supports: Conv2d (groups), Linear, BatchNorm2d/1d,
-ReLU/ReLU6/Hardtanh(0, max), MaxPool2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, Dropout,
-residual adds.  The module's training mode is restored afterwards.
+``onnx`` importer, so it supports what that supports: Conv2d/Conv1d (groups, depthwise with
+multipliers), Linear, BatchNorm2d/1d, ReLU/ReLU6/Hardtanh, MaxPool2d/1d and AvgPool2d/1d (padding,
+ceil_mode), AdaptiveAvgPool2d(1), x.mean((2, 3)), F.pad, torch.cat / chunk / split over channels,
+channel shuffles, Flatten, Dropout, residual adds.  A 3-D input (N, C, L) is the Graph's (1, L, C).
+Other layers become ``unsupported`` nodes (``graph.problems()``).  The module's training mode is
+restored afterwards.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class TorchImporter:
         return is_torch_module(source)
 
     def load(self, source, *, example_input=None, input_shape=None):
-        """``example_input``: a tensor (1, C, H, W) or (1, K); or ``input_shape`` (H, W, C) or (K,)."""
+        """``example_input``: a tensor (1, C, H, W), (1, C, L) or (1, K); or ``input_shape`` (H, W, C),
+        (L, C) or (K,)."""
         graph = import_torch(source, example_input=example_input, input_shape=input_shape)
         graph.metadata["importer"] = self.name
         return graph
@@ -50,8 +55,9 @@ def _example(example_input, input_shape):
 
     if example_input is not None:
         example = torch.as_tensor(example_input, dtype=torch.float32)
-        if example.ndim not in (2, 4):
-            raise ValueError(f"example_input must be (N, C, H, W) or (N, K), got shape {tuple(example.shape)}")
+        if example.ndim not in (2, 3, 4):
+            raise ValueError(f"example_input must be (N, C, H, W), (N, C, L) or (N, K), got shape "
+                             f"{tuple(example.shape)}")
         return example[:1]
     if input_shape is None:
         raise ValueError("the torch importer needs example_input=torch.zeros(1, C, H, W) "
@@ -60,9 +66,12 @@ def _example(example_input, input_shape):
     if len(shape) == 3:
         h, w, c = shape
         return torch.zeros(1, c, h, w)
+    if len(shape) == 2:
+        length, c = shape
+        return torch.zeros(1, c, length)
     if len(shape) == 1:
         return torch.zeros(1, shape[0])
-    raise ValueError(f"input_shape must be (H, W, C) or (K,), got {shape}")
+    raise ValueError(f"input_shape must be (H, W, C), (L, C) or (K,), got {shape}")
 
 
 def export_onnx_bytes(module, example) -> bytes:
