@@ -21,11 +21,12 @@ from . import devices as _devices_module  # noqa: F401
 from .plugins import devices, device, frontend, frontends, importers
 from .classifier import Classifier, Detection, Prediction
 from .pipeline import Pipeline
-from .convert import ComparisonReport, compare, convert
+from .convert import ComparisonReport, Problem, check, compare, convert
 from .graph import Graph, GraphError
 
 __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
            "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError", "ConversionError",
            "plugins", "hookimpl", "importers", "frontends", "devices", "frontend", "device",
            "Pipeline", "Prediction", "Detection", "Classifier", "convert", "compare", "ComparisonReport",
+           "check", "Problem",
            "Graph", "GraphError"]

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import layers as L
-from .errors import ModelError
+from .errors import ConversionError, ModelError
 from .graph import Graph, GraphError, Node
 from .model import Model
 from .statistics import format_table
@@ -104,6 +104,7 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
         raise ValueError(f"timesteps={timesteps} only applies to neuron='if' (spiking); relu models run 1 step")
     hint = np.shape(samples)[1:] if np.ndim(samples) == 4 else None
     graph = load_graph(source, importer=importer, input_shape_hint=hint, **importer_options).simplify()
+    _Builder(graph.copy(), None, options).build()      # every node that will not convert, before calibrating
     x = _check_samples(samples, graph.input_shape, input_bits)
     activations = _calibration_activations(graph, x, input_scaling, progress)
     builder = _Builder(graph, activations, options)
@@ -113,6 +114,7 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
         "output_scale": builder.output_scale,
         "input_scaling": options["input_scaling"],
         "activation_scales": builder.activation_scales,
+        "activation_zero_points": builder.zero_points,
         "float_nodes": builder.float_nodes,
         "provenance": {"source": _describe(source), "importer": graph.metadata.get("importer"),
                        "converter": options, "edgesnn_version": _version(),
@@ -122,11 +124,33 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
         metadata["timesteps"] = timesteps
     if metadata["labels"] is None:
         del metadata["labels"]
+    if not builder.zero_points:
+        del metadata["activation_zero_points"]
     try:
         return Model(model_layers, input_shape=graph.input_shape, input_bits=input_bits, metadata=metadata)
     except ModelError as exc:
         raise ModelError(f"the converted model is not valid: {exc}. Fewer weight or activation bits "
                          f"shrink the integer ranges") from exc
+
+
+def check(source, *, importer: str | None = None, neuron: str = "relu", weight_bits: int = 8,
+          activation_bits: int = 8, input_scaling: tuple[float, float] = (1.0, 0.0), **importer_options) -> list:
+    """Every node of `source` that will not convert, each a Problem (node, op, the framework's layer name,
+    reason, hint); an empty list when the whole network converts. Needs no calibration data.
+
+    `edgesnn convert SRC --check` prints the same list. A torch module needs `input_shape=(H, W, C)` or
+    `example_input=...`.
+    """
+    options = dict(weight_bits=weight_bits, activation_bits=activation_bits, input_bits=8,
+                   input_scaling=[float(v) for v in input_scaling], per_channel=True, calibration="minmax",
+                   neuron=neuron, timesteps=16 if neuron == "if" else 1)
+    _check_options(weight_bits, activation_bits, 8, input_scaling, "minmax", neuron)
+    graph = load_graph(source, importer=importer, **importer_options).simplify()
+    try:
+        _Builder(graph, None, options).build()
+    except ConversionError as error:
+        return error.problems
+    return []
 
 
 # -- checks ------------------------------------------------------------------------------------------
@@ -241,104 +265,211 @@ def _quantize_bias(bias, scale, layer: str) -> np.ndarray:
 
 # -- grouping float nodes into integer layers --------------------------------------------------------
 
+SYNAPTIC = ("conv2d", "depthwise_conv2d", "separable_conv2d", "dense")
+POOLS = ("max_pool", "avg_pool", "global_avg_pool")
+ACTIVATIONS = ("relu", "clip")
+VIEWS = ("concat", "slice_channels", "permute_channels")
+SPIKE_COPY_THRESHOLD = 1            # an IF neuron with threshold 1 passes a 0/1 spike through unchanged
+
+
+@dataclass
+class Problem:
+    """One node that will not convert: what it is, where it came from, why, and what to change."""
+
+    node: str
+    op: str
+    layer: str          # the source framework's own name for it ("" when unknown)
+    reason: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        origin = f" ({self.layer})" if self.layer and self.layer != self.node else ""
+        hint = f"; {self.hint}" if self.hint else ""
+        return f"node {self.node!r}{origin}, op {self.op!r}: {self.reason}{hint}"
+
+
+class _Refusal(Exception):
+    """Raised inside the builder for one node; collected into Problems."""
+
+    def __init__(self, node: Node, reason: str, hint: str = ""):
+        super().__init__(reason)
+        self.problem = Problem(node.name, node.attrs.get("op", node.op) if node.op == "unsupported" else node.op,
+                               _framework_name(node), reason, hint)
+
+
+def _framework_name(node: Node) -> str:
+    return str(node.attrs.get("layer") or node.source or "")
+
+
 @dataclass
 class _Tensor:
-    """An integer tensor standing for a float node: who produces it and what one unit is worth."""
+    """How the integers hold a float node's value: channel c is channel sources[c][1] of the integer layer
+    sources[c][0] (or of the model input), and stands for (a - zero_point[c]) * scale[c].
 
-    producer: str      # integer layer name, or "input"
-    scale: float       # float value of one integer unit (a spike's value for spiking layers)
-    offset: float = 0.0  # float value of integer 0 (only the model input may have one)
-    negative: tuple | None = None  # (producer, scale) of the negative part of a signed tensor: value = pos - neg
+    A tensor whose channels are one producer's, in order, is *plain*; concat, split and shuffle make
+    *views* (channels of several producers, in any order) that cost no layer until a consumer needs a
+    plain tensor. A spiking layer's tensor has `spikes` set (a spike stands for scale)."""
+
+    sources: list
+    scale: np.ndarray
+    zero_point: np.ndarray
+    spikes: bool = False
+
+    @property
+    def channels(self) -> int:
+        return len(self.sources)
+
+    @property
+    def producer(self) -> str | None:
+        """The one producer of a plain tensor, else None."""
+        first = self.sources[0][0]
+        if all(p == first and c == i for i, (p, c) in enumerate(self.sources)):
+            return first
+        return None
+
+    @property
+    def signed(self) -> bool:
+        return bool(np.any(self.zero_point != 0))
+
+    def take(self, channels) -> "_Tensor":
+        idx = list(channels)
+        return _Tensor([self.sources[i] for i in idx], self.scale[idx], self.zero_point[idx], self.spikes)
+
+
+def _join(tensors: list[_Tensor]) -> _Tensor:
+    return _Tensor([s for t in tensors for s in t.sources], np.concatenate([t.scale for t in tensors]),
+                   np.concatenate([t.zero_point for t in tensors]), all(t.spikes for t in tensors))
+
+
+_FAILED = object()   # the tensor of a node that did not convert (its readers are not reported again)
 
 
 @dataclass
 class _Builder:
     graph: Graph
-    activations: dict
+    activations: dict | None      # None: check only (no calibration data; ranges are placeholders)
     options: dict
     layers: list = field(default_factory=list)
     tensors: dict = field(default_factory=dict)
     activation_scales: dict = field(default_factory=dict)
+    zero_points: dict = field(default_factory=dict)
     float_nodes: dict = field(default_factory=dict)
     output_scale: object = None
+    problems: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    bits: dict = field(default_factory=dict)           # layer name -> output bits
 
     def build(self) -> list:
         g = self.graph
         scale, offset = self.options["input_scaling"]
-        self.tensors[g.input_name] = _Tensor("input", 1.0 / scale, -offset / scale)
+        channels = g.input_shape[2]
+        self.tensors[g.input_name] = _Tensor([("input", c) for c in range(channels)], np.full(channels, 1.0 / scale),
+                                             np.full(channels, float(offset)))
+        self.bits["input"] = self.options["input_bits"]
+        for node in g.problems() if hasattr(g, "problems") else []:
+            self.problems.append(Problem(node.name, str(node.attrs.get("op", node.op)), _framework_name(node),
+                                         "this op cannot be computed in integers without changing the network",
+                                         str(node.attrs.get("hint", ""))))
+            self.tensors[node.name] = _FAILED
         done: set[str] = set()
         for node in g.nodes:
-            if node.name in done:
+            if node.name in done or self.tensors.get(node.name) is _FAILED:
                 continue
-            if node.op in ("conv2d", "depthwise_conv2d", "separable_conv2d", "dense"):
-                done.update(self._synaptic(node))
-            elif node.op == "add":
-                done.update(self._add(node))
-            elif node.op in ("max_pool", "avg_pool", "global_avg_pool"):
-                done.update(self._pool_only(node))
-            elif node.op == "affine" and node.inputs[0] == g.input_name:
-                self._input_affine(node)
-            elif node.op in ("flatten", "reshape"):
-                self._alias(node, node.inputs[0])
-            elif node.op == "relu":
-                self._relu_only(node)
-            else:
-                raise GraphError(f"{node.where()}: op {node.op!r} cannot be converted to integer layers here; "
-                                 f"convertible: conv2d, depthwise_conv2d, separable_conv2d, dense, relu, "
-                                 f"max/avg/global_avg pooling, add, flatten/reshape before dense")
+            if any(self.tensors.get(name) is _FAILED for name in node.inputs):
+                self.tensors[node.name] = _FAILED   # reported where it started
+                continue
+            try:
+                done.update(self._convert(node))
+            except _Refusal as refusal:
+                self.problems.append(refusal.problem)
+                self.tensors[node.name] = _FAILED
+        if g.output not in self.tensors or self.tensors[g.output] is _FAILED:
+            pass
+        elif not self.problems and (not self.layers or self.layers[-1].name != self._output_layer):
+            self._finish_output()
+        if self.problems:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            raise ConversionError(f"{len(self.problems)} node(s) will not convert to integer layers:\n{lines}",
+                                  self.problems)
         return self.layers
 
-    # -- helpers --
+    _output_layer = None
+
+    def _convert(self, node: Node) -> list[str]:
+        op = node.op
+        if op in SYNAPTIC:
+            return self._synaptic(node)
+        if op == "add":
+            return self._add(node)
+        if op in VIEWS:
+            return self._view(node)
+        if op == "affine" and self._input(node).producer == "input":
+            return self._input_affine(node)
+        if op in POOLS or op == "affine":
+            return self._gather_node(node)
+        if op in ACTIVATIONS:
+            return self._activation_only(node)
+        if op in ("flatten", "reshape", "identity"):
+            self._alias(node, node.inputs[0])
+            return [node.name]
+        if op == "softmax":
+            raise _Refusal(node, "a softmax inside the network (not the final op) does not convert",
+                           "only a final softmax is dropped (argmax is unchanged)")
+        if op == "unsupported":
+            raise _Refusal(node, "this op cannot be computed in integers", str(node.attrs.get("hint", "")))
+        raise _Refusal(node, f"op {op!r} has no integer form here",
+                       "convertible: conv2d, depthwise/separable conv, dense, relu/relu6/clip, batch norm, "
+                       "max/avg/global pooling, add, concat, split, channel shuffle, flatten/reshape before dense")
+
+    # -- tensors -------------------------------------------------------------------------------------
     def _next(self, node: Node) -> Node | None:
         if node.name == self.graph.output:
             return None
         readers = self.graph.consumers(node.name)
         return readers[0] if len(readers) == 1 else None
 
-    def _input(self, node: Node, index: int = 0, signed_ok: bool = False) -> _Tensor:
-        name = node.inputs[index]
-        tensor = self.tensors.get(name)
-        if tensor is None or (tensor.negative is not None and not signed_ok):
-            raise GraphError(f"{node.where()}: its input {name!r} has no integer form (it is signed or was "
-                             f"not converted); edgesnn activations are unsigned, so a ReLU must come first")
+    def _input(self, node: Node, index: int = 0) -> _Tensor:
+        tensor = self.tensors.get(node.inputs[index])
+        if tensor is None:
+            raise _Refusal(node, f"its input {node.inputs[index]!r} has no integer form")
         return tensor
+
+    def _plain(self, tensor: _Tensor, node: Node) -> _Tensor:
+        """`tensor` as one producer's channels in order (a concat layer gathers a view first)."""
+        if tensor.producer is not None:
+            return tensor
+        return self._materialize(tensor, node, f"{node.name}/gather")
 
     def _alias(self, node: Node, source: str) -> None:
         readers = self.graph.consumers(node.name)
         if node.op == "reshape" and any(r.op != "dense" for r in readers):
-            raise GraphError(f"{node.where()}: a reshape is only convertible in front of dense layers")
+            raise _Refusal(node, "a reshape converts only in front of dense layers",
+                           "reshape/flatten just before a Dense/Linear layer")
         self.tensors[node.name] = self.tensors[source]
 
-    def _input_affine(self, node: Node) -> None:
-        """A Rescaling (x * scale + offset, the same for every channel) on the model input folds into it."""
-        scale = np.asarray(node.params["scale"], np.float64)
-        offset = np.asarray(node.params["offset"], np.float64)
-        if np.ptp(scale) > 1e-12 * np.abs(scale).max() or np.ptp(offset) > 1e-12 * max(np.abs(offset).max(), 1):
-            raise GraphError(f"{node.where()}: a per-channel affine on the model input does not convert; "
-                             f"fold it into input_scaling or the first layer")
-        if scale[0] <= 0:
-            raise GraphError(f"{node.where()}: an input rescaling by {scale[0]} <= 0 does not convert")
-        src = self.tensors[node.inputs[0]]
-        self.tensors[node.name] = _Tensor("input", src.scale * scale[0], src.offset * scale[0] + offset[0])
+    def _values(self, name: str) -> np.ndarray:
+        if self.activations is None:
+            return np.array([-1.0, 1.0])    # check only: any range will do
+        return self.activations[name]
 
-    def _relu_only(self, node: Node) -> None:
-        # a ReLU on an already unsigned tensor changes nothing (ReLU6 clipping is ignored here)
-        self.tensors[node.name] = self._input(node)
+    def _is_output(self, node: Node) -> bool:
+        return node.name == self.graph.output
 
-    def _take_chain(self, node: Node, allow_pool_first: bool) -> tuple[Node | None, Node | None, Node]:
-        """(pool, relu, last) absorbed after `node`: [pool] [relu] [max pool after relu]."""
-        pool = relu = None
+    # -- chains --------------------------------------------------------------------------------------
+    def _take_chain(self, node: Node, allow_pool_first: bool = True):
+        """(pool, activation, last) absorbed after `node`: [pool] [relu | clip] [max pool after the relu]."""
+        pool = act = None
         last = node
         nxt = self._next(last)
-        if allow_pool_first and nxt is not None and nxt.op in ("max_pool", "avg_pool", "global_avg_pool"):
+        if allow_pool_first and nxt is not None and nxt.op in POOLS:
             pool, last = nxt, nxt
             nxt = self._next(last)
-        if nxt is not None and nxt.op == "relu":
-            relu, last = nxt, nxt
+        if nxt is not None and nxt.op in ACTIVATIONS:
+            act, last = nxt, nxt
             nxt = self._next(last)
-            if pool is None and nxt is not None and nxt.op == "max_pool":
-                pool, last = nxt, nxt
-        return pool, relu, last
+            if pool is None and nxt is not None and nxt.op == "max_pool" and _floor(act) == 0.0:
+                pool, last = nxt, nxt        # max commutes with a relu
+        return pool, act, last
 
     def _pool_fields(self, pool: Node | None, pre_shape) -> tuple[dict, float]:
         """Layer pooling fields and the divisor an average needs folded into the scale."""
@@ -346,181 +477,426 @@ class _Builder:
             return {}, 1.0
         if pool.op == "global_avg_pool":
             return {"pool": "global_avg"}, float(pre_shape[0] * pre_shape[1])
-        size = _square(pool, "pool_size")
-        stride = _square(pool, "strides", default=size)
-        if pool.attrs.get("padding", "valid") != "valid":
-            raise GraphError(f"{pool.where()}: only 'valid' pooling converts (integer pools have no padding)")
-        kind = "max" if pool.op == "max_pool" else "avg"
-        return {"pool": kind, "pool_size": size, "pool_stride": stride}, (size * size if kind == "avg" else 1.0)
+        size = _pair(pool, "pool_size")
+        strides = _pair(pool, "strides", size)
+        padding = pool.attrs.get("padding", "valid")
+        if isinstance(padding, (list, tuple)):
+            padding = tuple(int(v) for v in padding)
+        fields = {"pool": "max" if pool.op == "max_pool" else "avg", "pool_size": size, "pool_stride": strides,
+                  "pool_padding": padding}
+        for key in ("pool_size", "pool_stride"):
+            if max(fields[key]) > L.POOL_MAX:
+                raise _Refusal(pool, f"{key} {fields[key]} is larger than the integer pools' {L.POOL_MAX}")
+        if pool.op == "max_pool":
+            sign = pool.attrs.get("channel_sign")
+            if sign is not None and np.any(np.asarray(sign) < 0):
+                fields["pool_sign"] = np.where(np.asarray(sign) < 0, -1, 1)
+            return fields, 1.0
+        if pool.attrs.get("divisor_mismatch"):
+            raise _Refusal(pool, "this average pool divides some windows by a count that is neither the window "
+                           "nor its in-bounds taps (ceil_mode with count_include_pad)",
+                           "use count_include_pad=False or ceil_mode=False")
+        fields["pool_count_include_pad"] = bool(pool.attrs.get("count_include_pad", False))
+        return fields, float(size[0] * size[1])
 
-    def _neuron_fields(self, name: str, last: Node, relu: Node | None, acc_scale: np.ndarray) -> dict:
-        """Neuron stage from the float node `last`; registers the output tensor's scale."""
-        if relu is None:
-            self.output_scale = [float(v) / self._timesteps() for v in acc_scale]
+    # -- neuron stage --------------------------------------------------------------------------------
+    def _neuron(self, name: str, last: Node, act: Node | None, acc_scale: np.ndarray, bits_in: int = 8) -> dict:
+        """Neuron fields for a layer whose float output is node `last`; registers its tensor."""
+        channels = len(acc_scale)
+        if self._is_output(last) and act is None:
+            timesteps = self._timesteps()
+            self.output_scale = [float(v) / timesteps for v in acc_scale]
             self.float_nodes[name] = last.name
             self.activation_scales[name] = self.output_scale
+            self._output_layer = name
+            self.bits[name] = 32
             return {"neuron": "none"}
-        fields, scale = self._activation_fields(self.activations[last.name], relu.attrs.get("max_value"), acc_scale)
-        self.tensors[last.name] = _Tensor(name, scale)
+        fields, scale, zero_point, spikes = self._activation_fields(last, act, acc_scale)
+        self.tensors[last.name] = _Tensor([(name, c) for c in range(channels)], scale, zero_point, spikes)
         self.float_nodes[name] = last.name
-        self._record_scale(name, scale)
+        self.activation_scales[name] = [float(v) / self._timesteps() if spikes else float(v) for v in scale]
+        if np.any(zero_point):
+            self.zero_points[name] = [int(v) for v in zero_point]
+        self.bits[name] = 1 if spikes else fields["activation_bits"]
+        if self._is_output(last):
+            self.output_scale = self.activation_scales[name]
+            self._output_layer = name
         return fields
 
-    def _activation_fields(self, values: np.ndarray, max_value, acc_scale: np.ndarray) -> tuple[dict, float]:
-        """relu (requantize) or if (threshold) fields for activations `values` >= 0; and one unit's value."""
+    def _activation_fields(self, last: Node, act: Node | None, acc_scale: np.ndarray):
+        """(fields, scale, zero_point, spikes) of the neuron stage that makes `last`'s float values."""
+        values = self._values(last.name)
+        floor, ceiling = (_floor(act), _ceiling(act)) if act is not None else (None, None)
         bits = self.options["activation_bits"]
-        top = activation_range(values, self.options["calibration"], bits)
-        if max_value is not None:
-            top = min(top, float(max_value))
+        method = self.options["calibration"]
+        hi = activation_range(np.maximum(values, 0), method, bits)
+        lo = 0.0 if floor is not None and floor >= 0 else -activation_range(np.maximum(-values, 0), method, bits)
+        if floor is not None:
+            lo = max(lo, floor)
+        if ceiling is not None:
+            hi = min(hi, ceiling)
+        if float(np.min(values, initial=0.0)) >= 0 and act is None:
+            lo = 0.0
+        if floor is not None and floor > 0:
+            raise _Refusal(act, f"a clip with a lower bound {floor} > 0 does not convert (integer activations "
+                           f"start at 0 or at a zero point below it)")
+        channels = len(acc_scale)
         if self.options["neuron"] == "if":
-            threshold = np.clip(np.round(top / acc_scale), 1, L.INT32_MAX).astype(np.int64)
-            return {"neuron": "if", "threshold": threshold}, top    # a spike stands for `top`
-        out_scale = top / ((1 << bits) - 1)
-        mult, shift = multiplier_shift(acc_scale / out_scale)
-        return {"neuron": "relu", "activation_bits": bits, "out_multiplier": mult, "out_shift": shift}, out_scale
-
-    def _signed_feeds_adds(self, last: Node) -> bool:
-        readers = self.graph.consumers(last.name)
-        return last.name != self.graph.output and bool(readers) and all(r.op == "add" for r in readers)
-
-    def _record_scale(self, name: str, scale: float) -> None:
-        """The float value of one unit of the layer's summed output (a spike count is over T steps)."""
-        self.activation_scales[name] = scale / self._timesteps() if self.options["neuron"] == "if" else scale
+            if lo < 0:
+                raise _Refusal(last, "a spiking layer's output must be non-negative (a ReLU after it); this one "
+                               "is signed", "convert with neuron='relu', or add a ReLU")
+            threshold = np.clip(np.round(hi / acc_scale), 1, L.INT32_MAX).astype(np.int64)
+            return {"neuron": "if", "threshold": threshold}, np.full(channels, hi), np.zeros(channels), True
+        levels = (1 << bits) - 1
+        if hi - lo <= 0:
+            hi, lo = 1.0, 0.0
+        scale = (hi - lo) / levels
+        zero_point = int(np.clip(round(-lo / scale), 0, levels)) if lo < 0 else 0
+        mult, shift = multiplier_shift(acc_scale / scale)
+        fields = {"neuron": "relu", "activation_bits": bits, "out_multiplier": mult, "out_shift": shift}
+        if zero_point:
+            fields["out_zero_point"] = np.full(channels, zero_point)
+        return fields, np.full(channels, scale), np.full(channels, float(zero_point)), False
 
     def _timesteps(self) -> int:
         return int(self.options.get("timesteps", 1))
 
-    # -- layer builders --
+    # -- synaptic layers -----------------------------------------------------------------------------
     def _synaptic(self, node: Node) -> list[str]:
-        src = self._input(node)
+        src = self._plain(self._input(node), node)
+        if src.spikes is False and node.op == "separable_conv2d" and src.signed:
+            return self._separable_split(node, src)
         in_shape = self.graph.shapes[node.inputs[0]]
-        pool, relu, last = self._take_chain(node, allow_pool_first=node.op != "dense")
-        # The output layer's potentials are compared across channels (argmax), so they share one scale.
-        per_channel = self.options["per_channel"] and relu is not None
+        pool, act, last = self._take_chain(node, allow_pool_first=node.op != "dense")
+        output = self._is_output(last) and act is None
+        per_channel = self.options["per_channel"] and not output
         wbits = self.options["weight_bits"]
-        pool_fields, divisor = self._pool_fields(pool, self.graph.shapes[node.name])
         name = node.name
-        common = dict(name=name, inputs=(src.producer,), weight_bits=wbits)
+        fields = {}
         if node.op == "separable_conv2d":
-            fields, acc_scale = self._separable(node, src, in_shape, per_channel)
+            fields, acc_scale = self._separable(node, src, per_channel)
         else:
-            weight = np.asarray(node.params["weight"], np.float64)
-            bias = np.asarray(node.params["bias"], np.float64)
-            if src.offset:  # the model input's zero point, folded into the bias
-                taps = weight.reshape(-1, weight.shape[-1]).sum(axis=0)
-                bias = bias + src.offset * taps
+            weight = self._scaled_weight(node, src, in_shape)
             q, w_scale = quantize_weights(weight, wbits, per_channel)
-            acc_scale = src.scale * w_scale
-            fields = {"weights": q, "bias": _quantize_bias(bias, acc_scale, name)}
+            bias = np.asarray(node.params["bias"], np.float64) - self._zero_point_term(node, weight, src, in_shape)
+            fields = {"weights": q, "bias": _quantize_bias(bias, w_scale, name)}
+            acc_scale = w_scale
             if node.op != "dense":
-                fields.update(stride=_square(node, "strides", default=1), padding=node.attrs.get("padding", "valid"))
-        acc_scale = acc_scale / divisor
+                fields.update(self._geometry(node, src))
+            if node.op == "depthwise_conv2d":
+                fields["depth_multiplier"] = _depth_multiplier(node, src.channels)
+        pool_fields, divisor = self._pool_fields(pool, self.graph.shapes[node.name])
         fields.update(pool_fields)
+        acc_scale = np.asarray(acc_scale, np.float64) / divisor
         cls = {"conv2d": L.Conv2D, "depthwise_conv2d": L.Depthwise2D, "separable_conv2d": L.Separable2D,
                "dense": L.Dense}[node.op]
         if cls is L.Conv2D and src.producer == "input":
             cls = L.InputConv2D
-        if relu is None and last.name != self.graph.output:
-            return self._signed_pair(cls, common, fields, node, pool, last, acc_scale)
-        fields.update(self._neuron_fields(name, last, relu, acc_scale))
-        self.layers.append(cls(**common, **fields))
-        return [node.name] + [n.name for n in (pool, relu) if n is not None] + [last.name]
+        fields.update(self._neuron(name, last, act, acc_scale))
+        self.layers.append(cls(name=name, inputs=(src.producer,), weight_bits=wbits, **fields))
+        return [node.name] + [n.name for n in (pool, act) if n is not None] + [last.name]
 
-    def _signed_pair(self, cls, common: dict, fields: dict, node: Node, pool, last: Node, acc_scale) -> list[str]:
-        """A signed output read only by add layers: two layers, relu(P) and relu(-P), that the add subtracts."""
-        if not self._signed_feeds_adds(last):
-            raise GraphError(f"{last.where()}: its output is signed (no ReLU follows) and feeds "
-                             f"{[r.name for r in self.graph.consumers(last.name)]}; edgesnn activations are "
-                             f"unsigned, so only add layers can take a signed branch: add a ReLU after it")
-        if pool is not None and pool.op == "max_pool":
-            raise GraphError(f"{pool.where()}: max pooling of a signed branch (no ReLU) does not convert")
-        values = self.activations[last.name]
-        parts = []
-        for suffix, sign in (("pos", 1), ("neg", -1)):
-            part = dict(fields)
-            part["bias"] = sign * fields["bias"]
-            weight_key = "pointwise" if cls is L.Separable2D else "weights"
-            part[weight_key] = sign * fields[weight_key]          # symmetric weights: -q stays in range
-            neuron, scale = self._activation_fields(np.maximum(sign * values, 0), None, acc_scale)
-            part.update(neuron)
-            name = f"{common['name']}/{suffix}"
-            self.layers.append(cls(**{**common, "name": name}, **part))
-            self._record_scale(name, scale)
-            parts.append((name, scale))
-        self.tensors[last.name] = _Tensor(parts[0][0], parts[0][1], negative=parts[1])
-        return [node.name] + ([pool.name] if pool is not None else []) + [last.name]
+    def _scaled_weight(self, node: Node, src: _Tensor, in_shape) -> np.ndarray:
+        """The float weight with the input's per-channel scale folded in (so it acts on the integers)."""
+        weight = np.asarray(node.params["weight"], np.float64)
+        if node.op == "conv2d":
+            return weight * src.scale[None, None, :, None]
+        if node.op == "depthwise_conv2d":
+            m = _depth_multiplier(node, src.channels)
+            return weight * np.repeat(src.scale, m)[None, None, :]
+        rows = np.tile(src.scale, in_shape[0] * in_shape[1])        # dense: HWC-flattened input
+        return weight * rows[:, None]
 
-    def _separable(self, node: Node, src: _Tensor, in_shape, per_channel: bool) -> tuple[dict, np.ndarray]:
+    def _zero_point_term(self, node: Node, scaled_weight: np.ndarray, src: _Tensor, in_shape) -> np.ndarray:
+        """sum over the taps of weight * zero point, per output channel: what the zero point adds to the bias
+        (the pad value makes out-of-bounds taps read the zero point, so this holds at the border too)."""
+        z = src.zero_point
+        if not np.any(z):
+            return 0.0
+        if node.op == "conv2d":
+            return np.einsum("hwio,i->o", scaled_weight, z)
+        if node.op == "depthwise_conv2d":
+            m = _depth_multiplier(node, src.channels)
+            return np.einsum("hwo,o->o", scaled_weight, np.repeat(z, m))
+        return np.tile(z, in_shape[0] * in_shape[1]) @ scaled_weight
+
+    def _geometry(self, node: Node, src: _Tensor) -> dict:
+        strides = _pair(node, "strides", (1, 1))
+        if max(strides) > L.STRIDE_MAX:
+            raise _Refusal(node, f"strides {strides} exceed the integer layers' {L.STRIDE_MAX}")
+        if node.attrs.get("dilations", (1, 1)) not in ((1, 1), [1, 1], 1):
+            raise _Refusal(node, f"dilation {node.attrs.get('dilations')} does not convert", "use dilation 1")
+        padding = node.attrs.get("padding", "valid")
+        if isinstance(padding, (list, tuple)):
+            padding = tuple(int(v) for v in padding)
+        fields = {"stride": strides, "padding": padding}
+        if np.any(src.zero_point):
+            pad = np.round(src.zero_point)
+            top = (1 << self.bits[src.producer]) - 1 if src.producer in self.bits else 255
+            if np.any(np.abs(pad - src.zero_point) > 0.5 + 1e-6) or pad.min() < 0 or pad.max() > top:
+                raise _Refusal(node, f"its input's zero point {src.zero_point.tolist()} is outside the integer "
+                               f"range [0, {top}], so zero padding cannot be expressed",
+                               "check input_scaling=(scale, offset): the offset must lie in the input's range")
+            fields["pad_value"] = pad.astype(np.int64)
+        return fields
+
+    def _separable(self, node: Node, src: _Tensor, per_channel: bool) -> tuple[dict, np.ndarray]:
         wbits = self.options["weight_bits"]
-        depthwise = np.asarray(node.params["depthwise"], np.float64)
+        m = _depth_multiplier(node, src.channels)
+        depthwise = np.asarray(node.params["depthwise"], np.float64) * np.repeat(src.scale, m)[None, None, :]
         pointwise = np.asarray(node.params["pointwise"], np.float64)
         bias = np.asarray(node.params["bias"], np.float64)
-        if src.offset:
-            raise GraphError(f"{node.where()}: a separable first layer needs input_scaling offset 0")
         dq, d_scale = quantize_weights(depthwise, wbits, per_channel)
-        # the signed depthwise intermediate, measured on the calibration data
-        probe = Graph([Node("dw", "depthwise_conv2d", ("input",), attrs=dict(node.attrs),
-                            params={"weight": depthwise.astype(np.float32),
-                                    "bias": np.zeros(depthwise.shape[-1], np.float32)})], input_shape=in_shape)
-        mid = probe.run(self.activations[node.inputs[0]])
         mid_bits = 8
-        mid_scale = activation_range(np.abs(mid), self.options["calibration"], mid_bits - 1) / ((1 << (mid_bits - 1)) - 1)
-        mid_mult, mid_shift = multiplier_shift(src.scale * d_scale / mid_scale)
-        pq, p_scale = quantize_weights(pointwise, wbits, per_channel)
-        acc_scale = mid_scale * p_scale
-        return ({"weights": dq, "pointwise": pq, "bias": _quantize_bias(bias, acc_scale, node.name),
-                 "mid_multiplier": mid_mult, "mid_shift": mid_shift, "mid_bits": mid_bits,
-                 "stride": _square(node, "strides", default=1), "padding": node.attrs.get("padding", "valid")},
-                acc_scale)
+        if self.activations is None:
+            mid_scale = np.ones(depthwise.shape[-1])
+        else:
+            mid = self._depthwise_probe(node, src)
+            top = activation_range(np.abs(mid), self.options["calibration"], mid_bits - 1)
+            mid_scale = np.full(depthwise.shape[-1], top / ((1 << (mid_bits - 1)) - 1))
+        mid_mult, mid_shift = multiplier_shift(d_scale / mid_scale)
+        pq, p_scale = quantize_weights(pointwise * mid_scale[:, None], wbits, per_channel)
+        fields = {"weights": dq, "pointwise": pq, "bias": _quantize_bias(bias, p_scale, node.name),
+                  "mid_multiplier": mid_mult, "mid_shift": mid_shift, "mid_bits": mid_bits,
+                  "depth_multiplier": m, **self._geometry(node, src)}
+        return fields, p_scale
 
+    def _depthwise_probe(self, node: Node, src: _Tensor) -> np.ndarray:
+        """The float depthwise stage of a separable node on the calibration data (it is no graph node)."""
+        in_shape = self.graph.shapes[node.inputs[0]]
+        attrs = {k: v for k, v in node.attrs.items() if k in ("strides", "padding", "depth_multiplier")}
+        probe = Graph([Node("dw", "depthwise_conv2d", ("input",), attrs=attrs,
+                            params={"weight": np.asarray(node.params["depthwise"], np.float32),
+                                    "bias": np.zeros(node.params["depthwise"].shape[-1], np.float32)})],
+                      input_shape=in_shape)
+        return probe.run(self.activations[node.inputs[0]])
+
+    def _separable_split(self, node: Node, src: _Tensor) -> list[str]:
+        """A separable node reading a signed (zero-pointed) tensor: its depthwise stage has no bias to take the
+        zero point, so it runs as a depthwise layer (signed output) and a 1x1 conv layer."""
+        m = _depth_multiplier(node, src.channels)
+        dw_name = f"{node.name}/depthwise"
+        dw_node = Node(dw_name, "depthwise_conv2d", node.inputs,
+                       attrs={k: v for k, v in node.attrs.items() if k in ("strides", "padding")} | {
+                           "depth_multiplier": m},
+                       params={"weight": node.params["depthwise"],
+                               "bias": np.zeros(node.params["depthwise"].shape[-1], np.float32)},
+                       source=node.source)
+        weight = self._scaled_weight(dw_node, src, None)
+        q, w_scale = quantize_weights(weight, self.options["weight_bits"], self.options["per_channel"])
+        bias = -self._zero_point_term(dw_node, weight, src, None)
+        if self.activations is not None:
+            self.activations[dw_name] = self._depthwise_probe(node, src)
+        fields = {"weights": q, "bias": _quantize_bias(bias, w_scale, dw_name), "depth_multiplier": m,
+                  **self._geometry(dw_node, src)}
+        fields.update(self._neuron(dw_name, dw_node, None, w_scale))
+        self.layers.append(L.Depthwise2D(name=dw_name, inputs=(src.producer,),
+                                         weight_bits=self.options["weight_bits"], **fields))
+        pointwise = Node(node.name, "conv2d", (dw_name,), attrs={"strides": (1, 1), "padding": "valid"},
+                         params={"weight": np.asarray(node.params["pointwise"])[None, None],
+                                 "bias": node.params["bias"]}, source=node.source)
+        self.graph.shapes[dw_name] = tuple(self.graph.shapes[node.name][:2]) + (src.channels * m,)
+        return self._synaptic(pointwise)     # same name and readers as the separable node
+
+    # -- add, views and gathers ------------------------------------------------------------------------
     def _add(self, node: Node) -> list[str]:
-        tensors = [self._input(node, i, signed_ok=True) for i in range(len(node.inputs))]
-        if any(t.offset for t in tensors):
-            raise GraphError(f"{node.where()}: adding the model input needs input_scaling offset 0")
-        terms = []   # (producer, signed scale)
-        for t in tensors:
-            terms.append((t.producer, t.scale))
-            if t.negative is not None:
-                terms.append((t.negative[0], -t.negative[1]))
-        if len(terms) > L.ADD_INPUTS_MAX:
-            raise GraphError(f"{node.where()}: {len(terms)} integer inputs (signed branches count twice) exceed "
-                             f"the add layer's {L.ADD_INPUTS_MAX}")
-        common_scale = max(abs(scale) for _, scale in terms) / (1 << ADD_MULTIPLIER_BITS)
-        channels = self.graph.shapes[node.name][2]
-        multipliers = np.array([[round(scale / common_scale)] * channels for _, scale in terms], np.int64)
-        _pool, relu, last = self._take_chain(node, allow_pool_first=False)
-        if relu is None:
-            if any(t.negative is not None for t in tensors) and last.name != self.graph.output:
-                raise GraphError(f"{node.where()}: an add with a signed branch must be followed by a ReLU")
-            if last.name != self.graph.output:
-                relu = Node(name=node.name, op="relu", inputs=())   # unsigned + unsigned: non-negative
-        acc_scale = np.full(channels, common_scale)
-        fields = self._neuron_fields(node.name, last, relu, acc_scale)
-        self.layers.append(L.Add(name=node.name, inputs=tuple(p for p, _ in terms),
-                                 input_multipliers=multipliers, **fields))
-        return [node.name, last.name]
+        tensors = [self._plain(self._input(node, i), node) for i in range(len(node.inputs))]
+        if len(tensors) > L.ADD_INPUTS_MAX:
+            raise _Refusal(node, f"{len(tensors)} inputs exceed the add layer's {L.ADD_INPUTS_MAX}",
+                           "split the sum into adds of at most 4")
+        scales = np.stack([t.scale for t in tensors])                  # (inputs, C)
+        common = np.abs(scales).max(axis=0) / (1 << ADD_MULTIPLIER_BITS)
+        multipliers = np.round(scales / common).astype(np.int64)
+        bias = -(multipliers * np.stack([t.zero_point for t in tensors])).sum(axis=0)
+        pool, act, last = self._take_chain(node)
+        pool_fields, divisor = self._pool_fields(pool, self.graph.shapes[node.name])
+        fields = {"input_multipliers": multipliers, "bias": np.round(bias).astype(np.int64), **pool_fields}
+        fields.update(self._neuron(node.name, last, act, common / divisor))
+        self.layers.append(L.Add(name=node.name, inputs=tuple(t.producer for t in tensors), **fields))
+        return [node.name] + [n.name for n in (pool, act) if n is not None] + [last.name]
 
-    def _pool_only(self, node: Node) -> list[str]:
+    def _view(self, node: Node) -> list[str]:
+        """concat, slice_channels and permute_channels: a new channel order over existing integers (no layer,
+        unless a pooling or activation follows: then one concat layer does both)."""
+        if node.op == "concat":
+            view = _join([self._input(node, i) for i in range(len(node.inputs))])
+        elif node.op == "slice_channels":
+            src = self._input(node)
+            view = src.take(range(int(node.attrs["start"]), int(node.attrs["stop"])))
+        else:
+            view = self._input(node).take([int(v) for v in node.attrs["order"]])
+        nxt = self._next(node)
+        if self._is_output(node) or (nxt is not None and (nxt.op in POOLS or nxt.op in ACTIVATIONS)):
+            return self._gather(node, view)
+        self.tensors[node.name] = view
+        return [node.name]
+
+    def _input_affine(self, node: Node) -> list[str]:
+        """An affine on the model input (Rescaling, a per-channel normalization) folds into how the input
+        integers are read: value = (x - zero_point) * scale per channel; no layer."""
         src = self._input(node)
-        channels = self.graph.shapes[node.inputs[0]][2]
-        pool_fields, divisor = self._pool_fields(node, self.graph.shapes[node.inputs[0]])
-        _p, relu, last = self._take_chain(node, allow_pool_first=False)
-        relu = relu or Node(name=node.name, op="relu", inputs=())   # pooling unsigned values stays unsigned
-        acc_scale = np.full(channels, src.scale / divisor)
-        fields = self._neuron_fields(node.name, last, relu, acc_scale)
-        identity = np.ones((1, 1, channels), np.int8)
-        self.layers.append(L.Depthwise2D(name=node.name, inputs=(src.producer,), weights=identity,
-                                         weight_bits=self.options["weight_bits"], padding="valid",
-                                         **pool_fields, **fields))
-        return [node.name, last.name]
+        scale = np.asarray(node.params["scale"], np.float64) * np.ones(src.channels)
+        offset = np.asarray(node.params["offset"], np.float64) * np.ones(src.channels)
+        if np.any(scale <= 0):
+            raise _Refusal(node, f"an input rescaling by {scale.min()} <= 0 does not convert",
+                           "rescale by a positive factor (fold a sign into the first layer's weights)")
+        new_scale = src.scale * scale
+        self.tensors[node.name] = _Tensor(src.sources, new_scale, src.zero_point - offset / new_scale)
+        return [node.name]
+
+    def _gather_node(self, node: Node) -> list[str]:
+        """A pooling or an affine (batch norm) node on its own: a concat layer over its input's channels."""
+        src = self._input(node)
+        if node.op == "affine":
+            scale = np.asarray(node.params["scale"], np.float64)
+            offset = np.asarray(node.params["offset"], np.float64)
+            if np.any(scale == 0):
+                raise _Refusal(node, "an affine (batch norm) with a zero scale does not convert")
+            return self._gather(node, src, sign=np.sign(scale), gain=np.abs(scale), offset=offset)
+        return self._gather(node, src, pool_node=node)
+
+    def _gather(self, node: Node, view: _Tensor, *, sign=None, gain=None, offset=None,
+                pool_node=None) -> list[str]:
+        """One concat layer: channel j = sign[j] * (view channel j - its zero point) (+ offset / gain), then the
+        pooling and activation that follow `node`."""
+        producers = list(dict.fromkeys(p for p, _ in view.sources))
+        if len(producers) > L.CONCAT_INPUTS_MAX:
+            raise _Refusal(node, f"it gathers channels of {len(producers)} layers; a concat layer reads at most "
+                           f"{L.CONCAT_INPUTS_MAX}", "concatenate in steps of at most 4 branches")
+        channels = view.channels
+        sign = np.ones(channels) if sign is None else sign
+        gain = np.ones(channels) if gain is None else gain
+        offset = np.zeros(channels) if offset is None else offset
+        acc_scale = view.scale * gain                              # float value of one potential unit
+        bias = np.round(-sign * view.zero_point + offset / acc_scale).astype(np.int64)
+        if pool_node is not None:
+            pool, act, last = pool_node, None, pool_node
+            nxt = self._next(pool_node)
+            if nxt is not None and nxt.op in ACTIVATIONS:
+                act, last = nxt, nxt
+        else:
+            pool, act, last = self._take_chain(node)
+        pre_shape = self.graph.shapes[node.inputs[0]] if pool_node is not None else self.graph.shapes[node.name]
+        pool_fields, divisor = self._pool_fields(pool, pre_shape)
+        sources = [(producers.index(p), c) for p, c in view.sources]
+        name = node.name
+        fields = {"sources": sources, "input_multipliers": sign.astype(np.int64), "bias": bias, **pool_fields}
+        fields.update(self._neuron(name, last, act, acc_scale / divisor))
+        self.layers.append(L.Concat(name=name, inputs=tuple(producers), **fields))
+        return [node.name] + [n.name for n in (pool, act) if n is not None] + [last.name]
+
+    def _materialize(self, view: _Tensor, node: Node, name: str) -> _Tensor:
+        """A concat layer that makes `view` plain: an exact copy when its channels share one scale and zero point
+        (and fit the bits), else requantized to one scale over the union of their ranges."""
+        producers = list(dict.fromkeys(p for p, _ in view.sources))
+        if len(producers) > L.CONCAT_INPUTS_MAX:
+            raise _Refusal(node, f"its input gathers channels of {len(producers)} layers; a concat layer reads at "
+                           f"most {L.CONCAT_INPUTS_MAX}", "concatenate in steps of at most 4 branches")
+        channels = view.channels
+        sources = [(producers.index(p), c) for p, c in view.sources]
+        uniform = np.allclose(view.scale, view.scale[0], rtol=1e-9) and np.all(view.zero_point == view.zero_point[0])
+        bits = max(self.bits.get(p, 8) for p in producers)
+        fields = {"sources": sources}
+        if view.spikes and uniform:
+            fields.update(neuron="if", threshold=SPIKE_COPY_THRESHOLD)
+            scale, zero_point = view.scale.copy(), np.zeros(channels)
+            self.bits[name] = 1
+        elif uniform:
+            fields.update(neuron="relu", activation_bits=bits, out_multiplier=1, out_shift=0)
+            if view.zero_point[0]:
+                fields.update(bias=np.full(channels, -int(view.zero_point[0])),
+                              out_zero_point=np.full(channels, int(view.zero_point[0])))
+            scale, zero_point = view.scale.copy(), view.zero_point.copy()
+            self.bits[name] = bits
+        else:
+            if view.spikes:
+                raise _Refusal(node, "it joins spike trains of different scales", "convert with neuron='relu'")
+            levels = (1 << self.options["activation_bits"]) - 1
+            lows = -view.zero_point * view.scale
+            highs = (np.array([(1 << self.bits.get(p, 8)) - 1 for p, _ in view.sources]) - view.zero_point) * view.scale
+            lo, hi = min(float(lows.min()), 0.0), float(highs.max())
+            out_scale = (hi - lo) / levels
+            zp = int(round(-lo / out_scale)) if lo < 0 else 0
+            mult, shift = multiplier_shift(view.scale / out_scale)
+            fields.update(neuron="relu", activation_bits=self.options["activation_bits"], out_multiplier=mult,
+                          out_shift=shift, bias=np.round(-view.zero_point).astype(np.int64))
+            if zp:
+                fields["out_zero_point"] = np.full(channels, zp)
+            scale, zero_point = np.full(channels, out_scale), np.full(channels, float(zp))
+            self.bits[name] = self.options["activation_bits"]
+        self.layers.append(L.Concat(name=name, inputs=tuple(producers), **fields))
+        self.activation_scales[name] = [float(v) for v in scale]
+        return _Tensor([(name, c) for c in range(channels)], scale, zero_point, view.spikes)
+
+    def _activation_only(self, node: Node) -> list[str]:
+        """A relu/clip on a tensor no layer took it with: free on an unsigned tensor (relu), else a concat layer."""
+        src = self._input(node)
+        floor, ceiling = _floor(node), _ceiling(node)
+        if not src.signed and floor == 0.0 and ceiling is None:
+            self.tensors[node.name] = src
+            return [node.name]
+        return self._gather_activation(node, src)
+
+    def _gather_activation(self, node: Node, src: _Tensor) -> list[str]:
+        producers = list(dict.fromkeys(p for p, _ in src.sources))
+        if len(producers) > L.CONCAT_INPUTS_MAX:
+            src = self._plain(src, node)
+            producers = [src.producer]
+        channels = src.channels
+        sources = [(producers.index(p), c) for p, c in src.sources]
+        bias = np.round(-src.zero_point).astype(np.int64)
+        fields = {"sources": sources, "bias": bias}
+        fields.update(self._neuron(node.name, node, node, src.scale))
+        self.layers.append(L.Concat(name=node.name, inputs=tuple(producers), **fields))
+        return [node.name]
+
+    def _finish_output(self) -> None:
+        """The graph's output is a view or an alias of a layer that is not the last: a final concat layer."""
+        out = self.graph.node(self.graph.output)
+        tensor = self.tensors[out.name]
+        producers = list(dict.fromkeys(p for p, _ in tensor.sources))
+        sources = [(producers.index(p), c) for p, c in tensor.sources]
+        name = f"{out.name}/output"
+        bias = np.round(-tensor.zero_point).astype(np.int64)
+        self.layers.append(L.Concat(name=name, inputs=tuple(producers), sources=sources, bias=bias, neuron="none"))
+        timesteps = self._timesteps() if tensor.spikes else 1
+        self.output_scale = [float(v) / timesteps for v in tensor.scale]
+        self.activation_scales[name] = self.output_scale
+        self.float_nodes[name] = out.name
+        self._output_layer = name
 
 
-def _square(node: Node, key: str, default=None) -> int:
+def _floor(act: Node | None) -> float | None:
+    """The lower bound of a relu/clip node (0 for relu)."""
+    if act is None:
+        return None
+    if act.op == "relu":
+        return 0.0
+    value = act.attrs.get("min_value")
+    return None if value is None else float(value)
+
+
+def _ceiling(act: Node | None) -> float | None:
+    if act is None:
+        return None
+    value = act.attrs.get("max_value")
+    return None if value is None else float(value)
+
+
+def _pair(node: Node, key: str, default=None) -> tuple[int, int]:
     value = node.attrs.get(key, default)
+    if value is None:
+        raise _Refusal(node, f"attr {key!r} is missing")
     pair = (value, value) if np.ndim(value) == 0 else tuple(value)
-    if pair[0] != pair[1]:
-        raise GraphError(f"{node.where()}: {key} {pair} is not square; integer layers take one value for both axes")
-    return int(pair[0])
+    return int(pair[0]), int(pair[1])
+
+
+def _depth_multiplier(node: Node, channels: int) -> int:
+    m = int(node.attrs.get("depth_multiplier", 1))
+    if not 1 <= m <= L.DEPTH_MULTIPLIER_MAX:
+        raise _Refusal(node, f"depth multiplier {m} exceeds the integer layers' {L.DEPTH_MULTIPLIER_MAX}",
+                       "use a regular convolution (groups=1)")
+    return m
 
 
 def _describe(source) -> str:
@@ -591,11 +967,13 @@ def compare(source, model: Model, x, y=None, *, device: str = "reference", impor
     int_pred = potentials.reshape(len(x), -1).argmax(1)
     fidelity, notes = [], []
     scales = model.metadata.get("activation_scales", {})
+    zero_points = model.metadata.get("activation_zero_points", {})
     for name, node in model.metadata.get("float_nodes", {}).items():
         if name not in captured or node not in float_acts:
             continue
         ref = float_acts[node].astype(np.float64)
-        approx = captured[name].astype(np.float64) * np.asarray(scales[name], np.float64)
+        zero_point = np.asarray(zero_points.get(name, 0), np.float64) * timesteps
+        approx = (captured[name].astype(np.float64) - zero_point) * np.asarray(scales[name], np.float64)
         if approx.shape != ref.shape:
             continue
         noise = np.sum((ref - approx) ** 2)
