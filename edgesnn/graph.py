@@ -459,7 +459,8 @@ class Graph:
         (up to float rounding), except that a final softmax is dropped (argmax unchanged; noted in
         ``metadata["final_softmax_dropped"]``).
 
-        In order: remove identity/dropout; drop a final softmax; clip(0, max) becomes relu; merge pad
+        In order: remove identity/dropout; drop a final softmax; merge relu/clip chains, and clip(0, max)
+        becomes relu; merge pad
         nodes into the padding of the convs/pools that read them; merge affine chains, move affines
         before the pools that follow a synaptic node and fold each into the conv/depthwise/separable/
         dense node before it; fold the affines left into the dense / unpadded conv nodes that read
@@ -472,7 +473,7 @@ class Graph:
         graph = remove_identity(graph)
         if drop_softmax:
             graph = drop_final_softmax(graph)
-        graph = clip_to_relu(graph)
+        graph = clip_to_relu(merge_clip_chains(graph))
         if merge_pads:
             graph = merge_pad_nodes(graph)
         if fold_affine:
@@ -640,10 +641,13 @@ def _without(graph: Graph, removed: Node, replacement: str) -> Graph:
 
 
 def remove_identity(graph: Graph) -> Graph:
-    """Remove identity (dropout) nodes, connecting their readers to their input."""
+    """Remove identity (dropout) nodes and flatten/reshape nodes that keep their input's shape,
+    connecting their readers to their input."""
     for node in list(graph.nodes):
         input_is_output = node.name == graph.output and node.inputs[0] == graph.input_name
-        if node.op == "identity" and not input_is_output:  # a graph must keep at least one node
+        no_op = node.op == "identity" or (node.op in ("flatten", "reshape")
+                                          and graph.shapes[node.name] == graph.shapes[node.inputs[0]])
+        if no_op and not input_is_output:  # a graph must keep at least one node
             graph = _without(graph, node, node.inputs[0])
     return graph
 
@@ -654,6 +658,33 @@ def drop_final_softmax(graph: Graph) -> Graph:
     out = graph.node(graph.output)
     if out.op == "softmax" and out.inputs[0] != graph.input_name:
         graph = graph.replace(output=out.inputs[0], metadata={**graph.metadata, "final_softmax_dropped": out.name})
+    return graph
+
+
+def _clip_bounds(node: Node) -> tuple[float, float]:
+    if node.op == "relu":
+        low, high = 0.0, node.attrs.get("max_value")
+    else:
+        low, high = node.attrs.get("min_value"), node.attrs.get("max_value")
+    return (-np.inf if low is None else float(low)), (np.inf if high is None else float(high))
+
+
+def merge_clip_chains(graph: Graph) -> Graph:
+    """relu/clip -> relu/clip (the first read only by the second): one clip with the tighter bounds
+    (tf2onnx writes ReLU(max_value=6) as Relu, Min, Max)."""
+    for node in list(graph.nodes):
+        if node.op not in ("relu", "clip") or not _sole_reader(graph, node.inputs[0]):
+            continue
+        first = graph.node(node.inputs[0])
+        if first.op not in ("relu", "clip"):
+            continue
+        (low1, high1), (low2, high2) = _clip_bounds(first), _clip_bounds(node)
+        low, high = max(low1, low2), min(high1, high2)
+        if low > high:
+            continue
+        node.op, node.inputs = "clip", first.inputs
+        node.attrs = {"min_value": None if low == -np.inf else low, "max_value": None if high == np.inf else high}
+        graph = graph.replace([n for n in graph.nodes if n is not first])
     return graph
 
 

@@ -24,7 +24,7 @@ from edgesnn.graph import GraphBuilder, GraphError, block_diagonal_conv_weight, 
 
 MIN_OPSET = 13
 SUPPORTED_OPS = ("Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div",
-                 "Dropout", "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Mul", "Pad",
+                 "Dropout", "Flatten", "Gemm", "GlobalAveragePool", "Identity", "MatMul", "Max", "MaxPool", "Min", "Mul", "Pad",
                  "ReduceMean", "Relu", "Reshape", "Shape", "Slice", "Softmax", "Split", "Squeeze", "Sub",
                  "Transpose", "Unsqueeze")
 # what to change, for ops that have no exact integer form
@@ -142,8 +142,9 @@ ELEMENTWISE = ("Cast", "Mul", "Add", "Sub", "Div", "Identity")
 
 
 def _input_is_nhwc(model, input_name: str) -> bool:
-    """tf2onnx keeps a Keras model's NHWC input and transposes it to NCHW (perm 0, 3, 1, 2) before the
-    first conv, possibly after a Cast and elementwise scaling: follow the input through those."""
+    """tf2onnx keeps a Keras model's NHWC input and transposes it to NCHW (perm 0, 3, 1, 2; a Reshape
+    when C is 1) before the first conv, possibly after a Cast and elementwise scaling.  Follow the input
+    through those to the first Transpose; without one, a tf2onnx file is NHWC and any other NCHW."""
     frontier, seen = {input_name}, set()
     while frontier:
         name = frontier.pop()
@@ -152,12 +153,12 @@ def _input_is_nhwc(model, input_name: str) -> bool:
             if name not in node.input:
                 continue
             if node.op_type == "Transpose":
-                perm = [a.ints for a in node.attribute if a.name == "perm"]
-                if perm and list(perm[0]) == [0, 3, 1, 2]:
-                    return True
+                perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+                if perm and perm[0] in ([0, 3, 1, 2], [0, 2, 3, 1]):
+                    return perm[0] == [0, 3, 1, 2]
             if node.op_type in ELEMENTWISE:
                 frontier.update(o for o in node.output if o not in seen)
-    return False
+    return model.producer_name == "tf2onnx"
 
 
 def _value_shapes(model) -> dict[str, tuple]:
@@ -445,17 +446,22 @@ def _relayout(context: _Context, node, x: Tensor, new_shape) -> None:
         raise context.fail(node, f"reshapes {context.onnx_shape(x)} to {tuple(new_shape)}; only reshapes that "
                                  f"keep the batch axis are supported")
     index = np.arange(size).reshape(shape)
-    layout, target, groups = _from_onnx(_to_onnx(index, x).reshape(tuple(new_shape[1:])), x.layout)
-    if layout is None:
+    view = _to_onnx(index, x).reshape(tuple(new_shape[1:]))
+    candidates = [c for c in (_from_onnx(view, x.layout), _from_onnx(view, "nchw" if x.layout == "nhwc" else "nhwc"))
+                  if c[0] is not None]
+    if not candidates:
         raise context.fail(node, f"reshape {context.onnx_shape(x)} -> {tuple(new_shape)} is not supported")
-    if np.array_equal(target.reshape(-1), np.arange(size)):
+    in_order = [c for c in candidates if np.array_equal(c[1].reshape(-1), np.arange(size))]
+    for layout, target, groups in in_order:
         if tuple(target.shape) == tuple(shape):
             context.tensors[node.output[0]] = Tensor(x.node, layout, None, groups)
-        else:
-            name = context.builder.add("reshape", context.label(node), [x.node], attrs={"shape": target.shape},
-                                       source=context.source(node))
-            context.tensors[node.output[0]] = Tensor(name, layout, None, groups)
+            return
+    for layout, target, groups in in_order:
+        name = context.builder.add("reshape", context.label(node), [x.node], attrs={"shape": target.shape},
+                                   source=context.source(node))
+        context.tensors[node.output[0]] = Tensor(name, layout, None, groups)
         return
+    layout, target, groups = candidates[0]
     channels = shape[2]
     order = target[0, 0] % channels if target.shape == tuple(shape) else None
     if order is not None and np.array_equal(target, index[..., order]):
@@ -885,9 +891,12 @@ def _arithmetic(context: _Context, node) -> None:
     ones, zeros = np.ones_like(value), np.zeros_like(value)
     if node.op_type == "Sub" and data == [1]:          # constant - x
         scale, offset = -ones, value
+    elif node.op_type == "Div":
+        if np.any(value == 0):
+            raise context.fail(node, "divides by a constant that has zeros")
+        scale, offset = 1.0 / value, zeros
     else:
-        scale, offset = {"Add": (ones, value), "Sub": (ones, -value),
-                         "Mul": (value, zeros), "Div": (1.0 / value, zeros)}[node.op_type]
+        scale, offset = {"Add": (ones, value), "Sub": (ones, -value), "Mul": (value, zeros)}[node.op_type]
     context.add(node, "affine", [x], x.layout, x.chw, params={"scale": scale, "offset": offset})
 
 
@@ -925,6 +934,20 @@ def _clip(context: _Context, node) -> None:
         context.add(node, "clip", [x], x.layout, x.chw, attrs={"min_value": low, "max_value": high})
 
 
+def _min_max(context: _Context, node) -> None:
+    """Min / Max of a tensor and a scalar constant (tf2onnx's clip_by_value of a bounded ReLU): a clip."""
+    data = [i for i, name in enumerate(node.input) if name in context.tensors]
+    if len(node.input) != 2 or len(data) != 1:
+        raise context.fail(node, f"{node.op_type} is supported between one tensor and one constant")
+    x = context.tensor(node, data[0])
+    value = _per_channel(context, node, x, context.constant(node, 1 - data[0]).astype(np.float64))
+    if not np.all(value == value[0]):
+        raise context.fail(node, f"{node.op_type} with a per-channel constant is not supported (only a scalar)")
+    bound = float(value[0])
+    attrs = {"min_value": bound, "max_value": None} if node.op_type == "Max" else {"min_value": None, "max_value": bound}
+    context.add(node, "clip", [x], x.layout, x.chw, attrs=attrs)
+
+
 def _identity(context: _Context, node) -> None:
     if node.op_type == "Dropout":
         _only_first_output_used(context, node)
@@ -948,5 +971,5 @@ _HANDLERS = {
     "Add": _arithmetic, "Sub": _arithmetic, "Mul": _arithmetic, "Div": _arithmetic,
     "BatchNormalization": _batch_norm, "Relu": _relu, "Clip": _clip, "Dropout": _identity,
     "Identity": _identity, "Softmax": _softmax, "Flatten": _flatten, "Reshape": _reshape,
-    "Transpose": _transpose, "Cast": _cast, "Pad": _pad, "Concat": _concat, "Split": _split, "Slice": _slice,
+    "Min": _min_max, "Max": _min_max, "Transpose": _transpose, "Cast": _cast, "Pad": _pad, "Concat": _concat, "Split": _split, "Slice": _slice,
 }
