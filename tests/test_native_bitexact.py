@@ -1,6 +1,8 @@
 """Native == reference, bit for bit: potentials and statistics, on randomized models over every layer
-kind, padding, stride, pooling, neuron, activation bits 1/2/4/8, weight bits 2/4/8, timestep counts
-and input sparsity (hypothesis). Runs the ReleaseSafe build, so any overflow or out-of-bounds
+kind (concat included), padding (same, valid, explicit: symmetric, asymmetric, ceil-mode-like), pad
+value, rectangular stride, depth multiplier, pooling (rectangular windows, strides and padding,
+count_include_pad, min channels), add bias, neuron and zero point, activation bits 1/2/4/8, weight
+bits 2/4/8, timestep counts and input sparsity (hypothesis). Runs the ReleaseSafe build, so any overflow or out-of-bounds
 access in the engine aborts instead of passing silently.
 """
 
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 
 import edgesnn as es
 from edgesnn import reference
-from edgesnn.layers import Add, Conv2D, Dense, Depthwise2D, InputConv2D, Separable2D
+from edgesnn.layers import Add, Concat, Conv2D, Dense, Depthwise2D, InputConv2D, Separable2D
 
 native = pytest.importorskip("edgesnn.native")
 
@@ -49,9 +51,13 @@ def sparse_ints(rng, low, high, shape, zero_fraction):
 def neuron_fields(draw, rng, channels: int, last: bool) -> dict:
     neuron = draw(st.sampled_from(("relu", "if", "lif", "none") if last else ("relu", "if", "lif")))
     if neuron == "relu":
-        return {"neuron": "relu", "activation_bits": draw(st.sampled_from((1, 2, 4, 8))),
-                "out_multiplier": rng.integers(0, 1 << 12, channels),
-                "out_shift": rng.integers(0, 17, channels)}
+        bits = draw(st.sampled_from((1, 2, 4, 8)))
+        fields = {"neuron": "relu", "activation_bits": bits,
+                  "out_multiplier": rng.integers(0, 1 << 12, channels),
+                  "out_shift": rng.integers(0, 17, channels)}
+        if draw(st.integers(0, 3)) == 0:  # a signed output stored with a zero point
+            fields["out_zero_point"] = rng.integers(0, 1 << bits, channels)
+        return fields
     if neuron in ("if", "lif"):
         fields = {"neuron": neuron, "threshold": rng.integers(1, 400, channels)}
         if neuron == "lif":
@@ -60,12 +66,90 @@ def neuron_fields(draw, rng, channels: int, last: bool) -> dict:
     return {"neuron": "none"}
 
 
-def pool_fields(draw, height: int, width: int) -> dict:
+def window_pads(draw, size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Explicit (before, after) pads along one axis, symmetric (PyTorch), asymmetric or ceil-mode-like."""
+    style = draw(st.sampled_from(("symmetric", "asymmetric", "ceil")))
+    if style == "symmetric":
+        pad = draw(st.integers(0, kernel // 2))
+        return pad, pad
+    before = draw(st.integers(0, kernel - 1))
+    after = draw(st.integers(0, kernel - 1 + (stride - 1 if style == "ceil" else 0)))
+    return before, after
+
+
+def padding_field(draw, height: int, width: int, kh: int, kw: int, sh: int, sw: int):
+    mode = draw(st.sampled_from(("same", "valid", "explicit", "explicit")))
+    if mode == "valid" and (kh > height or kw > width):
+        mode = "same"
+    if mode != "explicit":
+        return mode
+    return (*window_pads(draw, height, kh, sh), *window_pads(draw, width, kw, sw))
+
+
+def pool_fields(draw, rng, channels: int) -> dict:
     pool = draw(st.sampled_from((None, None, "max", "avg", "global_avg")))
-    if pool in ("max", "avg"):
-        size = draw(st.integers(1, min(3, height, width)))
-        return {"pool": pool, "pool_size": size, "pool_stride": draw(st.integers(1, 3))}
-    return {"pool": pool}
+    if pool not in ("max", "avg"):
+        return {"pool": pool}
+    ph, pw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    fields = {"pool": pool, "pool_size": (ph, pw), "pool_stride": (sh, sw)}
+    if draw(st.booleans()):
+        fields["pool_padding"] = (*window_pads(draw, 0, ph, sh), *window_pads(draw, 0, pw, sw))
+    if pool == "avg":
+        fields["pool_count_include_pad"] = draw(st.booleans())
+    elif draw(st.booleans()):
+        fields["pool_sign"] = rng.choice((-1, 1), channels)
+    return fields
+
+
+def pad_value_field(draw, rng, channels: int, value_max: int):
+    choice = draw(st.sampled_from(("zero", "zero", "random", "max")))
+    if choice == "zero":
+        return 0
+    return rng.integers(0, value_max + 1, channels) if choice == "random" else np.full(channels, value_max)
+
+
+def spatial_layer(draw, rng, kind: str, common: dict, shape: tuple, value_max: int, weight_bits: int, zeros: float,
+                  last: bool):
+    h, w, c = shape
+    w_low, w_high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh = draw(st.integers(1, 3))
+    sw = sh if draw(st.booleans()) else draw(st.integers(1, 3))
+    multiplier = draw(st.sampled_from((1, 1, 2, 3))) if kind in ("depthwise2d", "separable2d") else 1
+    mid = c * multiplier
+    cout = mid if kind == "depthwise2d" else draw(channel_counts)
+    fields = {"weight_bits": weight_bits, "stride": (sh, sw), "padding": padding_field(draw, h, w, kh, kw, sh, sw),
+              "pad_value": pad_value_field(draw, rng, c, value_max),
+              "bias": rng.integers(-300, 301, cout), **pool_fields(draw, rng, cout),
+              **neuron_fields(draw, rng, cout, last)}
+    if kind in ("input_conv2d", "conv2d"):
+        cls = InputConv2D if kind == "input_conv2d" else Conv2D
+        return cls(**common, **fields, weights=sparse_ints(rng, w_low, w_high, (kh, kw, c, cout), zeros))
+    if kind == "depthwise2d":
+        return Depthwise2D(**common, **fields, depth_multiplier=multiplier,
+                           weights=sparse_ints(rng, w_low, w_high, (kh, kw, mid), zeros))
+    return Separable2D(**common, **fields, depth_multiplier=multiplier,
+                       weights=sparse_ints(rng, w_low, w_high, (kh, kw, mid), zeros),
+                       pointwise=sparse_ints(rng, w_low, w_high, (mid, cout), zeros),
+                       mid_bits=draw(st.sampled_from((2, 4, 8))),
+                       mid_multiplier=rng.integers(0, 1 << 10, mid), mid_shift=rng.integers(0, 12, mid))
+
+
+def concat_layer(draw, rng, name: str, current: str, shapes: dict, last: bool):
+    h, w, _ = shapes[current]
+    partners = [n for n, s in shapes.items() if s[:2] == (h, w)]
+    inputs = (current, *draw(st.lists(st.sampled_from(partners), min_size=0, max_size=3)))
+    channels = [shapes[n][2] for n in inputs]
+    if draw(st.booleans()):
+        cout, sources = sum(channels), None  # a channel concatenation
+    else:
+        cout = draw(st.integers(1, 24))
+        chosen = rng.integers(0, len(inputs), cout)
+        sources = np.stack([chosen, [rng.integers(0, channels[i]) for i in chosen]], axis=1)
+    return Concat(name=name, inputs=inputs, sources=sources, input_multipliers=rng.integers(-40, 41, cout),
+                  bias=rng.integers(-300, 301, cout) if draw(st.booleans()) else 0,
+                  **pool_fields(draw, rng, cout), **neuron_fields(draw, rng, cout, last))
 
 
 @st.composite
@@ -75,13 +159,13 @@ def models(draw):
     shape = (draw(st.integers(1, 8)), draw(st.integers(1, 8)), draw(st.integers(1, 5)))
     input_bits = draw(st.integers(1, 8))
     layer_count = draw(st.integers(1, 4))
-    layers, shapes = [], {"input": shape}
+    layers, shapes, value_max = [], {"input": shape}, {"input": (1 << input_bits) - 1}
     current = "input"
     for index in range(layer_count):
         last = index == layer_count - 1
         h, w, c = shapes[current]
         same_shape = [name for name, s in shapes.items() if s == (h, w, c) and name != current]
-        kinds = ["conv2d", "depthwise2d", "separable2d", "dense"] + (["add"] if index > 0 else [])
+        kinds = ["conv2d", "depthwise2d", "separable2d", "dense", "concat"] + (["add"] if index > 0 else [])
         kind = "input_conv2d" if index == 0 and draw(st.booleans()) else draw(st.sampled_from(kinds))
         weight_bits = draw(st.sampled_from((2, 4, 8)))
         w_low, w_high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
@@ -89,37 +173,20 @@ def models(draw):
         name = f"l{index}"
         common = {"name": name, "inputs": (current,)}
         if kind in SPATIAL:
-            kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-            padding = draw(st.sampled_from(("same", "valid")))
-            if padding == "valid" and (kh > h or kw > w):
-                padding = "same"
-            stride = draw(st.integers(1, 3))
-            oh = -(-h // stride) if padding == "same" else (h - kh) // stride + 1
-            ow = -(-w // stride) if padding == "same" else (w - kw) // stride + 1
-            cout = c if kind == "depthwise2d" else draw(channel_counts)
-            spatial = {"weight_bits": weight_bits, "stride": stride, "padding": padding,
-                       "bias": rng.integers(-300, 301, cout), **pool_fields(draw, oh, ow),
-                       **neuron_fields(draw, rng, cout, last)}
-            if kind in ("input_conv2d", "conv2d"):
-                cls = InputConv2D if kind == "input_conv2d" else Conv2D
-                layer = cls(**common, **spatial, weights=sparse_ints(rng, w_low, w_high, (kh, kw, c, cout), zeros))
-            elif kind == "depthwise2d":
-                layer = Depthwise2D(**common, **spatial, weights=sparse_ints(rng, w_low, w_high, (kh, kw, c), zeros))
-            else:
-                layer = Separable2D(**common, **spatial, weights=sparse_ints(rng, w_low, w_high, (kh, kw, c), zeros),
-                                    pointwise=sparse_ints(rng, w_low, w_high, (c, cout), zeros),
-                                    mid_bits=draw(st.sampled_from((2, 4, 8))),
-                                    mid_multiplier=rng.integers(0, 1 << 10, c), mid_shift=rng.integers(0, 12, c))
+            layer = spatial_layer(draw, rng, kind, common, (h, w, c), value_max[current], weight_bits, zeros, last)
         elif kind == "dense":
             cout = draw(channel_counts)
             layer = Dense(**common, weight_bits=weight_bits, bias=rng.integers(-300, 301, cout),
                           weights=sparse_ints(rng, w_low, w_high, (h * w * c, cout), zeros),
                           **neuron_fields(draw, rng, cout, last))
+        elif kind == "concat":
+            layer = concat_layer(draw, rng, name, current, shapes, last)
         else:
             partners = same_shape or [current]
             inputs = (current, *draw(st.lists(st.sampled_from(partners), min_size=1, max_size=3)))
-            layer = Add(name=name, inputs=inputs, input_multipliers=rng.integers(0, 50, (len(inputs), c)),
-                        **neuron_fields(draw, rng, c, last))
+            layer = Add(name=name, inputs=inputs, input_multipliers=rng.integers(-50, 50, (len(inputs), c)),
+                        bias=rng.integers(-300, 301, c) if draw(st.booleans()) else 0,
+                        **pool_fields(draw, rng, c), **neuron_fields(draw, rng, c, last))
         layers.append(layer)
         try:
             model = es.Model(layers=list(layers), input_shape=shape, input_bits=input_bits)
@@ -127,6 +194,7 @@ def models(draw):
             assume(False)
             raise AssertionError from exc  # unreachable: assume raises
         shapes[name] = model.layers[-1].output_shape
+        value_max[name] = model.layers[-1].output_max if model.layers[-1].neuron != "none" else 0
         current = name
     return model
 
@@ -154,9 +222,39 @@ def test_native_equals_reference(cpu, data):
     assert stats == expected_stats, f"\nnative:\n{stats}\nreference:\n{expected_stats}"
 
 
+def features(layer) -> set[str]:
+    """The v2 features a layer uses (for the generator guard below)."""
+    found = set()
+    if layer.kind in SPATIAL:
+        if not isinstance(layer.padding, str):
+            found.add("explicit pads")
+        if layer.stride[0] != layer.stride[1]:
+            found.add("rectangular stride")
+        if np.any(layer.pad_value):
+            found.add("pad value")
+        if layer.kind != "conv2d" and layer.kind != "input_conv2d" and layer.depth_multiplier > 1:
+            found.add("depth multiplier")
+    if layer.pool in ("max", "avg"):
+        if any(layer.pool_pads):
+            found.add("pool padding")
+        if layer.pool_size[0] != layer.pool_size[1]:
+            found.add("rectangular pool")
+        if layer.pool == "avg" and layer.pool_count_include_pad:
+            found.add("count_include_pad")
+        if (layer.pool_sign == -1).any():
+            found.add("min pool")
+    if layer.neuron == "relu" and layer.out_zero_point.any():
+        found.add("zero point")
+    if layer.kind == "concat" and layer.sources is not None:
+        found.add("concat sources")
+    if layer.kind == "add" and layer.bias.any():
+        found.add("add bias")
+    return found
+
+
 def test_every_kind_and_neuron_is_generated():
     """Guard against a strategy that silently stops producing some layer kinds."""
-    seen_kinds, seen_neurons = set(), set()
+    seen_kinds, seen_neurons, seen_features = set(), set(), set()
 
     @settings(max_examples=150, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -165,10 +263,14 @@ def test_every_kind_and_neuron_is_generated():
         for layer in model.layers:
             seen_kinds.add(layer.kind)
             seen_neurons.add(layer.neuron)
+            seen_features.update(features(layer))
 
     collect()
-    assert seen_kinds == {"input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add"}
+    assert seen_kinds == {"input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add", "concat"}
     assert seen_neurons == {"relu", "if", "lif", "none"}
+    assert seen_features >= {"explicit pads", "rectangular stride", "pad value", "depth multiplier", "pool padding",
+                             "rectangular pool", "count_include_pad", "min pool", "zero point", "concat sources",
+                             "add bias"}, seen_features
 
 
 def test_saturation_and_rounding_edges(cpu):
