@@ -455,7 +455,7 @@ def test_depthwise_with_multiplier_then_pointwise_fuses_and_softmax_drop_is_note
     np.testing.assert_allclose(simple.run(x), graph.run(x, capture=True)[1]["gap"], atol=1e-4)
 
 
-def test_clip_with_zero_min_is_a_relu_and_affine_chains_merge():
+def test_clip_with_zero_min_is_a_relu_and_clip_and_affine_chains_merge():
     b = GraphBuilder((4, 4, 2))
     a1 = b.add("affine", "a1", ["input"], params={"scale": [2.0, -1.0], "offset": [0.5, 0.0]})
     a2 = b.add("affine", "a2", [a1], params={"scale": [0.5, 3.0], "offset": [-1.0, 1.0]})
@@ -463,6 +463,15 @@ def test_clip_with_zero_min_is_a_relu_and_affine_chains_merge():
     b.add("clip", "c2", [clip], attrs={"min_value": -1.0, "max_value": None})
     graph = b.build()
     simple = graph.simplify()
-    assert [n.op for n in simple] == ["affine", "relu", "clip"]
-    assert simple.node("c").attrs["max_value"] == 6.0
+    assert [n.op for n in simple] == ["affine", "relu"]          # clip(-1, None) of relu6 is relu6
+    assert simple.node("c2").attrs["max_value"] == 6.0
     _assert_same_output(graph, simple, randn(3, 4, 4, 2))
+
+    b = GraphBuilder((4, 4, 2))                                   # tf2onnx's relu6: Relu, Min(6), Max(0)
+    relu = b.add("relu", "r", ["input"])
+    low = b.add("clip", "min", [relu], attrs={"min_value": None, "max_value": 6.0})
+    b.add("clip", "max", [low], attrs={"min_value": 0.0, "max_value": None})
+    graph = b.build()
+    simple = graph.simplify()
+    assert [(n.op, n.attrs["max_value"]) for n in simple] == [("relu", 6.0)]
+    _assert_same_output(graph, simple, randn(3, 4, 4, 2) * 5)
