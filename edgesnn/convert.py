@@ -366,11 +366,11 @@ class _Builder:
         self.tensors[g.input_name] = _Tensor([("input", c) for c in range(channels)], np.full(channels, 1.0 / scale),
                                              np.full(channels, float(offset)))
         self.bits["input"] = self.options["input_bits"]
-        for node in g.problems() if hasattr(g, "problems") else []:
-            self.problems.append(Problem(node.name, str(node.attrs.get("op", node.op)), _framework_name(node),
+        for found in g.problems():
+            self.problems.append(Problem(found["node"], str(found["op"]), str(found["layer"]),
                                          "this op cannot be computed in integers without changing the network",
-                                         str(node.attrs.get("hint", ""))))
-            self.tensors[node.name] = _FAILED
+                                         str(found["hint"])))
+            self.tensors[found["node"]] = _FAILED
         done: set[str] = set()
         for node in g.nodes:
             if node.name in done or self.tensors.get(node.name) is _FAILED:

@@ -237,3 +237,81 @@ def test_add_with_a_negative_multiplier_subtracts_a_branch():
     model = es.Model([a, b, add], input_shape=(1, 1, 2))
     # a = [5, 2], b = [2, 5]; relu(3a - 2b) = relu([11, -4]) = [11, 0]
     assert run(model, x)[0, 0, 0].tolist() == [11, 0]
+
+
+# -- contract v2: explicit paddings, pad values, depth multipliers, pools with padding, concat, zero points --
+
+def test_conv2d_explicit_asymmetric_padding_reads_the_pad_value():
+    x = image([[1, 2, 3],
+               [4, 5, 6],
+               [7, 8, 9]])
+    w = np.array([[1, 2],
+                  [3, 4]]).reshape(2, 2, 1, 1)
+    model = es.Model([L.InputConv2D(name="c", weights=w, bias=[1], stride=(2, 1), padding=(1, 0, 0, 1),
+                                    pad_value=5, neuron="none")], input_shape=(3, 3, 1))
+    # OH = (3 + 1 - 2) // 2 + 1 = 2, OW = (3 + 1 - 2) // 1 + 1 = 3; rows -1 and col 3 read 5:
+    # (0,0): 1*5 + 2*5 + 3*1 + 4*2 = 26   (0,1): 5 + 10 + 6 + 12 = 33   (0,2): 5 + 10 + 9 + 20 = 44
+    # (1,0): 4 + 10 + 21 + 32 = 67        (1,1): 5 + 12 + 24 + 36 = 77  (1,2): 6 + 10 + 27 + 20 = 63
+    assert run(model, x)[0, :, :, 0].tolist() == [[27, 34, 45], [68, 78, 64]]
+    # in-bounds non-zero taps: 2, 2, 1, 4, 4, 2 (the pad value is no event)
+    assert model.statistics["c"].synaptic_ops == 15
+
+
+def test_depthwise2d_depth_multiplier_reads_channel_o_div_m():
+    x = np.array([3, 5], np.uint8).reshape(1, 1, 1, 2)
+    model = es.Model([L.Depthwise2D(name="d", weights=np.array([1, 2, 3, 4]).reshape(1, 1, 4), depth_multiplier=2,
+                                    padding="valid", neuron="none")], input_shape=(1, 1, 2))
+    assert run(model, x)[0, 0, 0].tolist() == [3, 6, 15, 20]   # 3*1, 3*2, 5*3, 5*4
+    assert model.statistics["d"].synaptic_ops == 4              # 2 events x multiplier 2
+
+
+@pytest.mark.parametrize("bias, expected", [(0, [8, 8]), (-5, [-7, -7])])
+def test_avg_pool_excluding_padding_scales_partial_windows_half_up(bias, expected):
+    x = np.array([[2, 3, 1, 4]], np.uint8)[None, :, :, None]
+    model = es.Model([L.InputConv2D(name="c", weights=np.ones((1, 1, 1, 1)), bias=[bias], padding="valid",
+                                    pool="avg", pool_size=(1, 3), pool_stride=(1, 2), pool_padding=(0, 0, 1, 0),
+                                    neuron="none")], input_shape=(1, 4, 1))
+    # window 0 holds columns -1 (padding), 0, 1: S = 5 + 2 * bias over n = 2 of A = 3 taps -> S * 3 / 2 half up:
+    # 7.5 -> 8 (bias 0), -7.5 -> -7 (bias -5); window 1 holds columns 1..3, all inside: S = 8 + 3 * bias
+    assert run(model, x)[0, 0, :, 0].tolist() == expected
+    included = model.layers[0].replace(pool_count_include_pad=True)
+    model2 = es.Model([included], input_shape=(1, 4, 1))
+    assert run(model2, x)[0, 0, :, 0].tolist() == [5 + 2 * bias, 8 + 3 * bias]
+
+
+def test_max_pool_with_padding_and_a_min_channel():
+    x = np.array([[[1, 3], [5, 1], [2, 4]]], np.uint8)[None]      # (1, 1, 3, 2)
+    model = es.Model([L.Depthwise2D(name="d", weights=np.ones((1, 1, 2)), bias=[0, -10], padding="valid",
+                                    pool="max", pool_size=(1, 2), pool_stride=(1, 2), pool_padding=(0, 0, 1, 0),
+                                    pool_sign=[1, -1], neuron="none")], input_shape=(1, 3, 2))
+    # channel 0: max(1) = 1, max(5, 2) = 5; channel 1 potentials -7, -9, -6: min(-7) = -7, min(-9, -6) = -9
+    # (the padded tap is never read: it does not count as 0)
+    assert run(model, x)[0, 0].tolist() == [[1, -7], [5, -9]]
+
+
+def test_concat_sources_multipliers_bias_and_a_relu_zero_point():
+    x = np.array([10, 20, 30], np.uint8).reshape(1, 1, 1, 3)
+    model = es.Model([L.Concat(name="cat", inputs=("input", "input"), sources=[(0, 2), (1, 0), (0, 1)],
+                               input_multipliers=[1, -2, 3], bias=[0, 5, -1], out_multiplier=1, out_shift=1,
+                               out_zero_point=[0, 50, 3])], input_shape=(1, 1, 3))
+    # P = [30, -20 + 5, 60 - 1] = [30, -15, 59]; (P + 1) >> 1 = [15, -7, 30]; + zero points = [15, 43, 33]
+    assert run(model, x)[0, 0, 0].tolist() == [15, 43, 33]
+    stats = model.statistics["cat"]
+    assert stats.input_events == 6 and stats.synaptic_ops == 3
+
+
+def test_add_bias_and_pooling():
+    x = np.array([[1, 2], [3, 4]], np.uint8)[None, :, :, None]
+    model = es.Model([L.Add(name="a", inputs=("input", "input"), input_multipliers=[[1], [-3]], bias=[10],
+                            pool="max", pool_size=2, neuron="none")], input_shape=(2, 2, 1))
+    # P = 10 - 2x = [[8, 6], [4, 2]]; max = 8
+    assert run(model, x)[0, 0, 0].tolist() == [8]
+
+
+def test_a_window_without_an_in_bounds_tap_is_refused():
+    with pytest.raises(es.ModelError, match="no tap inside"):
+        es.Model([L.InputConv2D(name="c", weights=np.ones((2, 2, 1, 1)), padding=(2, 0, 0, 0), neuron="none")],
+                 input_shape=(4, 4, 1))
+    with pytest.raises(es.ModelError, match="pool_sign"):
+        es.Model([L.InputConv2D(name="c", weights=np.ones((1, 1, 1, 2)), pool="avg", pool_sign=[1, -1],
+                                neuron="none")], input_shape=(4, 4, 1))
