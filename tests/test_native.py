@@ -102,6 +102,25 @@ def test_header_matches_the_zig_source():
     assert re.findall(r"uint64_t (\w+);", struct_fields) == list(native.STATS_FIELDS)
 
 
+def zig_limits() -> dict[str, int]:
+    """The `pub const name = <integer>;` lines of native/src/limits.zig."""
+    text = (NATIVE / "src" / "limits.zig").read_text()
+    return {name: int(value) for name, value in re.findall(r"^pub const (\w+) = (\d+);", text, re.M)}
+
+
+def test_limits_match_the_python_side():
+    """native/src/limits.zig and edgesnn/layers.py / format.py name the same numbers."""
+    from edgesnn import format as F
+    from edgesnn import layers as L
+    zig = zig_limits()
+    pairs = {"shift_max": L.SHIFT_MAX, "leak_shift_max": L.LEAK_SHIFT_MAX, "kernel_max": L.KERNEL_MAX,
+             "stride_max": L.STRIDE_MAX, "pool_max": L.POOL_MAX, "add_inputs_max": L.ADD_INPUTS_MAX,
+             "concat_inputs_max": L.CONCAT_INPUTS_MAX, "depth_multiplier_max": L.DEPTH_MULTIPLIER_MAX,
+             "input_bits_max": max(L.ACTIVATION_BITS), "layer_record_bytes": F.LAYER_RECORD_BYTES,
+             "version_major": F.VERSION_MAJOR}
+    assert {name: zig[name] for name in pairs} == pairs
+
+
 # -- the loader on good and bad bytes --------------------------------------------------------------
 
 def test_loads_and_reports_shapes_and_exact_memory(safe_library):
@@ -209,6 +228,38 @@ def test_not_bytes_and_empty(safe_library):
 
 
 # -- runs -----------------------------------------------------------------------------------------
+
+V1 = ROOT / "tests" / "data" / "v1"
+
+
+@pytest.mark.parametrize("name, key, timesteps", [("every_kind_v1", "x", 3), ("mnist_cnn_4bit_v1", "x_mnist", 1)])
+def test_version_1_files_run_what_0_1_computed(safe_library, name, key, timesteps):
+    """The native loader reads the 1.0 bytes themselves (256-byte records) and computes what edgesnn 0.1
+    computed from them, with the statistics of the same model written as 2.0."""
+    data = (V1 / f"{name}.esnn").read_bytes()
+    expected = np.load(V1 / "expected_0.1.npz")
+    x5 = np.ascontiguousarray(expected[key][:, None])
+    potentials, counts = native.NativeModel(data, safe_library).run(x5, timesteps)
+    np.testing.assert_array_equal(potentials, expected[name if name != "every_kind_v1" else "every_kind_t3"])
+    rewritten = es.Model.from_bytes(data).to_bytes()
+    potentials_v2, counts_v2 = native.NativeModel(rewritten, safe_library).run(x5, timesteps)
+    np.testing.assert_array_equal(potentials_v2, potentials)
+    np.testing.assert_array_equal(counts_v2, counts)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "edgesnn" / "data").glob("*.esnn")), ids=lambda p: p.name)
+def test_shipped_models_run_as_the_reference(safe_library, path):
+    """The models edgesnn ships (1.0 files) load natively from their own bytes and match the reference."""
+    from edgesnn import format as F
+    data = path.read_bytes()
+    model = F.read_model(data)
+    x5 = sparse_input(model, 2, 2, density=0.5)
+    potentials, counts = native.NativeModel(data, safe_library).run(x5)
+    expected, stats = reference.run(model, x5)
+    np.testing.assert_array_equal(potentials, expected)
+    _, counts_v2 = native.NativeModel(model.to_bytes(), safe_library).run(x5)
+    np.testing.assert_array_equal(counts, counts_v2)
+
 
 def test_cpu_is_the_default_device_and_matches_reference():
     assert "cpu" in es.devices()

@@ -89,11 +89,61 @@ def corpus() -> dict[str, dict]:
     add("name_not_utf8", patch(valid, name_at, "B", 0xFF), "NAME", name_at, "not valid UTF-8")
     add("name_outside", patch(valid, field(valid, 3, "name_offset"), "I", 1000), "GRPH",
         field(valid, 3, "name_offset"), "outside NAME")
+    v2_cases(valid, tens, add)
+    v1_cases(add)
     meta = [(tag, payload if tag != b"META" else b'{"labels": [') for tag, payload in parts_of(valid)]
     bad_meta = assemble(meta)
     add("meta_not_json", bad_meta, "META", sections(bad_meta)["META"][0] + 12, "not valid JSON", python_only=True)
     return {name: dict(zip(("data", "section", "offset", "message", "python_only"), case + (False,) * (5 - len(case))))
             for name, case in cases.items()}
+
+
+def v2_cases(valid: bytes, tens: int, add) -> None:
+    """The fields and tensors new in version 2 (every_kind_model's layers: 0 conv_in, 1 sep, 2 dw, 3 pw,
+    4 residual, 5 avg, 6 explicit, 7 cat, 8 gap, 9 classes)."""
+    def tensor_at(index, slot, item=0):
+        return tens + slot_ref(valid, index, slot)[0] + 4 * item
+
+    add("pad_value_above_input_max", patch(valid, tensor_at(0, "pad_value", 1), "i", 128), "GRPH",
+        record_offset(valid, 0), "pad_value")
+    add("zero_point_above_max", patch(valid, tensor_at(3, "out_zero_point", 2), "i", 4), "GRPH",
+        record_offset(valid, 3), "out_zero_point")
+    add("pool_sign_zero", patch(valid, tensor_at(0, "pool_sign", 1), "i", 0), "GRPH", record_offset(valid, 0),
+        "pool_sign")
+    add("depth_multiplier_9", patch(valid, field(valid, 1, "depth_multiplier"), "I", 9), "GRPH",
+        field(valid, 1, "depth_multiplier"), "depth_multiplier is 9")
+    add("stride_w_0", patch(valid, field(valid, 2, "stride_w"), "I", 0), "GRPH", record_offset(valid, 2), "stride")
+    add("pads_window_without_tap", patch(valid, field(valid, 6, "pads"), "I", 3), "GRPH", record_offset(valid, 6),
+        "explicit")
+    add("pads_disagree_with_same", patch(valid, field(valid, 5, "pads", 1), "I", 2), "GRPH", field(valid, 5, "pads"),
+        "pads")
+    add("pool_pads_window_without_tap", patch(valid, field(valid, 7, "pool_pads", 0), "I", 3), "GRPH",
+        record_offset(valid, 7), "cat")
+    add("pool_flags_on_max", patch(valid, field(valid, 7, "pool_flags"), "I", 1), "GRPH",
+        field(valid, 7, "pool_flags"), "pool_flags")
+    add("concat_source_input", patch(valid, tensor_at(7, "sources", 0), "i", 2), "GRPH", record_offset(valid, 7),
+        "sources")
+    add("concat_source_channel", patch(valid, tensor_at(7, "sources", 1), "i", 8), "GRPH", record_offset(valid, 7),
+        "sources")
+    add("record_reserved_v2", patch(valid, field(valid, 4, "reserved2") + 16, "B", 1), "GRPH",
+        field(valid, 4, "reserved2") + 16, "reserved")
+    at = field(valid, 4, "slots", 2 * 13)
+    add("slot_13_used", patch(valid, at, "II", 0, 16), "GRPH", at, "is unused")
+
+
+def v1_cases(add) -> None:
+    """Version-1 files (256-byte records, written by edgesnn 0.1) with what version 1 cannot hold."""
+    valid = (HERE.parent / "v1" / "every_kind_v1.esnn").read_bytes()
+    grph = sections(valid)["GRPH"][0]
+
+    def at(index, offset):
+        return grph + 64 + 256 * index + offset
+
+    add("v1_kind_concat", patch(valid, at(3, 0), "I", 7), "GRPH", at(3, 0), "unknown layer kind code 7")
+    add("v1_padding_explicit", patch(valid, at(0, 72), "I", 2), "GRPH", at(0, 72), "padding is 2")
+    add("v1_record_bytes_384", patch(valid, grph + 24, "I", 384), "GRPH", grph + 24, "record_bytes is 384")
+    add("v1_reserved_slot_9", patch(valid, at(1, 128 + 8 * 9), "II", 0, 16), "GRPH", at(1, 128 + 8 * 9), "unused")
+    add("v1_reserved_104", patch(valid, at(2, 104), "B", 1), "GRPH", at(2, 104), "reserved")
 
 
 def main() -> None:
