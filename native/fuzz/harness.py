@@ -149,7 +149,10 @@ def _run_loaded(library: native.Library, handle: ctypes.c_void_p, memory) -> Non
 # -- the valid models the run target uses and the loader target's seeds start from ------------------
 
 def valid_models() -> dict:
-    """name -> edgesnn Model: every layer kind, neuron, pool and weight width, small enough to run fast."""
+    """name -> edgesnn Model: every layer kind, neuron, pool and weight width, and the version-2 geometry
+    (explicit asymmetric pads, rectangular strides and pools, pad values, depth multipliers, min
+    pools, avg pools with and without their padding, zero points, a mapped concat, a pooled add with
+    a bias), small enough to run fast."""
     sys.path.insert(0, str(ROOT / "tests"))
     from test_format import every_kind_model  # the format tests' model with all kinds (tests/test_format.py)
 
@@ -170,7 +173,28 @@ def valid_models() -> dict:
         L.Conv2D(name="out", weights=rng.integers(-8, 8, (1, 1, 17, 4)), weight_bits=4, pool="global_avg",
                  neuron="none"),
     ], input_shape=(11, 9, 1), input_bits=8)
+    geometry = es.Model([
+        L.InputConv2D(name="c1", weights=rng.integers(-8, 8, (3, 4, 3, 6)), weight_bits=4, stride=(2, 1),
+                      padding=(1, 1, 2, 1), pad_value=[0, 9, 255], out_multiplier=rng.integers(1, 9, 6), out_shift=6,
+                      activation_bits=4, out_zero_point=[0, 3, 7, 15, 1, 0], pool="max", pool_size=(3, 2),
+                      pool_stride=(2, 1), pool_padding=(1, 1, 0, 1), pool_sign=[1, -1, 1, -1, 1, 1]),
+        L.Separable2D(name="sep", weights=rng.integers(-2, 2, (3, 3, 18)), pointwise=rng.integers(-2, 2, (18, 5)),
+                      weight_bits=2, mid_bits=4, mid_multiplier=rng.integers(1, 40, 18), mid_shift=4,
+                      depth_multiplier=3, stride=(1, 2), padding=(2, 0, 1, 1), pad_value=rng.integers(0, 16, 6),
+                      out_multiplier=3, out_shift=4, activation_bits=2),
+        L.Depthwise2D(name="dw", inputs=("c1",), weights=rng.integers(-8, 8, (2, 3, 12)), weight_bits=4,
+                      depth_multiplier=2, padding="same", pad_value=rng.integers(0, 16, 6), neuron="if",
+                      threshold=rng.integers(1, 30, 12), pool="avg", pool_size=2, pool_stride=1,
+                      pool_padding=(1, 0, 1, 0)),
+        L.Concat(name="cat", inputs=("dw", "c1", "dw"), sources=[(0, 11), (1, 2), (2, 0), (1, 5), (0, 4)],
+                 input_multipliers=[3, -1, 2, 1, -4], bias=[1, 0, -2, 5, 0], out_multiplier=1, out_shift=1,
+                 activation_bits=4, pool="avg", pool_size=(1, 2), pool_stride=(1, 2), pool_count_include_pad=True),
+        L.Add(name="sum", inputs=("cat", "cat"), input_multipliers=rng.integers(-3, 4, (2, 5)), bias=[1, -1, 2, 0, 3],
+              pool="max", pool_size=2, pool_stride=1, neuron="lif", threshold=7, leak_shift=1),
+        L.Dense(name="out", weights=rng.integers(-8, 8, (4 * 1 * 5, 3)), weight_bits=4, neuron="none"),
+    ], input_shape=(10, 7, 3), input_bits=8)
     return {
+        "geometry_v2": geometry,
         "every_kind_w2": every_kind_model(2, seed=1),
         "every_kind_w4": every_kind_model(4, seed=2),
         "every_kind_w8": every_kind_model(8, seed=3),

@@ -2,7 +2,8 @@
 
     python native/fuzz/seeds.py OUT_DIR      -> OUT_DIR/load/ and OUT_DIR/run/
 
-load/: every file of tests/data/malformed/ and the valid models of harness.valid_models(), each
+load/: every file of tests/data/malformed/, the version-1 files of tests/data/v1/ and edgesnn/data/,
+and the valid models of harness.valid_models(), each
 twice, behind the mode byte of fuzz_load.py (0: as is, 1: checksums fixed). run/: a few inputs
 per model in fuzz_run.py's encoding (only the first bytes choose; libFuzzer grows the rest).
 """
@@ -22,6 +23,9 @@ def main(out: Path) -> None:
     load_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     files = {path.stem: path.read_bytes() for path in sorted(MALFORMED.glob("*.esnn"))}
+    # version-1 files (256-byte records) as edgesnn 0.1 wrote them
+    for folder in (harness.ROOT / "tests" / "data" / "v1", harness.ROOT / "edgesnn" / "data"):
+        files.update({f"v1_{path.stem}": path.read_bytes() for path in sorted(folder.glob("*.esnn"))})
     models = harness.valid_models()
     files.update({f"model_{name}": model.to_bytes() for name, model in models.items()})
     for name, data in files.items():
