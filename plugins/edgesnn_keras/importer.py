@@ -31,6 +31,7 @@ SUPPORTED_LAYERS = ("Activation", "Add", "AveragePooling2D", "BatchNormalization
                     "MaxPooling2D", "ReLU", "Rescaling", "Reshape", "SeparableConv2D", "Softmax",
                     "SpatialDropout2D")
 SUPPORTED_ACTIVATIONS = ("linear", "relu", "relu6", "softmax")
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
 # class names older and newer Keras versions use for the same layer
 ALIASES = {"Conv2d": "Conv2D", "Convolution2D": "Conv2D", "MaxPool2D": "MaxPooling2D",
            "AvgPool2D": "AveragePooling2D", "GlobalAvgPool2D": "GlobalAveragePooling2D",
@@ -79,26 +80,70 @@ def _read_keras_zip(path: Path):
             weights_bytes = archive.read("model.weights.h5")
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GraphError(f"{path}: malformed .keras archive ({type(exc).__name__}: {exc})") from exc
-    weights = {}
+    by_path: dict[str, list[np.ndarray]] = {}
+    weights: dict[str, list[np.ndarray]] = {}
     try:
         with h5py.File(io.BytesIO(weights_bytes), "r") as h5:
-            if "layers" in h5:
-                for key, group in h5["layers"].items():
-                    _collect_vars(group, key, weights)
+            _collect_vars(h5, "", by_path, weights)
     except OSError as exc:
         raise GraphError(f"{path}: model.weights.h5 inside the archive is not readable HDF5 ({exc})") from exc
+    version = str(metadata.get("keras_version") or "")
+    if version.startswith("2."):  # tf.keras 2.x: vars are stored by class-based paths, not layer names
+        weights = _tf_keras2_weights(config, by_path, "")
     info = {"file_format": "keras", "keras_version": metadata.get("keras_version")}
     return config, weights, info
 
 
-def _collect_vars(group, key: str, weights: dict) -> None:
-    if "vars" not in group:
-        return
-    variables = group["vars"]
-    name = variables.attrs.get("name", key)
-    name = name.decode() if isinstance(name, bytes) else str(name)
-    order = sorted(variables.keys(), key=int)
-    weights[name] = [np.asarray(variables[index][()]) for index in order]
+def _collect_vars(group, path: str, by_path: dict, by_name: dict) -> None:
+    """Every ``<path>/vars`` group of model.weights.h5: its datasets 0, 1, ... by path and by the
+    layer name that Keras 3 stores in its ``name`` attribute (else the group's own key)."""
+    import h5py
+
+    for key, child in group.items():
+        if not isinstance(child, h5py.Group):
+            continue
+        child_path = f"{path}/{key}" if path else key
+        if key == "vars":
+            arrays = [np.asarray(child[index][()]) for index in sorted(child.keys(), key=int)]
+            by_path[path] = arrays
+            name = child.attrs.get("name", path.rsplit("/", 1)[-1])
+            by_name.setdefault(_text(name), arrays)
+        else:
+            _collect_vars(child, child_path, by_path, by_name)
+
+
+def snake_case(class_name: str) -> str:
+    """tf.keras' generic_utils.to_snake_case: the name a layer's weights are stored under in a
+    tf.keras 2.x .keras file ("Conv2D" -> "conv2d", "ReLU" -> "re_lu")."""
+    import re
+
+    intermediate = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", class_name)
+    insecure = re.sub("([a-z])([A-Z])", r"\1_\2", intermediate).lower()
+    return insecure if insecure[0] != "_" else "private" + insecure
+
+
+def _tf_keras2_weights(config: dict, by_path: dict, prefix: str) -> dict[str, list[np.ndarray]]:
+    """Layer name -> weight arrays of a tf.keras 2.x .keras file: the weights of model.layers[i] live
+    at ``layers/<snake_case(class name)>[_<n>]`` (numbered per class name in layer order; a
+    Sequential's layers do not include its InputLayer), nested models below their own path."""
+    model_config = config.get("config", {})
+    layers = model_config if isinstance(model_config, list) else model_config.get("layers", [])
+    if config.get("class_name") == "Sequential":
+        layers = [layer for layer in layers if layer.get("class_name") != "InputLayer"]
+    weights, used = {}, {}
+    for layer in layers:
+        name = snake_case(str(layer.get("class_name", "layer")))
+        if name in used:
+            used[name] += 1
+            name = f"{name}_{used[name]}"
+        else:
+            used[name] = 0
+        path = f"{prefix}layers/{name}"
+        if layer.get("class_name") in MODEL_CLASSES:
+            weights.update(_tf_keras2_weights(layer, by_path, path + "/"))
+        else:
+            weights[_layer_name(layer)] = by_path.get(path, [])
+    return weights
 
 
 def _read_legacy_h5(path: Path):
@@ -112,10 +157,17 @@ def _read_legacy_h5(path: Path):
             config = json.loads(_text(h5.attrs["model_config"]))
             root = h5["model_weights"] if "model_weights" in h5 else h5
             weights = {}
+            nested: dict[str, list[np.ndarray]] = {}
             for layer_name in _h5_names(root, "layer_names"):
                 group = root[layer_name]
                 weight_names = _h5_names(group, "weight_names")
                 weights[layer_name] = [np.asarray(group[n][()]) for n in weight_names]
+                for weight_name, array in zip(weight_names, weights[layer_name]):
+                    parts = weight_name.split("/")   # a nested model lists "<inner layer>/<var>:0"
+                    if len(parts) >= 2 and parts[-2] != layer_name:
+                        nested.setdefault(parts[-2], []).append(array)
+            for inner, arrays in nested.items():
+                weights.setdefault(inner, arrays)
             info = {"file_format": "h5", "keras_version": _text(h5.attrs.get("keras_version", b"")) or None,
                     "backend": _text(h5.attrs.get("backend", b"")) or None}
     except (KeyError, json.JSONDecodeError) as exc:
