@@ -114,7 +114,7 @@ def test_spiking_state_at_int32_min_does_not_overflow(safe_library_path, neuron)
     np.testing.assert_array_equal(potentials, expected)
 
 
-@pytest.mark.parametrize("layer_index, kind", [(4, "add"), (7, "dense")])
+@pytest.mark.parametrize("layer_index, kind", [(4, "add"), (7, "concat"), (9, "dense")])
 def test_dense_and_add_records_with_same_padding_are_refused_by_both_readers(safe_library_path, layer_index, kind):
     """Finding dense_add_padding_same: docs/format.md fixes padding at 0 for dense and add; the
     Python reader refused 1, the native loader took it."""
@@ -129,7 +129,7 @@ def test_dense_and_add_records_with_same_padding_are_refused_by_both_readers(saf
     data = fix_crcs(bytes(data))
     with pytest.raises(es.FormatError, match="padding"):
         es.Model.from_bytes(data)
-    with pytest.raises(es.FormatError, match=rf"\(layer\): .*padding 1, a {kind} layer has kernel 1x1 stride 1 padding 0"):
+    with pytest.raises(es.FormatError, match=rf"\(layer\): .*padding 1 .*a {kind} layer has kernel 1x1 stride 1x1 padding 0"):
         native.NativeModel(data, native.Library(safe_library_path))
 
 
