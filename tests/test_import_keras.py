@@ -198,19 +198,28 @@ def test_tf_keras2_style_h5(importer, saved, tmp_path):
 # -- errors ---------------------------------------------------------------------------------------
 
 
-def test_unsupported_layer_and_activation_name_the_layer(importer, tmp_path):
-    leaky = keras.Sequential([keras.Input((6, 6, 1)), layers.Conv2D(2, 3, name="c"), layers.LeakyReLU(name="leaky")])
-    leaky.save(tmp_path / "leaky.keras")
-    with pytest.raises(GraphError, match=r"layer 'leaky' \(LeakyReLU\).*'LeakyReLU' is not supported.*Conv2D"):
-        importer.load(tmp_path / "leaky.keras")
-    tanh = keras.Sequential([keras.Input((6, 6, 1)), layers.Conv2D(2, 3, activation="tanh", name="ct")])
-    tanh.save(tmp_path / "tanh.h5")
-    with pytest.raises(GraphError, match=r"layer 'ct' \(Conv2D\).*activation 'tanh'.*relu6"):
-        importer.load(tmp_path / "tanh.h5")
-    dilated = keras.Sequential([keras.Input((9, 9, 1)), layers.Conv2D(2, 3, dilation_rate=2, name="dil")])
-    dilated.save(tmp_path / "dilated.keras")
-    with pytest.raises(GraphError, match=r"layer 'dil'.*dilation_rate"):
-        importer.load(tmp_path / "dilated.keras")
+def test_unsupported_layers_and_activations_are_listed_and_the_import_goes_on(importer, tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same", activation="hard_swish", name="c_hs")(inputs)
+    x = layers.LeakyReLU(name="leaky")(x)
+    squeeze = layers.GlobalAveragePooling2D(keepdims=True)(x)
+    gate = layers.Conv2D(4, 1, activation="sigmoid", name="se_expand")(squeeze)
+    x = layers.Multiply(name="se_mul")([x, gate])
+    x = layers.Conv2D(2, 3, dilation_rate=2, name="dil")(x)
+    outputs = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, outputs)
+    for suffix in (".keras", ".h5"):
+        model.save(tmp_path / f"m{suffix}")
+        graph = importer.load(tmp_path / f"m{suffix}")
+        problems = [(p["op"], p["layer"], p["shape"]) for p in graph.problems()]   # Keras 3 says hard_silu
+        assert problems == [("hard_silu", "c_hs", (8, 8, 4)), ("LeakyReLU", "leaky", (8, 8, 4)),
+                            ("sigmoid", "se_expand", (1, 1, 4)), ("Multiply", "se_mul", (8, 8, 4)),
+                            ("Conv2D", "dil", (4, 4, 2))]
+        hints = [p["hint"] for p in graph.problems()]
+        assert "relu6" in hints[0] and "squeeze-excite" in hints[3] and "dilation_rate" in hints[4]
+        assert graph.output_shape == (1, 1, 2)
+        with pytest.raises(GraphError, match=r"'c_hs/hard_silu' \(unsupported"):
+            graph.run(np.zeros((1, 8, 8, 3), np.float32))
 
 
 def test_malformed_files(importer, saved, tmp_path):

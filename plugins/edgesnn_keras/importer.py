@@ -26,16 +26,41 @@ import numpy as np
 
 from edgesnn.graph import GraphBuilder, GraphError, block_diagonal_conv_weight
 
-SUPPORTED_LAYERS = ("Activation", "Add", "AveragePooling2D", "BatchNormalization", "Conv2D", "Dense",
-                    "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "InputLayer",
-                    "MaxPooling2D", "ReLU", "Rescaling", "Reshape", "SeparableConv2D", "Softmax",
-                    "SpatialDropout2D")
+SUPPORTED_LAYERS = ("Activation", "Add", "AveragePooling1D", "AveragePooling2D", "BatchNormalization",
+                    "Concatenate", "Conv1D", "Conv2D", "Dense", "DepthwiseConv1D", "DepthwiseConv2D", "Dropout",
+                    "Flatten", "GlobalAveragePooling1D", "GlobalAveragePooling2D", "InputLayer", "MaxPooling1D",
+                    "MaxPooling2D", "Normalization", "ReLU", "Rescaling", "Reshape", "SeparableConv1D",
+                    "SeparableConv2D", "Softmax", "SpatialDropout1D", "SpatialDropout2D", "ZeroPadding1D",
+                    "ZeroPadding2D", "Functional", "Sequential")
+# what to change, for layers and activations that have no exact integer form
+HINTS = {
+    "hard_swish": "replace hard_swish with relu6 (or relu), then fine-tune",
+    "hard_silu": "replace hard_swish with relu6 (or relu), then fine-tune",
+    "swish": "replace swish/silu with relu, then fine-tune", "silu": "replace swish/silu with relu, then fine-tune",
+    "sigmoid": "sigmoid has no integer form here; replace it (or remove the squeeze-excite / gating block "
+               "using it) and fine-tune",
+    "hard_sigmoid": "replace the hard sigmoid (or the squeeze-excite block using it) with relu6, then fine-tune",
+    "tanh": "replace tanh with a (bounded) relu, then fine-tune", "gelu": "replace gelu with relu, then fine-tune",
+    "elu": "replace elu with relu, then fine-tune", "selu": "replace selu with relu, then fine-tune",
+    "LeakyReLU": "replace LeakyReLU with ReLU, then fine-tune", "PReLU": "replace PReLU with ReLU, then fine-tune",
+    "ELU": "replace ELU with ReLU, then fine-tune",
+    "Multiply": "multiplies two tensors (squeeze-excite / gating): remove the block, then fine-tune",
+    "LayerNormalization": "LayerNorm normalizes by run-time statistics; use BatchNormalization instead, "
+                          "then fine-tune",
+    "UpSampling2D": "upsampling is not supported", "Conv2DTranspose": "transposed convolutions are not supported",
+    "GlobalMaxPooling2D": "use GlobalAveragePooling2D instead of a global max",
+    "MultiHeadAttention": "attention is not expressible as integer layers",
+}
+ELEMENTWISE_LAYERS = ("Activation", "LeakyReLU", "PReLU", "ELU", "ReLU", "Softmax", "LayerNormalization",
+                      "Normalization", "Rescaling", "BatchNormalization", "Dropout")
 SUPPORTED_ACTIVATIONS = ("linear", "relu", "relu6", "softmax")
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
 # class names older and newer Keras versions use for the same layer
 ALIASES = {"Conv2d": "Conv2D", "Convolution2D": "Conv2D", "MaxPool2D": "MaxPooling2D",
            "AvgPool2D": "AveragePooling2D", "GlobalAvgPool2D": "GlobalAveragePooling2D",
-           "SeparableConvolution2D": "SeparableConv2D"}
+           "SeparableConvolution2D": "SeparableConv2D", "Convolution1D": "Conv1D", "MaxPool1D": "MaxPooling1D",
+           "AvgPool1D": "AveragePooling1D", "GlobalAvgPool1D": "GlobalAveragePooling1D",
+           "SeparableConvolution1D": "SeparableConv1D"}
 
 
 def is_keras_source(source) -> bool:
@@ -234,9 +259,9 @@ class _Model:
         self.config = config["config"]
         if isinstance(self.config, list):  # Keras 2.2 wrote a Sequential config as its list of layers
             self.config = {"layers": self.config}
-        if self.kind not in ("Sequential", "Functional", "Model"):
+        if self.kind not in MODEL_CLASSES:
             raise GraphError(f"{where}: model class {self.kind!r} is not supported; only Sequential and "
-                             f"Functional models (nested models are not supported)")
+                             f"Functional models")
         self.layers = self.config.get("layers")
         if not isinstance(self.layers, list) or not self.layers:
             raise GraphError(f"{where}: the model config has no layers")
@@ -245,9 +270,33 @@ class _Model:
         return GraphError(f"{self.where}: Keras layer {_layer_name(layer)!r} ({layer.get('class_name')}): {message}")
 
     def build(self):
+        """The Graph; where the import had to stop (an unknown shape), the graph up to there with
+        ``metadata["import_stopped"]`` saying why."""
+        self.builder = None
+        try:
+            return self._build_sequential() if self.kind == "Sequential" else self._build_functional()
+        except _Stop as stop:
+            if self.builder is None or not self.builder.nodes:
+                raise
+            return self.builder.build(output=self.builder.nodes[-1].name,
+                                      metadata={"import_stopped": str(stop)})
+
+    def inline(self, builder: GraphBuilder, sources: list[str]) -> str:
+        """Add a nested model's layers to `builder`, reading `sources`; return its output node."""
+        if len(sources) != 1:
+            raise GraphError(f"{self.where}: nested model {self.config.get('name')!r} must have one input")
         if self.kind == "Sequential":
-            return self._build_sequential()
-        return self._build_functional()
+            tensor = sources[0]
+            for layer in self.layers:
+                if layer.get("class_name") != "InputLayer":
+                    tensor = self._convert(builder, layer, [tensor])
+            return tensor
+        inputs = _layer_refs(self.config.get("input_layers"))
+        outputs = _layer_refs(self.config.get("output_layers"))
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise GraphError(f"{self.where}: nested model {self.config.get('name')!r} must have one input and "
+                             f"one output")
+        return self._walk(builder, {inputs[0]: sources[0]}, inputs[0])[outputs[0]]
 
     def _build_sequential(self):
         layers = list(self.layers)
@@ -257,7 +306,7 @@ class _Model:
         if shape is None:
             raise GraphError(f"{self.where}: the Sequential model has no input shape; build it with "
                              f"keras.Input(shape=...) before saving")
-        builder = GraphBuilder(self._input_hwc(shape))
+        builder = self.builder = GraphBuilder(self._input_hwc(shape))
         tensor = builder.input_name
         for layer in layers:
             tensor = self._convert(builder, layer, [tensor])
@@ -274,9 +323,13 @@ class _Model:
         shape = _batch_shape(input_layer) if input_layer else None
         if shape is None:
             raise GraphError(f"{self.where}: input layer {inputs[0]!r} has no batch shape in the config")
-        builder = GraphBuilder(self._input_hwc(shape))
-        tensors = {inputs[0]: builder.input_name}
-        pending = [layer for layer in self.layers if _layer_name(layer) != inputs[0]]
+        builder = self.builder = GraphBuilder(self._input_hwc(shape))
+        tensors = self._walk(builder, {inputs[0]: builder.input_name}, inputs[0])
+        return builder.build(output=tensors[outputs[0]])
+
+    def _walk(self, builder: GraphBuilder, tensors: dict, input_layer: str) -> dict:
+        """Convert the Functional layers in dependency order; layer name -> its Graph node."""
+        pending = [layer for layer in self.layers if _layer_name(layer) != input_layer]
         while pending:
             ready = [layer for layer in pending if all(n in tensors for n in self._inbound(layer))]
             if not ready:
@@ -287,7 +340,7 @@ class _Model:
                 sources = [tensors[n] for n in self._inbound(layer)]
                 tensors[_layer_name(layer)] = self._convert(builder, layer, sources)
                 pending.remove(layer)
-        return builder.build(output=tensors[outputs[0]])
+        return tensors
 
     def _inbound(self, layer: dict) -> list[str]:
         nodes = layer.get("inbound_nodes") or []
@@ -304,23 +357,97 @@ class _Model:
 
     def _input_hwc(self, batch_shape) -> tuple:
         shape = list(batch_shape)[1:]
-        if any(v is None for v in shape) or len(shape) not in (1, 3):
-            raise GraphError(f"{self.where}: the input shape must be (H, W, C) or (K,) with fixed sizes, "
-                             f"got {tuple(shape)}")
-        return tuple(shape) if len(shape) == 3 else (1, 1, shape[0])
+        if any(v is None for v in shape) or len(shape) not in (1, 2, 3):
+            raise GraphError(f"{self.where}: the input shape must be (H, W, C), (L, C) or (K,) with fixed "
+                             f"sizes, got {tuple(shape)}")
+        return _hwc(shape)
 
     def _convert(self, builder: GraphBuilder, layer: dict, sources: list[str]) -> str:
+        """Add the nodes of one layer; a layer that cannot be converted becomes an ``unsupported`` node
+        (its shape from the config) so that the import goes on and every problem is listed at once."""
         class_name = ALIASES.get(layer.get("class_name"), layer.get("class_name"))
+        if class_name in MODEL_CLASSES:
+            return _Model(layer, self.weights, self.where).inline(builder, sources)
         converter = _LAYERS.get(class_name)
-        if converter is None:
-            raise self.fail(layer, f"layer class {class_name!r} is not supported; supported layers: "
-                                   f"{', '.join(SUPPORTED_LAYERS)}")
-        cfg = layer.get("config", {})
-        if cfg.get("data_format", "channels_last") not in ("channels_last", None):
-            raise self.fail(layer, f"data_format {cfg['data_format']!r} is not supported (only channels_last)")
-        if class_name != "Add" and len(sources) != 1:
-            raise self.fail(layer, f"takes one input, got {len(sources)}")
-        return converter(_Layer(self, builder, layer, sources))
+        try:
+            if converter is None:
+                raise self.fail(layer, HINTS.get(class_name, f"layer class {class_name!r} is not supported; "
+                                                             f"supported layers: {', '.join(SUPPORTED_LAYERS)}"))
+            cfg = layer.get("config", {})
+            if cfg.get("data_format", "channels_last") not in ("channels_last", None):
+                raise self.fail(layer, f"data_format {cfg['data_format']!r} is not supported (only channels_last)")
+            if class_name not in ("Add", "Concatenate") and len(sources) != 1:
+                raise self.fail(layer, f"takes one input, got {len(sources)}")
+            return converter(_Layer(self, builder, layer, sources))
+        except GraphError as exc:
+            prefix = f"{self.where}: Keras layer {_layer_name(layer)!r} ({layer.get('class_name')}): "
+            hint = str(exc)[len(prefix):] if str(exc).startswith(prefix) else str(exc)
+            shape = self._output_shape(builder, layer, sources)
+            if shape is None:
+                raise _Stop(f"{str(exc)}; the layer's output shape is unknown, so the import stopped here") from exc
+            return builder.add("unsupported", _layer_name(layer) or "layer", sources,
+                               attrs={"op": class_name, "layer": _layer_name(layer), "hint": hint, "shape": shape},
+                               source=f"keras {class_name} {_layer_name(layer)!r}")
+
+    def _output_shape(self, builder: GraphBuilder, layer: dict, sources: list[str]):
+        """A layer's output shape (HWC) from the build_config input_shape of a layer reading it, or its
+        input's shape for elementwise layers; None when neither tells."""
+        name = _layer_name(layer)
+        for other in self.layers:
+            try:
+                inbound = self._inbound(other) if self.kind != "Sequential" else []
+            except GraphError:
+                continue
+            if name in inbound:
+                shape = (other.get("build_config") or {}).get("input_shape")
+                if shape and isinstance(shape[0], list):
+                    shape = shape[inbound.index(name)]
+                if shape and all(v is not None for v in shape[1:]):
+                    return _hwc(shape[1:])
+        if self.kind == "Sequential":
+            index = next((i for i, l in enumerate(self.layers) if l is layer), None)
+            if index is not None and index + 1 < len(self.layers):
+                shape = (self.layers[index + 1].get("build_config") or {}).get("input_shape")
+                if shape and all(v is not None for v in shape[1:]):
+                    return _hwc(shape[1:])
+        class_name = ALIASES.get(layer.get("class_name"), layer.get("class_name"))
+        geometric = _geometric_output_shape(layer, builder.shape(sources[0])) if len(sources) == 1 else None
+        if geometric is not None:
+            return geometric
+        if sources and (class_name in ELEMENTWISE_LAYERS or class_name == "Multiply"):
+            return max((builder.shape(s) for s in sources), key=lambda s: s[0] * s[1] * s[2])
+        return None
+
+
+class _Stop(GraphError):
+    """The import cannot go on: a layer that cannot be converted has an unknown output shape."""
+
+
+def _geometric_output_shape(layer: dict, in_hwc: tuple):
+    """The output shape (HWC) of a conv or pooling layer from its config (dilation included), else None."""
+    class_name = ALIASES.get(layer.get("class_name"), layer.get("class_name"))
+    cfg = layer.get("config", {})
+    kernel = cfg.get("kernel_size") or cfg.get("pool_size")
+    if kernel is None or not any(class_name.startswith(p) for p in ("Conv", "Depthwise", "Separable", "MaxPool",
+                                                                      "AveragePool")):
+        return None
+    one_d = class_name.endswith("1D")
+    as_pair = (lambda v: (1, int(v[0] if isinstance(v, (list, tuple)) else v))) if one_d else _pair
+    kernel, strides = as_pair(kernel), as_pair(cfg.get("strides") or kernel)
+    dilation = as_pair(cfg.get("dilation_rate", 1))
+    out = []
+    for size, k, s, d in zip(in_hwc[:2], kernel, strides, dilation):
+        span = (k - 1) * d + 1
+        out.append(-(-size // s) if str(cfg.get("padding", "valid")).lower() in ("same", "causal")
+                   else -(-(size - span + 1) // s))
+    channels = cfg.get("filters") or in_hwc[2] * int(cfg.get("depth_multiplier", 1))
+    return (out[0], out[1], int(channels)) if min(out) >= 1 else None
+
+
+def _hwc(shape) -> tuple:
+    """The Graph's (H, W, C) of a Keras shape without the batch axis: (H, W, C), (L, C) or (K,)."""
+    shape = tuple(int(v) for v in shape)
+    return {3: shape, 2: (1, *shape), 1: (1, 1, *shape)}[len(shape)]
 
 
 def _layer_name(layer: dict) -> str:
@@ -380,6 +507,7 @@ class _Layer:
         self.class_name = ALIASES.get(layer["class_name"], layer["class_name"])
         self.cfg = layer.get("config", {})
         self.sources = sources
+        self.one_d = self.class_name.endswith("1D")    # over (N, L, C): the Graph's (1, L, C)
 
     @property
     def input_shape(self) -> tuple:
@@ -399,14 +527,23 @@ class _Layer:
         return self.builder.add(op, self.name + suffix, self.sources if inputs is None else inputs,
                                 attrs=attrs, params=params, source=f"keras {self.class_name} {self.name!r}")
 
+    def pair(self, value) -> tuple[int, int]:
+        """A 2-D (rows, columns) pair of a config value; a 1-D layer's value is (1, value)."""
+        if self.one_d:
+            return (1, int(value[0] if isinstance(value, (list, tuple)) else value))
+        return _pair(value)
+
     def geometry(self, kernel_key: str = "kernel_size") -> dict:
         if any(int(d) != 1 for d in _pair(self.cfg.get("dilation_rate", 1))):
-            raise self.fail(f"dilation_rate {self.cfg['dilation_rate']} is not supported (only 1)")
+            raise self.fail(f"dilation_rate {self.cfg['dilation_rate']} is not supported (only 1): dilated "
+                            f"convolutions have no integer layer")
         padding = str(self.cfg.get("padding", "valid")).lower()
-        if padding not in ("same", "valid"):
-            raise self.fail(f"padding {padding!r} is not supported (same, valid)")
-        strides = self.cfg.get("strides") or self.cfg.get(kernel_key)
-        return {"strides": _pair(strides), "padding": padding}
+        strides = self.pair(self.cfg.get("strides") or self.cfg.get(kernel_key))
+        if padding == "causal" and self.one_d:  # pads K - 1 steps before the sequence
+            padding = (0, 0, self.pair(self.cfg.get(kernel_key))[1] - 1, 0)
+        elif padding not in ("same", "valid"):
+            raise self.fail(f"padding {padding!r} is not supported (same, valid, causal for 1-D)")
+        return {"strides": strides, "padding": padding}
 
     def activation(self, tensor: str, activation=None) -> str:
         """Add the node of a layer's `activation` config after `tensor`."""
@@ -422,7 +559,12 @@ class _Layer:
                             suffix="/" + activation)
         if activation == "softmax":
             return self.add("softmax", [tensor], suffix="/softmax")
-        raise self.fail(f"activation {activation!r} is not supported; supported: {', '.join(SUPPORTED_ACTIVATIONS)}")
+        hint = HINTS.get(activation, f"activation {activation!r} is not supported; supported: "
+                                     f"{', '.join(SUPPORTED_ACTIVATIONS)}")
+        return self.builder.add("unsupported", f"{self.name}/{activation}", [tensor],
+                                attrs={"op": str(activation), "layer": self.name, "hint": hint,
+                                       "shape": self.builder.shape(tensor)},
+                                source=f"keras {self.class_name} {self.name!r} activation")
 
 
 def _pair(value) -> tuple[int, int]:
@@ -439,9 +581,14 @@ def _bias(weights: dict, channels: int) -> np.ndarray:
     return weights.get("bias", np.zeros(channels, np.float32))
 
 
+def _kernel_2d(layer: _Layer, kernel: np.ndarray) -> np.ndarray:
+    """A 1-D layer's kernel (K, ...) as the 2-D kernel (1, K, ...) of height 1."""
+    return kernel[None] if layer.one_d else kernel
+
+
 def _conv2d(layer: _Layer) -> str:
     w = layer.weights(_bias_names(layer, ["kernel"]))
-    kernel = w["kernel"]                                             # (KH, KW, Cin/groups, Cout)
+    kernel = _kernel_2d(layer, w["kernel"])                          # (KH, KW, Cin/groups, Cout)
     groups = int(layer.cfg.get("groups", 1))
     if groups > 1:
         kernel = block_diagonal_conv_weight(np.split(kernel, groups, axis=3))
@@ -451,32 +598,23 @@ def _conv2d(layer: _Layer) -> str:
 
 
 def _depthwise_conv2d(layer: _Layer) -> str:
+    """Output channel c*M + m reads input channel c: the Graph's depthwise_conv2d with multiplier M."""
     w = layer.weights(_bias_names(layer, ["depthwise_kernel"]))
-    kernel = w["depthwise_kernel"]                                   # (KH, KW, C, M)
+    kernel = _kernel_2d(layer, w["depthwise_kernel"])                # (KH, KW, C, M)
     kh, kw, channels, multiplier = kernel.shape
-    bias = _bias(w, channels * multiplier)
-    if multiplier == 1:
-        out = layer.add("depthwise_conv2d", attrs=layer.geometry(), params={"weight": kernel[..., 0], "bias": bias})
-    else:  # output channel c*M + m reads input channel c: a block-diagonal conv2d
-        groups = [kernel[:, :, c:c + 1, :] for c in range(channels)]
-        params = {"weight": block_diagonal_conv_weight(groups), "bias": bias}
-        out = layer.add("conv2d", attrs=layer.geometry(), params=params)
+    params = {"weight": kernel.reshape(kh, kw, channels * multiplier), "bias": _bias(w, channels * multiplier)}
+    out = layer.add("depthwise_conv2d", attrs={**layer.geometry(), "depth_multiplier": multiplier}, params=params)
     return layer.activation(out)
 
 
 def _separable_conv2d(layer: _Layer) -> str:
     w = layer.weights(_bias_names(layer, ["depthwise_kernel", "pointwise_kernel"]))
-    depthwise = w["depthwise_kernel"]                                # (KH, KW, C, M)
-    pointwise = w["pointwise_kernel"][0, 0]                          # (C*M, Cout)
+    depthwise = _kernel_2d(layer, w["depthwise_kernel"])             # (KH, KW, C, M)
+    pointwise = w["pointwise_kernel"].reshape(-1, w["pointwise_kernel"].shape[-1])   # (C*M, Cout)
     kh, kw, channels, multiplier = depthwise.shape
-    bias = _bias(w, pointwise.shape[1])
-    if multiplier == 1:
-        params = {"depthwise": depthwise[..., 0], "pointwise": pointwise, "bias": bias}
-        out = layer.add("separable_conv2d", attrs=layer.geometry(), params=params)
-    else:  # fold both stages into one conv2d: W[kh, kw, c, o] = sum_m D[kh, kw, c, m] * P[c*M + m, o]
-        combined = np.einsum("ijcm,cmo->ijco", depthwise.astype(np.float64),
-                             pointwise.reshape(channels, multiplier, -1).astype(np.float64))
-        out = layer.add("conv2d", attrs=layer.geometry(), params={"weight": combined, "bias": bias})
+    params = {"depthwise": depthwise.reshape(kh, kw, channels * multiplier), "pointwise": pointwise,
+              "bias": _bias(w, pointwise.shape[1])}
+    out = layer.add("separable_conv2d", attrs={**layer.geometry(), "depth_multiplier": multiplier}, params=params)
     return layer.activation(out)
 
 
@@ -493,12 +631,25 @@ def _dense(layer: _Layer) -> str:
     return layer.activation(out)
 
 
-def _batch_norm(layer: _Layer) -> str:
-    axis = layer.cfg.get("axis", -1)
+def _keras_rank(layer: _Layer) -> int:
+    """The rank (batch included) of the layer's Keras input: from build_config, else from the Graph."""
+    shape = (layer.layer.get("build_config") or {}).get("input_shape")
+    if shape and not isinstance(shape[0], list):
+        return len(shape)
+    h, w, _ = layer.input_shape
+    return 2 if (h, w) == (1, 1) else (3 if h == 1 else 4)
+
+
+def _channel_axis_only(layer: _Layer, axis) -> None:
     axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-    rank = 2 if layer.input_shape[:2] == (1, 1) else 4
-    if axis not in (-1, rank - 1):
-        raise layer.fail(f"only normalization over the channel axis (-1) is supported, got axis={axis}")
+    rank = _keras_rank(layer)
+    if not isinstance(axis, int) or axis % rank != rank - 1:
+        raise layer.fail(f"only normalization over the channel (last) axis is supported, got axis={axis} "
+                         f"of a rank-{rank} input")
+
+
+def _batch_norm(layer: _Layer) -> str:
+    _channel_axis_only(layer, layer.cfg.get("axis", -1))
     names = (["gamma"] if layer.cfg.get("scale", True) else []) + \
             (["beta"] if layer.cfg.get("center", True) else []) + ["moving_mean", "moving_variance"]
     w = {k: v.astype(np.float64) for k, v in layer.weights(names).items()}
@@ -530,8 +681,8 @@ def _softmax(layer: _Layer) -> str:
 
 def _pool(layer: _Layer) -> str:
     geometry = layer.geometry("pool_size")
-    attrs = {"pool_size": _pair(layer.cfg.get("pool_size", 2)), **geometry}
-    if layer.class_name == "MaxPooling2D":
+    attrs = {"pool_size": layer.pair(layer.cfg.get("pool_size", 2)), **geometry}
+    if layer.class_name.startswith("MaxPooling"):
         return layer.add("max_pool", attrs=attrs)
     return layer.add("avg_pool", attrs={**attrs, "count_include_pad": False})
 
@@ -549,6 +700,46 @@ def _reshape(layer: _Layer) -> str:
             target[target.index(-1)] = size // max(known, 1)
         return layer.add("reshape", attrs={"shape": tuple(target)})
     raise layer.fail(f"target_shape {tuple(target)} is not supported; only (K,) or (H, W, C)")
+
+
+def _zero_padding(layer: _Layer) -> str:
+    padding = layer.cfg.get("padding", 1)
+    if layer.one_d:
+        before, after = (padding, padding) if isinstance(padding, int) else padding
+        pads = (0, 0, int(before), int(after))
+    elif isinstance(padding, int):
+        pads = (padding,) * 4
+    elif isinstance(padding[0], int):
+        pads = (padding[0], padding[0], padding[1], padding[1])
+    else:
+        pads = (*padding[0], *padding[1])
+    return layer.add("pad", attrs={"pads": tuple(int(p) for p in pads)})
+
+
+def _concatenate(layer: _Layer) -> str:
+    axis = int(layer.cfg.get("axis", -1))
+    rank = _keras_rank(layer)
+    if axis % rank != rank - 1:
+        raise layer.fail(f"only concatenation along channels (the last axis) is supported, got axis={axis}")
+    return layer.add("concat")
+
+
+def _normalization(layer: _Layer) -> str:
+    """keras Normalization (adapted): (x - mean) / max(sqrt(variance), 1e-7), per channel."""
+    _channel_axis_only(layer, layer.cfg.get("axis", -1))
+    if layer.cfg.get("invert"):
+        raise layer.fail("invert=True is not supported")
+    arrays = layer.model.weights.get(layer.name, [])
+    if len(arrays) < 2:
+        raise layer.fail(f"expected the adapted mean and variance, the file has {len(arrays)} arrays")
+    channels = layer.input_shape[2]
+    mean = np.broadcast_to(np.asarray(arrays[0], np.float64).reshape(-1), (channels,))
+    std = np.maximum(np.sqrt(np.broadcast_to(np.asarray(arrays[1], np.float64).reshape(-1), (channels,))), 1e-7)
+    return layer.add("affine", params={"scale": 1.0 / std, "offset": -mean / std})
+
+
+def _global_average(layer: _Layer) -> str:
+    return layer.add("global_avg_pool", attrs={"keepdims": bool(layer.cfg.get("keepdims", False))})
 
 
 def _rescaling(layer: _Layer) -> str:
@@ -569,7 +760,18 @@ _LAYERS = {
     "Softmax": _softmax,
     "MaxPooling2D": _pool,
     "AveragePooling2D": _pool,
-    "GlobalAveragePooling2D": lambda layer: layer.add("global_avg_pool"),
+    "GlobalAveragePooling2D": _global_average,
+    "GlobalAveragePooling1D": _global_average,
+    "Conv1D": _conv2d,
+    "DepthwiseConv1D": _depthwise_conv2d,
+    "SeparableConv1D": _separable_conv2d,
+    "MaxPooling1D": _pool,
+    "AveragePooling1D": _pool,
+    "ZeroPadding2D": _zero_padding,
+    "ZeroPadding1D": _zero_padding,
+    "Concatenate": _concatenate,
+    "Normalization": _normalization,
+    "SpatialDropout1D": lambda layer: layer.add("identity", attrs={"was": layer.class_name}),
     "Flatten": lambda layer: layer.add("flatten"),
     "Reshape": _reshape,
     "Dropout": lambda layer: layer.add("identity", attrs={"was": layer.class_name}),
