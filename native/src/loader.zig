@@ -1475,3 +1475,28 @@ test "same padding follows TensorFlow" {
     try std.testing.expectEqual(@as(u32, 1), convOutputSize(3, 3, 1, .valid));
     try std.testing.expectEqual(@as(u32, 0), convOutputSize(2, 3, 1, .valid));
 }
+
+test "window geometry: explicit pads, every window holding an in-bounds tap" {
+    // PyTorch Conv2d(k=3, s=2, p=1) on 7: floor((7 + 2 - 3) / 2) + 1 = 4
+    try std.testing.expectEqual(@as(?u32, 4), windowOutputSize(7, 3, 2, 1, 1));
+    // ceil-mode-like extra bottom padding: (6 + 0 + 1 - 3) / 2 + 1 = 3, the last window starts at 4 < 6
+    try std.testing.expectEqual(@as(?u32, 3), windowOutputSize(6, 3, 2, 0, 1));
+    // a pad as large as the kernel leaves the first window all padding
+    try std.testing.expectEqual(@as(?u32, null), windowOutputSize(5, 3, 1, 3, 0));
+    // the last window only pads: (1 + 0 + 4 - 1) / 1 + 1 = 5 windows, window 4 starts at 4 >= 1
+    try std.testing.expectEqual(@as(?u32, null), windowOutputSize(1, 1, 1, 0, 4));
+    // but stride 4 skips over the padding: one window
+    try std.testing.expectEqual(@as(?u32, 1), windowOutputSize(1, 1, 4, 0, 3));
+    // the kernel does not fit at all
+    try std.testing.expectEqual(@as(?u32, null), windowOutputSize(2, 5, 1, 1, 1));
+    // any u32 fields: no overflow
+    try std.testing.expectEqual(@as(?u32, null), windowOutputSize(4096, 15, 1, 14, std.math.maxInt(u32)));
+}
+
+test "same padding splits the total with the rest after" {
+    // H=4, K=3, s=2: total 1 -> (0, 1); H=5, K=4, s=1: total 3 -> (1, 2)
+    try std.testing.expectEqual(@as(u32, 1), samePaddingAfter(4, 3, 2));
+    try std.testing.expectEqual(@as(u32, 1), samePaddingBefore(5, 4, 1));
+    try std.testing.expectEqual(@as(u32, 2), samePaddingAfter(5, 4, 1));
+    try std.testing.expectEqual(@as(u32, 0), samePaddingAfter(4, 1, 4));
+}

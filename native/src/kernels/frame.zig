@@ -68,3 +68,10 @@ pub fn copyPixels(target: []u8, target_stride: usize, source: []const u8, source
         },
     }
 }
+
+test "a depth multiplier repeats every input channel M times" {
+    const source = [_]u8{ 1, 2, 0, 0, 3, 4, 0, 0 }; // two pixels of 2 channels, stride 4
+    var target: [2 * 8]u8 = @splat(0xaa);
+    repeatChannels(&target, 8, &source, 4, 2, 3, 2);
+    try std.testing.expectEqualSlices(u8, &.{ 1, 1, 1, 2, 2, 2, 0xaa, 0xaa, 3, 3, 3, 4, 4, 4, 0xaa, 0xaa }, &target);
+}
