@@ -244,3 +244,60 @@ def test_malformed_files(importer, saved, tmp_path):
         importer.load(weights_only)
     with pytest.raises(FileNotFoundError, match=r"missing.keras"):
         importer.load(tmp_path / "missing.keras")
+
+
+# -- the layers of keras.applications / akida_models (issue 9) --------------------------------------------
+
+
+def mobilenet_like_model():
+    """ZeroPadding2D before a stride-2 depthwise with a multiplier, ReLU(max_value=6), BN(axis=3),
+    separable with a multiplier, a nested Sequential, Concatenate, GAP with keepdims, Normalization."""
+    inner = keras.Sequential([keras.Input((5, 5, 6)), layers.Conv2D(4, 1, name="inner_conv"),
+                              layers.BatchNormalization(axis=3, name="inner_bn"), layers.ReLU(name="inner_relu")],
+                             name="inner")
+    inputs = keras.Input((10, 10, 3))
+    norm = layers.Normalization(axis=-1, mean=[0.5, 1.0, 1.5], variance=[0.25, 1.0, 4.0], name="norm")
+    x = norm(inputs)
+    x = layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(x)
+    x = layers.DepthwiseConv2D(3, strides=2, depth_multiplier=2, use_bias=False, name="dw")(x)
+    x = layers.BatchNormalization(axis=3, name="dw_bn")(x)
+    x = layers.ReLU(max_value=6.0, name="dw_relu")(x)
+    a = layers.SeparableConv2D(4, 3, padding="same", depth_multiplier=2, name="sep")(x)
+    b = inner(x)
+    x = layers.Concatenate(name="cat")([a, b])
+    x = layers.GlobalAveragePooling2D(keepdims=True, name="gap")(x)
+    x = layers.Conv2D(3, 1, name="head")(x)
+    outputs = layers.Reshape((3,), name="logits")(x)
+    model = keras.Model(inputs, outputs)
+    randomize_batch_norms(model)
+    randomize_batch_norms(inner)
+    return model
+
+
+def conv1d_model():
+    return keras.Sequential([keras.Input((20, 6)), layers.Conv1D(8, 5, strides=2, padding="same", name="c1"),
+                             layers.BatchNormalization(name="bn"), layers.ReLU(),
+                             layers.MaxPooling1D(2, name="mp"), layers.Conv1D(4, 3, padding="causal", name="c2"),
+                             layers.GlobalAveragePooling1D(), layers.Dense(3)])
+
+
+@pytest.mark.parametrize("build,shape", [(mobilenet_like_model, (10, 10, 3)), (conv1d_model, (20, 6))])
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_application_layers_match_keras_predict(importer, tmp_path, build, shape, suffix):
+    model = build()
+    x = RNG.uniform(0, 2, size=(4, *shape)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    model.save(tmp_path / f"m{suffix}")
+    graph = importer.load(tmp_path / f"m{suffix}")
+    assert graph.problems() == []
+    x_hwc = x.reshape(len(x), *graph.input_shape)
+    np.testing.assert_allclose(graph.run(x_hwc).reshape(expected.shape), expected, atol=1e-4)
+    simple = graph.simplify()
+    np.testing.assert_allclose(simple.run(x_hwc).reshape(expected.shape), expected, atol=1e-4)
+    ops = [node.op for node in simple]
+    if build is mobilenet_like_model:
+        assert "pad" not in ops and "concat" in ops and simple.node("dw").attrs["padding"] == "same"  # (0, 1, 0, 1)
+        assert simple.node("dw").attrs["depth_multiplier"] == 2 and simple.node("sep").attrs["depth_multiplier"] == 2
+        assert ops.count("affine") == 1        # the input Normalization before a padded layer stays
+    else:
+        assert graph.input_shape == (1, 20, 6) and simple.node("c2").attrs["padding"] == (0, 0, 2, 0)

@@ -730,6 +730,8 @@ def _normalization(layer: _Layer) -> str:
     if layer.cfg.get("invert"):
         raise layer.fail("invert=True is not supported")
     arrays = layer.model.weights.get(layer.name, [])
+    if layer.cfg.get("mean") is not None and layer.cfg.get("variance") is not None:
+        arrays = [layer.cfg["mean"], layer.cfg["variance"]]          # given to the constructor
     if len(arrays) < 2:
         raise layer.fail(f"expected the adapted mean and variance, the file has {len(arrays)} arrays")
     channels = layer.input_shape[2]
