@@ -336,6 +336,11 @@ class _Tensor:
         return _Tensor([self.sources[i] for i in idx], self.scale[idx], self.zero_point[idx], self.spikes)
 
 
+def _producers(tensor: _Tensor) -> list[str]:
+    """The layers a tensor's channels come from, in order of first appearance."""
+    return list(dict.fromkeys(p for p, _ in tensor.sources))
+
+
 def _join(tensors: list[_Tensor]) -> _Tensor:
     return _Tensor([s for t in tensors for s in t.sources], np.concatenate([t.scale for t in tensors]),
                    np.concatenate([t.zero_point for t in tensors]), all(t.spikes for t in tensors))
@@ -759,10 +764,9 @@ class _Builder:
                 pool_node=None) -> list[str]:
         """One concat layer: channel j = sign[j] * (view channel j - its zero point) (+ offset / gain), then the
         pooling and activation that follow `node`."""
-        producers = list(dict.fromkeys(p for p, _ in view.sources))
-        if len(producers) > L.CONCAT_INPUTS_MAX:
-            raise _Refusal(node, f"it gathers channels of {len(producers)} layers; a concat layer reads at most "
-                           f"{L.CONCAT_INPUTS_MAX}", "concatenate in steps of at most 4 branches")
+        if len(_producers(view)) > L.CONCAT_INPUTS_MAX:
+            view = self._materialize(view, node, f"{node.name}/gather")
+        producers = _producers(view)
         channels = view.channels
         sign = np.ones(channels) if sign is None else sign
         gain = np.ones(channels) if gain is None else gain
@@ -788,10 +792,21 @@ class _Builder:
     def _materialize(self, view: _Tensor, node: Node, name: str) -> _Tensor:
         """A concat layer that makes `view` plain: an exact copy when its channels share one scale and zero point
         (and fit the bits), else requantized to one scale over the union of their ranges."""
-        producers = list(dict.fromkeys(p for p, _ in view.sources))
+        producers = _producers(view)
         if len(producers) > L.CONCAT_INPUTS_MAX:
-            raise _Refusal(node, f"its input gathers channels of {len(producers)} layers; a concat layer reads at "
-                           f"most {L.CONCAT_INPUTS_MAX}", "concatenate in steps of at most 4 branches")
+            # a concat layer reads at most 4 layers: gather each group of 4 producers' channels first (in the
+            # order they appear), then gather those
+            groups = [producers[i:i + L.CONCAT_INPUTS_MAX] for i in range(0, len(producers), L.CONCAT_INPUTS_MAX)]
+            parts, where = [], {}
+            for g, group in enumerate(groups):
+                picked = [i for i, (p, _) in enumerate(view.sources) if p in group]
+                part = self._materialize(view.take(picked), node, f"{name}/{g}")
+                parts.append(part)
+                where.update({i: (g, k) for k, i in enumerate(picked)})
+            joined = _join(parts)
+            offsets = np.cumsum([0] + [p.channels for p in parts])
+            view = joined.take([offsets[where[i][0]] + where[i][1] for i in range(view.channels)])
+            producers = _producers(view)
         channels = view.channels
         sources = [(producers.index(p), c) for p, c in view.sources]
         uniform = np.allclose(view.scale, view.scale[0], rtol=1e-9) and np.all(view.zero_point == view.zero_point[0])
@@ -838,10 +853,9 @@ class _Builder:
         return self._gather_activation(node, src)
 
     def _gather_activation(self, node: Node, src: _Tensor) -> list[str]:
-        producers = list(dict.fromkeys(p for p, _ in src.sources))
-        if len(producers) > L.CONCAT_INPUTS_MAX:
+        if len(_producers(src)) > L.CONCAT_INPUTS_MAX:
             src = self._plain(src, node)
-            producers = [src.producer]
+        producers = _producers(src)
         channels = src.channels
         sources = [(producers.index(p), c) for p, c in src.sources]
         bias = np.round(-src.zero_point).astype(np.int64)
@@ -854,7 +868,9 @@ class _Builder:
         """The graph's output is a view or an alias of a layer that is not the last: a final concat layer."""
         out = self.graph.node(self.graph.output)
         tensor = self.tensors[out.name]
-        producers = list(dict.fromkeys(p for p, _ in tensor.sources))
+        if len(_producers(tensor)) > L.CONCAT_INPUTS_MAX:
+            tensor = self._plain(tensor, out)
+        producers = _producers(tensor)
         sources = [(producers.index(p), c) for p, c in tensor.sources]
         name = f"{out.name}/output"
         bias = np.round(-tensor.zero_point).astype(np.int64)
