@@ -1,6 +1,6 @@
 /* edgesnn.h: the C API of the edgesnn native engine (native/src/exports.zig).
  *
- * Load an .esnn model (docs/format.md) into memory you own, ask how many arena bytes one
+ * Load an .esnn model (docs/format.md; versions 2.0 and 1.0) into memory you own, ask how many arena bytes one
  * inference context needs, give it that memory (a static array works), and run. The engine never
  * allocates. A loaded model is immutable and may be shared by threads; each thread runs its own
  * context. Every call returns an esnn_status; failures write a NUL-terminated message naming the
@@ -29,7 +29,7 @@ typedef enum esnn_status {
     ESNN_ERROR_ARGUMENT = 1,  /* NULL pointer, bad count, too small buffer */
     ESNN_ERROR_TRUNCATED = 2, /* the bytes end before the file says they do */
     ESNN_ERROR_MAGIC = 3,     /* not an .esnn file */
-    ESNN_ERROR_VERSION = 4,   /* unknown major version */
+    ESNN_ERROR_VERSION = 4,   /* a major version other than 2 and 1 */
     ESNN_ERROR_CHECKSUM = 5,  /* a CRC-32 does not match */
     ESNN_ERROR_SECTION = 6,   /* section table */
     ESNN_ERROR_LAYER = 7,     /* model or layer record: kinds, inputs, shapes, bits, geometry */
