@@ -6,18 +6,27 @@
 How (docs/semantics.md has the integer side):
 
 1. The source is imported by the importer plugin that accepts it, then simplified (batch norm
-   folded, identity and a final softmax dropped, padding resolved: edgesnn.graph).
+   folded, also through pooling; identity, layout ops and a final softmax dropped; pads merged:
+   edgesnn.graph). Every node that will not convert is listed at once (``es.check``, or
+   ``es.ConversionError.problems``) before any calibration runs.
 2. The float graph runs on the calibration `samples` (seen as ``(x - offset) / scale``) and every
    activation's range is measured ("minmax", "percentile" = 99.99th percentile, or "mse" = the
    clipping that minimizes the quantization error).
-3. Nodes are grouped into integer layers: a synaptic node (conv, depthwise, separable, dense)
-   takes the pooling and ReLU that follow it (a max pool after the ReLU commutes and is taken
-   too); add takes its ReLU; a pooling left on its own (e.g. global average pooling after a ReLU)
-   becomes an identity depthwise layer with that pooling; flatten/reshape before dense is free.
-4. Weights are quantized symmetrically per output channel to `weight_bits`; the activation
-   scale of each layer is range / (2^bits - 1); biases, multipliers and shifts follow, so that
+3. Nodes are grouped into integer layers: a synaptic node (conv, depthwise, separable, dense) or an
+   add takes the pooling and the ReLU / ReLU6 / clip that follow it (a max pool after the ReLU
+   commutes and is taken too). Concat, split and channel shuffle are *views*: a new channel order
+   over existing integers, which costs a `concat` layer only where a consumer needs one tensor (or a
+   pooling or activation follows). A pooling, batch norm or ReLU left on its own is a `concat` layer
+   over its input's channels. Flatten/reshape before dense is free.
+4. Every tensor is held as ``value = (a - zero_point) * scale`` per channel. A ReLU'd tensor has zero
+   point 0; a signed one (a linear bottleneck, a residual sum, batch norm without ReLU) gets an
+   output zero point from its calibrated range, and its consumers pad with it and fold it into their
+   bias, so zero padding means what it meant in float, border taps included. The model input's
+   offset (``input_scaling`` or a Rescaling layer) becomes the input conv's pad value the same way.
+5. Weights are quantized symmetrically per output channel to `weight_bits`, with the input's
+   per-channel scale folded in; biases, multipliers and shifts follow, so that
    ``q_out ~ float_out / scale_out``. An average pool's divisor is folded into the multiplier.
-5. ``neuron="if"`` makes the spiking model (the NengoDL recipe): each ReLU becomes an
+6. ``neuron="if"`` makes the spiking model (the NengoDL recipe): each ReLU becomes an
    integrate-and-fire neuron whose threshold is the activation range in potential units, so its
    spike rate over `timesteps` approximates ReLU / range; a spike carries the range to the next
    layer. The output layer sums its potentials over the timesteps.
