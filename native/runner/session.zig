@@ -234,7 +234,7 @@ pub const Session = struct {
     }
 
     fn engineFail(session: *Session, request: u16, sequence: u32, status: c_int, message: [*:0]const u8) []const u8 {
-        return session.fail(.engine, request, sequence, "{s}: {s}", .{ esnn_status_name(status), std.mem.span(message) });
+        return session.fail(.engine, request, sequence, "engine status {d} ({s}): {s}", .{ status, esnn_status_name(status), std.mem.span(message) });
     }
 
     fn run(session: *Session, sequence: u32, payload: []const u8) []const u8 {

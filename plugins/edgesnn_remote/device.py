@@ -204,7 +204,7 @@ class RemoteDevice(Device):
         raise AssertionError("unreachable")
 
     def _runner_error(self, kind: int, exc: "_RunnerError") -> Exception:
-        if exc.code == "engine" and "ESNN_ERROR_INPUT" in exc.message:
+        if exc.code == "engine" and exc.message.startswith(f"engine status {P.STATUS_INPUT} "):
             return ValueError(f"input values out of range for the model (device {self.name!r}): {exc.message}")
         return DeviceError(f"device {self.name!r} refused {P.TYPE_NAMES[kind]} ({exc.code}): {exc.message}")
 

@@ -25,6 +25,7 @@ TYPE_NAMES = {HELLO: "HELLO", LOAD: "LOAD", RUN: "RUN", STATS: "STATS", RESET: "
 ERROR_CODES = {1: "header", 2: "version", 3: "oversized", 4: "checksum", 5: "sequence", 6: "truncated",
                7: "unknown_type", 8: "state", 9: "payload", 10: "fit", 11: "engine"}
 FIT = 10
+STATUS_INPUT = 12    # ESNN_ERROR_INPUT (native/include/edgesnn.h): an engine ERROR "engine status 12 (...)"
 
 RUN_REQUEST = struct.Struct("<IIII")         # batch, input_timesteps, timesteps, flags
 LOADED_REPLY = struct.Struct("<QQI4I3I")     # program_bytes, arena_bytes, layers, H W C bits, OH OW OC

@@ -145,11 +145,13 @@ class TcpLink(FdLink):
 class SerialLink(FdLink):
     """A serial line (or a pty) to a runner started with --device PATH; set raw, no echo."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str | int):
+        """`path`: the device path, or an open file descriptor (e.g. a pty's master; it is duplicated)."""
         try:
-            fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+            fd = os.dup(path) if isinstance(path, int) else os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         except OSError as exc:
             raise LinkError(f"cannot open the serial line {path}: {exc.strerror or exc}") from None
+        path = path if not isinstance(path, int) else f"fd {path}"
         try:
             tty.setraw(fd)
         except OSError:
