@@ -1,5 +1,6 @@
 //! Builds the edgesnn engine: `zig build` installs lib/libedgesnn.so (the Python binding's),
-//! lib/libedgesnn.a (for C apps) and include/edgesnn.h; `zig build test` runs the Zig tests.
+//! lib/libedgesnn.a (for C apps), include/edgesnn.h and, on Linux, bin/edgesnn-runner (the device
+//! runner, native/runner/); `zig build test` runs the Zig tests.
 //! Always LLVM: the kernels use inline assembly (vpdpbusd) the self-hosted backends do not take.
 //! The Python install runs `python -m ziglang build -Doptimize=ReleaseFast` (see _build_backend/).
 
@@ -60,6 +61,9 @@ fn addRunner(b: *std.Build, target: std.Build.ResolvedTarget, optimize: @TypeOf(
     });
     runner_module.linkLibrary(static);
     const runner = b.addExecutable(.{ .name = "edgesnn-runner", .root_module = runner_module, .use_llvm = true });
+    const install_runner = b.addInstallArtifact(runner, .{});
     const runner_step = b.step("runner", "Build the device runner bin/edgesnn-runner (docs/protocol.md)");
-    runner_step.dependOn(&b.addInstallArtifact(runner, .{}).step);
+    runner_step.dependOn(&install_runner.step);
+    // the plain `zig build` (the Python install) ships it beside the shared library; it speaks Linux syscalls
+    if (target.result.os.tag == .linux) b.getInstallStep().dependOn(&install_runner.step);
 }
