@@ -14,10 +14,10 @@ this one, once) reconnects first: a spawned runner is started again, the model l
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import struct
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,9 @@ from . import protocol as P
 from .transport import FdLink, LinkError, ProcessLink, SerialLink, TcpLink, parse_address
 
 RUNNER_ENV = "EDGESNN_RUNNER"
+_monotonic, _crc32 = time.monotonic, zlib.crc32
 STATS_VALUES = len(COUNT_FIELDS)
+_RUN_REQUEST, _PAIR = P.RUN_REQUEST, struct.Struct("<II")
 
 
 def runner_path() -> Path | None:
@@ -55,6 +57,12 @@ class RemoteProgram:
     data: bytes
     loaded: dict | None = None     # program_bytes, arena_bytes, layer_count, shapes (from LOADED)
     link_generation: int = -1      # the link it was loaded over; another link loads it again
+    layer_count: int = 0
+    output_values: int = 0         # OH * OW * OC of one sample
+
+    def __post_init__(self):
+        self.layer_count = len(self.model.layers)
+        self.output_values = int(np.prod(self.model.output_shape))
 
 
 class RemoteDevice(Device):
@@ -159,26 +167,28 @@ class RemoteDevice(Device):
         return self._link
 
     def _request(self, kind: int, payload, timeout_s: float | None = None) -> bytes:
-        """Send one request and return its reply payload; LinkError / ProtocolError / DeviceError on failure."""
+        """Send one request and return its reply payload; LinkError / ProtocolError / _RunnerError on failure."""
         link = self._link
-        self._sequence = (self._sequence + 1) & 0xFFFFFFFF
-        sequence = self._sequence
-        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        sequence = self._sequence = (self._sequence + 1) & 0xFFFFFFFF
+        deadline = _monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         link.send(P.encode(kind, sequence, payload), deadline)
-        header = P.decode_header(link.recv_exact(P.HEADER_BYTES, deadline), self._payload_limit())
-        body = link.recv_exact(header.length, deadline)
-        P.check_payload(header, body)
-        if header.sequence != sequence:
-            raise P.ProtocolError(f"reply to {P.TYPE_NAMES[kind]} has sequence number {header.sequence}, expected "
+        reply, reply_sequence, length, payload_crc = P.parse_header(link.recv_exact(P.HEADER_BYTES, deadline),
+                                                                    self._payload_limit)
+        body = link.recv_exact(length, deadline)
+        if _crc32(body) != payload_crc:
+            raise P.ProtocolError(f"payload CRC-32 mismatch ({length:,} bytes of "
+                                  f"{P.TYPE_NAMES.get(reply, hex(reply))}): corrupted on the link")
+        if reply_sequence != sequence:
+            raise P.ProtocolError(f"reply to {P.TYPE_NAMES[kind]} has sequence number {reply_sequence}, expected "
                                   f"{sequence}: the link is out of step")
-        if header.kind == P.ERROR:
-            code, _, message = P.decode_error(body)
-            raise _RunnerError(code, message)
-        if header.kind != P.REPLY_OF[kind]:
-            raise P.ProtocolError(f"reply to {P.TYPE_NAMES[kind]} is of type "
-                                  f"{P.TYPE_NAMES.get(header.kind, hex(header.kind))}")
+        if reply != P.REPLY_OF[kind]:
+            if reply == P.ERROR:
+                code, _, message = P.decode_error(body)
+                raise _RunnerError(code, message)
+            raise P.ProtocolError(f"reply to {P.TYPE_NAMES[kind]} is of type {P.TYPE_NAMES.get(reply, hex(reply))}")
         return body
 
+    @property
     def _payload_limit(self) -> int:
         info = self._runner_info
         return (info["frame_bytes_max"] if info else 1 << 30) + 64
@@ -258,41 +268,54 @@ class RemoteDevice(Device):
         return potentials, Statistics.from_counts(program.model.layers, counts, x5.shape[0], timesteps, self.name)
 
     def run_counts(self, program, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(program, RemoteProgram):
+        if type(program) is not RemoteProgram:
             program = self.program_of(program)
-        x5 = np.ascontiguousarray(x5, dtype=np.uint8)
+        if type(x5) is not np.ndarray or x5.dtype != np.uint8 or not x5.flags.c_contiguous:
+            x5 = np.ascontiguousarray(x5, dtype=np.uint8)
         batch, input_timesteps = x5.shape[:2]
         if input_timesteps > 1 and timesteps > 1 and (x5[:, 1:] == x5[:, :1]).all():
             x5, input_timesteps = np.ascontiguousarray(x5[:, :1]), 1
-        model = program.model
-        output_shape = model.output_shape
-        layer_count = len(model.layers)
-        per_sample_in = x5[0].nbytes
-        per_sample_out = int(np.prod(output_shape)) * 4
-        limit = self._frame_limit()
-        chunk = max(1, min(batch, (limit - P.RUN_REQUEST.size) // max(per_sample_in, 1),
-                           (limit - 8 - 40 * layer_count) // per_sample_out))
-        outputs, counts = [], np.zeros((layer_count, STATS_VALUES), np.uint64)
+        layers, output_shape, output_values = program.layer_count, program.model.output_shape, program.output_values
+        chunk = self._chunk_samples(program, x5[0].nbytes, batch)
+        outputs, counts = [], None
         for start in range(0, batch, chunk):
-            part = x5[start:start + chunk]
-            body = self._call(P.RUN, P.RUN_REQUEST.pack(len(part), input_timesteps, timesteps, 0) + part.tobytes(),
+            part = x5[start:start + chunk] if chunk < batch else x5
+            samples = part.shape[0]
+            body = self._call(P.RUN, _RUN_REQUEST.pack(samples, input_timesteps, timesteps, 0) + part.tobytes(),
                               program=program)
-            layers, values = struct.unpack_from("<II", body)
+            values = samples * output_values
             stats_end = 8 + 40 * layers
-            if layers != layer_count or values != len(part) * per_sample_out // 4 or len(body) != stats_end + 4 * values:
+            if len(body) != stats_end + 4 * values or _PAIR.unpack_from(body) != (layers, values):
                 self._close_link()
                 self._failure = "malformed RESULT"
-                raise DeviceError(f"device {self.name!r}: RESULT of {len(body)} bytes for {layers} layers and {values} "
-                                  f"values does not match the model ({layer_count} layers, output {output_shape})")
-            counts += np.frombuffer(body, np.uint64, layers * STATS_VALUES, 8).reshape(layers, STATS_VALUES)
-            outputs.append(np.frombuffer(body, np.int32, values, stats_end).reshape(len(part), *output_shape))
+                raise DeviceError(f"device {self.name!r}: RESULT of {len(body)} bytes does not match the model "
+                                  f"({layers} layers, {samples} x output {output_shape})")
+            part_counts = np.frombuffer(body, np.uint64, layers * STATS_VALUES, 8).reshape(layers, STATS_VALUES)
+            counts = part_counts.copy() if counts is None else counts + part_counts
+            outputs.append(np.frombuffer(body, np.int32, values, stats_end).reshape(samples, *output_shape))
         potentials = outputs[0].copy() if len(outputs) == 1 else np.concatenate(outputs)
         return potentials, counts
+
+    def _chunk_samples(self, program: RemoteProgram, sample_bytes: int, batch: int) -> int:
+        """Samples per RUN frame: the request and its RESULT must each fit the runner's frame limit."""
+        limit = self._frame_limit()
+        result_per_sample = 4 * program.output_values
+        if P.RUN_REQUEST.size + batch * sample_bytes <= limit and \
+                8 + 40 * program.layer_count + batch * result_per_sample <= limit:
+            return batch
+        return max(1, min((limit - P.RUN_REQUEST.size) // max(sample_bytes, 1),
+                          (limit - 8 - 40 * program.layer_count) // result_per_sample))
 
     def _frame_limit(self) -> int:
         if self._runner_info is None:
             self._ensure_link()
         return self._runner_info["frame_bytes_max"]
+
+    def program_of(self, model) -> RemoteProgram:
+        program = model.device_cache.get(self)
+        if program is None:
+            program = model.device_cache.setdefault(self, self.load(model))
+        return program
 
     def __repr__(self) -> str:
         where = self._link.description if self._link is not None else "not connected"

@@ -44,10 +44,28 @@ def crc32(data) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
+_HEAD20 = struct.Struct("<IHHIII")
+_U32 = struct.Struct("<I")
+
+
 def encode(kind: int, sequence: int, payload=b"", *, version: int = VERSION) -> bytes:
     """One frame: header then payload."""
-    head = struct.pack("<IHHIII", MAGIC, version, kind, sequence & 0xFFFFFFFF, len(payload), crc32(payload))
-    return head + struct.pack("<I", crc32(head)) + bytes(payload)
+    head = _HEAD20.pack(MAGIC, version, kind, sequence & 0xFFFFFFFF, len(payload), zlib.crc32(payload))
+    return head + _U32.pack(zlib.crc32(head)) + payload
+
+
+def parse_header(data: bytes, payload_bytes_max: int) -> tuple[int, int, int, int]:
+    """(type, sequence, length, payload_crc) of a checked 24-byte header; ProtocolError says what is wrong."""
+    magic, version, kind, sequence, length, payload_crc, header_crc = HEADER.unpack(data)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic 0x{magic:08x} (expected 0x{MAGIC:08x}, b'ESNP'): not a runner frame")
+    if zlib.crc32(data[:20]) != header_crc:
+        raise ProtocolError("header CRC-32 mismatch: the reply header was corrupted on the link")
+    if version != VERSION:
+        raise ProtocolError(f"the device speaks protocol version {version}; this host speaks {VERSION}")
+    if length > payload_bytes_max:
+        raise ProtocolError(f"reply payload of {length:,} bytes exceeds the limit of {payload_bytes_max:,} bytes")
+    return kind, sequence, length, payload_crc
 
 
 @dataclass(frozen=True)
@@ -60,19 +78,11 @@ class Header:
 
 
 def decode_header(data: bytes, payload_bytes_max: int) -> Header:
-    """Check and parse a 24-byte header; ProtocolError says what is wrong."""
+    """Check and parse a 24-byte header into a Header; ProtocolError says what is wrong."""
     if len(data) != HEADER_BYTES:
         raise ProtocolError(f"truncated header: {len(data)} of {HEADER_BYTES} bytes")
-    magic, version, kind, sequence, length, payload_crc, header_crc = HEADER.unpack(data)
-    if magic != MAGIC:
-        raise ProtocolError(f"bad magic 0x{magic:08x} (expected 0x{MAGIC:08x}, b'ESNP'): not a runner frame")
-    if crc32(data[:20]) != header_crc:
-        raise ProtocolError("header CRC-32 mismatch: the reply header was corrupted on the link")
-    if version != VERSION:
-        raise ProtocolError(f"the device speaks protocol version {version}; this host speaks {VERSION}")
-    if length > payload_bytes_max:
-        raise ProtocolError(f"reply payload of {length:,} bytes exceeds the limit of {payload_bytes_max:,} bytes")
-    return Header(version, kind, sequence, length, payload_crc)
+    kind, sequence, length, payload_crc = parse_header(data, payload_bytes_max)
+    return Header(VERSION, kind, sequence, length, payload_crc)
 
 
 def check_payload(header: Header, payload: bytes) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 import tty
+import weakref
 
 CHUNK_BYTES = 1 << 16
 
@@ -92,6 +93,8 @@ class ProcessLink(FdLink):
                                             stderr=self._stderr, bufsize=0)
         except OSError as exc:
             raise LinkError(f"cannot start the runner {self.command[0]!r}: {exc.strerror or exc}") from None
+        # a runner serving TCP never sees its stdin close: end it when this link goes or Python exits
+        weakref.finalize(self, _end_process, self.process)
         super().__init__(self.process.stdout.fileno(), self.process.stdin.fileno(),
                          f"runner {os.path.basename(self.command[0])} (pid {self.process.pid}, stdio)")
 
@@ -121,6 +124,15 @@ class ProcessLink(FdLink):
         except subprocess.TimeoutExpired:
             pass
         self._stderr.close()
+
+
+def _end_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 class TcpLink(FdLink):
