@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "native"
 LIB_DIR = ROOT / "edgesnn" / "_lib"
 LIBRARY_NAMES = ("libedgesnn.so", "libedgesnn.dylib", "edgesnn.dll")
+RUNNER_NAME = "edgesnn-runner"
 
 
 def build_native(optimize: str | None = None, destination: Path = LIB_DIR, cpu: str | None = None) -> Path:
@@ -55,8 +56,19 @@ def build_native(optimize: str | None = None, destination: Path = LIB_DIR, cpu: 
         staging = destination / f".{built.name}.{os.getpid()}.tmp"
         shutil.copyfile(built, staging)
         os.replace(staging, target)
+        _copy_runner(Path(prefix), destination)
     print(f"edgesnn: native engine {target} ({target.stat().st_size:,} bytes)", flush=True)
     return target
+
+
+def _copy_runner(prefix: Path, destination: Path) -> None:
+    """bin/edgesnn-runner (the device runner, built on Linux) beside the library: the `remote` device's default."""
+    runner = prefix / "bin" / RUNNER_NAME
+    if runner.is_file():
+        staging = destination / f".{RUNNER_NAME}.{os.getpid()}.tmp"
+        shutil.copyfile(runner, staging)
+        staging.chmod(0o755)
+        os.replace(staging, destination / RUNNER_NAME)
 
 
 def _find_library(prefix: Path) -> Path:

@@ -15,10 +15,10 @@ from .model import Model
 from .statistics import LayerStatistics, Statistics
 from . import plugins
 from .hookspecs import hookimpl
-# Import the edgesnn.devices module before binding the function es.devices(): a later first import of
-# the submodule would overwrite the package attribute `devices` with the module.
-from . import devices as _devices_module  # noqa: F401
-from .plugins import devices, device, frontend, frontends, importers
+# es.devices is the edgesnn.devices module, callable: es.devices() lists the registered device names
+from . import devices
+from .devices import Device, DeviceInfo, LayerPlacement, MappingReport
+from .plugins import device, frontend, frontends, importers
 from .classifier import Classifier, Detection, Prediction
 from .pipeline import Pipeline
 from .convert import ComparisonReport, Problem, check, compare, convert
@@ -26,6 +26,7 @@ from .graph import Graph, GraphError
 
 __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
            "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError", "ConversionError",
+           "Device", "DeviceInfo", "MappingReport", "LayerPlacement",
            "plugins", "hookimpl", "importers", "frontends", "devices", "frontend", "device",
            "Pipeline", "Prediction", "Detection", "Classifier", "convert", "compare", "ComparisonReport",
            "check", "Problem",

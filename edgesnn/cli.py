@@ -53,6 +53,48 @@ def _run_devices(args) -> int:
     return 0
 
 
+def _add_check(commands) -> None:
+    sub = commands.add_parser("check", help="does a .esnn model fit a device? every problem at once",
+                              description="Print the device's mapping report for a .esnn model: fits or not, arena "
+                                          "and program bytes against the device's memory, a verdict per layer with "
+                                          "its reason. Exit status 0 when it fits, 1 when it does not.")
+    sub.add_argument("model", metavar="MODEL", help="path of a .esnn file")
+    sub.add_argument("--device", required=True, help="device or profile name (see `edgesnn devices`), e.g. cortex-m4")
+    sub.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="an option of the device (repeatable), e.g. -o address=127.0.0.1:5000; "
+                          "JSON values are parsed (-o timeout_s=2)")
+    sub.set_defaults(run=_run_check)
+
+
+def _run_check(args) -> int:
+    from .model import Model
+    from .devices import resolve_device
+
+    model = Model.load(args.model)
+    options = dict(_device_option(text) for text in args.option)
+    device = plugins.device(args.device, **options) if options else resolve_device(args.device)
+    try:
+        report = device.check(model)
+    finally:
+        if options:
+            device.close()
+    print(f"{args.model}: {model!r}")
+    print(report)
+    return 0 if report.fits else 1
+
+
+def _device_option(text: str) -> tuple[str, object]:
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise EdgesnnError(f"--option {text!r}: expected KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def _first_doc_line(obj) -> str:
     doc = (getattr(obj, "__doc__", None) or "").strip()
     return doc.splitlines()[0] if doc else ""
@@ -455,7 +497,7 @@ def _plot_raster(sample: np.ndarray, name: str, path) -> None:
     print(f"wrote {path}")
 
 
-COMMANDS = [_add_plugins, _add_devices, _add_convert, _add_summary, _add_demo, _add_predict, _add_stream, _add_eval, _add_bench]
+COMMANDS = [_add_plugins, _add_devices, _add_check, _add_convert, _add_summary, _add_demo, _add_predict, _add_stream, _add_eval, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

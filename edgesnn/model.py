@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 
-from . import plugins
-from .devices import Device
+from .devices import default_device_name, resolve_device  # noqa: F401 (edgesnn.model.resolve_device too)
 from .errors import ModelError
 from .layers import INT32_MAX, Layer
 from .statistics import Statistics, format_table
@@ -138,13 +136,13 @@ class Model:
         Device; default: "cpu" when the native engine is available, else "reference".
         """
         engine = resolve_device(device)
-        x5 = self._checked_input(x, timesteps, getattr(engine, "checks_input_range", False))
-        run_counts = getattr(engine, "run_counts", None)
-        if run_counts is None:
-            potentials, self._last_statistics = engine.run(self, x5)
-        else:  # the cpu device: Statistics objects are built only if model.statistics is read
-            potentials, counts = run_counts(self, x5)
+        x5 = self._checked_input(x, timesteps, engine.checks_input_range)
+        program = engine.program_of(self)
+        if engine.returns_counts:  # e.g. the cpu device: Statistics are built only if model.statistics is read
+            potentials, counts = engine.run_counts(program, x5, x5.shape[1])
             self._last_statistics = (counts, x5.shape[0], x5.shape[1], engine.name)
+        else:
+            potentials, self._last_statistics = engine.run(program, x5, x5.shape[1])
         return potentials
 
     def predict(self, x, timesteps: int | None = None, device=None) -> np.ndarray:
@@ -178,25 +176,32 @@ class Model:
 
     # -- reporting -------------------------------------------------------------------------------
     def summary(self, print_fn=print, device=None) -> str:
-        """Print (and return) a table: layer, kind, shapes, kernel, bits, params, packed bytes; with totals,
-        and whether the model fits `device` (default: the default device) with its memory needs."""
-        header = ("layer", "kind", "input", "output", "kernel", "w bits", "neuron", "out bits", "params",
-                  "bytes")
-        rows = [("input", "input", "", _shape(self.input_shape), "", "", "", str(self.input_bits), "", "")]
+        """Print (and return) a table: layer, kind, shapes, kernel, bits, whether each layer fits `device`
+        (default: the default device; as Akida's summary shows its hardware mapping), params, packed
+        bytes; with totals, the memory the device needs and every reason a layer does not fit."""
+        report = self.check(device)
+        verdicts = {placement.name: placement for placement in report.layers}
+        header = ("layer", "kind", "input", "output", "kernel", "w bits", "neuron", "out bits",
+                  f"fit {report.device}", "params", "bytes")
+        rows = [("input", "input", "", _shape(self.input_shape), "", "", "", str(self.input_bits), "", "", "")]
         for layer in self.layers:
+            verdict = verdicts.get(layer.name)
+            fit = "?" if verdict is None else ("yes" if verdict.supported else "NO")
             rows.append((layer.name, layer.kind, ", ".join(_shape(s) for s in layer.input_shapes),
                          _shape(layer.output_shape), layer.kernel, str(getattr(layer, "weight_bits", "")),
                          layer.neuron + (f"/{layer.leak_shift}" if layer.neuron == "lif" else ""),
-                         str(layer.output_bits), f"{layer.params:,}", f"{layer.packed_bytes:,}"))
-        rows.append(("total", f"{len(self.layers)} layers", "", "", "", "", "", "", f"{self.params:,}",
-                     f"{self.packed_bytes:,}"))
+                         str(layer.output_bits), fit, f"{layer.params:,}", f"{layer.packed_bytes:,}"))
+        rows.append(("total", f"{len(self.layers)} layers", "", "", "", "", "", "", "yes" if report.fits else "NO",
+                     f"{self.params:,}", f"{self.packed_bytes:,}"))
         text = format_table(header, rows)
         labels = self.labels
         if labels:
             text += f"\nlabels: {', '.join(map(str, labels))}"
-        report = self.check(device)
+        def of(used, most):
+            return f"{used:,} B" + ("" if most is None else f" of {most:,} B")
         text += (f"\ndevice {report.device!r}: {'fits' if report.fits else 'does NOT fit'}, arena "
-                 f"{report.arena_bytes:,} B, program {report.program_bytes:,} B")
+                 f"{of(report.arena_bytes, report.arena_bytes_max)}, program "
+                 f"{of(report.program_bytes, report.program_bytes_max)}")
         text += "".join(f"\n  - {problem}" for problem in report.unsupported)
         if print_fn is not None:
             print_fn(text)
@@ -294,33 +299,3 @@ def _check_input(x, input_shape, input_bits: int, timesteps, device_checks_range
 
 
 _UINT8 = np.dtype(np.uint8)
-_devices: dict[tuple, object] = {}   # (name, factory) -> instance: a re-registered name gets a new one
-_devices_lock = threading.Lock()
-_resolved: dict = {}   # device argument (None or a name) -> (plugin state, instance): the per-call fast path
-
-
-def default_device_name() -> str:
-    """'cpu' when the native engine loads, else 'reference'."""
-    return "cpu" if "cpu" in plugins.devices() else "reference"
-
-
-def resolve_device(device):
-    """A Device from a name, a Device, or None (the default device); one instance per registration."""
-    if device is None or type(device) is str:
-        cached = _resolved.get(device)
-        # plugins._state is replaced whenever plugins are registered, unregistered or reset
-        if cached is not None and cached[0] is plugins._state:
-            return cached[1]
-    if isinstance(device, Device):
-        return device
-    state = plugins._loaded()
-    name = default_device_name() if device is None else device
-    if not isinstance(name, str):
-        raise TypeError(f"device must be a name or an edgesnn Device, got {type(device).__name__}")
-    factory = plugins.get_device(name)
-    with _devices_lock:
-        key = (name, factory)
-        if key not in _devices:
-            _devices[key] = factory()
-        _resolved[device] = (state, _devices[key])
-        return _devices[key]

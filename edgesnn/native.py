@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .devices import Device, LayerPlacement, MappingReport
+from .devices import Device, DeviceInfo, LayerPlacement, MappingReport
 from .errors import DeviceError, FormatError
 from .statistics import COUNT_FIELDS, Statistics
 
@@ -302,6 +302,8 @@ class CpuDevice(Device):
     # The engine refuses input values above 2^input_bits - 1 itself (a ValueError naming sample,
     # timestep, pixel and channel), so Model.check_input need not scan uint8 input for them.
     checks_input_range = True
+    returns_counts = True        # run_counts: the engine's counts; Statistics built on demand
+    repeats_dense_input = True   # x5 with T = 1 runs `timesteps` timesteps (esnn_run_batch input_timesteps 1)
 
     def __init__(self, library: str | os.PathLike | Library | None = None):
         """`library`: another build of the engine (a path or Library); default: the installed one."""
@@ -310,27 +312,50 @@ class CpuDevice(Device):
         else:
             self.library = Library(library)
 
+    def info(self) -> DeviceInfo:
+        import platform
+
+        from . import __version__
+
+        return DeviceInfo(name=self.name, architecture=f"{platform.machine()}-{sys.platform}",
+                          engine_version=f"edgesnn {__version__} native (ABI {ABI_VERSION})",
+                          layers_max=256, channels_max=8192,   # native/src/limits.zig
+                          extra={"library": str(self.library.path)})
+
+    def memory_figures(self, model) -> tuple[int, int]:
+        loaded = native_model(model, self.library)
+        return loaded.memory_bytes, loaded.arena_bytes
+
     def check(self, model) -> MappingReport:
         try:
-            loaded = native_model(model, self.library)
+            native_model(model, self.library)
         except FormatError as exc:
             return MappingReport(device=self.name, fits=False, unsupported=[str(exc)],
                                  layers=[LayerPlacement(l.name, l.kind, False, reason=str(exc)) for l in model.layers])
-        return MappingReport(device=self.name, fits=True, arena_bytes=loaded.arena_bytes,
-                             program_bytes=loaded.memory_bytes,
-                             layers=[LayerPlacement(l.name, l.kind, True, self.name) for l in model.layers])
+        return super().check(model)
 
-    def run(self, model, x5: np.ndarray) -> tuple[np.ndarray, Statistics]:
-        x5 = native_model(model, self.library)._check_input(x5)
-        potentials, counts = self.run_counts(model, x5)
-        return potentials, Statistics.from_counts(model.layers, counts, x5.shape[0], x5.shape[1], self.name)
+    def load(self, model) -> NativeModel:
+        return native_model(model, self.library)
 
-    def run_counts(self, model, x5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def program_of(self, model) -> NativeModel:
+        return model.device_cache.get(self.library.key) or native_model(model, self.library)
+
+    def run(self, program, x5: np.ndarray, timesteps: int | None = None) -> tuple[np.ndarray, Statistics]:
+        model = program
+        loaded = self.program_of(program) if not isinstance(program, NativeModel) else program
+        x5 = loaded._check_input(x5)
+        timesteps = x5.shape[1] if timesteps is None else int(timesteps)
+        potentials, counts = self.run_counts(loaded, x5, timesteps)
+        layers = model.layers if not isinstance(model, NativeModel) else None
+        if layers is None:
+            raise TypeError("CpuDevice.run needs the Model for its Statistics; pass the Model (or use run_counts)")
+        return potentials, Statistics.from_counts(layers, counts, x5.shape[0], timesteps, self.name)
+
+    def run_counts(self, program, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
         """`run` for Model.forward, which checked `x5` (Model.check_input): not checked again here, and
         the statistics as the engine's counts, uint64 (layers, 5) in COUNT_FIELDS order."""
-        loaded = model.device_cache.get(self.library.key) or native_model(model, self.library)
-        timesteps = x5.shape[1]
-        if timesteps > 1 and (x5[:, 1:] == x5[:, :1]).all():
+        loaded = program if type(program) is NativeModel else self.program_of(program)
+        if timesteps > 1 and x5.shape[1] > 1 and (x5[:, 1:] == x5[:, :1]).all():
             # the same frame at every timestep (a dense input): the engine then computes the layers
             # that read only the model input once per sample
             return loaded.run_checked(np.ascontiguousarray(x5[:, :1]), timesteps)

@@ -284,6 +284,12 @@ def unregister(name: str) -> None:
         _state = None
 
 
+def state_token() -> object:
+    """An object that changes whenever plugins are loaded, registered, unregistered or reset (None before
+    the first load): caches of registry lookups (edgesnn.devices.resolve_device) compare it."""
+    return _state
+
+
 def manager() -> pluggy.PluginManager:
     """The loaded pluggy PluginManager (loads the plugins first)."""
     return _loaded().manager

@@ -1,5 +1,6 @@
 //! Builds the edgesnn engine: `zig build` installs lib/libedgesnn.so (the Python binding's),
-//! lib/libedgesnn.a (for C apps) and include/edgesnn.h; `zig build test` runs the Zig tests.
+//! lib/libedgesnn.a (for C apps), include/edgesnn.h and, on Linux, bin/edgesnn-runner (the device
+//! runner, native/runner/); `zig build test` runs the Zig tests.
 //! Always LLVM: the kernels use inline assembly (vpdpbusd) the self-hosted backends do not take.
 //! The Python install runs `python -m ziglang build -Doptimize=ReleaseFast` (see _build_backend/).
 
@@ -36,6 +37,8 @@ pub fn build(b: *std.Build) void {
     static_step.dependOn(&b.addInstallArtifact(static, .{}).step);
     static_step.dependOn(&b.addInstallFile(b.path("include/edgesnn.h"), "include/edgesnn.h").step);
 
+    addRunner(b, target, optimize, static);
+
     const test_module = b.createModule(.{
         .root_source_file = b.path("src/tests.zig"),
         .target = target,
@@ -45,4 +48,22 @@ pub fn build(b: *std.Build) void {
     const run_tests = b.addRunArtifact(tests);
     const test_step = b.step("test", "Run the engine's Zig unit tests");
     test_step.dependOn(&run_tests.step);
+}
+
+/// `zig build runner`: bin/edgesnn-runner, the device runner (native/runner/, docs/protocol.md) linked
+/// with the static library; for a board, e.g. -Dtarget=aarch64-linux-musl (a static binary).
+fn addRunner(b: *std.Build, target: std.Build.ResolvedTarget, optimize: @TypeOf(b.standardOptimizeOption(.{})), static: *std.Build.Step.Compile) void {
+    const runner_module = b.createModule(.{
+        .root_source_file = b.path("runner/main.zig"),
+        .target = target,
+        .optimize = optimize,
+        .strip = optimize != .debug,
+    });
+    runner_module.linkLibrary(static);
+    const runner = b.addExecutable(.{ .name = "edgesnn-runner", .root_module = runner_module, .use_llvm = true });
+    const install_runner = b.addInstallArtifact(runner, .{});
+    const runner_step = b.step("runner", "Build the device runner bin/edgesnn-runner (docs/protocol.md)");
+    runner_step.dependOn(&install_runner.step);
+    // the plain `zig build` (the Python install) ships it beside the shared library; it speaks Linux syscalls
+    if (target.result.os.tag == .linux) b.getInstallStep().dependOn(&install_runner.step);
 }

@@ -13,4 +13,8 @@ zig=(python -m ziglang)
     -femit-bin="$out/edgesnn_fuzz.o")
 "${zig[@]}" cc -O1 -fPIC -c "$here/coverage.c" -o "$out/coverage.o"
 "${zig[@]}" cc -shared "$out/edgesnn_fuzz.o" "$out/coverage.o" -o "$out/libedgesnn_fuzz.so"
+# the device runner's frame handling (native/runner/fuzz.zig) with the engine it drives, for fuzz_frames.py
+(cd "$src" && "${zig[@]}" build-obj -OReleaseSafe -ffuzz -fPIC --dep engine -Mroot=runner/fuzz.zig \
+    -Mengine=src/exports.zig --name runner_fuzz -femit-bin="$out/runner_fuzz.o")
+"${zig[@]}" cc -shared "$out/runner_fuzz.o" "$out/coverage.o" -o "$out/libedgesnn_runner_fuzz.so"
 echo "$out/libedgesnn_fuzz.so"

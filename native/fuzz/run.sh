@@ -2,7 +2,7 @@
 # The long fuzz runs: the targets side by side for SECONDS each, restarting after a finding so the
 # run goes on; outputs under /tmp/fuzz-<target>/ (corpus/, crashes/, log.txt).
 #
-#   native/fuzz/run.sh [SECONDS=2700] [NATIVE_DIR] [TARGETS="load run model"]
+#   native/fuzz/run.sh [SECONDS=2700] [NATIVE_DIR] [TARGETS="load run model"]   (also: frames, the runner's)
 #       NATIVE_DIR default (or "-"): a snapshot of git HEAD's native/, not a half-edited tree
 #   nohup native/fuzz/run.sh 2700 > /tmp/fuzz-run.sh.log 2>&1 &
 #
@@ -29,6 +29,7 @@ python "$here/seeds.py" /tmp/fuzz-seeds
 # dlopen needs room for them in glibc's static TLS surplus.
 export GLIBC_TUNABLES=glibc.rtld.optional_static_tls=2000000
 export EDGESNN_FUZZ_LIB=/tmp/fuzz-build/libedgesnn_fuzz.so
+export EDGESNN_RUNNER_FUZZ_LIB=/tmp/fuzz-build/libedgesnn_runner_fuzz.so
 
 fuzz() {  # target, then extra libFuzzer flags
     local target="$1" out="/tmp/fuzz-$1"
@@ -52,7 +53,8 @@ for target in $targets; do
         load) fuzz load -max_len=16384 & ;;
         run) fuzz run -max_len=4096 -len_control=0 & ;;
         model) fuzz model -max_len=4096 -len_control=0 & ;;
-        *) echo "unknown target $target (load, run, model)" >&2; exit 2 ;;
+        frames) fuzz frames -max_len=65536 & ;;
+        *) echo "unknown target $target (load, run, model, frames)" >&2; exit 2 ;;
     esac
 done
 wait

@@ -34,7 +34,36 @@ def main(out: Path) -> None:
     for index, name in enumerate(models):
         for variant in range(4):
             (run_dir / f"{name}_{variant}").write_bytes(bytes([index, variant, 1, 3]) + bytes(range(variant * 40, 255)))
-    print(f"{len(files) * 2} load seeds in {load_dir}, {len(models) * 4} run seeds in {run_dir}")
+    frames = frame_seeds(out / "frames", models)
+    print(f"{len(files) * 2} load seeds in {load_dir}, {len(models) * 4} run seeds in {run_dir}, "
+          f"{frames} frames seeds in {out / 'frames'}")
+
+
+def frame_seeds(frames_dir: Path, models: dict) -> int:
+    """fuzz_frames.py: per model a session (HELLO, LOAD, RUN, STATS, RUN of a spike train, RESET, RUN
+    without a model) as records (mode 1) and as the raw frames (mode 0)."""
+    import struct
+
+    import numpy as np
+    from edgesnn_remote import protocol as P
+
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for name, model in models.items():
+        data = model.to_bytes()
+        if len(data) > 60000:
+            continue
+        frame = np.zeros((1, *model.input_shape), np.uint8).tobytes()
+        train = bytes(range(256)) * (3 * 2 * len(frame) // 256 + 1)
+        session = [(P.HELLO, b""), (P.LOAD, data), (P.RUN, P.RUN_REQUEST.pack(1, 1, 2, 0) + frame), (P.STATS, b""),
+                   (P.RUN, P.RUN_REQUEST.pack(2, 3, 3, 0) + train[:6 * len(frame)]), (P.RESET, b""),
+                   (P.RUN, P.RUN_REQUEST.pack(1, 1, 1, 0) + frame)]
+        records = b"".join(struct.pack("<BBH", kind, 0, len(payload)) + payload for kind, payload in session)
+        raw = b"".join(P.encode(kind, sequence, payload) for sequence, (kind, payload) in enumerate(session, 1))
+        (frames_dir / f"{name}_records").write_bytes(b"\x01" + records)
+        (frames_dir / f"{name}_raw").write_bytes(b"\x00" + raw)
+        count += 2
+    return count
 
 
 if __name__ == "__main__":

@@ -1,0 +1,258 @@
+//! edgesnn-runner: the native engine as a small standalone program a board runs, driven by a host
+//! over a framed link (docs/protocol.md).
+//!
+//!   edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS]
+//!                  [--listen IP:PORT | --device PATH]
+//!
+//! Serves the link on stdin/stdout by default; `--listen 127.0.0.1:0` accepts TCP connections one
+//! after another (a host reconnects by connecting again) and prints `listening IP:PORT` on stdout;
+//! `--device PATH` opens a serial line (or a pty) and sets it raw. Linux only (raw syscalls).
+//!
+//! Memory: one mapping made at start holds everything: two frames of --frame-bytes (default 1 MiB)
+//! and the memory budget --memory (default 16 MiB) for the loaded model and its arena. Nothing is
+//! allocated after start; a model whose program + arena exceed the budget is refused with the reason.
+
+const std = @import("std");
+const linux = std.os.linux;
+const session_zig = @import("session.zig");
+
+const Session = session_zig.Session;
+const Read = session_zig.Read;
+
+const memory_bytes_default = 16 << 20;
+const payload_bytes_default = 1 << 20;
+const payload_bytes_max = 1 << 30;
+
+const Mode = union(enum) { stdio, listen: struct { addr: u32, port: u16 }, device: [*:0]const u8 };
+
+const Config = struct {
+    memory_bytes: usize = memory_bytes_default,
+    payload_bytes: u32 = payload_bytes_default,
+    timeout_ms: i32 = 1000,
+    mode: Mode = .stdio,
+};
+
+/// A link over file descriptors (a pipe pair, a socket or a tty).
+const FdLink = struct {
+    in: i32,
+    out: i32,
+    socket: bool,
+
+    pub fn read(link: *FdLink, buffer: []u8, timeout_ms: i32) Read {
+        var done: usize = 0;
+        while (done < buffer.len) {
+            if (timeout_ms >= 0) {
+                switch (waitReadable(link.in, timeout_ms)) {
+                    .ok => {},
+                    else => |other| return other,
+                }
+            }
+            const rc = linux.read(link.in, buffer[done..].ptr, buffer.len - done);
+            switch (linux.errno(rc)) {
+                .SUCCESS => {},
+                .INTR, .AGAIN => continue,
+                else => return .failed,
+            }
+            if (rc == 0) return .eof;
+            done += rc;
+        }
+        return .ok;
+    }
+
+    pub fn drain(link: *FdLink, quiet_ms: i32) Read {
+        var scratch: [4096]u8 = undefined;
+        while (true) {
+            switch (waitReadable(link.in, quiet_ms)) {
+                .ok => {},
+                .timeout => return .ok,
+                else => |other| return other,
+            }
+            const rc = linux.read(link.in, &scratch, scratch.len);
+            switch (linux.errno(rc)) {
+                .SUCCESS => {},
+                .INTR, .AGAIN => continue,
+                else => return .failed,
+            }
+            if (rc == 0) return .eof;
+        }
+    }
+
+    pub fn write(link: *FdLink, bytes: []const u8) bool {
+        var done: usize = 0;
+        while (done < bytes.len) {
+            const rc = if (link.socket)
+                linux.sendto(link.out, bytes[done..].ptr, bytes.len - done, linux.MSG.NOSIGNAL, null, 0)
+            else
+                linux.write(link.out, bytes[done..].ptr, bytes.len - done);
+            switch (linux.errno(rc)) {
+                .SUCCESS => done += rc,
+                .INTR, .AGAIN => continue,
+                else => return false,
+            }
+        }
+        return true;
+    }
+};
+
+fn waitReadable(fd: i32, timeout_ms: i32) Read {
+    var fds = [_]linux.pollfd{.{ .fd = fd, .events = linux.POLL.IN }};
+    while (true) {
+        const rc = linux.poll(&fds, 1, timeout_ms);
+        switch (linux.errno(rc)) {
+            .SUCCESS => {},
+            .INTR => continue,
+            else => return .failed,
+        }
+        if (rc == 0) return .timeout;
+        return .ok; // readable, or hung up / in error: the read that follows tells which
+    }
+}
+
+fn monotonicNs() u64 {
+    var now: linux.timespec = undefined;
+    if (linux.errno(linux.clock_gettime(.MONOTONIC, &now)) != .SUCCESS) return 0;
+    return @as(u64, @intCast(now.sec)) * std.time.ns_per_s + @as(u64, @intCast(now.nsec));
+}
+
+fn say(comptime format: []const u8, args: anytype) void {
+    var buffer: [512]u8 = undefined;
+    const text = std.fmt.bufPrint(&buffer, format, args) catch return;
+    _ = linux.write(2, text.ptr, text.len);
+}
+
+fn sayOut(comptime format: []const u8, args: anytype) void {
+    var buffer: [128]u8 = undefined;
+    const text = std.fmt.bufPrint(&buffer, format, args) catch return;
+    _ = linux.write(1, text.ptr, text.len);
+}
+
+fn usage(comptime why: []const u8, args: anytype) u8 {
+    say("edgesnn-runner: " ++ why ++ "\nusage: edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--listen IP:PORT | --device PATH]\n", args);
+    return 2;
+}
+
+fn parseAddress(text: []const u8) ?struct { addr: u32, port: u16 } {
+    const colon = std.mem.findScalarLast(u8, text, ':') orelse return null;
+    const port = std.fmt.parseInt(u16, text[colon + 1 ..], 10) catch return null;
+    var octets: [4]u8 = undefined;
+    var count: usize = 0;
+    var parts = std.mem.splitScalar(u8, text[0..colon], '.');
+    while (parts.next()) |part| : (count += 1) {
+        if (count == 4) return null;
+        octets[count] = std.fmt.parseInt(u8, part, 10) catch return null;
+    }
+    if (count != 4) return null;
+    return .{ .addr = @bitCast(octets), .port = port }; // network order: the octets as they are written
+}
+
+fn parseArgs(args: []const [*:0]const u8, config: *Config) ?u8 {
+    var index: usize = 1;
+    while (index < args.len) : (index += 2) {
+        const flag = std.mem.span(args[index]);
+        if (index + 1 >= args.len) return usage("{s} needs a value", .{flag});
+        const value = std.mem.span(args[index + 1]);
+        if (std.mem.eql(u8, flag, "--memory")) {
+            config.memory_bytes = std.fmt.parseInt(usize, value, 10) catch return usage("--memory {s}: not a byte count", .{value});
+        } else if (std.mem.eql(u8, flag, "--frame-bytes")) {
+            config.payload_bytes = std.fmt.parseInt(u32, value, 10) catch return usage("--frame-bytes {s}: not a byte count", .{value});
+            if (config.payload_bytes < 1024 or config.payload_bytes > payload_bytes_max) return usage("--frame-bytes must lie in [1024, {d}]", .{payload_bytes_max});
+        } else if (std.mem.eql(u8, flag, "--timeout-ms")) {
+            config.timeout_ms = std.fmt.parseInt(i32, value, 10) catch return usage("--timeout-ms {s}: not a number", .{value});
+            if (config.timeout_ms < 1) return usage("--timeout-ms must be at least 1", .{});
+        } else if (std.mem.eql(u8, flag, "--listen")) {
+            const address = parseAddress(value) orelse return usage("--listen {s}: expected an IPv4 address and port, e.g. 127.0.0.1:0", .{value});
+            config.mode = .{ .listen = .{ .addr = address.addr, .port = address.port } };
+        } else if (std.mem.eql(u8, flag, "--device")) {
+            config.mode = .{ .device = args[index + 1] };
+        } else {
+            return usage("unknown option {s}", .{flag});
+        }
+    }
+    return null;
+}
+
+pub fn main(init: std.process.Init.Minimal) u8 {
+    var config: Config = .{};
+    if (parseArgs(init.args.vector, &config)) |status| return status;
+
+    const total = Session.memoryBytes(config.payload_bytes, config.memory_bytes);
+    const mapped = linux.mmap(null, total, .{ .READ = true, .WRITE = true }, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
+    if (linux.errno(mapped) != .SUCCESS) {
+        say("edgesnn-runner: cannot map {d} bytes of memory (--memory {d}, --frame-bytes {d})\n", .{ total, config.memory_bytes, config.payload_bytes });
+        return 1;
+    }
+    const memory: []align(8) u8 = @as([*]align(8) u8, @ptrFromInt(mapped))[0..total];
+    var session = Session.init(memory, config.payload_bytes, .{ .frame_timeout_ms = config.timeout_ms }, &monotonicNs);
+    say("edgesnn-runner: {s}, memory budget {d} B, frames up to {d} B\n", .{ session_zig.architecture, config.memory_bytes, config.payload_bytes });
+
+    switch (config.mode) {
+        .stdio => {
+            var link: FdLink = .{ .in = 0, .out = 1, .socket = false };
+            session_zig.serve(FdLink, &link, &session);
+            return 0;
+        },
+        .device => |path| return serveDevice(path, &session),
+        .listen => |address| return serveTcp(address.addr, address.port, &session),
+    }
+}
+
+fn serveDevice(path: [*:0]const u8, session: *Session) u8 {
+    const rc = linux.openat(linux.AT.FDCWD, path, .{ .ACCMODE = .RDWR, .NOCTTY = true, .CLOEXEC = true }, 0);
+    if (linux.errno(rc) != .SUCCESS) {
+        say("edgesnn-runner: cannot open {s}: {t}\n", .{ std.mem.span(path), linux.errno(rc) });
+        return 1;
+    }
+    const fd: i32 = @intCast(rc);
+    var tty: linux.termios = undefined;
+    if (linux.errno(linux.tcgetattr(fd, &tty)) == .SUCCESS) { // a tty: raw bytes, no echo, no line editing
+        tty.iflag = @bitCast(@as(u32, 0));
+        tty.oflag = @bitCast(@as(u32, 0));
+        tty.lflag = @bitCast(@as(u32, 0));
+        tty.cc[@intFromEnum(linux.V.MIN)] = 1;
+        tty.cc[@intFromEnum(linux.V.TIME)] = 0;
+        _ = linux.tcsetattr(fd, .NOW, &tty);
+    }
+    var link: FdLink = .{ .in = fd, .out = fd, .socket = false };
+    session_zig.serve(FdLink, &link, session);
+    return 0;
+}
+
+fn serveTcp(addr: u32, port: u16, session: *Session) u8 {
+    const rc = linux.socket(linux.AF.INET, linux.SOCK.STREAM | linux.SOCK.CLOEXEC, 0);
+    if (linux.errno(rc) != .SUCCESS) {
+        say("edgesnn-runner: socket: {t}\n", .{linux.errno(rc)});
+        return 1;
+    }
+    const server: i32 = @intCast(rc);
+    const one: c_int = 1;
+    _ = linux.setsockopt(server, linux.SOL.SOCKET, linux.SO.REUSEADDR, std.mem.asBytes(&one), @sizeOf(c_int));
+    var address: linux.sockaddr.in = .{ .port = std.mem.nativeToBig(u16, port), .addr = addr };
+    if (linux.errno(linux.bind(server, @ptrCast(&address), @sizeOf(linux.sockaddr.in))) != .SUCCESS or
+        linux.errno(linux.listen(server, 1)) != .SUCCESS)
+    {
+        say("edgesnn-runner: cannot listen on port {d}\n", .{port});
+        return 1;
+    }
+    var length: linux.socklen_t = @sizeOf(linux.sockaddr.in);
+    _ = linux.getsockname(server, @ptrCast(&address), &length);
+    const octets: [4]u8 = @bitCast(address.addr);
+    sayOut("listening {d}.{d}.{d}.{d}:{d}\n", .{ octets[0], octets[1], octets[2], octets[3], std.mem.bigToNative(u16, address.port) });
+    while (true) { // one connection at a time; a host reconnects by connecting again
+        const accepted = linux.accept(server, null, null);
+        switch (linux.errno(accepted)) {
+            .SUCCESS => {},
+            .INTR, .AGAIN, .CONNABORTED => continue,
+            else => return 1,
+        }
+        const fd: i32 = @intCast(accepted);
+        _ = linux.setsockopt(fd, linux.IPPROTO.TCP, linux.TCP.NODELAY, std.mem.asBytes(&one), @sizeOf(c_int));
+        var link: FdLink = .{ .in = fd, .out = fd, .socket = true };
+        session.expected_sequence = null; // a new connection numbers its frames afresh
+        session_zig.serve(FdLink, &link, session);
+        _ = linux.close(fd);
+    }
+}
+
+test {
+    _ = @import("protocol.zig");
+}

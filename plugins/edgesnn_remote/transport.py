@@ -1,0 +1,178 @@
+"""Byte links to a device runner, each with deadlines: a subprocess's stdio, TCP, a serial line.
+
+Every wait has a deadline; a link that times out, closes or fails raises LinkError and is not used
+again (the device reconnects when asked). No link ever blocks past its deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import tempfile
+import time
+import tty
+import weakref
+
+CHUNK_BYTES = 1 << 16
+
+
+class LinkError(Exception):
+    """The link timed out, closed or failed; the message says which and where."""
+
+
+class FdLink:
+    """A link over a pair of file descriptors, read with poll and a deadline."""
+
+    def __init__(self, read_fd: int, write_fd: int, description: str):
+        self.read_fd, self.write_fd, self.description = read_fd, write_fd, description
+        self._poll = select.poll()
+        self._poll.register(read_fd, select.POLLIN)
+        self._buffer = bytearray()
+        self.closed = False
+
+    def send(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.write_fd, view)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:
+                raise LinkError(f"{self.description}: write failed ({exc.strerror or exc}): {self.why_closed()}") from None
+            view = view[written:]
+            if view and time.monotonic() > deadline:
+                raise LinkError(f"{self.description}: could not send within the timeout")
+
+    def recv_exact(self, count: int, deadline: float) -> bytes:
+        buffer = self._buffer
+        while len(buffer) < count:
+            remaining_ms = (deadline - time.monotonic()) * 1000.0
+            if remaining_ms <= 0 or not self._poll.poll(max(1, int(remaining_ms + 0.999))):
+                raise LinkError(f"{self.description}: no reply within the timeout "
+                                f"({len(buffer)} of {count} bytes arrived)")
+            try:
+                chunk = os.read(self.read_fd, CHUNK_BYTES)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise LinkError(f"{self.description}: read failed ({exc.strerror or exc}): {self.why_closed()}") from None
+            if not chunk:
+                raise LinkError(f"{self.description}: the runner closed the link: {self.why_closed()}")
+            buffer += chunk
+        data = bytes(buffer[:count])
+        del buffer[:count]
+        return data
+
+    def discard_pending(self) -> None:
+        self._buffer.clear()
+
+    def why_closed(self) -> str:
+        return "connection lost"
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for fd in {self.read_fd, self.write_fd}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class ProcessLink(FdLink):
+    """The runner as a child process, the link on its stdin / stdout; its stderr kept for messages."""
+
+    def __init__(self, command: list[str]):
+        self.command = [str(part) for part in command]
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=self._stderr, bufsize=0)
+        except OSError as exc:
+            raise LinkError(f"cannot start the runner {self.command[0]!r}: {exc.strerror or exc}") from None
+        # a runner serving TCP never sees its stdin close: end it when this link goes or Python exits
+        weakref.finalize(self, _end_process, self.process)
+        super().__init__(self.process.stdout.fileno(), self.process.stdin.fileno(),
+                         f"runner {os.path.basename(self.command[0])} (pid {self.process.pid}, stdio)")
+
+    def why_closed(self) -> str:
+        try:
+            status = self.process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            return "the process is still running"
+        self._stderr.seek(0)
+        tail = self._stderr.read()[-400:].decode("utf-8", "replace").strip()
+        how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        return f"the process ended ({how})" + (f"; stderr: {tail}" if tail else "")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self._stderr.close()
+
+
+def _end_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class TcpLink(FdLink):
+    """A TCP connection to a runner started with --listen IP:PORT."""
+
+    def __init__(self, host: str, port: int, timeout_s: float):
+        try:
+            self.socket = socket.create_connection((host, port), timeout=timeout_s)
+        except OSError as exc:
+            raise LinkError(f"cannot connect to the runner at {host}:{port}: {exc.strerror or exc}") from None
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.socket.setblocking(False)
+        fd = self.socket.fileno()
+        super().__init__(fd, fd, f"runner at {host}:{port} (tcp)")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.socket.close()
+
+
+class SerialLink(FdLink):
+    """A serial line (or a pty) to a runner started with --device PATH; set raw, no echo."""
+
+    def __init__(self, path: str | int):
+        """`path`: the device path, or an open file descriptor (e.g. a pty's master; it is duplicated)."""
+        try:
+            fd = os.dup(path) if isinstance(path, int) else os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise LinkError(f"cannot open the serial line {path}: {exc.strerror or exc}") from None
+        path = path if not isinstance(path, int) else f"fd {path}"
+        try:
+            tty.setraw(fd)
+        except OSError:
+            pass  # not a tty (a FIFO, say): bytes pass as they are
+        super().__init__(fd, fd, f"runner on {path} (serial)")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, _, port = str(address).rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address must be HOST:PORT, got {address!r}")
+    return host, int(port)

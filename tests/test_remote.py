@@ -1,0 +1,572 @@
+"""The `remote` device and the device runner (native/runner, docs/protocol.md), all real: the runner
+binary built from this tree, real pipes, sockets, a pty, and the aarch64 build under qemu-aarch64.
+
+- the protocol round trip, frame by frame;
+- bit-exactness remote vs cpu on random models and inputs, over stdio, TCP and a pty;
+- the memory budget: a model that just fits loads, one byte less is refused with the reason;
+- every fault of issue 13: runner killed mid-run, restarted, slow (timeouts), frames corrupted,
+  truncated, oversized or out of sequence in either direction, wrong protocol version: a clear
+  DeviceError within the timeout, reconnection when asked, the runner alive after any bytes;
+- the aarch64-linux-musl runner under qemu-aarch64: static, bit-exact, and its C library's own
+  program / arena figures equal what `check` reports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tty
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgesnn as es
+from edgesnn import layers as L
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_c_embedding import ROOT, models  # noqa: E402
+from test_cross import EM_AARCH64, PT_INTERP, elf_header  # noqa: E402
+
+pytest.importorskip("edgesnn.native")
+from edgesnn_remote import RemoteDevice  # noqa: E402
+from edgesnn_remote import protocol as P  # noqa: E402
+
+NATIVE = ROOT / "native"
+MNIST = ROOT / "edgesnn" / "data" / "mnist_cnn_4bit.esnn"
+
+
+def build_runner(prefix: Path, target: str = "native") -> Path:
+    result = subprocess.run([sys.executable, "-m", "ziglang", "build", "runner", "-Doptimize=ReleaseSafe",
+                             f"-Dtarget={target}", "--prefix", str(prefix)], cwd=NATIVE, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, f"zig build runner -Dtarget={target} failed:\n{result.stderr}"
+    return prefix / "bin" / "edgesnn-runner"
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory) -> Path:
+    return build_runner(tmp_path_factory.mktemp("runner-host"))
+
+
+@pytest.fixture(scope="module")
+def mnist() -> es.Model:
+    return es.Model.load(MNIST)
+
+
+def random_input(model, batch, rng, timesteps=None, zero_fraction=0.5):
+    shape = (batch, *model.input_shape) if timesteps is None else (batch, timesteps, *model.input_shape)
+    x = rng.integers(0, 1 << model.input_bits, shape).astype(np.uint8)
+    x[rng.random(x.shape) < zero_fraction] = 0
+    return x
+
+
+def assert_bit_exact(model, device, rng, timesteps=(1, 3)):
+    for t in timesteps:
+        x = random_input(model, 3, rng)
+        expected = model.forward(x, timesteps=t, device="cpu")
+        expected_stats = model.statistics
+        got = model.forward(x, timesteps=t, device=device)
+        np.testing.assert_array_equal(got, expected)
+        assert model.statistics.layers == expected_stats.layers
+    train = random_input(model, 2, rng, timesteps=4, zero_fraction=0.8)   # a spike train
+    np.testing.assert_array_equal(model.forward(train, device=device), model.forward(train, device="cpu"))
+
+
+class RawLink:
+    """Frames written straight to a runner's stdin, replies read from its stdout (for protocol tests)."""
+
+    def __init__(self, runner: Path, *args: str):
+        self.process = subprocess.Popen([str(runner), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, bufsize=0)
+
+    def send(self, data: bytes) -> None:
+        self.process.stdin.write(data)
+
+    def reply(self, timeout_s: float = 5.0) -> tuple[P.Header, bytes]:
+        from edgesnn_remote.transport import FdLink
+
+        link = FdLink(self.process.stdout.fileno(), self.process.stdin.fileno(), "raw")
+        deadline = time.monotonic() + timeout_s
+        header = P.decode_header(link.recv_exact(P.HEADER_BYTES, deadline), 1 << 30)
+        body = link.recv_exact(header.length, deadline)
+        P.check_payload(header, body)
+        return header, body
+
+    def request(self, kind: int, sequence: int, payload=b"") -> tuple[P.Header, bytes]:
+        self.send(P.encode(kind, sequence, payload))
+        return self.reply()
+
+    def error(self) -> tuple[str, str]:
+        header, body = self.reply()
+        assert header.kind == P.ERROR, P.TYPE_NAMES.get(header.kind)
+        code, _, message = P.decode_error(body)
+        return code, message
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        assert self.process.wait(timeout=10) == 0  # EOF on stdin: a clean exit, never a crash
+
+
+@pytest.fixture
+def raw(runner):
+    link = RawLink(runner, "--timeout-ms", "300", "--frame-bytes", "65536")
+    yield link
+    if link.process.poll() is None:
+        link.close()
+
+
+# -- the protocol, frame by frame -------------------------------------------------------------------
+
+
+def test_protocol_round_trip(raw, mnist):
+    header, body = raw.request(P.HELLO, 100)
+    assert (header.kind, header.sequence) == (P.INFO, 100)
+    info = P.decode_info(body)
+    assert info["protocol_version"] == 1 and info["frame_bytes_max"] == 65536
+    assert info["layer_kinds"] == ("input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add")
+    assert info["weight_bits"] == (2, 4, 8) and info["activation_bits"] == (1, 2, 4, 8)
+
+    header, body = raw.request(P.LOAD, 101, mnist.to_bytes())
+    loaded = P.decode_loaded(body)
+    assert header.kind == P.LOADED
+    assert (loaded["program_bytes"], loaded["arena_bytes"]) == es.devices.native_memory_figures(mnist)
+    assert loaded["input_shape"] == mnist.input_shape and loaded["output_shape"] == mnist.output_shape
+
+    x = random_input(mnist, 2, np.random.default_rng(0))
+    header, body = raw.request(P.RUN, 102, P.RUN_REQUEST.pack(2, 1, 1, 0) + x.tobytes())
+    assert header.kind == P.RESULT
+    layers, values = struct.unpack_from("<II", body)
+    potentials = np.frombuffer(body, np.int32, values, 8 + 40 * layers).reshape(2, *mnist.output_shape)
+    np.testing.assert_array_equal(potentials, mnist.forward(x, device="cpu"))
+
+    header, body = raw.request(P.STATS, 103)
+    stats = P.decode_stats(body)
+    assert (stats["loads"], stats["runs"], stats["frames_received"]) == (1, 1, 4)
+    assert raw.request(P.RESET, 104)[0].kind == P.OK
+    raw.send(P.encode(P.RUN, 105, P.RUN_REQUEST.pack(1, 1, 1, 0) + x[:1].tobytes()))
+    code, message = raw.error()
+    assert code == "state" and "before LOAD" in message
+
+
+def test_a_bad_run_request_is_refused_with_what_was_expected(raw, mnist):
+    raw.request(P.HELLO, 1)
+    raw.request(P.LOAD, 2, mnist.to_bytes())
+    raw.send(P.encode(P.RUN, 3, P.RUN_REQUEST.pack(2, 1, 1, 0) + b"\0" * 10))
+    code, message = raw.error()
+    assert code == "payload" and "1568 expected" in message
+    raw.send(P.encode(P.RUN, 4, b"\0" * 3))
+    assert raw.error()[0] == "payload"
+    raw.send(P.encode(0x42, 5))
+    assert raw.error()[0] == "unknown_type"
+    raw.send(P.encode(P.LOAD, 6, b"not a model"))
+    code, message = raw.error()
+    assert code == "engine" and message.startswith("engine status 2 (truncated)")
+
+
+# -- frames the runner receives broken: it answers ERROR and keeps serving ---------------------------
+
+
+def hello_still_answers(raw, sequence=50):
+    header, _ = raw.request(P.HELLO, sequence)
+    assert header.kind == P.INFO
+
+
+def test_runner_corrupted_payload_is_a_checksum_error(raw):
+    frame = bytearray(P.encode(P.LOAD, 1, b"x" * 100))
+    frame[P.HEADER_BYTES + 7] ^= 0x10
+    raw.send(bytes(frame))
+    code, message = raw.error()
+    assert code == "checksum" and "corrupted" in message
+    hello_still_answers(raw)
+
+
+def test_runner_corrupted_header_is_refused_and_the_stream_resynchronized(raw):
+    frame = bytearray(P.encode(P.LOAD, 1, b"x" * 100))
+    frame[13] ^= 0x01   # the length: caught by the header CRC, not waited for
+    raw.send(bytes(frame))
+    assert raw.error()[0] == "header"
+    raw.send(b"garbage that is not a frame at all" * 3)
+    code, message = raw.error()
+    assert code == "header" and "magic" in message
+    hello_still_answers(raw)
+
+
+def test_runner_truncated_frame_times_out_with_an_error(raw):
+    raw.send(P.encode(P.LOAD, 1, b"y" * 1000)[:P.HEADER_BYTES + 10])
+    started = time.monotonic()
+    code, message = raw.error()
+    assert code == "truncated" and time.monotonic() - started < 3
+    hello_still_answers(raw)
+
+
+def test_runner_oversized_frame_is_refused(raw):
+    raw.send(P.encode(P.LOAD, 1, b"z" * 70000))   # the fixture's runner takes 65536
+    code, message = raw.error()
+    assert code == "oversized" and "65536" in message
+    hello_still_answers(raw)
+
+
+def test_runner_out_of_sequence_frame_is_refused(raw):
+    raw.request(P.HELLO, 10)
+    raw.send(P.encode(P.STATS, 12))
+    code, message = raw.error()
+    assert code == "sequence" and "expected 11" in message
+    assert raw.request(P.STATS, 11)[0].kind == P.STATS_REPLY
+
+
+def test_runner_wrong_version_is_refused_and_the_payload_skipped(raw):
+    raw.send(P.encode(P.HELLO, 1, b"abc", version=2))
+    code, message = raw.error()
+    assert code == "version" and "version 2" in message and "version 1" in message
+    hello_still_answers(raw)
+
+
+def test_runner_survives_random_bytes(raw):
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        raw.send(rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8).tobytes())
+    time.sleep(0.4)
+    # replies to the garbage (if any) are drained by the next HELLO's reply search
+    raw.send(P.encode(P.HELLO, 77))
+    while True:
+        header, _ = raw.reply()
+        if header.kind == P.INFO and header.sequence == 77:
+            break
+    assert raw.process.poll() is None
+
+
+# -- the remote device: bit-exact over every link ----------------------------------------------------
+
+
+def test_remote_over_stdio_is_bit_exact_with_cpu(runner):
+    rng = np.random.default_rng(3)
+    with RemoteDevice([runner]) as device:
+        for model in models().values():
+            assert_bit_exact(model, device, rng)
+
+
+def test_remote_on_random_models_is_bit_exact_with_cpu(runner):
+    """The random models and inputs of test_native_bitexact (every kind, neuron, pool, bit width, T)."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from test_native_bitexact import inputs, models as random_models
+
+    device = RemoteDevice([runner])
+
+    @hypothesis.settings(max_examples=25, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(data=hypothesis.strategies.data())
+    def check(data):
+        model = data.draw(random_models())
+        x5 = data.draw(inputs(model))
+        expected = model.forward(x5, device="cpu")
+        expected_stats = model.statistics
+        np.testing.assert_array_equal(model.forward(x5, device=device), expected)
+        assert model.statistics.layers == expected_stats.layers
+
+    try:
+        check()
+    finally:
+        device.close()
+
+
+def test_remote_over_tcp_is_bit_exact_and_reconnects(runner, mnist):
+    server = subprocess.Popen([str(runner), "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+    try:
+        line = server.stdout.readline().decode().split()
+        assert line[0] == "listening"
+        rng = np.random.default_rng(5)
+        device = RemoteDevice(address=line[1])
+        assert_bit_exact(mnist, device, rng, timesteps=(1,))
+        device.close()
+        # the runner accepts the next connection: another host (or this one, reconnecting) is served
+        again = RemoteDevice(address=line[1])
+        x = random_input(mnist, 2, rng)
+        np.testing.assert_array_equal(mnist.forward(x, device=again), mnist.forward(x, device="cpu"))
+        again.reconnect()
+        np.testing.assert_array_equal(mnist.forward(x, device=again), mnist.forward(x, device="cpu"))
+        again.close()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_remote_spawned_with_listen_uses_tcp(runner, mnist):
+    with RemoteDevice([runner], listen=True) as device:
+        assert "(tcp)" in device.info().extra["link"]
+        assert_bit_exact(mnist, device, np.random.default_rng(6), timesteps=(1,))
+
+
+def test_remote_over_a_pty_serial_line(runner, mnist):
+    master, slave = os.openpty()
+    tty.setraw(slave)    # as a serial line is configured before use
+    server = subprocess.Popen([str(runner), "--device", os.ttyname(slave)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        device = RemoteDevice(serial=master)
+        assert "(serial)" in device.info().extra["link"]
+        assert_bit_exact(mnist, device, np.random.default_rng(8), timesteps=(1,))
+        device.close()
+    finally:
+        server.kill()
+        server.wait()
+        os.close(slave)
+
+
+# -- the memory budget --------------------------------------------------------------------------------
+
+
+def test_a_model_that_just_fits_the_budget_loads_and_one_byte_less_is_refused(runner, mnist):
+    program, arena = es.devices.native_memory_figures(mnist)
+    x = random_input(mnist, 1, np.random.default_rng(9))
+    with RemoteDevice([runner], memory_bytes=program + arena) as device:
+        assert device.check(mnist).fits
+        np.testing.assert_array_equal(mnist.forward(x, device=device), mnist.forward(x, device="cpu"))
+    with RemoteDevice([runner], memory_bytes=program + arena - 1) as device:
+        report = device.check(mnist)
+        assert not report.fits and "budget" in report.reason
+        with pytest.raises(es.DeviceError, match=rf"does not fit: program {program} B \+ arena {arena} B"):
+            mnist.forward(x, device=device)
+
+
+# -- faults seen by the host ----------------------------------------------------------------------------
+
+
+def slow_batch(model, samples=3000):
+    return random_input(model, samples, np.random.default_rng(10), zero_fraction=0.0)
+
+
+def test_runner_killed_mid_run_is_a_device_error_then_reconnect_works(runner, mnist):
+    device = RemoteDevice([runner], timeout_s=30)
+    x = random_input(mnist, 1, np.random.default_rng(11))
+    mnist.forward(x, device=device)
+    pid = device._link.process.pid
+    killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(es.DeviceError, match="killed by signal 9"):
+        mnist.forward(slow_batch(mnist), device=device)
+    assert time.monotonic() - started < 10
+    with pytest.raises(es.DeviceError, match="link is down.*reconnect"):   # not silently restarted
+        mnist.forward(x, device=device)
+    device.reconnect()
+    np.testing.assert_array_equal(mnist.forward(x, device=device), mnist.forward(x, device="cpu"))
+    device.close()
+
+
+def test_a_restarted_runner_is_used_again_with_reconnect_true(runner, mnist):
+    device = RemoteDevice([runner], reconnect=True)
+    x = random_input(mnist, 2, np.random.default_rng(12))
+    expected = mnist.forward(x, device="cpu")
+    np.testing.assert_array_equal(mnist.forward(x, device=device), expected)
+    first = device._link.process.pid
+    os.kill(first, signal.SIGKILL)
+    np.testing.assert_array_equal(mnist.forward(x, device=device), expected)  # restarted, model loaded again
+    assert device._link.process.pid != first
+    device.close()
+
+
+def test_a_slow_runner_times_out_within_the_timeout(runner, mnist):
+    device = RemoteDevice([runner], timeout_s=0.5)
+    x = random_input(mnist, 1, np.random.default_rng(13))
+    mnist.forward(x, device=device)
+    os.kill(device._link.process.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(es.DeviceError, match="no reply within the timeout"):
+        mnist.forward(x, device=device)
+    assert 0.4 < time.monotonic() - started < 2.0
+    device.close()   # the stopped runner is killed, not waited for
+
+
+class ManglingProxy:
+    """A TCP proxy between the host and a real runner that can mangle the next reply."""
+
+    def __init__(self, runner: Path):
+        self.server = subprocess.Popen([str(runner), "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL)
+        host, port = self.server.stdout.readline().decode().split()[1].rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.mangle = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+
+    def _pump(self, source, target, replies):
+        buffer = b""
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                if not replies:
+                    target.sendall(data)
+                    continue
+                buffer += data
+                while len(buffer) >= P.HEADER_BYTES:   # whole reply frames, mangled one at a time
+                    length = struct.unpack_from("<I", buffer, 12)[0]
+                    if len(buffer) < P.HEADER_BYTES + length:
+                        break
+                    frame, buffer = buffer[:P.HEADER_BYTES + length], buffer[P.HEADER_BYTES + length:]
+                    mangle, self.mangle = self.mangle, None
+                    out = frame if mangle is None else mangle(frame)
+                    if out is None:          # drop the connection (finally: shut both down)
+                        return
+                    target.sendall(out)
+        except OSError:
+            pass
+        finally:
+            for s in (source, target):   # shutdown wakes the other pump's recv; close alone would not
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self):
+        self.listener.close()
+        self.server.kill()
+        self.server.wait()
+
+
+def reencode(frame: bytes, **fields) -> bytes:
+    magic, version, kind, sequence, length, crc, _ = P.HEADER.unpack_from(frame)
+    version, sequence, length = fields.get("version", version), fields.get("sequence", sequence), fields.get("length", length)
+    head = struct.pack("<IHHIII", magic, version, kind, sequence, length, crc)
+    return head + struct.pack("<I", P.crc32(head)) + frame[P.HEADER_BYTES:]
+
+
+def flip(offset):
+    def mangle(frame):
+        frame = bytearray(frame)
+        frame[offset if offset >= 0 else len(frame) + offset] ^= 0x04
+        return bytes(frame)
+    return mangle
+
+
+REPLY_FAULTS = {
+    "corrupted payload": (flip(-3), "payload CRC-32 mismatch"),
+    "corrupted header": (flip(9), "header CRC-32 mismatch"),
+    "bad magic": (flip(0), "bad magic"),
+    "truncated": (lambda frame: frame[:len(frame) // 2], "no reply within the timeout"),
+    "oversized": (lambda frame: reencode(frame, length=1 << 31), "exceeds the limit"),
+    "out of sequence": (lambda frame: reencode(frame, sequence=struct.unpack_from("<I", frame, 8)[0] + 1),
+                        "out of step"),
+    "wrong version": (lambda frame: reencode(frame, version=2), "protocol version 2"),
+    "connection dropped": (lambda frame: None, "closed the link"),
+}
+
+
+@pytest.fixture(scope="module")
+def proxy(runner):
+    p = ManglingProxy(runner)
+    yield p
+    p.close()
+
+
+@pytest.mark.parametrize("fault", list(REPLY_FAULTS))
+def test_a_broken_reply_is_a_clear_device_error_within_the_timeout(proxy, mnist, fault):
+    mangle, message = REPLY_FAULTS[fault]
+    device = RemoteDevice(address=proxy.address, timeout_s=1.0)
+    x = random_input(mnist, 1, np.random.default_rng(14))
+    expected = mnist.forward(x, device="cpu")
+    np.testing.assert_array_equal(mnist.forward(x, device=device), expected)
+    proxy.mangle = mangle
+    started = time.monotonic()
+    with pytest.raises(es.DeviceError, match=message):
+        mnist.forward(x, device=device)
+    assert time.monotonic() - started < 2.0
+    device.reconnect()        # a new connection through the proxy: served, and right
+    np.testing.assert_array_equal(mnist.forward(x, device=device), expected)
+    device.close()
+
+
+def test_a_missing_runner_is_a_device_error():
+    with pytest.raises(es.DeviceError, match="cannot start the runner"):
+        RemoteDevice(["/nonexistent/edgesnn-runner"]).info()
+
+
+def test_remote_is_registered_through_the_entry_point():
+    es.plugins.reset()
+    rows = {r.name: r for r in es.plugins.list_plugins()}
+    assert rows["remote"].distribution == "edgesnn"
+    assert "remote" in es.devices()
+    assert es.plugins.get_device("remote") is RemoteDevice
+
+
+# -- aarch64: the very binary a board runs, under qemu ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def aarch64_runner(tmp_path_factory) -> Path:
+    return build_runner(tmp_path_factory.mktemp("runner-aarch64"), "aarch64-linux-musl")
+
+
+def test_aarch64_runner_is_a_static_binary(aarch64_runner):
+    header = elf_header(aarch64_runner)
+    assert (header["bits"], header["machine"]) == (64, EM_AARCH64)
+    assert PT_INTERP not in header["segment_types"]
+
+
+def qemu_aarch64() -> str:
+    qemu = shutil.which("qemu-aarch64")
+    if qemu is None:
+        pytest.skip("qemu-aarch64 is not installed (scripts/install-system-deps.sh installs qemu-user)")
+    return qemu
+
+
+def test_aarch64_runner_under_qemu_is_bit_exact_and_reports_the_c_library_figures(aarch64_runner, mnist):
+    with RemoteDevice([qemu_aarch64(), aarch64_runner], timeout_s=60) as device:
+        info = device.info()
+        assert info.architecture == "aarch64-linux-musl"
+        rng = np.random.default_rng(15)
+        for model in [mnist, *models().values()]:
+            assert_bit_exact(model, device, rng, timesteps=(1, 3))
+            program = device.program_of(model)
+            # the aarch64 C library's own sizing (LOADED) is what check and the profiles answer on the host
+            report = model.check("aarch64-linux")
+            assert (program.loaded["program_bytes"], program.loaded["arena_bytes"]) == \
+                (report.program_bytes, report.arena_bytes)
+            assert device.check(model).arena_bytes == program.loaded["arena_bytes"]
+
+
+# -- profiles: fit verdicts at the edge -----------------------------------------------------------------
+
+
+def conv_model(side: int, channels: int = 16) -> es.Model:
+    rng = np.random.default_rng(side)
+    return es.Model([
+        L.InputConv2D(name="conv", weights=rng.integers(-8, 8, (3, 3, 1, channels)), weight_bits=4,
+                      out_multiplier=np.ones(channels, int), out_shift=4, activation_bits=4),
+        L.Dense(name="head", weights=rng.integers(-8, 8, (side * side * channels, 2)), weight_bits=4,
+                neuron="none"),
+    ], input_shape=(side, side, 1))
+
+
+@pytest.mark.parametrize("profile", ["cortex-m4", "cortex-m7"])
+def test_profile_verdicts_on_models_that_just_fit_and_just_do_not(profile):
+    limit = es.devices.PROFILES[profile].arena_bytes_max
+    arena = {side: es.devices.native_memory_figures(conv_model(side))[1] for side in range(8, 80, 2)}
+    fitting = max(side for side, used in arena.items() if used <= limit)
+    over = min(side for side, used in arena.items() if used > limit)
+    assert over == fitting + 2
+    fits, does_not = conv_model(fitting).check(profile), conv_model(over).check(profile)
+    assert fits.fits and fits.arena_bytes == arena[fitting]
+    assert not does_not.fits and f"arena memory: the model needs {arena[over]:,} B" in does_not.reason
+    assert "does NOT fit" in conv_model(over).summary(print_fn=None, device=profile)
