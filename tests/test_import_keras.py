@@ -140,9 +140,14 @@ def test_keras_model_object_and_registry(importer, saved):
 # -- tf.keras 2.x legacy layout ------------------------------------------------------------------
 
 
-def _to_tf_keras2_config(config):
-    """Rewrite a Keras 3 model config the way tf.keras 2.x writes it."""
+def _to_tf_keras2_config(config, nested_index=0):
+    """Rewrite a Keras 3 model config the way tf.keras 2.x writes it; a nested model's output is read
+    at call `nested_index` (tf.keras counts the model's own graph as call 0)."""
+    nested = {layer["config"]["name"] for layer in config["config"]["layers"]
+              if layer["class_name"] in ("Functional", "Sequential")}
     for layer in config["config"]["layers"]:
+        if layer["class_name"] in ("Functional", "Sequential"):
+            _to_tf_keras2_config(layer, nested_index)
         layer.pop("module", None)
         layer.pop("registered_name", None)
         layer.pop("build_config", None)
@@ -153,7 +158,8 @@ def _to_tf_keras2_config(config):
         if nodes:
             refs = []
             _collect_history(nodes[0]["args"], refs)
-            layer["inbound_nodes"] = [[[name, node, tensor, {}] for name, node, tensor in refs]]
+            layer["inbound_nodes"] = [[[name, nested_index if name in nested else node, tensor, {}]
+                                       for name, node, tensor in refs]]
     for key in ("input_layers", "output_layers"):
         value = config["config"].get(key)
         if value and isinstance(value[0], str):
@@ -170,11 +176,34 @@ def _collect_history(value, refs):
         _collect_history(item, refs)
 
 
-def test_tf_keras2_style_h5(importer, saved, tmp_path):
-    folder, x, expected, _ = saved["residual"]
+def nested_model():
+    inner_functional_input = keras.Input((6, 6, 4))
+    y = layers.Conv2D(4, 3, padding="same", name="inner_conv")(inner_functional_input)
+    y = layers.BatchNormalization(name="inner_bn")(y)
+    inner_functional = keras.Model(inner_functional_input, layers.ReLU(name="inner_relu")(y), name="block")
+    head = keras.Sequential([keras.Input((6, 6, 4)), layers.GlobalAveragePooling2D(), layers.Dense(3, name="fc")],
+                            name="head")
+    inputs = keras.Input((6, 6, 2))
+    x = layers.Conv2D(4, 1, name="stem")(inputs)
+    x = layers.Add(name="skip")([x, inner_functional(x)])
+    model = keras.Model(inputs, head(x))
+    randomize_batch_norms(inner_functional)
+    return model
+
+
+@pytest.mark.parametrize("name", ["residual", "nested"])
+def test_tf_keras2_style_h5(importer, saved, tmp_path, name):
+    if name == "nested":
+        model = nested_model()
+        x = RNG.uniform(0, 4, size=(3, 6, 6, 2)).astype(np.float32)
+        expected = model.predict(x, verbose=0)
+        model.save(tmp_path / "nested.h5")
+        folder = tmp_path
+    else:
+        folder, x, expected, _ = saved["residual"]
     legacy = tmp_path / "tf2.h5"
-    with h5py.File(folder / "residual.h5", "r") as source, h5py.File(legacy, "w") as target:
-        config = _to_tf_keras2_config(json.loads(source.attrs["model_config"]))
+    with h5py.File(folder / f"{name}.h5", "r") as source, h5py.File(legacy, "w") as target:
+        config = _to_tf_keras2_config(json.loads(source.attrs["model_config"]), nested_index=1)
         target.attrs["model_config"] = json.dumps(config).encode()
         target.attrs["keras_version"] = b"2.15.0"
         target.attrs["backend"] = b"tensorflow"
@@ -186,7 +215,8 @@ def test_tf_keras2_style_h5(importer, saved, tmp_path):
                      source["model_weights"][layer_name].attrs["weight_names"]]
             new_names = []
             for old in names:
-                new = f"{layer_name}/{old.split('/')[-1]}:0"
+                parts = old.split("/")   # a nested model's weights keep their inner layer's name
+                new = f"{parts[-2] if len(parts) >= 2 else layer_name}/{parts[-1]}:0"
                 group.create_dataset(new, data=source["model_weights"][layer_name][old][()])
                 new_names.append(new.encode())
             group.attrs["weight_names"] = np.array(new_names, dtype=object) if new_names else np.zeros(0)

@@ -2,9 +2,11 @@
 
     graph = es.plugins.get_importer("keras").load("net.keras")     # or "net.h5", or a keras Model
 
-Files are read with json and h5py only (layouts in ``edgesnn_keras.importer``); Sequential and
-Functional models with one input and one output.  Supported layers: ``SUPPORTED_LAYERS``.
-An in-memory keras Model is saved to a temporary .keras file and read back the same way.
+Files are read with json and h5py only (layouts in ``edgesnn_keras.importer``): Keras 3 and tf.keras 2.x
+``.keras``, legacy ``.h5`` of both; Sequential and Functional models with one input and one output,
+nested models inlined.  Supported layers: ``SUPPORTED_LAYERS``; others become ``unsupported`` nodes
+(``graph.problems()``).  An in-memory keras Model is saved to a temporary .keras file and read back
+the same way.
 """
 
 from __future__ import annotations

@@ -5,13 +5,24 @@ File layouts read here (no TensorFlow, no Keras needed):
 - ``.keras`` (Keras 3): a zip with ``config.json`` (the model config), ``metadata.json`` and
   ``model.weights.h5``, whose ``layers/<path>/vars`` groups hold datasets ``0, 1, ...`` in the
   layer's weight order and name their layer in the ``name`` attribute.
+- ``.keras`` written by tf.keras 2.x (``metadata.json`` keras_version 2.x): the same zip, but the
+  vars of ``model.layers[i]`` live at ``layers/<snake_case(class name)>[_<n>]`` (``conv2d``,
+  ``conv2d_1``, ``re_lu``, ...: numbered per class in layer order), nested models below their path.
 - legacy ``.h5`` (tf.keras 2.x ``model.save("m.h5")`` and Keras 3 alike): the JSON config in the
   root attribute ``model_config``; group ``model_weights`` with attribute ``layer_names`` and one
   group per layer whose attribute ``weight_names`` lists its datasets, in weight order.
 
 Configs: Sequential (``layers`` in order, input from an InputLayer's ``batch_shape`` /
 ``batch_input_shape`` or the first layer's) and Functional (``inbound_nodes`` in Keras 3 form,
-``{"args": [keras tensors], ...}``, or tf.keras 2 form, ``[[layer, node, tensor, kwargs], ...]``).
+``{"args": [keras tensors], ...}``, or tf.keras 2 form, ``[[layer, node, tensor, kwargs], ...]``);
+nested Sequential / Functional models are inlined.  A legacy .h5 lists a nested model's weights
+under its own group as ``<inner layer>/<var>:0``.
+
+A layer or activation that cannot be converted becomes an ``unsupported`` node (op, layer, hint,
+and its output shape from the layer's geometry, a reader's ``build_config`` or its input), so the
+import goes on and ``Graph.problems()`` lists everything; where no shape can be known the import
+stops there (``metadata["import_stopped"]``).  1-D layers (Conv1D, pools) over (N, L, C) are the
+Graph's 2-D ops of height 1 on (1, L, C).
 """
 
 from __future__ import annotations
@@ -350,9 +361,11 @@ class _Model:
             return []
         history = _keras_history(nodes[0])
         for name, node_index, tensor_index in history:
-            if int(tensor_index) != 0 or int(node_index) != 0:
-                raise self.fail(layer, f"reads output {tensor_index} of call {node_index} of layer {name!r}; "
-                                       f"only single-output, single-call layers are supported")
+            # the node index only counts calls of the source layer; a nested model or an InputLayer
+            # shared with another model is read at call 1 or later, which is still its one output
+            if int(tensor_index) != 0:
+                raise self.fail(layer, f"reads output {tensor_index} of layer {name!r} (call {node_index}); "
+                                       f"only single-output layers are supported")
         return [name for name, _, _ in history]
 
     def _input_hwc(self, batch_shape) -> tuple:
@@ -741,7 +754,7 @@ def _normalization(layer: _Layer) -> str:
 
 
 def _global_average(layer: _Layer) -> str:
-    return layer.add("global_avg_pool", attrs={"keepdims": bool(layer.cfg.get("keepdims", False))})
+    return layer.add("global_avg_pool")   # (1, 1, C) in HWC with or without keepdims
 
 
 def _rescaling(layer: _Layer) -> str:

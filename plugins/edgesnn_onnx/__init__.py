@@ -2,9 +2,13 @@
 
     graph = es.plugins.get_importer("onnx").load("net.onnx")
 
-ONNX tensors are NCHW; the Graph is HWC.  Weights are transposed, and a Flatten of an NCHW tensor
-(which orders values C, H, W) in front of Gemm/MatMul is handled by permuting the dense weight rows
-into the Graph's HWC flatten order.  An older opset is converted to 13 with onnx.version_converter.
+ONNX tensors are NCHW (torch.onnx, TorchScript and dynamo exporters), NHWC (tf2onnx: the input up
+to its first Transpose) or (N, C, L) (Conv1d); the Graph is HWC.  Weights are transposed, and a
+Flatten of an NCHW tensor (which orders values C, H, W) in front of Gemm/MatMul is handled by
+permuting the dense weight rows into the Graph's HWC flatten order.  Layout ops (Cast to float,
+Transpose NCHW <-> NHWC, Squeeze/Unsqueeze/Reshape of unit axes, the Shape/Gather/Concat constant
+chains) leave no node.  Ops that cannot be converted become ``unsupported`` nodes
+(``graph.problems()``).  An older opset is converted to 13 with onnx.version_converter.
 """
 
 from __future__ import annotations
