@@ -1264,7 +1264,8 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
 
 /// The pad values as one pixel of the layer's frame (model.Layer.pad_pixel): input channel c at
 /// byte c (a conv), at bytes c * M .. c * M + M - 1 (a depthwise stage: the frame holds input
-/// channel o / M at channel o, kernels/frame.zig). Left empty when every pad value is 0.
+/// channel o / M at channel o, kernels/frame.zig). Left empty when every pad value is 0 or the
+/// layer has no padding (no tap is out of bounds).
 fn fillPadPixel(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     const pixel = bump.take(u8, layer.frameChannels());
     @memset(pixel, 0);
@@ -1276,7 +1277,8 @@ fn fillPadPixel(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
         nonzero = nonzero or value != 0;
         @memset(pixel[c * multiplier ..][0..multiplier], value);
     }
-    if (nonzero) layer.pad_pixel = pixel;
+    const padded = layer.pad_top != 0 or layer.pad_bottom != 0 or layer.pad_left != 0 or layer.pad_right != 0;
+    if (nonzero and padded) layer.pad_pixel = pixel;
 }
 
 fn fillConcatSources(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {

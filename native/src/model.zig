@@ -131,8 +131,8 @@ pub const Layer = struct {
     mid_shift: []const i32, // separable (Cmid_p)
     input_multipliers: []const i32, // add (input_count, C_p); concat (Cout_p)
     /// conv and depthwise stages: the value an out-of-bounds tap reads, per input channel, laid out
-    /// as one pixel of the frame (frameChannels bytes); empty when every pad value is 0 (the frame's
-    /// border then stays as zeroed at context init).
+    /// as one pixel of the frame (frameChannels bytes); empty when every pad value is 0 or there is
+    /// no padding (the frame's border then stays as zeroed at context init).
     pad_pixel: []const u8, // (frameChannels)
     /// relu: added after the requantization, before the clamp; empty when all are 0.
     out_zero_point: []const i32, // (Cout_p)
