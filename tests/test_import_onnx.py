@@ -218,7 +218,8 @@ def test_unsupported_ops_become_unsupported_nodes_and_the_import_goes_on(importe
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
              helper.make_node("LeakyRelu", ["c"], ["l"], name="my_leaky"),
              helper.make_node("Conv", ["l", "w2"], ["c2"], name="dil", dilations=[2, 2]),
-             helper.make_node("Sigmoid", ["c"], ["gate"], name="gate"),
+             helper.make_node("GlobalAveragePool", ["c"], ["squeezed"], name="squeeze"),
+             helper.make_node("Sigmoid", ["squeezed"], ["gate"], name="gate"),
              helper.make_node("Mul", ["c", "gate"], ["se"], name="se_mul"),
              helper.make_node("Tile", ["se", "reps"], ["t"], name="tiled"),
              helper.make_node("GlobalAveragePool", ["c2"], ["y"], name="gap")]
@@ -268,3 +269,55 @@ def test_malformed_files(importer, tmp_path):
     buffer = io.BytesIO(whole)
     with pytest.raises(TypeError, match=r"\.onnx path or an onnx.ModelProto"):
         importer.load(buffer)
+
+
+def test_tf2onnx_style_nhwc_uint8_input_matches_onnxruntime(importer):
+    """tf2onnx's layout: a uint8 NHWC input, Cast, Rescaling as Mul/Add, a Transpose to NCHW before the
+    conv, ReLU6 as Relu/Min/Max, a Transpose back to NHWC, Reshape to (N, -1), MatMul, Softmax."""
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xf"], name="model/rescaling/Cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xf", "scale"], ["xs"], name="model/rescaling/mul"),
+        helper.make_node("Add", ["xs", "offset"], ["xo"], name="model/rescaling/add"),
+        helper.make_node("Transpose", ["xo"], ["xt"], name="model/conv/Conv2D__6", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["xt", "w", "b"], ["c"], name="model/conv/Conv2D", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"], name="model/conv/relu/Relu"),
+        helper.make_node("Min", ["r", "six"], ["r6"], name="model/conv/relu/clip_by_value/Minimum"),
+        helper.make_node("Max", ["r6", "zero"], ["rc"], name="model/conv/relu/clip_by_value"),
+        helper.make_node("Transpose", ["rc"], ["back"], name="model/conv/Conv2D__9", perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["back", "flat_shape"], ["f"], name="model/flatten/Reshape"),
+        helper.make_node("MatMul", ["f", "wd"], ["m"], name="model/dense/MatMul"),
+        helper.make_node("Softmax", ["m"], ["y"], name="model/dense/Softmax", axis=-1),
+    ]
+    inits = [const("scale", [1 / 127.5]), const("offset", [-1.0]), const("w", RNG.normal(size=(4, 3, 3, 3))),
+             const("b", RNG.normal(size=4)), const("six", 6.0), const("zero", 0.0),
+             numpy_helper.from_array(np.array([-1, 4 * 4 * 4], np.int64), "flat_shape"),
+             const("wd", RNG.normal(size=(64, 5)))]
+    graph_proto = helper.make_graph(nodes, "tf2onnx", [helper.make_tensor_value_info("x", TensorProto.UINT8,
+                                                                                      ["n", 8, 8, 3])],
+                                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+                                    initializer=inits)
+    model = helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 13)], ir_version=8,
+                              producer_name="tf2onnx")
+    graph = importer.load(model)
+    assert graph.metadata["input_layout"] == "NHWC" and graph.metadata["input_dtype"] == "uint8"
+    x = RNG.integers(0, 256, size=(3, 8, 8, 3)).astype(np.uint8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(graph.run(x.astype(np.float32))[:, 0, 0], expected, atol=1e-5)
+    simple = graph.simplify()
+    assert [n.op for n in simple] == ["affine", "conv2d", "relu", "dense"]   # the input affine meets padding
+    assert simple.node("model/conv/relu/clip_by_value").attrs["max_value"] == 6.0
+
+
+def test_silu_and_dynamo_module_names_in_problems(importer):
+    sigmoid = helper.make_node("Sigmoid", ["c"], ["s"], name="node_Sigmoid_3")
+    mul = helper.make_node("Mul", ["c", "s"], ["y"], name="node_silu")
+    for node, scopes in ((sigmoid, "['', 'features.0', 'features.0.2', 'sigmoid']"),
+                         (mul, "['', 'features.0', 'features.0.2', 'silu']")):
+        entry = node.metadata_props.add()
+        entry.key, entry.value = "pkg.torch.onnx.name_scopes", scopes
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="node_Conv_1"), sigmoid, mul]
+    graph = importer.load(make_model(nodes, [const("w", RNG.normal(size=(2, 1, 3, 3)))], [1, 1, 5, 5], [1, 2, 3, 3]))
+    problems = [(p["op"], p["layer"]) for p in graph.problems()]
+    assert problems == [("Sigmoid", "features.0.2"), ("Mul", "features.0.2")]
+    assert graph.problems()[1]["hint"].startswith("x * sigmoid(x) is SiLU/Swish: replace it with ReLU")

@@ -242,6 +242,7 @@ class _Context:
         self.batch = batch
         self.where = where
         self.value_shapes = value_shapes or {}
+        self.producers: dict[str, object] = {}    # ONNX tensor name -> the node that computed it
 
     # -- helpers used by the op handlers -----------------------------------------------------------
     def fail(self, node, message: str) -> GraphError:
@@ -295,6 +296,8 @@ class _Context:
 
     # -- dispatch -----------------------------------------------------------------------------------
     def convert(self, node) -> None:
+        for output in node.output:
+            self.producers[output] = node
         if node.op_type == "Constant":
             self.constants[node.output[0]] = _constant_value(node, self)
             return
@@ -335,7 +338,7 @@ class _Context:
                             f"its output shape {shape} is unknown, so the import stopped here")
             name = self.builder.add("unsupported", self.label(node) + (f":{index}" if index else ""),
                                     [t.node for t in data],
-                                    attrs={"op": node.op_type, "layer": self.label(node), "hint": hint,
+                                    attrs={"op": node.op_type, "layer": _source_layer(node), "hint": hint,
                                            "shape": hwc}, source=self.source(node))
             self.tensors[output] = Tensor(name, layout)
 
@@ -354,6 +357,23 @@ class _Context:
             raise self.fail(node, f"could not evaluate this constant expression ({exc})") from exc
         for name, value in zip([n for n in node.output if n], results):
             self.constants[name] = np.asarray(value)
+
+
+def _source_layer(node) -> str:
+    """The source framework's own name of the layer `node` comes from: the torch module path the
+    dynamo exporter records (``pkg.torch.onnx.name_scopes``, e.g. 'features.1.block.0'), else the
+    ONNX node name (the TorchScript exporter's '/features/features.1/...', tf2onnx's 'model/layer/op')."""
+    import ast
+
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = [str(v) for v in ast.literal_eval(prop.value) if v]
+            except (ValueError, SyntaxError):
+                break
+            if len(scopes) >= 2:
+                return scopes[-2]
+    return node.name or node.output[0]
 
 
 def _hwc_of_onnx_shape(shape, layout_hint: str):
@@ -871,6 +891,8 @@ def _arithmetic(context: _Context, node) -> None:
     """Add / Sub / Mul / Div: two data tensors (Add only) or a data tensor and a constant (affine)."""
     data = [i for i, name in enumerate(node.input) if name in context.tensors]
     if len(data) == 2:
+        if node.op_type == "Mul" and _is_silu(context, node):
+            raise context.fail(node, "x * sigmoid(x) is SiLU/Swish: replace it with ReLU, then fine-tune")
         if node.op_type != "Add":
             raise context.fail(node, TWO_TENSOR_HINT[node.op_type])
         a, b = context.tensor(node, 0), context.tensor(node, 1)
@@ -898,6 +920,15 @@ def _arithmetic(context: _Context, node) -> None:
     else:
         scale, offset = {"Add": (ones, value), "Sub": (ones, -value), "Mul": (value, zeros)}[node.op_type]
     context.add(node, "affine", [x], x.layout, x.chw, params={"scale": scale, "offset": offset})
+
+
+def _is_silu(context: _Context, node) -> bool:
+    """Mul(x, Sigmoid(x)) in either order."""
+    for gate, other in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
+        producer = context.producers.get(gate)
+        if producer is not None and producer.op_type in ("Sigmoid", "HardSigmoid") and producer.input[0] == other:
+            return True
+    return False
 
 
 def _batch_norm(context: _Context, node) -> None:
