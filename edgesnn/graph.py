@@ -58,6 +58,11 @@ keeps them explicit.  PyTorch's / ONNX's ``ceil_mode`` is explicit extra bottom/
 
 ``unsupported`` nodes keep a model whose ops are not all convertible in one graph, so every problem
 can be listed at once (``Graph.problems()``); running one raises a GraphError naming it.
+
+Metadata keys the importers and ``simplify`` set besides provenance: ``final_softmax_dropped`` (the
+name of the final softmax simplify removed), ``import_stopped`` (why an importer stopped early: an
+unsupported op whose output shape it could not know; the graph then ends at the last node made),
+``input_layout`` / ``input_dtype`` (ONNX: NCHW, NHWC, NCL or NC; uint8 for a tf2onnx uint8 input).
 """
 
 from __future__ import annotations
