@@ -468,9 +468,9 @@ class Graph:
         becomes relu; merge pad
         nodes into the padding of the convs/pools that read them; merge affine chains, move affines
         before the pools that follow a synaptic node and fold each into the conv/depthwise/separable/
-        dense node before it; fold the affines left into the dense / unpadded conv nodes that read
-        them; fuse depthwise -> 1x1 conv into separable_conv2d; remove flatten/reshape-to-flat nodes
-        that only feed dense nodes; name explicit padding by its mode where equivalent (explicit pads
+        dense node before it; remove flatten/reshape-to-flat nodes that only feed dense nodes; fold
+        the affines left into the dense / unpadded conv nodes that read them; fuse depthwise -> 1x1
+        conv into separable_conv2d; name explicit padding by its mode where equivalent (explicit pads
         otherwise stay); drop unused nodes.  Affines that fold nowhere stay (the converter makes a
         layer of them); unsupported nodes stay.
         """
@@ -484,11 +484,12 @@ class Graph:
         if fold_affine:
             graph = merge_affine_chains(graph)
             graph = fold_affine_nodes(move_affine_before_pools(graph))
+        if drop_flatten:
+            graph = drop_flatten_before_dense(graph)
+        if fold_affine:
             graph = fold_affine_forward(graph)
         if fuse_separable:
             graph = fuse_separable_nodes(graph)
-        if drop_flatten:
-            graph = drop_flatten_before_dense(graph)
         if resolve_padding:
             graph = resolve_explicit_padding(graph)
         return prune_unused(graph)

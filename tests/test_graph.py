@@ -391,13 +391,17 @@ def test_global_avg_pool_then_batch_norm_folds_into_the_conv():
     _assert_same_output(graph, simple, randn(3, 5, 5, 2))
 
 
-@pytest.mark.parametrize("reader", ["dense", "conv2d", "depthwise_conv2d", "separable_conv2d", "padded_conv"])
+@pytest.mark.parametrize("reader", ["dense", "flatten_dense", "conv2d", "depthwise_conv2d", "separable_conv2d",
+                                    "padded_conv"])
 def test_batch_norm_after_relu_folds_forward_into_unpadded_readers(reader):
     b = GraphBuilder((5, 5, 3))
     relu = b.add("relu", "relu", ["input"])
     bn = b.add("affine", "bn", [relu], params={"scale": RNG.uniform(-2, 2, 3), "offset": randn(3)})
     if reader == "dense":
         b.add("dense", "r", [bn], params={"weight": randn(75, 4), "bias": randn(4)})
+    elif reader == "flatten_dense":
+        flat = b.add("flatten", "flat", [bn])
+        b.add("dense", "r", [flat], params={"weight": randn(75, 4), "bias": randn(4)})
     elif reader in ("conv2d", "padded_conv"):
         padding = "same" if reader == "padded_conv" else "valid"
         b.add("conv2d", "r", [bn], attrs={"padding": padding, "strides": 2},
@@ -410,7 +414,8 @@ def test_batch_norm_after_relu_folds_forward_into_unpadded_readers(reader):
               params={"depthwise": randn(2, 3, 6), "pointwise": randn(6, 4), "bias": randn(4)})
     graph = b.build()
     simple = graph.simplify()
-    expected = ["relu", "affine", "conv2d"] if reader == "padded_conv" else ["relu", reader]
+    expected = {"padded_conv": ["relu", "affine", "conv2d"], "flatten_dense": ["relu", "dense"]}.get(reader,
+                                                                                                 ["relu", reader])
     assert [n.op for n in simple] == expected
     _assert_same_output(graph, simple, randn(3, 5, 5, 3))
 
