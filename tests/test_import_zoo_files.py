@@ -57,7 +57,7 @@ def test_zoo_file_matches_its_framework(file, kind):
 def test_tf_keras2_files_and_their_tf2onnx_export_give_one_graph():
     keras_graph = edgesnn.plugins.get_importer("keras").load(DATA / "akida_ds_cnn_kws.tfk.keras").simplify()
     onnx_graph = edgesnn.plugins.get_importer("onnx").load(DATA / "akida_ds_cnn_kws.tf2onnx.onnx").simplify()
-    assert keras_graph.metadata["keras_version"].startswith("2.")
+    assert keras_graph.metadata["keras_version"].startswith("2.") and keras_graph.metadata["input_dtype"] == "uint8"
     assert onnx_graph.metadata["input_layout"] == "NHWC" and onnx_graph.metadata["input_dtype"] == "uint8"
     assert [n.op for n in keras_graph] == [n.op for n in onnx_graph]
     assert keras_graph.metadata["final_softmax_dropped"] and onnx_graph.metadata["final_softmax_dropped"]

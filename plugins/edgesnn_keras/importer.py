@@ -243,7 +243,8 @@ def import_keras(source):
     config, weights, info = read_keras_file(path)
     model = _Model(config, weights, str(path))
     graph = model.build()
-    graph.metadata.update({"source_format": "keras", "source": str(path), **info})
+    graph.metadata.update({"source_format": "keras", "source": str(path), **info,
+                           "input_dtype": model.input_dtype()})
     return graph
 
 
@@ -276,6 +277,16 @@ class _Model:
         self.layers = self.config.get("layers")
         if not isinstance(self.layers, list) or not self.layers:
             raise GraphError(f"{where}: the model config has no layers")
+
+    def input_dtype(self) -> str:
+        """The dtype of the model's InputLayer ("uint8" for BrainChip's models), "float32" if not said."""
+        for layer in self.layers:
+            if layer.get("class_name") == "InputLayer":
+                dtype = layer.get("config", {}).get("dtype")
+                if isinstance(dtype, dict):  # Keras 3 may write a DTypePolicy
+                    dtype = dtype.get("config", {}).get("name")
+                return str(dtype or "float32")
+        return "float32"
 
     def fail(self, layer: dict, message: str) -> GraphError:
         return GraphError(f"{self.where}: Keras layer {_layer_name(layer)!r} ({layer.get('class_name')}): {message}")
@@ -707,12 +718,14 @@ def _reshape(layer: _Layer) -> str:
         if target[0] not in (-1, size):
             raise layer.fail(f"target_shape {tuple(target)} does not hold the {size} input values")
         return layer.add("flatten")
+    if len(target) == 2:   # (L, C): the Graph's (1, L, C)
+        target = [1, *target]
     if len(target) == 3:
         if -1 in target:
             known = int(np.prod([v for v in target if v != -1]))
             target[target.index(-1)] = size // max(known, 1)
         return layer.add("reshape", attrs={"shape": tuple(target)})
-    raise layer.fail(f"target_shape {tuple(target)} is not supported; only (K,) or (H, W, C)")
+    raise layer.fail(f"target_shape {tuple(target)} is not supported; only (K,), (L, C) or (H, W, C)")
 
 
 def _zero_padding(layer: _Layer) -> str:
