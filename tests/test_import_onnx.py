@@ -321,3 +321,17 @@ def test_silu_and_dynamo_module_names_in_problems(importer):
     problems = [(p["op"], p["layer"]) for p in graph.problems()]
     assert problems == [("Sigmoid", "features.0.2"), ("Mul", "features.0.2")]
     assert graph.problems()[1]["hint"].startswith("x * sigmoid(x) is SiLU/Swish: replace it with ReLU")
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad", [(5, 2, 2, 1), (6, 3, 2, 1), (8, 3, 3, 1), (10, 4, 3, 2)])
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_ceil_mode_pools_match_onnxruntime(importer, size, kernel, stride, pad, op):
+    """ceil_mode as extra bottom/right padding, with the rule onnxruntime (like torch) applies: a window
+    starting in the bottom/right padding is dropped (5x5, 2x2/2, pad 1: 3x3 outputs, not 4x4)."""
+    extra = {"count_include_pad": 0} if op == "AveragePool" else {}
+    node = helper.make_node(op, ["x"], ["y"], name="pool", kernel_shape=[kernel] * 2, strides=[stride] * 2,
+                            pads=[pad] * 4, ceil_mode=1, **extra)
+    model = make_model([node], [], [1, 2, size, size], [1, 2, None, None])
+    x = RNG.normal(size=(1, 2, size, size)).astype(np.float32)
+    expected = onnxruntime_output(model, x)
+    np.testing.assert_allclose(graph_output(importer.load(model), x), expected.transpose(0, 2, 3, 1), atol=1e-6)
