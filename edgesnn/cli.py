@@ -54,12 +54,15 @@ def _run_devices(args) -> int:
 
 
 def _add_check(commands) -> None:
-    sub = commands.add_parser("check", help="does a .esnn model fit a device? every problem at once",
-                              description="Print the device's mapping report for a .esnn model: fits or not, arena "
-                                          "and program bytes against the device's memory, a verdict per layer with "
-                                          "its reason. Exit status 0 when it fits, 1 when it does not.")
-    sub.add_argument("model", metavar="MODEL", help="path of a .esnn file")
-    sub.add_argument("--device", required=True, help="device or profile name (see `edgesnn devices`), e.g. cortex-m4")
+    sub = commands.add_parser("check", help="will a source model convert? does a .esnn model fit a device? "
+                                            "every problem at once",
+                              description="For a source model (.keras, .h5, .onnx): list every node that will not "
+                                          "convert to integer layers, with the reason and what to change. For a "
+                                          ".esnn model and --device: print the device's mapping report: fits or not, "
+                                          "arena and program bytes against the device's memory, a verdict per layer "
+                                          "with its reason. Exit status 0 when it converts / fits, 1 otherwise.")
+    sub.add_argument("model", metavar="MODEL", help="a source model file, or a .esnn file with --device")
+    sub.add_argument("--device", help="device or profile name (see `edgesnn devices`), e.g. cortex-m4")
     sub.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                      help="an option of the device (repeatable), e.g. -o address=127.0.0.1:5000; "
                           "JSON values are parsed (-o timeout_s=2)")
@@ -70,6 +73,13 @@ def _run_check(args) -> int:
     from .model import Model
     from .devices import resolve_device
 
+    if not str(args.model).endswith(".esnn"):
+        if args.device:
+            raise EdgesnnError(f"--device checks a converted .esnn model; {args.model!r} is a source model: "
+                               f"convert it first (edgesnn convert), or drop --device to list what will not convert")
+        return _print_conversion_problems(args.model)
+    if not args.device:
+        raise EdgesnnError(f"{args.model}: checking a .esnn model needs --device NAME (see `edgesnn devices`)")
     model = Model.load(args.model)
     options = dict(_device_option(text) for text in args.option)
     device = plugins.device(args.device, **options) if options else resolve_device(args.device)
@@ -81,6 +91,20 @@ def _run_check(args) -> int:
     print(f"{args.model}: {model!r}")
     print(report)
     return 0 if report.fits else 1
+
+
+def _print_conversion_problems(source) -> int:
+    """`edgesnn check SRC` and `edgesnn convert SRC --check`: every node that will not convert; exit 1 if any."""
+    from .convert import check
+
+    problems = check(source)
+    if not problems:
+        print(f"{source}: every node converts to integer layers")
+        return 0
+    print(f"{source}: {len(problems)} node(s) will not convert to integer layers:")
+    for problem in problems:
+        print(f"  - {problem}")
+    return 1
 
 
 def _device_option(text: str) -> tuple[str, object]:
@@ -145,9 +169,12 @@ def _add_convert(commands) -> None:
                               description="Import SRC (.keras, .h5, .onnx) with the importer plugin that accepts "
                                           "it, calibrate on uint8 HWC samples and write an integer model.")
     sub.add_argument("source", metavar="SRC", help="the float model file")
-    sub.add_argument("-o", "--output", required=True, metavar="OUT.esnn")
-    sub.add_argument("--samples", required=True, metavar="CALIB.npz",
-                     help="calibration samples: array 'x' (N, H, W, C) uint8 (optional 'y' labels for --report)")
+    sub.add_argument("-o", "--output", metavar="OUT.esnn", help="the integer model to write (required unless --check)")
+    sub.add_argument("--samples", metavar="CALIB.npz",
+                     help="calibration samples: array 'x' (N, H, W, C) uint8 (optional 'y' labels for --report); "
+                          "required unless --check")
+    sub.add_argument("--check", action="store_true",
+                     help="only list every node that will not convert (no samples needed), exit 1 if any")
     sub.add_argument("--weight-bits", type=int, default=8, choices=(2, 4, 8))
     sub.add_argument("--activation-bits", type=int, default=8, choices=(1, 2, 4, 8))
     sub.add_argument("--input-bits", type=int, default=8, choices=range(1, 9), metavar="1..8")
@@ -166,6 +193,12 @@ def _add_convert(commands) -> None:
 
 def _run_convert(args) -> int:
     from .convert import compare, convert
+
+    if args.check:
+        return _print_conversion_problems(args.source)
+    missing = [flag for flag, value in (("-o/--output", args.output), ("--samples", args.samples)) if not value]
+    if missing:
+        raise EdgesnnError(f"{' and '.join(missing)} required (or --check to only list what will not convert)")
 
     with np.load(args.samples, allow_pickle=False) as data:
         if "x" not in data:

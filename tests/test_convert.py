@@ -280,3 +280,35 @@ def test_input_offset_is_exact_at_the_border(tmp_path):
     border = min(snr((slice(None), 0)), snr((slice(None), -1)), snr((slice(None), slice(None), 0)),
                  snr((slice(None), slice(None), -1)))
     assert interior > 30 and border > 30, (interior, border)
+
+
+def test_every_problem_is_listed_at_once_by_check_convert_and_the_cli(tmp_path, capsys):
+    """Hardswish and a squeeze-excite gate in one net: es.check, es.ConversionError and `edgesnn check` /
+    `edgesnn convert --check` name every node that will not convert, its op and what to change."""
+    from edgesnn.cli import main
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.s = nn.Conv2d(8, 8, 1)
+            self.f = nn.Linear(8, 3)
+
+        def forward(self, x):
+            y = nn.functional.hardswish(self.a(x))
+            gate = torch.sigmoid(self.s(y.mean((2, 3), keepdim=True)))
+            return self.f((y * gate).mean((2, 3)))
+
+    path = export(Net(), tmp_path / "se.onnx", (3, 8, 8))
+    problems = es.check(path)
+    assert [p.op for p in problems] == ["HardSwish", "Sigmoid", "Mul"], problems
+    assert "ReLU6" in problems[0].hint and all(p.node for p in problems)
+    with pytest.raises(es.ConversionError) as info:
+        es.convert(path, samples=np.zeros((2, 8, 8, 3), np.uint8), progress=False)
+    assert len(info.value.problems) == 3 and "HardSwish" in str(info.value) and "Mul" in str(info.value)
+    for argv in (["check", str(path)], ["convert", str(path), "--check"]):
+        assert main(argv) == 1
+        out = capsys.readouterr().out
+        assert "3 node(s) will not convert" in out and "HardSwish" in out and "Sigmoid" in out
+    assert es.check(tmp_path / "se.onnx") != [] and main(["convert", str(path)]) == 1
+    assert "--samples required" in capsys.readouterr().err
