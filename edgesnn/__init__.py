@@ -23,6 +23,7 @@ from .classifier import Classifier, Detection, Prediction
 from .pipeline import Pipeline
 from .convert import ComparisonReport, Problem, check, compare, convert
 from .graph import Graph, GraphError
+from .finetuning import finetune
 
 __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
            "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError", "ConversionError",
@@ -30,4 +31,5 @@ __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
            "plugins", "hookimpl", "importers", "frontends", "devices", "frontend", "device",
            "Pipeline", "Prediction", "Detection", "Classifier", "convert", "compare", "ComparisonReport",
            "check", "Problem",
-           "Graph", "GraphError"]
+           "Graph", "GraphError",
+           "finetune"]

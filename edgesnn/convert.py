@@ -94,18 +94,46 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
             input_scaling: tuple[float, float] = (1.0, 0.0), per_channel: bool = True,
             calibration: str = "minmax", neuron: str = "relu", timesteps: int | None = None,
             labels: list[str] | None = None, importer: str | None = None, progress: bool = True,
-            **importer_options) -> Model:
+            input_weight_bits: int | None = 8, layer_weight_bits: dict | None = None, ranges: dict | None = None,
+            equalize: bool = False, bias_correction: bool = False, search_ranges: bool = False,
+            budget_bytes: int | None = None, **importer_options) -> Model:
     """Convert a float network into an integer Model calibrated on uint8 HWC `samples`.
 
     input_scaling=(scale, offset): the source model sees ``(x - offset) / scale`` (cnn2snn's
     convention); NCHW sources are transposed by their importer, so samples are always HWC.
     neuron: "relu" (quantized, stateless) or "if" (spiking, rate-coded over `timesteps`,
     default 16). Extra keyword arguments go to the importer (e.g. example_input for torch).
+
+    Precision and the post-training recipe (edgesnn.calibrate, edgesnn.precision):
+    input_weight_bits: weight bits of the layers reading the model input (8 by default, as Akida does;
+    None: weight_bits). layer_weight_bits: {float node name: bits} per layer (2..8; 3, 5, 6, 7 are
+    quantized to that many levels and stored in the next wider field). ranges: {float node name: (lo, hi)}
+    fixed activation ranges (what es.finetune learned) instead of calibrated ones. equalize: cross-layer
+    equalization of depthwise -> pointwise pairs; bias_correction: each layer's mean quantization shift
+    folded into its bias; search_ranges: each activation's clip searched for the smallest network output
+    error. budget_bytes: per-layer weight bits chosen greedily (es.sensitivity) so that
+    model.packed_bytes <= budget_bytes (metadata["budget"] says what was chosen).
     """
+    if budget_bytes is not None:
+        from .precision import convert_within_budget
+
+        return convert_within_budget(
+            source, samples, budget_bytes, weight_bits=weight_bits, activation_bits=activation_bits,
+            input_bits=input_bits, input_scaling=input_scaling, per_channel=per_channel, calibration=calibration,
+            neuron=neuron, timesteps=timesteps, labels=labels, importer=importer, progress=progress,
+            input_weight_bits=input_weight_bits, layer_weight_bits=layer_weight_bits, ranges=ranges,
+            equalize=equalize, bias_correction=bias_correction, search_ranges=search_ranges, **importer_options)
     options = dict(weight_bits=weight_bits, activation_bits=activation_bits, input_bits=input_bits,
                    input_scaling=[float(v) for v in input_scaling], per_channel=per_channel,
                    calibration=calibration, neuron=neuron)
+    if input_weight_bits is not None and input_weight_bits != weight_bits:
+        options["input_weight_bits"] = int(input_weight_bits)
+    if layer_weight_bits:
+        options["layer_weight_bits"] = {str(k): int(v) for k, v in layer_weight_bits.items()}
     _check_options(weight_bits, activation_bits, input_bits, input_scaling, calibration, neuron)
+    for bits in list(options.get("layer_weight_bits", {}).values()) + [options.get("input_weight_bits", 8)]:
+        if bits not in range(2, 9):
+            raise ValueError(f"per-layer weight bits must be in 2..8, got {bits!r}")
     if neuron == "if":
         timesteps = 16 if timesteps is None else timesteps
         options["timesteps"] = timesteps
@@ -115,8 +143,15 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     graph = load_graph(source, importer=importer, input_shape_hint=hint, **importer_options).simplify()
     _Builder(graph.copy(), None, options).build()      # every node that will not convert, before calibrating
     x = _check_samples(samples, graph.input_shape, input_bits)
+    recipe = {}
+    if equalize or bias_correction or search_ranges:
+        from .calibrate import post_training_recipe
+
+        graph, found, recipe = post_training_recipe(graph, x, options, equalize=equalize,
+                                                    bias_correction=bias_correction, search_ranges=search_ranges)
+        ranges = {**found, **(ranges or {})}
     activations = _calibration_activations(graph, x, input_scaling, progress)
-    builder = _Builder(graph, activations, options)
+    builder = _Builder(graph, activations, dict(options, ranges=_ranges(ranges)))
     model_layers = builder.build()
     metadata = {
         "labels": list(labels) if labels is not None else graph.metadata.get("labels"),
@@ -131,6 +166,8 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     }
     if neuron == "if":
         metadata["timesteps"] = timesteps
+    if recipe:
+        metadata["recipe"] = recipe
     if metadata["labels"] is None:
         del metadata["labels"]
     if not builder.zero_points:
@@ -196,6 +233,11 @@ def _check_samples(samples, input_shape, input_bits) -> np.ndarray:
         raise ValueError(f"samples must lie in [0, {(1 << input_bits) - 1}] for input_bits={input_bits}, "
                          f"got [{x.min()}, {x.max()}]")
     return x
+
+
+def _ranges(ranges) -> dict:
+    """{node: (lo, hi)} as plain floats (a fixed activation range per float node)."""
+    return {str(k): (float(v[0]), float(v[1])) for k, v in (ranges or {}).items()}
 
 
 def _float_input(x: np.ndarray, input_scaling) -> np.ndarray:
@@ -551,6 +593,9 @@ class _Builder:
             hi = min(hi, ceiling)
         if float(np.min(values, initial=0.0)) >= 0 and act is None:
             lo = 0.0
+        fixed = (self.options.get("ranges") or {}).get(last.name)
+        if fixed is not None and self.activations is not None:
+            lo, hi = fixed                                          # learned (es.finetune) or searched
         if floor is not None and floor > 0:
             raise _Refusal(act, f"a clip with a lower bound {floor} > 0 does not convert (integer activations "
                            f"start at 0 or at a zero point below it)")
@@ -584,14 +629,14 @@ class _Builder:
         pool, act, last = self._take_chain(node, allow_pool_first=node.op != "dense")
         output = self._is_output(last) and act is None
         per_channel = self.options["per_channel"] and not output
-        wbits = self.options["weight_bits"]
+        wbits, qbits = self._weight_bits(node.name, src)
         name = node.name
         fields = {}
         if node.op == "separable_conv2d":
             fields, acc_scale = self._separable(node, src, per_channel)
         else:
             weight = self._scaled_weight(node, src, in_shape)
-            q, w_scale = quantize_weights(weight, wbits, per_channel)
+            q, w_scale = quantize_weights(weight, qbits, per_channel)
             bias = np.asarray(node.params["bias"], np.float64) - self._zero_point_term(node, weight, src, in_shape)
             fields = {"weights": q, "bias": _quantize_bias(bias, w_scale, name)}
             acc_scale = w_scale
@@ -609,6 +654,15 @@ class _Builder:
         fields.update(self._neuron(name, last, act, acc_scale))
         self.layers.append(cls(name=name, inputs=(src.producer,), weight_bits=wbits, **fields))
         return [node.name] + [n.name for n in (pool, act) if n is not None] + [last.name]
+
+    def _weight_bits(self, name: str, src: _Tensor) -> tuple[int, int]:
+        """(field bits, quantization bits) of a layer's weights: layer_weight_bits, else input_weight_bits for a
+        layer reading the model input, else weight_bits; 3, 5, 6, 7 bits are stored in the next wider field."""
+        bits = (self.options.get("layer_weight_bits") or {}).get(name)
+        if bits is None and src.producer == "input":
+            bits = self.options.get("input_weight_bits")
+        bits = self.options["weight_bits"] if bits is None else int(bits)
+        return next(b for b in L.WEIGHT_BITS if b >= bits), bits
 
     def _scaled_weight(self, node: Node, src: _Tensor, in_shape) -> np.ndarray:
         """The float weight with the input's per-channel scale folded in (so it acts on the integers)."""
@@ -655,7 +709,7 @@ class _Builder:
         return fields
 
     def _separable(self, node: Node, src: _Tensor, per_channel: bool) -> tuple[dict, np.ndarray]:
-        wbits = self.options["weight_bits"]
+        _, wbits = self._weight_bits(node.name, src)
         m = _depth_multiplier(node, src.channels)
         depthwise = np.asarray(node.params["depthwise"], np.float64) * np.repeat(src.scale, m)[None, None, :]
         pointwise = np.asarray(node.params["pointwise"], np.float64)
@@ -697,15 +751,15 @@ class _Builder:
                                "bias": np.zeros(node.params["depthwise"].shape[-1], np.float32)},
                        source=node.source)
         weight = self._scaled_weight(dw_node, src, None)
-        q, w_scale = quantize_weights(weight, self.options["weight_bits"], self.options["per_channel"])
+        dw_bits, dw_qbits = self._weight_bits(dw_name, src)
+        q, w_scale = quantize_weights(weight, dw_qbits, self.options["per_channel"])
         bias = -self._zero_point_term(dw_node, weight, src, None)
         if self.activations is not None:
             self.activations[dw_name] = self._depthwise_probe(node, src)
         fields = {"weights": q, "bias": _quantize_bias(bias, w_scale, dw_name), "depth_multiplier": m,
                   **self._geometry(dw_node, src)}
         fields.update(self._neuron(dw_name, dw_node, None, w_scale))
-        self.layers.append(L.Depthwise2D(name=dw_name, inputs=(src.producer,),
-                                         weight_bits=self.options["weight_bits"], **fields))
+        self.layers.append(L.Depthwise2D(name=dw_name, inputs=(src.producer,), weight_bits=dw_bits, **fields))
         pointwise = Node(node.name, "conv2d", (dw_name,), attrs={"strides": (1, 1), "padding": "valid"},
                          params={"weight": np.asarray(node.params["pointwise"])[None, None],
                                  "bias": node.params["bias"]}, source=node.source)
