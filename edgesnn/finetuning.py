@@ -476,6 +476,8 @@ class Episode:
     accuracy: float             # validation accuracy of the fake-quantized module after the episode
     integer_accuracy: float | None = None   # of the converted Model on the validation split (None: no field)
     seconds: float = 0.0
+    test_accuracy: float | None = None      # with evaluation=(x, y): the fake-quantized module on it
+    integer_test_accuracy: float | None = None   # and the integer Model on it
 
 
 @dataclass
@@ -485,20 +487,27 @@ class FinetuneResult:
     graph: Graph                # the fine-tuned float graph
     episodes: list
     float_accuracy: float
+    float_test_accuracy: float | None = None
 
     def table(self) -> str:
-        return episode_table(self.episodes, self.float_accuracy)
+        base = self.float_test_accuracy if self.float_test_accuracy is not None else self.float_accuracy
+        return episode_table(self.episodes, base)
+
 
 
 def episode_table(episodes: list, float_accuracy: float | None = None) -> str:
-    """The CNN2SNN tutorial's table: episode, weight and activation bits, accuracy, epochs."""
-    rows = [("Episode", "Weights Quant.", "Activ. Quant.", "Accuracy", "Integer acc.", "Epochs")]
+    """The CNN2SNN tutorial's table: episode, weight and activation bits, accuracy (of the fake-quantized
+    module, and of the integer Model where the format holds the bits), epochs. Accuracies are on the
+    evaluation set when one was given, else on the validation split."""
+    test = bool(episodes) and episodes[0].test_accuracy is not None
+    rows = [("Episode", "Weights Quant.", "Activ. Quant.", "Accuracy", "Integer Model", "Epochs")]
     if float_accuracy is not None:
         rows.append(("1", "N/A", "N/A", f"{100 * float_accuracy:.2f} %", "", "-"))
     for i, e in enumerate(episodes, start=2 if float_accuracy is not None else 1):
-        integer = "-" if e.integer_accuracy is None else f"{100 * e.integer_accuracy:.2f} %"
-        rows.append((str(i), f"{e.weight_bits} bits", f"{e.activation_bits} bits", f"{100 * e.accuracy:.2f} %",
-                     integer, str(e.epochs)))
+        acc, integer = (e.test_accuracy, e.integer_test_accuracy) if test else (e.accuracy, e.integer_accuracy)
+        integer = "- (no field)" if integer is None else f"{100 * integer:.2f} %"
+        wq = f"{e.weight_bits} bits" + (" (4-bit field)" if e.weight_bits == 3 else "")
+        rows.append((str(i), wq, f"{e.activation_bits} bits", f"{100 * acc:.2f} %", integer, str(e.epochs)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     line = "| " + " | ".join("{:<%d}" % w for w in widths) + " |"
     out = [line.format(*rows[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -532,7 +541,7 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
                     input_scaling=(1.0, 0.0), samples=None, validation_split=0.1, batch_size=64,
                     learning_rate=5e-4, calibration="mse", neuron="relu", timesteps=None, input_weight_bits=8,
                     layer_weight_bits=None, labels=None, seed=0, progress=True, threads=None, importer=None,
-                    **importer_options) -> FinetuneResult:
+                    evaluation=None, **importer_options) -> FinetuneResult:
     """es.finetune, returning the Model, the fake-quantized module, the fine-tuned Graph and the episodes."""
     import time
 
@@ -556,6 +565,10 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
     yt = torch.tensor(y)
     float_module = graph_module(graph, None)
     float_accuracy = _accuracy(float_module, xf[val], yt[val]) if n_val else float("nan")
+    float_test = None
+    if evaluation is not None:
+        x_eval, y_eval = np.asarray(evaluation[0]), np.asarray(evaluation[1]).reshape(-1)
+        float_test = float(np.mean(predict(float_module, x_eval, input_scaling) == y_eval))
     episodes, module, ranges = [], None, None
     model = None
     for (wbits, abits), n_epochs in zip(schedule, epoch_list):
@@ -587,17 +600,23 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
             model = convert(trained_graph(module), calib, **convert_args, ranges=ranges)
             if n_val:
                 integer_accuracy = float(np.mean(model.predict(x[val]) == y[val]))
-        episodes.append(Episode(wbits, abits, n_epochs, accuracy, integer_accuracy, time.perf_counter() - start))
+        episode = Episode(wbits, abits, n_epochs, accuracy, integer_accuracy, time.perf_counter() - start)
+        if evaluation is not None:
+            episode.test_accuracy = float(np.mean(predict(module, x_eval, input_scaling) == y_eval))
+            if abits == field_abits:
+                episode.integer_test_accuracy = float(np.mean(model.predict(x_eval) == y_eval))
+        episodes.append(episode)
         if progress:
-            print(episode_table(episodes, float_accuracy))
+            print(episode_table(episodes, float_test if float_test is not None else float_accuracy))
     if model is None:
         raise ValueError(f"no episode of {schedule} has activation bits the format holds {ACTIVATION_FIELD_BITS}")
     model.metadata["finetune"] = {
         "float_accuracy": None if math.isnan(float_accuracy) else float_accuracy,
         "episodes": [{"weight_bits": e.weight_bits, "activation_bits": e.activation_bits, "epochs": e.epochs,
-                      "accuracy": e.accuracy, "integer_accuracy": e.integer_accuracy, "seconds": round(e.seconds, 1)}
+                      "accuracy": e.accuracy, "integer_accuracy": e.integer_accuracy, "seconds": round(e.seconds, 1),
+                      "test_accuracy": e.test_accuracy, "integer_test_accuracy": e.integer_test_accuracy}
                      for e in episodes]}
-    return FinetuneResult(model, module, trained_graph(module), episodes, float_accuracy)
+    return FinetuneResult(model, module, trained_graph(module), episodes, float_accuracy, float_test)
 
 
 def _field(bits: int) -> int:
