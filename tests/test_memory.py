@@ -36,7 +36,7 @@ def small_spiking_model() -> es.Model:
 def run_measured(code: str) -> dict:
     """Run `code` in a fresh interpreter; it prints one JSON object as its last line."""
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                            timeout=600)
+                            timeout=3600)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
