@@ -33,6 +33,7 @@ def run(device: str | None = None, weight_bits: int = 4, activation_bits: int = 
     from edgesnn.datasets import first_per_class, mnist
 
     say = print_fn
+    es.model.resolve_device(device)   # an unknown device fails now, not after the conversion
     say("edgesnn demo: a float MNIST CNN -> an integer, event-driven network, on real digits\n")
     x_train, y_train, x_test, y_test = mnist()
     calib = first_per_class(x_train, y_train, 50)
