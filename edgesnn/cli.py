@@ -3,7 +3,9 @@
 Each command is one `_add_<command>(commands)` function that adds its subparser and sets
 `run=<function>`; `COMMANDS` lists them in help order.  To add a command, write both and append
 the adder to `COMMANDS`.  A command's function takes the parsed arguments and returns the exit
-status; edgesnn errors and OS errors become one `edgesnn: error: ...` line and status 1.
+status. A wrong input (an edgesnn error, an OS error, or the ValueError / TypeError a frontend or an
+array check raises) becomes one `edgesnn CMD: error: ...` line on stderr and status 1, never a
+traceback; tests/test_cli.py drives every command with one.
 """
 
 from __future__ import annotations

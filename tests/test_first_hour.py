@@ -202,3 +202,16 @@ def test_the_demo_explains_its_numbers(capsys):
     text = "\n".join(lines)
     for term in ("SNR", "cosine", "synops", "arena", "T = 4"):
         assert term in text, term
+
+
+# -- item 1: convert takes a .npy of samples ------------------------------------------------------------
+
+
+def test_convert_takes_calibration_samples_as_a_npy(digits, tmp_path, capsys):
+    x, _ = digits
+    np.save(tmp_path / "calib.npy", x)
+    out = tmp_path / "m.esnn"
+    status, stdout, err = run_cli(capsys, "convert", DATA / "mnist_cnn.onnx", "-o", out, "--samples",
+                                  tmp_path / "calib.npy", "--input-scaling", "255", "0")
+    assert status == 0, err
+    assert es.Model.load(out).input_shape == (28, 28, 1) and f"wrote {out}" in stdout
