@@ -24,6 +24,7 @@ from .pipeline import Pipeline
 from .convert import ComparisonReport, Problem, check, compare, convert
 from .graph import Graph, GraphError
 from .finetuning import finetune
+from .precision import sensitivity
 
 __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
            "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError", "ConversionError",
@@ -32,4 +33,4 @@ __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
            "Pipeline", "Prediction", "Detection", "Classifier", "convert", "compare", "ComparisonReport",
            "check", "Problem",
            "Graph", "GraphError",
-           "finetune"]
+           "finetune", "sensitivity"]

@@ -3,12 +3,15 @@
 Each command is one `_add_<command>(commands)` function that adds its subparser and sets
 `run=<function>`; `COMMANDS` lists them in help order.  To add a command, write both and append
 the adder to `COMMANDS`.  A command's function takes the parsed arguments and returns the exit
-status; edgesnn errors and OS errors become one `edgesnn: error: ...` line and status 1.
+status. A wrong input (an edgesnn error, an OS error, or the ValueError / TypeError a frontend or an
+array check raises) becomes one `edgesnn CMD: error: ...` line on stderr and status 1, never a
+traceback; tests/test_cli.py drives every command with one.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -137,9 +140,20 @@ def _add_summary(commands) -> None:
 def _run_summary(args) -> int:
     from .model import Model
 
+    from .pipeline import FRONTEND_KEY, PIPELINE_KEY
+
     model = Model.load(args.model)
     print(f"{args.model}: {model!r}")
     model.summary(print_fn=print)
+    stored = model.metadata.get(FRONTEND_KEY)
+    if isinstance(stored, dict):
+        config = ", ".join(f"{key}={value!r}" for key, value in (stored.get("config") or {}).items())
+        print(f"frontend: {stored.get('name')!r}" + (f" ({config})" if config else ""))
+    else:
+        print("frontend: none stored (inputs must be .npy model inputs; attach one with `edgesnn pipeline`)")
+    options = {key: value for key, value in (model.metadata.get(PIPELINE_KEY) or {}).items() if value is not None}
+    if options:
+        print("pipeline: " + ", ".join(f"{key}={value!r}" for key, value in options.items()))
     return 0
 
 
@@ -171,8 +185,8 @@ def _add_convert(commands) -> None:
     sub.add_argument("source", metavar="SRC", help="the float model file")
     sub.add_argument("-o", "--output", metavar="OUT.esnn", help="the integer model to write (required unless --check)")
     sub.add_argument("--samples", metavar="CALIB.npz",
-                     help="calibration samples: array 'x' (N, H, W, C) uint8 (optional 'y' labels for --report); "
-                          "required unless --check")
+                     help="calibration samples: a .npz with array 'x' (N, H, W, C) uint8 (optional 'y' labels "
+                          "for --report), or a .npy holding x; required unless --check")
     sub.add_argument("--check", action="store_true",
                      help="only list every node that will not convert (no samples needed), exit 1 if any")
     sub.add_argument("--weight-bits", type=int, default=8, choices=(2, 4, 8))
@@ -199,12 +213,13 @@ def _run_convert(args) -> int:
     missing = [flag for flag, value in (("-o/--output", args.output), ("--samples", args.samples)) if not value]
     if missing:
         raise EdgesnnError(f"{' and '.join(missing)} required (or --check to only list what will not convert)")
-
-    with np.load(args.samples, allow_pickle=False) as data:
-        if "x" not in data:
-            raise EdgesnnError(f"{args.samples}: calibration file needs an array 'x'; it has {sorted(data.keys())}")
-        x = data["x"]
-        y = data["y"] if "y" in data else None
+    _check_output_path(args.output, "-o")
+    data = _load_arrays(args.samples)
+    if "x" not in data:
+        raise EdgesnnError(f"{args.samples}: calibration file needs an array 'x'; it has {sorted(data)}")
+    x, y = _checked_samples(data["x"], args.samples), data.get("y")
+    if args.timesteps is not None:
+        _check_at_least_1("--timesteps", args.timesteps)
     labels = args.labels.split(",") if args.labels else None
     model = convert(args.source, samples=x, weight_bits=args.weight_bits, activation_bits=args.activation_bits,
                     input_bits=args.input_bits, input_scaling=tuple(args.input_scaling),
@@ -217,6 +232,107 @@ def _run_convert(args) -> int:
         test_x, test_y = _labelled_arrays(args.test) if args.test else (x, y)
         print()
         print(compare(args.source, model, test_x, test_y).table())
+    return 0
+
+
+def _check_output_path(path: str, option: str) -> None:
+    """Fail before any work when `path` cannot be written (no such directory, a directory, not writable)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise EdgesnnError(f"{option} {path}: the directory {parent} does not exist")
+    if os.path.isdir(path):
+        raise EdgesnnError(f"{option} {path}: is a directory; give a file name such as {os.path.join(path, 'model.esnn')}")
+    if not os.access(parent, os.W_OK):
+        raise EdgesnnError(f"{option} {path}: cannot write into {parent} (permission denied)")
+
+
+def _checked_samples(x: np.ndarray, path) -> np.ndarray:
+    """Calibration samples must be model inputs: uint8 images (N, H, W, C); say how to fix other arrays."""
+    if x.ndim == 2 and x.shape[0] > 0:
+        side = int(round(np.sqrt(x.shape[1])))
+        example = f"x.reshape(-1, {side}, {side}, 1)" if side * side == x.shape[1] else "x.reshape(-1, H, W, C)"
+        raise EdgesnnError(f"{path}: x is flattened, shape {x.shape}; calibration samples are images "
+                           f"(N, H, W, C): save {example}")
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise EdgesnnError(f"{path}: x must be uint8 images (N, H, W, C) with N > 0, got shape {x.shape}")
+    if x.dtype != np.uint8:
+        if x.dtype.kind in "iu" and x.min() >= 0 and x.max() <= 255:
+            return x.astype(np.uint8)
+        if x.dtype.kind == "f":
+            top = float(np.nanmax(x)) if x.size else 0.0
+            fix = "(x * 255).round().astype(np.uint8) and convert with --input-scaling 255 0" if top <= 1.0 else \
+                "x.round().clip(0, 255).astype(np.uint8)"
+            raise EdgesnnError(f"{path}: x is {x.dtype}; calibration samples are the uint8 model inputs (0..255) "
+                               f"the source model sees as (x - OFFSET) / SCALE (--input-scaling): save {fix}")
+        raise EdgesnnError(f"{path}: x must be uint8 (0..255), got {x.dtype} with values in [{x.min()}, {x.max()}]")
+    return x
+
+
+def _load_arrays(path) -> dict[str, np.ndarray]:
+    """The arrays of a .npz file by name, or a .npy file's one array as 'x'; EdgesnnError naming the file
+    when it is neither."""
+    import zipfile
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise EdgesnnError(f"{path}: not a .npy or .npz file numpy can read without pickle ({exc})") from exc
+    if isinstance(loaded, np.ndarray):
+        return {"x": loaded}
+    try:
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise EdgesnnError(f"{path}: an array in the .npz cannot be read without pickle ({exc})") from exc
+
+
+def _check_at_least_1(option: str, value: int) -> None:
+    if value < 1:
+        raise EdgesnnError(f"{option} must be at least 1, got {value}")
+
+
+# -- pipeline: attach a frontend, labels and options to a model file ---------------------------------
+
+
+def _add_pipeline(commands) -> None:
+    sub = commands.add_parser("pipeline", help="write a pipeline file: a model with its frontend, labels, options",
+                              description="Write OUT.esnn: MODEL with the frontend NAME (configured by --config), "
+                                          "its labels and options, so `predict`, `eval` and `stream` take raw "
+                                          "images or audio. --frontend none removes a stored frontend.")
+    sub.add_argument("model", metavar="MODEL", help="path of a .esnn file (a model or a pipeline file)")
+    sub.add_argument("-o", "--output", required=True, metavar="OUT.esnn")
+    sub.add_argument("--frontend", required=True, metavar="NAME", help="a registered frontend (image, kws, rate, "
+                                                                          "...) or 'none'")
+    sub.add_argument("--config", default="{}", metavar="JSON",
+                     help='the frontend\'s settings as a JSON object, e.g. \'{"size": [28, 28], "invert": "auto"}\'')
+    sub.add_argument("--labels", help="comma-separated class names (default: the model's)")
+    sub.add_argument("--threshold", type=float, default=None, help="answer 'unknown' below this score")
+    sub.add_argument("--timesteps", type=int, default=None, help="timesteps for dense input (default: the model's)")
+    sub.set_defaults(run=_run_pipeline)
+
+
+def _run_pipeline(args) -> int:
+    import json
+
+    from . import plugins
+    from .model import Model
+    from .pipeline import Pipeline
+
+    _check_output_path(args.output, "-o")
+    try:
+        config = json.loads(args.config)
+    except json.JSONDecodeError as exc:
+        raise EdgesnnError(f"--config is not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise EdgesnnError(f"--config must be a JSON object of the frontend's settings, got {args.config!r}")
+    if args.timesteps is not None:
+        _check_at_least_1("--timesteps", args.timesteps)
+    model = Model.load(args.model)
+    frontend = None if args.frontend == "none" else plugins.frontend(args.frontend, **config)
+    labels = args.labels.split(",") if args.labels else None
+    pipe = Pipeline(frontend, model, labels=labels, timesteps=args.timesteps, threshold=args.threshold)
+    pipe.save(args.output)
+    print(f"wrote {args.output}: {pipe!r}")
     return 0
 
 
@@ -247,19 +363,35 @@ def _load_pipeline(path, device=None, threshold=None):
     return pipe
 
 
-def _sample_of(pipe, source, name: str):
-    """One CLI input -> one model input: a .npy array of the model's input shape is used as it is;
-    anything else (image, audio, other arrays) goes through the pipeline's frontend."""
+ATTACH_HINT = "attach one with `edgesnn pipeline MODEL --frontend image -o OUT.esnn`"
+
+
+def _samples_of(pipe, name: str) -> list[tuple[str, np.ndarray]]:
+    """One CLI input file -> (display name, model input) pairs. A .npy of model inputs is used as it is:
+    one input (H, W, C), a batch (N, H, W, C) (or, for a spike-train frontend, one train (T, H, W, C)),
+    a batch of spike trains (N, T, H, W, C); anything else (images, audio, other arrays) goes through
+    the pipeline's frontend."""
+    if not os.path.isfile(name):
+        raise EdgesnnError(f"{name}: no such file" if not os.path.exists(name) else f"{name}: not a file")
+    shape = tuple(pipe.model.input_shape)
+    source = name
     if str(name).endswith(".npy"):
-        array = np.load(name, allow_pickle=False)
-        shape = tuple(pipe.model.input_shape)
-        if pipe.frontend is None or array.shape == shape or array.shape[1:] == shape:
-            return pipe.as_model_input(array)
+        array = _load_arrays(name)["x"]
+        spike_trains = bool(getattr(pipe.frontend, "time_axis", False))
+        if array.shape == shape or (spike_trains and array.ndim == 4 and array.shape[1:] == shape):
+            return [(name, pipe.as_model_input(array))]
+        if (array.ndim == 4 and array.shape[1:] == shape) or (array.ndim == 5 and array.shape[2:] == shape):
+            return [(f"{name}[{i}]", pipe.as_model_input(sample)) for i, sample in enumerate(array)]
+        if pipe.frontend is None:
+            raise EdgesnnError(f"{name}: holds {array.dtype} {array.shape}, not model inputs: the model takes "
+                               f"{shape}, a batch (N, {', '.join(map(str, shape))}) or spike trains "
+                               f"(N, T, {', '.join(map(str, shape))}); for raw data the model file needs a "
+                               f"frontend, and it stores none: {ATTACH_HINT}")
         source = array
     if pipe.frontend is None:
         raise EdgesnnError(f"{name}: the model file stores no frontend, so inputs must be .npy model inputs "
-                           f"of shape {pipe.model.input_shape}; save a Pipeline (pipe.save) to keep one")
-    return pipe.encode(source)
+                           f"of shape {shape}; {ATTACH_HINT}")
+    return [(name, pipe.encode(source))]
 
 
 def _add_predict(commands) -> None:
@@ -268,7 +400,8 @@ def _add_predict(commands) -> None:
                                           "Pipeline.save), the model and the classifier; print label and score. "
                                           ".npy inputs already of the model's input shape skip the frontend.")
     sub.add_argument("model", metavar="MODEL", help="path of a .esnn file")
-    sub.add_argument("inputs", metavar="INPUT", nargs="+", help="image, audio or .npy files")
+    sub.add_argument("inputs", metavar="INPUT", nargs="+",
+                     help="image, audio or .npy files (a .npy of model inputs may hold a batch: one answer each)")
     sub.add_argument("--json", action="store_true", help="one JSON object per input, for machines")
     sub.add_argument("--top", type=int, default=1, help="also print the k best labels (default 1)")
     sub.add_argument("--threshold", type=float, default=None, help="answer 'unknown' below this score")
@@ -280,19 +413,34 @@ def _add_predict(commands) -> None:
 def _run_predict(args) -> int:
     import json
 
+    _check_at_least_1("--top", args.top)
     pipe = _load_pipeline(args.model, args.device, args.threshold)
-    samples = [_sample_of(pipe, name, name) for name in args.inputs]
-    if args.plot:
-        _plot_raster(samples[0], args.inputs[0], args.plot)
-    for name, sample in zip(args.inputs, samples):
-        prediction = pipe.classify_samples(sample[None])[0]
-        top = [(label, round(score, 6)) for label, score in prediction.top[:max(args.top, 1)]]
-        if args.json:
-            print(json.dumps({"input": name, "label": prediction.label, "index": prediction.index,
-                              "score": round(prediction.score, 6), "top": top}))
-        else:
-            best = "" if args.top <= 1 else "  [" + ", ".join(f"{label} {score:.3f}" for label, score in top) + "]"
-            print(f"{name}: {prediction.label} ({prediction.score:.3f}){best}")
+    failed = 0
+    plotted = not args.plot
+    for path in args.inputs:   # a bad input is reported and skipped; the others are still answered
+        try:
+            samples = _samples_of(pipe, path)
+            if not plotted:
+                _plot_raster(samples[0][1], samples[0][0], args.plot)
+                plotted = True
+            predictions = pipe.classify_samples(np.stack([sample for _, sample in samples]))
+        except (EdgesnnError, OSError, ValueError, TypeError) as exc:
+            if len(args.inputs) == 1:
+                raise
+            failed += 1
+            print(f"edgesnn predict: error: {_one_line(exc)}", file=sys.stderr)
+            continue
+        for (name, _), prediction in zip(samples, predictions):
+            top = [(label, round(score, 6)) for label, score in prediction.top[:args.top]]
+            if args.json:
+                print(json.dumps({"input": name, "label": prediction.label, "index": prediction.index,
+                                  "score": round(prediction.score, 6), "top": top}))
+            else:
+                best = "" if args.top <= 1 else "  [" + ", ".join(f"{label} {score:.3f}" for label, score in top) + "]"
+                print(f"{name}: {prediction.label} ({prediction.score:.3f}){best}")
+    if failed:
+        print(f"edgesnn predict: error: {failed} of {len(args.inputs)} inputs failed (reported above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -313,6 +461,10 @@ def _add_stream(commands) -> None:
 def _run_stream(args) -> int:
     import json
 
+    if not args.hop_s > 0:
+        raise EdgesnnError(f"--hop-s must be positive, got {args.hop_s}")
+    if not os.path.isfile(args.audio):
+        raise EdgesnnError(f"{args.audio}: no such file")
     pipe = _load_pipeline(args.model, args.device)
     count = 0
     for detection in pipe.stream(args.audio, hop_s=args.hop_s, min_score=args.min_score,
@@ -345,11 +497,12 @@ def _add_eval(commands) -> None:
 def _run_eval(args) -> int:
     import json
 
+    _check_at_least_1("--batch", args.batch)
     pipe = _load_pipeline(args.model, args.device)
     x, y = _labelled_arrays(args.data)
     samples = _samples_of_array(pipe, x)
-    predicted = np.array([p.index for start in range(0, len(samples), max(args.batch, 1))
-                          for p in pipe.classify_samples(samples[start:start + max(args.batch, 1)])])
+    predicted = np.array([p.index for start in range(0, len(samples), args.batch)
+                          for p in pipe.classify_samples(samples[start:start + args.batch])])
     classes = int(np.prod(pipe.model.output_shape))
     labels = pipe.labels or [str(c) for c in range(classes)]
     if y.min() < 0 or y.max() >= classes:
@@ -373,10 +526,13 @@ def _run_eval(args) -> int:
 
 
 def _labelled_arrays(path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        if "x" not in data or "y" not in data:
-            raise EdgesnnError(f"{path}: an eval file needs arrays 'x' and 'y'; it has {sorted(data.keys())}")
-        x, y = data["x"], data["y"]
+    if str(path).endswith(".npy"):
+        raise EdgesnnError(f"{path}: a .npy holds one array; an eval file is a .npz with arrays 'x' (inputs) "
+                           f"and 'y' (class indices): np.savez('data.npz', x=x, y=y)")
+    data = _load_arrays(path)
+    if "x" not in data or "y" not in data:
+        raise EdgesnnError(f"{path}: an eval file needs arrays 'x' and 'y'; it has {sorted(data)}")
+    x, y = data["x"], data["y"]
     if len(x) != len(y) or len(x) == 0 or y.ndim != 1 or y.dtype.kind not in "iu":
         raise EdgesnnError(f"{path}: need x (N, ...) and integer y (N,) with N > 0; got x {x.shape}, "
                            f"y {y.shape} {y.dtype}")
@@ -413,14 +569,18 @@ def _run_bench(args) -> int:
 
     from .model import Model, resolve_device
 
+    _check_at_least_1("--batch", args.batch)
+    _check_at_least_1("--repeat", args.repeat)
+    if args.timesteps is not None:
+        _check_at_least_1("--timesteps", args.timesteps)
     model = Model.load(args.model)
-    x = _bench_input(model, args.input, max(args.batch, 1))
+    x = _bench_input(model, args.input, args.batch)
     timesteps = args.timesteps if args.timesteps is not None else (
         None if x.ndim == 5 else model.metadata.get("timesteps"))
     device = resolve_device(args.device)
     model.forward(x, timesteps=timesteps, device=device)   # warm-up
     latencies_s = []
-    for _ in range(max(args.repeat, 1)):
+    for _ in range(args.repeat):
         start = time.perf_counter()
         model.forward(x, timesteps=timesteps, device=device)
         latencies_s.append(time.perf_counter() - start)
@@ -447,15 +607,16 @@ def _bench_input(model, path, batch: int) -> np.ndarray:
     if path is None:
         rng = np.random.default_rng(0)
         return rng.integers(0, 1 << model.input_bits, (batch, *model.input_shape), dtype=np.uint8)
-    if str(path).endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
-            if "x" not in data:
-                raise EdgesnnError(f"{path}: a bench input file needs an array 'x'; it has {sorted(data.keys())}")
-            x = data["x"]
-    else:
-        x = np.load(path, allow_pickle=False)
-    if x.shape == tuple(model.input_shape):
+    data = _load_arrays(path)
+    if "x" not in data:
+        raise EdgesnnError(f"{path}: a bench input file needs an array 'x'; it has {sorted(data)}")
+    x = data["x"]
+    shape = tuple(model.input_shape)
+    if x.shape == shape:
         x = x[None]   # one sample
+    elif not ((x.ndim == 4 and x.shape[1:] == shape) or (x.ndim == 5 and x.shape[2:] == shape)) or not len(x):
+        raise EdgesnnError(f"{path}: holds {x.dtype} {x.shape}; bench needs model inputs {shape}, a batch "
+                           f"(N, {', '.join(map(str, shape))}) or spike trains (N, T, {', '.join(map(str, shape))})")
     return x[:batch]
 
 
@@ -530,7 +691,8 @@ def _plot_raster(sample: np.ndarray, name: str, path) -> None:
     print(f"wrote {path}")
 
 
-COMMANDS = [_add_plugins, _add_devices, _add_check, _add_convert, _add_summary, _add_demo, _add_predict, _add_stream, _add_eval, _add_bench]
+COMMANDS = [_add_plugins, _add_devices, _add_check, _add_convert, _add_summary, _add_demo, _add_pipeline,
+            _add_predict, _add_stream, _add_eval, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -548,9 +710,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (EdgesnnError, OSError) as exc:
-        print(f"edgesnn {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:   # the reader went away (`edgesnn eval ... | head`): stop quietly
+        _silence_stdout()
         return 1
+    except (EdgesnnError, OSError, ValueError, TypeError) as exc:   # wrong input: one line, no traceback
+        print(f"edgesnn {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)  # KeyError quotes its text
+    return " ".join(str(text).split()) or type(exc).__name__
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout has no file descriptor (captured): nothing to flush
+        pass
 
 
 if __name__ == "__main__":

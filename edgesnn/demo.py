@@ -33,6 +33,7 @@ def run(device: str | None = None, weight_bits: int = 4, activation_bits: int = 
     from edgesnn.datasets import first_per_class, mnist
 
     say = print_fn
+    es.model.resolve_device(device)   # an unknown device fails now, not after the conversion
     say("edgesnn demo: a float MNIST CNN -> an integer, event-driven network, on real digits\n")
     x_train, y_train, x_test, y_test = mnist()
     calib = first_per_class(x_train, y_train, 50)
@@ -88,7 +89,30 @@ def run(device: str | None = None, weight_bits: int = 4, activation_bits: int = 
     if plot:
         _plot_statistics(model.statistics, plot)
         say(f"\nwrote {plot}")
+    explain(say)
     return 0
+
+
+EXPLANATIONS = (
+    ("SNR dB", "per layer, how close the integer layer's output (times its scale) is to the float layer's: "
+               "10 log10(signal power / error power); 20 dB means an error a tenth of the signal's size."),
+    ("cosine", "the cosine similarity of the same two outputs: 1.0000 means they point the same way."),
+    ("synops", "synaptic operations: each event (a non-zero activation) times the synapses it reaches. "
+               "The engine only works on events, so fewer events (more sparsity) means less work."),
+    ("arena", "the working memory one inference context needs, allocated once when it is made; a run "
+              "allocates nothing. 'program' is the loaded model itself."),
+    ("T = 4", "a spiking (integrate-and-fire) layer passes an activation as a spike count over T timesteps, "
+              "so at T = 4 a neuron can say only 0..4 where the 8-bit network it came from says 0..255. "
+              "Those coarse counts compound layer after layer, which is why T = 4 gives about half the "
+              "digits right and T = 32 nearly all: more timesteps, finer counts, more time per digit."),
+)
+
+
+def explain(say=print) -> None:
+    """Print what the demo's numbers mean."""
+    say("\nwhat the numbers mean:")
+    for term, meaning in EXPLANATIONS:
+        say(f"  {term:<7} {meaning}")
 
 
 def _plot_statistics(stats, path) -> None:

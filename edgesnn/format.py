@@ -341,8 +341,18 @@ def _pack_meta(metadata: dict) -> bytes:
 
 def _json_ready(value, path: str):
     """A JSON-native copy of `value` (numpy scalars and arrays become numbers and lists); FormatError naming
-    the key otherwise."""
-    if value is None or isinstance(value, (bool, str, int)):
+    the key otherwise. The one rule for META in both directions: the writer packs only what this accepts,
+    and the reader refuses what it would not accept (strings must be encodable as UTF-8, so no lone
+    surrogates; numbers must be finite, so no NaN, no infinity and no 1e999)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise FormatError(f"{path} holds the lone surrogate {value[exc.start]!r} at character {exc.start}, "
+                              f"which is not text (UTF-8 cannot encode it); metadata strings must be valid "
+                              f"Unicode", section="META") from None
+        return value
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -359,7 +369,7 @@ def _json_ready(value, path: str):
             if not isinstance(key, str):
                 raise FormatError(f"{path} has the key {key!r} of type {type(key).__name__}; metadata keys must "
                                   f"be strings (JSON objects have string keys)", section="META")
-            out[key] = _json_ready(item, f"{path}[{key!r}]")
+            out[_json_ready(key, f"{path} key {key!r}")] = _json_ready(item, f"{path}[{key!r}]")
         return out
     if isinstance(value, (list, tuple)):
         return [_json_ready(item, f"{path}[{i}]") for i, item in enumerate(value)]
@@ -598,7 +608,12 @@ class _Reader:
             self.fail(f"metadata is not valid JSON: {exc}", "META", meta.offset)
         if not isinstance(value, dict):
             self.fail(f"metadata must be a JSON object, got a JSON {type(value).__name__}", "META", meta.offset)
-        return value
+        try:
+            return _json_ready(value, "metadata")   # what the writer would refuse, the reader refuses too
+        except FormatError as exc:
+            self.fail(str(exc).removesuffix(" (section META)"), "META", meta.offset)
+        except RecursionError:
+            self.fail("metadata is nested too deeply", "META", meta.offset)
 
     # -- layer records against each other --------------------------------------------------------
     def check_records(self, records: list[dict], names: list[str]) -> None:

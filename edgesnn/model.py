@@ -46,6 +46,9 @@ class Model:
         # each device's loaded form of this model, under a key the device chooses (the cpu device:
         # its NativeModel per library build); dropped by copy and pickle
         self.device_cache: dict = {}
+        # the .esnn bytes this model was read from (from_bytes), which devices load as they are
+        # rather than re-writing the model; None for a model built or converted here
+        self.source_bytes: bytes | None = None
 
     # -- construction checks ---------------------------------------------------------------------
     def _check_graph(self) -> None:
@@ -151,10 +154,13 @@ class Model:
         return potentials.reshape(potentials.shape[0], -1).argmax(axis=1)
 
     def check_input(self, x, timesteps: int | None = None) -> np.ndarray:
-        """Validate model input and return it as contiguous uint8 (N, T, H, W, C); ValueError otherwise.
+        """Validate model input and return it as uint8 (N, T, H, W, C); ValueError otherwise.
 
         A dense input runs `timesteps` steps, by default the model's own (metadata "timesteps",
-        set by the converter for spiking models) or 1.
+        set by the converter for spiking models) or 1. With T > 1 it comes back as a read-only view
+        of its contiguous frames (N, 1, H, W, C) with stride 0 on the T axis: the frame is not copied
+        T times, and devices pass it on as one frame with a timestep count. Any other input comes
+        back C-contiguous.
         """
         return self._checked_input(x, timesteps, device_checks_range=False)
 
@@ -217,7 +223,9 @@ class Model:
     def from_bytes(cls, data: bytes) -> "Model":
         from . import format
 
-        return format.read_model(data)
+        model = format.read_model(data)
+        model.source_bytes = bytes(data)
+        return model
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model as one .esnn file (docs/format.md)."""
@@ -292,10 +300,13 @@ def _check_input(x, input_shape, input_bits: int, timesteps, device_checks_range
     if x.size and not in_range and (x.min() < 0 or x.max() > (1 << input_bits) - 1):
         raise ValueError(f"model input values must lie in [0, {(1 << input_bits) - 1}] (input_bits={input_bits}); "
                          f"got min {x.min()}, max {x.max()}")
-    x5 = np.ascontiguousarray(x5.astype(np.uint8, copy=False))
-    if x5.shape[1] != t:
-        x5 = np.ascontiguousarray(np.broadcast_to(x5, (x5.shape[0], t, *x5.shape[2:])))
-    return x5
+    x5 = x5.astype(np.uint8, copy=False)
+    if t > 1 and (x5.shape[1] == 1 or x5.strides[1] == 0):
+        # a dense input (or a view repeating one frame): one contiguous frame per sample, presented
+        # at every timestep through a read-only view; the T copies are never made
+        frames = np.ascontiguousarray(x5[:, :1])
+        return np.broadcast_to(frames, (frames.shape[0], t, *frames.shape[2:]))
+    return np.ascontiguousarray(x5)
 
 
 _UINT8 = np.dtype(np.uint8)

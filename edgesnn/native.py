@@ -199,13 +199,6 @@ class NativeModel:
     def _expected_input(self) -> str:
         return f"uint8 (N, T, {', '.join(map(str, self.input_shape))})"
 
-    def _raise_run_error(self, context: "_Context", status: int) -> None:
-        text = self.library.lib.esnn_context_message(context.handle).decode("utf-8", "replace")
-        if status == STATUS_INPUT:  # a value above 2^input_bits - 1, located by the engine
-            raise ValueError(f"input values must lie in [0, {(1 << self.input_bits) - 1}] "
-                             f"(input_bits={self.input_bits}): {text}")
-        raise DeviceError(f"native run failed ({self.library.status_name(status)}): {text}")
-
     def _acquire(self) -> "_Context":
         try:
             return self._contexts.pop()
@@ -230,7 +223,12 @@ class _Context:
     """
 
     def __init__(self, model: NativeModel):
-        self.model = model  # keeps the model memory alive while the context exists
+        # the context keeps the model's memory alive, not the NativeModel: the model's pool holds its
+        # contexts, so a reference back would make a cycle that only the cyclic GC frees
+        self._model_memory = model._memory
+        self._library = model.library
+        self._input_bits = model.input_bits
+        self._output_shape = model.output_shape
         self.arena = ctypes.create_string_buffer(model.arena_bytes)
         handle = ctypes.c_void_p()
         message = ctypes.create_string_buffer(MESSAGE_BYTES)
@@ -255,13 +253,20 @@ class _Context:
         status = self._run_batch(self.handle, _input_pointer(x5), ctypes.c_size_t(x5.size), batch, input_timesteps,
                                  timesteps, *self._output_arguments, *self._counts_arguments)
         if status != STATUS_OK:
-            self.model._raise_run_error(self, status)
+            self._raise_run_error(status)
         potentials = output.copy() if output is self._output else output
         return potentials, self._counts.copy()
 
+    def _raise_run_error(self, status: int) -> None:
+        text = self._library.lib.esnn_context_message(self.handle).decode("utf-8", "replace")
+        if status == STATUS_INPUT:  # a value above 2^input_bits - 1, located by the engine
+            raise ValueError(f"input values must lie in [0, {(1 << self._input_bits) - 1}] "
+                             f"(input_bits={self._input_bits}): {text}")
+        raise DeviceError(f"native run failed ({self._library.status_name(status)}): {text}")
+
     def _output_buffer(self, batch: int) -> np.ndarray:
         """An output array for `batch` samples with its run arguments; kept for the next run when small."""
-        output = np.empty((batch, *self.model.output_shape), np.int32)
+        output = np.empty((batch, *self._output_shape), np.int32)
         arguments = (_address(output), ctypes.c_size_t(output.size))
         if output.nbytes <= _OUTPUT_KEPT_BYTES:
             self._output, self._output_arguments = output, arguments
@@ -284,14 +289,16 @@ def _input_pointer(x5: np.ndarray):
 def native_model(model, library: Library | None = None) -> NativeModel:
     """The NativeModel of an edgesnn Model, loaded once per Model object and library build.
 
-    A Model is treated as unchanged after it first ran; build a new Model to change parameters.
+    A Model is treated as unchanged after it was read or first ran; build a new Model to change
+    parameters. A model read from bytes (Model.from_bytes) is loaded from those bytes, not re-written.
     The Model keeps it (Model.device_cache, keyed by the library's path), so it lives as long as the Model.
     """
     library = library or LIBRARY
     loaded = model.device_cache.get(library.key)
     if loaded is None:
+        data = model.source_bytes if model.source_bytes is not None else model.to_bytes()
         # two threads may both load it; dict.setdefault keeps the first one stored
-        loaded = model.device_cache.setdefault(library.key, NativeModel(model.to_bytes(), library))
+        loaded = model.device_cache.setdefault(library.key, NativeModel(data, library))
     return loaded
 
 
@@ -341,22 +348,27 @@ class CpuDevice(Device):
         return model.device_cache.get(self.library.key) or native_model(model, self.library)
 
     def run(self, program, x5: np.ndarray, timesteps: int | None = None) -> tuple[np.ndarray, Statistics]:
-        model = program
-        loaded = self.program_of(program) if not isinstance(program, NativeModel) else program
-        x5 = loaded._check_input(x5)
-        timesteps = x5.shape[1] if timesteps is None else int(timesteps)
-        potentials, counts = self.run_counts(loaded, x5, timesteps)
-        layers = model.layers if not isinstance(model, NativeModel) else None
-        if layers is None:
+        if isinstance(program, NativeModel):
             raise TypeError("CpuDevice.run needs the Model for its Statistics; pass the Model (or use run_counts)")
-        return potentials, Statistics.from_counts(layers, counts, x5.shape[0], timesteps, self.name)
+        loaded = self.program_of(program)
+        frames, timesteps = _frames_and_timesteps(x5, x5.shape[1] if timesteps is None else int(timesteps))
+        potentials, counts = loaded.run_checked(loaded._check_input(frames), timesteps)
+        return potentials, Statistics.from_counts(program.layers, counts, x5.shape[0], timesteps, self.name)
 
     def run_counts(self, program, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
         """`run` for Model.forward, which checked `x5` (Model.check_input): not checked again here, and
         the statistics as the engine's counts, uint64 (layers, 5) in COUNT_FIELDS order."""
         loaded = program if type(program) is NativeModel else self.program_of(program)
-        if timesteps > 1 and x5.shape[1] > 1 and (x5[:, 1:] == x5[:, :1]).all():
-            # the same frame at every timestep (a dense input): the engine then computes the layers
-            # that read only the model input once per sample
-            return loaded.run_checked(np.ascontiguousarray(x5[:, :1]), timesteps)
-        return loaded.run_checked(x5, timesteps)
+        return loaded.run_checked(*_frames_and_timesteps(x5, timesteps))
+
+
+def _frames_and_timesteps(x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, int]:
+    """What the engine takes for `x5` (N, T, H, W, C) run for `timesteps`: one frame per sample and the
+    count when the input repeats (T = 1, or a dense input that Model.check_input passes as a view with
+    stride 0 on T: nothing is copied or compared), else `x5` itself. With one frame the engine computes
+    the layers that read only the model input once per sample."""
+    if x5.shape[1] == 1:
+        return x5, int(timesteps)
+    if x5.strides[1] == 0:
+        return np.ascontiguousarray(x5[:, :1]), x5.shape[1]
+    return x5, x5.shape[1]

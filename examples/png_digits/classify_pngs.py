@@ -7,8 +7,10 @@
    a user would have them: dark ink on white paper, 84x84 RGB.
 2. Converts the example CNN (examples/mnist/mnist_cnn.onnx, trained by examples/mnist/train.py)
    into an integer Model, calibrated on 200 training digits.
-3. Chains the image frontend (resize to 28x28 keeping the aspect, grayscale, invert to white ink
-   on black as MNIST has it), the Model and the labels into one Pipeline, and classifies the PNGs.
+3. Chains the image frontend (resize to 28x28 keeping the aspect, grayscale, and invert="auto": an
+   image with a light border, dark ink on paper, is inverted to white ink on black as MNIST has it,
+   while MNIST-style PNGs pass as they are), the Model and the labels into one Pipeline, and
+   classifies the PNGs, then the same digits written MNIST-style.
 4. Saves the whole pipeline into one .esnn file, loads it back and checks the answers are the same.
 """
 
@@ -31,14 +33,16 @@ LABELS = [str(digit) for digit in range(10)]
 PNG_SIZE = 84
 
 
-def write_pngs(images: np.ndarray, labels: np.ndarray, folder: pathlib.Path) -> list[pathlib.Path]:
-    """Each uint8 (28, 28, 1) digit -> folder/NNN_label.png, dark ink on white, PNG_SIZE x PNG_SIZE RGB."""
+def write_pngs(images: np.ndarray, labels: np.ndarray, folder: pathlib.Path, paper: bool = True) -> list[pathlib.Path]:
+    """Each uint8 (28, 28, 1) digit -> folder/NNN_label.png, PNG_SIZE x PNG_SIZE RGB: dark ink on white
+    (`paper`) or, as MNIST has it, white ink on black."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, (image, label) in enumerate(zip(images, labels)):
-        paper = Image.fromarray(255 - image[:, :, 0]).resize((PNG_SIZE, PNG_SIZE), Image.Resampling.BICUBIC)
+        pixels = 255 - image[:, :, 0] if paper else image[:, :, 0]
+        paper_image = Image.fromarray(pixels).resize((PNG_SIZE, PNG_SIZE), Image.Resampling.BICUBIC)
         path = folder / f"{index:03d}_{label}.png"
-        paper.convert("RGB").save(path)
+        paper_image.convert("RGB").save(path)
         paths.append(path)
     return paths
 
@@ -66,7 +70,7 @@ def main(argv=None) -> None:
     x_train, _, _, _ = mnist()
     model = es.convert(ONNX_MODEL, samples=x_train[::20], input_scaling=(255, 0), weight_bits=args.weight_bits,
                        labels=LABELS, progress=False)
-    frontend = es.frontend("image", size=(28, 28), channels=1, fit="pad", invert=True)
+    frontend = es.frontend("image", size=(28, 28), channels=1, fit="pad", invert="auto")
     pipe = es.Pipeline(frontend, model, device=args.device)
     print(pipe)
 
@@ -79,6 +83,10 @@ def main(argv=None) -> None:
     accuracy = np.mean([p.index for p in predictions] == truth)
     print(f"accuracy {accuracy:.3f} on {len(paths)} PNGs, {elapsed_s * 1000 / len(paths):.2f} ms per image "
           f"(frontend + model + classifier)")
+
+    mnist_style = write_pngs(images, truth, folder / "mnist_style", paper=False)
+    mnist_accuracy = np.mean([p.index for p in pipe.batch(mnist_style)] == truth)
+    print(f"accuracy {mnist_accuracy:.3f} on the same digits as MNIST-style PNGs (white ink on black)")
 
     saved = folder / "digits.esnn"
     pipe.save(saved)

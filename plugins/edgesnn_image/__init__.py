@@ -2,6 +2,7 @@
 
     fe = es.frontend("image", size=(28, 28), channels=1, fit="pad", invert=True)
     x = fe("digit.png")                 # (28, 28, 1) uint8
+    fe = es.frontend("image", invert="auto")   # inverts dark-on-light images only (light border)
     xs = fe(["a.png", "b.png"])         # (2, 28, 28, 1) uint8
 
 Resizing keeps the aspect ratio: ``fit="crop"`` scales the image to cover the target and cuts
@@ -20,6 +21,8 @@ import edgesnn as es
 FITS = ("crop", "pad")
 RESAMPLES = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 CHANNELS = (1, 3)
+INVERTS = (False, True, "auto")
+AUTO_LIGHT_BORDER = 128  # invert="auto": an image whose border pixels average at least this is dark on light
 
 
 class ImageFrontend:
@@ -39,6 +42,8 @@ class ImageFrontend:
             raise ValueError(f"image frontend: fit must be one of {FITS}, got {fit!r}")
         if resample not in RESAMPLES:
             raise ValueError(f"image frontend: resample must be one of {RESAMPLES}, got {resample!r}")
+        if invert not in INVERTS:
+            raise ValueError(f"image frontend: invert must be True, False or 'auto', got {invert!r}")
         if not 0 <= int(pad_value) <= 255:
             raise ValueError(f"image frontend: pad_value must be in [0, 255], got {pad_value!r}")
         self.size = size
@@ -46,7 +51,7 @@ class ImageFrontend:
         self.fit = fit
         self.pad_value = int(pad_value)
         self.resample = resample
-        self.invert = bool(invert)
+        self.invert = invert if invert == "auto" else bool(invert)
 
     @property
     def config(self) -> dict:
@@ -72,9 +77,10 @@ class ImageFrontend:
     def _one(self, raw, where: str) -> np.ndarray:
         image = self._to_pil(raw, where)
         image = image.convert("L" if self.channels == 1 else "RGB")
+        invert = _light_background(image) if self.invert == "auto" else self.invert
         image = self._fit(image)
         out = np.asarray(image, dtype=np.uint8).reshape(self.output_shape)
-        return 255 - out if self.invert else np.ascontiguousarray(out)
+        return 255 - out if invert else np.ascontiguousarray(out)
 
     def _to_pil(self, raw, where: str):
         from PIL import Image
@@ -107,6 +113,15 @@ class ImageFrontend:
         return canvas
 
 
+def _light_background(image) -> bool:
+    """Whether an image is dark ink on a light background (its border pixels are light): what
+    ``invert="auto"`` inverts, so both paper-style and MNIST-style (light on dark) images reach the
+    model as light on dark."""
+    pixels = np.asarray(image.convert("L"), dtype=np.float64)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    return bool(border.mean() >= AUTO_LIGHT_BORDER)
+
+
 def _open(path: Path):
     from PIL import Image, UnidentifiedImageError
 
@@ -116,6 +131,9 @@ def _open(path: Path):
         with Image.open(path) as image:
             image.load()
             return image.copy()
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image frontend: {path} is refused as a decompression bomb (Pillow's limit is "
+                         f"{Image.MAX_IMAGE_PIXELS:,} pixels): {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"image frontend: {path} is not an image Pillow can read "
                          f"(corrupt or another format): {exc}") from exc

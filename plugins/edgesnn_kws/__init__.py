@@ -38,6 +38,7 @@ DB_FLOOR_POWER = 1e-10  # power_to_db's amin: silence is -100 dB
 # the other coefficients a symmetric range that speech at any level stays inside.
 DEFAULT_LOW_C0, DEFAULT_HIGH_C0 = -700.0, 200.0
 DEFAULT_ABS_OTHER = 150.0
+AUDIO_PEAK_WARN = 2.0   # float audio is in [-1, 1]; a peak above this gets a warning (clipped audio stays quiet)
 
 
 class KwsFrontend:
@@ -135,7 +136,12 @@ class KwsFrontend:
             waveform, rate = _read_audio_file(Path(raw))
             where = str(raw)
         elif isinstance(raw, tuple) and len(raw) == 2 and np.isscalar(raw[1]):
-            waveform, rate, where = _as_float(np.asarray(raw[0]), "waveform"), int(raw[1]), "waveform"
+            rate = raw[1]
+            if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(rate) or rate < 1 or int(rate) != rate:
+                raise ValueError(f"kws frontend: a (waveform, sample_rate) tuple needs a positive whole sample "
+                                 f"rate in Hz, got {rate!r}")
+            waveform, rate, where = _as_float(np.asarray(raw[0]), "waveform"), int(rate), "waveform"
         else:
             waveform, rate, where = _as_float(np.asarray(raw), "waveform"), self.sample_rate, "waveform"
         waveform = _mix_down(waveform, where)
@@ -144,6 +150,7 @@ class KwsFrontend:
         if not np.all(np.isfinite(waveform)):
             raise ValueError(f"kws frontend: {where} has NaN or infinite samples "
                              f"(first at sample {int(np.argmin(np.isfinite(waveform)))})")
+        _warn_out_of_range(waveform, where)
         if rate != self.sample_rate:
             import librosa
 
@@ -274,6 +281,15 @@ def _read_audio_file(path: Path) -> tuple[np.ndarray, int]:
         raise ValueError(f"kws frontend: {path} is not an audio file soundfile can read "
                          f"(WAV, FLAC, OGG...): {exc}") from exc
     return waveform, int(rate)
+
+
+def _warn_out_of_range(waveform: np.ndarray, where: str) -> None:
+    """Float audio is in [-1, 1]; samples far outside (int16 values given as floats, say) are warned about."""
+    peak = float(np.max(np.abs(waveform))) if waveform.size else 0.0
+    if peak > AUDIO_PEAK_WARN:
+        hint = " (int16 values as floats? divide by 32768, or give the int16 array)" if peak <= 32768.0 else ""
+        warnings.warn(f"kws frontend: {where} peaks at {peak:g}, far outside float audio's [-1, 1]{hint}; "
+                      f"the features will be those of a very loud clip", stacklevel=4)
 
 
 def _as_float(arr: np.ndarray, where: str) -> np.ndarray:

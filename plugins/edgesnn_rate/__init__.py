@@ -21,6 +21,8 @@ import numpy as np
 import edgesnn as es
 
 MODES = ("deterministic", "poisson")
+TIMESTEPS_MAX = 65535             # the longest run the engines accept (edgesnn.model.TIMESTEPS_MAX)
+SPIKE_VALUES_MAX = 1 << 26        # int64 values one encode may hold in its intermediate (512 MiB)
 
 
 class RateFrontend:
@@ -32,8 +34,9 @@ class RateFrontend:
     def __init__(self, timesteps: int = 20, max_spikes: int | None = None, mode: str = "deterministic",
                  seed: int = 0, shape=None):
         timesteps = int(timesteps)
-        if timesteps < 1:
-            raise ValueError(f"rate frontend: timesteps must be >= 1, got {timesteps}")
+        if not 1 <= timesteps <= TIMESTEPS_MAX:
+            raise ValueError(f"rate frontend: timesteps must be in [1, {TIMESTEPS_MAX}] (the engines' limit), "
+                             f"got {timesteps}")
         max_spikes = timesteps if max_spikes is None else int(max_spikes)
         if not 0 <= max_spikes <= timesteps:
             raise ValueError(f"rate frontend: max_spikes must be in [0, timesteps={timesteps}], got {max_spikes}")
@@ -70,6 +73,11 @@ class RateFrontend:
 
     def encode(self, intensity: np.ndarray) -> np.ndarray:
         """Float intensities in [0, 1] of any shape (...) -> uint8 spikes (T, ...)."""
+        values = (self.timesteps + 1) * int(np.prod(np.shape(intensity)))
+        if values > SPIKE_VALUES_MAX:
+            raise ValueError(f"rate frontend: {self.timesteps} timesteps of a {np.shape(intensity)} input need "
+                             f"{values:,} intermediate values, above the limit of {SPIKE_VALUES_MAX:,} "
+                             f"(about {SPIKE_VALUES_MAX * 8 >> 20} MiB); use fewer timesteps or a smaller input")
         if self.mode == "deterministic":
             return _evenly_spaced(intensity, self.timesteps, self.max_spikes)
         probability = intensity * (self.max_spikes / self.timesteps)
