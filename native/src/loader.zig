@@ -16,6 +16,7 @@ const planner = @import("planner.zig");
 const status_zig = @import("status.zig");
 const vector = @import("kernels/vector.zig");
 const neuron_kernel = @import("kernels/neuron.zig");
+const concat_kernel = @import("kernels/concat.zig");
 
 const Diagnostic = status_zig.Diagnostic;
 const Error = Diagnostic.Error;
@@ -1285,6 +1286,7 @@ fn fillConcatSources(check: *const LayerCheck, layer: *Layer, bump: *Bump) void 
     const sources = bump.take(model_zig.ConcatSource, layer.synaptic.c);
     for (sources, 0..) |*source, j| source.* = concatSource(check, layer, j);
     layer.concat_sources = sources;
+    layer.concat_blockwise = concat_kernel.isBlockwise(layer);
 }
 
 /// The group layout serves the VNNI depthwise kernel only (kernels/depthwise2d.zig).

@@ -140,6 +140,8 @@ pub const Layer = struct {
     pool_sign: []const i32, // (Cout_p)
     /// concat: the input and channel each output channel reads.
     concat_sources: []const ConcatSource, // (Cout)
+    /// concat: the sources are the inputs' channels in order, in whole vectors (kernels/concat.zig).
+    concat_blockwise: bool,
     // Spatial kinds: for each input row / column, the output pixels and taps it reaches.
     row_taps: []const TapRange, // (input.h)
     column_taps: []const TapRange, // (input.w)
