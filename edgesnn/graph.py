@@ -405,10 +405,16 @@ class Graph:
 
     def problems(self) -> list[dict]:
         """Every ``unsupported`` node, in graph order, as a dict: node, op (the framework's op type),
-        layer (the framework's own name), hint (what to change), source, shape."""
-        return [{"node": node.name, "op": node.attrs.get("op", "?"), "layer": node.attrs.get("layer", node.name),
-                 "hint": node.attrs.get("hint", ""), "source": node.source, "shape": self.shapes[node.name]}
-                for node in self.nodes if node.op == "unsupported"]
+        layer (the framework's own name), hint (what to change), source, shape.  When the importer
+        had to stop early (``metadata["import_stopped"]``) a last entry says so: op "import stopped",
+        node the last node made (the graph is only the part before it)."""
+        found = [{"node": node.name, "op": node.attrs.get("op", "?"), "layer": node.attrs.get("layer", node.name),
+                  "hint": node.attrs.get("hint", ""), "source": node.source, "shape": self.shapes[node.name]}
+                 for node in self.nodes if node.op == "unsupported"]
+        if self.metadata.get("import_stopped"):
+            found.append({"node": self.output, "op": "import stopped", "layer": "",
+                          "hint": str(self.metadata["import_stopped"]), "source": "", "shape": self.output_shape})
+        return found
 
     def replace(self, nodes: list[Node] | None = None, **changes) -> "Graph":
         """A new Graph with other nodes and/or other input_shape, input_name, output, metadata."""

@@ -335,3 +335,15 @@ def test_ceil_mode_pools_match_onnxruntime(importer, size, kernel, stride, pad, 
     x = RNG.normal(size=(1, 2, size, size)).astype(np.float32)
     expected = onnxruntime_output(model, x)
     np.testing.assert_allclose(graph_output(importer.load(model), x), expected.transpose(0, 2, 3, 1), atol=1e-6)
+
+
+def test_an_unsupported_op_of_unknown_shape_stops_the_import_and_says_so(importer):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("NonZero", ["r"], ["nz"], name="nonzero"),       # data-dependent shape
+             helper.make_node("Cast", ["nz"], ["y"], name="cast", to=TensorProto.FLOAT)]
+    model = make_model(nodes, [const("w", RNG.normal(size=(2, 1, 3, 3)))], [1, 1, 5, 5], [4, None])
+    graph = importer.load(model)
+    assert [n.op for n in graph] == ["conv2d", "relu"] and "NonZero" in graph.metadata["import_stopped"]
+    [stopped] = graph.problems()
+    assert stopped["op"] == "import stopped" and stopped["node"] == "relu" and "NonZero" in stopped["hint"]
