@@ -18,8 +18,8 @@ did, and es.compare shows the per-layer SNR it bought.
   synaptic node's output (measured on the samples with the fake-quantized network, which computes what
   the integer Model computes: edgesnn.finetuning) is subtracted from the float bias.
 - **search_ranges**: each activation's clip (lo, hi) is searched, one layer after the other, for the
-  smallest mean squared error of the *network's output* against the float network, not of the layer's
-  own values; the result is passed to the converter as fixed ranges.
+  smallest divergence of the *network's output* (KL of the softmax) from the float network's, not of
+  the layer's own values; the result is passed to the converter as fixed ranges.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _fake_quant(graph: Graph, x: np.ndarray, options: dict, ranges: dict | None 
     return graph_module(graph, plan)
 
 
-def bias_correction(graph: Graph, x: np.ndarray, options: dict) -> tuple[Graph, dict]:
+def bias_correction(graph: Graph, x: np.ndarray, options: dict, ranges: dict | None = None) -> tuple[Graph, dict]:
     """Subtract each synaptic node's mean quantization shift per channel from its bias, layer by layer;
     returns (new graph, node -> largest correction relative to the node's output spread)."""
     import torch
@@ -134,7 +134,7 @@ def bias_correction(graph: Graph, x: np.ndarray, options: dict) -> tuple[Graph, 
     xf = torch.tensor(_float_input(x, options["input_scaling"]).transpose(0, 3, 1, 2).copy())
     synaptic = [n for n in graph.nodes if n.op in ("conv2d", "depthwise_conv2d", "separable_conv2d", "dense")
                 and n.name != graph.output]
-    float_module = _fake_quant(graph, x, options)
+    float_module = _fake_quant(graph, x, options, ranges)
     float_module.quantize = False
     float_module.capture = {}
     with torch.no_grad():
@@ -142,7 +142,7 @@ def bias_correction(graph: Graph, x: np.ndarray, options: dict) -> tuple[Graph, 
     reference = {k: v for k, v in float_module.capture.items()}
     found = {}
     for node in synaptic:
-        module = _fake_quant(graph, x, options)
+        module = _fake_quant(graph, x, options, ranges)
         module.capture = {}
         with torch.no_grad():
             module(xf)
@@ -156,7 +156,7 @@ def bias_correction(graph: Graph, x: np.ndarray, options: dict) -> tuple[Graph, 
 
 
 def search_ranges(graph: Graph, x: np.ndarray, options: dict) -> dict:
-    """{node: (lo, hi)}: each activation clip chosen, in graph order, for the smallest network output MSE."""
+    """{node: (lo, hi)}: each activation clip chosen, in graph order, for the smallest output divergence."""
     import torch
 
     from .convert import _float_input
@@ -169,9 +169,13 @@ def search_ranges(graph: Graph, x: np.ndarray, options: dict) -> dict:
         target = module(xf)
     module.quantize = True
 
+    soft = torch.softmax(target, dim=1)
+
     def error() -> float:
+        """KL(float || quantized) of the output's softmax: what the class decision feels."""
         with torch.no_grad():
-            return float(((module(xf) - target) ** 2).mean())
+            return float(torch.nn.functional.kl_div(torch.log_softmax(module(xf), dim=1), soft,
+                                                    reduction="batchmean"))
 
     for q in module.quant.values():
         lo0, hi0 = (float(q.lo.detach()) if q.lo is not None else 0.0), float(q.hi.detach())
@@ -202,11 +206,11 @@ def post_training_recipe(graph: Graph, x: np.ndarray, options: dict, *, equalize
         _, acts = graph.run(_float_input(calib, options["input_scaling"]), capture=True)
         graph, pairs = globals()["equalize"](graph, acts)
         done["equalized"] = pairs
-    if bias_correction:
-        graph, found = globals()["bias_correction"](graph, calib, options)
-        done["bias_correction"] = {k: round(v, 4) for k, v in found.items()}
     ranges = {}
-    if search_ranges:
+    if search_ranges:       # first: bias correction then measures the shift with the searched clips
         ranges = globals()["search_ranges"](graph, calib, options)
         done["searched_ranges"] = {k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in ranges.items()}
+    if bias_correction:
+        graph, found = globals()["bias_correction"](graph, calib, options, ranges or None)
+        done["bias_correction"] = {k: round(v, 4) for k, v in found.items()}
     return graph, ranges, done
