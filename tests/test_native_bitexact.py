@@ -289,3 +289,18 @@ def test_saturation_and_rounding_edges(cpu):
         potentials, stats = cpu.run(model, x5)
         np.testing.assert_array_equal(potentials, expected)
         assert stats == expected_stats
+
+
+def test_concat_sources_that_begin_like_the_plain_order(cpu):
+    """Mapped sources whose first entries follow the plain order but are fewer than the inputs'
+    channels (a channel split): the loader's check for the vector path read past the sources
+    (found by the suite's hypothesis run as a ReleaseSafe abort)."""
+    for inputs, sources in [(("input",), [(0, 0)]), (("input",), [(0, 0), (0, 1)]),
+                            (("input", "input"), [(0, 0), (0, 1), (0, 2), (1, 0)])]:
+        model = es.Model([Concat(name="split", inputs=inputs, sources=np.array(sources), input_multipliers=-3, bias=2,
+                                 neuron="none")], input_shape=(3, 4, 3), input_bits=4)
+        x5 = np.random.default_rng(0).integers(0, 16, (2, 2, 3, 4, 3)).astype(np.uint8)
+        expected, expected_stats = reference.run(model, x5)
+        potentials, stats = cpu.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected)
+        assert stats == expected_stats

@@ -18,6 +18,7 @@ pub fn isBlockwise(layer: *const model.Layer) bool {
     for (layer.input_shapes[0..layer.input_count], 0..) |shape, input| {
         if (input + 1 < layer.input_count and shape.c % vector.lanes != 0) return false;
         for (0..shape.c) |channel| {
+            if (j == layer.concat_sources.len) return false; // fewer outputs than input channels
             const source = layer.concat_sources[j];
             if (source.input != input or source.channel != channel) return false;
             j += 1;
