@@ -570,3 +570,57 @@ def test_profile_verdicts_on_models_that_just_fit_and_just_do_not(profile):
     assert fits.fits and fits.arena_bytes == arena[fitting]
     assert not does_not.fits and f"arena memory: the model needs {arena[over]:,} B" in does_not.reason
     assert "does NOT fit" in conv_model(over).summary(print_fn=None, device=profile)
+
+
+# -- the runner's frame handling as a fuzz target ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runner_fuzz_library(tmp_path_factory) -> Path:
+    """native/runner/fuzz.zig with the engine, ReleaseSafe, uninstrumented (native/fuzz/build.sh adds -ffuzz)."""
+    out = tmp_path_factory.mktemp("runner-fuzz")
+    zig = [sys.executable, "-m", "ziglang"]
+    subprocess.run([*zig, "build-obj", "-OReleaseSafe", "-fPIC", "--dep", "engine", "-Mroot=runner/fuzz.zig",
+                    "-Mengine=src/exports.zig", "--name", "runner_fuzz", f"-femit-bin={out / 'runner_fuzz.o'}"],
+                   cwd=NATIVE, check=True, capture_output=True, timeout=900)
+    subprocess.run([*zig, "cc", "-shared", str(out / "runner_fuzz.o"), "-o", str(out / "librunner_fuzz.so")],
+                   check=True, capture_output=True, timeout=300)
+    return out / "librunner_fuzz.so"
+
+
+def test_the_frame_fuzz_target_survives_seeds_and_mutations(runner_fuzz_library, tmp_path):
+    """The fuzz target's own oracle (every reply one well-formed frame; no safety-check panic) over the
+    seed sessions, each with every single byte flipped in turn, in both input modes."""
+    import ctypes
+
+    library = ctypes.CDLL(str(runner_fuzz_library))
+    fuzz_one = library.esnn_runner_fuzz_one
+    fuzz_one.argtypes, fuzz_one.restype = [ctypes.c_char_p, ctypes.c_size_t], ctypes.c_int
+    subprocess.run([sys.executable, str(NATIVE / "fuzz" / "seeds.py"), str(tmp_path)], check=True,
+                   capture_output=True, cwd=NATIVE / "fuzz")
+    seeds = sorted((tmp_path / "frames").iterdir())
+    assert seeds
+    for seed in seeds:
+        data = seed.read_bytes()
+        assert fuzz_one(data, len(data)) == 7   # HELLO .. RUN without a model: seven replies
+        rng = np.random.default_rng(len(data))
+        for offset in rng.choice(len(data), size=min(len(data), 300), replace=False):
+            mutated = bytearray(data)
+            mutated[offset] ^= 1 << int(rng.integers(8))
+            assert fuzz_one(bytes(mutated), len(mutated)) >= 0
+    kept = ROOT / "tests" / "data" / "fuzz" / "frames"
+    for path in sorted(kept.glob("*")) if kept.is_dir() else []:
+        assert fuzz_one(path.read_bytes(), path.stat().st_size) >= 0, path.name
+
+
+def test_smoke_fuzz_frames(runner_fuzz_library, tmp_path):
+    """A few seconds of native/fuzz/fuzz_frames.py under atheris (uninstrumented: the harness end to end)."""
+    pytest.importorskip("atheris")
+    subprocess.run([sys.executable, str(NATIVE / "fuzz" / "seeds.py"), str(tmp_path / "seeds")], check=True,
+                   capture_output=True, cwd=NATIVE / "fuzz")
+    env = {**os.environ, "EDGESNN_RUNNER_FUZZ_LIB": str(runner_fuzz_library)}
+    result = subprocess.run([sys.executable, str(NATIVE / "fuzz" / "fuzz_frames.py"), str(tmp_path / "seeds" / "frames"),
+                             "-max_total_time=5", f"-artifact_prefix={tmp_path}/"], capture_output=True, text=True,
+                            timeout=120, env=env, cwd=NATIVE / "fuzz")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Done " in result.stderr, result.stderr[-2000:]
