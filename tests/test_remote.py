@@ -156,6 +156,18 @@ def test_protocol_round_trip(raw, mnist):
     assert code == "state" and "before LOAD" in message
 
 
+def test_timesteps_max_bounds_the_work_of_one_run(runner, mnist):
+    link = RawLink(runner, "--timesteps-max", "4")
+    assert P.decode_info(link.request(P.HELLO, 1)[1])["timesteps_max"] == 4
+    link.request(P.LOAD, 2, mnist.to_bytes())
+    frame = np.zeros(mnist.input_shape, np.uint8).tobytes()
+    assert link.request(P.RUN, 3, P.RUN_REQUEST.pack(1, 1, 4, 0) + frame)[0].kind == P.RESULT
+    link.send(P.encode(P.RUN, 4, P.RUN_REQUEST.pack(1, 1, 5, 0) + frame))
+    code, message = link.error()
+    assert code == "payload" and "timesteps <= 4" in message
+    link.close()
+
+
 def test_a_bad_run_request_is_refused_with_what_was_expected(raw, mnist):
     raw.request(P.HELLO, 1)
     raw.request(P.LOAD, 2, mnist.to_bytes())
