@@ -636,3 +636,32 @@ def test_smoke_fuzz_frames(runner_fuzz_library, tmp_path):
                             timeout=120, env=env, cwd=NATIVE / "fuzz")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Done " in result.stderr, result.stderr[-2000:]
+
+
+def test_cortex_m4_profile_arena_is_the_cortex_m4_c_library_figure(tmp_path):
+    """The Cortex-M4 build of the C library (bare_metal.c, a static arena of ESNN_ARENA_BYTES) runs the
+    model with exactly the arena `check("cortex-m4")` reports, and refuses it with one byte less."""
+    qemu = shutil.which("qemu-arm")
+    if qemu is None:
+        pytest.skip("qemu-arm is not installed (scripts/install-system-deps.sh installs qemu-user)")
+    from test_c_embedding import spiking_mnist_like
+    from test_cross import M4_SCRIPT, QEMU_ARM_CPU, header_status
+
+    model = spiking_mnist_like()
+    report = model.check("cortex-m4")
+    assert report.fits
+    model.save(tmp_path / "model.esnn")
+    x = random_input(model, 1, np.random.default_rng(16))
+    (tmp_path / "input.u8").write_bytes(x[0].tobytes())
+    results = {}
+    for arena in (report.arena_bytes, report.arena_bytes - 1):
+        out = tmp_path / f"arena-{arena}"
+        build = subprocess.run(["bash", str(M4_SCRIPT), str(tmp_path / "model.esnn"), str(tmp_path / "input.u8"),
+                                str(out), "-DESNN_TIMESTEPS=1", f"-DESNN_MODEL_BYTES={report.program_bytes}",
+                                f"-DESNN_ARENA_BYTES={arena}"], capture_output=True, text=True,
+                               env={**os.environ, "OPTIMIZE": "ReleaseSafe"}, timeout=900)
+        assert build.returncode == 0, build.stderr
+        results[arena] = subprocess.run([qemu, "-cpu", QEMU_ARM_CPU, str(out / "bare_metal")], capture_output=True,
+                                        text=True, timeout=120)
+    assert results[report.arena_bytes].returncode == 0, results[report.arena_bytes].stdout
+    assert results[report.arena_bytes - 1].stdout == f"error: status {header_status('ESNN_ERROR_LIMIT')}\n"
