@@ -186,13 +186,6 @@ class Device:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
-def _as_model(program):
-    """A Model given where a program is expected (Device.run(model, x5), the older form)."""
-    from .model import Model
-
-    return program if isinstance(program, Model) else None
-
-
 def check_against(info: DeviceInfo, model, figures: tuple[int, int]) -> MappingReport:
     """The MappingReport of `model` on a device described by `info`, with (program, arena) bytes."""
     program_bytes, arena_bytes = figures
@@ -264,10 +257,9 @@ class ReferenceDevice(Device):
     def run(self, program, x5, timesteps=None):
         from . import reference
 
-        model = _as_model(program) or program
-        if timesteps is not None and x5.shape[1] != timesteps:
+        if timesteps is not None and x5.shape[1] != timesteps:   # a dense frame shown at every timestep
             x5 = np.broadcast_to(x5, (x5.shape[0], timesteps, *x5.shape[2:]))
-        return reference.run(model, x5)
+        return reference.run(program, x5)   # the program is the Model (Device.load)
 
 
 # -- profiles: the targets users flash -------------------------------------------------------------

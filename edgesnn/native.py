@@ -341,15 +341,15 @@ class CpuDevice(Device):
         return model.device_cache.get(self.library.key) or native_model(model, self.library)
 
     def run(self, program, x5: np.ndarray, timesteps: int | None = None) -> tuple[np.ndarray, Statistics]:
-        model = program
-        loaded = self.program_of(program) if not isinstance(program, NativeModel) else program
+        """`program`: the Model (its Statistics need the layers); its NativeModel is loaded once and kept."""
+        if isinstance(program, NativeModel):
+            raise TypeError("CpuDevice.run takes the Model (its Statistics name the layers); "
+                            "run_counts takes a NativeModel")
+        loaded = self.program_of(program)
         x5 = loaded._check_input(x5)
         timesteps = x5.shape[1] if timesteps is None else int(timesteps)
         potentials, counts = self.run_counts(loaded, x5, timesteps)
-        layers = model.layers if not isinstance(model, NativeModel) else None
-        if layers is None:
-            raise TypeError("CpuDevice.run needs the Model for its Statistics; pass the Model (or use run_counts)")
-        return potentials, Statistics.from_counts(layers, counts, x5.shape[0], timesteps, self.name)
+        return potentials, Statistics.from_counts(program.layers, counts, x5.shape[0], timesteps, self.name)
 
     def run_counts(self, program, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
         """`run` for Model.forward, which checked `x5` (Model.check_input): not checked again here, and
