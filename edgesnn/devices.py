@@ -361,9 +361,9 @@ def resolve_device(device=None) -> Device:
         return device
     if device is not None and not isinstance(device, str):
         raise TypeError(f"device must be a name or an edgesnn Device, got {type(device).__name__}")
-    token = plugins.state_token()
     name = default_device_name() if device is None else device
     factory = plugins.get_device(name)
+    token = plugins.state_token()   # taken after the lookup, which loads the plugins on first use
     with _instances_lock:
         key = (name, factory)
         instance = _instances.get(key)
