@@ -665,3 +665,10 @@ def test_cortex_m4_profile_arena_is_the_cortex_m4_c_library_figure(tmp_path):
                                         text=True, timeout=120)
     assert results[report.arena_bytes].returncode == 0, results[report.arena_bytes].stdout
     assert results[report.arena_bytes - 1].stdout == f"error: status {header_status('ESNN_ERROR_LIMIT')}\n"
+
+
+def test_the_runner_protocol_zig_tests_pass():
+    """native/runner/protocol.zig's own test: a written header parses back, any flipped bit is refused."""
+    result = subprocess.run([sys.executable, "-m", "ziglang", "test", "runner/protocol.zig"], cwd=NATIVE,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
