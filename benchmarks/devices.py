@@ -11,10 +11,10 @@ dense 12, 4-bit, random weights, sparse random input). Devices: `cpu` (the engin
 the aarch64-linux-musl runner under qemu-aarch64 (emulated: a correctness path, not a speed one).
 
 Per case: batch-1 latency (median of N calls of model.forward), runs/s (1 / that), the runner's own
-engine time per run (STATS run_ns_total) and the link's overhead per batch-1 run: the remote
-latency minus the in-process cpu latency of the same model and input, i.e. what framing, CRCs,
-the pipe or socket, the runner's wake-up and the host's Python cost on top of the engine. Target:
-< 50 us on loopback. A third model, "echo" (one 4-value dense layer, the engine's work ~0), shows
+engine time per run (STATS run_ns_total, the mean over the same calls) and the link's overhead per
+batch-1 run: the remote latency minus that engine time, i.e. what the host's Python, framing,
+CRCs, the pipe or socket and the two wake-ups cost on top of the engine. Target: < 50 us on
+loopback. A third model, "echo" (one 4-value dense layer, the engine's work ~0), shows
 the link alone. Machine load shows in every column: rounds are interleaved and the median kept.
 """
 
@@ -125,11 +125,10 @@ def main() -> None:
             for device_name, rows in samples.items():
                 row = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
                 results[(model_name, device_name)] = row
-            cpu_us = results[(model_name, "cpu (in process)")]["latency_us"]
             for device_name in devices:
                 row = results[(model_name, device_name)]
-                if device_name != "cpu (in process)":
-                    row["link_overhead_us"] = row["latency_us"] - cpu_us
+                if "engine_us" in row:
+                    row["link_overhead_us"] = row["latency_us"] - row["engine_us"]
                 print(model_name, device_name, {k: round(v, 1) for k, v in row.items()}, flush=True)
         for device, _ in devices.values():
             if not isinstance(device, str):

@@ -186,13 +186,6 @@ class Device:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
-def _as_model(program):
-    """A Model given where a program is expected (Device.run(model, x5), the older form)."""
-    from .model import Model
-
-    return program if isinstance(program, Model) else None
-
-
 def check_against(info: DeviceInfo, model, figures: tuple[int, int]) -> MappingReport:
     """The MappingReport of `model` on a device described by `info`, with (program, arena) bytes."""
     program_bytes, arena_bytes = figures
@@ -264,10 +257,9 @@ class ReferenceDevice(Device):
     def run(self, program, x5, timesteps=None):
         from . import reference
 
-        model = _as_model(program) or program
-        if timesteps is not None and x5.shape[1] != timesteps:
+        if timesteps is not None and x5.shape[1] != timesteps:   # a dense frame shown at every timestep
             x5 = np.broadcast_to(x5, (x5.shape[0], timesteps, *x5.shape[2:]))
-        return reference.run(model, x5)
+        return reference.run(program, x5)   # the program is the Model (Device.load)
 
 
 # -- profiles: the targets users flash -------------------------------------------------------------
@@ -369,9 +361,9 @@ def resolve_device(device=None) -> Device:
         return device
     if device is not None and not isinstance(device, str):
         raise TypeError(f"device must be a name or an edgesnn Device, got {type(device).__name__}")
-    token = plugins.state_token()
     name = default_device_name() if device is None else device
     factory = plugins.get_device(name)
+    token = plugins.state_token()   # taken after the lookup, which loads the plugins on first use
     with _instances_lock:
         key = (name, factory)
         instance = _instances.get(key)

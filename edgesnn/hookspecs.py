@@ -80,8 +80,10 @@ def edgesnn_register_devices(register):
 
     :param register: ``register(name, factory)``. ``name`` (str) is the device's unique name,
         e.g. ``"remote"``; a second plugin registering the same name is a ``PluginError``.
-        ``factory(**options)`` returns an ``edgesnn.devices.Device``: ``name``,
-        ``check(model) -> MappingReport`` and ``run(model, x5) -> (potentials, Statistics)``.
+        ``factory(**options)`` returns an ``edgesnn.Device`` (subclass it; docs/plugins.md,
+        "Writing a device plugin"): ``info()``, ``check(model) -> MappingReport``,
+        ``load(model) -> program``, ``run(program, x5, timesteps) -> (potentials, Statistics)``,
+        ``close()``, and the optional capabilities declared on the base class.
         Building the factory must be cheap; connect to hardware or load libraries when the
         device is created or first used, not at registration.
     """

@@ -348,8 +348,10 @@ class CpuDevice(Device):
         return model.device_cache.get(self.library.key) or native_model(model, self.library)
 
     def run(self, program, x5: np.ndarray, timesteps: int | None = None) -> tuple[np.ndarray, Statistics]:
+        """`program`: the Model (its Statistics need the layers); its NativeModel is loaded once and kept."""
         if isinstance(program, NativeModel):
-            raise TypeError("CpuDevice.run needs the Model for its Statistics; pass the Model (or use run_counts)")
+            raise TypeError("CpuDevice.run takes the Model (its Statistics name the layers); "
+                            "run_counts takes a NativeModel")
         loaded = self.program_of(program)
         frames, timesteps = _frames_and_timesteps(x5, x5.shape[1] if timesteps is None else int(timesteps))
         potentials, counts = loaded.run_checked(loaded._check_input(frames), timesteps)

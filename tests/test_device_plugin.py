@@ -122,3 +122,12 @@ def test_a_device_declaring_no_capabilities_gets_checked_input_and_statistics():
     with pytest.raises(ValueError):
         model.forward(x.astype(np.float32), device=Plain())
     assert Plain().check(model).fits and Plain().info().name == "plain"
+
+
+def test_check_cli_on_a_profile_fits_and_lists_the_memory(capsys):
+    path = Path(es.__file__).resolve().parent / "data" / "mnist_cnn_4bit.esnn"
+    assert cli.main(["check", str(path), "--device", "cortex-m4"]) == 0
+    out = capsys.readouterr().out
+    assert "device 'cortex-m4': fits" in out and "of 262,144 B" in out and "of 1,048,576 B" in out
+    assert cli.main(["check", str(path), "--device", "cortex-m4", "-o", "bad"]) == 1
+    assert "expected KEY=VALUE" in capsys.readouterr().err

@@ -156,6 +156,18 @@ def test_protocol_round_trip(raw, mnist):
     assert code == "state" and "before LOAD" in message
 
 
+def test_timesteps_max_bounds_the_work_of_one_run(runner, mnist):
+    link = RawLink(runner, "--timesteps-max", "4")
+    assert P.decode_info(link.request(P.HELLO, 1)[1])["timesteps_max"] == 4
+    link.request(P.LOAD, 2, mnist.to_bytes())
+    frame = np.zeros(mnist.input_shape, np.uint8).tobytes()
+    assert link.request(P.RUN, 3, P.RUN_REQUEST.pack(1, 1, 4, 0) + frame)[0].kind == P.RESULT
+    link.send(P.encode(P.RUN, 4, P.RUN_REQUEST.pack(1, 1, 5, 0) + frame))
+    code, message = link.error()
+    assert code == "payload" and "timesteps <= 4" in message
+    link.close()
+
+
 def test_a_bad_run_request_is_refused_with_what_was_expected(raw, mnist):
     raw.request(P.HELLO, 1)
     raw.request(P.LOAD, 2, mnist.to_bytes())
@@ -570,3 +582,93 @@ def test_profile_verdicts_on_models_that_just_fit_and_just_do_not(profile):
     assert fits.fits and fits.arena_bytes == arena[fitting]
     assert not does_not.fits and f"arena memory: the model needs {arena[over]:,} B" in does_not.reason
     assert "does NOT fit" in conv_model(over).summary(print_fn=None, device=profile)
+
+
+# -- the runner's frame handling as a fuzz target ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runner_fuzz_library(tmp_path_factory) -> Path:
+    """native/runner/fuzz.zig with the engine, ReleaseSafe, uninstrumented (native/fuzz/build.sh adds -ffuzz)."""
+    out = tmp_path_factory.mktemp("runner-fuzz")
+    zig = [sys.executable, "-m", "ziglang"]
+    subprocess.run([*zig, "build-obj", "-OReleaseSafe", "-fPIC", "--dep", "engine", "-Mroot=runner/fuzz.zig",
+                    "-Mengine=src/exports.zig", "--name", "runner_fuzz", f"-femit-bin={out / 'runner_fuzz.o'}"],
+                   cwd=NATIVE, check=True, capture_output=True, timeout=900)
+    subprocess.run([*zig, "cc", "-shared", str(out / "runner_fuzz.o"), "-o", str(out / "librunner_fuzz.so")],
+                   check=True, capture_output=True, timeout=300)
+    return out / "librunner_fuzz.so"
+
+
+def test_the_frame_fuzz_target_survives_seeds_and_mutations(runner_fuzz_library, tmp_path):
+    """The fuzz target's own oracle (every reply one well-formed frame; no safety-check panic) over the
+    seed sessions, each with every single byte flipped in turn, in both input modes."""
+    import ctypes
+
+    library = ctypes.CDLL(str(runner_fuzz_library))
+    fuzz_one = library.esnn_runner_fuzz_one
+    fuzz_one.argtypes, fuzz_one.restype = [ctypes.c_char_p, ctypes.c_size_t], ctypes.c_int
+    subprocess.run([sys.executable, str(NATIVE / "fuzz" / "seeds.py"), str(tmp_path)], check=True,
+                   capture_output=True, cwd=NATIVE / "fuzz")
+    seeds = sorted((tmp_path / "frames").iterdir())
+    assert seeds
+    for seed in seeds:
+        data = seed.read_bytes()
+        assert fuzz_one(data, len(data)) == 7   # HELLO .. RUN without a model: seven replies
+        rng = np.random.default_rng(len(data))
+        for offset in rng.choice(len(data), size=min(len(data), 300), replace=False):
+            mutated = bytearray(data)
+            mutated[offset] ^= 1 << int(rng.integers(8))
+            assert fuzz_one(bytes(mutated), len(mutated)) >= 0
+    kept = ROOT / "tests" / "data" / "fuzz" / "frames"
+    for path in sorted(kept.glob("*")) if kept.is_dir() else []:
+        assert fuzz_one(path.read_bytes(), path.stat().st_size) >= 0, path.name
+
+
+def test_smoke_fuzz_frames(runner_fuzz_library, tmp_path):
+    """A few seconds of native/fuzz/fuzz_frames.py under atheris (uninstrumented: the harness end to end)."""
+    pytest.importorskip("atheris")
+    subprocess.run([sys.executable, str(NATIVE / "fuzz" / "seeds.py"), str(tmp_path / "seeds")], check=True,
+                   capture_output=True, cwd=NATIVE / "fuzz")
+    env = {**os.environ, "EDGESNN_RUNNER_FUZZ_LIB": str(runner_fuzz_library)}
+    result = subprocess.run([sys.executable, str(NATIVE / "fuzz" / "fuzz_frames.py"), str(tmp_path / "seeds" / "frames"),
+                             "-max_total_time=5", f"-artifact_prefix={tmp_path}/"], capture_output=True, text=True,
+                            timeout=120, env=env, cwd=NATIVE / "fuzz")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Done " in result.stderr, result.stderr[-2000:]
+
+
+def test_cortex_m4_profile_arena_is_the_cortex_m4_c_library_figure(tmp_path):
+    """The Cortex-M4 build of the C library (bare_metal.c, a static arena of ESNN_ARENA_BYTES) runs the
+    model with exactly the arena `check("cortex-m4")` reports, and refuses it with one byte less."""
+    qemu = shutil.which("qemu-arm")
+    if qemu is None:
+        pytest.skip("qemu-arm is not installed (scripts/install-system-deps.sh installs qemu-user)")
+    from test_c_embedding import spiking_mnist_like
+    from test_cross import M4_SCRIPT, QEMU_ARM_CPU, header_status
+
+    model = spiking_mnist_like()
+    report = model.check("cortex-m4")
+    assert report.fits
+    model.save(tmp_path / "model.esnn")
+    x = random_input(model, 1, np.random.default_rng(16))
+    (tmp_path / "input.u8").write_bytes(x[0].tobytes())
+    results = {}
+    for arena in (report.arena_bytes, report.arena_bytes - 1):
+        out = tmp_path / f"arena-{arena}"
+        build = subprocess.run(["bash", str(M4_SCRIPT), str(tmp_path / "model.esnn"), str(tmp_path / "input.u8"),
+                                str(out), "-DESNN_TIMESTEPS=1", f"-DESNN_MODEL_BYTES={report.program_bytes}",
+                                f"-DESNN_ARENA_BYTES={arena}"], capture_output=True, text=True,
+                               env={**os.environ, "OPTIMIZE": "ReleaseSafe"}, timeout=900)
+        assert build.returncode == 0, build.stderr
+        results[arena] = subprocess.run([qemu, "-cpu", QEMU_ARM_CPU, str(out / "bare_metal")], capture_output=True,
+                                        text=True, timeout=120)
+    assert results[report.arena_bytes].returncode == 0, results[report.arena_bytes].stdout
+    assert results[report.arena_bytes - 1].stdout == f"error: status {header_status('ESNN_ERROR_LIMIT')}\n"
+
+
+def test_the_runner_protocol_zig_tests_pass():
+    """native/runner/protocol.zig's own test: a written header parses back, any flipped bit is refused."""
+    result = subprocess.run([sys.executable, "-m", "ziglang", "test", "runner/protocol.zig"], cwd=NATIVE,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -1,7 +1,7 @@
 //! edgesnn-runner: the native engine as a small standalone program a board runs, driven by a host
 //! over a framed link (docs/protocol.md).
 //!
-//!   edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS]
+//!   edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--timesteps-max N]
 //!                  [--listen IP:PORT | --device PATH]
 //!
 //! Serves the link on stdin/stdout by default; `--listen 127.0.0.1:0` accepts TCP connections one
@@ -29,6 +29,7 @@ const Config = struct {
     memory_bytes: usize = memory_bytes_default,
     payload_bytes: u32 = payload_bytes_default,
     timeout_ms: i32 = 1000,
+    timesteps_max: u32 = session_zig.timesteps_max,
     mode: Mode = .stdio,
 };
 
@@ -127,7 +128,7 @@ fn sayOut(comptime format: []const u8, args: anytype) void {
 }
 
 fn usage(comptime why: []const u8, args: anytype) u8 {
-    say("edgesnn-runner: " ++ why ++ "\nusage: edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--listen IP:PORT | --device PATH]\n", args);
+    say("edgesnn-runner: " ++ why ++ "\nusage: edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--timesteps-max N] [--listen IP:PORT | --device PATH]\n", args);
     return 2;
 }
 
@@ -159,6 +160,9 @@ fn parseArgs(args: []const [*:0]const u8, config: *Config) ?u8 {
         } else if (std.mem.eql(u8, flag, "--timeout-ms")) {
             config.timeout_ms = std.fmt.parseInt(i32, value, 10) catch return usage("--timeout-ms {s}: not a number", .{value});
             if (config.timeout_ms < 1) return usage("--timeout-ms must be at least 1", .{});
+        } else if (std.mem.eql(u8, flag, "--timesteps-max")) {
+            config.timesteps_max = std.fmt.parseInt(u32, value, 10) catch return usage("--timesteps-max {s}: not a number", .{value});
+            if (config.timesteps_max < 1 or config.timesteps_max > session_zig.timesteps_max) return usage("--timesteps-max must lie in [1, {d}]", .{session_zig.timesteps_max});
         } else if (std.mem.eql(u8, flag, "--listen")) {
             const address = parseAddress(value) orelse return usage("--listen {s}: expected an IPv4 address and port, e.g. 127.0.0.1:0", .{value});
             config.mode = .{ .listen = .{ .addr = address.addr, .port = address.port } };
@@ -182,7 +186,7 @@ pub fn main(init: std.process.Init.Minimal) u8 {
         return 1;
     }
     const memory: []align(8) u8 = @as([*]align(8) u8, @ptrFromInt(mapped))[0..total];
-    var session = Session.init(memory, config.payload_bytes, .{ .frame_timeout_ms = config.timeout_ms }, &monotonicNs);
+    var session = Session.init(memory, config.payload_bytes, .{ .frame_timeout_ms = config.timeout_ms, .timesteps_max = config.timesteps_max }, &monotonicNs);
     say("edgesnn-runner: {s}, memory budget {d} B, frames up to {d} B\n", .{ session_zig.architecture, config.memory_bytes, config.payload_bytes });
 
     switch (config.mode) {

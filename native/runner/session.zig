@@ -22,7 +22,7 @@ pub const result_head_bytes = 8;
 // native/src/limits.zig, as INFO reports them
 const layers_max = 256;
 const channels_max = 8192;
-const timesteps_max = 1 << 20;
+pub const timesteps_max = 1 << 20;
 const layer_kinds_mask = 0x3F; // input_conv2d, conv2d, depthwise2d, separable2d, dense, add
 const weight_bits_mask = (1 << 2) | (1 << 4) | (1 << 8);
 const activation_bits_mask = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 8);
@@ -61,6 +61,9 @@ pub const Options = struct {
     quiet_ms: i32 = 50,
     /// Longest wait for the rest of a frame once its first byte arrived.
     frame_timeout_ms: i32 = 1000,
+    /// Most timesteps one RUN may ask for (at most the engine's limit): bounds the work of one request,
+    /// which the runner cannot interrupt once started.
+    timesteps_max: u32 = timesteps_max,
 };
 
 pub const Counters = struct {
@@ -99,6 +102,7 @@ pub const Session = struct {
 
     /// `memory` is every byte the runner will use, given once: 2 frames of `payload_bytes_max` and the budget.
     pub fn init(memory: []align(8) u8, payload_bytes_max: u32, options: Options, clock: *const fn () u64) Session {
+        std.debug.assert(options.timesteps_max >= 1 and options.timesteps_max <= timesteps_max);
         const frame_bytes = std.mem.alignForward(usize, header_bytes + @as(usize, payload_bytes_max), 64);
         std.debug.assert(memory.len > 2 * frame_bytes);
         return .{
@@ -174,7 +178,7 @@ pub const Session = struct {
         std.mem.writeInt(u32, out[16..20], session.payload_bytes_max, .little);
         std.mem.writeInt(u32, out[20..24], layers_max, .little);
         std.mem.writeInt(u32, out[24..28], channels_max, .little);
-        std.mem.writeInt(u32, out[28..32], timesteps_max, .little);
+        std.mem.writeInt(u32, out[28..32], session.options.timesteps_max, .little);
         std.mem.writeInt(u32, out[32..36], layer_kinds_mask, .little);
         std.mem.writeInt(u32, out[36..40], weight_bits_mask, .little);
         std.mem.writeInt(u32, out[40..44], activation_bits_mask, .little);
@@ -245,10 +249,10 @@ pub const Session = struct {
         }
         const request = protocol.RunRequest.parse(payload[0..protocol.run_request_bytes]);
         const input = payload[protocol.run_request_bytes..];
-        if (request.batch == 0 or request.timesteps == 0 or request.timesteps > timesteps_max or
+        if (request.batch == 0 or request.timesteps == 0 or request.timesteps > session.options.timesteps_max or
             (request.input_timesteps != 1 and request.input_timesteps != request.timesteps))
         {
-            return session.fail(.payload, kind, sequence, "RUN batch {d}, input_timesteps {d}, timesteps {d}: need batch >= 1, 1 <= timesteps <= {d}, input_timesteps 1 or timesteps", .{ request.batch, request.input_timesteps, request.timesteps, timesteps_max });
+            return session.fail(.payload, kind, sequence, "RUN batch {d}, input_timesteps {d}, timesteps {d}: need batch >= 1, 1 <= timesteps <= {d}, input_timesteps 1 or timesteps", .{ request.batch, request.input_timesteps, request.timesteps, session.options.timesteps_max });
         }
         const input_values = @as(u64, request.batch) * request.input_timesteps * loaded.input_values;
         if (input_values != input.len) {
