@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -152,22 +153,21 @@ def torchvision_models(module: str):
     environment ("operator torchvision::nms does not exist"); the model definitions need none of
     them. So a bare package module named torchvision (with the wheel's directory as its __path__,
     no __init__ run) stands in, and `torchvision.models.<module>` imports from the files on disk.
-    torchvision.models/__init__ is skipped the same way (it imports detection models that need ops).
+    torchvision.models/__init__ and torchvision.ops/__init__ are skipped the same way (detection
+    models and compiled ops); torchvision.utils and torchvision.ops.misc are plain Python.
     """
     found = importlib.util.find_spec("torchvision")
     if found is None or not found.submodule_search_locations:
         raise ImportError("torchvision is not installed (bash scripts/zoo-env.sh installs it --no-deps)")
     root = list(found.submodule_search_locations)[0]
-    for package, path in (("torchvision", root), ("torchvision.models", os.path.join(root, "models"))):
+    for package in ("torchvision", "torchvision.models", "torchvision.ops"):
         if package not in sys.modules:
-            stub = types.ModuleType(package)
+            path = os.path.join(root, *package.split(".")[1:])
+            stub = importlib.util.module_from_spec(
+                importlib.machinery.ModuleSpec(package, None, is_package=True))
             stub.__path__ = [path]
-            stub.__file__ = os.path.join(path, "__init__.py")
+            stub.__spec__.submodule_search_locations = [path]
             sys.modules[package] = stub
-    if "torchvision.utils" not in sys.modules:      # _log_api_usage_once is all the models use of it
-        utils = types.ModuleType("torchvision.utils")
-        utils._log_api_usage_once = lambda obj: None
-        sys.modules["torchvision.utils"] = utils
     return importlib.import_module(f"torchvision.models.{module}")
 
 
@@ -281,12 +281,7 @@ def write_torch(model, s: Spec, x_uint8, scaling) -> list[dict]:
                                       input_names=["input"], output_names=["output"],
                                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
                 else:
-                    batch = torch.export.Dim("batch", min=1, max=64)
-                    program = torch.onnx.export(model, (example,), dynamo=True, opset_version=18,
-                                                input_names=["input"], output_names=["output"],
-                                                dynamic_shapes=({0: batch},), external_data=False,
-                                                verbose=False)
-                    program.save(str(path), external_data=False)
+                    export_dynamo(model, torch.from_numpy(x_fw[:2]), path)
             _onnx_check(path, x_fw, y, f"{s.name} {writer}")
         except Exception as exc:
             path.unlink(missing_ok=True)
@@ -294,6 +289,37 @@ def write_torch(model, s: Spec, x_uint8, scaling) -> list[dict]:
             continue
         entries.append(entry(s, path, writer, layout))
     return entries
+
+
+DYNAMO_SITE = Path(sys.prefix) / "dynamo-site"
+_DYNAMO_EXPORT = """
+import sys, torch
+program = torch.export.load(sys.argv[1])
+onnx_program = torch.onnx.export(program, dynamo=True, opset_version=18, input_names=["input"],
+                                 output_names=["output"], external_data=False, verbose=False)
+onnx_program.save(sys.argv[2], external_data=False)
+"""
+
+
+def export_dynamo(model, example, path: Path):
+    """torch.onnx's dynamo exporter. It needs onnxscript / onnx_ir releases newer than the ones
+    quantizeml (akida_models) pins, so scripts/zoo-env.sh installs those into <venv>/dynamo-site and the
+    ONNX step runs in a subprocess that puts them first; this process runs torch.export.export."""
+    import subprocess
+    import tempfile
+    import torch
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "program.pt2"
+        torch.export.save(program, str(saved))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [str(DYNAMO_SITE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        done = subprocess.run([sys.executable, "-c", _DYNAMO_EXPORT, str(saved), str(path)], env=env,
+                              capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise RuntimeError(lines[-1] if lines else f"exit {done.returncode}")
 
 
 def _torch_output_layout(y):
@@ -309,7 +335,11 @@ def write_keras(model, s: Spec, x_uint8, scaling, keras_module, flavour: str) ->
     else:
         x_in = x_fw
     y = np.asarray(model(x_in, training=False))
-    save_reference(s, x_uint8, y, scaling, output_layout={2: "NC", 4: "NHWC", 3: "NTC"}[y.ndim])
+    last = model.layers[-1]
+    softmax = isinstance(last, keras_module.layers.Softmax) or (
+        isinstance(last, keras_module.layers.Activation) and getattr(last.activation, "__name__", "") == "softmax")
+    logits = np.asarray(keras_module.Model(model.inputs, last.input)(x_in, training=False)) if softmax else None
+    save_reference(s, x_uint8, y, scaling, output_layout={2: "NC", 4: "NHWC", 3: "NTC"}[y.ndim], logits=logits)
     entries = []
     prefix = "keras3" if flavour == "keras3" else "tf.keras"
     tag = "k3" if flavour == "keras3" else "tfk"
@@ -363,9 +393,11 @@ def write_tf2onnx(model, s: Spec, x_in, y) -> list[dict]:
     return entries
 
 
-def save_reference(s: Spec, x_uint8, y, scaling, output_layout: str):
+def save_reference(s: Spec, x_uint8, y, scaling, output_layout: str, logits=None):
+    """<name>.npz: x, y, input_scaling, and y_logits (the output before a final softmax) if there is one."""
+    extra = {} if logits is None else {"y_logits": np.asarray(logits, np.float32)}
     np.savez_compressed(ZOO / f"{s.name}.npz", x=x_uint8, y=np.asarray(y, np.float32),
-                        input_scaling=np.asarray(scaling, np.float64))
+                        input_scaling=np.asarray(scaling, np.float64), **extra)
     _OUTPUT_LAYOUT[s.name] = output_layout
 
 
@@ -446,15 +478,6 @@ RAW = (1.0, 0.0)                                      # the model rescales insid
       input_scaling=IMAGENET_SCALING, seed=1, note="torchvision.models.resnet18(num_classes=10)")
 def _():
     return torchvision_models("resnet").resnet18(num_classes=10)
-
-
-@spec(name="tv_resnet_tiny", source="torchvision", framework="torch", input_hwc=(32, 32, 3),
-      input_scaling=IMAGENET_SCALING, seed=2, negative_gammas=True,
-      note="torchvision ResNet(BasicBlock, [1, 1, 1, 1]) with width_per_group... : resnet's own code, "
-           "2 blocks of its BasicBlock per stage reduced to 1, 10 classes")
-def _():
-    m = torchvision_models("resnet")
-    return m.ResNet(m.BasicBlock, [1, 1, 1, 1], num_classes=10)
 
 
 @spec(name="tv_mobilenet_v2_035", source="torchvision", framework="torch", input_hwc=(64, 64, 3),
@@ -594,6 +617,14 @@ for _flavour in ("keras3", "tf_keras"):
                       build=_mobilenet, input_hwc=(64, 64, 3), input_scaling=TF_MINUS1_1, seed=20,
                       note="keras.applications.MobileNet(alpha=0.25): ZeroPadding2D before stride-2 "
                            "depthwise, ReLU6, Reshape/Dropout/Conv 1x1 head"))
+    def _mobilenet_small(flavour=_flavour):
+        return _applications(flavour).MobileNet(input_shape=(32, 32, 3), alpha=0.125, weights=None,
+                                                classes=10, classifier_activation=None)
+
+    SPECS.append(Spec(name=f"ka_mobilenet_0125_{_tag}", source="keras.applications", framework=_flavour,
+                      build=_mobilenet_small, input_hwc=(32, 32, 3), input_scaling=TF_MINUS1_1, seed=23,
+                      negative_gammas=True,
+                      note="keras.applications.MobileNet(alpha=0.125) at 32x32: the committed, small MobileNet"))
     SPECS.append(Spec(name=f"ka_mobilenet_v2_035_{_tag}", source="keras.applications", framework=_flavour,
                       build=_mobilenet_v2, input_hwc=(64, 64, 3), input_scaling=TF_MINUS1_1, seed=21,
                       negative_gammas=True,
@@ -664,6 +695,26 @@ def _():
     models, ctx = _akida()
     with ctx:
         return models.akidanet_imagenet(input_shape=(32, 32, 3), alpha=0.25, include_top=False)
+
+
+@spec(name="akida_akidanet_0125_features", source="akida_models", framework="tf_keras",
+      input_hwc=(32, 32, 3), input_scaling=RAW, seed=36, negative_gammas=True,
+      note="akida_models.akidanet_imagenet(alpha=0.125, include_top=False): the committed, small AkidaNet; "
+           "spatial output (border taps), Rescaling(1/128, -1)")
+def _():
+    models, ctx = _akida()
+    with ctx:
+        return models.akidanet_imagenet(input_shape=(32, 32, 3), alpha=0.125, include_top=False)
+
+
+@spec(name="akida_mobilenet_0125_v1", source="akida_models", framework="tf_keras", input_hwc=(32, 32, 3),
+      input_scaling=RAW, seed=37,
+      note="akida_models.mobilenet_imagenet(alpha=0.125, classes=10) under Akida v1: the committed, small "
+           "MobileNet; SeparableConv2D, ReLU6, Rescaling(1/128, -1)")
+def _():
+    models, ctx = _akida("v1")
+    with ctx:
+        return models.mobilenet_imagenet(input_shape=(32, 32, 3), alpha=0.125, classes=10)
 
 
 @spec(name="akida_mobilenet_025", source="akida_models", framework="tf_keras", input_hwc=(64, 64, 3),

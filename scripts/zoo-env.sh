@@ -47,6 +47,13 @@ EOF
 "${pip[@]}" install -c "$constraints" "huggingface_hub" "safetensors" "pyyaml"
 "${pip[@]}" install --no-deps "timm==1.0.31" "torchvision==0.28.0"
 
+# 4. torch.onnx's dynamo exporter needs onnxscript / onnx_ir newer than quantizeml pins (onnxscript~=0.4,
+#    onnx_ir<=0.1.12, imported by quantizeml at import time): they go to a folder of their own that only
+#    zoo_build.py's dynamo-export subprocess puts first on its path.
+if [ ! -d "$venv/dynamo-site/onnxscript" ]; then
+    "${pip[@]}" install --target "$venv/dynamo-site" --no-deps "onnxscript==0.7.2" "onnx_ir==1.1.0"
+fi
+
 "$venv/bin/python" -c "import torch, tensorflow as tf, tf_keras, keras, tf2onnx, onnx; \
 print('zoo-env: torch', torch.__version__, '| tensorflow', tf.__version__, '| tf_keras', tf_keras.__version__, \
 '| keras', keras.__version__, '| tf2onnx', tf2onnx.__version__, '| onnx', onnx.__version__)"
