@@ -168,6 +168,13 @@ def torchvision_models(module: str):
             stub.__path__ = [path]
             stub.__spec__.submodule_search_locations = [path]
             sys.modules[package] = stub
+    ops = sys.modules["torchvision.ops"]
+    if not hasattr(ops, "StochasticDepth"):        # what the model files import from torchvision.ops
+        misc = importlib.import_module("torchvision.ops.misc")
+        depth = importlib.import_module("torchvision.ops.stochastic_depth")
+        for name in ("Conv2dNormActivation", "SqueezeExcitation", "MLP", "Permute", "FrozenBatchNorm2d"):
+            setattr(ops, name, getattr(misc, name))
+        ops.StochasticDepth, ops.stochastic_depth = depth.StochasticDepth, depth.stochastic_depth
     return importlib.import_module(f"torchvision.models.{module}")
 
 
@@ -563,7 +570,10 @@ def _():
       input_scaling=IMAGENET_SCALING, seed=14, note="timm.create_model('efficientnet_lite0', "
       "channel_multiplier=0.25): ReLU6, no squeeze-excite")
 def _():
-    return timm().create_model("efficientnet_lite0", pretrained=False, num_classes=10, channel_multiplier=0.25)
+    timm()
+    from timm.models import efficientnet
+    return efficientnet._gen_efficientnet_lite("efficientnet_lite0", channel_multiplier=0.25, pretrained=False,
+                                               num_classes=10)
 
 
 @spec(name="timm_mixnet_s", source="timm", framework="torch", input_hwc=(64, 64, 3),
@@ -571,7 +581,9 @@ def _():
       note="timm.create_model('mixnet_s', channel_multiplier=0.25): mixed kernel sizes (Split, Concat), "
            "Swish, squeeze-excite")
 def _():
-    return timm().create_model("mixnet_s", pretrained=False, num_classes=10, channel_multiplier=0.25)
+    timm()
+    from timm.models import efficientnet
+    return efficientnet._gen_mixnet_s("mixnet_s", channel_multiplier=0.25, pretrained=False, num_classes=10)
 
 
 @spec(name="timm_lcnet_035", source="timm", framework="torch", input_hwc=(64, 64, 3),
