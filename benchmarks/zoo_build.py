@@ -125,7 +125,7 @@ class Spec:
     input_hwc: tuple
     input_scaling: tuple = (255.0, 0.0)
     expect: str = "convert"          # "convert" or "refuse"
-    refuse_op: str | None = None     # the op a refusal must name
+    refuse_op: str | None = None     # the op a refusal must name ("A|B": either name will do)
     negative_gammas: bool = False
     writers: tuple = ()              # default: every writer of the framework
     data: str = "image"              # "image" or "digits"
@@ -513,15 +513,15 @@ def _():
 
 
 @spec(name="tv_shufflenet_v2_x0_5", source="torchvision", framework="torch", input_hwc=(64, 64, 3),
-      input_scaling=IMAGENET_SCALING, seed=7, expect="refuse", refuse_op="Transpose",
-      note="torchvision.models.shufflenet_v2_x0_5: channel shuffle is reshape-transpose-reshape, "
-           "channel split is a Slice/Split")
+      input_scaling=IMAGENET_SCALING, seed=7,
+      note="torchvision.models.shufflenet_v2_x0_5: channel shuffle (Reshape-Transpose-Reshape) and channel "
+           "split (Split/Slice) are exact channel permutations and selections, concat joins the halves")
 def _():
     return torchvision_models("shufflenetv2").shufflenet_v2_x0_5(num_classes=10)
 
 
 @spec(name="tv_shufflenet_tiny", source="torchvision", framework="torch", input_hwc=(32, 32, 3),
-      input_scaling=IMAGENET_SCALING, seed=8, expect="refuse", refuse_op="Transpose",
+      input_scaling=IMAGENET_SCALING, seed=8,
       note="torchvision ShuffleNetV2([2, 2, 2], [8, 16, 32, 64, 128])")
 def _():
     return torchvision_models("shufflenetv2").ShuffleNetV2([2, 2, 2], [8, 16, 32, 64, 128], num_classes=10)
@@ -535,7 +535,7 @@ def _():
 
 
 @spec(name="tv_efficientnet_b0", source="torchvision", framework="torch", input_hwc=(64, 64, 3),
-      input_scaling=IMAGENET_SCALING, seed=10, expect="refuse", refuse_op="Sigmoid",
+      input_scaling=IMAGENET_SCALING, seed=10, expect="refuse", refuse_op="Sigmoid|SiLU",
       note="torchvision.models.efficientnet_b0: SiLU (Sigmoid, Mul), squeeze-excite")
 def _():
     return torchvision_models("efficientnet").efficientnet_b0(num_classes=10)
@@ -577,7 +577,7 @@ def _():
 
 
 @spec(name="timm_mixnet_s", source="timm", framework="torch", input_hwc=(64, 64, 3),
-      input_scaling=IMAGENET_SCALING, seed=15, expect="refuse", refuse_op="Sigmoid",
+      input_scaling=IMAGENET_SCALING, seed=15, expect="refuse", refuse_op="Sigmoid|SiLU|Swish",
       note="timm.create_model('mixnet_s', channel_multiplier=0.25): mixed kernel sizes (Split, Concat), "
            "Swish, squeeze-excite")
 def _():
@@ -587,14 +587,14 @@ def _():
 
 
 @spec(name="timm_lcnet_035", source="timm", framework="torch", input_hwc=(64, 64, 3),
-      input_scaling=IMAGENET_SCALING, seed=16, expect="refuse", refuse_op="HardSwish",
+      input_scaling=IMAGENET_SCALING, seed=16, expect="refuse", refuse_op="HardSwish|hard_swish",
       note="timm.create_model('lcnet_035'): hardswish, squeeze-excite")
 def _():
     return timm().create_model("lcnet_035", pretrained=False, num_classes=10)
 
 
 @spec(name="timm_ghostnet_050", source="timm", framework="torch", input_hwc=(64, 64, 3),
-      input_scaling=IMAGENET_SCALING, seed=17, expect="refuse", refuse_op="HardSigmoid",
+      input_scaling=IMAGENET_SCALING, seed=17, expect="refuse", refuse_op="HardSigmoid|hard_sigmoid",
       note="timm.create_model('ghostnet_050'): ghost modules (concat, slice), hard-sigmoid squeeze-excite")
 def _():
     return timm().create_model("ghostnet_050", pretrained=False, num_classes=10)
@@ -643,7 +643,7 @@ for _flavour in ("keras3", "tf_keras"):
                       note="keras.applications.MobileNetV2(alpha=0.35): inverted residuals (Add), ReLU6"))
     SPECS.append(Spec(name=f"ka_efficientnet_b0_{_tag}", source="keras.applications", framework=_flavour,
                       build=_efficientnet, input_hwc=(64, 64, 3), input_scaling=RAW, seed=22,
-                      expect="refuse", refuse_op="swish",
+                      expect="refuse", refuse_op="swish|Sigmoid",
                       writers=(("tf.keras .h5", "tf2onnx") if _flavour == "tf_keras" else ("keras3 .keras",)),
                       note="keras.applications.EfficientNetB0: Rescaling+Normalization inside, swish, "
                            "squeeze-excite (Multiply)"))
