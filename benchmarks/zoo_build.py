@@ -1045,6 +1045,7 @@ def main(argv=None) -> int:
         try:
             for path in ZOO.glob(f"{s.name}.*"):
                 path.unlink()
+            entries = [e for e in entries if e["model"] != s.name]
             new = build_one(s)
         except Exception as exc:
             failures.append((s.name, f"{type(exc).__name__}: {exc}"))
@@ -1055,16 +1056,21 @@ def main(argv=None) -> int:
             print(f"  {e['file']:44s} {e['writer']:18s} {e['bytes'] / 1e3:8.1f} KB  params {e['params']:>9,}"
                   f"  {'commit' if e['committed'] else 'rebuild'}")
         entries.extend(new)
+        write_manifest(manifest_path, entries)       # after every model: an interrupted build keeps what it made
+    write_manifest(manifest_path, entries)
+    print(f"{len(entries)} files in {manifest_path}; {len(failures)} models failed to build")
+    for name, message in failures:
+        print(f"  {name}: {message[:200]}")
+    return 1 if failures else 0
+
+
+def write_manifest(manifest_path: Path, entries: list[dict]):
     order = {s.name: i for i, s in enumerate(SPECS)}
     entries.sort(key=lambda e: (order.get(e["model"], 1 << 30), e["file"]))
     manifest = {"about": "the conformance zoo: see docs/zoo.md; written by benchmarks/zoo_build.py",
                 "commit_max_bytes": COMMIT_MAX_BYTES, "models": entries}
     manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     write_gitignore(entries)
-    print(f"{len(entries)} files in {manifest_path}; {len(failures)} models failed to build")
-    for name, message in failures:
-        print(f"  {name}: {message[:200]}")
-    return 1 if failures else 0
 
 
 def write_gitignore(entries):
