@@ -416,7 +416,7 @@ def entry(s: Spec, path: Path, writer: str, layout: str) -> dict:
     reference = ZOO / f"{s.name}.npz"
     size = path.stat().st_size
     return {
-        "name": path.name.rsplit(".", 1)[0],
+        "name": path.name,
         "model": s.name,
         "source": s.source,
         "writer": writer,
@@ -468,6 +468,41 @@ def build_one(s: Spec) -> list[dict]:
     keras_realistic_bn(model, s, _bn_calibration_data(s) if raw_input else bn_x, keras_module)
     _PARAMS[s.name] = int(model.count_params())
     return write_keras(model, s, x_uint8, scaling, keras_module, s.framework)
+
+
+def reindex_one(s: Spec) -> list[dict]:
+    """The manifest entries of the files of `s` already on disk (the model is built, not written,
+    for its parameter count)."""
+    reference = ZOO / f"{s.name}.npz"
+    if not reference.exists():
+        return []
+    with np.load(reference) as data:
+        y_ndim = data["y"].ndim
+    if s.framework == "torch":
+        import torch
+        _OUTPUT_LAYOUT[s.name] = {2: "NC", 3: "NCT", 4: "NCHW"}[y_ndim]
+        _PARAMS[s.name] = int(sum(p.numel() for p in s.build().parameters()))
+        layout = "NCT" if s.input_rank == 3 else "NCHW"
+        files = [(f"{s.name}.ts.onnx", "torch.onnx-ts"), (f"{s.name}.dynamo.onnx", "torch.onnx-dynamo")]
+        files = [(f, w, layout) for f, w in files]
+    else:
+        _OUTPUT_LAYOUT[s.name] = {2: "NC", 4: "NHWC", 3: "NTC"}[y_ndim]
+        _PARAMS[s.name] = int(s.build().count_params())
+        prefix, tag = ("keras3", "k3") if s.framework == "keras3" else ("tf.keras", "tfk")
+        files = [(f"{s.name}.{tag}.keras", f"{prefix} .keras", "NHWC"), (f"{s.name}.{tag}.h5", f"{prefix} .h5", "NHWC"),
+                 (f"{s.name}.tf2onnx.onnx", "tf2onnx", "NHWC")]
+    entries = []
+    for file, writer, layout in files:
+        path = ZOO / file
+        if not path.exists():
+            continue
+        e = entry(s, path, writer, layout)
+        if writer == "tf2onnx":
+            import onnx
+            elem = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.elem_type
+            e["input_dtype"] = "uint8" if elem == onnx.TensorProto.UINT8 else "float32"
+        entries.append(e)
+    return entries
 
 
 # ==========================================================================================================
@@ -1027,7 +1062,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", default=[], help="build models whose name contains this")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
-    parser.add_argument("--keep-going", action="store_true", default=True)
+    parser.add_argument("--reindex", action="store_true",
+                        help="rewrite manifest.json from the files on disk, building no file (after an "
+                             "interrupted build)")
     args = parser.parse_args(argv)
     if args.list:
         for s in SPECS:
@@ -1035,6 +1072,13 @@ def main(argv=None) -> int:
         return 0
     ZOO.mkdir(parents=True, exist_ok=True)
     manifest_path = ZOO / "manifest.json"
+    if args.reindex:
+        entries = []
+        for s in SPECS:
+            entries.extend(reindex_one(s))
+        write_manifest(manifest_path, entries)
+        print(f"{len(entries)} files in {manifest_path}")
+        return 0
     old = json.loads(manifest_path.read_text())["models"] if manifest_path.exists() else []
     selected = [s for s in SPECS if not args.only or any(o in s.name for o in args.only)]
     rebuilt = {s.name for s in selected}
