@@ -1,0 +1,396 @@
+"""Run the conformance zoo (benchmarks/zoo/): what edgesnn makes of other people's architectures.
+
+    python benchmarks/zoo.py                       # every zoo file present, a Markdown table
+    python benchmarks/zoo.py --only akidanet       # files whose name contains "akidanet"
+    python benchmarks/zoo.py --json zoo.json       # also every number as JSON
+    python benchmarks/zoo.py --no-latency          # skip the latency columns (faster)
+
+Runs in the project's normal environment (no TensorFlow, no timm): the files were written by
+benchmarks/zoo_build.py in the zoo's own environment, each with its float output on 4 image-like
+uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
+
+- ops: the op kinds of the imported float Graph (``edgesnn.convert.load_graph(path).simplify()``);
+- float-match: max |Graph.run - framework| / max |framework| on the reference inputs (target 1e-4);
+- converts?: ``es.convert(path, samples, input_scaling=..., weight_bits=8, activation_bits=8)``
+  (and 4/4); a failure is recorded with its exception type and message, and the run goes on;
+- SNR 8/8, SNR 4/4: of the dequantized integer logits (``potentials * metadata['output_scale']``)
+  against the float logits, at every output position (h, w) over batch and channels; the table
+  gives the worst position (border taps included), the JSON every position's;
+- latency: batch-1 ``model.forward(x, device="cpu")`` (median) over onnxruntime's int8 QDQ model
+  (``quantize_static``, per-channel) of the same ONNX file, or of a keras file's tf2onnx twin.
+
+The model is calibrated on the 4 reference inputs and their mirror images (8 samples).
+Expected outcomes ("convert", or "refuse" naming an op) are in the manifest; the table says
+whether each file did what is expected. tests/test_zoo.py checks the committed files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics as stats_module
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ZOO = Path(__file__).resolve().parent / "zoo"
+MANIFEST = ZOO / "manifest.json"
+FLOAT_MATCH_TARGET = 1e-4
+SNR_TARGET_DB = 25.0
+LATENCY_CALLS = 60
+
+
+# -- the manifest and the reference data -------------------------------------------------------------
+
+def load_manifest(zoo: Path = ZOO) -> list[dict]:
+    """Every manifest entry, with "path" (Path) and "present" (the file and its reference exist)."""
+    entries = json.loads((zoo / "manifest.json").read_text())["models"]
+    for e in entries:
+        e["path"] = zoo / e["file"]
+        e["present"] = e["path"].exists() and (zoo / e["reference"]).exists()
+    return entries
+
+
+@dataclass
+class Reference:
+    x: np.ndarray               # (N, H, W, C) uint8, what es.convert and model.forward take
+    y: np.ndarray               # the framework's float output, in the framework's layout
+    logits: np.ndarray          # the same before a final softmax (== y when there is none), HWC
+    y_hwc: np.ndarray           # y as (N, H, W, C)
+    input_scaling: tuple
+
+
+def to_hwc(y: np.ndarray, layout: str) -> np.ndarray:
+    """A framework output as edgesnn's (N, H, W, C): vectors are (N, 1, 1, K)."""
+    y = np.asarray(y, dtype=np.float32)
+    if layout == "NC":
+        return y.reshape(y.shape[0], 1, 1, -1)
+    if layout == "NCHW":
+        return y.transpose(0, 2, 3, 1)
+    if layout == "NHWC":
+        return y
+    if layout == "NCT":                                     # Conv1d: (N, C, T) -> (N, 1, T, C)
+        return y.transpose(0, 2, 1)[:, None]
+    if layout == "NTC":
+        return y[:, None]
+    raise ValueError(f"unknown output layout {layout!r}")
+
+
+def load_reference(e: dict, zoo: Path = ZOO) -> Reference:
+    with np.load(zoo / e["reference"]) as data:
+        x, y = data["x"], data["y"]
+        logits = data["y_logits"] if "y_logits" in data.files else y
+        scaling = tuple(float(v) for v in data["input_scaling"])
+    return Reference(x=x, y=y, logits=to_hwc(logits, e["output_layout"]), y_hwc=to_hwc(y, e["output_layout"]),
+                     input_scaling=scaling)
+
+
+def float_input(x_uint8: np.ndarray, scaling) -> np.ndarray:
+    scale, offset = scaling
+    return ((x_uint8.astype(np.float32) - np.float32(offset)) / np.float32(scale)).astype(np.float32)
+
+
+def calibration_samples(x: np.ndarray) -> np.ndarray:
+    """The reference inputs and their mirror images."""
+    return np.concatenate([x, x[:, :, ::-1]])
+
+
+# -- measures --------------------------------------------------------------------------------------------
+
+def relative_max_diff(got: np.ndarray, want: np.ndarray) -> float:
+    got = np.asarray(got, np.float64).reshape(want.shape)
+    return float(np.max(np.abs(got - want)) / max(1e-12, float(np.max(np.abs(want)))))
+
+
+def snr_per_position(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """SNR in dB at every output position (h, w), over batch and channels: (H, W)."""
+    got = np.asarray(got, np.float64).reshape(want.shape)
+    want = np.asarray(want, np.float64)
+    signal = np.sum(want ** 2, axis=(0, 3))
+    noise = np.sum((got - want) ** 2, axis=(0, 3))
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, 1e-30))
+
+
+def dequantized(model, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+    potentials = model.forward(x, device=device)
+    return potentials * np.asarray(model.metadata["output_scale"], dtype=np.float64)
+
+
+def names_op(message: str, refuse_op: str | None) -> bool:
+    """Does a refusal's message name the op? refuse_op "A|B": either name will do (a Keras file names
+    its layer's activation, the ONNX twin the node's op)."""
+    return bool(refuse_op) and any(op.lower() in message.lower() for op in refuse_op.split("|"))
+
+
+def op_kinds(graph) -> list[str]:
+    seen = []
+    for node in graph.nodes:
+        if node.op not in seen:
+            seen.append(node.op)
+    return seen
+
+
+def quiet_convert(path, x, scaling, bits: int):
+    import edgesnn as es
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return es.convert(str(path), samples=calibration_samples(x), input_scaling=scaling, weight_bits=bits,
+                          activation_bits=bits, progress=False)
+
+
+def failure(exc: BaseException) -> dict:
+    return {"type": type(exc).__name__, "message": str(exc), "edgesnn_error": _is_edgesnn_error(exc)}
+
+
+def _is_edgesnn_error(exc) -> bool:
+    import edgesnn as es
+    return isinstance(exc, es.EdgesnnError)
+
+
+# -- latency ------------------------------------------------------------------------------------------------
+
+def median_call_s(call, calls: int = LATENCY_CALLS, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return stats_module.median(times)
+
+
+def onnx_twin(e: dict, entries: list[dict]) -> dict | None:
+    """The ONNX file onnxruntime runs for entry `e`: itself, or the tf2onnx export of the same model."""
+    if e["file"].endswith(".onnx"):
+        return e
+    for other in entries:
+        if other["model"] == e["model"] and other["file"].endswith(".onnx") and other["present"]:
+            return other
+    return None
+
+
+def framework_input(e: dict, ref: Reference) -> np.ndarray:
+    """The reference inputs as the ONNX file takes them (layout and dtype)."""
+    if e.get("input_dtype") == "uint8":
+        return ref.x
+    xf = float_input(ref.x, ref.input_scaling)
+    layout = e["input_layout"]
+    if layout == "NCHW":
+        return np.ascontiguousarray(xf.transpose(0, 3, 1, 2))
+    if layout == "NCT":
+        return np.ascontiguousarray(xf[:, 0].transpose(0, 2, 1))
+    return np.ascontiguousarray(xf)
+
+
+def ort_int8_latency_s(e: dict, ref: Reference, workdir: Path) -> float:
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    x_fw = framework_input(e, ref)
+    session = ort.InferenceSession(str(e["path"]), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{input_name: x_fw[i:i + 1]} for i in range(len(x_fw))])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    prepared = workdir / f"{e['name']}.prep.onnx"
+    int8 = workdir / f"{e['name']}.int8.onnx"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            quant_pre_process(str(e["path"]), str(prepared))
+        except Exception:
+            prepared = e["path"]
+        quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    quantized = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+    one = x_fw[:1]
+    return median_call_s(lambda: quantized.run(None, {input_name: one}))
+
+
+# -- one zoo file ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    name: str
+    model: str
+    source: str
+    writer: str
+    file: str
+    expect: str
+    refuse_op: str | None
+    committed: bool
+    params: int
+    ops: list = field(default_factory=list)
+    import_error: dict | None = None
+    float_match: float | None = None
+    float_match_of: str | None = None           # "simplified" Graph, or only the "imported" one
+    converts: bool = False
+    convert_error: dict | None = None
+    snr_8: float | None = None                  # worst output position, dB
+    snr_8_positions: list | None = None         # every position (H, W), dB
+    snr_8_overall: float | None = None
+    snr_4: float | None = None
+    snr_4_positions: list | None = None
+    convert_4_error: dict | None = None
+    latency_us: float | None = None
+    ort_int8_latency_us: float | None = None
+    ort_error: str | None = None
+
+    @property
+    def as_expected(self) -> bool:
+        """Did the file do what the manifest expects (the issue's targets)?"""
+        if self.expect == "refuse":
+            err = self.convert_error or self.import_error
+            return bool(err and err["edgesnn_error"] and names_op(err["message"], self.refuse_op))
+        return (self.converts and self.float_match_of == "simplified" and self.float_match <= FLOAT_MATCH_TARGET
+                and self.snr_8 is not None and self.snr_8 >= SNR_TARGET_DB)
+
+
+def run_entry(e: dict, entries: list[dict], *, latency: bool = True, workdir: Path | None = None) -> Result:
+    from edgesnn.convert import load_graph
+
+    r = Result(name=e["name"], model=e["model"], source=e["source"], writer=e["writer"], file=e["file"],
+               expect=e["expect"], refuse_op=e.get("refuse_op"), committed=e["committed"], params=e["params"])
+    ref = load_reference(e)
+    xf = float_input(ref.x, ref.input_scaling)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = load_graph(str(e["path"]))
+        r.ops = op_kinds(graph)
+        r.float_match, r.float_match_of = relative_max_diff(graph.run(xf), ref.y_hwc), "imported"
+        simple = graph.simplify()
+        r.ops = op_kinds(simple)
+        r.float_match, r.float_match_of = relative_max_diff(simple.run(xf), ref.logits), "simplified"
+    except Exception as exc:
+        r.import_error = failure(exc)
+    try:
+        model = quiet_convert(e["path"], ref.x, ref.input_scaling, 8)
+        r.converts = True
+        got = dequantized(model, ref.x)
+        positions = snr_per_position(got, ref.logits)
+        r.snr_8, r.snr_8_positions = float(positions.min()), positions.round(2).tolist()
+        r.snr_8_overall = float(snr_per_position(got.reshape(len(got), 1, 1, -1),
+                                                 ref.logits.reshape(len(got), 1, 1, -1))[0, 0])
+        if latency:
+            one = ref.x[:1]
+            r.latency_us = 1e6 * median_call_s(lambda: model.forward(one, device="cpu"))
+    except Exception as exc:
+        r.convert_error = failure(exc)
+    if r.converts:
+        try:
+            model4 = quiet_convert(e["path"], ref.x, ref.input_scaling, 4)
+            positions = snr_per_position(dequantized(model4, ref.x), ref.logits)
+            r.snr_4, r.snr_4_positions = float(positions.min()), positions.round(2).tolist()
+        except Exception as exc:
+            r.convert_4_error = failure(exc)
+    if latency and r.converts:
+        twin = onnx_twin(e, entries)
+        if twin is None:
+            r.ort_error = "no ONNX file of this model"
+        else:
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    r.ort_int8_latency_us = 1e6 * ort_int8_latency_s(twin, load_reference(twin), Path(tmp))
+            except Exception as exc:
+                r.ort_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    return r
+
+
+# -- the table ------------------------------------------------------------------------------------------------
+
+def _short(message: str, limit: int = 110) -> str:
+    first = " ".join(message.split())
+    return first if len(first) <= limit else first[:limit - 1] + "…"
+
+
+def _db(v):
+    return "—" if v is None else f"{v:.1f}"
+
+
+def markdown_table(results: list[Result]) -> str:
+    rows = ["| model | source | format | ops | converts? | float-match | SNR 8/8 (worst pos.) | SNR 4/4 | "
+            "latency vs ORT int8 | as expected |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        if r.converts:
+            converts = "yes"
+        else:
+            err = r.convert_error or r.import_error
+            converts = f"no: `{err['type']}`: {_short(err['message'])}" if err else "no"
+        match = "—" if r.float_match is None else f"{r.float_match:.1e}"
+        if r.float_match_of == "imported":
+            match += " (imported; simplify fails)"
+        if r.latency_us and r.ort_int8_latency_us:
+            latency = f"{r.latency_us:.0f} / {r.ort_int8_latency_us:.0f} us ({r.ort_int8_latency_us / r.latency_us:.2f}x)"
+        elif r.latency_us:
+            latency = f"{r.latency_us:.0f} us / —"
+        else:
+            latency = "—"
+        ops = ", ".join(r.ops) if r.ops else "—"
+        expected = ("yes" if r.as_expected else "**no**") + (f" (refuse: {r.refuse_op})" if r.expect == "refuse" else "")
+        rows.append(f"| {r.name} | {r.source} | {r.writer} | {ops} | {converts} | {match} | {_db(r.snr_8)} | "
+                    f"{_db(r.snr_4)} | {latency} | {expected} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", default=[], help="files whose name contains this (repeatable)")
+    parser.add_argument("--json", type=Path, help="write every result as JSON here")
+    parser.add_argument("--markdown", type=Path, help="write the table here too")
+    parser.add_argument("--no-latency", action="store_true", help="skip both latency measurements")
+    parser.add_argument("--committed", action="store_true", help="only the committed files")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "torch")     # edgesnn needs no keras, but a keras 3 on the path may
+    from tqdm import tqdm
+
+    entries = load_manifest()
+    todo = [e for e in entries if e["present"] and (not args.only or any(o in e["name"] for o in args.only))
+            and (e["committed"] or not args.committed)]
+    missing = [e["file"] for e in entries if not e["present"]]
+    results = []
+    for e in tqdm(todo, desc="zoo", unit="file", file=sys.stderr):
+        try:
+            results.append(run_entry(e, entries, latency=not args.no_latency))
+        except Exception as exc:  # run_entry catches per step; this is the last line of defence
+            traceback.print_exc(file=sys.stderr)
+            results.append(Result(name=e["name"], model=e["model"], source=e["source"], writer=e["writer"],
+                                  file=e["file"], expect=e["expect"], refuse_op=e.get("refuse_op"),
+                                  committed=e["committed"], params=e["params"], import_error=failure(exc)))
+    table = markdown_table(results)
+    print(table)
+    expected = sum(r.as_expected for r in results)
+    print(f"\n{len(results)} files: {sum(r.converts for r in results)} convert, {expected} as expected"
+          + (f"; {len(missing)} manifest files absent (rebuild with benchmarks/zoo_build.py)" if missing else ""))
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+    if args.json:
+        payload = [dict(asdict(r), as_expected=r.as_expected) for r in results]
+        args.json.write_text(json.dumps({"results": payload, "absent": missing}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
