@@ -13,6 +13,9 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
 - float-match: max |Graph.run - framework| / max |framework| on the reference inputs (target 1e-4);
 - converts?: ``es.convert(path, samples, input_scaling=..., weight_bits=8, activation_bits=8)``
   (and 4/4); a failure is recorded with its exception type and message, and the run goes on;
+- ORT int8 SNR: onnxruntime's own int8 (QDQ, per-channel, calibrated on the same inputs) on the
+  ONNX file of the same model, measured the same way: how much 8-bit quantization of this model
+  costs any engine (random-init deep nets amplify quantization noise layer after layer).
 - SNR 8/8, SNR 4/4: of the dequantized integer logits (``potentials * metadata['output_scale']``)
   against the float logits, at every output position (h, w) over batch and channels; the table
   gives the worst position (border taps included), the JSON every position's;
@@ -194,6 +197,22 @@ def framework_input(e: dict, ref: Reference) -> np.ndarray:
 
 
 def ort_int8_latency_s(e: dict, ref: Reference, workdir: Path) -> float:
+    quantized, input_name, x_fw = ort_int8_session(e, ref, workdir)
+    one = x_fw[:1]
+    return median_call_s(lambda: quantized.run(None, {input_name: one}))
+
+
+def ort_int8_snr_db(e: dict, ref: Reference, workdir: Path) -> float:
+    """onnxruntime int8 (QDQ, per-channel, calibrated on the same reference inputs) on the same inputs: SNR of
+    its output against the float output at the worst position, dB; the yardstick for edgesnn's 8/8 SNR."""
+    quantized, input_name, x_fw = ort_int8_session(e, ref, workdir)
+    out = np.concatenate([quantized.run(None, {input_name: x_fw[i:i + 1]})[0] for i in range(len(x_fw))])
+    got = to_hwc(out, e["output_layout"])
+    return float(snr_per_position(got, ref.y_hwc).min())
+
+
+def ort_int8_session(e: dict, ref: Reference, workdir: Path):
+    """(onnxruntime int8 session of the ONNX file, its input name, the reference inputs as it takes them)."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -224,8 +243,7 @@ def ort_int8_latency_s(e: dict, ref: Reference, workdir: Path) -> float:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     quantized = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
-    one = x_fw[:1]
-    return median_call_s(lambda: quantized.run(None, {input_name: one}))
+    return quantized, input_name, x_fw
 
 
 # -- one zoo file ---------------------------------------------------------------------------------------------
@@ -255,6 +273,7 @@ class Result:
     convert_4_error: dict | None = None
     latency_us: float | None = None
     ort_int8_latency_us: float | None = None
+    ort_int8_snr_8: float | None = None         # onnxruntime int8 on the same inputs, worst position, dB
     ort_error: str | None = None
 
     @property
@@ -267,7 +286,8 @@ class Result:
                 and self.snr_8 is not None and self.snr_8 >= SNR_TARGET_DB)
 
 
-def run_entry(e: dict, entries: list[dict], *, latency: bool = True, workdir: Path | None = None) -> Result:
+def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bool = True,
+              workdir: Path | None = None) -> Result:
     from edgesnn.convert import load_graph
 
     r = Result(name=e["name"], model=e["model"], source=e["source"], writer=e["writer"], file=e["file"],
@@ -305,14 +325,18 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, workdir: Pa
             r.snr_4, r.snr_4_positions = float(positions.min()), positions.round(2).tolist()
         except Exception as exc:
             r.convert_4_error = failure(exc)
-    if latency and r.converts:
+    if (latency or ort_snr) and r.converts:
         twin = onnx_twin(e, entries)
         if twin is None:
             r.ort_error = "no ONNX file of this model"
         else:
             try:
                 with tempfile.TemporaryDirectory() as tmp:
-                    r.ort_int8_latency_us = 1e6 * ort_int8_latency_s(twin, load_reference(twin), Path(tmp))
+                    twin_ref = load_reference(twin)
+                    if ort_snr:
+                        r.ort_int8_snr_8 = ort_int8_snr_db(twin, twin_ref, Path(tmp))
+                    if latency:
+                        r.ort_int8_latency_us = 1e6 * ort_int8_latency_s(twin, twin_ref, Path(tmp))
             except Exception as exc:
                 r.ort_error = f"{type(exc).__name__}: {str(exc)[:200]}"
     return r
@@ -330,9 +354,9 @@ def _db(v):
 
 
 def markdown_table(results: list[Result]) -> str:
-    rows = ["| model | source | format | ops | converts? | float-match | SNR 8/8 (worst pos.) | SNR 4/4 | "
-            "latency vs ORT int8 | as expected |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| model | source | format | ops | converts? | float-match | SNR 8/8 (worst pos.) | ORT int8 SNR | "
+            "SNR 4/4 | latency vs ORT int8 | as expected |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         if r.converts:
             converts = "yes"
@@ -351,7 +375,7 @@ def markdown_table(results: list[Result]) -> str:
         ops = ", ".join(r.ops) if r.ops else "—"
         expected = ("yes" if r.as_expected else "**no**") + (f" (refuse: {r.refuse_op})" if r.expect == "refuse" else "")
         rows.append(f"| {r.name} | {r.source} | {r.writer} | {ops} | {converts} | {match} | {_db(r.snr_8)} | "
-                    f"{_db(r.snr_4)} | {latency} | {expected} |")
+                    f"{_db(r.ort_int8_snr_8)} | {_db(r.snr_4)} | {latency} | {expected} |")
     return "\n".join(rows)
 
 
@@ -361,6 +385,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="write every result as JSON here")
     parser.add_argument("--markdown", type=Path, help="write the table here too")
     parser.add_argument("--no-latency", action="store_true", help="skip both latency measurements")
+    parser.add_argument("--no-ort", action="store_true",
+                        help="skip onnxruntime int8 (its SNR on the same inputs and its latency)")
     parser.add_argument("--committed", action="store_true", help="only the committed files")
     args = parser.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "torch")     # edgesnn needs no keras, but a keras 3 on the path may
@@ -373,7 +399,8 @@ def main(argv=None) -> int:
     results = []
     for e in tqdm(todo, desc="zoo", unit="file", file=sys.stderr):
         try:
-            results.append(run_entry(e, entries, latency=not args.no_latency))
+            results.append(run_entry(e, entries, latency=not (args.no_latency or args.no_ort),
+                                     ort_snr=not args.no_ort))
         except Exception as exc:  # run_entry catches per step; this is the last line of defence
             traceback.print_exc(file=sys.stderr)
             results.append(Result(name=e["name"], model=e["model"], source=e["source"], writer=e["writer"],
