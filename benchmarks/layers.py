@@ -12,8 +12,10 @@ graph quantized by ``onnxruntime.quantization.quantize_static`` (QDQ, per-channe
 uint8 activations; the edgesnn ``separable2d`` is a depthwise and a pointwise conv there, as
 tf2onnx writes Keras' SeparableConv2D). Batch 1, one thread; every engine and case is timed in
 interleaved rounds (benchmarks/engine.py's helpers), so a change in machine load falls on all of
-them alike; the median call is reported, and the ratio onnxruntime int8 / edgesnn (> 1: edgesnn
-faster). A slow layer kind shows itself as a ratio below 1.
+them alike; the median call is reported (by default the calling thread's CPU time, which on a
+shared machine leaves out other processes' time slices; ``--clock wall`` for wall time), and the
+ratio onnxruntime int8 / edgesnn (> 1: edgesnn faster). A slow layer kind shows itself as a ratio
+below 1.
 
 The edgesnn layer is the model's last, so its relu is not fused into the kernel and its output is
 int32 (what a one-layer model returns); onnxruntime's includes its input quantize and output
@@ -28,6 +30,7 @@ import os
 import statistics as stats_module
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import cpu_name, git_commit, interleaved_samples_s, onnxruntime_session, table, timed  # noqa: E402
+
+
+def cpu_timed(call):
+    """A measurement: run `call()` once and return the CPU time this thread spent, in seconds.
+
+    On a machine shared with other jobs a call's wall time includes the time slices other
+    processes got meanwhile (longer calls lose more of them); the thread's CPU time does not.
+    Both engines compute on the calling thread (onnxruntime with one intra-op thread)."""
+    def measure() -> float:
+        start = time.thread_time()
+        call()
+        return time.thread_time() - start
+    return measure
 
 BITS = (4, 8)                    # weight and activation bits of the edgesnn variants
 CALIBRATION_SAMPLES = 16
@@ -342,15 +358,16 @@ def realistic_input(rng, count: int, hwc) -> np.ndarray:
     return (values * (rng.random((count, *hwc)) < 0.5)).astype(np.uint8)
 
 
-def run_cases(cases: list[Case], calls: int, rounds: int, workdir: Path) -> list[dict]:
+def run_cases(cases: list[Case], calls: int, rounds: int, workdir: Path, clock: str = "cpu") -> list[dict]:
+    timed_by = cpu_timed if clock == "cpu" else timed
     measurements, models = {}, {}
     for case in cases:
         rng = np.random.default_rng(abs(hash(case.name)) % 2**32)
         x = realistic_input(rng, 16, case.input_shape)
         for bits in BITS:
             run, models[case.name, bits] = edgesnn_runner(case, bits, np.random.default_rng(bits), x)
-            measurements[case.name, f"edgesnn {bits}/{bits}"] = (timed(run), calls)
-        measurements[case.name, "onnxruntime int8"] = (timed(onnxruntime_runner(case, rng, x, workdir)), calls)
+            measurements[case.name, f"edgesnn {bits}/{bits}"] = (timed_by(run), calls)
+        measurements[case.name, "onnxruntime int8"] = (timed_by(onnxruntime_runner(case, rng, x, workdir)), calls)
     samples_s = interleaved_samples_s(measurements, rounds)
     rows = []
     for case in cases:
@@ -379,6 +396,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer calls: a smoke run")
     parser.add_argument("--cases", help=f"comma-separated subset of {','.join(c.name for c in CASES)}")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every number as JSON to OUT")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="time each call by the thread's CPU time (default; robust on a loaded machine) or wall time")
     args = parser.parse_args(argv)
     cases = CASES
     if args.cases:
@@ -390,15 +409,17 @@ def main(argv=None) -> int:
     calls, rounds = (60, 3) if args.quick else (400, 10)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="edgesnn-layers-") as tmp:
-        rows = run_cases(cases, calls, rounds, Path(tmp))
+        rows = run_cases(cases, calls, rounds, Path(tmp), args.clock)
     import onnxruntime
 
-    print(f"\n## Each layer kind alone: batch 1, one thread, median of {calls} calls per engine, interleaved\n")
+    print(f"\n## Each layer kind alone: batch 1, one thread, median {args.clock} time of {calls} calls per engine, "
+          f"interleaved\n")
     print(report_table(rows))
     print(f"\n{cpu_name()}, {os.cpu_count()} cpus, load average at start {load:.2f}; onnxruntime "
           f"{onnxruntime.__version__}; edgesnn {git_commit()}. ratio = onnxruntime int8 / edgesnn (> 1: edgesnn faster)")
     if args.json:
         args.json.write_text(json.dumps({"cpu": cpu_name(), "load_average_at_start": load, "git_commit": git_commit(),
+                                         "clock": args.clock,
                                          "rows": rows}, indent=2))
     return 0
 
