@@ -155,6 +155,15 @@ pub const Layer = struct {
     /// u8 (frameHeight, frameWidth, frameChannels) + 4: the padded input of a conv (usesFrame).
     frame_offset: u64,
 
+    /// Whether every sum of two u8 x i8 products of this layer's synaptic stage fits i16
+    /// (2 * input max * |w| max <= 2^15 - 1; pad values lie within the input's range), so that
+    /// kernels may use the non-widening dot product (kernels/vector.zig Dots.pairs_fit_i16).
+    pub fn dotPairsFitI16(layer: *const Layer) bool {
+        if (layer.weight_bits == 0) return false;
+        const weight_max = @as(u64, 1) << @intCast(layer.weight_bits - 1); // |-2^(b-1)|
+        return 2 * @as(u64, layer.input_max[0]) * weight_max <= std.math.maxInt(i16);
+    }
+
     /// A dense layer with weights of at most 4 bits keeps them two per byte in the model memory
     /// (loader.zig unpackNibbleQuadMatrix): half the bytes each sample streams through the cache.
     pub fn packsNibbles(layer: *const Layer) bool {
