@@ -113,7 +113,7 @@ pub const Layer = struct {
     // input: 4 consecutive input channels interleaved per output channel (see kernels/vector.zig);
     // depthwise / separable (KH, KW, Cin_p)
     weights: []const i8,
-    pointwise: []const i8, // separable (Cin, Cout_p)
+    pointwise: []const i8, // separable (Cmid_q, Cout_p, 4): quad layout over the intermediate channels
     /// depthwise stages: the weights again as (taps, C_p / 64, 4, 64) i8, for each tap and group of
     /// 64 channels four vectors, vector k holding w[64g + 4c + k] in byte k of dword lane c (its
     /// other bytes 0): one vpdpbusd of vector k with the group's 64 input bytes as they lie adds
