@@ -1,10 +1,16 @@
 //! concat (docs/semantics.md): every output channel j reads one channel of one input,
 //! P[y, x, j] = bias[j] + m[j] * a_i[y, x, c] with (i, c) = sources[j] (a channel concatenation, a
-//! split, a shuffle, or with one input a layer that only pools or rescales). A gather per pixel.
+//! split, a shuffle, or with one input a layer that only pools or rescales). A vector of output
+//! channels whose sources are consecutive channels of one input (every vector of a plain channel
+//! concatenation or split) is one load, one multiply-add and one store per pixel; any other vector
+//! is gathered channel by channel.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
 const model = @import("../model.zig");
+const vector = @import("vector.zig");
+
+const lanes = vector.lanes;
 
 /// inputs: u8 (H, W, C_i padded) each; potentials: i32 (H, W, Cout_p). Returns the synaptic
 /// operations: the (y, x, j) whose source value is non-zero.
@@ -19,14 +25,66 @@ pub fn run(layer: *const model.Layer, inputs: []const []const u8, potentials: []
         std.debug.assert(input.len == pixels * strides[i]);
     }
     var synaptic_ops: u64 = 0;
-    for (0..pixels) |pixel| {
-        const row = potentials[pixel * cout_padded ..][0..cout_padded];
-        @memcpy(row, layer.bias); // padding lanes: bias 0
-        for (layer.concat_sources, 0..) |source, j| {
-            const value = inputs[source.input][pixel * strides[source.input] + source.channel];
-            row[j] +%= layer.input_multipliers[j] *% @as(i32, value); // |P| <= the overflow bound
-            synaptic_ops += @intFromBool(value != 0);
+    var first: usize = 0; // the vector's first output channel
+    while (first < cout_padded) : (first += lanes) {
+        const real = @min(lanes, layer.synaptic.c -| first); // its channels below Cout
+        if (real == 0) {
+            for (0..pixels) |pixel| vector.storeVector(potentials, pixel * cout_padded + first, @splat(0)); // bias and m are 0 there
+        } else if (consecutiveSource(layer, strides[0..inputs.len], first, real)) |source| {
+            synaptic_ops += copyVector(layer, inputs[source.input], strides[source.input], source.channel, potentials, first, real);
+        } else {
+            synaptic_ops += gatherVector(layer, inputs, strides[0..inputs.len], potentials, first, real);
         }
     }
     return synaptic_ops;
+}
+
+/// The source of channel `first` when channels first .. first + real - 1 read consecutive channels
+/// of one input, and a whole vector from there lies inside that input's padded pixel.
+fn consecutiveSource(layer: *const model.Layer, strides: []const usize, first: usize, real: usize) ?model.ConcatSource {
+    const start = layer.concat_sources[first];
+    if (start.channel + lanes > strides[start.input]) return null;
+    for (1..real) |t| {
+        const source = layer.concat_sources[first + t];
+        if (source.input != start.input or source.channel != start.channel + t) return null;
+    }
+    return start;
+}
+
+/// Output channels first .. first + lanes of every pixel from input channels channel .. channel + lanes
+/// (lanes at and above `real` have m = 0 and bias 0: they stay 0 and count no event).
+fn copyVector(layer: *const model.Layer, input: []const u8, stride: usize, channel: usize, potentials: []i32, first: usize, real: usize) u64 {
+    const cout_padded = layer.synaptic.channelsPadded();
+    const bias: vector.VecI32 = layer.bias[first..][0..lanes].*;
+    const multiplier: vector.VecI32 = layer.input_multipliers[first..][0..lanes].*;
+    const lane_index = std.simd.iota(u32, lanes);
+    const counted = lane_index < @as(@Vector(lanes, u32), @splat(@intCast(real)));
+    const zero: vector.VecU8 = @splat(0);
+    var events: u64 = 0;
+    var pixel: usize = 0;
+    while (pixel * cout_padded < potentials.len) : (pixel += 1) {
+        const values: vector.VecU8 = input[pixel * stride + channel ..][0..lanes].*;
+        events += std.simd.countTrues(@select(bool, counted, values != zero, @as(@Vector(lanes, bool), @splat(false))));
+        vector.storeVector(potentials, pixel * cout_padded + first, bias +% multiplier *% @as(vector.VecI32, values));
+    }
+    return events;
+}
+
+/// Output channels first .. first + lanes of every pixel, each from its own source.
+fn gatherVector(layer: *const model.Layer, inputs: []const []const u8, strides: []const usize, potentials: []i32, first: usize, real: usize) u64 {
+    const cout_padded = layer.synaptic.channelsPadded();
+    var events: u64 = 0;
+    var pixel: usize = 0;
+    while (pixel * cout_padded < potentials.len) : (pixel += 1) {
+        const row = potentials[pixel * cout_padded + first ..][0..lanes];
+        @memcpy(row, layer.bias[first..][0..lanes]); // padding lanes: bias 0
+        for (0..real) |t| {
+            const j = first + t;
+            const source = layer.concat_sources[j];
+            const value = inputs[source.input][pixel * strides[source.input] + source.channel];
+            row[t] +%= layer.input_multipliers[j] *% @as(i32, value); // |P| <= the overflow bound
+            events += @intFromBool(value != 0);
+        }
+    }
+    return events;
 }
