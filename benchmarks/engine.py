@@ -58,6 +58,8 @@ import numpy as np
 
 SPEEDUP_TARGET = 2.0              # edgesnn cpu batch-1 latency vs onnxruntime int8
 SPARSITY_RATIO_TARGET = 0.25      # time at 90 % input sparsity / time at 0 %
+SPIKING_RATIO_TARGET = 6.0        # time(T = 32) / time(T = 1) of the shipped IF model
+SPIKING_TIMESTEPS = (1, 2, 4, 8, 16, 32)
 SPARSITY_LEVELS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95)
 THROUGHPUT_BATCH = 100
 CALIBRATION_SAMPLES = 200
@@ -641,6 +643,76 @@ def sparsity_sweep(settings: Settings) -> list[dict]:
     return rows
 
 
+def spiking_sweep(settings: Settings) -> list[dict]:
+    """The shipped IF model (edgesnn/data/mnist_cnn_if.esnn) on 16 real digits at each of
+    SPIKING_TIMESTEPS: CPU time per sample (the calling thread's, fastest of the interleaved runs:
+    on a shared machine a run of milliseconds loses time slices to other processes) and the spikes
+    its spiking layers receive, in total and per timestep added (the marginal step between two
+    timestep counts), so that the time per timestep shows against the spikes per timestep."""
+    import edgesnn as es
+    from edgesnn import native
+    from edgesnn.datasets import mnist
+
+    model = es.Model.load(Path(es.__file__).resolve().parent / "data" / "mnist_cnn_if.esnn")
+    loaded = native.native_model(model)
+    x5 = np.ascontiguousarray(mnist()[2][:16, None])
+
+    def cpu_timed(timesteps):
+        def measure() -> float:
+            start = time.thread_time()
+            loaded.run(x5, timesteps)
+            return time.thread_time() - start
+        return measure
+
+    measurements = {t: (cpu_timed(t), settings.sweep_repeats) for t in SPIKING_TIMESTEPS}
+    fastest_s = {t: min(v) / len(x5) for t, v in interleaved_samples_s(measurements, settings.rounds).items()}
+    rows, previous = [], None
+    for t in SPIKING_TIMESTEPS:
+        _, counts = loaded.run(x5, t)
+        spikes = float(counts[1:, 0].sum()) / len(x5)  # input events of every layer after the first
+        row = {"timesteps": t, "us_per_sample": 1e6 * fastest_s[t], "spikes_per_sample": spikes,
+               "vs_t1": fastest_s[t] / fastest_s[SPIKING_TIMESTEPS[0]]}
+        if previous is not None:
+            steps = t - previous["timesteps"]
+            row["us_per_added_step"] = (row["us_per_sample"] - previous["us_per_sample"]) / steps
+            row["spikes_per_added_step"] = (spikes - previous["spikes_per_sample"]) / steps
+        rows.append(row)
+        previous = row
+    return rows
+
+
+def spiking_table(rows: list[dict]) -> str:
+    return table(("timesteps", "us/sample", "vs T=1", "spikes in/sample", "us per added step", "spikes per added step"),
+                 [(r["timesteps"], f"{r['us_per_sample']:.1f}", f"{r['vs_t1']:.2f}", f"{r['spikes_per_sample']:,.0f}",
+                   f"{r.get('us_per_added_step', r['us_per_sample']):.1f}",
+                   f"{r.get('spikes_per_added_step', r['spikes_per_sample']):,.0f}") for r in rows])
+
+
+def plot_spiking(report: dict, path: Path) -> None:
+    """Time per timestep against spikes per timestep of the IF model's sweep over T."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["spiking_sweep"]
+    figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    x = [r["timesteps"] for r in rows]
+    axis.plot(x, [r.get("us_per_added_step", r["us_per_sample"]) for r in rows], "o-", label="us per timestep (marginal)")
+    axis.set(xscale="log", xlabel="timesteps T", ylabel="us per timestep",
+             title=f"mnist_cnn_if.esnn: time(T=32) / time(T=1) = {rows[-1]['vs_t1']:.1f} (target <= {SPIKING_RATIO_TARGET:g})")
+    other = axis.twinx()
+    other.plot(x, [r.get("spikes_per_added_step", r["spikes_per_sample"]) for r in rows], "s--", color="gray",
+               label="spikes in per timestep")
+    other.set_ylabel("spikes into the spiking layers per timestep")
+    axis.legend(loc="upper left", fontsize=8)
+    other.legend(loc="upper right", fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
 # -- report ------------------------------------------------------------------------------------------
 
 def table(header, rows) -> str:
@@ -683,7 +755,7 @@ def sweep_table(rows: list[dict]) -> str:
     return table(header, body)
 
 
-def targets(results: dict, sweep: list[dict]) -> list[dict]:
+def targets(results: dict, sweep: list[dict], spiking: list[dict] | None = None) -> list[dict]:
     checks = []
     for name, result in results.items():
         engines = result["engines"]
@@ -693,6 +765,10 @@ def targets(results: dict, sweep: list[dict]) -> list[dict]:
     at_90 = next(r for r in sweep if r["sparsity"] == 0.9)["values"]["time_vs_dense"]
     checks.append({"target": f"sparsity: time(90 %) / time(0 %) <= {SPARSITY_RATIO_TARGET}",
                    "measured": at_90, "passed": at_90 <= SPARSITY_RATIO_TARGET, "unit": ""})
+    if spiking:
+        ratio = spiking[-1]["vs_t1"]
+        checks.append({"target": f"spiking: time(T = {spiking[-1]['timesteps']}) / time(T = 1) <= {SPIKING_RATIO_TARGET:g}",
+                       "measured": ratio, "passed": ratio <= SPIKING_RATIO_TARGET, "unit": "x"})
     return checks
 
 
@@ -795,7 +871,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every number as JSON to OUT")
     parser.add_argument("--markdown", type=Path, metavar="OUT", help="write the README's tables as Markdown to OUT")
     parser.add_argument("--plot", type=Path, metavar="PNG",
-                        help="draw the sparsity sweep (time and synaptic ops vs input sparsity) into PNG")
+                        help="draw the sparsity sweep (time and synaptic ops vs input sparsity) into PNG, and the "
+                             "spiking sweep (time vs spikes per timestep) into PNG's name + '-spiking'")
     parser.add_argument("--activity-l1", type=float, default=0.0, metavar="L",
                         help="train with L x mean ReLU output added to the loss: sparser activations (default 0)")
     parser.add_argument("--models", default="mnist,dscnn", help="comma-separated subset of mnist,dscnn")
@@ -839,7 +916,11 @@ def main(argv=None) -> int:
     print("\n## Sparsity sweep: one conv 3x3, 32 -> 32 channels, 28x28, 4-bit, batch 100, device cpu (binding)\n")
     print("zero values placed independently (the target's measure); last columns: whole pixels zero\n")
     print(sweep_table(report["sparsity_sweep"]))
-    report["targets"] = targets(report["models"], report["sparsity_sweep"])
+    print("measuring the spiking sweep ...", file=sys.stderr, flush=True)
+    report["spiking_sweep"] = spiking_sweep(settings)
+    print("\n## Spiking: the shipped IF model (edgesnn/data/mnist_cnn_if.esnn), 16 digits, CPU time per sample\n")
+    print(spiking_table(report["spiking_sweep"]))
+    report["targets"] = targets(report["models"], report["sparsity_sweep"], report["spiking_sweep"])
     print("\n## Targets\n")
     for check in report["targets"]:
         print(f"{'PASS' if check['passed'] else 'MISS'}  {check['target']}: measured {check['measured']:.3f}{check['unit']}")
@@ -850,7 +931,9 @@ def main(argv=None) -> int:
           f"total {report['elapsed_s']:.0f} s")
     if args.plot:
         plot_sweep(report, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr)
+        spiking_plot = args.plot.with_name(args.plot.stem + "-spiking" + args.plot.suffix)
+        plot_spiking(report, spiking_plot)
+        print(f"wrote {args.plot} and {spiking_plot}", file=sys.stderr)
     if args.markdown:
         args.markdown.write_text(markdown(report))
         print(f"wrote {args.markdown}", file=sys.stderr)

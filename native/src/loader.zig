@@ -16,7 +16,6 @@ const planner = @import("planner.zig");
 const status_zig = @import("status.zig");
 const vector = @import("kernels/vector.zig");
 const neuron_kernel = @import("kernels/neuron.zig");
-const concat_kernel = @import("kernels/concat.zig");
 
 const Diagnostic = status_zig.Diagnostic;
 const Error = Diagnostic.Error;
@@ -1126,7 +1125,7 @@ fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
                     layer.input.pixels() * quadChannels(layer) * cout_p,
                 .add, .concat => unreachable,
             },
-            .pointwise => @as(u64, layer.depthwiseChannels()) * cout_p,
+            .pointwise => @as(u64, midQuads(layer)) * limits.quad_channels * cout_p, // quad layout (Layer.pointwise)
             .bias, .out_multiplier, .out_shift, .threshold, .out_zero_point, .pool_sign => cout_p * 4,
             .mid_multiplier, .mid_shift => @as(u64, layer.depthwiseChannelsPadded()) * 4,
             .input_multipliers => (if (layer.kind == .add) @as(u64, layer.input_count) else 1) * cout_p * 4,
@@ -1240,7 +1239,7 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     }
     if (sizes[@intFromEnum(Slot.pointwise)] != 0) {
         const pointwise = bump.take(i8, sizes[@intFromEnum(Slot.pointwise)]);
-        unpackMatrix(i8, check.tensor(.pointwise), bits, layer.synaptic.c, layer.synaptic.channelsPadded(), pointwise);
+        unpackPointwiseQuads(check.tensor(.pointwise), bits, layer, pointwise);
         layer.pointwise = pointwise;
     }
     const cout = layer.synaptic.c;
@@ -1286,7 +1285,6 @@ fn fillConcatSources(check: *const LayerCheck, layer: *Layer, bump: *Bump) void 
     const sources = bump.take(model_zig.ConcatSource, layer.synaptic.c);
     for (sources, 0..) |*source, j| source.* = concatSource(check, layer, j);
     layer.concat_sources = sources;
-    layer.concat_blockwise = concat_kernel.isBlockwise(layer);
 }
 
 /// The group layout serves the VNNI depthwise kernel only (kernels/depthwise2d.zig).
@@ -1343,6 +1341,29 @@ fn unpackMatrix(comptime T: type, data: []const u8, bits: u32, columns: u64, col
         var column: u64 = 0;
         while (column < columns) : (column += 1) {
             out[limits.usizeFrom(row * columns_padded + column)] = packedWeight(data, bits, row * columns + column);
+        }
+    }
+}
+
+/// Channel quads of a separable layer's intermediate (Cmid = C * depth multiplier).
+fn midQuads(layer: *const Layer) u32 {
+    return (layer.depthwiseChannels() + limits.quad_channels - 1) / limits.quad_channels;
+}
+
+/// Unpack separable pointwise weights (Cmid, Cout) into the quad layout (Cmid_q, Cout_p, 4):
+/// out[((m / 4) * Cout_p + co) * 4 + m % 4] = Pw[m, co] (kernels/separable2d.zig).
+fn unpackPointwiseQuads(data: []const u8, bits: u32, layer: *const Layer, out: []i8) void {
+    const mid: u64 = layer.depthwiseChannels();
+    const cout: u64 = layer.synaptic.c;
+    const cout_padded: u64 = layer.synaptic.channelsPadded();
+    std.debug.assert(out.len == @as(u64, midQuads(layer)) * limits.quad_channels * cout_padded);
+    @memset(out, 0);
+    var m: u64 = 0;
+    while (m < mid) : (m += 1) {
+        var co: u64 = 0;
+        while (co < cout) : (co += 1) {
+            const target = ((m / limits.quad_channels) * cout_padded + co) * limits.quad_channels + m % limits.quad_channels;
+            out[limits.usizeFrom(target)] = packedWeight(data, bits, m * cout + co);
         }
     }
 }

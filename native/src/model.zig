@@ -113,7 +113,7 @@ pub const Layer = struct {
     // input: 4 consecutive input channels interleaved per output channel (see kernels/vector.zig);
     // depthwise / separable (KH, KW, Cin_p)
     weights: []const i8,
-    pointwise: []const i8, // separable (Cin, Cout_p)
+    pointwise: []const i8, // separable (Cmid_q, Cout_p, 4): quad layout over the intermediate channels
     /// depthwise stages: the weights again as (taps, C_p / 64, 4, 64) i8, for each tap and group of
     /// 64 channels four vectors, vector k holding w[64g + 4c + k] in byte k of dword lane c (its
     /// other bytes 0): one vpdpbusd of vector k with the group's 64 input bytes as they lie adds
@@ -140,8 +140,6 @@ pub const Layer = struct {
     pool_sign: []const i32, // (Cout_p)
     /// concat: the input and channel each output channel reads.
     concat_sources: []const ConcatSource, // (Cout)
-    /// concat: the sources are the inputs' channels in order, in whole vectors (kernels/concat.zig).
-    concat_blockwise: bool,
     // Spatial kinds: for each input row / column, the output pixels and taps it reaches.
     row_taps: []const TapRange, // (input.h)
     column_taps: []const TapRange, // (input.w)
@@ -156,6 +154,15 @@ pub const Layer = struct {
 
     /// u8 (frameHeight, frameWidth, frameChannels) + 4: the padded input of a conv (usesFrame).
     frame_offset: u64,
+
+    /// Whether every sum of two u8 x i8 products of this layer's synaptic stage fits i16
+    /// (2 * input max * |w| max <= 2^15 - 1; pad values lie within the input's range), so that
+    /// kernels may use the non-widening dot product (kernels/vector.zig Dots.pairs_fit_i16).
+    pub fn dotPairsFitI16(layer: *const Layer) bool {
+        if (layer.weight_bits == 0) return false;
+        const weight_max = @as(u64, 1) << @intCast(layer.weight_bits - 1); // |-2^(b-1)|
+        return 2 * @as(u64, layer.input_max[0]) * weight_max <= std.math.maxInt(i16);
+    }
 
     /// A dense layer with weights of at most 4 bits keeps them two per byte in the model memory
     /// (loader.zig unpackNibbleQuadMatrix): half the bytes each sample streams through the cache.

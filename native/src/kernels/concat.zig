@@ -1,31 +1,16 @@
 //! concat (docs/semantics.md): every output channel j reads one channel of one input,
 //! P[y, x, j] = bias[j] + m[j] * a_i[y, x, c] with (i, c) = sources[j] (a channel concatenation, a
-//! split, a shuffle, or with one input a layer that only pools or rescales). When the inputs' channels
-//! follow each other in whole vectors (one input, or inputs of whole vectors of channels but the last:
-//! `isBlockwise`, decided at load) every vector of an input is one multiply-add into its output
-//! channels; otherwise a gather per output channel.
+//! split, a shuffle, or with one input a layer that only pools or rescales). A vector of output
+//! channels whose sources are consecutive channels of one input (every vector of a plain channel
+//! concatenation or split) is one load, one multiply-add and one store per pixel; any other vector
+//! is gathered channel by channel.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
 
-/// Whether the sources are the inputs' channels in input order with every input but the last
-/// holding whole vectors of channels, so that input i's vectors land on whole output vectors.
-/// (loader.zig sets model.Layer.concat_blockwise from it.)
-pub fn isBlockwise(layer: *const model.Layer) bool {
-    var j: usize = 0;
-    for (layer.input_shapes[0..layer.input_count], 0..) |shape, input| {
-        if (input + 1 < layer.input_count and shape.c % vector.lanes != 0) return false;
-        for (0..shape.c) |channel| {
-            if (j == layer.concat_sources.len) return false; // fewer outputs than input channels
-            const source = layer.concat_sources[j];
-            if (source.input != input or source.channel != channel) return false;
-            j += 1;
-        }
-    }
-    return j == layer.synaptic.c;
-}
+const lanes = vector.lanes;
 
 /// inputs: u8 (H, W, C_i padded) each; potentials: i32 (H, W, Cout_p). Returns the synaptic
 /// operations: the (y, x, j) whose source value is non-zero.
@@ -39,43 +24,67 @@ pub fn run(layer: *const model.Layer, inputs: []const []const u8, potentials: []
         strides[i] = layer.input_shapes[i].channelsPadded();
         std.debug.assert(input.len == pixels * strides[i]);
     }
-    if (layer.concat_blockwise) return runBlockwise(layer, inputs, strides[0..inputs.len], potentials);
     var synaptic_ops: u64 = 0;
-    for (0..pixels) |pixel| {
-        const row = potentials[pixel * cout_padded ..][0..cout_padded];
-        @memcpy(row, layer.bias); // padding lanes: bias 0
-        for (layer.concat_sources, 0..) |source, j| {
-            const value = inputs[source.input][pixel * strides[source.input] + source.channel];
-            row[j] +%= layer.input_multipliers[j] *% @as(i32, value); // |P| <= the overflow bound
-            synaptic_ops += @intFromBool(value != 0);
+    var first: usize = 0; // the vector's first output channel
+    while (first < cout_padded) : (first += lanes) {
+        const real = @min(lanes, layer.synaptic.c -| first); // its channels below Cout
+        if (real == 0) {
+            for (0..pixels) |pixel| vector.storeVector(potentials, pixel * cout_padded + first, @splat(0)); // bias and m are 0 there
+        } else if (consecutiveSource(layer, strides[0..inputs.len], first, real)) |source| {
+            synaptic_ops += copyVector(layer, inputs[source.input], strides[source.input], source.channel, potentials, first, real);
+        } else {
+            synaptic_ops += gatherVector(layer, inputs, strides[0..inputs.len], potentials, first, real);
         }
     }
     return synaptic_ops;
 }
 
-/// P[.., o_i + k] = bias + m * a_i[.., k] a vector at a time, o_i = the channels of the inputs before i
-/// (whole vectors; the last input's padding lanes land on padding channels, whose multipliers and
-/// biases are 0). The synaptic operations are the inputs' non-zero values.
-fn runBlockwise(layer: *const model.Layer, inputs: []const []const u8, strides: []const usize, potentials: []i32) u64 {
-    const lanes = vector.lanes;
-    const cout_padded = layer.synaptic.channelsPadded();
-    const pixels: usize = @intCast(layer.synaptic.pixels());
-    var synaptic_ops: u64 = 0;
-    var first: usize = 0; // output channel of input i's channel 0
-    for (inputs, strides) |input, stride| {
-        for (0..pixels) |pixel| {
-            var chunk: usize = 0;
-            while (chunk < stride) : (chunk += lanes) {
-                const channel = first + chunk;
-                const values: vector.VecU8 = input[pixel * stride + chunk ..][0..lanes].*;
-                const multiplier: vector.VecI32 = layer.input_multipliers[channel..][0..lanes].*;
-                const bias: vector.VecI32 = layer.bias[channel..][0..lanes].*;
-                vector.storeVector(potentials, pixel * cout_padded + channel, bias +% multiplier *% @as(vector.VecI32, values));
-            }
-        }
-        synaptic_ops += vector.countNonZeroU8(input);
-        first += stride;
+/// The source of channel `first` when channels first .. first + real - 1 read consecutive channels
+/// of one input, and a whole vector from there lies inside that input's padded pixel.
+fn consecutiveSource(layer: *const model.Layer, strides: []const usize, first: usize, real: usize) ?model.ConcatSource {
+    const start = layer.concat_sources[first];
+    if (start.channel + lanes > strides[start.input]) return null;
+    for (1..real) |t| {
+        const source = layer.concat_sources[first + t];
+        if (source.input != start.input or source.channel != start.channel + t) return null;
     }
-    std.debug.assert(first == cout_padded);
-    return synaptic_ops;
+    return start;
+}
+
+/// Output channels first .. first + lanes of every pixel from input channels channel .. channel + lanes
+/// (lanes at and above `real` have m = 0 and bias 0: they stay 0 and count no event).
+fn copyVector(layer: *const model.Layer, input: []const u8, stride: usize, channel: usize, potentials: []i32, first: usize, real: usize) u64 {
+    const cout_padded = layer.synaptic.channelsPadded();
+    const bias: vector.VecI32 = layer.bias[first..][0..lanes].*;
+    const multiplier: vector.VecI32 = layer.input_multipliers[first..][0..lanes].*;
+    const lane_index = std.simd.iota(u32, lanes);
+    const counted = lane_index < @as(@Vector(lanes, u32), @splat(@intCast(real)));
+    const zero: vector.VecU8 = @splat(0);
+    var events: u64 = 0;
+    var pixel: usize = 0;
+    while (pixel * cout_padded < potentials.len) : (pixel += 1) {
+        const values: vector.VecU8 = input[pixel * stride + channel ..][0..lanes].*;
+        events += std.simd.countTrues(@select(bool, counted, values != zero, @as(@Vector(lanes, bool), @splat(false))));
+        vector.storeVector(potentials, pixel * cout_padded + first, bias +% multiplier *% @as(vector.VecI32, values));
+    }
+    return events;
+}
+
+/// Output channels first .. first + lanes of every pixel, each from its own source.
+fn gatherVector(layer: *const model.Layer, inputs: []const []const u8, strides: []const usize, potentials: []i32, first: usize, real: usize) u64 {
+    const cout_padded = layer.synaptic.channelsPadded();
+    var events: u64 = 0;
+    var pixel: usize = 0;
+    while (pixel * cout_padded < potentials.len) : (pixel += 1) {
+        const row = potentials[pixel * cout_padded + first ..][0..lanes];
+        @memcpy(row, layer.bias[first..][0..lanes]); // padding lanes: bias 0
+        for (0..real) |t| {
+            const j = first + t;
+            const source = layer.concat_sources[j];
+            const value = inputs[source.input][pixel * strides[source.input] + source.channel];
+            row[t] +%= layer.input_multipliers[j] *% @as(i32, value); // |P| <= the overflow bound
+            events += @intFromBool(value != 0);
+        }
+    }
+    return events;
 }

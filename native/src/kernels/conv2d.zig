@@ -54,12 +54,15 @@ pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, pote
 /// product per listed quad and output-channel vector, one after the other on that row (a chain of
 /// dependent steps); the dense kernel adds a dot product per quad, tap and vector of every pixel,
 /// about twice as fast per dot (independent sums in registers). Weights fitted to the sparsity
-/// sweep of benchmarks/engine.py on AVX-512 VNNI (Zen 5).
+/// sweep of benchmarks/engine.py on AVX-512 VNNI (Zen 5). Without wide register blocks (AVX2: the
+/// dense kernel holds one output pixel per block, so each weight load serves one pixel) a dense
+/// dot costs about as much as a scatter dot, and the row's load and store per tap about two.
 fn scatterIsCheaper(layer: *const model.Layer, counts: conv2d_sparse.Counts) bool {
     const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
     const chunks: u64 = layer.synaptic.channelsPadded() / lanes;
     const all_quads = layer.input.pixels() * layer.input.channelQuads();
-    const scatter_cost = taps * chunks * (2 * counts.nonzero_quads + 8 * counts.active_pixels);
+    const per_quad: u64, const per_pixel: u64 = if (vector.wide_register_blocks) .{ 2, 8 } else .{ 1, 2 };
+    const scatter_cost = taps * chunks * (per_quad * counts.nonzero_quads + per_pixel * counts.active_pixels);
     const dense_cost = taps * chunks * all_quads;
     return scatter_cost < dense_cost;
 }
@@ -107,6 +110,8 @@ fn scatterPixel(comptime chunks: ?usize, comptime count: ?usize, layer: *const m
             const tap_weights = self.layer.weights[tap * tap_weights_stride ..][0..tap_weights_stride];
             if (chunks) |c| {
                 vector.accumulateQuadsFixed(c, count, row, tap_weights, if (count) |n| self.quads[0..n] else self.quads);
+            } else if (vector.has_pairs_fit_i16 and self.layer.dotPairsFitI16()) {
+                vector.accumulateQuadsBy(.pairs_fit_i16, row, tap_weights, self.quads);
             } else {
                 vector.accumulateQuads(row, tap_weights, self.quads);
             }

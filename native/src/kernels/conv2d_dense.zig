@@ -29,32 +29,40 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
     const source = if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input;
+    if (vector.has_pairs_fit_i16 and layer.dotPairsFitI16()) {
+        channelBlocks(.pairs_fit_i16, layer, source, potentials, fused);
+    } else {
+        channelBlocks(.exact, layer, source, potentials, fused);
+    }
+    if (fused) |f| f.done = true;
+}
+
+fn channelBlocks(comptime dots: vector.Dots, layer: *const model.Layer, source: []const u8, potentials: []i32, fused: ?*neuron.Fused) void {
     const chunks = layer.synaptic.channelsPadded() / lanes;
     var first: u32 = 0;
     while (first < chunks) {
         const count = @min(block_chunks_max, chunks - first);
         switch (count) {
-            inline 1...block_chunks_max => |chunk_count| outputRows(chunk_count, layer, source, potentials, first, fused),
+            inline 1...block_chunks_max => |chunk_count| outputRows(dots, chunk_count, layer, source, potentials, first, fused),
             else => unreachable,
         }
         first += count;
     }
-    if (fused) |f| f.done = true;
 }
 
 /// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of
 /// pixels along each output row at a time (a narrower block for the row's last pixels).
-fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
+fn outputRows(comptime dots: vector.Dots, comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
     const pixels = comptime vector.blockPixels(chunks);
     const out = layer.synaptic;
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(chunks, pixels, layer, source, potentials, first, oy, ox, fused);
+        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(dots, chunks, pixels, layer, source, potentials, first, oy, ox, fused);
         if (comptime pixels > 1) switch (out.w - ox) {
             0 => {},
-            inline 1...pixels - 1 => |rest| pixelBlock(chunks, rest, layer, source, potentials, first, oy, ox, fused),
+            inline 1...pixels - 1 => |rest| pixelBlock(dots, chunks, rest, layer, source, potentials, first, oy, ox, fused),
             else => unreachable,
         };
     }
@@ -62,6 +70,7 @@ fn outputRows(comptime chunks: u32, layer: *const model.Layer, source: []const u
 
 /// The potentials of output pixels (oy, ox .. ox + pixels), channel vectors first .. first + chunks.
 inline fn pixelBlock(
+    comptime dots: vector.Dots,
     comptime chunks: u32,
     comptime pixels: u32,
     layer: *const model.Layer,
@@ -94,7 +103,7 @@ inline fn pixelBlock(
             const weights = row_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
             inline for (0..pixels) |p| {
                 const values = std.mem.readInt(u32, row[p * pixel_step + quad * limits.quad_channels ..][0..4], .little);
-                inline for (0..chunks) |k| acc[p][k] = vector.dotQuad(acc[p][k], values, weights[k * quad_bytes ..][0..quad_bytes]);
+                inline for (0..chunks) |k| acc[p][k] = vector.dotQuadBy(dots, acc[p][k], values, weights[k * quad_bytes ..][0..quad_bytes]);
             }
         }
     }

@@ -29,6 +29,8 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quad
         // every stored weight was w + 8: take 8 x the sum of the values back (wrapping, exact)
         const offset: i32 = @truncate(@as(i64, model.nibble_offset) * valueSum(input));
         for (potentials) |*potential| potential.* -%= offset;
+    } else if (vector.has_pairs_fit_i16 and layer.dotPairsFitI16()) {
+        vector.accumulateQuadsBy(.pairs_fit_i16, potentials, layer.weights, quads_buffer[0..count]);
     } else {
         vector.accumulateQuads(potentials, layer.weights, quads_buffer[0..count]);
     }

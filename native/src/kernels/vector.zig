@@ -74,6 +74,15 @@ pub inline fn dotQuadVector(acc: VecI32, values: u32, weight: @Vector(quad_bytes
     return dotBytes(acc, @bitCast(broadcast), weight);
 }
 
+/// dotQuadVector, by the given kind of dot product.
+pub inline fn dotQuadVectorBy(comptime dots: Dots, acc: VecI32, values: u32, weight: @Vector(quad_bytes, i8)) VecI32 {
+    if (comptime dots == .pairs_fit_i16 and has_pairs_fit_i16) {
+        const broadcast: @Vector(lanes, u32) = @splat(values);
+        return acc +% dotPairsI16(@bitCast(broadcast), weight);
+    }
+    return dotQuadVector(acc, values, weight);
+}
+
 /// acc[c] + sum over k < 4 of values[4c + k] * weights[4c + k], exactly (u8 x i8 products summed in
 /// i32): what one vpdpbusd does.
 pub inline fn dotBytes(acc: VecI32, values: @Vector(quad_bytes, u8), weights: @Vector(quad_bytes, i8)) VecI32 {
@@ -85,6 +94,7 @@ pub inline fn dotBytes(acc: VecI32, values: @Vector(quad_bytes, u8), weights: @V
               [w] "v" (weights),
         );
     }
+    if (comptime has_avx2 and lanes == 16) return acc +% dotBytesAvx2(values, weights);
     const product: @Vector(quad_bytes, i16) = @as(@Vector(quad_bytes, i16), weights) *% @as(@Vector(quad_bytes, i16), values);
     var sum = acc;
     inline for (0..limits.quad_channels) |k| {
@@ -92,6 +102,107 @@ pub inline fn dotBytes(acc: VecI32, values: @Vector(quad_bytes, u8), weights: @V
         sum +%= @as(VecI32, part);
     }
     return sum;
+}
+
+/// x86-64 with AVX2 (and without AVX-512 VNNI): dot products through vpmaddwd.
+pub const has_avx2 = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx2);
+
+/// sum over k < 4 of values[4c + k] * weights[4c + k] for the 16 channels c, exactly, without
+/// VNNI: the bytes widened to i16 (u8 zero-, i8 sign-extended), four vpmaddwd give the i32 sums of
+/// every pair (k = 0, 1 and k = 2, 3; |255 * 128 * 2| < 2^31, so no saturation, unlike
+/// vpmaddubsw), and one add of the even and odd pair sums gives the quad sums in channel order.
+/// The generic fallback below spends most of its time shuffling 64 i16 lanes on AVX2.
+inline fn dotBytesAvx2(values: @Vector(quad_bytes, u8), weights: @Vector(quad_bytes, i8)) VecI32 {
+    const values_wide: @Vector(quad_bytes, i16) = values;
+    const weights_wide: @Vector(quad_bytes, i16) = weights;
+    var pairs: [4]@Vector(8, i32) = undefined; // pairs[j] lane l: channel 4j + l / 2, pair l % 2
+    inline for (0..4) |j| {
+        const a: @Vector(16, i16) = @shuffle(i16, values_wide, undefined, sliceMask(16, j * 16));
+        const b: @Vector(16, i16) = @shuffle(i16, weights_wide, undefined, sliceMask(16, j * 16));
+        pairs[j] = asm ("vpmaddwd %[b], %[a], %[out]"
+            : [out] "=x" (-> @Vector(8, i32)),
+            : [a] "x" (a),
+              [b] "x" (b),
+        );
+    }
+    const low: @Vector(16, i32) = @shuffle(i32, pairs[0], pairs[1], concatMask(8));
+    const high: @Vector(16, i32) = @shuffle(i32, pairs[2], pairs[3], concatMask(8));
+    const even: VecI32 = @shuffle(i32, low, high, strideMask(16, 0));
+    const odd: VecI32 = @shuffle(i32, low, high, strideMask(16, 1));
+    return even +% odd;
+}
+
+/// How a kernel computes its u8 x i8 dot products (kernels choose per layer, once per call):
+/// `exact` always (vpdpbusd with VNNI, dotBytesAvx2 with AVX2, the portable code elsewhere);
+/// `pairs_fit_i16` when every sum of two products fits i16 (model.Layer.dotPairsFitI16), which
+/// lets AVX2 use vpmaddubsw (saturating, here never saturated) and one vpmaddwd: a third of the
+/// instructions of dotBytesAvx2.
+pub const Dots = enum { exact, pairs_fit_i16 };
+
+/// Whether `Dots.pairs_fit_i16` has a faster instruction sequence on this CPU.
+pub const has_pairs_fit_i16 = has_avx2 and !has_vnni512 and lanes == 16;
+
+/// dotQuad, by the given kind of dot product.
+pub inline fn dotQuadBy(comptime dots: Dots, acc: VecI32, values: u32, weights: *const [quad_bytes]i8) VecI32 {
+    if (comptime dots == .pairs_fit_i16 and has_pairs_fit_i16) {
+        const broadcast: @Vector(lanes, u32) = @splat(values);
+        return acc +% dotPairsI16(@bitCast(broadcast), weights.*);
+    }
+    return dotQuad(acc, values, weights);
+}
+
+/// sum over k < 4 of values[4c + k] * weights[4c + k] for 16 channels, when every
+/// values[i] * weights[i] + values[i + 1] * weights[i + 1] of an even i fits i16: vpmaddubsw gives
+/// those pair sums in i16 (exact, as they fit), vpmaddwd with ones adds each channel's two pairs
+/// into its i32 lane, in channel order.
+inline fn dotPairsI16(values: @Vector(quad_bytes, u8), weights: @Vector(quad_bytes, i8)) VecI32 {
+    const ones: @Vector(16, i16) = @splat(1);
+    var sums: [2]@Vector(8, i32) = undefined; // channels 8h .. 8h + 7
+    inline for (0..2) |h| {
+        const a: @Vector(32, u8) = @shuffle(u8, values, undefined, sliceMask(32, h * 32));
+        const b: @Vector(32, i8) = @shuffle(i8, weights, undefined, sliceMask(32, h * 32));
+        const pairs = asm ("vpmaddubsw %[b], %[a], %[out]"
+            : [out] "=x" (-> @Vector(16, i16)),
+            : [a] "x" (a),
+              [b] "x" (b),
+        );
+        sums[h] = asm ("vpmaddwd %[ones], %[pairs], %[out]"
+            : [out] "=x" (-> @Vector(8, i32)),
+            : [pairs] "x" (pairs),
+              [ones] "x" (ones),
+        );
+    }
+    return @shuffle(i32, sums[0], sums[1], concatMask(8));
+}
+
+/// Lanes [first, first + count) of one vector.
+fn sliceMask(comptime count: usize, comptime first: usize) [count]i32 {
+    @setEvalBranchQuota(10_000);
+    var mask: [count]i32 = undefined;
+    for (&mask, 0..) |*m, i| m.* = @intCast(first + i);
+    return mask;
+}
+
+/// Both vectors of `half` lanes one after the other.
+fn concatMask(comptime half: usize) [2 * half]i32 {
+    @setEvalBranchQuota(10_000);
+    var mask: [2 * half]i32 = undefined;
+    for (0..half) |i| {
+        mask[i] = @intCast(i);
+        mask[half + i] = ~@as(i32, @intCast(i));
+    }
+    return mask;
+}
+
+/// Lanes 2i + offset of the concatenation of two vectors of `count` lanes (count results).
+fn strideMask(comptime count: usize, comptime offset: usize) [count]i32 {
+    @setEvalBranchQuota(10_000);
+    var mask: [count]i32 = undefined;
+    for (0..count) |i| {
+        const lane = 2 * i + offset;
+        mask[i] = if (lane < count) @intCast(lane) else ~@as(i32, @intCast(lane - count));
+    }
+    return mask;
 }
 
 /// acc[c] + values[c] * weights[c] with the weights already sign-extended to i32 (each in
@@ -128,6 +239,11 @@ fn everyFourth(k: usize) [lanes]i32 {
 /// `quads_block_chunks` vectors held in registers while every quad adds its dot products, so each
 /// weight is read once and the row is loaded and stored once per block, not once per quad.
 pub fn accumulateQuads(row: []i32, weights: []const i8, quads: []const Quad) void {
+    accumulateQuadsBy(.exact, row, weights, quads);
+}
+
+/// accumulateQuads by the given kind of dot product (Dots).
+pub fn accumulateQuadsBy(comptime dots: Dots, row: []i32, weights: []const i8, quads: []const Quad) void {
     std.debug.assert(row.len % lanes == 0);
     const chunks = row.len / lanes;
     @setEvalBranchQuota(10_000); // the inline switch instantiates a block kernel per width
@@ -135,7 +251,7 @@ pub fn accumulateQuads(row: []i32, weights: []const i8, quads: []const Quad) voi
     while (first < chunks) {
         const count = @min(quads_block_chunks, chunks - first);
         switch (count) {
-            inline 1...quads_block_chunks => |block| accumulateQuadsBlock(block, row, weights, quads, first),
+            inline 1...quads_block_chunks => |block| accumulateQuadsBlock(dots, block, row, weights, quads, first),
             else => unreachable,
         }
         first += count;
@@ -147,12 +263,12 @@ pub fn accumulateQuads(row: []i32, weights: []const i8, quads: []const Quad) voi
 const quads_block_chunks = if (wide_register_blocks) 16 else 4;
 
 /// Row vectors [first, first + chunks) of accumulateQuads.
-inline fn accumulateQuadsBlock(comptime chunks: usize, row: []i32, weights: []const i8, quads: []const Quad, first: usize) void {
+inline fn accumulateQuadsBlock(comptime dots: Dots, comptime chunks: usize, row: []i32, weights: []const i8, quads: []const Quad, first: usize) void {
     var acc: [chunks]VecI32 = undefined;
     inline for (0..chunks) |k| acc[k] = row[(first + k) * lanes ..][0..lanes].*;
     for (quads) |quad| {
         const quad_weights = weights[(quad.index * row.len + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
-        inline for (0..chunks) |k| acc[k] = dotQuad(acc[k], quad.values, quad_weights[k * quad_bytes ..][0..quad_bytes]);
+        inline for (0..chunks) |k| acc[k] = dotQuadBy(dots, acc[k], quad.values, quad_weights[k * quad_bytes ..][0..quad_bytes]);
     }
     inline for (0..chunks) |k| storeVector(row, (first + k) * lanes, acc[k]);
 }
@@ -187,10 +303,11 @@ inline fn accumulateNibbleBlock(comptime chunks: usize, row: []i32, weights: []c
         inline for (0..(chunks + 1) / 2) |pair| {
             const both: VecNibbles = quad_weights[pair * quad_bytes ..][0..quad_bytes].*;
             const low = both & @as(VecNibbles, @splat(0x0f));
-            acc[2 * pair] = dotQuadVector(acc[2 * pair], quad.values, @bitCast(low));
+            // the stored weights lie in [0, 15]: 2 * 255 * 15 fits i16, so pairs always fit
+            acc[2 * pair] = dotQuadVectorBy(.pairs_fit_i16, acc[2 * pair], quad.values, @bitCast(low));
             if (2 * pair + 1 < chunks) {
                 const high = both >> @splat(4);
-                acc[2 * pair + 1] = dotQuadVector(acc[2 * pair + 1], quad.values, @bitCast(high));
+                acc[2 * pair + 1] = dotQuadVectorBy(.pairs_fit_i16, acc[2 * pair + 1], quad.values, @bitCast(high));
             }
         }
     }
@@ -258,6 +375,42 @@ test "multiplyAddWide equals the scalar product, at the extremes too" {
     const acc: VecI32 = @splat(-7);
     const result: [lanes]i32 = multiplyAddWide(acc, values, @as(@Vector(lanes, i8), weights));
     for (result, values, weights) |r, v, w| try std.testing.expectEqual(-7 + @as(i32, v) * w, r);
+}
+
+test "dotBytes equals the scalar sums, at the extremes too" {
+    var values: [quad_bytes]u8 = undefined;
+    var weights: [quad_bytes]i8 = undefined;
+    for (&values, &weights, 0..) |*v, *w, i| {
+        v.* = if (i % 3 == 0) 255 else @intCast((i * 89 + 7) % 256);
+        w.* = if (i % 5 < 2) -128 else @intCast(@as(i32, @intCast(i * 53 % 256)) - 128);
+    }
+    const acc: VecI32 = @splat(2_000_000_000); // wraps as vpdpbusd's sums do
+    const result: [lanes]i32 = dotBytes(acc, values, weights);
+    for (result, 0..) |value, c| {
+        var expected: i32 = 2_000_000_000;
+        for (0..4) |k| expected +%= @as(i32, values[4 * c + k]) * weights[4 * c + k];
+        try std.testing.expectEqual(expected, value);
+    }
+}
+
+test "dotQuadBy(.pairs_fit_i16) equals the exact dot where pairs fit i16" {
+    var weights: [quad_bytes]i8 = undefined;
+    var narrow: [quad_bytes]i8 = undefined; // 4-bit weights
+    for (&weights, &narrow, 0..) |*w, *n, i| {
+        w.* = if (i % 7 == 0) -128 else @intCast(@as(i32, @intCast(i * 37 % 256)) - 128);
+        n.* = @intCast(@as(i32, @intCast(i % 16)) - 8);
+    }
+    const acc: VecI32 = @splat(-5);
+    for ([_]u32{ 0x7f_7f_7f_7f, 0x00_7f_01_7f, 0x12_34_56_78 & 0x7f7f7f7f }) |values| { // values <= 127
+        const fast: [lanes]i32 = dotQuadBy(.pairs_fit_i16, acc, values, &weights);
+        const exact: [lanes]i32 = dotQuadBy(.exact, acc, values, &weights);
+        try std.testing.expectEqualSlices(i32, &exact, &fast);
+    }
+    for ([_]u32{ 0xff_ff_ff_ff, 0xff_00_80_01 }) |values| { // any u8 with |w| <= 8
+        const fast: [lanes]i32 = dotQuadBy(.pairs_fit_i16, acc, values, &narrow);
+        const exact: [lanes]i32 = dotQuadBy(.exact, acc, values, &narrow);
+        try std.testing.expectEqualSlices(i32, &exact, &fast);
+    }
 }
 
 test "dot of a quad equals the scalar sum" {
