@@ -196,6 +196,15 @@ def _add_convert(commands) -> None:
                      help="the source model sees (x - OFFSET) / SCALE (default 1 0)")
     sub.add_argument("--calibration", default="minmax", choices=("minmax", "percentile", "mse"))
     sub.add_argument("--per-tensor", action="store_true", help="one weight scale per layer instead of per channel")
+    sub.add_argument("--input-weight-bits", type=int, default=8, choices=(2, 4, 8),
+                     help="weight bits of the layer that reads the model input (default 8, as BrainChip does)")
+    sub.add_argument("--equalize", action="store_true", help="cross-layer equalization of depthwise -> pointwise")
+    sub.add_argument("--bias-correction", action="store_true",
+                     help="fold the mean shift quantization adds to each channel into its bias")
+    sub.add_argument("--search-ranges", action="store_true",
+                     help="choose each activation clip for the smallest output error (slower)")
+    sub.add_argument("--budget", type=int, metavar="BYTES",
+                     help="pick per-layer weight bits so the packed model fits in BYTES (es.sensitivity)")
     sub.add_argument("--neuron", default="relu", choices=("relu", "if"), help="if: spiking, rate-coded")
     sub.add_argument("--timesteps", type=int, default=None, help="timesteps of a spiking model (default 16)")
     sub.add_argument("--labels", help="comma-separated class names")
@@ -224,7 +233,9 @@ def _run_convert(args) -> int:
     model = convert(args.source, samples=x, weight_bits=args.weight_bits, activation_bits=args.activation_bits,
                     input_bits=args.input_bits, input_scaling=tuple(args.input_scaling),
                     per_channel=not args.per_tensor, calibration=args.calibration, neuron=args.neuron,
-                    timesteps=args.timesteps, labels=labels)
+                    timesteps=args.timesteps, labels=labels, input_weight_bits=args.input_weight_bits,
+                    equalize=args.equalize, bias_correction=args.bias_correction,
+                    search_ranges=args.search_ranges, budget_bytes=args.budget)
     model.save(args.output)
     model.summary(print_fn=print)
     print(f"\nwrote {args.output}")

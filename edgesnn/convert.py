@@ -637,7 +637,9 @@ class _Builder:
         else:
             weight = self._scaled_weight(node, src, in_shape)
             q, w_scale = quantize_weights(weight, qbits, per_channel)
-            bias = np.asarray(node.params["bias"], np.float64) - self._zero_point_term(node, weight, src, in_shape)
+            # the zero point times the *quantized* weights, as the integer layer computes it
+            dequantized = q.astype(np.float64) * w_scale
+            bias = np.asarray(node.params["bias"], np.float64) - self._zero_point_term(node, dequantized, src, in_shape)
             fields = {"weights": q, "bias": _quantize_bias(bias, w_scale, name)}
             acc_scale = w_scale
             if node.op != "dense":
@@ -753,7 +755,7 @@ class _Builder:
         weight = self._scaled_weight(dw_node, src, None)
         dw_bits, dw_qbits = self._weight_bits(dw_name, src)
         q, w_scale = quantize_weights(weight, dw_qbits, self.options["per_channel"])
-        bias = -self._zero_point_term(dw_node, weight, src, None)
+        bias = -self._zero_point_term(dw_node, q.astype(np.float64) * w_scale, src, None)
         if self.activations is not None:
             self.activations[dw_name] = self._depthwise_probe(node, src)
         fields = {"weights": q, "bias": _quantize_bias(bias, w_scale, dw_name), "depth_multiplier": m,

@@ -275,9 +275,8 @@ def _module_classes():
                 return b
             s_in, zp = src
             acc = (step.reshape(-1) * s_in)
-            zp_float = s_in * zp * w.sum(dim=sum_dims)
-            zp_quant = s_in * zp * w_q.sum(dim=sum_dims)
-            return _round_even((b - zp_float) / acc) * acc + zp_quant
+            zp_quant = s_in * zp * w_q.sum(dim=sum_dims)   # as the converter folds it: with the quantized weights
+            return _round_even((b - zp_quant) / acc) * acc + zp_quant
 
         def act(self, name, x):
             if self.capture is not None:

@@ -78,7 +78,8 @@ def test_4bit_keeps_accuracy_within_a_few_points(trained_onnx, digits_data):
     x_train, _, x_test, y_test = digits_data
     model = es.convert(trained_onnx, samples=x_train[:300], input_scaling=(255, 0), weight_bits=4,
                        activation_bits=4, calibration="mse", progress=False)
-    assert all(l.weight_bits == 4 for l in model.layers)
+    assert model.layers[0].weight_bits == 8      # the input layer's weights stay 8-bit by default (input_weight_bits)
+    assert all(l.weight_bits == 4 for l in model.layers[1:])
     report = es.compare(trained_onnx, model, x_test, y_test)
     assert report.integer_accuracy >= report.float_accuracy - 0.04, report.table()
 
@@ -197,7 +198,8 @@ def test_cli_convert_writes_model_and_report(trained_onnx, digits_data, tmp_path
     printed = capsys.readouterr().out
     assert status == 0
     model = es.Model.load(out)
-    assert model.labels == list("0123456789") and model.layers[0].weight_bits == 4
+    assert model.labels == list("0123456789") and model.layers[0].weight_bits == 8      # --input-weight-bits 8
+    assert all(layer.weight_bits == 4 for layer in model.layers[1:])
     assert "top-1 agreement" in printed and "integer accuracy" in printed
     expected = es.compare(trained_onnx, model, x_test, y_test).integer_accuracy
     assert f"integer accuracy  {expected:.4f}" in printed
