@@ -96,6 +96,7 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
             labels: list[str] | None = None, importer: str | None = None, progress: bool = True,
             input_weight_bits: int | None = 8, layer_weight_bits: dict | None = None, ranges: dict | None = None,
             equalize: bool = False, bias_correction: bool = False, search_ranges: bool = False,
+            per_channel_activations: bool | None = None,
             budget_bytes: int | None = None, **importer_options) -> Model:
     """Convert a float network into an integer Model calibrated on uint8 HWC `samples`.
 
@@ -113,6 +114,9 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     folded into its bias; search_ranges: each activation's clip searched for the smallest network output
     error. budget_bytes: per-layer weight bits chosen greedily (es.sensitivity) so that
     model.packed_bytes <= budget_bytes (metadata["budget"] says what was chosen).
+    per_channel_activations: each channel's activation range calibrated on its own (the requantization
+    is per channel, so it costs nothing at run time); False: one range per layer. Default: per channel,
+    but per layer with bias_correction, search_ranges or ranges (what they measure and learn).
     """
     if budget_bytes is not None:
         from .precision import convert_within_budget
@@ -126,6 +130,10 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     options = dict(weight_bits=weight_bits, activation_bits=activation_bits, input_bits=input_bits,
                    input_scaling=[float(v) for v in input_scaling], per_channel=per_channel,
                    calibration=calibration, neuron=neuron)
+    if per_channel_activations is None:   # the recipe and es.finetune model one range per layer
+        per_channel_activations = not (bias_correction or search_ranges or ranges)
+    if not per_channel_activations:
+        options["per_channel_activations"] = False
     if input_weight_bits is not None and input_weight_bits != weight_bits:
         options["input_weight_bits"] = int(input_weight_bits)
     if layer_weight_bits:
@@ -585,37 +593,45 @@ class _Builder:
         floor, ceiling = (_floor(act), _ceiling(act)) if act is not None else (None, None)
         bits = self.options["activation_bits"]
         method = self.options["calibration"]
-        hi = activation_range(np.maximum(values, 0), method, bits)
-        lo = 0.0 if floor is not None and floor >= 0 else -activation_range(np.maximum(-values, 0), method, bits)
-        if floor is not None:
-            lo = max(lo, floor)
-        if ceiling is not None:
-            hi = min(hi, ceiling)
-        if float(np.min(values, initial=0.0)) >= 0 and act is None:
-            lo = 0.0
+        channels = len(acc_scale)
         fixed = (self.options.get("ranges") or {}).get(last.name)
+        # a range per channel (the requantization is per channel anyway, so it costs nothing at run time),
+        # unless the range was learned (es.finetune) or searched for the whole tensor
+        per_channel = (self.options.get("per_channel_activations", True) and fixed is None
+                       and np.ndim(values) == 4 and np.shape(values)[-1] == channels)
+        columns = np.asarray(values).reshape(-1, channels).T if per_channel else [values]
+        his = np.array([activation_range(np.maximum(v, 0), method, bits) for v in columns])
+        unsigned = (floor is not None and floor >= 0)
+        los = np.array([0.0 if unsigned or (act is None and float(np.min(v, initial=0.0)) >= 0)
+                        else -activation_range(np.maximum(-v, 0), method, bits) for v in columns])
+        if floor is not None:
+            los = np.maximum(los, floor)
+        if ceiling is not None:
+            his = np.minimum(his, ceiling)
         if fixed is not None and self.activations is not None:
-            lo, hi = fixed                                          # learned (es.finetune) or searched
+            los, his = np.array([fixed[0]], np.float64), np.array([fixed[1]], np.float64)   # learned or searched
         if floor is not None and floor > 0:
             raise _Refusal(act, f"a clip with a lower bound {floor} > 0 does not convert (integer activations "
                            f"start at 0 or at a zero point below it)")
-        channels = len(acc_scale)
+        his = np.broadcast_to(his, (channels,)).astype(np.float64)
+        los = np.broadcast_to(los, (channels,)).astype(np.float64)
         if self.options["neuron"] == "if":
-            if lo < 0:
+            if np.any(los < 0):
                 raise _Refusal(last, "a spiking layer's output must be non-negative (a ReLU after it); this one "
                                "is signed", "convert with neuron='relu', or add a ReLU")
+            hi = float(his.max())                    # one spike value per layer (the rate code's unit)
             threshold = np.clip(np.round(hi / acc_scale), 1, L.INT32_MAX).astype(np.int64)
             return {"neuron": "if", "threshold": threshold}, np.full(channels, hi), np.zeros(channels), True
         levels = (1 << bits) - 1
-        if hi - lo <= 0:
-            hi, lo = 1.0, 0.0
-        scale = (hi - lo) / levels
-        zero_point = int(np.clip(round(-lo / scale), 0, levels)) if lo < 0 else 0
+        dead = his - los <= 0
+        his, los = np.where(dead, 1.0, his), np.where(dead, 0.0, los)
+        scale = (his - los) / levels
+        zero_point = np.where(los < 0, np.clip(np.round(-los / scale), 0, levels), 0).astype(np.int64)
         mult, shift = multiplier_shift(acc_scale / scale)
         fields = {"neuron": "relu", "activation_bits": bits, "out_multiplier": mult, "out_shift": shift}
-        if zero_point:
-            fields["out_zero_point"] = np.full(channels, zero_point)
-        return fields, np.full(channels, scale), np.full(channels, float(zero_point)), False
+        if zero_point.any():
+            fields["out_zero_point"] = zero_point
+        return fields, scale, zero_point.astype(np.float64), False
 
     def _timesteps(self) -> int:
         return int(self.options.get("timesteps", 1))
@@ -874,36 +890,20 @@ class _Builder:
             producers = _producers(view)
         channels = view.channels
         sources = [(producers.index(p), c) for p, c in view.sources]
-        uniform = np.allclose(view.scale, view.scale[0], rtol=1e-9) and np.all(view.zero_point == view.zero_point[0])
-        bits = max(self.bits.get(p, 8) for p in producers)
+        # an exact copy: every channel keeps its own scale and zero point (the requantization is per channel)
+        needed = max(self.bits.get(p, 8) for p in producers)
+        bits = min(b for b in L.ACTIVATION_BITS if b >= needed)
         fields = {"sources": sources}
-        if view.spikes and uniform:
+        if view.spikes:
             fields.update(neuron="if", threshold=SPIKE_COPY_THRESHOLD)
-            scale, zero_point = view.scale.copy(), np.zeros(channels)
             self.bits[name] = 1
-        elif uniform:
-            fields.update(neuron="relu", activation_bits=bits, out_multiplier=1, out_shift=0)
-            if view.zero_point[0]:
-                fields.update(bias=np.full(channels, -int(view.zero_point[0])),
-                              out_zero_point=np.full(channels, int(view.zero_point[0])))
-            scale, zero_point = view.scale.copy(), view.zero_point.copy()
-            self.bits[name] = bits
         else:
-            if view.spikes:
-                raise _Refusal(node, "it joins spike trains of different scales", "convert with neuron='relu'")
-            levels = (1 << self.options["activation_bits"]) - 1
-            lows = -view.zero_point * view.scale
-            highs = (np.array([(1 << self.bits.get(p, 8)) - 1 for p, _ in view.sources]) - view.zero_point) * view.scale
-            lo, hi = min(float(lows.min()), 0.0), float(highs.max())
-            out_scale = (hi - lo) / levels
-            zp = int(round(-lo / out_scale)) if lo < 0 else 0
-            mult, shift = multiplier_shift(view.scale / out_scale)
-            fields.update(neuron="relu", activation_bits=self.options["activation_bits"], out_multiplier=mult,
-                          out_shift=shift, bias=np.round(-view.zero_point).astype(np.int64))
-            if zp:
-                fields["out_zero_point"] = np.full(channels, zp)
-            scale, zero_point = np.full(channels, out_scale), np.full(channels, float(zp))
-            self.bits[name] = self.options["activation_bits"]
+            zero_point = np.round(view.zero_point).astype(np.int64)
+            fields.update(neuron="relu", activation_bits=bits, out_multiplier=1, out_shift=0)
+            if zero_point.any():
+                fields.update(bias=-zero_point, out_zero_point=zero_point)
+            self.bits[name] = bits
+        scale, zero_point = view.scale.copy(), view.zero_point.copy()
         self.layers.append(L.Concat(name=name, inputs=tuple(producers), **fields))
         self.activation_scales[name] = [float(v) for v in scale]
         return _Tensor([(name, c) for c in range(channels)], scale, zero_point, view.spikes)

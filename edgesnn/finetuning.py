@@ -578,7 +578,7 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
                             calibration=calibration, neuron=neuron, timesteps=timesteps, progress=False,
                             input_weight_bits=input_weight_bits, layer_weight_bits=per_layer, labels=labels)
         current = graph if module is None else trained_graph(module)
-        plan_model = convert(current, calib, **convert_args)
+        plan_model = convert(current, calib, per_channel_activations=False, **convert_args)   # as the module
         plan = plan_from_model(plan_model, current)
         _mid_scales(current, plan, _float_input(calib, input_scaling), calibration)
         if abits != field_abits:                       # 3-bit activations: the plan's steps at 3 bits

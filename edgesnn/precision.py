@@ -84,6 +84,7 @@ def sensitivity(source, samples, y=None, *, activation_bits: int = 8, input_scal
     x = _check_samples(x, graph.input_shape, 8)
     options = dict(activation_bits=activation_bits, input_scaling=input_scaling, calibration=calibration,
                    progress=progress, **convert_options)
+    options.setdefault("per_channel_activations", False)       # one range per layer, as the fake-quantized module
     models = {b: convert(graph, x, weight_bits=b, input_weight_bits=b, **options) for b in BITS}
     plan = plan_from_model(models[8], graph)
     _mid_scales(graph, plan, _float_input(x, input_scaling), calibration)
