@@ -106,7 +106,9 @@ class Detector:
     def reset(self) -> None:
         """Forget every result and the previous command (a new stream)."""
         self._times: deque[float] = deque()        # times of the kept results, oldest first
-        self._scores: deque[np.ndarray] = deque()  # (C,) float64 scores of the kept results
+        # (capacity, C) float64: the kept results' scores are rows [_first, _first + len(_times))
+        self._scores = np.zeros((64, len(self.labels)))
+        self._first = 0
         self._previous_index = -1                  # previous command's class, -1: none yet
         self._previous_time_s = -np.inf
 
@@ -119,15 +121,15 @@ class Detector:
         if self._times and time_s < self._times[-1] - TIME_EPSILON_S:
             raise ValueError(f"detector: results must come in time order; got {time_s} s after {self._times[-1]} s")
         settings = self.settings
-        self._times.append(time_s)
-        self._scores.append(scores)
+        self._append(time_s, scores)
         limit_s = time_s - settings.window_s - TIME_EPSILON_S
         while self._times[0] < limit_s:
             self._times.popleft()
-            self._scores.popleft()
-        if len(self._times) < settings.min_count:
+            self._first += 1
+        count = len(self._times)
+        if count < settings.min_count:
             return None
-        average = np.mean(np.stack(self._scores), axis=0)    # (C,)
+        average = self._scores[self._first:self._first + count].sum(axis=0) / count   # (C,)
         index = int(np.argmax(average))
         score = float(average[index])
         since_s = time_s - self._previous_time_s
@@ -138,6 +140,20 @@ class Detector:
             if self._reported[index]:
                 return Detection(self.labels[index], round(time_s, 6), score)
         return None
+
+    def _append(self, time_s: float, scores: np.ndarray) -> None:
+        """Keep one result; the rows move to the front (or the buffer doubles) when the end is reached."""
+        count = len(self._times)
+        if self._first + count == self._scores.shape[0]:
+            if count * 2 > self._scores.shape[0]:
+                grown = np.zeros((self._scores.shape[0] * 2, self._scores.shape[1]))
+                grown[:count] = self._scores[self._first:self._first + count]
+                self._scores = grown
+            else:
+                self._scores[:count] = self._scores[self._first:self._first + count]
+            self._first = 0
+        self._scores[self._first + count] = scores
+        self._times.append(time_s)
 
     def run(self, times_s, scores) -> list[Detection]:
         """All Detections of a whole sequence: times (N,), scores (N, C). Starts from a reset state."""

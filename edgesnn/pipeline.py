@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -192,18 +191,22 @@ class Pipeline:
         fe = self.frontend
         window_frames = fe.output_shape[0]
         stream = fe.stream()
-        recent = deque(maxlen=window_frames)  # the last window_frames uint8 frames
+        # (2 * window_frames, n_mfcc) uint8: each frame is written twice, at i and i + window_frames
+        # (i = its index mod window_frames), so the last window is always one contiguous slice.
+        ring = np.zeros((2 * window_frames, fe.output_shape[1]), dtype=np.uint8)
         count = 0
 
         def windows_of(samples):
             nonlocal count
             first_index = stream.frames_emitted
             for offset, frame in enumerate(fe.quantize(stream.push(samples))):
-                recent.append(frame)
                 index = first_index + offset  # index of this frame since the stream began
+                slot = index % window_frames
+                ring[slot] = frame
+                ring[slot + window_frames] = frame
                 if index + 1 >= window_frames and (index + 1 - window_frames) % hop_frames == 0:
                     end_s = (index * fe.hop_samples + fe.frame_samples) / fe.sample_rate
-                    window = np.stack(recent)[:, :, None]
+                    window = ring[slot + 1:slot + 1 + window_frames, :, None].copy()
                     self._check_shapes(window.shape)
                     count += 1
                     yield window, end_s

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     model = build_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps_per_epoch = (len(x_train) + 63) // 64
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=args.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-3, total_steps=args.epochs * steps_per_epoch)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
     rng = np.random.default_rng(args.seed)
     best, best_state = -1.0, None
