@@ -155,3 +155,14 @@ def test_ten_minute_stream_faster_than_real_time_keeps_memory_flat():
     assert list(pipe.stream(chunks(10), hop_s=0.1)) == []
     growth = max(rss.values()) - rss[1]
     assert growth < 2 * 1024 * 1024, {k: v // 1024 for k, v in rss.items()}
+
+
+def test_cli_eval_stream_prints_recall_and_writes_the_curve(energy_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(stream_eval, "StreamRecipe", lambda stream_s: RECIPE)   # the quiet test background
+    plot, out_json = tmp_path / "curve.png", tmp_path / "eval.json"
+    assert cli.main(["eval-stream", str(energy_files / "energy.esnn"), "--keywords", str(energy_files / "keywords"),
+                     "--background", str(energy_files / "background"), "--streams", "2", "--workers", "1",
+                     "--thresholds", "0.3,0.5", "--plot", str(plot), "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "loud" in out and "false accepts 0 = 0.00/h" in out and "operating point" in out
+    assert plot.stat().st_size > 1000 and json.loads(out_json.read_text())["streams"] == 2
