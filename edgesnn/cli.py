@@ -295,6 +295,10 @@ def _add_eval_stream(commands) -> None:
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--thresholds", default=None, help="comma-separated thresholds (default 0.30..0.99)")
     sub.add_argument("--hop-s", type=float, default=None, help="inference hop (default: the file's)")
+    sub.add_argument("--windows-s", default=None, help="comma-separated averaging windows to sweep too "
+                                                      "(default: the file's window only)")
+    sub.add_argument("--min-count", type=int, default=None, help="detector minimum count (default: the file's)")
+    sub.add_argument("--suppression-s", type=float, default=None, help="suppression time (default: the file's)")
     sub.add_argument("--max-fa-per-hour", type=float, default=1.0, help="operating point: lowest threshold "
                                                                        "with at most this many FA/h")
     sub.add_argument("--workers", type=int, default=None, help="local processes (default min(4, cores))")
@@ -312,19 +316,23 @@ def _run_eval_stream(args) -> int:
 
     thresholds = DEFAULT_THRESHOLDS if args.thresholds is None else \
         tuple(float(t) for t in args.thresholds.split(","))
-    settings = Pipeline.load(args.model).detector_settings(hop_s=args.hop_s)
+    settings = Pipeline.load(args.model).detector_settings(hop_s=args.hop_s, min_count=args.min_count,
+                                                           suppression_s=args.suppression_s)
+    windows = () if args.windows_s is None else tuple(float(w) for w in args.windows_s.split(","))
     if args.ray is not None:
         backend = RayBackend(address=None if args.ray == "local" else args.ray, num_cpus=args.workers)
     else:
         backend = LocalBackend(args.workers)
     result = evaluate(args.model, args.keywords, args.background, streams=args.streams, stream_s=args.stream_s,
-                      seed=args.seed, thresholds=thresholds, settings=settings, backend=backend, device=args.device)
-    chosen = result.operating_point(args.max_fa_per_hour)["threshold"]
-    print(result.table(chosen))
-    print(f"operating point (at most {args.max_fa_per_hour:g} FA/h): threshold {chosen:g} "
-          f"(the file's threshold: {settings.threshold:g}); backend {backend.name}")
+                      seed=args.seed, thresholds=thresholds, settings=settings, backend=backend, device=args.device,
+                      windows_s=windows)
+    point = result.operating_point(args.max_fa_per_hour)
+    chosen, window = point["threshold"], point["window_s"]
+    print(result.table(chosen, window))
+    print(f"operating point (best recall at most {args.max_fa_per_hour:g} FA/h): averaging window {window:g} s, "
+          f"threshold {chosen:g} (the file's: {settings.window_s:g} s, {settings.threshold:g}); backend {backend.name}")
     if args.plot:
-        plot_curve(result, args.plot, operating_threshold=chosen)
+        plot_curve(result, args.plot, operating_threshold=chosen, operating_window_s=window)
         print(f"wrote {args.plot}")
     if args.json:
         write_json(result, args.json)

@@ -148,7 +148,7 @@ def stream_demo(device: str | None = None, print_fn=print) -> int:
         else:
             used.add(match)
             d = found[match]
-            heard = f"{d.label} at {d.time_s:.2f} s (score {d.score:.2f}, +{(d.time_s - word['end_s']) * 1000:.0f} ms)"
+            heard = f"{d.label} at {d.time_s:.2f} s (score {d.score:.2f}, {(d.time_s - word['end_s']) * 1000:+.0f} ms after its end)"
         say(f"{word['word'] + ('' if keyword else ' *'):<10} {word['end_s']:>8.2f}s   {heard}")
     for i, d in enumerate(found):
         if i not in used:

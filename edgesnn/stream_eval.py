@@ -202,6 +202,7 @@ class StreamJob:
     before_s: float = 0.5
     after_s: float = 1.0
     device: str | None = None
+    windows_s: tuple = ()      # averaging windows to sweep (empty: the settings' window_s only)
 
 
 _CACHE: dict = {}   # per process: the loaded pipeline and material of the last job's files
@@ -228,12 +229,12 @@ def evaluate_stream(job: StreamJob) -> dict:
     times, scores = window_scores(pipe, waveform, settings.hop_s)
     labels = sorted(material["keywords"])
     per_threshold = []
-    for threshold in job.thresholds:
-        detector = Detector.from_settings(pipe.labels, settings.replace(threshold=threshold))
+    for window_s, threshold in [(w, t) for w in (job.windows_s or (settings.window_s,)) for t in job.thresholds]:
+        detector = Detector.from_settings(pipe.labels, settings.replace(threshold=threshold, window_s=window_s))
         detections = detector.run(times, scores)
         hit, latencies, false_accepts = match(detections, truth, job.before_s, job.after_s)
         per_threshold.append({
-            "threshold": threshold,
+            "threshold": threshold, "window_s": window_s,
             "hits": {label: sum(1 for i in hit if truth[i][0] == label) for label in labels},
             "false_accepts": false_accepts,
             "latencies_s": [round(v, 6) for v in latencies]})
@@ -306,47 +307,68 @@ class StreamEvaluation:
     settings: dict = field(default_factory=dict)
 
     @property
+    def windows_s(self) -> list[float]:
+        return sorted({p["window_s"] for p in self.points})
+
+    @property
     def curve(self) -> list[tuple[float, float, float]]:
+        """The curve at the settings' averaging window (or the first swept one)."""
+        window = self.settings.get("window_s")
+        return self.curve_at(window if window in self.windows_s else self.windows_s[0])
+
+    def curve_at(self, window_s: float) -> list[tuple[float, float, float]]:
         total = sum(self.truth.values())
         return [(p["threshold"], 1 - sum(p["hits"].values()) / max(total, 1), p["false_accepts"] / self.hours)
-                for p in self.points]
+                for p in self.points if p["window_s"] == window_s]
 
-    def point(self, threshold: float) -> dict:
+    def point(self, threshold: float, window_s: float | None = None) -> dict:
+        window_s = self.curve_window() if window_s is None else window_s
         for p in self.points:
-            if abs(p["threshold"] - threshold) < 1e-9:
+            if abs(p["threshold"] - threshold) < 1e-9 and p["window_s"] == window_s:
                 return p
-        raise ValueError(f"no point at threshold {threshold}; thresholds: {[p['threshold'] for p in self.points]}")
+        raise ValueError(f"no point at threshold {threshold}, window {window_s} s; thresholds: "
+                         f"{sorted({p['threshold'] for p in self.points})}, windows: {self.windows_s}")
 
-    def operating_point(self, max_false_accepts_per_hour: float = 1.0) -> dict:
-        """The lowest threshold whose false accepts per hour are at most the limit (best recall under it)."""
-        for p in sorted(self.points, key=lambda p: p["threshold"]):
-            if p["false_accepts"] / self.hours <= max_false_accepts_per_hour:
-                return p
-        return max(self.points, key=lambda p: p["threshold"])
+    def curve_window(self) -> float:
+        window = self.settings.get("window_s")
+        return window if window in self.windows_s else self.windows_s[0]
 
-    def summary(self, threshold: float) -> dict:
-        p = self.point(threshold)
+    def operating_point(self, max_false_accepts_per_hour: float = 1.0, window_s: float | None = None) -> dict:
+        """The point with the best recall among those with at most the limit of false accepts per hour
+        (ties: the higher threshold), over every swept window unless ``window_s`` is given; when none
+        is under the limit, the one with the fewest false accepts."""
+        points = [p for p in self.points if window_s is None or p["window_s"] == window_s]
+        under = [p for p in points if p["false_accepts"] / self.hours <= max_false_accepts_per_hour]
+        if not under:
+            return min(points, key=lambda p: (p["false_accepts"], -sum(p["hits"].values())))
+        return max(under, key=lambda p: (sum(p["hits"].values()), p["threshold"]))
+
+    def summary(self, threshold: float, window_s: float | None = None) -> dict:
+        p = self.point(threshold, window_s)
         total = sum(self.truth.values())
         latencies = p["latencies_s"]
-        return {"threshold": threshold, "recall": sum(p["hits"].values()) / max(total, 1),
+        return {"threshold": threshold, "window_s": p["window_s"], "recall": sum(p["hits"].values()) / max(total, 1),
                 "false_accepts": p["false_accepts"], "false_accepts_per_hour": p["false_accepts"] / self.hours,
                 "median_latency_s": float(np.median(latencies)) if latencies else None,
                 "per_keyword_recall": {k: p["hits"][k] / max(self.truth[k], 1) for k in self.keywords}}
 
-    def table(self, threshold: float | None = None) -> str:
-        threshold = self.operating_point()["threshold"] if threshold is None else threshold
-        s = self.summary(threshold)
+    def table(self, threshold: float | None = None, window_s: float | None = None) -> str:
+        if threshold is None:
+            chosen = self.operating_point()
+            threshold, window_s = chosen["threshold"], chosen["window_s"]
+        s = self.summary(threshold, window_s)
         lines = [f"{self.streams} streams, {self.hours:.2f} h, {sum(self.truth.values())} keywords, "
-                 f"{self.other_words} non-keyword words; threshold {threshold:g}",
+                 f"{self.other_words} non-keyword words; threshold {threshold:g}, averaging window {s['window_s']:g} s",
                  f"{'keyword':<10} {'recall':>7} {'of':>5}"]
         for k in self.keywords:
             lines.append(f"{k:<10} {s['per_keyword_recall'][k]:>7.3f} {self.truth[k]:>5}")
         latency = "-" if s["median_latency_s"] is None else f"{s['median_latency_s'] * 1000:.0f} ms"
         lines.append(f"{'all':<10} {s['recall']:>7.3f} {sum(self.truth.values()):>5}   false accepts "
                      f"{s['false_accepts']} = {s['false_accepts_per_hour']:.2f}/h; median latency {latency}")
-        lines.append("threshold  false-reject  FA/h")
-        for t, frr, fah in self.curve:
-            lines.append(f"{t:>9.2f}  {frr:>12.3f}  {fah:>5.2f}")
+        for window in self.windows_s:
+            lines.append(f"averaging window {window:g} s:  threshold  false-reject  FA/h")
+            for t, frr, fah in self.curve_at(window):
+                lines.append(f"{'':<20}{t:>9.2f}  {frr:>12.3f}  {fah:>5.2f}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -361,7 +383,7 @@ def combine(results: list[dict], settings: dict) -> StreamEvaluation:
     points = []
     for k, first in enumerate(results[0]["per_threshold"]):
         rows = [r["per_threshold"][k] for r in results]
-        points.append({"threshold": first["threshold"],
+        points.append({"threshold": first["threshold"], "window_s": first["window_s"],
                        "hits": {label: sum(row["hits"][label] for row in rows) for label in keywords},
                        "false_accepts": sum(row["false_accepts"] for row in rows),
                        "latencies_s": [v for row in rows for v in row["latencies_s"]]})
@@ -373,7 +395,7 @@ def combine(results: list[dict], settings: dict) -> StreamEvaluation:
 def evaluate(model_path, keywords_dir, background_dir, streams: int = 6, stream_s: float = 600.0, seed: int = 0,
              thresholds=DEFAULT_THRESHOLDS, settings: DetectorSettings | dict | None = None, backend=None,
              recipe: StreamRecipe | None = None, before_s: float = 0.5, after_s: float = 1.0,
-             device: str | None = None) -> StreamEvaluation:
+             device: str | None = None, windows_s=()) -> StreamEvaluation:
     """Build ``streams`` test streams of ``stream_s`` seconds, detect at every threshold, count; see the module doc."""
     from .pipeline import Pipeline
 
@@ -383,28 +405,33 @@ def evaluate(model_path, keywords_dir, background_dir, streams: int = 6, stream_
     recipe = recipe or StreamRecipe(stream_s=stream_s)
     jobs = [StreamJob(str(Path(model_path).resolve()), str(Path(keywords_dir).resolve()),
                       str(Path(background_dir).resolve()), i, seed, recipe, settings.as_dict(),
-                      tuple(float(t) for t in thresholds), before_s, after_s, device) for i in range(streams)]
+                      tuple(float(t) for t in thresholds), before_s, after_s, device,
+                      tuple(float(w) for w in windows_s)) for i in range(streams)]
     results = (backend or LocalBackend()).map(evaluate_stream, jobs)
     return combine(results, settings.as_dict())
 
 
-def plot_curve(result: StreamEvaluation, path, operating_threshold: float | None = None, title: str | None = None):
+def plot_curve(result: StreamEvaluation, path, operating_threshold: float | None = None, title: str | None = None,
+               operating_window_s: float | None = None):
     """False reject rate against false accepts per hour, one point per threshold."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = result.curve
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([c[2] for c in curve], [100 * c[1] for c in curve], "o-", color="tab:blue")
-    for t, frr, fah in curve[::2]:
-        ax.annotate(f"{t:.2f}", (fah, 100 * frr), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for window in result.windows_s:
+        curve = result.curve_at(window)
+        line, = ax.plot([c[2] for c in curve], [100 * c[1] for c in curve], "o-", ms=3,
+                        label=f"averaging window {window:g} s")
+        for t, frr, fah in curve[::3]:
+            ax.annotate(f"{t:.2f}", (fah, 100 * frr), textcoords="offset points", xytext=(4, 4), fontsize=6,
+                        color=line.get_color())
     if operating_threshold is not None:
-        s = result.summary(operating_threshold)
-        ax.plot([s["false_accepts_per_hour"]], [100 * (1 - s["recall"])], "o", color="tab:red", ms=10,
-                label=f"operating point: threshold {operating_threshold:g}")
-        ax.legend()
+        s = result.summary(operating_threshold, operating_window_s)
+        ax.plot([s["false_accepts_per_hour"]], [100 * (1 - s["recall"])], "*", color="tab:red", ms=14,
+                label=f"operating point: {s['window_s']:g} s, threshold {operating_threshold:g}")
+    ax.legend(fontsize=7)
     ax.set_xlabel("false accepts per hour")
     ax.set_ylabel("false reject rate (%)")
     ax.set_title(title or f"Keyword spotting, {result.hours:.1f} h of held-out streams")
