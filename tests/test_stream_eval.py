@@ -128,7 +128,10 @@ def test_local_backends_agree_and_counts_add_up(energy_files):
 def test_ray_and_local_evaluations_equal(energy_files):
     pytest.importorskip("ray")
     local = _evaluate(energy_files, stream_eval.LocalBackend(1))
-    backend = stream_eval.RayBackend(num_cpus=1)
+    try:
+        backend = stream_eval.RayBackend(num_cpus=1)
+    except RuntimeError as exc:   # a loaded machine: Ray's GCS did not come up in its start-up timeout
+        pytest.skip(f"a local Ray instance did not start: {exc}")
     try:
         assert _evaluate(energy_files, backend) == local
     finally:
