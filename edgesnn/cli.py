@@ -456,38 +456,125 @@ def _run_predict(args) -> int:
 
 
 def _add_stream(commands) -> None:
-    sub = commands.add_parser("stream", help="spot keywords in a recording with a kws model",
-                              description="Slide the model's 1 s window over AUDIO as a stream and print "
-                                          "each keyword detected: time, label, score.")
+    sub = commands.add_parser("stream", help="spot keywords in a recording, stdin PCM or the microphone",
+                              description="Stream AUDIO through a kws pipeline: the frontend runs incrementally, "
+                                          "the model classifies the last window every hop, and the detector "
+                                          "(smoothing, threshold, minimum count, suppression; defaults from the "
+                                          "file) prints each keyword: time, label, score. AUDIO is a WAV/FLAC/OGG "
+                                          "file, '-' for raw 16-bit little-endian mono PCM at the model's rate on "
+                                          "stdin (arecord -f S16_LE -r 16000 -c 1 | edgesnn stream kws.esnn -), "
+                                          "or --mic (needs the 'mic' extra: sounddevice).")
     sub.add_argument("model", metavar="MODEL", help="path of a .esnn file saved by a kws Pipeline")
-    sub.add_argument("audio", metavar="AUDIO", help="a WAV/FLAC/OGG recording")
-    sub.add_argument("--hop-s", type=float, default=0.1, help="seconds between windows (default 0.1)")
-    sub.add_argument("--min-score", type=float, default=None, help="ignore windows scoring below this")
-    sub.add_argument("--refractory-s", type=float, default=0.5, help="merge hits of a label closer than this")
+    sub.add_argument("audio", metavar="AUDIO", nargs="?", help="a recording, or '-' for PCM on stdin")
+    sub.add_argument("--mic", action="store_true", help="listen to the default microphone (Ctrl-C stops)")
+    sub.add_argument("--seconds", type=float, default=None, help="with --mic: stop after this long")
+    sub.add_argument("--hop-s", type=float, default=None, help="seconds between inferences (file default 0.02)")
+    sub.add_argument("--threshold", type=float, default=None, help="average score to report a keyword")
+    sub.add_argument("--window-s", type=float, default=None, help="score averaging window in seconds")
+    sub.add_argument("--min-count", type=int, default=None, help="results needed in the window before deciding")
+    sub.add_argument("--suppression-s", type=float, default=None, help="do not repeat a label within this time")
     sub.add_argument("--json", action="store_true", help="one JSON object per detection")
     sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
     sub.set_defaults(run=_user_errors(_run_stream))
 
 
+def _stream_source(args, pipe):
+    """The chunks to stream: a recording path, stdin PCM, or the microphone."""
+    import sys
+
+    from .stream_eval import microphone_chunks, pcm_chunks
+
+    if args.mic:
+        return microphone_chunks(pipe.frontend.sample_rate, seconds=args.seconds), "the microphone"
+    if args.audio is None:
+        raise EdgesnnError("stream: give AUDIO (a file, or '-' for PCM on stdin) or --mic")
+    if args.audio == "-":
+        return pcm_chunks(sys.stdin.buffer), "stdin"
+    return args.audio, args.audio
+
+
 def _run_stream(args) -> int:
     import json
+    import sys
 
-    if not args.hop_s > 0:
+    if args.hop_s is not None and not args.hop_s > 0:
         raise EdgesnnError(f"--hop-s must be positive, got {args.hop_s}")
-    if not os.path.isfile(args.audio):
+    if args.audio not in (None, "-") and not os.path.isfile(args.audio):
         raise EdgesnnError(f"{args.audio}: no such file")
     pipe = _load_pipeline(args.model, args.device)
+    source, name = _stream_source(args, pipe)
     count = 0
-    for detection in pipe.stream(args.audio, hop_s=args.hop_s, min_score=args.min_score,
-                                 refractory_s=args.refractory_s):
+    for detection in pipe.stream(source, hop_s=args.hop_s, threshold=args.threshold, window_s=args.window_s,
+                                 min_count=args.min_count, suppression_s=args.suppression_s,
+                                 on_pad=lambda text: print(text, file=sys.stderr)):
         count += 1
         if args.json:
             print(json.dumps({"label": detection.label, "time_s": detection.time_s,
-                              "score": round(detection.score, 6)}))
+                              "score": round(detection.score, 6)}), flush=True)
         else:
-            print(f"{detection.time_s:8.2f} s  {detection.label}  ({detection.score:.3f})")
+            print(f"{detection.time_s:8.2f} s  {detection.label}  ({detection.score:.3f})", flush=True)
     if not args.json:
-        print(f"{count} detection{'s' if count != 1 else ''} in {args.audio}")
+        print(f"{count} detection{'s' if count != 1 else ''} in {name}")
+    return 0
+
+
+def _add_eval_stream(commands) -> None:
+    sub = commands.add_parser("eval-stream", help="keyword recall and false accepts per hour on long test streams",
+                              description="Build long test streams from held-out clips (KEYWORDS/<label>/*.wav; "
+                                          "folders not named after a keyword are non-keyword speech) at known "
+                                          "times over BACKGROUND/*.wav, stream them through the pipeline's "
+                                          "detector at every threshold, and print per-keyword recall, false "
+                                          "accepts per hour and the trade-off curve.")
+    sub.add_argument("model", metavar="MODEL", help="path of a .esnn file saved by a kws Pipeline")
+    sub.add_argument("--keywords", required=True, metavar="DIR", help="held-out clips, one folder per label")
+    sub.add_argument("--background", required=True, metavar="DIR", help="background noise / speech WAVs")
+    sub.add_argument("--streams", type=int, default=6, help="number of test streams (default 6)")
+    sub.add_argument("--stream-s", type=float, default=600.0, help="seconds per stream (default 600)")
+    sub.add_argument("--seed", type=int, default=0)
+    sub.add_argument("--thresholds", default=None, help="comma-separated thresholds (default 0.30..0.99)")
+    sub.add_argument("--hop-s", type=float, default=None, help="inference hop (default: the file's)")
+    sub.add_argument("--windows-s", default=None, help="comma-separated averaging windows to sweep too "
+                                                      "(default: the file's window only)")
+    sub.add_argument("--min-count", type=int, default=None, help="detector minimum count (default: the file's)")
+    sub.add_argument("--suppression-s", type=float, default=None, help="suppression time (default: the file's)")
+    sub.add_argument("--max-fa-per-hour", type=float, default=1.0, help="operating point: lowest threshold "
+                                                                       "with at most this many FA/h")
+    sub.add_argument("--workers", type=int, default=None, help="local processes (default min(4, cores))")
+    sub.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run on Ray: a cluster address ('auto', 'ray://host:10001') or a local Ray instance")
+    sub.add_argument("--plot", metavar="PNG", help="the trade-off curve (false rejects vs false accepts/h)")
+    sub.add_argument("--json", metavar="PATH", help="write all counts as JSON")
+    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    sub.set_defaults(run=_user_errors(_run_eval_stream))
+
+
+def _run_eval_stream(args) -> int:
+    from .pipeline import Pipeline
+    from .stream_eval import DEFAULT_THRESHOLDS, LocalBackend, RayBackend, evaluate, plot_curve, write_json
+
+    thresholds = DEFAULT_THRESHOLDS if args.thresholds is None else \
+        tuple(float(t) for t in args.thresholds.split(","))
+    settings = Pipeline.load(args.model).detector_settings(hop_s=args.hop_s, min_count=args.min_count,
+                                                           suppression_s=args.suppression_s)
+    windows = () if args.windows_s is None else tuple(float(w) for w in args.windows_s.split(","))
+    if args.ray is not None:
+        backend = RayBackend(address=None if args.ray == "local" else args.ray, num_cpus=args.workers)
+    else:
+        backend = LocalBackend(args.workers)
+    result = evaluate(args.model, args.keywords, args.background, streams=args.streams, stream_s=args.stream_s,
+                      seed=args.seed, thresholds=thresholds, settings=settings, backend=backend, device=args.device,
+                      windows_s=windows)
+    point = result.operating_point(args.max_fa_per_hour)
+    chosen, window = point["threshold"], point["window_s"]
+    print(result.table(chosen, window))
+    print(f"operating point (best recall at most {args.max_fa_per_hour:g} FA/h): averaging window {window:g} s, "
+          f"threshold {chosen:g} (the file's: {settings.window_s:g} s, {settings.threshold:g}); backend {backend.name}")
+    if args.plot:
+        plot_curve(result, args.plot, operating_threshold=chosen, operating_window_s=window)
+        print(f"wrote {args.plot}")
+    if args.json:
+        write_json(result, args.json)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -703,7 +790,7 @@ def _plot_raster(sample: np.ndarray, name: str, path) -> None:
 
 
 COMMANDS = [_add_plugins, _add_devices, _add_check, _add_convert, _add_summary, _add_demo, _add_pipeline,
-            _add_predict, _add_stream, _add_eval, _add_bench]
+            _add_predict, _add_stream, _add_eval_stream, _add_eval, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .classifier import UNKNOWN, Classifier, Detection, Prediction
+from .detector import BACKGROUND_LABELS as NON_KEYWORDS
+from .detector import METADATA_KEY as DETECTOR_KEY
+from .detector import Detector, DetectorSettings
 from .errors import ModelError
 from .model import Model
 
 PIPELINE_KEY = "pipeline"    # metadata key of the pipeline's own options (threshold, unknown label, timesteps)
 FRONTEND_KEY = "frontend"    # metadata key of {"name": ..., "config": {...}} (docs/format.md)
-# Labels a keyword stream never reports (background classes of the usual keyword-spotting sets).
-NON_KEYWORDS = ("unknown", "_unknown_", "silence", "_silence_", "background", "_background_noise_", "noise")
 STREAM_CHUNK_S = 0.1         # a whole recording given to stream() is fed in pieces of this length
 
 
@@ -143,16 +144,27 @@ class Pipeline:
             raise
 
     # -- streaming -------------------------------------------------------------------------------
-    def stream(self, chunks, hop_s: float = 0.1, min_score: float | None = None, refractory_s: float = 0.5,
-               ignore=NON_KEYWORDS):
-        """Slide the frontend's window over a stream of audio chunks; yield a Detection per keyword heard.
+    def detector_settings(self, **changes) -> DetectorSettings:
+        """The stream detector's settings: the file's (metadata "detector") or the defaults, with changes."""
+        stored = self.model.metadata.get(DETECTOR_KEY)
+        settings = DetectorSettings.from_dict(stored) if stored else DetectorSettings()
+        return settings.replace(**changes)
 
-        ``chunks``: an iterable of mono sample arrays at the frontend's sample rate, or a whole
-        recording (a path or an array, fed in 0.1 s pieces). Every ``hop_s`` seconds (rounded to
-        frames) the last window (1 s for kws) is classified. A window whose best label is not in
-        ``ignore``, is not rejected, and scores at least ``min_score`` is a hit; a hit is reported
-        unless the same label hit within the last ``refractory_s`` seconds (so one spoken keyword,
-        seen by several overlapping windows, is reported once). ``time_s`` is the window's end.
+    def stream(self, chunks, hop_s: float | None = None, threshold: float | None = None,
+               window_s: float | None = None, min_count: int | None = None, suppression_s: float | None = None,
+               ignore=None, on_pad=None):
+        """Spot keywords in a stream of audio chunks; yield ``Detection(label, time_s, score)``.
+
+        ``chunks``: an iterable of mono sample arrays at the frontend's sample rate (float in [-1, 1]
+        or int16), or a whole recording (a path or an array, fed in 0.1 s pieces). The frontend runs
+        incrementally; every ``hop_s`` seconds (rounded to frames) the model classifies the last window
+        (1 s for kws) and edgesnn.detector's ``Detector`` (TFLite Micro's RecognizeCommands) smooths
+        the scores over ``window_s``, and reports a keyword whose average beats ``threshold`` after at
+        least ``min_count`` results, not repeating a label within ``suppression_s``; labels in
+        ``ignore`` (background classes) are never reported. Settings left None come from the file
+        (``detector_settings()``). ``time_s`` is the end of the audio heard when the keyword was
+        decided. A stream too short for ``min_count`` windows is padded with silence at the end and
+        ``on_pad`` (default: ``warnings.warn``) is told.
         """
         fe = self.frontend
         if fe is None:
@@ -161,37 +173,61 @@ class Pipeline:
                             "'kws' (es.Pipeline(es.frontend('kws', ...), model), or `edgesnn pipeline MODEL "
                             "--frontend kws -o OUT.esnn`)")
         if not callable(getattr(fe, "stream", None)):
-            raise TypeError(f"frontend {getattr(fe, 'name', type(fe).__name__)!r} has no streaming mode; stream() "
-                            f"needs a frontend with one, such as 'kws'")
-        hop_frames = max(1, round(hop_s / fe.hop_s))
-        min_score = (self.classifier.threshold or 0.0) if min_score is None else float(min_score)
-        skip = set(ignore) | {self.classifier.unknown_label}
-        last_hit_s: dict[str, float] = {}
-        for window, time_s in self._windows(chunks, hop_frames):
-            prediction = self.classify_samples(window[None])[0]
-            if prediction.label in skip or prediction.index < 0 or prediction.score < min_score:
-                continue
-            previous = last_hit_s.get(prediction.label)
-            last_hit_s[prediction.label] = time_s
-            if previous is None or time_s - previous > refractory_s:
-                yield Detection(prediction.label, round(time_s, 6), prediction.score)
+            which = "this pipeline has no frontend" if fe is None else \
+                f"frontend {getattr(fe, 'name', type(fe).__name__)!r} has no streaming mode"
+            raise TypeError(f"{which}; stream() needs a frontend with one, like 'kws'")
+        settings = self.detector_settings(hop_s=hop_s, threshold=threshold, window_s=window_s, min_count=min_count,
+                                          suppression_s=suppression_s, ignore=ignore)
+        if self.labels is None:
+            raise ModelError("Pipeline.stream: the pipeline has no labels; give labels=[...] to name the keywords")
+        detector = Detector.from_settings(self.labels, settings)
+        hop_frames = max(1, round(settings.hop_s / fe.hop_s))
+        for window, time_s in self._windows(chunks, hop_frames, settings.min_count, on_pad):
+            potentials = self.model.forward(window[None], timesteps=self.timesteps, device=self.device)
+            detection = detector.update(time_s, self.classifier.scores(potentials, self.timesteps or 1)[0])
+            if detection is not None:
+                yield detection
 
-    def _windows(self, chunks, hop_frames: int):
-        """Yield (uint8 model input (frames, coefficients, 1), end time in s) every hop_frames frames."""
+    def _windows(self, chunks, hop_frames: int, min_windows: int = 1, on_pad=None):
+        """Yield (uint8 model input (frames, coefficients, 1), end time in s) every hop_frames frames.
+
+        When the stream ends before ``min_windows`` windows, silence is appended until it has them
+        (and ``on_pad`` is told: audio shorter than a window would otherwise give nothing)."""
         fe = self.frontend
         window_frames = fe.output_shape[0]
         stream = fe.stream()
-        recent = deque(maxlen=window_frames)  # the last window_frames uint8 frames
-        for chunk in self._chunks(chunks):
+        # (2 * window_frames, n_mfcc) uint8: each frame is written twice, at i and i + window_frames
+        # (i = its index mod window_frames), so the last window is always one contiguous slice.
+        ring = np.zeros((2 * window_frames, fe.output_shape[1]), dtype=np.uint8)
+        count = 0
+
+        def windows_of(samples):
+            nonlocal count
             first_index = stream.frames_emitted
-            for offset, frame in enumerate(fe.quantize(stream.push(chunk))):
-                recent.append(frame)
+            for offset, frame in enumerate(fe.quantize(stream.push(samples))):
                 index = first_index + offset  # index of this frame since the stream began
+                slot = index % window_frames
+                ring[slot] = frame
+                ring[slot + window_frames] = frame
                 if index + 1 >= window_frames and (index + 1 - window_frames) % hop_frames == 0:
                     end_s = (index * fe.hop_samples + fe.frame_samples) / fe.sample_rate
-                    window = np.stack(recent)[:, :, None]
+                    window = ring[slot + 1:slot + 1 + window_frames, :, None].copy()
                     self._check_shapes(window.shape)
+                    count += 1
                     yield window, end_s
+
+        for chunk in self._chunks(chunks):
+            yield from windows_of(chunk)
+        if count < min_windows:
+            frames_needed = window_frames + (min_windows - 1) * hop_frames
+            samples_needed = fe.frame_samples + (frames_needed - 1) * fe.hop_samples
+            missing = max(0, samples_needed - stream.samples_pushed)
+            heard_s = stream.samples_pushed / fe.sample_rate
+            message = (f"Pipeline.stream: the audio ({heard_s:.3f} s) is shorter than {min_windows} window(s) of "
+                       f"{fe.clip_s:g} s at a {hop_frames * fe.hop_s:g} s hop; padded with {missing / fe.sample_rate:.3f} s "
+                       f"of silence at the end")
+            (on_pad or (lambda text: warnings.warn(text, stacklevel=4)))(message)
+            yield from windows_of(np.zeros(missing, dtype=np.float32))
 
     def _chunks(self, chunks):
         recording = isinstance(chunks, (str, os.PathLike, np.ndarray)) or (

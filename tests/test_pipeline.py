@@ -179,7 +179,7 @@ def test_stream_finds_a_burst_once_and_at_the_right_time():
     audio = np.zeros(5 * 16000, np.float32)
     audio[int(burst_start_s * 16000):int(burst_end_s * 16000)] = 0.3 * rng.standard_normal(int(0.3 * 16000))
     chunks = [audio[i:i + 1234] for i in range(0, audio.size, 1234)]
-    detections = list(pipe.stream(chunks, hop_s=0.1, refractory_s=1.0))
+    detections = list(pipe.stream(chunks, hop_s=0.1, window_s=0.0, min_count=1, threshold=0.5))   # the raw windows: no smoothing
     assert [d.label for d in detections] == ["loud"]
     assert burst_start_s < detections[0].time_s <= burst_end_s + 0.1
     # the detection's score is the offline pipeline's score on the same 1 s of samples
@@ -193,7 +193,7 @@ def test_stream_windows_every_hop():
     always = _energy_model(fe, threshold_c0=-10**6)   # 'loud' wins every window
     pipe = es.Pipeline(fe, always, labels=["_silence_", "loud"])
     audio = np.random.default_rng(1).standard_normal(3 * 16000 + 123).astype(np.float32) * 0.01
-    detections = list(pipe.stream(audio, hop_s=0.2, refractory_s=-1.0))   # report every hit
+    detections = list(pipe.stream(audio, hop_s=0.2, window_s=0.0, min_count=1, threshold=0.5, suppression_s=0.0))   # every hit
     frames = 1 + (audio.size - 480) // 320
     hop_frames = 10
     expected_times = [((49 - 1 + k * hop_frames) * 320 + 480) / 16000 for k in range(1 + (frames - 49) // hop_frames)]
@@ -202,19 +202,18 @@ def test_stream_windows_every_hop():
         next(es.Pipeline(es.frontend("image", size=(49, 10)), always).stream([audio]))
 
 
-def test_stream_suppresses_repeats_within_the_refractory_time():
+def test_stream_suppresses_repeats_within_the_suppression_time():
     fe = es.frontend("kws")
     silence_u8 = int(fe.quantize(fe.features(np.zeros(480, np.float32)))[0, 0])
     pipe = es.Pipeline(fe, _energy_model(fe, threshold_c0=49 * silence_u8 + 400), labels=["_silence_", "loud"])
     rng = np.random.default_rng(2)
     audio = np.zeros(7 * 16000, np.float32)
-    for start_s in (2.0, 4.8):   # the second burst's windows begin 1.5 s after the first burst's last
-        start = int(start_s * 16000)
-        audio[start:start + 4800] = 0.3 * rng.standard_normal(4800)
-    two = list(pipe.stream(audio, refractory_s=1.0))
-    assert [d.label for d in two] == ["loud", "loud"]
-    assert 2.0 < two[0].time_s < 2.4 and 4.8 < two[1].time_s < 5.2
-    assert len(list(pipe.stream(audio, refractory_s=2.0))) == 1
+    audio[2 * 16000:5 * 16000] = 0.3 * rng.standard_normal(3 * 16000)   # loud for 3 s: windows loud ~2.1..6 s
+    repeats = list(pipe.stream(audio, hop_s=0.1, window_s=0.0, min_count=1, threshold=0.5, suppression_s=1.0))
+    assert [d.label for d in repeats] == ["loud"] * 4
+    gaps = np.diff([d.time_s for d in repeats])
+    assert np.all(gaps > 1.0) and np.all(gaps < 1.0 + 0.1 + 1e-9)       # again as soon as 1 s has passed
+    assert len(list(pipe.stream(audio, hop_s=0.1, window_s=0.0, min_count=1, threshold=0.5, suppression_s=10.0))) == 1
 
 
 # -- command line: predict, eval, bench, stream ------------------------------------------------------
@@ -286,7 +285,8 @@ def test_cli_stream_and_errors(template_model, tmp_path, capsys):
     audio[32000:36800] = 0.3 * np.random.default_rng(3).standard_normal(4800)
     wav = tmp_path / "burst.wav"
     soundfile.write(wav, audio, 16000)
-    status, out, _ = _cli(capsys, "stream", kws_path, wav, "--json")
+    status, out, _ = _cli(capsys, "stream", kws_path, wav, "--json", "--window-s", "0", "--min-count", "1",
+                          "--threshold", "0.5", "--hop-s", "0.1")
     assert status == 0
     detections = [json.loads(line) for line in out.splitlines()]
     assert [d["label"] for d in detections] == ["loud"] and 2.0 < detections[0]["time_s"] < 2.4

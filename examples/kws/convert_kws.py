@@ -1,0 +1,131 @@
+"""Convert the trained DS-CNN at 8/8 and 4/4 bits; clip accuracy per class; confusion matrix; ship the pipeline.
+
+    python examples/kws/convert_kws.py --data /tmp/kws_data            # after make_dataset.py and train.py
+
+As BrainChip's KWS tutorial (seed 002): the float model's clip accuracy on the held-out voices,
+then the integer models' on the same clips, per class, and the 4-bit model's confusion matrix
+(rows: true class, normalized). Writes edgesnn/data/kws_dscnn_4bit.esnn: the 4-bit model, the
+calibrated ``kws`` frontend, the labels and the detector settings (metadata "detector"), and
+edgesnn/data/kws_dscnn.onnx (the float model, for the onnxruntime benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+import edgesnn as es
+from edgesnn.datasets import first_per_class
+from edgesnn.detector import METADATA_KEY, DetectorSettings
+
+DATA = Path(es.__file__).resolve().parent / "data"
+SCALING = (255.0, 0.0)   # the float model takes the uint8 features / 255
+
+
+def float_predict(onnx_path: Path, x_uint8: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = x_uint8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return np.concatenate([session.run(None, {"mfcc": x[i:i + 512]})[0] for i in range(0, len(x), 512)]).argmax(1)
+
+
+def per_class(y: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    return np.array([np.mean(predicted[y == c] == c) if np.any(y == c) else np.nan for c in range(classes)])
+
+
+def confusion(y: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    matrix = np.zeros((classes, classes))
+    np.add.at(matrix, (y, predicted), 1)
+    return matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+
+
+def plot_confusion(matrix: np.ndarray, labels, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 8))
+    image = ax.imshow(matrix, interpolation="nearest", cmap=plt.cm.Blues, vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    ticks = np.arange(len(labels))
+    ax.set_xticks(ticks, labels, rotation=45, ha="right")
+    ax.set_yticks(ticks, labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if matrix[i, j] > 0.5 else "black")
+    ax.set_ylabel("True label")
+    ax.set_xlabel("Predicted label")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="the folder make_dataset.py and train.py wrote")
+    parser.add_argument("--out", type=Path, default=DATA, help="where the shipped files go")
+    parser.add_argument("--plot", type=Path, default=None, help="confusion matrix PNG (default DATA/confusion_4bit.png)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--calibration", default="mse", help="4-bit calibration (es.convert's calibration=)")
+    parser.add_argument("--detector", type=Path, default=None, help="JSON of detector settings to ship "
+                                                                     "(default: DetectorSettings())")
+    args = parser.parse_args(argv)
+    labels = json.loads((args.data / "labels.json").read_text())
+    features = np.load(args.data / "features.npz")
+    config = json.loads((args.data / "frontend.json").read_text())
+    source = args.data / "dscnn_kws.onnx"
+    x_test, y_test = features["x_test"], features["y_test"]
+    calib = first_per_class(features["x_train"], features["y_train"], 50)
+    classes = len(labels)
+
+    rows = {"float32": float_predict(source, x_test)}
+    m8 = es.convert(source, samples=calib, input_scaling=SCALING, labels=labels, weight_bits=8, activation_bits=8)
+    rows["8/8-bit"] = m8.predict(x_test, device=args.device)
+    m4 = es.convert(source, samples=calib, input_scaling=SCALING, labels=labels, weight_bits=4, activation_bits=4,
+                    calibration=args.calibration)
+    rows["4/4-bit"] = m4.predict(x_test, device=args.device)
+    m4.summary()
+
+    print(f"\nclip accuracy on {len(y_test):,} held-out-voice clips (test split)")
+    print(f"{'class':<10}" + "".join(f"{name:>10}" for name in rows))
+    table = {name: per_class(y_test, predicted, classes) for name, predicted in rows.items()}
+    for c, label in enumerate(labels):
+        print(f"{label:<10}" + "".join(f"{table[name][c]:>10.3f}" for name in rows))
+    overall = {name: float(np.mean(predicted == y_test)) for name, predicted in rows.items()}
+    print(f"{'all':<10}" + "".join(f"{overall[name]:>10.4f}" for name in rows))
+    for name in ("8/8-bit", "4/4-bit"):
+        print(f"{name}: {100 * (overall[name] - overall['float32']):+.2f} points vs float "
+              f"(target for 4-bit: within 2 points)")
+    plot = args.plot or args.data / "confusion_4bit.png"
+    plot_confusion(confusion(y_test, rows["4/4-bit"], classes), labels,
+                   f"4-bit DS-CNN, held-out voices: accuracy {overall['4/4-bit']:.3f}", plot)
+    print(f"wrote {plot}")
+
+    settings = DetectorSettings.from_dict(json.loads(args.detector.read_text())) if args.detector else DetectorSettings()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for model, name in ((m4, "kws_dscnn_4bit.esnn"), (m8, "kws_dscnn_8bit.esnn")):
+        model.metadata[METADATA_KEY] = settings.as_dict()
+        model.metadata["clip_accuracy"] = {"float32": round(overall["float32"], 4),
+                                           "integer": round(overall["4/4-bit" if model is m4 else "8/8-bit"], 4)}
+        pipe = es.Pipeline(es.frontend("kws", **config), model, labels=labels)
+        target = (args.out if model is m4 else args.data) / name
+        pipe.save(target)
+        print(f"wrote {target} ({target.stat().st_size:,} bytes)")
+    shutil.copyfile(source, args.out / "kws_dscnn.onnx")
+    print(f"wrote {args.out / 'kws_dscnn.onnx'} ({source.stat().st_size:,} bytes)")
+    (args.data / "clip_accuracy.json").write_text(json.dumps({"overall": overall, "per_class": {
+        name: [None if np.isnan(v) else round(float(v), 4) for v in values] for name, values in table.items()},
+        "labels": labels}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,330 @@
+"""Make a keyword-spotting data set with espeak-ng: 12 classes, voices held out for test, deterministic.
+
+    python examples/kws/make_dataset.py --out /tmp/kws_data            # a few minutes on 2 cores
+    python examples/kws/make_dataset.py --out /tmp/kws_data --small    # a quick set for trying things
+
+Classes (Speech Commands v2's 12-class task): ``_silence_``, ``_unknown_`` and the ten keywords
+yes no up down left right on off stop go. Words are spoken by espeak-ng over many voices (English
+varieties x voice variants), speeds and pitches; each 1 s, 16 kHz clip puts a word at a random
+time shift and gain over background noise at a random SNR (clean, 20, 10, 5 or 0 dB): white, pink
+and brown noise, and babble mixed from other espeak speech of the same split's voices.
+
+Splits hold voices out: the voice *variants* (the timbre: m1, f3, klatt2 ...) are divided between
+train, validation and test, so no test voice is ever heard in training in any accent.
+
+Writes into OUT:
+  train.npz, val.npz, test.npz     x: int16 (N, 16000) clips; y: class index; voice: voice name
+  labels.json                      the 12 class names in index order
+  stream/keywords/<label>/*.wav    raw held-out test-voice utterances (keywords and _unknown_ words)
+  stream/background/*.wav          held-out noise and babble, 60 s each, for long-stream evaluation
+  stream/demo.wav, demo.json       a shipped-demo recording: keywords by test voices over noise
+
+It installs espeak-ng with apt-get where it is missing (Debian/Ubuntu, as root). The same
+``--seed`` gives the same files byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+RATE = 16000
+CLIP = RATE  # 1 s
+KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+LABELS = ["_silence_", "_unknown_"] + KEYWORDS
+# Other English words: Speech Commands' auxiliary words first, then common words of many shapes.
+UNKNOWN_WORDS = """
+bed bird cat dog eight five four happy house marvin nine one seven sheila six three tree two wow zero
+backward forward follow learn visual
+apple table water window paper music orange garden yellow purple river mountain people morning evening
+number letter simple little middle bottle button kitchen chicken pocket rocket jacket ticket basket market
+open close light night right-ish bright sight kite white write bite quite
+yet yell yesterday yam yarn yoga youth young
+know note nose now know-how nut nap new news nine-ish
+upper cup pup supper puppy hop hope top tap cap
+town gown brown crown clown dove dust dawn done
+lift leaf lent lead loft lost last list lamp lemon
+ride rice ripe rope road rain rate wrong rug
+own odd ox art arm egg ink is it in an and any
+of if oft often coffee toffee offer office awful
+stock step stamp store start star still stick stuck stone
+goat gold good goose gone got gum game gate
+hello thanks please sorry maybe later never always sometimes often
+computer keyboard monitor speaker phone camera picture picnic pillow blanket
+banana potato tomato carrot pepper butter cheese bread sugar salt
+happy sad angry tired hungry thirsty sleepy funny lucky busy
+doctor teacher farmer driver singer painter player writer reader
+monday tuesday friday sunday winter summer autumn spring season
+seventy eighty ninety hundred thousand million first second third
+red blue green black pink gray silver golden violet
+horse mouse goose sheep snake tiger lion zebra monkey rabbit
+car bus train plane boat bike truck wagon ship jet
+play pay pray plan plant plenty plus plot
+sing song sun sand seed sell send sent set
+take talk tell ten test text thing think
+walk wall want warm wash watch wave way
+jump just jelly joke jog join
+quick quiet queen question quite
+very voice visit value van vote
+fish fire five-ish fine find fill film
+""".split()
+UNKNOWN_WORDS = sorted({w for w in UNKNOWN_WORDS if w.isalpha() and w not in KEYWORDS})
+LANGS = ["en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
+VARIANTS_DIR = Path("/usr/lib/x86_64-linux-gnu/espeak-ng-data/voices/!v")
+SNRS_DB = [None, 20.0, 10.0, 5.0, 0.0]
+NOISES = ["white", "pink", "brown", "babble"]
+SPLITS = ("train", "val", "test")
+
+
+# -- espeak-ng ------------------------------------------------------------------------------------
+def ensure_espeak() -> str:
+    """The espeak-ng executable; installed with apt-get (Debian/Ubuntu, as root) when missing."""
+    path = shutil.which("espeak-ng")
+    if path:
+        return path
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        print("espeak-ng is missing: installing it with apt-get", file=sys.stderr)
+        subprocess.run(["apt-get", "update"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "espeak-ng"], check=True)
+        path = shutil.which("espeak-ng")
+    if not path:
+        raise SystemExit("make_dataset: espeak-ng is not installed; run `sudo apt-get install espeak-ng` "
+                         "(or scripts/install-system-deps.sh) and try again")
+    return path
+
+
+def variants() -> list[str]:
+    """espeak-ng voice variants that sound like a voice (sorted, so splits are reproducible)."""
+    names = sorted(p.name for p in VARIANTS_DIR.iterdir()) if VARIANTS_DIR.is_dir() else []
+    skip = {"Demonic", "croak", "whisper", "whisperf", "UniRobot", "anikaRobot", "Storm", "Tweaky", "fast",
+            "klatt5", "klatt6"}
+    names = [n for n in names if n not in skip and " " not in n]
+    return names or ["m1", "m2", "m3", "f1", "f2", "f3"]
+
+
+def speak(espeak: str, text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+    """espeak-ng -> float32 mono at 16 kHz, leading and trailing silence trimmed."""
+    from scipy.signal import resample_poly
+
+    out = subprocess.run([espeak, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+                         check=True, capture_output=True).stdout
+    pcm = np.frombuffer(out[44:], dtype="<i2").astype(np.float32) / 32768.0   # 22,050 Hz RIFF, 44-byte header
+    y = resample_poly(pcm, 320, 441).astype(np.float32)                          # 22,050 -> 16,000 Hz
+    return trim(y)
+
+
+def trim(y: np.ndarray, floor_db: float = -40.0) -> np.ndarray:
+    frame = 160
+    n = len(y) // frame
+    if n == 0:
+        return y
+    energy = (y[:n * frame].reshape(n, frame) ** 2).mean(axis=1)
+    loud = np.flatnonzero(10 * np.log10(energy + 1e-12) > 10 * np.log10(energy.max() + 1e-12) + floor_db)
+    if loud.size == 0:
+        return y
+    return y[max(0, loud[0] - 1) * frame:min(n, loud[-1] + 2) * frame]
+
+
+# -- noise ----------------------------------------------------------------------------------------
+def colored_noise(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
+    """Unit-RMS white (flat), pink (1/f power) or brown (1/f^2 power) noise."""
+    white = rng.standard_normal(n)
+    if kind != "white":
+        spectrum = np.fft.rfft(white)
+        f = np.maximum(np.fft.rfftfreq(n, 1 / RATE), 20.0)
+        spectrum /= np.sqrt(f) if kind == "pink" else f
+        white = np.fft.irfft(spectrum, n)
+    return (white / (np.sqrt(np.mean(white ** 2)) + 1e-12)).astype(np.float32)
+
+
+def babble(rng: np.random.Generator, n: int, utterances: list[np.ndarray], talkers: int = 4) -> np.ndarray:
+    """Several talkers of random words, each a random sequence of utterances, summed; unit RMS."""
+    out = np.zeros(n, dtype=np.float32)
+    for _ in range(talkers):
+        at = int(rng.integers(0, RATE // 2))
+        while at < n:
+            u = utterances[int(rng.integers(len(utterances)))]
+            end = min(n, at + len(u))
+            out[at:end] += u[:end - at] * float(rng.uniform(0.5, 1.0))
+            at = end + int(rng.integers(0, RATE // 5))
+    return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
+
+
+def noise_source(rng, n, kind, babble_pool) -> np.ndarray:
+    if kind == "babble":
+        start = int(rng.integers(0, len(babble_pool) - n))
+        return babble_pool[start:start + n]
+    return colored_noise(rng, n, kind)
+
+
+def mix(rng, word, babble_pool) -> np.ndarray:
+    """A 1 s clip: `word` (or nothing) at a random shift and gain, over noise at a random SNR."""
+    clip = np.zeros(CLIP, dtype=np.float32)
+    if word is not None:
+        word = word[:CLIP]
+        shift = int(rng.integers(0, CLIP - len(word) + 1))
+        clip[shift:shift + len(word)] = word
+        peak = np.abs(clip).max() + 1e-9
+        clip *= 10 ** (float(rng.uniform(-20, -1)) / 20) / peak
+    snr = SNRS_DB[int(rng.integers(len(SNRS_DB)))]
+    kind = NOISES[int(rng.integers(len(NOISES)))]
+    noise = noise_source(rng, CLIP, kind, babble_pool)
+    if word is None:   # silence: noise alone at a random level, sometimes almost none
+        level = 10 ** (float(rng.uniform(-70, -15)) / 20)
+        clip = noise * level
+    elif snr is not None:
+        speech_rms = np.sqrt(np.mean(word ** 2)) * (np.abs(clip).max() / (np.abs(word).max() + 1e-9))
+        clip = clip + noise * speech_rms / 10 ** (snr / 20)
+    else:
+        clip = clip + noise * 10 ** (float(rng.uniform(-80, -60)) / 20)
+    return np.clip(clip, -1, 1)
+
+
+# -- the set --------------------------------------------------------------------------------------
+def split_voices(all_variants: list[str], seed: int) -> dict[str, list[str]]:
+    """Variants divided 70/15/15 between train/val/test by a seeded hash (stable as variants are added)."""
+    def bucket(name):
+        h = int(hashlib.sha256(f"{seed}:{name}".encode()).hexdigest(), 16) % 100
+        return "train" if h < 70 else ("val" if h < 85 else "test")
+    out = {s: [] for s in SPLITS}
+    for v in all_variants:
+        out[bucket(v)].append(v)
+    return out
+
+
+def plan(split: str, variants_of_split: list[str], rng, per_keyword: int, unknown_repeats: int) -> list[tuple]:
+    """(word, voice, speed, pitch) jobs for one split."""
+    jobs = []
+
+    def voice():
+        return f"{LANGS[int(rng.integers(len(LANGS)))]}+{variants_of_split[int(rng.integers(len(variants_of_split)))]}"
+
+    for word in KEYWORDS:
+        for _ in range(per_keyword):
+            jobs.append((word, voice(), int(rng.integers(110, 260)), int(rng.integers(20, 90))))
+    for word in UNKNOWN_WORDS:
+        for _ in range(unknown_repeats):
+            jobs.append((word, voice(), int(rng.integers(110, 260)), int(rng.integers(20, 90))))
+    return jobs
+
+
+def synthesize(espeak, jobs, workers: int) -> list[np.ndarray]:
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda j: speak(espeak, j[0], j[1], j[2], j[3]), jobs))
+
+
+def write_wav(path: Path, y: np.ndarray) -> None:
+    import soundfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), np.clip(y, -1, 1), RATE, subtype="PCM_16")
+
+
+def build_split(split, jobs, audio, rng, augment: int, silence_share: float, unknown_share: float):
+    """Clips of one split: each keyword utterance `augment` times, unknown words and silence in proportion."""
+    babble_pool = babble(rng, 60 * RATE, [a for (w, *_), a in zip(jobs, audio) if w not in KEYWORDS])
+    xs, ys, voices = [], [], []
+    keyword_jobs = [(j, a) for j, a in zip(jobs, audio) if j[0] in KEYWORDS]
+    unknown_jobs = [(j, a) for j, a in zip(jobs, audio) if j[0] not in KEYWORDS]
+    n_keyword = len(keyword_jobs) * augment
+    n_unknown = int(round(n_keyword * unknown_share / len(KEYWORDS)))
+    n_silence = int(round(n_keyword * silence_share / len(KEYWORDS)))
+    for (word, voice, *_), a in keyword_jobs:
+        for _ in range(augment):
+            xs.append(mix(rng, a, babble_pool)); ys.append(LABELS.index(word)); voices.append(voice)
+    for i in range(n_unknown):
+        (word, voice, *_), a = unknown_jobs[i % len(unknown_jobs)]
+        xs.append(mix(rng, a, babble_pool)); ys.append(1); voices.append(voice)
+    for _ in range(n_silence):
+        xs.append(mix(rng, None, babble_pool)); ys.append(0); voices.append("")
+    order = rng.permutation(len(xs))
+    x = (np.stack(xs)[order] * 32767).round().astype(np.int16)
+    return x, np.asarray(ys, dtype=np.int64)[order], np.asarray(voices)[order], babble_pool
+
+
+def write_stream_material(out: Path, jobs, audio, babble_pool, rng) -> None:
+    """Held-out utterances as WAVs by label, and 60 s backgrounds (noise kinds and babble)."""
+    counts: dict[str, int] = {}
+    for (word, voice, speed, pitch), a in zip(jobs, audio):
+        label = word if word in KEYWORDS else "_unknown_"
+        counts[label] = counts.get(label, 0) + 1
+        name = f"{word}_{voice.replace('+', '_')}_{speed}_{pitch}_{counts[label]:04d}.wav"
+        write_wav(out / "keywords" / label / name, a * (0.5 / (np.abs(a).max() + 1e-9)))
+    for kind in ("white", "pink", "brown"):
+        write_wav(out / "background" / f"{kind}.wav", 0.05 * colored_noise(rng, 60 * RATE, kind))
+    write_wav(out / "background" / "babble.wav", 0.1 * babble_pool)
+
+
+def write_demo(out: Path, jobs, audio, rng) -> None:
+    """~12 s: six keywords by test voices, an unknown word, over pink noise at about 20 dB SNR."""
+    seconds = 12
+    y = 0.01 * colored_noise(rng, seconds * RATE, "pink")
+    said = []
+    keyword_items = [(j, a) for j, a in zip(jobs, audio) if j[0] in KEYWORDS]
+    unknown_items = [(j, a) for j, a in zip(jobs, audio) if j[0] not in KEYWORDS]
+    picks = ["yes", "stop", "go", "left", "down", "off"]
+    at = int(0.8 * RATE)
+    for i, word in enumerate(picks):
+        candidates = [(j, a) for j, a in keyword_items if j[0] == word]
+        (w, voice, *_), a = candidates[int(rng.integers(len(candidates)))]
+        if i == 3:  # a non-keyword between them
+            (uw, uvoice, *_), ua = unknown_items[int(rng.integers(len(unknown_items)))]
+            y[at:at + len(ua)] += 0.3 * ua / (np.abs(ua).max() + 1e-9)
+            said.append({"word": uw, "voice": uvoice, "start_s": at / RATE, "end_s": (at + len(ua)) / RATE})
+            at += len(ua) + int(0.9 * RATE)
+        y[at:at + len(a)] += 0.3 * a / (np.abs(a).max() + 1e-9)
+        said.append({"word": w, "voice": voice, "start_s": at / RATE, "end_s": (at + len(a)) / RATE})
+        at += len(a) + int(rng.uniform(0.9, 1.2) * RATE)
+        if at > (seconds - 1) * RATE:
+            break
+    write_wav(out / "demo.wav", y)
+    (out / "demo.json").write_text(json.dumps(said, indent=1) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-keyword", type=int, default=240, help="train utterances per keyword")
+    parser.add_argument("--augment", type=int, default=2, help="noisy clips made from each train keyword utterance")
+    parser.add_argument("--workers", type=int, default=2, help="espeak-ng processes at once")
+    parser.add_argument("--small", action="store_true", help="a tiny set (for trying things)")
+    args = parser.parse_args(argv)
+    espeak = ensure_espeak()
+    per = {"train": args.per_keyword, "val": max(args.per_keyword // 5, 10), "test": max(args.per_keyword // 5, 10)}
+    unknown_repeats = {"train": 3, "val": 1, "test": 1}
+    if args.small:
+        per = {"train": 12, "val": 4, "test": 4}
+        unknown_repeats = {"train": 1, "val": 1, "test": 1}
+    voices = split_voices(variants(), args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "labels.json").write_text(json.dumps(LABELS) + "\n")
+    for index, split in enumerate(SPLITS):
+        rng = np.random.default_rng([args.seed, index])
+        jobs = plan(split, voices[split], rng, per[split], unknown_repeats[split])
+        print(f"{split}: {len(voices[split])} voice variants, {len(jobs)} utterances ...", flush=True)
+        audio = synthesize(espeak, jobs, args.workers)
+        x, y, v, babble_pool = build_split(split, jobs, audio, rng, augment=args.augment if split == "train" else 1,
+                                           silence_share=1.0, unknown_share=2.0)
+        np.savez(args.out / f"{split}.npz", x=x, y=y, voice=v)
+        print(f"  {split}.npz: {len(x)} clips, per class {np.bincount(y, minlength=len(LABELS)).tolist()}",
+              flush=True)
+        if split == "test":
+            write_stream_material(args.out / "stream", jobs, audio, babble_pool, rng)
+            write_demo(args.out / "stream", jobs, audio, rng)
+    (args.out / "voices.json").write_text(json.dumps(voices, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
