@@ -619,7 +619,10 @@ class _Builder:
             if np.any(los < 0):
                 raise _Refusal(last, "a spiking layer's output must be non-negative (a ReLU after it); this one "
                                "is signed", "convert with neuron='relu', or add a ReLU")
-            hi = float(his.max())                    # one spike value per layer (the rate code's unit)
+            # one spike value per layer (the rate code's unit), calibrated over the whole layer
+            hi = float(activation_range(np.maximum(values, 0), method, bits)) if fixed is None else float(his.max())
+            if ceiling is not None:
+                hi = min(hi, ceiling)
             threshold = np.clip(np.round(hi / acc_scale), 1, L.INT32_MAX).astype(np.int64)
             return {"neuron": "if", "threshold": threshold}, np.full(channels, hi), np.zeros(channels), True
         levels = (1 << bits) - 1
