@@ -552,10 +552,19 @@ def _run_eval_stream(args) -> int:
     from .pipeline import Pipeline
     from .stream_eval import DEFAULT_THRESHOLDS, LocalBackend, RayBackend, evaluate, plot_curve, write_json
 
+    for flag, folder in (("--keywords", args.keywords), ("--background", args.background)):
+        if not os.path.isdir(folder):
+            raise EdgesnnError(f"{flag} {folder!r}: no such directory (held-out keyword clips, one folder per "
+                               f"label; background WAVs)")
     thresholds = DEFAULT_THRESHOLDS if args.thresholds is None else \
         tuple(float(t) for t in args.thresholds.split(","))
-    settings = Pipeline.load(args.model).detector_settings(hop_s=args.hop_s, min_count=args.min_count,
-                                                           suppression_s=args.suppression_s)
+    pipe = Pipeline.load(args.model)
+    if pipe.frontend is None or not hasattr(pipe.frontend, "sample_rate") or not callable(
+            getattr(pipe.frontend, "stream", None)):
+        raise EdgesnnError(f"{args.model}: its pipeline has no streaming audio frontend (it has "
+                           f"{getattr(pipe.frontend, 'name', None)!r}); eval-stream needs a keyword-spotting "
+                           f"pipeline such as edgesnn/data's kws file")
+    settings = pipe.detector_settings(hop_s=args.hop_s, min_count=args.min_count, suppression_s=args.suppression_s)
     windows = () if args.windows_s is None else tuple(float(w) for w in args.windows_s.split(","))
     if args.ray is not None:
         backend = RayBackend(address=None if args.ray == "local" else args.ray, num_cpus=args.workers)

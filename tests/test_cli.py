@@ -219,6 +219,7 @@ def files(tmp_path):
     paths["missing"] = tmp_path / "nosuch.png"
     paths["no_dir_out"] = tmp_path / "no" / "such" / "dir" / "x.esnn"
     paths["onnx"] = Path(es.__file__).resolve().parent / "data" / "mnist_cnn.onnx"
+    paths["tmp"] = tmp_path
     return paths
 
 
@@ -244,6 +245,8 @@ WRONG_INPUTS = [
     ("predict {image_pipe} {one_npy} --top 0", {}, "--top must be at least 1"),
     ("stream {model} {wav}", {}, "no frontend"),
     ("stream {image_pipe} {wav}", {}, "no streaming mode"),
+    ("eval-stream {image_pipe} --keywords {tmp} --background {tmp}", {}, "no streaming audio frontend"),
+    ("eval-stream {image_pipe} --keywords /nonexistent --background {tmp}", {}, "no such directory"),
     ("eval {model} {one_npy}", {}, "a .npy holds one array"),
     ("eval {model} {float_npz} --batch 0", {}, "--batch must be at least 1"),
     ("bench {model} --input {wrong_npy}", {}, "(5, 7, 7, 2)"),
@@ -267,4 +270,4 @@ def test_every_subcommand_answers_a_wrong_input_with_one_error_line_and_status_1
 def test_the_wrong_input_table_covers_every_subcommand():
     commands = {name for action in cli.build_parser()._subparsers._group_actions for name in action.choices}
     covered = {command.split()[0] for command, _, _ in WRONG_INPUTS}
-    assert commands - covered <= {"check"}, commands - covered   # 'check': issue 13's command, tested there
+    assert commands - covered <= {"check"}, commands - covered   # 'check': tested in test_convert / test_remote
