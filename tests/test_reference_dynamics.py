@@ -126,3 +126,23 @@ def test_dynamics_are_checked(fields, words):
     with pytest.raises(es.ModelError) as info:
         single_neuron(**fields)
     assert words in str(info.value)
+
+
+@pytest.mark.parametrize("dynamics", [dict(decay_multiplier=3, decay_shift=2), dict(leak_shift=2, reset="zero"),
+                                      dict(leak_shift=2, membrane_floor=0)])
+def test_native_engine_refuses_the_dynamics_it_does_not_implement(dynamics):
+    pytest.importorskip("edgesnn.native")
+    model = single_neuron(**dynamics)
+    x = np.zeros((1, 1, 1, 1), np.uint8)
+    with pytest.raises(es.FormatError, match=r'native engine does not implement yet; run this model with '
+                                             r'device="reference"'):
+        model.forward(x, device="cpu")
+    assert not es.device("cpu").check(model).fits
+    model.forward(x, device="reference")
+
+
+def test_native_engine_still_runs_the_shift_leak():
+    pytest.importorskip("edgesnn.native")
+    model = single_neuron(leak_shift=2)
+    x5 = np.full((1, 4, 1, 1, 1), 4, np.uint8)
+    np.testing.assert_array_equal(model.forward(x5, device="cpu"), model.forward(x5, device="reference"))
