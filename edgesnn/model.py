@@ -227,6 +227,12 @@ class Model:
         model.source_bytes = bytes(data)
         return model
 
+    def to_nir(self, path: str | os.PathLike | None = None, **options):
+        """This model as a ``nir.NIRGraph`` (written to `path` when given), by the built-in NIR plugin."""
+        from . import plugins
+
+        return plugins.get_importer("nir").to_nir(self, path, **options)
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the model as one .esnn file (docs/format.md)."""
         from . import format
