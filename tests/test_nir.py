@@ -105,3 +105,13 @@ def test_export_warns_that_a_subtractive_reset_does_not_survive(tmp_path):
                       L.Dense(name="o", weights=np.ones((2, 2), int), neuron="none")], input_shape=(1, 1, 1))
     with pytest.warns(UserWarning, match="subtractive reset"):
         model.to_nir(tmp_path / "m.nir")
+
+
+def test_cli_export_nir(tmp_path):
+    from edgesnn import cli
+
+    model = es.convert(lif_net(tmp_path), None, input_bits=8)
+    model.save(tmp_path / "m.esnn")
+    assert cli.main(["export", str(tmp_path / "m.esnn"), "--nir", str(tmp_path / "m.nir")]) == 0
+    again = es.convert(tmp_path / "m.nir", None, input_bits=8)
+    assert [layer.neuron for layer in again.layers] == ["lif", "none"]
