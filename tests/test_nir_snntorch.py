@@ -73,5 +73,8 @@ def test_snntorch_leaky_export_converts_and_agrees(tmp_path, betas):
     # and the remaining gap is 8-bit rounding of weights, biases and thresholds, flipping near-ties of the
     # 20-step spike counts. TODO(issue 14): close it (rounding that keeps thresholds exact, bias error).
     assert agreement >= 0.95, agreement
+    top2 = np.sort(theirs, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1                             # snnTorch's winner leads by 2+ spikes
+    assert np.mean(theirs.argmax(1)[clear] == ours.argmax(1)[clear]) >= 0.99   # (0.9/0.8: 12 of 13 misses are ties)
     assert np.abs(theirs - ours).mean() < 0.15                     # a wrong leak or reset shows here
     assert np.mean(ours.argmax(1) == y) > 0.6                      # and it is a classifier, not noise
