@@ -146,3 +146,11 @@ def test_native_engine_still_runs_the_shift_leak():
     model = single_neuron(leak_shift=2)
     x5 = np.full((1, 4, 1, 1, 1), 4, np.uint8)
     np.testing.assert_array_equal(model.forward(x5, device="cpu"), model.forward(x5, device="reference"))
+
+
+def test_summary_shows_the_dynamics_and_the_cpu_refusal():
+    model = single_neuron(decay_multiplier=3, decay_shift=2, reset="zero", membrane_floor=0)
+    table = model.summary(print_fn=lambda *_: None, device="reference")
+    assert "lif/b0.75 reset=zero floor=0" in table
+    pytest.importorskip("edgesnn.native")
+    assert 'device="reference"' in model.summary(print_fn=lambda *_: None, device="cpu")
