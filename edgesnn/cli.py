@@ -798,8 +798,28 @@ def _plot_raster(sample: np.ndarray, name: str, path) -> None:
     print(f"wrote {path}")
 
 
+# -- export ----------------------------------------------------------------------------------------
+
+def _add_export(commands) -> None:
+    sub = commands.add_parser("export", help="write a .esnn model in another format (--nir: a NIR graph)",
+                              description="Write a spiking .esnn model as a NIR graph (plugins/edgesnn_nir), "
+                                          "for snnTorch, Norse and the other NIR simulators.")
+    sub.add_argument("model", metavar="MODEL", help="path of a .esnn file")
+    sub.add_argument("--nir", metavar="OUT", required=True, help="path of the .nir file to write")
+    sub.add_argument("--dt", type=float, default=1e-4, help="seconds per timestep in the NIR graph (default 1e-4)")
+    sub.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from .model import Model
+
+    Model.load(args.model).to_nir(args.nir, dt=args.dt)
+    print(f"wrote {args.nir}")
+    return 0
+
+
 COMMANDS = [_add_plugins, _add_devices, _add_check, _add_convert, _add_summary, _add_demo, _add_pipeline,
-            _add_predict, _add_stream, _add_eval_stream, _add_eval, _add_bench]
+            _add_predict, _add_stream, _add_eval_stream, _add_eval, _add_bench, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -90,6 +90,18 @@ def load_graph(source, importer: str | None = None, input_shape_hint=None, **imp
                      f"example_input=...)")
 
 
+def _model_builder(source, importer: str | None):
+    """The importer that declares ``builds_model`` and accepts `source` (it returns a Model, not a Graph), or None."""
+    from . import plugins
+
+    names = [importer] if importer is not None else plugins.importers()
+    for name in names:
+        candidate = plugins.get_importer(name)
+        if getattr(candidate, "builds_model", False) and candidate.can_import(source):
+            return candidate
+    return None
+
+
 def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, input_bits: int = 8,
             input_scaling: tuple[float, float] = (1.0, 0.0), per_channel: bool = True,
             calibration: str = "minmax", neuron: str = "relu", timesteps: int | None = None,
@@ -127,6 +139,10 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
             neuron=neuron, timesteps=timesteps, labels=labels, importer=importer, progress=progress,
             input_weight_bits=input_weight_bits, layer_weight_bits=layer_weight_bits, ranges=ranges,
             equalize=equalize, bias_correction=bias_correction, search_ranges=search_ranges, **importer_options)
+    direct = _model_builder(source, importer)
+    if direct is not None:   # an importer whose source is already an integer-ready spiking network (NIR)
+        return direct.build_model(source, weight_bits=weight_bits, input_bits=input_bits, timesteps=timesteps,
+                                  labels=labels, **importer_options)
     options = dict(weight_bits=weight_bits, activation_bits=activation_bits, input_bits=input_bits,
                    input_scaling=[float(v) for v in input_scaling], per_channel=per_channel,
                    calibration=calibration, neuron=neuron)

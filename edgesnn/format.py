@@ -54,10 +54,12 @@ POOL_CODES = {None: 0, "max": 1, "avg": 2, "global_avg": 3}
 INPUT_INDEX = -1                     # `inputs` entry meaning the model input
 INPUT_NAME = "input"                 # the name by which layers refer to the model input (see model.py)
 
-# Tensor slots of a layer record, in slot order (slots 13..15 are reserved; version 1 has slots 0..9).
+# Tensor slots of a layer record, in slot order (slots 14..15 are reserved; version 1 has slots 0..9).
 SLOT_NAMES = ("weights", "pointwise", "bias", "out_multiplier", "out_shift", "threshold",
               "mid_multiplier", "mid_shift", "input_multipliers", "pad_value", "out_zero_point", "pool_sign",
-              "sources")
+              "sources", "decay_multiplier")
+RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
+NEURON_FLAG_FLOOR = 1                # neuron_flags bit 0: membrane_floor holds the if/lif membrane floor
 SLOT_COUNT = 16
 SLOT_COUNT_V1 = 10
 PACKED_SLOTS = ("weights", "pointwise")   # packed signed `weight_bits`; every other slot is int32
@@ -136,7 +138,8 @@ _LAYER_HEAD = [("kind", "I", 1), ("neuron", "I", 1), ("name_offset", "I", 1), ("
 LAYER_RECORD = _Record(_LAYER_HEAD + [
     ("stride_w", "I", 1), ("pads", "I", 4), ("depth_multiplier", "I", 1), ("slots", "I", 2 * SLOT_COUNT),
     ("pool_w", "I", 1), ("pool_stride_w", "I", 1), ("pool_pads", "I", 4), ("pool_flags", "I", 1),
-    ("reserved2", "s", 100)])
+    ("decay_shift", "I", 1), ("reset", "I", 1), ("neuron_flags", "I", 1), ("membrane_floor", "i", 1),
+    ("reserved2", "s", 84)])
 LAYER_RECORD_V1 = _Record(_LAYER_HEAD + [("reserved0", "s", 24), ("slots", "I", 2 * SLOT_COUNT_V1),
                                          ("reserved1", "s", 48)])
 HEADER_CRC_BYTES = HEADER.offsets["header_crc32"]   # the header CRC covers bytes [0, 36)
@@ -145,6 +148,7 @@ assert MODEL_RECORD.size == MODEL_RECORD_BYTES and LAYER_RECORD.size == LAYER_RE
 assert LAYER_RECORD_V1.size == LAYER_RECORD_V1_BYTES and LAYER_RECORD_V1.offsets["slots"] == 128
 assert LAYER_RECORD.offsets["slots"] == 128 and LAYER_RECORD.offsets["leak_shift"] == 100
 assert LAYER_RECORD.offsets["pool_w"] == 256 and LAYER_RECORD.offsets["pool_flags"] == 280
+assert LAYER_RECORD.offsets["decay_shift"] == 284 and LAYER_RECORD.offsets["reserved2"] == 300
 
 
 def used_slots(kind: str, neuron: str) -> tuple[str, ...]:
@@ -172,6 +176,8 @@ def optional_slots(kind: str, neuron: str, pool) -> tuple[str, ...]:
         slots += ("pool_sign",)
     if kind == "concat":
         slots += ("sources",)
+    if neuron == "lif":
+        slots += ("decay_multiplier",)   # present exactly when the record's decay_shift is non-zero
     return tuple(sorted(slots, key=SLOT_NAMES.index))
 
 
@@ -326,6 +332,9 @@ def _layer_fields(layer, index_of: dict, name_ref, layer_slots) -> dict:
         "weight_bits": getattr(layer, "weight_bits", 0), "activation_bits": layer.output_bits,
         "mid_bits": layer.mid_bits if layer.kind == "separable2d" else 0,
         "leak_shift": layer.leak_shift if layer.neuron == "lif" else 0,
+        "decay_shift": layer.decay_shift, "reset": RESET_CODES[layer.reset],
+        "neuron_flags": 0 if layer.membrane_floor is None else NEURON_FLAG_FLOOR,
+        "membrane_floor": layer.membrane_floor or 0,
         "slots": [v for ref in layer_slots for v in ref],
     }
 
@@ -559,6 +568,7 @@ class _Reader:
         if self.record is LAYER_RECORD_V1:   # the version-2 fields a version-1 record implies
             window = record["pool"] in (POOL_CODES["max"], POOL_CODES["avg"])
             record.update(stride_w=record["stride"], pads=None, depth_multiplier=1, pool_flags=0,
+                          decay_shift=0, reset=0, neuron_flags=0, membrane_floor=0,
                           pool_w=record["pool_size"] if window else 0,
                           pool_stride_w=record["pool_stride"] if window else 0, pool_pads=(0, 0, 0, 0),
                           slots=record["slots"] + (0,) * (2 * (SLOT_COUNT - SLOT_COUNT_V1)))
@@ -644,7 +654,11 @@ class _Reader:
         expected = {"activation_bits": {"relu": L.ACTIVATION_BITS, "if": (1,), "lif": (1,), "none": (32,)}[neuron],
                     "weight_bits": (0,) if kind in WEIGHTLESS_KINDS else L.WEIGHT_BITS,
                     "mid_bits": (2, 4, 8) if kind == "separable2d" else (0,),
-                    "leak_shift": tuple(range(1, L.LEAK_SHIFT_MAX + 1)) if neuron == "lif" else (0,),
+                    "leak_shift": (tuple(range(1, L.LEAK_SHIFT_MAX + 1)) if neuron == "lif" and not record["decay_shift"]
+                                   else (0,)),
+                    "decay_shift": tuple(range(0, L.DECAY_SHIFT_MAX + 1)) if neuron == "lif" else (0,),
+                    "reset": tuple(RESET_CODES.values()) if neuron in ("if", "lif") else (0,),
+                    "neuron_flags": (0, NEURON_FLAG_FLOOR) if neuron in ("if", "lif") else (0,),
                     "pool": (0,) if kind == "dense" else tuple(POOL_CODES.values()),
                     "padding": paddings if spatial else (0,),
                     "depth_multiplier": (tuple(range(1, L.DEPTH_MULTIPLIER_MAX + 1))
@@ -675,6 +689,10 @@ class _Reader:
             self.fail(f"{what}: pool_flags is 0x{record['pool_flags']:x}; only bit 0 (count_include_pad) of an avg "
                       f"pool may be set", "GRPH", self.field_at(record, "pool_flags"))
         record["pool_name"] = pool
+        floor = record["membrane_floor"]
+        if not (floor <= 0 if record["neuron_flags"] & NEURON_FLAG_FLOOR else floor == 0):
+            self.fail(f"{what}: membrane_floor is {floor}, must be <= 0 with neuron_flags bit 0 and 0 without",
+                      "GRPH", self.field_at(record, "membrane_floor"))
         in_c, out_c = record["in_shape"][2], record["out_shape"][2]
         kept = {"depthwise2d": in_c * record["depth_multiplier"], "add": in_c}
         if kind in kept and out_c != kept[kind]:
@@ -722,12 +740,15 @@ class _Reader:
             shapes.update(out_multiplier=(cout,), out_shift=(cout,))
         elif neuron in ("if", "lif"):
             shapes.update(threshold=(cout,))
+        if record["decay_shift"]:
+            shapes.update(decay_multiplier=(cout,))
         required = set(shapes)
         if self.version[0] == 2:
             optional = {"bias": (cout,), "pad_value": (cin,), "out_zero_point": (cout,), "pool_sign": (cout,),
                         "sources": (cout, 2)}
             for slot in optional_slots(kind, neuron, record["pool_name"]):
-                shapes[slot] = optional[slot]
+                if slot in optional:
+                    shapes[slot] = optional[slot]
         return shapes, required
 
     def read_tensors(self, record: dict, tens: _Section) -> dict[str, np.ndarray]:
@@ -777,7 +798,11 @@ class _Reader:
         if neuron == "relu":
             fields["activation_bits"] = record["activation_bits"]
         if neuron == "lif":
-            fields["leak_shift"] = record["leak_shift"]
+            fields.update(leak_shift=record["leak_shift"], decay_shift=record["decay_shift"])
+        if neuron in ("if", "lif"):
+            fields["reset"] = _decode(RESET_CODES, record["reset"])
+            if record["neuron_flags"] & NEURON_FLAG_FLOOR:
+                fields["membrane_floor"] = record["membrane_floor"]
         if pool in ("max", "avg"):
             fields.update(pool_size=(record["pool_size"], record["pool_w"]),
                           pool_stride=(record["pool_stride"], record["pool_stride_w"]),

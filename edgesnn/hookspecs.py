@@ -44,6 +44,9 @@ def edgesnn_register_importers(register):
         - ``can_import(source) -> bool``: whether it can read ``source`` (a path or an in-memory
           model object); must not raise for foreign sources;
         - ``load(source, **options) -> edgesnn.graph.Graph``: read ``source`` into a float Graph.
+        - optionally ``builds_model = True`` and ``build_model(source, *, weight_bits, input_bits,
+          timesteps, labels, **options) -> edgesnn.Model``: a source that is already an integer-ready
+          spiking network (NIR); ``es.convert`` then hands it over instead of calibrating a Graph.
     """
 
 

@@ -31,6 +31,8 @@ POOLS = (None, "max", "avg", "global_avg")
 SHIFT_MAX = 62            # requantization right shift, 0..SHIFT_MAX
 MULTIPLIER_MAX = 2**31 - 1  # requantization multiplier, 0..MULTIPLIER_MAX
 LEAK_SHIFT_MAX = 31       # lif leak v -= v >> leak_shift, 1..LEAK_SHIFT_MAX
+DECAY_SHIFT_MAX = 30      # lif decay v = (v * decay_multiplier + 2^(s-1)) >> s, s in 1..DECAY_SHIFT_MAX
+RESETS = ("subtract", "zero", "none")   # what a spike does to the membrane of if/lif
 KERNEL_MAX = 15           # kernel height/width, 1..KERNEL_MAX
 STRIDE_MAX = 4            # convolution strides, per axis
 POOL_MAX = 8              # pooling window and stride, per axis
@@ -153,6 +155,10 @@ class Layer:
     out_shift: object = 0                  # relu: per-channel right shift, 0..SHIFT_MAX
     threshold: object = 1                  # if/lif: per-channel int32 threshold, >= 1
     leak_shift: int = 0                    # lif: v -= v >> leak_shift each timestep, 1..LEAK_SHIFT_MAX
+    decay_multiplier: object = None        # lif instead of leak_shift: per-channel v *= m / 2^decay_shift,
+    decay_shift: int = 0                   #   rounded half up; m in [0, 2^decay_shift], shift 1..DECAY_SHIFT_MAX
+    reset: str = "subtract"                # if/lif: a spike subtracts the threshold | sets v to zero | none
+    membrane_floor: int | None = None      # if/lif: v = max(v, floor) after integrating (SNU's ReLU: 0); <= 0
     out_zero_point: object = 0             # relu: per-channel output zero point, 0..2^activation_bits - 1
     pool: str | None = None                # None | max | avg | global_avg (on potentials, before the neuron)
     pool_size: object = 2                  # window (h, w) or one int for both, 1..POOL_MAX
@@ -209,10 +215,7 @@ class Layer:
                                  f"got [{self.out_shift.min()}, {self.out_shift.max()}]")
         if self.neuron in ("if", "lif") and self.threshold.min() < 1:
             raise ModelError(f"layer {n!r}: threshold must be >= 1, got min {self.threshold.min()}")
-        if self.neuron == "lif" and not 1 <= int(self.leak_shift) <= LEAK_SHIFT_MAX:
-            raise ModelError(f"layer {n!r}: lif leak_shift must be in [1, {LEAK_SHIFT_MAX}], got {self.leak_shift!r}")
-        if self.neuron != "lif":
-            self.leak_shift = 0
+        self._check_dynamics(channels)
         self.out_zero_point = _int_array(self.out_zero_point, np.int32, (channels,), "out_zero_point", n)
         if self.neuron != "relu" and self.out_zero_point.any():
             raise ModelError(f"layer {n!r}: out_zero_point is for relu neurons only (neuron {self.neuron!r})")
@@ -235,6 +238,52 @@ class Layer:
                                  f"got {self.pool_size}, {self.pool_stride}")
         if not np.isin(self.pool_sign, (-1, 1)).all() or (self.pool != "max" and (self.pool_sign != 1).any()):
             raise ModelError(f"layer {n!r}: pool_sign must be +1 or -1 per channel, and -1 only with a max pool")
+
+    def _check_dynamics(self, channels: int) -> None:
+        """The membrane dynamics of if/lif: leak or decay, reset, floor (docs/semantics.md, Neuron stages)."""
+        n = self.name
+        spiking, decays = self.neuron in ("if", "lif"), self.decay_multiplier is not None
+        if decays and self.neuron != "lif":
+            raise ModelError(f"layer {n!r}: decay_multiplier is for lif neurons only (neuron {self.neuron!r})")
+        if self.neuron == "lif" and decays:
+            if int(self.leak_shift) != 0:
+                raise ModelError(f"layer {n!r}: a lif layer leaks by leak_shift or decays by decay_multiplier, "
+                                 f"not both (leak_shift {self.leak_shift!r})")
+            if not 1 <= int(self.decay_shift) <= DECAY_SHIFT_MAX:
+                raise ModelError(f"layer {n!r}: decay_shift must be in [1, {DECAY_SHIFT_MAX}] with a "
+                                 f"decay_multiplier, got {self.decay_shift!r}")
+            self.decay_shift = int(self.decay_shift)
+            self.decay_multiplier = _int_array(self.decay_multiplier, np.int32, (channels,), "decay_multiplier", n)
+            one = 1 << self.decay_shift
+            if self.decay_multiplier.min() < 0 or self.decay_multiplier.max() > one:
+                raise ModelError(f"layer {n!r}: decay_multiplier must be in [0, 2^decay_shift = {one}] (a decay, "
+                                 f"not a growth), got [{self.decay_multiplier.min()}, {self.decay_multiplier.max()}]")
+        elif self.neuron == "lif" and not 1 <= int(self.leak_shift) <= LEAK_SHIFT_MAX:
+            raise ModelError(f"layer {n!r}: lif leak_shift must be in [1, {LEAK_SHIFT_MAX}] (or give a "
+                             f"decay_multiplier and decay_shift), got {self.leak_shift!r}")
+        if self.neuron != "lif" or decays:
+            self.leak_shift = 0
+        if not decays:
+            if int(self.decay_shift) != 0:
+                raise ModelError(f"layer {n!r}: decay_shift {self.decay_shift!r} without a decay_multiplier")
+            self.decay_shift = 0
+        if self.reset not in RESETS:
+            raise ModelError(f"layer {n!r}: reset must be one of {RESETS}, got {self.reset!r}")
+        if not spiking and (self.reset != "subtract" or self.membrane_floor is not None):
+            raise ModelError(f"layer {n!r}: reset and membrane_floor are for if/lif neurons only "
+                             f"(neuron {self.neuron!r})")
+        if self.membrane_floor is not None:
+            floor = self.membrane_floor
+            if isinstance(floor, (bool, float)) or not isinstance(floor, (int, np.integer)) \
+                    or not INT32_MIN <= floor <= 0:
+                raise ModelError(f"layer {n!r}: membrane_floor must be None or an integer in [{INT32_MIN}, 0], "
+                                 f"got {floor!r}")
+            self.membrane_floor = int(floor)
+
+    @property
+    def has_dynamics(self) -> bool:
+        """Whether the neuron uses the dynamics beyond shift-leak and subtractive reset (decay, reset, floor)."""
+        return self.decay_multiplier is not None or self.reset != "subtract" or self.membrane_floor is not None
 
     def _pooled_shape(self, h: int, w: int, c: int) -> tuple[int, int, int]:
         self._pre_pool = (h, w)
@@ -662,11 +711,12 @@ def _neuron_arrays(layer: Layer) -> dict[str, np.ndarray]:
         zero_point = {"out_zero_point": layer.out_zero_point} if layer.out_zero_point.any() else {}
         return {"out_multiplier": layer.out_multiplier, "out_shift": layer.out_shift, **zero_point}
     if layer.neuron in ("if", "lif"):
-        return {"threshold": layer.threshold}
+        decay = {} if layer.decay_multiplier is None else {"decay_multiplier": layer.decay_multiplier}
+        return {"threshold": layer.threshold, **decay}
     return {}
 
 
 LAYER_CLASSES = {cls.kind: cls for cls in (InputConv2D, Conv2D, Depthwise2D, Separable2D, Dense, Add, Concat)}
 
 __all__ = ["Layer", "InputConv2D", "Conv2D", "Depthwise2D", "Separable2D", "Dense", "Add", "Concat", "LAYER_CLASSES",
-           "KINDS", "WEIGHT_BITS", "ACTIVATION_BITS", "NEURONS"]
+           "KINDS", "WEIGHT_BITS", "ACTIVATION_BITS", "NEURONS", "RESETS"]

@@ -195,7 +195,7 @@ class Model:
             fit = "?" if verdict is None else ("yes" if verdict.supported else "NO")
             rows.append((layer.name, layer.kind, ", ".join(_shape(s) for s in layer.input_shapes),
                          _shape(layer.output_shape), layer.kernel, str(getattr(layer, "weight_bits", "")),
-                         layer.neuron + (f"/{layer.leak_shift}" if layer.neuron == "lif" else ""),
+                         _neuron_label(layer),
                          str(layer.output_bits), fit, f"{layer.params:,}", f"{layer.packed_bytes:,}"))
         rows.append(("total", f"{len(self.layers)} layers", "", "", "", "", "", "", "yes" if report.fits else "NO",
                      f"{self.params:,}", f"{self.packed_bytes:,}"))
@@ -226,6 +226,12 @@ class Model:
         model = format.read_model(data)
         model.source_bytes = bytes(data)
         return model
+
+    def to_nir(self, path: str | os.PathLike | None = None, **options):
+        """This model as a ``nir.NIRGraph`` (written to `path` when given), by the built-in NIR plugin."""
+        from . import plugins
+
+        return plugins.get_importer("nir").to_nir(self, path, **options)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model as one .esnn file (docs/format.md)."""
@@ -310,3 +316,18 @@ def _check_input(x, input_shape, input_bits: int, timesteps, device_checks_range
 
 
 _UINT8 = np.dtype(np.uint8)
+
+
+def _neuron_label(layer) -> str:
+    """The neuron column of the summary: lif/leak_shift, lif/decay beta, and a reset or floor that is not the default."""
+    label = layer.neuron
+    if layer.neuron == "lif" and layer.decay_multiplier is not None:
+        beta = layer.decay_multiplier.astype(float) / 2**layer.decay_shift
+        label += f"/b{beta.min():.3g}" + (f"..{beta.max():.3g}" if beta.max() > beta.min() else "")
+    elif layer.neuron == "lif":
+        label += f"/{layer.leak_shift}"
+    if layer.neuron in ("if", "lif") and layer.reset != "subtract":
+        label += f" reset={layer.reset}"
+    if layer.neuron in ("if", "lif") and layer.membrane_floor is not None:
+        label += f" floor={layer.membrane_floor}"
+    return label

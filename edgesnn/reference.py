@@ -211,10 +211,18 @@ def _neuron(layer, p: np.ndarray, state: dict) -> np.ndarray:
     v = state.get(layer.name)
     if v is None:
         v = np.zeros_like(p)
-    if layer.neuron == "lif":
+    if layer.neuron == "lif" and layer.decay_multiplier is not None:   # decay, rounded half up
+        v = requantize(v, layer.decay_multiplier, np.full_like(layer.decay_multiplier, layer.decay_shift))
+    elif layer.neuron == "lif":                                         # leak as a shift
         v = v - (v >> layer.leak_shift)
     v = np.clip(v + p, INT32_MIN, INT32_MAX)
+    if layer.membrane_floor is not None:
+        v = np.maximum(v, layer.membrane_floor)
     threshold = layer.threshold.astype(np.int64)
     spikes = v >= threshold
-    state[layer.name] = v - spikes * threshold
+    if layer.reset == "subtract":
+        v = v - spikes * threshold
+    elif layer.reset == "zero":
+        v = np.where(spikes, 0, v)
+    state[layer.name] = v
     return spikes.astype(np.int64)

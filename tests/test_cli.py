@@ -251,6 +251,8 @@ WRONG_INPUTS = [
     ("eval {model} {float_npz} --batch 0", {}, "--batch must be at least 1"),
     ("bench {model} --input {wrong_npy}", {}, "(5, 7, 7, 2)"),
     ("bench {model} --repeat 0", {}, "--repeat must be at least 1"),
+    ("export {missing} --nir {model}.nir", {}, "nosuch.png"),
+    ("export {model} --nir {model}.nir", {}, "export maps sequential dense layers only"),
 ]
 
 

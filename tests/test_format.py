@@ -35,11 +35,11 @@ LAYER_FIELDS = {"kind": 0, "neuron": 4, "name_offset": 8, "name_bytes": 12, "inp
                 "pool": 76, "pool_size": 80, "pool_stride": 84, "weight_bits": 88, "activation_bits": 92,
                 "mid_bits": 96, "leak_shift": 100, "stride_w": 104, "pads": 108, "depth_multiplier": 124,
                 "slots": 128, "pool_w": 256, "pool_stride_w": 260, "pool_pads": 264, "pool_flags": 280,
-                "reserved2": 284}
+                "decay_shift": 284, "reset": 288, "neuron_flags": 292, "membrane_floor": 296, "reserved2": 300}
 RECORD_BYTES = 384          # version 2; version 1 records are 256 bytes (slots 0..9, reserved 104..128, 208..256)
 SLOTS = {"weights": 0, "pointwise": 1, "bias": 2, "out_multiplier": 3, "out_shift": 4, "threshold": 5,
          "mid_multiplier": 6, "mid_shift": 7, "input_multipliers": 8, "pad_value": 9, "out_zero_point": 10,
-         "pool_sign": 11, "sources": 12}
+         "pool_sign": 11, "sources": 12, "decay_multiplier": 13}
 KIND_CODE = {"input_conv2d": 1, "conv2d": 2, "depthwise2d": 3, "separable2d": 4, "dense": 5, "add": 6,
              "concat": 7}
 NEURON_CODE = {"none": 0, "relu": 1, "if": 2, "lif": 3}
@@ -638,6 +638,10 @@ def test_wrong_input_shape_is_a_shape_mismatch(data4):
     (7, "input_count", 5, "input_count is 5, must be in 1..4"),
     (0, "reserved2", 1, "reserved"),
     (3, "reserved2", 1, "reserved"),
+    (0, "decay_shift", 1, "decay_shift is 1, must be 0"),
+    (0, "reset", 1, "reset is 1, must be 0"),
+    (0, "neuron_flags", 1, "neuron_flags is 1, must be 0"),
+    (0, "membrane_floor", 1, "membrane_floor is 1"),
 ])
 def test_layer_record_fields(data4, index, name, value, words):
     bad = patch(data4, field(data4, index, name), "I", value)
@@ -699,8 +703,10 @@ def test_tensor_slots(data4, slot, delta_offset, delta_bytes, words):
 def test_unused_slot_must_be_empty(data4):
     at = field(data4, 2, "slots", 2 * SLOTS["pointwise"])
     expect_error(patch(data4, at, "II", 0, 16), "GRPH", at, "slot 1 (pointwise) is unused", "{0, 16}")
-    at = field(data4, 2, "slots", 2 * 13)
-    expect_error(patch(data4, at + 4, "I", 1), "GRPH", at, "slot 13 (reserved)")
+    at = field(data4, 2, "slots", 2 * 14)
+    expect_error(patch(data4, at + 4, "I", 1), "GRPH", at, "slot 14 (reserved)")
+    at = field(data4, 2, "slots", 2 * 13)                   # a lif layer's decay on an if layer
+    expect_error(patch(data4, at + 4, "I", 1), "GRPH", at, "slot 13 (decay_multiplier) is unused")
     at = field(data4, 2, "slots", 2 * SLOTS["sources"])     # a concat's slot on a depthwise layer
     expect_error(patch(data4, at, "II", 0, 8), "GRPH", at, "slot 12 (sources) is unused")
 

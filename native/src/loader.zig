@@ -163,6 +163,9 @@ const Record = struct {
     mid_bits: u32,
     leak_shift: u32,
     slots: [limits.tensor_slot_count]Section,
+    /// Whether the record uses the if/lif dynamics of bytes 284..300 and slot 13 (decay multiplier,
+    /// reset, membrane floor; docs/format.md), which this engine does not implement yet.
+    dynamics: bool,
 
     fn decode(grph: []const u8, version: Version, index: u32) Record {
         const record_bytes = version.recordBytes();
@@ -212,6 +215,11 @@ const Record = struct {
                 for (&record.pool_pads, 0..) |*pad, i| pad.* = readU32(r, 264 + 4 * i);
                 record.pool_flags = readU32(r, 280);
             },
+        }
+        record.dynamics = false;
+        if (version == .v2) {
+            for (r[284..300]) |byte| record.dynamics = record.dynamics or byte != 0;
+            record.dynamics = record.dynamics or record.slots[13].offset != 0 or record.slots[13].bytes != 0;
         }
         return record;
     }
@@ -520,11 +528,14 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
     if (!std.unicode.utf8ValidateSlice(names[r.name_offset..][0..r.name_bytes])) {
         return check.fail(.layer, "name at NAME offset {d} is not valid UTF-8", .{r.name_offset});
     }
+    if (r.dynamics) {
+        return check.fail(.layer, "uses neuron dynamics (decay_shift, reset, membrane_floor at record bytes 284..300, decay_multiplier in slot 13) that the native engine does not implement yet; run this model with device=\"reference\"", .{});
+    }
     if (reservedMustBeZero(check.file)) {
         const record_offset = recordOffset(check.file, check.sections.grph.offset, check.index);
         const reserved_ranges: []const [2]u64 = switch (r.version) {
             .v1 => &.{ .{ 104, 128 }, .{ 208, 256 } },
-            .v2 => &.{.{ 284, 384 }},
+            .v2 => &.{.{ 300, 384 }},
         };
         for (reserved_ranges) |range| {
             for (check.file[limits.usizeFrom(record_offset + range[0])..limits.usizeFrom(record_offset + range[1])], limits.usizeFrom(range[0])..) |byte, field_offset| {
