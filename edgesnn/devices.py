@@ -31,10 +31,9 @@ import numpy as np
 from .errors import DeviceError
 from .statistics import Statistics, format_table
 
-# every layer kind and bit width the integer contract has (docs/semantics.md)
-LAYER_KINDS = ("input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add")
-WEIGHT_BITS = (2, 4, 8)
-ACTIVATION_BITS = (1, 2, 4, 8)
+# every layer kind and bit width the integer contract has (docs/semantics.md; one home: edgesnn.layers)
+from .layers import ACTIVATION_BITS, WEIGHT_BITS  # noqa: E402
+from .layers import KINDS as LAYER_KINDS  # noqa: E402
 
 
 @dataclass(frozen=True)

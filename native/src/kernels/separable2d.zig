@@ -35,7 +35,7 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, mid: []i32
     var synaptic_ops = depthwise2d.accumulateBest(layer, input, frame, &.{}, mid, null);
     // the corrected bias goes into the last pixel's row: each pixel reads it before any row is
     // written, and the last pixel reads each of its vectors before storing over it
-    const corrected = potentials[(pixels - 1) * cout_padded ..][0..cout_padded];
+    const corrected = potentials[@as(usize, @intCast(pixels - 1)) * cout_padded ..][0..cout_padded];
     correctedBias(layer, corrected);
     const fits = vector.has_pairs_fit_i16 and pointwisePairsFitI16(layer);
     var nonzero: u64 = 0;
