@@ -463,10 +463,10 @@ class _Builder:
             except _Refusal as refusal:
                 self.problems.append(refusal.problem)
                 self.tensors[node.name] = _FAILED
-        if g.output not in self.tensors or self.tensors[g.output] is _FAILED:
-            pass
-        elif not self.problems and (not self.layers or self.layers[-1].name != self._output_layer):
-            self._finish_output()
+        output = self.tensors.get(g.output)
+        output_converted = output is not None and output is not _FAILED
+        if output_converted and not self.problems and (not self.layers or self.layers[-1].name != self._output_layer):
+            self._finish_output()   # the output is a view or an alias of an earlier layer
         if self.problems:
             lines = "\n".join(f"  - {p}" for p in self.problems)
             raise ConversionError(f"{len(self.problems)} node(s) will not convert to integer layers:\n{lines}",
@@ -572,10 +572,6 @@ class _Builder:
             if sign is not None and np.any(np.asarray(sign) < 0):
                 fields["pool_sign"] = np.where(np.asarray(sign) < 0, -1, 1)
             return fields, 1.0
-        if pool.attrs.get("divisor_mismatch"):
-            raise _Refusal(pool, "this average pool divides some windows by a count that is neither the window "
-                           "nor its in-bounds taps (ceil_mode with count_include_pad)",
-                           "use count_include_pad=False or ceil_mode=False")
         fields["pool_count_include_pad"] = bool(pool.attrs.get("count_include_pad", False))
         return fields, float(size[0] * size[1])
 
