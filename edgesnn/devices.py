@@ -238,8 +238,6 @@ def native_memory_figures(model) -> tuple[int, int]:
         from .native import native_model
     except (ImportError, OSError):
         return model.packed_bytes, 0
-    if any(layer.has_dynamics for layer in model.layers):   # the native loader refuses these (issue 14)
-        return model.packed_bytes, 0
     loaded = native_model(model)
     return loaded.memory_bytes, loaded.arena_bytes
 

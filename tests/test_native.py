@@ -114,7 +114,8 @@ def test_limits_match_the_python_side():
     from edgesnn import layers as L
     zig = zig_limits()
     pairs = {"shift_max": L.SHIFT_MAX, "leak_shift_max": L.LEAK_SHIFT_MAX, "kernel_max": L.KERNEL_MAX,
-             "stride_max": L.STRIDE_MAX, "pool_max": L.POOL_MAX, "add_inputs_max": L.ADD_INPUTS_MAX,
+             "decay_shift_max": L.DECAY_SHIFT_MAX, "stride_max": L.STRIDE_MAX, "pool_max": L.POOL_MAX,
+             "add_inputs_max": L.ADD_INPUTS_MAX,
              "concat_inputs_max": L.CONCAT_INPUTS_MAX, "depth_multiplier_max": L.DEPTH_MULTIPLIER_MAX,
              "input_bits_max": max(L.ACTIVATION_BITS), "layer_record_bytes": F.LAYER_RECORD_BYTES,
              "version_major": F.VERSION_MAJOR}

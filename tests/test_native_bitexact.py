@@ -1,8 +1,10 @@
 """Native == reference, bit for bit: potentials and statistics, on randomized models over every layer
 kind (concat included), padding (same, valid, explicit: symmetric, asymmetric, ceil-mode-like), pad
 value, rectangular stride, depth multiplier, pooling (rectangular windows, strides and padding,
-count_include_pad, min channels), add bias, neuron and zero point, activation bits 1/2/4/8, weight
-bits 2/4/8, timestep counts and input sparsity (hypothesis). Runs the ReleaseSafe build, so any overflow or out-of-bounds
+count_include_pad, min channels), add bias, neuron and zero point, the if/lif dynamics (shift leak or
+multiplicative decay, reset by subtraction / to zero / none, membrane floor, per-channel thresholds
+from always- to never-firing), activation bits 1/2/4/8, weight bits 2/4/8, timestep counts and input
+sparsity (hypothesis). Runs the ReleaseSafe build, so any overflow or out-of-bounds
 access in the engine aborts instead of passing silently.
 """
 
@@ -59,11 +61,33 @@ def neuron_fields(draw, rng, channels: int, last: bool) -> dict:
             fields["out_zero_point"] = rng.integers(0, 1 << bits, channels)
         return fields
     if neuron in ("if", "lif"):
-        fields = {"neuron": neuron, "threshold": rng.integers(1, 400, channels)}
-        if neuron == "lif":
-            fields["leak_shift"] = draw(st.sampled_from((1, 2, 5, 31)))
-        return fields
+        return spiking_fields(draw, rng, neuron, channels)
     return {"neuron": "none"}
+
+
+def spiking_fields(draw, rng, neuron: str, channels: int) -> dict:
+    """if/lif with the dynamics of docs/semantics.md: leak or decay, reset, floor, thresholds."""
+    low, high = draw(st.sampled_from(((1, 400), (1, 400), (1, 8), (200, 5000), (2**31 - 2, 2**31 - 1))))
+    fields = {"neuron": neuron, "threshold": rng.integers(low, high + 1, channels),
+              "reset": draw(st.sampled_from(("subtract", "subtract", "zero", "none")))}
+    if neuron == "lif":
+        if draw(st.booleans()):
+            fields["leak_shift"] = draw(st.sampled_from((1, 2, 5, 31)))
+        else:
+            shift = draw(st.sampled_from((1, 2, 4, 8, 16, 30)))
+            one = 1 << shift
+            style = draw(st.sampled_from(("random", "random", "near one", "ends")))
+            if style == "random":
+                multipliers = rng.integers(0, one + 1, channels)
+            elif style == "near one":   # beta close to 1: slow decay, the rounding matters most
+                multipliers = np.maximum(one - rng.integers(0, 4, channels), 0)
+            else:
+                multipliers = rng.choice((0, one), channels)
+            fields.update(decay_multiplier=multipliers, decay_shift=shift)
+    floor = draw(st.sampled_from((None, None, 0, "random", -2**31)))
+    if floor is not None:
+        fields["membrane_floor"] = int(-rng.integers(0, 600)) if floor == "random" else floor
+    return fields
 
 
 def window_pads(draw, size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -249,6 +273,12 @@ def features(layer) -> set[str]:
         found.add("concat sources")
     if layer.kind == "add" and layer.bias.any():
         found.add("add bias")
+    if layer.neuron == "lif":
+        found.add("decay" if layer.decay_multiplier is not None else "shift leak")
+    if layer.neuron in ("if", "lif"):
+        found.add(f"reset {layer.reset}")
+        if layer.membrane_floor is not None:
+            found.add("membrane floor")
     return found
 
 
@@ -270,7 +300,8 @@ def test_every_kind_and_neuron_is_generated():
     assert seen_neurons == {"relu", "if", "lif", "none"}
     assert seen_features >= {"explicit pads", "rectangular stride", "pad value", "depth multiplier", "pool padding",
                              "rectangular pool", "count_include_pad", "min pool", "zero point", "concat sources",
-                             "add bias"}, seen_features
+                             "add bias", "decay", "shift leak", "reset subtract", "reset zero", "reset none",
+                             "membrane floor"}, seen_features
 
 
 def test_saturation_and_rounding_edges(cpu):
@@ -300,6 +331,77 @@ def test_concat_sources_that_begin_like_the_plain_order(cpu):
         model = es.Model([Concat(name="split", inputs=inputs, sources=np.array(sources), input_multipliers=-3, bias=2,
                                  neuron="none")], input_shape=(3, 4, 3), input_bits=4)
         x5 = np.random.default_rng(0).integers(0, 16, (2, 2, 3, 4, 3)).astype(np.uint8)
+        expected, expected_stats = reference.run(model, x5)
+        potentials, stats = cpu.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected)
+        assert stats == expected_stats
+
+
+@st.composite
+def spiking_models(draw):
+    """Chains of one to three spiking layers (dense or conv) and an output layer, over many timesteps:
+    the membrane dynamics in depth (the mixed models above run at most 4 timesteps)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 3)))
+    layers, current = [], shape
+    for index in range(draw(st.integers(1, 3))):
+        h, w, c = current
+        cout = draw(channel_counts)
+        bias = rng.integers(-400, 401, cout) * draw(st.sampled_from((0, 1, 4)))
+        fields = dict(name=f"s{index}", weight_bits=8, bias=bias,
+                      **spiking_fields(draw, rng, draw(st.sampled_from(("if", "lif"))), cout))
+        scale = 1 if index else draw(st.sampled_from((1, 8, 127)))   # the first layer sees values up to 255
+        if draw(st.booleans()):
+            weights = rng.integers(-scale, scale + 1, (h * w * c, cout))
+            layers.append(Dense(**fields, weights=weights))
+        else:
+            weights = rng.integers(-scale, scale + 1, (3, 3, c, cout))
+            layers.append((InputConv2D if index == 0 else Conv2D)(**fields, weights=weights, padding="same"))
+        current = (1, 1, cout) if isinstance(layers[-1], Dense) else (h, w, cout)
+    if draw(st.booleans()):
+        cout = draw(st.integers(1, 10))
+        layers.append(Dense(name="out", weights=rng.integers(-3, 4, (int(np.prod(current)), cout)), weight_bits=4,
+                            bias=rng.integers(-5, 6, cout), neuron="none"))
+    try:
+        return es.Model(layers=layers, input_shape=shape, input_bits=8)
+    except es.ModelError as exc:
+        assume(False)
+        raise AssertionError from exc
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_native_dynamics_equal_reference_over_many_timesteps(cpu, data):
+    model = data.draw(spiking_models())
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n, t = data.draw(st.integers(1, 3)), data.draw(st.sampled_from((1, 5, 16, 40)))
+    density = data.draw(st.sampled_from((0.05, 0.3, 1.0)))
+    repeated = data.draw(st.booleans())
+    x = rng.integers(0, 256, (n, 1 if repeated else t, *model.input_shape))
+    x5 = np.where(rng.random(x.shape) < density, x, 0).astype(np.uint8)
+    x5 = np.ascontiguousarray(np.broadcast_to(x5, (n, t, *model.input_shape)))
+    capture = {}
+    expected, expected_stats = reference.run(model, x5, capture)
+    potentials, stats = cpu.run(model, x5)
+    np.testing.assert_array_equal(potentials, expected)
+    assert stats == expected_stats, f"\nnative:\n{stats}\nreference:\n{expected_stats}"
+
+
+def test_dynamics_edges(cpu):
+    """Hand-picked extremes: decay with shift 30 and multiplier 2^30 (beta = 1) on a membrane held at
+    int32's ends by reset none, a floor at int32_min, and decay 0 (the membrane forgets every step)."""
+    big = 2**31 - 1 - 128 * 255
+    cases = [
+        dict(neuron="lif", decay_multiplier=[2**30, 2**30 - 1, 1], decay_shift=30, reset="none",
+             threshold=[2**31 - 1, 5, 1], bias=[big, -big, big], membrane_floor=-2**31),
+        dict(neuron="lif", decay_multiplier=[0, 1, 2], decay_shift=1, reset="zero", threshold=[3, 2**31 - 1, 200],
+             bias=[-big, 7, 100]),
+        dict(neuron="if", reset="none", threshold=[1, 2**31 - 1, 100], bias=[big, big, -big], membrane_floor=0),
+    ]
+    for fields in cases:
+        model = es.Model([Dense(name="d", weights=np.array([[127, -128, 1]]), weight_bits=8, **fields)],
+                         input_shape=(1, 1, 1), input_bits=8)
+        x5 = np.array([255, 0, 17, 255, 1, 255, 255, 255, 255, 255] * 3, np.uint8).reshape(1, 30, 1, 1, 1)
         expected, expected_stats = reference.run(model, x5)
         potentials, stats = cpu.run(model, x5)
         np.testing.assert_array_equal(potentials, expected)

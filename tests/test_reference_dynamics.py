@@ -128,17 +128,21 @@ def test_dynamics_are_checked(fields, words):
     assert words in str(info.value)
 
 
-@pytest.mark.parametrize("dynamics", [dict(decay_multiplier=3, decay_shift=2), dict(leak_shift=2, reset="zero"),
-                                      dict(leak_shift=2, membrane_floor=0)])
-def test_native_engine_refuses_the_dynamics_it_does_not_implement(dynamics):
+@pytest.mark.parametrize("dynamics, potentials", [
+    (dict(decay_multiplier=3, decay_shift=2), [4] * 8),
+    (dict(decay_multiplier=3, decay_shift=2, reset="zero"), [4] * 8),
+    (dict(neuron="if", reset="none"), [4] * 5),
+    (dict(neuron="if", bias=-8, membrane_floor=0), [0, 0, 20, 0]),
+    (dict(decay_multiplier=1, decay_shift=1, threshold=100, bias=-3), [0, 3, 3, 6, 3]),
+    (dict(leak_shift=2, reset="zero", membrane_floor=-5, bias=-4), [0, 9, 9, 0, 0, 20, 2]),
+])
+def test_native_engine_runs_the_hand_worked_dynamics(dynamics, potentials):
+    """The cases above on the native engine: the same spikes per timestep (the randomized bit-exact
+    search over decays, resets and floors is tests/test_native_bitexact.py)."""
     pytest.importorskip("edgesnn.native")
     model = single_neuron(**dynamics)
-    x = np.zeros((1, 1, 1, 1), np.uint8)
-    with pytest.raises(es.FormatError, match=r'native engine does not implement yet; run this model with '
-                                             r'device="reference"'):
-        model.forward(x, device="cpu")
-    assert not es.device("cpu").check(model).fits
-    model.forward(x, device="reference")
+    assert spike_train(model, potentials, device="cpu") == spike_train(model, potentials)
+    assert es.device("cpu").check(model).fits
 
 
 def test_native_engine_still_runs_the_shift_leak():
@@ -148,9 +152,69 @@ def test_native_engine_still_runs_the_shift_leak():
     np.testing.assert_array_equal(model.forward(x5, device="cpu"), model.forward(x5, device="reference"))
 
 
-def test_summary_shows_the_dynamics_and_the_cpu_refusal():
+def test_summary_shows_the_dynamics():
     model = single_neuron(decay_multiplier=3, decay_shift=2, reset="zero", membrane_floor=0)
     table = model.summary(print_fn=lambda *_: None, device="reference")
     assert "lif/b0.75 reset=zero floor=0" in table
     pytest.importorskip("edgesnn.native")
-    assert 'device="reference"' in model.summary(print_fn=lambda *_: None, device="cpu")
+    assert "lif/b0.75 reset=zero floor=0" in model.summary(print_fn=lambda *_: None, device="cpu")
+
+
+def record_field(data: bytes, layer: int, offset: int) -> int:
+    """Byte offset of field `offset` of layer record `layer` in .esnn bytes (docs/format.md)."""
+    from edgesnn import format as F
+
+    table = {data[64 + 16 * i:68 + 16 * i]: int.from_bytes(data[72 + 16 * i:76 + 16 * i], "little") for i in range(4)}
+    return table[b"GRPH"] + F.MODEL_RECORD_BYTES + layer * F.LAYER_RECORD_BYTES + offset
+
+
+def patched(data: bytes, at: int, fmt: str, value: int) -> bytes:
+    """`data` with one value written at `at` and the checksums fixed (so the field's check is reached)."""
+    import struct
+    import zlib
+
+    out = bytearray(data)
+    struct.pack_into(fmt, out, at, value)
+    struct.pack_into("<I", out, 32, zlib.crc32(out[64:]))
+    struct.pack_into("<I", out, 36, zlib.crc32(out[:36]))
+    return bytes(out)
+
+
+def decay_multiplier_at(data: bytes) -> int:
+    """Byte offset of the first decay_multiplier element (slot 13) of layer 0."""
+    table = {data[64 + 16 * i:68 + 16 * i]: int.from_bytes(data[72 + 16 * i:76 + 16 * i], "little") for i in range(4)}
+    slot_offset = int.from_bytes(data[record_field(data, 0, 128 + 8 * 13):][:4], "little")
+    return table[b"TENS"] + slot_offset
+
+
+@pytest.mark.parametrize("where, fmt, value, words", [
+    (284, "<I", 31, "decay_shift 31, expected 0 (shift leak) or 1..30"),
+    (288, "<I", 3, "reset 3, expected 0 subtract, 1 zero or 2 none"),
+    (292, "<I", 2, "neuron_flags 0x2"),
+    (296, "<i", 1, "membrane_floor 1, expected <= 0"),
+    ("multiplier", "<i", 5, "decay_multiplier[0] = 5, expected 0..4"),
+    ("multiplier", "<i", -1, "decay_multiplier[0] = -1, expected 0..4"),
+    (100, "<I", 3, "leak_shift 3, expected 1..31 for lif without a decay_shift"),
+])
+def test_out_of_range_dynamics_are_refused_by_both_readers(where, fmt, value, words):
+    native = pytest.importorskip("edgesnn.native")
+    data = single_neuron(decay_multiplier=3, decay_shift=2, reset="zero", membrane_floor=-5).to_bytes()
+    at = decay_multiplier_at(data) if where == "multiplier" else record_field(data, 0, where)
+    bad = patched(data, at, fmt, value)
+    with pytest.raises(es.FormatError, match="native loader refused") as info:
+        native.NativeModel(bad)
+    assert words in str(info.value) and "layer 0" in str(info.value)
+    with pytest.raises((es.FormatError, es.ModelError)):
+        es.Model.from_bytes(bad)
+
+
+def test_dynamics_on_a_relu_layer_are_refused_natively():
+    native = pytest.importorskip("edgesnn.native")
+    data = es.Model([L.Dense(name="n", weights=np.ones((1, 1), int), bias=0, out_multiplier=1, out_shift=0)],
+                    input_shape=(1, 1, 1)).to_bytes()
+    for where, words in [(284, "decay_shift 2"), (288, "has no membrane to reset"), (292, "0 for neuron relu/none")]:
+        bad = patched(data, record_field(data, 0, where), "<I", 2 if where == 284 else 1)
+        with pytest.raises(es.FormatError, match=words):
+            native.NativeModel(bad)
+        with pytest.raises((es.FormatError, es.ModelError)):
+            es.Model.from_bytes(bad)

@@ -152,7 +152,7 @@ def valid_models() -> dict:
     """name -> edgesnn Model: every layer kind, neuron, pool and weight width, and the version-2 geometry
     (explicit asymmetric pads, rectangular strides and pools, pad values, depth multipliers, min
     pools, avg pools with and without their padding, zero points, a mapped concat, a pooled add with
-    a bias), small enough to run fast."""
+    a bias), the if/lif dynamics (decay, reset to zero and none, membrane floors), small enough to run fast."""
     sys.path.insert(0, str(ROOT / "tests"))
     from test_format import every_kind_model  # the format tests' model with all kinds (tests/test_format.py)
 
@@ -193,6 +193,20 @@ def valid_models() -> dict:
               pool="max", pool_size=2, pool_stride=1, neuron="lif", threshold=7, leak_shift=1),
         L.Dense(name="out", weights=rng.integers(-8, 8, (4 * 1 * 5, 3)), weight_bits=4, neuron="none"),
     ], input_shape=(10, 7, 3), input_bits=8)
+    # the if/lif dynamics of bytes 284..300 and slot 13: decay per channel with reset to zero and a
+    # floor (an SNU), reset none, a shift leak with a floor, a decay near beta = 1
+    dynamics = es.Model([
+        L.InputConv2D(name="snu", weights=rng.integers(-8, 8, (3, 3, 2, 5)), weight_bits=4, padding="same",
+                      bias=rng.integers(-40, 40, 5), neuron="lif", threshold=rng.integers(1, 60, 5),
+                      decay_multiplier=[205, 128, 0, 256, 255], decay_shift=8, reset="zero", membrane_floor=0),
+        L.Conv2D(name="hold", weights=rng.integers(-2, 2, (1, 1, 5, 6)), weight_bits=2, neuron="if",
+                 threshold=rng.integers(1, 4, 6), reset="none", pool="max", pool_size=2),
+        L.Dense(name="leak", weights=rng.integers(-8, 8, (2 * 2 * 6, 7)), weight_bits=4, bias=rng.integers(-9, 9, 7),
+                neuron="lif", threshold=rng.integers(1, 9, 7), leak_shift=3, membrane_floor=-6),
+        L.Dense(name="slow", weights=rng.integers(-8, 8, (7, 4)), weight_bits=4, neuron="lif", threshold=3,
+                decay_multiplier=(1 << 30) - np.arange(4), decay_shift=30, membrane_floor=-2**31),
+        L.Dense(name="out", weights=rng.integers(-2, 2, (4, 3)), weight_bits=2, neuron="none"),
+    ], input_shape=(4, 5, 2), input_bits=8)
     return {
         "geometry_v2": geometry,
         "every_kind_w2": every_kind_model(2, seed=1),
@@ -200,6 +214,7 @@ def valid_models() -> dict:
         "every_kind_w8": every_kind_model(8, seed=3),
         "spiking_dense": spiking_dense,
         "strided": strided,
+        "dynamics": dynamics,
     }
 
 

@@ -1,4 +1,4 @@
-"""Sum up the long fuzz runs from their libFuzzer logs (/tmp/fuzz-<target>/log.txt).
+"""Sum up the long fuzz runs from their libFuzzer logs ($EDGESNN_FUZZ_WORK/fuzz-<target>/log.txt, /tmp unless set).
 
     python native/fuzz/report.py [TARGET ...]        default: load run model
 
@@ -10,6 +10,7 @@ written to crashes/ (findings, timeouts, out-of-memory).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def summarize(lines: list[str], crashes_dir: Path) -> dict:
 def main(targets: list[str]) -> None:
     total_seconds = 0.0
     for target in targets:
-        log = Path(f"/tmp/fuzz-{target}/log.txt")
+        log = Path(os.environ.get("EDGESNN_FUZZ_WORK", "/tmp")) / f"fuzz-{target}" / "log.txt"   # as run.sh
         if not log.is_file():
             print(f"{target}: no log at {log}")
             continue

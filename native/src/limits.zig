@@ -34,6 +34,7 @@ pub const pool_max = 8; // pool window height and width and pool strides, 1..poo
 pub const depth_multiplier_max = 8; // depthwise channel multiplier, 1..depth_multiplier_max
 pub const shift_max = 62; // requantization right shift, 0..shift_max
 pub const leak_shift_max = 31; // lif leak, 1..leak_shift_max
+pub const decay_shift_max = 30; // lif decay (v * m + 2^(s-1)) >> s, s in 1..decay_shift_max
 pub const input_bits_max = 8;
 
 /// Height and width of any tensor, 1..dim_max.
@@ -73,6 +74,8 @@ comptime {
     // |P * multiplier| < 2^62 and the rounding term 2^(shift-1) <= 2^61: the int64 requant fits.
     std.debug.assert(shift_max <= 62);
     std.debug.assert(leak_shift_max <= 31);
+    // |v| < 2^31 and the decay multiplier <= 2^decay_shift <= 2^30: v * m + 2^(s-1) fits int64.
+    std.debug.assert(decay_shift_max <= 30);
     std.debug.assert(add_inputs_max <= inputs_max and concat_inputs_max <= inputs_max);
     std.debug.assert(layer_record_bytes_v1 < layer_record_bytes);
     std.debug.assert(tensor_slot_count_v1 <= tensor_slot_count);

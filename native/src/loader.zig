@@ -101,7 +101,7 @@ const Slot = enum(u32) {
     out_zero_point = 10,
     pool_sign = 11,
     sources = 12,
-    reserved_13 = 13,
+    decay_multiplier = 13,
     reserved_14 = 14,
     reserved_15 = 15,
 };
@@ -163,9 +163,12 @@ const Record = struct {
     mid_bits: u32,
     leak_shift: u32,
     slots: [limits.tensor_slot_count]Section,
-    /// Whether the record uses the if/lif dynamics of bytes 284..300 and slot 13 (decay multiplier,
-    /// reset, membrane floor; docs/format.md), which this engine does not implement yet.
-    dynamics: bool,
+    // the if/lif dynamics of bytes 284..300 (version 2; all 0 in version 1: shift leak, subtractive
+    // reset, no floor)
+    decay_shift: u32,
+    reset: u32,
+    neuron_flags: u32,
+    membrane_floor: i32,
 
     fn decode(grph: []const u8, version: Version, index: u32) Record {
         const record_bytes = version.recordBytes();
@@ -205,6 +208,10 @@ const Record = struct {
                 record.pool_stride_w = record.pool_stride_h;
                 record.pool_pads = @splat(0);
                 record.pool_flags = 0;
+                record.decay_shift = 0;
+                record.reset = 0;
+                record.neuron_flags = 0;
+                record.membrane_floor = 0;
             },
             .v2 => {
                 record.stride_w = readU32(r, 104);
@@ -214,12 +221,11 @@ const Record = struct {
                 record.pool_stride_w = readU32(r, 260);
                 for (&record.pool_pads, 0..) |*pad, i| pad.* = readU32(r, 264 + 4 * i);
                 record.pool_flags = readU32(r, 280);
+                record.decay_shift = readU32(r, 284);
+                record.reset = readU32(r, 288);
+                record.neuron_flags = readU32(r, 292);
+                record.membrane_floor = readI32(r, 296);
             },
-        }
-        record.dynamics = false;
-        if (version == .v2) {
-            for (r[284..300]) |byte| record.dynamics = record.dynamics or byte != 0;
-            record.dynamics = record.dynamics or record.slots[13].offset != 0 or record.slots[13].bytes != 0;
         }
         return record;
     }
@@ -528,9 +534,6 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
     if (!std.unicode.utf8ValidateSlice(names[r.name_offset..][0..r.name_bytes])) {
         return check.fail(.layer, "name at NAME offset {d} is not valid UTF-8", .{r.name_offset});
     }
-    if (r.dynamics) {
-        return check.fail(.layer, "uses neuron dynamics (decay_shift, reset, membrane_floor at record bytes 284..300, decay_multiplier in slot 13) that the native engine does not implement yet; run this model with device=\"reference\"", .{});
-    }
     if (reservedMustBeZero(check.file)) {
         const record_offset = recordOffset(check.file, check.sections.grph.offset, check.index);
         const reserved_ranges: []const [2]u64 = switch (r.version) {
@@ -584,6 +587,7 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         .relu_ceiling = &.{},
         .relu_scale = &.{},
         .threshold = &.{},
+        .decay_multiplier = &.{},
         .mid_multiplier = &.{},
         .mid_shift = &.{},
         .input_multipliers = &.{},
@@ -596,6 +600,7 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
     });
     try checkInputs(check, &layer, model_input, input_bits);
     try checkBits(check, &layer, layer_count);
+    try checkDynamics(check, &layer);
     try checkGeometry(check, &layer, padding);
     try checkPooling(check, &layer);
     if (!layer.output.eql(r.outShape())) {
@@ -685,13 +690,43 @@ fn checkBits(check: *const LayerCheck, layer: *const Layer, layer_count: u32) Er
     if (!mid_bits_ok) {
         return check.fail(.layer, "mid_bits {d}, expected 2, 4 or 8 for separable2d, 0 otherwise", .{r.mid_bits});
     }
-    const leak_ok = if (layer.neuron == .leaky_integrate_fire)
+}
+
+/// The if/lif membrane dynamics (docs/semantics.md, "Neuron stages"): a lif layer leaks by
+/// leak_shift or decays by decay_multiplier / 2^decay_shift, exactly one of them; reset and
+/// membrane floor for if/lif only. Sets them on the layer.
+fn checkDynamics(check: *const LayerCheck, layer: *Layer) Error!void {
+    const r = &check.record;
+    const lif = layer.neuron == .leaky_integrate_fire;
+    const spiking = layer.neuron.isSpiking();
+    const decay_shift_max: u32 = if (lif) limits.decay_shift_max else 0;
+    if (r.decay_shift > decay_shift_max) {
+        return check.fail(.range, "decay_shift {d}, expected 0 (shift leak) or 1..{d} (decay) for lif, 0 otherwise", .{ r.decay_shift, limits.decay_shift_max });
+    }
+    const leak_ok = if (lif and r.decay_shift == 0)
         r.leak_shift >= 1 and r.leak_shift <= limits.leak_shift_max
     else
         r.leak_shift == 0;
     if (!leak_ok) {
-        return check.fail(.range, "leak_shift {d}, expected 1..{d} for lif, 0 otherwise", .{ r.leak_shift, limits.leak_shift_max });
+        return check.fail(.range, "leak_shift {d}, expected 1..{d} for lif without a decay_shift, 0 otherwise (decay_shift {d})", .{ r.leak_shift, limits.leak_shift_max, r.decay_shift });
     }
+    const reset = enumFrom(model_zig.Reset, r.reset) orelse
+        return check.fail(.range, "reset {d}, expected 0 subtract, 1 zero or 2 none", .{r.reset});
+    if (!spiking and reset != .subtract) {
+        return check.fail(.range, "reset {d}, a layer with neuron {d} has no membrane to reset (0)", .{ r.reset, r.neuron });
+    }
+    const flags_max: u32 = if (spiking) 1 else 0; // bit 0: membrane floor
+    if (r.neuron_flags > flags_max) {
+        return check.fail(.range, "neuron_flags 0x{x}, expected {s}", .{ r.neuron_flags, if (spiking) "0 or 1 (bit 0: membrane floor)" else "0 for neuron relu/none" });
+    }
+    const has_floor = r.neuron_flags & 1 != 0;
+    if (if (has_floor) r.membrane_floor > 0 else r.membrane_floor != 0) {
+        return check.fail(.range, "membrane_floor {d}, expected <= 0 with neuron_flags bit 0 set, 0 without", .{r.membrane_floor});
+    }
+    layer.decay_shift = r.decay_shift;
+    layer.reset = reset;
+    layer.has_floor = has_floor;
+    layer.membrane_floor = r.membrane_floor;
 }
 
 fn hasWeights(kind: Kind) bool {
@@ -855,7 +890,8 @@ fn slotCount(layer: *const Layer, slot: Slot) u64 {
         .out_zero_point => if (layer.neuron == .relu) cout else 0,
         .pool_sign => if (layer.pool == .max) cout else 0,
         .sources => if (layer.kind == .concat) 2 * cout else 0,
-        .reserved_13, .reserved_14, .reserved_15 => 0,
+        .decay_multiplier => if (layer.decay_shift != 0) cout else 0, // lif only (checkDynamics)
+        .reserved_14, .reserved_15 => 0,
     };
 }
 
@@ -951,6 +987,8 @@ fn checkParameters(check: *const LayerCheck, layer: *const Layer) Error!void {
         try checkI32Range(check, .out_zero_point, 0, layer.outputMax());
     }
     if (layer.neuron.isSpiking()) try checkI32Range(check, .threshold, 1, int32_max_signed);
+    // a decay, not a growth: |v| never grows, so the membrane stays int32 (docs/semantics.md)
+    if (layer.decay_shift != 0) try checkI32Range(check, .decay_multiplier, 0, @as(i64, 1) << @intCast(layer.decay_shift));
     if (layer.kind == .separable2d) {
         try checkI32Range(check, .mid_multiplier, 0, int32_max_signed);
         try checkI32Range(check, .mid_shift, 0, limits.shift_max);
@@ -1137,12 +1175,12 @@ fn parameterSizes(layer: *const Layer) [limits.tensor_slot_count]u64 {
                 .add, .concat => unreachable,
             },
             .pointwise => @as(u64, midQuads(layer)) * limits.quad_channels * cout_p, // quad layout (Layer.pointwise)
-            .bias, .out_multiplier, .out_shift, .threshold, .out_zero_point, .pool_sign => cout_p * 4,
+            .bias, .out_multiplier, .out_shift, .threshold, .out_zero_point, .pool_sign, .decay_multiplier => cout_p * 4,
             .mid_multiplier, .mid_shift => @as(u64, layer.depthwiseChannelsPadded()) * 4,
             .input_multipliers => (if (layer.kind == .add) @as(u64, layer.input_count) else 1) * cout_p * 4,
             .pad_value => layer.frameChannels(), // one frame pixel (Layer.pad_pixel)
             .sources => @as(u64, layer.synaptic.c) * @sizeOf(model_zig.ConcatSource),
-            .reserved_13, .reserved_14, .reserved_15 => unreachable,
+            .reserved_14, .reserved_15 => unreachable,
         };
     }
     return sizes;
@@ -1260,6 +1298,8 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     layer.out_shift = copyVector(check, .out_shift, sizes, cout, 0, 0, bump);
     // Padding lanes never fire: their potential is always 0, below a threshold of 2^31 - 1.
     layer.threshold = copyVector(check, .threshold, sizes, cout, 0, std.math.maxInt(i32), bump);
+    // (padding lanes decay to 0, where they stay)
+    layer.decay_multiplier = copyVector(check, .decay_multiplier, sizes, cout, 0, 0, bump);
     layer.mid_multiplier = copyVector(check, .mid_multiplier, sizes, mid, 0, 0, bump);
     layer.mid_shift = copyVector(check, .mid_shift, sizes, mid, 0, 0, bump);
     layer.input_multipliers = copyVector(check, .input_multipliers, sizes, cout, 1, 0, bump);

@@ -28,6 +28,9 @@ pub const Neuron = enum(u32) {
 
 pub const Padding = enum(u32) { valid = 0, same = 1, explicit = 2 };
 
+/// What a spike does to an if/lif membrane (docs/semantics.md, "Neuron stages"); the record's codes.
+pub const Reset = enum(u32) { subtract = 0, zero = 1, none = 2 };
+
 pub const Pool = enum(u32) { none = 0, max = 1, avg = 2, global_avg = 3 };
 
 /// An activation or potential tensor shape, HWC. `channels_padded` is the channel stride of its
@@ -106,7 +109,14 @@ pub const Layer = struct {
     activation_bits: u32,
     weight_bits: u32, // 2, 4 or 8 (0 for add)
     mid_bits: u32,
-    leak_shift: u32,
+    leak_shift: u32, // lif with a shift leak: 1..leak_shift_max (0 otherwise)
+    /// lif with a multiplicative decay v = (v * decay_multiplier[c] + 2^(s-1)) >> s: s in
+    /// 1..decay_shift_max (0 otherwise; then decay_multiplier is empty).
+    decay_shift: u32,
+    reset: Reset, // if/lif (subtract otherwise)
+    /// if/lif: v = max(v, membrane_floor) after integrating (membrane_floor <= 0), when has_floor.
+    has_floor: bool,
+    membrane_floor: i32,
 
     // Parameters, unpacked, channel axes padded with zeros to channelsPadded:
     // conv (KH*KW, Cin_q, Cout_p, 4); dense (H*W, Cin_q, Cout_p, 4) with Cin_q = channelQuads of the
@@ -127,6 +137,7 @@ pub const Layer = struct {
     relu_ceiling: []const i32, // (Cout_p)
     relu_scale: []const f32, // (Cout_p)
     threshold: []const i32, // if/lif (Cout_p)
+    decay_multiplier: []const i32, // lif with decay_shift > 0 (Cout_p; padding lanes 0), else empty
     mid_multiplier: []const i32, // separable (Cmid_p), Cmid = C * depth_multiplier
     mid_shift: []const i32, // separable (Cmid_p)
     input_multipliers: []const i32, // add (input_count, C_p); concat (Cout_p)

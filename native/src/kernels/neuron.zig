@@ -1,8 +1,10 @@
 //! Neuron stages (docs/semantics.md): relu (requantize and clamp, stateless), if and lif (state
-//! kept across timesteps, subtractive reset), and the saturating output accumulation of `none`.
+//! kept across timesteps: shift leak or multiplicative decay, membrane floor, reset by subtraction,
+//! to zero or none), and the saturating output accumulation of `none`.
 
 const std = @import("std");
 const model = @import("../model.zig");
+const limits = @import("../limits.zig");
 const vector = @import("vector.zig");
 
 const int32_min = std.math.minInt(i32);
@@ -29,12 +31,15 @@ pub fn run(layer: *const model.Layer, potentials: []const i32, state: []i32, act
     return switch (layer.neuron) {
         .relu => if (layer.relu_scale.len != 0) fire(.relu_float, layer, potentials, state, activations) else fire(.relu, layer, potentials, state, activations),
         .integrate_fire => fire(.integrate_fire, layer, potentials, state, activations),
-        .leaky_integrate_fire => fire(.leaky_integrate_fire, layer, potentials, state, activations),
+        .leaky_integrate_fire => if (layer.decay_shift != 0)
+            fire(.decaying_integrate_fire, layer, potentials, state, activations)
+        else
+            fire(.leaky_integrate_fire, layer, potentials, state, activations),
         .none => unreachable,
     };
 }
 
-const Form = enum { relu, relu_float, integrate_fire, leaky_integrate_fire };
+const Form = enum { relu, relu_float, integrate_fire, leaky_integrate_fire, decaying_integrate_fire };
 
 /// A relu stage run inside the synaptic kernel (engine.zig offers it to layers without pooling
 /// whose potentials nobody else reads): the kernel hands each finished vector of potentials to
@@ -72,8 +77,9 @@ fn fire(comptime form: Form, layer: *const model.Layer, potentials: []const i32,
             const fired: VecU8 = switch (form) {
                 .relu => relu(layer, potential, channel),
                 .relu_float => reluFloat(layer, potential, channel),
-                .integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, false),
-                .leaky_integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, true),
+                .integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, .none),
+                .leaky_integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, .shift),
+                .decaying_integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, .decay),
             };
             const target: *align(1) VecU8 = @ptrCast(activations[offset..][0..vector.lanes]);
             target.* = fired; // one vector store (an array-typed store went through the stack)
@@ -189,18 +195,67 @@ test "the f32 relu agrees with the i64 one wherever it is taken" {
     }
 }
 
-/// if / lif for one vector of channels: (leak,) v = sat32(v + P), spike and subtract at threshold.
-fn integrateFire(layer: *const model.Layer, state: *[vector.lanes]i32, potential: VecI32, channel: usize, leaky: bool) VecU8 {
+/// How the membrane leaks before integrating: not at all (if), v - (v >> leak_shift) (lif), or
+/// (v * decay_multiplier + 2^(decay_shift-1)) >> decay_shift (lif with a decay).
+const Leak = enum { none, shift, decay };
+
+/// if / lif for one vector of channels, in the order of docs/semantics.md: leak or decay,
+/// v = sat32(v + P), floor, spike at threshold, reset (subtract, to zero, or none).
+fn integrateFire(layer: *const model.Layer, state: *[vector.lanes]i32, potential: VecI32, channel: usize, comptime leak: Leak) VecU8 {
     var v: VecI32 = state.*;
-    if (leaky) v -= v >> @splat(@as(u5, @intCast(layer.leak_shift)));
+    switch (leak) {
+        .none => {},
+        .shift => v -= v >> @splat(@as(u5, @intCast(layer.leak_shift))),
+        .decay => v = decay(v, layer.decay_multiplier[channel..][0..vector.lanes].*, layer.decay_shift),
+    }
     const sum = @as(VecI64, v) + @as(VecI64, potential);
     v = @intCast(@min(@max(sum, @as(VecI64, @splat(int32_min))), @as(VecI64, @splat(int32_max))));
+    if (layer.has_floor) v = @max(v, @as(VecI32, @splat(layer.membrane_floor)));
     const threshold: VecI32 = layer.threshold[channel..][0..vector.lanes].*;
     const spike = v >= threshold;
-    // Wrapping: the lanes that do not spike may hold v near int32_min, where v - threshold would
-    // overflow; their difference is discarded, and a spiking lane (v >= threshold >= 1) never wraps.
-    state.* = @select(i32, spike, v -% threshold, v);
+    state.* = switch (layer.reset) {
+        // Wrapping: the lanes that do not spike may hold v near int32_min, where v - threshold would
+        // overflow; their difference is discarded, and a spiking lane (v >= threshold >= 1) never wraps.
+        .subtract => @select(i32, spike, v -% threshold, v),
+        .zero => @select(i32, spike, @as(VecI32, @splat(0)), v),
+        .none => v,
+    };
     return @select(u8, spike, @as(VecU8, @splat(1)), @as(VecU8, @splat(0)));
+}
+
+/// (v * m + 2^(s-1)) >> s in i64 (requantize's rounding: half up, also for negative v), for m in
+/// [0, 2^s] and s in 1..decay_shift_max (loader.zig): |result| <= |v|, so it narrows to i32 exactly.
+fn decay(v: VecI32, multiplier: VecI32, shift: u32) VecI32 {
+    std.debug.assert(shift >= 1 and shift <= limits.decay_shift_max);
+    const shift64: @Vector(vector.lanes, u6) = @splat(@intCast(shift));
+    const rounding: VecI64 = @splat(@as(i64, 1) << @intCast(shift - 1));
+    const decayed = (@as(VecI64, v) * @as(VecI64, multiplier) + rounding) >> shift64;
+    return @intCast(decayed);
+}
+
+/// The scalar decay of one membrane value (the reference's arithmetic, for the tests below).
+fn decayScalar(v: i32, multiplier: i32, shift: u32) i32 {
+    return @intCast(requantize(v, multiplier, @intCast(shift)));
+}
+
+test "decay rounds half up, never grows the membrane and matches its scalar form" {
+    const values = [_]i32{ 0, 1, -1, 2, -2, 3, -3, 5, -5, 1000, -1000, int32_max, int32_min, int32_max - 1, int32_min + 1 };
+    const shifts = [_]u32{ 1, 2, 8, 16, 30 };
+    for (shifts) |shift| {
+        const one: i64 = @as(i64, 1) << @intCast(shift);
+        const multipliers = [_]i64{ 0, 1, @divFloor(one, 2), @divFloor(one * 4, 5), one - 1, one };
+        for (multipliers) |m| {
+            for (values) |v| {
+                const out = decay(@splat(v), @splat(@intCast(m)), shift);
+                try std.testing.expectEqual(decayScalar(v, @intCast(m), shift), out[0]);
+                try std.testing.expect(@abs(@as(i64, out[0])) <= @abs(@as(i64, v)));
+                if (m == one) try std.testing.expectEqual(v, out[0]);
+            }
+        }
+    }
+    try std.testing.expectEqual(@as(i32, -1), decayScalar(-3, 1, 1)); // -1.5 -> -1
+    try std.testing.expectEqual(@as(i32, 0), decayScalar(-1, 1, 1)); // -0.5 -> 0
+    try std.testing.expectEqual(@as(i32, 3), decayScalar(4, 3, 2)); // 3 -> 3
 }
 
 test "requantize rounds half up, also for negative values" {

@@ -125,10 +125,23 @@ def v2_cases(valid: bytes, tens: int, add) -> None:
         "sources")
     add("concat_source_channel", patch(valid, tensor_at(7, "sources", 1), "i", 8), "GRPH", record_offset(valid, 7),
         "sources")
-    add("record_reserved_v2", patch(valid, field(valid, 4, "reserved2") + 16, "B", 1), "GRPH",
-        field(valid, 4, "reserved2") + 16, "reserved")
+    add("record_reserved_v2", patch(valid, field(valid, 4, "reserved2"), "B", 1), "GRPH",
+        field(valid, 4, "reserved2"), "reserved")
     at = field(valid, 4, "slots", 2 * 13)
     add("slot_13_used", patch(valid, at, "II", 0, 16), "GRPH", at, "is unused")
+    # the if/lif dynamics at 284..300 (layer 1 sep is a lif with a shift leak, 2 dw an if, 3 pw a relu)
+    no_leak = patch(valid, field(valid, 1, "leak_shift"), "I", 0)   # a decay replaces the shift leak
+    add("decay_shift_31", patch(no_leak, field(valid, 1, "decay_shift"), "I", 31), "GRPH",
+        field(valid, 1, "decay_shift"), "decay_shift is 31")
+    add("decay_shift_on_if", patch(valid, field(valid, 2, "decay_shift"), "I", 2), "GRPH",
+        field(valid, 2, "decay_shift"), "decay_shift is 2")
+    add("reset_3", patch(valid, field(valid, 2, "reset"), "I", 3), "GRPH", field(valid, 2, "reset"), "reset is 3")
+    add("reset_on_relu", patch(valid, field(valid, 3, "reset"), "I", 1), "GRPH", field(valid, 3, "reset"),
+        "reset is 1")
+    add("neuron_flags_2", patch(valid, field(valid, 2, "neuron_flags"), "I", 2), "GRPH",
+        field(valid, 2, "neuron_flags"), "neuron_flags is 2")
+    add("membrane_floor_without_flag", patch(valid, field(valid, 2, "membrane_floor"), "i", -3), "GRPH",
+        field(valid, 2, "membrane_floor"), "membrane_floor is -3")
 
 
 def v1_cases(add) -> None:
