@@ -417,42 +417,68 @@ def _add_predict(commands) -> None:
     sub.add_argument("--top", type=int, default=1, help="also print the k best labels (default 1)")
     sub.add_argument("--threshold", type=float, default=None, help="answer 'unknown' below this score")
     sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
-    sub.add_argument("--plot", metavar="PNG", help="spike raster of the first input (rate-coded models)")
+    sub.add_argument("--plot", metavar="PNG",
+                     help=f"class scores over timesteps of the first {PLOT_INPUTS_MAX} inputs, each beside its input "
+                          f"(spiking models, or any model run over several timesteps)")
+    sub.add_argument("--early-exit", type=int, default=None, metavar="MARGIN",
+                     help="stop a sample once its leading output potential leads the second by MARGIN "
+                          "(docs/semantics.md, 'Over time and early exit'); prints the timesteps used")
     sub.set_defaults(run=_user_errors(_run_predict))
+
+
+PLOT_INPUTS_MAX = 4   # predict --plot: inputs drawn, one row each
 
 
 def _run_predict(args) -> int:
     import json
 
     _check_at_least_1("--top", args.top)
+    if args.early_exit is not None:
+        _check_at_least_1("--early-exit", args.early_exit)
     pipe = _load_pipeline(args.model, args.device, args.threshold)
     failed = 0
-    plotted = not args.plot
+    plotting = []   # (name, model input) of the first inputs, for --plot
     for path in args.inputs:   # a bad input is reported and skipped; the others are still answered
         try:
             samples = _samples_of(pipe, path)
-            if not plotted:
-                _plot_raster(samples[0][1], samples[0][0], args.plot)
-                plotted = True
-            predictions = pipe.classify_samples(np.stack([sample for _, sample in samples]))
+            predictions, used = _classify(pipe, np.stack([sample for _, sample in samples]), args.early_exit)
         except (EdgesnnError, OSError, ValueError, TypeError) as exc:
             if len(args.inputs) == 1:
                 raise
             failed += 1
             print(f"edgesnn predict: error: {_one_line(exc)}", file=sys.stderr)
             continue
-        for (name, _), prediction in zip(samples, predictions):
+        plotting += samples[:PLOT_INPUTS_MAX - len(plotting)]
+        for (name, _), prediction, steps in zip(samples, predictions, used):
             top = [(label, round(score, 6)) for label, score in prediction.top[:args.top]]
             if args.json:
-                print(json.dumps({"input": name, "label": prediction.label, "index": prediction.index,
-                                  "score": round(prediction.score, 6), "top": top}))
+                answer = {"input": name, "label": prediction.label, "index": prediction.index,
+                          "score": round(prediction.score, 6), "top": top}
+                print(json.dumps(answer if steps is None else {**answer, "timesteps_used": steps}))
             else:
                 best = "" if args.top <= 1 else "  [" + ", ".join(f"{label} {score:.3f}" for label, score in top) + "]"
-                print(f"{name}: {prediction.label} ({prediction.score:.3f}){best}")
+                ran = "" if steps is None else f"  ({steps} timesteps)"
+                print(f"{name}: {prediction.label} ({prediction.score:.3f}){best}{ran}")
+    if args.plot and plotting:
+        _plot_over_time(pipe, plotting, args.plot, args.early_exit)
     if failed:
         print(f"edgesnn predict: error: {failed} of {len(args.inputs)} inputs failed (reported above)", file=sys.stderr)
         return 1
     return 0
+
+
+def _classify(pipe, batch: np.ndarray, early_exit) -> tuple[list, list]:
+    """The pipeline's predictions of a batch of model inputs, and the timesteps each ran (None without
+    an early exit)."""
+    if early_exit is None:
+        return pipe.classify_samples(batch), [None] * len(batch)
+    time_axis = batch.ndim == 5
+    potentials = pipe.model.forward(batch, timesteps=None if time_axis else pipe.timesteps, device=pipe.device,
+                                    early_exit=early_exit)
+    used = [int(steps) for steps in pipe.model.statistics.timesteps_used]
+    # each sample's scores as if its run had been `steps` long: the potentials it stopped with
+    predictions = [pipe.classifier.classify(potentials[i:i + 1], timesteps=steps)[0] for i, steps in enumerate(used)]
+    return predictions, used
 
 
 def _add_stream(commands) -> None:
@@ -779,23 +805,62 @@ def _plot_sparsity(stats, path) -> None:
     print(f"wrote {path}")
 
 
-def _plot_raster(sample: np.ndarray, name: str, path) -> None:
-    if sample.ndim != 4:
-        raise EdgesnnError(f"--plot draws a spike raster of rate-coded input; {name} became a dense "
-                           f"{sample.shape} input (the model's frontend is not a spike-train frontend)")
+def _plot_over_time(pipe, samples: list, path, early_exit=None) -> None:
+    """predict --plot: one row per input, the input on the left and its class scores (softmax of the
+    dequantized potentials so far) over the timesteps on the right, as NengoDL plots its network's
+    filtered output over steps. With an early exit, a dashed line marks where each sample stopped."""
+    batch = np.stack([sample for _, sample in samples])
+    time_axis = batch.ndim == 5
+    model = pipe.model
+    trace = model.forward(batch, timesteps=None if time_axis else pipe.timesteps, device=pipe.device,
+                          per_timestep=True, early_exit=early_exit)
+    steps = trace.shape[1]
+    if steps < 2:
+        raise EdgesnnError("--plot draws class scores over timesteps, and this model runs 1 timestep (a spiking "
+                           "model stores its timesteps; a spike-train frontend gives one input per timestep)")
+    used = model.statistics.timesteps_used
+    ran = np.full(len(samples), steps) if used is None else np.asarray(used)
+    # after a sample's stop its rows repeat its output: scored as the run of `ran` timesteps it was
+    scores = np.stack([np.concatenate([pipe.classifier.scores(trace[i:i + 1, t], min(t + 1, ran[i]))
+                                       for i in range(len(samples))]) for t in range(steps)], axis=1)  # (N, T, classes)
+    labels = [pipe.classifier.label_of(index) for index in range(scores.shape[2])]
     plt = _pyplot()
-    spikes = sample.reshape(sample.shape[0], -1)
-    firing = np.flatnonzero(spikes.any(axis=0))
-    steps, rows = np.nonzero(spikes[:, firing])
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.scatter(steps, rows, s=4, marker="|", color="black")
-    ax.set_xlabel("timestep")
-    ax.set_ylabel(f"firing input ({len(firing)} of {spikes.shape[1]})")
-    ax.set_title(f"input spikes of {name}")
+    fig, axes = plt.subplots(len(samples), 2, figsize=(9, 2.4 * len(samples) + 0.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 3]})
+    timeline = np.arange(1, steps + 1)
+    for row, ((name, sample), sample_scores) in enumerate(zip(samples, scores)):
+        _draw_input(axes[row, 0], sample, name)
+        ax = axes[row, 1]
+        ax.plot(timeline, sample_scores)
+        if used is not None:
+            ax.axvline(used[row], color="gray", linestyle="--", linewidth=1)
+        best = int(np.argmax(sample_scores[-1]))
+        ax.set_title(f"{labels[best]} ({sample_scores[-1, best]:.2f})", fontsize=9)
+        ax.set_ylim(0, min(1.0, 1.15 * float(sample_scores.max())))
+        ax.set_ylabel("probability")
+    axes[-1, 1].set_xlabel("timesteps")
+    axes[0, 1].legend(labels, loc="upper left", fontsize=7, ncol=max(1, len(labels) // 6))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     print(f"wrote {path}")
+
+
+def _draw_input(ax, sample: np.ndarray, name: str) -> None:
+    """An image input as an image (a spike train: its spikes per pixel over the timesteps); a vector
+    input as a spike raster (a train) or bars."""
+    frames = sample if sample.ndim == 4 else sample[None]   # (T, H, W, C)
+    h, w = frames.shape[1:3]
+    if h > 1 and w > 1:
+        ax.imshow(frames.astype(np.float64).mean(axis=(0, 3)), cmap="gray")
+        ax.axis("off")
+    elif sample.ndim == 4:
+        steps, rows = np.nonzero(frames.reshape(frames.shape[0], -1))
+        ax.scatter(steps, rows, s=2, marker="|", color="black")
+        ax.set_xlabel("timestep", fontsize=7)
+    else:
+        ax.bar(np.arange(frames[0].size), frames[0].reshape(-1), color="black")
+    ax.set_title(os.path.basename(name), fontsize=8)
 
 
 # -- export ----------------------------------------------------------------------------------------

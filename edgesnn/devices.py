@@ -122,12 +122,16 @@ class Device:
       Model.forward then builds Statistics only when `model.statistics` is read.
     - ``repeats_dense_input`` (bool): `run` accepts x5 with T = 1 and timesteps > 1 (the same
       frame at every timestep) without being given T copies.
+    - ``runs_over_time`` (bool): the device implements `run_over_time` (the output after every
+      timestep and the early exit of docs/semantics.md, "Over time and early exit"), which
+      Model.forward(..., per_timestep=True or early_exit=margin) needs.
     """
 
     name = "device"
     checks_input_range: bool = False
     returns_counts: bool = False
     repeats_dense_input: bool = False
+    runs_over_time: bool = False
 
     # -- what it is ------------------------------------------------------------------------------
     def info(self) -> DeviceInfo:
@@ -165,6 +169,17 @@ class Device:
     def run_counts(self, program, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``returns_counts`` fast path: (potentials, uint64 counts (layers, 5))."""
         raise NotImplementedError(f"{type(self).__name__} declares no returns_counts capability")
+
+    def run_over_time(self, model, x5: np.ndarray, timesteps: int,
+                      early_exit: int | None = None) -> tuple[np.ndarray, np.ndarray, Statistics]:
+        """The ``runs_over_time`` capability: `run` of the Model `model` (its program through
+        `program_of`), keeping the output after every timestep.
+
+        Returns (int32 outputs (N, T, OH, OW, OC): row t is the output of timesteps 0..t; int (N,)
+        timesteps each sample ran; Statistics over those timesteps). `early_exit` (an int >= 1): a
+        sample stops after the first timestep at which its largest output value leads the second
+        largest by at least this margin; its later rows repeat its output."""
+        raise NotImplementedError(f"{type(self).__name__} declares no runs_over_time capability")
 
     def close(self) -> None:
         """Release what the device holds (a link, a process, loaded programs). Default: nothing."""
@@ -247,6 +262,7 @@ class ReferenceDevice(Device):
 
     name = "reference"
     repeats_dense_input = True
+    runs_over_time = True
 
     def info(self) -> DeviceInfo:
         from . import __version__
@@ -259,6 +275,15 @@ class ReferenceDevice(Device):
         if timesteps is not None and x5.shape[1] != timesteps:   # a dense frame shown at every timestep
             x5 = np.broadcast_to(x5, (x5.shape[0], timesteps, *x5.shape[2:]))
         return reference.run(program, x5)   # the program is the Model (Device.load)
+
+    def run_over_time(self, model, x5, timesteps, early_exit=None):
+        from . import reference
+
+        if x5.shape[1] != timesteps:
+            x5 = np.broadcast_to(x5, (x5.shape[0], timesteps, *x5.shape[2:]))
+        trace: dict = {}
+        _, stats = reference.run(model, x5, trace=trace, early_exit=early_exit)
+        return trace["outputs"], trace["timesteps_used"], stats
 
 
 # -- profiles: the targets users flash -------------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from .devices import default_device_name, resolve_device  # noqa: F401 (edgesnn.model.resolve_device too)
-from .errors import ModelError
+from .errors import DeviceError, ModelError
 from .layers import INT32_MAX, Layer
 from .statistics import Statistics, format_table
 
@@ -131,16 +131,26 @@ class Model:
                 f"output {self.output_shape}, {self.packed_bytes:,} packed bytes>")
 
     # -- running ---------------------------------------------------------------------------------
-    def forward(self, x, timesteps: int | None = None, device=None) -> np.ndarray:
+    def forward(self, x, timesteps: int | None = None, device=None, *, per_timestep: bool = False,
+                early_exit: int | None = None) -> np.ndarray:
         """int32 potentials of the last layer, batch first: (N, OH, OW, OC).
 
         `x` is uint8 (N, H, W, C), presented at each of `timesteps` (default 1) timesteps, or a spike
         train / input sequence (N, T, H, W, C). `device` is a name ("cpu", "reference", ...) or a
         Device; default: "cpu" when the native engine is available, else "reference".
+
+        Over time (docs/semantics.md, "Over time and early exit"): with `per_timestep=True` the
+        result is (N, T, OH, OW, OC), row t the output after timesteps 0..t (spike counts so far for a
+        spiking output layer). `early_exit=margin` (an int >= 1) stops a sample after the first
+        timestep at which its largest output value leads the second largest by at least `margin`;
+        its output is the one of that timestep (later rows repeat it), and
+        `model.statistics.timesteps_used` says how many timesteps each sample ran.
         """
         engine = resolve_device(device)
         x5 = self._checked_input(x, timesteps, engine.checks_input_range)
         program = engine.program_of(self)
+        if per_timestep or early_exit is not None:
+            return self._forward_over_time(engine, x5, per_timestep, early_exit)
         if engine.returns_counts:  # e.g. the cpu device: Statistics are built only if model.statistics is read
             potentials, counts = engine.run_counts(program, x5, x5.shape[1])
             self._last_statistics = (counts, x5.shape[0], x5.shape[1], engine.name)
@@ -148,9 +158,28 @@ class Model:
             potentials, self._last_statistics = engine.run(program, x5, x5.shape[1])
         return potentials
 
-    def predict(self, x, timesteps: int | None = None, device=None) -> np.ndarray:
-        """Class indices (N,): the argmax over the flattened output potentials (first index on ties)."""
-        potentials = self.forward(x, timesteps=timesteps, device=device)
+    def _forward_over_time(self, engine, x5: np.ndarray, per_timestep: bool, early_exit) -> np.ndarray:
+        if not engine.runs_over_time:
+            raise DeviceError(f"device {engine.name!r} cannot run per timestep or exit early (it declares no "
+                              f"runs_over_time capability); use device='cpu' or device='reference'")
+        if early_exit is not None:
+            if isinstance(early_exit, bool) or not isinstance(early_exit, (int, np.integer)) \
+                    or not 1 <= early_exit <= INT32_MAX:
+                raise ValueError(f"early_exit must be an integer margin in [1, {INT32_MAX}] (how far the leading "
+                                 f"output value must lead the second), got {early_exit!r}")
+            if int(np.prod(self.output_shape)) < 2:
+                raise ValueError(f"early_exit needs at least two output values to compare; this model outputs "
+                                 f"{self.output_shape}")
+            early_exit = int(early_exit)
+        outputs, used, stats = engine.run_over_time(self, x5, x5.shape[1], early_exit)
+        stats.timesteps_used = None if early_exit is None else np.asarray(used, np.int64)
+        self._last_statistics = stats
+        return outputs if per_timestep else np.ascontiguousarray(outputs[:, -1])
+
+    def predict(self, x, timesteps: int | None = None, device=None, *, early_exit: int | None = None) -> np.ndarray:
+        """Class indices (N,): the argmax over the flattened output potentials (first index on ties).
+        `early_exit`: as in `forward`."""
+        potentials = self.forward(x, timesteps=timesteps, device=device, early_exit=early_exit)
         return potentials.reshape(potentials.shape[0], -1).argmax(axis=1)
 
     def check_input(self, x, timesteps: int | None = None) -> np.ndarray:

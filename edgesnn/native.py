@@ -113,6 +113,10 @@ def _signatures() -> dict:
         "esnn_run_batch": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
                                           ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t,
                                           ctypes.c_void_p, ctypes.c_size_t]),
+        "esnn_run_batch_trace": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
+                                                ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int32, ctypes.c_void_p,
+                                                ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                                                ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]),
     }
 
 
@@ -187,6 +191,16 @@ class NativeModel:
         finally:
             contexts.append(context)
 
+    def run_over_time(self, x5: np.ndarray, timesteps: int, early_exit: int | None = None):
+        """`run_checked`, keeping the output after every timestep (esnn_run_batch_trace): (int32 outputs
+        (N, timesteps, OH, OW, OC), uint32 timesteps used (N,), uint64 counts (layers, 5)); `early_exit`:
+        the margin of docs/semantics.md ("Over time and early exit"), None for none."""
+        context = self._acquire()
+        try:
+            return context.run_over_time(x5, timesteps, 0 if early_exit is None else int(early_exit))
+        finally:
+            self._release(context)
+
     def _check_input(self, x5) -> np.ndarray:
         if type(x5) is not np.ndarray or x5.dtype is not _UINT8:
             if not isinstance(x5, np.ndarray) or x5.dtype != np.uint8:
@@ -257,6 +271,19 @@ class _Context:
         potentials = output.copy() if output is self._output else output
         return potentials, self._counts.copy()
 
+    def run_over_time(self, x5: np.ndarray, timesteps: int, margin: int):
+        batch, input_timesteps = x5.shape[:2]
+        output = np.empty((batch, *self._output_shape), np.int32)
+        outputs = np.empty((batch, timesteps, *self._output_shape), np.int32)
+        used = np.empty(batch, np.uint32)
+        status = self._library.lib.esnn_run_batch_trace(
+            self.handle, _input_pointer(x5), ctypes.c_size_t(x5.size), batch, input_timesteps, timesteps, margin,
+            _address(output), output.size, _address(outputs), outputs.size, _address(used), used.size,
+            *self._counts_arguments)
+        if status != STATUS_OK:
+            self._raise_run_error(status)
+        return outputs, used, self._counts.copy()
+
     def _raise_run_error(self, status: int) -> None:
         text = self._library.lib.esnn_context_message(self.handle).decode("utf-8", "replace")
         if status == STATUS_INPUT:  # a value above 2^input_bits - 1, located by the engine
@@ -311,6 +338,7 @@ class CpuDevice(Device):
     checks_input_range = True
     returns_counts = True        # run_counts: the engine's counts; Statistics built on demand
     repeats_dense_input = True   # x5 with T = 1 runs `timesteps` timesteps (esnn_run_batch input_timesteps 1)
+    runs_over_time = True        # run_over_time: esnn_run_batch_trace
 
     def __init__(self, library: str | os.PathLike | Library | None = None):
         """`library`: another build of the engine (a path or Library); default: the installed one."""
@@ -362,6 +390,14 @@ class CpuDevice(Device):
         the statistics as the engine's counts, uint64 (layers, 5) in COUNT_FIELDS order."""
         loaded = program if type(program) is NativeModel else self.program_of(program)
         return loaded.run_checked(*_frames_and_timesteps(x5, timesteps))
+
+
+    def run_over_time(self, model, x5, timesteps, early_exit=None):
+        loaded = self.program_of(model)
+        frames, timesteps = _frames_and_timesteps(x5, int(timesteps))
+        outputs, used, counts = loaded.run_over_time(loaded._check_input(frames), timesteps, early_exit)
+        return outputs, used.astype(np.int64), Statistics.from_counts(model.layers, counts, x5.shape[0], timesteps,
+                                                                      self.name)
 
 
 def _frames_and_timesteps(x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, int]:

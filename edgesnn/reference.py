@@ -18,27 +18,47 @@ from .statistics import LayerStatistics, Statistics
 IM2COL_VALUES_MAX = 64 * 1024 * 1024
 
 
-def run(model, x5: np.ndarray, capture: dict | None = None) -> tuple[np.ndarray, Statistics]:
+def run(model, x5: np.ndarray, capture: dict | None = None, trace: dict | None = None,
+        early_exit: int | None = None) -> tuple[np.ndarray, Statistics]:
     """Run `model` on uint8 input `x5` of shape (N, T, H, W, C); return (int32 potentials, Statistics).
 
     With a dict `capture`, also store every layer's output summed over the timesteps, int64
     (N, OH, OW, C) by layer name (spike counts for if/lif layers), for fidelity checks.
+    With a dict `trace`, also store the output after every timestep (docs/semantics.md, "Over time and
+    early exit"): trace["outputs"] int32 (N, T, OH, OW, C) and trace["timesteps_used"] int64 (N,).
+    `early_exit` (an int >= 1): a sample stops after the first timestep at which its largest output
+    value leads the second largest by at least this margin.
     """
     n, t = x5.shape[:2]
     stats = Statistics(samples=n, timesteps=t, device="reference",
                        layers=[LayerStatistics(name=l.name, kind=l.kind) for l in model.layers])
     chunk = _batch_chunk(model)
     parts = [] if capture is not None else None
-    outputs = []
+    outputs, traces, used = [], [], []
     for i in range(0, n, chunk):
         sums = {} if capture is not None else None
-        outputs.append(_run_chunk(model, x5[i:i + chunk], stats, sums))
+        steps = {} if trace is not None or early_exit is not None else None
+        outputs.append(_run_chunk(model, x5[i:i + chunk], stats, sums, steps, early_exit))
         if parts is not None:
             parts.append(sums)
+        if steps is not None:
+            traces.append(steps["outputs"])
+            used.append(steps["timesteps_used"])
     if capture is not None:
         for layer in model.layers:
             capture[layer.name] = np.concatenate([part[layer.name] for part in parts])
+    if trace is not None:
+        trace["outputs"], trace["timesteps_used"] = np.concatenate(traces), np.concatenate(used)
     return np.concatenate(outputs, axis=0), stats
+
+
+def leads_by(total: np.ndarray, margin: int) -> np.ndarray:
+    """Whether each sample's largest output value leads its second largest by at least `margin` (N,)."""
+    flat = total.reshape(total.shape[0], -1)
+    if flat.shape[1] < 2:
+        return np.zeros(flat.shape[0], bool)   # nothing to lead: the run goes on
+    top = np.sort(flat, axis=1)[:, -2:].astype(np.int64)
+    return top[:, 1] - top[:, 0] >= margin
 
 
 def _batch_chunk(model) -> int:
@@ -51,11 +71,17 @@ def _batch_chunk(model) -> int:
     return max(1, IM2COL_VALUES_MAX // per_sample)
 
 
-def _run_chunk(model, x5: np.ndarray, stats: Statistics, sums: dict | None = None) -> np.ndarray:
+def _run_chunk(model, x5: np.ndarray, stats: Statistics, sums: dict | None = None, steps: dict | None = None,
+               early_exit: int | None = None) -> np.ndarray:
     n, timesteps = x5.shape[:2]
     state: dict[str, np.ndarray] = {}   # if/lif membrane potentials (N, OH, OW, C) int64, per layer
     last = model.layers[-1]
     total = np.zeros((n, *last.output_shape), dtype=np.int64)  # the model output, summed over timesteps
+    running = np.arange(n)   # the samples still running (early exit drops the others from the batch)
+    result = np.zeros((n, *last.output_shape), dtype=np.int32)
+    if steps is not None:
+        steps["outputs"] = np.zeros((n, timesteps, *last.output_shape), np.int32)
+        steps["timesteps_used"] = np.full(n, timesteps, np.int64)
     for t in range(timesteps):
         acts: dict[str, np.ndarray] = {"input": x5[:, t].astype(np.int64)}
         for layer, layer_stats in zip(model.layers, stats.layers):
@@ -65,7 +91,9 @@ def _run_chunk(model, x5: np.ndarray, stats: Statistics, sums: dict | None = Non
             out = _neuron(layer, potentials, state)
             acts[layer.name] = out
             if sums is not None:
-                sums[layer.name] = sums.get(layer.name, 0) + out
+                if layer.name not in sums:
+                    sums[layer.name] = np.zeros((n, *out.shape[1:]), np.int64)
+                sums[layer.name][running] += out
             layer_stats.input_events += sum(int(np.count_nonzero(a)) for a in inputs)
             layer_stats.input_size += sum(a.size for a in inputs)
             layer_stats.output_events += int(np.count_nonzero(out))
@@ -75,7 +103,21 @@ def _run_chunk(model, x5: np.ndarray, stats: Statistics, sums: dict | None = Non
             total = np.clip(total + acts[last.name], INT32_MIN, INT32_MAX)
         else:
             total += acts[last.name]
-    return np.clip(total, INT32_MIN, INT32_MAX).astype(np.int32)
+        result[running] = np.clip(total, INT32_MIN, INT32_MAX)
+        if steps is not None:
+            steps["outputs"][running, t:] = result[running, None]   # a stopped sample's rows repeat its output
+        if early_exit is not None and t + 1 < timesteps:
+            done = leads_by(total, early_exit)
+            if done.any():
+                if steps is not None:
+                    steps["timesteps_used"][running[done]] = t + 1
+                keep = ~done
+                running = running[keep]
+                if running.size == 0:
+                    break
+                x5, total = x5[keep], total[keep]
+                state = {name: v[keep] for name, v in state.items()}
+    return result
 
 
 # -- synaptic stages: (layer, [inputs (N, H, W, C) int64]) -> (potentials (N, OH, OW, C) int64, synaptic ops) --

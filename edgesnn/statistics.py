@@ -45,6 +45,14 @@ class Statistics:
     timesteps: int
     device: str
     layers: list[LayerStatistics] = field(default_factory=list)
+    # with an early exit (Model.forward(..., early_exit=margin)): the timesteps each sample ran, int (N,);
+    # the counts above are over those timesteps only. None: every sample ran `timesteps`.
+    timesteps_used: object = None
+
+    @property
+    def mean_timesteps(self) -> float:
+        """The average timesteps a sample ran (the latency an early exit saves)."""
+        return float(self.timesteps) if self.timesteps_used is None else float(sum(self.timesteps_used)) / max(self.samples, 1)
 
     @classmethod
     def from_counts(cls, layers, counts, samples: int, timesteps: int, device: str) -> "Statistics":
@@ -87,6 +95,8 @@ class Statistics:
                 for s in self.layers]
         rows.append(("total", "", "", "", f"{self.events / per:,.1f}", "", f"{self.synaptic_ops / per:,.0f}"))
         title = f"Statistics: {self.samples} samples x {self.timesteps} timesteps on device {self.device!r}"
+        if self.timesteps_used is not None:
+            title += f" (early exit: {self.mean_timesteps:.2f} timesteps per sample on average)"
         return title + "\n" + format_table(header, rows)
 
     def __str__(self) -> str:

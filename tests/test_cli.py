@@ -273,3 +273,45 @@ def test_the_wrong_input_table_covers_every_subcommand():
     commands = {name for action in cli.build_parser()._subparsers._group_actions for name in action.choices}
     covered = {command.split()[0] for command, _, _ in WRONG_INPUTS}
     assert commands - covered <= {"check"}, commands - covered   # 'check': tested in test_convert / test_remote
+
+
+# -- predict over time: --plot and --early-exit on the shipped spiking MNIST model ---------------------
+
+SPIKING_MNIST = Path(es.__file__).parent / "data" / "mnist_cnn_if.esnn"
+
+
+@pytest.fixture
+def two_digits(tmp_path) -> Path:
+    from edgesnn.datasets import mnist
+
+    _, _, x_test, y_test = mnist()
+    path = tmp_path / "digits.npy"
+    np.save(path, np.stack([x_test[y_test == 0][0], x_test[y_test == 7][0]]))
+    return path
+
+
+def test_predict_plots_class_scores_over_timesteps(capsys, tmp_path, two_digits):
+    pytest.importorskip("matplotlib")
+    status, out, _ = run_cli(capsys, "predict", str(SPIKING_MNIST), str(two_digits), "--plot", str(tmp_path / "t.png"),
+                             "--device", "reference")
+    assert status == 0 and f"wrote {tmp_path / 't.png'}" in out
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert re.search(r"digits.npy\[0\]: 0 .*\n.*digits.npy\[1\]: 7 ", out), out
+
+
+def test_predict_with_an_early_exit_reports_the_timesteps_used(capsys, two_digits):
+    status, out, _ = run_cli(capsys, "predict", str(SPIKING_MNIST), str(two_digits), "--early-exit", "3000")
+    assert status == 0
+    used = [int(v) for v in re.findall(r"\((\d+) timesteps\)", out)]
+    assert len(used) == 2 and all(1 <= steps < 32 for steps in used), out
+    model = es.Model.load(SPIKING_MNIST)
+    model.forward(np.load(two_digits), early_exit=3000, device="reference")
+    assert model.statistics.timesteps_used.tolist() == used
+
+
+def test_predict_plot_of_a_one_timestep_model_is_refused(capsys, tmp_path, two_digits):
+    pytest.importorskip("matplotlib")
+    status, _, err = run_cli(capsys, "predict", str(SPIKING_MNIST.with_name("mnist_cnn_4bit.esnn")), str(two_digits),
+                             "--plot", str(tmp_path / "t.png"))
+    assert status != 0 and "class scores over timesteps, and this model runs 1 timestep" in err
+    assert not (tmp_path / "t.png").exists()

@@ -406,3 +406,23 @@ def test_dynamics_edges(cpu):
         potentials, stats = cpu.run(model, x5)
         np.testing.assert_array_equal(potentials, expected)
         assert stats == expected_stats
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_native_over_time_and_early_exit_equal_reference(cpu, data):
+    """Model.forward(per_timestep=True, early_exit=margin) on both engines: the output after every
+    timestep, the timesteps each sample ran and the statistics of only those timesteps."""
+    model = data.draw(st.one_of(spiking_models(), models()))
+    x5 = data.draw(inputs(model))
+    if data.draw(st.booleans()):   # more timesteps, where an early exit has room to act
+        x5 = np.ascontiguousarray(np.repeat(x5, data.draw(st.sampled_from((3, 8))), axis=1))
+    several = int(np.prod(model.output_shape)) >= 2
+    margin = data.draw(st.sampled_from((None, 1, 2, 5, 300))) if several else None
+    outputs, used, stats = es.device("reference").run_over_time(model, x5, x5.shape[1], margin)
+    got_outputs, got_used, got_stats = cpu.run_over_time(model, x5, x5.shape[1], margin)
+    np.testing.assert_array_equal(got_outputs, outputs)
+    np.testing.assert_array_equal(got_used, used)
+    assert got_stats == stats, f"\nnative:\n{got_stats}\nreference:\n{stats}"
+    if margin is None:   # without an exit the last row is the plain run's output
+        np.testing.assert_array_equal(outputs[:, -1], reference.run(model, x5)[0])

@@ -80,6 +80,18 @@ int esnn_run_batch(esnn_context *context, const uint8_t *input, size_t input_val
                    uint32_t input_timesteps, uint32_t timesteps, int32_t *output, size_t output_values,
                    esnn_layer_stats *stats, size_t stats_count);
 
+/* esnn_run_batch over time (docs/semantics.md, "Over time and early exit"). trace: NULL, or int32
+ * (batch, timesteps, OH, OW, C): row t is the output after timesteps 0..t. early_exit_margin: 0, or
+ * a margin >= 1: a sample stops after the first timestep at which its largest output value leads the
+ * second largest by at least the margin (its output and later trace rows are those of that timestep;
+ * stats count only the timesteps run). timesteps_used: NULL, or `batch` entries, the timesteps each
+ * sample ran. */
+int esnn_run_batch_trace(esnn_context *context, const uint8_t *input, size_t input_values, uint32_t batch,
+                         uint32_t input_timesteps, uint32_t timesteps, int32_t early_exit_margin,
+                         int32_t *output, size_t output_values, int32_t *trace, size_t trace_values,
+                         uint32_t *timesteps_used, size_t timesteps_used_count, esnn_layer_stats *stats,
+                         size_t stats_count);
+
 /* One sample: esnn_run_batch with batch = 1. */
 int esnn_run(esnn_context *context, const uint8_t *input, size_t input_values, uint32_t input_timesteps,
              uint32_t timesteps, int32_t *output, size_t output_values, esnn_layer_stats *stats,

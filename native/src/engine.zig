@@ -114,6 +114,13 @@ pub const Batch = struct {
     timesteps: u32,
     output: []i32, // i32 (batch, OH, OW, C) of the last layer
     stats: ?[]LayerStats, // one per layer, overwritten with the totals of this run; null: not counted
+    // Over time (docs/semantics.md, "Over time and early exit"; esnn_run_batch_trace):
+    /// i32 (batch, timesteps, OH, OW, C): the output after every timestep; null: not kept.
+    trace: ?[]i32 = null,
+    /// > 0: a sample stops once its largest output value leads the second largest by this much.
+    early_exit_margin: i32 = 0,
+    /// (batch): the timesteps each sample ran; null: not reported.
+    timesteps_used: ?[]u32 = null,
 };
 
 pub fn checkBatch(model: *const Model, batch: *const Batch, diag: *Diagnostic) Error!void {
@@ -143,6 +150,21 @@ pub fn checkBatch(model: *const Model, batch: *const Batch, diag: *Diagnostic) E
             return diag.fail(.argument, "stats: {d} entries given, the model has {d} layers", .{ stats.len, model.layers.len });
         }
     }
+    if (batch.trace) |trace| {
+        if (trace.len != output_values * batch.timesteps) {
+            return diag.fail(.argument, "trace: {d} values given, (batch {d}, timesteps {d}, {d}, {d}, {d}) needs {d}", .{
+                trace.len, batch.batch, batch.timesteps, model.outputLayer().output.h, model.outputLayer().output.w, model.outputLayer().output.c, output_values * batch.timesteps,
+            });
+        }
+    }
+    if (batch.early_exit_margin < 0) {
+        return diag.fail(.argument, "early_exit_margin {d}, expected 0 (no early exit) or a margin >= 1", .{batch.early_exit_margin});
+    }
+    if (batch.timesteps_used) |used| {
+        if (used.len != batch.batch) {
+            return diag.fail(.argument, "timesteps_used: {d} entries given, the batch has {d} samples", .{ used.len, batch.batch });
+        }
+    }
 }
 
 /// Run every sample of the batch (samples are independent; state is reset for each).
@@ -152,15 +174,19 @@ pub fn runBatch(ctx: *Context, batch: *const Batch, diag: *Diagnostic) Error!voi
     if (batch.stats) |stats| @memset(stats, .{});
     const sample_input_values = @as(usize, batch.input_timesteps) * model.input.values();
     const sample_output_values: usize = @intCast(model.outputLayer().output.values());
+    const sample_trace_values = sample_output_values * batch.timesteps;
     var sample: u32 = 0;
     while (sample < batch.batch) : (sample += 1) {
-        try runSample(ctx, .{
+        const used = try runSample(ctx, .{
             .index = sample,
             .input = batch.input[sample * limits.usizeFrom(sample_input_values) ..][0..limits.usizeFrom(sample_input_values)],
             .input_timesteps = batch.input_timesteps,
             .timesteps = batch.timesteps,
             .output = batch.output[sample * sample_output_values ..][0..sample_output_values],
+            .trace = if (batch.trace) |trace| trace[sample * sample_trace_values ..][0..sample_trace_values] else &.{},
+            .early_exit_margin = batch.early_exit_margin,
         }, batch.stats, diag);
+        if (batch.timesteps_used) |timesteps_used| timesteps_used[sample] = used;
     }
 }
 
@@ -170,9 +196,12 @@ const Sample = struct {
     input_timesteps: u32,
     timesteps: u32,
     output: []i32, // (OH, OW, C)
+    trace: []i32 = &.{}, // (timesteps, OH, OW, C), or empty: not kept
+    early_exit_margin: i32 = 0,
 };
 
-fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnostic) Error!void {
+/// Returns the timesteps the sample ran (`timesteps`, or fewer with an early exit).
+fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnostic) Error!u32 {
     const model = ctx.model;
     for (model.layers) |*layer| @memset(ctx.state(layer), 0);
     // Without channel padding the last layer's sums build up in the caller's output itself (no copy).
@@ -195,8 +224,49 @@ fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnos
             const layer_stats: ?*LayerStats = if (stats) |s| &s[index] else null;
             runLayer(ctx, @intCast(index), frame, .{ .values = sums, .first = t == 0 }, &events, layer_stats);
         }
+        if (sample.trace.len != 0 or sample.early_exit_margin != 0) {
+            if (overTime(output_layer, sums, sample, t)) {
+                t += 1;
+                break;
+            }
+        }
     }
     if (!in_place) copyOutput(output_layer, sums, sample.output);
+    return t;
+}
+
+/// After timestep t: the output so far into the trace (rows t.. when the sample stops, so a stopped
+/// sample's later rows repeat its output); whether the early exit stops the sample here.
+fn overTime(layer: *const Layer, sums: []const i32, sample: Sample, t: u32) bool {
+    const stop = sample.early_exit_margin != 0 and t + 1 < sample.timesteps and leadsBy(layer, sums, sample.early_exit_margin);
+    if (sample.trace.len != 0) {
+        const values: usize = @intCast(layer.output.values());
+        const last = if (stop) sample.timesteps else t + 1;
+        for (t..last) |row| copyOutput(layer, sums, sample.trace[row * values ..][0..values]);
+    }
+    return stop;
+}
+
+/// Whether the largest output value leads the second largest by at least `margin` (ties lead by 0;
+/// a single output value leads nothing).
+fn leadsBy(layer: *const Layer, sums: []const i32, margin: i32) bool {
+    const channels = layer.output.c;
+    const channels_padded = layer.output.channelsPadded();
+    var first: i64 = std.math.minInt(i64);
+    var second: i64 = std.math.minInt(i64);
+    var pixel: usize = 0;
+    while (pixel < layer.output.pixels()) : (pixel += 1) {
+        for (sums[pixel * channels_padded ..][0..channels]) |value| {
+            if (value > first) {
+                second = first;
+                first = value;
+            } else if (value > second) {
+                second = value;
+            }
+        }
+    }
+    if (second == std.math.minInt(i64)) return false;
+    return first - second >= margin;
 }
 
 /// Copy one timestep of the model input into the padded input buffer, checking its range.

@@ -166,6 +166,45 @@ export fn esnn_run_batch(
     return code(.ok);
 }
 
+/// esnn_run_batch keeping the output after every timestep (`trace`, may be NULL) with an optional
+/// early exit (`early_exit_margin` > 0) and the timesteps each sample ran (`timesteps_used`, may be NULL).
+export fn esnn_run_batch_trace(
+    handle: ?*anyopaque,
+    input: ?[*]const u8,
+    input_values: usize,
+    batch: u32,
+    input_timesteps: u32,
+    timesteps: u32,
+    early_exit_margin: i32,
+    output: ?[*]i32,
+    output_values: usize,
+    trace: ?[*]i32,
+    trace_values: usize,
+    timesteps_used: ?[*]u32,
+    timesteps_used_count: usize,
+    stats: ?[*]LayerStats,
+    stats_count: usize,
+) c_int {
+    const ctx = contextFrom(handle) orelse return code(.argument);
+    var diag: Diagnostic = .{ .buffer = &ctx.message };
+    ctx.message[0] = 0;
+    const input_pointer = input orelse return code(diag.fail(.argument, "input is NULL", .{}) catch diag.status);
+    const output_pointer = output orelse return code(diag.fail(.argument, "output is NULL", .{}) catch diag.status);
+    const run: engine.Batch = .{
+        .input = input_pointer[0..input_values],
+        .batch = batch,
+        .input_timesteps = input_timesteps,
+        .timesteps = timesteps,
+        .output = output_pointer[0..output_values],
+        .stats = if (stats) |s| s[0..stats_count] else null,
+        .trace = if (trace) |t| t[0..trace_values] else null,
+        .early_exit_margin = early_exit_margin,
+        .timesteps_used = if (timesteps_used) |u| u[0..timesteps_used_count] else null,
+    };
+    engine.runBatch(ctx, &run, &diag) catch return code(diag.status);
+    return code(.ok);
+}
+
 export fn esnn_run(
     handle: ?*anyopaque,
     input: ?[*]const u8,
