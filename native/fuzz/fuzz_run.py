@@ -5,7 +5,9 @@
 
 The input bytes choose a model (harness.valid_models()), batch 1..2, timesteps 1..4, whether one
 frame repeats or every timestep has its own, usually-correct argument sizes (sometimes one is
-off by one, zero or NULL) and the input values (sometimes above 2^input_bits - 1). Oracle:
+off by one, zero or NULL) and the input values (sometimes above 2^input_bits - 1); a quarter of the
+runs go through esnn_run_batch_trace (the output after every timestep, an early-exit margin 0..20,
+the timesteps each sample ran; sometimes a trace or timesteps_used array one off). Oracle:
   - a wrong argument -> ESNN_ERROR_ARGUMENT with a message; a value out of range -> ESNN_ERROR_INPUT;
   - otherwise ESNN_OK, and potentials and statistics equal edgesnn.reference exactly. Each model
     keeps one context for the whole run, so state left over from an earlier input would show.
@@ -62,6 +64,11 @@ def test_one_input(data: bytes) -> None:
     if clip:
         x = np.minimum(x, loaded.input_max)
     x5 = x.reshape(batch, input_timesteps, *loaded.model.input_shape)
+    if fdp.ConsumeIntInRange(0, 3) == 0:
+        margin = fdp.ConsumeIntInRange(0, 20)
+        trace_fault = (None, None, "trace_short", "used_long")[fdp.ConsumeIntInRange(0, 3)]
+        run_trace_and_check(loaded, np.minimum(x5, loaded.input_max), timesteps, margin, trace_fault)
+        return
     run_and_check(loaded, x5, timesteps, fault)
 
 
@@ -102,6 +109,45 @@ def run_and_check(loaded: LoadedModel, x5: np.ndarray, timesteps: int, fault: st
     if status != native.STATUS_OK:
         raise harness.FuzzFinding(f"a correct run failed ({LIBRARY.status_name(status)}): {message!r}")
     check_against_reference(loaded, x5, timesteps, output, stats)
+
+
+def run_trace_and_check(loaded: LoadedModel, x5: np.ndarray, timesteps: int, margin: int, fault: str | None) -> None:
+    """esnn_run_batch_trace with valid input: ESNN_ERROR_ARGUMENT for a wrong trace or timesteps_used
+    size, else the trace, the timesteps used and the statistics equal the reference's exactly."""
+    lib = LIBRARY.lib
+    batch = x5.shape[0]
+    output_values = batch * int(np.prod(loaded.model.output_shape))
+    trace_values = output_values * timesteps - (fault == "trace_short")
+    used_count = batch + (fault == "used_long")
+    source = c_buffer(ctypes.c_uint8, x5.reshape(-1))
+    output, trace = c_buffer(ctypes.c_int32, output_values), c_buffer(ctypes.c_int32, trace_values)
+    used = c_buffer(ctypes.c_uint32, used_count)
+    stats = (native._LayerStats * len(loaded.model.layers))()
+    status = lib.esnn_run_batch_trace(loaded.context.handle, source, x5.size, batch, x5.shape[1], timesteps, margin,
+                                      output, output_values, trace, trace_values, used, used_count, stats,
+                                      len(loaded.model.layers))
+    harness.check_status(LIBRARY, status, lib.esnn_context_message(loaded.context.handle), "esnn_run_batch_trace")
+    if fault is not None:
+        if status != STATUS_ARGUMENT:
+            raise harness.FuzzFinding(f"trace fault {fault}: expected ESNN_ERROR_ARGUMENT, got {LIBRARY.status_name(status)}")
+        return
+    if status != native.STATUS_OK:
+        raise harness.FuzzFinding(f"a correct trace run failed ({LIBRARY.status_name(status)})")
+    every_step = np.ascontiguousarray(np.broadcast_to(x5, (batch, timesteps, *x5.shape[2:])))
+    expected_trace = {}
+    expected, expected_stats = reference.run(loaded.model, every_step, trace=expected_trace, early_exit=margin or None)
+    shape = expected_trace["outputs"].shape
+    if not np.array_equal(np.frombuffer(trace, np.int32, count=int(np.prod(shape))).reshape(shape), expected_trace["outputs"]):
+        raise harness.FuzzFinding(f"trace differs from the reference on {x5.shape} T={timesteps} margin {margin}")
+    if not np.array_equal(np.frombuffer(output, np.int32, count=expected.size).reshape(expected.shape), expected):
+        raise harness.FuzzFinding(f"trace run's output differs from the reference, margin {margin}")
+    if list(used)[:batch] != expected_trace["timesteps_used"].tolist():
+        raise harness.FuzzFinding(f"timesteps used {list(used)[:batch]}, reference {expected_trace['timesteps_used']}")
+    for got, want in zip(stats, expected_stats.layers):
+        for name in native.STATS_FIELDS:
+            if getattr(got, name) != getattr(want, name):
+                raise harness.FuzzFinding(f"trace run, layer {want.name} {name}: native {getattr(got, name)}, "
+                                          f"reference {getattr(want, name)}")
 
 
 def check_against_reference(loaded: LoadedModel, x5: np.ndarray, timesteps: int, output, stats) -> None:
