@@ -2,13 +2,16 @@
 
     python benchmarks/profile_engine.py MODEL.esnn [--input x.npy] [--seconds 4]
     python benchmarks/profile_engine.py --sweep 0.9 [--pattern pixels]   # engine.py's sweep conv at 90 %
+    python benchmarks/profile_engine.py edgesnn/data/mnist_cnn_if.esnn --mnist --timesteps 32   # a spiking run
 
 Builds a copy of native/ with symbols (ReleaseFast, -Dcpu=native, -Dstrip=false) in a temporary
 folder (a copy, so a concurrent reinstall cannot change the library under the run), runs batches of 100 through that build (edgesnn.native.NativeModel via EDGESNN_NATIVE_LIB)
 under `perf record`, and resolves every sample's inlined call chain with addr2line. Each sample is
 charged to the innermost engine function (Zig std helpers such as math.clamp are charged to their
 caller) and to the stage that called it (conv2d.run, neuron.run, engine.loadFrame, ...).
-Needs Linux `perf` and binutils `addr2line`. Without --input the model gets uniform uint8 noise.
+Needs Linux `perf` and binutils `addr2line`. Without --input or --mnist (real digits from
+edgesnn.datasets.mnist) the model gets uniform uint8 noise. --timesteps T presents each input for T
+timesteps (a spiking model's run).
 """
 
 from __future__ import annotations
@@ -56,13 +59,17 @@ def workload(args) -> None:
         model = es.Model.load(args.model)
         if args.input:
             x = np.load(args.input)[:100]
+        elif args.mnist:
+            from edgesnn.datasets import mnist
+
+            x = mnist()[2][:100]
         else:
             x = np.random.default_rng(0).integers(0, 1 << model.input_bits, (100, *model.input_shape), dtype=np.uint8)
     loaded = native.native_model(model)
     x5 = np.ascontiguousarray(x[:, None])
     start, runs = time.perf_counter(), 0
     while time.perf_counter() - start < args.seconds:
-        loaded.run(x5)
+        loaded.run(x5, args.timesteps)
         runs += 1
     per_sample_us = 1e6 * (time.perf_counter() - start) / (runs * len(x))
     print(f"{runs} batches of {len(x)}: {per_sample_us:.1f} us/sample (perf running)")
@@ -126,12 +133,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="an .esnn file")
     parser.add_argument("--input", help="a .npy of uint8 model inputs (N, H, W, C); the first 100 are used")
+    parser.add_argument("--mnist", action="store_true", help="real MNIST test digits as the input")
+    parser.add_argument("--timesteps", type=int, default=1, help="timesteps per sample (default 1)")
     parser.add_argument("--sweep", type=float, metavar="SPARSITY", help="profile engine.py's sweep conv instead")
     parser.add_argument("--pattern", choices=("values", "pixels"), default="values",
                         help="--sweep zeros: independent values, or whole pixels")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--native", type=Path, default=ROOT / "native",
                         help="the engine source to build (default: this checkout's native/)")
+    parser.add_argument("--library", type=Path, help="profile this prebuilt libedgesnn.so (built with symbols) "
+                                                      "instead of building --native")
     parser.add_argument("--workload", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.workload:
@@ -144,9 +155,10 @@ def main(argv=None) -> int:
             parser.error(f"{tool} is not installed (Linux perf and binutils are needed)")
     with tempfile.TemporaryDirectory(prefix="edgesnn-profile-") as tmp:
         folder = Path(tmp)
-        library = build_with_symbols(args.native, folder)
+        library = args.library.resolve() if args.library else build_with_symbols(args.native, folder)
         perf_data = folder / "perf.data"
-        command = [sys.executable, __file__, "--workload", "--seconds", str(args.seconds)]
+        command = [sys.executable, __file__, "--workload", "--seconds", str(args.seconds), "--timesteps",
+                   str(args.timesteps)] + (["--mnist"] if args.mnist else [])
         command += ["--sweep", str(args.sweep), "--pattern", args.pattern] if args.sweep is not None else [args.model]
         command += ["--input", args.input] if args.input else []
         recorded = subprocess.run(["perf", "record", "-q", "-o", str(perf_data), "--", *command], check=True,

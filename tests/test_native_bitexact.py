@@ -387,6 +387,70 @@ def test_native_dynamics_equal_reference_over_many_timesteps(cpu, data):
     assert stats == expected_stats, f"\nnative:\n{stats}\nreference:\n{expected_stats}"
 
 
+SPIKE_DENSITIES = (0.0, 0.02, 0.1, 0.3, 0.6, 1.0)  # both sides of every kernel choice on binary inputs
+
+
+@st.composite
+def spike_models(draw):
+    """A conv2d or dense layer reading binary values (kernels/spikes.zig, or the quad kernels where the
+    events are too many): a 1-bit model input, or the spikes of an if layer before it. Channel counts
+    cross the spike scatter's 64-channel blocks and 4-vector rows; weights are small (sums within i16,
+    the i16 scatter) or near the extremes (beyond i16)."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    h, w = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+    cin = draw(st.one_of(st.integers(4, 20), st.integers(60, 70)))
+    cout = draw(st.one_of(st.integers(1, 40), st.integers(60, 90)))
+    weight_bits = draw(st.sampled_from((2, 4, 8)))
+    w_low, w_high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    large = draw(st.booleans())
+    layers = []
+    if draw(st.booleans()):  # spikes from an if layer over a multi-bit input
+        input_shape, input_bits = (h, w, draw(st.integers(1, 3))), 4
+        layers.append(Conv2D(name="spikes", weights=rng.integers(-8, 8, (3, 3, input_shape[2], cin)), weight_bits=4,
+                             bias=rng.integers(-20, 40, cin), neuron="if", threshold=rng.integers(20, 200, cin)))
+    else:
+        input_shape, input_bits = (h, w, cin), 1
+    if draw(st.booleans()):
+        kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+        sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        shape = (kh, kw, cin, cout)
+        weights = (rng.choice((w_low, w_high), shape) if large else rng.integers(w_low, w_high + 1, shape))
+        fields = {"stride": (sh, sw), "padding": padding_field(draw, h, w, kh, kw, sh, sw),
+                  "pad_value": draw(st.sampled_from((0, 0, 0, 1))), **pool_fields(draw, rng, cout)}
+        layer = Conv2D(name="conv", weights=weights, weight_bits=weight_bits, bias=rng.integers(-300, 301, cout),
+                       **fields, **neuron_fields(draw, rng, cout, last=True))
+    else:
+        shape = (h * w * cin, cout)
+        weights = (rng.choice((w_low, w_high), shape) if large else rng.integers(w_low, w_high + 1, shape))
+        layer = Dense(name="dense", weights=weights, weight_bits=weight_bits, bias=rng.integers(-300, 301, cout),
+                      **neuron_fields(draw, rng, cout, last=True))
+    layers.append(layer)
+    try:
+        return es.Model(layers=layers, input_shape=input_shape, input_bits=input_bits)
+    except es.ModelError as exc:
+        assume(False)
+        raise AssertionError from exc  # unreachable: assume raises
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_spike_inputs_native_equals_reference(cpu, data):
+    """The kernels of binary inputs (kernels/spikes.zig) and the choice between them and the quad
+    kernels, at spike densities on both sides of it, over several timesteps."""
+    model = data.draw(spike_models())
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n, t = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 5))
+    density = data.draw(st.sampled_from(SPIKE_DENSITIES))
+    value_max = (1 << model.input_bits) - 1
+    x = rng.integers(1, value_max + 1, (n, t, *model.input_shape))
+    x5 = np.where(rng.random(x.shape) < density, x, 0).astype(np.uint8)
+    expected, expected_stats = reference.run(model, x5)
+    potentials, stats = cpu.run(model, x5)
+    np.testing.assert_array_equal(potentials, expected)
+    assert stats == expected_stats, f"\nnative:\n{stats}\nreference:\n{expected_stats}"
+
+
 def test_dynamics_edges(cpu):
     """Hand-picked extremes: decay with shift 30 and multiplier 2^30 (beta = 1) on a membrane held at
     int32's ends by reset none, a floor at int32_min, and decay 0 (the membrane forgets every step)."""
@@ -426,3 +490,25 @@ def test_native_over_time_and_early_exit_equal_reference(cpu, data):
     assert got_stats == stats, f"\nnative:\n{got_stats}\nreference:\n{stats}"
     if margin is None:   # without an exit the last row is the plain run's output
         np.testing.assert_array_equal(outputs[:, -1], reference.run(model, x5)[0])
+
+
+def test_spike_weight_sums_on_both_sides_of_i16(cpu):
+    """The i16 spike scatter (every channel's sum of |W| <= 2^15 - 1) and the i32 one, at the bound:
+    channel 0's sum of |W| is exactly 32767 (258 weights of -127 and one of -1), channel 1's 38100
+    (300 of -127: the i16 sum would wrap); the central output pixels see every tap."""
+    flat = np.zeros((5 * 5 * 16, 2), np.int64)
+    flat[:258, 0] = -127
+    flat[258, 0] = -1
+    flat[:300, 1] = -127
+    assert np.abs(flat[:, 0]).sum() == 32767 and np.abs(flat[:, 1]).sum() == 38100
+    weights = flat.reshape(5, 5, 16, 2)
+    for channels in (1, 2):  # the i16 scatter alone, then the i32 one (one channel beyond the bound)
+        conv = Conv2D(name="conv", weights=weights[..., :channels], weight_bits=8, bias=5, neuron="none")
+        model = es.Model([conv], input_shape=(6, 6, 16), input_bits=1)
+        for density in (0.03, 0.2, 1.0):
+            x5 = (np.random.default_rng(1).random((2, 3, 6, 6, 16)) < density).astype(np.uint8)
+            x5[0, 0] = 1  # every value a spike: the largest sums
+            expected, expected_stats = reference.run(model, x5)
+            potentials, stats = cpu.run(model, x5)
+            np.testing.assert_array_equal(potentials, expected)
+            assert stats == expected_stats

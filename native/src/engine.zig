@@ -326,9 +326,16 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
 
     var pooled: []const i32 = potentials;
     if (layer.pool != .none) {
-        const pooled_buffer = ctx.ints(model.plan.pooled_offset, layer.output.valuesPadded());
-        pooling.run(layer, potentials, pooled_buffer);
-        pooled = pooled_buffer;
+        // static potentials pool to the same values every timestep: pooled once, kept in their place
+        const cached = static and layer.output.valuesPadded() <= layer.synaptic.valuesPadded();
+        if (cached and frame == .repeated) {
+            pooled = potentials[0..limits.usizeFrom(layer.output.valuesPadded())];
+        } else {
+            const pooled_buffer = ctx.ints(model.plan.pooled_offset, layer.output.valuesPadded());
+            pooling.run(layer, potentials, pooled_buffer);
+            if (cached) @memcpy(potentials[0..pooled_buffer.len], pooled_buffer);
+            pooled = pooled_buffer;
+        }
     }
     const output_events = if (fused.done)
         vector.countNonZeroU8(fused.activations)
@@ -379,7 +386,7 @@ fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8,
             potentials,
             ctx.events(),
         ),
-        .dense => dense.run(layer, inputs[0], potentials, ctx.quads()),
+        .dense => dense.run(layer, inputs[0], inputEvents(layer, inputs, events), potentials, ctx.quads()),
         .add => add.run(layer, inputs, potentials),
         .concat => concat.run(layer, inputs, potentials),
     };

@@ -581,6 +581,7 @@ fn checkLayer(check: *const LayerCheck, model_input: Shape, input_bits: u32, lay
         .weights = &.{},
         .pointwise = &.{},
         .depthwise_groups = &.{},
+        .spike_rows = &.{},
         .bias = &.{},
         .out_multiplier = &.{},
         .out_shift = &.{},
@@ -1145,6 +1146,7 @@ fn parameterBytes(layer: *const Layer, has_weights: bool) u64 {
     for (sizes) |bytes| total += limits.alignUp(bytes, limits.buffer_alignment);
     if (layer.neuron == .relu) total += 2 * limits.alignUp(@as(u64, layer.synaptic.channelsPadded()) * 4, limits.buffer_alignment);
     if (usesDepthwiseGroups(layer)) total += limits.alignUp(depthwiseGroupBytes(layer), limits.buffer_alignment);
+    if (layer.usesSpikeRows()) total += limits.alignUp(spikeRowBytes(layer), limits.buffer_alignment);
     if (isSpatial(layer.kind)) {
         total += limits.alignUp(@as(u64, layer.input.h) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
         total += limits.alignUp(@as(u64, layer.input.w) * @sizeOf(model_zig.TapRange), limits.buffer_alignment);
@@ -1311,6 +1313,39 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     if (layer.kind == .concat) fillConcatSources(check, layer, bump);
     if (layer.neuron == .relu) fillFloatRelu(layer, bump);
     if (usesDepthwiseGroups(layer)) fillDepthwiseGroups(layer, bump);
+    if (layer.usesSpikeRows()) fillSpikeRows(check, layer, bump);
+}
+
+/// Bytes of model.Layer.spike_rows: (taps or input pixels, Cin, Cout_p) i8.
+fn spikeRowBytes(layer: *const Layer) u64 {
+    const outer: u64 = if (layer.isConv()) @as(u64, layer.kernel_h) * layer.kernel_w else layer.input.pixels();
+    return outer * layer.input.c * layer.synaptic.channelsPadded();
+}
+
+/// The weights as rows (model.Layer.spike_rows): out[(o * Cin + ci) * Cout_p + co] = W[o, ci, co],
+/// and whether every channel's sum of |W| fits i16.
+fn fillSpikeRows(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
+    const rows = bump.take(i8, spikeRowBytes(layer));
+    @memset(rows, 0);
+    const Rows = struct {
+        out: []i8,
+        cin: u64,
+        cout_padded: u64,
+        fn put(r: @This(), o: u64, ci: u64, co: u64, weight: i8) void {
+            r.out[limits.usizeFrom((o * r.cin + ci) * r.cout_padded + co)] = weight;
+        }
+    };
+    const cout_padded: u64 = layer.synaptic.channelsPadded();
+    const outer = rows.len / (layer.input.c * cout_padded);
+    forEachWeight(check.tensor(.weights), check.record.weight_bits, layer, outer, Rows{ .out = rows, .cin = layer.input.c, .cout_padded = cout_padded });
+    layer.spike_rows = rows;
+    var fits = true;
+    for (0..layer.synaptic.c) |co| {
+        var sum: u64 = 0;
+        for (0..rows.len / cout_padded) |row| sum += @abs(rows[row * cout_padded + co]);
+        fits = fits and sum <= std.math.maxInt(i16);
+    }
+    layer.spike_sums_fit_i16 = fits;
 }
 
 /// The pad values as one pixel of the layer's frame (model.Layer.pad_pixel): input channel c at

@@ -129,6 +129,13 @@ pub const Layer = struct {
     /// other bytes 0): one vpdpbusd of vector k with the group's 64 input bytes as they lie adds
     /// channel 4c + k's product into lane c (kernels/depthwise2d.zig, no widening of the inputs).
     depthwise_groups: []const i8,
+    /// conv (non-narrow) and dense layers whose input is binary (input max 1: spikes): the weights
+    /// again as rows, (taps or input pixels, Cin, Cout_p) i8, so that each input event adds its
+    /// contiguous row W[o, ci, :] (kernels/spikes.zig). Empty for other layers (usesSpikeRows).
+    spike_rows: []const i8,
+    /// Whether every output channel's sum of |W| over spike_rows fits i16 (with the bias added
+    /// after): the spike scatter may then accumulate in i16 (kernels/spikes.zig).
+    spike_sums_fit_i16: bool,
     bias: []const i32, // (Cout_p)
     out_multiplier: []const i32, // relu (Cout_p)
     out_shift: []const i32, // relu (Cout_p)
@@ -173,6 +180,13 @@ pub const Layer = struct {
         if (layer.weight_bits == 0) return false;
         const weight_max = @as(u64, 1) << @intCast(layer.weight_bits - 1); // |-2^(b-1)|
         return 2 * @as(u64, layer.input_max[0]) * weight_max <= std.math.maxInt(i16);
+    }
+
+    /// Whether the layer keeps spike_rows: a conv2d on at least a quad of channels or a dense layer,
+    /// reading one input whose values are 0 or 1 (spikes, 1-bit activations or a 1-bit model input).
+    pub fn usesSpikeRows(layer: *const Layer) bool {
+        const kind_fits = (layer.isConv() and !layer.isNarrowConv()) or layer.kind == .dense;
+        return kind_fits and layer.input_count == 1 and layer.input_max[0] == 1 and layer.weight_bits != 0;
     }
 
     /// A dense layer with weights of at most 4 bits keeps them two per byte in the model memory

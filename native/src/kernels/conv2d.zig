@@ -4,7 +4,8 @@
 //! of value x W[kh, kw, quad, :] (a u8 x i8 dot product per output channel, kernels/vector.zig).
 //! Cost: non-zero quads x reached taps x Cout. When the input has too many events for that to win,
 //! the dense kernel (conv2d_dense.zig) runs instead, as it always does for an input with fewer
-//! channels than a quad.
+//! channels than a quad. A binary input (spikes) with few enough events runs the spike scatter
+//! (kernels/spikes.zig: a weight row per event, no quads) instead of both.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
@@ -13,6 +14,7 @@ const vector = @import("vector.zig");
 const neuron = @import("neuron.zig");
 const conv2d_dense = @import("conv2d_dense.zig");
 const conv2d_sparse = @import("conv2d_sparse.zig");
+const spikes = @import("spikes.zig");
 
 const lanes = vector.lanes;
 
@@ -26,6 +28,8 @@ pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, pote
         conv2d_dense.run(layer, input, frame, potentials, fused);
         return synapticOps(layer, input);
     }
+    // binary inputs (spikes): a row add per event, not a dot product per group of 4 channels
+    if (spikes.conv2dWins(layer, input_events)) return spikes.conv2d(layer, input, potentials, std.mem.sliceAsBytes(quads_buffer));
     if (uniformReach(layer)) |reach| {
         // Above a quarter of the values non-zero, most quads hold an event whatever their layout
         // and the scatter cannot win: no lists to count, and the ops follow from the events alone.

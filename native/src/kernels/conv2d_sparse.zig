@@ -7,6 +7,7 @@ const std = @import("std");
 const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
+const spikes = @import("spikes.zig");
 
 const Quad = model.Quad;
 
@@ -18,8 +19,10 @@ pub fn pixelEntries(layer: *const model.Layer) usize {
 
 /// Quad entries the lists of the whole input need, and after them the active pixels in row order
 /// and in the order the scatter takes them (one entry each, `compact`, `orderByCount`) (planner.zig).
+/// The spike scatter keeps its i16 sums in the same buffer (kernels/spikes.zig scratchBytes).
 pub fn entriesMax(layer: *const model.Layer) u64 {
-    return layer.input.pixels() * (pixelEntries(layer) + 2);
+    const spike_entries = (spikes.scratchBytes(layer) + @sizeOf(Quad) - 1) / @sizeOf(Quad);
+    return @max(layer.input.pixels() * (pixelEntries(layer) + 2), spike_entries);
 }
 
 pub const Parts = struct { lists: []Quad, active: []Quad, order: []Quad };

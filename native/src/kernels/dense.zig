@@ -5,9 +5,13 @@
 const std = @import("std");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
+const spikes = @import("spikes.zig");
 
-/// potentials: i32 (1, 1, Cout_p); input: u8 (H, W, Cin_p). Returns synaptic ops = events x Cout.
-pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, quads_buffer: []model.Quad) u64 {
+/// potentials: i32 (1, 1, Cout_p); input: u8 (H, W, Cin_p) with `input_events` non-zero values.
+/// Returns synaptic ops = events x Cout. A binary input (spikes) with few enough events adds a weight
+/// row per event instead (kernels/spikes.zig).
+pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, potentials: []i32, quads_buffer: []model.Quad) u64 {
+    if (spikes.denseWins(layer, input_events)) return spikes.dense(layer, input, potentials);
     const in = layer.input;
     const cin_padded = in.channelsPadded();
     const quad_count = in.channelQuads();
