@@ -4,8 +4,10 @@
     python benchmarks/kws_stream.py --seconds 600 --hop-s 0.04 --json out.json
 
 The audio (the shipped demo recording, looped) is pushed in hop-sized chunks, as a microphone
-would give it. Each hop: the streaming MFCC frontend, the window (the last 1 s of frames),
-inference, the scores (softmax) and the detector. The same loop runs twice: with the integer
+would give it. The loop is Pipeline.stream's own (edgesnn.pipeline.StreamSession), timed part by
+part: the incremental MFCC frontend (only the new frames), the window (the ring of the last 1 s of
+frames copied into the one model input), inference (one native call, and the softmax) and the
+detector. The same loop runs twice: with the integer
 model on edgesnn's engine, and with the same float model (edgesnn/data/kws_dscnn.onnx) in
 onnxruntime (one thread), everything else identical. The process is pinned to one core and the
 times are CPU time (time.process_time), so other load on a shared machine does not count; wall
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import edgesnn as es
-from edgesnn.detector import Detector
+from edgesnn.pipeline import StreamSession
 
 DATA = Path(es.__file__).resolve().parent / "data"
 
@@ -43,35 +45,29 @@ class Timer:
         self.cpu_s += time.process_time() - self._start
 
 
-def run_loop(pipe, chunks, hop_frames: int, settings, infer) -> tuple[dict, list]:
-    """The streaming path with a timer per part; ``infer(window uint8 (49, 10, 1)) -> scores (C,)``."""
-    fe = pipe.frontend
-    window_frames = fe.output_shape[0]
+def run_loop(pipe, chunks, settings, infer=None) -> tuple[dict, list]:
+    """Pipeline.stream's loop (its StreamSession) with a timer per part; ``infer(input uint8 (1, 49, 10, 1))
+    -> scores (C,)`` replaces the session's own inference when given."""
+    session = StreamSession(pipe, settings)
+    if infer is not None:
+        session.infer = infer
     parts = {name: Timer() for name in ("frontend", "window", "inference", "detector")}
-    stream = fe.stream()
-    ring = np.zeros((2 * window_frames, fe.output_shape[1]), dtype=np.uint8)
-    detector = Detector.from_settings(pipe.labels, settings)
+    frontend, window, inference, detector = parts.values()
+    update = session.detector.update
     detections = []
     for chunk in chunks:
-        first = stream.frames_emitted
-        with parts["frontend"]:
-            frames = fe.quantize(stream.push(chunk))
-        for offset, frame in enumerate(frames):
-            index = first + offset
-            with parts["window"]:
-                slot = index % window_frames
-                ring[slot] = frame
-                ring[slot + window_frames] = frame
-                due = index + 1 >= window_frames and (index + 1 - window_frames) % hop_frames == 0
-                if due:
-                    window = ring[slot + 1:slot + 1 + window_frames, :, None].copy()
-                    end_s = (index * fe.hop_samples + fe.frame_samples) / fe.sample_rate
-            if not due:
-                continue
-            with parts["inference"]:
-                scores = infer(window)
-            with parts["detector"]:
-                detection = detector.update(end_s, scores)
+        with frontend:
+            frames = session.frames(chunk)
+        windows = session.windows(frames)
+        while True:
+            with window:
+                item = next(windows, None)
+            if item is None:
+                break
+            with inference:
+                scores = session.infer(item[0])
+            with detector:
+                detection = update(item[1], scores)
             if detection is not None:
                 detections.append(detection)
     return {name: t.cpu_s for name, t in parts.items()}, detections
@@ -103,24 +99,21 @@ def main(argv=None) -> int:
     step = hop_frames * fe.hop_samples
     chunks = [audio[i:i + step] for i in range(0, len(audio), step)]
 
-    def edgesnn_infer(window):
-        return pipe.classifier.scores(pipe.model.forward(window[None], device=args.device))[0]
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(args.onnx), options, providers=["CPUExecutionProvider"])
 
-    def onnx_infer(window):
-        logits = session.run(None, {"mfcc": (window.transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)})[0]
+    def onnx_infer(window):   # (1, 49, 10, 1) uint8 -> NCHW float in [0, 1]
+        logits = session.run(None, {"mfcc": (window.transpose(0, 3, 1, 2) / np.float32(255.0)).astype(np.float32)})[0]
         e = np.exp(logits[0] - logits[0].max())
         return e / e.sum()
 
     results = {}
-    for name, infer in (("edgesnn", edgesnn_infer), ("onnxruntime", onnx_infer)):
-        run_loop(pipe, chunks[:100], hop_frames, settings, infer)      # warm up
+    for name, infer in (("edgesnn", None), ("onnxruntime", onnx_infer)):
+        run_loop(pipe, chunks[:100], settings, infer)      # warm up
         wall = time.perf_counter()
-        parts, detections = run_loop(pipe, chunks, hop_frames, settings, infer)
+        parts, detections = run_loop(pipe, chunks, settings, infer)
         wall = time.perf_counter() - wall
         results[name] = {"parts_cpu_s": parts, "total_cpu_s": sum(parts.values()), "wall_s": wall,
                          "rtf": sum(parts.values()) / args.seconds,
@@ -128,7 +121,7 @@ def main(argv=None) -> int:
                          "detections": len(detections)}
     wall = time.perf_counter()
     cpu = time.process_time()
-    via_pipeline = list(pipe.stream(chunks, hop_s=settings.hop_s))
+    via_pipeline = list(pipe.stream(chunks, hop_s=settings.hop_s))   # untimed parts: what users get
     results["Pipeline.stream"] = {"rtf": (time.process_time() - cpu) / args.seconds,
                                   "wall_s": time.perf_counter() - wall, "detections": len(via_pipeline)}
 

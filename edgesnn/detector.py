@@ -35,6 +35,7 @@ from .classifier import Detection
 BACKGROUND_LABELS = ("unknown", "_unknown_", "silence", "_silence_", "background", "_background_noise_", "noise")
 TIME_EPSILON_S = 1e-9    # times are floats of sample counts / rate: compare with this slack
 METADATA_KEY = "detector"  # a model's metadata key holding DetectorSettings.as_dict()
+_add_reduce = np.add.reduce   # ndarray.sum(axis=0) without its Python wrappers (the same sums)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ class Detector:
 
     def update(self, time_s: float, scores) -> Detection | None:
         """Add one window's scores (C,) at time_s (non-decreasing); return a Detection or None."""
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if type(scores) is not np.ndarray or scores.dtype != np.float64 or scores.ndim != 1:
+            scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         if scores.shape[0] != len(self.labels):
             raise ValueError(f"detector: got {scores.shape[0]} scores for {len(self.labels)} labels")
         time_s = float(time_s)
@@ -129,8 +131,9 @@ class Detector:
         count = len(self._times)
         if count < settings.min_count:
             return None
-        average = self._scores[self._first:self._first + count].sum(axis=0) / count   # (C,)
-        index = int(np.argmax(average))
+        average = _add_reduce(self._scores[self._first:self._first + count], 0)   # (C,) sums
+        average /= count
+        index = int(average.argmax())
         score = float(average[index])
         since_s = time_s - self._previous_time_s
         if score > settings.threshold and (index != self._previous_index

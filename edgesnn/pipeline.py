@@ -178,56 +178,10 @@ class Pipeline:
             raise TypeError(f"{which}; stream() needs a frontend with one, like 'kws'")
         settings = self.detector_settings(hop_s=hop_s, threshold=threshold, window_s=window_s, min_count=min_count,
                                           suppression_s=suppression_s, ignore=ignore)
-        if self.labels is None:
-            raise ModelError("Pipeline.stream: the pipeline has no labels; give labels=[...] to name the keywords")
-        detector = Detector.from_settings(self.labels, settings)
-        hop_frames = max(1, round(settings.hop_s / fe.hop_s))
-        for window, time_s in self._windows(chunks, hop_frames, settings.min_count, on_pad):
-            potentials = self.model.forward(window[None], timesteps=self.timesteps, device=self.device)
-            detection = detector.update(time_s, self.classifier.scores(potentials, self.timesteps or 1)[0])
-            if detection is not None:
-                yield detection
-
-    def _windows(self, chunks, hop_frames: int, min_windows: int = 1, on_pad=None):
-        """Yield (uint8 model input (frames, coefficients, 1), end time in s) every hop_frames frames.
-
-        When the stream ends before ``min_windows`` windows, silence is appended until it has them
-        (and ``on_pad`` is told: audio shorter than a window would otherwise give nothing)."""
-        fe = self.frontend
-        window_frames = fe.output_shape[0]
-        stream = fe.stream()
-        # (2 * window_frames, n_mfcc) uint8: each frame is written twice, at i and i + window_frames
-        # (i = its index mod window_frames), so the last window is always one contiguous slice.
-        ring = np.zeros((2 * window_frames, fe.output_shape[1]), dtype=np.uint8)
-        count = 0
-
-        def windows_of(samples):
-            nonlocal count
-            first_index = stream.frames_emitted
-            for offset, frame in enumerate(fe.quantize(stream.push(samples))):
-                index = first_index + offset  # index of this frame since the stream began
-                slot = index % window_frames
-                ring[slot] = frame
-                ring[slot + window_frames] = frame
-                if index + 1 >= window_frames and (index + 1 - window_frames) % hop_frames == 0:
-                    end_s = (index * fe.hop_samples + fe.frame_samples) / fe.sample_rate
-                    window = ring[slot + 1:slot + 1 + window_frames, :, None].copy()
-                    self._check_shapes(window.shape)
-                    count += 1
-                    yield window, end_s
-
+        session = StreamSession(self, settings)
         for chunk in self._chunks(chunks):
-            yield from windows_of(chunk)
-        if count < min_windows:
-            frames_needed = window_frames + (min_windows - 1) * hop_frames
-            samples_needed = fe.frame_samples + (frames_needed - 1) * fe.hop_samples
-            missing = max(0, samples_needed - stream.samples_pushed)
-            heard_s = stream.samples_pushed / fe.sample_rate
-            message = (f"Pipeline.stream: the audio ({heard_s:.3f} s) is shorter than {min_windows} window(s) of "
-                       f"{fe.clip_s:g} s at a {hop_frames * fe.hop_s:g} s hop; padded with {missing / fe.sample_rate:.3f} s "
-                       f"of silence at the end")
-            (on_pad or (lambda text: warnings.warn(text, stacklevel=4)))(message)
-            yield from windows_of(np.zeros(missing, dtype=np.float32))
+            yield from session.push(chunk)
+        yield from session.finish(on_pad)
 
     def _chunks(self, chunks):
         recording = isinstance(chunks, (str, os.PathLike, np.ndarray)) or (
@@ -296,6 +250,89 @@ class Pipeline:
                    unknown_label=options.get("unknown_label", UNKNOWN))
 
 
+class StreamSession:
+    """One stream through a keyword pipeline: ``push(chunk)`` -> the Detections it completes.
+
+    What ``Pipeline.stream`` runs, in parts a benchmark can time one by one:
+
+    - ``frames(chunk)``: the frontend's incremental MFCC of the new samples only, as uint8 (k, n_mfcc);
+    - ``windows(frames)``: each frame goes into a ring (every frame stored twice, at i and
+      i + window_frames, so the last window is one contiguous slice); every ``hop_frames`` frames the
+      last window is copied into the one model-input array the session owns, and (input, end time) is
+      yielded;
+    - ``infer(input)``: one native call (``Model.forward``) and the softmax, -> scores (C,);
+    - ``detector.update(time_s, scores)``: TFLite Micro's RecognizeCommands smoothing.
+
+    Nothing is allocated per frame beyond what numpy's operations return; the samples, the ring and
+    the model input are allocated once. ``finish(on_pad)`` pads a stream that gave fewer than
+    ``min_count`` windows with silence (and tells ``on_pad``).
+    """
+
+    def __init__(self, pipe: Pipeline, settings: DetectorSettings):
+        fe = pipe.frontend
+        if pipe.labels is None:
+            raise ModelError("Pipeline.stream: the pipeline has no labels; give labels=[...] to name the keywords")
+        self.pipe, self.settings, self.frontend = pipe, settings, fe
+        self.detector = Detector.from_settings(pipe.labels, settings)
+        self.window_frames = fe.output_shape[0]
+        self.hop_frames = max(1, round(settings.hop_s / fe.hop_s))
+        self.stream = fe.stream()
+        self.ring = np.zeros((2 * self.window_frames, fe.output_shape[1]), dtype=np.uint8)  # (2 W, n_mfcc)
+        self.input = np.zeros((1, *fe.output_shape), dtype=np.uint8)                        # (1, W, n_mfcc, 1)
+        pipe._check_shapes(self.input.shape[1:])
+        self._input_frames = self.input[0, :, :, 0]                                         # (W, n_mfcc) view
+        self.windows_seen = 0
+        model, device, timesteps = pipe.model, pipe.device, pipe.timesteps
+        classifier = pipe.classifier
+
+        def infer(x):
+            return classifier.scores(model.forward(x, timesteps=timesteps, device=device), timesteps or 1)[0]
+
+        self.infer = infer
+
+    def frames(self, chunk) -> np.ndarray:
+        """uint8 (k, n_mfcc): the frames the chunk completes."""
+        return self.frontend.quantize(self.stream.push(chunk))
+
+    def windows(self, frames: np.ndarray):
+        """Yield (model input uint8 (1, W, n_mfcc, 1), end time s) for each window the frames complete.
+
+        The input array is the session's own, overwritten by the next window."""
+        fe, ring, w = self.frontend, self.ring, self.window_frames
+        first = self.stream.frames_emitted - frames.shape[0]
+        for offset in range(frames.shape[0]):
+            index = first + offset            # index of this frame since the stream began
+            slot = index % w
+            ring[slot] = ring[slot + w] = frames[offset]
+            if index + 1 >= w and (index + 1 - w) % self.hop_frames == 0:
+                self._input_frames[...] = ring[slot + 1:slot + 1 + w]
+                self.windows_seen += 1
+                yield self.input, (index * fe.hop_samples + fe.frame_samples) / fe.sample_rate
+
+    def push(self, chunk) -> list[Detection]:
+        found = []
+        for x, time_s in self.windows(self.frames(chunk)):
+            detection = self.detector.update(time_s, self.infer(x))
+            if detection is not None:
+                found.append(detection)
+        return found
+
+    def finish(self, on_pad=None) -> list[Detection]:
+        """At the end of the stream: silence appended until it gave ``min_count`` windows (on_pad told)."""
+        fe, min_windows = self.frontend, self.settings.min_count
+        if self.windows_seen >= min_windows:
+            return []
+        frames_needed = self.window_frames + (min_windows - 1) * self.hop_frames
+        samples_needed = fe.frame_samples + (frames_needed - 1) * fe.hop_samples
+        missing = max(0, samples_needed - self.stream.samples_pushed)
+        heard_s = self.stream.samples_pushed / fe.sample_rate
+        message = (f"Pipeline.stream: the audio ({heard_s:.3f} s) is shorter than {min_windows} window(s) of "
+                   f"{fe.clip_s:g} s at a {self.hop_frames * fe.hop_s:g} s hop; padded with "
+                   f"{missing / fe.sample_rate:.3f} s of silence at the end")
+        (on_pad or (lambda text: warnings.warn(text, stacklevel=4)))(message)
+        return self.push(np.zeros(missing, dtype=np.float32))
+
+
 def _check_stored_metadata(metadata: dict, path: Path) -> None:
     """ModelError naming the file and key when what rebuilds a pipeline has the wrong type."""
     def fail(key: str, want: str, got) -> None:
@@ -328,4 +365,4 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-__all__ = ["Pipeline", "Prediction", "Detection"]
+__all__ = ["Pipeline", "Prediction", "Detection", "StreamSession"]

@@ -15,6 +15,7 @@ import soundfile
 import edgesnn as es
 from edgesnn import cli, stream_eval
 from edgesnn.detector import Detector
+from edgesnn.pipeline import StreamSession
 
 RATE = 16000
 
@@ -65,9 +66,10 @@ def test_streaming_equals_offline_on_the_same_windows():
     audio[2 * RATE:2 * RATE + 4800] += _burst(rng)
     times, scores = stream_eval.window_scores(pipe, audio, hop_s=0.04)
     chunks = [audio[i:i + 777] for i in range(0, audio.size, 777)]
-    streamed = list(pipe._windows(chunks, hop_frames=2))
-    assert [t for _, t in streamed] == pytest.approx(times.tolist(), abs=0)
-    online = np.concatenate([pipe.classifier.scores(pipe.model.forward(w[None])) for w, _ in streamed])
+    session = StreamSession(pipe, pipe.detector_settings(hop_s=0.04))
+    streamed = [(session.infer(x), t) for chunk in chunks for x, t in session.windows(session.frames(chunk))]
+    assert session.hop_frames == 2 and [t for _, t in streamed] == pytest.approx(times.tolist(), abs=0)
+    online = np.stack([s for s, _ in streamed])
     np.testing.assert_array_equal(online, scores)
     settings = dict(hop_s=0.04, threshold=0.5, window_s=0.3, min_count=2, suppression_s=1.0)
     offline = Detector.from_settings(pipe.labels, pipe.detector_settings(**settings)).run(times, scores)

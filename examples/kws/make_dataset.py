@@ -47,9 +47,9 @@ bed bird cat dog eight five four happy house marvin nine one seven sheila six th
 backward forward follow learn visual
 apple table water window paper music orange garden yellow purple river mountain people morning evening
 number letter simple little middle bottle button kitchen chicken pocket rocket jacket ticket basket market
-open close light night right-ish bright sight kite white write bite quite
+open close light night right-ish bright sight kite white bite quite
 yet yell yesterday yam yarn yoga youth young
-know note nose now know-how nut nap new news nine-ish
+note nose now nut nap new news nine-ish
 upper cup pup supper puppy hop hope top tap cap
 town gown brown crown clown dove dust dawn done
 lift leaf lent lead loft lost last list lamp lemon
@@ -77,29 +77,40 @@ quick quiet queen question quite
 very voice visit value van vote
 fish fire five-ish fine find fill film
 """.split()
-UNKNOWN_WORDS = sorted({w for w in UNKNOWN_WORDS if w.isalpha() and w not in KEYWORDS})
+# Homophones of a keyword are left out: "know" is "no", "write" is "right" (a label a listener cannot tell).
+HOMOPHONES = {"know", "write", "rite", "wright", "of"}
+UNKNOWN_WORDS = sorted({w for w in UNKNOWN_WORDS if w.isalpha() and w not in KEYWORDS and w not in HOMOPHONES})
 LANGS = ["en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
 VARIANTS_DIR = Path("/usr/lib/x86_64-linux-gnu/espeak-ng-data/voices/!v")
+# flite's voices (CMU: kal and kal16 diphone, rms and slt and awb clustergen), closer to a human voice
+# than espeak's formant synthesis; awb (Scottish male) is held out for test.
+FLITE_VOICES = {"train": ["kal", "kal16", "rms", "slt"], "val": [], "test": ["awb"]}
+FLITE_F0_HZ = {"slt": (140, 230)}   # the female voice's mean pitch range; the others (male): DEFAULT_F0_HZ
+DEFAULT_F0_HZ = (80, 150)
 SNRS_DB = [None, 20.0, 10.0, 5.0, 0.0]
 NOISES = ["white", "pink", "brown", "babble"]
 SPLITS = ("train", "val", "test")
 
 
 # -- espeak-ng ------------------------------------------------------------------------------------
-def ensure_espeak() -> str:
-    """The espeak-ng executable; installed with apt-get (Debian/Ubuntu, as root) when missing."""
-    path = shutil.which("espeak-ng")
+def ensure_tool(name: str, package: str) -> str:
+    """The executable `name`; its Debian package installed with apt-get (as root) when missing."""
+    path = shutil.which(name)
     if path:
         return path
     if shutil.which("apt-get") and os.geteuid() == 0:
-        print("espeak-ng is missing: installing it with apt-get", file=sys.stderr)
+        print(f"{name} is missing: installing {package} with apt-get", file=sys.stderr)
         subprocess.run(["apt-get", "update"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "espeak-ng"], check=True)
-        path = shutil.which("espeak-ng")
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package], check=True)
+        path = shutil.which(name)
     if not path:
-        raise SystemExit("make_dataset: espeak-ng is not installed; run `sudo apt-get install espeak-ng` "
+        raise SystemExit(f"make_dataset: {name} is not installed; run `sudo apt-get install {package}` "
                          "(or scripts/install-system-deps.sh) and try again")
     return path
+
+
+def ensure_espeak() -> str:
+    return ensure_tool("espeak-ng", "espeak-ng")
 
 
 def variants() -> list[str]:
@@ -112,14 +123,28 @@ def variants() -> list[str]:
 
 
 def speak(espeak: str, text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
-    """espeak-ng -> float32 mono at 16 kHz, leading and trailing silence trimmed."""
+    """espeak-ng (or flite, for a voice "flite+NAME": speed is its duration stretch in %, pitch its
+    mean F0 in Hz) -> float32 mono at 16 kHz, leading and trailing silence trimmed."""
+    import tempfile
+
+    import soundfile
     from scipy.signal import resample_poly
 
-    out = subprocess.run([espeak, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
-                         check=True, capture_output=True).stdout
-    pcm = np.frombuffer(out[44:], dtype="<i2").astype(np.float32) / 32768.0   # 22,050 Hz RIFF, 44-byte header
-    y = resample_poly(pcm, 320, 441).astype(np.float32)                          # 22,050 -> 16,000 Hz
-    return trim(y)
+    if voice.startswith("flite+"):
+        with tempfile.TemporaryDirectory() as tmp:   # flite writes a file, not stdout
+            wav = Path(tmp) / "out.wav"
+            subprocess.run([shutil.which("flite") or "flite", "-voice", voice.split("+", 1)[1], "--setf",
+                            f"duration_stretch={speed / 100:.2f}", "--setf", f"int_f0_target_mean={pitch}",
+                            "-t", text, "-o", str(wav)], check=True, capture_output=True)
+            pcm, rate = soundfile.read(str(wav), dtype="float32")
+    else:   # espeak-ng's stdout WAV has no sizes in its header: the samples follow its 44 bytes
+        out = subprocess.run([espeak, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+                             check=True, capture_output=True).stdout
+        pcm, rate = np.frombuffer(out[44:], dtype="<i2").astype(np.float32) / 32768.0, 22050
+    if rate != RATE:   # espeak-ng: 22,050 Hz; flite's kal: 8,000 Hz
+        g = np.gcd(RATE, rate)
+        pcm = resample_poly(pcm, RATE // g, rate // g).astype(np.float32)
+    return trim(pcm)
 
 
 def trim(y: np.ndarray, floor_db: float = -40.0) -> np.ndarray:
@@ -201,8 +226,10 @@ def split_voices(all_variants: list[str], seed: int) -> dict[str, list[str]]:
     return out
 
 
-def plan(split: str, variants_of_split: list[str], rng, per_keyword: int, unknown_repeats: int) -> list[tuple]:
-    """(word, voice, speed, pitch) jobs for one split."""
+def plan(split: str, variants_of_split: list[str], rng, per_keyword: int, unknown_repeats: int,
+         flite_voices=(), flite_per_keyword: int = 0, flite_unknown_share: float = 0.0) -> list[tuple]:
+    """(word, voice, speed, pitch) jobs for one split: espeak-ng voices ("lang+variant"), then flite's
+    ("flite+name", speed a duration stretch in %, pitch a mean F0 in Hz)."""
     jobs = []
 
     def voice():
@@ -214,6 +241,16 @@ def plan(split: str, variants_of_split: list[str], rng, per_keyword: int, unknow
     for word in UNKNOWN_WORDS:
         for _ in range(unknown_repeats):
             jobs.append((word, voice(), int(rng.integers(110, 260)), int(rng.integers(20, 90))))
+
+    def flite_job(word):
+        name = flite_voices[int(rng.integers(len(flite_voices)))]
+        low, high = FLITE_F0_HZ.get(name, DEFAULT_F0_HZ)
+        return (word, f"flite+{name}", int(rng.integers(75, 140)), int(rng.integers(low, high + 1)))
+
+    if flite_voices:
+        for word in KEYWORDS:
+            jobs.extend(flite_job(word) for _ in range(flite_per_keyword))
+        jobs.extend(flite_job(word) for word in UNKNOWN_WORDS if rng.random() < flite_unknown_share)
     return jobs
 
 
@@ -249,6 +286,16 @@ def build_split(split, jobs, audio, rng, augment: int, silence_share: float, unk
     order = rng.permutation(len(xs))
     x = (np.stack(xs)[order] * 32767).round().astype(np.int16)
     return x, np.asarray(ys, dtype=np.int64)[order], np.asarray(voices)[order], babble_pool
+
+
+def save_utterances(path: Path, jobs, audio) -> None:
+    """The raw (trimmed, unmixed) utterances of a split, for training-time augmentation:
+    audio int16 (total,) concatenated, offsets (N + 1,), word (N,), voice (N,)."""
+    lengths = np.array([len(a) for a in audio])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    pcm = np.concatenate([np.clip(a / (np.abs(a).max() + 1e-9) * 0.9, -1, 1) for a in audio])
+    np.savez(path, audio=(pcm * 32767).round().astype(np.int16), offsets=offsets,
+             word=np.array([j[0] for j in jobs]), voice=np.array([j[1] for j in jobs]))
 
 
 def write_stream_material(out: Path, jobs, audio, babble_pool, rng) -> None:
@@ -294,25 +341,33 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-keyword", type=int, default=240, help="train utterances per keyword")
-    parser.add_argument("--augment", type=int, default=2, help="noisy clips made from each train keyword utterance")
+    parser.add_argument("--per-keyword", type=int, default=400, help="train espeak-ng utterances per keyword")
+    parser.add_argument("--flite-per-keyword", type=int, default=120, help="train flite utterances per keyword")
+    parser.add_argument("--augment", type=int, default=1, help="noisy clips made from each train keyword utterance")
     parser.add_argument("--workers", type=int, default=2, help="espeak-ng processes at once")
     parser.add_argument("--small", action="store_true", help="a tiny set (for trying things)")
     args = parser.parse_args(argv)
     espeak = ensure_espeak()
-    per = {"train": args.per_keyword, "val": max(args.per_keyword // 5, 10), "test": max(args.per_keyword // 5, 10)}
+    ensure_tool("flite", "flite")
+    per = {"train": args.per_keyword, "val": max(args.per_keyword // 6, 10), "test": max(args.per_keyword // 5, 10)}
+    flite_per = {"train": args.flite_per_keyword, "val": 0, "test": max(args.flite_per_keyword // 6, 4)}
+    flite_unknown_share = {"train": 1.0, "val": 0.0, "test": 0.3}
     unknown_repeats = {"train": 3, "val": 1, "test": 1}
     if args.small:
         per = {"train": 12, "val": 4, "test": 4}
+        flite_per = {"train": 4, "val": 0, "test": 2}
         unknown_repeats = {"train": 1, "val": 1, "test": 1}
     voices = split_voices(variants(), args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "labels.json").write_text(json.dumps(LABELS) + "\n")
     for index, split in enumerate(SPLITS):
         rng = np.random.default_rng([args.seed, index])
-        jobs = plan(split, voices[split], rng, per[split], unknown_repeats[split])
-        print(f"{split}: {len(voices[split])} voice variants, {len(jobs)} utterances ...", flush=True)
+        jobs = plan(split, voices[split], rng, per[split], unknown_repeats[split], FLITE_VOICES[split],
+                    flite_per[split], flite_unknown_share[split])
+        print(f"{split}: {len(voices[split])} espeak-ng voice variants, flite {FLITE_VOICES[split]}, "
+              f"{len(jobs)} utterances ...", flush=True)
         audio = synthesize(espeak, jobs, args.workers)
+        save_utterances(args.out / f"{split}_utterances.npz", jobs, audio)
         x, y, v, babble_pool = build_split(split, jobs, audio, rng, augment=args.augment if split == "train" else 1,
                                            silence_share=1.0, unknown_share=2.0)
         np.savez(args.out / f"{split}.npz", x=x, y=y, voice=v)
@@ -321,7 +376,7 @@ def main(argv=None) -> int:
         if split == "test":
             write_stream_material(args.out / "stream", jobs, audio, babble_pool, rng)
             write_demo(args.out / "stream", jobs, audio, rng)
-    (args.out / "voices.json").write_text(json.dumps(voices, indent=1) + "\n")
+    (args.out / "voices.json").write_text(json.dumps({**voices, "flite": FLITE_VOICES}, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 

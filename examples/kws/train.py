@@ -1,22 +1,48 @@
-"""Train the DS-CNN keyword spotter (MLPerf Tiny / BrainChip shape) on the espeak-ng set, on the CPU.
+"""Train the DS-CNN keyword spotter (MLPerf Tiny / BrainChip shape) on the espeak-ng/flite set, on the CPU.
 
-    python examples/make_dataset.py --out /tmp/kws_data        # first, once
-    python examples/kws/train.py --data /tmp/kws_data            # about 10 minutes on one core
+    python examples/kws/make_dataset.py --out /tmp/kws_data      # first, once
+    python examples/kws/train.py --data /tmp/kws_data             # about 12 minutes on one core
 
-Input: the project's own ``kws`` frontend (49 x 10 MFCC as uint8, calibrated on training clips),
-given to the network as x / 255. Network: conv 10x4 stride 2 (64 channels), four depthwise-separable
-blocks (3x3 depthwise + 1x1 pointwise, each with batch norm and ReLU), global average pooling and
-a dense layer to the 12 classes
-(the last block pools before its ReLU, so the pooling folds into its layer). Writes into DATA: ``features.npz`` (the uint8 features of every
-split, reused by convert_kws.py), ``frontend.json`` (the calibrated frontend config) and
-``dscnn_kws.onnx`` (the float model, NCHW input (N, 1, 49, 10)); prints the float clip accuracy
-on the held-out voices.
+Input: the project's own ``kws`` frontend (49 x 10 MFCC as uint8), given to the network as x / 255.
+Network: conv 10x4 stride 2 (64 channels), four depthwise-separable blocks (3x3 depthwise + 1x1
+pointwise, each with batch norm and ReLU), global average pooling and a dense layer to the 12
+classes (the last block pools before its ReLU, so the pooling folds into its layer).
+
+Every training clip is made afresh each epoch from the raw utterances (``train_utterances.npz``),
+with the augmentation keyword spotters are trained with, so the model learns the word, not the
+synthesizer's rendition of it:
+
+- speed perturbation 0.85-1.15 (resampling: tempo, pitch and formants together, as Kaldi's);
+- a random time shift (the word anywhere in the 1 s clip) and a random level (peak -35 to -1 dBFS);
+- reverberation (a synthetic room: exponentially decaying noise, RT60 0.1-0.7 s) and a random
+  microphone response (high-pass 60-400 Hz, low-pass 2.5-7 kHz), each on part of the clips;
+- background noise on most clips at 0-30 dB SNR: white, pink, brown, mains hum, babble of other
+  training words; a zero tail on some clips (short recordings padded with digital silence);
+- SpecAugment: up to two masks of 1-5 mel bands (before the DCT) and two of 1-6 frames.
+
+``_silence_`` clips are noise alone at -80 to -20 dBFS (some digital silence); ``_unknown_`` draws
+from a few hundred other words, twice a keyword's share. The frontend's uint8 range is calibrated
+on augmented training clips. Learning rate: one-cycle (warm-up, cosine decay) over the planned steps,
+or over the ``--minutes`` budget if that comes first. The model kept is the one with the best
+validation accuracy (validation voices are not the test voices).
+
+Writes into DATA: ``features.npz`` (uint8 features of the fixed train/val/test clips through the
+real frontend, and ``x_aug``/``y_aug``: augmented training clips for calibration and fine-tuning,
+used by convert_kws.py), ``frontend.json`` (the calibrated frontend config), ``dscnn_kws.onnx``
+(the float model, NCHW input (N, 1, 49, 10)) and ``dscnn_kws.pt`` (its state dict); prints the
+float clip accuracy on the held-out voices, per class.
 """
 
 from __future__ import annotations
 
+import os
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")   # numpy's BLAS: one thread (the machine is shared)
+
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -25,6 +51,10 @@ import numpy as np
 import edgesnn as es
 
 CHANNELS = 64
+RATE = 16000
+CLIP = RATE
+SILENCE, UNKNOWN = 0, 1
+BATCH = 128
 
 
 def build_model(classes: int = 12, channels: int = CHANNELS):
@@ -39,101 +69,335 @@ def build_model(classes: int = 12, channels: int = CHANNELS):
         # The last block pools before its ReLU (as Akida's DS-CNN): the pooling then folds into
         # that layer (synaptic stage -> pooling -> neuron) instead of being a layer of its own.
         layers += [nn.ReLU()] if block < 3 else [nn.AdaptiveAvgPool2d(1), nn.ReLU()]
-    layers += [nn.Flatten(), nn.Dropout(0.2), nn.Linear(channels, classes)]
+    layers += [nn.Flatten(), nn.Dropout(0.1), nn.Linear(channels, classes)]
     return nn.Sequential(*layers)
 
 
-def features(data: Path, calibration_clips: int = 600, seed: int = 0) -> tuple[dict, dict]:
-    """uint8 (N, 49, 10, 1) features and labels of every split (cached in DATA/features.npz)."""
-    cache, config_path = data / "features.npz", data / "frontend.json"
-    if cache.exists() and config_path.exists():
-        stored = np.load(cache)
-        return {k: stored[k] for k in stored.files}, json.loads(config_path.read_text())
-    splits = {s: np.load(data / f"{s}.npz") for s in ("train", "val", "test")}
-    rng = np.random.default_rng(seed)
-    train_x = splits["train"]["x"]
-    pick = rng.choice(len(train_x), size=min(calibration_clips, len(train_x)), replace=False)
-    fe = es.frontend("kws").calibrate([train_x[i] for i in pick])
+# -- material -------------------------------------------------------------------------------------
+def load_utterances(path: Path, labels: list[str]):
+    """Raw utterances (float32 arrays), their class index and voice, from make_dataset.py's file."""
+    stored = np.load(path)
+    audio, offsets = stored["audio"].astype(np.float32) / 32767.0, stored["offsets"]
+    words = stored["word"]
+    clips = [audio[offsets[i]:offsets[i + 1]] for i in range(len(words))]
+    y = np.array([labels.index(w) if w in labels else UNKNOWN for w in words])
+    return clips, y, stored["voice"]
+
+
+def colored_noise(rng, n: int, kind: str) -> np.ndarray:
+    """Unit-RMS white, pink (1/f), brown (1/f^2) noise, or mains hum (50/60 Hz and harmonics, in a little noise)."""
+    if kind == "hum":
+        t = np.arange(n) / RATE
+        base = 50.0 if rng.random() < 0.5 else 60.0
+        y = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6.3)) for k in range(1, 8))
+        y = y + 0.05 * rng.standard_normal(n)
+    else:
+        y = rng.standard_normal(n)
+        if kind != "white":
+            spectrum = np.fft.rfft(y)
+            f = np.maximum(np.fft.rfftfreq(n, 1 / RATE), 20.0)
+            spectrum /= np.sqrt(f) if kind == "pink" else f
+            y = np.fft.irfft(spectrum, n)
+    return (y / (np.sqrt(np.mean(y ** 2)) + 1e-12)).astype(np.float32)
+
+
+def babble(rng, n: int, utterances, talkers: int = 4) -> np.ndarray:
+    out = np.zeros(n, dtype=np.float32)
+    for _ in range(talkers):
+        at = int(rng.integers(0, RATE // 2))
+        while at < n:
+            u = utterances[int(rng.integers(len(utterances)))]
+            end = min(n, at + len(u))
+            out[at:end] += u[:end - at] * float(rng.uniform(0.5, 1.0))
+            at = end + int(rng.integers(0, RATE // 5))
+    return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
+
+
+class Augmenter:
+    """Makes augmented 1 s training clips from raw utterances (see the module docstring)."""
+
+    NOISES = ("white", "pink", "brown", "hum", "babble")
+    SILENCE_NOISES = ("white", "pink", "brown", "hum")
+
+    def __init__(self, clips, y, seed: int, pool_s: int = 30):
+        from scipy.signal import butter
+
+        self.clips, self.y = clips, y
+        rng = np.random.default_rng([seed, 99])
+        unknown = [c for c, label in zip(clips, y) if label == UNKNOWN]
+        self.pools = {kind: colored_noise(rng, pool_s * RATE, kind) for kind in self.SILENCE_NOISES}
+        self.pools["babble"] = babble(rng, pool_s * RATE, unknown)
+        # a bank of microphone responses: (high-pass, low-pass) second-order sections
+        self.filters = []
+        for _ in range(32):
+            hp = butter(2, rng.uniform(60, 400), "highpass", fs=RATE, output="sos")
+            lp = butter(2, rng.uniform(2500, 7000), "lowpass", fs=RATE, output="sos")
+            self.filters.append(np.concatenate([hp, lp]))
+
+    def noise(self, rng, kind: str, n: int = CLIP) -> np.ndarray:
+        pool = self.pools[kind]
+        start = int(rng.integers(0, len(pool) - n))
+        return pool[start:start + n]
+
+    def clip(self, rng, index: int) -> np.ndarray:
+        """One augmented clip: utterance `index`, or silence for index -1."""
+        from scipy.signal import fftconvolve, sosfilt
+
+        if index < 0:
+            if rng.random() < 0.1:
+                return np.zeros(CLIP, np.float32)
+            kind = self.SILENCE_NOISES[int(rng.integers(len(self.SILENCE_NOISES)))]
+            return self.noise(rng, kind) * np.float32(10 ** (rng.uniform(-80, -20) / 20))
+        word = self.clips[index]
+        factor = rng.uniform(0.85, 1.15)                                       # speed perturbation
+        n = max(16, int(len(word) / factor))
+        word = np.interp(np.arange(n) * factor, np.arange(len(word)), word).astype(np.float32)
+        if rng.random() < 0.3:                                                 # a room
+            rt60 = rng.uniform(0.1, 0.7)
+            length = int(rt60 * RATE)
+            h = self.noise(rng, "white", length) * np.exp(-6.9 * np.arange(length) / length)
+            h[0] = 1.0 / rng.uniform(0.3, 1.0)
+            word = fftconvolve(word, h)[:len(word) + length // 2].astype(np.float32)
+        if rng.random() < 0.4:                                                 # a microphone
+            word = sosfilt(self.filters[int(rng.integers(len(self.filters)))], word).astype(np.float32)
+        word = word[:CLIP]
+        out = np.zeros(CLIP, np.float32)
+        shift = int(rng.integers(0, CLIP - len(word) + 1))
+        out[shift:shift + len(word)] = word
+        peak = np.abs(out).max() + 1e-9
+        out *= np.float32(10 ** (rng.uniform(-35, -1) / 20) / peak)
+        if rng.random() < 0.85:
+            kind = self.NOISES[int(rng.integers(len(self.NOISES)))]
+            speech_rms = np.sqrt(np.mean(out[shift:shift + len(word)] ** 2)) + 1e-9
+            out += self.noise(rng, kind) * np.float32(speech_rms / 10 ** (rng.uniform(0, 30) / 20))
+        out += self.noise(rng, "white") * np.float32(10 ** (rng.uniform(-90, -65) / 20))   # the microphone's own
+        if rng.random() < 0.1:                                                 # padded with digital silence
+            out[min(CLIP, shift + len(word) + int(rng.integers(0, RATE // 10))):] = 0.0
+        return np.clip(out, -1, 1)
+
+    def epoch(self, rng, unknown_share: float = 2.0, silence_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(utterance indices, -1 for silence; their labels) of one epoch, shuffled and class-balanced."""
+        keyword = np.flatnonzero(self.y > UNKNOWN)
+        per_class = len(keyword) / max(1, len(np.unique(self.y[keyword])))
+        unknown = rng.choice(np.flatnonzero(self.y == UNKNOWN), int(per_class * unknown_share))
+        silence = np.full(int(per_class * silence_share), -1)
+        index = rng.permutation(np.concatenate([keyword, unknown, silence]))
+        return index, np.where(index < 0, SILENCE, self.y[np.maximum(index, 0)])
+
+
+class Features:
+    """The kws frontend's MFCC, batched (the same window, mel filters, dB and DCT), with SpecAugment."""
+
+    def __init__(self, fe):
+        import scipy.fft
+
+        self.fe = fe
+        self.window, mel = fe._window_and_mel_basis()
+        self.mel_t = np.ascontiguousarray(mel.T)                           # (frame//2+1, n_mels)
+        self.dct = scipy.fft.dct(np.eye(fe.n_mels), type=2, norm="ortho", axis=-1)[:, :fe.n_mfcc]   # (n_mels, n_mfcc)
+
+    def mfcc(self, clips: np.ndarray, rng=None) -> np.ndarray:
+        """(B, samples) float -> float MFCC (B, frames, n_mfcc); SpecAugment masks when rng is given."""
+        fe = self.fe
+        frames = np.lib.stride_tricks.sliding_window_view(clips.astype(np.float64), fe.frame_samples, axis=-1)
+        frames = frames[:, ::fe.hop_samples][:, :fe.n_frames]
+        power = np.abs(np.fft.rfft(frames * self.window, axis=-1)) ** 2
+        mel_db = 10.0 * np.log10(np.maximum(power @ self.mel_t, 1e-10))   # (B, frames, n_mels)
+        if rng is not None:
+            for b in range(len(clips)):
+                for _ in range(int(rng.integers(0, 3))):
+                    width = int(rng.integers(1, 6))
+                    low = int(rng.integers(0, fe.n_mels - width))
+                    mel_db[b, :, low:low + width] = mel_db[b].mean()
+        return mel_db @ self.dct
+
+    def uint8(self, clips: np.ndarray, rng=None) -> np.ndarray:
+        q = self.fe.quantize(self.mfcc(clips, rng))                       # (B, frames, n_mfcc)
+        if rng is not None:
+            for b in range(len(q)):
+                fill = q[b].mean(axis=0).astype(np.uint8)
+                for _ in range(int(rng.integers(0, 3))):
+                    width = int(rng.integers(1, 7))
+                    start = int(rng.integers(0, q.shape[1] - width))
+                    q[b, start:start + width] = fill
+        return q[..., None]
+
+
+def make_batches(augmenter: Augmenter, features: Features, seed: int, epoch: int, batch: int = BATCH):
+    """Yield (uint8 (B, 49, 10, 1), labels) of one augmented epoch; deterministic for (seed, epoch)."""
+    rng = np.random.default_rng([seed, epoch])
+    index, y = augmenter.epoch(rng)
+    for i in range(0, len(index), batch):
+        clips = np.stack([augmenter.clip(rng, int(j)) for j in index[i:i + batch]])
+        yield features.uint8(clips, rng), y[i:i + batch]
+
+
+def _batches_worker(args):
+    """A child process making the epochs' batches (so the training process only trains)."""
+    queue, data, labels, config, seed, epochs = args
+    clips, y, _ = load_utterances(data / "train_utterances.npz", labels)
+    augmenter = Augmenter(clips, y, seed)
+    features = Features(es.frontend("kws", **config))
+    for epoch in range(epochs):
+        for item in make_batches(augmenter, features, seed, epoch):
+            queue.put(item)
+        queue.put(None)
+
+
+def calibrated_frontend(data: Path, labels, seed: int, clips_n: int = 1500):
+    """The kws frontend with its uint8 range set on augmented training clips."""
+    clips, y, _ = load_utterances(data / "train_utterances.npz", labels)
+    augmenter = Augmenter(clips, y, seed)
+    rng = np.random.default_rng([seed, 10_000])
+    index, _ = augmenter.epoch(rng)
+    sample = np.stack([augmenter.clip(rng, int(j)) for j in index[:clips_n]])
+    fe = es.frontend("kws")
+    mfcc = Features(fe).mfcc(sample).reshape(-1, fe.n_mfcc)
+    fe.low = np.percentile(mfcc, 0.5, axis=0)
+    fe.high = np.maximum(np.percentile(mfcc, 99.5, axis=0), fe.low + 1e-3)
+    return fe, augmenter
+
+
+def fixed_features(data: Path, fe, augmenter: Augmenter, seed: int, augmented_passes: int = 2) -> dict:
+    """uint8 features of the fixed splits through the real frontend, and augmented training clips."""
     out = {}
-    for name, split in splits.items():
+    for name in ("train", "val", "test"):
         start = time.perf_counter()
+        split = np.load(data / f"{name}.npz")
         out[f"x_{name}"] = np.stack([fe(clip) for clip in split["x"]])
         out[f"y_{name}"] = split["y"]
         print(f"features {name}: {out[f'x_{name}'].shape} in {time.perf_counter() - start:.1f} s", flush=True)
-    np.savez(cache, **out)
-    config_path.write_text(json.dumps(fe.config) + "\n")
-    return out, fe.config
+    features = Features(fe)
+    xs, ys = [], []
+    for p in range(augmented_passes):
+        for xb, yb in make_batches(augmenter, features, seed + 1000, p):
+            xs.append(xb), ys.append(yb)
+    out["x_aug"], out["y_aug"] = np.concatenate(xs), np.concatenate(ys)
+    return out
 
 
-def accuracy(model, x_uint8: np.ndarray, y: np.ndarray) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def predict(model, x_uint8: np.ndarray) -> np.ndarray:
     import torch
 
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([model(_as_input(x_uint8[i:i + 512])) for i in range(0, len(x_uint8), 512)])
-    return float((logits.argmax(1).numpy() == y).mean())
+        return torch.cat([model(_as_input(x_uint8[i:i + 512])) for i in range(0, len(x_uint8), 512)]).argmax(1).numpy()
 
 
 def _as_input(x_uint8: np.ndarray):
     """uint8 (N, 49, 10, 1) HWC -> float (N, 1, 49, 10) in [0, 1]."""
     import torch
 
-    return torch.from_numpy(x_uint8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    return torch.from_numpy(x_uint8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0).contiguous(
+        memory_format=torch.channels_last)
+
+
+def per_class_table(labels, y, predicted) -> str:
+    rows = [f"{label:<10} {np.mean(predicted[y == c] == c):.3f}  ({np.sum(y == c)} clips)"
+            for c, label in enumerate(labels) if np.any(y == c)]
+    return "\n".join(rows)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--minutes", type=float, default=12.0, help="stop training after this long")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--minutes", type=float, default=12.0, help="stop training after this long (the "
+                                                                      "learning-rate schedule follows it)")
+    parser.add_argument("--lr", type=float, default=4e-3)
+    parser.add_argument("--reuse-features", action="store_true", help="keep DATA/features.npz when it was made "
+                                                                       "with the same frontend calibration")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    import multiprocessing
+
     import torch
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    f, config = features(args.data, seed=args.seed)
-    x_train, y_train = f["x_train"], f["y_train"]
-    model = build_model()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps_per_epoch = (len(x_train) + 63) // 64
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-3, total_steps=args.epochs * steps_per_epoch)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
-    rng = np.random.default_rng(args.seed)
-    best, best_state = -1.0, None
+    labels = json.loads((args.data / "labels.json").read_text())
+    fe, augmenter = calibrated_frontend(args.data, labels, args.seed)
+    config = fe.config
+    cached = args.data / "features.npz"
+    reuse = (args.reuse_features and cached.exists() and (args.data / "frontend.json").exists()
+             and json.loads((args.data / "frontend.json").read_text()) == json.loads(json.dumps(config)))
+    (args.data / "frontend.json").write_text(json.dumps(config) + "\n")
+    queue = multiprocessing.get_context("spawn").Queue(maxsize=16)
+    worker = multiprocessing.get_context("spawn").Process(
+        target=_batches_worker, args=((queue, args.data, labels, config, args.seed, args.epochs),), daemon=True)
+    worker.start()
+    if reuse:   # the same calibrated frontend (it is seeded) made them
+        stored = np.load(cached)
+        f = {k: stored[k] for k in stored.files}
+    else:
+        f = fixed_features(args.data, fe, augmenter, args.seed)
+        np.savez(cached, **f)
+    print(f"frontend calibrated, features {'reused' if reuse else 'written'} "
+          f"({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
+
+    model = build_model(len(labels)).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-3)
+    steps_per_epoch = math.ceil(len(augmenter.epoch(np.random.default_rng(0))[0]) / BATCH)
+    total_steps = args.epochs * steps_per_epoch
     budget_s = args.minutes * 60
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
+    best, best_state, step = -1.0, None, 0
+    train_started = time.perf_counter()
     for epoch in range(args.epochs):
         model.train()
-        order = rng.permutation(len(x_train))
-        total = 0.0
-        for i in range(0, len(order), 64):
-            batch = order[i:i + 64]
-            xb = x_train[batch]
-            shift = int(rng.integers(-3, 4))                     # a time shift of a few frames
-            xb = np.roll(xb, shift, axis=1)
-            loss = loss_fn(model(_as_input(xb)), torch.from_numpy(y_train[batch]))
+        total, seen = 0.0, 0
+        while (item := queue.get()) is not None:
+            xb, yb = item
+            # one cycle: 5 % linear warm-up, then cosine to 1 % (over the steps, or the time budget if shorter)
+            progress = max(step / total_steps, (time.perf_counter() - train_started) / budget_s)
+            lr = args.lr * (progress / 0.05 if progress < 0.05 else
+                            0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - 0.05) / 0.95))))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = loss_fn(model(_as_input(xb)), torch.from_numpy(yb))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            schedule.step()
-            total += float(loss) * len(batch)
-        val = accuracy(model, f["x_val"], f["y_val"])
+            step += 1
+            total += float(loss.detach()) * len(yb)
+            seen += len(yb)
+        val = float(np.mean(predict(model, f["x_val"]) == f["y_val"]))
         if val >= best:
             best, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
         elapsed = time.perf_counter() - started
-        print(f"epoch {epoch + 1:>2}: loss {total / len(order):.3f}  val {val:.4f}  ({elapsed / 60:.1f} min)", flush=True)
-        if elapsed > budget_s:
+        print(f"epoch {epoch + 1:>2}: loss {total / max(seen, 1):.3f}  val {val:.4f}  lr {lr:.5f}  "
+              f"({elapsed / 60:.1f} min)", flush=True)
+        if time.perf_counter() - train_started > budget_s:
             print(f"stopping: {args.minutes} min budget reached")
             break
+    worker_cpu_s = _cpu_seconds(worker.pid)
+    worker.kill()
     model.load_state_dict(best_state)
-    test = accuracy(model, f["x_test"], f["y_test"])
+    predicted = predict(model, f["x_test"])
+    test = float(np.mean(predicted == f["y_test"]))
+    cpu_s = time.process_time() + worker_cpu_s
     print(f"float DS-CNN: best val {best:.4f}, test (held-out voices) {test:.4f}; "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters; {(time.perf_counter() - started) / 60:.1f} min")
+          f"{sum(p.numel() for p in model.parameters()):,} parameters; {step} steps; "
+          f"{(time.perf_counter() - started) / 60:.1f} min wall, {cpu_s / 60:.1f} min CPU (this process and the "
+          f"batch maker)")
+    print(per_class_table(labels, f["y_test"], predicted))
     model.eval()
+    model = model.to(memory_format=torch.contiguous_format)
+    torch.save(model.state_dict(), args.data / "dscnn_kws.pt")
     out = args.data / "dscnn_kws.onnx"
-    torch.onnx.export(model, _as_input(f["x_test"][:1]), str(out), input_names=["mfcc"], output_names=["logits"],
+    example = torch.from_numpy(f["x_test"][:1].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    torch.onnx.export(model, example, str(out), input_names=["mfcc"], output_names=["logits"],
                       dynamic_axes={"mfcc": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
     return 0

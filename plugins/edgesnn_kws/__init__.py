@@ -38,6 +38,7 @@ DB_FLOOR_POWER = 1e-10  # power_to_db's amin: silence is -100 dB
 # the other coefficients a symmetric range that speech at any level stays inside.
 DEFAULT_LOW_C0, DEFAULT_HIGH_C0 = -700.0, 200.0
 DEFAULT_ABS_OTHER = 150.0
+FEATURE_BLOCK_FRAMES = 512   # features() of a long recording works on this many frames at a time
 AUDIO_PEAK_WARN = 2.0   # float audio is in [-1, 1]; a peak above this gets a warning (clipped audio stays quiet)
 
 
@@ -61,6 +62,7 @@ class KwsFrontend:
         self.crop = crop
         self._check_timing()
         self.low, self.high = self._range(low, high)
+        self._tables_key = None          # the key the tables of frames_mfcc were built for
 
     # -- derived sizes ---------------------------------------------------------------------------
     @property
@@ -176,22 +178,64 @@ class KwsFrontend:
     def features(self, waveform: np.ndarray) -> np.ndarray:
         """Float MFCC frames (frames, n_mfcc) of a mono waveform of any length >= one frame.
 
-        Every step works on one frame at a time (no matrix products across frames), so a frame's
-        value does not depend on how many frames are computed together: streaming equals offline.
+        Every step works on one frame at a time (elementwise operations and reductions along each
+        frame's own row, no matrix products across frames), so a frame's value does not depend on how
+        many frames are computed together: streaming equals offline.
         """
-        import scipy.fft
-
         waveform = np.asarray(waveform, dtype=np.float64)
         if waveform.ndim != 1 or waveform.shape[0] < self.frame_samples:
             raise ValueError(f"kws frontend: features need a 1-D waveform of at least {self.frame_samples} samples, "
                              f"got shape {waveform.shape}")
         frames = np.lib.stride_tricks.sliding_window_view(waveform, self.frame_samples)[::self.hop_samples]
-        window, mel_basis = self._window_and_mel_basis()                     # (frame,), (n_mels, frame//2+1)
-        power = np.abs(np.fft.rfft(frames * window, axis=-1)) ** 2           # (frames, frame//2+1)
-        mel_power = (power[:, None, :] * mel_basis[None, :, :]).sum(axis=-1)  # (frames, n_mels)
+        out = np.empty((frames.shape[0], self.n_mfcc), dtype=np.float32)
+        block = FEATURE_BLOCK_FRAMES            # bounds the temporaries of a long recording
+        for start in range(0, frames.shape[0], block):
+            out[start:start + block] = self.frames_mfcc(frames[start:start + block])
+        return out
+
+    def frames_mfcc(self, frames: np.ndarray) -> np.ndarray:
+        """MFCC (k, n_mfcc) float64 of k frames (k, frame_samples) float64, row by row (see ``features``).
+
+        Periodic Hann window -> power spectrum (pocketfft, per row) -> mel band energies: each band's
+        bins times its weights, added term by term -> 10*log10 (floor 1e-10) -> orthonormal DCT-II as
+        its basis times the bands, added term by term. The sums run over the outer axis of a
+        (terms, k, bands) array, so numpy adds the terms in order, one frame's the same whatever k is
+        (a sum along each row's own axis does not: numpy changes its order with the shape)."""
+        window, bins, weights, dct = self._tables_value if self._tables_key == self._key() else self._tables()
+        spectrum = self._rfft(frames * window, axis=-1)                     # (k, frame//2+1) complex
+        power = spectrum.real ** 2 + spectrum.imag ** 2
+        terms = power[:, bins] * weights                                     # (k, K, n_mels)
+        mel_power = terms.transpose(1, 0, 2).sum(axis=0)                     # (k, n_mels)
         mel_db = 10.0 * np.log10(np.maximum(mel_power, DB_FLOOR_POWER))
-        mfcc = scipy.fft.dct(mel_db, type=2, norm="ortho", axis=-1)[:, :self.n_mfcc]
-        return np.ascontiguousarray(mfcc, dtype=np.float32)
+        return (mel_db[:, :, None] * dct).transpose(1, 0, 2).sum(axis=0)     # (k, n_mfcc)
+
+    def _tables(self):
+        """(window (frame,), bins (K, n_mels) int, weights (K, n_mels), dct (n_mels, n_mfcc)), built once.
+
+        ``bins``/``weights``: the FFT bins each mel filter covers (librosa's Slaney filters), padded
+        with weight 0 to the widest filter's K bins; ``dct``: the orthonormal DCT-II basis."""
+        key = self._key()
+        if self._tables_key != key:
+            import scipy.fft
+
+            window, mel_basis = self._window_and_mel_basis()
+            covered = [np.flatnonzero(row) for row in mel_basis]
+            width = max(1, max(len(c) for c in covered))
+            bins = np.zeros((width, self.n_mels), dtype=np.intp)
+            weights = np.zeros((width, self.n_mels), dtype=np.float64)
+            for m, c in enumerate(covered):
+                if len(c):
+                    span = np.arange(c[0], c[0] + width).clip(max=mel_basis.shape[1] - 1)
+                    bins[:, m] = span
+                    weights[:, m] = np.where(span <= c[-1], mel_basis[m, span], 0.0)
+            dct = scipy.fft.dct(np.eye(self.n_mels), type=2, norm="ortho", axis=0)[:self.n_mfcc].T   # (n_mels, n_mfcc)
+            self._tables_value = (window, bins, weights, np.ascontiguousarray(dct))
+            self._rfft = scipy.fft.rfft
+            self._tables_key = key
+        return self._tables_value
+
+    def _key(self) -> tuple:
+        return (self.sample_rate, self.frame_samples, self.n_mels, self.n_mfcc, self.fmin, self.fmax)
 
     def _window_and_mel_basis(self) -> tuple[np.ndarray, np.ndarray]:
         key = (self.sample_rate, self.frame_samples, self.n_mels, self.fmin, self.fmax)
@@ -208,7 +252,8 @@ class KwsFrontend:
     def quantize(self, mfcc: np.ndarray) -> np.ndarray:
         """Float MFCC (..., n_mfcc) -> uint8 with the calibrated per-coefficient range."""
         scaled = (np.asarray(mfcc, dtype=np.float64) - self.low) / (self.high - self.low) * 255.0
-        return np.clip(np.floor(scaled + 0.5), 0, 255).astype(np.uint8)
+        rounded = np.floor(scaled + 0.5)
+        return np.minimum(np.maximum(rounded, 0.0, out=rounded), 255.0, out=rounded).astype(np.uint8)
 
     def calibrate(self, waveforms, percentile: float = 0.5) -> "KwsFrontend":
         """Set the uint8 range per coefficient from example clips: [p, 100 - p] percentiles of their MFCC."""
@@ -232,34 +277,51 @@ class KwsStream:
     """Incremental MFCC: ``push(chunk)`` returns the frames completed by that chunk.
 
     Frame k covers samples ``[k * hop, k * hop + frame)`` of everything pushed so far, so the
-    frames equal ``frontend.features`` of the same samples. Chunks are mono, at the frontend's
-    ``sample_rate`` (resample a whole recording with ``frontend.load`` first).
+    frames equal ``frontend.features`` of the same samples. Only the new frames are computed: the
+    samples not yet consumed by a hop wait in a buffer allocated once (grown only for a chunk
+    longer than any before). Chunks are mono, at the frontend's ``sample_rate`` (resample a whole
+    recording with ``frontend.load`` first).
     """
 
     def __init__(self, frontend: KwsFrontend):
         self.frontend = frontend
-        self._pending = np.zeros(0, dtype=np.float32)  # samples not yet consumed by a hop
+        frontend._tables()                                   # build the tables now, not on the first hop
+        self._frame, self._hop = frontend.frame_samples, frontend.hop_samples
+        self._buffer = np.zeros(self._frame + 16 * self._hop, dtype=np.float64)   # (capacity,) samples
+        self._pending = 0                                     # samples waiting in _buffer[:_pending]
+        self._empty = np.zeros((0, frontend.n_mfcc), dtype=np.float32)
         self.frames_emitted = 0
         self.samples_pushed = 0
 
     def push(self, chunk) -> np.ndarray:
         """Append samples; return the float32 MFCC frames (k, n_mfcc) they complete (k may be 0)."""
-        fe = self.frontend
-        samples = _as_float(np.asarray(chunk), "chunk")
+        samples = chunk if type(chunk) is np.ndarray and chunk.dtype == np.float32 else \
+            _as_float(np.asarray(chunk), "chunk")
         if samples.ndim != 1:
             raise ValueError(f"kws stream: chunks must be 1-D mono samples, got shape {samples.shape}")
-        if not np.all(np.isfinite(samples)):
+        if not np.isfinite(samples).all():
             raise ValueError(f"kws stream: chunk has NaN or infinite samples (after {self.samples_pushed} samples)")
-        self.samples_pushed += samples.shape[0]
-        self._pending = np.concatenate([self._pending, samples.astype(np.float32)])
-        if self._pending.shape[0] < fe.frame_samples:
-            return np.zeros((0, fe.n_mfcc), dtype=np.float32)
-        count = 1 + (self._pending.shape[0] - fe.frame_samples) // fe.hop_samples
-        used = fe.frame_samples + (count - 1) * fe.hop_samples
-        frames = fe.features(self._pending[:used])
-        self._pending = self._pending[count * fe.hop_samples:]
+        n = samples.shape[0]
+        self.samples_pushed += n
+        total = self._pending + n
+        if total > self._buffer.shape[0]:
+            grown = np.zeros(total + 16 * self._hop, dtype=np.float64)
+            grown[:self._pending] = self._buffer[:self._pending]
+            self._buffer = grown
+        buffer = self._buffer
+        buffer[self._pending:total] = samples
+        if total < self._frame:
+            self._pending = total
+            return self._empty
+        count = 1 + (total - self._frame) // self._hop
+        # (count, frame) overlapping rows of the buffer, a view (sliding_window_view costs ~20x more)
+        frames = np.ndarray((count, self._frame), np.float64, buffer, 0, (self._hop * 8, 8))
+        mfcc = self.frontend.frames_mfcc(frames).astype(np.float32)
+        consumed = count * self._hop
+        buffer[:total - consumed] = buffer[consumed:total].copy()
+        self._pending = total - consumed
         self.frames_emitted += count
-        return frames
+        return mfcc
 
     @property
     def time_s(self) -> float:
