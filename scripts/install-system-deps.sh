@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# System packages some tests and examples use, from Debian: espeak-ng (keyword audio), sox,
+# System packages some tests and examples use, from Debian: espeak-ng and flite (keyword audio), sox,
 # qemu-user (runs the aarch64 device runner). Installs only what is missing; needs root.
 # Tests that need one of these skip with a reason when it is absent.
 set -u
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v flite >/dev/null 2>&1 || missing+=(flite)
 command -v sox >/dev/null 2>&1 || missing+=(sox)
 command -v qemu-aarch64 >/dev/null 2>&1 || missing+=(qemu-user)
 if ((${#missing[@]} == 0)); then
