@@ -512,3 +512,19 @@ def test_spike_weight_sums_on_both_sides_of_i16(cpu):
             potentials, stats = cpu.run(model, x5)
             np.testing.assert_array_equal(potentials, expected)
             assert stats == expected_stats
+
+
+def test_max_pool_2x2_with_a_padded_last_window(cpu):
+    """A 2x2 / stride 2 max pool whose bottom (right) padding a last window covers: the 2x2 fast path
+    read the row (column) past the potentials (fuzz_model, 2026-12-01: 'index 800, len 784' on a 7x7
+    depthwise layer with pool padding (0, 2, 0, 0); docs/fuzzing.md)."""
+    rng = np.random.default_rng(3)
+    for pads in [(0, 2, 0, 0), (0, 1, 0, 0), (0, 0, 0, 1), (0, 1, 0, 2)]:
+        model = es.Model([Depthwise2D(name="dw", weights=rng.integers(-8, 8, (1, 1, 4)), weight_bits=4, pool="max",
+                                      pool_size=2, pool_stride=2, pool_padding=pads, out_multiplier=1, out_shift=2,
+                                      activation_bits=1)], input_shape=(7, 7, 4), input_bits=4)
+        x5 = rng.integers(0, 16, (3, 2, 7, 7, 4)).astype(np.uint8)
+        expected, expected_stats = reference.run(model, x5)
+        potentials, stats = cpu.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected)
+        assert stats == expected_stats
