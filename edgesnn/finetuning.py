@@ -12,14 +12,19 @@ How (what was trained is what runs):
 2. A post-training conversion at the episode's bits gives the *plan*: which float node each integer layer
    quantizes at (``metadata["float_nodes"]``), its activation step and zero point, and each synaptic
    layer's weight bits. The module fake-quantizes at exactly those nodes: weights symmetric per output
-   channel (per tensor on the output layer) with ``round(w / step)``; activations
+   channel (per tensor on the output layer) with ``round(w / step)``, the weights first clamped to a clip
+   per channel that is fitted at the start of each episode (smallest squared error at its bits) and then
+   learned (``weight_clips=True``; the step is ``clip / (2^(b-1) - 1)``, as the converter computes it from
+   the clamped weights it is given); activations
    ``clamp(floor(x / s + 1/2) + zp, 0, 2^b - 1)`` (round half up, docs/semantics.md), dequantized as
    ``(q - zp) * s``; a separable layer's depthwise result to signed 8 bits. Rounding passes gradients
    straight through; every activation's range ``(lo, hi)`` is learned (LSQ-style, the step's gradient
    flows through the rounding).
-3. Training: Adam with a cosine schedule per episode, cross-entropy, a validation split, a tqdm bar.
-4. The learned weights go back into the float Graph and the learned ranges into
-   ``es.convert(..., ranges=...)``, so the integer Model uses the trained steps.
+3. Training: Adam with a cosine schedule per episode, cross-entropy (mixed with ``distillation`` of the KL
+   divergence to the float model's logits at ``temperature``), a validation split, a tqdm bar.
+4. The learned weights, clamped to their learned clips, go back into the float Graph and the learned ranges
+   into ``es.convert(..., ranges=...)``, so the integer Model uses the trained steps. The next episode
+   starts from the unclamped weights and fits its own clips.
 
 Episodes at 3 (or 5..7) bits: weights are fake-quantized with that many levels and stored in the next
 wider field the format holds (2, 4, 8); 3-bit *activations* have no integer field (the relu clamps at
