@@ -209,20 +209,30 @@ def _module_classes():
     import torch.nn.functional as F
 
     class ActQuant(nn.Module):
-        """clamp(round_half_up(x / s) + zp, 0, L) * s - zp * s with a learned (lo, hi); IF: floor, L = T."""
+        """clamp(round_half_up(x / s) + zp, 0, L) * s - zp * s with a learned (lo, hi); IF: floor, L = T.
+
+        hi (and -lo of a signed range) are learned as logarithms: an update changes them by a fraction, so a
+        small range is never driven through zero (where it would stay, its gradient gone)."""
 
         def __init__(self, point: QuantPoint, spiking: bool, timesteps: int):
             super().__init__()
             self.point = point
             self.spiking = spiking
+            self.signed = point.signed
             self.levels = timesteps if spiking else (1 << point.bits) - 1
-            self.hi = nn.Parameter(torch.tensor(float(point.hi)))
-            self.lo = nn.Parameter(torch.tensor(float(point.lo))) if point.signed else None
+            self.log_hi = nn.Parameter(torch.tensor(math.log(max(float(point.hi), 1e-8))))
+            self.log_neg_lo = nn.Parameter(torch.tensor(math.log(-float(point.lo)))) if self.signed else None
             self.enabled = True
 
+        def set_bounds(self, lo: float, hi: float) -> None:
+            with torch.no_grad():
+                self.log_hi.fill_(math.log(max(hi, 1e-8)))
+                if self.signed:
+                    self.log_neg_lo.fill_(math.log(max(-lo, 1e-8)))
+
         def bounds(self):
-            lo = self.lo if self.lo is not None else torch.zeros(())
-            hi = self.hi
+            lo = -torch.exp(self.log_neg_lo) if self.signed else torch.zeros(())
+            hi = torch.exp(self.log_hi)
             if self.point.ceiling is not None:
                 hi = torch.clamp(hi, max=self.point.ceiling)
             hi = torch.maximum(hi, lo + 1e-6)
@@ -235,7 +245,7 @@ def _module_classes():
             step = (hi - lo) / self.levels
             if self.spiking:
                 return torch.clamp(_floor(x / step), 0, self.levels) * step
-            zp = torch.clamp(torch.round(-lo / step), 0, self.levels).detach() if self.lo is not None else 0.0
+            zp = torch.clamp(torch.round(-lo / step), 0, self.levels).detach() if self.signed else 0.0
             q = torch.clamp(_round_half_up(x / step) + zp, 0, self.levels)
             return (q - zp) * step
 
@@ -256,8 +266,12 @@ def _module_classes():
             self.quantize = plan is not None
             self.capture: dict | None = None
             for node in graph.nodes:
+                # an input normalization (an affine node on the input) is folded into the converter's input
+                # scaling and must stay positive: it is not trained (a step of Adam would flip 1/255)
+                frozen = node.op == "affine" and node.inputs == (graph.input_name,)
                 for key, value in node.params.items():
-                    self.params[_key(node.name, key)] = nn.Parameter(torch.tensor(_to_torch_layout(node, key, value)))
+                    self.params[_key(node.name, key)] = nn.Parameter(
+                        torch.tensor(_to_torch_layout(node, key, value)), requires_grad=not frozen)
             if plan is not None and weight_clips:
                 for node, key, layer, axis in quantized_weights(graph, plan):
                     w = self.params[_key(node.name, key)].detach().numpy()
@@ -308,7 +322,7 @@ def _module_classes():
                     q = self.quant[_key(name)]
                     lo, hi = q.bounds()
                     step = ((hi - lo) / q.levels).detach()
-                    zp = torch.clamp(torch.round(-lo.detach() / step), 0, q.levels) if q.lo is not None else 0.0
+                    zp = torch.clamp(torch.round(-lo.detach() / step), 0, q.levels) if q.signed else 0.0
                     return step, torch.as_tensor(zp, dtype=torch.float32)
                 node = g.node(name)
                 if node.op in ("flatten", "reshape", "identity") or (node.op == "relu" and node.attrs.get("max_value") is None):
@@ -671,6 +685,8 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
         _train(new_module, xf[train], yt[train], n_epochs, batch_size, learning_rate, seed, progress,
                f"{wbits}/{abits} bits", teacher, distillation, temperature)
         module = new_module
+        if plan.mid_scales:      # a separable layer's 8-bit depthwise step, as the converter will find it now
+            _mid_scales(trained_graph(module), plan, _float_input(calib, input_scaling), calibration)
         ranges = learned_ranges(module)
         accuracy = _accuracy(module, xf[val], yt[val]) if n_val else float("nan")
         integer_accuracy = None
@@ -761,7 +777,7 @@ def _train(module, x, y, epochs, batch_size, learning_rate, seed, progress, desc
 
     if epochs <= 0:
         return
-    weights = [p for p in module.params.values()] + [p for p in module.clips.values()]
+    weights = [p for p in module.params.values() if p.requires_grad] + [p for p in module.clips.values()]
     ranges = [p for p in module.quant.parameters()]
     groups = [{"params": weights, "lr": learning_rate}]
     if ranges:
