@@ -178,20 +178,14 @@ def search_ranges(graph: Graph, x: np.ndarray, options: dict) -> dict:
                                                     reduction="batchmean"))
 
     for q in module.quant.values():
-        lo0, hi0 = (float(q.lo.detach()) if q.lo is not None else 0.0), float(q.hi.detach())
+        lo0, hi0 = q.learned()
         best, best_err = (lo0, hi0), error()
         for f in SEARCH_FACTORS:
-            with torch.no_grad():
-                q.hi.fill_(hi0 * f)
-                if q.lo is not None:
-                    q.lo.fill_(lo0 * f)
+            q.set_bounds(lo0 * f, hi0 * f)
             err = error()
             if err < best_err:
                 best, best_err = (lo0 * f, hi0 * f), err
-        with torch.no_grad():
-            q.hi.fill_(best[1])
-            if q.lo is not None:
-                q.lo.fill_(best[0])
+        q.set_bounds(*best)
     return {q.point.node: q.learned() for q in module.quant.values()}
 
 

@@ -12,14 +12,19 @@ How (what was trained is what runs):
 2. A post-training conversion at the episode's bits gives the *plan*: which float node each integer layer
    quantizes at (``metadata["float_nodes"]``), its activation step and zero point, and each synaptic
    layer's weight bits. The module fake-quantizes at exactly those nodes: weights symmetric per output
-   channel (per tensor on the output layer) with ``round(w / step)``; activations
+   channel (per tensor on the output layer) with ``round(w / step)``, the weights first clamped to a clip
+   per channel that is fitted at the start of each episode (smallest squared error at its bits) and then
+   learned (``weight_clips=True``; the step is ``clip / (2^(b-1) - 1)``, as the converter computes it from
+   the clamped weights it is given); activations
    ``clamp(floor(x / s + 1/2) + zp, 0, 2^b - 1)`` (round half up, docs/semantics.md), dequantized as
    ``(q - zp) * s``; a separable layer's depthwise result to signed 8 bits. Rounding passes gradients
    straight through; every activation's range ``(lo, hi)`` is learned (LSQ-style, the step's gradient
    flows through the rounding).
-3. Training: Adam with a cosine schedule per episode, cross-entropy, a validation split, a tqdm bar.
-4. The learned weights go back into the float Graph and the learned ranges into
-   ``es.convert(..., ranges=...)``, so the integer Model uses the trained steps.
+3. Training: Adam with a cosine schedule per episode, cross-entropy (mixed with ``distillation`` of the KL
+   divergence to the float model's logits at ``temperature``), a validation split, a tqdm bar.
+4. The learned weights, clamped to their learned clips, go back into the float Graph and the learned ranges
+   into ``es.convert(..., ranges=...)``, so the integer Model uses the trained steps. The next episode
+   starts from the unclamped weights and fits its own clips.
 
 Episodes at 3 (or 5..7) bits: weights are fake-quantized with that many levels and stored in the next
 wider field the format holds (2, 4, 8); 3-bit *activations* have no integer field (the relu clamps at
@@ -68,20 +73,46 @@ def _floor(x):
     return x + (torch.floor(x) - x).detach()
 
 
-def fake_quant_weight(w, bits: int, per_channel: bool, channel_axis: int = 0):
+def fake_quant_weight(w, bits: int, per_channel: bool, channel_axis: int = 0, clip=None):
     """The converter's symmetric weight quantization (quantize_weights) as float, straight-through."""
-    return fake_quant_weight_step(w, bits, per_channel, channel_axis)[0]
+    return fake_quant_weight_step(w, bits, per_channel, channel_axis, clip)[0]
 
 
-def fake_quant_weight_step(w, bits: int, per_channel: bool, channel_axis: int = 0):
-    """(fake-quantized weight, step per output channel, shaped to broadcast over `w`)."""
+def fake_quant_weight_step(w, bits: int, per_channel: bool, channel_axis: int = 0, clip=None):
+    """(fake-quantized weight, step per output channel, shaped to broadcast over `w`).
+
+    The step is the converter's, ``max |w| / (2^(bits-1) - 1)`` per channel. With `clip` (a learned clip per
+    channel, or one for the tensor) the weights are first clamped to ``+-min(clip, max |w|)``: the weights
+    that are exported (clipped_weight) are those clamped values, whose max is the clip, so the converter's
+    step from them is this step and its integers are these."""
     import torch
 
     qmax = (1 << (bits - 1)) - 1
     dims = [d for d in range(w.dim()) if d != channel_axis]
     top = w.detach().abs().amax(dim=dims, keepdim=True) if per_channel else w.detach().abs().max()
+    if clip is not None:
+        top = torch.minimum(top, torch.abs(clip).reshape(top.shape))
+        w = torch.maximum(torch.minimum(w, top), -top)
     step = torch.where(top > 0, top / qmax, torch.ones_like(top))
     return torch.clamp(_round_even(w / step), -qmax - 1, qmax) * step, step
+
+
+def fit_weight_clip(w: np.ndarray, bits: int, per_channel: bool, channel_axis: int = 0) -> np.ndarray:
+    """The clip per channel (or one, per tensor) whose symmetric quantization at `bits` has the smallest squared
+    error to `w`, searched over fractions of max |w| (at 2 bits the best ternary clip is near 0.4 max |w|)."""
+    qmax = (1 << (bits - 1)) - 1
+    v = np.moveaxis(np.asarray(w, np.float64), channel_axis, 0).reshape(np.shape(w)[channel_axis], -1)
+    if not per_channel:
+        v = v.reshape(1, -1)
+    top = np.abs(v).max(axis=1)
+    best, best_err = top.copy(), np.full(len(v), np.inf)
+    for fraction in np.linspace(0.05, 1.0, 96):
+        clip = np.maximum(top * fraction, 1e-12)[:, None]
+        step = clip / qmax
+        err = ((np.clip(np.round(np.clip(v, -clip, clip) / step), -qmax - 1, qmax) * step - v) ** 2).sum(axis=1)
+        better = err < best_err
+        best[better], best_err[better] = clip[better, 0], err[better]
+    return (best if per_channel else best[:1].reshape(())).astype(np.float32)
 
 
 @dataclass
@@ -178,20 +209,30 @@ def _module_classes():
     import torch.nn.functional as F
 
     class ActQuant(nn.Module):
-        """clamp(round_half_up(x / s) + zp, 0, L) * s - zp * s with a learned (lo, hi); IF: floor, L = T."""
+        """clamp(round_half_up(x / s) + zp, 0, L) * s - zp * s with a learned (lo, hi); IF: floor, L = T.
+
+        hi (and -lo of a signed range) are learned as logarithms: an update changes them by a fraction, so a
+        small range is never driven through zero (where it would stay, its gradient gone)."""
 
         def __init__(self, point: QuantPoint, spiking: bool, timesteps: int):
             super().__init__()
             self.point = point
             self.spiking = spiking
+            self.signed = point.signed
             self.levels = timesteps if spiking else (1 << point.bits) - 1
-            self.hi = nn.Parameter(torch.tensor(float(point.hi)))
-            self.lo = nn.Parameter(torch.tensor(float(point.lo))) if point.signed else None
+            self.log_hi = nn.Parameter(torch.tensor(math.log(max(float(point.hi), 1e-8))))
+            self.log_neg_lo = nn.Parameter(torch.tensor(math.log(-float(point.lo)))) if self.signed else None
             self.enabled = True
 
+        def set_bounds(self, lo: float, hi: float) -> None:
+            with torch.no_grad():
+                self.log_hi.fill_(math.log(max(hi, 1e-8)))
+                if self.signed:
+                    self.log_neg_lo.fill_(math.log(max(-lo, 1e-8)))
+
         def bounds(self):
-            lo = self.lo if self.lo is not None else torch.zeros(())
-            hi = self.hi
+            lo = -torch.exp(self.log_neg_lo) if self.signed else torch.zeros(())
+            hi = torch.exp(self.log_hi)
             if self.point.ceiling is not None:
                 hi = torch.clamp(hi, max=self.point.ceiling)
             hi = torch.maximum(hi, lo + 1e-6)
@@ -204,7 +245,7 @@ def _module_classes():
             step = (hi - lo) / self.levels
             if self.spiking:
                 return torch.clamp(_floor(x / step), 0, self.levels) * step
-            zp = torch.clamp(torch.round(-lo / step), 0, self.levels).detach() if self.lo is not None else 0.0
+            zp = torch.clamp(torch.round(-lo / step), 0, self.levels).detach() if self.signed else 0.0
             q = torch.clamp(_round_half_up(x / step) + zp, 0, self.levels)
             return (q - zp) * step
 
@@ -215,17 +256,27 @@ def _module_classes():
     class GraphModule(nn.Module):
         """The float Graph as a torch module (NCHW inside), fake-quantized as `plan` says."""
 
-        def __init__(self, graph: Graph, plan: Plan | None):
+        def __init__(self, graph: Graph, plan: Plan | None, weight_clips: bool = False):
             super().__init__()
             self.graph = graph
             self.plan = plan
             self.params = nn.ParameterDict()
             self.quant = nn.ModuleDict()
+            self.clips = nn.ParameterDict()      # learned weight clips (weight_clips=True), per weight tensor
             self.quantize = plan is not None
             self.capture: dict | None = None
             for node in graph.nodes:
+                # an input normalization (an affine node on the input) is folded into the converter's input
+                # scaling and must stay positive: it is not trained (a step of Adam would flip 1/255)
+                frozen = node.op == "affine" and node.inputs == (graph.input_name,)
                 for key, value in node.params.items():
-                    self.params[_key(node.name, key)] = nn.Parameter(torch.tensor(_to_torch_layout(node, key, value)))
+                    self.params[_key(node.name, key)] = nn.Parameter(
+                        torch.tensor(_to_torch_layout(node, key, value)), requires_grad=not frozen)
+            if plan is not None and weight_clips:
+                for node, key, layer, axis in quantized_weights(graph, plan):
+                    w = self.params[_key(node.name, key)].detach().numpy()
+                    clip = fit_weight_clip(w, plan.weight_bits[layer], layer not in plan.per_tensor, axis)
+                    self.clips[_key(node.name, key)] = nn.Parameter(torch.tensor(clip))
             if plan is not None:
                 spiking = plan.neuron == "if"
                 for name, point in plan.points.items():
@@ -243,7 +294,22 @@ def _module_classes():
             if not self.quantize or name not in self.plan.weight_bits:
                 return w, None
             return fake_quant_weight_step(w, self.plan.weight_bits[name], name not in self.plan.per_tensor,
-                                          per_channel_axis)
+                                          per_channel_axis, self.clips.get(_key(node.name, key)))
+
+        def clipped_weight(self, node, key):
+            """The float weight the converter is given: clamped to the learned clip (unchanged without one)."""
+            w = self.p(node, key).detach()
+            clip = self.clips.get(_key(node.name, key))
+            if clip is None:
+                return w
+            axis = next(a for n, k, _, a in quantized_weights(self.graph, self.plan) if n is node and k == key)
+            if clip.dim():
+                dims = [d for d in range(w.dim()) if d != axis]
+                shape = [-1 if d == axis else 1 for d in range(w.dim())]
+                top = torch.minimum(w.abs().amax(dim=dims, keepdim=True), clip.detach().abs().reshape(shape))
+            else:
+                top = torch.minimum(w.abs().max(), clip.detach().abs())
+            return torch.maximum(torch.minimum(w, top), -top)
 
         def source(self, name):
             """(step, zero point) of the integers holding float node `name` (None: not known here)."""
@@ -256,7 +322,7 @@ def _module_classes():
                     q = self.quant[_key(name)]
                     lo, hi = q.bounds()
                     step = ((hi - lo) / q.levels).detach()
-                    zp = torch.clamp(torch.round(-lo.detach() / step), 0, q.levels) if q.lo is not None else 0.0
+                    zp = torch.clamp(torch.round(-lo.detach() / step), 0, q.levels) if q.signed else 0.0
                     return step, torch.as_tensor(zp, dtype=torch.float32)
                 node = g.node(name)
                 if node.op in ("flatten", "reshape", "identity") or (node.op == "relu" and node.attrs.get("max_value") is None):
@@ -430,19 +496,42 @@ def _from_torch_layout(node, key, value: np.ndarray) -> np.ndarray:
     return value
 
 
-def graph_module(graph: Graph, plan: Plan | None = None):
-    """A torch module computing `graph` (input NCHW float), fake-quantized as `plan` says (None: float)."""
+def graph_module(graph: Graph, plan: Plan | None = None, weight_clips: bool = False):
+    """A torch module computing `graph` (input NCHW float), fake-quantized as `plan` says (None: float).
+
+    weight_clips: each quantized weight tensor gets a clip per channel (fitted for the smallest squared
+    error, then learned); without, the step is the converter's from max |w| (what es.convert would do)."""
     _, GraphModule = _module_classes()
-    return GraphModule(graph, plan)
+    return GraphModule(graph, plan, weight_clips)
 
 
-def trained_graph(module) -> Graph:
-    """The float Graph with the module's (trained) parameters."""
-    graph = module.graph.copy()
+def quantized_weights(graph: Graph, plan: Plan) -> list:
+    """(node, param key, integer layer name, output-channel axis in the torch layout) of each weight tensor the
+    plan quantizes."""
+    out = []
     for node in graph.nodes:
+        if node.op in ("conv2d", "depthwise_conv2d") and node.name in plan.weight_bits:
+            out.append((node, "weight", node.name, 0))
+        elif node.op == "dense" and node.name in plan.weight_bits:
+            out.append((node, "weight", node.name, 1))
+        elif node.op == "separable_conv2d":
+            split = f"{node.name}/depthwise"
+            depthwise = split if split in plan.weight_bits else node.name
+            if depthwise in plan.weight_bits:
+                out.append((node, "depthwise", depthwise, 0))
+            if node.name in plan.weight_bits:
+                out.append((node, "pointwise", node.name, 0))
+    return out
+
+
+def trained_graph(module, clipped: bool = True) -> Graph:
+    """The float Graph with the module's (trained) parameters; `clipped`: weights clamped to their learned clips
+    (what the converter quantizes to the module's integers), else as trained (where the next episode starts)."""
+    graph = module.graph.copy()
+    for node, original in zip(graph.nodes, module.graph.nodes):
         for key in list(node.params):
-            value = module.params[_key(node.name, key)].detach().cpu().numpy().astype(np.float32)
-            node.params[key] = _from_torch_layout(node, key, value)
+            value = module.clipped_weight(original, key) if clipped else module.params[_key(node.name, key)].detach()
+            node.params[key] = _from_torch_layout(node, key, value.cpu().numpy().astype(np.float32))
     return graph
 
 
@@ -519,6 +608,7 @@ def finetune(source, x, y, *, weight_bits: int = 4, activation_bits: int = 4, ep
              learning_rate: float = 5e-4, calibration: str = "mse", neuron: str = "relu", timesteps=None,
              input_weight_bits: int | None = 8, layer_weight_bits: dict | None = None, labels=None,
              seed: int = 0, progress: bool = True, threads: int | None = None, importer=None,
+             distillation: float = 0.0, temperature: float = 4.0, weight_clips: bool = True,
              **importer_options):
     """Fine-tune `source` with fake quantization on uint8 HWC `x` and labels `y`; return the integer Model.
 
@@ -533,6 +623,7 @@ def finetune(source, x, y, *, weight_bits: int = 4, activation_bits: int = 4, ep
                            calibration=calibration, neuron=neuron, timesteps=timesteps,
                            input_weight_bits=input_weight_bits, layer_weight_bits=layer_weight_bits, labels=labels,
                            seed=seed, progress=progress, threads=threads, importer=importer,
+                           distillation=distillation, temperature=temperature, weight_clips=weight_clips,
                            **importer_options).model
 
 
@@ -540,7 +631,8 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
                     input_scaling=(1.0, 0.0), samples=None, validation_split=0.1, batch_size=64,
                     learning_rate=5e-4, calibration="mse", neuron="relu", timesteps=None, input_weight_bits=8,
                     layer_weight_bits=None, labels=None, seed=0, progress=True, threads=None, importer=None,
-                    evaluation=None, **importer_options) -> FinetuneResult:
+                    evaluation=None, distillation=0.0, temperature=4.0, weight_clips=True,
+                    **importer_options) -> FinetuneResult:
     """es.finetune, returning the Model, the fake-quantized module, the fine-tuned Graph and the episodes."""
     import time
 
@@ -564,6 +656,7 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
     yt = torch.tensor(y)
     float_module = graph_module(graph, None)
     float_accuracy = _accuracy(float_module, xf[val], yt[val]) if n_val else float("nan")
+    teacher = _logits(float_module, xf[train]) if distillation > 0 else None
     float_test = None
     if evaluation is not None:
         x_eval, y_eval = np.asarray(evaluation[0]), np.asarray(evaluation[1]).reshape(-1)
@@ -577,7 +670,7 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
         convert_args = dict(input_scaling=input_scaling, weight_bits=_field(wbits), activation_bits=field_abits,
                             calibration=calibration, neuron=neuron, timesteps=timesteps, progress=False,
                             input_weight_bits=input_weight_bits, layer_weight_bits=per_layer, labels=labels)
-        current = graph if module is None else trained_graph(module)
+        current = graph if module is None else trained_graph(module, clipped=False)
         plan_model = convert(current, calib, per_channel_activations=False, **convert_args)   # as the module
         plan = plan_from_model(plan_model, current)
         _mid_scales(current, plan, _float_input(calib, input_scaling), calibration)
@@ -587,11 +680,13 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
             for name, (lo, hi) in ranges.items():       # same activation bits: keep what was learned
                 if name in plan.points:
                     plan.points[name].lo, plan.points[name].hi = (lo if plan.points[name].signed else 0.0), hi
-        new_module = graph_module(current, plan)
+        new_module = graph_module(current, plan, weight_clips=weight_clips)
         torch.manual_seed(seed)
         _train(new_module, xf[train], yt[train], n_epochs, batch_size, learning_rate, seed, progress,
-               f"{wbits}/{abits} bits")
+               f"{wbits}/{abits} bits", teacher, distillation, temperature)
         module = new_module
+        if plan.mid_scales:      # a separable layer's 8-bit depthwise step, as the converter will find it now
+            _mid_scales(trained_graph(module), plan, _float_input(calib, input_scaling), calibration)
         ranges = learned_ranges(module)
         accuracy = _accuracy(module, xf[val], yt[val]) if n_val else float("nan")
         integer_accuracy = None
@@ -665,13 +760,24 @@ def predict(module, x_uint8: np.ndarray, input_scaling=(1.0, 0.0), batch: int = 
         return torch.cat([module(xf[i:i + batch]).argmax(1) for i in range(0, len(xf), batch)]).numpy()
 
 
-def _train(module, x, y, epochs, batch_size, learning_rate, seed, progress, desc):
+def _logits(module, x, batch: int = 256):
+    import torch
+
+    module.eval()
+    with torch.no_grad():
+        return torch.cat([module(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def _train(module, x, y, epochs, batch_size, learning_rate, seed, progress, desc, teacher=None,
+           distillation=0.0, temperature=4.0):
+    """Adam, cosine learning rate over the episode; the loss is cross-entropy, mixed with `distillation` of the
+    KL divergence to the float model's `teacher` logits at `temperature` (Hinton et al.'s T^2 scaling)."""
     import torch
     from tqdm.auto import tqdm
 
     if epochs <= 0:
         return
-    weights = [p for p in module.params.values()]
+    weights = [p for p in module.params.values() if p.requires_grad] + [p for p in module.clips.values()]
     ranges = [p for p in module.quant.parameters()]
     groups = [{"params": weights, "lr": learning_rate}]
     if ranges:
@@ -685,7 +791,12 @@ def _train(module, x, y, epochs, batch_size, learning_rate, seed, progress, desc
     for _ in range(epochs):
         for index in torch.randperm(len(x), generator=generator).split(batch_size):
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(module(x[index]), y[index])
+            logits = module(x[index])
+            loss = torch.nn.functional.cross_entropy(logits, y[index])
+            if teacher is not None:
+                soft = torch.nn.functional.kl_div(torch.log_softmax(logits / temperature, 1),
+                                                  torch.softmax(teacher[index] / temperature, 1), reduction="batchmean")
+                loss = (1 - distillation) * loss + distillation * temperature ** 2 * soft
             loss.backward()
             optimizer.step()
             scheduler.step()

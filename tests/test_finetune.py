@@ -52,8 +52,8 @@ def trained(data):
     return _train(_torch_net(), x, y)
 
 
-def _check_agreement(result, x):
-    report = ft.agreement(result.module, result.model, x, SCALING)
+def _check_agreement(result, x, scaling=SCALING):
+    report = ft.agreement(result.module, result.model, x, scaling)
     assert report["agreement"] >= 0.995, report
     assert report["layers"], "no layer was compared"
     for name, layer in report["layers"].items():
@@ -85,19 +85,42 @@ def test_keras_separable_net_fake_quant_matches_integer_model(data, tmp_path):
     keras = pytest.importorskip("keras")
     from keras import layers
 
-    x, y, xt, _ = data
+    x, y, xt, yt = data
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8, 8, 1)), layers.Rescaling(1 / 255.0),
                               layers.Conv2D(8, 3, padding="same", activation="relu"),
                               layers.SeparableConv2D(16, 3, padding="same", activation="relu"),
-                              layers.MaxPooling2D(2), layers.GlobalAveragePooling2D(), layers.Dense(10)])
+                              layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x.astype("float32"), y, epochs=6, batch_size=64, verbose=0)
     path = tmp_path / "sep.keras"
     model.save(path)
-    result = ft.finetune_result(str(path), x, y, weight_bits=4, activation_bits=4, epochs=2, progress=False,
-                                learning_rate=3e-3)
+    result = ft.finetune_result(str(path), x, y, weight_bits=4, activation_bits=4, epochs=2, progress=False)
     assert any(layer.kind == "separable2d" for layer in result.model.layers)
-    report = ft.agreement(result.module, result.model, xt)
-    assert report["agreement"] >= 0.995, report
+    _check_agreement(result, xt, (1.0, 0.0))   # the separable layer's 8-bit depthwise step included
+    assert np.mean(result.model.predict(xt) == yt) > 0.8
+    # the input normalization (Rescaling 1/255) is folded into the input scaling, so it is not trained
+    assert result.graph.node("rescaling").params["scale"] == pytest.approx(1 / 255.0)
+
+
+def test_learned_weight_clips_are_what_the_converter_quantizes(data, trained):
+    x, y, xt, _ = data
+    result = ft.finetune_result(trained, x, y, weight_bits=2, activation_bits=2, epochs=1, input_scaling=SCALING,
+                                progress=False)
+    module = result.module
+    assert set(module.clips) == {ft._key(n, "weight") for n in ("/0/Conv", "/4/Conv", "/6/Conv", "/9/Gemm")}
+    conv = module.graph.node("/6/Conv")
+    w = module.p(conv, "weight").detach()
+    clip = module.clips[ft._key("/6/Conv", "weight")].detach()
+    assert (clip < w.abs().amax(dim=(1, 2, 3))).all()       # at 2 bits the best clip is well inside max |w|
+    fake, step = module.weight_step(conv, "weight")
+    layer = next(l for l in result.model.layers if l.name == "/6/Conv")
+    # the converter's integers from the exported (clamped) weights are the module's: w_q / step
+    np.testing.assert_array_equal(np.asarray(layer.weights).reshape(-1, layer.weights.shape[-1]),
+                                  (fake / step).detach().numpy().round().transpose(2, 3, 1, 0).reshape(
+                                      -1, fake.shape[0]))
+    assert set(np.unique(layer.weights)) <= {-1, 0, 1}      # symmetric: 2 bits hold -1, 0, +1 times the step
 
 
 def test_finetuning_improves_a_2bit_toy_net_over_ptq(data, trained):
