@@ -1247,8 +1247,7 @@ def main(argv=None) -> int:
         return 0
     old = json.loads(manifest_path.read_text())["models"] if manifest_path.exists() else []
     selected = [s for s in SPECS if not args.only or any(o in s.name for o in args.only)]
-    rebuilt = {s.name for s in selected}
-    entries = [e for e in old if e["model"] not in rebuilt]
+    entries = list(old)     # a model's entries go when its own build starts: an interrupted build loses one model
     failures = []
     for s in selected:
         print(f"{s.name} ({s.source}, {s.framework}, {s.input_hwc})", flush=True)
