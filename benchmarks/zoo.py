@@ -4,6 +4,7 @@
     python benchmarks/zoo.py --only akidanet       # files whose name contains "akidanet"
     python benchmarks/zoo.py --json zoo.json       # also every number as JSON
     python benchmarks/zoo.py --no-latency          # skip the latency columns (faster)
+    python benchmarks/zoo.py --summary --layers    # one row per architecture (README), time per layer kind
 
 Runs in the project's normal environment (no TensorFlow, no timm): the files were written by
 benchmarks/zoo_build.py in the zoo's own environment, each with its float output on 4 image-like
@@ -15,12 +16,20 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
   (and 4/4); a failure is recorded with its exception type and message, and the run goes on;
 - ORT int8 SNR: onnxruntime's own int8 (QDQ, per-channel, calibrated on the same inputs) on the
   ONNX file of the same model, measured the same way: how much 8-bit quantization of this model
-  costs any engine (random-init deep nets amplify quantization noise layer after layer).
+  costs another engine;
 - SNR 8/8, SNR 4/4: of the dequantized integer logits (``potentials * metadata['output_scale']``)
   against the float logits, at every output position (h, w) over batch and channels; the table
   gives the worst position (border taps included), the JSON every position's;
-- latency: batch-1 ``model.forward(x, device="cpu")`` (median) over onnxruntime's int8 QDQ model
-  (``quantize_static``, per-channel) of the same ONNX file, or of a keras file's tf2onnx twin.
+- latency (issue 11): batch 1, one thread, in one run: edgesnn 4/4 through the binding
+  (``edgesnn.native.native_model(model).run``; the JSON also has 8/8 and 4/4 through
+  ``model.forward``), onnxruntime's int8 QDQ model (``quantize_static``, per-channel) and its float
+  model, of the same ONNX file or of a Keras file's tf2onnx twin, each session one intra-op thread.
+  Every engine is measured in turn in `LATENCY_ROUNDS` rounds of `LATENCY_CALLS_PER_ROUND` calls
+  (the reference inputs in turn), so a change of machine load falls on all; the table gives the
+  median and the ratios onnxruntime time / edgesnn time (above 1: edgesnn is faster; issue 11's
+  target: >= 2 against int8), and the run prints the median over the zoo with the load average.
+- ``--layers``: each layer of the 4/4 model alone on its real input, summed per layer kind over the
+  zoo (where the engine's time goes, and which kinds are slow per synaptic operation).
 
 The model is calibrated on the 4 reference inputs and their mirror images (8 samples).
 Expected outcomes ("convert", or "refuse" naming an op) are in the manifest; the table says
@@ -49,6 +58,7 @@ ZOO = Path(__file__).resolve().parent / "zoo"
 MANIFEST = ZOO / "manifest.json"
 FLOAT_MATCH_TARGET = 1e-4
 SNR_TARGET_DB = 25.0
+LATENCY_TARGET = 2.0                # issue 11: edgesnn 4/4 batch-1 at least 2x faster than onnxruntime int8
 LATENCY_CALLS = 60
 
 
@@ -162,6 +172,10 @@ def _is_edgesnn_error(exc) -> bool:
 
 # -- latency ------------------------------------------------------------------------------------------------
 
+LATENCY_ROUNDS = 20                 # every engine measured in turn, this many rounds ...
+LATENCY_CALLS_PER_ROUND = 5         # ... of this many batch-1 calls each; the median of all is reported
+
+
 def median_call_s(call, calls: int = LATENCY_CALLS, warmup: int = 5) -> float:
     for _ in range(warmup):
         call()
@@ -171,6 +185,42 @@ def median_call_s(call, calls: int = LATENCY_CALLS, warmup: int = 5) -> float:
         call()
         times.append(time.perf_counter() - start)
     return stats_module.median(times)
+
+
+def interleaved_medians_s(calls: dict, rounds: int = LATENCY_ROUNDS,
+                          per_round: int = LATENCY_CALLS_PER_ROUND) -> dict:
+    """{name: median seconds} of every callable of `calls` {name: call}, measured in `rounds` rounds that
+    visit each in turn (after warm-up calls), so a change in machine load falls on all alike."""
+    for call in calls.values():
+        for _ in range(3):
+            call()
+    samples: dict = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - start)
+    return {name: stats_module.median(times) for name, times in samples.items()}
+
+
+def cycling(inputs: list, run):
+    """A call that runs `run` on the next of `inputs` each time (batch 1, the reference inputs in turn)."""
+    state = {"i": 0}
+
+    def call():
+        state["i"] = (state["i"] + 1) % len(inputs)
+        return run(inputs[state["i"]])
+    return call
+
+
+def edgesnn_binding_call(model, x_uint8: np.ndarray):
+    """Batch-1 calls of the native engine through the binding (edgesnn.native.native_model(model).run):
+    one thread, no Python input checks: what onnxruntime's session.run is to its graph."""
+    from edgesnn import native
+    loaded = native.native_model(model)
+    singles = [np.ascontiguousarray(x_uint8[i:i + 1, None]) for i in range(len(x_uint8))]
+    return cycling(singles, loaded.run)
 
 
 def onnx_twin(e: dict, entries: list[dict]) -> dict | None:
@@ -196,29 +246,32 @@ def framework_input(e: dict, ref: Reference) -> np.ndarray:
     return np.ascontiguousarray(xf)
 
 
-def ort_int8_latency_s(e: dict, ref: Reference, workdir: Path) -> float:
-    quantized, input_name, x_fw = ort_int8_session(e, ref, workdir)
-    one = x_fw[:1]
-    return median_call_s(lambda: quantized.run(None, {input_name: one}))
-
-
-def ort_int8_snr_db(e: dict, ref: Reference, workdir: Path) -> float:
+def ort_int8_snr_db(e: dict, ref: Reference, quantized, input_name: str, x_fw: np.ndarray) -> float:
     """onnxruntime int8 (QDQ, per-channel, calibrated on the same reference inputs) on the same inputs: SNR of
     its output against the float output at the worst position, dB; the yardstick for edgesnn's 8/8 SNR."""
-    quantized, input_name, x_fw = ort_int8_session(e, ref, workdir)
     out = np.concatenate([quantized.run(None, {input_name: x_fw[i:i + 1]})[0] for i in range(len(x_fw))])
     got = to_hwc(out, e["output_layout"])
     return float(snr_per_position(got, ref.y_hwc).min())
 
 
-def ort_int8_session(e: dict, ref: Reference, workdir: Path):
-    """(onnxruntime int8 session of the ONNX file, its input name, the reference inputs as it takes them)."""
+def ort_session(path, threads: int = 1):
     import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def ort_sessions(e: dict, ref: Reference, workdir: Path):
+    """(onnxruntime int8 session of the ONNX file, its float session, the input name, the reference inputs
+    as they take them); both sessions one thread, every graph optimization on."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     x_fw = framework_input(e, ref)
-    session = ort.InferenceSession(str(e["path"]), providers=["CPUExecutionProvider"])
+    session = ort_session(e["path"])
     input_name = session.get_inputs()[0].name
 
     class Reader(CalibrationDataReader):
@@ -237,13 +290,77 @@ def ort_int8_session(e: dict, ref: Reference, workdir: Path):
             prepared = e["path"]
         quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    quantized = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
-    return quantized, input_name, x_fw
+    return ort_session(int8), session, input_name, x_fw
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover - not on Linux
+        return "?"
+
+
+def layer_times(model, x_uint8: np.ndarray, calls: int = 20) -> list[dict]:
+    """Every layer of `model` run alone (a one-layer Model through the binding) on its real batch-1
+    inputs: median microseconds and synaptic operations per call. A layer of several inputs is timed
+    with its first input in every slot when their shapes agree (the cost does not depend on the values),
+    and left out (us None) when they do not (a concat of different widths)."""
+    import edgesnn as es
+    from edgesnn import native, reference
+
+    outputs: dict = {}
+    reference.run(model, model.check_input(x_uint8), capture=outputs)
+    outputs["input"] = x_uint8
+    bits = {"input": model.input_bits, **{layer.name: layer.output_bits for layer in model.layers}}
+    rows = []
+    for layer in model.layers:
+        source = layer.inputs[0] if layer.inputs else "input"
+        row = {"layer": layer.name, "kind": layer.kind, "input": "x".join(map(str, layer.input_shapes[0])),
+               "us": None, "synaptic_ops": None}
+        rows.append(row)
+        if len(set(map(tuple, layer.input_shapes))) != 1:
+            continue
+        single = es.Model([layer.replace(inputs=("input",) * max(1, len(layer.inputs)))],
+                          input_shape=tuple(layer.input_shapes[0]), input_bits=bits[source])
+        x = outputs[source].astype(np.uint8)
+        loaded = native.native_model(single)
+        singles = [np.ascontiguousarray(x[i:i + 1, None]) for i in range(len(x))]
+        call = cycling(singles, loaded.run)
+        row["us"] = 1e6 * median_call_s(call, calls=calls, warmup=2)
+        row["synaptic_ops"] = int(loaded.run(singles[0])[1][0, 4])
+    return rows
+
+
+def layer_kind_table(results: list[Result]) -> str:
+    """Per layer kind, over every zoo model's 4/4 layers (one file per model): how many, the summed
+    batch-1 time, its share of all layers' time and nanoseconds per synaptic operation (the slow kinds
+    have the most)."""
+    per_model: dict = {}
+    for r in results:
+        if r.layer_times and (r.model not in per_model or r.file.endswith(".onnx")):
+            per_model[r.model] = r
+    kinds: dict = {}
+    for r in per_model.values():
+        for row in r.layer_times:
+            k = kinds.setdefault(row["kind"], {"count": 0, "us": 0.0, "ops": 0, "untimed": 0})
+            k["count"] += 1
+            if row["us"] is None:
+                k["untimed"] += 1
+                continue
+            k["us"] += row["us"]
+            k["ops"] += row["synaptic_ops"] or 0
+    total = sum(k["us"] for k in kinds.values()) or 1.0
+    lines = [f"Layer kinds over {len(per_model)} models (4/4, batch 1, each layer alone, median):", "",
+             "| kind | layers | total us | share | us per layer | ns / synaptic op |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for kind, k in sorted(kinds.items(), key=lambda item: -item[1]["us"]):
+        per_op = f"{1e3 * k['us'] / k['ops']:.2f}" if k["ops"] else "—"
+        untimed = f" ({k['untimed']} not timed)" if k["untimed"] else ""
+        timed = k["count"] - k["untimed"]
+        per_layer = f"{k['us'] / timed:.1f}" if timed else "—"
+        lines.append(f"| {kind} | {k['count']}{untimed} | {k['us']:.0f} | {100 * k['us'] / total:.0f} % | {per_layer} | "
+                     f"{per_op} |")
+    return "\n".join(lines)
 
 
 # -- one zoo file ---------------------------------------------------------------------------------------------
@@ -271,10 +388,15 @@ class Result:
     snr_4: float | None = None
     snr_4_positions: list | None = None
     convert_4_error: dict | None = None
-    latency_us: float | None = None
-    ort_int8_latency_us: float | None = None
+    latency_us: float | None = None             # edgesnn 4/4, batch 1, one thread, the binding (median)
+    latency_forward_us: float | None = None     # the same through model.forward(x, device="cpu")
+    latency_8_us: float | None = None           # edgesnn 8/8 through the binding
+    ort_int8_latency_us: float | None = None    # onnxruntime int8 QDQ, batch 1, one thread (median)
+    ort_float_latency_us: float | None = None   # onnxruntime float32, batch 1, one thread (median)
     ort_int8_snr_8: float | None = None         # onnxruntime int8 on the same inputs, worst position, dB
     ort_error: str | None = None
+    layer_times: list | None = None             # --layers: each 4/4 layer alone (layer_times)
+    trained: dict | None = None                 # the build's brief fit (manifest): steps, seconds, accuracy
 
     @property
     def as_expected(self) -> bool:
@@ -287,11 +409,12 @@ class Result:
 
 
 def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bool = True,
-              workdir: Path | None = None) -> Result:
+              layers: bool = False) -> Result:
     from edgesnn.convert import load_graph
 
     r = Result(name=e["name"], model=e["model"], source=e["source"], writer=e["writer"], file=e["file"],
-               expect=e["expect"], refuse_op=e.get("refuse_op"), committed=e["committed"], params=e["params"])
+               expect=e["expect"], refuse_op=e.get("refuse_op"), committed=e["committed"], params=e["params"],
+               trained=e.get("trained"))
     ref = load_reference(e)
     xf = float_input(ref.x, ref.input_scaling)
     try:
@@ -313,11 +436,9 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
         r.snr_8, r.snr_8_positions = float(positions.min()), positions.round(2).tolist()
         r.snr_8_overall = float(snr_per_position(got.reshape(len(got), 1, 1, -1),
                                                  ref.logits.reshape(len(got), 1, 1, -1))[0, 0])
-        if latency:
-            one = ref.x[:1]
-            r.latency_us = 1e6 * median_call_s(lambda: model.forward(one, device="cpu"))
     except Exception as exc:
         r.convert_error = failure(exc)
+    model4 = None
     if r.converts:
         try:
             model4 = quiet_convert(e["path"], ref.x, ref.input_scaling, 4)
@@ -325,20 +446,36 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
             r.snr_4, r.snr_4_positions = float(positions.min()), positions.round(2).tolist()
         except Exception as exc:
             r.convert_4_error = failure(exc)
-    if (latency or ort_snr) and r.converts:
-        twin = onnx_twin(e, entries)
-        if twin is None:
-            r.ort_error = "no ONNX file of this model"
-        else:
-            try:
-                with tempfile.TemporaryDirectory() as tmp:
+    calls = {}
+    if latency and model4 is not None:
+        calls["edgesnn 4/4"] = edgesnn_binding_call(model4, ref.x)
+        calls["edgesnn 8/8"] = edgesnn_binding_call(model, ref.x)
+        calls["edgesnn 4/4 forward"] = cycling([ref.x[i:i + 1] for i in range(len(ref.x))],
+                                               lambda x: model4.forward(x, device="cpu"))
+    with tempfile.TemporaryDirectory() as tmp:
+        if (latency or ort_snr) and r.converts:
+            twin = onnx_twin(e, entries)
+            if twin is None:
+                r.ort_error = "no ONNX file of this model"
+            else:
+                try:
                     twin_ref = load_reference(twin)
+                    quantized, session, input_name, x_fw = ort_sessions(twin, twin_ref, Path(tmp))
                     if ort_snr:
-                        r.ort_int8_snr_8 = ort_int8_snr_db(twin, twin_ref, Path(tmp))
-                    if latency:
-                        r.ort_int8_latency_us = 1e6 * ort_int8_latency_s(twin, twin_ref, Path(tmp))
-            except Exception as exc:
-                r.ort_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                        r.ort_int8_snr_8 = ort_int8_snr_db(twin, twin_ref, quantized, input_name, x_fw)
+                    singles = [{input_name: x_fw[i:i + 1]} for i in range(len(x_fw))]
+                    calls["onnxruntime int8"] = cycling(singles, lambda feed: quantized.run(None, feed))
+                    calls["onnxruntime float"] = cycling(singles, lambda feed: session.run(None, feed))
+                except Exception as exc:
+                    r.ort_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if latency and "edgesnn 4/4" in calls:
+            medians = {name: 1e6 * t for name, t in interleaved_medians_s(calls).items()}
+            r.latency_us, r.latency_8_us = medians["edgesnn 4/4"], medians["edgesnn 8/8"]
+            r.latency_forward_us = medians["edgesnn 4/4 forward"]
+            r.ort_int8_latency_us = medians.get("onnxruntime int8")
+            r.ort_float_latency_us = medians.get("onnxruntime float")
+    if layers and model4 is not None:
+        r.layer_times = layer_times(model4, ref.x)
     return r
 
 
@@ -353,10 +490,68 @@ def _db(v):
     return "—" if v is None else f"{v:.1f}"
 
 
+def _ratio(theirs, ours) -> str:
+    """onnxruntime time / edgesnn time: above 1, edgesnn is faster."""
+    return "—" if not theirs or not ours else f"{theirs / ours:.2f}x"
+
+
+def latency_summary(results: list[Result]) -> dict:
+    """Median over the zoo's architectures of the batch-1 ratios (one file per model: the ONNX one), and
+    how many reach issue 11's target (edgesnn 4/4 at least 2x faster than onnxruntime int8)."""
+    per_model: dict = {}
+    for r in results:
+        if r.latency_us and r.ort_int8_latency_us and (r.model not in per_model or r.file.endswith(".onnx")):
+            per_model[r.model] = r
+    int8 = [r.ort_int8_latency_us / r.latency_us for r in per_model.values()]
+    floats = [r.ort_float_latency_us / r.latency_us for r in per_model.values() if r.ort_float_latency_us]
+    return {"models": len(per_model),
+            "median_int8_ratio": stats_module.median(int8) if int8 else None,
+            "median_float_ratio": stats_module.median(floats) if floats else None,
+            "at_least_2x_int8": sum(v >= LATENCY_TARGET for v in int8),
+            "min_int8_ratio": min(int8) if int8 else None,
+            "max_int8_ratio": max(int8) if int8 else None}
+
+
+def architecture_table(results: list[Result]) -> str:
+    """One row per architecture (the README's table): its files, how many convert (or what refuses them),
+    the worst over its files of edgesnn's 8/8 and 4/4 SNR and of onnxruntime int8's, and the batch-1
+    latency ratios of its ONNX file (of its tf2onnx twin for a Keras model)."""
+    models: dict = {}
+    for r in results:
+        models.setdefault(r.model, []).append(r)
+    rows = ["| architecture | source | files | converts | trained (steps, accuracy) | SNR 8/8 (worst position) | "
+            "onnxruntime int8 SNR | SNR 4/4 | ORT int8 / edgesnn 4/4 | ORT float / edgesnn 4/4 |",
+            "|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
+
+    def worst(values):
+        values = [v for v in values if v is not None]
+        return _db(min(values)) if values else "—"
+
+    for model, files in models.items():
+        first = files[0]
+        if first.expect == "refuse":
+            ok = all(f.as_expected for f in files)
+            converts = f"refused, names {first.refuse_op.split('|')[0]}" if ok else "**not as expected**"
+        else:
+            converts = f"{sum(f.converts for f in files)}/{len(files)}"
+        timed = next((f for f in files if f.latency_us and f.ort_int8_latency_us and f.file.endswith(".onnx")),
+                     next((f for f in files if f.latency_us and f.ort_int8_latency_us), None))
+        trained = first.trained or {}
+        steps = trained.get("steps")
+        accuracy = trained.get("train_accuracy")
+        fit = "—" if not steps else f"{steps}, {accuracy:.2f}" if accuracy is not None else f"{steps}"
+        rows.append(f"| {model} | {first.source} | {len(files)} | {converts} | {fit} | "
+                    f"{worst(f.snr_8 for f in files)} | {worst(f.ort_int8_snr_8 for f in files)} | "
+                    f"{worst(f.snr_4 for f in files)} | "
+                    f"{_ratio(timed.ort_int8_latency_us, timed.latency_us) if timed else '—'} | "
+                    f"{_ratio(timed.ort_float_latency_us, timed.latency_us) if timed else '—'} |")
+    return "\n".join(rows)
+
+
 def markdown_table(results: list[Result]) -> str:
     rows = ["| model | source | format | ops | converts? | float-match | SNR 8/8 (worst pos.) | ORT int8 SNR | "
-            "SNR 4/4 | latency vs ORT int8 | as expected |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "SNR 4/4 | edgesnn 4/4 us | ORT int8 / edgesnn | ORT float / edgesnn | as expected |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         if r.converts:
             converts = "yes"
@@ -366,16 +561,13 @@ def markdown_table(results: list[Result]) -> str:
         match = "—" if r.float_match is None else f"{r.float_match:.1e}"
         if r.float_match_of == "imported":
             match += " (imported; simplify fails)"
-        if r.latency_us and r.ort_int8_latency_us:
-            latency = f"{r.latency_us:.0f} / {r.ort_int8_latency_us:.0f} us ({r.ort_int8_latency_us / r.latency_us:.2f}x)"
-        elif r.latency_us:
-            latency = f"{r.latency_us:.0f} us / —"
-        else:
-            latency = "—"
+        latency = "—" if r.latency_us is None else f"{r.latency_us:.0f}"
+        int8_ratio = _ratio(r.ort_int8_latency_us, r.latency_us)
+        float_ratio = _ratio(r.ort_float_latency_us, r.latency_us)
         ops = ", ".join(r.ops) if r.ops else "—"
         expected = ("yes" if r.as_expected else "**no**") + (f" (refuse: {r.refuse_op})" if r.expect == "refuse" else "")
         rows.append(f"| {r.name} | {r.source} | {r.writer} | {ops} | {converts} | {match} | {_db(r.snr_8)} | "
-                    f"{_db(r.ort_int8_snr_8)} | {_db(r.snr_4)} | {latency} | {expected} |")
+                    f"{_db(r.ort_int8_snr_8)} | {_db(r.snr_4)} | {latency} | {int8_ratio} | {float_ratio} | {expected} |")
     return "\n".join(rows)
 
 
@@ -388,6 +580,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-ort", action="store_true",
                         help="skip onnxruntime int8 (its SNR on the same inputs and its latency)")
     parser.add_argument("--committed", action="store_true", help="only the committed files")
+    parser.add_argument("--summary", action="store_true", help="also print one row per architecture (README)")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time every layer of the 4/4 models alone and sum the times per layer kind")
     args = parser.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "torch")     # edgesnn needs no keras, but a keras 3 on the path may
     from tqdm import tqdm
@@ -400,7 +595,7 @@ def main(argv=None) -> int:
     for e in tqdm(todo, desc="zoo", unit="file", file=sys.stderr):
         try:
             results.append(run_entry(e, entries, latency=not (args.no_latency or args.no_ort),
-                                     ort_snr=not args.no_ort))
+                                     ort_snr=not args.no_ort, layers=args.layers))
         except Exception as exc:  # run_entry catches per step; this is the last line of defence
             traceback.print_exc(file=sys.stderr)
             results.append(Result(name=e["name"], model=e["model"], source=e["source"], writer=e["writer"],
@@ -411,11 +606,26 @@ def main(argv=None) -> int:
     expected = sum(r.as_expected for r in results)
     print(f"\n{len(results)} files: {sum(r.converts for r in results)} convert, {expected} as expected"
           + (f"; {len(missing)} manifest files absent (rebuild with benchmarks/zoo_build.py)" if missing else ""))
+    summary = latency_summary(results)
+    if summary["models"]:
+        print(f"latency (batch 1, one thread, median of interleaved rounds; load {load_average()}): over "
+              f"{summary['models']} models, onnxruntime int8 / edgesnn 4/4 median {summary['median_int8_ratio']:.2f}x "
+              f"(range {summary['min_int8_ratio']:.2f}x .. {summary['max_int8_ratio']:.2f}x, "
+              f"{summary['at_least_2x_int8']} at >= {LATENCY_TARGET:.0f}x), onnxruntime float / edgesnn 4/4 "
+              f"median {summary['median_float_ratio']:.2f}x")
+    kinds = None
+    if args.layers:
+        kinds = layer_kind_table(results)
+        print(kinds)
+    architectures = architecture_table(results)
+    if args.summary:
+        print("\n" + architectures)
     if args.markdown:
-        args.markdown.write_text(table + "\n")
+        args.markdown.write_text(table + "\n\n" + architectures + "\n" + (f"\n{kinds}\n" if kinds else ""))
     if args.json:
         payload = [dict(asdict(r), as_expected=r.as_expected) for r in results]
-        args.json.write_text(json.dumps({"results": payload, "absent": missing}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"results": payload, "absent": missing, "latency_summary": summary,
+                                         "load_average": load_average()}, indent=1) + "\n")
     return 0
 
 
