@@ -141,6 +141,8 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
             equalize=equalize, bias_correction=bias_correction, search_ranges=search_ranges, **importer_options)
     direct = _model_builder(source, importer)
     if direct is not None:   # an importer whose source is already an integer-ready spiking network (NIR)
+        if samples is not None:   # calibration input, for an importer that can use it
+            importer_options["samples"] = samples
         return direct.build_model(source, weight_bits=weight_bits, input_bits=input_bits, timesteps=timesteps,
                                   labels=labels, **importer_options)
     options = dict(weight_bits=weight_bits, activation_bits=activation_bits, input_bits=input_bits,
