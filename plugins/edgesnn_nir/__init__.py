@@ -145,10 +145,13 @@ def _pair(value, what: str, node: str) -> tuple[int, int]:
     return int(arr[0]), int(arr[1])
 
 
-def _quantize(w: np.ndarray, bits: int, given=None, second_moment=None) -> tuple[np.ndarray, np.ndarray]:
-    """Per output row of `w` (Cout, fan_in): integer weights and their scale (1 where already integers;
-    `given` where the file names it).  With the `second_moment` E[c c^T] (fan_in, fan_in) of the layer's
-    input spike counts, rows that are not already integers are rounded by error feedback (_round_gptq)."""
+def _quantize(w: np.ndarray, bias: np.ndarray, bits: int, given=None, second_moment=None):
+    """Per output row of `w` (Cout, fan_in): (integer weights, integer bias, scale); the scale is 1 where the
+    weights are already integers, `given` where the file names it, else max |w| / (2^(bits-1) - 1).
+
+    With `second_moment` (1 + fan_in, 1 + fan_in), E[c c^T] of the layer's input spike counts with the
+    bias's constant input first, rows that are not already integers are rounded by error feedback
+    (_round_gptq), the bias first, so that the weights absorb its rounding too."""
     qmax = 2 ** (bits - 1) - 1
     peak = np.abs(w).max(axis=1)
     if given is not None:
@@ -156,14 +159,16 @@ def _quantize(w: np.ndarray, bits: int, given=None, second_moment=None) -> tuple
     else:
         exact = np.all(w == np.round(w), axis=1) & (peak <= qmax)
         scale = np.where(exact, 1.0, np.where(peak > 0, peak / qmax, 1.0))
-    q = np.round(w / scale[:, None])
+    q = np.round(np.concatenate([bias[:, None], w], axis=1) / scale[:, None])
     if second_moment is not None and not exact.all():
-        q[~exact] = _round_gptq(w[~exact] / scale[~exact, None], second_moment, qmax)
-    return np.clip(q, -qmax - 1, qmax).astype(np.int64), scale
+        rows = np.concatenate([bias[~exact, None], w[~exact]], axis=1) / scale[~exact, None]
+        q[~exact] = _round_gptq(rows, second_moment, qmax)
+    return np.clip(q[:, 1:], -qmax - 1, qmax).astype(np.int64), q[:, 0].astype(np.int64), scale
 
 
 def _round_gptq(w: np.ndarray, h: np.ndarray, qmax: int) -> np.ndarray:
-    """Integers near `w` (rows, fan_in; in units of each row's scale) with a small error (w - q) h (w - q)^T.
+    """Integers near `w` (rows, 1 + fan_in: the bias, then the weights, in units of each row's scale) with a
+    small error (w - q) h (w - q)^T; the weights within [-qmax - 1, qmax], the bias (int32) not.
 
     Rounding each weight to nearest leaves the error sum_i c_i (w_i - q_i) of a membrane whose inputs
     fired c_i times; over many inputs these add up.  Quantizing the inputs one at a time and spreading
@@ -178,7 +183,7 @@ def _round_gptq(w: np.ndarray, h: np.ndarray, qmax: int) -> np.ndarray:
     upper = np.linalg.cholesky(np.linalg.inv(h)).T
     q = np.zeros_like(w)
     for i in range(fan_in):
-        q[:, i] = np.clip(np.round(w[:, i]), -qmax - 1, qmax)
+        q[:, i] = np.round(w[:, i]) if i == 0 else np.clip(np.round(w[:, i]), -qmax - 1, qmax)
         error = (w[:, i] - q[:, i]) / upper[i, i]
         w[:, i + 1:] -= error[:, None] * upper[i, i + 1:][None, :]
     return q
@@ -361,6 +366,7 @@ def _input_moment(syn: _Synapse, layers: list, input_shape, input_bits, samples)
         counts = model.forward(x5, device="reference").astype(np.float64)   # (N, H, W, C) of the last layer
     else:
         counts = x5.sum(axis=1, dtype=np.float64)
+    steps = x5.shape[1]   # the bias is a constant input of every timestep: its count is T
     if syn.kind == "dense":
         rows = counts.reshape(len(counts), -1)
     else:
@@ -368,6 +374,7 @@ def _input_moment(syn: _Synapse, layers: list, input_shape, input_bits, samples)
         padded = np.pad(counts, ((0, 0), (top, bottom), (left, right), (0, 0)))
         win = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::stride[0], ::stride[1]]
         rows = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * cin)   # (KH, KW, Cin) order of the weights
+    rows = np.concatenate([np.full((len(rows), 1), float(steps)), rows], axis=1)
     return rows.T @ rows / max(len(rows), 1)
 
 
@@ -400,8 +407,8 @@ def _layer(name, kind, node, syn: _Synapse, weight_bits, dt, moment=None):
     syn.fold(gain)
     if syn.scale is not None and syn.scale.size != cout:
         raise NirError(f"NIR node {syn.name!r}: metadata {SCALE_KEY} has {syn.scale.size} values for {cout} channels")
-    wq, scale = _quantize(syn.weight, weight_bits, syn.scale, moment)
-    fields = dict(name=name, bias=np.round(syn.bias / scale).astype(np.int64), weight_bits=weight_bits)
+    wq, bq, scale = _quantize(syn.weight, syn.bias, weight_bits, syn.scale, moment)
+    fields = dict(name=name, bias=bq, weight_bits=weight_bits)
     if syn.kind == "dense":
         fields["weights"] = wq.T
         make = L.Dense
@@ -529,7 +536,6 @@ def _export_conv(nir, layer, shape, step, nodes, edges, previous, synapse):
                                 bias=layer.bias * factor, metadata={SCALE_KEY: step})
     edges.append((previous, synapse))
     previous = synapse
-    oh, ow = layer._pre_pool
     if layer.pool == "avg":
         pool = f"{layer.name}.pool"
         nodes[pool] = nir.AvgPool2d(kernel_size=np.array(layer.pool_size), stride=np.array(layer.pool_stride),
