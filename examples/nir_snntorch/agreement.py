@@ -210,6 +210,7 @@ def measure(kind: str, betas, reset: str, train_count: int, test_count: int, epo
     forward, reverse = compare(theirs, ours), compare(again, ours)
     return {"net": kind, "betas": tuple(betas), "reset": reset,
             "agreement": forward["agreement"], "count_diff": forward["count_diff"], "ties": forward["ties"],
+            "untied_agreement": forward["untied_agreement"],
             "nearest_agreement": plain["agreement"], "nearest_count_diff": plain["count_diff"],
             "reverse_agreement": reverse["agreement"], "reverse_count_diff": reverse["count_diff"],
             "snntorch_accuracy": float(np.mean(trained.argmax(1) == y[te])),
@@ -228,15 +229,17 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    print("| network | betas | trained reset | snnTorch -> edgesnn, rounded to nearest | with calibration "
-          "(error-feedback rounding) | spike-count diff (nearest / calibrated) | snnTorch ties | "
-          "edgesnn -> snnTorch | spike-count diff | accuracy: snnTorch trained / NIR simulation / engine |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| network | betas | trained reset | snnTorch -> edgesnn, rounded to nearest | calibrated (error-feedback "
+          "rounding) | calibrated, untied digits | spike-count diff per output neuron (nearest / calibrated) | "
+          "digits snnTorch ties | edgesnn -> snnTorch | spike-count diff | accuracy: snnTorch trained / NIR "
+          "simulation / engine |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for kind, betas, reset in CASES:
             start = time.perf_counter()
             r = measure(kind, betas, reset, train_count=4000, test_count=1000, epochs=4, workdir=tmp)
             print(f"| {kind} | {betas[0]} / {betas[1]} | {reset} | {r['nearest_agreement']:.3f} | {r['agreement']:.3f} | "
+                  f"{r['untied_agreement']:.3f} | "
                   f"{r['nearest_count_diff']:.3f} / {r['count_diff']:.3f} | {r['ties']:.3f} | "
                   f"{r['reverse_agreement']:.3f} | {r['reverse_count_diff']:.4f} | {r['snntorch_accuracy']:.3f} / "
                   f"{r['nir_accuracy']:.3f} / {r['engine_accuracy']:.3f} |", flush=True)
