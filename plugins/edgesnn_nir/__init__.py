@@ -41,11 +41,11 @@ int32 sum of its input over timesteps (the class scores; its leak is not modelle
 Without them each weight is rounded to nearest.  That rounding is what separates the integer model
 from a float simulation of the file: a membrane sums many small weights over many timesteps, and
 their rounding errors add up to flip spikes and near-tied class counts (on snnTorch networks trained
-on rate-coded MNIST, 98-99 % class agreement; the float Euler simulation agrees 100 %, the rounding of
-the decayed membrane and of the biases costs about 0.1 % each).  With samples, each layer's weights
-are rounded by error feedback against the second moment of its input spike counts on them (GPTQ),
-layer after layer on the spikes of the layers already converted, which halves the spike-count error
-(README, "Spiking networks in time").
+on rate-coded MNIST, 96-99.5 % class agreement rounded to nearest; the float Euler simulation agrees
+100 %, the rounding of the decayed membrane and of the biases costs about 0.1 % each).  With samples,
+each layer's bias and weights are rounded by error feedback against the second moment of its input
+spike counts on them (GPTQ), layer after layer on the spikes of the layers already converted, which
+roughly halves the spike-count error (README, "Spiking networks in time: NIR, snnTorch, SNU").
 
 **Refused with a ConversionError naming the node and why:** a CubaLIF whose current carries over
 (``tau_syn != dt``), ``CubaLI``, grouped or dilated convolutions, pools after neurons, graphs that are not
