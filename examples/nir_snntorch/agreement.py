@@ -45,10 +45,13 @@ def rate_code(intensity: np.ndarray, seed: int = 1) -> np.ndarray:
     return (rng.random((len(intensity), T, intensity.shape[1])) < intensity[:, None, :]).astype(np.uint8)
 
 
-def snntorch_net(kind: str, betas, reset: str, threshold: float = 1.0):
-    """An snnTorch network: dense 784-64-10 or conv (8 5x5 stride 2) + 2x2 average pool - 10, Leaky neurons."""
+def snntorch_net(kind: str, betas, reset: str, threshold: float = 1.0, seed: int = 0):
+    """An snnTorch network: dense 784-64-10 or conv (8 5x5 stride 2) + 2x2 average pool - 10, Leaky neurons,
+    initialized from `seed`."""
     import snntorch as snn
     import torch
+
+    torch.manual_seed(seed)
 
     def leaky(beta, shape, output=False):   # per-neuron parameters: export_to_nir writes their shape as the type
         return snn.Leaky(beta=torch.full(shape, beta), threshold=torch.full(shape, threshold), reset_mechanism=reset,
@@ -193,7 +196,7 @@ def measure(kind: str, betas, reset: str, train_count: int, test_count: int, epo
     x, y = mnist(train_count + test_count, seed)
     spikes = rate_code(x, seed + 1)
     tr, te = slice(0, train_count), slice(train_count, None)
-    net = train(snntorch_net(kind, betas, reset), spikes[tr], y[tr], epochs=epochs, seed=seed)
+    net = train(snntorch_net(kind, betas, reset, seed=seed), spikes[tr], y[tr], epochs=epochs, seed=seed)
     image = (1, 28, 28) if kind == "conv" else None
     trained = run_snntorch(net, spikes[te] if image is None else spikes[te])
     graph = export(net, f"{workdir}/{kind}.nir")
