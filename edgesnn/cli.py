@@ -205,7 +205,8 @@ def _add_convert(commands) -> None:
                      help="choose each activation clip for the smallest output error (slower)")
     sub.add_argument("--budget", type=int, metavar="BYTES",
                      help="pick per-layer weight bits so the packed model fits in BYTES (es.sensitivity)")
-    sub.add_argument("--neuron", default="relu", choices=("relu", "if"), help="if: spiking, rate-coded")
+    sub.add_argument("--neuron", default="relu", choices=("relu", "if", "lif"),
+                     help="if: spiking, rate-coded; lif: spiking with a leak chosen for --timesteps")
     sub.add_argument("--timesteps", type=int, default=None, help="timesteps of a spiking model (default 16)")
     sub.add_argument("--labels", help="comma-separated class names")
     sub.add_argument("--report", action="store_true",

@@ -29,7 +29,11 @@ How (docs/semantics.md has the integer side):
 6. ``neuron="if"`` makes the spiking model (the NengoDL recipe): each ReLU becomes an
    integrate-and-fire neuron whose threshold is the activation range in potential units, so its
    spike rate over `timesteps` approximates ReLU / range; a spike carries the range to the next
-   layer. The output layer sums its potentials over the timesteps.
+   layer. The output layer sums its potentials over the timesteps. ``neuron="lif"`` is the same
+   with a leaky neuron (NengoDL's LIF): its membrane decays by ``beta`` each step, and the leak is
+   chosen from the rate approximation (``lif_decay``): the strongest leak ``beta = 1 - 2^-k`` whose
+   spike count over `timesteps`, at every constant drive, stays within half a spike on average of
+   the IF count the ReLU's rate stands for.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from .model import Model
 from .statistics import format_table
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
+NEURONS = ("relu", "if", "lif")      # the converter's neuron recipes; if and lif are spiking
+SPIKING = ("if", "lif")
 PERCENTILE = 99.99
 ADD_MULTIPLIER_BITS = 10      # add inputs are rescaled to a common scale with multipliers up to 2**10
 CALIBRATION_VALUES_MAX = 2_000_000   # values per activation kept for percentile / mse search
@@ -114,8 +120,9 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
 
     input_scaling=(scale, offset): the source model sees ``(x - offset) / scale`` (cnn2snn's
     convention); NCHW sources are transposed by their importer, so samples are always HWC.
-    neuron: "relu" (quantized, stateless) or "if" (spiking, rate-coded over `timesteps`,
-    default 16). Extra keyword arguments go to the importer (e.g. example_input for torch).
+    neuron: "relu" (quantized, stateless), "if" (spiking, rate-coded over `timesteps`, default 16) or
+    "lif" (spiking with a leak chosen for `timesteps`, see lif_decay). Extra keyword arguments go to the
+    importer (e.g. example_input for torch).
 
     Precision and the post-training recipe (edgesnn.calibrate, edgesnn.precision):
     input_weight_bits: weight bits of the layers reading the model input (8 by default, as Akida does;
@@ -141,6 +148,8 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
             equalize=equalize, bias_correction=bias_correction, search_ranges=search_ranges, **importer_options)
     direct = _model_builder(source, importer)
     if direct is not None:   # an importer whose source is already an integer-ready spiking network (NIR)
+        if samples is not None:   # calibration input, for an importer that can use it
+            importer_options["samples"] = samples
         return direct.build_model(source, weight_bits=weight_bits, input_bits=input_bits, timesteps=timesteps,
                                   labels=labels, **importer_options)
     options = dict(weight_bits=weight_bits, activation_bits=activation_bits, input_bits=input_bits,
@@ -158,11 +167,12 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     for bits in list(options.get("layer_weight_bits", {}).values()) + [options.get("input_weight_bits", 8)]:
         if bits not in range(2, 9):
             raise ValueError(f"per-layer weight bits must be in 2..8, got {bits!r}")
-    if neuron == "if":
+    if neuron in SPIKING:
         timesteps = 16 if timesteps is None else timesteps
         options["timesteps"] = timesteps
     elif timesteps not in (None, 1):
-        raise ValueError(f"timesteps={timesteps} only applies to neuron='if' (spiking); relu models run 1 step")
+        raise ValueError(f"timesteps={timesteps} only applies to neuron='if' or 'lif' (spiking); relu models run "
+                         f"1 step")
     hint = np.shape(samples)[1:] if np.ndim(samples) == 4 else None
     graph = load_graph(source, importer=importer, input_shape_hint=hint, **importer_options).simplify()
     _Builder(graph.copy(), None, options).build()      # every node that will not convert, before calibrating
@@ -188,7 +198,7 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
                        "converter": options, "edgesnn_version": _version(),
                        "calibration_samples": int(len(x))},
     }
-    if neuron == "if":
+    if neuron in SPIKING:
         metadata["timesteps"] = timesteps
     if recipe:
         metadata["recipe"] = recipe
@@ -213,7 +223,7 @@ def check(source, *, importer: str | None = None, neuron: str = "relu", weight_b
     """
     options = dict(weight_bits=weight_bits, activation_bits=activation_bits, input_bits=8,
                    input_scaling=[float(v) for v in input_scaling], per_channel=True, calibration="minmax",
-                   neuron=neuron, timesteps=16 if neuron == "if" else 1)
+                   neuron=neuron, timesteps=16 if neuron in SPIKING else 1)
     _check_options(weight_bits, activation_bits, 8, input_scaling, "minmax", neuron)
     graph = load_graph(source, importer=importer, **importer_options).simplify()
     try:
@@ -234,8 +244,8 @@ def _check_options(weight_bits, activation_bits, input_bits, input_scaling, cali
         raise ValueError(f"input_bits must be in 1..8, got {input_bits!r}")
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
-    if neuron not in ("relu", "if"):
-        raise ValueError(f"neuron must be 'relu' or 'if', got {neuron!r}")
+    if neuron not in NEURONS:
+        raise ValueError(f"neuron must be one of {NEURONS}, got {neuron!r}")
     scale, _offset = input_scaling
     if not scale > 0:
         raise ValueError(f"input_scaling=(scale, offset) needs scale > 0, got {input_scaling!r}")
@@ -345,6 +355,41 @@ POOLS = ("max_pool", "avg_pool", "global_avg_pool")
 ACTIVATIONS = ("relu", "clip")
 VIEWS = ("concat", "slice_channels", "permute_channels")
 SPIKE_COPY_THRESHOLD = 1            # an IF neuron with threshold 1 passes a 0/1 spike through unchanged
+LIF_DECAY_SHIFT = 16                # the lif recipe's decay: beta = multiplier / 2^16 = 1 - 2^-k
+LIF_RATE_THRESHOLD = 1 << 12        # the threshold, in potential units, of lif_decay's simulated neuron
+
+
+def _constant_drive_counts(drive: np.ndarray, multiplier: int, timesteps: int) -> np.ndarray:
+    """Spike counts over `timesteps` of integer lif neurons (threshold LIF_RATE_THRESHOLD, subtractive reset,
+    decay multiplier / 2^LIF_DECAY_SHIFT rounded half up) driven by the constant potentials `drive`."""
+    v, counts = np.zeros_like(drive), np.zeros_like(drive)
+    for _ in range(timesteps):
+        v = ((v * multiplier + (1 << (LIF_DECAY_SHIFT - 1))) >> LIF_DECAY_SHIFT) + drive
+        fired = v >= LIF_RATE_THRESHOLD
+        v = v - fired * LIF_RATE_THRESHOLD
+        counts += fired
+    return counts
+
+
+def lif_decay(timesteps: int) -> tuple[int, int]:
+    """(decay_multiplier, decay_shift) of the converter's lif neurons for a rate code of `timesteps` steps.
+
+    The rate approximation of the spiking recipe: a neuron driven by a constant potential ``x * threshold``
+    (x in (0, 1], a ReLU output over its range) fires ``floor(x T)`` times in T steps as an IF neuron.
+    A leak lowers the count where the membrane waits long below threshold (small x).  Of the decays
+    ``beta = 1 - 2^-k`` (k = 1..16) this picks the strongest whose count, simulated on the integer lif
+    (docs/semantics.md: decay rounded half up, subtractive reset) at x = 0.5/T, 1.5/T, ..., 1 - 0.5/T, falls short
+    of the IF count by at most half a spike on average: the leakiest neuron the rate code still reads.
+    """
+    timesteps = int(timesteps)
+    # x = (k - 1/2) / T: drives between the IF's count steps (at x = k / T exactly, any leak loses the k-th spike)
+    drive = (2 * np.arange(1, timesteps + 1, dtype=np.int64) - 1) * LIF_RATE_THRESHOLD // (2 * timesteps)
+    if_counts = _constant_drive_counts(drive, 1 << LIF_DECAY_SHIFT, timesteps)              # no leak
+    for k in range(1, LIF_DECAY_SHIFT + 1):
+        multiplier = (1 << LIF_DECAY_SHIFT) - (1 << (LIF_DECAY_SHIFT - k))
+        if np.mean(if_counts - _constant_drive_counts(drive, multiplier, timesteps)) <= 0.5:
+            return multiplier, LIF_DECAY_SHIFT
+    return (1 << LIF_DECAY_SHIFT) - 1, LIF_DECAY_SHIFT
 
 
 @dataclass
@@ -627,7 +672,7 @@ class _Builder:
                            f"start at 0 or at a zero point below it)")
         his = np.broadcast_to(his, (channels,)).astype(np.float64)
         los = np.broadcast_to(los, (channels,)).astype(np.float64)
-        if self.options["neuron"] == "if":
+        if self.options["neuron"] in SPIKING:
             if np.any(los < 0):
                 raise _Refusal(last, "a spiking layer's output must be non-negative (a ReLU after it); this one "
                                "is signed", "convert with neuron='relu', or add a ReLU")
@@ -636,7 +681,11 @@ class _Builder:
             if ceiling is not None:
                 hi = min(hi, ceiling)
             threshold = np.clip(np.round(hi / acc_scale), 1, L.INT32_MAX).astype(np.int64)
-            return {"neuron": "if", "threshold": threshold}, np.full(channels, hi), np.zeros(channels), True
+            fields = {"neuron": "if", "threshold": threshold}
+            if self.options["neuron"] == "lif":
+                multiplier, shift = lif_decay(self._timesteps())
+                fields.update(neuron="lif", decay_multiplier=np.full(channels, multiplier), decay_shift=shift)
+            return fields, np.full(channels, hi), np.zeros(channels), True
         levels = (1 << bits) - 1
         dead = his - los <= 0
         his, los = np.where(dead, 1.0, his), np.where(dead, 0.0, los)

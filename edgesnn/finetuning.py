@@ -638,6 +638,9 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
 
     import torch
 
+    if neuron not in ("relu", "if"):   # the fake-quantized module models the relu and IF recipes only
+        raise ValueError(f"es.finetune: neuron must be 'relu' or 'if' (the lif recipe has no fine-tuning "
+                         f"model yet; convert with es.convert(..., neuron='lif')), got {neuron!r}")
     if threads is not None:
         torch.set_num_threads(threads)
     x = np.asarray(x)

@@ -46,7 +46,8 @@ def edgesnn_register_importers(register):
         - ``load(source, **options) -> edgesnn.graph.Graph``: read ``source`` into a float Graph.
         - optionally ``builds_model = True`` and ``build_model(source, *, weight_bits, input_bits,
           timesteps, labels, **options) -> edgesnn.Model``: a source that is already an integer-ready
-          spiking network (NIR); ``es.convert`` then hands it over instead of calibrating a Graph.
+          spiking network (NIR); ``es.convert`` then hands it over instead of calibrating a Graph
+          (with ``samples=`` when ``es.convert`` was given calibration samples).
     """
 
 

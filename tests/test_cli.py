@@ -252,7 +252,7 @@ WRONG_INPUTS = [
     ("bench {model} --input {wrong_npy}", {}, "(5, 7, 7, 2)"),
     ("bench {model} --repeat 0", {}, "--repeat must be at least 1"),
     ("export {missing} --nir {model}.nir", {}, "nosuch.png"),
-    ("export {model} --nir {model}.nir", {}, "export maps sequential dense layers only"),
+    ("export {model} --nir {model}.nir", {}, "has no NIR node (relu is not spiking)"),
 ]
 
 

