@@ -167,7 +167,7 @@ def simulate_nir(graph, spikes: np.ndarray, image_shape=None) -> np.ndarray:
     return run_snntorch(net, x)
 
 
-def engine_counts(model, spikes: np.ndarray, device: str = "reference") -> np.ndarray:
+def engine_counts(model, spikes: np.ndarray, device: str | None = None) -> np.ndarray:
     """The integer model's output spike counts (N, 10) on the rate-coded digits."""
     h, w, c = model.input_shape
     x5 = spikes.reshape(len(spikes), spikes.shape[1], 28, 28, 1) if (h, w) != (1, 1) else \
@@ -187,7 +187,7 @@ def compare(theirs: np.ndarray, ours: np.ndarray) -> dict:
 
 
 def measure(kind: str, betas, reset: str, train_count: int, test_count: int, epochs: int, workdir,
-            seed: int = 0, device: str = "reference", calibration_count: int = 2000) -> dict:
+            seed: int = 0, device: str | None = None, calibration_count: int = 2000) -> dict:
     """Train, export, convert and compare one network (see the module docstring)."""
     import warnings
 
