@@ -2,8 +2,10 @@
 kind (concat included), padding (same, valid, explicit: symmetric, asymmetric, ceil-mode-like), pad
 value, rectangular stride, depth multiplier, pooling (rectangular windows, strides and padding,
 count_include_pad, min channels), add bias, neuron and zero point, activation bits 1/2/4/8, weight
-bits 2/4/8, timestep counts and input sparsity (hypothesis). Runs the ReleaseSafe build, so any overflow or out-of-bounds
-access in the engine aborts instead of passing silently.
+bits 2/4/8, timestep counts and input sparsity (hypothesis), with both arena plans (fast and lean,
+native/src/planner.zig). Runs the ReleaseSafe build, so any overflow or out-of-bounds access in the
+engine aborts instead of passing silently, and its contexts fill the buffers shared by lifetime with
+garbage, so a kernel that relies on a zero it did not write fails.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ def cpu(request, tmp_path_factory):
         sys.path.remove(str(ROOT / "_build_backend"))
     path = edgesnn_build.build_native("ReleaseSafe", tmp_path_factory.mktemp(f"native-{request.param}"), request.param)
     return native.CpuDevice(library=path)
+
+
+def both_plans(cpu) -> tuple:
+    """The fast-plan device and the lean-plan device of one build."""
+    return cpu, native.CpuDevice(library=cpu.library, plan="lean")
 
 
 SPATIAL = ("input_conv2d", "conv2d", "depthwise2d", "separable2d")
@@ -216,10 +223,11 @@ def test_native_equals_reference(cpu, data):
     model = data.draw(models())
     x5 = data.draw(inputs(model))
     expected, expected_stats = reference.run(model, x5)
-    potentials, stats = cpu.run(model, x5)
-    np.testing.assert_array_equal(potentials, expected)
-    assert potentials.dtype == np.int32
-    assert stats == expected_stats, f"\nnative:\n{stats}\nreference:\n{expected_stats}"
+    for device in both_plans(cpu):
+        potentials, stats = device.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
+        assert potentials.dtype == np.int32
+        assert stats == expected_stats, f"\nplan {device.plan}, native:\n{stats}\nreference:\n{expected_stats}"
 
 
 def features(layer) -> set[str]:
@@ -286,9 +294,10 @@ def test_saturation_and_rounding_edges(cpu):
         model = es.Model(layers=layers, input_shape=(1, 1, 1), input_bits=8)
         x5 = np.array([255, 0, 17, 255, 1, 255, 255, 255, 255, 255], np.uint8).reshape(1, 10, 1, 1, 1)
         expected, expected_stats = reference.run(model, x5)
-        potentials, stats = cpu.run(model, x5)
-        np.testing.assert_array_equal(potentials, expected)
-        assert stats == expected_stats
+        for device in both_plans(cpu):
+            potentials, stats = device.run(model, x5)
+            np.testing.assert_array_equal(potentials, expected)
+            assert stats == expected_stats
 
 
 def test_concat_sources_that_begin_like_the_plain_order(cpu):
@@ -301,6 +310,7 @@ def test_concat_sources_that_begin_like_the_plain_order(cpu):
                                  neuron="none")], input_shape=(3, 4, 3), input_bits=4)
         x5 = np.random.default_rng(0).integers(0, 16, (2, 2, 3, 4, 3)).astype(np.uint8)
         expected, expected_stats = reference.run(model, x5)
-        potentials, stats = cpu.run(model, x5)
-        np.testing.assert_array_equal(potentials, expected)
-        assert stats == expected_stats
+        for device in both_plans(cpu):
+            potentials, stats = device.run(model, x5)
+            np.testing.assert_array_equal(potentials, expected)
+            assert stats == expected_stats

@@ -8,6 +8,7 @@ const model_zig = @import("model.zig");
 const loader = @import("loader.zig");
 const engine = @import("engine.zig");
 const status_zig = @import("status.zig");
+const planner = @import("planner.zig");
 
 const Status = status_zig.Status;
 const Diagnostic = status_zig.Diagnostic;
@@ -74,12 +75,27 @@ export fn esnn_model_load(
     message: ?[*]u8,
     message_bytes: usize,
 ) c_int {
+    return esnn_model_load_plan(bytes, bytes_len, memory, memory_bytes, @intFromEnum(planner.Kind.fast), model_out, message, message_bytes);
+}
+
+/// esnn_model_load keeping arena plan `plan` (ESNN_PLAN_FAST 0, ESNN_PLAN_LEAN 1; planner.zig).
+export fn esnn_model_load_plan(
+    bytes: ?[*]const u8,
+    bytes_len: usize,
+    memory: ?[*]u8,
+    memory_bytes: usize,
+    plan: c_int,
+    model_out: ?*?*const anyopaque,
+    message: ?[*]u8,
+    message_bytes: usize,
+) c_int {
     var diag = diagnosticFor(message, message_bytes);
+    const kind = planKind(plan) orelse return code(diag.fail(.argument, "plan {d}, expected ESNN_PLAN_FAST (0) or ESNN_PLAN_LEAN (1)", .{plan}) catch diag.status);
     const file = bytes orelse return code(diag.fail(.argument, "bytes is NULL", .{}) catch diag.status);
     const mem = memory orelse return code(diag.fail(.argument, "memory is NULL", .{}) catch diag.status);
     const out = model_out orelse return code(diag.fail(.argument, "model_out is NULL", .{}) catch diag.status);
     out.* = null;
-    const model = loader.load(file[0..bytes_len], mem[0..memory_bytes], &diag) catch return code(diag.status);
+    const model = loader.loadPlanned(file[0..bytes_len], mem[0..memory_bytes], kind, &diag) catch return code(diag.status);
     out.* = model;
     return code(.ok);
 }
@@ -88,6 +104,18 @@ export fn esnn_model_load(
 export fn esnn_model_arena_bytes(handle: ?*const anyopaque) usize {
     const model = modelFrom(handle) orelse return 0;
     return @intCast(model.arenaBytes());
+}
+
+fn planKind(plan: c_int) ?planner.Kind {
+    return std.enums.fromInt(planner.Kind, plan);
+}
+
+/// The arena bytes of either plan (esnn_model_arena_bytes of the model loaded with it); 0 for an
+/// invalid handle or plan.
+export fn esnn_model_plan_arena_bytes(handle: ?*const anyopaque, plan: c_int) usize {
+    const model = modelFrom(handle) orelse return 0;
+    const kind = planKind(plan) orelse return 0;
+    return @intCast(model.planArenaBytes(kind));
 }
 
 /// 0 for an invalid handle.

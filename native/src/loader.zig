@@ -1167,8 +1167,13 @@ const Bump = struct {
     }
 };
 
-/// Validate `file` and build the model inside `memory` (see the file comment).
+/// Validate `file` and build the model inside `memory` (see the file comment), with the fast arena plan.
 pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Model {
+    return loadPlanned(file, memory, .fast, diag);
+}
+
+/// load, keeping arena plan `kind` (planner.zig).
+pub fn loadPlanned(file: []const u8, memory: []u8, kind: planner.Kind, diag: *Diagnostic) Error!*const Model {
     const validated = try validate(file, diag);
     if (validated.memory_bytes > std.math.maxInt(usize)) {
         return diag.fail(.limit, "model memory: this model needs {d} bytes, more than this target's address space", .{validated.memory_bytes});
@@ -1202,7 +1207,7 @@ pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Mode
         .layers = layers,
         .plan = .{},
     };
-    planner.plan(model, layers);
+    planner.plan(model, layers, kind);
     if (model.arenaBytes() > std.math.maxInt(usize)) {
         return diag.fail(.limit, "arena: this model needs {d} bytes per inference context, more than this target's address space", .{model.arenaBytes()});
     }
