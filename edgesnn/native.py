@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .devices import Device, DeviceInfo, LayerPlacement, MappingReport
+from .devices import Device, DeviceInfo, LayerPlacement, MappingReport, with_plans
 from .errors import DeviceError, FormatError
 from .statistics import COUNT_FIELDS, Statistics
 
@@ -89,6 +89,25 @@ class Library:
     def status_name(self, status: int) -> str:
         return self.lib.esnn_status_name(status).decode()
 
+    @property
+    def record_bytes(self) -> tuple[int, int]:
+        """This build's {Model, Layer} record sizes (esnn_record_bytes; native/sizes.py reads a cross
+        build's from its library file)."""
+        values = (ctypes.c_uint32 * 2).in_dll(self.lib, "esnn_record_bytes")
+        return int(values[0]), int(values[1])
+
+    def memory_bytes_for(self, data: bytes, record_bytes: tuple[int, int]) -> int:
+        """esnn_model_memory_bytes of the .esnn `data` as a build with these record sizes reports it (a
+        32-bit target's): the exact model memory before flashing (esnn_model_memory_bytes_for)."""
+        source = (ctypes.c_uint8 * max(1, len(data))).from_buffer_copy(bytes(data) or b"\0")
+        message = ctypes.create_string_buffer(MESSAGE_BYTES)
+        out = ctypes.c_uint64()
+        status = self.lib.esnn_model_memory_bytes_for(source, len(data), (ctypes.c_uint32 * 2)(*record_bytes),
+                                                      ctypes.byref(out), message, MESSAGE_BYTES)
+        if status != STATUS_OK:
+            raise FormatError(f"native loader refused the .esnn bytes ({self.status_name(status)}): {_message(message)}")
+        return int(out.value)
+
     def __repr__(self) -> str:
         return f"<edgesnn.native.Library {str(self.path)!r}>"
 
@@ -102,6 +121,8 @@ def _signatures() -> dict:
         "esnn_model_memory_bytes": (ctypes.c_int, [u8_p, ctypes.c_size_t, c_size_p, ctypes.c_char_p, ctypes.c_size_t]),
         "esnn_model_load": (ctypes.c_int, [u8_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
                                            ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]),
+        "esnn_model_memory_bytes_for": (ctypes.c_int, [u8_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint32 * 2),
+                                                       ctypes.POINTER(ctypes.c_uint64), ctypes.c_char_p, ctypes.c_size_t]),
         "esnn_model_load_plan": (ctypes.c_int, [u8_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
                                                 ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]),
         "esnn_model_arena_bytes": (ctypes.c_size_t, [ctypes.c_void_p]),
@@ -360,7 +381,7 @@ class CpuDevice(Device):
         except FormatError as exc:
             return MappingReport(device=self.name, fits=False, unsupported=[str(exc)],
                                  layers=[LayerPlacement(l.name, l.kind, False, reason=str(exc)) for l in model.layers])
-        return super().check(model)
+        return with_plans(super().check(model), model, self.plan)
 
     def load(self, model) -> NativeModel:
         return native_model(model, self.library, self.plan)

@@ -59,6 +59,12 @@ const char *esnn_status_name(int status);
 int esnn_model_memory_bytes(const uint8_t *bytes, size_t bytes_len, size_t *memory_bytes,
                             char *message, size_t message_bytes);
 
+/* This build's {Model, Layer} record sizes, and esnn_model_memory_bytes as a build with other sizes
+ * (a 32-bit target's esnn_record_bytes) would report it: exact program figures before flashing. */
+extern const uint32_t esnn_record_bytes[2];
+int esnn_model_memory_bytes_for(const uint8_t *bytes, size_t bytes_len, const uint32_t record_bytes[2],
+                                uint64_t *memory_bytes, char *message, size_t message_bytes);
+
 /* Validate and load. `memory` must outlive the model; `bytes` need not. */
 int esnn_model_load(const uint8_t *bytes, size_t bytes_len, void *memory, size_t memory_bytes,
                     const esnn_model **model_out, char *message, size_t message_bytes);

@@ -3,7 +3,8 @@
 //! loader and the engine.
 
 const std = @import("std");
-const limits = @import("limits.zig");
+/// The engine's limits, for Zig programs built with the engine as a module (the device runner).
+pub const limits = @import("limits.zig");
 const model_zig = @import("model.zig");
 const loader = @import("loader.zig");
 const engine = @import("engine.zig");
@@ -63,6 +64,34 @@ export fn esnn_model_memory_bytes(
     const out = memory_bytes orelse return code(diag.fail(.argument, "memory_bytes is NULL", .{}) catch diag.status);
     const validated = loader.validate(file[0..bytes_len], &diag) catch return code(diag.status);
     out.* = @intCast(validated.memory_bytes);
+    return code(.ok);
+}
+
+/// The sizes of this build's Model and Layer records ({Model, Layer} bytes): what the model memory of
+/// another target differs by (esnn_model_memory_bytes_for). Cross builds carry theirs in this symbol,
+/// read from the library file by native/sizes.py.
+export const esnn_record_bytes: [2]u32 = .{ @sizeOf(Model), @sizeOf(model_zig.Layer) };
+
+/// esnn_model_memory_bytes as a target whose Model and Layer records take `record_bytes` ({Model,
+/// Layer}, its esnn_record_bytes) would report it: the exact figure for a 32-bit build, from this one.
+export fn esnn_model_memory_bytes_for(
+    bytes: ?[*]const u8,
+    bytes_len: usize,
+    record_bytes: ?*const [2]u32,
+    memory_bytes: ?*u64,
+    message: ?[*]u8,
+    message_bytes: usize,
+) c_int {
+    var diag = diagnosticFor(message, message_bytes);
+    const file = bytes orelse return code(diag.fail(.argument, "bytes is NULL", .{}) catch diag.status);
+    const records = record_bytes orelse return code(diag.fail(.argument, "record_bytes is NULL", .{}) catch diag.status);
+    const out = memory_bytes orelse return code(diag.fail(.argument, "memory_bytes is NULL", .{}) catch diag.status);
+    if (records[0] == 0 or records[1] == 0) {
+        return code(diag.fail(.argument, "record_bytes {{{d}, {d}}}: expected a target's esnn_record_bytes (both non-zero)", .{ records[0], records[1] }) catch diag.status);
+    }
+    const validated = loader.validate(file[0..bytes_len], &diag) catch return code(diag.status);
+    const here = loader.recordsBytes(@sizeOf(Model), @sizeOf(model_zig.Layer), validated.layer_count);
+    out.* = validated.memory_bytes - here + loader.recordsBytes(records[0], records[1], validated.layer_count);
     return code(.ok);
 }
 

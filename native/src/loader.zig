@@ -268,6 +268,13 @@ const LayerCheck = struct {
 
 // -- validation -------------------------------------------------------------------------------------
 
+/// The model memory's Model and Layer records with the alignment slack: the part of memory_bytes that
+/// depends on the target (its pointers' size); the parameters that follow are the same everywhere.
+pub fn recordsBytes(model_struct_bytes: u64, layer_struct_bytes: u64, layer_count: u64) u64 {
+    return limits.buffer_alignment - 1 + limits.alignUp(model_struct_bytes, limits.buffer_alignment) +
+        limits.alignUp(layer_count * layer_struct_bytes, limits.buffer_alignment);
+}
+
 pub fn validate(file: []const u8, diag: *Diagnostic) Error!Validated {
     try checkHeader(file, diag);
     const sections = try checkSectionTable(file, diag);
@@ -284,8 +291,7 @@ pub fn validate(file: []const u8, diag: *Diagnostic) Error!Validated {
     if (reservedMustBeZero(file)) try checkZero(file, sections.grph.offset + 28, sections.grph.offset + limits.model_record_bytes, "GRPH model record reserved", diag);
     try checkShapeLimits(input, "the model input", diag);
 
-    var memory_bytes: u64 = limits.buffer_alignment - 1 + limits.alignUp(@sizeOf(Model), limits.buffer_alignment) +
-        limits.alignUp(@as(u64, layer_count) * @sizeOf(Layer), limits.buffer_alignment);
+    var memory_bytes: u64 = recordsBytes(@sizeOf(Model), @sizeOf(Layer), layer_count);
     var index: u32 = 0;
     while (index < layer_count) : (index += 1) {
         var check: LayerCheck = .{

@@ -15,6 +15,12 @@ pub const Kind = enum(u32) {
     concat = 7,
 };
 
+comptime {
+    // the kinds INFO and the limits name (limits.layer_kinds_mask) are these, numbered 1..count
+    std.debug.assert(std.enums.values(Kind).len == limits.layer_kind_count);
+    for (std.enums.values(Kind)) |kind| std.debug.assert(@intFromEnum(kind) >= 1 and @intFromEnum(kind) <= limits.layer_kind_count);
+}
+
 pub const Neuron = enum(u32) {
     none = 0,
     relu = 1,
