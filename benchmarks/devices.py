@@ -11,11 +11,13 @@ dense 12, 4-bit, random weights, sparse random input). Devices: `cpu` (the engin
 the aarch64-linux-musl runner under qemu-aarch64 (emulated: a correctness path, not a speed one).
 
 Per case: batch-1 latency (median of N calls of model.forward), runs/s (1 / that), the runner's own
-engine time per run (STATS run_ns_total, the mean over the same calls) and the link's overhead per
-batch-1 run: the remote latency minus that engine time, i.e. what the host's Python, framing,
-CRCs, the pipe or socket and the two wake-ups cost on top of the engine. Target: < 50 us on
-loopback. A third model, "echo" (one 4-value dense layer, the engine's work ~0), shows
-the link alone. Machine load shows in every column: rounds are interleaved and the median kept.
+engine time per run (STATS run_ns_total, the mean over the same calls), the link's overhead per
+batch-1 run as the remote latency minus that engine time (what model.forward's Python, framing,
+CRCs, the pipe or socket and the two wake-ups cost on top of the engine), and the ratio to the
+in-process cpu device and the difference to it (the same forward and the same engine build without
+the link: the link alone). Target: < 50 us on loopback. A third model, "echo" (one 4-value dense
+layer, the engine's work ~0), shows the link alone. Machine load shows in every column: rounds are
+interleaved and the median kept; the load average is printed with the table.
 """
 
 from __future__ import annotations
@@ -125,16 +127,19 @@ def main() -> None:
             for device_name, rows in samples.items():
                 row = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
                 results[(model_name, device_name)] = row
+            cpu_latency = results[(model_name, "cpu (in process)")]["latency_us"]
             for device_name in devices:
                 row = results[(model_name, device_name)]
+                row["ratio_to_cpu"] = row["latency_us"] / cpu_latency
                 if "engine_us" in row:
                     row["link_overhead_us"] = row["latency_us"] - row["engine_us"]
+                    row["over_cpu_us"] = row["latency_us"] - cpu_latency
                 print(model_name, device_name, {k: round(v, 1) for k, v in row.items()}, flush=True)
         for device, _ in devices.values():
             if not isinstance(device, str):
                 device.close()
 
-    table = markdown(results)
+    table = markdown(results) + f"\nload average: {' '.join(f'{v:.2f}' for v in __import__('os').getloadavg())}\n"
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps({f"{m} / {d}": r for (m, d), r in results.items()}, indent=2))
@@ -154,12 +159,14 @@ def _mnist_input(model) -> np.ndarray:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| model | device | batch-1 latency | runs/s | engine in runner | link overhead |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| model | device | batch-1 latency | x cpu | runs/s | engine in runner | link overhead | over cpu |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for (model, device), row in results.items():
         engine = f"{row['engine_us']:.1f} us" if "engine_us" in row else ""
         overhead = f"{row['link_overhead_us']:.1f} us" if "link_overhead_us" in row else ""
-        lines.append(f"| {model} | {device} | {row['latency_us']:.1f} us | {row['runs_per_s']:,.0f} | {engine} | {overhead} |")
+        over = f"{row['over_cpu_us']:.1f} us" if "over_cpu_us" in row else ""
+        lines.append(f"| {model} | {device} | {row['latency_us']:.1f} us | {row['ratio_to_cpu']:.2f} | "
+                     f"{row['runs_per_s']:,.0f} | {engine} | {overhead} | {over} |")
     return "\n".join(lines) + "\n"
 
 

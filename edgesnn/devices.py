@@ -84,6 +84,8 @@ class MappingReport:
     program_bytes_max: int | None = None
     unsupported: list[str] = field(default_factory=list)  # human-readable reasons, every one
     layers: list[LayerPlacement] = field(default_factory=list)
+    arena_plan: str = ""     # the native arena plan the arena figure is for ("fast", "lean"), when one is
+    arena_plans: dict = field(default_factory=dict)   # every native plan's arena bytes, {"fast": .., "lean": ..}
 
     def __bool__(self) -> bool:
         return self.fits
@@ -93,12 +95,19 @@ class MappingReport:
         """Every problem on one line ("" when it fits): what a runner sends back when it refuses."""
         return "; ".join(self.unsupported)
 
+    def _plans(self) -> str:
+        if not self.arena_plan:
+            return ""
+        others = "".join(f"; {name} plan {bytes_:,} B" for name, bytes_ in self.arena_plans.items()
+                         if name != self.arena_plan)
+        return f" ({self.arena_plan} plan{others})"
+
     def __str__(self) -> str:
         def of(used: int, most: int | None) -> str:
             return f"{used:,} B" + ("" if most is None else f" of {most:,} B")
 
         head = (f"device {self.device!r}: {'fits' if self.fits else 'does NOT fit'}; "
-                f"arena {of(self.arena_bytes, self.arena_bytes_max)}, "
+                f"arena {of(self.arena_bytes, self.arena_bytes_max)}{self._plans()}, "
                 f"program {of(self.program_bytes, self.program_bytes_max)}")
         rows = [(p.name, p.kind, "yes" if p.supported else "no", p.where if p.supported else p.reason)
                 for p in self.layers]
@@ -245,16 +254,33 @@ def _layer_problems(info: DeviceInfo, layer) -> list[str]:
     return reasons
 
 
-def native_memory_figures(model) -> tuple[int, int]:
+def with_plans(report: MappingReport, model, plan: str) -> MappingReport:
+    """`report` with the native arena plans' figures (the plan its arena is for, and every plan's)."""
+    try:
+        from .native import native_model
+    except (ImportError, OSError):
+        return report
+    if report.arena_bytes and not any(layer.has_dynamics for layer in model.layers):
+        report.arena_plan = plan
+        report.arena_plans = dict(native_model(model, plan=plan).plan_arena_bytes)
+    return report
+
+
+def native_memory_figures(model, plan: str = "fast", record_bytes: tuple[int, int] | None = None) -> tuple[int, int]:
     """(program_bytes, arena_bytes) from the native library's loader and planner (esnn_model_memory_bytes,
-    esnn_model_arena_bytes): the numbers a C application on a 64-bit target allocates. Without a
-    native build: (packed bytes, 0)."""
+    esnn_model_arena_bytes of arena plan `plan`): the numbers a C application allocates. `record_bytes`:
+    the target's {Model, Layer} record sizes (a 32-bit build's esnn_record_bytes; default this build's),
+    for its exact model memory (esnn_model_memory_bytes_for). Without a native build: (packed bytes, 0)."""
     try:
         from .native import native_model
     except (ImportError, OSError):
         return model.packed_bytes, 0
-    loaded = native_model(model)
-    return loaded.memory_bytes, loaded.arena_bytes
+    loaded = native_model(model, plan=plan)
+    program_bytes = loaded.memory_bytes
+    if record_bytes is not None and record_bytes != loaded.library.record_bytes:
+        data = model.source_bytes if model.source_bytes is not None else model.to_bytes()
+        program_bytes = loaded.library.memory_bytes_for(data, record_bytes)
+    return program_bytes, loaded.arena_bytes
 
 
 class ReferenceDevice(Device):
@@ -293,10 +319,11 @@ class ReferenceDevice(Device):
 class Profile:
     """A named target with real limits; `check` uses the C library's own sizing (same loader, same planner).
 
-    The figures are the 64-bit engine's (esnn_model_memory_bytes / esnn_model_arena_bytes); the arena
-    is laid out in fixed-size records and is the same on 32-bit targets, the loaded model is a few
-    hundred bytes smaller there (its Model and Layer records hold 32-bit pointers), so on a Cortex-M
-    the program figure is an upper bound.
+    Both figures are exact for the target: the arena is the same on every target (fixed-size records,
+    one planner; `plan` is the arena plan its C application loads with, esnn_model_load_plan), and the
+    model memory differs only by the size of its Model and Layer records, which hold pointers:
+    `record_bytes` is the target build's esnn_record_bytes (read from the cross-built library by
+    native/sizes.py --records; tests/test_cross.py checks them against fresh cross builds).
     """
 
     name: str
@@ -305,6 +332,8 @@ class Profile:
     arena_bytes_max: int
     program_bytes_max: int
     zig_target: str = ""        # how the engine is cross-built for it (native/build.zig -Dtarget / -Dcpu)
+    plan: str = "fast"          # the arena plan (edgesnn.native.PLANS): "lean" on microcontrollers
+    record_bytes: tuple[int, int] | None = None   # {Model, Layer} bytes on the target; None: this build's
 
 
 PROFILES = {
@@ -312,15 +341,15 @@ PROFILES = {
         Profile("cortex-m4", "thumbv7em-none-eabihf (Cortex-M4F)",
                 "Cortex-M4 microcontroller, 256 KB SRAM for the arena, 1 MB flash for the model",
                 arena_bytes_max=256 * 1024, program_bytes_max=1024 * 1024,
-                zig_target="thumb-freestanding-eabihf -Dcpu=cortex_m4"),
+                zig_target="thumb-freestanding-eabihf -Dcpu=cortex_m4", plan="lean", record_bytes=(96, 432)),
         Profile("cortex-m7", "thumbv7em-none-eabihf (Cortex-M7)",
                 "Cortex-M7 microcontroller, 512 KB SRAM for the arena, 2 MB flash for the model",
                 arena_bytes_max=512 * 1024, program_bytes_max=2 * 1024 * 1024,
-                zig_target="thumb-freestanding-eabihf -Dcpu=cortex_m7"),
+                zig_target="thumb-freestanding-eabihf -Dcpu=cortex_m7", plan="lean", record_bytes=(96, 432)),
         Profile("aarch64-linux", "aarch64-linux-musl",
                 "aarch64 Linux board (the device runner, static musl), 64 MB for arena and model",
                 arena_bytes_max=64 * 1024 * 1024, program_bytes_max=64 * 1024 * 1024,
-                zig_target="aarch64-linux-musl"),
+                zig_target="aarch64-linux-musl", record_bytes=(104, 576)),
     )
 }
 
@@ -342,6 +371,12 @@ class ProfileDevice(Device):
                           program_bytes_max=self.profile.program_bytes_max,
                           layers_max=256, channels_max=8192,   # native/src/limits.zig
                           extra={"description": self.profile.description, "zig_target": self.profile.zig_target})
+
+    def memory_figures(self, model) -> tuple[int, int]:
+        return native_memory_figures(model, self.profile.plan, self.profile.record_bytes)
+
+    def check(self, model) -> MappingReport:
+        return with_plans(super().check(model), model, self.profile.plan)
 
     def run(self, program, x5, timesteps=None):
         raise DeviceError(f"device {self.name!r} is a target profile: it checks whether a model fits but runs "

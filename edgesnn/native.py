@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .devices import Device, DeviceInfo, LayerPlacement, MappingReport
+from .devices import Device, DeviceInfo, LayerPlacement, MappingReport, with_plans
 from .errors import DeviceError, FormatError
 from .statistics import COUNT_FIELDS, Statistics
 
@@ -89,6 +89,25 @@ class Library:
     def status_name(self, status: int) -> str:
         return self.lib.esnn_status_name(status).decode()
 
+    @property
+    def record_bytes(self) -> tuple[int, int]:
+        """This build's {Model, Layer} record sizes (esnn_record_bytes; native/sizes.py reads a cross
+        build's from its library file)."""
+        values = (ctypes.c_uint32 * 2).in_dll(self.lib, "esnn_record_bytes")
+        return int(values[0]), int(values[1])
+
+    def memory_bytes_for(self, data: bytes, record_bytes: tuple[int, int]) -> int:
+        """esnn_model_memory_bytes of the .esnn `data` as a build with these record sizes reports it (a
+        32-bit target's): the exact model memory before flashing (esnn_model_memory_bytes_for)."""
+        source = (ctypes.c_uint8 * max(1, len(data))).from_buffer_copy(bytes(data) or b"\0")
+        message = ctypes.create_string_buffer(MESSAGE_BYTES)
+        out = ctypes.c_uint64()
+        status = self.lib.esnn_model_memory_bytes_for(source, len(data), (ctypes.c_uint32 * 2)(*record_bytes),
+                                                      ctypes.byref(out), message, MESSAGE_BYTES)
+        if status != STATUS_OK:
+            raise FormatError(f"native loader refused the .esnn bytes ({self.status_name(status)}): {_message(message)}")
+        return int(out.value)
+
     def __repr__(self) -> str:
         return f"<edgesnn.native.Library {str(self.path)!r}>"
 
@@ -102,7 +121,12 @@ def _signatures() -> dict:
         "esnn_model_memory_bytes": (ctypes.c_int, [u8_p, ctypes.c_size_t, c_size_p, ctypes.c_char_p, ctypes.c_size_t]),
         "esnn_model_load": (ctypes.c_int, [u8_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
                                            ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]),
+        "esnn_model_memory_bytes_for": (ctypes.c_int, [u8_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint32 * 2),
+                                                       ctypes.POINTER(ctypes.c_uint64), ctypes.c_char_p, ctypes.c_size_t]),
+        "esnn_model_load_plan": (ctypes.c_int, [u8_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                                                ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]),
         "esnn_model_arena_bytes": (ctypes.c_size_t, [ctypes.c_void_p]),
+        "esnn_model_plan_arena_bytes": (ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_int]),
         "esnn_model_layer_count": (ctypes.c_uint32, [ctypes.c_void_p]),
         "esnn_model_input_shape": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32 * 4)]),
         "esnn_model_output_shape": (ctypes.c_int, [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32 * 3)]),
@@ -127,10 +151,21 @@ def _message(buffer) -> str:
     return buffer.value.decode("utf-8", "replace")
 
 
-class NativeModel:
-    """A model loaded by the native loader: immutable, shared by threads; runs through a context pool."""
+# The arena plans (native/src/planner.zig; edgesnn.h ESNN_PLAN_FAST / ESNN_PLAN_LEAN)
+PLANS = {"fast": 0, "lean": 1}
 
-    def __init__(self, data: bytes, library: Library | None = None):
+
+class NativeModel:
+    """A model loaded by the native loader: immutable, shared by threads; runs through a context pool.
+
+    `plan`: the arena plan its contexts use, "fast" (the default) or "lean" (the least memory, for
+    MCU targets; bit-exact with fast). `arena_bytes` is this plan's, `plan_arena_bytes` both plans'.
+    """
+
+    def __init__(self, data: bytes, library: Library | None = None, plan: str = "fast"):
+        if plan not in PLANS:
+            raise ValueError(f"plan {plan!r}, expected one of {', '.join(map(repr, PLANS))}")
+        self.plan = plan
         self.library = library or LIBRARY
         _lib = self.library.lib
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -144,11 +179,12 @@ class NativeModel:
         self.memory_bytes = memory_bytes.value
         self._memory = ctypes.create_string_buffer(self.memory_bytes)  # holds the model; lives as long as self
         handle = ctypes.c_void_p()
-        status = _lib.esnn_model_load(source, len(data), self._memory, self.memory_bytes, ctypes.byref(handle),
-                                      message, MESSAGE_BYTES)
+        status = _lib.esnn_model_load_plan(source, len(data), self._memory, self.memory_bytes, PLANS[plan],
+                                           ctypes.byref(handle), message, MESSAGE_BYTES)
         self._raise_load_error(status, message)
         self._handle = handle
         self.arena_bytes = int(_lib.esnn_model_arena_bytes(handle))
+        self.plan_arena_bytes = {name: int(_lib.esnn_model_plan_arena_bytes(handle, code)) for name, code in PLANS.items()}
         self.layer_count = int(_lib.esnn_model_layer_count(handle))
         shape_in, shape_out = (ctypes.c_uint32 * 4)(), (ctypes.c_uint32 * 3)()
         _lib.esnn_model_input_shape(handle, ctypes.byref(shape_in))
@@ -313,19 +349,20 @@ def _input_pointer(x5: np.ndarray):
     return _address(x5)
 
 
-def native_model(model, library: Library | None = None) -> NativeModel:
-    """The NativeModel of an edgesnn Model, loaded once per Model object and library build.
+def native_model(model, library: Library | None = None, plan: str = "fast") -> NativeModel:
+    """The NativeModel of an edgesnn Model, loaded once per Model object, library build and arena plan.
 
     A Model is treated as unchanged after it was read or first ran; build a new Model to change
     parameters. A model read from bytes (Model.from_bytes) is loaded from those bytes, not re-written.
     The Model keeps it (Model.device_cache, keyed by the library's path), so it lives as long as the Model.
     """
     library = library or LIBRARY
-    loaded = model.device_cache.get(library.key)
+    key = library.key if plan == "fast" else f"{library.key} plan={plan}"   # CpuDevice._cache_key
+    loaded = model.device_cache.get(key)
     if loaded is None:
         data = model.source_bytes if model.source_bytes is not None else model.to_bytes()
         # two threads may both load it; dict.setdefault keeps the first one stored
-        loaded = model.device_cache.setdefault(library.key, NativeModel(data, library))
+        loaded = model.device_cache.setdefault(key, NativeModel(data, library, plan))
     return loaded
 
 
@@ -340,12 +377,17 @@ class CpuDevice(Device):
     repeats_dense_input = True   # x5 with T = 1 runs `timesteps` timesteps (esnn_run_batch input_timesteps 1)
     runs_over_time = True        # run_over_time: esnn_run_batch_trace
 
-    def __init__(self, library: str | os.PathLike | Library | None = None):
-        """`library`: another build of the engine (a path or Library); default: the installed one."""
+    def __init__(self, library: str | os.PathLike | Library | None = None, plan: str = "fast"):
+        """`library`: another build of the engine (a path or Library); default: the installed one.
+        `plan`: the arena plan, "fast" or "lean" (the least memory; bit-exact; NativeModel)."""
         if library is None or isinstance(library, Library):
             self.library = library or LIBRARY
         else:
             self.library = Library(library)
+        if plan not in PLANS:
+            raise ValueError(f"plan {plan!r}, expected one of {', '.join(map(repr, PLANS))}")
+        self.plan = plan
+        self._cache_key = self.library.key if plan == "fast" else f"{self.library.key} plan={plan}"
 
     def info(self) -> DeviceInfo:
         import platform
@@ -358,22 +400,22 @@ class CpuDevice(Device):
                           extra={"library": str(self.library.path)})
 
     def memory_figures(self, model) -> tuple[int, int]:
-        loaded = native_model(model, self.library)
+        loaded = native_model(model, self.library, self.plan)
         return loaded.memory_bytes, loaded.arena_bytes
 
     def check(self, model) -> MappingReport:
         try:
-            native_model(model, self.library)
+            native_model(model, self.library, self.plan)
         except FormatError as exc:
             return MappingReport(device=self.name, fits=False, unsupported=[str(exc)],
                                  layers=[LayerPlacement(l.name, l.kind, False, reason=str(exc)) for l in model.layers])
-        return super().check(model)
+        return with_plans(super().check(model), model, self.plan)
 
     def load(self, model) -> NativeModel:
-        return native_model(model, self.library)
+        return native_model(model, self.library, self.plan)
 
     def program_of(self, model) -> NativeModel:
-        return model.device_cache.get(self.library.key) or native_model(model, self.library)
+        return model.device_cache.get(self._cache_key) or native_model(model, self.library, self.plan)
 
     def run(self, program, x5: np.ndarray, timesteps: int | None = None) -> tuple[np.ndarray, Statistics]:
         """`program`: the Model (its Statistics need the layers); its NativeModel is loaded once and kept."""

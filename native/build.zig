@@ -37,7 +37,7 @@ pub fn build(b: *std.Build) void {
     static_step.dependOn(&b.addInstallArtifact(static, .{}).step);
     static_step.dependOn(&b.addInstallFile(b.path("include/edgesnn.h"), "include/edgesnn.h").step);
 
-    addRunner(b, target, optimize, static);
+    addRunner(b, target, optimize);
 
     const test_module = b.createModule(.{
         .root_source_file = b.path("src/tests.zig"),
@@ -50,16 +50,18 @@ pub fn build(b: *std.Build) void {
     test_step.dependOn(&run_tests.step);
 }
 
-/// `zig build runner`: bin/edgesnn-runner, the device runner (native/runner/, docs/protocol.md) linked
-/// with the static library; for a board, e.g. -Dtarget=aarch64-linux-musl (a static binary).
-fn addRunner(b: *std.Build, target: std.Build.ResolvedTarget, optimize: @TypeOf(b.standardOptimizeOption(.{})), static: *std.Build.Step.Compile) void {
+/// `zig build runner`: bin/edgesnn-runner, the device runner (native/runner/, docs/protocol.md) with the
+/// engine compiled in; for a board, e.g. -Dtarget=aarch64-linux-musl (a static binary).
+fn addRunner(b: *std.Build, target: std.Build.ResolvedTarget, optimize: @TypeOf(b.standardOptimizeOption(.{}))) void {
     const runner_module = b.createModule(.{
         .root_source_file = b.path("runner/main.zig"),
         .target = target,
         .optimize = optimize,
         .strip = optimize != .debug,
     });
-    runner_module.linkLibrary(static);
+    // the engine compiled in as the module "engine" (src/exports.zig, as native/fuzz/build.sh builds
+    // the runner's fuzz target): session.zig calls its C API and reads its limits (src/limits.zig)
+    runner_module.addImport("engine", b.createModule(.{ .root_source_file = b.path("src/exports.zig"), .target = target, .optimize = optimize, .strip = optimize != .debug }));
     const runner = b.addExecutable(.{ .name = "edgesnn-runner", .root_module = runner_module, .use_llvm = true });
     const install_runner = b.addInstallArtifact(runner, .{});
     const runner_step = b.step("runner", "Build the device runner bin/edgesnn-runner (docs/protocol.md)");

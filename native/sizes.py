@@ -19,7 +19,7 @@ from pathlib import Path
 NATIVE = Path(__file__).resolve().parent
 
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
-SHT_NOBITS = 8
+SHT_SYMTAB, SHT_NOBITS = 2, 8
 
 # (label, zig build step, -Dtarget, -Dcpu, -Doptimize, the file it installs)
 BUILDS = [
@@ -56,6 +56,54 @@ def elf_section_bytes(data: bytes) -> dict[str, int]:
         else:
             sizes["rodata"] += size
     return sizes
+
+
+def elf_symbol_bytes(data: bytes, name: str, size: int) -> bytes | None:
+    """The `size` bytes a defined symbol `name` points at in one ELF object file, or None."""
+    if data[:4] != b"\x7fELF":
+        return None
+    is_64 = data[4] == 2
+    if is_64:
+        shoff, = struct.unpack_from("<Q", data, 40)
+        shentsize, shnum = struct.unpack_from("<HH", data, 58)
+        section_entry, symbol_entry, symbol_bytes = "<IIQQQQIIQQ", "<IBBHQQ", 24
+    else:
+        shoff, = struct.unpack_from("<I", data, 32)
+        shentsize, shnum = struct.unpack_from("<HH", data, 46)
+        section_entry, symbol_entry, symbol_bytes = "<IIIIIIIIII", "<IIIBBH", 16
+    sections = [struct.unpack_from(section_entry, data, shoff + i * shentsize) for i in range(shnum)]
+    for section in sections:
+        kind, offset, length, link = section[1], section[4], section[5], section[6]
+        if kind != SHT_SYMTAB:
+            continue
+        strings_offset = sections[link][4]
+        for at in range(offset, offset + length, symbol_bytes):
+            fields = struct.unpack_from(symbol_entry, data, at)
+            if is_64:
+                name_offset, _, _, index, value, _ = fields
+            else:
+                name_offset, value, _, _, _, index = fields
+            end = data.index(b"\0", strings_offset + name_offset)
+            if data[strings_offset + name_offset:end].decode() != name or index == 0 or index >= len(sections):
+                continue
+            target = sections[index]
+            if target[1] == SHT_NOBITS:
+                return None
+            return data[target[4] + value:target[4] + value + size]
+    return None
+
+
+def record_bytes(path: Path) -> tuple[int, int]:
+    """A build's {Model, Layer} record sizes: its esnn_record_bytes symbol (native/src/exports.zig), read
+    from the library file, so a cross build needs no device to say them."""
+    data = path.read_bytes()
+    members = list(archive_members(data)) if data[:8] == b"!<arch>\n" else [data]
+    for member in members:
+        found = elf_symbol_bytes(member, "esnn_record_bytes", 8)
+        if found is not None:
+            model, layer = struct.unpack("<II", found)
+            return model, layer
+    raise ValueError(f"{path}: no esnn_record_bytes symbol (an engine older than its export?)")
 
 
 def archive_members(data: bytes):

@@ -155,3 +155,55 @@ def header_status(name: str) -> int:
     """A status code as native/include/edgesnn.h defines it."""
     header = (ROOT / "native" / "include" / "edgesnn.h").read_text()
     return int(re.search(rf"\b{name} = (\d+)", header)[1])
+
+
+# -- the profiles' record sizes: what a 32-bit build's model memory differs by ------------------------------
+
+
+@pytest.mark.parametrize("profile", ["cortex-m4", "cortex-m7", "aarch64-linux"])
+def test_profile_record_bytes_are_the_cross_build_s_own(profile, tmp_path):
+    """edgesnn/devices.py's record sizes per profile equal the esnn_record_bytes symbol of a fresh cross
+    build of the library for that target (native/sizes.py reads it from the file), so the profile's
+    program figure (esnn_model_memory_bytes_for) is the target's exact model memory."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "native"))
+    try:
+        import sizes
+    finally:
+        sys.path.remove(str(ROOT / "native"))
+    target, *cpu = es.devices.PROFILES[profile].zig_target.split()
+    prefix = tmp_path / "build"
+    error = sizes.build(ROOT / "native", "static", target, cpu[0].split("=")[1] if cpu else None, "ReleaseSmall", prefix)
+    assert error is None, error
+    assert sizes.record_bytes(prefix / "lib" / "libedgesnn.a") == es.devices.PROFILES[profile].record_bytes
+
+
+def test_arm32_linux_build_loads_with_the_memory_the_32bit_figure_says(tmp_path):
+    """The C library's own number on a 32-bit build that runs here (arm-linux-musleabihf under
+    qemu-arm: classify.c prints esnn_model_memory_bytes) equals the host's esnn_model_memory_bytes_for
+    with that build's record sizes."""
+    qemu = shutil.which("qemu-arm")
+    if qemu is None:
+        pytest.skip("qemu-arm is not installed (Debian: apt-get install qemu-user)")
+    import sys
+
+    from edgesnn import native
+
+    sys.path.insert(0, str(ROOT / "native"))
+    try:
+        import sizes
+    finally:
+        sys.path.remove(str(ROOT / "native"))
+    binary = build_example("arm-linux-musleabihf", tmp_path / "arm")
+    records = sizes.record_bytes(binary.parent / "lib" / "libedgesnn.a")
+    assert records == es.devices.PROFILES["cortex-m4"].record_bytes   # the same 32-bit AAPCS layout
+    for name, model in models().items():
+        model.save(tmp_path / f"{name}.esnn")
+        (tmp_path / "x.u8").write_bytes(np.zeros(model.input_shape, np.uint8).tobytes())
+        result = subprocess.run([qemu, str(binary), str(tmp_path / f"{name}.esnn"), str(tmp_path / "x.u8"), "1"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        reported = int(re.search(r"memory_bytes (\d+)", result.stdout)[1])
+        assert reported == native.LIBRARY.memory_bytes_for(model.to_bytes(), records), name
+

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import edgesnn as es
+from edgesnn import reference
 from edgesnn.layers import Conv2D, Dense, InputConv2D
 
 SPIKING = Path(es.__file__).resolve().parent / "data" / "mnist_cnn_if.esnn"
@@ -147,3 +148,79 @@ def test_a_context_keeps_the_model_memory_alive_while_it_runs():
     gc.collect()
     again, _ = context.run(x5, 8)           # the model memory the handle points into is still there
     assert np.array_equal(expected, again)
+
+
+# -- the arena plans (native/src/planner.zig): fast and lean, bit-exact, lean the smaller ---------------
+
+DATA = Path(es.__file__).resolve().parent / "data"
+SHIPPED = ("kws_dscnn_4bit.esnn", "mnist_cnn_4bit.esnn", "mnist_cnn_if.esnn")
+
+
+def native_plans(model):
+    native = pytest.importorskip("edgesnn.native")
+    data = model.to_bytes()
+    return native.NativeModel(data), native.NativeModel(data, plan="lean")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_both_plans_are_bit_exact_and_the_lean_one_is_smaller(name):
+    model = es.Model.load(DATA / name)
+    fast, lean = native_plans(model)
+    assert fast.plan_arena_bytes == lean.plan_arena_bytes == {"fast": fast.arena_bytes, "lean": lean.arena_bytes}
+    assert lean.arena_bytes < fast.arena_bytes
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 1 << model.input_bits, (2, *model.input_shape)).astype(np.uint8)
+    for timesteps in (1, 3):
+        repeated = np.ascontiguousarray(x[:, None])
+        per_step = rng.integers(0, 1 << model.input_bits, (2, timesteps, *model.input_shape)).astype(np.uint8)
+        for x5 in (repeated, per_step):
+            expected, expected_stats = reference.run(model, np.ascontiguousarray(
+                np.broadcast_to(x5, (2, timesteps, *model.input_shape))))
+            for loaded in (fast, lean):
+                potentials, counts = loaded.run(x5, timesteps)
+                np.testing.assert_array_equal(potentials, expected, err_msg=loaded.plan)
+                got = es.Statistics.from_counts(model.layers, counts, 2, timesteps, "cpu")
+                assert got == expected_stats, loaded.plan
+
+
+def conv_chain(depth: int) -> es.Model:
+    rng = np.random.default_rng(depth)
+    relu = {"weight_bits": 4, "padding": "same", "out_multiplier": 1, "out_shift": 6, "activation_bits": 4}
+    layers = [InputConv2D(name="c0", weights=rng.integers(-8, 8, (3, 3, 1, 16)), **relu)]
+    layers += [Conv2D(name=f"c{i}", weights=rng.integers(-8, 8, (3, 3, 16, 16)), **relu) for i in range(1, depth)]
+    layers.append(Dense(name="out", weights=rng.integers(-8, 8, (12 * 12 * 16, 4)), weight_bits=4, neuron="none"))
+    return es.Model(layers=layers, input_shape=(12, 12, 1))
+
+
+def test_a_chain_reuses_its_buffers_so_its_arena_does_not_grow_with_depth():
+    """Liveness-based reuse: each layer's activations and scratch are freed after their last reader,
+    so a chain of 8 equal convs needs the arena of a chain of 3 but for a counter per layer (the lean
+    plan keeps no per-layer frames; the fast plan keeps one painted frame per conv)."""
+    def aligned(n: int) -> int:
+        return -(-n // 64) * 64
+
+    short, long = native_plans(conv_chain(3)), native_plans(conv_chain(8))
+    per_layer_counters = aligned(9 * 8) - aligned(4 * 8)   # one u64 of synaptic ops per layer
+    assert long[1].arena_bytes - short[1].arena_bytes == per_layer_counters
+    frame_bytes = aligned(14 * 14 * 16 + 4)                # a conv's padded input (3x3, same, 16 channels)
+    assert long[0].arena_bytes - short[0].arena_bytes == per_layer_counters + 5 * frame_bytes
+
+
+def test_the_plan_is_checked_at_the_c_api():
+    native = pytest.importorskip("edgesnn.native")
+    import ctypes
+
+    data = small_spiking_model().to_bytes()
+    with pytest.raises(ValueError, match="plan 'tiny', expected one of 'fast', 'lean'"):
+        native.NativeModel(data, plan="tiny")
+    lib = native.LIBRARY.lib
+    source = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+    memory = ctypes.create_string_buffer(1 << 16)
+    message = ctypes.create_string_buffer(256)
+    handle = ctypes.c_void_p()
+    status = lib.esnn_model_load_plan(source, len(data), memory, len(memory), 2, ctypes.byref(handle), message, 256)
+    assert status == 1 and handle.value is None          # ESNN_ERROR_ARGUMENT
+    assert message.value.decode() == "plan 2, expected ESNN_PLAN_FAST (0) or ESNN_PLAN_LEAN (1)"
+    assert lib.esnn_model_load_plan(source, len(data), memory, len(memory), 1, ctypes.byref(handle), message, 256) == 0
+    assert lib.esnn_model_plan_arena_bytes(handle, 2) == 0
+    assert lib.esnn_model_plan_arena_bytes(handle, 1) == lib.esnn_model_arena_bytes(handle)

@@ -4,8 +4,10 @@ value, rectangular stride, depth multiplier, pooling (rectangular windows, strid
 count_include_pad, min channels), add bias, neuron and zero point, the if/lif dynamics (shift leak or
 multiplicative decay, reset by subtraction / to zero / none, membrane floor, per-channel thresholds
 from always- to never-firing), activation bits 1/2/4/8, weight bits 2/4/8, timestep counts and input
-sparsity (hypothesis). Runs the ReleaseSafe build, so any overflow or out-of-bounds
-access in the engine aborts instead of passing silently.
+sparsity (hypothesis), with both arena plans (fast and lean, native/src/planner.zig). Runs the
+ReleaseSafe build, so any overflow or out-of-bounds access in the engine aborts instead of passing
+silently, and its contexts fill the buffers shared by lifetime with garbage, so a kernel that relies
+on a zero it did not write fails.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def cpu(request, tmp_path_factory):
         sys.path.remove(str(ROOT / "_build_backend"))
     path = edgesnn_build.build_native("ReleaseSafe", tmp_path_factory.mktemp(f"native-{request.param}"), request.param)
     return native.CpuDevice(library=path)
+
+
+def both_plans(cpu) -> tuple:
+    """The fast-plan device and the lean-plan device of one build."""
+    return cpu, native.CpuDevice(library=cpu.library, plan="lean")
 
 
 SPATIAL = ("input_conv2d", "conv2d", "depthwise2d", "separable2d")
@@ -240,10 +247,11 @@ def test_native_equals_reference(cpu, data):
     model = data.draw(models())
     x5 = data.draw(inputs(model))
     expected, expected_stats = reference.run(model, x5)
-    potentials, stats = cpu.run(model, x5)
-    np.testing.assert_array_equal(potentials, expected)
-    assert potentials.dtype == np.int32
-    assert stats == expected_stats, f"\nnative:\n{stats}\nreference:\n{expected_stats}"
+    for device in both_plans(cpu):
+        potentials, stats = device.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
+        assert potentials.dtype == np.int32
+        assert stats == expected_stats, f"\nplan {device.plan}, native:\n{stats}\nreference:\n{expected_stats}"
 
 
 def features(layer) -> set[str]:
@@ -317,9 +325,10 @@ def test_saturation_and_rounding_edges(cpu):
         model = es.Model(layers=layers, input_shape=(1, 1, 1), input_bits=8)
         x5 = np.array([255, 0, 17, 255, 1, 255, 255, 255, 255, 255], np.uint8).reshape(1, 10, 1, 1, 1)
         expected, expected_stats = reference.run(model, x5)
-        potentials, stats = cpu.run(model, x5)
-        np.testing.assert_array_equal(potentials, expected)
-        assert stats == expected_stats
+        for device in both_plans(cpu):
+            potentials, stats = device.run(model, x5)
+            np.testing.assert_array_equal(potentials, expected)
+            assert stats == expected_stats
 
 
 def test_concat_sources_that_begin_like_the_plain_order(cpu):
@@ -332,9 +341,10 @@ def test_concat_sources_that_begin_like_the_plain_order(cpu):
                                  neuron="none")], input_shape=(3, 4, 3), input_bits=4)
         x5 = np.random.default_rng(0).integers(0, 16, (2, 2, 3, 4, 3)).astype(np.uint8)
         expected, expected_stats = reference.run(model, x5)
-        potentials, stats = cpu.run(model, x5)
-        np.testing.assert_array_equal(potentials, expected)
-        assert stats == expected_stats
+        for device in both_plans(cpu):
+            potentials, stats = device.run(model, x5)
+            np.testing.assert_array_equal(potentials, expected)
+            assert stats == expected_stats
 
 
 @st.composite
@@ -382,9 +392,10 @@ def test_native_dynamics_equal_reference_over_many_timesteps(cpu, data):
     x5 = np.ascontiguousarray(np.broadcast_to(x5, (n, t, *model.input_shape)))
     capture = {}
     expected, expected_stats = reference.run(model, x5, capture)
-    potentials, stats = cpu.run(model, x5)
-    np.testing.assert_array_equal(potentials, expected)
-    assert stats == expected_stats, f"\nnative:\n{stats}\nreference:\n{expected_stats}"
+    for device in both_plans(cpu):
+        potentials, stats = device.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
+        assert stats == expected_stats, f"\nplan {device.plan}, native:\n{stats}\nreference:\n{expected_stats}"
 
 
 SPIKE_DENSITIES = (0.0, 0.02, 0.1, 0.3, 0.6, 1.0)  # both sides of every kernel choice on binary inputs
@@ -446,9 +457,10 @@ def test_spike_inputs_native_equals_reference(cpu, data):
     x = rng.integers(1, value_max + 1, (n, t, *model.input_shape))
     x5 = np.where(rng.random(x.shape) < density, x, 0).astype(np.uint8)
     expected, expected_stats = reference.run(model, x5)
-    potentials, stats = cpu.run(model, x5)
-    np.testing.assert_array_equal(potentials, expected)
-    assert stats == expected_stats, f"\nnative:\n{stats}\nreference:\n{expected_stats}"
+    for device in both_plans(cpu):
+        potentials, stats = device.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
+        assert stats == expected_stats, f"\nplan {device.plan}, native:\n{stats}\nreference:\n{expected_stats}"
 
 
 def test_dynamics_edges(cpu):

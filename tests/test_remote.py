@@ -131,8 +131,13 @@ def test_protocol_round_trip(raw, mnist):
     assert (header.kind, header.sequence) == (P.INFO, 100)
     info = P.decode_info(body)
     assert info["protocol_version"] == 1 and info["frame_bytes_max"] == 65536
-    assert info["layer_kinds"] == ("input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add")
-    assert info["weight_bits"] == (2, 4, 8) and info["activation_bits"] == (1, 2, 4, 8)
+    # the runner reports the engine's own limits (native/src/limits.zig, one home): every layer kind
+    # (concat included: a second list in the runner had missed it), bit width and count limit
+    assert info["layer_kinds"] == es.layers.KINDS
+    assert info["weight_bits"] == es.layers.WEIGHT_BITS and info["activation_bits"] == es.layers.ACTIVATION_BITS
+    from test_native import zig_limits
+    limits = zig_limits()
+    assert (info["layers_max"], info["channels_max"]) == (limits["layers_max"], limits["channels_max"])
 
     header, body = raw.request(P.LOAD, 101, mnist.to_bytes())
     loaded = P.decode_loaded(body)
@@ -638,13 +643,15 @@ def test_smoke_fuzz_frames(runner_fuzz_library, tmp_path):
     assert "Done " in result.stderr, result.stderr[-2000:]
 
 
-def test_cortex_m4_profile_arena_is_the_cortex_m4_c_library_figure(tmp_path):
-    """The Cortex-M4 build of the C library (bare_metal.c, a static arena of ESNN_ARENA_BYTES) runs the
-    model with exactly the arena `check("cortex-m4")` reports, and refuses it with one byte less."""
+def test_cortex_m4_profile_figures_are_the_cortex_m4_c_library_figures(tmp_path):
+    """The Cortex-M4 build of the C library (bare_metal.c: static arrays of ESNN_MODEL_BYTES for the
+    model and ESNN_ARENA_BYTES for the lean-plan arena) runs the model with exactly the program and
+    arena bytes `check("cortex-m4")` reports, and refuses it with one byte less of either."""
     qemu = shutil.which("qemu-arm")
     if qemu is None:
         pytest.skip("qemu-arm is not installed (scripts/install-system-deps.sh installs qemu-user)")
     from test_c_embedding import spiking_mnist_like
+    from test_c_embedding import parse_output
     from test_cross import M4_SCRIPT, QEMU_ARM_CPU, header_status
 
     model = spiking_mnist_like()
@@ -653,18 +660,26 @@ def test_cortex_m4_profile_arena_is_the_cortex_m4_c_library_figure(tmp_path):
     model.save(tmp_path / "model.esnn")
     x = random_input(model, 1, np.random.default_rng(16))
     (tmp_path / "input.u8").write_bytes(x[0].tobytes())
+    # the 64-bit host's own figures are larger: the Cortex-M figure is the target's, not an upper bound
+    assert report.program_bytes < es.devices.native_memory_figures(model)[0]
+    assert report.arena_plan == "lean" and report.arena_bytes < report.arena_plans["fast"]
     results = {}
-    for arena in (report.arena_bytes, report.arena_bytes - 1):
-        out = tmp_path / f"arena-{arena}"
+    exact = (report.program_bytes, report.arena_bytes)
+    for program, arena in (exact, (report.program_bytes - 1, report.arena_bytes), (report.program_bytes, report.arena_bytes - 1)):
+        out = tmp_path / f"memory-{program}-{arena}"
         build = subprocess.run(["bash", str(M4_SCRIPT), str(tmp_path / "model.esnn"), str(tmp_path / "input.u8"),
-                                str(out), "-DESNN_TIMESTEPS=1", f"-DESNN_MODEL_BYTES={report.program_bytes}",
+                                str(out), "-DESNN_TIMESTEPS=1", f"-DESNN_MODEL_BYTES={program}",
                                 f"-DESNN_ARENA_BYTES={arena}"], capture_output=True, text=True,
                                env={**os.environ, "OPTIMIZE": "ReleaseSafe"}, timeout=900)
         assert build.returncode == 0, build.stderr
-        results[arena] = subprocess.run([qemu, "-cpu", QEMU_ARM_CPU, str(out / "bare_metal")], capture_output=True,
-                                        text=True, timeout=120)
-    assert results[report.arena_bytes].returncode == 0, results[report.arena_bytes].stdout
-    assert results[report.arena_bytes - 1].stdout == f"error: status {header_status('ESNN_ERROR_LIMIT')}\n"
+        results[program, arena] = subprocess.run([qemu, "-cpu", QEMU_ARM_CPU, str(out / "bare_metal")],
+                                                 capture_output=True, text=True, timeout=120)
+    assert results[exact].returncode == 0, results[exact].stdout
+    expected = model.forward(x, device="reference")
+    np.testing.assert_array_equal(parse_output(results[exact].stdout)[1], expected.reshape(-1))
+    for less in results:
+        if less != exact:
+            assert results[less].stdout == f"error: status {header_status('ESNN_ERROR_LIMIT')}\n", less
 
 
 def test_the_runner_protocol_zig_tests_pass():

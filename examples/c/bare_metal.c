@@ -18,6 +18,9 @@
 #ifndef ESNN_ARENA_BYTES
 #define ESNN_ARENA_BYTES (48 * 1024) /* one inference context */
 #endif
+#ifndef ESNN_PLAN
+#define ESNN_PLAN ESNN_PLAN_LEAN /* the arena plan that needs the least memory (docs/c-api.md) */
+#endif
 #ifndef ESNN_OUTPUT_VALUES_MAX
 #define ESNN_OUTPUT_VALUES_MAX 64
 #endif
@@ -39,8 +42,8 @@ int32_t esnn_demo_classify(const int32_t **potentials_out, size_t *count_out) {
     if (status != ESNN_OK) return -1 - status;
     if (model_bytes > sizeof model_memory) return -1 - ESNN_ERROR_LIMIT;
     const esnn_model *model = NULL;
-    status = esnn_model_load(esnn_model_file, ESNN_MODEL_FILE_BYTES, model_memory, sizeof model_memory, &model,
-                             message, sizeof message);
+    status = esnn_model_load_plan(esnn_model_file, ESNN_MODEL_FILE_BYTES, model_memory, sizeof model_memory,
+                                  ESNN_PLAN, &model, message, sizeof message);
     if (status != ESNN_OK) return -1 - status;
     if (esnn_model_arena_bytes(model) > sizeof arena) return -1 - ESNN_ERROR_LIMIT;
     esnn_context *context = NULL;

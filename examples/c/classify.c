@@ -133,6 +133,7 @@ int main(int argc, char **argv) {
     }
     printf("class %zu\npotentials", argmax(potentials, output_values));
     for (size_t i = 0; i < output_values; i++) printf(" %d", (int)potentials[i]);
-    printf("\narena_bytes %zu of %zu\n", arena_bytes, sizeof arena);
+    printf("\narena_bytes %zu of %zu\nmemory_bytes %zu of %zu\n", arena_bytes, sizeof arena, model_bytes,
+           sizeof model_memory);
     return 0;
 }

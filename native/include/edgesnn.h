@@ -59,11 +59,24 @@ const char *esnn_status_name(int status);
 int esnn_model_memory_bytes(const uint8_t *bytes, size_t bytes_len, size_t *memory_bytes,
                             char *message, size_t message_bytes);
 
+/* This build's {Model, Layer} record sizes, and esnn_model_memory_bytes as a build with other sizes
+ * (a 32-bit target's esnn_record_bytes) would report it: exact program figures before flashing. */
+extern const uint32_t esnn_record_bytes[2];
+int esnn_model_memory_bytes_for(const uint8_t *bytes, size_t bytes_len, const uint32_t record_bytes[2],
+                                uint64_t *memory_bytes, char *message, size_t message_bytes);
+
 /* Validate and load. `memory` must outlive the model; `bytes` need not. */
 int esnn_model_load(const uint8_t *bytes, size_t bytes_len, void *memory, size_t memory_bytes,
                     const esnn_model **model_out, char *message, size_t message_bytes);
 
+/* The same, keeping arena plan `plan` (esnn_model_load keeps ESNN_PLAN_FAST; docs/c-api.md). */
+#define ESNN_PLAN_FAST 0 /* the default: frames painted once, the model input and a potentials cache kept */
+#define ESNN_PLAN_LEAN 1 /* the least memory: frames repainted, the input copied in each timestep, no cache */
+int esnn_model_load_plan(const uint8_t *bytes, size_t bytes_len, void *memory, size_t memory_bytes, int plan,
+                         const esnn_model **model_out, char *message, size_t message_bytes);
+
 size_t esnn_model_arena_bytes(const esnn_model *model); /* exact, alignment slack included */
+size_t esnn_model_plan_arena_bytes(const esnn_model *model, int plan); /* either plan's; 0: bad plan */
 uint32_t esnn_model_layer_count(const esnn_model *model);
 int esnn_model_input_shape(const esnn_model *model, uint32_t shape_out[4]);  /* H, W, C, input_bits */
 int esnn_model_output_shape(const esnn_model *model, uint32_t shape_out[3]); /* H, W, C */

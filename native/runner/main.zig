@@ -33,34 +33,58 @@ const Config = struct {
     mode: Mode = .stdio,
 };
 
-/// A link over file descriptors (a pipe pair, a socket or a tty).
+/// Bytes a link reads ahead: one read takes a whole small frame (header and payload) that arrived
+/// together, instead of a read for its first byte, one for the rest of the header and one for the payload.
+const read_ahead_bytes = 64 * 1024;
+var read_ahead: [read_ahead_bytes]u8 = undefined; // the one link's; allocated with the program
+
+/// A link over file descriptors (a pipe pair, a socket or a tty), reading ahead into `read_ahead`.
 const FdLink = struct {
     in: i32,
     out: i32,
     socket: bool,
+    ahead: []u8 = read_ahead[0..],
+    ahead_start: usize = 0, // bytes [ahead_start, ahead_end) arrived and are not consumed yet
+    ahead_end: usize = 0,
 
     pub fn read(link: *FdLink, buffer: []u8, timeout_ms: i32) Read {
         var done: usize = 0;
         while (done < buffer.len) {
+            if (link.ahead_start < link.ahead_end) {
+                const count = @min(link.ahead_end - link.ahead_start, buffer.len - done);
+                @memcpy(buffer[done..][0..count], link.ahead[link.ahead_start..][0..count]);
+                link.ahead_start += count;
+                done += count;
+                continue;
+            }
             if (timeout_ms >= 0) {
                 switch (waitReadable(link.in, timeout_ms)) {
                     .ok => {},
                     else => |other| return other,
                 }
             }
-            const rc = linux.read(link.in, buffer[done..].ptr, buffer.len - done);
+            // what is left of a large payload goes straight to its place; anything else reads ahead
+            const direct = buffer.len - done >= link.ahead.len;
+            const target = if (direct) buffer[done..] else link.ahead;
+            const rc = linux.read(link.in, target.ptr, target.len);
             switch (linux.errno(rc)) {
                 .SUCCESS => {},
                 .INTR, .AGAIN => continue,
                 else => return .failed,
             }
             if (rc == 0) return .eof;
-            done += rc;
+            if (direct) {
+                done += rc;
+            } else {
+                link.ahead_start = 0;
+                link.ahead_end = rc;
+            }
         }
         return .ok;
     }
 
     pub fn drain(link: *FdLink, quiet_ms: i32) Read {
+        link.ahead_start = link.ahead_end; // what was read ahead goes with the rest
         var scratch: [4096]u8 = undefined;
         while (true) {
             switch (waitReadable(link.in, quiet_ms)) {

@@ -13,19 +13,25 @@ const header_bytes = protocol.header_bytes;
 
 pub const runner_version = "edgesnn-runner 0.1.0";
 pub const architecture = @tagName(builtin.cpu.arch) ++ "-" ++ @tagName(builtin.os.tag) ++ "-" ++ @tagName(builtin.abi);
-pub const message_bytes_max = 256; // the engine's messages (native/src/limits.zig message_bytes_max)
+pub const message_bytes_max = @import("engine").limits.message_bytes_max; // the engine's messages
 pub const info_bytes = 108;
 pub const loaded_bytes = 48;
 pub const stats_bytes = 64;
 pub const result_head_bytes = 8;
 
-// native/src/limits.zig, as INFO reports them
-const layers_max = 256;
-const channels_max = 8192;
-pub const timesteps_max = 1 << 20;
-const layer_kinds_mask = 0x3F; // input_conv2d, conv2d, depthwise2d, separable2d, dense, add
-const weight_bits_mask = (1 << 2) | (1 << 4) | (1 << 8);
-const activation_bits_mask = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 8);
+// the engine's limits as INFO reports them: native/src/limits.zig, their one home, through the engine
+// module (src/exports.zig; native/build.zig, native/fuzz/build.sh)
+const limits = @import("engine").limits;
+
+comptime {
+    _ = @import("engine"); // its C API, which this file calls through the extern declarations below
+}
+const layers_max = limits.layers_max;
+const channels_max = limits.channels_max;
+pub const timesteps_max = limits.timesteps_max;
+const layer_kinds_mask = limits.layer_kinds_mask;
+const weight_bits_mask = limits.weight_bits_mask;
+const activation_bits_mask = limits.activation_bits_mask;
 
 comptime {
     // RESULT's stats and potentials are written by the engine in host order; the protocol is little-endian

@@ -33,6 +33,9 @@ pub const Context = struct {
     model: *const Model,
     arena: []align(limits.buffer_alignment) u8, // from the aligned start, plan.used_bytes long
     message: [limits.message_bytes_max]u8 = @splat(0),
+    /// Non-zero values of the current timestep's model input (counted as it is loaded: the lean plan
+    /// may reuse the input buffer before the statistics are taken).
+    input_events: u64 = 0,
 
     fn bytes(ctx: *Context, offset: u64, count: u64) []u8 {
         return ctx.arena[limits.usizeFrom(offset)..][0..limits.usizeFrom(count)];
@@ -43,16 +46,17 @@ pub const Context = struct {
         return @as([*]i32, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(count)];
     }
 
-    fn events(ctx: *Context) []Event {
-        const plan = &ctx.model.plan;
-        const piece = ctx.arena[limits.usizeFrom(plan.events_offset)..][0..limits.usizeFrom(plan.events_max * @sizeOf(Event))];
-        return @as([*]Event, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(plan.events_max)];
+    /// The layer's event list scratch (planner.eventsMax entries).
+    fn events(ctx: *Context, layer: *const Layer) []Event {
+        const count = planner.eventsMax(layer);
+        const piece = ctx.arena[limits.usizeFrom(layer.events_offset)..][0..limits.usizeFrom(count * @sizeOf(Event))];
+        return @as([*]Event, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(count)];
     }
 
-    fn quads(ctx: *Context) []model_zig.Quad {
-        const plan = &ctx.model.plan;
-        const piece = ctx.arena[limits.usizeFrom(plan.events_offset)..][0..limits.usizeFrom(plan.events_max * @sizeOf(model_zig.Quad))];
-        return @as([*]model_zig.Quad, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(plan.events_max)];
+    fn quads(ctx: *Context, layer: *const Layer) []model_zig.Quad {
+        const count = planner.eventsMax(layer);
+        const piece = ctx.arena[limits.usizeFrom(layer.events_offset)..][0..limits.usizeFrom(count * @sizeOf(model_zig.Quad))];
+        return @as([*]model_zig.Quad, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(count)];
     }
 
     /// i32 (OH, OW, C_p) of the last layer: its output summed over the sample's timesteps.
@@ -62,10 +66,16 @@ pub const Context = struct {
     }
 
     /// The padded-input scratch of a conv or depthwise stage (empty for other layers and those that
-    /// read their input directly).
+    /// read their input directly), its border holding the pad values: the lean plan shares frames
+    /// with other buffers, so it paints the border again at each use (the fast plan once, at init).
     fn frame(ctx: *Context, layer: *const Layer) []u8 {
         if (!layer.usesFrame()) return &.{};
-        return ctx.bytes(layer.frame_offset, layer.frameBytes());
+        const scratch = ctx.bytes(layer.frame_offset, layer.frameBytes());
+        if (ctx.model.plan.kind == .lean) {
+            @memset(scratch, 0);
+            frame_zig.paint(layer, scratch);
+        }
+        return scratch;
     }
 
     fn staticOps(ctx: *Context) []u64 {
@@ -99,10 +109,15 @@ pub fn initContext(model: *const Model, arena: []u8, diag: *Diagnostic) Error!*C
     }
     const start: usize = limits.usizeFrom(limits.alignUp(@intFromPtr(arena.ptr), limits.buffer_alignment) - @intFromPtr(arena.ptr));
     const aligned: []align(limits.buffer_alignment) u8 = @alignCast(arena[start..][0..limits.usizeFrom(model.plan.used_bytes)]);
-    @memset(aligned, 0); // padding lanes of every buffer start (and stay) zero
+    @memset(aligned, 0); // the padding lanes of the input, the frames and the sums start zero
+    // Safety-checked builds fill the buffers shared by lifetime with garbage: none may rely on a zero
+    // it did not write (tests/test_native_bitexact.py runs these builds on both plans).
+    if (std.debug.runtime_safety) @memset(aligned[limits.usizeFrom(model.plan.shared_offset)..], 0xa5);
     const ctx: *Context = @ptrCast(aligned.ptr);
     ctx.* = .{ .model = model, .arena = aligned };
-    for (model.layers) |*layer| frame_zig.paint(layer, ctx.frame(layer)); // the borders' pad values
+    if (model.plan.kind == .fast) { // the borders' pad values, once (the lean plan paints at each use)
+        for (model.layers) |*layer| frame_zig.paint(layer, ctx.frame(layer));
+    }
     return ctx;
 }
 
@@ -213,8 +228,10 @@ fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnos
     var events: EventCounts = undefined; // each entry set by its layer before a consumer reads it
     var t: u32 = 0;
     while (t < sample.timesteps) : (t += 1) {
-        if (t < sample.input_timesteps) {
-            try loadFrame(ctx, sample.input[t * frame_values ..][0..frame_values], sample.index, t, diag);
+        // the lean plan frees the input buffer after its last reader: a repeated frame is copied again
+        if (t < sample.input_timesteps or model.plan.kind == .lean) {
+            const frame_index = @min(t, sample.input_timesteps - 1);
+            try loadFrame(ctx, sample.input[frame_index * frame_values ..][0..frame_values], sample.index, t, diag);
         }
         // a single timestep has nothing to reuse: no cached potentials (so relu may run fused)
         const frame: Frame = if (sample.input_timesteps > 1 or sample.timesteps == 1)
@@ -285,8 +302,13 @@ fn loadFrame(ctx: *Context, frame: []const u8, sample: u32, t: u32, diag: *Diagn
             sample, t, pixel / model.input.w, pixel % model.input.w, index % channels, frame[index], input_max,
         });
     }
-    if (channels == channels_padded) return @memcpy(buffer, frame); // one copy, not one per pixel
-    frame_zig.copyPixels(buffer, channels_padded, frame, channels, channels, limits.usizeFrom(model.input.pixels()));
+    if (channels == channels_padded) {
+        @memcpy(buffer, frame); // one copy, not one per pixel
+    } else {
+        if (model.plan.kind == .lean) @memset(buffer, 0); // shared: its padding lanes were other buffers'
+        frame_zig.copyPixels(buffer, channels_padded, frame, channels, channels, limits.usizeFrom(model.input.pixels()));
+    }
+    ctx.input_events = vector.countNonZeroU8(buffer);
 }
 
 /// Whether this timestep's model input is new, or the single frame of the sample repeated.
@@ -312,11 +334,11 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
     const potentials = if (static)
         ctx.ints(layer.static_offset, layer.synaptic.valuesPadded())
     else
-        ctx.ints(model.plan.potentials_offset, layer.synaptic.valuesPadded());
+        ctx.ints(layer.potentials_offset, layer.synaptic.valuesPadded());
     const static_ops = &ctx.staticOps()[layer_index];
     // relu straight from the kernel's registers when no pooling, output sums or cache read the potentials
     var fused: neuron.Fused = .{ .layer = layer, .activations = &.{} };
-    const fuse = !static and !is_last and neuron.Fused.eligible(layer);
+    const fuse = !static and !is_last and planner.fusesRelu(layer);
     if (fuse) fused.activations = ctx.activations(@intCast(layer_index));
     const synaptic_ops = if (static and frame == .repeated)
         static_ops.*
@@ -331,7 +353,7 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
         if (cached and frame == .repeated) {
             pooled = potentials[0..limits.usizeFrom(layer.output.valuesPadded())];
         } else {
-            const pooled_buffer = ctx.ints(model.plan.pooled_offset, layer.output.valuesPadded());
+            const pooled_buffer = ctx.ints(layer.pooled_offset, layer.output.valuesPadded());
             pooling.run(layer, potentials, pooled_buffer);
             if (cached) @memcpy(potentials[0..pooled_buffer.len], pooled_buffer);
             pooled = pooled_buffer;
@@ -346,8 +368,8 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
 
     events[layer_index] = output_events;
     if (stats) |s| {
-        for (inputs, layer.inputs[0..layer.input_count], layer.input_shapes[0..layer.input_count]) |input, producer, shape| {
-            s.input_events += if (producer == model_zig.input_model) vector.countNonZeroU8(input) else events[@intCast(producer)];
+        for (layer.inputs[0..layer.input_count], layer.input_shapes[0..layer.input_count]) |producer, shape| {
+            s.input_events += if (producer == model_zig.input_model) ctx.input_events else events[@intCast(producer)];
             s.input_size += shape.values();
         }
         s.output_events += output_events;
@@ -366,14 +388,13 @@ fn inputEvents(layer: *const Layer, inputs: []const []const u8, events: *const E
 /// `fused`: the relu stage, for a kernel that can run it on its registers (kernels/neuron.zig Fused).
 /// `events`: the output events of the layers before (conv2d chooses its kernel by its input's).
 fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8, events: *const EventCounts, potentials: []i32, fused: ?*neuron.Fused) u64 {
-    const plan = &ctx.model.plan;
     return switch (layer.kind) {
         .input_conv2d, .conv2d => conv2d.run(
             layer,
             inputs[0],
             if (layer.isNarrowConv()) 0 else inputEvents(layer, inputs, events), // a narrow conv always runs dense
             potentials,
-            ctx.quads(),
+            ctx.quads(layer),
             ctx.frame(layer),
             fused,
         ),
@@ -382,11 +403,11 @@ fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8,
             layer,
             inputs[0],
             ctx.frame(layer),
-            ctx.ints(plan.mid_offset, layer.synaptic.pixels() * layer.depthwiseChannelsPadded()),
+            ctx.ints(layer.mid_offset, layer.synaptic.pixels() * layer.depthwiseChannelsPadded()),
             potentials,
-            ctx.events(),
+            ctx.events(layer),
         ),
-        .dense => dense.run(layer, inputs[0], inputEvents(layer, inputs, events), potentials, ctx.quads()),
+        .dense => dense.run(layer, inputs[0], inputEvents(layer, inputs, events), potentials, ctx.quads(layer)),
         .add => add.run(layer, inputs, potentials),
         .concat => concat.run(layer, inputs, potentials),
     };

@@ -3,11 +3,13 @@
 //! loader and the engine.
 
 const std = @import("std");
-const limits = @import("limits.zig");
+/// The engine's limits, for Zig programs built with the engine as a module (the device runner).
+pub const limits = @import("limits.zig");
 const model_zig = @import("model.zig");
 const loader = @import("loader.zig");
 const engine = @import("engine.zig");
 const status_zig = @import("status.zig");
+const planner = @import("planner.zig");
 
 const Status = status_zig.Status;
 const Diagnostic = status_zig.Diagnostic;
@@ -65,6 +67,34 @@ export fn esnn_model_memory_bytes(
     return code(.ok);
 }
 
+/// The sizes of this build's Model and Layer records ({Model, Layer} bytes): what the model memory of
+/// another target differs by (esnn_model_memory_bytes_for). Cross builds carry theirs in this symbol,
+/// read from the library file by native/sizes.py.
+export const esnn_record_bytes: [2]u32 = .{ @sizeOf(Model), @sizeOf(model_zig.Layer) };
+
+/// esnn_model_memory_bytes as a target whose Model and Layer records take `record_bytes` ({Model,
+/// Layer}, its esnn_record_bytes) would report it: the exact figure for a 32-bit build, from this one.
+export fn esnn_model_memory_bytes_for(
+    bytes: ?[*]const u8,
+    bytes_len: usize,
+    record_bytes: ?*const [2]u32,
+    memory_bytes: ?*u64,
+    message: ?[*]u8,
+    message_bytes: usize,
+) c_int {
+    var diag = diagnosticFor(message, message_bytes);
+    const file = bytes orelse return code(diag.fail(.argument, "bytes is NULL", .{}) catch diag.status);
+    const records = record_bytes orelse return code(diag.fail(.argument, "record_bytes is NULL", .{}) catch diag.status);
+    const out = memory_bytes orelse return code(diag.fail(.argument, "memory_bytes is NULL", .{}) catch diag.status);
+    if (records[0] == 0 or records[1] == 0) {
+        return code(diag.fail(.argument, "record_bytes {{{d}, {d}}}: expected a target's esnn_record_bytes (both non-zero)", .{ records[0], records[1] }) catch diag.status);
+    }
+    const validated = loader.validate(file[0..bytes_len], &diag) catch return code(diag.status);
+    const here = loader.recordsBytes(@sizeOf(Model), @sizeOf(model_zig.Layer), validated.layer_count);
+    out.* = validated.memory_bytes - here + loader.recordsBytes(records[0], records[1], validated.layer_count);
+    return code(.ok);
+}
+
 export fn esnn_model_load(
     bytes: ?[*]const u8,
     bytes_len: usize,
@@ -74,12 +104,27 @@ export fn esnn_model_load(
     message: ?[*]u8,
     message_bytes: usize,
 ) c_int {
+    return esnn_model_load_plan(bytes, bytes_len, memory, memory_bytes, @intFromEnum(planner.Kind.fast), model_out, message, message_bytes);
+}
+
+/// esnn_model_load keeping arena plan `plan` (ESNN_PLAN_FAST 0, ESNN_PLAN_LEAN 1; planner.zig).
+export fn esnn_model_load_plan(
+    bytes: ?[*]const u8,
+    bytes_len: usize,
+    memory: ?[*]u8,
+    memory_bytes: usize,
+    plan: c_int,
+    model_out: ?*?*const anyopaque,
+    message: ?[*]u8,
+    message_bytes: usize,
+) c_int {
     var diag = diagnosticFor(message, message_bytes);
+    const kind = planKind(plan) orelse return code(diag.fail(.argument, "plan {d}, expected ESNN_PLAN_FAST (0) or ESNN_PLAN_LEAN (1)", .{plan}) catch diag.status);
     const file = bytes orelse return code(diag.fail(.argument, "bytes is NULL", .{}) catch diag.status);
     const mem = memory orelse return code(diag.fail(.argument, "memory is NULL", .{}) catch diag.status);
     const out = model_out orelse return code(diag.fail(.argument, "model_out is NULL", .{}) catch diag.status);
     out.* = null;
-    const model = loader.load(file[0..bytes_len], mem[0..memory_bytes], &diag) catch return code(diag.status);
+    const model = loader.loadPlanned(file[0..bytes_len], mem[0..memory_bytes], kind, &diag) catch return code(diag.status);
     out.* = model;
     return code(.ok);
 }
@@ -88,6 +133,18 @@ export fn esnn_model_load(
 export fn esnn_model_arena_bytes(handle: ?*const anyopaque) usize {
     const model = modelFrom(handle) orelse return 0;
     return @intCast(model.arenaBytes());
+}
+
+fn planKind(plan: c_int) ?planner.Kind {
+    return std.enums.fromInt(planner.Kind, plan);
+}
+
+/// The arena bytes of either plan (esnn_model_arena_bytes of the model loaded with it); 0 for an
+/// invalid handle or plan.
+export fn esnn_model_plan_arena_bytes(handle: ?*const anyopaque, plan: c_int) usize {
+    const model = modelFrom(handle) orelse return 0;
+    const kind = planKind(plan) orelse return 0;
+    return @intCast(model.planArenaBytes(kind));
 }
 
 /// 0 for an invalid handle.

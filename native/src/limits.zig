@@ -46,6 +46,14 @@ pub const tensor_values_max = 1 << 26;
 /// Weights of one layer (one weight tensor).
 pub const weights_max = 1 << 28;
 
+/// Layer kinds as a bit mask, bit k - 1 for kind k of the file format (model.zig Kind: input_conv2d 1,
+/// conv2d 2, depthwise2d 3, separable2d 4, dense 5, add 6, concat 7; docs/protocol.md INFO).
+pub const layer_kind_count = 7;
+pub const layer_kinds_mask = (1 << layer_kind_count) - 1;
+/// Weight and activation bit widths as masks, bit b for b bits (docs/semantics.md).
+pub const weight_bits_mask = (1 << 2) | (1 << 4) | (1 << 8);
+pub const activation_bits_mask = (1 << 1) | (1 << 2) | (1 << 4) | (1 << 8);
+
 // -- a run -------------------------------------------------------------------------------------------
 pub const timesteps_max = 1 << 20;
 pub const batch_max = 1 << 24;

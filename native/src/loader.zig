@@ -274,6 +274,13 @@ const LayerCheck = struct {
 
 // -- validation -------------------------------------------------------------------------------------
 
+/// The model memory's Model and Layer records with the alignment slack: the part of memory_bytes that
+/// depends on the target (its pointers' size); the parameters that follow are the same everywhere.
+pub fn recordsBytes(model_struct_bytes: u64, layer_struct_bytes: u64, layer_count: u64) u64 {
+    return limits.buffer_alignment - 1 + limits.alignUp(model_struct_bytes, limits.buffer_alignment) +
+        limits.alignUp(layer_count * layer_struct_bytes, limits.buffer_alignment);
+}
+
 pub fn validate(file: []const u8, diag: *Diagnostic) Error!Validated {
     try checkHeader(file, diag);
     const sections = try checkSectionTable(file, diag);
@@ -290,8 +297,7 @@ pub fn validate(file: []const u8, diag: *Diagnostic) Error!Validated {
     if (reservedMustBeZero(file)) try checkZero(file, sections.grph.offset + 28, sections.grph.offset + limits.model_record_bytes, "GRPH model record reserved", diag);
     try checkShapeLimits(input, "the model input", diag);
 
-    var memory_bytes: u64 = limits.buffer_alignment - 1 + limits.alignUp(@sizeOf(Model), limits.buffer_alignment) +
-        limits.alignUp(@as(u64, layer_count) * @sizeOf(Layer), limits.buffer_alignment);
+    var memory_bytes: u64 = recordsBytes(@sizeOf(Model), @sizeOf(Layer), layer_count);
     var index: u32 = 0;
     while (index < layer_count) : (index += 1) {
         var check: LayerCheck = .{
@@ -1207,8 +1213,13 @@ const Bump = struct {
     }
 };
 
-/// Validate `file` and build the model inside `memory` (see the file comment).
+/// Validate `file` and build the model inside `memory` (see the file comment), with the fast arena plan.
 pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Model {
+    return loadPlanned(file, memory, .fast, diag);
+}
+
+/// load, keeping arena plan `kind` (planner.zig).
+pub fn loadPlanned(file: []const u8, memory: []u8, kind: planner.Kind, diag: *Diagnostic) Error!*const Model {
     const validated = try validate(file, diag);
     if (validated.memory_bytes > std.math.maxInt(usize)) {
         return diag.fail(.limit, "model memory: this model needs {d} bytes, more than this target's address space", .{validated.memory_bytes});
@@ -1242,7 +1253,7 @@ pub fn load(file: []const u8, memory: []u8, diag: *Diagnostic) Error!*const Mode
         .layers = layers,
         .plan = .{},
     };
-    planner.plan(model, layers);
+    planner.plan(model, layers, kind);
     if (model.arenaBytes() > std.math.maxInt(usize)) {
         return diag.fail(.limit, "arena: this model needs {d} bytes per inference context, more than this target's address space", .{model.arenaBytes()});
     }
@@ -1340,9 +1351,10 @@ fn fillSpikeRows(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     forEachWeight(check.tensor(.weights), check.record.weight_bits, layer, outer, Rows{ .out = rows, .cin = layer.input.c, .cout_padded = cout_padded });
     layer.spike_rows = rows;
     var fits = true;
+    const stride = limits.usizeFrom(cout_padded);
     for (0..layer.synaptic.c) |co| {
         var sum: u64 = 0;
-        for (0..rows.len / cout_padded) |row| sum += @abs(rows[row * cout_padded + co]);
+        for (0..rows.len / stride) |row| sum += @abs(rows[row * stride + co]);
         fits = fits and sum <= std.math.maxInt(i16);
     }
     layer.spike_sums_fit_i16 = fits;

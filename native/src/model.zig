@@ -15,6 +15,12 @@ pub const Kind = enum(u32) {
     concat = 7,
 };
 
+comptime {
+    // the kinds INFO and the limits name (limits.layer_kinds_mask) are these, numbered 1..count
+    std.debug.assert(std.enums.values(Kind).len == limits.layer_kind_count);
+    for (std.enums.values(Kind)) |kind| std.debug.assert(@intFromEnum(kind) >= 1 and @intFromEnum(kind) <= limits.layer_kind_count);
+}
+
 pub const Neuron = enum(u32) {
     none = 0,
     relu = 1,
@@ -172,6 +178,13 @@ pub const Layer = struct {
 
     /// u8 (frameHeight, frameWidth, frameChannels) + 4: the padded input of a conv (usesFrame).
     frame_offset: u64,
+    // Scratch of this layer's own stages (planner.zig shares them by lifetime): i32 potentials
+    // (synaptic, padded), i32 pooled (output, padded), i32 separable intermediate (synaptic pixels,
+    // Cmid_p), Event / Quad list (planner.eventsMax entries). 0 where the layer has none.
+    potentials_offset: u64 = 0,
+    pooled_offset: u64 = 0,
+    mid_offset: u64 = 0,
+    events_offset: u64 = 0,
 
     /// Whether every sum of two u8 x i8 products of this layer's synaptic stage fits i16
     /// (2 * input max * |w| max <= 2^15 - 1; pad values lie within the input's range), so that
@@ -328,17 +341,16 @@ pub const ConcatSource = extern struct {
     channel: u32, // 0 .. that input's channels - 1
 };
 
-/// Byte offsets of the buffers shared by all layers, and the total, set by planner.zig.
+/// Byte offsets of the buffers kept for a whole context, and the totals, set by planner.zig.
 pub const ArenaPlan = struct {
+    kind: PlanKind = .fast, // the plan whose offsets the layers hold
     input_offset: u64 = 0, // u8 (H, W, C_p): the model input of the current timestep
-    potentials_offset: u64 = 0, // i32: the largest synaptic (pre-pool) tensor, padded
-    pooled_offset: u64 = 0, // i32: the largest pooled tensor, padded
-    mid_offset: u64 = 0, // i32: the largest separable intermediate (pre-pool pixels, Cmid_p)
-    events_offset: u64 = 0, // Event: the largest event list one kernel call gathers
-    events_max: u64 = 0,
     output_offset: u64 = 0, // i32 (OH, OW, C_p): the last layer's output summed over timesteps
     static_ops_offset: u64 = 0, // u64 (layers): synaptic ops of each layer's static potentials
+    shared_offset: u64 = 0, // where the buffers shared by lifetime start (planner.zig), up to used_bytes
     used_bytes: u64 = 0, // from the aligned arena start, the context included
+    fast_bytes: u64 = 0, // used_bytes of each plan (planner.zig)
+    lean_bytes: u64 = 0,
 };
 
 pub const Model = struct {
@@ -360,6 +372,12 @@ pub const Model = struct {
     pub fn arenaBytes(model: *const Model) u64 {
         return model.plan.used_bytes + limits.buffer_alignment - 1;
     }
+
+    /// arenaBytes of either plan (the loader computes both).
+    pub fn planArenaBytes(model: *const Model, kind: PlanKind) u64 {
+        const used = if (kind == .fast) model.plan.fast_bytes else model.plan.lean_bytes;
+        return used + limits.buffer_alignment - 1;
+    }
 };
 
 /// Offset of the nibble weight layout (Layer.packsNibbles): a stored nibble is w + 8 (0..15 for 2-
@@ -368,6 +386,9 @@ pub const nibble_offset = 8;
 
 /// Channels of one group of the depthwise_groups layout: one 64-byte vector of u8 inputs.
 pub const depthwise_group_channels = 4 * limits.channel_lanes;
+
+/// The two arena plans (planner.zig; esnn.h ESNN_PLAN_FAST / ESNN_PLAN_LEAN).
+pub const PlanKind = enum(u32) { fast = 0, lean = 1 };
 
 pub const model_magic: u32 = 0x4e53_4531; // "1ESN"
 

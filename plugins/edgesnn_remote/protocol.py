@@ -33,7 +33,8 @@ INFO_FIXED = struct.Struct("<HHIQIIIIIII")   # version, reserved, abi, memory, f
 #                                              timesteps, kinds mask, weight bits mask, activation bits mask
 STATS_REPLY_FIELDS = ("frames_received", "frames_rejected", "loads", "runs", "errors_sent", "bytes_received",
                       "bytes_sent", "run_ns_total")
-LAYER_KIND_BITS = ("input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add")
+# bit k - 1 of INFO's kinds mask is the file format's kind k (native/src/limits.zig layer_kinds_mask)
+LAYER_KIND_BITS = ("input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add", "concat")
 
 
 class ProtocolError(Exception):

@@ -27,6 +27,9 @@ class FdLink:
 
     def __init__(self, read_fd: int, write_fd: int, description: str):
         self.read_fd, self.write_fd, self.description = read_fd, write_fd, description
+        # reads never block: a reply that is already there is taken without a poll first (the runner
+        # often answers before the host's write returns), and poll waits with the deadline otherwise
+        os.set_blocking(read_fd, False)
         self._poll = select.poll()
         self._poll.register(read_fd, select.POLLIN)
         self._buffer = bytearray()
@@ -48,13 +51,13 @@ class FdLink:
     def recv_exact(self, count: int, deadline: float) -> bytes:
         buffer = self._buffer
         while len(buffer) < count:
-            remaining_ms = (deadline - time.monotonic()) * 1000.0
-            if remaining_ms <= 0 or not self._poll.poll(max(1, int(remaining_ms + 0.999))):
-                raise LinkError(f"{self.description}: no reply within the timeout "
-                                f"({len(buffer)} of {count} bytes arrived)")
             try:
                 chunk = os.read(self.read_fd, CHUNK_BYTES)
-            except BlockingIOError:
+            except BlockingIOError:   # nothing yet: wait for it, up to the deadline
+                remaining_ms = (deadline - time.monotonic()) * 1000.0
+                if remaining_ms <= 0 or not self._poll.poll(max(1, int(remaining_ms + 0.999))):
+                    raise LinkError(f"{self.description}: no reply within the timeout "
+                                    f"({len(buffer)} of {count} bytes arrived)") from None
                 continue
             except OSError as exc:
                 raise LinkError(f"{self.description}: read failed ({exc.strerror or exc}): {self.why_closed()}") from None
