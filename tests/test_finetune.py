@@ -87,7 +87,7 @@ def test_keras_separable_net_fake_quant_matches_integer_model(data, tmp_path):
 
     x, y, xt, yt = data
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Rescaling(1 / 255.0),
+    model = keras.Sequential([keras.Input((8, 8, 1)), layers.Rescaling(1 / 255.0, name="rescaling"),
                               layers.Conv2D(8, 3, padding="same", activation="relu"),
                               layers.SeparableConv2D(16, 3, padding="same", activation="relu"),
                               layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(10)])

@@ -294,7 +294,9 @@ def test_every_kind_and_neuron_is_generated():
     """Guard against a strategy that silently stops producing some layer kinds."""
     seen_kinds, seen_neurons, seen_features = set(), set(), set()
 
-    @settings(max_examples=150, deadline=None, database=None,
+    # derandomized: the same examples every run (the features rarest since the dynamics joined the
+    # strategy, such as an add layer's bias, need more than 150 draws to show up reliably)
+    @settings(max_examples=400, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     @given(models())
     def collect(model):
