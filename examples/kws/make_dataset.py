@@ -161,14 +161,20 @@ def trim(y: np.ndarray, floor_db: float = -40.0) -> np.ndarray:
 
 # -- noise ----------------------------------------------------------------------------------------
 def colored_noise(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
-    """Unit-RMS white (flat), pink (1/f power) or brown (1/f^2 power) noise."""
-    white = rng.standard_normal(n)
-    if kind != "white":
-        spectrum = np.fft.rfft(white)
-        f = np.maximum(np.fft.rfftfreq(n, 1 / RATE), 20.0)
-        spectrum /= np.sqrt(f) if kind == "pink" else f
-        white = np.fft.irfft(spectrum, n)
-    return (white / (np.sqrt(np.mean(white ** 2)) + 1e-12)).astype(np.float32)
+    """Unit-RMS white, pink (1/f), brown (1/f^2) noise, or mains hum (50/60 Hz and harmonics, in a little noise)."""
+    if kind == "hum":
+        t = np.arange(n) / RATE
+        base = 50.0 if rng.random() < 0.5 else 60.0
+        y = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6.3)) for k in range(1, 8))
+        y = y + 0.05 * rng.standard_normal(n)
+    else:
+        y = rng.standard_normal(n)
+        if kind != "white":
+            spectrum = np.fft.rfft(y)
+            f = np.maximum(np.fft.rfftfreq(n, 1 / RATE), 20.0)
+            spectrum /= np.sqrt(f) if kind == "pink" else f
+            y = np.fft.irfft(spectrum, n)
+    return (y / (np.sqrt(np.mean(y ** 2)) + 1e-12)).astype(np.float32)
 
 
 def babble(rng: np.random.Generator, n: int, utterances: list[np.ndarray], talkers: int = 4) -> np.ndarray:

@@ -43,12 +43,16 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 import edgesnn as es
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_dataset import babble, colored_noise  # noqa: E402  (the dataset's own noise makers)
 
 CHANNELS = 64
 RATE = 16000
@@ -82,35 +86,6 @@ def load_utterances(path: Path, labels: list[str]):
     clips = [audio[offsets[i]:offsets[i + 1]] for i in range(len(words))]
     y = np.array([labels.index(w) if w in labels else UNKNOWN for w in words])
     return clips, y, stored["voice"]
-
-
-def colored_noise(rng, n: int, kind: str) -> np.ndarray:
-    """Unit-RMS white, pink (1/f), brown (1/f^2) noise, or mains hum (50/60 Hz and harmonics, in a little noise)."""
-    if kind == "hum":
-        t = np.arange(n) / RATE
-        base = 50.0 if rng.random() < 0.5 else 60.0
-        y = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * base * k * t + rng.uniform(0, 6.3)) for k in range(1, 8))
-        y = y + 0.05 * rng.standard_normal(n)
-    else:
-        y = rng.standard_normal(n)
-        if kind != "white":
-            spectrum = np.fft.rfft(y)
-            f = np.maximum(np.fft.rfftfreq(n, 1 / RATE), 20.0)
-            spectrum /= np.sqrt(f) if kind == "pink" else f
-            y = np.fft.irfft(spectrum, n)
-    return (y / (np.sqrt(np.mean(y ** 2)) + 1e-12)).astype(np.float32)
-
-
-def babble(rng, n: int, utterances, talkers: int = 4) -> np.ndarray:
-    out = np.zeros(n, dtype=np.float32)
-    for _ in range(talkers):
-        at = int(rng.integers(0, RATE // 2))
-        while at < n:
-            u = utterances[int(rng.integers(len(utterances)))]
-            end = min(n, at + len(u))
-            out[at:end] += u[:end - at] * float(rng.uniform(0.5, 1.0))
-            at = end + int(rng.integers(0, RATE // 5))
-    return out / (np.sqrt(np.mean(out ** 2)) + 1e-12)
 
 
 class Augmenter:

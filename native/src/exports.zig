@@ -206,21 +206,8 @@ export fn esnn_run_batch(
     stats: ?[*]LayerStats,
     stats_count: usize,
 ) c_int {
-    const ctx = contextFrom(handle) orelse return code(.argument);
-    var diag: Diagnostic = .{ .buffer = &ctx.message };
-    ctx.message[0] = 0;
-    const input_pointer = input orelse return code(diag.fail(.argument, "input is NULL", .{}) catch diag.status);
-    const output_pointer = output orelse return code(diag.fail(.argument, "output is NULL", .{}) catch diag.status);
-    const run: engine.Batch = .{
-        .input = input_pointer[0..input_values],
-        .batch = batch,
-        .input_timesteps = input_timesteps,
-        .timesteps = timesteps,
-        .output = output_pointer[0..output_values],
-        .stats = if (stats) |s| s[0..stats_count] else null,
-    };
-    engine.runBatch(ctx, &run, &diag) catch return code(diag.status);
-    return code(.ok);
+    return esnn_run_batch_trace(handle, input, input_values, batch, input_timesteps, timesteps, 0, output, output_values,
+        null, 0, null, 0, stats, stats_count);
 }
 
 /// esnn_run_batch keeping the output after every timestep (`trace`, may be NULL) with an optional
