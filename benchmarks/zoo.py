@@ -177,22 +177,15 @@ LATENCY_CALLS_PER_ROUND = 5         # ... of this many batch-1 calls each; the m
 
 
 def median_call_s(call, calls: int = LATENCY_CALLS, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return stats_module.median(times)
+    return interleaved_medians_s({"call": call}, rounds=1, per_round=calls, warmup=warmup)["call"]
 
 
 def interleaved_medians_s(calls: dict, rounds: int = LATENCY_ROUNDS,
-                          per_round: int = LATENCY_CALLS_PER_ROUND) -> dict:
+                          per_round: int = LATENCY_CALLS_PER_ROUND, warmup: int = 3) -> dict:
     """{name: median seconds} of every callable of `calls` {name: call}, measured in `rounds` rounds that
-    visit each in turn (after warm-up calls), so a change in machine load falls on all alike."""
+    visit each in turn (after `warmup` calls of each), so a change in machine load falls on all alike."""
     for call in calls.values():
-        for _ in range(3):
+        for _ in range(warmup):
             call()
     samples: dict = {name: [] for name in calls}
     for _ in range(rounds):
