@@ -122,6 +122,10 @@ def _device_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _add_device_option(sub) -> None:
+    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+
+
 def _first_doc_line(obj) -> str:
     doc = (getattr(obj, "__doc__", None) or "").strip()
     return doc.splitlines()[0] if doc else ""
@@ -163,7 +167,7 @@ def _run_summary(args) -> int:
 def _add_demo(commands) -> None:
     sub = commands.add_parser("demo", help="convert a float MNIST CNN to integer and spiking networks, classify "
                                            "real digits", description=_first_doc_line(demo))
-    sub.add_argument("--device", default=None, help="device to run on (default: cpu when built, else reference)")
+    _add_device_option(sub)
     sub.add_argument("--bits", type=int, default=4, choices=(2, 4, 8), help="weight and activation bits (default 4)")
     sub.add_argument("--plot", metavar="PNG", help="also plot per-layer sparsity to this file")
     sub.set_defaults(run=_run_demo)
@@ -417,7 +421,7 @@ def _add_predict(commands) -> None:
     sub.add_argument("--json", action="store_true", help="one JSON object per input, for machines")
     sub.add_argument("--top", type=int, default=1, help="also print the k best labels (default 1)")
     sub.add_argument("--threshold", type=float, default=None, help="answer 'unknown' below this score")
-    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    _add_device_option(sub)
     sub.add_argument("--plot", metavar="PNG",
                      help=f"class scores over timesteps of the first {PLOT_INPUTS_MAX} inputs, each beside its input "
                           f"(spiking models, or any model run over several timesteps)")
@@ -501,7 +505,7 @@ def _add_stream(commands) -> None:
     sub.add_argument("--min-count", type=int, default=None, help="results needed in the window before deciding")
     sub.add_argument("--suppression-s", type=float, default=None, help="do not repeat a label within this time")
     sub.add_argument("--json", action="store_true", help="one JSON object per detection")
-    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    _add_device_option(sub)
     sub.set_defaults(run=_user_errors(_run_stream))
 
 
@@ -571,7 +575,7 @@ def _add_eval_stream(commands) -> None:
                      help="run on Ray: a cluster address ('auto', 'ray://host:10001') or a local Ray instance")
     sub.add_argument("--plot", metavar="PNG", help="the trade-off curve (false rejects vs false accepts/h)")
     sub.add_argument("--json", metavar="PATH", help="write all counts as JSON")
-    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    _add_device_option(sub)
     sub.set_defaults(run=_user_errors(_run_eval_stream))
 
 
@@ -622,7 +626,7 @@ def _add_eval(commands) -> None:
     sub.add_argument("model", metavar="MODEL", help="path of a .esnn file")
     sub.add_argument("data", metavar="DATA.npz", help="arrays x and y")
     sub.add_argument("--batch", type=int, default=256, help="samples per model run (default 256)")
-    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    _add_device_option(sub)
     sub.add_argument("--json", action="store_true", help="print the results as one JSON object")
     sub.add_argument("--plot", metavar="PNG", help="write the confusion matrix as an image")
     sub.set_defaults(run=_user_errors(_run_eval))
@@ -691,7 +695,7 @@ def _add_bench(commands) -> None:
     sub.add_argument("--repeat", type=int, default=20, help="timed runs (default 20, after one warm-up)")
     sub.add_argument("--timesteps", type=int, default=None, help="timesteps for dense input (default: the "
                                                                   "model's own, else 1)")
-    sub.add_argument("--device", default=None, help="device to run on (default: cpu if built, else reference)")
+    _add_device_option(sub)
     sub.add_argument("--json", action="store_true", help="print the results as one JSON object")
     sub.add_argument("--plot", metavar="PNG", help="write per-layer sparsity bars")
     sub.set_defaults(run=_user_errors(_run_bench))
