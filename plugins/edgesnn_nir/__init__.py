@@ -48,7 +48,7 @@ membrane's integer unit is the weights' step ``s``: a finer membrane would need 
 more weight bits.  A membrane sums the rounding errors of many small weights over many timesteps, and
 they flip spikes, and through them near-tied class counts.  With samples, each layer's bias and weights
 are rounded by error feedback against the second moment of its input spike counts on them (GPTQ), layer
-after layer on the spikes of the layers already converted, which roughly halves the spike-count error
+after layer on the spikes of the layers already converted, which cuts the spike-count error by about 40 %
 (README, "Spiking networks in time: NIR, snnTorch, SNU").
 
 **Refused with a ConversionError naming the node and why:** a CubaLIF whose current carries over
