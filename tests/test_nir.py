@@ -270,3 +270,12 @@ def test_cli_export_nir(tmp_path):
     assert cli.main(["export", str(tmp_path / "m.esnn"), "--nir", str(tmp_path / "m.nir")]) == 0
     again = es.convert(tmp_path / "m.nir", None, input_bits=8)
     assert [layer.neuron for layer in again.layers] == ["lif", "none"]
+
+
+def test_simulate_refuses_spikes_of_the_wrong_size(tmp_path):
+    path = lif_net(tmp_path)
+    with pytest.raises(es.ConversionError, match=re.escape("spikes: expected (N, T, ...) of 1 values per timestep "
+                                                           "(the input (1, 1, 1)), got shape (2, 3, 4)")):
+        edgesnn_nir.simulate(path, np.zeros((2, 3, 4)))
+    counts = edgesnn_nir.simulate(path, np.full((1, 8, 1), 4.0))     # the hand-worked run above, membrane float
+    np.testing.assert_array_equal(counts.reshape(-1), [2, 4])
