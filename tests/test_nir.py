@@ -8,6 +8,7 @@ import pytest
 import edgesnn as es
 
 nir = pytest.importorskip("nir")
+import edgesnn_nir  # noqa: E402  (needs nir)
 DT = 1e-4
 
 
@@ -103,12 +104,13 @@ def window_sum(x, size, stride):
     return win.sum(axis=(-2, -1))
 
 
-def euler_lif(drives, beta, threshold):
+def euler_lif(drives, beta, threshold, rounded=True):
     """Spikes (N, T, ...) of NIR LIF neurons (r = tau / dt: input gain 1) on integer input currents (N, T, ...),
-    reset to 0; the decayed membrane rounded half up to an integer, as the engine states (docs/semantics.md)."""
+    reset to 0; the decayed membrane rounded half up to an integer, as the engine states (docs/semantics.md),
+    or (rounded=False) kept float, as NIR means it."""
     v, out = np.zeros(drives[:, 0].shape), []
     for t in range(drives.shape[1]):
-        v = np.floor(beta * v + 0.5) + drives[:, t]
+        v = (np.floor(beta * v + 0.5) if rounded else beta * v) + drives[:, t]
         fired = v > threshold
         v = np.where(fired, 0.0, v)
         out.append(fired.astype(float))
@@ -136,7 +138,8 @@ def test_conv_pool_lif_flatten_dense_matches_the_euler_simulation(tmp_path, pool
              "flat": nir.Flatten(input_type={"input": np.array([4, 2, 2])}, start_dim=0, end_dim=-1),
              "fc": nir.Affine(weight=w2, bias=np.array([1.0, 0.0, -1.0])), "lif2": lif(3, 0.5, 4.5),
              "output": nir.Output(output_type={"output": np.array([3])})}
-    model = es.convert(write(tmp_path, nodes, chain(nodes)), None, input_bits=1)
+    path = write(tmp_path, nodes, chain(nodes))
+    model = es.convert(path, None, input_bits=1)
     assert [layer.kind for layer in model.layers] == ["conv2d", "dense"]
     assert model.layers[0].pool == "avg" and model.layers[0].input_shapes[0] == (8, 8, 2)
     x = (rng.random((6, 10, 2, 8, 8)) < 0.3).astype(float)             # (N, T, C, H, W) spikes
@@ -148,6 +151,14 @@ def test_conv_pool_lif_flatten_dense_matches_the_euler_simulation(tmp_path, pool
     got = model.forward(x.transpose(0, 1, 3, 4, 2).astype(np.uint8), device="reference").reshape(n, 3)
     np.testing.assert_array_equal(got, s2.sum(1))
     assert s2.sum() > 0 and s1.sum() > 0
+    # the float simulation of the file (edgesnn_nir.simulate): the same graph, the membrane never rounded
+    f1 = euler_lif(drive.reshape(n, t, 4, 2, 2), 0.75, 6.5, rounded=False)
+    f2 = euler_lif(f1.reshape(n, t, 16) @ w2.T + [1.0, 0.0, -1.0], 0.5, 4.5, rounded=False)
+    simulated = edgesnn_nir.simulate(path, x.transpose(0, 1, 3, 4, 2))
+    np.testing.assert_array_equal(simulated.reshape(n, 3), f2.sum(1))
+    assert np.any(f1 != s1)                              # the rounding of the membrane does show
+    rounded_weights = edgesnn_nir.simulate(path, x.transpose(0, 1, 3, 4, 2), weight_bits=8)
+    np.testing.assert_array_equal(rounded_weights, simulated)   # integer weights in range: nothing to round
 
 
 def test_conv1d_scale_and_cubalif_without_synaptic_memory(tmp_path):
@@ -259,3 +270,12 @@ def test_cli_export_nir(tmp_path):
     assert cli.main(["export", str(tmp_path / "m.esnn"), "--nir", str(tmp_path / "m.nir")]) == 0
     again = es.convert(tmp_path / "m.nir", None, input_bits=8)
     assert [layer.neuron for layer in again.layers] == ["lif", "none"]
+
+
+def test_simulate_refuses_spikes_of_the_wrong_size(tmp_path):
+    path = lif_net(tmp_path)
+    with pytest.raises(es.ConversionError, match=re.escape("spikes: expected (N, T, ...) of 1 values per timestep "
+                                                           "(the input (1, 1, 1)), got shape (2, 3, 4)")):
+        edgesnn_nir.simulate(path, np.zeros((2, 3, 4)))
+    counts = edgesnn_nir.simulate(path, np.full((1, 8, 1), 4.0))     # the hand-worked run above, membrane float
+    np.testing.assert_array_equal(counts.reshape(-1), [2, 4])

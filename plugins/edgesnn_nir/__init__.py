@@ -2,6 +2,7 @@
 
     model = es.convert("net.nir", samples=None, weight_bits=8, dt=1e-4)
     model.to_nir("out.nir")                  # or edgesnn_nir.to_nir(model, "out.nir")
+    counts = edgesnn_nir.simulate("net.nir", spikes)   # the file in float64, before any rounding
 
 **Design: a direct builder, not a float Graph.**  Every other importer returns a float Graph that
 the converter calibrates.  A NIR graph is already a spiking network: its thresholds, time
@@ -39,13 +40,16 @@ int32 sum of its input over timesteps (the class scores; its leak is not modelle
 
 **Calibration samples** (``es.convert("net.nir", spikes)``, spike trains (N, T, ...)) are optional.
 Without them each weight is rounded to nearest.  That rounding is what separates the integer model
-from a float simulation of the file: a membrane sums many small weights over many timesteps, and
-their rounding errors add up to flip spikes and near-tied class counts (on snnTorch networks trained
-on rate-coded MNIST, 96-99.5 % class agreement rounded to nearest; the float Euler simulation agrees
-100 %, the rounding of the decayed membrane and of the biases costs about 0.1 % each).  With samples,
-each layer's bias and weights are rounded by error feedback against the second moment of its input
-spike counts on them (GPTQ), layer after layer on the spikes of the layers already converted, which
-roughly halves the spike-count error (README, "Spiking networks in time: NIR, snnTorch, SNU").
+from the file: ``simulate(path, spikes)`` runs the graph as read here in float64, before any rounding,
+and on snnTorch's exports it has snnTorch's own spike counts exactly; ``simulate(..., weight_bits=8)``
+rounds only the weights and costs what the whole integer model costs (the integer membrane, the decay
+multiplier ``beta * 2^16`` and the threshold ``floor(v_threshold / s) + 1`` add next to nothing).  The
+membrane's integer unit is the weights' step ``s``: a finer membrane would need larger integers, i.e.
+more weight bits.  A membrane sums the rounding errors of many small weights over many timesteps, and
+they flip spikes, and through them near-tied class counts.  With samples, each layer's bias and weights
+are rounded by error feedback against the second moment of its input spike counts on them (GPTQ), layer
+after layer on the spikes of the layers already converted, which cuts the spike-count error by about 40 %
+(README, "Spiking networks in time: NIR, snnTorch, SNU").
 
 **Refused with a ConversionError naming the node and why:** a CubaLIF whose current carries over
 (``tau_syn != dt``), ``CubaLI``, grouped or dilated convolutions, pools after neurons, graphs that are not
@@ -276,14 +280,9 @@ def _read_pool(name, kind, node, syn: _Synapse) -> None:
         syn.fold(np.full(c, 1.0 / (size[0] * size[1])))
 
 
-def build_model(source, *, weight_bits: int = 8, input_bits: int = 1, dt: float | None = None,
-                timesteps: int | None = None, labels=None, samples=None):
-    """The integer Model of a NIR graph (a path or a ``nir.NIRGraph``); see the module docstring.
-
-    samples: optional input spike trains (N, T, ...) of the Model's input size; then each layer's
-    weights are rounded to keep its membranes close on them (_round_gptq), layer after layer on the
-    spikes of the layers already converted.
-    """
+def _read_graph(source, dt: float | None):
+    """(dt, the Model's input shape (H, W, C), [(name, kind, neuron node, _Synapse)]) of a NIR graph: each
+    neuron with the synapse [+ pool] [+ scale] before it, in order, the weights still float."""
     nir = _nir()
     graph = nir.read(source) if isinstance(source, (str, Path)) else source
     dt = float(dt if dt is not None else (graph.metadata or {}).get("dt", DT_DEFAULT))
@@ -298,7 +297,7 @@ def build_model(source, *, weight_bits: int = 8, input_bits: int = 1, dt: float 
     else:
         raise NirError(f"NIR Input {chain[0][0]!r}: shape {shape}; the importer maps (N,), (C, L) and (C, H, W) "
                        f"inputs")
-    layers, pending, flat_chw = [], None, None    # flat_chw: the (C, H, W) a Flatten flattened, for the next dense
+    specs, pending, flat_chw = [], None, None     # flat_chw: the (C, H, W) a Flatten flattened, for the next dense
     for name, node in chain[1:]:
         kind = type(node).__name__
         kind = "Integrator" if kind == "I" else kind
@@ -338,14 +337,29 @@ def build_model(source, *, weight_bits: int = 8, input_bits: int = 1, dt: float 
                            f"{', '.join(SUPPORTED_NODES)}")
         if pending is None:
             raise NirError(f"NIR node {name!r} ({kind}): a neuron needs a synapse (Affine, Linear, Conv) before it")
-        moment = None if samples is None else _input_moment(pending, layers, input_shape, input_bits, samples)
-        layers.append(_layer(name, kind, node, pending, weight_bits, dt, moment))
+        specs.append((name, kind, node, pending))
         shape, pending = pending.out_shape, None
     if pending is not None:
         raise NirError(f"NIR node {pending.name!r}: the graph ends in a synapse; add an LI or Integrator output")
-    for layer in layers[:-1]:
-        if layer.neuron == "none":
-            raise NirError(f"NIR node {layer.name!r}: LI / Integrator neurons are mapped only as the last layer")
+    for name, kind, _, _ in specs[:-1]:
+        if kind in ("LI", "Integrator"):
+            raise NirError(f"NIR node {name!r}: LI / Integrator neurons are mapped only as the last layer")
+    return dt, input_shape, specs
+
+
+def build_model(source, *, weight_bits: int = 8, input_bits: int = 1, dt: float | None = None,
+                timesteps: int | None = None, labels=None, samples=None):
+    """The integer Model of a NIR graph (a path or a ``nir.NIRGraph``); see the module docstring.
+
+    samples: optional input spike trains (N, T, ...) of the Model's input size; then each layer's
+    weights are rounded to keep its membranes close on them (_round_gptq), layer after layer on the
+    spikes of the layers already converted.
+    """
+    dt, input_shape, specs = _read_graph(source, dt)
+    layers = []
+    for name, kind, node, syn in specs:
+        moment = None if samples is None else _input_moment(syn, layers, input_shape, input_bits, samples)
+        layers.append(_layer(name, kind, node, syn, weight_bits, dt, moment))
     metadata = {"timesteps": timesteps} if timesteps else {}
     if labels is not None:
         metadata["labels"] = list(labels)
@@ -367,15 +381,78 @@ def _input_moment(syn: _Synapse, layers: list, input_shape, input_bits, samples)
     else:
         counts = x5.sum(axis=1, dtype=np.float64)
     steps = x5.shape[1]   # the bias is a constant input of every timestep: its count is T
-    if syn.kind == "dense":
-        rows = counts.reshape(len(counts), -1)
-    else:
-        kh, kw, cin, stride, (top, bottom, left, right) = syn.conv
-        padded = np.pad(counts, ((0, 0), (top, bottom), (left, right), (0, 0)))
-        win = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::stride[0], ::stride[1]]
-        rows = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, kh * kw * cin)   # (KH, KW, Cin) order of the weights
+    rows = _patches(syn, counts).reshape(-1, syn.weight.shape[1])
     rows = np.concatenate([np.full((len(rows), 1), float(steps)), rows], axis=1)
     return rows.T @ rows / max(len(rows), 1)
+
+
+def _patches(syn: _Synapse, a: np.ndarray) -> np.ndarray:
+    """What each output position of the synapse multiplies with its weights: (N, fan_in) of a dense layer,
+    (N, OH, OW, KH * KW * Cin) of a convolution (zeros padded in), from activations `a` (N, H, W, C)."""
+    if syn.kind == "dense":
+        return a.reshape(len(a), -1)
+    kh, kw, cin, stride, (top, bottom, left, right) = syn.conv
+    padded = np.pad(a, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::stride[0], ::stride[1]]
+    return win.transpose(0, 1, 2, 4, 5, 3).reshape(*win.shape[:3], kh * kw * cin)   # (KH, KW, Cin) order
+
+
+def _window_sum(syn: _Synapse, p: np.ndarray) -> np.ndarray:
+    """The pool of a synapse on potentials (N, H, W, C): each window's sum, zeros padded in."""
+    (ph, pw), stride, (top, bottom, left, right) = syn.pool
+    padded = np.pad(p, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(padded, (ph, pw), axis=(1, 2))[:, ::stride[0], ::stride[1]]
+    return win.sum(axis=(-2, -1))
+
+
+def simulate(source, spikes, *, dt: float | None = None, dtype=np.float64,
+             weight_bits: int | None = None) -> np.ndarray:
+    """A float simulation of a NIR graph as this importer reads it, before any rounding: the output layer's
+    spike counts (or, for an LI / Integrator output, its summed input), (N, H, W, C) as ``Model.forward``.
+
+    `spikes` (N, T, ...) holds the Model's input values per timestep.  Each timestep, layer after layer, in
+    `dtype`: ``v = beta v + g (W x + b)`` (``beta = 1`` for IF), a spike where ``v > v_threshold``, then
+    ``v = v_reset (= 0)``; the forward Euler step at `dt` that ``build_model`` maps onto integers.  Set
+    beside the integer Model it tells the graph's meaning (this, equal to snnTorch's simulation) from the
+    rounding of the conversion (the rest).  With `weight_bits`, the weights and biases are first rounded to
+    nearest on the integer grid ``build_model`` uses (the membrane stays float): the cost of that rounding
+    alone."""
+    dt, input_shape, specs = _read_graph(source, dt)
+    x = np.asarray(spikes)
+    if x.ndim < 3 or int(np.prod(x.shape[2:])) != int(np.prod(input_shape)):
+        raise NirError(f"spikes: expected (N, T, ...) of {int(np.prod(input_shape))} values per timestep (the "
+                       f"input {input_shape}), got shape {x.shape}")
+    x = x.reshape(x.shape[0], x.shape[1], *input_shape).astype(dtype)
+    plan = []
+    for name, kind, node, syn in specs:
+        cout, spatial = syn.out_shape[0], syn.out_shape[1:]
+        gain, beta = _gain_and_decay(name, kind, node, cout, spatial, dt)
+        threshold = None if kind in ("LI", "Integrator") else \
+            _per_channel(node.v_threshold, cout, spatial, "v_threshold", name).astype(dtype)
+        weight, bias = syn.weight * gain[:, None], syn.bias * gain
+        if weight_bits is not None:
+            wq, bq, scale = _quantize(weight, bias, weight_bits, syn.scale)
+            weight, bias = wq * scale[:, None], bq * scale
+        plan.append((syn, weight.T.astype(dtype), bias.astype(dtype),
+                     None if beta is None else beta.astype(dtype), threshold))
+    state = [0.0] * len(plan)
+    total = 0.0
+    for t in range(x.shape[1]):
+        a = x[:, t]
+        for i, (syn, weight_t, bias, beta, threshold) in enumerate(plan):
+            p = _patches(syn, a) @ weight_t + bias
+            if syn.kind == "dense":
+                p = p.reshape(len(p), 1, 1, -1)
+            elif syn.pool is not None:
+                p = _window_sum(syn, p)
+            if threshold is None:
+                a = p
+                continue
+            v = p + (state[i] if beta is None else beta * state[i])
+            a = (v > threshold).astype(dtype)
+            state[i] = np.where(a > 0, 0, v).astype(dtype)
+        total = total + a
+    return np.asarray(total)
 
 
 def _gain_and_decay(name, kind, node, cout, spatial, dt):
@@ -575,4 +652,4 @@ def edgesnn_register_importers(register):
     register("nir", NirImporter())
 
 
-__all__ = ["NirImporter", "build_model", "to_nir", "NirError", "SUPPORTED_NODES"]
+__all__ = ["NirImporter", "build_model", "simulate", "to_nir", "NirError", "SUPPORTED_NODES"]
