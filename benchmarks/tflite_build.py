@@ -277,6 +277,8 @@ def build_zoo(zoo: Path, out: Path, only: list[str]) -> int:
         if relu6 is None or not count:
             relu6_path.unlink(missing_ok=True)
             record(out, relu6_path.name, None)
+            if count:
+                print(f"{e['model']}: its bounded ReLUs stay (not rescaled to ReLU6: {count})", flush=True)
             continue
         rescaled_check = snr_db(np.asarray(relu6(x_float, training=False)), logits)
         content = int8_tflite(relu6, calibration)
