@@ -15,7 +15,14 @@ activations have realistic sparsity, exported to ONNX, and then:
   and on the numpy ``reference`` device;
 - onnxruntime: the same ONNX file in float32, and an int8 QDQ model made by
   ``onnxruntime.quantization.quantize_static`` (per-channel, calibrated on the same samples).
-  onnxruntime gets its float NCHW input prepared outside the timed region; edgesnn takes uint8.
+  onnxruntime gets its float NCHW input prepared outside the timed region; edgesnn takes uint8;
+- TFLite int8 (issue 11's fastest CPU peer, benchmarks/peers.py): the same trained network rebuilt in
+  tf_keras and converted to a full-integer int8 .tflite by the TFLite converter, calibrated on the same
+  samples (benchmarks/tflite_build.py twin, in the TensorFlow environment of scripts/zoo-env.sh; kept in
+  benchmarks/tflite/ under a hash of the weights), run by ai-edge-litert with XNNPACK (its default
+  delegate) and without it (its builtin kernels), its int8 input quantized outside the timed region.
+  Its SNR against the float network is printed. Skipped, with the reason, without ai-edge-litert (the
+  "bench" extra) or without the file and a TensorFlow environment to make it (``--no-tflite``).
 
 Models:
 
@@ -29,7 +36,7 @@ Models:
 Measured, every engine in turn in interleaved rounds (so a change in machine load falls on all):
 batch-1 latency (median of many calls, one thread); batch-100 throughput with one thread and with
 two (edgesnn: two Python threads, each running its own batch of 100 at once, the binding releases
-the GIL; onnxruntime: intra_op_num_threads=2), from the fastest of many runs: on a shared machine a
+the GIL; onnxruntime: intra_op_num_threads=2; TFLite: num_threads=2), from the fastest of many runs: on a shared machine a
 run of milliseconds often spans another process's time slice, so its median would measure the
 scheduler (the JSON has the medians too). Then per-layer times of the edgesnn models (each layer
 alone on its real input) beside onnxruntime int8's per-node profile, the per-call floor of
@@ -38,7 +45,8 @@ Spiking: the shipped IF model at T = 1 .. 32 (time per timestep against spikes p
 its conv and dense layers alone on 1-bit inputs of every spike density (the kernel choice must
 never make a sparser input slower than an all-spikes one).
 Targets (issue 3): batch-1 latency at least 2x better than onnxruntime int8 on both models; time
-at 90 % input sparsity at most 0.25x the time at 0 %. `--keep DIR` keeps the ONNX, .esnn and input
+at 90 % input sparsity at most 0.25x the time at 0 %. Issue 11: the DS-CNN's batch-1 latency at
+least 1.5x better than TFLite int8 with XNNPACK. `--keep DIR` keeps the ONNX, .esnn and input
 files, for benchmarks/profile_engine.py.
 """
 
@@ -62,6 +70,7 @@ import numpy as np
 
 SPEEDUP_TARGET = 2.0              # edgesnn cpu batch-1 latency vs onnxruntime int8
 SPARSITY_RATIO_TARGET = 0.25      # time at 90 % input sparsity / time at 0 %
+TFLITE_SPEEDUP_TARGET = 1.5       # issue 11: the DS-CNN's batch-1 latency vs TFLite int8 with XNNPACK
 SPIKING_RATIO_TARGET = 6.0        # time(T = 32) / time(T = 1) of the shipped IF model
 SPIKING_TIMESTEPS = (1, 2, 4, 8, 16, 32)
 SPIKE_NOISE_MARGIN = 1.05         # spike density sweep: time(density) / time(100 %) allowed for noise
@@ -90,6 +99,8 @@ class Settings:
     kws_variants: int            # espeak-ng renditions per word
     rounds: int                  # every engine is measured in turn, this many times over
     activity_l1: float = 0.0     # training penalty on mean ReLU outputs (sparser activations)
+    tflite: bool = True          # the TFLite int8 peer (benchmarks/peers.py), when it can run
+    tflite_python: str | None = None   # a TensorFlow environment's python, to make the .tflite files
 
     @classmethod
     def for_run(cls, quick: bool) -> "Settings":
@@ -205,6 +216,24 @@ def onnxruntime_engine(name: str, path: Path, to_float) -> Engine:
     return Engine(name, prepare=to_float, run=runner(1), make_two_threads=lambda: runner(2))
 
 
+def tflite_engines(path: Path) -> list[Engine]:
+    """TFLite int8 through ai-edge-litert (benchmarks/peers.py), with XNNPACK (its default delegate) and
+    without it (TFLite's builtin kernels); the int8 input is quantized from x / 255 outside the timed
+    region; the two-thread run is one batch on an interpreter of num_threads=2."""
+    import peers
+
+    engines = []
+    for xnnpack in (True, False):
+        one, two = peers.TFLitePeer(path, 1, xnnpack), peers.TFLitePeer(path, 2, xnnpack)
+
+        def make_two_threads(two=two):
+            two.interpreter(THROUGHPUT_BATCH)
+            return two.run
+        engines.append(Engine(one.name, prepare=lambda x, one=one: one.prepare(to_float_nhwc(x)), run=one.run,
+                              make_two_threads=make_two_threads))
+    return engines
+
+
 # -- float models, training, export ------------------------------------------------------------------
 
 def mnist_network():
@@ -281,6 +310,11 @@ def accuracy_float(network, x_uint8: np.ndarray, y: np.ndarray) -> float:
 def to_float_nchw(x_uint8: np.ndarray) -> np.ndarray:
     """What the float network sees: x / 255, NCHW float32 (input_scaling=(255, 0) in es.convert)."""
     return np.ascontiguousarray(x_uint8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255))
+
+
+def to_float_nhwc(x_uint8: np.ndarray) -> np.ndarray:
+    """x / 255 in NHWC: what the TFLite twin of the float network takes (before its int8 quantization)."""
+    return x_uint8.astype(np.float32) / np.float32(255)
 
 
 def export_onnx(network, input_hwc: tuple[int, int, int], path: Path) -> None:
@@ -386,6 +420,8 @@ class BenchModel:
     model: object                 # the edgesnn Model (4-bit weights, 4-bit activations)
     x_timing: np.ndarray          # uint8 (>= 2 * THROUGHPUT_BATCH, H, W, C) real held-out inputs
     accuracy: dict = field(default_factory=dict)
+    tflite: Path | None = None    # the int8 .tflite of the same trained network (benchmarks/peers.py)
+    tflite_note: str = ""         # how it was made, its SNR against the float network; or why there is none
 
 
 def build_model(name: str, make_network, x_train, y_train, x_test, y_test, epochs: int, workdir: Path,
@@ -415,7 +451,39 @@ def build_model(name: str, make_network, x_train, y_train, x_test, y_test, epoch
               f"near chance ({chance:.3f}): it did not learn in {epochs} epochs, so its accuracies say nothing",
               file=sys.stderr)
     x_timing = np.resize(x_test, (2 * THROUGHPUT_BATCH, *x_test.shape[1:]))
-    return BenchModel(name, description, onnx_float, onnx_int8, model, x_timing, accuracy)
+    tflite, tflite_note = tflite_peer(name, network, input_hwc, calibration, x_test, y_test, accuracy, workdir,
+                                      settings)
+    return BenchModel(name, description, onnx_float, onnx_int8, model, x_timing, accuracy, tflite, tflite_note)
+
+
+def tflite_peer(name, network, input_hwc, calibration, x_test, y_test, accuracy: dict, workdir: Path,
+                settings: Settings) -> tuple[Path | None, str]:
+    """The int8 .tflite of the trained `network` (benchmarks/peers.py engine_tflite) and a note: its SNR
+    against the float network's logits on the test inputs (the same network, quantized by the TFLite
+    converter), or why the TFLite peer is skipped. Adds its test accuracy to `accuracy`."""
+    import torch
+
+    import peers
+
+    if not settings.tflite:
+        return None, "skipped (--no-tflite)"
+    missing = peers.litert_missing()
+    if missing:
+        return None, f"skipped: {missing}"
+    path, how = peers.engine_tflite(name, network, input_hwc, to_float_nhwc(calibration), to_float_nhwc(x_test[:64]),
+                                    workdir, settings.tflite_python)
+    if path is None:
+        return None, f"skipped: {how}"
+    peer = peers.TFLitePeer(path, 1, xnnpack=True)
+    logits = peer.dequantize(peer.run(peer.prepare(to_float_nhwc(x_test))))
+    with torch.no_grad():
+        want = network(torch.tensor(to_float_nchw(x_test))).numpy()
+    snr = peers.snr_db(logits, want)
+    accuracy["tflite int8"] = float((logits.argmax(1) == y_test).mean())
+    if snr < peers.SAME_NETWORK_SNR_DB:
+        return None, f"skipped: {path.name} is not the same network (SNR {snr:.1f} dB against the float logits)"
+    return path, (f"{how}; int8 logits vs the float network's on {len(x_test)} test inputs: SNR {snr:.1f} dB; "
+                  f"XNNPACK takes it in {peer.delegate_partitions()} partition(s)")
 
 
 def onnx_accuracy(path: Path, x_uint8, y) -> float:
@@ -505,7 +573,7 @@ def _measure_model(bench: BenchModel, settings: Settings) -> dict:
     engines = edgesnn_engines(bench.model) + [
         onnxruntime_engine("onnxruntime float32", bench.onnx_float, to_float_nchw),
         onnxruntime_engine("onnxruntime int8", bench.onnx_int8, to_float_nchw),
-    ]
+    ] + (tflite_engines(bench.tflite) if bench.tflite else [])
     measurements = {}
     for engine in engines:
         for what, measurement in engine_measurements(engine, bench.x_timing, settings).items():
@@ -858,6 +926,11 @@ def targets(results: dict, sweep: list[dict] | None, spiking: list[dict] | None 
         speedup = engines["onnxruntime int8"]["latency_ms"] / engines["edgesnn cpu"]["latency_ms"]
         checks.append({"target": f"{name}: batch-1 latency, onnxruntime int8 / edgesnn cpu >= {SPEEDUP_TARGET:g}",
                        "measured": speedup, "passed": speedup >= SPEEDUP_TARGET, "unit": "x"})
+        if name == "dscnn" and "tflite int8 xnnpack" in engines:
+            speedup = engines["tflite int8 xnnpack"]["latency_ms"] / engines["edgesnn cpu"]["latency_ms"]
+            checks.append({"target": f"{name}: batch-1 latency, TFLite int8 XNNPACK / edgesnn cpu >= "
+                                     f"{TFLITE_SPEEDUP_TARGET:g}",
+                           "measured": speedup, "passed": speedup >= TFLITE_SPEEDUP_TARGET, "unit": "x"})
     if sweep:
         at_90 = next(r for r in sweep if r["sparsity"] == 0.9)["values"]["time_vs_dense"]
         checks.append({"target": f"sparsity: time(90 %) / time(0 %) <= {SPARSITY_RATIO_TARGET}",
@@ -876,14 +949,15 @@ def targets(results: dict, sweep: list[dict] | None, spiking: list[dict] | None 
 
 ENGINE_ACCURACY = {"edgesnn cpu": "edgesnn 4-bit", "edgesnn cpu (binding)": "edgesnn 4-bit",
                    "edgesnn reference": "edgesnn 4-bit", "onnxruntime float32": "float",
-                   "onnxruntime int8": "onnxruntime int8"}
+                   "onnxruntime int8": "onnxruntime int8", "tflite int8 xnnpack": "tflite int8",
+                   "tflite int8 builtin": "tflite int8"}
 
 
 def markdown(report: dict) -> str:
     """The README's performance tables, from a report."""
     env = report["environment"]
     lines = [f"{env['cpu']}, {env['cpus']} cores (load average {env['load_average_at_start']:.1f} at the start), "
-             f"edgesnn {env['git_commit']}, onnxruntime {env['onnxruntime']}.", "",
+             f"edgesnn {env['git_commit']}, onnxruntime {env['onnxruntime']}, ai-edge-litert {env['ai_edge_litert']}.", "",
              "| model | engine | batch-1 latency ms | batch-100 /s, 1 thread | 2 threads | test accuracy |",
              "|---|---|---:|---:|---:|---:|"]
     for name, result in report["models"].items():
@@ -958,7 +1032,10 @@ def environment() -> dict:
     import edgesnn
     from edgesnn import native
 
+    import peers
+
     return {"python": sys.version.split()[0], "edgesnn": edgesnn.__version__, "onnxruntime": onnxruntime.__version__,
+            "ai_edge_litert": peers.litert_version(),
             "torch": torch.__version__, "cpus": os.cpu_count(), "native_library": str(native.LIBRARY.path),
             "git_commit": git_commit(), "cpu": cpu_name(),
             "load_average_at_start": os.getloadavg()[0]}
@@ -996,11 +1073,16 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="mnist,dscnn", help="comma-separated subset of mnist,dscnn")
     parser.add_argument("--spiking-only", action="store_true",
                         help="only the spiking measurements: the IF model's timestep sweep and the spike density sweep")
+    parser.add_argument("--no-tflite", action="store_true", help="leave out the TFLite int8 peer (benchmarks/peers.py)")
+    parser.add_argument("--tflite-python", metavar="PYTHON",
+                        help="a TensorFlow environment's python (scripts/zoo-env.sh) to make the .tflite twins of the "
+                             "trained networks (default: $EDGESNN_TFLITE_PYTHON, else .zoo-venv/bin/python)")
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write the ONNX, int8 ONNX and .esnn files into DIR (default: a temporary folder)")
     args = parser.parse_args(argv)
     settings = Settings.for_run(args.quick)
     settings.activity_l1 = args.activity_l1
+    settings.tflite, settings.tflite_python = not args.no_tflite, args.tflite_python
     started = time.perf_counter()
     import torch
 
@@ -1021,7 +1103,7 @@ def main(argv=None) -> int:
             np.save(workdir / f"{name}.inputs.npy", bench.x_timing)
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
             result = measure_model(bench, settings)
-            result.update(description=bench.description, accuracy=bench.accuracy,
+            result.update(description=bench.description, accuracy=bench.accuracy, tflite=bench.tflite_note,
                           layer_timings=layer_timings(bench, settings),
                           onnxruntime_int8_nodes=onnxruntime_node_times(
                               bench.onnx_int8, bench.x_timing[:THROUGHPUT_BATCH], settings.layer_repeats, workdir))
@@ -1072,7 +1154,8 @@ def main(argv=None) -> int:
 def print_model(name: str, result: dict) -> None:
     print(f"\n## {name}: {result['description']}\n")
     accuracy = ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy"].items())
-    print(f"test accuracy: {accuracy}; synaptic ops/sample {result['statistics']['synaptic_ops_per_sample']:,.0f}\n")
+    print(f"test accuracy: {accuracy}; synaptic ops/sample {result['statistics']['synaptic_ops_per_sample']:,.0f}")
+    print(f"TFLite int8 peer: {result['tflite']}\n")
     print(engine_table(result["engines"]))
     print("\nedgesnn cpu per layer (each layer alone on its real input, batch 100, binding path):\n")
     print(layer_table(result["layer_timings"]))

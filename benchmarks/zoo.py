@@ -28,6 +28,14 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
   (the reference inputs in turn), so a change of machine load falls on all; the table gives the
   median and the ratios onnxruntime time / edgesnn time (above 1: edgesnn is faster; issue 11's
   target: >= 2 against int8), and the run prints the median over the zoo with the load average.
+- TFLite XNNPACK (issue 11's fastest CPU peer, benchmarks/peers.py): for a Keras model with a
+  ``benchmarks/tflite/<model>.int8.tflite`` (full-integer int8 by the TFLite converter, calibrated on the
+  same 8 samples: benchmarks/tflite_build.py zoo; and ``<model>.relu6.int8.tflite``, the same function
+  with its bounded ReLUs rescaled to ReLU6, which TFLite fuses), ai-edge-litert's interpreter with its
+  default XNNPACK delegate, one thread, batch 1, in the same interleaved rounds; the column is the
+  faster file. Each file's SNR against the float logits is in the JSON (tflite_files) so that the
+  column is known to time the same network. Without ai-edge-litert or a file the column is empty
+  and the JSON says why (tflite_error).
 - ``--layers``: each layer of the 4/4 model alone on its real input, summed per layer kind over the
   zoo (where the engine's time goes, and which kinds are slow per synaptic operation).
 
@@ -356,6 +364,68 @@ def layer_kind_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+# -- the TFLite peer (issue 11) -------------------------------------------------------------------------------
+
+TFLITE_CALL = "tflite int8 xnnpack"
+TFLITE_TARGET = 1.5                 # issue 11: the median over the zoo at least 1.5x faster than TFLite XNNPACK
+
+
+def _peers():
+    """benchmarks/peers.py (imported by path: tests load this file without benchmarks/ on sys.path)."""
+    import importlib.util
+    if "peers" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("peers", Path(__file__).resolve().parent / "peers.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["peers"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["peers"]
+
+
+def add_tflite_call(e: dict, ref: Reference, r: "Result", calls: dict) -> None:
+    """Adds the TFLite XNNPACK batch-1 call of `e`'s model to `calls` (the interleaved rounds), and its SNR
+    against the float logits to `r`; or says in `r.tflite_error` why there is none."""
+    if e["input_layout"] != "NHWC":
+        r.tflite_error = "not a Keras model (no .tflite made)"
+        return
+    try:
+        files = _peers().zoo_tflite_calls(e["model"], ZOO, float_input(ref.x, ref.input_scaling), ref.logits)
+    except Exception as exc:
+        r.tflite_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        return
+    if "error" in files:
+        r.tflite_error = files["error"]
+        return
+    r.tflite_files = {name: {"snr_db": f["snr_db"], "xnnpack_partitions": f["partitions"]} for name, f in files.items()}
+    for name, f in files.items():
+        calls[f"{TFLITE_CALL} {name}"] = f["call"]
+
+
+def take_tflite_medians(r: "Result", medians: dict) -> None:
+    """The TFLite column is the fastest of the model's .tflite files (each the same network: their SNRs are
+    kept beside); every file's median goes to the JSON."""
+    timed = {name: medians[f"{TFLITE_CALL} {name}"] for name in (r.tflite_files or {})}
+    if not timed:
+        return
+    for name, us in timed.items():
+        r.tflite_files[name]["latency_us"] = us
+    fastest = min(timed, key=timed.get)
+    r.tflite_latency_us, r.tflite_snr, r.tflite_file = timed[fastest], r.tflite_files[fastest]["snr_db"], fastest
+
+
+def tflite_summary(results: list[Result]) -> dict:
+    """Median over the models with a TFLite column of TFLite XNNPACK time / edgesnn 4/4 time (one file per
+    model, the ONNX one when there is one, as latency_summary), and how many reach issue 11's 1.5x."""
+    per_model: dict = {}
+    for r in results:
+        if r.latency_us and r.tflite_latency_us and (r.model not in per_model or r.file.endswith(".onnx")):
+            per_model[r.model] = r
+    ratios = {m: r.tflite_latency_us / r.latency_us for m, r in per_model.items()}
+    values = list(ratios.values())
+    return {"models": len(values), "median_ratio": stats_module.median(values) if values else None,
+            "at_least_target": sum(v >= TFLITE_TARGET for v in values), "per_model": ratios,
+            "min_snr_db": min((r.tflite_snr for r in per_model.values() if r.tflite_snr is not None), default=None)}
+
+
 # -- one zoo file ---------------------------------------------------------------------------------------------
 
 @dataclass
@@ -388,6 +458,11 @@ class Result:
     ort_float_latency_us: float | None = None   # onnxruntime float32, batch 1, one thread (median)
     ort_int8_snr_8: float | None = None         # onnxruntime int8 on the same inputs, worst position, dB
     ort_error: str | None = None
+    tflite_latency_us: float | None = None      # TFLite int8 with XNNPACK, batch 1, one thread (median)
+    tflite_snr: float | None = None             # its dequantized output against the float logits, dB
+    tflite_file: str | None = None              # the fastest of the model's .tflite files (benchmarks/tflite/)
+    tflite_files: dict | None = None            # every .tflite file of the model: SNR, XNNPACK partitions, latency
+    tflite_error: str | None = None             # why there is no TFLite column for this file
     layer_times: list | None = None             # --layers: each 4/4 layer alone (layer_times)
     trained: dict | None = None                 # the build's brief fit (manifest): steps, seconds, accuracy
 
@@ -462,11 +537,13 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
                 except Exception as exc:
                     r.ort_error = f"{type(exc).__name__}: {str(exc)[:200]}"
         if latency and "edgesnn 4/4" in calls:
+            add_tflite_call(e, ref, r, calls)
             medians = {name: 1e6 * t for name, t in interleaved_medians_s(calls).items()}
             r.latency_us, r.latency_8_us = medians["edgesnn 4/4"], medians["edgesnn 8/8"]
             r.latency_forward_us = medians["edgesnn 4/4 forward"]
             r.ort_int8_latency_us = medians.get("onnxruntime int8")
             r.ort_float_latency_us = medians.get("onnxruntime float")
+            take_tflite_medians(r, medians)
     if layers and model4 is not None:
         r.layer_times = layer_times(model4, ref.x)
     return r
@@ -513,8 +590,9 @@ def architecture_table(results: list[Result]) -> str:
     for r in results:
         models.setdefault(r.model, []).append(r)
     rows = ["| architecture | source | files | converts | trained (steps, accuracy) | SNR 8/8 (worst position) | "
-            "onnxruntime int8 SNR | SNR 4/4 | ORT int8 / edgesnn 4/4 | ORT float / edgesnn 4/4 |",
-            "|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
+            "onnxruntime int8 SNR | SNR 4/4 | ORT int8 / edgesnn 4/4 | ORT float / edgesnn 4/4 | "
+            "TFLite XNNPACK / edgesnn 4/4 |",
+            "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
 
     def worst(values):
         values = [v for v in values if v is not None]
@@ -529,6 +607,8 @@ def architecture_table(results: list[Result]) -> str:
             converts = f"{sum(f.converts for f in files)}/{len(files)}"
         timed = next((f for f in files if f.latency_us and f.ort_int8_latency_us and f.file.endswith(".onnx")),
                      next((f for f in files if f.latency_us and f.ort_int8_latency_us), None))
+        tflite = next((f for f in files if f.latency_us and f.tflite_latency_us and f.file.endswith(".onnx")),
+                      next((f for f in files if f.latency_us and f.tflite_latency_us), None))
         trained = first.trained or {}
         steps = trained.get("steps")
         accuracy = trained.get("train_accuracy")
@@ -537,14 +617,16 @@ def architecture_table(results: list[Result]) -> str:
                     f"{worst(f.snr_8 for f in files)} | {worst(f.ort_int8_snr_8 for f in files)} | "
                     f"{worst(f.snr_4 for f in files)} | "
                     f"{_ratio(timed.ort_int8_latency_us, timed.latency_us) if timed else '—'} | "
-                    f"{_ratio(timed.ort_float_latency_us, timed.latency_us) if timed else '—'} |")
+                    f"{_ratio(timed.ort_float_latency_us, timed.latency_us) if timed else '—'} | "
+                    f"{_ratio(tflite.tflite_latency_us, tflite.latency_us) if tflite else '—'} |")
     return "\n".join(rows)
 
 
 def markdown_table(results: list[Result]) -> str:
     rows = ["| model | source | format | ops | converts? | float-match | SNR 8/8 (worst pos.) | ORT int8 SNR | "
-            "SNR 4/4 | edgesnn 4/4 us | ORT int8 / edgesnn | ORT float / edgesnn | as expected |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "SNR 4/4 | edgesnn 4/4 us | ORT int8 / edgesnn | ORT float / edgesnn | TFLite XNNPACK / edgesnn | "
+            "as expected |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         if r.converts:
             converts = "yes"
@@ -560,7 +642,8 @@ def markdown_table(results: list[Result]) -> str:
         ops = ", ".join(r.ops) if r.ops else "—"
         expected = ("yes" if r.as_expected else "**no**") + (f" (refuse: {r.refuse_op})" if r.expect == "refuse" else "")
         rows.append(f"| {r.name} | {r.source} | {r.writer} | {ops} | {converts} | {match} | {_db(r.snr_8)} | "
-                    f"{_db(r.ort_int8_snr_8)} | {_db(r.snr_4)} | {latency} | {int8_ratio} | {float_ratio} | {expected} |")
+                    f"{_db(r.ort_int8_snr_8)} | {_db(r.snr_4)} | {latency} | {int8_ratio} | {float_ratio} | "
+                    f"{_ratio(r.tflite_latency_us, r.latency_us)} | {expected} |")
     return "\n".join(rows)
 
 
@@ -606,6 +689,16 @@ def main(argv=None) -> int:
               f"(range {summary['min_int8_ratio']:.2f}x .. {summary['max_int8_ratio']:.2f}x, "
               f"{summary['at_least_2x_int8']} at >= {LATENCY_TARGET:.0f}x), onnxruntime float / edgesnn 4/4 "
               f"median {summary['median_float_ratio']:.2f}x")
+    tflite = tflite_summary(results)
+    if tflite["models"]:
+        print(f"TFLite int8 XNNPACK (ai-edge-litert {_peers().litert_version()}, batch 1, one thread, the same "
+              f"rounds; load {load_average()}): over {tflite['models']} models with a .tflite, TFLite / edgesnn 4/4 "
+              f"median {tflite['median_ratio']:.2f}x ({tflite['at_least_target']} at >= {TFLITE_TARGET:g}x; "
+              + ", ".join(f"{m} {v:.2f}x" for m, v in tflite["per_model"].items())
+              + f"); worst TFLite SNR against the float logits {_db(tflite['min_snr_db'])} dB")
+    elif not (args.no_latency or args.no_ort):
+        reasons = sorted({r.tflite_error for r in results if r.tflite_error and "not a Keras" not in r.tflite_error})
+        print("TFLite int8 XNNPACK: no column: " + ("; ".join(reasons) if reasons else "no Keras model timed"))
     kinds = None
     if args.layers:
         kinds = layer_kind_table(results)
@@ -618,6 +711,7 @@ def main(argv=None) -> int:
     if args.json:
         payload = [dict(asdict(r), as_expected=r.as_expected) for r in results]
         args.json.write_text(json.dumps({"results": payload, "absent": missing, "latency_summary": summary,
+                                         "tflite_summary": tflite,
                                          "load_average": load_average()}, indent=1) + "\n")
     return 0
 

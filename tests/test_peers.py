@@ -1,0 +1,117 @@
+"""benchmarks/peers.py, the TFLite peer of the benchmarks: the torch -> Keras-layout weights that
+benchmarks/tflite_build.py twin rebuilds, and the committed .tflite files beside the zoo files they were
+made from. TensorFlow is not needed; the .tflite runs need ai-edge-litert (the "bench" extra) and are
+skipped without it."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("peers", ROOT / "benchmarks" / "peers.py")
+peers = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("peers", peers)
+_spec.loader.exec_module(peers)
+ZOO = ROOT / "benchmarks" / "zoo"
+RECORDED = json.loads((peers.TFLITE_DIR / "manifest.json").read_text())["files"]
+COMMITTED = sorted(name for name, entry in RECORDED.items() if entry["committed"])
+
+
+def keras_layout_forward(spec: dict, arrays: dict, x_nhwc: np.ndarray) -> np.ndarray:
+    """The twin spec run in numpy, NHWC as Keras runs it (only the layer kinds the test network has)."""
+    x = x_nhwc.astype(np.float64)
+    for i, layer in enumerate(spec["layers"]):
+        if layer["kind"] == "conv2d":
+            kernel, bias = arrays[f"{i}.kernel"], arrays[f"{i}.bias"]   # (kh, kw, in, out)
+            kh, kw = kernel.shape[:2]
+            pad = ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)) if layer["padding"] == "same" else None
+            xp = np.pad(x, pad) if pad else x
+            h, w = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+            out = np.zeros((len(x), h, w, kernel.shape[3]))
+            for dy in range(kh):
+                for dx in range(kw):
+                    out += xp[:, dy:dy + h, dx:dx + w] @ kernel[dy, dx]
+            x = out + bias
+        elif layer["kind"] == "maxpool":
+            n, h, w, c = x.shape
+            x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+        elif layer["kind"] == "flatten":
+            x = x.reshape(len(x), -1)
+        elif layer["kind"] == "dense":
+            x = x @ arrays[f"{i}.kernel"] + arrays[f"{i}.bias"]
+        else:
+            raise AssertionError(layer["kind"])
+        if layer.get("relu"):
+            x = np.maximum(x, 0)
+    return x
+
+
+def test_torch_twin_spec_is_the_same_network_in_keras_layouts():
+    torch = pytest.importorskip("torch")
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Flatten(), nn.Linear(4 * 3 * 2, 5), nn.ReLU(), nn.Linear(5, 3))
+    bn = network[1]
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(-1.5, 1.5)
+    network.eval()
+    x = np.random.default_rng(1).random((6, 6, 5, 2), dtype=np.float32)       # odd width: the pool drops a column
+    arrays = peers.torch_twin_spec(network, (6, 5, 2), x[:3], x)
+    spec = json.loads(str(arrays["spec"]))
+    assert [layer["kind"] for layer in spec["layers"]] == ["conv2d", "maxpool", "flatten", "dense", "dense"]
+    got = keras_layout_forward(spec, arrays, x)
+    np.testing.assert_allclose(got, arrays["check_logits"], rtol=1e-4, atol=1e-5)
+    assert peers.twin_hash(arrays) == peers.twin_hash(dict(arrays))
+    changed = dict(arrays, **{"0.bias": arrays["0.bias"] + 1})
+    assert peers.twin_hash(changed) != peers.twin_hash(arrays)
+
+
+def test_twin_spec_refuses_what_it_cannot_rebuild():
+    pytest.importorskip("torch")
+    import torch.nn as nn
+
+    network = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU()).eval()
+    x = np.zeros((1, 6, 6, 2), np.float32)
+    with pytest.raises(ValueError, match="padding"):
+        peers.torch_twin_spec(network, (6, 6, 2), x, x)
+    with pytest.raises(ValueError, match="Sigmoid"):
+        peers.torch_twin_spec(nn.Sequential(nn.Sigmoid()).eval(), (6, 6, 2), x, x)
+
+
+def test_committed_tflite_files_are_recorded_beside_committed_zoo_files():
+    assert COMMITTED, "benchmarks/tflite/manifest.json lists no committed file"
+    zoo = {e["file"]: e for e in json.loads((ZOO / "manifest.json").read_text())["models"]}
+    for name in COMMITTED:
+        entry = RECORDED[name]
+        assert (peers.TFLITE_DIR / name).exists(), name
+        assert zoo[entry["source"]]["committed"], f"{name} is made from {entry['source']}, which is not committed"
+        paths, left_out = peers.zoo_tflites(entry["model"], ZOO)
+        assert peers.TFLITE_DIR / name in paths, left_out
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_tflite_runs_the_zoo_model(name):
+    pytest.importorskip("ai_edge_litert")
+    entry = RECORDED[name]
+    with np.load(ZOO / f"{entry['model']}.npz") as data:
+        x, y = data["x"], data["y"]
+        logits = data["y_logits"] if "y_logits" in data.files else y
+        scale, offset = (float(v) for v in data["input_scaling"])
+    x_float = (x.astype(np.float32) - offset) / scale
+    for xnnpack in (True, False):
+        peer = peers.TFLitePeer(peers.TFLITE_DIR / name, threads=1, xnnpack=xnnpack)
+        snr = peers.snr_db(peer.forward(x_float), logits)
+        # TensorFlow's reference kernels gave the recorded SNR at build time; XNNPACK and the builtin
+        # kernels round a few values differently
+        assert snr >= entry["snr_db"] - 3.0, (name, xnnpack, snr)
+        batch = peer.prepare(np.concatenate([x_float, x_float]))
+        assert peer.run(batch).shape[0] == 2 * len(x)
+    assert peers.TFLitePeer(peers.TFLITE_DIR / name, xnnpack=True).delegate_partitions() >= 1
+    assert peers.TFLitePeer(peers.TFLITE_DIR / name, xnnpack=False).delegate_partitions() == 0
