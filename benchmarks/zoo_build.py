@@ -1231,6 +1231,7 @@ def main(argv=None) -> int:
     global TRAIN_BUDGET_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", default=[], help="build models whose name contains this")
+    parser.add_argument("--name", action="append", default=[], help="build the model of exactly this name")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     parser.add_argument("--untrained", action="store_true",
                         help="build only the models whose manifest entries record no training (built before "
@@ -1260,7 +1261,8 @@ def main(argv=None) -> int:
         print(f"{len(entries)} files in {manifest_path}")
         return 0
     old = json.loads(manifest_path.read_text())["models"] if manifest_path.exists() else []
-    selected = [s for s in SPECS if not args.only or any(o in s.name for o in args.only)]
+    selected = [s for s in SPECS if (not args.only and not args.name) or any(o in s.name for o in args.only)
+                or s.name in args.name]
     if args.untrained:
         trained = {e["model"] for e in old if e.get("trained") is not None}
         selected = [s for s in selected if s.name not in trained]
