@@ -6,11 +6,13 @@ float Graph, and its simplified form, matches the framework's own output stored 
 uint8 inputs x, outputs y computed by the framework on (x - offset) / scale); none of them needs
 TensorFlow."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import edgesnn as es
 import edgesnn.plugins
 
 DATA = Path(__file__).parent / "data" / "zoo"
@@ -52,6 +54,37 @@ def test_zoo_file_matches_its_framework(file, kind):
     logits = data["y_logits"] if "y_logits" in data.files else expected
     simple_out = simple.run(x)
     np.testing.assert_allclose(simple_out, to_hwc(logits, simple_out.shape[1:]), atol=1e-4)
+
+
+# The 8/8 conversion of each file against its framework's float logits, at the worst output position.
+# 18 dB is a floor, not the zoo's 25 dB target (tests/test_zoo.py holds these same trained files to that),
+# so that it does not hang on the training: the random-init copies these replaced measured 19.3 dB
+# (tv_shufflenet_tiny) to 44.6 dB, the trained ones 33.3-51.2 dB, while wrong conversions land below it:
+# the input offset folded into the bias (issue 9) gave -0.4 dB at the zero-padded border, and converting
+# these files with an input offset off by a quarter of the scale gives -7.9 to 16.3 dB.
+SNR_FLOOR_DB = 18.0
+
+
+def snr_worst_position_db(got: np.ndarray, want: np.ndarray) -> float:
+    want = np.asarray(want, np.float64)
+    got = np.asarray(got, np.float64).reshape(want.shape)
+    signal = np.sum(want ** 2, axis=(0, 3))
+    noise = np.maximum(np.sum((got - want) ** 2, axis=(0, 3)), 1e-30)
+    return float(np.min(10 * np.log10(signal / noise)))
+
+
+@pytest.mark.parametrize("file,kind", FILES)
+def test_zoo_file_converts_at_8_bits_close_to_its_framework(file, kind):
+    data = np.load(DATA / (file.split(".")[0] + ".npz"))
+    x, scaling = data["x"], tuple(float(v) for v in data["input_scaling"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = es.convert(str(DATA / file), samples=np.concatenate([x, x[:, :, ::-1]]), input_scaling=scaling,
+                           weight_bits=8, activation_bits=8, progress=False)
+    got = model.forward(x, device="reference") * np.asarray(model.metadata["output_scale"], np.float64)
+    logits = data["y_logits"] if "y_logits" in data.files else data["y"]
+    want = to_hwc(logits, got.shape[1:])
+    assert snr_worst_position_db(got, want) >= SNR_FLOOR_DB
 
 
 def test_tf_keras2_files_and_their_tf2onnx_export_give_one_graph():
