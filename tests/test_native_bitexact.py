@@ -542,3 +542,51 @@ def test_max_pool_2x2_with_a_padded_last_window(cpu):
         potentials, stats = cpu.run(model, x5)
         np.testing.assert_array_equal(potentials, expected)
         assert stats == expected_stats
+
+
+@st.composite
+def spiking_conv_chains(draw):
+    """The shipped IF model's shape in miniature: a conv with an if neuron over a multi-bit input
+    (its potentials static over a repeated frame), then a stride-1 conv on its spikes (the spike
+    gather of kernels/spikes.zig: every padding, channels across the 16-lane masks and the 64-channel
+    register blocks, weights within i16 sums or beyond), pooled or not, if / lif or none."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    cin = draw(st.one_of(st.integers(1, 20), st.integers(30, 40)))
+    cout = draw(st.one_of(st.integers(1, 36), st.integers(60, 80)))
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    weight_bits = draw(st.sampled_from((4, 8)))
+    w_low, w_high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    # thresholds from always-firing to rarely: the spike density over time
+    threshold_high = draw(st.sampled_from((10, 60, 400)))
+    spikes = Conv2D(name="spikes", weights=rng.integers(-8, 8, (3, 3, 2, cin)), weight_bits=4, padding="same",
+                    bias=rng.integers(-20, 40, cin), neuron="if", threshold=rng.integers(5, threshold_high + 1, cin))
+    shape = (kh, kw, cin, cout)
+    weights = (rng.choice((w_low, w_high), shape) if draw(st.booleans()) else rng.integers(w_low, w_high + 1, shape))
+    conv = Conv2D(name="conv", weights=weights, weight_bits=weight_bits, bias=rng.integers(-300, 301, cout),
+                  padding=padding_field(draw, h, w, kh, kw, 1, 1), **pool_fields(draw, rng, cout),
+                  **neuron_fields(draw, rng, cout, last=True))
+    try:
+        return es.Model(layers=[spikes, conv], input_shape=(h, w, 2), input_bits=4)
+    except es.ModelError as exc:
+        assume(False)
+        raise AssertionError from exc  # unreachable: assume raises
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_spike_gather_over_many_timesteps_equals_reference(cpu, data):
+    """The stride-1 spike gather behind an if layer, over up to 16 timesteps of a repeated or changing
+    input frame: potentials, spike counts and statistics as the reference's."""
+    model = data.draw(spiking_conv_chains())
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n, t = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 16))
+    frames = data.draw(st.sampled_from((1, t)))
+    x5 = np.ascontiguousarray(np.broadcast_to(rng.integers(0, 16, (n, frames, *model.input_shape)),
+                                              (n, t, *model.input_shape)).astype(np.uint8))
+    expected, expected_stats = reference.run(model, x5)
+    for device in both_plans(cpu):
+        potentials, stats = device.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
+        assert stats == expected_stats, f"\nplan {device.plan}, native:\n{stats}\nreference:\n{expected_stats}"

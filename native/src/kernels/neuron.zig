@@ -208,8 +208,7 @@ fn integrateFire(layer: *const model.Layer, state: *[vector.lanes]i32, potential
         .shift => v -= v >> @splat(@as(u5, @intCast(layer.leak_shift))),
         .decay => v = decay(v, layer.decay_multiplier[channel..][0..vector.lanes].*, layer.decay_shift),
     }
-    const sum = @as(VecI64, v) + @as(VecI64, potential);
-    v = @intCast(@min(@max(sum, @as(VecI64, @splat(int32_min))), @as(VecI64, @splat(int32_max))));
+    v +|= potential; // sat32(v + P), in i32 lanes (twice the lanes per register of an i64 clamp)
     if (layer.has_floor) v = @max(v, @as(VecI32, @splat(layer.membrane_floor)));
     const threshold: VecI32 = layer.threshold[channel..][0..vector.lanes].*;
     const spike = v >= threshold;

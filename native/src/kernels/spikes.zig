@@ -3,14 +3,17 @@
 //! non-zero input (iy, ix, ci) adds its weight row W[tap, ci, :] (model.Layer.spike_rows, i8
 //! sign-extended on load, no multiplication: the value is 1) to each output pixel it reaches.
 //! Cost: events x reached taps x Cout_p adds, whatever the layout of the events; a pixel without
-//! events costs one vector test. The conv scatter accumulates in i16 where every channel's sum of
-//! |W| fits (model.Layer.spike_sums_fit_i16: half the bytes per add), then widens once and adds the
-//! bias. conv2d.zig and dense.zig choose these kernels by their input's event count (`conv2dWins`,
-//! `denseWins`) and run their quad kernels otherwise. Bit-exact with them (integer sums, wrapping
-//! i32 arithmetic as theirs; exact whenever the true sum fits i32, which the loader's overflow bound
-//! guarantees).
+//! events costs one vector test. A stride-1 conv gathers (each output pixel's sums stay in
+//! registers while the events of its window stream by, two at a time on AVX2); other strides
+//! scatter (each event's rows into the sums of the output pixels it reaches). Both accumulate in
+//! i16 where every channel's sum of |W| fits (model.Layer.spike_sums_fit_i16: half the bytes per
+//! add), then widen once and add the bias. conv2d.zig and dense.zig choose these kernels by their
+//! input's event count (`conv2dWins`, `denseWins`) and run their quad kernels otherwise. Bit-exact
+//! with them (integer sums, wrapping i32 arithmetic as theirs; exact whenever the true sum fits
+//! i32, which the loader's overflow bound guarantees).
 
 const std = @import("std");
+const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
 
@@ -46,11 +49,18 @@ pub fn conv2dWins(layer: *const model.Layer, input_events: u64) bool {
 const dense_per_quad = 6;
 
 /// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p) of 0 and 1; scratch:
-/// at least scratchBytes(layer) bytes (the i16 sums). Returns the synaptic operations.
+/// at least scratchBytes(layer) bytes (the gather's event lists, or the scatter's i16 sums).
+/// Returns the synaptic operations.
 pub fn conv2d(layer: *const model.Layer, input: []const u8, potentials: []i32, scratch: []u8) u64 {
     std.debug.assert(layer.spike_rows.len != 0 and !layer.padsNonZero());
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
+    if (gathers(layer)) {
+        const entries = gatherEntries(layer);
+        std.debug.assert(scratch.len >= entries * @sizeOf(u32));
+        const lists = @as([*]u32, @ptrCast(@alignCast(scratch.ptr)))[0..limits.usizeFrom(entries)];
+        return if (layer.spike_sums_fit_i16) gather(i16, layer, input, potentials, lists) else gather(i32, layer, input, potentials, lists);
+    }
     if (layer.spike_sums_fit_i16) {
         const sums_bytes = potentials.len * @sizeOf(i16);
         std.debug.assert(scratch.len >= sums_bytes);
@@ -64,10 +74,277 @@ pub fn conv2d(layer: *const model.Layer, input: []const u8, potentials: []i32, s
     return scatter(i32, layer, input, potentials);
 }
 
-/// Bytes of the i16 sums the conv scatter keeps (its scratch, in the arena's events buffer).
+/// Bytes of the conv kernel's scratch (in the arena's events buffer): the gather's event lists of
+/// one output column, or the scatter's i16 sums.
 pub fn scratchBytes(layer: *const model.Layer) u64 {
     if (layer.spike_rows.len == 0 or !layer.isConv()) return 0;
+    if (gathers(layer)) return gatherEntries(layer) * @sizeOf(u32);
     return layer.synaptic.valuesPadded() * @sizeOf(i16);
+}
+
+// -- the gather (stride 1): every output pixel sums the rows of the events in its window ---------
+//
+// The input's events are listed once, row by row and column by column, each as the offset of its
+// weight row for a window at the origin: ((iy * KW + ix) * Cin + ci) * Cout_p. For each output
+// column ox the runs of the input columns its windows read (KW of them) are copied row after row
+// into a band, so that a window's events are one contiguous run of the band (input rows
+// [oy - pad_top, oy - pad_top + KH)), and an event's tap row in the window of (oy, ox) lies a fixed
+// distance before its listed offset (ky = iy - oy + pad_top, kx = ix - ox + pad_left):
+// (tap * Cin + ci) * Cout_p = listed - ((oy * KW + ox) - (pad_top * KW + pad_left)) * Cin * Cout_p.
+// Each output pixel's sums stay in registers while its events stream by (one loop per output pixel,
+// no load and store of the sums per event and tap as in the scatter) and are written once, with the
+// bias.
+
+/// Whether the conv kernel gathers (stride 1, every listed offset within u32) or scatters.
+fn gathers(layer: *const model.Layer) bool {
+    if (layer.stride_h != 1 or layer.stride_w != 1) return false;
+    const origin_rows = (@as(u64, layer.input.h) * layer.kernel_w + layer.input.w) * layer.input.c;
+    return origin_rows * layer.synaptic.channelsPadded() <= std.math.maxInt(u32);
+}
+
+/// The gather's scratch, in u32 entries from its start.
+const GatherScratch = struct {
+    run_starts: u64, // (H + 1): where each input row's run starts in the band (then the band's end)
+    column_starts: u64, // (H, W + 1): where each input pixel's events start in the list
+    list: u64, // every event of the input, plus the slack of the branch-free appends and copies
+    band: u64, // the runs of one output column's KW input columns in every row, plus copy slack
+    entries: u64,
+
+    fn of(layer: *const model.Layer) GatherScratch {
+        const in = layer.input;
+        const run_starts: u64 = in.h + 1;
+        const column_starts = @as(u64, in.h) * (in.w + 1);
+        const list = in.pixels() * in.c + copy_chunk;
+        const band = @as(u64, in.h) * @min(layer.kernel_w, in.w) * in.c + copy_chunk;
+        return .{ .run_starts = 0, .column_starts = run_starts, .list = run_starts + column_starts, .band = run_starts + column_starts + list, .entries = run_starts + column_starts + list + band };
+    }
+};
+
+fn gatherEntries(layer: *const model.Layer) u64 {
+    return GatherScratch.of(layer).entries;
+}
+
+/// Entries a copy of a run moves at once (and the slack past the list and band it may touch; an
+/// append writes 8).
+const copy_chunk = 16;
+
+/// The indices of the set bits of every byte, lowest first, one per byte of the u64.
+const bit_indices: [256]u64 = table: {
+    @setEvalBranchQuota(10_000);
+    var table: [256]u64 = undefined;
+    for (0..256) |mask| {
+        var indices: u64 = 0;
+        var count: u64 = 0;
+        for (0..8) |bit| {
+            if ((mask >> bit) & 1 != 0) {
+                indices |= @as(u64, bit) << (8 * count);
+                count += 1;
+            }
+        }
+        table[mask] = indices;
+    }
+    break :table table;
+};
+
+/// Append the channels set in `mask` (8 channels from `row`'s) as row offsets (row + bit) *
+/// cout_padded, branch-free: 8 entries are written, the count advances by the set bits.
+inline fn appendEvents(list: []u32, count: usize, mask: u8, row: u32, cout_padded: u32) usize {
+    const bits: @Vector(8, u8) = @bitCast(bit_indices[mask]);
+    const offsets = (@as(@Vector(8, u32), bits) + @as(@Vector(8, u32), @splat(row))) * @as(@Vector(8, u32), @splat(cout_padded));
+    const target: *align(1) @Vector(8, u32) = @ptrCast(list[count..][0..8]);
+    target.* = offsets;
+    return count + @popCount(mask);
+}
+
+/// The window [o - pad, o - pad + kernel) of input positions, clipped to [0, size).
+fn windowRange(o: usize, pad: usize, kernel: usize, size: usize) struct { first: usize, end: usize } {
+    const first = @min(size, if (o >= pad) o - pad else 0);
+    const end = @min(size, (o + kernel) -| pad);
+    return .{ .first = first, .end = @max(first, end) };
+}
+
+/// The input's events as listed offsets, pixel after pixel; column_starts[iy * (W + 1) + ix]: where
+/// pixel (iy, ix)'s begin (ix = W: where the row's end).
+fn listEvents(layer: *const model.Layer, input: []const u8, list: []u32, column_starts: []u32) void {
+    const in = layer.input;
+    const w: usize = in.w;
+    const cin: usize = in.c;
+    const cin_padded: usize = in.channelsPadded();
+    const cout_padded: u32 = @intCast(layer.synaptic.channelsPadded());
+    const kernel_w: usize = layer.kernel_w;
+    var count: usize = 0;
+    for (0..in.h) |iy| {
+        const starts = column_starts[iy * (w + 1) ..][0 .. w + 1];
+        for (0..w) |ix| {
+            starts[ix] = @intCast(count);
+            const pixel = input[(iy * w + ix) * cin_padded ..][0..cin_padded];
+            const row: u32 = @intCast((iy * kernel_w + ix) * cin);
+            var channel: usize = 0;
+            while (channel < cin_padded) : (channel += lanes) {
+                const bytes: VecU8 = pixel[channel..][0..lanes].*;
+                const mask: u16 = @bitCast(bytes != @as(VecU8, @splat(0)));
+                const channel_row = row + @as(u32, @intCast(channel));
+                count = appendEvents(list, count, @truncate(mask), channel_row, cout_padded);
+                count = appendEvents(list, count, @truncate(mask >> 8), channel_row + 8, cout_padded);
+            }
+        }
+        starts[w] = @intCast(count);
+    }
+}
+
+/// band[count..] = list[first..end] in chunks of copy_chunk (the last may copy past `end`: the
+/// slack of both); returns the band's new count.
+inline fn copyRun(band: []u32, count: usize, list: []const u32, first: usize, end: usize) usize {
+    const Chunk = @Vector(copy_chunk, u32);
+    var offset: usize = 0;
+    while (first + offset < end) : (offset += copy_chunk) {
+        const chunk: Chunk = list[first + offset ..][0..copy_chunk].*;
+        const target: *align(1) Chunk = @ptrCast(band[count + offset ..][0..copy_chunk]);
+        target.* = chunk;
+    }
+    return count + (end - first);
+}
+
+fn gather(comptime Acc: type, layer: *const model.Layer, input: []const u8, potentials: []i32, scratch: []u32) u64 {
+    comptime std.debug.assert(lanes == 16); // two bytes of masks per vector of channels
+    const in = layer.input;
+    const h: usize = in.h;
+    const w: usize = in.w;
+    const cout_padded: usize = layer.synaptic.channelsPadded();
+    const chunks = cout_padded / lanes;
+    const kernel_w: usize = layer.kernel_w;
+    const out_w: usize = layer.synaptic.w;
+    const parts = GatherScratch.of(layer);
+    const run_starts = scratch[limits.usizeFrom(parts.run_starts)..][0 .. h + 1];
+    const column_starts = scratch[limits.usizeFrom(parts.column_starts)..][0 .. h * (w + 1)];
+    const list = scratch[limits.usizeFrom(parts.list)..limits.usizeFrom(parts.band)];
+    const band = scratch[limits.usizeFrom(parts.band)..limits.usizeFrom(parts.entries)];
+    listEvents(layer, input, list, column_starts);
+    // the listed offset of an event minus its tap row's offset in the window of (oy, ox), wrapping
+    const pad_rows = (@as(usize, layer.pad_top) * kernel_w + layer.pad_left) * in.c * cout_padded;
+    var pairs: u64 = 0; // (event, in-bounds tap) pairs
+    for (0..out_w) |ox| {
+        const columns = windowRange(ox, layer.pad_left, kernel_w, w);
+        var count: usize = 0;
+        for (0..h) |iy| {
+            run_starts[iy] = @intCast(count);
+            const starts = column_starts[iy * (w + 1) ..][0 .. w + 1];
+            count = copyRun(band, count, list, starts[columns.first], starts[columns.end]);
+        }
+        run_starts[h] = @intCast(count);
+        for (0..layer.synaptic.h) |oy| {
+            const rows = windowRange(oy, layer.pad_top, layer.kernel_h, h);
+            const events = band[run_starts[rows.first]..run_starts[rows.end]];
+            pairs += events.len;
+            const distance = ((oy * kernel_w + ox) * in.c * cout_padded) -% pad_rows;
+            const out = potentials[(oy * out_w + ox) * cout_padded ..][0..cout_padded];
+            var first: usize = 0;
+            while (first < chunks) {
+                const block = @min(gather_block_chunks, chunks - first);
+                switch (block) {
+                    inline 1...gather_block_chunks => |n| gatherPixel(Acc, n, layer, events, distance, first * lanes, out),
+                    else => unreachable,
+                }
+                first += block;
+            }
+        }
+    }
+    return pairs * layer.synaptic.c;
+}
+
+/// Output-channel vectors whose sums one pass over a window's events keeps in registers.
+const gather_block_chunks = 4;
+
+/// out[channel..][0..chunks * lanes] = bias + the rows of `events` at those channels.
+inline fn gatherPixel(comptime Acc: type, comptime chunks: usize, layer: *const model.Layer, events: []const u32, distance: usize, channel: usize, out: []i32) void {
+    if (comptime vector.has_avx2 and Acc == i16 and chunks % 2 == 0) return gatherPixelPairs(chunks / 2, layer, events, distance, channel, out);
+    const rows = layer.spike_rows;
+    var acc: [chunks]@Vector(lanes, Acc) = undefined;
+    inline for (0..chunks) |k| acc[k] = if (Acc == i32) layer.bias[channel + k * lanes ..][0..lanes].* else @splat(0);
+    for (events) |event| {
+        const row = (@as(usize, event) -% distance) + channel;
+        inline for (0..chunks) |k| acc[k] +%= weightVector(Acc, rows, row + k * lanes);
+    }
+    inline for (0..chunks) |k| {
+        const sums: VecI32 = if (Acc == i32) acc[k] else @as(VecI32, acc[k]) +% @as(VecI32, layer.bias[channel + k * lanes ..][0..lanes].*);
+        vector.storeVector(out, channel + k * lanes, sums);
+    }
+}
+
+const VecI8x32 = @Vector(32, i8);
+
+/// Byte shuffles interleaving two rows of 32 channels within each 128-bit half (vpunpcklbw,
+/// vpunpckhbw): channels 0..7 and 16..23 of both rows, pairwise; then 8..15 and 24..31.
+const interleave_low = interleaveMask(0);
+const interleave_high = interleaveMask(8);
+
+fn interleaveMask(comptime first: i32) [32]i32 {
+    var mask: [32]i32 = undefined;
+    for (0..2) |half| {
+        for (0..8) |i| {
+            const channel: i32 = @intCast(half * 16 + i);
+            mask[half * 16 + 2 * i] = first + channel;
+            mask[half * 16 + 2 * i + 1] = ~(first + channel); // the second row's
+        }
+    }
+    return mask;
+}
+
+/// The sums of the byte pairs of `pairs` as i16 (vpmaddubsw with ones: |w1 + w2| <= 256, exact).
+inline fn addPairs(pairs: VecI8x32) VecI16 {
+    const ones: @Vector(32, u8) = @splat(1);
+    return asm ("vpmaddubsw %[b], %[a], %[out]"
+        : [out] "=x" (-> VecI16),
+        : [a] "x" (ones),
+          [b] "x" (pairs),
+    );
+}
+
+/// gatherPixel in i16 on AVX2, two events at a time: their rows' bytes interleaved, one vpmaddubsw
+/// with ones sign-extends and adds both (a quarter fewer vector operations per event than widening
+/// each row alone). `units`: blocks of 32 channels, whose sums are kept as channels (0..7, 16..23)
+/// and (8..15, 24..31), put back in order once at the end.
+inline fn gatherPixelPairs(comptime units: usize, layer: *const model.Layer, events: []const u32, distance: usize, channel: usize, out: []i32) void {
+    const rows = layer.spike_rows;
+    var low: [units]VecI16 = @splat(@splat(0));
+    var high: [units]VecI16 = @splat(@splat(0));
+    var index: usize = 0;
+    while (index + 2 <= events.len) : (index += 2) {
+        const first = (@as(usize, events[index]) -% distance) + channel;
+        const second = (@as(usize, events[index + 1]) -% distance) + channel;
+        inline for (0..units) |u| {
+            const a: VecI8x32 = rows[first + u * 32 ..][0..32].*;
+            const b: VecI8x32 = rows[second + u * 32 ..][0..32].*;
+            low[u] +%= addPairs(@shuffle(i8, a, b, interleave_low));
+            high[u] +%= addPairs(@shuffle(i8, a, b, interleave_high));
+        }
+    }
+    if (index < events.len) {
+        const first = (@as(usize, events[index]) -% distance) + channel;
+        const zero: VecI8x32 = @splat(0);
+        inline for (0..units) |u| {
+            const a: VecI8x32 = rows[first + u * 32 ..][0..32].*;
+            low[u] +%= addPairs(@shuffle(i8, a, zero, interleave_low));
+            high[u] +%= addPairs(@shuffle(i8, a, zero, interleave_high));
+        }
+    }
+    inline for (0..units) |u| {
+        inline for (0..2) |half| { // channels [32u + 16 half, +16): 8 of `low`, then 8 of `high`
+            const sums: VecI16 = @shuffle(i16, low[u], high[u], halvesMask(half * 8));
+            const offset = channel + u * 32 + half * lanes;
+            vector.storeVector(out, offset, @as(VecI32, sums) +% @as(VecI32, layer.bias[offset..][0..lanes].*));
+        }
+    }
+}
+
+/// Lanes [first, first + 8) of one vector, then the same of another.
+fn halvesMask(comptime first: i32) [16]i32 {
+    var mask: [16]i32 = undefined;
+    for (0..8) |i| {
+        mask[i] = first + @as(i32, @intCast(i));
+        mask[8 + i] = ~(first + @as(i32, @intCast(i)));
+    }
+    return mask;
 }
 
 /// Every input event's rows into `sums` (Acc: i16 or i32, (OH, OW, Cout_p)); returns the synaptic
