@@ -93,4 +93,4 @@ def test_training_features_are_the_frontends_and_augmentation_is_seeded():
     # the batched matrix products round differently in the last bits of float64: a rare 1-step difference
     assert np.abs(batched.astype(int) - deployed).max() <= 1 and np.mean(batched == deployed) > 0.999
     index, labels = augmenter.epoch(np.random.default_rng(0))
-    assert np.sum(labels == 0) == np.sum(labels == 2) and np.sum(labels == 1) == 2 * np.sum(labels == 2)
+    assert np.sum(labels == 0) == np.sum(labels == 2) and np.sum(labels == 1) == 3 * np.sum(labels == 2)
