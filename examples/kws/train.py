@@ -1,7 +1,7 @@
 """Train the DS-CNN keyword spotter (MLPerf Tiny / BrainChip shape) on the espeak-ng/flite set, on the CPU.
 
     python examples/kws/make_dataset.py --out /tmp/kws_data      # first, once
-    python examples/kws/train.py --data /tmp/kws_data             # about 12 minutes on one core
+    python examples/kws/train.py --data /tmp/kws_data             # about 14 CPU minutes (trainer + batch maker)
 
 Input: the project's own ``kws`` frontend (49 x 10 MFCC as uint8), given to the network as x / 255.
 Network: conv 10x4 stride 2 (64 channels), four depthwise-separable blocks (3x3 depthwise + 1x1
