@@ -86,6 +86,7 @@ class RawLink:
     def __init__(self, runner: Path, *args: str):
         self.process = subprocess.Popen([str(runner), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, bufsize=0)
+        self.link = None
 
     def send(self, data: bytes) -> None:
         self.process.stdin.write(data)
@@ -93,7 +94,9 @@ class RawLink:
     def reply(self, timeout_s: float = 5.0) -> tuple[P.Header, bytes]:
         from edgesnn_remote.transport import FdLink
 
-        link = FdLink(self.process.stdout.fileno(), self.process.stdin.fileno(), "raw")
+        if self.link is None:   # one link for all replies: bytes it read past one reply are the next's
+            self.link = FdLink(self.process.stdout.fileno(), self.process.stdin.fileno(), "raw")
+        link = self.link
         deadline = time.monotonic() + timeout_s
         header = P.decode_header(link.recv_exact(P.HEADER_BYTES, deadline), 1 << 30)
         body = link.recv_exact(header.length, deadline)
