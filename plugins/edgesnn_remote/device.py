@@ -76,6 +76,7 @@ class RemoteDevice(Device):
     checks_input_range = True      # the runner's engine refuses out-of-range input (ERROR engine, input)
     returns_counts = True
     repeats_dense_input = True
+    runs_over_time = True          # run_over_time: RUN_TRACE (the output after every timestep, early exit)
 
     def __init__(self, command=None, *, address: str | None = None, serial: str | None = None, listen: bool = False,
                  timeout_s: float = 5.0, reconnect: bool = False, memory_bytes: int | None = None,
@@ -352,10 +353,46 @@ class RemoteDevice(Device):
             outputs.append(potentials)
         return np.concatenate(outputs), counts
 
-    def _chunk_samples(self, program: RemoteProgram, sample_bytes: int, batch: int) -> int:
+    def run_over_time(self, model, x5: np.ndarray, timesteps: int,
+                      early_exit: int | None = None) -> tuple[np.ndarray, np.ndarray, Statistics]:
+        """RUN_TRACE frames (docs/protocol.md): the output after every timestep, and the early exit."""
+        program = self.program_of(model)
+        if type(x5) is not np.ndarray or x5.dtype is not _UINT8 or not x5.flags.c_contiguous:
+            x5 = np.ascontiguousarray(x5, dtype=np.uint8)
+        timesteps, (batch, input_timesteps) = int(timesteps), x5.shape[:2]
+        if input_timesteps > 1 and x5.strides[1] == 0:   # a dense input (Model.check_input's stride-0 view)
+            x5, input_timesteps = np.ascontiguousarray(x5[:, :1]), 1
+        layers, values, shape = program.layer_count, program.output_values, program.model.output_shape
+        margin = 0 if early_exit is None else int(early_exit)
+        chunk = self._chunk_samples(program, x5[0].nbytes, batch, 4 + 4 * values * (1 + timesteps))
+        outputs, used, counts = [], [], None
+        for start in range(0, batch, chunk):
+            part = x5[start:start + chunk]
+            samples = part.shape[0]
+            body = self._call(P.RUN_TRACE, _RUN_REQUEST.pack(samples, input_timesteps, timesteps, margin)
+                              + part.tobytes(), program=program)
+            stats_end = 8 + 40 * layers
+            if (len(body) != stats_end + samples * (4 + 4 * values * (1 + timesteps))
+                    or _PAIR.unpack_from(body) != (layers, samples * values)):
+                self._close_link()
+                self._failure = "malformed TRACE"
+                raise DeviceError(f"device {self.name!r}: TRACE of {len(body)} bytes does not match the model "
+                                  f"({layers} layers, {samples} x {timesteps} timesteps x output {shape})")
+            part_counts = np.frombuffer(body, np.uint64, layers * STATS_VALUES, 8).reshape(layers, STATS_VALUES)
+            counts = part_counts.copy() if counts is None else counts + part_counts
+            used.append(np.frombuffer(body, np.uint32, samples, stats_end).astype(np.int64))
+            trace_start = stats_end + 4 * samples * (1 + values)
+            outputs.append(np.frombuffer(body, np.int32, samples * timesteps * values, trace_start)
+                           .reshape(samples, timesteps, *shape).copy())
+        outputs = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        return (outputs, np.concatenate(used),
+                Statistics.from_counts(model.layers, counts, batch, timesteps, self.name))
+
+    def _chunk_samples(self, program: RemoteProgram, sample_bytes: int, batch: int,
+                       result_per_sample: int | None = None) -> int:
         """Samples per RUN frame: the request and its RESULT must each fit the runner's frame limit."""
         limit = self._frame_limit()
-        result_per_sample = 4 * program.output_values
+        result_per_sample = 4 * program.output_values if result_per_sample is None else result_per_sample
         if P.RUN_REQUEST.size + batch * sample_bytes <= limit and \
                 8 + 40 * program.layer_count + batch * result_per_sample <= limit:
             return batch
