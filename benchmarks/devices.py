@@ -1,29 +1,33 @@
-"""Runs per second over the device-runner link, beside the in-process cpu device.
+"""Runs per second over the device-runner link, beside the in-process cpu device, in one run.
 
-    python benchmarks/devices.py             # MNIST and KWS models, stdio and TCP, native and qemu
+    python benchmarks/devices.py             # MNIST, KWS and echo models, stdio and TCP, native and qemu
     python benchmarks/devices.py --quick     # fewer calls
     python benchmarks/devices.py --json out.json --markdown out.md
 
 Models: the shipped MNIST CNN (edgesnn/data/mnist_cnn_4bit.esnn, real digits as input) and a
 KWS-shaped DS-CNN (49x10x1 MFCC -> conv 10x4/2 (64) -> 4 separable 3x3 blocks -> global average ->
-dense 12, 4-bit, random weights, sparse random input). Devices: `cpu` (the engine in this process),
-`remote` over stdio and over TCP to the runner built for this machine, and `remote` over stdio to
-the aarch64-linux-musl runner under qemu-aarch64 (emulated: a correctness path, not a speed one).
+dense 12, 4-bit, random weights, sparse random input), and "echo" (one 4-value dense layer, the
+engine's work ~0: the link alone). Devices: `cpu` (the engine in this process), `remote` over stdio
+and over TCP to the runner built for this machine, and `remote` over stdio to the
+aarch64-linux-musl runner under qemu-aarch64 (emulated: a correctness path, not a speed one).
 
-Per case: batch-1 latency (median of N calls of model.forward), runs/s (1 / that), the runner's own
-engine time per run (STATS run_ns_total, the mean over the same calls), the link's overhead per
-batch-1 run as the remote latency minus that engine time (what model.forward's Python, framing,
-CRCs, the pipe or socket and the two wake-ups cost on top of the engine), and the ratio to the
-in-process cpu device and the difference to it (the same forward and the same engine build without
-the link: the link alone). Target: < 50 us on loopback. A third model, "echo" (one 4-value dense
-layer, the engine's work ~0), shows the link alone. Machine load shows in every column: rounds are
-interleaved and the median kept; the load average is printed with the table.
+The comparison is interleaved in one run: the devices take turns in short blocks of calls (an
+untimed warm-up call, then 10 timed ones), round after round, so a change of machine
+load falls on every device alike; each device's figure is the median over all its timed calls. Per
+case: batch-1 latency (that median), runs/s (1 / it), the ratio to in-process cpu, the runner's own
+engine time per run (STATS run_ns_total over the same calls, a mean), "link overhead" (the remote
+latency minus that engine time: model.forward's Python, framing, CRCs, the pipe or socket and the
+two process switches) and "over cpu" (the remote latency minus the in-process cpu latency of the
+same rounds: the same forward and engine build without the link, i.e. what the link costs a user).
+Target: over cpu < 50 us at batch 1 on loopback. The load average is printed with the table
+(the machine is shared: every figure moves with it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -60,29 +64,27 @@ def build_runner(target: str, prefix: Path) -> Path:
     return prefix / "bin" / "edgesnn-runner"
 
 
-def latencies_s(model, x, device, calls: int) -> list[float]:
-    for _ in range(3):
-        model.forward(x, device=device)
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        model.forward(x, device=device)
-        times.append(time.perf_counter() - started)
+def interleaved(model, x, devices: dict, rounds: int, block: int) -> dict:
+    """{device name: [seconds per timed call]}, the devices taking turns in blocks of `block` calls
+    (the first of each block untimed: it pays for the switch from the other device) for `rounds`
+    rounds; a device given with a stride k takes part in every k-th round only (qemu: slow)."""
+    times = {name: [] for name in devices}
+    clock = time.perf_counter
+    for round_ in range(rounds):
+        for name, (device, stride) in devices.items():
+            if round_ % stride:
+                continue
+            model.forward(x, device=device)
+            timed = times[name]
+            for _ in range(block):
+                started = clock()
+                model.forward(x, device=device)
+                timed.append(clock() - started)
     return times
 
 
 def engine_ns(device) -> int:
     return device.stats()["run_ns_total"]
-
-
-def measure(model, x, device, calls: int) -> dict:
-    remote = hasattr(device, "stats")
-    before = engine_ns(device) if remote else 0
-    times = latencies_s(model, x, device, calls)
-    row = {"latency_us": statistics.median(times) * 1e6, "runs_per_s": 1 / statistics.median(times)}
-    if remote:
-        row["engine_us"] = (engine_ns(device) - before) / 1e3 / (calls + 3)
-    return row
 
 
 def main() -> None:
@@ -91,8 +93,7 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args()
-    calls = 200 if args.quick else 2000
-    qemu_calls = 20 if args.quick else 100
+    rounds, block = (40, 10) if args.quick else (200, 10)
 
     from edgesnn_remote import RemoteDevice
 
@@ -104,42 +105,47 @@ def main() -> None:
                     input_shape=(1, 1, 4))
     cases = {"mnist": (mnist, _mnist_input(mnist)), "kws": (kws_model(), x_kws),
              "echo": (echo, np.ones((1, 1, 1, 4), np.uint8))}
+    cpu = "cpu (in process)"
 
     with tempfile.TemporaryDirectory() as work:
         host_runner = build_runner("native", Path(work) / "host")
-        devices = {"cpu (in process)": ("cpu", calls),
-                   "remote stdio": (RemoteDevice([host_runner]), calls),
-                   "remote tcp (loopback)": (RemoteDevice([host_runner], listen=True), calls)}
+        devices = {cpu: ("cpu", 1),
+                   "remote stdio": (RemoteDevice([host_runner]), 1),
+                   "remote tcp (loopback)": (RemoteDevice([host_runner], listen=True), 1)}
         qemu = shutil.which("qemu-aarch64")
         if qemu:
             arm_runner = build_runner("aarch64-linux-musl", Path(work) / "aarch64")
-            devices["remote stdio, aarch64 under qemu"] = (RemoteDevice([qemu, arm_runner], timeout_s=60), qemu_calls)
+            devices["remote stdio, aarch64 under qemu"] = (RemoteDevice([qemu, arm_runner], timeout_s=60), 10)
         results = {}
-        rounds = 1 if args.quick else 3
         for model_name, (model, x) in cases.items():
             expected = model.forward(x, device="cpu")
             for device_name, (device, _) in devices.items():
                 np.testing.assert_array_equal(model.forward(x, device=device), expected)
-            samples: dict = {}
-            for _ in range(rounds):   # interleaved, so load changes fall on every device
-                for device_name, (device, n) in devices.items():
-                    samples.setdefault(device_name, []).append(measure(model, x, device, n // rounds))
-            for device_name, rows in samples.items():
-                row = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+            remote = {name: device for name, (device, _) in devices.items() if not isinstance(device, str)}
+            before = {name: (engine_ns(device), device.stats()["runs"]) for name, device in remote.items()}
+            times = interleaved(model, x, devices, rounds, block)
+            cpu_latency = statistics.median(times[cpu]) * 1e6
+            for device_name, timed in times.items():
+                latency = statistics.median(timed) * 1e6
+                row = {"latency_us": latency, "runs_per_s": 1e6 / latency, "ratio_to_cpu": latency / cpu_latency,
+                       "calls": len(timed)}
+                if device_name in remote:
+                    ns, runs = before[device_name]
+                    device = remote[device_name]
+                    row["engine_us"] = (engine_ns(device) - ns) / 1e3 / (device.stats()["runs"] - runs)
+                    row["link_overhead_us"] = latency - row["engine_us"]
+                    row["over_cpu_us"] = latency - cpu_latency
                 results[(model_name, device_name)] = row
-            cpu_latency = results[(model_name, "cpu (in process)")]["latency_us"]
-            for device_name in devices:
-                row = results[(model_name, device_name)]
-                row["ratio_to_cpu"] = row["latency_us"] / cpu_latency
-                if "engine_us" in row:
-                    row["link_overhead_us"] = row["latency_us"] - row["engine_us"]
-                    row["over_cpu_us"] = row["latency_us"] - cpu_latency
                 print(model_name, device_name, {k: round(v, 1) for k, v in row.items()}, flush=True)
         for device, _ in devices.values():
             if not isinstance(device, str):
                 device.close()
 
-    table = markdown(results) + f"\nload average: {' '.join(f'{v:.2f}' for v in __import__('os').getloadavg())}\n"
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    target = "; ".join(f"{m} {d.split(' ')[1]} {results[(m, d)]['over_cpu_us']:.1f} us"
+                       for m in ("mnist", "kws") for d in ("remote stdio", "remote tcp (loopback)"))
+    table = markdown(results) + (f"\nload average: {load}; over cpu at batch 1 (target < 50 us on loopback): "
+                                 f"{target}\n")
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps({f"{m} / {d}": r for (m, d), r in results.items()}, indent=2))

@@ -86,6 +86,7 @@ class RawLink:
     def __init__(self, runner: Path, *args: str):
         self.process = subprocess.Popen([str(runner), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, bufsize=0)
+        self.link = None
 
     def send(self, data: bytes) -> None:
         self.process.stdin.write(data)
@@ -93,7 +94,9 @@ class RawLink:
     def reply(self, timeout_s: float = 5.0) -> tuple[P.Header, bytes]:
         from edgesnn_remote.transport import FdLink
 
-        link = FdLink(self.process.stdout.fileno(), self.process.stdin.fileno(), "raw")
+        if self.link is None:   # one link for all replies: bytes it read past one reply are the next's
+            self.link = FdLink(self.process.stdout.fileno(), self.process.stdin.fileno(), "raw")
+        link = self.link
         deadline = time.monotonic() + timeout_s
         header = P.decode_header(link.recv_exact(P.HEADER_BYTES, deadline), 1 << 30)
         body = link.recv_exact(header.length, deadline)
@@ -130,7 +133,7 @@ def test_protocol_round_trip(raw, mnist):
     header, body = raw.request(P.HELLO, 100)
     assert (header.kind, header.sequence) == (P.INFO, 100)
     info = P.decode_info(body)
-    assert info["protocol_version"] == 1 and info["frame_bytes_max"] == 65536
+    assert info["protocol_version"] == P.VERSION == 2 and info["frame_bytes_max"] == 65536
     # the runner reports the engine's own limits (native/src/limits.zig, one home): every layer kind
     # (concat included: a second list in the runner had missed it), bit width and count limit
     assert info["layer_kinds"] == es.layers.KINDS
@@ -183,7 +186,14 @@ def test_a_bad_run_request_is_refused_with_what_was_expected(raw, mnist):
     assert raw.error()[0] == "payload"
     raw.send(P.encode(0x42, 5))
     assert raw.error()[0] == "unknown_type"
-    raw.send(P.encode(P.LOAD, 6, b"not a model"))
+    frame = bytes(int(np.prod(mnist.input_shape)))
+    raw.send(P.encode(P.RUN_TRACE, 6, P.RUN_REQUEST.pack(1, 1, 2, 1 << 31) + frame))   # margin > 2^31 - 1
+    code, message = raw.error()
+    assert code == "payload" and "margin 2147483648" in message
+    header, body = raw.request(P.RUN_TRACE, 7, P.RUN_REQUEST.pack(1, 1, 3, 0) + frame)
+    values = int(np.prod(mnist.output_shape))
+    assert header.kind == P.TRACE and len(body) == 8 + 40 * len(mnist.layers) + 4 + 4 * values * (1 + 3)
+    raw.send(P.encode(P.LOAD, 8, b"not a model"))
     code, message = raw.error()
     assert code == "engine" and message.startswith("engine status 2 (truncated)")
 
@@ -240,9 +250,9 @@ def test_runner_out_of_sequence_frame_is_refused(raw):
 
 
 def test_runner_wrong_version_is_refused_and_the_payload_skipped(raw):
-    raw.send(P.encode(P.HELLO, 1, b"abc", version=2))
+    raw.send(P.encode(P.HELLO, 1, b"abc", version=P.VERSION + 1))
     code, message = raw.error()
-    assert code == "version" and "version 2" in message and "version 1" in message
+    assert code == "version" and f"version {P.VERSION + 1}" in message and f"version {P.VERSION}" in message
     hello_still_answers(raw)
 
 
@@ -291,6 +301,37 @@ def test_remote_on_random_models_is_bit_exact_with_cpu(runner):
         check()
     finally:
         device.close()
+
+
+def test_remote_over_time_is_bit_exact_with_cpu(runner):
+    """per_timestep and early_exit over the link (RUN_TRACE): outputs, timesteps used and statistics
+    equal the cpu device's, on random models and inputs; a small frame limit splits the batch."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from test_native_bitexact import inputs, models as random_models
+
+    devices = [RemoteDevice([runner]), RemoteDevice([runner], frame_bytes=8192)]
+
+    @hypothesis.settings(max_examples=15, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.given(data=hypothesis.strategies.data(), margin=hypothesis.strategies.sampled_from([None, 1, 3]),
+                      per_timestep=hypothesis.strategies.booleans(), small=hypothesis.strategies.booleans())
+    def check(data, margin, per_timestep, small):
+        model = data.draw(random_models())
+        x5 = data.draw(inputs(model))
+        if len(model.to_bytes()) > 8000 or int(np.prod(model.output_shape)) < 2:
+            small, margin = False, None if int(np.prod(model.output_shape)) < 2 else margin
+        kw = dict(per_timestep=per_timestep or margin is None, early_exit=margin)
+        expected = model.forward(x5, device="cpu", **kw)
+        expected_stats = model.statistics
+        got = model.forward(x5, device=devices[small], **kw)
+        np.testing.assert_array_equal(got, expected)
+        assert model.statistics.layers == expected_stats.layers
+        np.testing.assert_array_equal(model.statistics.timesteps_used, expected_stats.timesteps_used)
+
+    try:
+        check()
+    finally:
+        for device in devices:
+            device.close()
 
 
 def test_remote_over_tcp_is_bit_exact_and_reconnects(runner, mnist):
@@ -485,7 +526,7 @@ REPLY_FAULTS = {
     "oversized": (lambda frame: reencode(frame, length=1 << 31), "exceeds the limit"),
     "out of sequence": (lambda frame: reencode(frame, sequence=struct.unpack_from("<I", frame, 8)[0] + 1),
                         "out of step"),
-    "wrong version": (lambda frame: reencode(frame, version=2), "protocol version 2"),
+    "wrong version": (lambda frame: reencode(frame, version=P.VERSION + 1), f"protocol version {P.VERSION + 1}"),
     "connection dropped": (lambda frame: None, "closed the link"),
 }
 
@@ -619,7 +660,7 @@ def test_the_frame_fuzz_target_survives_seeds_and_mutations(runner_fuzz_library,
     assert seeds
     for seed in seeds:
         data = seed.read_bytes()
-        assert fuzz_one(data, len(data)) == 7   # HELLO .. RUN without a model: seven replies
+        assert fuzz_one(data, len(data)) == 8   # HELLO .. RUN_TRACE, RESET, RUN without a model: eight replies
         rng = np.random.default_rng(len(data))
         for offset in rng.choice(len(data), size=min(len(data), 300), replace=False):
             mutated = bytearray(data)

@@ -40,8 +40,8 @@ def main(out: Path) -> None:
 
 
 def frame_seeds(frames_dir: Path, models: dict) -> int:
-    """fuzz_frames.py: per model a session (HELLO, LOAD, RUN, STATS, RUN of a spike train, RESET, RUN
-    without a model) as records (mode 1) and as the raw frames (mode 0)."""
+    """fuzz_frames.py: per model a session (HELLO, LOAD, RUN, STATS, RUN of a spike train, RUN_TRACE
+    with an early exit, RESET, RUN without a model) as records (mode 1) and as the raw frames (mode 0)."""
     import struct
 
     import numpy as np
@@ -56,7 +56,8 @@ def frame_seeds(frames_dir: Path, models: dict) -> int:
         frame = np.zeros((1, *model.input_shape), np.uint8).tobytes()
         train = bytes(range(256)) * (3 * 2 * len(frame) // 256 + 1)
         session = [(P.HELLO, b""), (P.LOAD, data), (P.RUN, P.RUN_REQUEST.pack(1, 1, 2, 0) + frame), (P.STATS, b""),
-                   (P.RUN, P.RUN_REQUEST.pack(2, 3, 3, 0) + train[:6 * len(frame)]), (P.RESET, b""),
+                   (P.RUN, P.RUN_REQUEST.pack(2, 3, 3, 0) + train[:6 * len(frame)]),
+                   (P.RUN_TRACE, P.RUN_REQUEST.pack(2, 1, 4, 2) + frame * 2), (P.RESET, b""),
                    (P.RUN, P.RUN_REQUEST.pack(1, 1, 1, 0) + frame)]
         records = b"".join(struct.pack("<BBH", kind, 0, len(payload)) + payload for kind, payload in session)
         raw = b"".join(P.encode(kind, sequence, payload) for sequence, (kind, payload) in enumerate(session, 1))

@@ -6,7 +6,7 @@
 //! Input: the first byte picks the mode. Even: the rest is the raw byte stream (exercises magic,
 //! header CRC, version, length, truncation and resynchronization). Odd: the rest is a list of
 //! records `kind u8, flags u8, length u16 (little-endian), payload`, each sent as a frame with right
-//! CRCs (flags bit 0: skip a sequence number, bit 1: version 2, bit 2: flip a payload bit), so
+//! CRCs (flags bit 0: skip a sequence number, bit 1: another protocol version, bit 2: flip a payload bit), so
 //! mutations reach LOAD, RUN and the engine behind them.
 
 const std = @import("std");
@@ -87,7 +87,7 @@ fn frames(records: []const u8) []const u8 {
         if (flags & 1 != 0) sequence +%= 1;
         protocol.writeHeader(stream[out..][0..protocol.header_bytes], @enumFromInt(kind), sequence, payload);
         if (flags & 2 != 0) { // another version, header CRC made right again
-            std.mem.writeInt(u16, stream[out + 4 ..][0..2], 2, .little);
+            std.mem.writeInt(u16, stream[out + 4 ..][0..2], protocol.protocol_version + 1, .little);
             std.mem.writeInt(u32, stream[out + 20 ..][0..4], protocol.crc32(stream[out..][0..20]), .little);
         }
         if (flags & 4 != 0 and length > 0) payload[0] ^= 1;

@@ -15,7 +15,7 @@
 const std = @import("std");
 
 pub const magic: u32 = 0x504E5345; // "ESNP" in file order
-pub const protocol_version: u16 = 1;
+pub const protocol_version: u16 = 2; // 2: RUN_TRACE / TRACE (the output after every timestep, early exit)
 pub const header_bytes = 24;
 
 /// Message types. Requests go host -> device; each gets exactly one reply (its type | 0x80, or error).
@@ -25,11 +25,13 @@ pub const Type = enum(u16) {
     run = 0x03, // payload: RunRequest then the input -> result
     stats = 0x04, // -> stats_reply
     reset = 0x05, // drop the loaded model -> ok
+    run_trace = 0x06, // payload: RunRequest (its last field the early-exit margin) then the input -> trace
     info = 0x81,
     loaded = 0x82,
     result = 0x83,
     stats_reply = 0x84,
     ok = 0x85,
+    trace = 0x86,
     @"error" = 0xFF, // payload: u32 code, u32 request type, message (UTF-8)
     _,
 };
@@ -104,7 +106,7 @@ pub const RunRequest = struct {
     batch: u32,
     input_timesteps: u32,
     timesteps: u32,
-    flags: u32, // 0; reserved
+    flags: u32, // RUN: 0, reserved; RUN_TRACE: the early-exit margin (an i32 >= 0; 0: none)
 
     pub fn parse(bytes: *const [run_request_bytes]u8) RunRequest {
         return .{

@@ -57,6 +57,7 @@ extern fn esnn_model_input_shape(model: ?*const anyopaque, shape_out: *[4]u32) c
 extern fn esnn_model_output_shape(model: ?*const anyopaque, shape_out: *[3]u32) c_int;
 extern fn esnn_context_init(model: ?*const anyopaque, arena: [*]u8, arena_bytes: usize, context_out: *?*anyopaque, message: [*]u8, message_bytes: usize) c_int;
 extern fn esnn_context_message(context: ?*anyopaque) [*:0]const u8;
+extern fn esnn_run_batch_trace(context: ?*anyopaque, input: [*]const u8, input_values: usize, batch: u32, input_timesteps: u32, timesteps: u32, early_exit_margin: i32, output: [*]i32, output_values: usize, trace: [*]i32, trace_values: usize, timesteps_used: [*]u32, timesteps_used_count: usize, stats: ?[*]LayerStats, stats_count: usize) c_int;
 extern fn esnn_run_batch(context: ?*anyopaque, input: [*]const u8, input_values: usize, batch: u32, input_timesteps: u32, timesteps: u32, output: [*]i32, output_values: usize, stats: ?[*]LayerStats, stats_count: usize) c_int;
 
 /// What a link's read returns.
@@ -165,13 +166,14 @@ pub const Session = struct {
         session.expected_sequence = header.sequence +% 1;
         return switch (header.kind) {
             .load => session.load(header.sequence, payload),
-            .run => session.run(header.sequence, payload),
+            .run => session.run(header.sequence, payload, false),
+            .run_trace => session.run(header.sequence, payload, true),
             .stats => session.stats(header.sequence),
             .reset => blk: {
                 session.loaded = null;
                 break :blk session.reply(.ok, header.sequence, 0);
             },
-            else => session.fail(.unknown_type, kind, header.sequence, "frame type 0x{x:0>2} is not a request (HELLO 0x01, LOAD 0x02, RUN 0x03, STATS 0x04, RESET 0x05)", .{kind}),
+            else => session.fail(.unknown_type, kind, header.sequence, "frame type 0x{x:0>2} is not a request (HELLO 0x01, LOAD 0x02, RUN 0x03, STATS 0x04, RESET 0x05, RUN_TRACE 0x06)", .{kind}),
         };
     }
 
@@ -247,41 +249,58 @@ pub const Session = struct {
         return session.fail(.engine, request, sequence, "engine status {d} ({s}): {s}", .{ status, esnn_status_name(status), std.mem.span(message) });
     }
 
-    fn run(session: *Session, sequence: u32, payload: []const u8) []const u8 {
-        const kind = @intFromEnum(Type.run);
-        const loaded = session.loaded orelse return session.fail(.state, kind, sequence, "RUN before LOAD: no model is loaded", .{});
+    /// RUN (`traced` false) -> RESULT: layer count, output values, the layers' stats, the potentials.
+    /// RUN_TRACE -> TRACE: the same head and stats, the timesteps each sample ran (u32 per sample),
+    /// the final output, then the output after every timestep (batch x timesteps x output values).
+    fn run(session: *Session, sequence: u32, payload: []const u8, traced: bool) []const u8 {
+        const kind = @intFromEnum(if (traced) Type.run_trace else Type.run);
+        const name = if (traced) "RUN_TRACE" else "RUN";
+        const loaded = session.loaded orelse return session.fail(.state, kind, sequence, "{s} before LOAD: no model is loaded", .{name});
         if (payload.len < protocol.run_request_bytes) {
-            return session.fail(.payload, kind, sequence, "RUN payload of {d} bytes, at least {d} expected", .{ payload.len, protocol.run_request_bytes });
+            return session.fail(.payload, kind, sequence, "{s} payload of {d} bytes, at least {d} expected", .{ name, payload.len, protocol.run_request_bytes });
         }
         const request = protocol.RunRequest.parse(payload[0..protocol.run_request_bytes]);
         const input = payload[protocol.run_request_bytes..];
         if (request.batch == 0 or request.timesteps == 0 or request.timesteps > session.options.timesteps_max or
             (request.input_timesteps != 1 and request.input_timesteps != request.timesteps))
         {
-            return session.fail(.payload, kind, sequence, "RUN batch {d}, input_timesteps {d}, timesteps {d}: need batch >= 1, 1 <= timesteps <= {d}, input_timesteps 1 or timesteps", .{ request.batch, request.input_timesteps, request.timesteps, session.options.timesteps_max });
+            return session.fail(.payload, kind, sequence, "{s} batch {d}, input_timesteps {d}, timesteps {d}: need batch >= 1, 1 <= timesteps <= {d}, input_timesteps 1 or timesteps", .{ name, request.batch, request.input_timesteps, request.timesteps, session.options.timesteps_max });
+        }
+        if (traced and request.flags > std.math.maxInt(i32)) {
+            return session.fail(.payload, kind, sequence, "RUN_TRACE early-exit margin {d}: need 0 (none) to 2147483647", .{request.flags});
         }
         const input_values = @as(u64, request.batch) * request.input_timesteps * loaded.input_values;
         if (input_values != input.len) {
-            return session.fail(.payload, kind, sequence, "RUN input of {d} bytes, batch {d} x input_timesteps {d} x {d} values = {d} expected", .{ input.len, request.batch, request.input_timesteps, loaded.input_values, input_values });
+            return session.fail(.payload, kind, sequence, "{s} input of {d} bytes, batch {d} x input_timesteps {d} x {d} values = {d} expected", .{ name, input.len, request.batch, request.input_timesteps, loaded.input_values, input_values });
         }
         const stats_len = @as(u64, loaded.layer_count) * @sizeOf(LayerStats);
         const output_values = @as(u64, request.batch) * loaded.output_values;
-        const result_bytes = result_head_bytes + stats_len + output_values * @sizeOf(i32);
+        const used_len: u64 = if (traced) 4 * @as(u64, request.batch) else 0;
+        const trace_values: u64 = if (traced) output_values * request.timesteps else 0;
+        const result_bytes = result_head_bytes + stats_len + used_len + (output_values + trace_values) * @sizeOf(i32);
         if (result_bytes > session.payload_bytes_max) {
             return session.fail(.payload, kind, sequence, "the result of {d} bytes exceeds the frame limit of {d} bytes; send smaller batches", .{ result_bytes, session.payload_bytes_max });
         }
         const out = session.payloadOut();
         std.mem.writeInt(u32, out[0..4], loaded.layer_count, .little);
         std.mem.writeInt(u32, out[4..8], @intCast(output_values), .little);
-        // tx is 8-aligned and the header 24 bytes, so the stats (u64) and the output (i32) are aligned
+        // tx is 8-aligned and the header 24 bytes, so the stats (u64) and everything after (u32, i32) are aligned
         const layer_stats: [*]LayerStats = @ptrCast(@alignCast(out[result_head_bytes..].ptr));
-        const output: [*]i32 = @ptrCast(@alignCast(out[result_head_bytes + stats_len ..].ptr));
+        const after_stats = result_head_bytes + stats_len;
         const started = session.clock();
-        const status = esnn_run_batch(loaded.context, input.ptr, input.len, request.batch, request.input_timesteps, request.timesteps, output, @intCast(output_values), layer_stats, loaded.layer_count);
+        const status = if (traced) blk: {
+            const used: [*]u32 = @ptrCast(@alignCast(out[after_stats..].ptr));
+            const output: [*]i32 = @ptrCast(@alignCast(out[after_stats + used_len ..].ptr));
+            const trace: [*]i32 = @ptrCast(@alignCast(out[after_stats + used_len + output_values * @sizeOf(i32) ..].ptr));
+            break :blk esnn_run_batch_trace(loaded.context, input.ptr, input.len, request.batch, request.input_timesteps, request.timesteps, @intCast(request.flags), output, @intCast(output_values), trace, @intCast(trace_values), used, request.batch, layer_stats, loaded.layer_count);
+        } else blk: {
+            const output: [*]i32 = @ptrCast(@alignCast(out[after_stats..].ptr));
+            break :blk esnn_run_batch(loaded.context, input.ptr, input.len, request.batch, request.input_timesteps, request.timesteps, output, @intCast(output_values), layer_stats, loaded.layer_count);
+        };
         session.counters.run_ns_total +%= session.clock() -% started;
         if (status != 0) return session.engineFail(kind, sequence, status, esnn_context_message(loaded.context));
         session.counters.runs += 1;
-        return session.reply(.result, sequence, @intCast(result_bytes));
+        return session.reply(if (traced) .trace else .result, sequence, @intCast(result_bytes));
     }
 
     fn stats(session: *Session, sequence: u32) []const u8 {

@@ -34,7 +34,10 @@ from .transport import FdLink, LinkError, ProcessLink, SerialLink, TcpLink, pars
 RUNNER_ENV = "EDGESNN_RUNNER"
 _monotonic, _crc32 = time.monotonic, zlib.crc32
 STATS_VALUES = len(COUNT_FIELDS)
-_RUN_REQUEST, _PAIR = P.RUN_REQUEST, struct.Struct("<II")
+_RUN_REQUEST, _PAIR, _U32 = P.RUN_REQUEST, struct.Struct("<II"), struct.Struct("<I")
+_HEADER, _HEAD20 = P.HEADER, struct.Struct("<IHHIII")   # the header; its first 20 bytes (what its CRC covers)
+_HEADER_BYTES, _MAGIC, _VERSION, _RUN, _RESULT = P.HEADER_BYTES, P.MAGIC, P.VERSION, P.RUN, P.RESULT
+_UINT8, _UINT64, _INT32, _empty = np.dtype(np.uint8), np.dtype(np.uint64), np.dtype(np.int32), np.empty
 
 
 def runner_path() -> Path | None:
@@ -59,6 +62,7 @@ class RemoteProgram:
     link_generation: int = -1      # the link it was loaded over; another link loads it again
     layer_count: int = 0
     output_values: int = 0         # OH * OW * OC of one sample
+    run_frame: "_RunFrame | None" = None   # the last run's fixed request part and result shapes
 
     def __post_init__(self):
         self.layer_count = len(self.model.layers)
@@ -72,6 +76,7 @@ class RemoteDevice(Device):
     checks_input_range = True      # the runner's engine refuses out-of-range input (ERROR engine, input)
     returns_counts = True
     repeats_dense_input = True
+    runs_over_time = True          # run_over_time: RUN_TRACE (the output after every timestep, early exit)
 
     def __init__(self, command=None, *, address: str | None = None, serial: str | None = None, listen: bool = False,
                  timeout_s: float = 5.0, reconnect: bool = False, memory_bytes: int | None = None,
@@ -172,9 +177,12 @@ class RemoteDevice(Device):
         sequence = self._sequence = (self._sequence + 1) & 0xFFFFFFFF
         deadline = _monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         link.send(P.encode(kind, sequence, payload), deadline)
-        reply, reply_sequence, length, payload_crc = P.parse_header(link.recv_exact(P.HEADER_BYTES, deadline),
-                                                                    self._payload_limit)
-        body = link.recv_exact(length, deadline)
+        return self._reply(kind, sequence, link.recv_exact(P.HEADER_BYTES, deadline), deadline)
+
+    def _reply(self, kind: int, sequence: int, header: bytes, deadline: float) -> bytes:
+        """The checked payload of the reply to request `kind` number `sequence` whose header arrived."""
+        reply, reply_sequence, length, payload_crc = P.parse_header(header, self._payload_limit)
+        body = self._link.recv_exact(length, deadline)
         if _crc32(body) != payload_crc:
             raise P.ProtocolError(f"payload CRC-32 mismatch ({length:,} bytes of "
                                   f"{P.TYPE_NAMES.get(reply, hex(reply))}): corrupted on the link")
@@ -193,9 +201,46 @@ class RemoteDevice(Device):
         info = self._runner_info
         return (info["frame_bytes_max"] if info else 1 << 30) + 64
 
-    def _call(self, kind: int, payload=b"", *, program: RemoteProgram | None = None) -> bytes:
+    def _run_exchange(self, frame: "_RunFrame", x5: np.ndarray):
+        """A RUN request of `x5` whose RESULT is read straight into new potentials and counts arrays:
+        returns (potentials, counts), or the payload bytes of a RESULT that does not match `frame`
+        (the caller calls it malformed). Faults raise as in `_request`.
+
+        The fast path of model.forward: the frame goes out in one writev (header, RunRequest, the input
+        array itself) and the reply comes in with one readv scattered over the header, the counts'
+        and the potentials' own memory (nothing is copied after); only a reply that is not the RESULT
+        expected goes the general way (`_reply`), which names what is wrong with it."""
+        link = self._link
+        sequence = self._sequence = (self._sequence + 1) & 0xFFFFFFFF
+        deadline = _monotonic() + self.timeout_s
+        length = frame.request_bytes + x5.nbytes
+        head = _HEAD20.pack(_MAGIC, _VERSION, _RUN, sequence, length, _crc32(x5, frame.request_crc))
+        link.send_parts((head + _U32.pack(_crc32(head)), frame.request, x5), _HEADER_BYTES + length, deadline)
+        counts, potentials = _empty(frame.counts_shape, _UINT64), _empty(frame.potentials_shape, _INT32)
+        parts, total = (frame.head, counts, potentials), frame.total
+        got = link.recv_into(parts, deadline, 0, total)
+        while got < _HEADER_BYTES:
+            got += link.recv_into(_rest(parts, got), deadline, got, total)
+        head = frame.head
+        magic, version, kind, reply_sequence, reply_length, payload_crc, header_crc = _HEADER.unpack_from(head)
+        if (kind != _RESULT or reply_length != frame.result_bytes or reply_sequence != sequence or magic != _MAGIC
+                or version != _VERSION or _crc32(head[:20]) != header_crc):
+            arrived = _joined(parts, got)
+            link.unread(arrived[_HEADER_BYTES:])   # what followed the header is its payload's start
+            return self._reply(_RUN, sequence, arrived[:_HEADER_BYTES], deadline)
+        while got < total:
+            got += link.recv_into(_rest(parts, got), deadline, got, total)
+        if _crc32(potentials, _crc32(counts, _crc32(head[_HEADER_BYTES:]))) != payload_crc:
+            raise P.ProtocolError(f"payload CRC-32 mismatch ({reply_length:,} bytes of RESULT): corrupted on the link")
+        if _PAIR.unpack_from(head, _HEADER_BYTES) != frame.pair:
+            return _joined(parts, total)[_HEADER_BYTES:]
+        return potentials, counts
+
+    def _call(self, kind: int, payload=b"", *, program: RemoteProgram | None = None,
+              frame: "_RunFrame | None" = None):
         """A request with the failure policy: link faults close the link and raise DeviceError (after one
-        reconnect and retry when reconnect=True); the runner's ERROR replies raise at once."""
+        reconnect and retry when reconnect=True); the runner's ERROR replies raise at once. With `frame`:
+        a RUN of the array `payload` through `_run_exchange`."""
         attempts = 2 if self.reconnect_on_failure else 1
         for attempt in range(attempts):
             try:
@@ -203,6 +248,8 @@ class RemoteDevice(Device):
                 if program is not None and (self._current is not program
                                             or program.link_generation != self._generation):
                     self._load(program)
+                if frame is not None:
+                    return self._run_exchange(frame, payload)
                 return self._request(kind, payload)
             except _RunnerError as exc:
                 raise self._runner_error(kind, exc) from None
@@ -270,36 +317,82 @@ class RemoteDevice(Device):
     def run_counts(self, program, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
         if type(program) is not RemoteProgram:
             program = self.program_of(program)
-        if type(x5) is not np.ndarray or x5.dtype != np.uint8 or not x5.flags.c_contiguous:
+        if type(x5) is not np.ndarray or x5.dtype is not _UINT8 or not x5.flags.c_contiguous:
             x5 = np.ascontiguousarray(x5, dtype=np.uint8)
         batch, input_timesteps = x5.shape[:2]
         if input_timesteps > 1 and x5.strides[1] == 0:   # a dense input (Model.check_input's stride-0 view)
             x5, input_timesteps = np.ascontiguousarray(x5[:, :1]), 1
-        layers, output_shape, output_values = program.layer_count, program.model.output_shape, program.output_values
-        chunk = self._chunk_samples(program, x5[0].nbytes, batch)
-        outputs, counts = [], None
+        frame = program.run_frame
+        if frame is None or frame.key != (batch, input_timesteps, timesteps) or frame.info is not self._runner_info:
+            chunk = self._chunk_samples(program, x5[0].nbytes, batch)
+            if chunk < batch:
+                return self._run_chunks(program, x5, input_timesteps, timesteps, chunk)
+            frame = program.run_frame = _RunFrame(program, batch, input_timesteps, timesteps, self._runner_info)
+        return self._run_frame(program, frame, x5)
+
+    def _run_frame(self, program: RemoteProgram, frame: "_RunFrame", x5: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One RUN of `x5` (frame.key's batch): (potentials, counts)."""
+        result = self._call(P.RUN, x5, program=program, frame=frame)
+        if type(result) is not tuple:
+            self._close_link()
+            self._failure = "malformed RESULT"
+            raise DeviceError(f"device {self.name!r}: RESULT of {len(result)} bytes does not match the model "
+                              f"({program.layer_count} layers, {frame.key[0]} x output {program.model.output_shape})")
+        return result
+
+    def _run_chunks(self, program: RemoteProgram, x5: np.ndarray, input_timesteps: int, timesteps: int,
+                    chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        """A batch over several RUN frames of `chunk` samples (the runner's frame limit)."""
+        outputs, counts, frame = [], None, None
+        for start in range(0, x5.shape[0], chunk):
+            part = x5[start:start + chunk]
+            if frame is None or frame.key[0] != part.shape[0]:
+                frame = _RunFrame(program, part.shape[0], input_timesteps, timesteps, self._runner_info)
+            potentials, part_counts = self._run_frame(program, frame, part)
+            counts = part_counts if counts is None else counts + part_counts
+            outputs.append(potentials)
+        return np.concatenate(outputs), counts
+
+    def run_over_time(self, model, x5: np.ndarray, timesteps: int,
+                      early_exit: int | None = None) -> tuple[np.ndarray, np.ndarray, Statistics]:
+        """RUN_TRACE frames (docs/protocol.md): the output after every timestep, and the early exit."""
+        program = self.program_of(model)
+        if type(x5) is not np.ndarray or x5.dtype is not _UINT8 or not x5.flags.c_contiguous:
+            x5 = np.ascontiguousarray(x5, dtype=np.uint8)
+        timesteps, (batch, input_timesteps) = int(timesteps), x5.shape[:2]
+        if input_timesteps > 1 and x5.strides[1] == 0:   # a dense input (Model.check_input's stride-0 view)
+            x5, input_timesteps = np.ascontiguousarray(x5[:, :1]), 1
+        layers, values, shape = program.layer_count, program.output_values, program.model.output_shape
+        margin = 0 if early_exit is None else int(early_exit)
+        chunk = self._chunk_samples(program, x5[0].nbytes, batch, 4 + 4 * values * (1 + timesteps))
+        outputs, used, counts = [], [], None
         for start in range(0, batch, chunk):
-            part = x5[start:start + chunk] if chunk < batch else x5
+            part = x5[start:start + chunk]
             samples = part.shape[0]
-            body = self._call(P.RUN, _RUN_REQUEST.pack(samples, input_timesteps, timesteps, 0) + part.tobytes(),
-                              program=program)
-            values = samples * output_values
+            body = self._call(P.RUN_TRACE, _RUN_REQUEST.pack(samples, input_timesteps, timesteps, margin)
+                              + part.tobytes(), program=program)
             stats_end = 8 + 40 * layers
-            if len(body) != stats_end + 4 * values or _PAIR.unpack_from(body) != (layers, values):
+            if (len(body) != stats_end + samples * (4 + 4 * values * (1 + timesteps))
+                    or _PAIR.unpack_from(body) != (layers, samples * values)):
                 self._close_link()
-                self._failure = "malformed RESULT"
-                raise DeviceError(f"device {self.name!r}: RESULT of {len(body)} bytes does not match the model "
-                                  f"({layers} layers, {samples} x output {output_shape})")
+                self._failure = "malformed TRACE"
+                raise DeviceError(f"device {self.name!r}: TRACE of {len(body)} bytes does not match the model "
+                                  f"({layers} layers, {samples} x {timesteps} timesteps x output {shape})")
             part_counts = np.frombuffer(body, np.uint64, layers * STATS_VALUES, 8).reshape(layers, STATS_VALUES)
             counts = part_counts.copy() if counts is None else counts + part_counts
-            outputs.append(np.frombuffer(body, np.int32, values, stats_end).reshape(samples, *output_shape))
-        potentials = outputs[0].copy() if len(outputs) == 1 else np.concatenate(outputs)
-        return potentials, counts
+            used.append(np.frombuffer(body, np.uint32, samples, stats_end).astype(np.int64))
+            trace_start = stats_end + 4 * samples * (1 + values)
+            outputs.append(np.frombuffer(body, np.int32, samples * timesteps * values, trace_start)
+                           .reshape(samples, timesteps, *shape).copy())
+        outputs = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        return (outputs, np.concatenate(used),
+                Statistics.from_counts(model.layers, counts, batch, timesteps, self.name))
 
-    def _chunk_samples(self, program: RemoteProgram, sample_bytes: int, batch: int) -> int:
+    def _chunk_samples(self, program: RemoteProgram, sample_bytes: int, batch: int,
+                       result_per_sample: int | None = None) -> int:
         """Samples per RUN frame: the request and its RESULT must each fit the runner's frame limit."""
         limit = self._frame_limit()
-        result_per_sample = 4 * program.output_values
+        result_per_sample = 4 * program.output_values if result_per_sample is None else result_per_sample
         if P.RUN_REQUEST.size + batch * sample_bytes <= limit and \
                 8 + 40 * program.layer_count + batch * result_per_sample <= limit:
             return batch
@@ -320,6 +413,45 @@ class RemoteDevice(Device):
     def __repr__(self) -> str:
         where = self._link.description if self._link is not None else "not connected"
         return f"<RemoteDevice {self.name!r} {where}>"
+
+
+class _RunFrame:
+    """What RUN requests of one (batch, input_timesteps, timesteps) share: the RunRequest bytes and
+    their CRC, the RESULT's size and shapes, and a buffer for its header and first 8 bytes."""
+
+    __slots__ = ("key", "info", "request", "request_bytes", "request_crc", "result_bytes", "total", "head",
+                 "pair", "counts_shape", "potentials_shape")
+
+    def __init__(self, program: RemoteProgram, batch: int, input_timesteps: int, timesteps: int, info):
+        self.key, self.info = (batch, input_timesteps, timesteps), info
+        self.request = _RUN_REQUEST.pack(batch, input_timesteps, timesteps, 0)
+        self.request_bytes, self.request_crc = len(self.request), _crc32(self.request)
+        layers, values = program.layer_count, batch * program.output_values
+        self.result_bytes = 8 + 40 * layers + 4 * values
+        self.total = _HEADER_BYTES + self.result_bytes
+        self.head = memoryview(bytearray(_HEADER_BYTES + 8))   # the header, then layer count and values
+        self.pair = (layers, values)
+        self.counts_shape = (layers, STATS_VALUES)
+        self.potentials_shape = (batch, *program.model.output_shape)
+
+
+def _bytes_views(parts) -> list[memoryview]:
+    return [part if type(part) is memoryview else memoryview(part).cast("B") for part in parts]
+
+
+def _rest(parts, offset: int) -> list[memoryview]:
+    """The buffers `parts` from byte `offset` of their concatenation on (for a reply that came in pieces)."""
+    rest = []
+    for view in _bytes_views(parts):
+        if offset < len(view):
+            rest.append(view[offset:])
+        offset = max(0, offset - len(view))
+    return rest
+
+
+def _joined(parts, count: int) -> bytes:
+    """The first `count` bytes of the buffers `parts`, end to end."""
+    return b"".join(bytes(view) for view in _bytes_views(parts))[:count]
 
 
 class _RunnerError(Exception):

@@ -11,15 +11,16 @@ import zlib
 from dataclasses import dataclass
 
 MAGIC = 0x504E5345               # b"ESNP" as it appears on the link
-VERSION = 1
+VERSION = 2   # 2: RUN_TRACE / TRACE
 HEADER = struct.Struct("<IHHIIII")   # magic, version, type, sequence, length, payload_crc, header_crc
 HEADER_BYTES = HEADER.size           # 24
 
-HELLO, LOAD, RUN, STATS, RESET = 0x01, 0x02, 0x03, 0x04, 0x05
-INFO, LOADED, RESULT, STATS_REPLY, OK, ERROR = 0x81, 0x82, 0x83, 0x84, 0x85, 0xFF
-REPLY_OF = {HELLO: INFO, LOAD: LOADED, RUN: RESULT, STATS: STATS_REPLY, RESET: OK}
-TYPE_NAMES = {HELLO: "HELLO", LOAD: "LOAD", RUN: "RUN", STATS: "STATS", RESET: "RESET", INFO: "INFO",
-              LOADED: "LOADED", RESULT: "RESULT", STATS_REPLY: "STATS", OK: "OK", ERROR: "ERROR"}
+HELLO, LOAD, RUN, STATS, RESET, RUN_TRACE = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
+INFO, LOADED, RESULT, STATS_REPLY, OK, TRACE, ERROR = 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0xFF
+REPLY_OF = {HELLO: INFO, LOAD: LOADED, RUN: RESULT, STATS: STATS_REPLY, RESET: OK, RUN_TRACE: TRACE}
+TYPE_NAMES = {HELLO: "HELLO", LOAD: "LOAD", RUN: "RUN", STATS: "STATS", RESET: "RESET", RUN_TRACE: "RUN_TRACE",
+              INFO: "INFO", LOADED: "LOADED", RESULT: "RESULT", STATS_REPLY: "STATS", OK: "OK", TRACE: "TRACE",
+              ERROR: "ERROR"}
 
 # error codes of an ERROR reply (docs/protocol.md)
 ERROR_CODES = {1: "header", 2: "version", 3: "oversized", 4: "checksum", 5: "sequence", 6: "truncated",
@@ -27,7 +28,7 @@ ERROR_CODES = {1: "header", 2: "version", 3: "oversized", 4: "checksum", 5: "seq
 FIT = 10
 STATUS_INPUT = 12    # ESNN_ERROR_INPUT (native/include/edgesnn.h): an engine ERROR "engine status 12 (...)"
 
-RUN_REQUEST = struct.Struct("<IIII")         # batch, input_timesteps, timesteps, flags
+RUN_REQUEST = struct.Struct("<IIII")         # batch, input_timesteps, timesteps, flags (RUN_TRACE: margin)
 LOADED_REPLY = struct.Struct("<QQI4I3I")     # program_bytes, arena_bytes, layers, H W C bits, OH OW OC
 INFO_FIXED = struct.Struct("<HHIQIIIIIII")   # version, reserved, abi, memory, frame bytes, layers, channels,
 #                                              timesteps, kinds mask, weight bits mask, activation bits mask

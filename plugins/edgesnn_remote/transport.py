@@ -23,30 +23,85 @@ class LinkError(Exception):
 
 
 class FdLink:
-    """A link over a pair of file descriptors, read with poll and a deadline."""
+    """A link over a pair of file descriptors, read with poll and a deadline.
+
+    Reads never block: a reply that is already there is taken without a poll first (the runner often
+    answers before the host's write returns), and poll waits with the deadline otherwise. A frame goes
+    out in one writev (header, fixed part and input as they are: nothing is joined or copied).
+    """
 
     def __init__(self, read_fd: int, write_fd: int, description: str):
         self.read_fd, self.write_fd, self.description = read_fd, write_fd, description
-        # reads never block: a reply that is already there is taken without a poll first (the runner
-        # often answers before the host's write returns), and poll waits with the deadline otherwise
         os.set_blocking(read_fd, False)
         self._poll = select.poll()
         self._poll.register(read_fd, select.POLLIN)
-        self._buffer = bytearray()
+        self._buffer = bytearray()   # bytes read past what was asked for, served first
         self.closed = False
 
-    def send(self, data: bytes, deadline: float) -> None:
-        view = memoryview(data)
-        while view:
+    def send(self, data, deadline: float) -> None:
+        self.send_parts((data,), len(data), deadline)
+
+    def send_parts(self, parts, total: int, deadline: float) -> None:
+        """Write the buffers `parts` (`total` bytes in all) in order, by the deadline."""
+        try:
+            written = os.writev(self.write_fd, parts)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            raise LinkError(f"{self.description}: write failed ({exc.strerror or exc}): {self.why_closed()}") from None
+        if written == total:
+            return
+        # the link took part of it (a large frame, a full pipe): the rest in a loop, waiting for room
+        rest = memoryview(b"".join(memoryview(part).cast("B") for part in parts))[written:]
+        waiter = None
+        while rest:
             try:
-                written = os.write(self.write_fd, view)
+                written = os.write(self.write_fd, rest)
             except BlockingIOError:
                 written = 0
             except OSError as exc:
                 raise LinkError(f"{self.description}: write failed ({exc.strerror or exc}): {self.why_closed()}") from None
-            view = view[written:]
-            if view and time.monotonic() > deadline:
-                raise LinkError(f"{self.description}: could not send within the timeout")
+            rest = rest[written:]
+            if rest and not written:
+                if waiter is None:
+                    waiter = select.poll()
+                    waiter.register(self.write_fd, select.POLLOUT)
+                remaining_ms = (deadline - time.monotonic()) * 1000.0
+                if remaining_ms <= 0 or not waiter.poll(max(1, int(remaining_ms + 0.999))):
+                    raise LinkError(f"{self.description}: could not send within the timeout "
+                                    f"({total - len(rest):,} of {total:,} bytes sent)")
+
+    def recv_into(self, buffers, deadline: float, have: int = 0, count: int = 0) -> int:
+        """Read at least one byte into the writable buffers `buffers` (filled in order; one readv), bytes
+        already pending first; returns the number read. `have` / `count`: how much of what the caller
+        waits for has arrived, for the timeout's message."""
+        pending = self._buffer
+        if pending:
+            view = memoryview(buffers[0]).cast("B")
+            taken = min(len(pending), len(view))
+            view[:taken] = pending[:taken]
+            del pending[:taken]
+            return taken
+        while True:
+            try:
+                taken = os.readv(self.read_fd, buffers)
+            except BlockingIOError:   # nothing yet: wait for it, up to the deadline
+                self._wait(deadline, have, count)
+                continue
+            except OSError as exc:
+                raise LinkError(f"{self.description}: read failed ({exc.strerror or exc}): {self.why_closed()}") from None
+            if not taken:
+                raise LinkError(f"{self.description}: the runner closed the link: {self.why_closed()}")
+            return taken
+
+    def unread(self, data) -> None:
+        """Give back bytes read past a frame: the next reads take them first."""
+        self._buffer[:0] = data
+
+    def _wait(self, deadline: float, have: int, count: int) -> None:
+        remaining_ms = (deadline - time.monotonic()) * 1000.0
+        if remaining_ms <= 0 or not self._poll.poll(max(1, int(remaining_ms + 0.999))):
+            raise LinkError(f"{self.description}: no reply within the timeout ({have} of {count} bytes arrived)")
 
     def recv_exact(self, count: int, deadline: float) -> bytes:
         buffer = self._buffer
@@ -54,10 +109,7 @@ class FdLink:
             try:
                 chunk = os.read(self.read_fd, CHUNK_BYTES)
             except BlockingIOError:   # nothing yet: wait for it, up to the deadline
-                remaining_ms = (deadline - time.monotonic()) * 1000.0
-                if remaining_ms <= 0 or not self._poll.poll(max(1, int(remaining_ms + 0.999))):
-                    raise LinkError(f"{self.description}: no reply within the timeout "
-                                    f"({len(buffer)} of {count} bytes arrived)") from None
+                self._wait(deadline, len(buffer), count)
                 continue
             except OSError as exc:
                 raise LinkError(f"{self.description}: read failed ({exc.strerror or exc}): {self.why_closed()}") from None
@@ -100,6 +152,7 @@ class ProcessLink(FdLink):
         weakref.finalize(self, _end_process, self.process)
         super().__init__(self.process.stdout.fileno(), self.process.stdin.fileno(),
                          f"runner {os.path.basename(self.command[0])} (pid {self.process.pid}, stdio)")
+        os.set_blocking(self.write_fd, False)   # a runner that stops reading cannot block a send past its deadline
 
     def why_closed(self) -> str:
         try:
