@@ -3,6 +3,7 @@
     python benchmarks/layers.py            # every case, about a minute on 2 cores
     python benchmarks/layers.py --quick    # smoke run: fewer calls
     python benchmarks/layers.py --cases separable,gap --json out.json
+    python benchmarks/layers.py --baseline /tmp/main/libedgesnn.so   # also another build: before / after
 
 Every case is one layer at a typical shape (the DS-CNN's 25x5x64 blocks, MNIST-sized 28x28 maps,
 a PyTorch-style strided, padded conv): a one-layer edgesnn Model with random integer weights, run
@@ -66,6 +67,8 @@ class Case:
     inputs: int                  # model inputs the layer reads (add and concat: 2, the same tensor)
     make_layer: object           # (rng, bits) -> edgesnn layer (neuron relu, bits-bit activations)
     make_onnx: object            # (rng) -> (nodes, initializers, output channels, output HW)
+    input_bits: int | None = None  # the model input's bits when fixed (a stem conv reads 8-bit pixels), else the variant's
+    weight_bits: int | None = None  # the weights' bits when fixed (the converter keeps a first layer at 8), else the variant's
 
 
 # -- the ONNX side: the float op on x / 255 (NCHW), with float weights ------------------------------
@@ -125,13 +128,13 @@ def weights(rng, shape, bits):
     return rng.integers(low, high + 1, shape)
 
 
-def relu_scaled(layer, model_input_shape, bits, x, inputs=1):
+def relu_scaled(layer, model_input_shape, bits, x, inputs=1, input_bits=None):
     """The layer with an output shift that spreads its relu outputs over the activation range
     (from the reference potentials of `x`), so that its output density is realistic (~50 %)."""
     import edgesnn as es
 
     probe = layer.replace(neuron="none")
-    model = es.Model([probe], input_shape=model_input_shape, input_bits=bits)
+    model = es.Model([probe], input_shape=model_input_shape, input_bits=input_bits or bits)
     potentials = model.forward(x, device="reference")
     positive = potentials[potentials > 0]
     high = float(np.percentile(positive, 90)) if positive.size else 1.0
@@ -139,7 +142,8 @@ def relu_scaled(layer, model_input_shape, bits, x, inputs=1):
     return layer.replace(out_multiplier=1, out_shift=shift, activation_bits=bits)
 
 
-def conv_case(name, description, hwc, cout, kernel, stride=1, padding="same", pads=None):
+def conv_case(name, description, hwc, cout, kernel, stride=1, padding="same", pads=None, input_bits=None,
+              weight_bits=None):
     from edgesnn import layers as L
 
     kh, kw = kernel
@@ -147,6 +151,7 @@ def conv_case(name, description, hwc, cout, kernel, stride=1, padding="same", pa
     onnx_pads = pads if pads is not None else _same_pads(h, w, kh, kw, stride)
 
     def make_layer(rng, bits):
+        bits = weight_bits or bits
         return L.Conv2D(name=name, weights=weights(rng, (kh, kw, cin, cout), bits), weight_bits=bits,
                         bias=rng.integers(-20, 20, cout), stride=stride, padding=pads if pads is not None else padding)
 
@@ -154,7 +159,7 @@ def conv_case(name, description, hwc, cout, kernel, stride=1, padding="same", pa
         nodes, inits = onnx_conv(rng, name, cin, cout, kernel, stride, onnx_pads)
         return nodes, inits, f"{name}_out"
 
-    return Case(name, description, hwc, 1, make_layer, make_onnx)
+    return Case(name, description, hwc, 1, make_layer, make_onnx, input_bits, weight_bits)
 
 
 def _same_pads(h, w, kh, kw, stride):
@@ -288,6 +293,10 @@ def pool_case(name, description, hwc, pool, size=None, stride=None, pads=(0, 0, 
 
 
 CASES = [
+    conv_case("stem", "conv 3x3/2 3->16, 96x96 RGB, pads (0,1,0,1), 8-bit input and weights (a MobileNet stem)",
+              (96, 96, 3), 16, (3, 3), stride=2, pads=(0, 1, 0, 1), input_bits=8, weight_bits=8),
+    conv_case("stem7x7", "conv 7x7/2 3->8, 32x32 RGB, pads (3,3,3,3), 8-bit input and weights (a ResNet stem)",
+              (32, 32, 3), 8, (7, 7), stride=2, pads=(3, 3, 3, 3), input_bits=8, weight_bits=8),
     conv_case("conv3x3", "conv 3x3 32->32, 28x28, same", (28, 28, 32), 32, (3, 3)),
     conv_case("conv1x1", "conv 1x1 64->64, 25x5 (a DS-CNN pointwise)", (25, 5, 64), 64, (1, 1)),
     conv_case("conv3x3s2", "conv 3x3/2 16->32, 32x32, pads (1,1,1,1) PyTorch-style", (32, 32, 16), 32, (3, 3),
@@ -309,19 +318,21 @@ CASES = [
 ]
 
 
-def edgesnn_runner(case: Case, bits: int, rng, x_uint8: np.ndarray):
-    """A one-layer model for `bits` and its binding call on (1, 1, H, W, C) inputs."""
+def edgesnn_runner(case: Case, bits: int, rng, x_uint8: np.ndarray, library=None):
+    """A one-layer model for `bits` and its binding call on (1, 1, H, W, C) inputs, on the installed
+    engine or on `library` (a native.Library: another build, --baseline)."""
     import edgesnn as es
     from edgesnn import native
 
     layer = case.make_layer(rng, bits)
-    x = (x_uint8 >> (8 - bits)).astype(np.uint8)
+    input_bits = case.input_bits or bits
+    x = (x_uint8 >> (8 - input_bits)).astype(np.uint8)
     if layer.kind in ("conv2d", "depthwise2d", "separable2d", "dense"):
-        layer = relu_scaled(layer, case.input_shape, bits, x[:4])
+        layer = relu_scaled(layer, case.input_shape, bits, x[:4], input_bits=input_bits)
     else:
         layer = layer.replace(activation_bits=bits, out_shift=0)
-    model = es.Model([layer], input_shape=case.input_shape, input_bits=bits)
-    loaded = native.native_model(model)
+    model = es.Model([layer], input_shape=case.input_shape, input_bits=input_bits)
+    loaded = native.native_model(model, library)
     singles = [np.ascontiguousarray(x[i:i + 1, None]) for i in range(len(x))]
     state = {"i": 0}
 
@@ -330,7 +341,7 @@ def edgesnn_runner(case: Case, bits: int, rng, x_uint8: np.ndarray):
         loaded.run(singles[state["i"]])
 
     reference = model.forward(x[:2], device="reference")
-    native_out = model.forward(x[:2], device="cpu")
+    native_out = model.forward(x[:2], device="cpu" if library is None else native.CpuDevice(library=library))
     if not np.array_equal(reference, native_out):
         raise AssertionError(f"{case.name} {bits}/{bits}: native differs from the reference")
     return run, model
@@ -358,15 +369,21 @@ def realistic_input(rng, count: int, hwc) -> np.ndarray:
     return (values * (rng.random((count, *hwc)) < 0.5)).astype(np.uint8)
 
 
-def run_cases(cases: list[Case], calls: int, rounds: int, workdir: Path, clock: str = "cpu") -> list[dict]:
+def run_cases(cases: list[Case], calls: int, rounds: int, workdir: Path, clock: str = "cpu", baseline=None) -> list[dict]:
+    """`baseline`: a native.Library (another build of the engine) timed on the same models in the
+    same interleaved rounds: the before / after of a kernel change."""
     timed_by = cpu_timed if clock == "cpu" else timed
     measurements, models = {}, {}
     for case in cases:
-        rng = np.random.default_rng(abs(hash(case.name)) % 2**32)
+        # a fixed seed per case name (str hash() changes per process: the models would too)
+        rng = np.random.default_rng(int.from_bytes(case.name.encode()[:8], "little"))
         x = realistic_input(rng, 16, case.input_shape)
         for bits in BITS:
             run, models[case.name, bits] = edgesnn_runner(case, bits, np.random.default_rng(bits), x)
             measurements[case.name, f"edgesnn {bits}/{bits}"] = (timed_by(run), calls)
+            if baseline is not None:
+                base_run, _ = edgesnn_runner(case, bits, np.random.default_rng(bits), x, baseline)
+                measurements[case.name, f"baseline {bits}/{bits}"] = (timed_by(base_run), calls)
         measurements[case.name, "onnxruntime int8"] = (timed_by(onnxruntime_runner(case, rng, x, workdir)), calls)
     samples_s = interleaved_samples_s(measurements, rounds)
     rows = []
@@ -378,6 +395,10 @@ def run_cases(cases: list[Case], calls: int, rounds: int, workdir: Path, clock: 
         ort = row["onnxruntime int8"]["median_us"]
         for bits in BITS:
             row[f"ratio {bits}/{bits}"] = ort / row[f"edgesnn {bits}/{bits}"]["median_us"]
+            if baseline is not None:
+                base = 1e6 * stats_module.median(samples_s[case.name, f"baseline {bits}/{bits}"])
+                row[f"baseline {bits}/{bits}"] = {"median_us": base}
+                row[f"speed-up {bits}/{bits}"] = base / row[f"edgesnn {bits}/{bits}"]["median_us"]
         row["kernel"] = models[case.name, 4].layers[0].kernel
         rows.append(row)
     return rows
@@ -388,6 +409,10 @@ def report_table(rows: list[dict]) -> str:
     body = [(r["case"], r["description"], f"{r['edgesnn 4/4']['median_us']:.1f}", f"{r['edgesnn 8/8']['median_us']:.1f}",
              f"{r['onnxruntime int8']['median_us']:.1f}", f"{r['ratio 4/4']:.2f}x", f"{r['ratio 8/8']:.2f}x")
             for r in rows]
+    if rows and "baseline 4/4" in rows[0]:
+        header += ("baseline 4/4 us", "baseline 8/8 us", "speed-up 4/4", "speed-up 8/8")
+        body = [line + (f"{r['baseline 4/4']['median_us']:.1f}", f"{r['baseline 8/8']['median_us']:.1f}",
+                        f"{r['speed-up 4/4']:.2f}x", f"{r['speed-up 8/8']:.2f}x") for line, r in zip(body, rows)]
     return table(header, body)
 
 
@@ -398,6 +423,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every number as JSON to OUT")
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="time each call by the thread's CPU time (default; robust on a loaded machine) or wall time")
+    parser.add_argument("--baseline", type=Path, metavar="LIB",
+                        help="also time another build of the engine (a libedgesnn.so) on the same models, "
+                             "interleaved: the speed-up columns are baseline time / this build's")
     args = parser.parse_args(argv)
     cases = CASES
     if args.cases:
@@ -409,7 +437,11 @@ def main(argv=None) -> int:
     calls, rounds = (60, 3) if args.quick else (400, 10)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="edgesnn-layers-") as tmp:
-        rows = run_cases(cases, calls, rounds, Path(tmp), args.clock)
+        baseline = None
+        if args.baseline is not None:
+            from edgesnn import native
+            baseline = native.Library(args.baseline)
+        rows = run_cases(cases, calls, rounds, Path(tmp), args.clock, baseline)
     import onnxruntime
 
     print(f"\n## Each layer kind alone: batch 1, one thread, median {args.clock} time of {calls} calls per engine, "

@@ -349,6 +349,55 @@ def test_concat_sources_that_begin_like_the_plain_order(cpu):
             assert stats == expected_stats
 
 
+def extreme_ints(rng, low, high, shape):
+    """Mostly the range's ends (where i16 sums of products overflow first), some values between."""
+    ends = rng.choice((low, high), shape)
+    return np.where(rng.random(shape) < 0.8, ends, rng.integers(low, high + 1, shape))
+
+
+@st.composite
+def kernel_choice_models(draw):
+    """One spatial layer on a dense input, for the kernels chosen by value and weight bounds
+    (kernels/conv2d_dense.zig choose: i16 sums, the values split into nibbles, widened pairs, exact
+    dots; the depthwise i16 window sums; separable2d's i32 or i64 requantization): input bits 4, 7
+    and 8 under weight bits 2, 4 and 8, windows that span several groups of i16 sums, channel counts
+    on both sides of a quad and of a block of vectors, and weights and values mostly at their ends."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(SPATIAL))
+    input_bits = draw(st.sampled_from((4, 7, 8)))
+    weight_bits = draw(st.sampled_from((2, 4, 8)))
+    shape = (draw(st.integers(1, 9)), draw(st.integers(1, 9)), draw(st.one_of(st.integers(1, 6), st.integers(7, 40),
+                                                                                  st.integers(60, 70))))
+    value_max = (1 << input_bits) - 1
+    layer = spatial_layer(draw, rng, kind, {"name": "l0", "inputs": ("input",)}, shape, value_max, weight_bits, 0.0, True)
+    low, high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    changes = {"weights": extreme_ints(rng, low, high, layer.weights.shape), "neuron": "none"}
+    if kind == "separable2d":
+        changes["pointwise"] = extreme_ints(rng, low, high, layer.pointwise.shape)
+        if draw(st.booleans()):  # multipliers whose products leave i32: the i64 requantization
+            changes["mid_multiplier"] = rng.integers(1 << 20, 1 << 30, layer.weights.shape[-1])
+            changes["mid_shift"] = rng.integers(20, 40, layer.weights.shape[-1])
+    try:
+        return es.Model(layers=[layer.replace(**changes)], input_shape=shape, input_bits=input_bits)
+    except es.ModelError as exc:
+        assume(False)
+        raise AssertionError from exc  # unreachable: assume raises
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_kernel_choices_equal_reference(cpu, data):
+    model = data.draw(kernel_choice_models())
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    value_max = (1 << model.input_bits) - 1
+    x = extreme_ints(rng, 1, value_max, (2, 1, *model.input_shape)).astype(np.uint8)  # dense: no zero
+    expected, expected_stats = reference.run(model, x)
+    for device in both_plans(cpu):
+        potentials, stats = device.run(model, x)
+        np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
+        assert stats == expected_stats
+
+
 @st.composite
 def spiking_models(draw):
     """Chains of one to three spiking layers (dense or conv) and an output layer, over many timesteps:

@@ -406,10 +406,11 @@ fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8,
             ctx.ints(layer.mid_offset, layer.synaptic.pixels() * layer.depthwiseChannelsPadded()),
             potentials,
             ctx.events(layer),
+            fused,
         ),
         .dense => dense.run(layer, inputs[0], inputEvents(layer, inputs, events), potentials, ctx.quads(layer)),
-        .add => add.run(layer, inputs, potentials),
-        .concat => concat.run(layer, inputs, potentials),
+        .add => add.run(layer, inputs, potentials, fused),
+        .concat => concat.run(layer, inputs, potentials, fused),
     };
 }
 

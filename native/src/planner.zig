@@ -116,8 +116,8 @@ fn hasSpikingLayer(layers: []const Layer) bool {
 /// its activations are written during its synaptic stage (engine.zig runLayer asks this too).
 pub fn fusesRelu(layer: *const Layer) bool {
     const kernel_fuses = switch (layer.kind) {
-        .input_conv2d, .conv2d, .depthwise2d => true,
-        .separable2d, .dense, .add, .concat => false,
+        .input_conv2d, .conv2d, .depthwise2d, .separable2d, .add, .concat => true,
+        .dense => false,
     };
     return kernel_fuses and neuron.Fused.eligible(layer);
 }

@@ -9,12 +9,14 @@ const std = @import("std");
 const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
+const neuron = @import("neuron.zig");
 
 const lanes = vector.lanes;
 
 /// inputs: u8 (H, W, C_i padded) each; potentials: i32 (H, W, Cout_p). Returns the synaptic
 /// operations: the (y, x, j) whose source value is non-zero.
-pub fn run(layer: *const model.Layer, inputs: []const []const u8, potentials: []i32) u64 {
+/// fused: when given, relu runs on each finished vector and writes activations, not potentials.
+pub fn run(layer: *const model.Layer, inputs: []const []const u8, potentials: []i32, fused: ?*neuron.Fused) u64 {
     std.debug.assert(layer.kind == .concat and inputs.len == layer.input_count);
     const cout_padded = layer.synaptic.channelsPadded();
     const pixels: usize = @intCast(layer.synaptic.pixels());
@@ -29,14 +31,21 @@ pub fn run(layer: *const model.Layer, inputs: []const []const u8, potentials: []
     while (first < cout_padded) : (first += lanes) {
         const real = @min(lanes, layer.synaptic.c -| first); // its channels below Cout
         if (real == 0) {
-            for (0..pixels) |pixel| vector.storeVector(potentials, pixel * cout_padded + first, @splat(0)); // bias and m are 0 there
+            for (0..pixels) |pixel| store(potentials, pixel * cout_padded + first, first, @splat(0), fused); // bias and m are 0 there
         } else if (consecutiveSource(layer, strides[0..inputs.len], first, real)) |source| {
-            synaptic_ops += copyVector(layer, inputs[source.input], strides[source.input], source.channel, potentials, first, real);
+            synaptic_ops += copyVector(layer, inputs[source.input], strides[source.input], source.channel, potentials, first, real, fused);
         } else {
-            synaptic_ops += gatherVector(layer, inputs, strides[0..inputs.len], potentials, first, real);
+            synaptic_ops += gatherVector(layer, inputs, strides[0..inputs.len], potentials, first, real, fused);
         }
     }
+    if (fused) |f| f.done = true;
     return synaptic_ops;
+}
+
+/// One finished vector of potentials (channels channel .. channel + lanes at `offset`): to the
+/// potentials, or through the fused relu stage to the activations.
+inline fn store(potentials: []i32, offset: usize, channel: usize, value: vector.VecI32, fused: ?*neuron.Fused) void {
+    if (fused) |f| f.store(offset, channel, value) else vector.storeVector(potentials, offset, value);
 }
 
 /// The source of channel `first` when channels first .. first + real - 1 read consecutive channels
@@ -53,7 +62,7 @@ fn consecutiveSource(layer: *const model.Layer, strides: []const usize, first: u
 
 /// Output channels first .. first + lanes of every pixel from input channels channel .. channel + lanes
 /// (lanes at and above `real` have m = 0 and bias 0: they stay 0 and count no event).
-fn copyVector(layer: *const model.Layer, input: []const u8, stride: usize, channel: usize, potentials: []i32, first: usize, real: usize) u64 {
+fn copyVector(layer: *const model.Layer, input: []const u8, stride: usize, channel: usize, potentials: []i32, first: usize, real: usize, fused: ?*neuron.Fused) u64 {
     const cout_padded = layer.synaptic.channelsPadded();
     const bias: vector.VecI32 = layer.bias[first..][0..lanes].*;
     const multiplier: vector.VecI32 = layer.input_multipliers[first..][0..lanes].*;
@@ -65,13 +74,13 @@ fn copyVector(layer: *const model.Layer, input: []const u8, stride: usize, chann
     while (pixel * cout_padded < potentials.len) : (pixel += 1) {
         const values: vector.VecU8 = input[pixel * stride + channel ..][0..lanes].*;
         events += std.simd.countTrues(@select(bool, counted, values != zero, @as(@Vector(lanes, bool), @splat(false))));
-        vector.storeVector(potentials, pixel * cout_padded + first, bias +% multiplier *% @as(vector.VecI32, values));
+        store(potentials, pixel * cout_padded + first, first, bias +% multiplier *% @as(vector.VecI32, values), fused);
     }
     return events;
 }
 
 /// Output channels first .. first + lanes of every pixel, each from its own source.
-fn gatherVector(layer: *const model.Layer, inputs: []const []const u8, strides: []const usize, potentials: []i32, first: usize, real: usize) u64 {
+fn gatherVector(layer: *const model.Layer, inputs: []const []const u8, strides: []const usize, potentials: []i32, first: usize, real: usize, fused: ?*neuron.Fused) u64 {
     const cout_padded = layer.synaptic.channelsPadded();
     var events: u64 = 0;
     var pixel: usize = 0;
@@ -85,6 +94,8 @@ fn gatherVector(layer: *const model.Layer, inputs: []const []const u8, strides: 
             row[t] +%= layer.input_multipliers[j] *% @as(i32, value); // |P| <= the overflow bound
             events += @intFromBool(value != 0);
         }
+        // fused: the row was scratch in the potentials; its relu goes to the activations
+        if (fused) |f| f.store(pixel * cout_padded + first, first, row.*);
     }
     return events;
 }

@@ -20,6 +20,46 @@ const lanes = vector.lanes;
 const quad_bytes = vector.quad_bytes;
 /// Output-channel vectors one block keeps in registers.
 const block_chunks_max = 4;
+/// The fewest quads per i16 sum for which summing in i16 beats widening every pair (pairs_fit_i16):
+/// with 2 the widening vpmaddwd already runs half as often; an 8-bit image under 4-bit weights
+/// allows 8, 4-bit activations under 4-bit weights 136.
+const min_pair_sums_per_i16 = 2;
+
+/// How a block adds its dot products: vector.Dots (a widened i32 sum per quad), or `sums_i16`
+/// (AVX2: the pair sums of up to `sums_per_i16` quads added in i16 lanes, widened once per group,
+/// vector.pairSumsPerI16): half the multiplies of pairs_fit_i16.
+/// `nibble_sums_i16`: as sums_i16 with every value split into its two nibbles (v = lo + 16 hi),
+/// each summed apart: 8-bit values under 8-bit weights, whose pairs do not fit i16 (an image into
+/// a first layer of 8-bit weights), in two multiplies per quad instead of dotBytesAvx2's widening.
+pub const Kernel = enum {
+    exact,
+    pairs_fit_i16,
+    sums_i16,
+    nibble_sums_i16,
+
+    pub fn dots(comptime kernel: Kernel) vector.Dots {
+        return if (kernel == .pairs_fit_i16) .pairs_fit_i16 else .exact;
+    }
+
+    /// Output-channel vectors one block keeps in registers: the i16 sums take registers too.
+    pub fn blockChunks(comptime kernel: Kernel) u32 {
+        return switch (kernel) {
+            .nibble_sums_i16 => 2,
+            else => block_chunks_max,
+        };
+    }
+
+    /// Output pixels of a block of `chunks` vectors: the i16 sums of one or two vectors leave
+    /// AVX2 registers for more pixels, each weight vector loaded then serving all of them (the
+    /// few output channels of a stem or a small network's conv).
+    pub fn blockPixels(comptime kernel: Kernel, comptime chunks: u32) u32 {
+        return switch (kernel) {
+            .sums_i16 => if (chunks == 1) 4 else if (chunks == 2) 2 else vector.blockPixels(chunks),
+            .nibble_sums_i16 => if (chunks == 1) 2 else vector.blockPixels(chunks),
+            else => vector.blockPixels(chunks),
+        };
+    }
+};
 
 /// input: u8 (H, W, Cin_p); frame: the layer's padded-input scratch (empty when it reads its input
 /// directly); potentials: i32 (OH, OW, Cout_p).
@@ -29,21 +69,37 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
     const source = if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input;
-    if (vector.has_pairs_fit_i16 and layer.dotPairsFitI16()) {
-        channelBlocks(.pairs_fit_i16, layer, source, potentials, fused);
-    } else {
-        channelBlocks(.exact, layer, source, potentials, fused);
+    const choice = choose(layer.input_max[0], layer.weight_bits);
+    switch (choice.kernel) {
+        inline else => |kernel| channelBlocks(kernel, layer, source, potentials, choice.sums_per_i16, fused),
     }
     if (fused) |f| f.done = true;
 }
 
-fn channelBlocks(comptime dots: vector.Dots, layer: *const model.Layer, source: []const u8, potentials: []i32, fused: ?*neuron.Fused) void {
+pub const Choice = struct { kernel: Kernel, sums_per_i16: u32 = 0 };
+
+/// The fastest exact way to add u8 x i8 dot products of values <= value_max under b-bit weights
+/// (also the pointwise stage of separable2d.zig): i16 sums where enough quads fit, else one widened
+/// sum per quad (the pair sums fit i16), else i16 sums of the values' nibbles, else the exact dots.
+/// Only AVX2 without VNNI has the faster sequences; elsewhere always `exact`.
+pub fn choose(value_max: u32, weight_bits: u32) Choice {
+    if (!vector.has_pairs_fit_i16) return .{ .kernel = .exact };
+    const sums = vector.pairSumsPerI16(value_max, weight_bits);
+    if (sums >= min_pair_sums_per_i16) return .{ .kernel = .sums_i16, .sums_per_i16 = sums };
+    if (sums == 1) return .{ .kernel = .pairs_fit_i16 };
+    const nibble_sums = vector.pairSumsPerI16(vector.nibble_max, weight_bits);
+    if (nibble_sums >= min_pair_sums_per_i16) return .{ .kernel = .nibble_sums_i16, .sums_per_i16 = nibble_sums };
+    return .{ .kernel = .exact };
+}
+
+fn channelBlocks(comptime kernel: Kernel, layer: *const model.Layer, source: []const u8, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
     const chunks = layer.synaptic.channelsPadded() / lanes;
+    const block_chunks = comptime kernel.blockChunks();
     var first: u32 = 0;
     while (first < chunks) {
-        const count = @min(block_chunks_max, chunks - first);
+        const count = @min(block_chunks, chunks - first);
         switch (count) {
-            inline 1...block_chunks_max => |chunk_count| outputRows(dots, chunk_count, layer, source, potentials, first, fused),
+            inline 1...block_chunks => |chunk_count| outputRows(kernel, chunk_count, layer, source, potentials, first, sums_per_i16, fused),
             else => unreachable,
         }
         first += count;
@@ -52,17 +108,17 @@ fn channelBlocks(comptime dots: vector.Dots, layer: *const model.Layer, source: 
 
 /// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of
 /// pixels along each output row at a time (a narrower block for the row's last pixels).
-fn outputRows(comptime dots: vector.Dots, comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
-    const pixels = comptime vector.blockPixels(chunks);
+fn outputRows(comptime kernel: Kernel, comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+    const pixels = comptime kernel.blockPixels(chunks);
     const out = layer.synaptic;
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(dots, chunks, pixels, layer, source, potentials, first, oy, ox, fused);
+        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(kernel, chunks, pixels, layer, source, potentials, first, oy, ox, sums_per_i16, fused);
         if (comptime pixels > 1) switch (out.w - ox) {
             0 => {},
-            inline 1...pixels - 1 => |rest| pixelBlock(dots, chunks, rest, layer, source, potentials, first, oy, ox, fused),
+            inline 1...pixels - 1 => |rest| pixelBlock(kernel, chunks, rest, layer, source, potentials, first, oy, ox, sums_per_i16, fused),
             else => unreachable,
         };
     }
@@ -70,7 +126,7 @@ fn outputRows(comptime dots: vector.Dots, comptime chunks: u32, layer: *const mo
 
 /// The potentials of output pixels (oy, ox .. ox + pixels), channel vectors first .. first + chunks.
 inline fn pixelBlock(
-    comptime dots: vector.Dots,
+    comptime kernel: Kernel,
     comptime chunks: u32,
     comptime pixels: u32,
     layer: *const model.Layer,
@@ -79,6 +135,7 @@ inline fn pixelBlock(
     first: u32,
     oy: u32,
     ox: u32,
+    sums_per_i16: u32,
     fused: ?*neuron.Fused,
 ) void {
     const out = layer.synaptic;
@@ -94,20 +151,79 @@ inline fn pixelBlock(
     inline for (0..pixels) |p| {
         inline for (0..chunks) |k| acc[p][k] = layer.bias[(first + k) * lanes ..][0..lanes].*;
     }
-    var kh: u32 = 0;
-    while (kh < layer.kernel_h) : (kh += 1) {
-        const row = source[window + kh * frame_row_bytes ..];
-        const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
-        var quad: u32 = 0;
-        while (quad < row_quads) : (quad += 1) {
-            const weights = row_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
-            inline for (0..pixels) |p| {
-                const values = std.mem.readInt(u32, row[p * pixel_step + quad * limits.quad_channels ..][0..4], .little);
-                inline for (0..chunks) |k| acc[p][k] = vector.dotQuadBy(dots, acc[p][k], values, weights[k * quad_bytes ..][0..quad_bytes]);
+    if (comptime vector.has_pairs_fit_i16 and (kernel == .sums_i16 or kernel == .nibble_sums_i16)) {
+        // the window's quads in groups of sums_per_i16 (a group may span kernel rows): pair sums
+        // in i16, widened into acc once per group
+        std.debug.assert(sums_per_i16 >= min_pair_sums_per_i16);
+        const split = kernel == .nibble_sums_i16;
+        var sums: [pixels][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero));
+        var high_sums: [pixels][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero)); // split: of the high nibbles
+        var group_left: u32 = sums_per_i16; // quads the running group can still take
+        var kh: u32 = 0;
+        while (kh < layer.kernel_h) : (kh += 1) {
+            const row = source[window + kh * frame_row_bytes ..];
+            const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
+            var quad: u32 = 0;
+            while (quad < row_quads) {
+                const end = quad + @min(group_left, row_quads - quad);
+                group_left -= end - quad;
+                while (quad < end) : (quad += 1) {
+                    const weights = row_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
+                    inline for (0..pixels) |p| {
+                        const values = std.mem.readInt(u32, row[p * pixel_step + quad * limits.quad_channels ..][0..4], .little);
+                        const low = if (split) values & 0x0f0f0f0f else values;
+                        inline for (0..chunks) |k| sums[p][k] = vector.addPairSumsI16(sums[p][k], low, weights[k * quad_bytes ..][0..quad_bytes]);
+                        if (split) {
+                            const high = (values >> 4) & 0x0f0f0f0f;
+                            inline for (0..chunks) |k| high_sums[p][k] = vector.addPairSumsI16(high_sums[p][k], high, weights[k * quad_bytes ..][0..quad_bytes]);
+                        }
+                    }
+                }
+                if (group_left == 0) {
+                    widenBlock(chunks, pixels, split, &acc, &sums, &high_sums);
+                    group_left = sums_per_i16;
+                }
+            }
+        }
+        if (group_left != sums_per_i16) widenBlock(chunks, pixels, split, &acc, &sums, &high_sums);
+    } else {
+        var kh: u32 = 0;
+        while (kh < layer.kernel_h) : (kh += 1) {
+            const row = source[window + kh * frame_row_bytes ..];
+            const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
+            var quad: u32 = 0;
+            while (quad < row_quads) : (quad += 1) {
+                const weights = row_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
+                inline for (0..pixels) |p| {
+                    const values = std.mem.readInt(u32, row[p * pixel_step + quad * limits.quad_channels ..][0..4], .little);
+                    inline for (0..chunks) |k| acc[p][k] = vector.dotQuadBy(comptime kernel.dots(), acc[p][k], values, weights[k * quad_bytes ..][0..quad_bytes]);
+                }
             }
         }
     }
     storeBlock(chunks, pixels, &acc, potentials, (@as(usize, oy) * out.w + ox) * cout_padded, cout_padded, first, fused);
+}
+
+/// acc += the block's i16 pair sums, widened (split: + 16 x the high nibbles' sums); the sums
+/// start again from zero.
+pub inline fn widenBlock(
+    comptime chunks: u32,
+    comptime pixels: u32,
+    comptime split: bool,
+    acc: *[pixels][chunks]vector.VecI32,
+    sums: *[pixels][chunks]vector.PairSumsI16,
+    high_sums: *[pixels][chunks]vector.PairSumsI16,
+) void {
+    inline for (0..pixels) |p| {
+        inline for (0..chunks) |k| {
+            acc[p][k] = vector.widenPairSums(acc[p][k], sums[p][k]);
+            sums[p][k] = vector.pair_sums_zero;
+            if (split) {
+                acc[p][k] = vector.widenPairSumsBy(acc[p][k], high_sums[p][k], 16);
+                high_sums[p][k] = vector.pair_sums_zero;
+            }
+        }
+    }
 }
 
 /// The finished sums of a block of output pixels (starting at value `start`, `row_values` apart):

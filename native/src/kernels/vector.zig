@@ -175,6 +175,68 @@ inline fn dotPairsI16(values: @Vector(quad_bytes, u8), weights: @Vector(quad_byt
     return @shuffle(i32, sums[0], sums[1], concatMask(8));
 }
 
+/// How many quads' pair sums (u8 x i8 products of neighbouring channels, summed in twos) one i16
+/// lane can add up exactly: every pair sum lies in [-2 * value_max * 2^(b-1), 2 * value_max * 2^(b-1)]
+/// for values <= value_max and b-bit weights, so `n` of them fit i16 when n times that bound does.
+/// 0 when not even one pair fits (8-bit values with 8-bit weights), or on a CPU without the fast
+/// sequence (has_pairs_fit_i16: AVX2 without VNNI; vpdpbusd needs none of this).
+pub fn pairSumsPerI16(value_max: u32, weight_bits: u32) u32 {
+    if (!has_pairs_fit_i16 or weight_bits == 0 or value_max == 0) return 0;
+    const pair_max = 2 * @as(u64, value_max) << @intCast(weight_bits - 1);
+    return @intCast(@min(@as(u64, std.math.maxInt(i16)) / pair_max, std.math.maxInt(u16)));
+}
+
+/// Running i16 sums of one channel vector: lanes 2c and 2c + 1 of half h hold two pair sums of
+/// channel 8h + c (vpmaddubsw's output order). Exact as long as pairSumsPerI16 bounds their count.
+pub const PairSumsI16 = [2]@Vector(16, i16);
+pub const pair_sums_zero: PairSumsI16 = .{ @splat(0), @splat(0) };
+
+/// sums + the pair sums of one quad of values (broadcast to every channel) with one channel
+/// vector's quad weights: two vpmaddubsw and two vpaddw, no widening (widenPairSums does that once
+/// per pairSumsPerI16 quads). Only where has_pairs_fit_i16.
+pub inline fn addPairSumsI16(sums: PairSumsI16, values: u32, weights: *const [quad_bytes]i8) PairSumsI16 {
+    comptime std.debug.assert(has_pairs_fit_i16);
+    const broadcast: @Vector(lanes, u32) = @splat(values);
+    const bytes: @Vector(quad_bytes, u8) = @bitCast(broadcast);
+    const weight: @Vector(quad_bytes, i8) = weights.*;
+    var result: PairSumsI16 = undefined;
+    inline for (0..2) |h| {
+        const a: @Vector(32, u8) = @shuffle(u8, bytes, undefined, sliceMask(32, h * 32));
+        const b: @Vector(32, i8) = @shuffle(i8, weight, undefined, sliceMask(32, h * 32));
+        const pairs = asm ("vpmaddubsw %[b], %[a], %[out]"
+            : [out] "=x" (-> @Vector(16, i16)),
+            : [a] "x" (a),
+              [b] "x" (b),
+        );
+        result[h] = sums[h] +% pairs; // never wraps: see pairSumsPerI16
+    }
+    return result;
+}
+
+/// The largest nibble: a value split as lo + 16 hi has both parts <= this.
+pub const nibble_max = 15;
+
+/// acc + every channel's pair sums (one vpmaddwd by ones per half: the two i16 lanes of a channel
+/// added into its i32 lane, in channel order).
+pub inline fn widenPairSums(acc: VecI32, sums: PairSumsI16) VecI32 {
+    return widenPairSumsBy(acc, sums, 1);
+}
+
+/// acc + factor x every channel's pair sums (|sum| <= 2^15, so |factor| <= 2^15 keeps it exact).
+pub inline fn widenPairSumsBy(acc: VecI32, sums: PairSumsI16, comptime factor: i16) VecI32 {
+    comptime std.debug.assert(has_pairs_fit_i16);
+    const ones: @Vector(16, i16) = @splat(factor);
+    var wide: [2]@Vector(8, i32) = undefined;
+    inline for (0..2) |h| {
+        wide[h] = asm ("vpmaddwd %[ones], %[pairs], %[out]"
+            : [out] "=x" (-> @Vector(8, i32)),
+            : [pairs] "x" (sums[h]),
+              [ones] "x" (ones),
+        );
+    }
+    return acc +% @shuffle(i32, wide[0], wide[1], concatMask(8));
+}
+
 /// Lanes [first, first + count) of one vector.
 fn sliceMask(comptime count: usize, comptime first: usize) [count]i32 {
     @setEvalBranchQuota(10_000);
