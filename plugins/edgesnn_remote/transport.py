@@ -43,24 +43,14 @@ class FdLink:
 
     def send_parts(self, parts, total: int, deadline: float) -> None:
         """Write the buffers `parts` (`total` bytes in all) in order, by the deadline."""
-        try:
-            written = os.writev(self.write_fd, parts)
-        except BlockingIOError:
-            written = 0
-        except OSError as exc:
-            raise LinkError(f"{self.description}: write failed ({exc.strerror or exc}): {self.why_closed()}") from None
+        written = self._written(os.writev, parts)
         if written == total:
             return
         # the link took part of it (a large frame, a full pipe): the rest in a loop, waiting for room
         rest = memoryview(b"".join(memoryview(part).cast("B") for part in parts))[written:]
         waiter = None
         while rest:
-            try:
-                written = os.write(self.write_fd, rest)
-            except BlockingIOError:
-                written = 0
-            except OSError as exc:
-                raise LinkError(f"{self.description}: write failed ({exc.strerror or exc}): {self.why_closed()}") from None
+            written = self._written(os.write, rest)
             rest = rest[written:]
             if rest and not written:
                 if waiter is None:
@@ -70,6 +60,15 @@ class FdLink:
                 if remaining_ms <= 0 or not waiter.poll(max(1, int(remaining_ms + 0.999))):
                     raise LinkError(f"{self.description}: could not send within the timeout "
                                     f"({total - len(rest):,} of {total:,} bytes sent)")
+
+    def _written(self, write, data) -> int:
+        """Bytes that `write(fd, data)` (os.write or os.writev) took: 0 when the link is full."""
+        try:
+            return write(self.write_fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise LinkError(f"{self.description}: write failed ({exc.strerror or exc}): {self.why_closed()}") from None
 
     def recv_into(self, buffers, deadline: float, have: int = 0, count: int = 0) -> int:
         """Read at least one byte into the writable buffers `buffers` (filled in order; one readv), bytes
