@@ -145,8 +145,8 @@ def spatial_layer(draw, rng, kind: str, common: dict, shape: tuple, value_max: i
     h, w, c = shape
     w_low, w_high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    sh = draw(st.integers(1, 3))
-    sw = sh if draw(st.booleans()) else draw(st.integers(1, 3))
+    sh = draw(st.integers(1, 4))  # limits.zig: stride_max = 4
+    sw = sh if draw(st.booleans()) else draw(st.integers(1, 4))
     multiplier = draw(st.sampled_from((1, 1, 2, 3))) if kind in ("depthwise2d", "separable2d") else 1
     mid = c * multiplier
     cout = mid if kind == "depthwise2d" else draw(channel_counts)
@@ -262,6 +262,8 @@ def features(layer) -> set[str]:
             found.add("explicit pads")
         if layer.stride[0] != layer.stride[1]:
             found.add("rectangular stride")
+        if max(layer.stride) == 4:
+            found.add("stride 4")
         if np.any(layer.pad_value):
             found.add("pad value")
         if layer.kind != "conv2d" and layer.kind != "input_conv2d" and layer.depth_multiplier > 1:
@@ -308,7 +310,7 @@ def test_every_kind_and_neuron_is_generated():
     collect()
     assert seen_kinds == {"input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add", "concat"}
     assert seen_neurons == {"relu", "if", "lif", "none"}
-    assert seen_features >= {"explicit pads", "rectangular stride", "pad value", "depth multiplier", "pool padding",
+    assert seen_features >= {"explicit pads", "rectangular stride", "stride 4", "pad value", "depth multiplier", "pool padding",
                              "rectangular pool", "count_include_pad", "min pool", "zero point", "concat sources",
                              "add bias", "decay", "shift leak", "reset subtract", "reset zero", "reset none",
                              "membrane floor"}, seen_features
@@ -475,7 +477,7 @@ def spike_models(draw):
         input_shape, input_bits = (h, w, cin), 1
     if draw(st.booleans()):
         kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-        sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        sh, sw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
         shape = (kh, kw, cin, cout)
         weights = (rng.choice((w_low, w_high), shape) if large else rng.integers(w_low, w_high + 1, shape))
         fields = {"stride": (sh, sw), "padding": padding_field(draw, h, w, kh, kw, sh, sw),
