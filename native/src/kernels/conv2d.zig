@@ -29,7 +29,7 @@ pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, pote
         return synapticOps(layer, input);
     }
     // binary inputs (spikes): a row add per event, not a dot product per group of 4 channels
-    if (spikes.conv2dWins(layer, input_events)) return spikes.conv2d(layer, input, potentials, std.mem.sliceAsBytes(quads_buffer));
+    if (spikes.conv2dWins(layer, input_events)) return spikes.conv2d(layer, input, input_events, potentials, std.mem.sliceAsBytes(quads_buffer));
     if (uniformReach(layer)) |reach| {
         // Above a quarter of the values non-zero, most quads hold an event whatever their layout
         // and the scatter cannot win: no lists to count, and the ops follow from the events alone.

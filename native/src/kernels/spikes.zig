@@ -49,16 +49,17 @@ pub fn conv2dWins(layer: *const model.Layer, input_events: u64) bool {
 const dense_per_quad = 6;
 
 /// potentials: i32 (OH, OW, Cout_p) before pooling; input: u8 (H, W, Cin_p) of 0 and 1; scratch:
-/// at least scratchBytes(layer) bytes (the gather's event lists, or the scatter's i16 sums).
-/// Returns the synaptic operations.
-pub fn conv2d(layer: *const model.Layer, input: []const u8, potentials: []i32, scratch: []u8) u64 {
+/// at least scratchBytes(layer) bytes (the gather's event lists, or the scatter's i16 sums);
+/// input_events: the non-zero values of `input` (counted once by the caller). Returns the synaptic
+/// operations.
+pub fn conv2d(layer: *const model.Layer, input: []const u8, input_events: u64, potentials: []i32, scratch: []u8) u64 {
     std.debug.assert(layer.spike_rows.len != 0 and !layer.padsNonZero());
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
     // The gather lists the events first: at very few events (under one per two pixels) that
     // costs more than the scatter saves, so sparse inputs keep the scatter (measured on the
     // sweep conv: density 0 3.9 vs 6.7 us, 0.02 9.9 vs 11.0 us).
-    if (gathers(layer) and 2 * vector.countNonZeroU8(input) >= layer.input.pixels()) {
+    if (gathers(layer) and 2 * input_events >= layer.input.pixels()) {
         const entries = gatherEntries(layer);
         std.debug.assert(scratch.len >= entries * @sizeOf(u32));
         const lists = @as([*]u32, @ptrCast(@alignCast(scratch.ptr)))[0..limits.usizeFrom(entries)];
