@@ -68,6 +68,8 @@ from pathlib import Path
 
 import numpy as np
 
+from peers import onnxruntime_session  # benchmarks/peers.py, beside this script
+
 SPEEDUP_TARGET = 2.0              # edgesnn cpu batch-1 latency vs onnxruntime int8
 SPARSITY_RATIO_TARGET = 0.25      # time at 90 % input sparsity / time at 0 %
 TFLITE_SPEEDUP_TARGET = 1.5       # issue 11: the DS-CNN's batch-1 latency vs TFLite int8 with XNNPACK
@@ -194,17 +196,6 @@ def edgesnn_engines(model) -> list[Engine]:
         Engine("edgesnn reference", prepare=lambda x: x, run=lambda x: model.forward(x, device="reference"),
                slow=True),
     ]
-
-
-def onnxruntime_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnxruntime_engine(name: str, path: Path, to_float) -> Engine:

@@ -37,6 +37,19 @@ REPO = HERE.parent
 SAME_NETWORK_SNR_DB = 20.0          # below this the .tflite's int8 output is not the float model's answer
 
 
+def onnxruntime_session(path, threads: int = 1):
+    """An onnxruntime CPU session as every benchmark times it: `threads` intra-op threads, sequential,
+    every graph optimization on."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def litert_missing() -> str | None:
     """None when ai-edge-litert imports, else why the TFLite peer is skipped."""
     try:

@@ -255,16 +255,6 @@ def ort_int8_snr_db(e: dict, ref: Reference, quantized, input_name: str, x_fw: n
     return float(snr_per_position(got, ref.y_hwc).min())
 
 
-def ort_session(path, threads: int = 1):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def ort_sessions(e: dict, ref: Reference, workdir: Path):
     """(onnxruntime int8 session of the ONNX file, its float session, the input name, the reference inputs
     as they take them); both sessions one thread, every graph optimization on."""
@@ -272,7 +262,7 @@ def ort_sessions(e: dict, ref: Reference, workdir: Path):
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     x_fw = framework_input(e, ref)
-    session = ort_session(e["path"])
+    session = _peers().onnxruntime_session(e["path"])
     input_name = session.get_inputs()[0].name
 
     class Reader(CalibrationDataReader):
@@ -291,7 +281,7 @@ def ort_sessions(e: dict, ref: Reference, workdir: Path):
             prepared = e["path"]
         quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return ort_session(int8), session, input_name, x_fw
+    return _peers().onnxruntime_session(int8), session, input_name, x_fw
 
 
 def load_average() -> str:

@@ -219,11 +219,7 @@ def models(draw):
                         bias=rng.integers(-300, 301, c) if draw(st.booleans()) else 0,
                         **pool_fields(draw, rng, c), **neuron_fields(draw, rng, c, last))
         layers.append(layer)
-        try:
-            model = es.Model(layers=list(layers), input_shape=shape, input_bits=input_bits)
-        except es.ModelError as exc:
-            assume(False)
-            raise AssertionError from exc  # unreachable: assume raises
+        model = model_or_reject(list(layers), shape, input_bits)
         shapes[name] = model.layers[-1].output_shape
         value_max[name] = model.layers[-1].output_max if model.layers[-1].neuron != "none" else 0
         current = name
@@ -252,6 +248,15 @@ def test_native_equals_reference(cpu, data):
         np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
         assert potentials.dtype == np.int32
         assert stats == expected_stats, f"\nplan {device.plan}, native:\n{stats}\nreference:\n{expected_stats}"
+
+
+def model_or_reject(layers, input_shape, input_bits: int) -> es.Model:
+    """The drawn layers as a Model; a draw the Model refuses (es.ModelError) is rejected, not a failure."""
+    try:
+        return es.Model(layers=layers, input_shape=input_shape, input_bits=input_bits)
+    except es.ModelError as exc:
+        assume(False)
+        raise AssertionError from exc  # unreachable: assume raises
 
 
 def features(layer) -> set[str]:
@@ -379,11 +384,7 @@ def kernel_choice_models(draw):
         if draw(st.booleans()):  # multipliers whose products leave i32: the i64 requantization
             changes["mid_multiplier"] = rng.integers(1 << 20, 1 << 30, layer.weights.shape[-1])
             changes["mid_shift"] = rng.integers(20, 40, layer.weights.shape[-1])
-    try:
-        return es.Model(layers=[layer.replace(**changes)], input_shape=shape, input_bits=input_bits)
-    except es.ModelError as exc:
-        assume(False)
-        raise AssertionError from exc  # unreachable: assume raises
+    return model_or_reject([layer.replace(**changes)], shape, input_bits)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -425,11 +426,7 @@ def spiking_models(draw):
         cout = draw(st.integers(1, 10))
         layers.append(Dense(name="out", weights=rng.integers(-3, 4, (int(np.prod(current)), cout)), weight_bits=4,
                             bias=rng.integers(-5, 6, cout), neuron="none"))
-    try:
-        return es.Model(layers=layers, input_shape=shape, input_bits=8)
-    except es.ModelError as exc:
-        assume(False)
-        raise AssertionError from exc
+    return model_or_reject(layers, shape, 8)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -490,11 +487,7 @@ def spike_models(draw):
         layer = Dense(name="dense", weights=weights, weight_bits=weight_bits, bias=rng.integers(-300, 301, cout),
                       **neuron_fields(draw, rng, cout, last=True))
     layers.append(layer)
-    try:
-        return es.Model(layers=layers, input_shape=input_shape, input_bits=input_bits)
-    except es.ModelError as exc:
-        assume(False)
-        raise AssertionError from exc  # unreachable: assume raises
+    return model_or_reject(layers, input_shape, input_bits)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -618,11 +611,7 @@ def spiking_conv_chains(draw):
     conv = Conv2D(name="conv", weights=weights, weight_bits=weight_bits, bias=rng.integers(-300, 301, cout),
                   padding=padding_field(draw, h, w, kh, kw, 1, 1), **pool_fields(draw, rng, cout),
                   **neuron_fields(draw, rng, cout, last=True))
-    try:
-        return es.Model(layers=[spikes, conv], input_shape=(h, w, 2), input_bits=4)
-    except es.ModelError as exc:
-        assume(False)
-        raise AssertionError from exc  # unreachable: assume raises
+    return model_or_reject([spikes, conv], (h, w, 2), 4)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -143,11 +143,7 @@ def run_trace_and_check(loaded: LoadedModel, x5: np.ndarray, timesteps: int, mar
         raise harness.FuzzFinding(f"trace run's output differs from the reference, margin {margin}")
     if list(used)[:batch] != expected_trace["timesteps_used"].tolist():
         raise harness.FuzzFinding(f"timesteps used {list(used)[:batch]}, reference {expected_trace['timesteps_used']}")
-    for got, want in zip(stats, expected_stats.layers):
-        for name in native.STATS_FIELDS:
-            if getattr(got, name) != getattr(want, name):
-                raise harness.FuzzFinding(f"trace run, layer {want.name} {name}: native {getattr(got, name)}, "
-                                          f"reference {getattr(want, name)}")
+    check_stats(stats, expected_stats, "trace run, ")
 
 
 def check_against_reference(loaded: LoadedModel, x5: np.ndarray, timesteps: int, output, stats) -> None:
@@ -156,10 +152,15 @@ def check_against_reference(loaded: LoadedModel, x5: np.ndarray, timesteps: int,
     potentials = np.frombuffer(output, dtype=np.int32, count=expected.size).reshape(expected.shape)
     if not np.array_equal(potentials, expected):
         raise harness.FuzzFinding(f"potentials differ from the reference on {x5.shape} T={timesteps}")
+    check_stats(stats, expected_stats)
+
+
+def check_stats(stats, expected_stats, run: str = "") -> None:
+    """Every field of the native per-layer statistics equals the reference's (`run`: the message's prefix)."""
     for got, want in zip(stats, expected_stats.layers):
         for name in native.STATS_FIELDS:
             if getattr(got, name) != getattr(want, name):
-                raise harness.FuzzFinding(f"layer {want.name} {name}: native {getattr(got, name)}, "
+                raise harness.FuzzFinding(f"{run}layer {want.name} {name}: native {getattr(got, name)}, "
                                           f"reference {getattr(want, name)}")
 
 
