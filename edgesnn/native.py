@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .devices import Device, DeviceInfo, LayerPlacement, MappingReport, with_plans
-from .errors import DeviceError, FormatError
+from .errors import DeviceError, FormatError, ModelError
 from .statistics import COUNT_FIELDS, Statistics
 
 LIBRARY_ENV = "EDGESNN_NATIVE_LIB"
@@ -141,6 +141,15 @@ def _signatures() -> dict:
                                                 ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int32, ctypes.c_void_p,
                                                 ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
                                                 ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]),
+        # streaming (native/src/stream.zig)
+        "esnn_stream_bytes": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint32, c_size_p, ctypes.c_char_p,
+                                             ctypes.c_size_t]),
+        "esnn_stream_init": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t,
+                                            ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_size_t]),
+        "esnn_stream_push": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                                            ctypes.c_size_t, ctypes.c_void_p]),
+        "esnn_stream_reset": (ctypes.c_int, [ctypes.c_void_p]),
+        "esnn_stream_message": (ctypes.c_char_p, [ctypes.c_void_p]),
     }
 
 
@@ -347,6 +356,94 @@ def _input_pointer(x5: np.ndarray):
     if x5.flags.writeable:
         return ctypes.byref(ctypes.c_char.from_buffer(x5))  # about 0.3 us; numpy's .ctypes.data about 1.3 us
     return _address(x5)
+
+
+class NativeStream:
+    """A sliding window over a stream of input rows (frames), run by native/src/stream.zig: a window
+    every ``hop_frames`` frames, each bit-exact with running the model on that window, at the cost of
+    the rows the new frames complete rather than the whole window (docs/c-api.md, "Streaming").
+
+        stream = NativeStream(native_model(model), hop_frames=1)
+        outputs = stream.push(frames)    # uint8 (k, W, C) -> int32 (windows completed, OH, OW, OC)
+
+    A model that pads along time (rows), pools inside the window, or has spiking neurons or
+    branches cannot stream: ModelError with the engine's reason (run whole windows instead).
+    """
+
+    def __init__(self, model: NativeModel, hop_frames: int):
+        hop_frames = int(hop_frames)
+        if not 1 <= hop_frames < 2**31:
+            raise ValueError(f"hop_frames must be a positive number of frames, got {hop_frames}")
+        self.hop_frames = hop_frames
+        self.window_frames = model.input_shape[0]
+        self.frame_shape = model.input_shape[1:]                 # (W, C) of one frame
+        self.output_shape = model.output_shape
+        self._model_memory = model._memory                       # the stream points into the model
+        self._library = model.library
+        lib = model.library.lib
+        message = ctypes.create_string_buffer(MESSAGE_BYTES)
+        size = ctypes.c_size_t()
+        status = lib.esnn_stream_bytes(model._handle, hop_frames, ctypes.byref(size), message, MESSAGE_BYTES)
+        if status != STATUS_OK:
+            raise ModelError(f"the model cannot stream ({self._library.status_name(status)}): {_message(message)}")
+        self.memory_bytes = size.value
+        self._memory = ctypes.create_string_buffer(self.memory_bytes)
+        handle = ctypes.c_void_p()
+        status = lib.esnn_stream_init(model._handle, hop_frames, self._memory, self.memory_bytes,
+                                      ctypes.byref(handle), message, MESSAGE_BYTES)
+        if status != STATUS_OK:
+            raise DeviceError(f"native stream init failed ({self._library.status_name(status)}): {_message(message)}")
+        self._handle = handle
+        self._push = lib["esnn_stream_push"]          # without argtypes: the arguments go as ready ctypes values
+        self._push.restype = ctypes.c_int
+        self._windows = ctypes.c_uint32()
+        self._windows_pointer = ctypes.byref(self._windows)
+        self._frame_values = int(np.prod(self.frame_shape))
+        self._output_values = int(np.prod(self.output_shape))
+        self.frames_pushed = 0
+        self._outputs = self._output_buffer(2)
+
+    def _output_buffer(self, windows: int) -> tuple:
+        outputs = np.empty((windows, *self.output_shape), np.int32)
+        return outputs, _address(outputs), ctypes.c_size_t(outputs.size)
+
+    def windows_for(self, frame_count: int) -> int:
+        """The windows that `frame_count` more frames complete."""
+        def complete(frames):
+            return 0 if frames < self.window_frames else (frames - self.window_frames) // self.hop_frames + 1
+        return complete(self.frames_pushed + frame_count) - complete(self.frames_pushed)
+
+    def push(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames (k, W, C) (or (k, W * C)) -> int32 outputs (windows, OH, OW, OC) of the windows they
+        complete, in order (a view of the stream's buffer: copy it to keep it past the next push)."""
+        if type(frames) is not np.ndarray or frames.dtype is not _UINT8 or not frames.flags.c_contiguous:
+            if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
+                raise TypeError(f"stream frames must be a uint8 array (k, {', '.join(map(str, self.frame_shape))}), "
+                                f"got {type(frames).__name__} {getattr(frames, 'dtype', '')}")
+            frames = np.ascontiguousarray(frames)
+        if frames.size % self._frame_values != 0 or (frames.ndim > 1 and frames.shape[0] * self._frame_values != frames.size):
+            raise ValueError(f"stream frames must be (k, {', '.join(map(str, self.frame_shape))}) uint8, got shape "
+                             f"{frames.shape}")
+        count = frames.size // self._frame_values
+        windows = self.windows_for(count)
+        outputs, address, size = self._outputs
+        if outputs.shape[0] < windows:
+            self._outputs = outputs, address, size = self._output_buffer(windows)
+        status = self._push(self._handle, _address(frames) if frames.size else None, ctypes.c_size_t(frames.size),
+                            address, size, self._windows_pointer)
+        if status != STATUS_OK:
+            text = self._library.lib.esnn_stream_message(self._handle).decode("utf-8", "replace")
+            if status == STATUS_INPUT:
+                raise ValueError(f"stream frame values out of range: {text}")
+            raise DeviceError(f"native stream push failed ({self._library.status_name(status)}): {text}")
+        self.frames_pushed += count
+        assert self._windows.value == windows
+        return outputs[:windows]
+
+    def reset(self) -> None:
+        """Forget the frames pushed: the next push starts a new stream."""
+        self._library.lib.esnn_stream_reset(self._handle)
+        self.frames_pushed = 0
 
 
 def native_model(model, library: Library | None = None, plan: str = "fast") -> NativeModel:

@@ -630,3 +630,103 @@ def test_spike_gather_over_many_timesteps_equals_reference(cpu, data):
         potentials, stats = device.run(model, x5)
         np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
         assert stats == expected_stats, f"\nplan {device.plan}, native:\n{stats}\nreference:\n{expected_stats}"
+
+
+# -- streaming (native/src/stream.zig): a window every hop, computed row by row --------------------
+
+def relu_fields(rng, draw, channels: int) -> dict:
+    bits = draw(st.sampled_from((1, 2, 4, 8)))
+    fields = {"neuron": "relu", "activation_bits": bits, "out_multiplier": rng.integers(0, 1 << 12, channels),
+              "out_shift": rng.integers(0, 17, channels)}
+    if draw(st.integers(0, 3)) == 0:
+        fields["out_zero_point"] = rng.integers(0, 1 << bits, channels)
+    return fields
+
+
+@st.composite
+def streamable_models(draw):
+    """Chains valid along time (no padding on the rows; any padding and pad value along the width):
+    1-3 convolutions of every spatial kind with strides along time up to 3, then a global average
+    pool or a dense layer reading the whole window, then 0-2 dense layers."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (draw(st.integers(6, 24)), draw(st.integers(1, 8)), draw(st.integers(1, 4)))
+    input_bits = draw(st.integers(1, 8))
+    layers, current, value_max = [], shape, (1 << input_bits) - 1
+    spatial_count = draw(st.integers(1, 3))
+    pooled = draw(st.booleans())
+    head_count = draw(st.integers(0 if pooled else 1, 2))
+    for index in range(spatial_count):
+        h, w, c = current
+        kind = draw(st.sampled_from(("input_conv2d", "conv2d", "depthwise2d", "separable2d") if index == 0
+                                    else ("conv2d", "depthwise2d", "separable2d")))
+        weight_bits = draw(st.sampled_from((2, 4, 8)))
+        w_low, w_high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+        zeros = draw(st.sampled_from((0.0, 0.5, 0.9)))
+        kh, kw = draw(st.integers(1, min(4, h))), draw(st.integers(1, 4))
+        sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        left, right = draw(st.integers(0, kw - 1)), draw(st.integers(0, kw - 1))
+        multiplier = draw(st.sampled_from((1, 1, 2))) if kind in ("depthwise2d", "separable2d") else 1
+        mid = c * multiplier
+        cout = mid if kind == "depthwise2d" else draw(channel_counts)
+        last_layer = index == spatial_count - 1 and head_count == 0
+        neuron = {"neuron": "none"} if last_layer and draw(st.booleans()) else relu_fields(rng, draw, cout)
+        fields = {"name": f"s{index}", "weight_bits": weight_bits, "stride": (sh, sw),
+                  "padding": (0, 0, left, right), "pad_value": pad_value_field(draw, rng, c, value_max),
+                  "bias": rng.integers(-300, 301, cout), **neuron,
+                  "pool": "global_avg" if pooled and index == spatial_count - 1 else None}
+        if kind in ("input_conv2d", "conv2d"):
+            cls = InputConv2D if kind == "input_conv2d" else Conv2D
+            layer = cls(**fields, weights=sparse_ints(rng, w_low, w_high, (kh, kw, c, cout), zeros))
+        elif kind == "depthwise2d":
+            layer = Depthwise2D(**fields, depth_multiplier=multiplier,
+                                weights=sparse_ints(rng, w_low, w_high, (kh, kw, mid), zeros))
+        else:
+            layer = Separable2D(**fields, depth_multiplier=multiplier,
+                                weights=sparse_ints(rng, w_low, w_high, (kh, kw, mid), zeros),
+                                pointwise=sparse_ints(rng, w_low, w_high, (mid, cout), zeros),
+                                mid_bits=draw(st.sampled_from((2, 4, 8))),
+                                mid_multiplier=rng.integers(0, 1 << 10, mid), mid_shift=rng.integers(0, 12, mid))
+        layers.append(layer)
+        model = model_or_reject(list(layers), shape, input_bits)
+        current, value_max = model.layers[-1].output_shape, model.layers[-1].output_max
+    for index in range(head_count):
+        h, w, c = current
+        cout = draw(channel_counts)
+        weight_bits = draw(st.sampled_from((2, 4, 8)))
+        w_low, w_high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+        last_layer = index == head_count - 1
+        neuron = {"neuron": "none"} if last_layer and draw(st.booleans()) else relu_fields(rng, draw, cout)
+        layers.append(Dense(name=f"d{index}", weight_bits=weight_bits, bias=rng.integers(-300, 301, cout),
+                            weights=sparse_ints(rng, w_low, w_high, (h * w * c, cout), 0.3), **neuron))
+        model = model_or_reject(list(layers), shape, input_bits)
+        current = model.layers[-1].output_shape
+    return model
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_stream_equals_reference_on_every_window(cpu, data):
+    """A stream of frames pushed in pieces of any size gives, every hop, the reference's output on that
+    window (and the offline native run's), bit for bit, for any hop."""
+    model = data.draw(streamable_models())
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    window = model.input_shape[0]
+    hop = data.draw(st.sampled_from((1, 1, 2, 3, 4, 5, window, window + 2)))
+    frames = rng.integers(0, 1 << model.input_bits, (window + data.draw(st.integers(0, 3 * window)), *model.input_shape[1:]))
+    frames = np.where(rng.random(frames.shape) < data.draw(st.sampled_from((0.1, 0.5, 1.0))), frames, 0).astype(np.uint8)
+    stream = native.NativeStream(native.native_model(model, cpu.library), hop)
+    outputs, pushed = [], 0
+    while pushed < frames.shape[0]:
+        piece = data.draw(st.integers(1, 7))
+        outputs.append(stream.push(frames[pushed:pushed + piece]).copy())
+        pushed += piece
+    outputs = np.concatenate(outputs)
+    starts = range(0, frames.shape[0] - window + 1, hop)
+    assert outputs.shape == (len(starts), *model.output_shape)
+    windows = np.stack([frames[t:t + window] for t in starts])[:, None]
+    expected, _ = reference.run(model, windows)
+    np.testing.assert_array_equal(outputs, expected)
+    offline, _ = cpu.run(model, windows)
+    np.testing.assert_array_equal(outputs, offline)
+    stream.reset()   # a new stream: the same windows again
+    np.testing.assert_array_equal(stream.push(frames[:window]), expected[:1])

@@ -110,6 +110,22 @@ int esnn_run(esnn_context *context, const uint8_t *input, size_t input_values, u
              uint32_t timesteps, int32_t *output, size_t output_values, esnn_layer_stats *stats,
              size_t stats_count);
 
+/* Streaming (docs/c-api.md, "Streaming"): a window every `hop_frames` input rows (frames), each output
+ * bit-exact with esnn_run on that window, computing only the rows of each layer that new frames
+ * complete. For models valid along time (no padding on the rows), chains of convolutions ending in a
+ * global average pool or a dense layer, then dense layers; others get ESNN_ERROR_LAYER and the reason. */
+typedef struct esnn_stream esnn_stream;
+int esnn_stream_bytes(const esnn_model *model, uint32_t hop_frames, size_t *bytes_out, char *message,
+                      size_t message_bytes);
+int esnn_stream_init(const esnn_model *model, uint32_t hop_frames, void *memory, size_t memory_bytes,
+                     esnn_stream **stream_out, char *message, size_t message_bytes);
+/* frames: uint8 (k, W, C), k = frame_values / (W * C) rows of the model input; outputs: int32
+ * (windows, OH, OW, C), room for every window the k frames complete; windows_out: their count. */
+int esnn_stream_push(esnn_stream *stream, const uint8_t *frames, size_t frame_values, int32_t *outputs,
+                     size_t output_values, uint32_t *windows_out);
+int esnn_stream_reset(esnn_stream *stream); /* forget the frames pushed: a new stream */
+const char *esnn_stream_message(esnn_stream *stream); /* the last push's error, "" if none */
+
 #ifdef __cplusplus
 }
 #endif

@@ -10,6 +10,7 @@ const loader = @import("loader.zig");
 const engine = @import("engine.zig");
 const status_zig = @import("status.zig");
 const planner = @import("planner.zig");
+const stream_zig = @import("stream.zig");
 
 const Status = status_zig.Status;
 const Diagnostic = status_zig.Diagnostic;
@@ -261,6 +262,80 @@ export fn esnn_run(
     stats_count: usize,
 ) c_int {
     return esnn_run_batch(handle, input, input_values, 1, input_timesteps, timesteps, output, output_values, stats, stats_count);
+}
+
+// -- streaming (stream.zig, docs/c-api.md "Streaming") ----------------------------------------------
+
+fn streamFrom(handle: ?*anyopaque) ?*stream_zig.Stream {
+    const pointer = handle orelse return null;
+    if (@intFromPtr(pointer) % @alignOf(stream_zig.Stream) != 0) return null;
+    const stream: *stream_zig.Stream = @ptrCast(@alignCast(pointer));
+    return if (stream.magic == stream_zig.stream_magic) stream else null;
+}
+
+/// The memory a stream of this model with a window every `hop_frames` frames needs; ESNN_LAYER with
+/// the reason when the model cannot stream (it pads along time, pools inside the window, ...).
+export fn esnn_stream_bytes(handle: ?*const anyopaque, hop_frames: u32, bytes_out: ?*usize, message: ?[*]u8, message_bytes: usize) c_int {
+    var diag = diagnosticFor(message, message_bytes);
+    const model = modelFrom(handle) orelse return code(diag.fail(.argument, "model is not a loaded esnn_model", .{}) catch diag.status);
+    const out = bytes_out orelse return code(diag.fail(.argument, "bytes_out is NULL", .{}) catch diag.status);
+    const bytes = stream_zig.memoryBytes(model, hop_frames, &diag) catch return code(diag.status);
+    out.* = @intCast(bytes);
+    return code(.ok);
+}
+
+export fn esnn_stream_init(
+    handle: ?*const anyopaque,
+    hop_frames: u32,
+    memory: ?[*]u8,
+    memory_bytes: usize,
+    stream_out: ?*?*anyopaque,
+    message: ?[*]u8,
+    message_bytes: usize,
+) c_int {
+    var diag = diagnosticFor(message, message_bytes);
+    const model = modelFrom(handle) orelse return code(diag.fail(.argument, "model is not a loaded esnn_model", .{}) catch diag.status);
+    const mem = memory orelse return code(diag.fail(.argument, "memory is NULL", .{}) catch diag.status);
+    const out = stream_out orelse return code(diag.fail(.argument, "stream_out is NULL", .{}) catch diag.status);
+    out.* = null;
+    const stream = stream_zig.init(model, hop_frames, mem[0..memory_bytes], &diag) catch return code(diag.status);
+    out.* = stream;
+    return code(.ok);
+}
+
+/// Push `frame_values` / (W * C) frames (u8, each one row of the model input); the output of every
+/// window they complete goes to `outputs` in order, their count to `windows_out`.
+export fn esnn_stream_push(
+    handle: ?*anyopaque,
+    frames: ?[*]const u8,
+    frame_values: usize,
+    outputs: ?[*]i32,
+    output_values: usize,
+    windows_out: ?*u32,
+) c_int {
+    const stream = streamFrom(handle) orelse return code(.argument);
+    var diag: Diagnostic = .{ .buffer = &stream.message };
+    stream.message[0] = 0;
+    const out = windows_out orelse return code(diag.fail(.argument, "windows_out is NULL", .{}) catch diag.status);
+    out.* = 0;
+    const frames_slice: []const u8 = if (frames) |f| f[0..frame_values] else if (frame_values == 0) &.{} else return code(diag.fail(.argument, "frames is NULL", .{}) catch diag.status);
+    const outputs_slice: []i32 = if (outputs) |o| o[0..output_values] else &.{};
+    const windows = stream_zig.push(stream, frames_slice, outputs_slice, &diag) catch return code(diag.status);
+    out.* = @intCast(windows);
+    return code(.ok);
+}
+
+/// Forget the frames pushed: the next frame starts a new stream.
+export fn esnn_stream_reset(handle: ?*anyopaque) c_int {
+    const stream = streamFrom(handle) orelse return code(.argument);
+    stream_zig.reset(stream);
+    return code(.ok);
+}
+
+/// The message of the stream's last failed push ("" after a successful one).
+export fn esnn_stream_message(handle: ?*anyopaque) [*:0]const u8 {
+    const stream = streamFrom(handle) orelse return "not an esnn_stream";
+    return @ptrCast(&stream.message);
 }
 
 comptime {

@@ -10,6 +10,7 @@ test {
     _ = @import("planner.zig");
     _ = @import("engine.zig");
     _ = @import("exports.zig");
+    _ = @import("stream.zig");
     _ = @import("kernels/vector.zig");
     _ = @import("kernels/neuron.zig");
     _ = @import("kernels/pooling.zig");

@@ -1,0 +1,465 @@
+//! Streaming execution (docs/c-api.md, "Streaming"): a model whose layers are valid along time (no
+//! padding on the rows of the input; padding along the width is fine) is run on a sliding window of
+//! input rows (frames) without recomputing the window. Every row of every layer of a window equals a
+//! row of the same layer in the window one cumulative stride later, so each layer keeps a ring of
+//! its recent output rows and, when a frame arrives, computes only the rows that frame completes:
+//! one row per layer and frame (fewer with a hop that shares a factor with the strides). Every
+//! `hop_frames` frames the window's last spatial layer is reduced as the offline run reduces it
+//! (its global average pool over the kept rows, or the dense layer reading them all) and the dense
+//! head runs once. The rows are computed by the layers' own kernels, each given a copy of its layer
+//! one output row high, so a window's output is bit-exact with esnn_run of the same window.
+//!
+//! Positions: the row of layer l that starts at input frame u reads the rows of its producer at
+//! u + D_l * k (k < kernel_h), where D_l is the product of the strides along time before l; within a
+//! window rows of l lie S_l = D_l * stride_h apart. Windows start at multiples of the hop h, so layer
+//! l needs the positions that are multiples of g_l = gcd(h, S_l) and computes exactly those. They
+//! fall into S_l / g_l phases (position / g_l mod phases); the rows one later row (of the next layer
+//! or the window) reads are consecutive rows of one phase, kept twice in the phase's ring (at slot j
+//! and j + kept) so that the last `kept` of them are one contiguous slice, the kernel's input.
+//!
+//! Nothing allocates: the stream lives at the start of caller memory sized by `memoryBytes`.
+
+const std = @import("std");
+const limits = @import("limits.zig");
+const model_zig = @import("model.zig");
+const planner = @import("planner.zig");
+const status_zig = @import("status.zig");
+const vector = @import("kernels/vector.zig");
+const conv2d = @import("kernels/conv2d.zig");
+const depthwise2d = @import("kernels/depthwise2d.zig");
+const separable2d = @import("kernels/separable2d.zig");
+const dense = @import("kernels/dense.zig");
+const pooling = @import("kernels/pooling.zig");
+const neuron = @import("kernels/neuron.zig");
+const frame_zig = @import("kernels/frame.zig");
+
+const Diagnostic = status_zig.Diagnostic;
+const Error = Diagnostic.Error;
+const Layer = model_zig.Layer;
+const Model = model_zig.Model;
+
+pub const stream_magic: u32 = 0x4d52_5453; // "STRM"
+
+/// Frames between two windows, 1..hop_frames_max.
+pub const hop_frames_max = 1 << 20;
+
+/// What the last spatial layer's kept rows are: the potentials its global average pool sums, or
+/// the activations the first dense layer reads as one (H, W, C) input.
+const Tail = enum { pooled, flattened };
+
+/// The rows one layer (or the model input) keeps: `phases` rings of 2 * `kept` rows each.
+const Ring = struct {
+    /// (phases, 2 * kept, row_bytes); rows of i32 potentials take whole 64-byte vectors, so theirs
+    /// stay aligned for i32 access.
+    data: []u8,
+    row_bytes: usize,
+    step: u32, // g: frames between the positions computed
+    spacing: u32, // S: frames between the rows of one window
+    phases: u32, // S / g
+    kept: u32, // rows kept per phase
+    rows_done: u64 = 0, // rows computed; row m starts at frame m * step
+
+    fn slot(ring: *const Ring, m: u64, copy: u32) []u8 {
+        const phase = m % ring.phases;
+        const j = m / ring.phases;
+        const index = phase * 2 * ring.kept + j % ring.kept + copy * ring.kept;
+        const start = limits.usizeFrom(index) * ring.row_bytes;
+        return ring.data[start..][0..ring.row_bytes];
+    }
+
+    /// After row m was written at its slot: the same bytes at the slot `kept` rows later.
+    fn mirror(ring: *const Ring, m: u64) void {
+        @memcpy(ring.slot(m, 1), ring.slot(m, 0));
+    }
+
+    /// The `kept` rows of row m's phase that end with row m (m >= (kept - 1) * phases), contiguous.
+    fn lastRows(ring: *const Ring, m: u64) []u8 {
+        std.debug.assert(m / ring.phases + 1 >= ring.kept and m < ring.rows_done);
+        const phase = m % ring.phases;
+        const j = m / ring.phases;
+        const index = phase * 2 * ring.kept + (j + 1) % ring.kept;
+        const start = limits.usizeFrom(index) * ring.row_bytes;
+        return ring.data[start..][0 .. ring.row_bytes * ring.kept];
+    }
+};
+
+/// One spatial layer run a row at a time.
+const Stage = struct {
+    /// The model's layer with its input `kernel_h` rows high and one output row (no pooling).
+    layer: Layer,
+    /// The model's own layer.
+    model_layer: *const Layer,
+    dilation: u32, // D: frames between the producer rows one row reads
+    rows: Ring, // this layer's output rows: u8 activations, or i32 potentials (Tail.pooled's last)
+    keeps_potentials: bool,
+    frame: []u8, // the one-row layer's padded input (empty when it reads its input directly)
+};
+
+/// A dense layer after the spatial ones, run once per window.
+const HeadStage = struct {
+    layer: *const Layer,
+    potentials: []i32, // (Cout_p)
+    activations: []u8, // (Cout_p); empty for neuron none
+};
+
+pub const Stream = struct {
+    magic: u32 = stream_magic,
+    model: *const Model,
+    hop_frames: u32,
+    window_frames: u32, // model input H
+    frame_values: usize, // W * C of one input frame
+    frames_pushed: u64 = 0,
+    input: Ring, // the model input's frames, channels padded
+    stages: []Stage,
+    tail: Tail,
+    head: []HeadStage,
+    pooled: []i32, // Tail.pooled: the last spatial layer's pool (Cout_p)
+    pooled_activations: []u8, // its neuron stage (Cout_p); empty for neuron none (the model's output)
+    potentials: []i32, // scratch: one row of any stage's potentials
+    events: []model_zig.Event, // scratch: the most any kernel call lists
+    mid: []i32, // scratch: a separable row's intermediate
+    message: [limits.message_bytes_max]u8 = @splat(0),
+};
+
+/// The layout of a stream in its memory: byte offsets from the aligned start.
+const Layout = struct {
+    used: u64 = 0,
+
+    fn take(layout: *Layout, bytes: u64) u64 {
+        const offset = layout.used;
+        layout.used = limits.alignUp(layout.used + bytes, limits.buffer_alignment);
+        return offset;
+    }
+};
+
+/// What `check` finds: the last spatial layer and how it ends.
+const Shape = struct { spatial_count: u32, tail: Tail };
+
+fn isSpatial(layer: *const Layer) bool {
+    return switch (layer.kind) {
+        .input_conv2d, .conv2d, .depthwise2d, .separable2d => true,
+        .dense, .add, .concat => false,
+    };
+}
+
+/// Whether the model streams (see the file comment), else a .layer failure naming the first layer
+/// that does not and what would.
+fn check(model: *const Model, hop_frames: u32, diag: *Diagnostic) Error!Shape {
+    if (hop_frames < 1 or hop_frames > hop_frames_max) {
+        return diag.fail(.argument, "hop_frames {d}, expected 1..{d} frames between windows", .{ hop_frames, hop_frames_max });
+    }
+    for (model.layers, 0..) |*layer, index| {
+        const before: i32 = @as(i32, @intCast(index)) - 1;
+        if (layer.input_count != 1 or layer.inputs[0] != before) {
+            return diag.fail(.layer, "layer {d} ({s}) does not read only the layer before it: streaming runs a chain of layers", .{ index, @tagName(layer.kind) });
+        }
+        if (layer.neuron.isSpiking()) {
+            return diag.fail(.layer, "layer {d} has spiking neurons ({s}): their state runs over timesteps, not over the rows of a window; run whole windows", .{ index, @tagName(layer.neuron) });
+        }
+    }
+    var spatial_count: u32 = 0;
+    while (spatial_count < model.layers.len and isSpatial(&model.layers[spatial_count])) : (spatial_count += 1) {
+        const layer = &model.layers[spatial_count];
+        if (layer.pad_top != 0 or layer.pad_bottom != 0) {
+            return diag.fail(.layer, "layer {d} ({s}) pads along time (rows: top {d}, bottom {d}): a row of one window then differs from that row of a later window; streaming needs layers valid in time (padding along the width only), else run whole windows", .{
+                spatial_count, @tagName(layer.kind), layer.pad_top, layer.pad_bottom,
+            });
+        }
+    }
+    if (spatial_count == 0) {
+        return diag.fail(.layer, "layer 0 is {s}: it reads the whole window at once, nothing streams row by row (streaming needs convolutions first)", .{@tagName(model.layers[0].kind)});
+    }
+    const last = &model.layers[spatial_count - 1];
+    for (model.layers[0 .. spatial_count - 1], 0..) |*layer, index| {
+        if (layer.pool != .none) {
+            return diag.fail(.layer, "layer {d} pools ({s}) inside the window: only a global average pool on the last convolution streams", .{ index, @tagName(layer.pool) });
+        }
+    }
+    const tail: Tail = switch (last.pool) {
+        .global_avg => .pooled,
+        .none => .flattened,
+        else => return diag.fail(.layer, "layer {d} pools ({s}) inside the window: only a global average pool on the last convolution streams", .{ spatial_count - 1, @tagName(last.pool) }),
+    };
+    if (tail == .flattened and (spatial_count == model.layers.len or last.neuron == .none)) {
+        return diag.fail(.layer, "layer {d} is the last convolution and neither pools globally nor feeds a dense layer: its output rows are not streamed", .{spatial_count - 1});
+    }
+    for (model.layers[spatial_count..], spatial_count..) |*layer, index| {
+        if (layer.kind != .dense) {
+            return diag.fail(.layer, "layer {d} ({s}) follows the convolutions: streaming takes only dense layers after them", .{ index, @tagName(layer.kind) });
+        }
+    }
+    return .{ .spatial_count = spatial_count, .tail = tail };
+}
+
+fn gcd(a: u64, b: u64) u32 {
+    return @intCast(std.math.gcd(a, b));
+}
+
+/// Bytes of caller memory a stream of this model at this hop needs (alignment slack included), or a
+/// failure saying why the model does not stream.
+pub fn memoryBytes(model: *const Model, hop_frames: u32, diag: *Diagnostic) Error!u64 {
+    const shape = try check(model, hop_frames, diag);
+    var layout: Layout = .{};
+    _ = plan(model, hop_frames, shape, &layout, null);
+    return layout.used + limits.buffer_alignment - 1;
+}
+
+/// Lay the stream out (and build it when `memory` is given): one pass for both, so the sizes agree.
+fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, memory: ?[]align(limits.buffer_alignment) u8) ?*Stream {
+    const Carver = struct {
+        memory: ?[]align(limits.buffer_alignment) u8,
+        layout: *Layout,
+
+        fn take(carver: @This(), comptime T: type, count: u64) []T {
+            const offset = carver.layout.take(count * @sizeOf(T));
+            const memory_ = carver.memory orelse return &.{};
+            const piece = memory_[limits.usizeFrom(offset)..][0..limits.usizeFrom(count * @sizeOf(T))];
+            return @as([*]T, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(count)];
+        }
+
+        fn ring(carver: @This(), row_bytes: u64, step: u32, spacing: u32, kept: u32) Ring {
+            const phases = spacing / step;
+            const data = carver.take(u8, @as(u64, phases) * 2 * kept * row_bytes);
+            return .{ .data = data, .row_bytes = limits.usizeFrom(row_bytes), .step = step, .spacing = spacing, .phases = phases, .kept = kept };
+        }
+    };
+    const carver: Carver = .{ .memory = memory, .layout = layout };
+    const header = carver.take(Stream, 1);
+    const spatial = model.layers[0..shape.spatial_count];
+    const stages = carver.take(Stage, spatial.len);
+    const head = carver.take(HeadStage, model.layers.len - spatial.len);
+
+    // the model input: every frame, kept as long as the first layer's window of rows
+    const input_row_bytes = @as(u64, model.input.w) * model.input.channelsPadded();
+    const input = carver.ring(input_row_bytes, 1, 1, spatial[0].kernel_h);
+    var potentials_max: u64 = 0;
+    var events_max: u64 = 0;
+    var mid_max: u64 = 0;
+    var dilation: u32 = 1;
+    for (spatial, 0..) |*layer, index| {
+        var sub = layer.*;
+        sub.input.h = layer.kernel_h;
+        sub.input_shapes[0].h = layer.kernel_h;
+        sub.synaptic.h = 1;
+        sub.pool = .none;
+        sub.output = sub.synaptic;
+        const row_taps = carver.take(model_zig.TapRange, sub.input.h);
+        for (row_taps, 0..) |*range, iy| range.* = vector.tapRange(@intCast(iy), 0, sub.kernel_h, sub.stride_h, 1);
+        if (memory != null) sub.row_taps = row_taps;
+        const spacing = dilation * layer.stride_h;
+        const step = gcd(hop_frames, spacing);
+        const is_last = index + 1 == spatial.len;
+        const keeps_potentials = is_last and shape.tail == .pooled;
+        const kept = if (is_last) layer.synaptic.h else spatial[index + 1].kernel_h;
+        const row_values = @as(u64, sub.synaptic.w) * sub.synaptic.channelsPadded();
+        const rows = carver.ring(row_values * @as(u64, if (keeps_potentials) @sizeOf(i32) else 1), step, spacing, kept);
+        const frame = carver.take(u8, if (sub.usesFrame()) sub.frameBytes() else 0);
+        potentials_max = @max(potentials_max, row_values);
+        events_max = @max(events_max, planner.eventsMax(&sub));
+        if (layer.kind == .separable2d) mid_max = @max(mid_max, sub.synaptic.pixels() * sub.depthwiseChannelsPadded());
+        if (memory != null) {
+            stages[index] = .{ .layer = sub, .model_layer = layer, .dilation = dilation, .rows = rows, .keeps_potentials = keeps_potentials, .frame = frame };
+        }
+        dilation = spacing;
+    }
+    const last = &spatial[spatial.len - 1];
+    const pooled = carver.take(i32, if (shape.tail == .pooled) last.output.valuesPadded() else 0);
+    const pooled_activations = carver.take(u8, if (shape.tail == .pooled and last.neuron != .none) last.output.valuesPadded() else 0);
+    for (model.layers[spatial.len..], 0..) |*layer, index| {
+        const channels = layer.output.valuesPadded();
+        const potentials = carver.take(i32, channels);
+        const activations = carver.take(u8, if (layer.neuron == .none) 0 else channels);
+        events_max = @max(events_max, planner.eventsMax(layer));
+        if (memory != null) head[index] = .{ .layer = layer, .potentials = potentials, .activations = activations };
+    }
+    const potentials = carver.take(i32, potentials_max);
+    const events = carver.take(model_zig.Event, events_max);
+    const mid = carver.take(i32, mid_max);
+    if (memory == null) return null;
+    const stream = &header[0];
+    stream.* = .{
+        .model = model,
+        .hop_frames = hop_frames,
+        .window_frames = model.input.h,
+        .frame_values = limits.usizeFrom(@as(u64, model.input.w) * model.input.c),
+        .input = input,
+        .stages = stages,
+        .tail = shape.tail,
+        .head = head,
+        .pooled = pooled,
+        .pooled_activations = pooled_activations,
+        .potentials = potentials,
+        .events = events,
+        .mid = mid,
+    };
+    for (stages) |*stage| frame_zig.paint(&stage.layer, stage.frame);
+    return stream;
+}
+
+/// Lay a stream out at the start of `memory` (any alignment, at least memoryBytes long).
+pub fn init(model: *const Model, hop_frames: u32, memory: []u8, diag: *Diagnostic) Error!*Stream {
+    const needed = try memoryBytes(model, hop_frames, diag);
+    if (memory.len < needed) {
+        return diag.fail(.argument, "memory: {d} bytes given, a stream of this model at a hop of {d} frames needs {d} (esnn_stream_bytes)", .{ memory.len, hop_frames, needed });
+    }
+    const start: usize = limits.usizeFrom(limits.alignUp(@intFromPtr(memory.ptr), limits.buffer_alignment) - @intFromPtr(memory.ptr));
+    const used = limits.usizeFrom(needed - (limits.buffer_alignment - 1));
+    const aligned: []align(limits.buffer_alignment) u8 = @alignCast(memory[start..][0..used]);
+    @memset(aligned, 0); // padding lanes of the rows and the frames' borders start zero
+    var layout: Layout = .{};
+    const shape = check(model, hop_frames, diag) catch unreachable; // memoryBytes passed it
+    const stream = plan(model, hop_frames, shape, &layout, aligned).?;
+    std.debug.assert(layout.used == used);
+    return stream;
+}
+
+/// Start a new stream (the frames pushed so far are forgotten).
+pub fn reset(stream: *Stream) void {
+    stream.frames_pushed = 0;
+    stream.input.rows_done = 0;
+    for (stream.stages) |*stage| stage.rows.rows_done = 0;
+}
+
+/// Windows that `frame_count` more frames complete.
+pub fn windowsCompleted(stream: *const Stream, frame_count: u64) u64 {
+    return windowsBy(stream, stream.frames_pushed + frame_count) - windowsBy(stream, stream.frames_pushed);
+}
+
+/// Windows complete after `frames` frames: those starting at 0, h, 2h, ... that fit.
+fn windowsBy(stream: *const Stream, frames: u64) u64 {
+    if (frames < stream.window_frames) return 0;
+    return (frames - stream.window_frames) / stream.hop_frames + 1;
+}
+
+/// Push `frames` (frame_count, W, C) u8; the output of each window they complete goes to `outputs`
+/// ((windows, OH, OW, OC) i32, in order). Returns the windows completed.
+pub fn push(stream: *Stream, frames: []const u8, outputs: []i32, diag: *Diagnostic) Error!u64 {
+    const model = stream.model;
+    if (frames.len % stream.frame_values != 0) {
+        return diag.fail(.argument, "frames: {d} values given, a whole number of frames of ({d}, {d}) = {d} values expected", .{
+            frames.len, model.input.w, model.input.c, stream.frame_values,
+        });
+    }
+    const frame_count = frames.len / stream.frame_values;
+    const windows = windowsCompleted(stream, frame_count);
+    const output_values = model.outputLayer().output.values();
+    if (outputs.len < windows * output_values) {
+        return diag.fail(.argument, "outputs: {d} values given, the {d} window(s) these {d} frame(s) complete need {d}", .{
+            outputs.len, windows, frame_count, windows * output_values,
+        });
+    }
+    const input_max = model.inputMax();
+    if (input_max < std.math.maxInt(u8) and frames.len != 0 and vector.maxU8(frames) > input_max) {
+        const index = for (frames, 0..) |value, i| {
+            if (value > input_max) break i;
+        } else unreachable;
+        const within = index % stream.frame_values;
+        return diag.fail(.input, "frame {d} (pushed frame {d}) column {d} channel {d} is {d}, above 2^input_bits - 1 = {d}", .{
+            stream.frames_pushed + index / stream.frame_values, index / stream.frame_values, within / model.input.c, within % model.input.c, frames[index], input_max,
+        });
+    }
+    var written: u64 = 0;
+    for (0..frame_count) |f| {
+        pushFrame(stream, frames[f * stream.frame_values ..][0..stream.frame_values]);
+        const pushed = stream.frames_pushed;
+        if (pushed >= stream.window_frames and (pushed - stream.window_frames) % stream.hop_frames == 0) {
+            const output = outputs[limits.usizeFrom(written * output_values)..][0..limits.usizeFrom(output_values)];
+            runWindow(stream, pushed - stream.window_frames, output);
+            written += 1;
+        }
+    }
+    std.debug.assert(written == windows);
+    return written;
+}
+
+/// One frame into the input ring, then every row it completes, layer by layer.
+fn pushFrame(stream: *Stream, frame: []const u8) void {
+    const model = stream.model;
+    const channels = model.input.c;
+    const row = stream.input.slot(stream.input.rows_done, 0);
+    frame_zig.copyPixels(row, model.input.channelsPadded(), frame, channels, channels, model.input.w);
+    stream.input.mirror(stream.input.rows_done);
+    stream.input.rows_done += 1;
+    stream.frames_pushed += 1;
+    var producer = &stream.input;
+    var newest: u64 = stream.input.rows_done - 1; // the producer's row just written
+    for (stream.stages) |*stage| {
+        const position = newest * producer.step; // where that row starts
+        const reach = @as(u64, stage.dilation) * (stage.layer.kernel_h - 1);
+        if (position < reach) return;
+        const start = position - reach; // the row it completes starts here
+        if (start % stage.rows.step != 0) return;
+        const m = start / stage.rows.step;
+        std.debug.assert(m == stage.rows.rows_done);
+        runRow(stream, stage, producer.lastRows(newest), m);
+        producer = &stage.rows;
+        newest = m;
+    }
+}
+
+/// Row m of a stage from its producer's rows (kernel_h rows, contiguous).
+fn runRow(stream: *Stream, stage: *Stage, input: []const u8, m: u64) void {
+    const sub = &stage.layer;
+    const target = stage.rows.slot(m, 0);
+    const row_values = limits.usizeFrom(@as(u64, sub.synaptic.w) * sub.synaptic.channelsPadded());
+    const potentials = if (stage.keeps_potentials)
+        @as([*]i32, @ptrCast(@alignCast(target.ptr)))[0..row_values]
+    else
+        stream.potentials[0..row_values];
+    var fused: neuron.Fused = .{ .layer = sub, .activations = target };
+    const fuse = !stage.keeps_potentials and planner.fusesRelu(sub);
+    const fused_arg: ?*neuron.Fused = if (fuse) &fused else null;
+    const quads: []model_zig.Quad = @as([*]model_zig.Quad, @ptrCast(stream.events.ptr))[0..stream.events.len];
+    _ = switch (sub.kind) {
+        .input_conv2d, .conv2d => conv2d.run(sub, input, if (sub.isNarrowConv()) 0 else vector.countNonZeroU8(input), potentials, quads, stage.frame, fused_arg),
+        .depthwise2d => depthwise2d.run(sub, input, stage.frame, potentials, fused_arg),
+        .separable2d => separable2d.run(sub, input, stage.frame, stream.mid[0..limits.usizeFrom(sub.synaptic.pixels() * sub.depthwiseChannelsPadded())], potentials, stream.events, fused_arg),
+        .dense, .add, .concat => unreachable,
+    };
+    if (!stage.keeps_potentials and !fused.done) _ = neuron.run(sub, potentials, &.{}, target);
+    stage.rows.mirror(m);
+    stage.rows.rows_done = m + 1;
+}
+
+/// The window starting at frame `start`: its last spatial layer's rows reduced, then the head.
+fn runWindow(stream: *Stream, start: u64, output: []i32) void {
+    const model = stream.model;
+    const last = &stream.stages[stream.stages.len - 1];
+    const rows = &last.rows;
+    std.debug.assert(start % rows.step == 0);
+    const first = start / rows.step; // the window's first row; its rows are first + r * phases
+    const newest = first + @as(u64, rows.kept - 1) * rows.phases;
+    std.debug.assert(newest < rows.rows_done and rows.rows_done <= newest + rows.phases);
+    const kept = rows.lastRows(newest);
+    var input: []const u8 = kept;
+    var potentials: []const i32 = &.{};
+    if (stream.tail == .pooled) {
+        const sums = @as([*]const i32, @ptrCast(@alignCast(kept.ptr)))[0 .. kept.len / @sizeOf(i32)];
+        pooling.run(last.model_layer, sums, stream.pooled);
+        potentials = stream.pooled;
+        if (stream.pooled_activations.len != 0) {
+            _ = neuron.run(last.model_layer, stream.pooled, &.{}, stream.pooled_activations);
+            input = stream.pooled_activations;
+        }
+    }
+    const quads: []model_zig.Quad = @as([*]model_zig.Quad, @ptrCast(stream.events.ptr))[0..stream.events.len];
+    for (stream.head) |*stage| {
+        _ = dense.run(stage.layer, input, vector.countNonZeroU8(input), stage.potentials, quads);
+        potentials = stage.potentials;
+        if (stage.layer.neuron != .none) {
+            _ = neuron.run(stage.layer, stage.potentials, &.{}, stage.activations);
+            input = stage.activations;
+        }
+    }
+    const out_layer = model.outputLayer();
+    const channels = out_layer.output.c;
+    const channels_padded = out_layer.output.channelsPadded();
+    for (0..limits.usizeFrom(out_layer.output.pixels())) |pixel| {
+        const target = output[pixel * channels ..][0..channels];
+        if (out_layer.neuron == .none) {
+            @memcpy(target, potentials[pixel * channels_padded ..][0..channels]);
+        } else {
+            for (target, input[pixel * channels_padded ..][0..channels]) |*value, activation| value.* = activation;
+        }
+    }
+}
