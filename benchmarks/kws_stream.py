@@ -2,16 +2,23 @@
 
     python benchmarks/kws_stream.py                     # the shipped 4-bit pipeline, 60 s of audio, 20 ms hop
     python benchmarks/kws_stream.py --seconds 600 --hop-s 0.04 --json out.json
+    python benchmarks/kws_stream.py --model kws.esnn --onnx kws.onnx   # any kws pipeline file and its float model
 
 The audio (the shipped demo recording, looped) is pushed in hop-sized chunks, as a microphone
 would give it. The loop is Pipeline.stream's own (edgesnn.pipeline.StreamSession), timed part by
-part: the incremental MFCC frontend (only the new frames), the window (the ring of the last 1 s of
-frames copied into the one model input), inference (one native call, and the softmax) and the
-detector. The same loop runs twice: with the integer
-model on edgesnn's engine, and with the same float model (edgesnn/data/kws_dscnn.onnx) in
-onnxruntime (one thread), everything else identical. The process is pinned to one core and the
-times are CPU time (time.process_time), so other load on a shared machine does not count; wall
-time is printed too. Real-time factor = seconds of compute / seconds of audio.
+part: features (the incremental MFCC frontend, only the new frames, quantized), inference (the
+model's output for every window the frames complete) and smoothing (the softmax and the detector).
+Inference runs three ways in the same loop, everything else identical:
+
+- edgesnn stream: the native engine's streaming executor (docs/c-api.md "Streaming"), which
+  computes only the rows of each layer the new frame completes; for models valid along time
+  (a model that pads along time is reported as not streaming, with the engine's reason);
+- edgesnn window: the last 1 s of frames copied into the model input and the whole window run;
+- onnxruntime window: the same float model (--onnx) in onnxruntime (one thread) on each window.
+
+The process is pinned to one core and the times are CPU time (time.process_time), so other load
+on a shared machine does not count directly (it still slows the caches: compare the ratios of one
+run); wall time is printed too. Real-time factor = seconds of compute / seconds of audio.
 
 Detection latency: on the demo recording (its words and times in kws_demo.json), the time from
 each keyword's end to its detection, in stream time (plus the compute of one hop, which the RTF
@@ -45,31 +52,31 @@ class Timer:
         self.cpu_s += time.process_time() - self._start
 
 
-def run_loop(pipe, chunks, settings, infer=None) -> tuple[dict, list]:
-    """Pipeline.stream's loop (its StreamSession) with a timer per part; ``infer(input uint8 (1, 49, 10, 1))
-    -> scores (C,)`` replaces the session's own inference when given."""
-    session = StreamSession(pipe, settings)
-    if infer is not None:
-        session.infer = infer
-    parts = {name: Timer() for name in ("frontend", "window", "inference", "detector")}
-    frontend, window, inference, detector = parts.values()
+PARTS = ("features", "inference", "smoothing")
+
+
+def run_loop(pipe, chunks, settings, mode, forward=None, scores=None) -> tuple[dict, list]:
+    """Pipeline.stream's loop (its StreamSession in `mode`) with a timer per part; ``forward(input uint8
+    (1, 49, 10, 1)) -> output`` and ``scores(output) -> (C,)`` replace the session's own when given."""
+    session = StreamSession(pipe, settings, mode=mode)
+    if forward is not None:
+        session.forward = forward
+    if scores is not None:
+        session.scores = scores
+    parts = {name: Timer() for name in PARTS}
+    features, inference, smoothing = parts.values()
     update = session.detector.update
     detections = []
     for chunk in chunks:
-        with frontend:
+        with features:
             frames = session.frames(chunk)
-        windows = session.windows(frames)
-        while True:
-            with window:
-                item = next(windows, None)
-            if item is None:
-                break
-            with inference:
-                scores = session.infer(item[0])
-            with detector:
-                detection = update(item[1], scores)
-            if detection is not None:
-                detections.append(detection)
+        with inference:
+            outputs = session.outputs(frames)
+        with smoothing:
+            for output, time_s in outputs:
+                detection = update(time_s, session.scores(output))
+                if detection is not None:
+                    detections.append(detection)
     return {name: t.cpu_s for name, t in parts.items()}, detections
 
 
@@ -104,26 +111,38 @@ def main(argv=None) -> int:
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(args.onnx), options, providers=["CPUExecutionProvider"])
 
-    def onnx_infer(window):   # (1, 49, 10, 1) uint8 -> NCHW float in [0, 1]
-        logits = session.run(None, {"mfcc": (window.transpose(0, 3, 1, 2) / np.float32(255.0)).astype(np.float32)})[0]
-        e = np.exp(logits[0] - logits[0].max())
+    def onnx_forward(window):   # (1, 49, 10, 1) uint8 -> logits (1, C), the float model on NCHW in [0, 1]
+        return session.run(None, {input_name: (window.transpose(0, 3, 1, 2) / np.float32(255.0)).astype(np.float32)})[0]
+
+    def softmax(logits):
+        e = np.exp(logits - logits.max())
         return e / e.sum()
 
-    results = {}
-    for name, infer in (("edgesnn", None), ("onnxruntime", onnx_infer)):
-        run_loop(pipe, chunks[:100], settings, infer)      # warm up
+    input_name = session.get_inputs()[0].name
+    streams, note = StreamSession(pipe, settings).mode == "stream", None
+    if not streams:
+        note = StreamSession(pipe, settings).note
+    loops = {"edgesnn stream": ("stream", None, None), "edgesnn window": ("window", None, None),
+             "onnxruntime window": ("window", onnx_forward, softmax)}
+    if not streams:
+        del loops["edgesnn stream"]
+    results = {"hop_frames": hop_frames, "streams": streams, "not_streaming_because": note}
+    for name, (mode, forward, scores) in loops.items():
+        run_loop(pipe, chunks[:100], settings, mode, forward, scores)      # warm up
         wall = time.perf_counter()
-        parts, detections = run_loop(pipe, chunks, settings, infer)
+        parts, detections = run_loop(pipe, chunks, settings, mode, forward, scores)
         wall = time.perf_counter() - wall
         results[name] = {"parts_cpu_s": parts, "total_cpu_s": sum(parts.values()), "wall_s": wall,
                          "rtf": sum(parts.values()) / args.seconds,
                          "rtf_parts": {k: v / args.seconds for k, v in parts.items()},
+                         "us_per_hop": sum(parts.values()) / len(chunks) * 1e6,
                          "detections": len(detections)}
     wall = time.perf_counter()
     cpu = time.process_time()
     via_pipeline = list(pipe.stream(chunks, hop_s=settings.hop_s))   # untimed parts: what users get
     results["Pipeline.stream"] = {"rtf": (time.process_time() - cpu) / args.seconds,
                                   "wall_s": time.perf_counter() - wall, "detections": len(via_pipeline)}
+    results["load_average"] = os.getloadavg()
 
     truth_path = args.audio.with_suffix(".json")
     latencies = []
@@ -138,13 +157,18 @@ def main(argv=None) -> int:
                               "median_s": float(np.median(latencies)) if latencies else None,
                               "max_s": float(np.max(latencies)) if latencies else None}
 
-    print(f"streaming KWS, {args.seconds:g} s of audio in {settings.hop_s * 1000:g} ms hops, one core, CPU time")
-    print(f"{'engine':<12} {'RTF':>8} " + " ".join(f"{k:>10}" for k in results["edgesnn"]["rtf_parts"]) + "   wall s")
-    for name in ("edgesnn", "onnxruntime"):
+    print(f"streaming KWS ({args.model.name}), {args.seconds:g} s of audio in {settings.hop_s * 1000:g} ms hops, "
+          f"one core, CPU time; load average {results['load_average'][0]:.1f}")
+    if note:
+        print(f"edgesnn stream: not run, the model does not stream: {note}")
+    onnx_rtf = results["onnxruntime window"]["rtf"]
+    print(f"{'loop':<20} {'RTF':>8} " + " ".join(f"{k:>10}" for k in PARTS) + "   us/hop  vs onnxruntime  wall s")
+    for name in loops:
         r = results[name]
-        print(f"{name:<12} {r['rtf']:>8.4f} " + " ".join(f"{v:>10.4f}" for v in r["rtf_parts"].values())
-              + f"   {r['wall_s']:.1f}")
-    print(f"Pipeline.stream (edgesnn, as users call it): RTF {results['Pipeline.stream']['rtf']:.4f}")
+        print(f"{name:<20} {r['rtf']:>8.4f} " + " ".join(f"{v:>10.4f}" for v in r["rtf_parts"].values())
+              + f"   {r['us_per_hop']:6.0f}  {r['rtf'] / onnx_rtf:>13.2f}x  {r['wall_s']:.1f}")
+    print(f"Pipeline.stream (edgesnn, as users call it, {StreamSession(pipe, settings).mode} mode): "
+          f"RTF {results['Pipeline.stream']['rtf']:.4f}")
     if "latency" in results:
         lat = results["latency"]
         median = "-" if lat["median_s"] is None else f"{lat['median_s'] * 1000:.0f} ms"

@@ -256,22 +256,32 @@ class StreamSession:
     What ``Pipeline.stream`` runs, in parts a benchmark can time one by one:
 
     - ``frames(chunk)``: the frontend's incremental MFCC of the new samples only, as uint8 (k, n_mfcc);
-    - ``windows(frames)``: each frame goes into a ring (every frame stored twice, at i and
-      i + window_frames, so the last window is one contiguous slice); every ``hop_frames`` frames the
-      last window is copied into the one model-input array the session owns, and (input, end time) is
-      yielded;
-    - ``infer(input)``: one native call (``Model.forward``) and the softmax, -> scores (C,);
+    - ``outputs(frames)``: the model's output potentials (OH, OW, C) and end time of every window the
+      frames complete. Two modes (``mode``):
+
+      * ``"stream"``: the frames go to the native engine's stream (edgesnn.native.NativeStream,
+        docs/c-api.md "Streaming"), which computes only the rows of each layer the new frames
+        complete; bit-exact with the whole-window run. Used when the model streams (valid along
+        time: no padding on the rows) on the ``cpu`` device with one timestep.
+      * ``"window"``: each frame goes into a ring (stored twice, at i and i + window_frames, so the
+        last window is one contiguous slice); every ``hop_frames`` frames the window is copied into
+        the one model-input array the session owns and the model runs on it (``forward``).
+        ``note`` says why the session is not streaming.
+
+    - ``scores(output)``: the classifier's softmax, -> scores (C,);
     - ``detector.update(time_s, scores)``: TFLite Micro's RecognizeCommands smoothing.
 
-    Nothing is allocated per frame beyond what numpy's operations return; the samples, the ring and
-    the model input are allocated once. ``finish(on_pad)`` pads a stream that gave fewer than
-    ``min_count`` windows with silence (and tells ``on_pad``).
+    Nothing is allocated per frame beyond what numpy's operations return. ``finish(on_pad)`` pads a
+    stream that gave fewer than ``min_count`` windows with silence (and tells ``on_pad``).
     """
 
-    def __init__(self, pipe: Pipeline, settings: DetectorSettings):
+    def __init__(self, pipe: Pipeline, settings: DetectorSettings, mode: str | None = None):
         fe = pipe.frontend
         if pipe.labels is None:
             raise ModelError("Pipeline.stream: the pipeline has no labels; give labels=[...] to name the keywords")
+        if mode not in (None, "stream", "window"):
+            raise ValueError(f"StreamSession mode {mode!r}, expected None (stream when the model can), 'stream' "
+                             f"or 'window'")
         self.pipe, self.settings, self.frontend = pipe, settings, fe
         self.detector = Detector.from_settings(pipe.labels, settings)
         self.window_frames = fe.output_shape[0]
@@ -284,21 +294,37 @@ class StreamSession:
         self.windows_seen = 0
         model, device, timesteps = pipe.model, pipe.device, pipe.timesteps
         classifier = pipe.classifier
-
-        def infer(x):
-            return classifier.scores(model.forward(x, timesteps=timesteps, device=device), timesteps or 1)[0]
-
-        self.infer = infer
+        self.forward = lambda x: model.forward(x, timesteps=timesteps, device=device)
+        self.scores = lambda output: classifier.scores_one(output, timesteps or 1)
+        self.native, self.note = (None, "whole-window runs asked for") if mode == "window" else \
+            _native_stream(pipe, self.hop_frames)
+        if mode == "stream" and self.native is None:
+            raise ModelError(f"Pipeline.stream: the model cannot stream: {self.note}")
+        self.mode = "window" if self.native is None else "stream"
 
     def frames(self, chunk) -> np.ndarray:
         """uint8 (k, n_mfcc): the frames the chunk completes."""
         return self.frontend.quantize(self.stream.push(chunk))
 
-    def windows(self, frames: np.ndarray):
-        """Yield (model input uint8 (1, W, n_mfcc, 1), end time s) for each window the frames complete.
+    def window_time_s(self, index: int) -> float:
+        """End time of window ``index`` (counted from 0): the end of its last frame."""
+        fe = self.frontend
+        last_frame = self.window_frames - 1 + index * self.hop_frames
+        return (last_frame * fe.hop_samples + fe.frame_samples) / fe.sample_rate
 
-        The input array is the session's own, overwritten by the next window."""
-        fe, ring, w = self.frontend, self.ring, self.window_frames
+    def outputs(self, frames: np.ndarray) -> list:
+        """[(output potentials (OH, OW, C) int32, end time s)] of each window the frames complete."""
+        if self.native is None:
+            return [(self.forward(x)[0], time_s) for x, time_s in self.windows(frames)]
+        outputs = self.native.push(frames)
+        first = self.windows_seen
+        self.windows_seen += outputs.shape[0]
+        return [(outputs[k], self.window_time_s(first + k)) for k in range(outputs.shape[0])]
+
+    def windows(self, frames: np.ndarray):
+        """Yield (model input uint8 (1, W, n_mfcc, 1), end time s) for each window the frames complete
+        (the "window" mode). The input array is the session's own, overwritten by the next window."""
+        ring, w = self.ring, self.window_frames
         first = self.stream.frames_emitted - frames.shape[0]
         for offset in range(frames.shape[0]):
             index = first + offset            # index of this frame since the stream began
@@ -307,12 +333,12 @@ class StreamSession:
             if index + 1 >= w and (index + 1 - w) % self.hop_frames == 0:
                 self._input_frames[...] = ring[slot + 1:slot + 1 + w]
                 self.windows_seen += 1
-                yield self.input, (index * fe.hop_samples + fe.frame_samples) / fe.sample_rate
+                yield self.input, self.window_time_s(self.windows_seen - 1)
 
     def push(self, chunk) -> list[Detection]:
         found = []
-        for x, time_s in self.windows(self.frames(chunk)):
-            detection = self.detector.update(time_s, self.infer(x))
+        for output, time_s in self.outputs(self.frames(chunk)):
+            detection = self.detector.update(time_s, self.scores(output))
             if detection is not None:
                 found.append(detection)
         return found
@@ -331,6 +357,26 @@ class StreamSession:
                    f"{missing / fe.sample_rate:.3f} s of silence at the end")
         (on_pad or (lambda text: warnings.warn(text, stacklevel=4)))(message)
         return self.push(np.zeros(missing, dtype=np.float32))
+
+
+def _native_stream(pipe: Pipeline, hop_frames: int):
+    """(edgesnn.native.NativeStream, None) when the pipeline's model streams on its device, else
+    (None, why not): the session then runs whole windows."""
+    from .devices import resolve_device
+
+    device = resolve_device(pipe.device)
+    if pipe.timesteps not in (None, 1):
+        return None, f"the model runs {pipe.timesteps} timesteps per window; streaming runs one"
+    try:
+        from .native import CpuDevice, NativeStream
+    except (ImportError, OSError) as exc:
+        return None, f"the native engine is not available ({exc})"
+    if not isinstance(device, CpuDevice):
+        return None, f"device {device.name!r} runs whole windows (streaming runs on the 'cpu' device)"
+    try:
+        return NativeStream(device.program_of(pipe.model), hop_frames), None
+    except ModelError as exc:
+        return None, str(exc)
 
 
 def _check_stored_metadata(metadata: dict, path: Path) -> None:
