@@ -409,9 +409,10 @@ class NativeStream:
 
     def windows_for(self, frame_count: int) -> int:
         """The windows that `frame_count` more frames complete."""
-        def complete(frames):
-            return 0 if frames < self.window_frames else (frames - self.window_frames) // self.hop_frames + 1
-        return complete(self.frames_pushed + frame_count) - complete(self.frames_pushed)
+        return self._windows_by(self.frames_pushed + frame_count) - self._windows_by(self.frames_pushed)
+
+    def _windows_by(self, frames: int) -> int:
+        return 0 if frames < self.window_frames else (frames - self.window_frames) // self.hop_frames + 1
 
     def push(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (k, W, C) (or (k, W * C)) -> int32 outputs (windows, OH, OW, OC) of the windows they
@@ -421,23 +422,28 @@ class NativeStream:
                 raise TypeError(f"stream frames must be a uint8 array (k, {', '.join(map(str, self.frame_shape))}), "
                                 f"got {type(frames).__name__} {getattr(frames, 'dtype', '')}")
             frames = np.ascontiguousarray(frames)
-        if frames.size % self._frame_values != 0 or (frames.ndim > 1 and frames.shape[0] * self._frame_values != frames.size):
+        size = frames.size
+        count = size // self._frame_values
+        if count * self._frame_values != size or (frames.ndim > 1 and frames.shape[0] != count):
             raise ValueError(f"stream frames must be (k, {', '.join(map(str, self.frame_shape))}) uint8, got shape "
                              f"{frames.shape}")
-        count = frames.size // self._frame_values
-        windows = self.windows_for(count)
-        outputs, address, size = self._outputs
+        window, hop, before = self.window_frames, self.hop_frames, self.frames_pushed
+        after = before + count
+        windows = (0 if after < window else (after - window) // hop + 1) - \
+            (0 if before < window else (before - window) // hop + 1)
+        outputs, address, capacity = self._outputs
         if outputs.shape[0] < windows:
-            self._outputs = outputs, address, size = self._output_buffer(windows)
-        status = self._push(self._handle, _address(frames) if frames.size else None, ctypes.c_size_t(frames.size),
-                            address, size, self._windows_pointer)
+            self._outputs = outputs, address, capacity = self._output_buffer(windows)
+        status = self._push(self._handle, _input_pointer(frames) if size else None, ctypes.c_size_t(size),
+                            address, capacity, self._windows_pointer)
         if status != STATUS_OK:
             text = self._library.lib.esnn_stream_message(self._handle).decode("utf-8", "replace")
             if status == STATUS_INPUT:
                 raise ValueError(f"stream frame values out of range: {text}")
             raise DeviceError(f"native stream push failed ({self._library.status_name(status)}): {text}")
-        self.frames_pushed += count
-        assert self._windows.value == windows
+        if self._windows.value != windows:
+            raise DeviceError(f"native stream completed {self._windows.value} windows, {windows} expected")
+        self.frames_pushed = after
         return outputs[:windows]
 
     def reset(self) -> None:

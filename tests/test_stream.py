@@ -8,6 +8,9 @@ every streamable kind, against the reference on both builds: tests/test_native_b
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -18,58 +21,23 @@ from edgesnn.pipeline import StreamSession
 
 torch = pytest.importorskip("torch")
 native = pytest.importorskip("edgesnn.native")
-nn = torch.nn
 
-LABELS = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
+_spec = importlib.util.spec_from_file_location("kws_stream", Path(__file__).resolve().parent.parent / "benchmarks"
+                                               / "kws_stream.py")
+kws_stream = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(kws_stream)
+dscnn, mfcc_like = kws_stream.dscnn, kws_stream.mfcc_like      # the benchmark's DS-CNN made valid in time
 
-
-def dscnn(time_pad: bool, channels: int = 24, seed: int = 0):
-    """examples/kws/train.py's DS-CNN (stem 10x4 stride 2, four depthwise-separable 3x3 blocks, the
-    last pooling before its ReLU, dense), padded along time as shipped or valid along time."""
-    torch.manual_seed(seed)
-    layers = [nn.Conv2d(1, channels, (10, 4), stride=(2, 2), padding=(5 if time_pad else 0, 1), bias=False),
-              nn.BatchNorm2d(channels), nn.ReLU()]
-    for block in range(4):
-        layers += [nn.Conv2d(channels, channels, 3, padding=(1 if time_pad else 0, 1), groups=channels, bias=False),
-                   nn.BatchNorm2d(channels), nn.ReLU(), nn.Conv2d(channels, channels, 1, bias=False),
-                   nn.BatchNorm2d(channels)]
-        layers += [nn.ReLU()] if block < 3 else [nn.AdaptiveAvgPool2d(1), nn.ReLU()]
-    layers += [nn.Flatten(), nn.Linear(channels, len(LABELS))]
-    net = nn.Sequential(*layers)
-    # batch-norm statistics measured on feature-like inputs (as training leaves them), so that every
-    # layer's activations stay spread out and the output follows the window
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.momentum = None                      # a plain average over the batches below
-    rng = np.random.default_rng(seed)
-    net.train()
-    with torch.no_grad():
-        for _ in range(4):
-            batch = np.stack([mfcc_like(rng, 49) for _ in range(32)]).transpose(0, 3, 1, 2) / 255.0
-            net(torch.as_tensor(batch, dtype=torch.float32))
-    return net.eval()
-
-
-def mfcc_like(rng, frames: int) -> np.ndarray:
-    """uint8 (frames, 10, 1) that changes along time as speech features do: each coefficient a slow
-    random walk, loud and quiet stretches (global pooling of i.i.d. noise would give every window the
-    same output)."""
-    walk = np.cumsum(rng.normal(0.0, 12.0, (frames, 10)), axis=0)
-    loudness = np.repeat(rng.uniform(0.2, 1.0, frames // 8 + 1), 8)[:frames, None]
-    return np.clip(128 + (walk - walk.mean(axis=0)) * loudness, 0, 255).astype(np.uint8)[:, :, None]
+LABELS = kws_stream.LABELS
 
 
 def convert(net, bits: int) -> es.Model:
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    calibration = np.stack([mfcc_like(rng, 49) for _ in range(48)])
-    return es.convert(net, samples=calibration, input_scaling=(255.0, 0.0), weight_bits=bits, activation_bits=bits,
-                      labels=LABELS)
+    return kws_stream.convert_dscnn(net, bits)
 
 
 @pytest.fixture(scope="module", params=[4, 8], ids=["4-4", "8-8"])
 def valid_model(request):
-    return convert(dscnn(time_pad=False), request.param)
+    return convert(dscnn(time_pad=False, channels=24), request.param)
 
 
 def push_in_pieces(stream, frames, rng) -> np.ndarray:

@@ -260,8 +260,9 @@ class KwsFrontend:
         np.divide(scaled, self.high - self.low, out=scaled)
         np.multiply(scaled, 255.0, out=scaled)
         np.add(scaled, 0.5, out=scaled)
-        np.floor(scaled, out=scaled)                                        # round half up
         np.maximum(scaled, 0.0, out=scaled)
+        # floor(x + 0.5) clipped to [0, 255] (round half up): the cast to uint8 truncates, which is the
+        # floor on the clipped, non-negative values
         return np.minimum(scaled, 255.0, out=scaled).astype(np.uint8)
 
     def calibrate(self, waveforms, percentile: float = 0.5) -> "KwsFrontend":
@@ -288,7 +289,7 @@ class KwsStream:
     Frame k covers samples ``[k * hop, k * hop + frame)`` of everything pushed so far, so the
     frames equal ``frontend.features`` of the same samples. Only the new frames are computed: the
     samples not yet consumed by a hop wait in a buffer allocated once (grown only for a chunk
-    longer than any before). Chunks are mono, at the frontend's ``sample_rate`` (resample a whole
+    longer than any before), moved to its front only when its end is reached. Chunks are mono, at the frontend's ``sample_rate`` (resample a whole
     recording with ``frontend.load`` first).
     """
 
@@ -296,8 +297,9 @@ class KwsStream:
         self.frontend = frontend
         frontend._tables()                                   # build the tables now, not on the first hop
         self._frame, self._hop = frontend.frame_samples, frontend.hop_samples
-        self._buffer = np.zeros(self._frame + 16 * self._hop, dtype=np.float64)   # (capacity,) samples
-        self._pending = 0                                     # samples waiting in _buffer[:_pending]
+        self._buffer = np.zeros(self._frame + 64 * self._hop, dtype=np.float64)   # (capacity,) samples
+        self._start = 0                                       # samples waiting in _buffer[_start:_start + _pending]
+        self._pending = 0
         self._empty = np.zeros((0, frontend.n_mfcc), dtype=np.float32)
         self.frames_emitted = 0
         self.samples_pushed = 0
@@ -313,22 +315,27 @@ class KwsStream:
         n = samples.shape[0]
         self.samples_pushed += n
         total = self._pending + n
-        if total > self._buffer.shape[0]:
-            grown = np.zeros(total + 16 * self._hop, dtype=np.float64)
-            grown[:self._pending] = self._buffer[:self._pending]
-            self._buffer = grown
+        start = self._start
+        if start + total > self._buffer.shape[0]:   # the end reached: the waiting samples move to the front
+            if total > self._buffer.shape[0]:
+                grown = np.zeros(total + 64 * self._hop, dtype=np.float64)
+                grown[:self._pending] = self._buffer[start:start + self._pending]
+                self._buffer = grown
+            else:
+                self._buffer[:self._pending] = self._buffer[start:start + self._pending]
+            start = self._start = 0
         buffer = self._buffer
-        buffer[self._pending:total] = samples
+        buffer[start + self._pending:start + total] = samples
         if total < self._frame:
             self._pending = total
             return self._empty
         count = 1 + (total - self._frame) // self._hop
         # (count, frame) overlapping rows of the buffer, a view (sliding_window_view costs ~20x more)
-        frames = buffer[None, :self._frame] if count == 1 else \
-            np.ndarray((count, self._frame), np.float64, buffer, 0, (self._hop * 8, 8))
+        frames = buffer[None, start:start + self._frame] if count == 1 else \
+            np.ndarray((count, self._frame), np.float64, buffer, start * 8, (self._hop * 8, 8))
         mfcc = self.frontend.frames_mfcc(frames).astype(np.float32)
         consumed = count * self._hop
-        buffer[:total - consumed] = buffer[consumed:total]   # numpy copies overlapping ranges safely
+        self._start = start + consumed
         self._pending = total - consumed
         self.frames_emitted += count
         return mfcc
