@@ -208,11 +208,11 @@ class KwsFrontend:
         power = squares[:, 0::2] + squares[:, 1::2]                          # re^2 + im^2
         terms = power.take(bins, axis=1)                                     # (k, K, n_mels): power[:, bins]
         np.multiply(terms, weights, out=terms)
-        mel_db = terms.transpose(1, 0, 2).sum(axis=0)                        # (k, n_mels) power
+        mel_db = np.add.reduce(terms.transpose(1, 0, 2), axis=0)             # (k, n_mels) power (.sum's own call)
         np.maximum(mel_db, DB_FLOOR_POWER, out=mel_db)
         np.log10(mel_db, out=mel_db)
         np.multiply(mel_db, 10.0, out=mel_db)                                # dB
-        return (mel_db[:, :, None] * dct).transpose(1, 0, 2).sum(axis=0)     # (k, n_mfcc)
+        return np.add.reduce((mel_db[:, :, None] * dct).transpose(1, 0, 2), axis=0)   # (k, n_mfcc)
 
     def _tables(self):
         """(window (frame,), bins (K, n_mels) int, weights (K, n_mels), dct (n_mels, n_mfcc)), built once.
