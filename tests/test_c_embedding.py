@@ -153,3 +153,40 @@ def test_an_input_of_the_wrong_size_is_refused(classify, tmp_path):
     result = run_classify([str(classify)], tmp_path / "m.esnn", np.zeros(27 * 28, np.uint8), 1, tmp_path)
     assert result.returncode == 1
     assert "has 756 bytes, the model input (28, 28, 1) needs 784" in result.stderr
+
+
+def test_stream_prints_every_window_as_the_reference(classify, tmp_path):
+    """examples/c/stream.c (built beside classify): frames pushed one at a time through the C streaming
+    API print every hop's window output, equal to the reference on that window; a model that pads
+    along time is refused with the engine's reason."""
+    rng = np.random.default_rng(12)
+
+    def model_padded(padding):
+        return es.Model([
+            L.InputConv2D(name="stem", weights=rng.integers(-60, 60, (3, 2, 1, 8)), bias=rng.integers(-50, 50, 8),
+                          stride=(2, 1), padding=padding, out_multiplier=rng.integers(1, 9, 8), out_shift=7,
+                          activation_bits=4),
+            L.Depthwise2D(name="dw", weights=rng.integers(-8, 8, (2, 3, 8)), weight_bits=4,
+                          padding=(0, 0, 1, 1) if padding != "same" else "same", pool="global_avg",
+                          out_multiplier=rng.integers(1, 9, 8), out_shift=6, activation_bits=4),
+            L.Dense(name="classes", weights=rng.integers(-8, 8, (8, 5)), weight_bits=4, neuron="none"),
+        ], input_shape=(12, 6, 1))
+
+    model = model_padded((0, 0, 1, 0))
+    model.save(tmp_path / "valid.esnn")
+    frames = rng.integers(0, 256, (31, 6, 1)).astype(np.uint8)
+    (tmp_path / "frames.u8").write_bytes(frames.tobytes())
+    command = [str(classify.parent / "stream"), str(tmp_path / "valid.esnn"), str(tmp_path / "frames.u8"), "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines() if line.startswith("window")]
+    windows = np.stack([frames[t:t + 12] for t in range(0, 31 - 12 + 1, 3)])
+    expected = model.forward(windows, device="reference").reshape(len(windows), -1)
+    assert [int(line[1]) for line in lines] == list(range(len(windows)))
+    np.testing.assert_array_equal(np.array([line[5:] for line in lines], dtype=np.int64), expected)
+    assert [int(line[3]) for line in lines] == list(expected.argmax(axis=1))
+    model_padded("same").save(tmp_path / "padded.esnn")
+    command[1] = str(tmp_path / "padded.esnn")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "does not stream (layer): layer 0 (input_conv2d) pads along time" in result.stderr

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Build libedgesnn.a for TARGET and the classify example against it, with the Zig from PyPI.
+# Build libedgesnn.a for TARGET and the classify and stream examples against it, with the Zig from PyPI.
 #
 #   examples/c/build.sh [TARGET] [OUT_DIR] [-DESNN_ARENA_BYTES=... other cc flags]
 #       TARGET: native (default) | aarch64-linux-musl | any zig target with a libc
-#       OUT_DIR: default examples/c/out/TARGET; gets lib/libedgesnn.a, include/edgesnn.h, classify
+#       OUT_DIR: default examples/c/out/TARGET; gets lib/libedgesnn.a, include/edgesnn.h, classify, stream
 #   OPTIMIZE=ReleaseSafe examples/c/build.sh     (default ReleaseFast; ReleaseSmall, Debug)
 #
 # A musl target links statically: the binary runs on any Linux of that architecture
@@ -24,4 +24,6 @@ static=()
 [[ "$target" == *musl* ]] && static=(-static)
 "${zig[@]}" cc -target "$target" "${static[@]}" -O2 -std=c11 -Wall -Wextra -Werror "$@" \
     -I "$out/include" "$here/classify.c" "$out/lib/libedgesnn.a" -o "$out/classify"
+"${zig[@]}" cc -target "$target" "${static[@]}" -O2 -std=c11 -Wall -Wextra -Werror "$@" \
+    -I "$out/include" "$here/stream.c" "$out/lib/libedgesnn.a" -o "$out/stream"
 echo "$out/classify"
