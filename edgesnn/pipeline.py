@@ -158,7 +158,9 @@ class Pipeline:
         ``chunks``: an iterable of mono sample arrays at the frontend's sample rate (float in [-1, 1]
         or int16), or a whole recording (a path or an array, fed in 0.1 s pieces). The frontend runs
         incrementally; every ``hop_s`` seconds (rounded to frames) the model classifies the last window
-        (1 s for kws) and edgesnn.detector's ``Detector`` (TFLite Micro's RecognizeCommands) smooths
+        (1 s for kws: on the ``cpu`` device a model valid along time runs on the engine's streaming
+        executor, which computes only what the new frames add, bit-exact; see StreamSession) and
+        edgesnn.detector's ``Detector`` (TFLite Micro's RecognizeCommands) smooths
         the scores over ``window_s``, and reports a keyword whose average beats ``threshold`` after at
         least ``min_count`` results, not repeating a label within ``suppression_s``; labels in
         ``ignore`` (background classes) are never reported. Settings left None come from the file
