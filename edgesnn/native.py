@@ -38,6 +38,7 @@ LIBRARY_ENV = "EDGESNN_NATIVE_LIB"
 ABI_VERSION = 1
 MESSAGE_BYTES = 512
 STATUS_OK = 0
+STATUS_ARGUMENT = 1
 STATUS_INPUT = 12
 STATS_FIELDS = COUNT_FIELDS  # esnn_layer_stats, field by field
 
@@ -372,7 +373,7 @@ class NativeStream:
 
     def __init__(self, model: NativeModel, hop_frames: int):
         hop_frames = int(hop_frames)
-        if not 1 <= hop_frames < 2**31:
+        if not 1 <= hop_frames < 2**32:     # the engine has the upper limit (native/src/stream.zig)
             raise ValueError(f"hop_frames must be a positive number of frames, got {hop_frames}")
         self.hop_frames = hop_frames
         self.window_frames = model.input_shape[0]
@@ -384,6 +385,8 @@ class NativeStream:
         message = ctypes.create_string_buffer(MESSAGE_BYTES)
         size = ctypes.c_size_t()
         status = lib.esnn_stream_bytes(model._handle, hop_frames, ctypes.byref(size), message, MESSAGE_BYTES)
+        if status == STATUS_ARGUMENT:
+            raise ValueError(f"native stream: {_message(message)}")
         if status != STATUS_OK:
             raise ModelError(f"the model cannot stream ({self._library.status_name(status)}): {_message(message)}")
         self.memory_bytes = size.value

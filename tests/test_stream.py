@@ -113,6 +113,8 @@ def test_bad_pushes_get_clear_errors():
     loaded = native.native_model(model)
     with pytest.raises(ValueError, match="hop_frames"):
         native.NativeStream(loaded, 0)
+    with pytest.raises(ValueError, match=r"hop_frames 2097152, expected 1\.\.1048576"):
+        native.NativeStream(loaded, 1 << 21)
     stream = native.NativeStream(loaded, 2)
     with pytest.raises(ValueError, match=r"\(k, 5, 2\)"):
         stream.push(np.zeros((3, 4, 2), np.uint8))
