@@ -55,7 +55,7 @@ const FdLink = struct {
     out: i32,
     socket: bool,
     spin_ns: u64,
-    spin_misses: u8 = 0, // spins in a row that ended with nothing
+    spin_misses: u8 = 0, // +1 per spin that ended with nothing, -1 per spin that caught a frame
     spin_skip: u32 = 0, // reads left that sleep without spinning first
     ahead: []u8 = read_ahead[0..],
     ahead_start: usize = 0, // bytes [ahead_start, ahead_end) arrived and are not consumed yet
@@ -97,22 +97,28 @@ const FdLink = struct {
         return .ok;
     }
 
-    /// Spin for input (spinReadable) unless recent spins missed: after 2, 3, 4 ... misses in a row
-    /// the next 1, 3, 7 ... up to 255 reads sleep at once (a host that sends seldom, or that waits
-    /// for the very CPU this spins on, is not kept waiting or spun for); a caught frame resets it.
+    /// Spin for input (spinReadable) unless recent spins missed: a miss raises a count (at most 8)
+    /// and a caught frame lowers it by one, and after a miss the next 2^count - 1 reads (1, 3, 7 ...
+    /// up to 255) sleep at once: a host that sends seldom, or that waits for the very CPU this spins
+    /// on, is soon neither kept waiting nor spun for.
+    /// A spin during which the runner was preempted counts as a miss even if it caught the frame:
+    /// another task wanted this CPU (perhaps the host itself, woken by the reply), so spinning here
+    /// takes its time away; asleep the runner would have given the CPU up at once.
     fn spun(link: *FdLink) bool {
         if (link.spin_ns == 0) return false;
         if (link.spin_skip > 0) {
             link.spin_skip -= 1;
             return false;
         }
-        if (spinReadable(link.in, link.spin_ns)) {
-            link.spin_misses = 0;
+        const before = preemptions();
+        const ready = spinReadable(link.in, link.spin_ns, before);
+        if (ready and preemptions() == before) {
+            link.spin_misses -|= 1;
             return true;
         }
-        link.spin_misses = @min(link.spin_misses + 1, 9);
-        link.spin_skip = (@as(u32, 1) << @intCast(link.spin_misses - 1)) - 1;
-        return false;
+        link.spin_misses = @min(link.spin_misses + 1, 8);
+        link.spin_skip = (@as(u32, 1) << @intCast(link.spin_misses)) - 1;
+        return ready;
     }
 
     pub fn drain(link: *FdLink, quiet_ms: i32) Read {
@@ -151,17 +157,26 @@ const FdLink = struct {
     }
 };
 
-/// Poll `fd` without sleeping for up to `spin_ns`: true once it is readable (or hung up / in error:
-/// the read that follows tells which), false when the bound passed with nothing (the caller then sleeps).
-fn spinReadable(fd: i32, spin_ns: u64) bool {
-    if (spin_ns == 0) return false;
+/// Poll `fd` without sleeping for up to `spin_ns`, or until this thread is preempted (its count of
+/// involuntary switches moves from `preempted`): true once it is readable (or hung up / in error: the
+/// read that follows tells which), false when the spin ended with nothing (the caller then sleeps).
+fn spinReadable(fd: i32, spin_ns: u64, preempted: isize) bool {
     var fds = [_]linux.pollfd{.{ .fd = fd, .events = linux.POLL.IN, .revents = 0 }};
     const until = monotonicNs() + spin_ns;
-    while (true) {
+    var round: u32 = 0;
+    while (true) : (round +%= 1) {
         const rc = linux.poll(&fds, 1, 0);
         if (linux.errno(rc) == .SUCCESS and rc > 0) return true;
         if (monotonicNs() >= until) return false;
+        if (round % 8 == 7 and preemptions() != preempted) return false;
     }
+}
+
+/// Involuntary context switches of this thread so far (getrusage): a change means it was preempted.
+fn preemptions() isize {
+    var counts: linux.rusage = undefined;
+    if (linux.errno(linux.getrusage(linux.rusage.THREAD, &counts)) != .SUCCESS) return 0;
+    return counts.nivcsw;
 }
 
 fn waitReadable(fd: i32, timeout_ms: i32) Read {

@@ -8,9 +8,9 @@ device's `spin_us`, default 500 us: more than a batch-1 run of the shipped model
 then sleeps in poll until the deadline. Asleep, the host's CPU goes idle (on a VM the vCPU halts)
 and must be woken, and each switch between host and runner leaves caches and TLB cold; spinning,
 host and runner stay each on its own core. A spin that ends without a reply (a long run, or the
-runner waiting for the very CPU the host spins on) makes the link skip spinning for the next
-waits, 1, 3, 7 ... up to 255 after 2, 3, 4 ... misses in a row, so a host whose spins do not pay
-off soon sleeps as before; a reply caught by a spin resets the count.
+runner waiting for the very CPU the host spins on) raises a count (at most 8) that a caught reply
+lowers by one, and makes the link sleep at once through the next 2^count - 1 waits (1, 3, 7 ... up
+to 255), so a host whose spins do not pay off soon sleeps as before.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import tty
 import weakref
 
 CHUNK_BYTES = 1 << 16
-SPIN_SKIP_MAX = 255   # most waits a link sleeps through without spinning after spins that missed
 _clock = time.monotonic
 
 
@@ -127,12 +126,12 @@ class FdLink:
         until = min(clock() + self.spin_s, deadline)
         while True:
             if poll(0):
-                self._spin_misses = 0
+                self._spin_misses = max(self._spin_misses - 1, 0)
                 return True
             if clock() >= until:
                 break
-        misses = self._spin_misses = min(self._spin_misses + 1, 9)
-        self._spin_skip = min((1 << (misses - 1)) - 1, SPIN_SKIP_MAX)
+        misses = self._spin_misses = min(self._spin_misses + 1, 8)
+        self._spin_skip = (1 << misses) - 1
         return False
 
     def recv_exact(self, count: int, deadline: float) -> bytes:
