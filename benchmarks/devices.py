@@ -2,6 +2,8 @@
 
     python benchmarks/devices.py             # MNIST, KWS and echo models, stdio and TCP, native and qemu
     python benchmarks/devices.py --quick     # fewer calls
+    python benchmarks/devices.py --with-no-spin   # also the link with spinning off on both sides
+    python benchmarks/devices.py --pin       # host on CPU 0, runners on CPU 1
     python benchmarks/devices.py --json out.json --markdown out.md
 
 Models: the shipped MNIST CNN (edgesnn/data/mnist_cnn_4bit.esnn, real digits as input) and a
@@ -10,24 +12,34 @@ dense 12, 4-bit, random weights, sparse random input), and "echo" (one 4-value d
 engine's work ~0: the link alone). Devices: `cpu` (the engine in this process), `remote` over stdio
 and over TCP to the runner built for this machine, and `remote` over stdio to the
 aarch64-linux-musl runner under qemu-aarch64 (emulated: a correctness path, not a speed one).
+The links wait as the plugin does by default (the host spins 500 us for a reply, the runner 100 us
+for a request, then each sleeps: docs/protocol.md "Waiting"); --spin-us / --runner-spin-us change
+that, --with-no-spin adds the same links with spinning off, interleaved in the same rounds.
 
 The comparison is interleaved in one run: the devices take turns in short blocks of calls (an
-untimed warm-up call, then 10 timed ones), round after round, so a change of machine
-load falls on every device alike; each device's figure is the median over all its timed calls. Per
-case: batch-1 latency (that median), runs/s (1 / it), the ratio to in-process cpu, the runner's own
-engine time per run (STATS run_ns_total over the same calls, a mean), "link overhead" (the remote
-latency minus that engine time: model.forward's Python, framing, CRCs, the pipe or socket and the
-two process switches) and "over cpu" (the remote latency minus the in-process cpu latency of the
-same rounds: the same forward and engine build without the link, i.e. what the link costs a user).
-Target: over cpu < 50 us at batch 1 on loopback. The load average is printed with the table
-(the machine is shared: every figure moves with it).
+untimed warm-up of 2 ms, at least one call, then 10 timed ones), round after round, so a change of
+machine load falls on every device alike; each device's figure is the median over all its timed
+calls. A second, shorter interleaved pass measures engine time alone: the runner's own per run
+(STATS run_ns_total before and after each run, asked outside the run) beside the bare native call
+in this process (esnn_run_batch through ctypes, on a context of its own); medians both.
+
+Per model and transport: batch-1 latency (the median), runs/s (1 / it), the in-process cpu latency
+of the same rounds, "overhead" = remote latency - cpu latency (what the link costs a user: the same
+model.forward and engine build without the link), and where it goes: "engine slower" = the
+runner's engine time - the in-process engine time (caches and TLB after a process switch), "link"
+= the rest (the host's Python of the remote path, framing, CRCs, the pipe or socket, the process
+switches). Target: overhead < 50 us at batch 1 on loopback; the script ends with a verdict line per
+model and transport. The machine, CPU and load average (before and after) are printed with the
+table: the machine may be shared, and every figure moves with its load.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -43,6 +55,9 @@ from edgesnn import layers as L
 
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "native"
+TARGET_US = 50.0
+ENGINE = "engine alone in process"
+WARM_UP_S = 0.002
 
 
 def kws_model(seed: int = 0) -> es.Model:
@@ -65,16 +80,20 @@ def build_runner(target: str, prefix: Path) -> Path:
 
 
 def interleaved(model, x, devices: dict, rounds: int, block: int) -> dict:
-    """{device name: [seconds per timed call]}, the devices taking turns in blocks of `block` calls
-    (the first of each block untimed: it pays for the switch from the other device) for `rounds`
-    rounds; a device given with a stride k takes part in every k-th round only (qemu: slow)."""
+    """{device name: [seconds per timed call]}, the devices taking turns in blocks of `block` timed
+    calls for `rounds` rounds, each block after an untimed warm-up of WARM_UP_S (at least one call: it
+    pays for the switch from the other device, e.g. the previous runner still spinning); a device
+    given with a stride k takes part in every k-th round only (qemu: slow)."""
     times = {name: [] for name in devices}
     clock = time.perf_counter
     for round_ in range(rounds):
         for name, (device, stride) in devices.items():
             if round_ % stride:
                 continue
+            warm_until = clock() + WARM_UP_S
             model.forward(x, device=device)
+            while clock() < warm_until:
+                model.forward(x, device=device)
             timed = times[name]
             for _ in range(block):
                 started = clock()
@@ -83,13 +102,80 @@ def interleaved(model, x, devices: dict, rounds: int, block: int) -> dict:
     return times
 
 
-def engine_ns(device) -> int:
-    return device.stats()["run_ns_total"]
+def engine_times(model, x, devices: dict, engine, rounds: int, block: int) -> dict:
+    """{name: [seconds of engine time per run]}: the runners' own (STATS run_ns_total before and after
+    each run, asked for outside the run) and the bare in-process call's (`engine`), taking turns as in
+    `interleaved` (a pass of its own: the STATS requests change the timing of the runs around them)."""
+    times = {name: [] for name in devices}
+    times[ENGINE] = []
+    for _ in range(rounds):
+        for name, device in devices.items():
+            model.forward(x, device=device)
+            total = device.stats()["run_ns_total"]
+            for _ in range(block):
+                model.forward(x, device=device)
+                now = device.stats()["run_ns_total"]
+                times[name].append((now - total) * 1e-9)
+                total = now
+        engine()
+        times[ENGINE].extend(engine() for _ in range(block))
+    return times
+
+
+def engine_alone(model, x):
+    """A callable that runs `model` on `x` once through the bare native call (esnn_run_batch via
+    ctypes, on a context of its own, arguments made once) and returns the seconds that call took."""
+    from edgesnn import native
+
+    loaded = native.native_model(model)
+    context = native._Context(loaded)
+    x5 = np.ascontiguousarray(x[:, None], dtype=np.uint8)
+    context._output_buffer(x5.shape[0])
+    arguments = (context.handle, native._input_pointer(x5), ctypes.c_size_t(x5.size), x5.shape[0], 1, 1,
+                 *context._output_arguments, *context._counts_arguments)
+    call, clock = context._run_batch, time.perf_counter
+
+    def run() -> float:
+        started = clock()
+        status = call(*arguments)
+        elapsed = clock() - started
+        if status != native.STATUS_OK:
+            raise RuntimeError(f"esnn_run_batch status {status}")
+        return elapsed
+
+    run.keep = (context, x5)   # the context and input live as long as the callable
+    return run
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    virtual = ", a VM" if " hypervisor" in flags else ""
+    pcid = "" if not flags or " pcid" in flags else ", no PCID (a process switch flushes the TLB)"
+    return (f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs{virtual}{pcid}; {platform.system()} {platform.release()}; "
+            f"Python {platform.python_version()}")
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--with-no-spin", action="store_true",
+                        help="also the link with spinning off on both sides (spin_us=0, --spin-us 0)")
+    parser.add_argument("--spin-us", type=float, default=None, help="the host's spin bound (default: the plugin's)")
+    parser.add_argument("--runner-spin-us", type=int, default=None, help="the runner's --spin-us (default: its own)")
+    parser.add_argument("--no-qemu", action="store_true")
+    parser.add_argument("--pin", action="store_true",
+                        help="this process on CPU 0, the runners on CPU 1 (taskset): each on its own core, as a "
+                             "quiet machine places them; on a loaded one the scheduler often puts both on one core")
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args()
@@ -97,6 +183,9 @@ def main() -> None:
 
     from edgesnn_remote import RemoteDevice
 
+    print(machine())
+    load_before = load_average()
+    print(f"load average at the start: {load_before}", flush=True)
     mnist = es.Model.load(ROOT / "edgesnn" / "data" / "mnist_cnn_4bit.esnn")
     rng = np.random.default_rng(0)
     x_kws = rng.integers(0, 256, (1, 49, 10, 1)).astype(np.uint8)
@@ -109,10 +198,23 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as work:
         host_runner = build_runner("native", Path(work) / "host")
+        spin = {} if args.spin_us is None else {"spin_us": args.spin_us}
+        pin = []
+        if args.pin:
+            if len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"):
+                sys.exit("--pin needs two CPUs and taskset (util-linux)")
+            os.sched_setaffinity(0, {0})
+            pin = ["taskset", "-c", "1"]
+            print("pinned: this process on CPU 0, the runners on CPU 1")
+        runner = pin + [host_runner] + ([] if args.runner_spin_us is None else ["--spin-us", str(args.runner_spin_us)])
         devices = {cpu: ("cpu", 1),
-                   "remote stdio": (RemoteDevice([host_runner]), 1),
-                   "remote tcp (loopback)": (RemoteDevice([host_runner], listen=True), 1)}
-        qemu = shutil.which("qemu-aarch64")
+                   "remote stdio": (RemoteDevice(runner, **spin), 1),
+                   "remote tcp (loopback)": (RemoteDevice(runner, listen=True, **spin), 1)}
+        if args.with_no_spin:
+            devices["remote stdio, no spin"] = (RemoteDevice(pin + [host_runner, "--spin-us", "0"], spin_us=0), 1)
+            devices["remote tcp, no spin"] = (RemoteDevice(pin + [host_runner, "--spin-us", "0"], listen=True,
+                                                           spin_us=0), 1)
+        qemu = None if args.no_qemu else shutil.which("qemu-aarch64")
         if qemu:
             arm_runner = build_runner("aarch64-linux-musl", Path(work) / "aarch64")
             devices["remote stdio, aarch64 under qemu"] = (RemoteDevice([qemu, arm_runner], timeout_s=60), 10)
@@ -121,34 +223,42 @@ def main() -> None:
             expected = model.forward(x, device="cpu")
             for device_name, (device, _) in devices.items():
                 np.testing.assert_array_equal(model.forward(x, device=device), expected)
-            remote = {name: device for name, (device, _) in devices.items() if not isinstance(device, str)}
-            before = {name: (engine_ns(device), device.stats()["runs"]) for name, device in remote.items()}
+            remote = {name: device for name, (device, stride) in devices.items()
+                      if not isinstance(device, str) and stride == 1}
             times = interleaved(model, x, devices, rounds, block)
+            engines = engine_times(model, x, remote, engine_alone(model, x), max(1, rounds // 5), block)
             cpu_latency = statistics.median(times[cpu]) * 1e6
+            engine_process = statistics.median(engines[ENGINE]) * 1e6
             for device_name, timed in times.items():
                 latency = statistics.median(timed) * 1e6
                 row = {"latency_us": latency, "runs_per_s": 1e6 / latency, "ratio_to_cpu": latency / cpu_latency,
-                       "calls": len(timed)}
-                if device_name in remote:
-                    ns, runs = before[device_name]
-                    device = remote[device_name]
-                    row["engine_us"] = (engine_ns(device) - ns) / 1e3 / (device.stats()["runs"] - runs)
-                    row["link_overhead_us"] = latency - row["engine_us"]
+                       "p25_us": float(np.percentile(timed, 25) * 1e6), "p75_us": float(np.percentile(timed, 75) * 1e6),
+                       "calls": len(timed), "cpu_us": cpu_latency, "engine_process_us": engine_process}
+                if not isinstance(devices[device_name][0], str):
                     row["over_cpu_us"] = latency - cpu_latency
+                if device_name in engines:
+                    row["engine_runner_us"] = statistics.median(engines[device_name]) * 1e6
+                    row["engine_slower_us"] = row["engine_runner_us"] - engine_process
+                    row["link_us"] = row["over_cpu_us"] - row["engine_slower_us"]
                 results[(model_name, device_name)] = row
                 print(model_name, device_name, {k: round(v, 1) for k, v in row.items()}, flush=True)
         for device, _ in devices.values():
             if not isinstance(device, str):
                 device.close()
 
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    target = "; ".join(f"{m} {d.split(' ')[1]} {results[(m, d)]['over_cpu_us']:.1f} us"
-                       for m in ("mnist", "kws") for d in ("remote stdio", "remote tcp (loopback)"))
-    table = markdown(results) + (f"\nload average: {load}; over cpu at batch 1 (target < 50 us on loopback): "
-                                 f"{target}\n")
+    load_after = load_average()
+    verdicts = []
+    for model_name in ("mnist", "kws"):
+        for device_name, transport in (("remote stdio", "stdio"), ("remote tcp (loopback)", "tcp")):
+            over = results[(model_name, device_name)]["over_cpu_us"]
+            verdicts.append(f"{model_name} {transport}: overhead {over:.1f} us over in-process cpu: target < "
+                            f"{TARGET_US:.0f} us {'met' if over < TARGET_US else 'not met'}")
+    table = (markdown(results) + f"\n{machine()}\nload average: {load_before} at the start, {load_after} at the end\n"
+             + "".join(f"{line}\n" for line in verdicts))
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({f"{m} / {d}": r for (m, d), r in results.items()}, indent=2))
+        Path(args.json).write_text(json.dumps({"machine": machine(), "load_before": load_before, "load_after": load_after,
+                                               "rows": {f"{m} / {d}": r for (m, d), r in results.items()}}, indent=2))
     if args.markdown:
         Path(args.markdown).write_text(table)
 
@@ -165,14 +275,21 @@ def _mnist_input(model) -> np.ndarray:
 
 
 def markdown(results: dict) -> str:
-    lines = ["| model | device | batch-1 latency | x cpu | runs/s | engine in runner | link overhead | over cpu |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | device | batch-1 latency (p25-p75) | runs/s | cpu in process | overhead over cpu "
+             "| engine in runner / in process | engine slower | link |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (model, device), row in results.items():
-        engine = f"{row['engine_us']:.1f} us" if "engine_us" in row else ""
-        overhead = f"{row['link_overhead_us']:.1f} us" if "link_overhead_us" in row else ""
-        over = f"{row['over_cpu_us']:.1f} us" if "over_cpu_us" in row else ""
-        lines.append(f"| {model} | {device} | {row['latency_us']:.1f} us | {row['ratio_to_cpu']:.2f} | "
-                     f"{row['runs_per_s']:,.0f} | {engine} | {overhead} | {over} |")
+        cells = [model, device, f"{row['latency_us']:.1f} us ({row['p25_us']:.0f}-{row['p75_us']:.0f})",
+                 f"{row['runs_per_s']:,.0f}", f"{row['cpu_us']:.1f} us"]
+        cells.append(f"**{row['over_cpu_us']:.1f} us**" if "over_cpu_us" in row else "")
+        if "engine_runner_us" in row:
+            cells += [f"{row['engine_runner_us']:.1f} / {row['engine_process_us']:.1f} us",
+                      f"{row['engine_slower_us']:.1f} us", f"{row['link_us']:.1f} us"]
+        elif "over_cpu_us" not in row:
+            cells += [f"- / {row['engine_process_us']:.1f} us", "", ""]
+        else:
+            cells += ["", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import plugins as _plugins   # the registry (it imports nothing of this module)
 from .errors import DeviceError
 from .statistics import Statistics, format_table
 
@@ -400,29 +401,27 @@ _resolved: dict = {}                     # None or a name -> (plugin state, inst
 
 def default_device_name() -> str:
     """'cpu' when the native engine loads, else 'reference'."""
-    from . import plugins
-
-    return "cpu" if "cpu" in plugins.devices() else "reference"
+    return "cpu" if "cpu" in _plugins.devices() else "reference"
 
 
 def resolve_device(device=None) -> Device:
     """A Device from a name, a Device, or None (the default device): one shared instance per registration.
 
     `es.device(name, **options)` builds a new, unshared one (options make it a different device).
+    Model.forward calls this on every run: a Device is returned as it is, a name seen before under the
+    same plugin state is one dict lookup.
     """
-    from . import plugins
-
     if device is None or type(device) is str:
         cached = _resolved.get(device)
-        if cached is not None and cached[0] is plugins.state_token():
+        if cached is not None and cached[0] is _plugins.state_token():
             return cached[1]
-    if isinstance(device, Device):
+    elif isinstance(device, Device):
         return device
-    if device is not None and not isinstance(device, str):
+    elif not isinstance(device, str):
         raise TypeError(f"device must be a name or an edgesnn Device, got {type(device).__name__}")
     name = default_device_name() if device is None else device
-    factory = plugins.get_device(name)
-    token = plugins.state_token()   # taken after the lookup, which loads the plugins on first use
+    factory = _plugins.get_device(name)
+    token = _plugins.state_token()   # taken after the lookup, which loads the plugins on first use
     with _instances_lock:
         key = (name, factory)
         instance = _instances.get(key)
@@ -447,9 +446,7 @@ __all__ = ["Device", "DeviceInfo", "MappingReport", "LayerPlacement", "Reference
 class _DevicesModule(types.ModuleType):
     def __call__(self) -> list[str]:
         """Names of the registered devices, sorted (edgesnn.plugins.devices)."""
-        from . import plugins
-
-        return plugins.devices()
+        return _plugins.devices()
 
 
 sys.modules[__name__].__class__ = _DevicesModule

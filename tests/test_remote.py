@@ -317,8 +317,10 @@ def test_remote_over_time_is_bit_exact_with_cpu(runner):
     def check(data, margin, per_timestep, small):
         model = data.draw(random_models())
         x5 = data.draw(inputs(model))
-        if len(model.to_bytes()) > 8000 or int(np.prod(model.output_shape)) < 2:
-            small, margin = False, None if int(np.prod(model.output_shape)) < 2 else margin
+        values = int(np.prod(model.output_shape))
+        one_trace = 8 + 40 * len(model.layers) + 4 + 4 * values * (1 + x5.shape[1])   # TRACE of one sample
+        if len(model.to_bytes()) > 8000 or one_trace > 8192 or values < 2:
+            small, margin = False, None if values < 2 else margin
         kw = dict(per_timestep=per_timestep or margin is None, early_exit=margin)
         expected = model.forward(x5, device="cpu", **kw)
         expected_stats = model.statistics
@@ -441,6 +443,67 @@ def test_a_slow_runner_times_out_within_the_timeout(runner, mnist):
         mnist.forward(x, device=device)
     assert 0.4 < time.monotonic() - started < 2.0
     device.close()   # the stopped runner is killed, not waited for
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_spinning_is_bounded_on_both_sides_and_never_spins_when_idle(runner, mnist):
+    """Both sides spin before they sleep (docs/protocol.md "Waiting"): the bounds are checked options,
+    an idle runner sleeps (no CPU while no request comes), and a host waiting for a long run spins
+    only its bound and then sleeps (its CPU time is a small part of the run's)."""
+    refused = subprocess.run([str(runner), "--spin-us", "10001"], capture_output=True, timeout=10)
+    assert refused.returncode == 2 and b"--spin-us must lie in [0, 10000]" in refused.stderr
+    with pytest.raises(ValueError, match="spin_us must lie in"):
+        RemoteDevice([runner], spin_us=-1)
+    rng = np.random.default_rng(21)
+    for runner_spin in ("0", "10000"):   # no spin; the longest the runner allows
+        device = RemoteDevice([runner, "--spin-us", runner_spin])
+        x = random_input(mnist, 1, rng)
+        for _ in range(50):
+            np.testing.assert_array_equal(mnist.forward(x, device=device), mnist.forward(x, device="cpu"))
+        pid = device._link.process.pid
+        time.sleep(0.05)   # past the spin bound after the last reply
+        idle_from = cpu_seconds(pid)
+        time.sleep(0.5)
+        assert cpu_seconds(pid) - idle_from < 0.05, f"runner --spin-us {runner_spin} used CPU while idle"
+        device.close()
+    # a run of ~100 ms: the host spins 500 us, then sleeps until the RESULT arrives
+    device = RemoteDevice([runner])
+    train = random_input(mnist, 1, rng, timesteps=600, zero_fraction=0.5)
+    expected = mnist.forward(train, device="cpu")
+    started, host_from = time.monotonic(), time.process_time()
+    np.testing.assert_array_equal(mnist.forward(train, device=device), expected)
+    wall, host_cpu = time.monotonic() - started, time.process_time() - host_from
+    assert host_cpu < 0.25 * wall, f"the host used {host_cpu * 1e3:.1f} ms of CPU in a {wall * 1e3:.1f} ms run"
+    device.close()
+
+
+def test_a_spinning_host_honours_a_timeout_shorter_than_its_spin(runner, mnist):
+    device = RemoteDevice([runner], timeout_s=0.05, spin_us=1e6)   # spins up to 1 s, times out after 50 ms
+    x = random_input(mnist, 1, np.random.default_rng(14))
+    mnist.forward(x, device=device)
+    os.kill(device._link.process.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(es.DeviceError, match="no reply within the timeout"):
+        mnist.forward(x, device=device)
+    assert 0.04 < time.monotonic() - started < 0.5
+    device.close()
+
+
+def test_a_spinning_runner_still_answers_a_truncated_frame_after_its_timeout(runner):
+    link = RawLink(runner, "--timeout-ms", "100", "--spin-us", "10000")
+    try:
+        link.send(P.encode(P.LOAD, 1, b"y" * 1000)[:P.HEADER_BYTES + 10])
+        started = time.monotonic()
+        code, _ = link.error()
+        assert code == "truncated" and 0.09 < time.monotonic() - started < 1.0
+        hello_still_answers(link)
+    finally:
+        link.close()
 
 
 class ManglingProxy:

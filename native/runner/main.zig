@@ -2,7 +2,7 @@
 //! over a framed link (docs/protocol.md).
 //!
 //!   edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--timesteps-max N]
-//!                  [--listen IP:PORT | --device PATH]
+//!                  [--spin-us US] [--listen IP:PORT | --device PATH]
 //!
 //! Serves the link on stdin/stdout by default; `--listen 127.0.0.1:0` accepts TCP connections one
 //! after another (a host reconnects by connecting again) and prints `listening IP:PORT` on stdout;
@@ -11,6 +11,13 @@
 //! Memory: one mapping made at start holds everything: two frames of --frame-bytes (default 1 MiB)
 //! and the memory budget --memory (default 16 MiB) for the loaded model and its arena. Nothing is
 //! allocated after start; a model whose program + arena exceed the budget is refused with the reason.
+//!
+//! Waiting: a read that finds no bytes first polls the link without sleeping for up to --spin-us
+//! microseconds (default 100, at most 10000; 0: never), then sleeps in poll/read (a frame timeout
+//! counts from there). A host's next request usually comes some microseconds after a reply: caught
+//! by the spin, the runner's CPU never goes idle and the runner need not be woken up (on a VM an
+//! idle vCPU halts; its wake-up and the process switches cost more than the spin). Idle, the runner
+//! spins once after a reply and then sleeps; spins that keep missing are skipped (FdLink.spun).
 
 const std = @import("std");
 const linux = std.os.linux;
@@ -30,8 +37,12 @@ const Config = struct {
     payload_bytes: u32 = payload_bytes_default,
     timeout_ms: i32 = 1000,
     timesteps_max: u32 = session_zig.timesteps_max,
+    spin_ns: u64 = spin_us_default * std.time.ns_per_us,
     mode: Mode = .stdio,
 };
+
+const spin_us_default = 100;
+const spin_us_max = 10_000;
 
 /// Bytes a link reads ahead: one read takes a whole small frame (header and payload) that arrived
 /// together, instead of a read for its first byte, one for the rest of the header and one for the payload.
@@ -43,6 +54,9 @@ const FdLink = struct {
     in: i32,
     out: i32,
     socket: bool,
+    spin_ns: u64,
+    spin_misses: u8 = 0, // +1 per spin that ended with nothing, -1 per spin that caught a frame
+    spin_skip: u32 = 0, // reads left that sleep without spinning first
     ahead: []u8 = read_ahead[0..],
     ahead_start: usize = 0, // bytes [ahead_start, ahead_end) arrived and are not consumed yet
     ahead_end: usize = 0,
@@ -57,7 +71,7 @@ const FdLink = struct {
                 done += count;
                 continue;
             }
-            if (timeout_ms >= 0) {
+            if (!link.spun() and timeout_ms >= 0) {
                 switch (waitReadable(link.in, timeout_ms)) {
                     .ok => {},
                     else => |other| return other,
@@ -81,6 +95,30 @@ const FdLink = struct {
             }
         }
         return .ok;
+    }
+
+    /// Spin for input (spinReadable) unless recent spins missed: a miss raises a count (at most 8)
+    /// and a caught frame lowers it by one, and after a miss the next 2^count - 1 reads (1, 3, 7 ...
+    /// up to 255) sleep at once: a host that sends seldom, or that waits for the very CPU this spins
+    /// on, is soon neither kept waiting nor spun for.
+    /// A spin during which the runner was preempted counts as a miss even if it caught the frame:
+    /// another task wanted this CPU (perhaps the host itself, woken by the reply), so spinning here
+    /// takes its time away; asleep the runner would have given the CPU up at once.
+    fn spun(link: *FdLink) bool {
+        if (link.spin_ns == 0) return false;
+        if (link.spin_skip > 0) {
+            link.spin_skip -= 1;
+            return false;
+        }
+        const before = preemptions();
+        const ready = spinReadable(link.in, link.spin_ns, before);
+        if (ready and preemptions() == before) {
+            link.spin_misses -|= 1;
+            return true;
+        }
+        link.spin_misses = @min(link.spin_misses + 1, 8);
+        link.spin_skip = (@as(u32, 1) << @intCast(link.spin_misses)) - 1;
+        return ready;
     }
 
     pub fn drain(link: *FdLink, quiet_ms: i32) Read {
@@ -119,6 +157,28 @@ const FdLink = struct {
     }
 };
 
+/// Poll `fd` without sleeping for up to `spin_ns`, or until this thread is preempted (its count of
+/// involuntary switches moves from `preempted`): true once it is readable (or hung up / in error: the
+/// read that follows tells which), false when the spin ended with nothing (the caller then sleeps).
+fn spinReadable(fd: i32, spin_ns: u64, preempted: isize) bool {
+    var fds = [_]linux.pollfd{.{ .fd = fd, .events = linux.POLL.IN, .revents = 0 }};
+    const until = monotonicNs() + spin_ns;
+    var round: u32 = 0;
+    while (true) : (round +%= 1) {
+        const rc = linux.poll(&fds, 1, 0);
+        if (linux.errno(rc) == .SUCCESS and rc > 0) return true;
+        if (monotonicNs() >= until) return false;
+        if (round % 8 == 7 and preemptions() != preempted) return false;
+    }
+}
+
+/// Involuntary context switches of this thread so far (getrusage): a change means it was preempted.
+fn preemptions() isize {
+    var counts: linux.rusage = undefined;
+    if (linux.errno(linux.getrusage(linux.rusage.THREAD, &counts)) != .SUCCESS) return 0;
+    return counts.nivcsw;
+}
+
 fn waitReadable(fd: i32, timeout_ms: i32) Read {
     var fds = [_]linux.pollfd{.{ .fd = fd, .events = linux.POLL.IN }};
     while (true) {
@@ -152,7 +212,7 @@ fn sayOut(comptime format: []const u8, args: anytype) void {
 }
 
 fn usage(comptime why: []const u8, args: anytype) u8 {
-    say("edgesnn-runner: " ++ why ++ "\nusage: edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--timesteps-max N] [--listen IP:PORT | --device PATH]\n", args);
+    say("edgesnn-runner: " ++ why ++ "\nusage: edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--timesteps-max N] [--spin-us US] [--listen IP:PORT | --device PATH]\n", args);
     return 2;
 }
 
@@ -187,6 +247,10 @@ fn parseArgs(args: []const [*:0]const u8, config: *Config) ?u8 {
         } else if (std.mem.eql(u8, flag, "--timesteps-max")) {
             config.timesteps_max = std.fmt.parseInt(u32, value, 10) catch return usage("--timesteps-max {s}: not a number", .{value});
             if (config.timesteps_max < 1 or config.timesteps_max > session_zig.timesteps_max) return usage("--timesteps-max must lie in [1, {d}]", .{session_zig.timesteps_max});
+        } else if (std.mem.eql(u8, flag, "--spin-us")) {
+            const spin_us = std.fmt.parseInt(u64, value, 10) catch return usage("--spin-us {s}: not a number", .{value});
+            if (spin_us > spin_us_max) return usage("--spin-us must lie in [0, {d}]", .{spin_us_max});
+            config.spin_ns = spin_us * std.time.ns_per_us;
         } else if (std.mem.eql(u8, flag, "--listen")) {
             const address = parseAddress(value) orelse return usage("--listen {s}: expected an IPv4 address and port, e.g. 127.0.0.1:0", .{value});
             config.mode = .{ .listen = .{ .addr = address.addr, .port = address.port } };
@@ -215,16 +279,16 @@ pub fn main(init: std.process.Init.Minimal) u8 {
 
     switch (config.mode) {
         .stdio => {
-            var link: FdLink = .{ .in = 0, .out = 1, .socket = false };
+            var link: FdLink = .{ .in = 0, .out = 1, .socket = false, .spin_ns = config.spin_ns };
             session_zig.serve(FdLink, &link, &session);
             return 0;
         },
-        .device => |path| return serveDevice(path, &session),
-        .listen => |address| return serveTcp(address.addr, address.port, &session),
+        .device => |path| return serveDevice(path, &session, config.spin_ns),
+        .listen => |address| return serveTcp(address.addr, address.port, &session, config.spin_ns),
     }
 }
 
-fn serveDevice(path: [*:0]const u8, session: *Session) u8 {
+fn serveDevice(path: [*:0]const u8, session: *Session, spin_ns: u64) u8 {
     const rc = linux.openat(linux.AT.FDCWD, path, .{ .ACCMODE = .RDWR, .NOCTTY = true, .CLOEXEC = true }, 0);
     if (linux.errno(rc) != .SUCCESS) {
         say("edgesnn-runner: cannot open {s}: {t}\n", .{ std.mem.span(path), linux.errno(rc) });
@@ -240,12 +304,12 @@ fn serveDevice(path: [*:0]const u8, session: *Session) u8 {
         tty.cc[@intFromEnum(linux.V.TIME)] = 0;
         _ = linux.tcsetattr(fd, .NOW, &tty);
     }
-    var link: FdLink = .{ .in = fd, .out = fd, .socket = false };
+    var link: FdLink = .{ .in = fd, .out = fd, .socket = false, .spin_ns = spin_ns };
     session_zig.serve(FdLink, &link, session);
     return 0;
 }
 
-fn serveTcp(addr: u32, port: u16, session: *Session) u8 {
+fn serveTcp(addr: u32, port: u16, session: *Session, spin_ns: u64) u8 {
     const rc = linux.socket(linux.AF.INET, linux.SOCK.STREAM | linux.SOCK.CLOEXEC, 0);
     if (linux.errno(rc) != .SUCCESS) {
         say("edgesnn-runner: socket: {t}\n", .{linux.errno(rc)});
@@ -274,7 +338,7 @@ fn serveTcp(addr: u32, port: u16, session: *Session) u8 {
         }
         const fd: i32 = @intCast(accepted);
         _ = linux.setsockopt(fd, linux.IPPROTO.TCP, linux.TCP.NODELAY, std.mem.asBytes(&one), @sizeOf(c_int));
-        var link: FdLink = .{ .in = fd, .out = fd, .socket = true };
+        var link: FdLink = .{ .in = fd, .out = fd, .socket = true, .spin_ns = spin_ns };
         session.expected_sequence = null; // a new connection numbers its frames afresh
         session_zig.serve(FdLink, &link, session);
         _ = linux.close(fd);

@@ -32,6 +32,7 @@ from . import protocol as P
 from .transport import FdLink, LinkError, ProcessLink, SerialLink, TcpLink, parse_address
 
 RUNNER_ENV = "EDGESNN_RUNNER"
+SPIN_US_DEFAULT = 500.0   # a wait for a reply spins this long before it sleeps (transport.py)
 _monotonic, _crc32 = time.monotonic, zlib.crc32
 STATS_VALUES = len(COUNT_FIELDS)
 _RUN_REQUEST, _PAIR, _U32 = P.RUN_REQUEST, struct.Struct("<II"), struct.Struct("<I")
@@ -80,11 +81,13 @@ class RemoteDevice(Device):
 
     def __init__(self, command=None, *, address: str | None = None, serial: str | None = None, listen: bool = False,
                  timeout_s: float = 5.0, reconnect: bool = False, memory_bytes: int | None = None,
-                 frame_bytes: int | None = None, name: str = "remote"):
+                 frame_bytes: int | None = None, spin_us: float = SPIN_US_DEFAULT, name: str = "remote"):
         """One of `command` (the runner and its arguments, e.g. ["qemu-aarch64", path]; default: the
         runner this install built), `address` ("HOST:PORT" of a runner started with --listen) or
         `serial` (a device path). `listen`: start `command` with --listen 127.0.0.1:0 and connect over
-        TCP. `memory_bytes` / `frame_bytes`: the budget and frame limit given to a spawned runner."""
+        TCP. `memory_bytes` / `frame_bytes`: the budget and frame limit given to a spawned runner.
+        `spin_us`: how long a wait for a reply polls without sleeping before it sleeps (0: never;
+        transport.py says why and when it backs off; the runner has its own, --spin-us)."""
         if sum(x is not None for x in (command, address, serial)) > 1:
             raise ValueError("give one of command, address or serial")
         if command is None and address is None and serial is None:
@@ -103,6 +106,9 @@ class RemoteDevice(Device):
                 self.command += ["--frame-bytes", str(int(frame_bytes))]
         self.address, self.serial, self.listen = address, serial, listen
         self.timeout_s, self.reconnect_on_failure, self.name = float(timeout_s), reconnect, name
+        if not 0 <= spin_us <= 1e6:
+            raise ValueError(f"spin_us must lie in [0, 1e6] microseconds, got {spin_us!r}")
+        self.spin_us = float(spin_us)
         self._link: FdLink | None = None
         self._process_link: ProcessLink | None = None   # the spawned runner behind a TCP link (listen=True)
         self._sequence = 0
@@ -117,6 +123,7 @@ class RemoteDevice(Device):
         self._close_link()
         try:
             self._link = self._open_link()
+            self._link.spin_s = self.spin_us * 1e-6
             self._generation += 1
             self._current = None
             self._sequence = 0

@@ -2,6 +2,15 @@
 
 Every wait has a deadline; a link that times out, closes or fails raises LinkError and is not used
 again (the device reconnects when asked). No link ever blocks past its deadline.
+
+Waiting for a reply first spins: the link polls without sleeping for up to `spin_s` (the remote
+device's `spin_us`, default 500 us: more than a batch-1 run of the shipped models takes) and only
+then sleeps in poll until the deadline. Asleep, the host's CPU goes idle (on a VM the vCPU halts)
+and must be woken, and each switch between host and runner leaves caches and TLB cold; spinning,
+host and runner stay each on its own core. A spin that ends without a reply (a long run, or the
+runner waiting for the very CPU the host spins on) raises a count (at most 8) that a caught reply
+lowers by one, and makes the link sleep at once through the next 2^count - 1 waits (1, 3, 7 ... up
+to 255), so a host whose spins do not pay off soon sleeps as before.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import tty
 import weakref
 
 CHUNK_BYTES = 1 << 16
+_clock = time.monotonic
 
 
 class LinkError(Exception):
@@ -30,8 +40,10 @@ class FdLink:
     out in one writev (header, fixed part and input as they are: nothing is joined or copied).
     """
 
-    def __init__(self, read_fd: int, write_fd: int, description: str):
+    def __init__(self, read_fd: int, write_fd: int, description: str, spin_s: float = 0.0):
         self.read_fd, self.write_fd, self.description = read_fd, write_fd, description
+        self.spin_s = float(spin_s)       # seconds a wait polls without sleeping first (0: never)
+        self._spin_misses = self._spin_skip = 0
         os.set_blocking(read_fd, False)
         self._poll = select.poll()
         self._poll.register(read_fd, select.POLLIN)
@@ -98,9 +110,29 @@ class FdLink:
         self._buffer[:0] = data
 
     def _wait(self, deadline: float, have: int, count: int) -> None:
+        """Wait until the link is readable (spinning first, see the module's doc), or raise at the deadline."""
+        if self.spin_s and self._spun(deadline):
+            return
         remaining_ms = (deadline - time.monotonic()) * 1000.0
         if remaining_ms <= 0 or not self._poll.poll(max(1, int(remaining_ms + 0.999))):
             raise LinkError(f"{self.description}: no reply within the timeout ({have} of {count} bytes arrived)")
+
+    def _spun(self, deadline: float) -> bool:
+        """Poll without sleeping for up to spin_s (not past the deadline): True once readable."""
+        if self._spin_skip:
+            self._spin_skip -= 1
+            return False
+        poll, clock = self._poll.poll, _clock
+        until = min(clock() + self.spin_s, deadline)
+        while True:
+            if poll(0):
+                self._spin_misses = max(self._spin_misses - 1, 0)
+                return True
+            if clock() >= until:
+                break
+        misses = self._spin_misses = min(self._spin_misses + 1, 8)
+        self._spin_skip = (1 << misses) - 1
+        return False
 
     def recv_exact(self, count: int, deadline: float) -> bytes:
         buffer = self._buffer
