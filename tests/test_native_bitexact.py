@@ -141,7 +141,7 @@ def pad_value_field(draw, rng, channels: int, value_max: int):
 
 
 def spatial_layer(draw, rng, kind: str, common: dict, shape: tuple, value_max: int, weight_bits: int, zeros: float,
-                  last: bool):
+                  last: bool, channels=channel_counts):
     h, w, c = shape
     w_low, w_high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
@@ -149,7 +149,7 @@ def spatial_layer(draw, rng, kind: str, common: dict, shape: tuple, value_max: i
     sw = sh if draw(st.booleans()) else draw(st.integers(1, 4))
     multiplier = draw(st.sampled_from((1, 1, 2, 3))) if kind in ("depthwise2d", "separable2d") else 1
     mid = c * multiplier
-    cout = mid if kind == "depthwise2d" else draw(channel_counts)
+    cout = mid if kind == "depthwise2d" else draw(channels)
     fields = {"weight_bits": weight_bits, "stride": (sh, sw), "padding": padding_field(draw, h, w, kh, kw, sh, sw),
               "pad_value": pad_value_field(draw, rng, c, value_max),
               "bias": rng.integers(-300, 301, cout), **pool_fields(draw, rng, cout),
@@ -286,6 +286,8 @@ def features(layer) -> set[str]:
         found.add("zero point")
     if layer.kind == "concat" and layer.sources is not None:
         found.add("concat sources")
+    if layer.kind == "concat" and concat_gathers_runs(layer):
+        found.add("concat gathered runs")
     if layer.kind == "add" and layer.bias.any():
         found.add("add bias")
     if layer.neuron == "lif":
@@ -295,6 +297,28 @@ def features(layer) -> set[str]:
         if layer.membrane_floor is not None:
             found.add("membrane floor")
     return found
+
+
+LANES = 16  # limits.channel_lanes
+
+
+def concat_gathers_runs(layer) -> bool:
+    """Whether a concat has an output vector that kernels/concat.zig gathers (its sources are not one
+    input's consecutive channels with a whole vector from there) holding a run of at least two
+    consecutive source channels (a segment copied as a whole vector)."""
+    sources = layer.sources
+    if sources is None:
+        sources = [(i, c) for i, s in enumerate(layer.input_shapes) for c in range(s[2])]
+    sources = [tuple(map(int, s)) for s in sources]
+    padded = [-(-s[2] // LANES) * LANES for s in layer.input_shapes]
+    for first in range(0, len(sources), LANES):
+        vector = sources[first:first + LANES]
+        (i, c) = vector[0]
+        consecutive = c + LANES <= padded[i] and all(s == (i, c + t) for t, s in enumerate(vector))
+        runs = any(b == (a[0], a[1] + 1) for a, b in zip(vector, vector[1:]))
+        if not consecutive and runs:
+            return True
+    return False
 
 
 def test_every_kind_and_neuron_is_generated():
@@ -311,14 +335,59 @@ def test_every_kind_and_neuron_is_generated():
             seen_kinds.add(layer.kind)
             seen_neurons.add(layer.neuron)
             seen_features.update(features(layer))
+            seen_features.update(paired_conv_features(layer, value_maxima(model)[layer.inputs[0]]))
 
     collect()
     assert seen_kinds == {"input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add", "concat"}
     assert seen_neurons == {"relu", "if", "lif", "none"}
     assert seen_features >= {"explicit pads", "rectangular stride", "stride 4", "pad value", "depth multiplier", "pool padding",
                              "rectangular pool", "count_include_pad", "min pool", "zero point", "concat sources",
+                             "concat gathered runs", "paired conv", "paired conv, odd width",
                              "add bias", "decay", "shift leak", "reset subtract", "reset zero", "reset none",
                              "membrane floor"}, seen_features
+
+
+def value_maxima(model) -> dict:
+    """The largest value of the model input and of every layer's output, by name."""
+    return {"input": (1 << model.input_bits) - 1,
+            **{layer.name: layer.output_max if layer.neuron != "none" else 0 for layer in model.layers}}
+
+
+def paired_conv_features(layer, value_max: int) -> set[str]:
+    """A conv of at most 8 output channels whose inputs and weights take an i16-sum kernel (AVX2:
+    two output pixels per channel vector, kernels/conv2d_dense.zig outputRowsPaired), and whether a
+    row ends in an odd pixel (the unpaired kernel's)."""
+    if layer.kind not in ("conv2d", "input_conv2d") or layer.output_shape[2] > LANES // 2:
+        return set()
+    if value_max == 0:
+        return set()
+    sums = 32767 // (2 * value_max << (layer.weight_bits - 1))  # vector.pairSumsPerI16
+    nibble_sums = 32767 // (2 * 15 << (layer.weight_bits - 1))
+    if sums == 1 or (sums == 0 and nibble_sums < 2):
+        return set()  # the widened or exact dots: no pairs
+    width = layer._pre_pool[1]  # the conv's output width, before pooling
+    if width < 2:
+        return set()
+    return {"paired conv", "paired conv, odd width"} if width % 2 else {"paired conv"}
+
+
+def test_kernel_choice_models_draw_the_paired_conv():
+    """Guard: kernel_choice_models draws the paired conv (even and odd row widths, 8-bit values
+    split into nibbles and i16 sums), so test_kernel_choices_equal_reference checks it."""
+    seen = set()
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(kernel_choice_models())
+    def collect(model):
+        for layer in model.layers:
+            value_max = value_maxima(model)[layer.inputs[0]]
+            for feature in paired_conv_features(layer, value_max):
+                seen.add((feature, value_max == 255 and layer.weight_bits == 8))
+
+    collect()
+    assert seen >= {("paired conv", True), ("paired conv", False), ("paired conv, odd width", True),
+                    ("paired conv, odd width", False)}, seen
 
 
 def test_saturation_and_rounding_edges(cpu):
@@ -371,12 +440,15 @@ def kernel_choice_models(draw):
     on both sides of a quad and of a block of vectors, and weights and values mostly at their ends."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     kind = draw(st.sampled_from(SPATIAL))
-    input_bits = draw(st.sampled_from((4, 7, 8)))
-    weight_bits = draw(st.sampled_from((2, 4, 8)))
+    input_bits = draw(st.sampled_from((4, 7, 8, 8)))  # 8 twice: an image into 8-bit weights splits nibbles
+    weight_bits = draw(st.sampled_from((2, 4, 8, 8)))
     shape = (draw(st.integers(1, 9)), draw(st.integers(1, 9)), draw(st.one_of(st.integers(1, 6), st.integers(7, 40),
                                                                                   st.integers(60, 70))))
     value_max = (1 << input_bits) - 1
-    layer = spatial_layer(draw, rng, kind, {"name": "l0", "inputs": ("input",)}, shape, value_max, weight_bits, 0.0, True)
+    # outputs of at most 8 channels half the time: the paired conv (conv2d_dense.zig outputRowsPaired)
+    channels = st.one_of(channel_counts, st.integers(1, 8))
+    layer = spatial_layer(draw, rng, kind, {"name": "l0", "inputs": ("input",)}, shape, value_max, weight_bits, 0.0, True,
+                          channels)
     low, high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
     changes = {"weights": extreme_ints(rng, low, high, layer.weights.shape), "neuron": "none"}
     if kind == "separable2d":

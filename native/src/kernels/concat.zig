@@ -79,23 +79,69 @@ fn copyVector(layer: *const model.Layer, input: []const u8, stride: usize, chann
     return events;
 }
 
-/// Output channels first .. first + lanes of every pixel, each from its own source.
+/// A run of output lanes [lane, lane + count) of one vector that read consecutive channels
+/// channel .. channel + count - 1 of one input; `lanes_in` marks those lanes.
+const Segment = struct { input: u32, channel: u32, lane: u32, count: u32, lanes_in: @Vector(lanes, bool) };
+
+/// The vector's lanes [0, real) as runs of consecutive source channels (at most `lanes` runs).
+fn segments(layer: *const model.Layer, first: usize, real: usize, runs: *[lanes]Segment) []const Segment {
+    var count: usize = 0;
+    for (0..real) |t| {
+        const source = layer.concat_sources[first + t];
+        if (count > 0) {
+            const last = &runs[count - 1];
+            if (last.input == source.input and last.channel + last.count == source.channel) {
+                last.count += 1;
+                continue;
+            }
+        }
+        runs[count] = .{ .input = source.input, .channel = source.channel, .lane = @intCast(t), .count = 1, .lanes_in = undefined };
+        count += 1;
+    }
+    const lane_index = std.simd.iota(u32, lanes);
+    for (runs[0..count]) |*segment| {
+        const low: @Vector(lanes, u32) = @splat(segment.lane);
+        const end: @Vector(lanes, u32) = @splat(segment.lane + segment.count);
+        segment.lanes_in = @select(bool, lane_index >= low, lane_index < end, @as(@Vector(lanes, bool), @splat(false)));
+    }
+    return runs[0..count];
+}
+
+/// Output channels first .. first + lanes of every pixel, each from its own source: per pixel each
+/// of the vector's runs of consecutive source channels (segments) is one vector load from the
+/// input, shifted so that its channels fall on the run's lanes, blended into the values; then one
+/// multiply-add, as copyVector does. Lanes at and above `real` are in no run: 0.
 fn gatherVector(layer: *const model.Layer, inputs: []const []const u8, strides: []const usize, potentials: []i32, first: usize, real: usize, fused: ?*neuron.Fused) u64 {
     const cout_padded = layer.synaptic.channelsPadded();
+    var runs_buffer: [lanes]Segment = undefined;
+    const runs = segments(layer, first, real, &runs_buffer);
+    const bias: vector.VecI32 = layer.bias[first..][0..lanes].*;
+    const multiplier: vector.VecI32 = layer.input_multipliers[first..][0..lanes].*;
+    const zero: vector.VecU8 = @splat(0);
     var events: u64 = 0;
     var pixel: usize = 0;
     while (pixel * cout_padded < potentials.len) : (pixel += 1) {
-        const row = potentials[pixel * cout_padded + first ..][0..lanes];
-        @memcpy(row, layer.bias[first..][0..lanes]); // padding lanes: bias 0
-        for (0..real) |t| {
-            const j = first + t;
-            const source = layer.concat_sources[j];
-            const value = inputs[source.input][pixel * strides[source.input] + source.channel];
-            row[t] +%= layer.input_multipliers[j] *% @as(i32, value); // |P| <= the overflow bound
-            events += @intFromBool(value != 0);
+        var values = zero;
+        for (runs) |segment| {
+            const input = inputs[segment.input];
+            const at = pixel * strides[segment.input] + segment.channel; // the run's first lane's value
+            const loaded: vector.VecU8 = if (at >= segment.lane and at - segment.lane + lanes <= input.len)
+                input[at - segment.lane ..][0..lanes].*
+            else
+                edgeLoad(input, at, segment);
+            values = @select(u8, segment.lanes_in, loaded, values);
         }
-        // fused: the row was scratch in the potentials; its relu goes to the activations
-        if (fused) |f| f.store(pixel * cout_padded + first, first, row.*);
+        events += std.simd.countTrues(values != zero);
+        // |P| <= the overflow bound (loader.zig); lanes at and above `real` have m = 0 and bias 0
+        store(potentials, pixel * cout_padded + first, first, bias +% multiplier *% @as(vector.VecI32, values), fused);
     }
     return events;
+}
+
+/// A segment's values on its lanes where the shifted vector load would leave the input (the first
+/// or the last pixel).
+fn edgeLoad(input: []const u8, at: usize, segment: Segment) vector.VecU8 {
+    var values: [lanes]u8 = @splat(0);
+    @memcpy(values[segment.lane..][0..segment.count], input[at..][0..segment.count]);
+    return values;
 }

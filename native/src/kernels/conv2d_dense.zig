@@ -49,6 +49,17 @@ pub const Kernel = enum {
         };
     }
 
+    /// Whether the kernel has a paired form (outputRowsPaired): the i16-sum kernels, on AVX2.
+    pub fn pairsPixels(comptime kernel: Kernel) bool {
+        return vector.has_pairs_fit_i16 and (kernel == .sums_i16 or kernel == .nibble_sums_i16);
+    }
+
+    /// Pixel pairs of a paired block: its i16 sums in registers (2 for a pair, 4 split), each
+    /// weight vector loaded once for all of them.
+    pub fn blockPairs(comptime kernel: Kernel) u32 {
+        return if (kernel == .nibble_sums_i16) 2 else 4;
+    }
+
     /// Output pixels of a block of `chunks` vectors: the i16 sums of one or two vectors leave
     /// AVX2 registers for more pixels, each weight vector loaded then serving all of them (the
     /// few output channels of a stem or a small network's conv).
@@ -93,6 +104,9 @@ pub fn choose(value_max: u32, weight_bits: u32) Choice {
 }
 
 fn channelBlocks(comptime kernel: Kernel, layer: *const model.Layer, source: []const u8, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+    if (comptime kernel.pairsPixels()) {
+        if (halfVector(layer)) return outputRowsPaired(kernel, layer, source, potentials, sums_per_i16, fused);
+    }
     const chunks = layer.synaptic.channelsPadded() / lanes;
     const block_chunks = comptime kernel.blockChunks();
     var first: u32 = 0;
@@ -104,6 +118,115 @@ fn channelBlocks(comptime kernel: Kernel, layer: *const model.Layer, source: []c
         }
         first += count;
     }
+}
+
+/// Whether the layer's output channels fill at most half of its one channel vector (a stem or a
+/// small conv of <= 8 channels): the paired kernel then puts two output pixels in that vector.
+fn halfVector(layer: *const model.Layer) bool {
+    return layer.synaptic.channelsPadded() == lanes and layer.synaptic.c <= half_lanes;
+}
+
+const half_lanes = lanes / 2;
+
+/// Every output pixel of a layer of at most half a vector of output channels (halfVector), two
+/// pixels per channel vector: lanes [0, 8) hold pixel ox's channels, lanes [8, 16) pixel ox + 1's,
+/// each half's `vpmaddubsw` taking the same 8 channels' weights and its own pixel's values. Half
+/// the multiplies of pixelBlock's one pixel per vector, whose upper half multiplies zero weights.
+/// A row's odd last pixel runs pixelBlock.
+fn outputRowsPaired(comptime kernel: Kernel, layer: *const model.Layer, source: []const u8, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+    const pairs = comptime kernel.blockPairs();
+    const out = layer.synaptic;
+    @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
+    var oy: u32 = 0;
+    while (oy < out.h) : (oy += 1) {
+        var ox: u32 = 0;
+        while (ox + 2 * pairs <= out.w) : (ox += 2 * pairs) pairBlock(kernel, pairs, layer, source, potentials, oy, ox, sums_per_i16, fused);
+        switch ((out.w - ox) / 2) {
+            0 => {},
+            inline 1...pairs - 1 => |rest| pairBlock(kernel, rest, layer, source, potentials, oy, ox, sums_per_i16, fused),
+            else => unreachable,
+        }
+        ox += (out.w - ox) / 2 * 2;
+        if (ox < out.w) pixelBlock(kernel, 1, 1, layer, source, potentials, 0, oy, ox, sums_per_i16, fused);
+    }
+}
+
+/// The potentials of output pixels (oy, ox .. ox + 2 * pairs) of a halfVector layer, two per vector.
+inline fn pairBlock(
+    comptime kernel: Kernel,
+    comptime pairs: u32,
+    layer: *const model.Layer,
+    source: []const u8,
+    potentials: []i32,
+    oy: u32,
+    ox: u32,
+    sums_per_i16: u32,
+    fused: ?*neuron.Fused,
+) void {
+    comptime std.debug.assert(kernel.pairsPixels());
+    std.debug.assert(sums_per_i16 >= min_pair_sums_per_i16);
+    const out = layer.synaptic;
+    const cout_padded = out.channelsPadded();
+    const frame_channels: usize = if (layer.usesFrame()) layer.frameChannels() else layer.input.channelsPadded();
+    const frame_row_bytes = @as(usize, if (layer.usesFrame()) layer.frameWidth() else layer.input.w) * frame_channels;
+    const pixel_step = @as(usize, layer.stride_w) * frame_channels;
+    const row_quads = layer.rowQuads();
+    const kernel_row_weights = @as(usize, row_quads) * cout_padded * limits.quad_channels;
+    const window = @as(usize, oy) * layer.stride_h * frame_row_bytes + ox * pixel_step;
+    const split = kernel == .nibble_sums_i16;
+
+    // the bias of channels 0 .. 7 in both halves (the upper half's channels are padding: bias 0)
+    const bias: vector.VecI32 = layer.bias[0..lanes].*;
+    const both_bias = @shuffle(i32, bias, undefined, halvesMask(0, 0));
+    var acc: [pairs][1]vector.VecI32 = @splat(.{both_bias});
+    var sums: [pairs][1]vector.PairSumsI16 = @splat(.{vector.pair_sums_zero});
+    var high_sums: [pairs][1]vector.PairSumsI16 = @splat(.{vector.pair_sums_zero}); // split: of the high nibbles
+    var group_left: u32 = sums_per_i16;
+    var kh: u32 = 0;
+    while (kh < layer.kernel_h) : (kh += 1) {
+        const row = source[window + kh * frame_row_bytes ..];
+        const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
+        var quad: u32 = 0;
+        while (quad < row_quads) {
+            const end = quad + @min(group_left, row_quads - quad);
+            group_left -= end - quad;
+            while (quad < end) : (quad += 1) {
+                // channels 0 .. 7: the first half of the quad's weight vector
+                const weights = row_weights[@as(usize, quad) * cout_padded * limits.quad_channels ..][0 .. quad_bytes / 2];
+                inline for (0..pairs) |q| {
+                    const first = std.mem.readInt(u32, row[2 * q * pixel_step + quad * limits.quad_channels ..][0..4], .little);
+                    const second = std.mem.readInt(u32, row[(2 * q + 1) * pixel_step + quad * limits.quad_channels ..][0..4], .little);
+                    const mask: u32 = if (split) 0x0f0f0f0f else 0xffffffff;
+                    sums[q][0] = vector.addPairSumsI16Paired(sums[q][0], first & mask, second & mask, weights);
+                    if (split) high_sums[q][0] = vector.addPairSumsI16Paired(high_sums[q][0], (first >> 4) & mask, (second >> 4) & mask, weights);
+                }
+            }
+            if (group_left == 0) {
+                widenBlock(1, pairs, split, &acc, &sums, &high_sums);
+                group_left = sums_per_i16;
+            }
+        }
+    }
+    if (group_left != sums_per_i16) widenBlock(1, pairs, split, &acc, &sums, &high_sums);
+    // each pixel's 8 channels back to the front of a vector of its own, the padding lanes 0
+    var pixels: [2 * pairs][1]vector.VecI32 = undefined;
+    const zero: vector.VecI32 = @splat(0);
+    inline for (0..pairs) |q| {
+        pixels[2 * q][0] = @shuffle(i32, acc[q][0], zero, halvesMask(0, null));
+        pixels[2 * q + 1][0] = @shuffle(i32, acc[q][0], zero, halvesMask(half_lanes, null));
+    }
+    storeBlock(1, 2 * pairs, &pixels, potentials, (@as(usize, oy) * out.w + ox) * cout_padded, cout_padded, 0, fused);
+}
+
+/// A shuffle mask of two halves of `half_lanes` lanes: the lower from lanes low .. low + 7 of the
+/// first vector, the upper from lanes high .. high + 7 of it, or zeros (lane 0 of the second) for null.
+fn halvesMask(comptime low: u32, comptime high: ?u32) [lanes]i32 {
+    var mask: [lanes]i32 = undefined;
+    for (0..half_lanes) |i| {
+        mask[i] = @intCast(low + i);
+        mask[half_lanes + i] = if (high) |h| @intCast(h + i) else ~@as(i32, 0);
+    }
+    return mask;
 }
 
 /// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of

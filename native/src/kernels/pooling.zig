@@ -88,29 +88,67 @@ fn span(output: u32, stride: u32, pad_before: u32, size: u32, extent: u32) Span 
 /// Output pixel (py, px): the max (min) or sum of its window's in-bounds taps.
 fn window(layer: *const model.Layer, potentials: []const i32, py: u32, px: u32, row: []i32) void {
     const in = layer.synaptic;
-    const channels_padded = in.channelsPadded();
     const rows = span(py, layer.pool_stride_h, layer.pool_pad_top, layer.pool_h, in.h);
     const columns = span(px, layer.pool_stride_w, layer.pool_pad_left, layer.pool_w, in.w);
-    const first = potentials[(@as(usize, rows.first) * in.w + columns.first) * channels_padded ..][0..channels_padded];
     if (layer.pool == .max and layer.pool_sign.len != 0) {
         signedMaxWindow(layer, potentials, rows, columns, row);
         return;
     }
-    @memcpy(row, first);
-    var y = rows.first;
-    while (y < rows.end) : (y += 1) {
-        var x = columns.first;
-        while (x < columns.end) : (x += 1) {
-            if (y == rows.first and x == columns.first) continue;
-            const source = potentials[(@as(usize, y) * in.w + x) * channels_padded ..][0..channels_padded];
-            if (layer.pool == .max) maxRow(row, source) else addRow(row, source);
-        }
+    switch (layer.pool) {
+        inline .max, .avg => |pool| reduceWindow(pool, layer, potentials, rows, columns, row),
+        else => unreachable,
     }
     if (layer.pool == .avg and !layer.count_include_pad) {
         const taps = (rows.end - rows.first) * (columns.end - columns.first);
         const window_taps = layer.pool_h * layer.pool_w;
         if (taps != window_taps) scaleRow(row, taps, window_taps);
     }
+}
+
+/// The max or the sum of a window's taps, a vector of channels at a time kept in a register over
+/// all taps (one load per tap and vector, one store per vector); rows of 2 or 3 taps unrolled.
+fn reduceWindow(comptime pool: model.Pool, layer: *const model.Layer, potentials: []const i32, rows: Span, columns: Span, row: []i32) void {
+    switch (columns.end - columns.first) {
+        inline 2, 3 => |width| reduceWindowOf(pool, width, layer, potentials, rows, columns, row),
+        else => reduceWindowOf(pool, null, layer, potentials, rows, columns, row),
+    }
+}
+
+/// reduceWindow for windows of `width` taps per row where known at compile time.
+inline fn reduceWindowOf(comptime pool: model.Pool, comptime width: ?u32, layer: *const model.Layer, potentials: []const i32, rows: Span, columns: Span, row: []i32) void {
+    const in = layer.synaptic;
+    const channels_padded = in.channelsPadded();
+    const row_values = @as(usize, in.w) * channels_padded;
+    const corner = (@as(usize, rows.first) * in.w + columns.first) * channels_padded;
+    const taps = width orelse columns.end - columns.first;
+    var chunk: usize = 0;
+    while (chunk < channels_padded) : (chunk += vector.lanes) {
+        var acc: VecI32 = potentials[corner + chunk ..][0..vector.lanes].*;
+        acc = combineRow(pool, width, acc, potentials, corner + chunk, 1, taps, channels_padded); // the corner is acc
+        var line = corner + chunk + row_values;
+        var y = rows.first + 1;
+        while (y < rows.end) : (y += 1) {
+            acc = combineRow(pool, width, acc, potentials, line, 0, taps, channels_padded);
+            line += row_values;
+        }
+        vector.storeVector(row, chunk, acc);
+    }
+}
+
+/// acc combined with taps from .. taps - 1 of one window row (at `line`, `step` values apart).
+inline fn combineRow(comptime pool: model.Pool, comptime width: ?u32, acc: VecI32, potentials: []const i32, line: usize, comptime from: u32, taps: u32, step: usize) VecI32 {
+    var result = acc;
+    if (width) |w| {
+        inline for (from..w) |t| result = combine(pool, result, potentials[line + t * step ..][0..vector.lanes].*);
+    } else {
+        var t: u32 = from;
+        while (t < taps) : (t += 1) result = combine(pool, result, potentials[line + t * step ..][0..vector.lanes].*);
+    }
+    return result;
+}
+
+inline fn combine(comptime pool: model.Pool, acc: VecI32, value: VecI32) VecI32 {
+    return if (pool == .max) @max(acc, value) else acc +% value;
 }
 
 /// sign[c] * max over the taps of sign[c] * P: the max and the min of every channel, then the one
@@ -153,15 +191,6 @@ fn addRow(row: []i32, source: []const i32) void {
         const a: VecI32 = row[chunk..][0..vector.lanes].*;
         const b: VecI32 = source[chunk..][0..vector.lanes].*;
         row[chunk..][0..vector.lanes].* = a +% b;
-    }
-}
-
-fn maxRow(row: []i32, source: []const i32) void {
-    var chunk: usize = 0;
-    while (chunk < row.len) : (chunk += vector.lanes) {
-        const a: VecI32 = row[chunk..][0..vector.lanes].*;
-        const b: VecI32 = source[chunk..][0..vector.lanes].*;
-        row[chunk..][0..vector.lanes].* = @max(a, b);
     }
 }
 

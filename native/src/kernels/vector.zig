@@ -213,6 +213,26 @@ pub inline fn addPairSumsI16(sums: PairSumsI16, values: u32, weights: *const [qu
     return result;
 }
 
+/// addPairSumsI16 for two pixels in one channel vector of 8 channels (conv2d_dense.zig
+/// outputRowsPaired): half 0 adds `first`'s pair sums, half 1 `second`'s, both with the same
+/// 8 channels' quad weights. Only where has_pairs_fit_i16.
+pub inline fn addPairSumsI16Paired(sums: PairSumsI16, first: u32, second: u32, weights: *const [quad_bytes / 2]i8) PairSumsI16 {
+    comptime std.debug.assert(has_pairs_fit_i16);
+    const weight: @Vector(quad_bytes / 2, i8) = weights.*;
+    var result: PairSumsI16 = undefined;
+    inline for (0..2) |h| {
+        const broadcast: @Vector(lanes / 2, u32) = @splat(if (h == 0) first else second);
+        const a: @Vector(quad_bytes / 2, u8) = @bitCast(broadcast);
+        const pairs = asm ("vpmaddubsw %[b], %[a], %[out]"
+            : [out] "=x" (-> @Vector(16, i16)),
+            : [a] "x" (a),
+              [b] "x" (weight),
+        );
+        result[h] = sums[h] +% pairs; // never wraps: see pairSumsPerI16
+    }
+    return result;
+}
+
 /// The largest nibble: a value split as lo + 16 hi has both parts <= this.
 pub const nibble_max = 15;
 
