@@ -82,6 +82,10 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--calibration", default="mse", help="4-bit calibration (es.convert's calibration=)")
     parser.add_argument("--finetune-epochs", type=int, default=3, help="es.finetune epochs at 4/4 bits (0: skip)")
+    parser.add_argument("--negatives", type=Path, default=None, help="hard negatives (mine_negatives.py's "
+                        "negatives.npz) added to the fine-tuning clips")
+    parser.add_argument("--distillation", type=float, default=0.0, help="es.finetune's share of the float "
+                                                                        "model's soft targets in the loss")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--detector", type=Path, default=None, help="JSON of detector settings to ship "
                                                                      "(default: DetectorSettings())")
@@ -103,11 +107,17 @@ def main(argv=None) -> int:
                                                    weight_bits=4, activation_bits=4, **recipe)}
     if args.finetune_epochs > 0:
         x_aug, y_aug = features["x_aug"], features["y_aug"]
+        if args.negatives:
+            negatives = np.load(args.negatives)
+            x_aug, y_aug = np.concatenate([x_aug, negatives["x"]]), np.concatenate([y_aug, negatives["y"]])
+            print(f"fine-tuning clips: {len(x_aug) - len(negatives['x']):,} augmented + {len(negatives['x']):,} "
+                  f"hard negatives ({args.negatives})")
         started = time.perf_counter()
         candidates["4/4-bit fine-tuned"] = es.finetune(
             source, x_aug, y_aug, weight_bits=4, activation_bits=4, epochs=args.finetune_epochs,
             input_scaling=SCALING, samples=calib, labels=labels, calibration=args.calibration,
-            validation_split=0.05, batch_size=128, learning_rate=3e-4, threads=args.threads, progress=False)
+            validation_split=0.05, batch_size=128, learning_rate=3e-4, threads=args.threads, progress=False,
+            distillation=args.distillation)
         print(f"es.finetune: {args.finetune_epochs} epochs on {len(x_aug):,} augmented clips in "
               f"{(time.perf_counter() - started) / 60:.1f} min")
     val_accuracy = {name: float(np.mean(m.predict(x_val, device=args.device) == y_val))

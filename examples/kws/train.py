@@ -6,7 +6,10 @@
 Input: the project's own ``kws`` frontend (49 x 10 MFCC as uint8), given to the network as x / 255.
 Network: conv 10x4 stride 2 (64 channels), four depthwise-separable blocks (3x3 depthwise + 1x1
 pointwise, each with batch norm and ReLU), global average pooling and a dense layer to the 12
-classes (the last block pools before its ReLU, so the pooling folds into its layer).
+classes (the last block pools before its ReLU, so the pooling folds into its layer). The time axis
+is unpadded, so a streaming executor can reuse the rows of earlier windows exactly; against the
+same network padded in time ("same", 25 rows at the end instead of 12), same seed, data and budget,
+it cost accuracy: validation 0.823 -> 0.774, held-out test 0.762 -> 0.719.
 
 Every training clip is made afresh each epoch from the raw utterances (``train_utterances.npz``),
 with the augmentation keyword spotters are trained with, so the model learns the word, not the
@@ -71,10 +74,14 @@ BATCH = 64   # more updates per CPU second than 128 (the model is small and the 
 def build_model(classes: int = 12, channels: int = CHANNELS):
     import torch.nn as nn
 
-    layers = [nn.Conv2d(1, channels, (10, 4), stride=(2, 2), padding=(5, 1), bias=False),
+    # The time axis is unpadded ("valid"): every row of every layer depends only on the input frames
+    # under it, so a row computed for one window equals the corresponding row of a later window and
+    # a streaming executor can reuse it (49 frames -> 20 -> 18 -> 16 -> 14 -> 12 rows). The frequency
+    # axis keeps its padding (10 coefficients -> 5 columns).
+    layers = [nn.Conv2d(1, channels, (10, 4), stride=(2, 2), padding=(0, 1), bias=False),
               nn.BatchNorm2d(channels), nn.ReLU()]
     for block in range(4):
-        layers += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+        layers += [nn.Conv2d(channels, channels, 3, padding=(0, 1), groups=channels, bias=False),
                    nn.BatchNorm2d(channels), nn.ReLU(),
                    nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels)]
         # The last block pools before its ReLU (as Akida's DS-CNN): the pooling then folds into
