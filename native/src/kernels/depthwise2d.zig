@@ -3,7 +3,7 @@
 //! every (output pixel, tap) it reaches gets value[c] * W[kh, kw, c] for all channels at once (a
 //! vector over channels; zero channels add nothing). The gather: output-stationary over the frame,
 //! which holds input channel o / M at channel o and the pad values in its border (kernels/frame.zig).
-//! Also the first stage of separable2d.
+//! Also the first stage of separable2d, one output row at a time (gatherRow, scatterRow).
 
 const std = @import("std");
 const limits = @import("../limits.zig");
@@ -54,6 +54,34 @@ const Scatter = struct {
     }
 };
 
+/// One output row of `accumulate` without a bias (separable2d on a sparse input): row (OW, C_p) =
+/// for every active input pixel of the rows its windows reach, value[c] * W[kh, kw, c] into each
+/// output pixel of the row it reaches (frame column ix + pad_left = ox * stride + kw).
+pub fn scatterRow(layer: *const model.Layer, input: []const u8, oy: u32, row: []i32) void {
+    std.debug.assert(layer.depth_multiplier == 1 and !layer.padsNonZero());
+    const in = layer.input;
+    const channels_padded = in.channelsPadded();
+    std.debug.assert(row.len == @as(usize, layer.synaptic.w) * channels_padded);
+    @memset(row, 0);
+    const weights = layer.depthwiseWeights();
+    for (0..layer.kernel_h) |kh| {
+        const frame_row = @as(usize, oy) * layer.stride_h + kh;
+        if (frame_row < layer.pad_top or frame_row - layer.pad_top >= in.h) continue; // pad values 0
+        const iy = frame_row - layer.pad_top;
+        for (0..in.w) |ix| {
+            const pixel = input[(iy * in.w + ix) * channels_padded ..][0..channels_padded];
+            if (vector.countNonZeroU8(pixel) == 0) continue;
+            const frame_column = ix + layer.pad_left;
+            for (0..@min(layer.kernel_w, frame_column + 1)) |kw| {
+                const reach = frame_column - kw;
+                if (reach % layer.stride_w != 0 or reach / layer.stride_w >= layer.synaptic.w) continue;
+                const ox = reach / layer.stride_w;
+                accumulatePixel(row[ox * channels_padded ..][0..channels_padded], weights[(kh * layer.kernel_w + kw) * channels_padded ..][0..channels_padded], pixel);
+            }
+        }
+    }
+}
+
 /// row += weights * pixel over all channels. No per-chunk zero test: one multiply-add is cheaper
 /// than the mispredicted branch; the pixel as a whole is skipped when it has no event.
 fn accumulatePixel(row: []i32, weights: []const i32, pixel: []const u8) void {
@@ -75,11 +103,17 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
 /// the output-stationary gather below (no loads and stores of potentials per tap).
 pub fn accumulateBest(layer: *const model.Layer, input: []const u8, frame: []u8, bias: []const i32, potentials: []i32, fused: ?*neuron.Fused) u64 {
     const counts = countEvents(layer, input);
-    const scatter_exact = layer.depth_multiplier == 1 and !layer.padsNonZero();
-    if (scatter_exact and counts.active_pixels * 2 < layer.input.pixels()) return accumulate(layer, input, bias, potentials);
+    if (scatterWins(layer, counts)) return accumulate(layer, input, bias, potentials);
     gather(layer, if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input, bias, potentials, fused);
     if (fused) |f| f.done = true;
     return counts.synaptic_ops;
+}
+
+/// Whether the scatter is exact (no depth multiplier, pad values 0) and cheaper than the gather:
+/// fewer than half the input pixels active.
+pub fn scatterWins(layer: *const model.Layer, counts: Counts) bool {
+    const scatter_exact = layer.depth_multiplier == 1 and !layer.padsNonZero();
+    return scatter_exact and counts.active_pixels * 2 < layer.input.pixels();
 }
 
 pub const Counts = struct { active_pixels: u64, synaptic_ops: u64 };

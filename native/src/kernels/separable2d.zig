@@ -3,7 +3,8 @@
 //! a pointwise stage over Mid. Fused, one output row at a time, so that neither Q nor the padded
 //! input is ever a whole tensor: the frame rows a row of windows reads are filled into a ring of
 //! KH rows (kernels/frame.zig fillRow: the border is computed there, no frame is kept), the
-//! depthwise stage (depthwise2d.gatherRow) sums the row's Q into a small i32 row buffer, and then,
+//! depthwise stage (depthwise2d.gatherRow; scatterRow when few input pixels are active) sums the
+//! row's Q into a small i32 row buffer, and then,
 //! one pixel at a time while its Q is in L1, Mid is requantized with vector arithmetic into a small
 //! byte buffer as u = Mid + 128 (unsigned, so the pointwise stage is a u8 x i8 dot product like a
 //! 1x1 conv's, over the quad layout of Layer.pointwise), and
@@ -34,14 +35,14 @@ const split_bits = 16;
 /// The layer's scratch (the planner's events buffer, scratchBytes), each part 64-byte aligned:
 const Scratch = struct {
     corrected: []i32, // (Cout_p) the corrected bias
-    split: [4][]i32, // (Cmid_p) each: m >> 16, m & 0xffff, 2^(s'-17), s' - 16 (the split form)
+    split: [4][]i32, // (Cmid_p) each: m >> 16, m & 0xffff, 2^(s'-17), s' - 16 (the split form; direct: 2^(s-1), s in the last two)
     q_row: []i32, // (OW, Cmid_p) one output row's Q
     mid_bytes: []u8, // (Cmid_p) one pixel's u
     ring: []u8, // (KH, frameWidth, Cmid_p) the frame rows of one row of windows
 
-    fn parts(layer: *const model.Layer, bytes: ?[]u8) struct { Scratch, u64 } {
-        const mid_padded: u64 = layer.depthwiseChannelsPadded();
-        const sizes = [_]u64{
+    fn parts(layer: *const model.Layer, bytes: ?[]u8) struct { Scratch, usize } {
+        const mid_padded: usize = layer.depthwiseChannelsPadded();
+        const sizes = [_]usize{
             layer.synaptic.channelsPadded() * @sizeOf(i32),
             mid_padded * @sizeOf(i32),
             mid_padded * @sizeOf(i32),
@@ -51,11 +52,11 @@ const Scratch = struct {
             mid_padded,
             ringSlotBytes(layer) * layer.kernel_h,
         };
-        var offsets: [sizes.len]u64 = undefined;
-        var used: u64 = 0;
+        var offsets: [sizes.len]usize = undefined;
+        var used: usize = 0;
         for (sizes, &offsets) |size, *offset| {
             offset.* = used;
-            used = limits.alignUp(used + size, limits.buffer_alignment);
+            used = std.mem.alignForward(usize, used + size, limits.buffer_alignment);
         }
         const b = bytes orelse return .{ undefined, used };
         std.debug.assert(b.len >= used and @intFromPtr(b.ptr) % limits.buffer_alignment == 0);
@@ -68,14 +69,14 @@ const Scratch = struct {
         return .{ scratch, used };
     }
 
-    fn ints(bytes: []u8, offset: u64, size: u64) []i32 {
+    fn ints(bytes: []u8, offset: usize, size: usize) []i32 {
         const piece: []align(4) u8 = @alignCast(bytes[offset..][0..size]);
         return std.mem.bytesAsSlice(i32, piece);
     }
 };
 
-fn ringSlotBytes(layer: *const model.Layer) u64 {
-    return @as(u64, layer.frameWidth()) * layer.frameChannels();
+fn ringSlotBytes(layer: *const model.Layer) usize {
+    return @as(usize, layer.frameWidth()) * layer.frameChannels();
 }
 
 /// Bytes of scratch one call needs (planner.zig sizes the layer's events buffer by it).
@@ -88,20 +89,37 @@ pub fn scratchBytes(layer: *const model.Layer) u64 {
 /// Returns the synaptic operations: the depthwise count plus Cout per non-zero Mid.
 /// fused: when given, relu runs on each pixel's finished sums and writes activations, not potentials.
 pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, scratch_bytes: []u8, fused: ?*neuron.Fused) u64 {
-    const mid_padded = layer.depthwiseChannelsPadded();
-    const cout_padded = layer.synaptic.channelsPadded();
-    const out = layer.synaptic;
-    std.debug.assert(potentials.len == out.pixels() * cout_padded or (fused != null and potentials.len == 0));
+    std.debug.assert(potentials.len == layer.synaptic.valuesPadded() or (fused != null and potentials.len == 0));
     const scratch = Scratch.parts(layer, scratch_bytes)[0];
     correctedBias(layer, scratch.corrected);
     const form = requantizeForm(layer, scratch.split);
     // u <= 255 (Mid + 128 of a signed 8-bit Mid at most)
     const choice = conv2d_dense.choose(255, layer.weight_bits);
+    const counts = depthwise2d.countEvents(layer, input);
+    const scatter = depthwise2d.scatterWins(layer, counts);
+    const nonzero = switch (form) {
+        inline else => |f| switch (choice.kernel) {
+            inline else => |kernel| rowsBy(f, kernel, layer, input, potentials, scratch, scatter, choice.sums_per_i16, fused),
+        },
+    };
+    if (fused) |f| f.done = true;
+    return counts.synaptic_ops + nonzero * layer.synaptic.c;
+}
+
+/// Every output row with requantization form `form` and pointwise kernel `kernel`, its Q by the
+/// scatter (`scatter`: few active input pixels, depthwise2d.scatterWins) or the gather; returns the
+/// non-zero Mid.
+fn rowsBy(comptime form: Form, comptime kernel: conv2d_dense.Kernel, layer: *const model.Layer, input: []const u8, potentials: []i32, scratch: Scratch, scatter: bool, sums_per_i16: u32, fused: ?*neuron.Fused) u64 {
+    const mid_padded = layer.depthwiseChannelsPadded();
+    const cout_padded = layer.synaptic.channelsPadded();
+    const out = layer.synaptic;
     var ring: Ring = .{};
     var nonzero: u64 = 0;
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
-        if (ring.load(layer, input, scratch.ring, oy)) {
+        if (scatter) {
+            depthwise2d.scatterRow(layer, input, oy, scratch.q_row);
+        } else if (ring.load(layer, input, scratch.ring, oy)) {
             depthwise2d.gatherRow(layer, &ring.rows, &.{}, scratch.q_row, 0, null);
         } else {
             @memset(scratch.q_row, 0); // every window reads zeros only
@@ -109,22 +127,17 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, scra
         var ox: u32 = 0;
         while (ox < out.w) : (ox += 1) {
             const q = scratch.q_row[@as(usize, ox) * mid_padded ..][0..mid_padded];
-            const pixel_nonzero = switch (form) {
-                inline else => |f| requantizePixel(f, layer, scratch.split, q, scratch.mid_bytes),
-            };
+            const pixel_nonzero = requantizePixel(form, layer, scratch.split, q, scratch.mid_bytes);
             nonzero += pixel_nonzero;
             const offset = (@as(usize, oy) * out.w + ox) * cout_padded;
             if (pixel_nonzero == 0) {
                 storeBias(layer, potentials, offset, fused); // u = 128 everywhere: P = bias
-                continue;
-            }
-            switch (choice.kernel) {
-                inline else => |kernel| pointwisePixel(kernel, layer, scratch.mid_bytes, scratch.corrected, potentials, offset, choice.sums_per_i16, fused),
+            } else {
+                pointwisePixel(kernel, layer, scratch.mid_bytes, scratch.corrected, potentials, offset, sums_per_i16, fused);
             }
         }
     }
-    if (fused) |f| f.done = true;
-    return depthwise2d.countEvents(layer, input).synaptic_ops + nonzero * layer.synaptic.c;
+    return nonzero;
 }
 
 /// The frame rows one row of windows reads, kept in KH slots (frame row r in slot r mod KH): a row
@@ -170,7 +183,7 @@ const Form = enum { direct, split, wide };
 
 /// The form for this call, from a bound on |Q| per channel: the sum over taps of |W| times the
 /// largest input value (pad values included), a few vector operations per tap and channel vector.
-/// Fills the split form's tables when it is taken.
+/// Fills the tables of the form it takes (split: all four; direct: the rounding and the shift).
 fn requantizeForm(layer: *const model.Layer, split: [4][]i32) Form {
     const Wide = @Vector(lanes, i64);
     const channels_padded = layer.depthwiseChannelsPadded();
@@ -211,7 +224,16 @@ fn requantizeForm(layer: *const model.Layer, split: [4][]i32) Form {
             vector.storeVector(split[3], chunk, @select(i32, used, raised - @as(vector.VecI32, @splat(split_bits)), zero));
         }
     }
-    return if (direct) .direct else if (splits) .split else .wide;
+    if (!direct) return if (splits) .split else .wide;
+    // the direct form's tables: 2^(s-1) (below 2^31 where it is taken) and s (at most 31 then)
+    chunk = 0;
+    while (chunk < channels_padded) : (chunk += lanes) {
+        const s: vector.VecI32 = layer.mid_shift[chunk..][0..lanes].*;
+        const rounding = (@as(@Vector(lanes, u32), @splat(1)) << @as(@Vector(lanes, u5), @intCast(s))) >> @splat(1);
+        vector.storeVector(split[2], chunk, @as(vector.VecI32, @bitCast(rounding)));
+        vector.storeVector(split[3], chunk, s);
+    }
+    return .direct;
 }
 
 /// corrected[co] = bias[co] - 128 * sum over m of Pw[m, co] (wrapping), for every padded channel.
@@ -245,14 +267,21 @@ fn requantizePixel(comptime form: Form, layer: *const model.Layer, split: [4][]i
                 const scaled = (high_part +% (low_part >> @splat(split_bits))) >> shift; // arithmetic: floor
                 break :blk std.math.clamp(scaled, low, high);
             },
-            inline .direct, .wide => |f| blk: {
-                const Int = if (f == .direct) i32 else i64;
+            .direct => blk: {
+                const multiplier: vector.VecI32 = layer.mid_multiplier[chunk..][0..lanes].*;
+                const shift: @Vector(lanes, u5) = @intCast(@as(vector.VecI32, split[3][chunk..][0..lanes].*));
+                const product = value *% multiplier; // never wraps (requantizeForm)
+                const scaled = (product +% @as(vector.VecI32, split[2][chunk..][0..lanes].*)) >> shift; // arithmetic: floor
+                break :blk std.math.clamp(scaled, low, high);
+            },
+            .wide => blk: {
+                const Int = i64;
                 const Wide = @Vector(lanes, Int);
                 const multiplier: vector.VecI32 = layer.mid_multiplier[chunk..][0..lanes].*;
                 const shift: @Vector(lanes, std.math.Log2Int(Int)) = @intCast(@as(vector.VecI32, layer.mid_shift[chunk..][0..lanes].*));
                 const one: Wide = @splat(1);
                 const rounding = (one << shift) >> @splat(1); // 2^(s-1), and 0 for s = 0
-                const product = @as(Wide, value) *% @as(Wide, multiplier); // i32: never wraps (requantizeForm)
+                const product = @as(Wide, value) * @as(Wide, multiplier);
                 const scaled = (product + rounding) >> shift; // arithmetic: floor, as neuron.requantize
                 break :blk @intCast(std.math.clamp(scaled, @as(Wide, low), @as(Wide, high)));
             },
