@@ -163,8 +163,37 @@ def spatial_layer(draw, rng, kind: str, common: dict, shape: tuple, value_max: i
     return Separable2D(**common, **fields, depth_multiplier=multiplier,
                        weights=sparse_ints(rng, w_low, w_high, (kh, kw, mid), zeros),
                        pointwise=sparse_ints(rng, w_low, w_high, (mid, cout), zeros),
-                       mid_bits=draw(st.sampled_from((2, 4, 8))),
-                       mid_multiplier=rng.integers(0, 1 << 10, mid), mid_shift=rng.integers(0, 12, mid))
+                       mid_bits=draw(st.sampled_from((2, 4, 8))), **mid_requantization(draw, rng, mid))
+
+
+def mid_requantization(draw, rng, mid: int) -> dict:
+    """A separable layer's (mid_multiplier, mid_shift): small ones, or a converter's fixed-point ones
+    (m near 2^31, s 31..40, or beyond 47), which kernels/separable2d.zig takes in its i32 split form
+    or in i64 depending on the bound on |Q| (mid_form), with some channels at m = 0."""
+    style = draw(st.sampled_from(("small", "fixed", "fixed", "huge")))
+    if style == "small":
+        return {"mid_multiplier": rng.integers(0, 1 << 10, mid), "mid_shift": rng.integers(0, 12, mid)}
+    multiplier = np.where(rng.random(mid) < 0.1, 0, rng.integers(1 << 29, 2**31 - 1, mid))
+    shift = rng.integers(31, 41, mid) if style == "fixed" else rng.integers(45, 63, mid)
+    return {"mid_multiplier": multiplier, "mid_shift": shift}
+
+
+def mid_form(layer, value_max: int) -> str:
+    """The requantization form kernels/separable2d.zig requantizeForm takes for this layer."""
+    taps_abs = np.abs(np.asarray(layer.weights, dtype=np.int64)).reshape(-1, layer.weights.shape[-1]).sum(axis=0)
+    q_max = taps_abs * value_max
+    m = np.asarray(layer.mid_multiplier, dtype=np.int64) * np.ones(len(q_max), dtype=np.int64)
+    s = np.asarray(layer.mid_shift, dtype=np.int64) * np.ones(len(q_max), dtype=np.int64)
+    limit = 2**31 - 1
+    rounding = np.where(s > 0, np.left_shift(1, np.maximum(s - 1, 0)), 0)
+    if np.all(q_max * m + rounding <= limit):
+        return "direct"
+    used = m != 0
+    high, low = m >> 16, m & 0xffff
+    in_range = (s >= 17) & (s <= 47)
+    high_rounding = np.left_shift(1, np.clip(s - 17, 0, 30))
+    fits = in_range & (q_max * low <= limit) & (q_max * high + high_rounding + ((q_max * low) >> 16) + 1 <= limit)
+    return "split" if np.all(fits | ~used) else "wide"
 
 
 def concat_layer(draw, rng, name: str, current: str, shapes: dict, last: bool):
@@ -331,11 +360,14 @@ def test_every_kind_and_neuron_is_generated():
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     @given(models())
     def collect(model):
+        maxima = value_maxima(model)
         for layer in model.layers:
             seen_kinds.add(layer.kind)
             seen_neurons.add(layer.neuron)
             seen_features.update(features(layer))
-            seen_features.update(paired_conv_features(layer, value_maxima(model)[layer.inputs[0]]))
+            seen_features.update(paired_conv_features(layer, maxima[layer.inputs[0]]))
+            if layer.kind == "separable2d":
+                seen_features.add(f"mid {mid_form(layer, maxima[layer.inputs[0]])}")
 
     collect()
     assert seen_kinds == {"input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add", "concat"}
@@ -344,7 +376,7 @@ def test_every_kind_and_neuron_is_generated():
                              "rectangular pool", "count_include_pad", "min pool", "zero point", "concat sources",
                              "concat gathered runs", "paired conv", "paired conv, odd width",
                              "add bias", "decay", "shift leak", "reset subtract", "reset zero", "reset none",
-                             "membrane floor"}, seen_features
+                             "membrane floor", "mid direct", "mid split", "mid wide"}, seen_features
 
 
 def value_maxima(model) -> dict:

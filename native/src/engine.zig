@@ -331,8 +331,12 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
 
     // A layer that reads only a repeated input frame computes its potentials once per sample.
     const static = layer.static_offset != 0 and frame != .changes;
-    const potentials = if (static)
+    const potentials: []i32 = if (static)
         ctx.ints(layer.static_offset, layer.synaptic.valuesPadded())
+    else if (planner.potentialsUnused(layer, is_last))
+        @as([]i32, &.{}) // the kernel runs relu fused and writes none (the plan gives the layer none)
+    else if (planner.poolsByRows(layer))
+        ctx.ints(layer.potentials_offset, @as(u64, layer.synaptic.w) * layer.synaptic.channelsPadded()) // one row
     else
         ctx.ints(layer.potentials_offset, layer.synaptic.valuesPadded());
     const static_ops = &ctx.staticOps()[layer_index];
@@ -340,8 +344,11 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
     var fused: neuron.Fused = .{ .layer = layer, .activations = &.{} };
     const fuse = !static and !is_last and planner.fusesRelu(layer);
     if (fuse) fused.activations = ctx.activations(@intCast(layer_index));
+    const by_rows = planner.poolsByRows(layer); // the synaptic stage and the pool at once
     const synaptic_ops = if (static and frame == .repeated)
         static_ops.*
+    else if (by_rows)
+        poolByRows(layer, inputs, potentials, ctx.ints(layer.pooled_offset, layer.output.valuesPadded()))
     else
         synapticStage(ctx, layer, inputs, events, potentials, if (fuse) &fused else null);
     if (static) static_ops.* = synaptic_ops;
@@ -352,6 +359,8 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
         const cached = static and layer.output.valuesPadded() <= layer.synaptic.valuesPadded();
         if (cached and frame == .repeated) {
             pooled = potentials[0..limits.usizeFrom(layer.output.valuesPadded())];
+        } else if (by_rows) {
+            pooled = ctx.ints(layer.pooled_offset, layer.output.valuesPadded());
         } else {
             const pooled_buffer = ctx.ints(layer.pooled_offset, layer.output.valuesPadded());
             pooling.run(layer, potentials, pooled_buffer);
@@ -378,6 +387,37 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
     }
 }
 
+/// An add or concat layer with a global average pool (planner.poolsByRows): its synaptic stage one
+/// row at a time into `row` (the layer's potentials buffer holds one row), each row's spatial sum
+/// added into `pooled` (wrapping, as pooling.zig sums: the same sum in any order). Returns the
+/// synaptic operations.
+fn poolByRows(layer: *const Layer, inputs: []const []const u8, row: []i32, pooled: []i32) u64 {
+    var row_layer = layer.*; // the same layer on one row of its inputs
+    row_layer.synaptic.h = 1;
+    row_layer.input.h = 1;
+    for (row_layer.input_shapes[0..layer.input_count]) |*shape| shape.h = 1;
+    var row_inputs_buffer: [limits.inputs_max][]const u8 = undefined;
+    const row_inputs = row_inputs_buffer[0..inputs.len];
+    const channels_padded = layer.synaptic.channelsPadded();
+    std.debug.assert(row.len == @as(usize, layer.synaptic.w) * channels_padded and pooled.len == channels_padded);
+    @memset(pooled, 0);
+    var synaptic_ops: u64 = 0;
+    for (0..layer.synaptic.h) |y| {
+        for (row_inputs, inputs, layer.input_shapes[0..inputs.len]) |*row_input, input, shape| {
+            const row_bytes = @as(usize, shape.w) * shape.channelsPadded();
+            row_input.* = input[y * row_bytes ..][0..row_bytes];
+        }
+        synaptic_ops += if (layer.kind == .add) add.run(&row_layer, row_inputs, row, null) else concat.run(&row_layer, row_inputs, row, null);
+        var offset: usize = 0;
+        while (offset < row.len) : (offset += vector.lanes) {
+            const channel = offset % channels_padded;
+            const sum: vector.VecI32 = pooled[channel..][0..vector.lanes].*;
+            vector.storeVector(pooled, channel, sum +% @as(vector.VecI32, row[offset..][0..vector.lanes].*));
+        }
+    }
+    return synaptic_ops;
+}
+
 /// The events of a layer's first input: its producer's output events, or counted on the model input.
 fn inputEvents(layer: *const Layer, inputs: []const []const u8, events: *const EventCounts) u64 {
     const producer = layer.inputs[0];
@@ -399,15 +439,7 @@ fn synapticStage(ctx: *Context, layer: *const Layer, inputs: []const []const u8,
             fused,
         ),
         .depthwise2d => depthwise2d.run(layer, inputs[0], ctx.frame(layer), potentials, fused),
-        .separable2d => separable2d.run(
-            layer,
-            inputs[0],
-            ctx.frame(layer),
-            ctx.ints(layer.mid_offset, layer.synaptic.pixels() * layer.depthwiseChannelsPadded()),
-            potentials,
-            ctx.events(layer),
-            fused,
-        ),
+        .separable2d => separable2d.run(layer, inputs[0], potentials, std.mem.sliceAsBytes(ctx.events(layer)), fused),
         .dense => dense.run(layer, inputs[0], inputEvents(layer, inputs, events), potentials, ctx.quads(layer)),
         .add => add.run(layer, inputs, potentials, fused),
         .concat => concat.run(layer, inputs, potentials, fused),

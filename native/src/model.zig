@@ -179,11 +179,10 @@ pub const Layer = struct {
     /// u8 (frameHeight, frameWidth, frameChannels) + 4: the padded input of a conv (usesFrame).
     frame_offset: u64,
     // Scratch of this layer's own stages (planner.zig shares them by lifetime): i32 potentials
-    // (synaptic, padded), i32 pooled (output, padded), i32 separable intermediate (synaptic pixels,
-    // Cmid_p), Event / Quad list (planner.eventsMax entries). 0 where the layer has none.
+    // (synaptic, padded), i32 pooled (output, padded), Event / Quad list or a kernel's scratch
+    // (planner.eventsMax entries). 0 where the layer has none.
     potentials_offset: u64 = 0,
     pooled_offset: u64 = 0,
-    mid_offset: u64 = 0,
     events_offset: u64 = 0,
 
     /// Whether every sum of two u8 x i8 products of this layer's synaptic stage fits i16
@@ -276,9 +275,9 @@ pub const Layer = struct {
     }
 
     /// Whether the output-stationary kernel (dense conv, depthwise gather) needs a padded copy
-    /// of the input in the arena (kernels/frame.zig).
+    /// of the input in the arena (kernels/frame.zig; separable2d fills a ring of its rows instead).
     pub fn usesFrame(layer: *const Layer) bool {
-        return (layer.isConv() or layer.isDepthwise()) and !layer.readsInputDirectly();
+        return (layer.isConv() or layer.kind == .depthwise2d) and !layer.readsInputDirectly();
     }
 
     /// depthwise2d, and the depthwise stage of separable2d.

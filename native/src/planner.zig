@@ -26,10 +26,13 @@
 //! largest first, each at the lowest offset free over its whole lifetime), per layer i:
 //!   activations u8 (OH, OW, Cout_p)  from its neuron stage (its synaptic stage when the kernel runs
 //!                                    relu fused) to the synaptic stage of its last reader
-//!   potentials  i32 (synaptic)       its synaptic and neuron stages
-//!   pooled      i32 (OH, OW, Cout_p) its neuron stage (a pooling layer)
-//!   mid         i32 (synaptic pixels, Cmid_p)  its synaptic stage (separable2d)
-//!   events      Event / Quad         its synaptic stage: the event list one kernel call gathers
+//!   potentials  i32 (synaptic)       its synaptic and neuron stages; none when its kernel always
+//!                                    runs relu fused (potentialsUnused: separable2d, narrow convs)
+//!   pooled      i32 (OH, OW, Cout_p) its neuron stage (a pooling layer); also its synaptic stage
+//!                                    when the pool sums rows as they are made (poolsByRows), whose
+//!                                    potentials then hold one row
+//!   events      Event / Quad         its synaptic stage: the event list one kernel call gathers, or
+//!                                    separable2d's row buffers (kernels/separable2d.zig scratchBytes)
 //!   lean: frame u8 (frame)           its synaptic stage
 //!   lean: input u8 (H, W, C_p)       from the start of a timestep to its last reader
 //! Every buffer in the shared region is written in full before it is read in a timestep (kernels
@@ -40,6 +43,7 @@ const limits = @import("limits.zig");
 const model_zig = @import("model.zig");
 const conv2d_sparse = @import("kernels/conv2d_sparse.zig");
 const neuron = @import("kernels/neuron.zig");
+const separable2d = @import("kernels/separable2d.zig");
 
 const Layer = model_zig.Layer;
 const Model = model_zig.Model;
@@ -102,7 +106,6 @@ fn withoutOffsets(layer: Layer) Layer {
     copy.frame_offset = 0;
     copy.potentials_offset = 0;
     copy.pooled_offset = 0;
-    copy.mid_offset = 0;
     copy.events_offset = 0;
     return copy;
 }
@@ -122,8 +125,24 @@ pub fn fusesRelu(layer: *const Layer) bool {
     return kernel_fuses and neuron.Fused.eligible(layer);
 }
 
+/// Whether the layer's synaptic stage never writes its potentials buffer, so that the plan gives it
+/// none: the engine hands it the relu (runLayer: fusesRelu, not the last layer) and its kernel always
+/// completes it (separable2d; a narrow conv, which always runs conv2d_dense). engine.zig asks this too.
+pub fn potentialsUnused(layer: *const Layer, is_last: bool) bool {
+    const completes = layer.kind == .separable2d or layer.isNarrowConv();
+    return completes and !is_last and fusesRelu(layer);
+}
+
+/// Whether the engine runs the layer's synaptic stage and its pool together, one row of potentials
+/// at a time summed into the pooled values (engine.zig poolByRows), so that its potentials buffer
+/// holds one row: an add or concat (per-pixel kinds) with a global average pool and no potentials
+/// cache (static_offset, set before the shared region is laid out).
+pub fn poolsByRows(layer: *const Layer) bool {
+    return (layer.kind == .add or layer.kind == .concat) and layer.pool == .global_avg and layer.static_offset == 0;
+}
+
 /// The buffers of one layer that share the region.
-const Role = enum { activations, potentials, pooled, mid, events, frame };
+const Role = enum { activations, potentials, pooled, events, frame };
 const role_count = std.enums.values(Role).len;
 /// Buffer ids: layer * role_count + role, then the model input (lean).
 const buffers_max = limits.layers_max * role_count + 1;
@@ -176,9 +195,13 @@ const Shared = struct {
         const layer = &shared.layers[id / role_count];
         return switch (role(id)) {
             .activations => if (layer.neuron != .none) layer.output.valuesPadded() else 0,
-            .potentials => layer.synaptic.valuesPadded() * @sizeOf(i32),
+            .potentials => if (potentialsUnused(layer, id / role_count + 1 == shared.layers.len))
+                0
+            else if (poolsByRows(layer))
+                @as(u64, layer.synaptic.w) * layer.synaptic.channelsPadded() * @sizeOf(i32) // one row
+            else
+                layer.synaptic.valuesPadded() * @sizeOf(i32),
             .pooled => if (layer.pool != .none) layer.output.valuesPadded() * @sizeOf(i32) else 0,
-            .mid => if (layer.kind == .separable2d) layer.synaptic.pixels() * layer.depthwiseChannelsPadded() * @sizeOf(i32) else 0,
             .events => eventsMax(layer) * @sizeOf(Event),
             .frame => if (shared.kind == .lean and layer.usesFrame()) layer.frameBytes() else 0,
         };
@@ -190,8 +213,8 @@ const Shared = struct {
         const synaptic = 2 * @as(Step, @intCast(index));
         return switch (role(id)) {
             .activations => if (fusesRelu(&shared.layers[index])) synaptic else synaptic + 1,
-            .potentials, .mid, .events, .frame => synaptic,
-            .pooled => synaptic + 1,
+            .potentials, .events, .frame => synaptic,
+            .pooled => if (poolsByRows(&shared.layers[index])) synaptic else synaptic + 1,
         };
     }
 
@@ -201,7 +224,7 @@ const Shared = struct {
         const synaptic = 2 * @as(Step, @intCast(index));
         return switch (role(id)) {
             .activations => shared.last_read[index],
-            .mid, .events, .frame => synaptic,
+            .events, .frame => synaptic,
             .potentials, .pooled => synaptic + 1,
         };
     }
@@ -213,7 +236,6 @@ const Shared = struct {
             .activations => &layer.activation_offset,
             .potentials => &layer.potentials_offset,
             .pooled => &layer.pooled_offset,
-            .mid => &layer.mid_offset,
             .events => &layer.events_offset,
             .frame => &layer.frame_offset,
         };
@@ -289,7 +311,7 @@ pub fn eventsMax(layer: *const Layer) u64 {
         .dense => layer.input.pixels() * layer.input.channelQuads() + limits.channel_lanes / limits.quad_channels,
         // every pixel's list of non-zero quads (kernels/conv2d_sparse.zig); a narrow conv needs none
         .input_conv2d, .conv2d => if (layer.isNarrowConv()) 0 else conv2d_sparse.entriesMax(layer),
-        .separable2d => layer.depthwiseChannelsPadded(), // one pixel's intermediate channels
+        .separable2d => (separable2d.scratchBytes(layer) + @sizeOf(Event) - 1) / @sizeOf(Event), // its row buffers
         .depthwise2d, .add, .concat => 0,
     };
 }

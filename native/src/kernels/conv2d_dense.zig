@@ -78,7 +78,7 @@ pub const Kernel = enum {
 pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials: []i32, fused: ?*neuron.Fused) void {
     std.debug.assert(layer.isConv());
     std.debug.assert(input.len == layer.input.valuesPadded());
-    std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
+    std.debug.assert(potentials.len == layer.synaptic.valuesPadded() or (fused != null and potentials.len == 0)); // fused: never written
     const source = if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input;
     const choice = choose(layer.input_max[0], layer.weight_bits);
     switch (choice.kernel) {

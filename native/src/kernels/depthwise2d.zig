@@ -3,9 +3,10 @@
 //! every (output pixel, tap) it reaches gets value[c] * W[kh, kw, c] for all channels at once (a
 //! vector over channels; zero channels add nothing). The gather: output-stationary over the frame,
 //! which holds input channel o / M at channel o and the pad values in its border (kernels/frame.zig).
-//! Also the first stage of separable2d.
+//! Also the first stage of separable2d, one output row at a time (gatherRow, scatterRow).
 
 const std = @import("std");
+const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
 const frame_zig = @import("frame.zig");
@@ -53,6 +54,34 @@ const Scatter = struct {
     }
 };
 
+/// One output row of `accumulate` without a bias (separable2d on a sparse input): row (OW, C_p) =
+/// for every active input pixel of the rows its windows reach, value[c] * W[kh, kw, c] into each
+/// output pixel of the row it reaches (frame column ix + pad_left = ox * stride + kw).
+pub fn scatterRow(layer: *const model.Layer, input: []const u8, oy: u32, row: []i32) void {
+    std.debug.assert(layer.depth_multiplier == 1 and !layer.padsNonZero());
+    const in = layer.input;
+    const channels_padded = in.channelsPadded();
+    std.debug.assert(row.len == @as(usize, layer.synaptic.w) * channels_padded);
+    @memset(row, 0);
+    const weights = layer.depthwiseWeights();
+    for (0..layer.kernel_h) |kh| {
+        const frame_row = @as(usize, oy) * layer.stride_h + kh;
+        if (frame_row < layer.pad_top or frame_row - layer.pad_top >= in.h) continue; // pad values 0
+        const iy = frame_row - layer.pad_top;
+        for (0..in.w) |ix| {
+            const pixel = input[(iy * in.w + ix) * channels_padded ..][0..channels_padded];
+            if (vector.countNonZeroU8(pixel) == 0) continue;
+            const frame_column = ix + layer.pad_left;
+            for (0..@min(layer.kernel_w, frame_column + 1)) |kw| {
+                const reach = frame_column - kw;
+                if (reach % layer.stride_w != 0 or reach / layer.stride_w >= layer.synaptic.w) continue;
+                const ox = reach / layer.stride_w;
+                accumulatePixel(row[ox * channels_padded ..][0..channels_padded], weights[(kh * layer.kernel_w + kw) * channels_padded ..][0..channels_padded], pixel);
+            }
+        }
+    }
+}
+
 /// row += weights * pixel over all channels. No per-chunk zero test: one multiply-add is cheaper
 /// than the mispredicted branch; the pixel as a whole is skipped when it has no event.
 fn accumulatePixel(row: []i32, weights: []const i32, pixel: []const u8) void {
@@ -74,18 +103,24 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
 /// the output-stationary gather below (no loads and stores of potentials per tap).
 pub fn accumulateBest(layer: *const model.Layer, input: []const u8, frame: []u8, bias: []const i32, potentials: []i32, fused: ?*neuron.Fused) u64 {
     const counts = countEvents(layer, input);
-    const scatter_exact = layer.depth_multiplier == 1 and !layer.padsNonZero();
-    if (scatter_exact and counts.active_pixels * 2 < layer.input.pixels()) return accumulate(layer, input, bias, potentials);
+    if (scatterWins(layer, counts)) return accumulate(layer, input, bias, potentials);
     gather(layer, if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input, bias, potentials, fused);
     if (fused) |f| f.done = true;
     return counts.synaptic_ops;
 }
 
-const Counts = struct { active_pixels: u64, synaptic_ops: u64 };
+/// Whether the scatter is exact (no depth multiplier, pad values 0) and cheaper than the gather:
+/// fewer than half the input pixels active.
+pub fn scatterWins(layer: *const model.Layer, counts: Counts) bool {
+    const scatter_exact = layer.depth_multiplier == 1 and !layer.padsNonZero();
+    return scatter_exact and counts.active_pixels * 2 < layer.input.pixels();
+}
+
+pub const Counts = struct { active_pixels: u64, synaptic_ops: u64 };
 
 /// Active input pixels, and the synaptic operations: every non-zero value times the in-bounds
 /// (output pixel, tap) pairs it reaches, times the depth multiplier (its output channels).
-fn countEvents(layer: *const model.Layer, input: []const u8) Counts {
+pub fn countEvents(layer: *const model.Layer, input: []const u8) Counts {
     const in = layer.input;
     const channels_padded = in.channelsPadded();
     var counts: Counts = .{ .active_pixels = 0, .synaptic_ops = 0 };
@@ -138,28 +173,46 @@ fn quadMask() [16]i32 {
 /// Output channel vectors one gather block keeps in registers.
 const block_chunks_max = 4;
 
-/// potentials = bias (empty: zero) + the window sums, a block of output pixels at a time, from the
-/// padded input (`source`: the frame, or the input itself when the layer has no padding).
+/// The source rows one output row's windows read, kernel row kh at rows[kh] (each from its first
+/// pixel: the frame's or the input's row, or a row of separable2d's ring, kernels/frame.zig).
+pub const Rows = [limits.kernel_max][]const u8;
+
+/// potentials = bias (empty: zero) + the window sums, one output row at a time, from the padded
+/// input (`source`: the frame, or the input itself when the layer has no padding).
 fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, fused: ?*neuron.Fused) void {
-    if (comptime vector.has_avx2 and !vector.has_vnni512) {
-        // (products in i16 widened per tap measured 5 % slower than vpmulld's widened products)
-        if (windowSumsFitI16(layer)) gatherBy(.sums_i16, layer, source, bias, potentials, fused) else gatherBy(.widened, layer, source, bias, potentials, fused);
-    } else {
-        gatherBy(.widened, layer, source, bias, potentials, fused);
+    const source_row_bytes = @as(usize, if (layer.usesFrame()) layer.frameWidth() else layer.input.w) * layer.depthwiseChannelsPadded();
+    const row_values = @as(usize, layer.synaptic.w) * layer.depthwiseChannelsPadded();
+    var rows: Rows = undefined;
+    var oy: u32 = 0;
+    while (oy < layer.synaptic.h) : (oy += 1) {
+        for (0..layer.kernel_h) |kh| rows[kh] = source[(@as(usize, oy) * layer.stride_h + kh) * source_row_bytes ..];
+        gatherRow(layer, &rows, bias, potentials, oy * row_values, fused);
     }
 }
 
-fn gatherBy(comptime reading: Reading, layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, fused: ?*neuron.Fused) void {
+/// One output row: out[start + ox * C_p + c] = bias (empty: zero) + the window sums over `rows`
+/// (out: the potentials, start their row's first value; or a row buffer, start 0), a block of
+/// output pixels at a time.
+pub fn gatherRow(layer: *const model.Layer, rows: *const Rows, bias: []const i32, out: []i32, start: usize, fused: ?*neuron.Fused) void {
+    if (comptime vector.has_avx2 and !vector.has_vnni512) {
+        // (products in i16 widened per tap measured 5 % slower than vpmulld's widened products)
+        if (windowSumsFitI16(layer)) gatherBy(.sums_i16, layer, rows, bias, out, start, fused) else gatherBy(.widened, layer, rows, bias, out, start, fused);
+    } else {
+        gatherBy(.widened, layer, rows, bias, out, start, fused);
+    }
+}
+
+fn gatherBy(comptime reading: Reading, layer: *const model.Layer, rows: *const Rows, bias: []const i32, out: []i32, start: usize, fused: ?*neuron.Fused) void {
     const chunks = layer.depthwiseChannelsPadded() / vector.lanes;
     var first: u32 = 0;
     while (first < chunks) {
         const count = @min(block_chunks_max, chunks - first);
         switch (count) {
             block_chunks_max => if (comptime vector.has_vnni512)
-                outputRows(.group, block_chunks_max, layer, source, bias, potentials, first, fused)
+                outputRow(.group, block_chunks_max, layer, rows, bias, out, start, first, fused)
             else
-                outputRows(reading, block_chunks_max, layer, source, bias, potentials, first, fused),
-            inline 1...block_chunks_max - 1 => |chunk_count| outputRows(reading, chunk_count, layer, source, bias, potentials, first, fused),
+                outputRow(reading, block_chunks_max, layer, rows, bias, out, start, first, fused),
+            inline 1...block_chunks_max - 1 => |chunk_count| outputRow(reading, chunk_count, layer, rows, bias, out, start, first, fused),
             else => unreachable,
         }
         first += count;
@@ -183,41 +236,37 @@ fn windowSumsFitI16(layer: *const model.Layer) bool {
 /// (windowSumsFitI16: 4-bit activations, or 8-bit ones under 4-bit weights).
 const Reading = enum { group, widened, sums_i16 };
 
-fn outputRows(comptime reading: Reading, comptime chunks: u32, layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, first: u32, fused: ?*neuron.Fused) void {
+fn outputRow(comptime reading: Reading, comptime chunks: u32, layer: *const model.Layer, rows: *const Rows, bias: []const i32, out: []i32, start: usize, first: u32, fused: ?*neuron.Fused) void {
     // i16 sums of 16 channels take one AVX2 register: blocks of pixels sharing each weight vector
     const pixels = comptime if (reading == .sums_i16) @min(4, 12 / chunks) else vector.blockPixels(chunks);
-    const out = layer.synaptic;
+    const width = layer.synaptic.w;
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
-    var oy: u32 = 0;
-    while (oy < out.h) : (oy += 1) {
-        var ox: u32 = 0;
-        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(reading, chunks, pixels, layer, source, bias, potentials, first, oy, ox, fused);
-        if (comptime pixels > 1) switch (out.w - ox) {
-            0 => {},
-            inline 1...pixels - 1 => |rest| pixelBlock(reading, chunks, rest, layer, source, bias, potentials, first, oy, ox, fused),
-            else => unreachable,
-        };
-    }
+    var ox: u32 = 0;
+    while (ox + pixels <= width) : (ox += pixels) pixelBlock(reading, chunks, pixels, layer, rows, bias, out, start, first, ox, fused);
+    if (comptime pixels > 1) switch (width - ox) {
+        0 => {},
+        inline 1...pixels - 1 => |rest| pixelBlock(reading, chunks, rest, layer, rows, bias, out, start, first, ox, fused),
+        else => unreachable,
+    };
 }
 
-/// Output pixels (oy, ox .. ox + pixels), channel vectors first .. first + chunks: every tap's
+/// Output pixels ox .. ox + pixels of a row, channel vectors first .. first + chunks: every tap's
 /// weight vector is loaded once for the whole block.
 inline fn pixelBlock(
     comptime reading: Reading,
     comptime chunks: u32,
     comptime pixels: u32,
     layer: *const model.Layer,
-    source: []const u8,
+    rows: *const Rows,
     bias: []const i32,
-    potentials: []i32,
+    out: []i32,
+    start: usize,
     first: u32,
-    oy: u32,
     ox: u32,
     fused: ?*neuron.Fused,
 ) void {
     const lanes = vector.lanes;
     const channels_padded = layer.depthwiseChannelsPadded(); // of the frame and the output
-    const source_width: usize = if (layer.usesFrame()) layer.frameWidth() else layer.input.w;
     const pixel_step = @as(usize, layer.stride_w) * channels_padded; // bytes between neighbouring windows
     const weights = layer.depthwiseWeights();
     var acc: [pixels][chunks]vector.VecI32 = undefined;
@@ -227,7 +276,7 @@ inline fn pixelBlock(
     var sums: [pixels][chunks]vector.VecI16 = @splat(@splat(@splat(0))); // sums_i16
     var kh: u32 = 0;
     while (kh < layer.kernel_h) : (kh += 1) {
-        const row = source[((@as(usize, oy) * layer.stride_h + kh) * source_width + @as(usize, ox) * layer.stride_w) * channels_padded ..];
+        const row = rows[kh][@as(usize, ox) * pixel_step ..];
         var kw: u32 = 0;
         while (kw < layer.kernel_w) : (kw += 1) {
             const tap = @as(usize, kh) * layer.kernel_w + kw;
@@ -283,5 +332,5 @@ inline fn pixelBlock(
             };
         }
     }
-    conv2d_dense.storeBlock(chunks, pixels, &acc, potentials, (@as(usize, oy) * layer.synaptic.w + ox) * channels_padded, channels_padded, first, fused);
+    conv2d_dense.storeBlock(chunks, pixels, &acc, out, start + @as(usize, ox) * channels_padded, channels_padded, first, fused);
 }

@@ -4,9 +4,12 @@
 //! multiplier M holds input channel o / M at channel o, so that its kernels read every output
 //! channel's input at that channel. The border holds the pad values (model.Layer.pad_pixel, zero
 //! when empty): written once at context init (`paint`), never again.
+//! A separable2d layer keeps no frame: it fills the rows its windows read one at a time into a
+//! small ring (`fillRow`, kernels/separable2d.zig), the border computed as each row is filled.
 
 const std = @import("std");
 const model = @import("../model.zig");
+const vector = @import("vector.zig");
 
 /// Write the pad pixel into every pixel of a freshly zeroed frame (the interior is overwritten by
 /// every `fill`). Nothing to do when every pad value is 0.
@@ -45,6 +48,40 @@ pub fn fill(layer: *const model.Layer, input: []const u8, frame: []u8) []const u
         copyPixels(frame[target_row..], frame_channels, input[source_row..], cin_padded, frame_channels, in.w);
     }
     return frame;
+}
+
+/// Frame row `row` of a depthwise stage (frameWidth pixels of frameChannels bytes, as `fill` and
+/// `paint` would leave it) into `target`: input row row - pad_top with the pad values around it,
+/// or pad values only. Returns whether any of its bytes is non-zero.
+pub fn fillRow(layer: *const model.Layer, input: []const u8, row: u32, target: []u8) bool {
+    std.debug.assert(layer.isDepthwise() and row < layer.frameHeight());
+    const in = layer.input;
+    const cin_padded = in.channelsPadded();
+    const frame_channels = layer.frameChannels();
+    const frame_width = layer.frameWidth();
+    std.debug.assert(target.len == @as(usize, frame_width) * frame_channels);
+    std.debug.assert(input.len == in.valuesPadded());
+    const inside = row >= layer.pad_top and row - layer.pad_top < in.h;
+    const first: u32 = if (inside) layer.pad_left else frame_width; // interior columns [first, end)
+    const end: u32 = if (inside) layer.pad_left + in.w else frame_width;
+    for (0..first) |x| padPixel(layer, target[x * frame_channels ..][0..frame_channels]);
+    for (end..frame_width) |x| padPixel(layer, target[x * frame_channels ..][0..frame_channels]);
+    if (inside) {
+        const source = input[@as(usize, row - layer.pad_top) * in.w * cin_padded ..][0 .. @as(usize, in.w) * cin_padded];
+        const interior = target[@as(usize, first) * frame_channels ..][0 .. @as(usize, in.w) * frame_channels];
+        if (layer.depth_multiplier > 1) {
+            @memset(interior, 0); // the padding lanes past C * M
+            repeatChannels(interior, frame_channels, source, cin_padded, in.c, layer.depth_multiplier, in.w);
+        } else {
+            std.debug.assert(frame_channels == cin_padded);
+            @memcpy(interior, source);
+        }
+    }
+    return vector.countNonZeroU8(target) != 0;
+}
+
+fn padPixel(layer: *const model.Layer, pixel: []u8) void {
+    if (layer.padsNonZero()) @memcpy(pixel, layer.pad_pixel) else @memset(pixel, 0);
 }
 
 /// `count` pixels: target channel o = source channel o / multiplier, for o < channels * multiplier.

@@ -1,12 +1,18 @@
 //! separable2d (docs/semantics.md): a depthwise stage (depth multiplier M) without bias into the
 //! intermediate Q of C * M channels, requantized per channel to a signed mid_bits integer Mid, then
-//! a pointwise stage over Mid. The depthwise stage is depthwise2d's kernel (into the i32 scratch
-//! `mid`); then, one pixel at a time while its Q is in L1, Mid is requantized with vector
-//! arithmetic into a small byte buffer as u = Mid + 128 (unsigned, so the pointwise stage is a u8 x
-//! i8 dot product like a 1x1 conv's, over the quad layout of Layer.pointwise), and
+//! a pointwise stage over Mid. Fused, one output row at a time, so that neither Q nor the padded
+//! input is ever a whole tensor: the frame rows a row of windows reads are filled into a ring of
+//! KH rows (kernels/frame.zig fillRow: the border is computed there, no frame is kept), the
+//! depthwise stage (depthwise2d.gatherRow; scatterRow when few input pixels are active) sums the
+//! row's Q into a small i32 row buffer, and then,
+//! one pixel at a time while its Q is in L1, Mid is requantized with vector arithmetic into a small
+//! byte buffer as u = Mid + 128 (unsigned, so the pointwise stage is a u8 x i8 dot product like a
+//! 1x1 conv's, over the quad layout of Layer.pointwise), and
 //! P = (bias - 128 * sum over m of Pw[m, co]) + sum over m of Pw[m, co] * u[m]: the corrected bias is
-//! computed once per call. Wrapping i32 arithmetic makes the result exact whenever the true one
-//! fits i32 (the loader's overflow bound).
+//! computed once per call. A pixel whose Mid is all zero has P = bias (no dot products), and a row
+//! of windows over zero rows has Q = 0 (no depthwise sums). Wrapping i32 arithmetic makes the result
+//! exact whenever the true one fits i32 (the loader's overflow bound). The relu runs fused when the
+//! engine asks (the potentials are then not written at all: the planner gives the layer none).
 
 const std = @import("std");
 const limits = @import("../limits.zig");
@@ -14,6 +20,7 @@ const model = @import("../model.zig");
 const vector = @import("vector.zig");
 const depthwise2d = @import("depthwise2d.zig");
 const conv2d_dense = @import("conv2d_dense.zig");
+const frame_zig = @import("frame.zig");
 const neuron = @import("neuron.zig");
 
 const lanes = vector.lanes;
@@ -22,63 +29,211 @@ const quad_bytes = vector.quad_bytes;
 const block_chunks_max = 4;
 /// u = Mid + mid_offset lies in [0, 255] for every mid_bits <= 8.
 const mid_offset = 128;
+/// The split form's low part of the multiplier (requantizeForm).
+const split_bits = 16;
 
-/// mid: i32 scratch (OH, OW, Cmid_p) for Q; potentials: i32 (OH, OW, Cout_p) before pooling;
-/// events_buffer: at least Cmid_p bytes of scratch (planner.zig eventsMax), one pixel's u.
-/// Returns the synaptic operations: the depthwise count plus Cout per non-zero Mid.
-/// frame: the layer's padded-input scratch (empty when it reads its input directly).
-/// fused: when given, relu runs on each pixel's finished sums and writes activations, not potentials.
-pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, mid: []i32, potentials: []i32, events_buffer: []model.Event, fused: ?*neuron.Fused) u64 {
-    const mid_padded = layer.depthwiseChannelsPadded();
-    const cout_padded = layer.synaptic.channelsPadded();
-    const pixels = layer.synaptic.pixels();
-    std.debug.assert(mid.len == pixels * mid_padded);
-    std.debug.assert(potentials.len == pixels * cout_padded);
-    const mid_bytes: []u8 = std.mem.sliceAsBytes(events_buffer)[0..mid_padded];
-    var synaptic_ops = depthwise2d.accumulateBest(layer, input, frame, &.{}, mid, null);
-    // the corrected bias goes into the last pixel's row: each pixel reads it before any row is
-    // written, and the last pixel reads each of its vectors before storing over it
-    const corrected = potentials[@as(usize, @intCast(pixels - 1)) * cout_padded ..][0..cout_padded];
-    correctedBias(layer, corrected);
-    // u <= 255 (Mid + 128 of a signed 8-bit Mid at most)
-    const choice = conv2d_dense.choose(255, layer.weight_bits);
-    const requantize_i32 = requantizeFitsI32(layer);
-    var nonzero: u64 = 0;
-    var pixel: usize = 0;
-    while (pixel < pixels) : (pixel += 1) {
-        const q = mid[pixel * mid_padded ..][0..mid_padded];
-        nonzero += if (requantize_i32) requantizePixel(i32, layer, q, mid_bytes) else requantizePixel(i64, layer, q, mid_bytes);
-        const row = potentials[pixel * cout_padded ..][0..cout_padded];
-        switch (choice.kernel) {
-            inline else => |kernel| pointwisePixel(kernel, layer, mid_bytes, corrected, row, choice.sums_per_i16, pixel * cout_padded, fused),
+/// The layer's scratch (the planner's events buffer, scratchBytes), each part 64-byte aligned:
+const Scratch = struct {
+    corrected: []i32, // (Cout_p) the corrected bias
+    split: [4][]i32, // (Cmid_p) each: m >> 16, m & 0xffff, 2^(s'-17), s' - 16 (the split form; direct: 2^(s-1), s in the last two)
+    q_row: []i32, // (OW, Cmid_p) one output row's Q
+    mid_bytes: []u8, // (Cmid_p) one pixel's u
+    ring: []u8, // (KH, frameWidth, Cmid_p) the frame rows of one row of windows
+
+    fn parts(layer: *const model.Layer, bytes: ?[]u8) struct { Scratch, usize } {
+        const mid_padded: usize = layer.depthwiseChannelsPadded();
+        const sizes = [_]usize{
+            layer.synaptic.channelsPadded() * @sizeOf(i32),
+            mid_padded * @sizeOf(i32),
+            mid_padded * @sizeOf(i32),
+            mid_padded * @sizeOf(i32),
+            mid_padded * @sizeOf(i32),
+            layer.synaptic.w * mid_padded * @sizeOf(i32),
+            mid_padded,
+            ringSlotBytes(layer) * layer.kernel_h,
+        };
+        var offsets: [sizes.len]usize = undefined;
+        var used: usize = 0;
+        for (sizes, &offsets) |size, *offset| {
+            offset.* = used;
+            used = std.mem.alignForward(usize, used + size, limits.buffer_alignment);
         }
+        const b = bytes orelse return .{ undefined, used };
+        std.debug.assert(b.len >= used and @intFromPtr(b.ptr) % limits.buffer_alignment == 0);
+        var scratch: Scratch = undefined;
+        scratch.corrected = ints(b, offsets[0], sizes[0]);
+        for (0..4) |k| scratch.split[k] = ints(b, offsets[1 + k], sizes[1 + k]);
+        scratch.q_row = ints(b, offsets[5], sizes[5]);
+        scratch.mid_bytes = b[offsets[6]..][0..sizes[6]];
+        scratch.ring = b[offsets[7]..][0..sizes[7]];
+        return .{ scratch, used };
     }
-    if (fused) |f| f.done = true;
-    synaptic_ops += nonzero * layer.synaptic.c;
-    return synaptic_ops;
+
+    fn ints(bytes: []u8, offset: usize, size: usize) []i32 {
+        const piece: []align(4) u8 = @alignCast(bytes[offset..][0..size]);
+        return std.mem.bytesAsSlice(i32, piece);
+    }
+};
+
+fn ringSlotBytes(layer: *const model.Layer) usize {
+    return @as(usize, layer.frameWidth()) * layer.frameChannels();
 }
 
-/// Whether every channel's Q * m + 2^(s-1) fits i32, so that requantizePixel(i32, ...) is exact: |Q|
-/// is at most the sum over taps of |W| times the largest input value (pad values included), a bound
-/// computed per call from the weights (a few vector operations per tap and channel vector).
-fn requantizeFitsI32(layer: *const model.Layer) bool {
+/// Bytes of scratch one call needs (planner.zig sizes the layer's events buffer by it).
+pub fn scratchBytes(layer: *const model.Layer) u64 {
+    return Scratch.parts(layer, null)[1];
+}
+
+/// potentials: i32 (OH, OW, Cout_p) before pooling, or empty when fused (never written then);
+/// scratch: at least scratchBytes, 64-byte aligned.
+/// Returns the synaptic operations: the depthwise count plus Cout per non-zero Mid.
+/// fused: when given, relu runs on each pixel's finished sums and writes activations, not potentials.
+pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, scratch_bytes: []u8, fused: ?*neuron.Fused) u64 {
+    std.debug.assert(potentials.len == layer.synaptic.valuesPadded() or (fused != null and potentials.len == 0));
+    const scratch = Scratch.parts(layer, scratch_bytes)[0];
+    correctedBias(layer, scratch.corrected);
+    const form = requantizeForm(layer, scratch.split);
+    // u <= 255 (Mid + 128 of a signed 8-bit Mid at most)
+    const choice = conv2d_dense.choose(255, layer.weight_bits);
+    const counts = depthwise2d.countEvents(layer, input);
+    const scatter = depthwise2d.scatterWins(layer, counts);
+    const nonzero = switch (form) {
+        inline else => |f| switch (choice.kernel) {
+            inline else => |kernel| rowsBy(f, kernel, layer, input, potentials, scratch, scatter, choice.sums_per_i16, fused),
+        },
+    };
+    if (fused) |f| f.done = true;
+    return counts.synaptic_ops + nonzero * layer.synaptic.c;
+}
+
+/// Every output row with requantization form `form` and pointwise kernel `kernel`, its Q by the
+/// scatter (`scatter`: few active input pixels, depthwise2d.scatterWins) or the gather; returns the
+/// non-zero Mid.
+fn rowsBy(comptime form: Form, comptime kernel: conv2d_dense.Kernel, layer: *const model.Layer, input: []const u8, potentials: []i32, scratch: Scratch, scatter: bool, sums_per_i16: u32, fused: ?*neuron.Fused) u64 {
+    const mid_padded = layer.depthwiseChannelsPadded();
+    const cout_padded = layer.synaptic.channelsPadded();
+    const out = layer.synaptic;
+    var ring: Ring = .{};
+    var nonzero: u64 = 0;
+    var oy: u32 = 0;
+    while (oy < out.h) : (oy += 1) {
+        if (scatter) {
+            depthwise2d.scatterRow(layer, input, oy, scratch.q_row);
+        } else if (ring.load(layer, input, scratch.ring, oy)) {
+            depthwise2d.gatherRow(layer, &ring.rows, &.{}, scratch.q_row, 0, null);
+        } else {
+            @memset(scratch.q_row, 0); // every window reads zeros only
+        }
+        var ox: u32 = 0;
+        while (ox < out.w) : (ox += 1) {
+            const q = scratch.q_row[@as(usize, ox) * mid_padded ..][0..mid_padded];
+            const pixel_nonzero = requantizePixel(form, layer, scratch.split, q, scratch.mid_bytes);
+            nonzero += pixel_nonzero;
+            const offset = (@as(usize, oy) * out.w + ox) * cout_padded;
+            if (pixel_nonzero == 0) {
+                storeBias(layer, potentials, offset, fused); // u = 128 everywhere: P = bias
+            } else {
+                pointwisePixel(kernel, layer, scratch.mid_bytes, scratch.corrected, potentials, offset, sums_per_i16, fused);
+            }
+        }
+    }
+    return nonzero;
+}
+
+/// The frame rows one row of windows reads, kept in KH slots (frame row r in slot r mod KH): a row
+/// is filled once however many rows of windows read it.
+const Ring = struct {
+    rows: depthwise2d.Rows = undefined,
+    held: [limits.kernel_max]u32 = @splat(std.math.maxInt(u32)), // the frame row in each slot
+    nonzero: [limits.kernel_max]bool = @splat(false),
+
+    /// rows[kh] = frame row oy * stride + kh, for every kh; whether any of them has a non-zero value.
+    fn load(ring: *Ring, layer: *const model.Layer, input: []const u8, slots: []u8, oy: u32) bool {
+        const slot_bytes = ringSlotBytes(layer);
+        var any = false;
+        for (0..layer.kernel_h) |kh| {
+            const row: u32 = oy * layer.stride_h + @as(u32, @intCast(kh));
+            const slot = row % layer.kernel_h;
+            const target = slots[slot * slot_bytes ..][0..slot_bytes];
+            if (ring.held[slot] != row) {
+                ring.nonzero[slot] = frame_zig.fillRow(layer, input, row, target);
+                ring.held[slot] = row;
+            }
+            ring.rows[kh] = target;
+            any = any or ring.nonzero[slot];
+        }
+        return any;
+    }
+};
+
+/// P = bias for one pixel (its Mid all zero).
+fn storeBias(layer: *const model.Layer, potentials: []i32, offset: usize, fused: ?*neuron.Fused) void {
+    var channel: usize = 0;
+    while (channel < layer.synaptic.channelsPadded()) : (channel += lanes) {
+        const bias: vector.VecI32 = layer.bias[channel..][0..lanes].*;
+        if (fused) |f| f.store(offset + channel, channel, bias) else vector.storeVector(potentials, offset + channel, bias);
+    }
+}
+
+/// How Mid = requant(Q, m, s) is computed, the cheapest exact form for this layer's bound on |Q|:
+/// `direct`, Q * m + 2^(s-1) in i32; `split`, m = mh * 2^16 + ml, so that
+/// floor((Q * m + 2^(s-1)) / 2^s) = (Q * mh + 2^(s-17) + ((Q * ml) >> 16)) >> (s - 16), every term
+/// in i32 (two vpmulld, where AVX2 has no i64 multiply or arithmetic shift by lane); `wide`, in i64.
+const Form = enum { direct, split, wide };
+
+/// The form for this call, from a bound on |Q| per channel: the sum over taps of |W| times the
+/// largest input value (pad values included), a few vector operations per tap and channel vector.
+/// Fills the tables of the form it takes (split: all four; direct: the rounding and the shift).
+fn requantizeForm(layer: *const model.Layer, split: [4][]i32) Form {
     const Wide = @Vector(lanes, i64);
     const channels_padded = layer.depthwiseChannelsPadded();
     const taps = @as(usize, layer.kernel_h) * layer.kernel_w;
     const weights = layer.depthwiseWeights();
     const value_max: Wide = @splat(@intCast(layer.input_max[0]));
     const limit: Wide = @splat(std.math.maxInt(i32));
+    var direct = true;
+    var splits = true;
     var chunk: usize = 0;
     while (chunk < channels_padded) : (chunk += lanes) {
         var weight_sum: vector.VecI32 = @splat(0); // |W| <= 128, taps <= limits: no overflow
         for (0..taps) |tap| weight_sum += @intCast(@abs(@as(vector.VecI32, weights[tap * channels_padded + chunk ..][0..lanes].*)));
-        const multiplier: Wide = @abs(@as(vector.VecI32, layer.mid_multiplier[chunk..][0..lanes].*));
-        const shift: @Vector(lanes, u6) = @intCast(@as(vector.VecI32, layer.mid_shift[chunk..][0..lanes].*));
-        const rounding = (@as(Wide, @splat(1)) << shift) >> @splat(1);
-        const bound = @as(Wide, weight_sum) * value_max * multiplier + rounding;
-        if (@reduce(.Or, bound > limit)) return false;
+        const q_max = @as(Wide, weight_sum) * value_max;
+        const m: vector.VecI32 = layer.mid_multiplier[chunk..][0..lanes].*; // >= 0 (loader.zig)
+        const s: vector.VecI32 = layer.mid_shift[chunk..][0..lanes].*;
+        const one: Wide = @splat(1);
+        const rounding = (one << @as(@Vector(lanes, u6), @intCast(s))) >> @splat(1);
+        direct = direct and !@reduce(.Or, q_max * @as(Wide, m) + rounding > limit);
+        // a channel with m = 0 gives 0 in every form: its tables are all 0 (Q * 0 + 0 >> 0)
+        const used = m != @as(vector.VecI32, @splat(0));
+        const zero: vector.VecI32 = @splat(0);
+        const in_range = (s >= @as(vector.VecI32, @splat(split_bits + 1))) & (s <= @as(vector.VecI32, @splat(split_bits + 31)));
+        const taken = used & in_range;
+        const raised = @select(i32, taken, s, @as(vector.VecI32, @splat(split_bits + 1)));
+        const high = m >> @splat(split_bits);
+        const low = m & @as(vector.VecI32, @splat((1 << split_bits) - 1));
+        const rounding_shift: @Vector(lanes, u5) = @intCast(raised - @as(vector.VecI32, @splat(split_bits + 1)));
+        const high_rounding = @select(i32, used, @as(vector.VecI32, @splat(1)) << rounding_shift, zero);
+        const low_max = q_max * @as(Wide, low);
+        const sum_max = q_max * @as(Wide, high) + @as(Wide, high_rounding) + (low_max >> @splat(split_bits)) + one;
+        const fits = taken & (low_max <= limit) & (sum_max <= limit);
+        splits = splits and @reduce(.And, fits | !used);
+        if (splits) {
+            vector.storeVector(split[0], chunk, high);
+            vector.storeVector(split[1], chunk, low);
+            vector.storeVector(split[2], chunk, high_rounding);
+            vector.storeVector(split[3], chunk, @select(i32, used, raised - @as(vector.VecI32, @splat(split_bits)), zero));
+        }
     }
-    return true;
+    if (!direct) return if (splits) .split else .wide;
+    // the direct form's tables: 2^(s-1) (below 2^31 where it is taken) and s (at most 31 then)
+    chunk = 0;
+    while (chunk < channels_padded) : (chunk += lanes) {
+        const s: vector.VecI32 = layer.mid_shift[chunk..][0..lanes].*;
+        const rounding = (@as(@Vector(lanes, u32), @splat(1)) << @as(@Vector(lanes, u5), @intCast(s))) >> @splat(1);
+        vector.storeVector(split[2], chunk, @as(vector.VecI32, @bitCast(rounding)));
+        vector.storeVector(split[3], chunk, s);
+    }
+    return .direct;
 }
 
 /// corrected[co] = bias[co] - 128 * sum over m of Pw[m, co] (wrapping), for every padded channel.
@@ -97,22 +252,40 @@ fn correctedBias(layer: *const model.Layer, corrected: []i32) void {
 
 /// One pixel's u = clamp(requant(Q, m, s), -2^(mid_bits-1), 2^(mid_bits-1) - 1) + 128 into `bytes`
 /// (padding lanes: m = 0, so Mid = 0, and their pointwise weights are 0). Returns the non-zero Mid.
-/// Int: i64, or i32 where requantizeFitsI32 (AVX2 has no i64 multiply or arithmetic shift by lane).
-fn requantizePixel(comptime Int: type, layer: *const model.Layer, q: []const i32, bytes: []u8) u64 {
-    const Wide = @Vector(lanes, Int);
+fn requantizePixel(comptime form: Form, layer: *const model.Layer, split: [4][]i32, q: []const i32, bytes: []u8) u64 {
     const low: vector.VecI32 = @splat(-(@as(i32, 1) << @intCast(layer.mid_bits - 1)));
     const high: vector.VecI32 = @splat((@as(i32, 1) << @intCast(layer.mid_bits - 1)) - 1);
     var nonzero: u64 = 0;
     var chunk: usize = 0;
     while (chunk < q.len) : (chunk += lanes) {
         const value: vector.VecI32 = q[chunk..][0..lanes].*;
-        const multiplier: vector.VecI32 = layer.mid_multiplier[chunk..][0..lanes].*;
-        const shift: @Vector(lanes, std.math.Log2Int(Int)) = @intCast(@as(vector.VecI32, layer.mid_shift[chunk..][0..lanes].*));
-        const one: Wide = @splat(1);
-        const rounding = (one << shift) >> @splat(1); // 2^(s-1), and 0 for s = 0
-        const product = @as(Wide, value) *% @as(Wide, multiplier); // i32: never wraps (requantizeFitsI32)
-        const scaled = (product + rounding) >> shift; // arithmetic: floor, as neuron.requantize
-        const clamped: vector.VecI32 = @intCast(std.math.clamp(scaled, @as(Wide, low), @as(Wide, high)));
+        const clamped: vector.VecI32 = switch (form) {
+            .split => blk: {
+                const high_part = value *% @as(vector.VecI32, split[0][chunk..][0..lanes].*) +% @as(vector.VecI32, split[2][chunk..][0..lanes].*);
+                const low_part = value *% @as(vector.VecI32, split[1][chunk..][0..lanes].*); // never wraps (requantizeForm)
+                const shift: @Vector(lanes, u5) = @intCast(@as(vector.VecI32, split[3][chunk..][0..lanes].*));
+                const scaled = (high_part +% (low_part >> @splat(split_bits))) >> shift; // arithmetic: floor
+                break :blk std.math.clamp(scaled, low, high);
+            },
+            .direct => blk: {
+                const multiplier: vector.VecI32 = layer.mid_multiplier[chunk..][0..lanes].*;
+                const shift: @Vector(lanes, u5) = @intCast(@as(vector.VecI32, split[3][chunk..][0..lanes].*));
+                const product = value *% multiplier; // never wraps (requantizeForm)
+                const scaled = (product +% @as(vector.VecI32, split[2][chunk..][0..lanes].*)) >> shift; // arithmetic: floor
+                break :blk std.math.clamp(scaled, low, high);
+            },
+            .wide => blk: {
+                const Int = i64;
+                const Wide = @Vector(lanes, Int);
+                const multiplier: vector.VecI32 = layer.mid_multiplier[chunk..][0..lanes].*;
+                const shift: @Vector(lanes, std.math.Log2Int(Int)) = @intCast(@as(vector.VecI32, layer.mid_shift[chunk..][0..lanes].*));
+                const one: Wide = @splat(1);
+                const rounding = (one << shift) >> @splat(1); // 2^(s-1), and 0 for s = 0
+                const product = @as(Wide, value) * @as(Wide, multiplier);
+                const scaled = (product + rounding) >> shift; // arithmetic: floor, as neuron.requantize
+                break :blk @intCast(std.math.clamp(scaled, @as(Wide, low), @as(Wide, high)));
+            },
+        };
         nonzero += std.simd.countTrues(clamped != @as(vector.VecI32, @splat(0)));
         // in [0, 255]: a truncation (a vector @intCast to u8 was lowered with signed saturation,
         // 128..255 -> 127, in ReleaseSafe builds)
@@ -123,25 +296,25 @@ fn requantizePixel(comptime Int: type, layer: *const model.Layer, q: []const i32
     return nonzero;
 }
 
-/// row = corrected + sum over m of Pw[m, :] * u[m], blocks of output-channel vectors in registers,
-/// by the kernel conv2d_dense.choose picks (sums_per_i16: its group length).
-/// row_offset: the row's first value in the potentials (and activations, when fused).
-fn pointwisePixel(comptime kernel: conv2d_dense.Kernel, layer: *const model.Layer, bytes: []const u8, corrected: []const i32, row: []i32, sums_per_i16: u32, row_offset: usize, fused: ?*neuron.Fused) void {
-    const chunks = row.len / lanes;
+/// P = corrected + sum over m of Pw[m, :] * u[m] for one pixel, blocks of output-channel vectors in
+/// registers, by the kernel conv2d_dense.choose picks (sums_per_i16: its group length).
+/// offset: the pixel's first value in the potentials (and activations, when fused).
+fn pointwisePixel(comptime kernel: conv2d_dense.Kernel, layer: *const model.Layer, bytes: []const u8, corrected: []const i32, potentials: []i32, offset: usize, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+    const chunks = layer.synaptic.channelsPadded() / lanes;
     const block_chunks = @min(block_chunks_max, comptime kernel.blockChunks());
     var first: usize = 0;
     while (first < chunks) {
         const count = @min(block_chunks, chunks - first);
         switch (count) {
-            inline 1...block_chunks => |block| pointwiseBlock(kernel, block, layer, bytes, corrected, row, first, sums_per_i16, row_offset, fused),
+            inline 1...block_chunks => |block| pointwiseBlock(kernel, block, layer, bytes, corrected, potentials, offset, first, sums_per_i16, fused),
             else => unreachable,
         }
         first += count;
     }
 }
 
-inline fn pointwiseBlock(comptime kernel: conv2d_dense.Kernel, comptime chunks: usize, layer: *const model.Layer, bytes: []const u8, corrected: []const i32, row: []i32, first: usize, sums_per_i16: u32, row_offset: usize, fused: ?*neuron.Fused) void {
-    const cout_padded = row.len;
+inline fn pointwiseBlock(comptime kernel: conv2d_dense.Kernel, comptime chunks: usize, layer: *const model.Layer, bytes: []const u8, corrected: []const i32, potentials: []i32, offset: usize, first: usize, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+    const cout_padded = layer.synaptic.channelsPadded();
     const quads = (layer.depthwiseChannels() + limits.quad_channels - 1) / limits.quad_channels;
     var acc: [1][chunks]vector.VecI32 = undefined;
     inline for (0..chunks) |k| acc[0][k] = corrected[(first + k) * lanes ..][0..lanes].*;
@@ -173,8 +346,27 @@ inline fn pointwiseBlock(comptime kernel: conv2d_dense.Kernel, comptime chunks: 
     }
     inline for (0..chunks) |k| {
         const channel = (first + k) * lanes;
-        // fused: the corrected bias (the last row) is read before any pixel's activations are written,
-        // and the potentials are not written at all
-        if (fused) |f| f.store(row_offset + channel, channel, acc[0][k]) else vector.storeVector(row, channel, acc[0][k]);
+        if (fused) |f| f.store(offset + channel, channel, acc[0][k]) else vector.storeVector(potentials, offset + channel, acc[0][k]);
+    }
+}
+
+test "the split requantization equals the i64 one over the whole range of Q it is taken for" {
+    const cases = [_][2]i32{ .{ 2146703165, 35 }, .{ 1082174321, 31 }, .{ 1 << 30, 17 }, .{ 65535, 20 }, .{ 65536, 47 }, .{ 2147483647, 40 } };
+    for (cases) |case| {
+        const m = case[0];
+        const s = case[1];
+        const high = m >> split_bits;
+        const low = m & ((1 << split_bits) - 1);
+        const high_rounding = @as(i32, 1) << @intCast(s - split_bits - 1);
+        // the largest |Q| requantizeForm takes the split form for, at this m and s
+        var q_max: i64 = 1;
+        while ((q_max + 1) * low <= std.math.maxInt(i32) and (q_max + 1) * high + high_rounding + (((q_max + 1) * low) >> split_bits) + 1 <= std.math.maxInt(i32) and q_max < 1 << 20) q_max += 1;
+        var q: i64 = -q_max;
+        while (q <= q_max) : (q += 1) {
+            const v: i32 = @intCast(q);
+            const expected = (q * m + (@as(i64, 1) << @intCast(s - 1))) >> @intCast(s);
+            const split = (v *% high +% high_rounding +% ((v *% low) >> split_bits)) >> @intCast(s - split_bits);
+            try std.testing.expectEqual(expected, split);
+        }
     }
 }
