@@ -549,6 +549,29 @@ def test_spike_dense_list_chunks_at_the_i16_bound(cpu, events):
     assert stats == expected_stats
 
 
+@pytest.mark.parametrize("cout", [130, 200])
+@pytest.mark.parametrize("sums", ["i16", "i32"])
+def test_spike_gather_past_eight_channel_vectors(cpu, cout, sums):
+    """The stride-1 spike gather on more than 8 output-channel vectors (kernels/spikes.zig
+    gatherColumn's loop over blocks, where fewer vectors are unrolled at compile time): 3x3 convs
+    over 4 and 16 input channels with small weights (i16 sums) and over 32 with weights of -128 and
+    127 (i32 sums), at densities where the gather runs (at least one event per two pixels, and below
+    the quad kernel's crossover: 0.6 with i16 sums, 0.2 with i32 ones)."""
+    rng = np.random.default_rng(cout)
+    for cin in ((4, 16) if sums == "i16" else (32,)):  # 9 x 32 weights of |w| ~ 128: sums beyond i16
+        shape = (3, 3, cin, cout)
+        weights = rng.integers(-8, 8, shape) if sums == "i16" else rng.choice((-128, 127), shape)
+        conv = Conv2D(name="conv", weights=weights, weight_bits=8, padding="same", bias=rng.integers(-300, 301, cout),
+                      neuron="none")
+        model = es.Model([conv], input_shape=(6, 7, cin), input_bits=1)
+        density = 0.6 if sums == "i16" else 0.2
+        x5 = (rng.random((2, 3, 6, 7, cin)) < density).astype(np.uint8)
+        expected, expected_stats = reference.run(model, x5)
+        potentials, stats = cpu.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected)
+        assert stats == expected_stats
+
+
 def test_dynamics_edges(cpu):
     """Hand-picked extremes: decay with shift 30 and multiplier 2^30 (beta = 1) on a membrane held at
     int32's ends by reset none, a floor at int32_min, and decay 0 (the membrane forgets every step)."""

@@ -36,7 +36,10 @@ const unrolled_max = 8;
 /// density sweep of benchmarks/engine.py (AVX2).
 pub fn conv2dWins(layer: *const model.Layer, input_events: u64) bool {
     if (layer.spike_rows.len == 0 or layer.padsNonZero()) return false;
-    const per_event: u64 = if (layer.spike_sums_fit_i16) 2 else 4;
+    // the i32 gather (a widened row per event, sums in two registers per vector) costs half again
+    // the i32 scatter's per event: on the sweep's wide-sums conv it lost to the quad kernel from
+    // density 0.3 (75.1 against 72.8 us at 1.0)
+    const per_event: u64 = if (layer.spike_sums_fit_i16) 2 else if (gathers(layer)) 6 else 4;
     const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
     const reach = (taps + @as(u64, layer.stride_h) * layer.stride_w - 1) / (@as(u64, layer.stride_h) * layer.stride_w);
     const spike_cost = input_events * reach * per_event;
@@ -237,15 +240,45 @@ fn gather(comptime Acc: type, layer: *const model.Layer, input: []const u8, pote
             count = copyRun(band, count, list, starts[columns.first], starts[columns.end]);
         }
         run_starts[h] = @intCast(count);
-        for (0..layer.synaptic.h) |oy| {
-            const rows = windowRange(oy, layer.pad_top, layer.kernel_h, h);
-            const events = band[run_starts[rows.first]..run_starts[rows.end]];
-            pairs += events.len;
-            const distance = ((oy * kernel_w + ox) * in.c * cout_padded) -% pad_rows;
-            const out = potentials[(oy * out_w + ox) * cout_padded ..][0..cout_padded];
+        const column: Column = .{ .band = band, .run_starts = run_starts, .distance = (ox * in.c * cout_padded) -% pad_rows, .out_first = ox * cout_padded };
+        pairs += switch (chunks) { // the output-channel vectors fixed at compile time where they are few
+            inline 1...2 * gather_block_chunks => |n| gatherColumn(Acc, n, layer, column, potentials),
+            else => gatherColumn(Acc, null, layer, column, potentials),
+        };
+    }
+    return pairs * layer.synaptic.c;
+}
+
+/// One output column's band (its windows' events) and offsets.
+const Column = struct {
+    band: []const u32,
+    run_starts: []const u32, // (H + 1)
+    distance: usize, // listed offset - tap row offset for output row 0 (wrapping)
+    out_first: usize, // the offset of output pixel (0, ox) in the potentials
+};
+
+/// Every output pixel of one column: its window's events summed `gather_block_chunks` vectors at a
+/// time. Returns the (event, in-bounds tap) pairs.
+fn gatherColumn(comptime Acc: type, comptime chunks: ?usize, layer: *const model.Layer, column: Column, potentials: []i32) u64 {
+    const cout_padded: usize = layer.synaptic.channelsPadded();
+    const row_distance = @as(usize, layer.kernel_w) * layer.input.c * cout_padded; // one output row down
+    const row_out = @as(usize, layer.synaptic.w) * cout_padded;
+    var pairs: u64 = 0;
+    var distance = column.distance;
+    for (0..layer.synaptic.h) |oy| {
+        const rows = windowRange(oy, layer.pad_top, layer.kernel_h, layer.input.h);
+        const events = column.band[column.run_starts[rows.first]..column.run_starts[rows.end]];
+        pairs += events.len;
+        const out = potentials[column.out_first + oy * row_out ..][0..cout_padded];
+        if (chunks) |c| {
+            comptime var first: usize = 0;
+            inline while (first < c) : (first += gather_block_chunks) {
+                gatherPixel(Acc, @min(gather_block_chunks, c - first), layer, events, distance, first * lanes, out);
+            }
+        } else {
             var first: usize = 0;
-            while (first < chunks) {
-                const block = @min(gather_block_chunks, chunks - first);
+            while (first < cout_padded / lanes) {
+                const block = @min(gather_block_chunks, cout_padded / lanes - first);
                 switch (block) {
                     inline 1...gather_block_chunks => |n| gatherPixel(Acc, n, layer, events, distance, first * lanes, out),
                     else => unreachable,
@@ -253,8 +286,9 @@ fn gather(comptime Acc: type, layer: *const model.Layer, input: []const u8, pote
                 first += block;
             }
         }
+        distance +%= row_distance;
     }
-    return pairs * layer.synaptic.c;
+    return pairs;
 }
 
 /// Output-channel vectors whose sums one pass over a window's events keeps in registers.
