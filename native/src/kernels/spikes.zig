@@ -558,7 +558,8 @@ pub fn denseWins(layer: *const model.Layer, input_events: u64) bool {
 }
 
 /// potentials: i32 (1, 1, Cout_p); input: u8 (H, W, Cin_p) of 0 and 1. Returns the synaptic
-/// operations (events x Cout). The sums of a block of output-channel vectors stay in registers while
+/// operations (events x Cout). On AVX2 the events are listed in chunks and their rows added two at a
+/// time (denseListed); otherwise the sums of a block of output-channel vectors stay in registers while
 /// the input's events stream by (found a vector of channels at a time, no list in memory).
 pub fn dense(layer: *const model.Layer, input: []const u8, potentials: []i32) u64 {
     std.debug.assert(layer.spike_rows.len != 0);
