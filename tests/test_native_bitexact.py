@@ -613,6 +613,69 @@ def test_spike_inputs_native_equals_reference(cpu, data):
         assert stats == expected_stats, f"\nplan {device.plan}, native:\n{stats}\nreference:\n{expected_stats}"
 
 
+def test_spike_models_draw_every_dense_path():
+    """Guard: spike_models draws dense layers whose AVX2 kernel (kernels/spikes.zig denseListed) lists
+    more events than one chunk holds (254) at the densest inputs, and whose output channels end in a
+    block of 64, of 32 and of 16 (the single-row tail)."""
+    seen = set()
+
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+    @given(spike_models())
+    def collect(model):
+        layer = model.layers[-1]
+        if layer.kind == "dense":
+            cout_padded = -(-layer.weights.shape[1] // 16) * 16
+            seen.add(("tail", cout_padded % 64))
+            if layer.weights.shape[0] > 254:
+                seen.add("chunks")
+
+    collect()
+    assert seen >= {("tail", 0), ("tail", 16), ("tail", 32), ("tail", 48), "chunks"}, seen
+
+
+@pytest.mark.parametrize("events", [0, 1, 2, 237, 238, 239, 253, 254, 255, 256, 509, 1000])
+def test_spike_dense_list_chunks_at_the_i16_bound(cpu, events):
+    """The dense spike kernel's event list fills chunks of 254 (127 pairs of rows summed in i16): event
+    counts on both sides of a chunk's end, with every weight -128 or 127 (a chunk's sums at their
+    largest magnitude, -32,512), over 80 output channels (blocks of 64 and 16)."""
+    rng = np.random.default_rng(events)
+    weights = rng.choice((-128, 127), (1000, 80))
+    weights[:, 0] = -128  # channel 0 the most negative sum
+    model = es.Model([Dense(name="d", weights=weights, weight_bits=8, bias=rng.integers(-300, 301, 80), neuron="none")],
+                     input_shape=(10, 5, 20), input_bits=1)
+    x = np.zeros(1000, np.uint8)
+    x[rng.choice(1000, events, replace=False)] = 1
+    x5 = np.stack([x, 1 - x]).reshape(2, 1, 10, 5, 20)
+    expected, expected_stats = reference.run(model, x5)
+    potentials, stats = cpu.run(model, x5)
+    np.testing.assert_array_equal(potentials, expected)
+    assert stats == expected_stats
+
+
+@pytest.mark.parametrize("cout", [130, 200])
+@pytest.mark.parametrize("sums", ["i16", "i32"])
+def test_spike_gather_past_eight_channel_vectors(cpu, cout, sums):
+    """The stride-1 spike gather on more than 8 output-channel vectors (kernels/spikes.zig
+    gatherColumn's loop over blocks, where fewer vectors are unrolled at compile time): 3x3 convs
+    over 4 and 16 input channels with small weights (i16 sums) and over 32 with weights of -128 and
+    127 (i32 sums), at densities where the gather runs (at least one event per two pixels, and below
+    the quad kernel's crossover: 0.6 with i16 sums, 0.2 with i32 ones)."""
+    rng = np.random.default_rng(cout)
+    for cin in ((4, 16) if sums == "i16" else (32,)):  # 9 x 32 weights of |w| ~ 128: sums beyond i16
+        shape = (3, 3, cin, cout)
+        weights = rng.integers(-8, 8, shape) if sums == "i16" else rng.choice((-128, 127), shape)
+        conv = Conv2D(name="conv", weights=weights, weight_bits=8, padding="same", bias=rng.integers(-300, 301, cout),
+                      neuron="none")
+        model = es.Model([conv], input_shape=(6, 7, cin), input_bits=1)
+        density = 0.6 if sums == "i16" else 0.2
+        x5 = (rng.random((2, 3, 6, 7, cin)) < density).astype(np.uint8)
+        expected, expected_stats = reference.run(model, x5)
+        potentials, stats = cpu.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected)
+        assert stats == expected_stats
+
+
 def test_dynamics_edges(cpu):
     """Hand-picked extremes: decay with shift 30 and multiplier 2^30 (beta = 1) on a membrane held at
     int32's ends by reset none, a floor at int32_min, and decay 0 (the membrane forgets every step)."""

@@ -30,16 +30,16 @@ pub fn saturate32(value: i64) i32 {
 pub fn run(layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
     return switch (layer.neuron) {
         .relu => if (layer.relu_scale.len != 0) fire(.relu_float, layer, potentials, state, activations) else fire(.relu, layer, potentials, state, activations),
-        .integrate_fire => fire(.integrate_fire, layer, potentials, state, activations),
+        .integrate_fire => fireSpiking(.none, layer, potentials, state, activations),
         .leaky_integrate_fire => if (layer.decay_shift != 0)
-            fire(.decaying_integrate_fire, layer, potentials, state, activations)
+            fireSpiking(.decay, layer, potentials, state, activations)
         else
-            fire(.leaky_integrate_fire, layer, potentials, state, activations),
+            fireSpiking(.shift, layer, potentials, state, activations),
         .none => unreachable,
     };
 }
 
-const Form = enum { relu, relu_float, integrate_fire, leaky_integrate_fire, decaying_integrate_fire };
+const Form = enum { relu, relu_float };
 
 /// A relu stage run inside the synaptic kernel (engine.zig offers it to layers without pooling
 /// whose potentials nobody else reads): the kernel hands each finished vector of potentials to
@@ -65,6 +65,7 @@ pub const Fused = struct {
 };
 
 fn fire(comptime form: Form, layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
+    _ = state;
     const channels_padded = layer.output.channelsPadded();
     std.debug.assert(potentials.len == activations.len);
     var nonzero: @Vector(vector.lanes, u32) = @splat(0); // per lane: a masked add beats a popcount per vector
@@ -77,9 +78,6 @@ fn fire(comptime form: Form, layer: *const model.Layer, potentials: []const i32,
             const fired: VecU8 = switch (form) {
                 .relu => relu(layer, potential, channel),
                 .relu_float => reluFloat(layer, potential, channel),
-                .integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, .none),
-                .leaky_integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, .shift),
-                .decaying_integrate_fire => integrateFire(layer, state[offset..][0..vector.lanes], potential, channel, .decay),
             };
             const target: *align(1) VecU8 = @ptrCast(activations[offset..][0..vector.lanes]);
             target.* = fired; // one vector store (an array-typed store went through the stack)
@@ -199,27 +197,96 @@ test "the f32 relu agrees with the i64 one wherever it is taken" {
 /// (v * decay_multiplier + 2^(decay_shift-1)) >> decay_shift (lif with a decay).
 const Leak = enum { none, shift, decay };
 
+/// The membrane parameters of an if / lif layer, read once per run (inside the loop every store to
+/// the u8 activations could alias the layer, so its fields would be reloaded at every vector).
+const Membrane = struct {
+    threshold: []const i32, // (C_p)
+    decay_multiplier: []const i32, // (C_p), lif with a decay
+    leak_shift: u5,
+    decay_shift: u32,
+    floor: VecI32,
+
+    fn of(layer: *const model.Layer) Membrane {
+        return .{
+            .threshold = layer.threshold,
+            .decay_multiplier = layer.decay_multiplier,
+            .leak_shift = @intCast(layer.leak_shift),
+            .decay_shift = layer.decay_shift,
+            .floor = @splat(layer.membrane_floor),
+        };
+    }
+};
+
+/// if / lif over every neuron: the leak, reset and floor chosen once, not per vector. Returns the
+/// output events.
+fn fireSpiking(comptime leak: Leak, layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
+    const membrane = Membrane.of(layer);
+    return switch (layer.reset) {
+        inline else => |reset| if (layer.has_floor)
+            integrateFireAll(leak, reset, true, membrane, layer.output.channelsPadded(), potentials, state, activations)
+        else
+            integrateFireAll(leak, reset, false, membrane, layer.output.channelsPadded(), potentials, state, activations),
+    };
+}
+
+fn integrateFireAll(
+    comptime leak: Leak,
+    comptime reset: model.Reset,
+    comptime floored: bool,
+    membrane: Membrane,
+    channels_padded: usize,
+    potentials: []const i32,
+    state: []i32,
+    activations: []u8,
+) u64 {
+    std.debug.assert(potentials.len == activations.len and potentials.len == state.len);
+    var events: u64 = 0;
+    var pixel: usize = 0;
+    while (pixel < potentials.len) : (pixel += channels_padded) {
+        var channel: usize = 0;
+        while (channel < channels_padded) : (channel += vector.lanes) {
+            const offset = pixel + channel;
+            const potential: VecI32 = potentials[offset..][0..vector.lanes].*;
+            const spike = integrateFire(leak, reset, floored, membrane, state[offset..][0..vector.lanes], potential, channel);
+            const target: *align(1) VecU8 = @ptrCast(activations[offset..][0..vector.lanes]);
+            target.* = @select(u8, spike, @as(VecU8, @splat(1)), @as(VecU8, @splat(0)));
+            events += @popCount(@as(@Int(.unsigned, vector.lanes), @bitCast(spike)));
+        }
+    }
+    return events;
+}
+
 /// if / lif for one vector of channels, in the order of docs/semantics.md: leak or decay,
-/// v = sat32(v + P), floor, spike at threshold, reset (subtract, to zero, or none).
-fn integrateFire(layer: *const model.Layer, state: *[vector.lanes]i32, potential: VecI32, channel: usize, comptime leak: Leak) VecU8 {
+/// v = sat32(v + P), floor, spike at threshold, reset (subtract, to zero, or none). Returns the
+/// lanes that spike.
+inline fn integrateFire(
+    comptime leak: Leak,
+    comptime reset: model.Reset,
+    comptime floored: bool,
+    membrane: Membrane,
+    state: *[vector.lanes]i32,
+    potential: VecI32,
+    channel: usize,
+) @Vector(vector.lanes, bool) {
     var v: VecI32 = state.*;
     switch (leak) {
         .none => {},
-        .shift => v -= v >> @splat(@as(u5, @intCast(layer.leak_shift))),
-        .decay => v = decay(v, layer.decay_multiplier[channel..][0..vector.lanes].*, layer.decay_shift),
+        .shift => v -= v >> @splat(membrane.leak_shift),
+        .decay => v = decay(v, membrane.decay_multiplier[channel..][0..vector.lanes].*, membrane.decay_shift),
     }
     v +|= potential; // sat32(v + P), in i32 lanes (twice the lanes per register of an i64 clamp)
-    if (layer.has_floor) v = @max(v, @as(VecI32, @splat(layer.membrane_floor)));
-    const threshold: VecI32 = layer.threshold[channel..][0..vector.lanes].*;
+    if (floored) v = @max(v, membrane.floor);
+    const threshold: VecI32 = membrane.threshold[channel..][0..vector.lanes].*;
     const spike = v >= threshold;
-    state.* = switch (layer.reset) {
+    const next: VecI32 = switch (reset) {
         // Wrapping: the lanes that do not spike may hold v near int32_min, where v - threshold would
         // overflow; their difference is discarded, and a spiking lane (v >= threshold >= 1) never wraps.
         .subtract => @select(i32, spike, v -% threshold, v),
         .zero => @select(i32, spike, @as(VecI32, @splat(0)), v),
         .none => v,
     };
-    return @select(u8, spike, @as(VecU8, @splat(1)), @as(VecU8, @splat(0)));
+    vector.storeVector(state[0..], 0, next);
+    return spike;
 }
 
 /// (v * m + 2^(s-1)) >> s in i64 (requantize's rounding: half up, also for negative v), for m in

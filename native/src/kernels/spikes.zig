@@ -36,7 +36,10 @@ const unrolled_max = 8;
 /// density sweep of benchmarks/engine.py (AVX2).
 pub fn conv2dWins(layer: *const model.Layer, input_events: u64) bool {
     if (layer.spike_rows.len == 0 or layer.padsNonZero()) return false;
-    const per_event: u64 = if (layer.spike_sums_fit_i16) 2 else 4;
+    // the i32 gather (a widened row per event, sums in two registers per vector) costs half again
+    // the i32 scatter's per event: on the sweep's wide-sums conv it lost to the quad kernel from
+    // density 0.3 (75.1 against 72.8 us at 1.0)
+    const per_event: u64 = if (layer.spike_sums_fit_i16) 2 else if (gathers(layer)) 6 else 4;
     const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
     const reach = (taps + @as(u64, layer.stride_h) * layer.stride_w - 1) / (@as(u64, layer.stride_h) * layer.stride_w);
     const spike_cost = input_events * reach * per_event;
@@ -237,15 +240,45 @@ fn gather(comptime Acc: type, layer: *const model.Layer, input: []const u8, pote
             count = copyRun(band, count, list, starts[columns.first], starts[columns.end]);
         }
         run_starts[h] = @intCast(count);
-        for (0..layer.synaptic.h) |oy| {
-            const rows = windowRange(oy, layer.pad_top, layer.kernel_h, h);
-            const events = band[run_starts[rows.first]..run_starts[rows.end]];
-            pairs += events.len;
-            const distance = ((oy * kernel_w + ox) * in.c * cout_padded) -% pad_rows;
-            const out = potentials[(oy * out_w + ox) * cout_padded ..][0..cout_padded];
+        const column: Column = .{ .band = band, .run_starts = run_starts, .distance = (ox * in.c * cout_padded) -% pad_rows, .out_first = ox * cout_padded };
+        pairs += switch (chunks) { // the output-channel vectors fixed at compile time where they are few
+            inline 1...2 * gather_block_chunks => |n| gatherColumn(Acc, n, layer, column, potentials),
+            else => gatherColumn(Acc, null, layer, column, potentials),
+        };
+    }
+    return pairs * layer.synaptic.c;
+}
+
+/// One output column's band (its windows' events) and offsets.
+const Column = struct {
+    band: []const u32,
+    run_starts: []const u32, // (H + 1)
+    distance: usize, // listed offset - tap row offset for output row 0 (wrapping)
+    out_first: usize, // the offset of output pixel (0, ox) in the potentials
+};
+
+/// Every output pixel of one column: its window's events summed `gather_block_chunks` vectors at a
+/// time. Returns the (event, in-bounds tap) pairs.
+fn gatherColumn(comptime Acc: type, comptime chunks: ?usize, layer: *const model.Layer, column: Column, potentials: []i32) u64 {
+    const cout_padded: usize = layer.synaptic.channelsPadded();
+    const row_distance = @as(usize, layer.kernel_w) * layer.input.c * cout_padded; // one output row down
+    const row_out = @as(usize, layer.synaptic.w) * cout_padded;
+    var pairs: u64 = 0;
+    var distance = column.distance;
+    for (0..layer.synaptic.h) |oy| {
+        const rows = windowRange(oy, layer.pad_top, layer.kernel_h, layer.input.h);
+        const events = column.band[column.run_starts[rows.first]..column.run_starts[rows.end]];
+        pairs += events.len;
+        const out = potentials[column.out_first + oy * row_out ..][0..cout_padded];
+        if (chunks) |c| {
+            comptime var first: usize = 0;
+            inline while (first < c) : (first += gather_block_chunks) {
+                gatherPixel(Acc, @min(gather_block_chunks, c - first), layer, events, distance, first * lanes, out);
+            }
+        } else {
             var first: usize = 0;
-            while (first < chunks) {
-                const block = @min(gather_block_chunks, chunks - first);
+            while (first < cout_padded / lanes) {
+                const block = @min(gather_block_chunks, cout_padded / lanes - first);
                 switch (block) {
                     inline 1...gather_block_chunks => |n| gatherPixel(Acc, n, layer, events, distance, first * lanes, out),
                     else => unreachable,
@@ -253,8 +286,9 @@ fn gather(comptime Acc: type, layer: *const model.Layer, input: []const u8, pote
                 first += block;
             }
         }
+        distance +%= row_distance;
     }
-    return pairs * layer.synaptic.c;
+    return pairs;
 }
 
 /// Output-channel vectors whose sums one pass over a window's events keeps in registers.
@@ -305,14 +339,40 @@ inline fn addPairs(pairs: VecI8x32) VecI16 {
     );
 }
 
-/// gatherPixel in i16 on AVX2, two events at a time: their rows' bytes interleaved, one vpmaddubsw
-/// with ones sign-extends and adds both (a quarter fewer vector operations per event than widening
-/// each row alone). `units`: blocks of 32 channels, whose sums are kept as channels (0..7, 16..23)
-/// and (8..15, 24..31), put back in order once at the end.
+/// gatherPixel in i16 on AVX2, two events at a time (sumPairs); `units`: blocks of 32 channels.
 inline fn gatherPixelPairs(comptime units: usize, layer: *const model.Layer, events: []const u32, distance: usize, channel: usize, out: []i32) void {
-    const rows = layer.spike_rows;
-    var low: [units]VecI16 = @splat(@splat(0));
-    var high: [units]VecI16 = @splat(@splat(0));
+    const sums = sumPairs(units, layer.spike_rows, events, distance, channel);
+    inline for (0..units) |u| {
+        inline for (0..2) |half| {
+            const offset = channel + u * 32 + half * lanes;
+            vector.storeVector(out, offset, @as(VecI32, sums.inOrder(u, half)) +% @as(VecI32, layer.bias[offset..][0..lanes].*));
+        }
+    }
+}
+
+/// The i16 sums of `units` blocks of 32 channels over the rows of some events, as sumPairs leaves
+/// them: per block, channels (0..7, 16..23) in `low` and (8..15, 24..31) in `high`.
+fn PairSums(comptime units: usize) type {
+    return struct {
+        low: [units]VecI16,
+        high: [units]VecI16,
+
+        /// Channels [32 u + 16 half, +16) of block u in order: 8 of `low`, then 8 of `high`.
+        inline fn inOrder(sums: @This(), comptime u: usize, comptime half: usize) VecI16 {
+            return @shuffle(i16, sums.low[u], sums.high[u], halvesMask(half * 8));
+        }
+    };
+}
+
+/// The rows (rows[event - distance + channel ..]) of every event summed in i16 on AVX2, two events at
+/// a time: their rows' bytes interleaved, one vpmaddubsw with ones sign-extends and adds both (a
+/// quarter fewer vector operations per event than widening each row alone). An odd last event is
+/// added with a zero row, without a branch (its count changes from window to window: a branch on it
+/// was mispredicted about every other time). `events` must be readable one entry past its end (the
+/// band's and the dense list's slack); the sums must fit i16 (at most 127 pairs of |w| <= 128, or
+/// every channel's sum of |W| within i16).
+inline fn sumPairs(comptime units: usize, rows: []const i8, events: []const u32, distance: usize, channel: usize) PairSums(units) {
+    var sums: PairSums(units) = .{ .low = @splat(@splat(0)), .high = @splat(@splat(0)) };
     var index: usize = 0;
     while (index + 2 <= events.len) : (index += 2) {
         const first = (@as(usize, events[index]) -% distance) + channel;
@@ -320,26 +380,22 @@ inline fn gatherPixelPairs(comptime units: usize, layer: *const model.Layer, eve
         inline for (0..units) |u| {
             const a: VecI8x32 = rows[first + u * 32 ..][0..32].*;
             const b: VecI8x32 = rows[second + u * 32 ..][0..32].*;
-            low[u] +%= addPairs(@shuffle(i8, a, b, interleave_low));
-            high[u] +%= addPairs(@shuffle(i8, a, b, interleave_high));
+            sums.low[u] +%= addPairs(@shuffle(i8, a, b, interleave_low));
+            sums.high[u] +%= addPairs(@shuffle(i8, a, b, interleave_high));
         }
     }
-    if (index < events.len) {
-        const first = (@as(usize, events[index]) -% distance) + channel;
-        const zero: VecI8x32 = @splat(0);
-        inline for (0..units) |u| {
-            const a: VecI8x32 = rows[first + u * 32 ..][0..32].*;
-            low[u] +%= addPairs(@shuffle(i8, a, zero, interleave_low));
-            high[u] +%= addPairs(@shuffle(i8, a, zero, interleave_high));
-        }
-    }
+    // the odd event, or (even count) any in-bounds row masked to zero
+    const odd = events.len & 1;
+    const tail = (@as(usize, events.ptr[index]) -% distance) +% channel;
+    const row = if (odd != 0) tail else channel;
+    const keep: VecI8x32 = @splat(@bitCast(-%@as(u8, @intCast(odd))));
+    const zero: VecI8x32 = @splat(0);
     inline for (0..units) |u| {
-        inline for (0..2) |half| { // channels [32u + 16 half, +16): 8 of `low`, then 8 of `high`
-            const sums: VecI16 = @shuffle(i16, low[u], high[u], halvesMask(half * 8));
-            const offset = channel + u * 32 + half * lanes;
-            vector.storeVector(out, offset, @as(VecI32, sums) +% @as(VecI32, layer.bias[offset..][0..lanes].*));
-        }
+        const a: VecI8x32 = @as(VecI8x32, rows[row + u * 32 ..][0..32].*) & keep;
+        sums.low[u] +%= addPairs(@shuffle(i8, a, zero, interleave_low));
+        sums.high[u] +%= addPairs(@shuffle(i8, a, zero, interleave_high));
     }
+    return sums;
 }
 
 /// Lanes [first, first + 8) of one vector, then the same of another.
@@ -502,11 +558,15 @@ pub fn denseWins(layer: *const model.Layer, input_events: u64) bool {
 }
 
 /// potentials: i32 (1, 1, Cout_p); input: u8 (H, W, Cin_p) of 0 and 1. Returns the synaptic
-/// operations (events x Cout). The sums of a block of output-channel vectors stay in registers while
+/// operations (events x Cout). On AVX2 the events are listed in chunks and their rows added two at a
+/// time (denseListed); otherwise the sums of a block of output-channel vectors stay in registers while
 /// the input's events stream by (found a vector of channels at a time, no list in memory).
 pub fn dense(layer: *const model.Layer, input: []const u8, potentials: []i32) u64 {
     std.debug.assert(layer.spike_rows.len != 0);
     std.debug.assert(input.len == layer.input.valuesPadded());
+    if (comptime vector.has_avx2 and lanes == 16) {
+        if (layer.spike_rows.len <= std.math.maxInt(u32)) return denseListed(layer, input, potentials);
+    }
     const chunks = layer.synaptic.channelsPadded() / lanes;
     std.debug.assert(potentials.len == chunks * lanes);
     @setEvalBranchQuota(10_000);
@@ -567,4 +627,76 @@ const narrow_rows_max = 255;
 
 comptime {
     std.debug.assert(narrow_rows_max * 128 <= std.math.maxInt(i16));
+}
+
+// -- dense on AVX2: the events listed in chunks, their rows added two at a time ------------------
+
+/// Events one chunk of the dense list holds: 127 pairs of rows of |w| <= 128 sum within i16.
+const dense_list_max = 254;
+
+comptime {
+    std.debug.assert((dense_list_max / 2) * 256 <= std.math.maxInt(i16));
+    std.debug.assert(dense_list_max % 2 == 0 and dense_list_max >= 2 * lanes);
+}
+
+/// dense on AVX2: the input's events are listed branch-free (8 channels per append, as the gather
+/// lists them), a chunk of at most dense_list_max at a time, and each chunk's rows are summed two
+/// events per vpmaddubsw (sumPairs) into i16, then added to the i32 potentials. One loop per chunk,
+/// not one per 16 input channels with events (whose exits were mispredicted).
+fn denseListed(layer: *const model.Layer, input: []const u8, potentials: []i32) u64 {
+    const in = layer.input;
+    const cin_padded: usize = in.channelsPadded();
+    const cout_padded: u32 = @intCast(layer.synaptic.channelsPadded());
+    @memcpy(potentials, layer.bias);
+    // the chunk, plus the entry sumPairs may read past its end
+    var list: [dense_list_max + 2]u32 = undefined;
+    var count: usize = 0;
+    var events: u64 = 0;
+    var pixel: usize = 0;
+    while (pixel < in.pixels()) : (pixel += 1) {
+        const values = input[pixel * cin_padded ..][0..cin_padded];
+        const row: u32 = @intCast(pixel * in.c);
+        var chunk: usize = 0;
+        while (chunk < cin_padded) : (chunk += lanes) {
+            const bytes: VecU8 = values[chunk..][0..lanes].*;
+            const mask: u16 = @bitCast(bytes != @as(VecU8, @splat(0)));
+            const channel_row = row + @as(u32, @intCast(chunk));
+            count = appendEvents(&list, count, @truncate(mask), channel_row, cout_padded);
+            count = appendEvents(&list, count, @truncate(mask >> 8), channel_row + 8, cout_padded);
+            if (count > dense_list_max - lanes) {
+                addListed(layer.spike_rows, list[0..count], potentials);
+                events += count;
+                count = 0;
+            }
+        }
+    }
+    addListed(layer.spike_rows, list[0..count], potentials);
+    events += count;
+    return events * layer.synaptic.c;
+}
+
+/// potentials += the rows (i8, Cout_p each) at the listed offsets (at most dense_list_max).
+fn addListed(rows: []const i8, listed: []const u32, potentials: []i32) void {
+    std.debug.assert(listed.len <= dense_list_max);
+    var channel: usize = 0;
+    while (channel + 64 <= potentials.len) : (channel += 64) addListedPairs(2, rows, listed, channel, potentials);
+    if (channel + 32 <= potentials.len) {
+        addListedPairs(1, rows, listed, channel, potentials);
+        channel += 32;
+    }
+    if (channel < potentials.len) { // the last 16 channels: one row at a time
+        var acc: VecI16 = @splat(0);
+        for (listed) |offset| acc +%= weightVector(i16, rows, offset + channel);
+        vector.storeVector(potentials, channel, @as(VecI32, potentials[channel..][0..lanes].*) +% @as(VecI32, acc));
+    }
+}
+
+inline fn addListedPairs(comptime units: usize, rows: []const i8, listed: []const u32, channel: usize, potentials: []i32) void {
+    const sums = sumPairs(units, rows, listed, 0, channel);
+    inline for (0..units) |u| {
+        inline for (0..2) |half| {
+            const offset = channel + u * 32 + half * lanes;
+            vector.storeVector(potentials, offset, @as(VecI32, potentials[offset..][0..lanes].*) +% @as(VecI32, sums.inOrder(u, half)));
+        }
+    }
 }
