@@ -117,7 +117,6 @@ pub const Stream = struct {
     pooled_activations: []u8, // its neuron stage (Cout_p); empty for neuron none (the model's output)
     potentials: []i32, // scratch: one row of any stage's potentials
     events: []model_zig.Event, // scratch: the most any kernel call lists
-    mid: []i32, // scratch: a separable row's intermediate
     message: [limits.message_bytes_max]u8 = @splat(0),
 };
 
@@ -234,7 +233,6 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
     const input = carver.ring(input_row_bytes, 1, 1, spatial[0].kernel_h);
     var potentials_max: u64 = 0;
     var events_max: u64 = 0;
-    var mid_max: u64 = 0;
     var dilation: u32 = 1;
     for (spatial, 0..) |*layer, index| {
         var sub = layer.*;
@@ -256,7 +254,6 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
         const frame = carver.take(u8, if (sub.usesFrame()) sub.frameBytes() else 0);
         potentials_max = @max(potentials_max, row_values);
         events_max = @max(events_max, planner.eventsMax(&sub));
-        if (layer.kind == .separable2d) mid_max = @max(mid_max, sub.synaptic.pixels() * sub.depthwiseChannelsPadded());
         if (memory != null) {
             stages[index] = .{ .layer = sub, .model_layer = layer, .dilation = dilation, .rows = rows, .keeps_potentials = keeps_potentials, .frame = frame };
         }
@@ -274,7 +271,6 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
     }
     const potentials = carver.take(i32, potentials_max);
     const events = carver.take(model_zig.Event, events_max);
-    const mid = carver.take(i32, mid_max);
     if (memory == null) return null;
     const stream = &header[0];
     stream.* = .{
@@ -290,7 +286,6 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
         .pooled_activations = pooled_activations,
         .potentials = potentials,
         .events = events,
-        .mid = mid,
     };
     for (stages) |*stage| frame_zig.paint(&stage.layer, stage.frame);
     return stream;
@@ -413,7 +408,7 @@ fn runRow(stream: *Stream, stage: *Stage, input: []const u8, m: u64) void {
     _ = switch (sub.kind) {
         .input_conv2d, .conv2d => conv2d.run(sub, input, if (sub.isNarrowConv()) 0 else vector.countNonZeroU8(input), potentials, quads, stage.frame, fused_arg),
         .depthwise2d => depthwise2d.run(sub, input, stage.frame, potentials, fused_arg),
-        .separable2d => separable2d.run(sub, input, stage.frame, stream.mid[0..limits.usizeFrom(sub.synaptic.pixels() * sub.depthwiseChannelsPadded())], potentials, stream.events, fused_arg),
+        .separable2d => separable2d.run(sub, input, potentials, std.mem.sliceAsBytes(stream.events), fused_arg), // its row buffers: eventsMax sizes events by scratchBytes
         .dense, .add, .concat => unreachable,
     };
     if (!stage.keeps_potentials and !fused.done) _ = neuron.run(sub, potentials, &.{}, target);
