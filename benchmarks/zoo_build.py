@@ -831,6 +831,7 @@ for _flavour in ("keras3", "tf_keras"):
 
     SPECS.append(Spec(name=f"ka_mobilenet_025_{_tag}", source="keras.applications", framework=_flavour,
                       build=_mobilenet, input_hwc=(64, 64, 3), input_scaling=TF_MINUS1_1, seed=20,
+                      train_steps=1200,   # 300 steps: 0.85 accuracy, 24.6 dB at 8/8 (28 layers compound)
                       note="keras.applications.MobileNet(alpha=0.25): ZeroPadding2D before stride-2 "
                            "depthwise, ReLU6, Reshape/Dropout/Conv 1x1 head"))
     def _mobilenet_small(flavour=_flavour):
@@ -843,7 +844,7 @@ for _flavour in ("keras3", "tf_keras"):
                       note="keras.applications.MobileNet(alpha=0.125) at 32x32: the committed, small MobileNet"))
     SPECS.append(Spec(name=f"ka_mobilenet_v2_035_{_tag}", source="keras.applications", framework=_flavour,
                       build=_mobilenet_v2, input_hwc=(64, 64, 3), input_scaling=TF_MINUS1_1, seed=21,
-                      negative_gammas=True,
+                      negative_gammas=True, train_steps=1200,
                       note="keras.applications.MobileNetV2(alpha=0.35): inverted residuals (Add), ReLU6"))
     SPECS.append(Spec(name=f"ka_efficientnet_b0_{_tag}", source="keras.applications", framework=_flavour,
                       build=_efficientnet, input_hwc=(64, 64, 3), input_scaling=RAW, seed=22,

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import layers as L
-from .errors import ConversionError, ModelError
+from .errors import ConversionError, ModelError, PrecisionWarning
 from .graph import Graph, GraphError, Node
 from .model import Model
 from .statistics import format_table
@@ -59,6 +59,8 @@ PERCENTILE = 99.99
 ADD_MULTIPLIER_BITS = 10      # add inputs are rescaled to a common scale with multipliers up to 2**10
 CALIBRATION_VALUES_MAX = 2_000_000   # values per activation kept for percentile / mse search
 SNR_WARN_DB = 10.0            # compare() warns below this per-layer SNR
+FIDELITY_DB = 25.0            # convert() at 8/8 warns (PrecisionWarning) below this output SNR on its samples
+FIDELITY_SAMPLES = 32         # calibration samples the converted model is checked on
 
 
 # -- entry points ------------------------------------------------------------------------------------
@@ -207,10 +209,45 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     if not builder.zero_points:
         del metadata["activation_zero_points"]
     try:
-        return Model(model_layers, input_shape=graph.input_shape, input_bits=input_bits, metadata=metadata)
+        model = Model(model_layers, input_shape=graph.input_shape, input_bits=input_bits, metadata=metadata)
     except ModelError as exc:
         raise ModelError(f"the converted model is not valid: {exc}. Fewer weight or activation bits "
                          f"shrink the integer ranges") from exc
+    if neuron not in SPIKING:
+        _check_fidelity(model, x, activations[graph.output], builder, weight_bits, activation_bits)
+    return model
+
+
+def _check_fidelity(model: Model, x: np.ndarray, float_out: np.ndarray, builder, weight_bits: int,
+                    activation_bits: int) -> None:
+    """The integer model's output against the float graph's on (up to FIDELITY_SAMPLES of) the calibration
+    samples: metadata["fidelity"] = SNR over all outputs and at the worst output position (h, w), border
+    taps included. At 8/8 bits a worst position under FIDELITY_DB raises a PrecisionWarning: the model
+    converted exactly layer by layer, but 8-bit steps compounded over its depth do not keep its output
+    (``warnings.simplefilter("error", es.PrecisionWarning)`` makes that a refusal)."""
+    n = min(len(x), FIDELITY_SAMPLES)
+    potentials = model.forward(x[:n]).astype(np.float64)
+    zero_point = np.asarray(builder.zero_points.get(builder._output_layer, 0), np.float64)
+    got = (potentials - zero_point) * np.asarray(builder.output_scale, np.float64)
+    want = np.asarray(float_out[:n], np.float64).reshape(got.shape)
+    signal = np.sum(want ** 2, axis=(0, 3))
+    noise = np.sum((got - want) ** 2, axis=(0, 3))
+    with np.errstate(divide="ignore"):
+        per_position = 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, 1e-30))
+        overall = 10 * math.log10(max(float(signal.sum()), 1e-30) / max(float(noise.sum()), 1e-30))
+    worst = float(per_position.min())
+    at = np.unravel_index(int(np.argmin(per_position)), per_position.shape)
+    model.metadata["fidelity"] = {"samples": int(n), "snr_db": round(overall, 2),
+                                  "worst_position_snr_db": round(worst, 2),
+                                  "worst_position": [int(v) for v in at]}
+    if weight_bits >= 8 and activation_bits >= 8 and worst < FIDELITY_DB:
+        warnings.warn(PrecisionWarning(
+            f"the 8/8-bit model keeps only {worst:.1f} dB SNR of the float output at its worst output position "
+            f"{tuple(int(v) for v in at)} ({overall:.1f} dB overall) on {n} calibration samples, under "
+            f"{FIDELITY_DB:g} dB: every layer converted exactly, but the 8-bit rounding of {len(model.layers)} "
+            f"layers compounds (es.compare(source, model, samples) shows the SNR layer by layer). A better "
+            f"trained network, es.finetune(..., weight_bits=8, activation_bits=8) or bias_correction=True "
+            f"usually helps"), stacklevel=3)
 
 
 def check(source, *, importer: str | None = None, neuron: str = "relu", weight_bits: int = 8,

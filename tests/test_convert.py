@@ -314,3 +314,50 @@ def test_every_problem_is_listed_at_once_by_check_convert_and_the_cli(tmp_path, 
         assert "3 node(s) will not convert" in out and "HardSwish" in out and "Sigmoid" in out
     assert es.check(tmp_path / "se.onnx") != [] and main(["convert", str(path)]) == 1
     assert "--samples required" in capsys.readouterr().err
+
+
+def _cancelling_net(gain: float):
+    """1x1 convs: two ReLU'd copies of the input, x and 0.9 x + 0.05, then x + gain * (0.9 x + 0.05) + bias.
+    gain = -1.1 leaves 0.01 x: a 100x cancellation whose output 8-bit activations cannot keep (one activation
+    step of the second copy is a third of the output's spread); gain = +1 is the benign sum 1.9 x."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.Conv2d(2, 1, 1)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, 0.9]).reshape(2, 1, 1, 1))
+        net[0].bias.copy_(torch.tensor([0.0, 0.05]))
+        net[2].weight.copy_(torch.tensor([1.0, gain]).reshape(1, 2, 1, 1))
+        net[2].bias.copy_(torch.tensor([-0.05 * gain]))
+    return net
+
+
+def _worst_position_snr(model, net, x) -> float:
+    with torch.no_grad():
+        want = net(torch.tensor(x.transpose(0, 3, 1, 2) / 255.0, dtype=torch.float32)).numpy().transpose(0, 2, 3, 1)
+    got = model.forward(x, device="reference") * np.asarray(model.metadata["output_scale"])
+    signal = np.sum(want.astype(np.float64) ** 2, axis=(0, 3))
+    noise = np.sum((got - want) ** 2, axis=(0, 3))
+    return float((10 * np.log10(signal / noise)).min())
+
+
+def test_8bit_conversion_that_loses_the_output_warns():
+    """es.convert checks its model against the float graph on the calibration samples: metadata["fidelity"]
+    (worst output position, as the zoo measures it) and, at 8/8 bits under 25 dB, a PrecisionWarning, which
+    simplefilter("error") turns into a refusal. The benign net converts silently."""
+    import warnings
+
+    x = np.random.default_rng(0).integers(0, 256, (16, 6, 6, 1), dtype=np.uint8)
+    bad, good = _cancelling_net(-1.1), _cancelling_net(1.0)
+    with pytest.warns(es.PrecisionWarning, match=r"keeps only .* dB SNR .* worst output position"):
+        model = es.convert(bad, samples=x, input_scaling=(255, 0), progress=False)
+    fidelity = model.metadata["fidelity"]
+    assert fidelity["samples"] == 16 and fidelity["worst_position_snr_db"] < 25
+    assert fidelity["worst_position_snr_db"] == pytest.approx(_worst_position_snr(model, bad, x), abs=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", es.PrecisionWarning)
+        with pytest.raises(es.PrecisionWarning):
+            es.convert(bad, samples=x, input_scaling=(255, 0), progress=False)
+        model = es.convert(good, samples=x, input_scaling=(255, 0), progress=False)       # no warning
+        assert model.metadata["fidelity"]["worst_position_snr_db"] >= 25
+        assert model.metadata["fidelity"]["worst_position_snr_db"] == pytest.approx(
+            _worst_position_snr(model, good, x), abs=0.01)
+        low = es.convert(bad, samples=x, input_scaling=(255, 0), weight_bits=4, activation_bits=4, progress=False)
+    assert low.metadata["fidelity"]["worst_position_snr_db"] < fidelity["worst_position_snr_db"]   # recorded, no warning
