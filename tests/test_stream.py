@@ -154,3 +154,28 @@ def test_pipeline_stream_modes_give_the_same_scores_and_detections():
                                   suppression_s=0.0, ignore=[]))
     assert len(detections) == len(results["stream"])
     assert [d.score for d in detections] == [float(s.max()) for _, s in results["window"]]
+
+
+def test_the_shipped_pipeline_streams_and_finds_what_whole_windows_find():
+    """The shipped 4-bit KWS pipeline is valid along time, so Pipeline.stream runs it on the streaming
+    executor; on the shipped demo recording every window's scores equal the whole-window run's."""
+    import soundfile
+
+    data = Path(es.__file__).resolve().parent / "data"
+    pipe = es.Pipeline.load(data / "kws_dscnn_4bit.esnn")
+    audio, rate = soundfile.read(data / "kws_demo.wav", dtype="float32")
+    assert rate == pipe.frontend.sample_rate
+    chunks = [audio[i:i + 320] for i in range(0, audio.size, 320)]   # 20 ms, as a microphone gives it
+    settings = pipe.detector_settings()
+    results = {}
+    for mode in ("stream", "window"):
+        session = StreamSession(pipe, settings, mode=mode)
+        results[mode] = [(time_s, session.scores(output)) for chunk in chunks
+                         for output, time_s in session.outputs(session.frames(chunk))]
+    assert StreamSession(pipe, settings).mode == "stream", StreamSession(pipe, settings).note
+    assert len(results["stream"]) > 200   # the 12 s recording at the shipped detector hop
+    for (t_stream, s_stream), (t_window, s_window) in zip(results["stream"], results["window"], strict=True):
+        assert t_stream == t_window
+        np.testing.assert_array_equal(s_stream, s_window)
+    labels = {d.label for d in pipe.stream(chunks)}
+    assert len(labels) >= 3, labels   # the demo says six keywords; the shipped detector finds most of them
