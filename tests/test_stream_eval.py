@@ -67,7 +67,7 @@ def test_streaming_equals_offline_on_the_same_windows():
     times, scores = stream_eval.window_scores(pipe, audio, hop_s=0.04)
     chunks = [audio[i:i + 777] for i in range(0, audio.size, 777)]
     session = StreamSession(pipe, pipe.detector_settings(hop_s=0.04))
-    streamed = [(session.infer(x), t) for chunk in chunks for x, t in session.windows(session.frames(chunk))]
+    streamed = [(session.scores(o), t) for chunk in chunks for o, t in session.outputs(session.frames(chunk))]
     assert session.hop_frames == 2 and [t for _, t in streamed] == pytest.approx(times.tolist(), abs=0)
     online = np.stack([s for s, _ in streamed])
     np.testing.assert_array_equal(online, scores)
