@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "edgesnn.h"
+#include "read_file.h"
 
 #ifndef ESNN_FILE_BYTES_MAX
 #define ESNN_FILE_BYTES_MAX (1 << 20) /* the largest .esnn file this program reads */
@@ -39,23 +40,6 @@ static uint8_t model_memory[ESNN_MODEL_BYTES];       /* the loaded model; outliv
 static uint8_t arena[ESNN_ARENA_BYTES];              /* one context: buffers and spiking state */
 static uint8_t input[ESNN_INPUT_VALUES_MAX];         /* uint8 (H, W, C) */
 static int32_t potentials[ESNN_OUTPUT_VALUES_MAX];   /* int32 (OH, OW, C) */
-
-/* Read a whole file into `buffer`; return its length, or -1 (message printed) if it does not fit. */
-static long read_file(const char *path, uint8_t *buffer, size_t buffer_bytes) {
-    FILE *file = fopen(path, "rb");
-    if (file == NULL) {
-        fprintf(stderr, "error: cannot open %s\n", path);
-        return -1;
-    }
-    size_t length = fread(buffer, 1, buffer_bytes, file);
-    int too_long = length == buffer_bytes && fgetc(file) != EOF;
-    fclose(file);
-    if (too_long) {
-        fprintf(stderr, "error: %s is larger than %zu bytes; rebuild with a larger limit\n", path, buffer_bytes);
-        return -1;
-    }
-    return (long)length;
-}
 
 /* Index of the largest value, the first one on ties. */
 static size_t argmax(const int32_t *values, size_t count) {

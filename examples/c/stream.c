@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "edgesnn.h"
+#include "read_file.h"
 
 #ifndef ESNN_FILE_BYTES_MAX
 #define ESNN_FILE_BYTES_MAX (1 << 20) /* the largest .esnn file this program reads */
@@ -40,22 +41,6 @@ static uint8_t model_memory[ESNN_MODEL_BYTES];       /* the loaded model; outliv
 static uint8_t stream_memory[ESNN_STREAM_BYTES];     /* the stream: each layer's kept rows */
 static uint8_t frames[ESNN_FRAMES_BYTES_MAX];        /* uint8 (k, W, C) */
 static int32_t output[ESNN_OUTPUT_VALUES_MAX];       /* int32 (OH, OW, C) of one window */
-
-static long read_file(const char *path, uint8_t *buffer, size_t buffer_bytes) {
-    FILE *file = fopen(path, "rb");
-    if (file == NULL) {
-        fprintf(stderr, "error: cannot open %s\n", path);
-        return -1;
-    }
-    size_t length = fread(buffer, 1, buffer_bytes, file);
-    int too_long = length == buffer_bytes && fgetc(file) != EOF;
-    fclose(file);
-    if (too_long) {
-        fprintf(stderr, "error: %s is larger than %zu bytes; rebuild with a larger limit\n", path, buffer_bytes);
-        return -1;
-    }
-    return (long)length;
-}
 
 int main(int argc, char **argv) {
     if (argc != 4) {
