@@ -4,6 +4,8 @@ converter from the Keras models, calibrated on the inputs the benchmarks time.
     bash scripts/zoo-env.sh                                    # once: .zoo-venv/ with TensorFlow, tf_keras, Keras 3
     .zoo-venv/bin/python benchmarks/tflite_build.py zoo        # every Keras model of benchmarks/zoo/ that converts
     .zoo-venv/bin/python benchmarks/tflite_build.py zoo --only ds_cnn --zoo /other/checkout/benchmarks/zoo
+    .zoo-venv/bin/python benchmarks/tflite_build.py zoo --model akida_akidanet_025_features   # that one model
+    python benchmarks/tflite_build.py check [--zoo DIR]          # which twins are stale, missing (no TensorFlow)
     .zoo-venv/bin/python benchmarks/tflite_build.py twin SPEC.npz OUT.tflite   # what benchmarks/engine.py runs
 
 This runs in the zoo's environment (TensorFlow); edgesnn is not imported, and TensorFlow is never a
@@ -24,8 +26,13 @@ dependency of edgesnn or of its tests. The benchmarks run the files with ai-edge
   stays as MINIMUM + RELU ops that XNNPACK's int8 path leaves to the builtin kernels.
   ``benchmarks/tflite/manifest.json`` records, per file, the zoo file it was made from and its sha256
   (benchmarks/peers.py runs a .tflite only beside that very file), SNR, ops and size; as in the zoo, a
-  file is committed when its source is and it is at most ``COMMIT_MAX_BYTES``, the others are
-  git-ignored (benchmarks/tflite/.gitignore) and rebuilt here.
+  file is committed when it is at most ``COMMIT_MAX_BYTES`` (also when its zoo file is too big to be:
+  the recorded sha256 ties it to that file's build, and a rebuilt zoo file makes it stale, not wrong),
+  the others are git-ignored (benchmarks/tflite/.gitignore, rewritten from the manifest) and rebuilt here.
+  ``--model NAME`` builds only the models of exactly that name (``--only`` matches a part of the name).
+- ``check``: every twin of the manifest against the zoo file it was made from (sha256): ok, stale (the
+  zoo file was rebuilt since: ``zoo --model NAME``), its file or source missing; and the zoo's Keras
+  models expected to convert that have no twin. Exit status 1 when any is stale or missing.
 - ``twin``: benchmarks/engine.py's networks are torch ones trained at each run; it writes their weights
   (batch norm folded, Keras layouts) and its calibration inputs into SPEC.npz, and this rebuilds the
   same network layer by layer in tf_keras, checks it against torch's float logits, and converts it.
@@ -211,14 +218,17 @@ def logits_model(model, keras_module):
     return model
 
 
-def zoo_entries(zoo: Path, only: list[str]) -> list[dict]:
-    """One Keras file per model of the manifest (".keras" before ".h5"), present, expected to convert."""
+def zoo_entries(zoo: Path, only: list[str], models: list[str] = ()) -> list[dict]:
+    """One Keras file per model of the manifest (".keras" before ".h5"), present, expected to convert; with
+    `only`, models whose name contains one of them; with `models`, models of exactly those names."""
     chosen: dict = {}
     for e in json.loads((zoo / "manifest.json").read_text())["models"]:
         keras_file = e["file"].endswith((".keras", ".h5"))
         if not keras_file or e["expect"] != "convert" or not (zoo / e["file"]).exists():
             continue
         if only and not any(o in e["model"] for o in only):
+            continue
+        if models and e["model"] not in models:
             continue
         if e["model"] not in chosen or e["file"].endswith(".keras"):
             chosen[e["model"]] = e
@@ -240,12 +250,58 @@ def record(out: Path, name: str, entry: dict | None) -> None:
     else:
         files[name] = entry
     path.write_text(json.dumps({"files": dict(sorted(files.items()))}, indent=1) + "\n")
+    write_gitignore(out, files)
 
 
-def build_zoo(zoo: Path, out: Path, only: list[str]) -> int:
+GITIGNORE_HEAD = """\
+# Written by benchmarks/tflite_build.py from manifest.json: a twin is committed when it is at most
+# COMMIT_MAX_BYTES, the bigger ones are rebuilt (tflite_build.py zoo --model NAME); engine-*: benchmarks/engine.py's
+# twins of its trained networks, named by a hash of their weights.
+*.tflite
+"""
+
+
+def write_gitignore(out: Path, files: dict) -> None:
+    committed = sorted(name for name, entry in files.items() if entry.get("committed"))
+    (out / ".gitignore").write_text(GITIGNORE_HEAD + "".join(f"!{name}\n" for name in committed))
+
+
+def check(zoo: Path, out: Path) -> int:
+    """Prints, per twin of the manifest, whether it was made from the zoo file now in `zoo`; and the zoo's
+    Keras models (expected to convert, present) without a twin. 1 when any twin is stale or missing."""
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    bad = 0
+    for name, entry in files.items():
+        source = zoo / entry["source"]
+        if not (out / name).exists():
+            state = "missing (git-ignored: rebuild it)"
+        elif not source.exists():
+            state = f"its source {entry['source']} is not in {zoo}"
+        elif sha256(source) != entry["source_sha256"]:
+            state = f"stale: {entry['source']} was rebuilt since (tflite_build.py zoo --model {entry['model']})"
+        else:
+            print(f"ok       {name}  ({entry['source']}, SNR {entry['snr_db']} dB)")
+            continue
+        bad += 1
+        print(f"NOT OK   {name}: {state}")
+    twinned = {entry["model"] for entry in files.values()}
+    for e in zoo_entries(zoo, []):
+        if e["model"] not in twinned:
+            bad += 1
+            print(f"NO TWIN  {e['model']} ({e['file']}): tflite_build.py zoo --model {e['model']}")
+    return 1 if bad else 0
+
+
+def build_zoo(zoo: Path, out: Path, only: list[str], models: list[str] = ()) -> int:
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for e in zoo_entries(zoo, only):
+    entries = zoo_entries(zoo, only, models)
+    unknown = sorted(set(models) - {e["model"] for e in entries})
+    if unknown:
+        print(f"no Keras model expected to convert named {', '.join(unknown)} in {zoo / 'manifest.json'}",
+              file=sys.stderr)
+        return 2
+    for e in entries:
         keras_module = keras_module_for(e["file"])
         with np.load(zoo / e["reference"]) as data:
             x_uint8, y = data["x"], data["y"]
@@ -267,7 +323,7 @@ def build_zoo(zoo: Path, out: Path, only: list[str]) -> int:
         source = {"model": e["model"], "source": e["file"], "source_sha256": sha256(zoo / e["file"])}
         record(out, path.name, {**source, "variant": "as written", "bytes": len(content),
                                 "snr_db": round(snr_db(got, logits), 2), "ops": ops,
-                                "committed": len(content) <= COMMIT_MAX_BYTES and e["committed"]})
+                                "committed": len(content) <= COMMIT_MAX_BYTES})
         note = "" if len(content) <= COMMIT_MAX_BYTES else " (too big to commit)"
         print(f"{e['model']}: {e['file']} -> {path.name}, {len(content):,} bytes{note}; "
               f"SNR vs the framework's float logits {snr_db(got, logits):.1f} dB "
@@ -286,7 +342,7 @@ def build_zoo(zoo: Path, out: Path, only: list[str]) -> int:
         relu6_path.write_bytes(content)
         record(out, relu6_path.name, {**source, "variant": f"{count} bounded ReLUs as ReLU6", "bytes": len(content),
                                       "snr_db": round(snr_db(got, logits), 2), "ops": ops,
-                                      "committed": len(content) <= COMMIT_MAX_BYTES and e["committed"]})
+                                      "committed": len(content) <= COMMIT_MAX_BYTES})
         print(f"{e['model']}: {count} bounded ReLUs as ReLU6 -> {relu6_path.name}, {len(content):,} bytes; "
               f"SNR vs the float logits {snr_db(got, logits):.1f} dB (the rescaled float model: "
               f"{rescaled_check:.0f} dB); ops: {', '.join(ops)}", flush=True)
@@ -358,12 +414,18 @@ def main(argv=None) -> int:
     zoo.add_argument("--zoo", type=Path, default=ZOO, help="the zoo folder (manifest.json and the files)")
     zoo.add_argument("--out", type=Path, default=OUT)
     zoo.add_argument("--only", action="append", default=[], help="models whose name contains this (repeatable)")
+    zoo.add_argument("--model", action="append", default=[], help="the model of exactly this name (repeatable)")
+    checking = commands.add_parser("check", help="which twins were made from the zoo files now there (sha256)")
+    checking.add_argument("--zoo", type=Path, default=ZOO, help="the zoo folder (manifest.json and the files)")
+    checking.add_argument("--out", type=Path, default=OUT)
     twin = commands.add_parser("twin", help="a torch network's spec (benchmarks/peers.py) -> an int8 .tflite")
     twin.add_argument("spec", type=Path)
     twin.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     if args.command == "zoo":
-        return build_zoo(args.zoo, args.out, args.only)
+        return build_zoo(args.zoo, args.out, args.only, args.model)
+    if args.command == "check":
+        return check(args.zoo, args.out)
     return build_twin(args.spec, args.out)
 
 

@@ -5,6 +5,7 @@
     python benchmarks/zoo.py --json zoo.json       # also every number as JSON
     python benchmarks/zoo.py --no-latency          # skip the latency columns (faster)
     python benchmarks/zoo.py --summary --layers    # one row per architecture (README), time per layer kind
+    EDGESNN_ZOO=/other/checkout/benchmarks/zoo python benchmarks/zoo.py   # the files of another zoo folder
 
 Runs in the project's normal environment (no TensorFlow, no timm): the files were written by
 benchmarks/zoo_build.py in the zoo's own environment, each with its float output on 4 image-like
@@ -64,7 +65,9 @@ from pathlib import Path
 
 import numpy as np
 
-ZOO = Path(__file__).resolve().parent / "zoo"
+# $EDGESNN_ZOO: another checkout's zoo folder (its git-ignored big files; the .tflite twins are matched to them
+# by sha256, benchmarks/peers.py zoo_tflites)
+ZOO = Path(os.environ.get("EDGESNN_ZOO") or Path(__file__).resolve().parent / "zoo")
 MANIFEST = ZOO / "manifest.json"
 FLOAT_MATCH_TARGET = 1e-4
 SNR_TARGET_DB = 25.0
