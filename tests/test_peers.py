@@ -5,6 +5,7 @@ skipped without it."""
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,9 +17,18 @@ _spec = importlib.util.spec_from_file_location("peers", ROOT / "benchmarks" / "p
 peers = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("peers", peers)
 _spec.loader.exec_module(peers)
-ZOO = ROOT / "benchmarks" / "zoo"
+# $EDGESNN_ZOO: another checkout's zoo folder, as benchmarks/zoo.py reads it (its git-ignored big files)
+ZOO = Path(os.environ.get("EDGESNN_ZOO") or ROOT / "benchmarks" / "zoo")
 RECORDED = json.loads((peers.TFLITE_DIR / "manifest.json").read_text())["files"]
 COMMITTED = sorted(name for name, entry in RECORDED.items() if entry["committed"])
+ZOO_FILES = {e["file"]: e for e in json.loads((ZOO / "manifest.json").read_text())["models"]}
+
+
+def source_here(name: str) -> bool:
+    """Whether the zoo file `name` was made from is in ZOO as that very build (its recorded sha256). A
+    committed zoo file must be; a git-ignored one may be absent or rebuilt since (tflite_build.py check)."""
+    paths, _ = peers.zoo_tflites(RECORDED[name]["model"], ZOO)
+    return peers.TFLITE_DIR / name in paths
 
 
 def keras_layout_forward(spec: dict, arrays: dict, x_nhwc: np.ndarray) -> np.ndarray:
@@ -85,21 +95,29 @@ def test_twin_spec_refuses_what_it_cannot_rebuild():
         peers.torch_twin_spec(nn.Sequential(nn.Sigmoid()).eval(), (6, 6, 2), x, x)
 
 
-def test_committed_tflite_files_are_recorded_beside_committed_zoo_files():
+def test_committed_tflite_files_are_recorded_beside_their_zoo_files():
     assert COMMITTED, "benchmarks/tflite/manifest.json lists no committed file"
-    zoo = {e["file"]: e for e in json.loads((ZOO / "manifest.json").read_text())["models"]}
     for name in COMMITTED:
         entry = RECORDED[name]
         assert (peers.TFLITE_DIR / name).exists(), name
-        assert zoo[entry["source"]]["committed"], f"{name} is made from {entry['source']}, which is not committed"
-        paths, left_out = peers.zoo_tflites(entry["model"], ZOO)
-        assert peers.TFLITE_DIR / name in paths, left_out
+        assert entry["source"] in ZOO_FILES, f"{name} is made from {entry['source']}, which the zoo does not list"
+        assert entry["bytes"] == (peers.TFLITE_DIR / name).stat().st_size, name
+        if ZOO_FILES[entry["source"]]["committed"]:     # a committed zoo file: the very build it was made from
+            paths, left_out = peers.zoo_tflites(entry["model"], ZOO)
+            assert peers.TFLITE_DIR / name in paths, left_out
+
+
+def test_gitignore_keeps_exactly_the_committed_twins():
+    ignore = (peers.TFLITE_DIR / ".gitignore").read_text().splitlines()
+    assert sorted(line[1:] for line in ignore if line.startswith("!")) == COMMITTED
 
 
 @pytest.mark.parametrize("name", COMMITTED)
 def test_committed_tflite_runs_the_zoo_model(name):
     pytest.importorskip("ai_edge_litert")
     entry = RECORDED[name]
+    if not source_here(name):
+        pytest.skip(f"{entry['source']} (git-ignored) is absent from {ZOO} or another build of it")
     with np.load(ZOO / f"{entry['model']}.npz") as data:
         x, y = data["x"], data["y"]
         logits = data["y_logits"] if "y_logits" in data.files else y
@@ -109,9 +127,42 @@ def test_committed_tflite_runs_the_zoo_model(name):
         peer = peers.TFLitePeer(peers.TFLITE_DIR / name, threads=1, xnnpack=xnnpack)
         snr = peers.snr_db(peer.forward(x_float), logits)
         # TensorFlow's reference kernels gave the recorded SNR at build time; XNNPACK and the builtin
-        # kernels round a few values differently
-        assert snr >= entry["snr_db"] - 3.0, (name, xnnpack, snr)
+        # kernels round a few values differently (the builtin ones 3.4 dB under the reference kernels'
+        # 33.1 dB on akida_mobilenet_025); another network would be near 0 dB
+        assert snr >= entry["snr_db"] - 6.0, (name, xnnpack, snr)
         batch = peer.prepare(np.concatenate([x_float, x_float]))
         assert peer.run(batch).shape[0] == 2 * len(x)
     assert peers.TFLitePeer(peers.TFLITE_DIR / name, xnnpack=True).delegate_partitions() >= 1
     assert peers.TFLitePeer(peers.TFLITE_DIR / name, xnnpack=False).delegate_partitions() == 0
+
+
+def test_tflite_build_check_tells_stale_missing_and_absent_twins(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("tflite_build", ROOT / "benchmarks" / "tflite_build.py")
+    tflite_build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tflite_build)             # TensorFlow is imported only to convert
+    zoo, out = tmp_path / "zoo", tmp_path / "tflite"
+    zoo.mkdir()
+    out.mkdir()
+    models = [{"model": m, "file": f"{m}.tfk.keras", "expect": "convert", "committed": False} for m in ("a", "b")]
+    (zoo / "manifest.json").write_text(json.dumps({"models": models}))
+    for m in ("a", "b"):
+        (zoo / f"{m}.tfk.keras").write_bytes(m.encode() * 10)
+    (out / "a.int8.tflite").write_bytes(b"tflite")
+    entry = {"model": "a", "source": "a.tfk.keras", "source_sha256": tflite_build.sha256(zoo / "a.tfk.keras"),
+             "snr_db": 30.0, "bytes": 6, "committed": True}
+    tflite_build.record(out, "a.int8.tflite", entry)
+    assert (out / ".gitignore").read_text().splitlines()[-1] == "!a.int8.tflite"
+    assert tflite_build.check(zoo, out) == 1                  # b has no twin
+    printed = capsys.readouterr().out
+    assert "ok       a.int8.tflite" in printed and "NO TWIN  b (b.tfk.keras)" in printed
+    (zoo / "a.tfk.keras").write_bytes(b"retrained")
+    assert tflite_build.check(zoo, out) == 1
+    assert "stale: a.tfk.keras was rebuilt since (tflite_build.py zoo --model a)" in capsys.readouterr().out
+    (out / "a.int8.tflite").unlink()
+    tflite_build.check(zoo, out)
+    assert "NOT OK   a.int8.tflite: missing" in capsys.readouterr().out
+    models.pop()
+    (zoo / "manifest.json").write_text(json.dumps({"models": models}))
+    (out / "a.int8.tflite").write_bytes(b"tflite")
+    tflite_build.record(out, "a.int8.tflite", {**entry, "source_sha256": tflite_build.sha256(zoo / "a.tfk.keras")})
+    assert tflite_build.check(zoo, out) == 0
