@@ -3,7 +3,7 @@
     python benchmarks/devices.py             # MNIST, KWS and echo models, stdio and TCP, native and qemu
     python benchmarks/devices.py --quick     # fewer calls
     python benchmarks/devices.py --with-no-spin   # also the link with spinning off on both sides
-    python benchmarks/devices.py --pin       # host on CPU 0, runners on CPU 1
+    python benchmarks/devices.py --pin       # host (and in-process cpu) on CPU 0, runners on CPU 1 (--cpu 1)
     python benchmarks/devices.py --json out.json --markdown out.md
 
 Models: the shipped MNIST CNN (edgesnn/data/mnist_cnn_4bit.esnn, real digits as input) and a
@@ -28,7 +28,12 @@ of the same rounds, "overhead" = remote latency - cpu latency (what the link cos
 model.forward and engine build without the link), and where it goes: "engine slower" = the
 runner's engine time - the in-process engine time (caches and TLB after a process switch), "link"
 = the rest (the host's Python of the remote path, framing, CRCs, the pipe or socket, the process
-switches). Target: overhead < 50 us at batch 1 on loopback; the script ends with a verdict line per
+switches). A second table says where host and runner ran: per timed call, the context switches of
+this process and of the runner and the time each waited on a run queue (/proc/PID/schedstat and
+status, read around each timed block): ~0 switches per call when each spins on a core of its own,
+~1 each when the scheduler queues them on one core and every call hands that core over and back
+(the runner's engine then evicts the host's caches, and each switch flushes the TLB on a VM without
+PCID: the overhead of such a call is several times the link's own). Target: overhead < 50 us at batch 1 on loopback; the script ends with a verdict line per
 model and transport. The machine, CPU and load average (before and after) are printed with the
 table: the machine may be shared, and every figure moves with its load.
 """
@@ -79,11 +84,27 @@ def build_runner(target: str, prefix: Path) -> Path:
     return prefix / "bin" / "edgesnn-runner"
 
 
-def interleaved(model, x, devices: dict, rounds: int, block: int) -> dict:
+def scheduling(pid: int) -> np.ndarray | None:
+    """[CPU ns, ns waiting on a run queue, voluntary switches, involuntary switches] of process `pid`
+    so far (/proc/PID/schedstat and status; None where /proc does not say)."""
+    try:
+        run_ns, wait_ns, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, ValueError):
+        return None
+    counts = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+              if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))}
+    return np.array([int(run_ns), int(wait_ns), counts["voluntary_ctxt_switches"],
+                     counts["nonvoluntary_ctxt_switches"]], float)
+
+
+def interleaved(model, x, devices: dict, rounds: int, block: int, placement: dict | None = None) -> dict:
     """{device name: [seconds per timed call]}, the devices taking turns in blocks of `block` timed
     calls for `rounds` rounds, each block after an untimed warm-up of WARM_UP_S (at least one call: it
     pays for the switch from the other device, e.g. the previous runner still spinning); a device
-    given with a stride k takes part in every k-th round only (qemu: slow)."""
+    given with a stride k takes part in every k-th round only (qemu: slow).
+    `placement`, when given, gets {device name: summed `scheduling` deltas of this process and of the
+    device's runner over its timed blocks, and the number of calls} (what each call cost in switches)."""
     times = {name: [] for name in devices}
     clock = time.perf_counter
     for round_ in range(rounds):
@@ -95,10 +116,17 @@ def interleaved(model, x, devices: dict, rounds: int, block: int) -> dict:
             while clock() < warm_until:
                 model.forward(x, device=device)
             timed = times[name]
+            pid = getattr(device, "runner_pid", None) if placement is not None else None
+            before = (scheduling(os.getpid()), scheduling(pid)) if pid else None
             for _ in range(block):
                 started = clock()
                 model.forward(x, device=device)
                 timed.append(clock() - started)
+            if before is not None:
+                after = (scheduling(os.getpid()), scheduling(pid))
+                if all(v is not None for v in before + after):
+                    host, runner, calls = placement.get(name, (0.0, 0.0, 0))
+                    placement[name] = (host + after[0] - before[0], runner + after[1] - before[1], calls + block)
     return times
 
 
@@ -174,8 +202,9 @@ def main() -> None:
     parser.add_argument("--runner-spin-us", type=int, default=None, help="the runner's --spin-us (default: its own)")
     parser.add_argument("--no-qemu", action="store_true")
     parser.add_argument("--pin", action="store_true",
-                        help="this process on CPU 0, the runners on CPU 1 (taskset): each on its own core, as a "
-                             "quiet machine places them; on a loaded one the scheduler often puts both on one core")
+                        help="this process (and so the in-process cpu device) on CPU 0, the runners on CPU 1 (the "
+                             "runner's --cpu): each on a core of its own; unpinned, the scheduler often queues "
+                             "host and runner on one core")
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args()
@@ -201,18 +230,18 @@ def main() -> None:
         spin = {} if args.spin_us is None else {"spin_us": args.spin_us}
         pin = []
         if args.pin:
-            if len(os.sched_getaffinity(0)) < 2 or not shutil.which("taskset"):
-                sys.exit("--pin needs two CPUs and taskset (util-linux)")
+            if not {0, 1} <= os.sched_getaffinity(0):
+                sys.exit("--pin needs CPUs 0 and 1")
             os.sched_setaffinity(0, {0})
-            pin = ["taskset", "-c", "1"]
-            print("pinned: this process on CPU 0, the runners on CPU 1")
-        runner = pin + [host_runner] + ([] if args.runner_spin_us is None else ["--spin-us", str(args.runner_spin_us)])
+            pin = ["--cpu", "1"]
+            print("pinned: this process (the in-process cpu device too) on CPU 0, the runners on CPU 1 (--cpu 1)")
+        runner = [host_runner] + pin + ([] if args.runner_spin_us is None else ["--spin-us", str(args.runner_spin_us)])
         devices = {cpu: ("cpu", 1),
                    "remote stdio": (RemoteDevice(runner, **spin), 1),
                    "remote tcp (loopback)": (RemoteDevice(runner, listen=True, **spin), 1)}
         if args.with_no_spin:
-            devices["remote stdio, no spin"] = (RemoteDevice(pin + [host_runner, "--spin-us", "0"], spin_us=0), 1)
-            devices["remote tcp, no spin"] = (RemoteDevice(pin + [host_runner, "--spin-us", "0"], listen=True,
+            devices["remote stdio, no spin"] = (RemoteDevice([host_runner, *pin, "--spin-us", "0"], spin_us=0), 1)
+            devices["remote tcp, no spin"] = (RemoteDevice([host_runner, *pin, "--spin-us", "0"], listen=True,
                                                            spin_us=0), 1)
         qemu = None if args.no_qemu else shutil.which("qemu-aarch64")
         if qemu:
@@ -225,7 +254,8 @@ def main() -> None:
                 np.testing.assert_array_equal(model.forward(x, device=device), expected)
             remote = {name: device for name, (device, stride) in devices.items()
                       if not isinstance(device, str) and stride == 1}
-            times = interleaved(model, x, devices, rounds, block)
+            placement = {}
+            times = interleaved(model, x, devices, rounds, block, placement)
             engines = engine_times(model, x, remote, engine_alone(model, x), max(1, rounds // 5), block)
             cpu_latency = statistics.median(times[cpu]) * 1e6
             engine_process = statistics.median(engines[ENGINE]) * 1e6
@@ -236,6 +266,10 @@ def main() -> None:
                        "calls": len(timed), "cpu_us": cpu_latency, "engine_process_us": engine_process}
                 if not isinstance(devices[device_name][0], str):
                     row["over_cpu_us"] = latency - cpu_latency
+                if device_name in placement:
+                    host, runner, calls = placement[device_name]
+                    row.update({"host_switches": (host[2] + host[3]) / calls, "runner_switches": (runner[2] + runner[3]) / calls,
+                                "runner_queued_us": runner[1] / calls * 1e-3, "host_queued_us": host[1] / calls * 1e-3})
                 if device_name in engines:
                     row["engine_runner_us"] = statistics.median(engines[device_name]) * 1e6
                     row["engine_slower_us"] = row["engine_runner_us"] - engine_process
@@ -253,7 +287,7 @@ def main() -> None:
             over = results[(model_name, device_name)]["over_cpu_us"]
             verdicts.append(f"{model_name} {transport}: overhead {over:.1f} us over in-process cpu: target < "
                             f"{TARGET_US:.0f} us {'met' if over < TARGET_US else 'not met'}")
-    table = (markdown(results) + f"\n{machine()}\nload average: {load_before} at the start, {load_after} at the end\n"
+    table = (markdown(results) + "\n" + placement_markdown(results) + f"\n{machine()}\nload average: {load_before} at the start, {load_after} at the end\n"
              + "".join(f"{line}\n" for line in verdicts))
     print(table)
     if args.json:
@@ -272,6 +306,19 @@ def _mnist_input(model) -> np.ndarray:
         return image.reshape(1, *model.input_shape).astype(np.uint8)
     except Exception:   # the digits are a nicety; the timing does not depend on them much
         return np.random.default_rng(1).integers(0, 256, (1, *model.input_shape)).astype(np.uint8)
+
+
+def placement_markdown(results: dict) -> str:
+    """Per remote call: the context switches of this process and of the runner, and the time each spent
+    queued for a CPU (/proc schedstat): ~0 switches when each spins on a core of its own, ~1 each when
+    the scheduler queues them on one core and every call hands the CPU over and back."""
+    lines = ["| model | device | host switches / call | runner switches / call | host queued / call "
+             "| runner queued / call |", "|---|---|---:|---:|---:|---:|"]
+    for (model, device), row in results.items():
+        if "runner_switches" in row:
+            lines.append(f"| {model} | {device} | {row['host_switches']:.2f} | {row['runner_switches']:.2f} "
+                         f"| {row['host_queued_us']:.1f} us | {row['runner_queued_us']:.1f} us |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(results: dict) -> str:

@@ -482,6 +482,20 @@ def test_spinning_is_bounded_on_both_sides_and_never_spins_when_idle(runner, mni
     device.close()
 
 
+def test_cpu_option_keeps_the_runner_on_that_cpu_and_refuses_one_it_cannot_have(runner, mnist):
+    cpu = min(os.sched_getaffinity(0))
+    device = RemoteDevice([runner, "--cpu", str(cpu)])
+    x = random_input(mnist, 1, np.random.default_rng(23))
+    np.testing.assert_array_equal(mnist.forward(x, device=device), mnist.forward(x, device="cpu"))
+    assert os.sched_getaffinity(device.runner_pid) == {cpu}
+    device.close()
+    assert device.runner_pid is None
+    for bad, why in (("1023", b"cannot run on CPU 1023 (--cpu)"), ("1024", b"--cpu must lie in [0, 1023]"),
+                     ("x", b"--cpu x: not a CPU number")):
+        refused = subprocess.run([str(runner), "--cpu", bad], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+        assert refused.returncode in (1, 2) and why in refused.stderr, refused.stderr
+
+
 def test_a_spinning_host_honours_a_timeout_shorter_than_its_spin(runner, mnist):
     device = RemoteDevice([runner], timeout_s=0.05, spin_us=1e6)   # spins up to 1 s, times out after 50 ms
     x = random_input(mnist, 1, np.random.default_rng(14))

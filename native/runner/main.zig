@@ -2,11 +2,13 @@
 //! over a framed link (docs/protocol.md).
 //!
 //!   edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--timesteps-max N]
-//!                  [--spin-us US] [--listen IP:PORT | --device PATH]
+//!                  [--spin-us US] [--cpu N] [--listen IP:PORT | --device PATH]
 //!
 //! Serves the link on stdin/stdout by default; `--listen 127.0.0.1:0` accepts TCP connections one
 //! after another (a host reconnects by connecting again) and prints `listening IP:PORT` on stdout;
 //! `--device PATH` opens a serial line (or a pty) and sets it raw. Linux only (raw syscalls).
+//! `--cpu N` keeps the runner on CPU N (sched_setaffinity), e.g. a core a board reserves for it;
+//! by default it runs wherever the OS schedules it.
 //!
 //! Memory: one mapping made at start holds everything: two frames of --frame-bytes (default 1 MiB)
 //! and the memory budget --memory (default 16 MiB) for the loaded model and its arena. Nothing is
@@ -38,6 +40,7 @@ const Config = struct {
     timeout_ms: i32 = 1000,
     timesteps_max: u32 = session_zig.timesteps_max,
     spin_ns: u64 = spin_us_default * std.time.ns_per_us,
+    cpu: ?u16 = null,
     mode: Mode = .stdio,
 };
 
@@ -212,7 +215,7 @@ fn sayOut(comptime format: []const u8, args: anytype) void {
 }
 
 fn usage(comptime why: []const u8, args: anytype) u8 {
-    say("edgesnn-runner: " ++ why ++ "\nusage: edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--timesteps-max N] [--spin-us US] [--listen IP:PORT | --device PATH]\n", args);
+    say("edgesnn-runner: " ++ why ++ "\nusage: edgesnn-runner [--memory BYTES] [--frame-bytes BYTES] [--timeout-ms MS] [--timesteps-max N] [--spin-us US] [--cpu N] [--listen IP:PORT | --device PATH]\n", args);
     return 2;
 }
 
@@ -251,6 +254,10 @@ fn parseArgs(args: []const [*:0]const u8, config: *Config) ?u8 {
             const spin_us = std.fmt.parseInt(u64, value, 10) catch return usage("--spin-us {s}: not a number", .{value});
             if (spin_us > spin_us_max) return usage("--spin-us must lie in [0, {d}]", .{spin_us_max});
             config.spin_ns = spin_us * std.time.ns_per_us;
+        } else if (std.mem.eql(u8, flag, "--cpu")) {
+            const cpu = std.fmt.parseInt(u16, value, 10) catch return usage("--cpu {s}: not a CPU number", .{value});
+            if (cpu >= linux.CPU_SETSIZE * 8) return usage("--cpu must lie in [0, {d}]", .{linux.CPU_SETSIZE * 8 - 1});
+            config.cpu = cpu;
         } else if (std.mem.eql(u8, flag, "--listen")) {
             const address = parseAddress(value) orelse return usage("--listen {s}: expected an IPv4 address and port, e.g. 127.0.0.1:0", .{value});
             config.mode = .{ .listen = .{ .addr = address.addr, .port = address.port } };
@@ -267,6 +274,14 @@ pub fn main(init: std.process.Init.Minimal) u8 {
     var config: Config = .{};
     if (parseArgs(init.args.vector, &config)) |status| return status;
 
+    if (config.cpu) |cpu| {
+        var set = std.mem.zeroes(linux.cpu_set_t);
+        set[cpu / @bitSizeOf(usize)] |= @as(usize, 1) << @intCast(cpu % @bitSizeOf(usize));
+        linux.sched_setaffinity(0, &set) catch {
+            say("edgesnn-runner: cannot run on CPU {d} (--cpu): no such CPU, or not allowed to this process\n", .{cpu});
+            return 1;
+        };
+    }
     const total = Session.memoryBytes(config.payload_bytes, config.memory_bytes);
     const mapped = linux.mmap(null, total, .{ .READ = true, .WRITE = true }, .{ .TYPE = .PRIVATE, .ANONYMOUS = true }, -1, 0);
     if (linux.errno(mapped) != .SUCCESS) {

@@ -169,6 +169,13 @@ class RemoteDevice(Device):
         self._close_link()
         self._current = None
 
+    @property
+    def runner_pid(self) -> int | None:
+        """The process id of the runner this device started (stdio or listen=True) while it runs, else None."""
+        link = self._process_link if self._process_link is not None else self._link
+        process = getattr(link, "process", None) if isinstance(link, ProcessLink) else None
+        return None if process is None else process.pid
+
     def _ensure_link(self) -> FdLink:
         if self._link is not None:
             return self._link
