@@ -127,3 +127,25 @@ def test_mined_negative_streams_hold_only_the_words_given():
     assert spans == spans_again and audio.shape == (96000,) and np.abs(audio).max() <= 1 and len(spans) >= 2
     assert all(e - s in (3000, 5000, 8000) and e <= len(audio) for s, e in spans)
     assert all(b[0] - a[1] >= 0.3 * 16000 - 1 for a, b in zip(spans, spans[1:]))   # 0.3-2 s apart
+
+
+def test_more_fine_tuning_clips_are_made_as_train_py_made_its_stored_ones(tmp_path):
+    """convert_kws.py --augmented-passes: passes 0 and 1 from more_augmented equal the x_aug train.py
+    stored (same augmenter seed, same calibrated frontend), so the extra passes continue that series."""
+    train, convert = _module("train"), _module("convert_kws")
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    t = np.arange(5000) / 16000
+    words = [(0.4 * np.sin(2 * np.pi * f * t) * np.hanning(5000)) for f in (300, 500, 900, 1300, 2000, 2500)]
+    audio = np.round(np.concatenate(words) * 32767).astype(np.int16)
+    np.savez(tmp_path / "train_utterances.npz", audio=audio, offsets=np.arange(7) * 5000,
+             word=np.array(["yes", "no", "yes", "cat", "dog", "sun"]), voice=np.array(["a"] * 6))
+    for split in ("train", "val", "test"):
+        np.savez(tmp_path / f"{split}.npz", x=np.zeros((1, 16000), np.float32), y=np.array([0]))
+    fe = es.frontend("kws", low=[-700.0] + [-150.0] * 9, high=[200.0] + [150.0] * 9)
+    clips, y, _ = train.load_utterances(tmp_path / "train_utterances.npz", labels)
+    stored = train.fixed_features(tmp_path, fe, train.Augmenter(clips, y, 0), 0)
+    x_more, y_more = convert.more_augmented(tmp_path, labels, fe.config, 0, range(2))
+    np.testing.assert_array_equal(x_more, stored["x_aug"])
+    np.testing.assert_array_equal(y_more, stored["y_aug"])
+    x_next, _ = convert.more_augmented(tmp_path, labels, fe.config, 0, range(2, 3))
+    assert x_next.shape[1:] == (49, 10, 1) and not np.array_equal(x_next, x_more[:len(x_next)])

@@ -74,6 +74,23 @@ def plot_confusion(matrix: np.ndarray, labels, title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def more_augmented(data: Path, labels, config: dict, seed: int, passes) -> tuple[np.ndarray, np.ndarray]:
+    """Augmented training clips as train.py's fixed_features makes its two passes (passes 0 and 1), for
+    further passes: the same augmenter (seeded as train.py's), the same calibrated frontend."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train import Augmenter, Features, load_utterances, make_batches
+
+    clips, y, _ = load_utterances(data / "train_utterances.npz", labels)
+    augmenter, batches = Augmenter(clips, y, seed), Features(es.frontend("kws", **config))
+    xs, ys = [], []
+    for p in passes:
+        for xb, yb in make_batches(augmenter, batches, seed + 1000, p):
+            xs.append(xb), ys.append(yb)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the folder make_dataset.py and train.py wrote")
@@ -86,6 +103,11 @@ def main(argv=None) -> int:
                         "negatives.npz) added to the fine-tuning clips")
     parser.add_argument("--distillation", type=float, default=0.0, help="es.finetune's share of the float "
                                                                         "model's soft targets in the loss")
+    parser.add_argument("--augmented-passes", type=int, default=2, help="epochs of augmented training clips "
+                        "to fine-tune on: the 2 train.py stored, and more made here the same way (train.py's "
+                        "augmenter, seed and calibrated frontend; each pass 7,280 fresh clips)")
+    parser.add_argument("--learning-rate", type=float, default=3e-4, help="es.finetune's learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="train.py's --seed (the augmenter's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--detector", type=Path, default=None, help="JSON of detector settings to ship "
                                                                      "(default: DetectorSettings())")
@@ -107,6 +129,12 @@ def main(argv=None) -> int:
                                                    weight_bits=4, activation_bits=4, **recipe)}
     if args.finetune_epochs > 0:
         x_aug, y_aug = features["x_aug"], features["y_aug"]
+        if args.augmented_passes > 2:
+            started = time.perf_counter()
+            x_more, y_more = more_augmented(args.data, labels, config, args.seed, range(2, args.augmented_passes))
+            x_aug, y_aug = np.concatenate([x_aug, x_more]), np.concatenate([y_aug, y_more])
+            print(f"{len(x_more):,} more augmented clips ({args.augmented_passes - 2} passes) in "
+                  f"{(time.perf_counter() - started) / 60:.1f} min")
         if args.negatives:
             negatives = np.load(args.negatives)
             x_aug, y_aug = np.concatenate([x_aug, negatives["x"]]), np.concatenate([y_aug, negatives["y"]])
@@ -116,7 +144,7 @@ def main(argv=None) -> int:
         candidates["4/4-bit fine-tuned"] = es.finetune(
             source, x_aug, y_aug, weight_bits=4, activation_bits=4, epochs=args.finetune_epochs,
             input_scaling=SCALING, samples=calib, labels=labels, calibration=args.calibration,
-            validation_split=0.05, batch_size=128, learning_rate=3e-4, threads=args.threads, progress=False,
+            validation_split=0.05, batch_size=128, learning_rate=args.learning_rate, threads=args.threads, progress=False,
             distillation=args.distillation)
         print(f"es.finetune: {args.finetune_epochs} epochs on {len(x_aug):,} augmented clips in "
               f"{(time.perf_counter() - started) / 60:.1f} min")
