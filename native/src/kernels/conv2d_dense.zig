@@ -7,7 +7,8 @@
 //! a bounds test. A block of output pixels x output-channel vectors stays in registers: each weight
 //! vector loaded serves every pixel of the block, and the block's independent sums hide the
 //! dot-product latency. A quad of zeros costs one dot (a branch per quad mispredicts and costs
-//! more). Bit-exact with the scatter kernel.
+//! more), but the kernel rows and quads of a block's windows that lie wholly in a border of zero
+//! pads are left out (reachingWindow). Bit-exact with the scatter kernel.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
