@@ -60,14 +60,25 @@ pub fn run(layer: *const model.Layer, input: []const u8, input_events: u64, pote
 /// about twice as fast per dot (independent sums in registers). Weights fitted to the sparsity
 /// sweep of benchmarks/engine.py on AVX-512 VNNI (Zen 5). Without wide register blocks (AVX2: the
 /// dense kernel holds one output pixel per block, so each weight load serves one pixel) a dense
-/// dot costs about as much as a scatter dot, and the row's load and store per tap about two.
+/// dot costs about as much as a scatter dot, and the row's load and store per tap about two;
+/// but when the dense kernel sums in i16 (conv2d_dense.choose: sums_i16, the 4-bit layers) its dot
+/// costs half a scatter dot (a quarter in the paired kernel of <= 8 output channels) and a row
+/// about one: a 3x3 64->64 conv on 8x8 4-bit values runs the dense kernel in 70 us and the scatter
+/// in 112 (40 % non-zero) and 94 us (25 %), where the equal weights picked the scatter; a 3x3
+/// 16->8 conv on 32x32 dense in 150 us, scatter in 268 (10 %). AMD Zen 1 (AVX2), interleaved runs.
 fn scatterIsCheaper(layer: *const model.Layer, counts: conv2d_sparse.Counts) bool {
     const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
     const chunks: u64 = layer.synaptic.channelsPadded() / lanes;
     const all_quads = layer.input.pixels() * layer.input.channelQuads();
-    const per_quad: u64, const per_pixel: u64 = if (vector.wide_register_blocks) .{ 2, 8 } else .{ 1, 2 };
+    // in quarters of a scatter dot; the paired i16 sums (<= 8 output channels) half again
+    const per_quad: u64, const per_pixel: u64, const per_dense_quad: u64 = if (vector.wide_register_blocks)
+        .{ 8, 32, 4 }
+    else if (conv2d_dense.choose(layer.input_max[0], layer.weight_bits).kernel == .sums_i16)
+        .{ 4, 4, if (layer.synaptic.channelsPadded() == lanes and layer.synaptic.c <= lanes / 2) 1 else 2 }
+    else
+        .{ 4, 8, 4 };
     const scatter_cost = taps * chunks * (per_quad * counts.nonzero_quads + per_pixel * counts.active_pixels);
-    const dense_cost = taps * chunks * all_quads;
+    const dense_cost = taps * chunks * per_dense_quad * all_quads;
     return scatter_cost < dense_cost;
 }
 

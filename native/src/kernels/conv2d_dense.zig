@@ -7,7 +7,8 @@
 //! a bounds test. A block of output pixels x output-channel vectors stays in registers: each weight
 //! vector loaded serves every pixel of the block, and the block's independent sums hide the
 //! dot-product latency. A quad of zeros costs one dot (a branch per quad mispredicts and costs
-//! more). Bit-exact with the scatter kernel.
+//! more), but the kernel rows and quads of a block's windows that lie wholly in a border of zero
+//! pads are left out (reachingWindow). Bit-exact with the scatter kernel.
 
 const std = @import("std");
 const limits = @import("../limits.zig");
@@ -82,7 +83,11 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
     const source = if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input;
     const choice = choose(layer.input_max[0], layer.weight_bits);
     switch (choice.kernel) {
-        inline else => |kernel| channelBlocks(kernel, layer, source, potentials, choice.sums_per_i16, fused),
+        // a layer without a border of zeros runs the blocks without the trimming (comptime: no cost)
+        inline else => |kernel| if (trimsPadding(layer))
+            channelBlocks(kernel, true, layer, source, potentials, choice.sums_per_i16, fused)
+        else
+            channelBlocks(kernel, false, layer, source, potentials, choice.sums_per_i16, fused),
     }
     if (fused) |f| f.done = true;
 }
@@ -103,9 +108,9 @@ pub fn choose(value_max: u32, weight_bits: u32) Choice {
     return .{ .kernel = .exact };
 }
 
-fn channelBlocks(comptime kernel: Kernel, layer: *const model.Layer, source: []const u8, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+fn channelBlocks(comptime kernel: Kernel, comptime trims: bool, layer: *const model.Layer, source: []const u8, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
     if (comptime kernel.pairsPixels()) {
-        if (halfVector(layer)) return outputRowsPaired(kernel, layer, source, potentials, sums_per_i16, fused);
+        if (halfVector(layer)) return outputRowsPaired(kernel, trims, layer, source, potentials, sums_per_i16, fused);
     }
     const chunks = layer.synaptic.channelsPadded() / lanes;
     const block_chunks = comptime kernel.blockChunks();
@@ -113,7 +118,7 @@ fn channelBlocks(comptime kernel: Kernel, layer: *const model.Layer, source: []c
     while (first < chunks) {
         const count = @min(block_chunks, chunks - first);
         switch (count) {
-            inline 1...block_chunks => |chunk_count| outputRows(kernel, chunk_count, layer, source, potentials, first, sums_per_i16, fused),
+            inline 1...block_chunks => |chunk_count| outputRows(kernel, trims, chunk_count, layer, source, potentials, first, sums_per_i16, fused),
             else => unreachable,
         }
         first += count;
@@ -133,21 +138,21 @@ const half_lanes = lanes / 2;
 /// each half's `vpmaddubsw` taking the same 8 channels' weights and its own pixel's values. Half
 /// the multiplies of pixelBlock's one pixel per vector, whose upper half multiplies zero weights.
 /// A row's odd last pixel runs pixelBlock.
-fn outputRowsPaired(comptime kernel: Kernel, layer: *const model.Layer, source: []const u8, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+fn outputRowsPaired(comptime kernel: Kernel, comptime trims: bool, layer: *const model.Layer, source: []const u8, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
     const pairs = comptime kernel.blockPairs();
     const out = layer.synaptic;
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + 2 * pairs <= out.w) : (ox += 2 * pairs) pairBlock(kernel, pairs, layer, source, potentials, oy, ox, sums_per_i16, fused);
+        while (ox + 2 * pairs <= out.w) : (ox += 2 * pairs) pairBlock(kernel, pairs, layer, source, potentials, oy, ox, sums_per_i16, trims, fused);
         switch ((out.w - ox) / 2) {
             0 => {},
-            inline 1...pairs - 1 => |rest| pairBlock(kernel, rest, layer, source, potentials, oy, ox, sums_per_i16, fused),
+            inline 1...pairs - 1 => |rest| pairBlock(kernel, rest, layer, source, potentials, oy, ox, sums_per_i16, trims, fused),
             else => unreachable,
         }
         ox += (out.w - ox) / 2 * 2;
-        if (ox < out.w) pixelBlock(kernel, 1, 1, layer, source, potentials, 0, oy, ox, sums_per_i16, fused);
+        if (ox < out.w) pixelBlock(kernel, 1, 1, layer, source, potentials, 0, oy, ox, sums_per_i16, trims, fused);
     }
 }
 
@@ -161,6 +166,7 @@ inline fn pairBlock(
     oy: u32,
     ox: u32,
     sums_per_i16: u32,
+    comptime trims: bool,
     fused: ?*neuron.Fused,
 ) void {
     comptime std.debug.assert(kernel.pairsPixels());
@@ -182,13 +188,14 @@ inline fn pairBlock(
     var sums: [pairs][1]vector.PairSumsI16 = @splat(.{vector.pair_sums_zero});
     var high_sums: [pairs][1]vector.PairSumsI16 = @splat(.{vector.pair_sums_zero}); // split: of the high nibbles
     var group_left: u32 = sums_per_i16;
-    var kh: u32 = 0;
-    while (kh < layer.kernel_h) : (kh += 1) {
+    const reach = reachingWindow(layer, trims, oy, ox, 2 * pairs);
+    var kh: u32 = reach.kh_first;
+    while (kh < reach.kh_end) : (kh += 1) {
         const row = source[window + kh * frame_row_bytes ..];
         const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
-        var quad: u32 = 0;
-        while (quad < row_quads) {
-            const end = quad + @min(group_left, row_quads - quad);
+        var quad: u32 = reach.quad_first;
+        while (quad < reach.quad_end) {
+            const end = quad + @min(group_left, reach.quad_end - quad);
             group_left -= end - quad;
             while (quad < end) : (quad += 1) {
                 // channels 0 .. 7: the first half of the quad's weight vector
@@ -218,6 +225,44 @@ inline fn pairBlock(
     storeBlock(1, 2 * pairs, &pixels, potentials, (@as(usize, oy) * out.w + ox) * cout_padded, cout_padded, 0, fused);
 }
 
+/// Whether some window reaches past the input into a border of zeros: only then can
+/// reachingWindow leave taps out (a layer without one pays nothing per block). Not for kernel rows
+/// of fewer than trim_row_quads quads (a stem's 3x3 on RGB, a conv on 8 channels), where the
+/// per-block bounds cost about what the left-out dots would.
+pub fn trimsPadding(layer: *const model.Layer) bool {
+    if (!layer.usesFrame() or layer.padsNonZero() or layer.rowQuads() < trim_row_quads) return false;
+    return layer.pad_top != 0 or layer.pad_left != 0 or layer.frameHeight() != layer.input.h or layer.frameWidth() != layer.input.w;
+}
+
+const trim_row_quads = 8;
+
+/// Kernel rows [kh_first, kh_end) of a block's windows and, in each, quads [quad_first, quad_end).
+pub const Window = struct { kh_first: u32, kh_end: u32, quad_first: u32, quad_end: u32 };
+
+/// The part of a block's windows that can reach the input. A kernel row or a run of quads whose
+/// bytes are padding for every pixel of the block (output row oy, pixels ox .. ox + pixels) is
+/// left out: with zero pad values its dots add 0 (a 3x3 conv on a 1x1 input adds one tap of
+/// nine, on 2x2 four; ResNet18's last stages at 32x32). Without `trims`, the whole window.
+pub inline fn reachingWindow(layer: *const model.Layer, comptime trims: bool, oy: u32, ox: u32, pixels: u32) Window {
+    const row_quads = layer.rowQuads();
+    if (!trims) return .{ .kh_first = 0, .kh_end = layer.kernel_h, .quad_first = 0, .quad_end = row_quads };
+    // frame row oy * stride_h + kh holds input row (that - pad_top); likewise for columns
+    const top: i64 = @as(i64, oy) * layer.stride_h;
+    const kh_first: i64 = std.math.clamp(@as(i64, layer.pad_top) - top, 0, layer.kernel_h);
+    const kh_end: i64 = std.math.clamp(@as(i64, layer.pad_top) + layer.input.h - top, kh_first, layer.kernel_h);
+    const left_first: i64 = @as(i64, ox) * layer.stride_w; // the block's first window
+    const left_last: i64 = @as(i64, ox + pixels - 1) * layer.stride_w; // and its last
+    const kw_first: i64 = std.math.clamp(@as(i64, layer.pad_left) - left_last, 0, layer.kernel_w);
+    const kw_end: i64 = std.math.clamp(@as(i64, layer.pad_left) + layer.input.w - left_first, kw_first, layer.kernel_w);
+    // quad q holds row bytes [4q, 4q + 4): leave out only quads all of whose bytes lie in the
+    // left-out columns (a narrow conv's quads straddle pixels)
+    const channels: i64 = layer.frameChannels();
+    const quad_first: u32 = @intCast(@divFloor(kw_first * channels, limits.quad_channels));
+    const quad_end: u32 = @intCast(@min(row_quads, @divFloor(kw_end * channels + limits.quad_channels - 1, limits.quad_channels)));
+    if (kw_end == kw_first) return .{ .kh_first = 0, .kh_end = 0, .quad_first = 0, .quad_end = 0 };
+    return .{ .kh_first = @intCast(kh_first), .kh_end = @intCast(kh_end), .quad_first = quad_first, .quad_end = @max(quad_first, quad_end) };
+}
+
 /// A shuffle mask of two halves of `half_lanes` lanes: the lower from lanes low .. low + 7 of the
 /// first vector, the upper from lanes high .. high + 7 of it, or zeros (lane 0 of the second) for null.
 fn halvesMask(comptime low: u32, comptime high: ?u32) [lanes]i32 {
@@ -231,17 +276,17 @@ fn halvesMask(comptime low: u32, comptime high: ?u32) [lanes]i32 {
 
 /// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of
 /// pixels along each output row at a time (a narrower block for the row's last pixels).
-fn outputRows(comptime kernel: Kernel, comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+fn outputRows(comptime kernel: Kernel, comptime trims: bool, comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
     const pixels = comptime kernel.blockPixels(chunks);
     const out = layer.synaptic;
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < out.h) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(kernel, chunks, pixels, layer, source, potentials, first, oy, ox, sums_per_i16, fused);
+        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(kernel, chunks, pixels, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused);
         if (comptime pixels > 1) switch (out.w - ox) {
             0 => {},
-            inline 1...pixels - 1 => |rest| pixelBlock(kernel, chunks, rest, layer, source, potentials, first, oy, ox, sums_per_i16, fused),
+            inline 1...pixels - 1 => |rest| pixelBlock(kernel, chunks, rest, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused),
             else => unreachable,
         };
     }
@@ -259,6 +304,7 @@ inline fn pixelBlock(
     oy: u32,
     ox: u32,
     sums_per_i16: u32,
+    comptime trims: bool,
     fused: ?*neuron.Fused,
 ) void {
     const out = layer.synaptic;
@@ -270,6 +316,7 @@ inline fn pixelBlock(
     const kernel_row_weights = @as(usize, row_quads) * cout_padded * limits.quad_channels;
     const window = @as(usize, oy) * layer.stride_h * frame_row_bytes + ox * pixel_step;
 
+    const reach = reachingWindow(layer, trims, oy, ox, pixels);
     var acc: [pixels][chunks]vector.VecI32 = undefined;
     inline for (0..pixels) |p| {
         inline for (0..chunks) |k| acc[p][k] = layer.bias[(first + k) * lanes ..][0..lanes].*;
@@ -282,13 +329,13 @@ inline fn pixelBlock(
         var sums: [pixels][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero));
         var high_sums: [pixels][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero)); // split: of the high nibbles
         var group_left: u32 = sums_per_i16; // quads the running group can still take
-        var kh: u32 = 0;
-        while (kh < layer.kernel_h) : (kh += 1) {
+        var kh: u32 = reach.kh_first;
+        while (kh < reach.kh_end) : (kh += 1) {
             const row = source[window + kh * frame_row_bytes ..];
             const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
-            var quad: u32 = 0;
-            while (quad < row_quads) {
-                const end = quad + @min(group_left, row_quads - quad);
+            var quad: u32 = reach.quad_first;
+            while (quad < reach.quad_end) {
+                const end = quad + @min(group_left, reach.quad_end - quad);
                 group_left -= end - quad;
                 while (quad < end) : (quad += 1) {
                     const weights = row_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
@@ -310,12 +357,12 @@ inline fn pixelBlock(
         }
         if (group_left != sums_per_i16) widenBlock(chunks, pixels, split, &acc, &sums, &high_sums);
     } else {
-        var kh: u32 = 0;
-        while (kh < layer.kernel_h) : (kh += 1) {
+        var kh: u32 = reach.kh_first;
+        while (kh < reach.kh_end) : (kh += 1) {
             const row = source[window + kh * frame_row_bytes ..];
             const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
-            var quad: u32 = 0;
-            while (quad < row_quads) : (quad += 1) {
+            var quad: u32 = reach.quad_first;
+            while (quad < reach.quad_end) : (quad += 1) {
                 const weights = row_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
                 inline for (0..pixels) |p| {
                     const values = std.mem.readInt(u32, row[p * pixel_step + quad * limits.quad_channels ..][0..4], .little);
