@@ -697,6 +697,28 @@ def test_dynamics_edges(cpu):
         assert stats == expected_stats
 
 
+@pytest.mark.parametrize("neuron", ["if", "lif"])
+def test_membrane_add_on_both_sides_of_the_wrapping_bound(cpu, neuron):
+    """if/lif add their potentials wrapping when timesteps x the loader's potential bound fits int32
+    (kernels/neuron.zig runTimesteps), else saturating: a membrane driven at its bound every step
+    (reset none, no leak worth a unit: lif with decay 1) reaches 7 x 2^28 at T = 7 (the wrapping
+    add, exact) and saturates at T = 8 (2^31: the saturating add), in both signs."""
+    bias = 2**28 - 128 * 255            # bound of the channels: 128 x 255 + |bias| = 2^28
+    fields = dict(neuron="lif", decay_multiplier=[2**30, 2**30], decay_shift=30) if neuron == "lif" else dict(neuron="if")
+    layer = Dense(name="d", weights=np.array([[-128, 128 - 1]]), weight_bits=8, bias=np.array([-bias, bias + 255]),
+                  reset="none", threshold=np.array([2**31 - 1, 2**31 - 1]), **fields)
+    model = es.Model([layer, Dense(name="o", weights=np.eye(2, dtype=np.int64), weight_bits=2, neuron="none")],
+                     input_shape=(1, 1, 1), input_bits=8)
+    for timesteps in (7, 8):
+        x5 = np.full((1, timesteps, 1, 1, 1), 255, np.uint8)
+        trace = {}
+        expected, expected_stats = reference.run(model, x5, trace=trace)
+        potentials, stats = cpu.run(model, x5)
+        np.testing.assert_array_equal(potentials, expected)
+        assert stats == expected_stats
+        assert expected[0, 0, 0].tolist() == ([0, 0] if timesteps == 7 else [0, 1])   # spikes only once saturated
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(data=st.data())
 def test_native_over_time_and_early_exit_equal_reference(cpu, data):

@@ -239,7 +239,7 @@ fn runSample(ctx: *Context, sample: Sample, stats: ?[]LayerStats, diag: *Diagnos
         else if (t == 0) .first_of_repeated else .repeated;
         for (0..model.layers.len) |index| {
             const layer_stats: ?*LayerStats = if (stats) |s| &s[index] else null;
-            runLayer(ctx, @intCast(index), frame, .{ .values = sums, .first = t == 0 }, &events, layer_stats);
+            runLayer(ctx, @intCast(index), frame, sample.timesteps, .{ .values = sums, .first = t == 0 }, &events, layer_stats);
         }
         if (sample.trace.len != 0 or sample.early_exit_margin != 0) {
             if (overTime(output_layer, sums, sample, t)) {
@@ -321,7 +321,7 @@ const Sums = struct { values: []i32, first: bool };
 /// producer's output events (its activations), so the statistics count each tensor once.
 const EventCounts = [limits.layers_max]u64;
 
-fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *EventCounts, stats: ?*LayerStats) void {
+fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, timesteps: u32, sums: Sums, events: *EventCounts, stats: ?*LayerStats) void {
     const model = ctx.model;
     const layer = &model.layers[layer_index];
     const is_last = layer_index + 1 == model.layers.len;
@@ -373,7 +373,7 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, sums: Sums, events: *
     else if (layer.neuron == .none)
         accumulatePotentials(pooled, sums)
     else
-        fireNeurons(ctx, layer_index, pooled, if (is_last) sums else null);
+        fireNeurons(ctx, layer_index, timesteps, pooled, if (is_last) sums else null);
 
     events[layer_index] = output_events;
     if (stats) |s| {
@@ -463,13 +463,13 @@ fn accumulatePotentials(pooled: []const i32, sums_of: Sums) u64 {
     return nonzero;
 }
 
-/// relu / if / lif into the layer's activations; the last layer also adds them to the sums (sets
-/// them at the first timestep).
+/// relu / if / lif into the layer's activations (at one of the sample's `timesteps`); the last
+/// layer also adds them to the sums (sets them at the first timestep).
 /// Returns the output events.
-fn fireNeurons(ctx: *Context, layer_index: u32, pooled: []const i32, sums_of: ?Sums) u64 {
+fn fireNeurons(ctx: *Context, layer_index: u32, timesteps: u32, pooled: []const i32, sums_of: ?Sums) u64 {
     const layer = &ctx.model.layers[layer_index];
     const activations = ctx.activations(@intCast(layer_index));
-    const events = neuron.run(layer, pooled, ctx.state(layer), activations);
+    const events = neuron.runTimesteps(layer, timesteps, pooled, ctx.state(layer), activations);
     if (sums_of) |sums| {
         const s = sums.values;
         var offset: usize = 0;

@@ -1077,41 +1077,16 @@ fn poolFactor(layer: *const Layer) u64 {
 
 /// The int32 overflow bound of docs/semantics.md ("Checks at construction").
 fn checkOverflowBound(check: *const LayerCheck, layer: *const Layer) Error!void {
-    const bits = check.record.weight_bits;
     const cout: u64 = layer.synaptic.c;
-    const a_max: u128 = layer.input_max[0];
     var channel: u64 = 0;
     while (channel < cout) : (channel += 1) {
-        const bias: u128 = @abs(readI32Or(check, .bias, channel, 0));
-        const bound: u128 = switch (layer.kind) {
-            .input_conv2d, .conv2d, .dense, .depthwise2d => blk: {
-                const rows = slotCount(layer, .weights) / cout;
-                const abs_sum = columnAbsSum(check.tensor(.weights), bits, rows, cout, channel);
-                break :blk (abs_sum * a_max + bias) * poolFactor(layer);
-            },
-            .separable2d => blk: {
-                const mid_max: u128 = @as(u128, 1) << @intCast(layer.mid_bits - 1);
-                const abs_sum = columnAbsSum(check.tensor(.pointwise), bits, layer.depthwiseChannels(), cout, channel);
-                break :blk (abs_sum * mid_max + bias) * poolFactor(layer);
-            },
-            .add => blk: {
-                var sum: u128 = 0;
-                for (0..layer.input_count) |input| {
-                    const multiplier = readI32(check.tensor(.input_multipliers), (input * cout + channel) * 4);
-                    sum += @as(u128, @abs(multiplier)) * layer.input_max[input];
-                }
-                break :blk (sum + bias) * poolFactor(layer);
-            },
-            .concat => blk: {
-                const source = concatSource(check, layer, channel);
-                const multiplier: u128 = @abs(readI32Or(check, .input_multipliers, channel, 1));
-                break :blk (multiplier * layer.input_max[source.input] + bias) * poolFactor(layer);
-            },
-        };
+        const bound = potentialBound(check, layer, channel);
         if (bound > int32_max) {
             return check.fail(.overflow, "output channel {d} can reach |potential| {d}, above 2^31 - 1 (int32 overflow bound)", .{ channel, bound });
         }
     }
+    const bits = check.record.weight_bits;
+    const a_max: u128 = layer.input_max[0];
     if (layer.kind == .separable2d) {
         const mid = layer.depthwiseChannels();
         channel = 0;
@@ -1122,6 +1097,40 @@ fn checkOverflowBound(check: *const LayerCheck, layer: *const Layer) Error!void 
             }
         }
     }
+}
+
+/// The largest |potential| (after pooling) output channel `channel` can reach: (sum |W| x input
+/// max + |bias|) x the pool's window for the synaptic kinds, the multiplied inputs' for add and concat.
+fn potentialBound(check: *const LayerCheck, layer: *const Layer, channel: u64) u128 {
+    const bits = check.record.weight_bits;
+    const cout: u64 = layer.synaptic.c;
+    const a_max: u128 = layer.input_max[0];
+    const bias: u128 = @abs(readI32Or(check, .bias, channel, 0));
+    return switch (layer.kind) {
+        .input_conv2d, .conv2d, .dense, .depthwise2d => blk: {
+            const rows = slotCount(layer, .weights) / cout;
+            const abs_sum = columnAbsSum(check.tensor(.weights), bits, rows, cout, channel);
+            break :blk (abs_sum * a_max + bias) * poolFactor(layer);
+        },
+        .separable2d => blk: {
+            const mid_max: u128 = @as(u128, 1) << @intCast(layer.mid_bits - 1);
+            const abs_sum = columnAbsSum(check.tensor(.pointwise), bits, layer.depthwiseChannels(), cout, channel);
+            break :blk (abs_sum * mid_max + bias) * poolFactor(layer);
+        },
+        .add => blk: {
+            var sum: u128 = 0;
+            for (0..layer.input_count) |input| {
+                const multiplier = readI32(check.tensor(.input_multipliers), (input * cout + channel) * 4);
+                sum += @as(u128, @abs(multiplier)) * layer.input_max[input];
+            }
+            break :blk (sum + bias) * poolFactor(layer);
+        },
+        .concat => blk: {
+            const source = concatSource(check, layer, channel);
+            const multiplier: u128 = @abs(readI32Or(check, .input_multipliers, channel, 1));
+            break :blk (multiplier * layer.input_max[source.input] + bias) * poolFactor(layer);
+        },
+    };
 }
 
 fn checkNamesUnique(file: []const u8, sections: *const Sections, layer_count: u32, diag: *Diagnostic) Error!void {
@@ -1325,6 +1334,15 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     if (layer.neuron == .relu) fillFloatRelu(layer, bump);
     if (usesDepthwiseGroups(layer)) fillDepthwiseGroups(layer, bump);
     if (layer.usesSpikeRows()) fillSpikeRows(check, layer, bump);
+    if (layer.neuron == .integrate_fire or layer.neuron == .leaky_integrate_fire) layer.potential_max = potentialMax(check, layer);
+}
+
+/// The largest potentialBound over the output channels (validated within int32: checkOverflowBound).
+fn potentialMax(check: *const LayerCheck, layer: *const Layer) u32 {
+    var max: u128 = 0;
+    for (0..layer.synaptic.c) |channel| max = @max(max, potentialBound(check, layer, channel));
+    std.debug.assert(max <= int32_max);
+    return @intCast(max);
 }
 
 /// Bytes of model.Layer.spike_rows: (taps or input pixels, Cin, Cout_p) i8.

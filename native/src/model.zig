@@ -123,6 +123,10 @@ pub const Layer = struct {
     /// if/lif: v = max(v, membrane_floor) after integrating (membrane_floor <= 0), when has_floor.
     has_floor: bool,
     membrane_floor: i32,
+    /// if/lif: the largest |potential| any channel's integration adds (the loader's overflow
+    /// bound): a membrane, every step of which moves it by at most this much and never away from
+    /// 0 otherwise, stays within timesteps x potential_max (kernels/neuron.zig's wrapping add).
+    potential_max: u32 = 0,
 
     // Parameters, unpacked, channel axes padded with zeros to channelsPadded:
     // conv (KH*KW, Cin_q, Cout_p, 4); dense (H*W, Cin_q, Cout_p, 4) with Cin_q = channelQuads of the

@@ -39,6 +39,22 @@ pub fn run(layer: *const model.Layer, potentials: []const i32, state: []i32, act
     };
 }
 
+/// run for one timestep of a run of `timesteps`: if/lif add their potentials wrapping (one vpaddd,
+/// not the saturating add's compare and blend) where the membrane provably stays in i32, |v| <=
+/// timesteps x potential_max (model.Layer.potential_max), so that sat32(v + P) = v + P.
+pub fn runTimesteps(layer: *const model.Layer, timesteps: u32, potentials: []const i32, state: []i32, activations: []u8) u64 {
+    const wraps = @as(u64, timesteps) * layer.potential_max <= int32_max;
+    if (!wraps) return run(layer, potentials, state, activations);
+    return switch (layer.neuron) {
+        .integrate_fire => fireSpikingAdd(.none, .wrapping, layer, potentials, state, activations),
+        .leaky_integrate_fire => if (layer.decay_shift != 0)
+            fireSpikingAdd(.decay, .wrapping, layer, potentials, state, activations)
+        else
+            fireSpikingAdd(.shift, .wrapping, layer, potentials, state, activations),
+        .relu, .none => run(layer, potentials, state, activations),
+    };
+}
+
 const Form = enum { relu, relu_float };
 
 /// A relu stage run inside the synaptic kernel (engine.zig offers it to layers without pooling
@@ -220,17 +236,25 @@ const Membrane = struct {
 /// if / lif over every neuron: the leak, reset and floor chosen once, not per vector. Returns the
 /// output events.
 fn fireSpiking(comptime leak: Leak, layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
+    return fireSpikingAdd(leak, .saturating, layer, potentials, state, activations);
+}
+
+/// How the membrane adds its potential: sat32(v + P), or v + P where that cannot overflow (runTimesteps).
+const Add = enum { saturating, wrapping };
+
+fn fireSpikingAdd(comptime leak: Leak, comptime add: Add, layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
     const membrane = Membrane.of(layer);
     return switch (layer.reset) {
         inline else => |reset| if (layer.has_floor)
-            integrateFireAll(leak, reset, true, membrane, layer.output.channelsPadded(), potentials, state, activations)
+            integrateFireAll(leak, add, reset, true, membrane, layer.output.channelsPadded(), potentials, state, activations)
         else
-            integrateFireAll(leak, reset, false, membrane, layer.output.channelsPadded(), potentials, state, activations),
+            integrateFireAll(leak, add, reset, false, membrane, layer.output.channelsPadded(), potentials, state, activations),
     };
 }
 
 fn integrateFireAll(
     comptime leak: Leak,
+    comptime add: Add,
     comptime reset: model.Reset,
     comptime floored: bool,
     membrane: Membrane,
@@ -247,7 +271,7 @@ fn integrateFireAll(
         while (channel < channels_padded) : (channel += vector.lanes) {
             const offset = pixel + channel;
             const potential: VecI32 = potentials[offset..][0..vector.lanes].*;
-            const spike = integrateFire(leak, reset, floored, membrane, state[offset..][0..vector.lanes], potential, channel);
+            const spike = integrateFire(leak, add, reset, floored, membrane, state[offset..][0..vector.lanes], potential, channel);
             const target: *align(1) VecU8 = @ptrCast(activations[offset..][0..vector.lanes]);
             target.* = @select(u8, spike, @as(VecU8, @splat(1)), @as(VecU8, @splat(0)));
             events += @popCount(@as(@Int(.unsigned, vector.lanes), @bitCast(spike)));
@@ -261,6 +285,7 @@ fn integrateFireAll(
 /// lanes that spike.
 inline fn integrateFire(
     comptime leak: Leak,
+    comptime add: Add,
     comptime reset: model.Reset,
     comptime floored: bool,
     membrane: Membrane,
@@ -274,7 +299,10 @@ inline fn integrateFire(
         .shift => v -= v >> @splat(membrane.leak_shift),
         .decay => v = decay(v, membrane.decay_multiplier[channel..][0..vector.lanes].*, membrane.decay_shift),
     }
-    v +|= potential; // sat32(v + P), in i32 lanes (twice the lanes per register of an i64 clamp)
+    switch (add) {
+        .saturating => v +|= potential, // sat32(v + P), in i32 lanes (twice the lanes per register of an i64 clamp)
+        .wrapping => v +%= potential, // = sat32(v + P): |v + P| <= timesteps x potential_max <= 2^31 - 1
+    }
     if (floored) v = @max(v, membrane.floor);
     const threshold: VecI32 = membrane.threshold[channel..][0..vector.lanes].*;
     const spike = v >= threshold;
