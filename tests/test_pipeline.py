@@ -226,6 +226,26 @@ def _cli(capsys, *argv):
     return status, captured.out, captured.err
 
 
+def test_stream_tells_on_note_once_why_it_runs_whole_windows():
+    fe = es.frontend("kws")
+    rng = np.random.default_rng(0)
+    valid_in_time = es.Model([
+        es.layers.InputConv2D(name="rows", weights=rng.integers(-8, 8, (3, 1, 1, 4)), weight_bits=4, padding="valid",
+                              out_multiplier=1, out_shift=4, activation_bits=4),
+        es.layers.Dense(name="head", weights=rng.integers(-8, 8, (47 * 10 * 4, 2)), neuron="none"),
+    ], input_shape=fe.output_shape)
+    audio = 0.1 * np.random.default_rng(1).standard_normal(3 * 16000).astype(np.float32)
+    cases = [("cpu", []), ("reference", ["device 'reference' runs whole windows"])]
+    for device, expected in cases:
+        told = []
+        pipe = es.Pipeline(fe, valid_in_time, labels=["a", "b"], device=device)
+        list(pipe.stream(audio, hop_s=0.1, on_note=told.append))
+        assert len(told) == len(expected) and all(text in note for text, note in zip(expected, told)), told
+    told = []
+    list(es.Pipeline(fe, _energy_model(fe, 0), labels=["a", "b"]).stream(audio, hop_s=0.1, on_note=told.append))
+    assert len(told) == 1 and "layer 0 is dense" in told[0]
+
+
 def test_cli_predict_and_eval(digits, template_model, tmp_path, capsys):
     _, _, x_test, y_test = digits
     path = tmp_path / "digits.esnn"
@@ -285,11 +305,13 @@ def test_cli_stream_and_errors(template_model, tmp_path, capsys):
     audio[32000:36800] = 0.3 * np.random.default_rng(3).standard_normal(4800)
     wav = tmp_path / "burst.wav"
     soundfile.write(wav, audio, 16000)
-    status, out, _ = _cli(capsys, "stream", kws_path, wav, "--json", "--window-s", "0", "--min-count", "1",
-                          "--threshold", "0.5", "--hop-s", "0.1")
+    status, out, err = _cli(capsys, "stream", kws_path, wav, "--json", "--window-s", "0", "--min-count", "1",
+                            "--threshold", "0.5", "--hop-s", "0.1")
     assert status == 0
     detections = [json.loads(line) for line in out.splitlines()]
     assert [d["label"] for d in detections] == ["loud"] and 2.0 < detections[0]["time_s"] < 2.4
+    # a dense first layer does not stream: the user is told once, on stderr, why every hop runs the window
+    assert err.count("not the streaming executor") == 1 and "layer 0 is dense" in err, err
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"definitely not a png")
