@@ -156,6 +156,23 @@ def test_classifier_top_k_threshold_and_per_class_scale():
         Classifier(threshold=1.5)
 
 
+@pytest.mark.parametrize("output_scale", [None, 0.037, [1.0, 0.5, 2.0, 1e-3, 3.0, 0.25, 7.0, 0.1, 1.5, 2.5, 0.01, 4.0]])
+@pytest.mark.parametrize("timesteps", [1, 3])
+def test_scores_one_is_scores_of_one_row_bit_for_bit(output_scale, timesteps):
+    """The stream's per-hop scores_one and the batch scores share one softmax: the same float64 bits
+    for each sample, whatever its shape, the scale and the timesteps; the rows are the float softmax."""
+    rng = np.random.default_rng(timesteps)
+    potentials = rng.integers(-3000, 3000, (6, 1, 1, 12)).astype(np.int32)
+    clf = Classifier([str(i) for i in range(12)], output_scale=output_scale)
+    batch = clf.scores(potentials, timesteps)
+    for i in range(potentials.shape[0]):
+        np.testing.assert_array_equal(clf.scores_one(potentials[i], timesteps), batch[i])
+    scale = 1.0 if output_scale is None else np.asarray(output_scale)
+    logits = potentials.reshape(6, 12) * scale / (1 if output_scale is None else timesteps)
+    np.testing.assert_allclose(batch, _softmax(logits), rtol=1e-12)
+    np.testing.assert_allclose(batch.sum(axis=1), 1.0, rtol=1e-12)
+
+
 # -- streaming keyword spotting ---------------------------------------------------------------------
 
 def _energy_model(fe, threshold_c0):
