@@ -74,7 +74,7 @@ def section_offset(data: bytes, tag: bytes) -> tuple[int, int]:
 
 def test_zig_unit_tests_pass():
     result = subprocess.run([sys.executable, "-m", "ziglang", "build", "test", "-Doptimize=ReleaseSafe"],
-                            cwd=NATIVE, capture_output=True, text=True, timeout=600)
+                            cwd=NATIVE, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
