@@ -31,17 +31,19 @@ LIBRARY_NAMES = ("libedgesnn.so", "libedgesnn.dylib", "edgesnn.dll")
 RUNNER_NAME = "edgesnn-runner"
 
 
-def build_native(optimize: str | None = None, destination: Path = LIB_DIR, cpu: str | None = None) -> Path:
+def build_native(optimize: str | None = None, destination: Path = LIB_DIR, cpu: str | None = None,
+                 step: str = "install") -> Path:
     """Build native/ and copy the shared library into `destination` (edgesnn/_lib/); return its path.
 
-    The tests call this too, with optimize="ReleaseSafe", a temporary destination, and cpu="baseline"
-    to cover the portable kernels next to this machine's (e.g. AVX-512 VNNI) ones.
+    The tests call this too (tests/conftest.py engine_build), with optimize="ReleaseSafe", a temporary
+    destination, cpu="baseline" to cover the portable kernels next to this machine's (e.g. AVX-512
+    VNNI) ones, and step="shared" (the shared library only, not the static one and the runner).
     """
     optimize = optimize or os.environ.get("EDGESNN_NATIVE_OPTIMIZE", "ReleaseFast")
     cpu = cpu or os.environ.get("EDGESNN_NATIVE_CPU", "native")
     destination = Path(destination)
     with tempfile.TemporaryDirectory(prefix="edgesnn-zig-") as prefix:
-        command = [sys.executable, "-m", "ziglang", "build", f"-Doptimize={optimize}", f"-Dcpu={cpu}",
+        command = [sys.executable, "-m", "ziglang", "build", step, f"-Doptimize={optimize}", f"-Dcpu={cpu}",
                    "--prefix", prefix]
         print(f"edgesnn: building the native engine: {' '.join(command)} (in {NATIVE})", flush=True)
         result = subprocess.run(command, cwd=NATIVE)

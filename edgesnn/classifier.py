@@ -43,6 +43,16 @@ class Detection:
     score: float
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (classes), in place in float64 ``logits``: (C,) one sample, (N, C) rows.
+    One sample reduces to scalars (numpy's quickest in-place path: the stream scores every hop)."""
+    keep = logits.ndim > 1
+    logits -= logits.max(axis=-1, keepdims=keep)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=-1, keepdims=keep)
+    return logits
+
+
 class Classifier:
     """Argmax, top-k and scores over int32 potentials; see the module docstring."""
 
@@ -81,31 +91,24 @@ class Classifier:
 
     def dequantize(self, potentials, timesteps: int = 1) -> np.ndarray:
         """float64 (N, C): potentials * output_scale / timesteps; without an output_scale, the potentials as is."""
-        pot = self.flatten(potentials).astype(np.float64)
-        if self.output_scale is None:
-            return pot
-        return pot * self.output_scale / max(int(timesteps), 1)
+        return self._logits(self.flatten(potentials), timesteps)
 
     def scores(self, potentials, timesteps: int = 1) -> np.ndarray:
         """Softmax over classes of the dequantized potentials: float64 (N, C), rows sum to 1."""
-        logits = self.dequantize(potentials, timesteps)
-        logits = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return _softmax(self.dequantize(potentials, timesteps))
 
     def scores_one(self, potentials, timesteps: int = 1) -> np.ndarray:
-        """``scores`` of one sample's potentials (any shape) -> float64 (C,): the same values in fewer
-        numpy calls (a stream scores a window every hop)."""
-        pot = np.asarray(potentials).reshape(-1)
+        """``scores`` of one sample's potentials (any shape) -> float64 (C,): the same values without the
+        batch checks of ``flatten`` (a stream scores a window every hop)."""
+        return _softmax(self._logits(np.asarray(potentials).reshape(-1), timesteps))
+
+    def _logits(self, pot: np.ndarray, timesteps: int) -> np.ndarray:
+        """A new float64 array of pot's shape (classes last): pot * output_scale / timesteps."""
         if self.output_scale is None:
-            logits = pot.astype(np.float64)                                    # as dequantize: no scaling
-        else:
-            logits = np.multiply(pot, self.output_scale, dtype=np.float64)   # = pot.astype(float64) * scale
-            if timesteps > 1:
-                logits /= int(timesteps)
-        logits -= logits.max()
-        np.exp(logits, out=logits)
-        logits /= logits.sum()
+            return pot.astype(np.float64)                                    # no scaling: the potentials as is
+        logits = np.multiply(pot, self.output_scale, dtype=np.float64)      # = pot.astype(float64) * scale
+        if timesteps > 1:
+            logits /= int(timesteps)
         return logits
 
     # -- answers ---------------------------------------------------------------------------------

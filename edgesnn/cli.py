@@ -537,7 +537,8 @@ def _run_stream(args) -> int:
     count = 0
     for detection in pipe.stream(source, hop_s=args.hop_s, threshold=args.threshold, window_s=args.window_s,
                                  min_count=args.min_count, suppression_s=args.suppression_s,
-                                 on_pad=lambda text: print(text, file=sys.stderr)):
+                                 on_pad=lambda text: print(text, file=sys.stderr),
+                                 on_note=lambda text: print(text, file=sys.stderr)):
         count += 1
         if args.json:
             print(json.dumps({"label": detection.label, "time_s": detection.time_s,

@@ -152,7 +152,7 @@ class Pipeline:
 
     def stream(self, chunks, hop_s: float | None = None, threshold: float | None = None,
                window_s: float | None = None, min_count: int | None = None, suppression_s: float | None = None,
-               ignore=None, on_pad=None):
+               ignore=None, on_pad=None, on_note=None):
         """Spot keywords in a stream of audio chunks; yield ``Detection(label, time_s, score)``.
 
         ``chunks``: an iterable of mono sample arrays at the frontend's sample rate (float in [-1, 1]
@@ -166,7 +166,10 @@ class Pipeline:
         ``ignore`` (background classes) are never reported. Settings left None come from the file
         (``detector_settings()``). ``time_s`` is the end of the audio heard when the keyword was
         decided. A stream too short for ``min_count`` windows is padded with silence at the end and
-        ``on_pad`` (default: ``warnings.warn``) is told.
+        ``on_pad`` (default: ``warnings.warn``) is told. When the model cannot run on the streaming
+        executor (it pads along time, runs several timesteps, another device...), the stream runs whole
+        windows and ``on_note`` (default: nobody) is told why once, before the first window
+        (``StreamSession.note``).
         """
         fe = self.frontend
         if fe is None:
@@ -181,6 +184,8 @@ class Pipeline:
         settings = self.detector_settings(hop_s=hop_s, threshold=threshold, window_s=window_s, min_count=min_count,
                                           suppression_s=suppression_s, ignore=ignore)
         session = StreamSession(self, settings)
+        if session.note is not None and on_note is not None:
+            on_note(f"Pipeline.stream: whole windows every hop, not the streaming executor: {session.note}")
         for chunk in self._chunks(chunks):
             yield from session.push(chunk)
         yield from session.finish(on_pad)

@@ -31,6 +31,12 @@ pub fn build(b: *std.Build) void {
     b.installArtifact(static);
     b.installFile("include/edgesnn.h", "include/edgesnn.h");
 
+    // `zig build shared`: only lib/libedgesnn.so, what the Python binding loads (the tests' ReleaseSafe
+    // builds for this machine's and the baseline CPU, tests/conftest.py, need neither the static
+    // library nor the runner: one compile of the engine instead of three)
+    const shared_step = b.step("shared", "Install only the shared library");
+    shared_step.dependOn(&b.addInstallArtifact(shared, .{}).step);
+
     // `zig build static`: only lib/libedgesnn.a and include/edgesnn.h, for targets without dynamic
     // linking (thumb-freestanding-eabihf -Dcpu=cortex_m4) and C apps (examples/c/build.sh).
     const static_step = b.step("static", "Install only the static library and the header");

@@ -92,16 +92,11 @@ def classify(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def same_tree_library(tmp_path_factory):
+def same_tree_library(engine_build):
     """The Python binding over a build of the same native/ tree as the C program's static library
-    (the installed edgesnn/_lib build may be older)."""
+    (the installed edgesnn/_lib build may be older; tests/conftest.py builds it once per session)."""
     native = pytest.importorskip("edgesnn.native")
-    sys.path.insert(0, str(ROOT / "_build_backend"))
-    try:
-        import edgesnn_build
-    finally:
-        sys.path.remove(str(ROOT / "_build_backend"))
-    return native.Library(edgesnn_build.build_native("ReleaseSafe", tmp_path_factory.mktemp("native-same-tree")))
+    return native.Library(engine_build("native"))
 
 
 def arena_bytes(model: es.Model, library) -> int:

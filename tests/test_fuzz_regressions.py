@@ -29,13 +29,9 @@ SMOKE_SECONDS = 4
 
 
 @pytest.fixture(scope="module")
-def safe_library_path(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(ROOT / "_build_backend"))
-    try:
-        import edgesnn_build
-    finally:
-        sys.path.remove(str(ROOT / "_build_backend"))
-    return edgesnn_build.build_native("ReleaseSafe", tmp_path_factory.mktemp("native-safe-fuzz"))
+def safe_library_path(engine_build) -> Path:
+    """The ReleaseSafe build of this tree (tests/conftest.py: one per session, shared with other files)."""
+    return engine_build("native")
 
 
 def test_every_kept_load_input_replays_cleanly(safe_library_path):

@@ -28,19 +28,10 @@ NATIVE = ROOT / "native"
 MALFORMED = ROOT / "tests" / "data" / "malformed"
 
 
-def build_library(optimize: str, destination: Path) -> Path:
-    """Build the engine with the install's own build function (_build_backend/edgesnn_build.py)."""
-    sys.path.insert(0, str(ROOT / "_build_backend"))
-    try:
-        import edgesnn_build
-    finally:
-        sys.path.remove(str(ROOT / "_build_backend"))
-    return edgesnn_build.build_native(optimize, destination)
-
-
 @pytest.fixture(scope="session")
-def safe_library(tmp_path_factory) -> "native.Library":
-    return native.Library(build_library("ReleaseSafe", tmp_path_factory.mktemp("native-safe")))
+def safe_library(engine_build) -> "native.Library":
+    """The ReleaseSafe build of this tree (tests/conftest.py: one per session, shared with other files)."""
+    return native.Library(engine_build("native"))
 
 
 def small_model(seed: int = 0) -> es.Model:
@@ -83,7 +74,7 @@ def section_offset(data: bytes, tag: bytes) -> tuple[int, int]:
 
 def test_zig_unit_tests_pass():
     result = subprocess.run([sys.executable, "-m", "ziglang", "build", "test", "-Doptimize=ReleaseSafe"],
-                            cwd=NATIVE, capture_output=True, text=True, timeout=600)
+                            cwd=NATIVE, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -12,7 +12,6 @@ on a zero it did not write fails.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module", params=["native", "baseline"])
-def cpu(request, tmp_path_factory):
+def cpu(request, engine_build):
     """The engine built for this machine's CPU (e.g. AVX-512 VNNI kernels) and for the baseline CPU
-    of the architecture (the portable kernels), both with safety checks on."""
-    sys.path.insert(0, str(ROOT / "_build_backend"))
-    try:
-        import edgesnn_build
-    finally:
-        sys.path.remove(str(ROOT / "_build_backend"))
-    path = edgesnn_build.build_native("ReleaseSafe", tmp_path_factory.mktemp(f"native-{request.param}"), request.param)
-    return native.CpuDevice(library=path)
+    of the architecture (the portable kernels), both with safety checks on (tests/conftest.py)."""
+    return native.CpuDevice(library=engine_build(request.param))
 
 
 def both_plans(cpu) -> tuple:

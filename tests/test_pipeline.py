@@ -156,6 +156,23 @@ def test_classifier_top_k_threshold_and_per_class_scale():
         Classifier(threshold=1.5)
 
 
+@pytest.mark.parametrize("output_scale", [None, 0.037, [1.0, 0.5, 2.0, 1e-3, 3.0, 0.25, 7.0, 0.1, 1.5, 2.5, 0.01, 4.0]])
+@pytest.mark.parametrize("timesteps", [1, 3])
+def test_scores_one_is_scores_of_one_row_bit_for_bit(output_scale, timesteps):
+    """The stream's per-hop scores_one and the batch scores share one softmax: the same float64 bits
+    for each sample, whatever its shape, the scale and the timesteps; the rows are the float softmax."""
+    rng = np.random.default_rng(timesteps)
+    potentials = rng.integers(-3000, 3000, (6, 1, 1, 12)).astype(np.int32)
+    clf = Classifier([str(i) for i in range(12)], output_scale=output_scale)
+    batch = clf.scores(potentials, timesteps)
+    for i in range(potentials.shape[0]):
+        np.testing.assert_array_equal(clf.scores_one(potentials[i], timesteps), batch[i])
+    scale = 1.0 if output_scale is None else np.asarray(output_scale)
+    logits = potentials.reshape(6, 12) * scale / (1 if output_scale is None else timesteps)
+    np.testing.assert_allclose(batch, _softmax(logits), rtol=1e-12)
+    np.testing.assert_allclose(batch.sum(axis=1), 1.0, rtol=1e-12)
+
+
 # -- streaming keyword spotting ---------------------------------------------------------------------
 
 def _energy_model(fe, threshold_c0):
@@ -226,6 +243,26 @@ def _cli(capsys, *argv):
     return status, captured.out, captured.err
 
 
+def test_stream_tells_on_note_once_why_it_runs_whole_windows():
+    fe = es.frontend("kws")
+    rng = np.random.default_rng(0)
+    valid_in_time = es.Model([
+        es.layers.InputConv2D(name="rows", weights=rng.integers(-8, 8, (3, 1, 1, 4)), weight_bits=4, padding="valid",
+                              out_multiplier=1, out_shift=4, activation_bits=4),
+        es.layers.Dense(name="head", weights=rng.integers(-8, 8, (47 * 10 * 4, 2)), neuron="none"),
+    ], input_shape=fe.output_shape)
+    audio = 0.1 * np.random.default_rng(1).standard_normal(3 * 16000).astype(np.float32)
+    cases = [("cpu", []), ("reference", ["device 'reference' runs whole windows"])]
+    for device, expected in cases:
+        told = []
+        pipe = es.Pipeline(fe, valid_in_time, labels=["a", "b"], device=device)
+        list(pipe.stream(audio, hop_s=0.1, on_note=told.append))
+        assert len(told) == len(expected) and all(text in note for text, note in zip(expected, told)), told
+    told = []
+    list(es.Pipeline(fe, _energy_model(fe, 0), labels=["a", "b"]).stream(audio, hop_s=0.1, on_note=told.append))
+    assert len(told) == 1 and "layer 0 is dense" in told[0]
+
+
 def test_cli_predict_and_eval(digits, template_model, tmp_path, capsys):
     _, _, x_test, y_test = digits
     path = tmp_path / "digits.esnn"
@@ -285,11 +322,13 @@ def test_cli_stream_and_errors(template_model, tmp_path, capsys):
     audio[32000:36800] = 0.3 * np.random.default_rng(3).standard_normal(4800)
     wav = tmp_path / "burst.wav"
     soundfile.write(wav, audio, 16000)
-    status, out, _ = _cli(capsys, "stream", kws_path, wav, "--json", "--window-s", "0", "--min-count", "1",
-                          "--threshold", "0.5", "--hop-s", "0.1")
+    status, out, err = _cli(capsys, "stream", kws_path, wav, "--json", "--window-s", "0", "--min-count", "1",
+                            "--threshold", "0.5", "--hop-s", "0.1")
     assert status == 0
     detections = [json.loads(line) for line in out.splitlines()]
     assert [d["label"] for d in detections] == ["loud"] and 2.0 < detections[0]["time_s"] < 2.4
+    # a dense first layer does not stream: the user is told once, on stderr, why every hop runs the window
+    assert err.count("not the streaming executor") == 1 and "layer 0 is dense" in err, err
 
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"definitely not a png")
