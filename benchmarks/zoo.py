@@ -164,13 +164,14 @@ def op_kinds(graph) -> list[str]:
     return seen
 
 
-def quiet_convert(path, x, scaling, bits: int):
-    """es.convert as a user calls it (its default fidelity policy); warnings are dropped."""
+def quiet_convert(path, x, scaling, bits: int, **options):
+    """es.convert as a user calls it (its default fidelity policy unless `options` say otherwise, e.g.
+    on_low_fidelity="record" for a diagnostic of a model under the bar); warnings are dropped."""
     import edgesnn as es
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return es.convert(str(path), samples=calibration_samples(x), input_scaling=scaling, weight_bits=bits,
-                          activation_bits=bits, progress=False)
+                          activation_bits=bits, progress=False, **options)
 
 
 def convert_recording(path, x, scaling, bits: int):
