@@ -382,3 +382,22 @@ def test_8bit_conversion_that_loses_the_output_is_refused():
     assert "worst_position_snr_db" in mixed.metadata["fidelity"]      # not every layer at 8 bits: recorded only
     with pytest.raises(ValueError, match="on_low_fidelity must be one of"):
         es.convert(good, samples=x, input_scaling=(255, 0), progress=False, on_low_fidelity="ignore")
+
+
+def test_cli_convert_refuses_a_low_fidelity_8bit_model_unless_told(tmp_path, capsys):
+    """`edgesnn convert` exits 1 with the PrecisionError's one line and writes nothing; with
+    --on-low-fidelity warn it writes the model (and es.convert's PrecisionWarning is raised)."""
+    from edgesnn.cli import main
+
+    x = np.random.default_rng(0).integers(0, 256, (16, 6, 6, 1), dtype=np.uint8)
+    path = export(_cancelling_net(-1.1), tmp_path / "cancel.onnx", (1, 6, 6))
+    np.savez(tmp_path / "calib.npz", x=x)
+    out = tmp_path / "m.esnn"
+    argv = ["convert", path, "-o", str(out), "--samples", str(tmp_path / "calib.npz"), "--input-scaling", "255", "0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "keeps only" in err and "worst output position" in err and "falls most at layer" in err, err
+    assert not out.exists()
+    with pytest.warns(es.PrecisionWarning):
+        assert main(argv + ["--on-low-fidelity", "warn"]) == 0
+    assert es.Model.load(out).metadata["fidelity"]["worst_position_snr_db"] < 25
