@@ -284,9 +284,9 @@ def _check_fidelity(model: Model, x: np.ndarray, float_out: np.ndarray, builder,
 
 def _where_snr_falls_most(model: Model, x: np.ndarray, activations: dict) -> dict | None:
     """The layer whose output SNR (against its float node, as es.compare measures it) is lowest below the
-    SNR at its inputs (the lowest of its producing layers'; a layer reading the model input, which is
-    exact, counts from its own SNR at 8 bits, i.e. only its drop below its neighbours): {layer, float_node,
-    input_snr_db, snr_db}, or None when no layer could be compared."""
+    SNR at its inputs (the lowest of its producing layers'; an unmeasured producer passes on its own
+    inputs'; a layer reading the exact model input is not ranked): {layer, float_node, input_snr_db,
+    snr_db}, or None when no layer could be compared."""
     from . import reference
 
     captured: dict[str, np.ndarray] = {}
@@ -305,16 +305,15 @@ def _where_snr_falls_most(model: Model, x: np.ndarray, activations: dict) -> dic
             continue
         noise, signal = float(np.sum((ref - approx) ** 2)), float(np.sum(ref ** 2))
         snr[name] = math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
-    best, previous = None, None
+    best, previous, seen = None, None, {}
     for layer in model.layers:
         producers = list(layer.inputs) if layer.inputs is not None else ([previous] if previous else [])
         previous = layer.name
-        if layer.name not in snr:
-            continue
-        known = [snr[p] for p in producers if p in snr]
-        before = min(known) if known else math.inf
-        if not math.isfinite(before):
-            continue                 # reads the exact model input (or an unmeasured layer): no drop to rank
+        # an unmeasured layer (its output has no float node of its shape) passes on its inputs' SNR
+        before = min((seen[p] for p in producers if p in seen), default=math.inf)
+        seen[layer.name] = snr.get(layer.name, before)
+        if layer.name not in snr or not math.isfinite(before):
+            continue                 # unmeasured, or reads the exact model input: no drop to rank
         drop = before - snr[layer.name]
         if best is None or drop > best[0]:
             best = (drop, layer.name, before)
