@@ -3,6 +3,7 @@
     python benchmarks/quantization.py                 # about 15 minutes on 2 shared cores
     python benchmarks/quantization.py --quick         # a smoke run
     python benchmarks/quantization.py --markdown out.md
+    python benchmarks/quantization.py --recipe-only   # only the post-training table (1.), no fine-tuning
 
 The DS-CNN of benchmarks/engine.py (49x10x1 MFCCs of espeak-ng speech through es.frontend("kws"), conv
 10x4/2 (64), 4 depthwise-separable blocks, GAP, dense 12), trained in float by engine.py's own training
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at 4/4 bits")
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--skip-schedule", action="store_true")
+    parser.add_argument("--recipe-only", action="store_true", help="only the post-training recipe table")
     args = parser.parse_args(argv)
 
     import torch
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
             accuracy = float(np.mean(model.predict(x_test) == y_test))
             say(f"| {label} | {accuracy:.3f} | {100 * (float_accuracy - accuracy):.1f} |")
         say()
+        if args.recipe_only:
+            return _write(args.markdown, lines)
 
         start = time.perf_counter()
         result = finetuning.finetune_result(str(onnx_path), x_train, y_train, weight_bits=4, activation_bits=4,
@@ -121,8 +125,12 @@ def main(argv=None) -> int:
             say(f"progressive schedule ({(time.perf_counter() - start) / 60:.1f} min):")
             say()
             say(result.table())
-    if args.markdown:
-        args.markdown.write_text("\n".join(lines) + "\n")
+    return _write(args.markdown, lines)
+
+
+def _write(markdown: Path | None, lines: list[str]) -> int:
+    if markdown:
+        markdown.write_text("\n".join(lines) + "\n")
     return 0
 
 

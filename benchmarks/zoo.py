@@ -21,8 +21,9 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
 - SNR 8/8, SNR 4/4: of the dequantized integer logits (``potentials * metadata['output_scale']``)
   against the float logits, at every output position (h, w) over batch and channels; the table
   gives the worst position (border taps included), the JSON every position's; es.convert's own
-  check (``model.metadata["fidelity"]``, on its 8 calibration samples) and its PrecisionWarning when
-  8/8 falls under 25 dB there: "as expected" is 25 dB, or under it with that warning (not silently);
+  check (``model.metadata["fidelity"]``, on its 8 calibration samples) refuses an 8/8 model under
+  25 dB there (es.PrecisionError): such a file does not convert (not as expected: issue 9 wants it
+  to), and its SNR columns are those of the refused model (PrecisionError.model), to show how far;
 - latency (issue 11): batch 1, one thread, in one run: edgesnn 4/4 through the binding
   (``edgesnn.native.native_model(model).run``; the JSON also has 8/8 and 4/4 through
   ``model.forward``), onnxruntime's int8 QDQ model (``quantize_static``, per-channel) and its float
@@ -166,19 +167,24 @@ def op_kinds(graph) -> list[str]:
     return seen
 
 
-def quiet_convert(path, x, scaling, bits: int):
-    return convert_recording(path, x, scaling, bits)[0]
+def quiet_convert(path, x, scaling, bits: int, **options):
+    """es.convert as a user calls it (its default fidelity policy unless `options` say otherwise, e.g.
+    on_low_fidelity="record" for a diagnostic of a model under the bar); warnings are dropped."""
+    import edgesnn as es
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return es.convert(str(path), samples=calibration_samples(x), input_scaling=scaling, weight_bits=bits,
+                          activation_bits=bits, progress=False, **options)
 
 
 def convert_recording(path, x, scaling, bits: int):
-    """(model, the message of the PrecisionWarning es.convert gave, or None); other warnings are dropped."""
+    """(model, the message of the es.PrecisionError es.convert refused it with, or None): the refused
+    model is the error's own (PrecisionError.model), so that its SNR can still be measured."""
     import edgesnn as es
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = es.convert(str(path), samples=calibration_samples(x), input_scaling=scaling, weight_bits=bits,
-                           activation_bits=bits, progress=False)
-    found = [str(w.message) for w in caught if issubclass(w.category, getattr(es, "PrecisionWarning", ()))]
-    return model, (found[0] if found else None)
+    try:
+        return quiet_convert(path, x, scaling, bits), None
+    except getattr(es, "PrecisionError", ()) as exc:
+        return exc.model, str(exc)
 
 
 def failure(exc: BaseException) -> dict:
@@ -450,7 +456,7 @@ class Result:
     snr_8: float | None = None                  # worst output position, dB
     snr_8_positions: list | None = None         # every position (H, W), dB
     snr_8_overall: float | None = None
-    warned_8: str | None = None                 # es.convert's PrecisionWarning at 8/8 (under 25 dB on its samples)
+    refused_8: str | None = None                # es.convert's PrecisionError at 8/8 (under 25 dB on its samples)
     fidelity_8: dict | None = None              # model.metadata["fidelity"]: its own check on the 8 samples
     snr_4: float | None = None
     snr_4_positions: list | None = None
@@ -477,12 +483,12 @@ class Result:
             err = self.convert_error or self.import_error
             return bool(err and err["edgesnn_error"] and names_op(err["message"], self.refuse_op))
         return (self.converts and self.float_match_of == "simplified" and self.float_match <= FLOAT_MATCH_TARGET
-                and self.snr_8 is not None and (self.snr_8 >= SNR_TARGET_DB or self.warned_8 is not None))
+                and self.snr_8 is not None and self.snr_8 >= SNR_TARGET_DB)
 
     @property
     def silent_shortfall(self) -> bool:
-        """Converted under the SNR bar without es.convert's PrecisionWarning (the issue: exact, or refuse)."""
-        return self.converts and self.snr_8 is not None and self.snr_8 < SNR_TARGET_DB and self.warned_8 is None
+        """Converted (not refused) yet under the SNR bar on the reference inputs (the issue: exact, or refuse)."""
+        return self.converts and self.snr_8 is not None and self.snr_8 < SNR_TARGET_DB
 
 
 def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bool = True,
@@ -506,9 +512,12 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
     except Exception as exc:
         r.import_error = failure(exc)
     try:
-        model, r.warned_8 = convert_recording(e["path"], ref.x, ref.input_scaling, 8)
+        model, r.refused_8 = convert_recording(e["path"], ref.x, ref.input_scaling, 8)
         r.fidelity_8 = model.metadata.get("fidelity")
-        r.converts = True
+        r.converts = r.refused_8 is None
+        if r.refused_8 is not None:
+            import edgesnn as es
+            r.convert_error = failure(es.PrecisionError(r.refused_8))
         got = dequantized(model, ref.x)
         positions = snr_per_position(got, ref.logits)
         r.snr_8, r.snr_8_positions = float(positions.min()), positions.round(2).tolist()
@@ -517,7 +526,7 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
     except Exception as exc:
         r.convert_error = failure(exc)
     model4 = None
-    if r.converts:
+    if r.converts or r.refused_8 is not None:
         try:
             model4 = quiet_convert(e["path"], ref.x, ref.input_scaling, 4)
             positions = snr_per_position(dequantized(model4, ref.x), ref.logits)
@@ -531,7 +540,7 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
         calls["edgesnn 4/4 forward"] = cycling([ref.x[i:i + 1] for i in range(len(ref.x))],
                                                lambda x: model4.forward(x, device="cpu"))
     with tempfile.TemporaryDirectory() as tmp:
-        if (latency or ort_snr) and r.converts:
+        if (latency or ort_snr) and (r.converts or r.refused_8 is not None):
             twin = onnx_twin(e, entries)
             if twin is None:
                 r.ort_error = "no ONNX file of this model"
@@ -623,8 +632,8 @@ def architecture_table(results: list[Result]) -> str:
         steps = trained.get("steps")
         accuracy = trained.get("train_accuracy")
         fit = "—" if not steps else f"{steps}, {accuracy:.2f}" if accuracy is not None else f"{steps}"
-        warned = sum(f.warned_8 is not None for f in files)
-        snr_8 = worst(f.snr_8 for f in files) + (f" (warns: {warned}/{len(files)})" if warned else "")
+        refused = sum(f.refused_8 is not None for f in files)
+        snr_8 = worst(f.snr_8 for f in files) + (f" (refused: {refused}/{len(files)})" if refused else "")
         rows.append(f"| {model} | {first.source} | {len(files)} | {converts} | {fit} | "
                     f"{snr_8} | {worst(f.ort_int8_snr_8 for f in files)} | "
                     f"{worst(f.snr_4 for f in files)} | "
@@ -653,9 +662,9 @@ def markdown_table(results: list[Result]) -> str:
         float_ratio = _ratio(r.ort_float_latency_us, r.latency_us)
         ops = ", ".join(r.ops) if r.ops else "—"
         expected = ("yes" if r.as_expected else "**no**") + (f" (refuse: {r.refuse_op})" if r.expect == "refuse" else "")
-        if r.warned_8 is not None:
-            expected += (f" (warns: {r.fidelity_8['worst_position_snr_db']:.1f} dB on its samples)"
-                         if r.fidelity_8 else " (warns)")
+        if r.refused_8 is not None:
+            expected += (f" (PrecisionError: {r.fidelity_8['worst_position_snr_db']:.1f} dB on its samples)"
+                         if r.fidelity_8 else " (PrecisionError)")
         rows.append(f"| {r.name} | {r.source} | {r.writer} | {ops} | {converts} | {match} | {_db(r.snr_8)} | "
                     f"{_db(r.ort_int8_snr_8)} | {_db(r.snr_4)} | {latency} | {int8_ratio} | {float_ratio} | "
                     f"{_ratio(r.tflite_latency_us, r.latency_us)} | {expected} |")
@@ -696,11 +705,14 @@ def main(argv=None) -> int:
     print(table)
     expected = sum(r.as_expected for r in results)
     over = sum(r.converts and r.snr_8 is not None and r.snr_8 >= SNR_TARGET_DB for r in results)
-    warned = sum(r.converts and r.warned_8 is not None and (r.snr_8 or 0) < SNR_TARGET_DB for r in results)
+    refused = [r.file for r in results if r.refused_8 is not None]
     silent = [r.file for r in results if r.silent_shortfall]
-    print(f"\n{len(results)} files: {sum(r.converts for r in results)} convert ({over} at >= {SNR_TARGET_DB:g} dB "
-          f"at 8/8, {warned} under it with es.PrecisionWarning, {len(silent)} under it silently"
-          + (f": {', '.join(silent)}" if silent else "") + f"), {expected} as expected"
+    should = [r for r in results if r.expect == "convert"]
+    print(f"\n{len(results)} files: {sum(r.converts for r in results)} of {len(should)} expected conversions convert "
+          f"({over} at >= {SNR_TARGET_DB:g} dB at 8/8 on the reference inputs, {len(silent)} under it"
+          + (f": {', '.join(silent)}" if silent else "") + f"), {len(refused)} refused for precision "
+          f"(es.PrecisionError under {SNR_TARGET_DB:g} dB on the calibration samples"
+          + (f": {', '.join(refused)}" if refused else "") + f"), {expected} as expected"
           + (f"; {len(missing)} manifest files absent (rebuild with benchmarks/zoo_build.py)" if missing else ""))
     summary = latency_summary(results)
     if summary["models"]:

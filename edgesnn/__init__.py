@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from . import layers
 from .errors import ConversionError, DeviceError, EdgesnnError, FormatError, ModelError, PluginError
-from .errors import PrecisionWarning
+from .errors import PrecisionError, PrecisionWarning
 from .model import Model
 from .statistics import LayerStatistics, Statistics
 from . import plugins
@@ -29,7 +29,7 @@ from .precision import sensitivity
 
 __all__ = ["__version__", "layers", "Model", "Statistics", "LayerStatistics",
            "EdgesnnError", "FormatError", "ModelError", "PluginError", "DeviceError", "ConversionError",
-           "PrecisionWarning",
+           "PrecisionError", "PrecisionWarning",
            "Device", "DeviceInfo", "MappingReport", "LayerPlacement",
            "plugins", "hookimpl", "importers", "frontends", "devices", "frontend", "device",
            "Pipeline", "Prediction", "Detection", "Classifier", "convert", "compare", "ComparisonReport",

@@ -117,7 +117,8 @@ def _fake_quant(graph: Graph, x: np.ndarray, options: dict, ranges: dict | None 
     from .finetuning import _mid_scales, graph_module, plan_from_model
     from .convert import _float_input
 
-    model = convert(graph, x, progress=False, ranges=ranges, **_convert_options(options))
+    model = convert(graph, x, progress=False, ranges=ranges, on_low_fidelity="record",   # a step of the recipe
+                    **_convert_options(options))
     plan = plan_from_model(model, graph)
     _mid_scales(graph, plan, _float_input(x, options["input_scaling"]), options["calibration"])
     return graph_module(graph, plan)

@@ -209,6 +209,9 @@ def _add_convert(commands) -> None:
                      help="choose each activation clip for the smallest output error (slower)")
     sub.add_argument("--budget", type=int, metavar="BYTES",
                      help="pick per-layer weight bits so the packed model fits in BYTES (es.sensitivity)")
+    sub.add_argument("--on-low-fidelity", default="refuse", choices=("refuse", "warn"),
+                     help="an 8/8 model under 25 dB SNR of the float output at some position: refuse (default, "
+                          "exit 1 naming the SNR and the layer where it falls most) or warn and write it")
     sub.add_argument("--neuron", default="relu", choices=("relu", "if", "lif"),
                      help="if: spiking, rate-coded; lif: spiking with a leak chosen for --timesteps")
     sub.add_argument("--timesteps", type=int, default=None, help="timesteps of a spiking model (default 16)")
@@ -240,7 +243,8 @@ def _run_convert(args) -> int:
                     per_channel=not args.per_tensor, calibration=args.calibration, neuron=args.neuron,
                     timesteps=args.timesteps, labels=labels, input_weight_bits=args.input_weight_bits,
                     equalize=args.equalize, bias_correction=args.bias_correction,
-                    search_ranges=args.search_ranges, budget_bytes=args.budget)
+                    search_ranges=args.search_ranges, budget_bytes=args.budget,
+                    on_low_fidelity=args.on_low_fidelity)
     model.save(args.output)
     model.summary(print_fn=print)
     print(f"\nwrote {args.output}")

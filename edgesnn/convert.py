@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import layers as L
-from .errors import ConversionError, ModelError, PrecisionWarning
+from .errors import ConversionError, ModelError, PrecisionError, PrecisionWarning
 from .graph import Graph, GraphError, Node
 from .model import Model
 from .statistics import format_table
@@ -59,8 +59,10 @@ PERCENTILE = 99.99
 ADD_MULTIPLIER_BITS = 10      # add inputs are rescaled to a common scale with multipliers up to 2**10
 CALIBRATION_VALUES_MAX = 2_000_000   # values per activation kept for percentile / mse search
 SNR_WARN_DB = 10.0            # compare() warns below this per-layer SNR
-FIDELITY_DB = 25.0            # convert() at 8/8 warns (PrecisionWarning) below this output SNR on its samples
+FIDELITY_DB = 25.0            # convert() at 8/8 refuses (PrecisionError) below this output SNR on its samples
 FIDELITY_SAMPLES = 32         # calibration samples the converted model is checked on
+FIDELITY_LAYER_SAMPLES = 8    # of those, the ones a refusal's per-layer SNR (where it falls most) is measured on
+LOW_FIDELITY = ("refuse", "warn", "record")   # convert(on_low_fidelity=...): what an 8/8 model under the bar gets
 
 
 # -- entry points ------------------------------------------------------------------------------------
@@ -116,7 +118,7 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
             labels: list[str] | None = None, importer: str | None = None, progress: bool = True,
             input_weight_bits: int | None = 8, layer_weight_bits: dict | None = None, ranges: dict | None = None,
             equalize: bool = False, bias_correction: bool = False, search_ranges: bool = False,
-            per_channel_activations: bool | None = None,
+            per_channel_activations: bool | None = None, on_low_fidelity: str = "refuse",
             budget_bytes: int | None = None, **importer_options) -> Model:
     """Convert a float network into an integer Model calibrated on uint8 HWC `samples`.
 
@@ -138,7 +140,16 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     per_channel_activations: each channel's activation range calibrated on its own (the requantization
     is per channel, so it costs nothing at run time); False: one range per layer. Default: per channel,
     but per layer with bias_correction, search_ranges or ranges (what they measure and learn).
+
+    Fidelity: the model is checked against the float graph on (up to 32 of) the samples at every output
+    position, border taps included (metadata["fidelity"]). With every layer at 8/8 bits, a worst position
+    under 25 dB SNR is refused: es.PrecisionError (a ConversionError) naming the SNR, the position and
+    the layer where the SNR falls most. on_low_fidelity="warn" returns the model with an
+    es.PrecisionWarning instead (an untrained or deliberately random network); "record" only records
+    metadata["fidelity"] (for a tool's intermediate models). Below 8 bits the SNR is recorded only.
     """
+    if on_low_fidelity not in LOW_FIDELITY:
+        raise ValueError(f"on_low_fidelity must be one of {LOW_FIDELITY}, got {on_low_fidelity!r}")
     if budget_bytes is not None:
         from .precision import convert_within_budget
 
@@ -147,7 +158,8 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
             input_bits=input_bits, input_scaling=input_scaling, per_channel=per_channel, calibration=calibration,
             neuron=neuron, timesteps=timesteps, labels=labels, importer=importer, progress=progress,
             input_weight_bits=input_weight_bits, layer_weight_bits=layer_weight_bits, ranges=ranges,
-            equalize=equalize, bias_correction=bias_correction, search_ranges=search_ranges, **importer_options)
+            equalize=equalize, bias_correction=bias_correction, search_ranges=search_ranges,
+            on_low_fidelity=on_low_fidelity, **importer_options)
     direct = _model_builder(source, importer)
     if direct is not None:   # an importer whose source is already an integer-ready spiking network (NIR)
         if samples is not None:   # calibration input, for an importer that can use it
@@ -179,7 +191,7 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     graph = load_graph(source, importer=importer, input_shape_hint=hint, **importer_options).simplify()
     _Builder(graph.copy(), None, options).build()      # every node that will not convert, before calibrating
     x = _check_samples(samples, graph.input_shape, input_bits)
-    recipe = {}
+    recipe, source_graph = {}, graph
     if equalize or bias_correction or search_ranges:
         from .calibrate import post_training_recipe
 
@@ -214,19 +226,26 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
         raise ModelError(f"the converted model is not valid: {exc}. Fewer weight or activation bits "
                          f"shrink the integer ranges") from exc
     if neuron not in SPIKING:
-        _check_fidelity(model, x, activations[graph.output], builder, weight_bits, activation_bits)
+        n = min(len(x), FIDELITY_SAMPLES)
+        # the source's own float output: a recipe's graph (bias correction) is not the model the user brought
+        float_out = activations[graph.output][:n] if source_graph is graph else \
+            source_graph.run(_float_input(x[:n], input_scaling))
+        all_8 = (weight_bits >= 8 and activation_bits >= 8 and options.get("input_weight_bits", 8) >= 8
+                 and all(b >= 8 for b in options.get("layer_weight_bits", {}).values()))
+        _check_fidelity(model, x[:n], float_out, builder, activations, all_8, on_low_fidelity)
     return model
 
 
-def _check_fidelity(model: Model, x: np.ndarray, float_out: np.ndarray, builder, weight_bits: int,
-                    activation_bits: int) -> None:
-    """The integer model's output against the float graph's on (up to FIDELITY_SAMPLES of) the calibration
-    samples: metadata["fidelity"] = SNR over all outputs and at the worst output position (h, w), border
-    taps included. At 8/8 bits a worst position under FIDELITY_DB raises a PrecisionWarning: the model
-    converted exactly layer by layer, but 8-bit steps compounded over its depth do not keep its output
-    (``warnings.simplefilter("error", es.PrecisionWarning)`` makes that a refusal)."""
-    n = min(len(x), FIDELITY_SAMPLES)
-    potentials = model.forward(x[:n]).astype(np.float64)
+def _check_fidelity(model: Model, x: np.ndarray, float_out: np.ndarray, builder, activations: dict,
+                    all_8: bool, on_low_fidelity: str) -> None:
+    """The integer model's output against the float graph's on the first calibration samples `x`:
+    metadata["fidelity"] = SNR over all outputs and at the worst output position (h, w), border taps
+    included. With every layer at 8/8 bits (`all_8`) a worst position under FIDELITY_DB is refused
+    (PrecisionError, carrying the model) or, with on_low_fidelity="warn", warned about (PrecisionWarning):
+    the model converted exactly layer by layer, but 8-bit steps compounded over its depth do not keep its
+    output. The message names the layer where the SNR falls most (as es.compare measures it)."""
+    n = len(x)
+    potentials = model.forward(x).astype(np.float64)
     zero_point = np.asarray(builder.zero_points.get(builder._output_layer, 0), np.float64)
     got = (potentials - zero_point) * np.asarray(builder.output_scale, np.float64)
     want = np.asarray(float_out[:n], np.float64).reshape(got.shape)
@@ -237,17 +256,72 @@ def _check_fidelity(model: Model, x: np.ndarray, float_out: np.ndarray, builder,
         overall = 10 * math.log10(max(float(signal.sum()), 1e-30) / max(float(noise.sum()), 1e-30))
     worst = float(per_position.min())
     at = np.unravel_index(int(np.argmin(per_position)), per_position.shape)
-    model.metadata["fidelity"] = {"samples": int(n), "snr_db": round(overall, 2),
-                                  "worst_position_snr_db": round(worst, 2),
-                                  "worst_position": [int(v) for v in at]}
-    if weight_bits >= 8 and activation_bits >= 8 and worst < FIDELITY_DB:
-        warnings.warn(PrecisionWarning(
-            f"the 8/8-bit model keeps only {worst:.1f} dB SNR of the float output at its worst output position "
-            f"{tuple(int(v) for v in at)} ({overall:.1f} dB overall) on {n} calibration samples, under "
-            f"{FIDELITY_DB:g} dB: every layer converted exactly, but the 8-bit rounding of {len(model.layers)} "
-            f"layers compounds (es.compare(source, model, samples) shows the SNR layer by layer). A better "
-            f"trained network, es.finetune(..., weight_bits=8, activation_bits=8) or bias_correction=True "
-            f"usually helps"), stacklevel=3)
+    fidelity = {"samples": int(n), "snr_db": round(overall, 2), "worst_position_snr_db": round(worst, 2),
+                "worst_position": [int(v) for v in at]}
+    model.metadata["fidelity"] = fidelity
+    if not all_8 or worst >= FIDELITY_DB or on_low_fidelity == "record":
+        return
+    falls = _where_snr_falls_most(model, x[:FIDELITY_LAYER_SAMPLES], activations)
+    where = ""
+    if falls is not None:
+        fidelity = dict(fidelity, falls_most=falls)
+        where = (f"; the SNR falls most at layer {falls['layer']!r} (float node {falls['float_node']!r}): "
+                 f"{falls['input_snr_db']:.1f} dB at its input, {falls['snr_db']:.1f} dB at its output")
+    message = (
+        f"the 8/8-bit model keeps only {worst:.1f} dB SNR of the float output at its worst output position "
+        f"{tuple(int(v) for v in at)} ({overall:.1f} dB overall) on {n} calibration samples, under the "
+        f"{FIDELITY_DB:g} dB an 8/8 conversion must keep: every layer converted exactly, but the 8-bit rounding "
+        f"of its {len(model.layers)} layers compounds{where} (es.compare(source, model, samples) shows every "
+        f"layer). A better trained network, es.finetune(..., weight_bits=8, activation_bits=8) or "
+        f"bias_correction=True usually helps; es.convert(..., on_low_fidelity=\"warn\") converts anyway "
+        f"(an untrained or random network)")
+    if on_low_fidelity == "warn":
+        model.metadata["fidelity"] = fidelity
+        warnings.warn(PrecisionWarning(message), stacklevel=3)
+        return
+    raise PrecisionError(message, fidelity=fidelity, model=model)
+
+
+def _where_snr_falls_most(model: Model, x: np.ndarray, activations: dict) -> dict | None:
+    """The layer whose output SNR (against its float node, as es.compare measures it) is lowest below the
+    SNR at its inputs (the lowest of its producing layers'; an unmeasured producer passes on its own
+    inputs'; a layer reading the exact model input is not ranked): {layer, float_node, input_snr_db,
+    snr_db}, or None when no layer could be compared."""
+    from . import reference
+
+    captured: dict[str, np.ndarray] = {}
+    reference.run(model, model.check_input(x, 1), capture=captured)
+    scales = model.metadata.get("activation_scales", {})
+    zero_points = model.metadata.get("activation_zero_points", {})
+    snr: dict[str, float] = {}
+    nodes = model.metadata.get("float_nodes", {})
+    for name, node in nodes.items():
+        if name not in captured or node not in activations or name not in scales:
+            continue
+        ref = np.asarray(activations[node][:len(x)], np.float64)
+        approx = (captured[name].astype(np.float64) - np.asarray(zero_points.get(name, 0), np.float64)) \
+            * np.asarray(scales[name], np.float64)
+        if approx.shape != ref.shape:
+            continue
+        noise, signal = float(np.sum((ref - approx) ** 2)), float(np.sum(ref ** 2))
+        snr[name] = math.inf if noise == 0 else 10 * math.log10(max(signal, 1e-30) / noise)
+    best, previous, seen = None, None, {}
+    for layer in model.layers:
+        producers = list(layer.inputs) if layer.inputs is not None else ([previous] if previous else [])
+        previous = layer.name
+        # an unmeasured layer (its output has no float node of its shape) passes on its inputs' SNR
+        before = min((seen[p] for p in producers if p in seen), default=math.inf)
+        seen[layer.name] = snr.get(layer.name, before)
+        if layer.name not in snr or not math.isfinite(before):
+            continue                 # unmeasured, or reads the exact model input: no drop to rank
+        drop = before - snr[layer.name]
+        if best is None or drop > best[0]:
+            best = (drop, layer.name, before)
+    if best is None:
+        return None
+    _, name, before = best
+    return {"layer": name, "float_node": nodes[name], "input_snr_db": round(before, 2),
+            "snr_db": round(snr[name], 2)}
 
 
 def check(source, *, importer: str | None = None, neuron: str = "relu", weight_bits: int = 8,

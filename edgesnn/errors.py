@@ -47,6 +47,23 @@ class ConversionError(GraphError):
         super().__init__(message)
 
 
+class PrecisionError(ConversionError):
+    """Every layer converted exactly, but the 8/8-bit integer model does not keep the float model's output:
+    under 25 dB SNR at some output position on the calibration samples (the 8-bit rounding of a deep,
+    badly conditioned network compounds). es.convert refuses with it by default.
+
+    ``fidelity`` is what was measured (``snr_db``, ``worst_position_snr_db``, ``worst_position``,
+    ``samples``, ``falls_most``: the layer where the SNR falls most, with the SNR at its inputs and at
+    its output); ``model`` is the refused integer Model, to inspect (es.compare) or to use knowingly.
+    ``es.convert(..., on_low_fidelity="warn")`` returns the model with an es.PrecisionWarning instead.
+    """
+
+    def __init__(self, message: str, *, fidelity: dict | None = None, model=None):
+        super().__init__(message)
+        self.fidelity = dict(fidelity or {})
+        self.model = model
+
+
 class UnknownNameError(EdgesnnError, KeyError):
     """No plugin registered an importer, frontend or device of this name."""
 
@@ -63,6 +80,6 @@ class DeviceError(EdgesnnError):
 
 
 class PrecisionWarning(UserWarning):
-    """A conversion succeeded, but its integer model keeps less of the float model's output than promised
-    (es.convert at 8/8 bits: under 25 dB SNR at some output position on the calibration samples).
-    ``warnings.simplefilter("error", es.PrecisionWarning)`` turns it into a refusal."""
+    """A conversion the caller let through under the fidelity bar: ``es.convert(..., on_low_fidelity="warn")``
+    at 8/8 bits kept under 25 dB SNR at some output position on the calibration samples (by default that
+    is an es.PrecisionError). The message is the PrecisionError's."""

@@ -674,7 +674,8 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
                             calibration=calibration, neuron=neuron, timesteps=timesteps, progress=False,
                             input_weight_bits=input_weight_bits, layer_weight_bits=per_layer, labels=labels)
         current = graph if module is None else trained_graph(module, clipped=False)
-        plan_model = convert(current, calib, per_channel_activations=False, **convert_args)   # as the module
+        plan_model = convert(current, calib, per_channel_activations=False, on_low_fidelity="record",
+                             **convert_args)   # as the module: its steps, not a model to keep
         plan = plan_from_model(plan_model, current)
         _mid_scales(current, plan, _float_input(calib, input_scaling), calibration)
         if abits != field_abits:                       # 3-bit activations: the plan's steps at 3 bits
@@ -694,7 +695,8 @@ def finetune_result(source, x, y, *, weight_bits=4, activation_bits=4, epochs=3,
         accuracy = _accuracy(module, xf[val], yt[val]) if n_val else float("nan")
         integer_accuracy = None
         if abits == field_abits:
-            model = convert(trained_graph(module), calib, **convert_args, ranges=ranges)
+            model = convert(trained_graph(module), calib, **convert_args, ranges=ranges,
+                            on_low_fidelity="warn")   # the trained steps' model: kept, warned about if low
             if n_val:
                 integer_accuracy = float(np.mean(model.predict(x[val]) == y[val]))
         episode = Episode(wbits, abits, n_epochs, accuracy, integer_accuracy, time.perf_counter() - start)

@@ -85,6 +85,7 @@ def sensitivity(source, samples, y=None, *, activation_bits: int = 8, input_scal
     options = dict(activation_bits=activation_bits, input_scaling=input_scaling, calibration=calibration,
                    progress=progress, **convert_options)
     options.setdefault("per_channel_activations", False)       # one range per layer, as the fake-quantized module
+    options["on_low_fidelity"] = "record"       # measurement models: their SNR is what this reports
     models = {b: convert(graph, x, weight_bits=b, input_weight_bits=b, **options) for b in BITS}
     plan = plan_from_model(models[8], graph)
     _mid_scales(graph, plan, _float_input(x, input_scaling), calibration)
@@ -182,4 +183,4 @@ def convert_within_budget(source, samples, budget_bytes: int, *, progress: bool 
 
 
 _KNOWN = {"activation_bits", "input_bits", "input_scaling", "per_channel", "calibration", "neuron", "timesteps",
-          "labels", "importer", "ranges", "equalize", "bias_correction", "search_ranges"}
+          "labels", "importer", "ranges", "equalize", "bias_correction", "search_ranges", "on_low_fidelity"}

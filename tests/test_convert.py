@@ -338,26 +338,66 @@ def _worst_position_snr(model, net, x) -> float:
     return float((10 * np.log10(signal / noise)).min())
 
 
-def test_8bit_conversion_that_loses_the_output_warns():
+def test_8bit_conversion_that_loses_the_output_is_refused():
     """es.convert checks its model against the float graph on the calibration samples: metadata["fidelity"]
-    (worst output position, as the zoo measures it) and, at 8/8 bits under 25 dB, a PrecisionWarning, which
-    simplefilter("error") turns into a refusal. The benign net converts silently."""
+    (worst output position, as the zoo measures it). At 8/8 bits under 25 dB it refuses: es.PrecisionError,
+    a ConversionError naming the SNR, the position and the layer where the SNR falls most (as es.compare
+    measures it), carrying the measurement and the model; on_low_fidelity="warn" returns the model with a
+    PrecisionWarning, "record" only records. The benign net converts silently; below 8 bits it is recorded."""
     import warnings
 
     x = np.random.default_rng(0).integers(0, 256, (16, 6, 6, 1), dtype=np.uint8)
     bad, good = _cancelling_net(-1.1), _cancelling_net(1.0)
-    with pytest.warns(es.PrecisionWarning, match=r"keeps only .* dB SNR .* worst output position"):
-        model = es.convert(bad, samples=x, input_scaling=(255, 0), progress=False)
-    fidelity = model.metadata["fidelity"]
+    with pytest.raises(es.PrecisionError, match=r"keeps only .* dB SNR .* worst output position") as info:
+        es.convert(bad, samples=x, input_scaling=(255, 0), progress=False)
+    refused = info.value
+    assert isinstance(refused, es.ConversionError) and 'on_low_fidelity="warn"' in str(refused)
+    fidelity, model = refused.fidelity, refused.model
     assert fidelity["samples"] == 16 and fidelity["worst_position_snr_db"] < 25
+    assert fidelity == {**model.metadata["fidelity"], "falls_most": fidelity["falls_most"]}
     assert fidelity["worst_position_snr_db"] == pytest.approx(_worst_position_snr(model, bad, x), abs=0.01)
+    assert f"{fidelity['worst_position_snr_db']:.1f} dB" in str(refused)
+    assert str(tuple(fidelity["worst_position"])) in str(refused)
+    falls = fidelity["falls_most"]          # the first layer reads the exact input: the cancelling sum falls
+    assert falls["layer"] == model.layers[-1].name and f"layer {falls['layer']!r}" in str(refused)
+    per_layer = {l.name: l.snr_db for l in es.compare(bad, model, x[:8]).layers}
+    assert falls["snr_db"] == pytest.approx(per_layer[falls["layer"]], abs=0.01)
+    assert falls["input_snr_db"] == pytest.approx(per_layer[model.layers[0].name], abs=0.01)
+    assert falls["input_snr_db"] > 25 > falls["snr_db"]
+    with pytest.warns(es.PrecisionWarning, match=r"keeps only .* dB SNR .* worst output position"):
+        warned = es.convert(bad, samples=x, input_scaling=(255, 0), progress=False, on_low_fidelity="warn")
+    assert warned.metadata["fidelity"] == fidelity
     with warnings.catch_warnings():
         warnings.simplefilter("error", es.PrecisionWarning)
-        with pytest.raises(es.PrecisionWarning):
-            es.convert(bad, samples=x, input_scaling=(255, 0), progress=False)
+        recorded = es.convert(bad, samples=x, input_scaling=(255, 0), progress=False, on_low_fidelity="record")
+        assert recorded.metadata["fidelity"]["worst_position_snr_db"] == fidelity["worst_position_snr_db"]
         model = es.convert(good, samples=x, input_scaling=(255, 0), progress=False)       # no warning
         assert model.metadata["fidelity"]["worst_position_snr_db"] >= 25
         assert model.metadata["fidelity"]["worst_position_snr_db"] == pytest.approx(
             _worst_position_snr(model, good, x), abs=0.01)
         low = es.convert(bad, samples=x, input_scaling=(255, 0), weight_bits=4, activation_bits=4, progress=False)
-    assert low.metadata["fidelity"]["worst_position_snr_db"] < fidelity["worst_position_snr_db"]   # recorded, no warning
+        node = model.metadata["float_nodes"][model.layers[-1].name]
+        mixed = es.convert(bad, samples=x, input_scaling=(255, 0), layer_weight_bits={node: 4}, progress=False)
+    assert low.metadata["fidelity"]["worst_position_snr_db"] < fidelity["worst_position_snr_db"]   # recorded, no refusal
+    assert "worst_position_snr_db" in mixed.metadata["fidelity"]      # not every layer at 8 bits: recorded only
+    with pytest.raises(ValueError, match="on_low_fidelity must be one of"):
+        es.convert(good, samples=x, input_scaling=(255, 0), progress=False, on_low_fidelity="ignore")
+
+
+def test_cli_convert_refuses_a_low_fidelity_8bit_model_unless_told(tmp_path, capsys):
+    """`edgesnn convert` exits 1 with the PrecisionError's one line and writes nothing; with
+    --on-low-fidelity warn it writes the model (and es.convert's PrecisionWarning is raised)."""
+    from edgesnn.cli import main
+
+    x = np.random.default_rng(0).integers(0, 256, (16, 6, 6, 1), dtype=np.uint8)
+    path = export(_cancelling_net(-1.1), tmp_path / "cancel.onnx", (1, 6, 6))
+    np.savez(tmp_path / "calib.npz", x=x)
+    out = tmp_path / "m.esnn"
+    argv = ["convert", path, "-o", str(out), "--samples", str(tmp_path / "calib.npz"), "--input-scaling", "255", "0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "keeps only" in err and "worst output position" in err and "falls most at layer" in err, err
+    assert not out.exists()
+    with pytest.warns(es.PrecisionWarning):
+        assert main(argv + ["--on-low-fidelity", "warn"]) == 0
+    assert es.Model.load(out).metadata["fidelity"]["worst_position_snr_db"] < 25

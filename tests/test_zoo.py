@@ -84,13 +84,13 @@ def test_converts_with_snr_at_every_position(entry):
 
 @pytest.mark.parametrize("entry", [pytest.param(e, id=e["name"]) for e in COMMITTED if e["expect"] == "convert"][::4])
 def test_converter_fidelity_check_measures_what_the_zoo_measures(entry):
-    """es.convert's own check (metadata["fidelity"], the ground of its PrecisionWarning) is the worst-position
+    """es.convert's own check (metadata["fidelity"], the ground of its PrecisionError) is the worst-position
     SNR of the integer model against the float graph on its calibration samples, as measured here on the
-    reference engine; and at 8/8 it warns exactly when that is under 25 dB."""
+    reference engine; and at 8/8 it refuses exactly when that is under 25 dB."""
     from edgesnn.convert import load_graph
 
     ref = zoo.load_reference(entry)
-    model, warned = zoo.convert_recording(entry["path"], ref.x, ref.input_scaling, 8)
+    model, refused = zoo.convert_recording(entry["path"], ref.x, ref.input_scaling, 8)
     samples = zoo.calibration_samples(ref.x)
     want = load_graph(str(entry["path"])).simplify().run(zoo.float_input(samples, ref.input_scaling))
     got = zoo.dequantized(model, samples, device="reference")
@@ -98,7 +98,7 @@ def test_converter_fidelity_check_measures_what_the_zoo_measures(entry):
     fidelity = model.metadata["fidelity"]
     assert fidelity["samples"] == len(samples)
     assert fidelity["worst_position_snr_db"] == pytest.approx(worst, abs=0.01)
-    assert (warned is not None) == (worst < zoo.SNR_TARGET_DB), warned
+    assert (refused is not None) == (worst < zoo.SNR_TARGET_DB), refused
 
 
 @pytest.mark.parametrize("entry", _params("refuse", [e for e in COMMITTED if e["expect"] == "refuse"]))
