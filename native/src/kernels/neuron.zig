@@ -29,7 +29,7 @@ pub fn saturate32(value: i64) i32 {
 /// non-zero activations), counted on the vectors as they are written.
 pub fn run(layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
     return switch (layer.neuron) {
-        .relu => if (layer.relu_scale.len != 0) fire(.relu_float, layer, potentials, state, activations) else fire(.relu, layer, potentials, state, activations),
+        .relu => if (layer.relu_scale.len != 0) fire(.relu_float, layer, potentials, activations) else fire(.relu, layer, potentials, activations),
         .integrate_fire => fireSpiking(.none, layer, potentials, state, activations),
         .leaky_integrate_fire => if (layer.decay_shift != 0)
             fireSpiking(.decay, layer, potentials, state, activations)
@@ -80,8 +80,7 @@ pub const Fused = struct {
     }
 };
 
-fn fire(comptime form: Form, layer: *const model.Layer, potentials: []const i32, state: []i32, activations: []u8) u64 {
-    _ = state;
+fn fire(comptime form: Form, layer: *const model.Layer, potentials: []const i32, activations: []u8) u64 {
     const channels_padded = layer.output.channelsPadded();
     std.debug.assert(potentials.len == activations.len);
     var nonzero: @Vector(vector.lanes, u32) = @splat(0); // per lane: a masked add beats a popcount per vector
