@@ -508,6 +508,60 @@ def test_a_spinning_host_honours_a_timeout_shorter_than_its_spin(runner, mnist):
     device.close()
 
 
+def test_a_link_polls_first_after_a_reply_that_was_late_and_reads_first_again_once_one_is_there():
+    """FdLink's reads (transport.py): a reply that was not there at once makes the next waits poll
+    before reading (a read that finds nothing costs an exception in Python); a reply found at the
+    first look goes back to reading first. Either way the bytes arrive in order, and a wait that
+    polls first still ends at its deadline."""
+    from edgesnn_remote.transport import FdLink, LinkError
+
+    read_fd, write_fd = os.pipe()
+    link = FdLink(read_fd, write_fd, "a pipe", spin_s=0.0)
+    buffer = bytearray(3)
+    late = threading.Timer(0.05, os.write, (write_fd, b"abc"))
+    late.start()
+    assert link.recv_into([buffer], time.monotonic() + 2.0) == 3 and bytes(buffer) == b"abc"
+    late.join()
+    assert link._read_first is False                  # it had to wait: the next read polls first
+    os.write(write_fd, b"xyz")
+    assert link.recv_into([buffer], time.monotonic() + 2.0) == 3 and bytes(buffer) == b"xyz"
+    assert link._read_first is True                   # that one was there at once: read first again
+    os.write(write_fd, b"12345")
+    assert link.recv_exact(5, time.monotonic() + 2.0) == b"12345"
+    link._read_first = False
+    started = time.monotonic()
+    with pytest.raises(LinkError, match="no reply within the timeout"):
+        link.recv_into([buffer], started + 0.05)
+    assert 0.04 < time.monotonic() - started < 0.5
+    link.close()
+
+
+def test_the_runner_runs_the_fast_plan_and_takes_no_page_fault_per_run(runner, mnist):
+    """The runner's engine runs what the library in process runs: the fast arena plan (LOADED's arena
+    is the binding's fast-plan arena, not the lean one its fixed budget might suggest), and its one
+    mapping is touched once: no page fault in 300 runs after the first (/proc/PID/stat minflt)."""
+    from edgesnn import native
+
+    device = RemoteDevice([runner])
+    x = random_input(mnist, 1, np.random.default_rng(31))
+    expected = mnist.forward(x, device="cpu")
+    np.testing.assert_array_equal(mnist.forward(x, device=device), expected)
+    plans = native.native_model(mnist).plan_arena_bytes
+    assert plans["fast"] != plans["lean"]
+    assert mnist.device_cache[device].loaded["arena_bytes"] == plans["fast"]
+
+    def faults() -> int:
+        fields = Path(f"/proc/{device.runner_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[7]) + int(fields[9])   # minor + major
+
+    before = faults()
+    for _ in range(300):
+        mnist.forward(x, device=device)
+    assert faults() - before == 0
+    np.testing.assert_array_equal(mnist.forward(x, device=device), expected)
+    device.close()
+
+
 def test_a_spinning_runner_still_answers_a_truncated_frame_after_its_timeout(runner):
     link = RawLink(runner, "--timeout-ms", "100", "--spin-us", "10000")
     try:
