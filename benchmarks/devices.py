@@ -18,24 +18,33 @@ that, --with-no-spin adds the same links with spinning off, interleaved in the s
 
 The comparison is interleaved in one run: the devices take turns in short blocks of calls (an
 untimed warm-up of 2 ms, at least one call, then 10 timed ones), round after round, so a change of
-machine load falls on every device alike; each device's figure is the median over all its timed
-calls. A second, shorter interleaved pass measures engine time alone: the runner's own per run
-(STATS run_ns_total before and after each run, asked outside the run) beside the bare native call
-in this process (esnn_run_batch through ctypes, on a context of its own); medians both.
+machine load falls on every device alike; each device's latency is the median over all its timed
+calls. After each timed block comes a block of paired calls, each timed alone with its engine time:
+for a remote device the runner's own (a STATS request after each forward, outside its timing:
+run_ns_total against the one before), for cpu the bare native call in this process (esnn_run_batch
+through ctypes, on a context of its own). Per-call pairs, not block sums: on a loaded machine most
+blocks hold a call preempted for milliseconds, which a pair's difference cancels or a median drops.
 
-Per model and transport: batch-1 latency (the median), runs/s (1 / it), the in-process cpu latency
-of the same rounds, "overhead" = remote latency - cpu latency (what the link costs a user: the same
-model.forward and engine build without the link), and where it goes: "engine slower" = the
-runner's engine time - the in-process engine time (caches and TLB after a process switch), "link"
-= the rest (the host's Python of the remote path, framing, CRCs, the pipe or socket, the process
-switches). A second table says where host and runner ran: per timed call, the context switches of
-this process and of the runner and the time each waited on a run queue (/proc/PID/schedstat and
-status, read around each timed block): ~0 switches per call when each spins on a core of its own,
-~1 each when the scheduler queues them on one core and every call hands that core over and back
-(the runner's engine then evicts the host's caches, and each switch flushes the TLB on a VM without
-PCID: the overhead of such a call is several times the link's own). Target: overhead < 50 us at batch 1 on loopback; the script ends with a verdict line per
-model and transport. The machine, CPU and load average (before and after) are printed with the
-table: the machine may be shared, and every figure moves with its load.
+Per model and transport: batch-1 latency, runs/s, the engine's time per call, and **wall - engine**:
+for a remote device the median over the paired calls of each call's latency minus its own engine
+time, the link's overhead (the host's Python of model.forward and of the
+remote path, framing, CRCs, the pipe or socket, the process switches; the verdict's figure), for
+cpu the in-process Python around the engine; then the in-process cpu latency, remote - cpu (what a
+user pays over in process), and the runner's engine minus the in-process one. Both sides run the
+same kernels (the same build flags; the arena plan each side ran is printed: the runner loads with
+the fast plan, as the Python binding does) and on this VM one vCPU can run the same engine ~1.5x
+slower than the other for minutes (measured: 170 against 112 us for MNIST, in process and in the
+runner alike, swapping CPUs between runs), so remote - cpu moves with which vCPU the runner got;
+the script prints the engine alone in process on each CPU in turn to show it. A second table says
+where host and runner ran: per timed call, the context switches of this process and of the runner,
+the time each waited on a run queue (/proc/PID/schedstat and status, read around each timed block)
+and the CPU each was last on after its blocks: ~0 switches per call when each spins on a core of
+its own, ~1 each when the scheduler queues them on one core and every call hands that core over
+and back (the runner's engine then evicts the host's caches, and each switch flushes the TLB on a
+VM without PCID). Target: the link's overhead (remote wall - the runner's engine time) < 50 us at
+batch 1 on loopback; the script ends with a verdict line per model and transport. The machine,
+CPU and load average (before and after) are printed with the table: the machine may be shared,
+and every figure moves with its load.
 """
 
 from __future__ import annotations
@@ -61,7 +70,6 @@ from edgesnn import layers as L
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "native"
 TARGET_US = 50.0
-ENGINE = "engine alone in process"
 WARM_UP_S = 0.002
 
 
@@ -79,7 +87,12 @@ def kws_model(seed: int = 0) -> es.Model:
 
 
 def build_runner(target: str, prefix: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "ziglang", "build", "runner", "-Doptimize=ReleaseFast", f"-Dtarget={target}",
+    """The runner as the install builds it: ReleaseFast; for this machine `-Dcpu=native` (the flags of
+    _build_backend/edgesnn_build.py, so the very kernels of the in-process library: the same binary as
+    edgesnn/_lib/edgesnn-runner), for another target its baseline CPU (aarch64-linux-musl: generic
+    ARMv8-A, what any board runs; a board's own -Dcpu would give it its extensions)."""
+    cpu = ["-Dcpu=native"] if target == "native" else [f"-Dtarget={target}"]
+    subprocess.run([sys.executable, "-m", "ziglang", "build", "runner", "-Doptimize=ReleaseFast", *cpu,
                     "--prefix", str(prefix)], cwd=NATIVE, check=True)
     return prefix / "bin" / "edgesnn-runner"
 
@@ -98,14 +111,21 @@ def scheduling(pid: int) -> np.ndarray | None:
                      counts["nonvoluntary_ctxt_switches"]], float)
 
 
-def interleaved(model, x, devices: dict, rounds: int, block: int, placement: dict | None = None) -> dict:
-    """{device name: [seconds per timed call]}, the devices taking turns in blocks of `block` timed
-    calls for `rounds` rounds, each block after an untimed warm-up of WARM_UP_S (at least one call: it
-    pays for the switch from the other device, e.g. the previous runner still spinning); a device
-    given with a stride k takes part in every k-th round only (qemu: slow).
+def interleaved(model, x, devices: dict, rounds: int, block: int, engine, placement: dict | None = None) -> dict:
+    """The devices taking turns in blocks of `block` timed calls for `rounds` rounds, each block after
+    an untimed warm-up of WARM_UP_S (at least one call: it pays for the switch from the other device,
+    e.g. the previous runner still spinning); a device given with a stride k takes part in every k-th
+    round only (qemu: slow). Returns {device name: {"calls": [seconds per timed call], "pairs":
+    [(wall seconds, engine seconds) per call]}}: after each timed block comes a block of `block`
+    paired calls, for a remote device each forward timed and then followed by a STATS request
+    (outside the timing) whose run_ns_total, against the one before, is the runner's engine time of
+    that very call; for the in-process cpu device the bare engine call (`engine`, see engine_alone)
+    timed `block` times (its wall is its engine time: the pairs' second member). Per-call pairs, not
+    block sums: on a loaded machine most blocks hold a call preempted for milliseconds.
     `placement`, when given, gets {device name: summed `scheduling` deltas of this process and of the
-    device's runner over its timed blocks, and the number of calls} (what each call cost in switches)."""
-    times = {name: [] for name in devices}
+    device's runner over its timed blocks (not the paired ones), the number of calls, and the CPUs
+    each was last seen on after each block}."""
+    out = {name: {"calls": [], "pairs": []} for name in devices}
     clock = time.perf_counter
     for round_ in range(rounds):
         for name, (device, stride) in devices.items():
@@ -115,9 +135,11 @@ def interleaved(model, x, devices: dict, rounds: int, block: int, placement: dic
             model.forward(x, device=device)
             while clock() < warm_until:
                 model.forward(x, device=device)
-            timed = times[name]
+            timed = out[name]["calls"]
             pid = getattr(device, "runner_pid", None) if placement is not None else None
-            before = (scheduling(os.getpid()), scheduling(pid)) if pid else None
+            # this process's own figures read last before the block and first after it: reading /proc
+            # (tens of us) stays out of its CPU time
+            before = tuple(reversed((scheduling(pid), scheduling(os.getpid())))) if pid else None
             for _ in range(block):
                 started = clock()
                 model.forward(x, device=device)
@@ -125,28 +147,48 @@ def interleaved(model, x, devices: dict, rounds: int, block: int, placement: dic
             if before is not None:
                 after = (scheduling(os.getpid()), scheduling(pid))
                 if all(v is not None for v in before + after):
-                    host, runner, calls = placement.get(name, (0.0, 0.0, 0))
-                    placement[name] = (host + after[0] - before[0], runner + after[1] - before[1], calls + block)
-    return times
-
-
-def engine_times(model, x, devices: dict, engine, rounds: int, block: int) -> dict:
-    """{name: [seconds of engine time per run]}: the runners' own (STATS run_ns_total before and after
-    each run, asked for outside the run) and the bare in-process call's (`engine`), taking turns as in
-    `interleaved` (a pass of its own: the STATS requests change the timing of the runs around them)."""
-    times = {name: [] for name in devices}
-    times[ENGINE] = []
-    for _ in range(rounds):
-        for name, device in devices.items():
-            model.forward(x, device=device)
+                    host, runner, calls, cpus = placement.get(name, (0.0, 0.0, 0, []))
+                    placement[name] = (host + after[0] - before[0], runner + after[1] - before[1], calls + block,
+                                       cpus + [(last_cpu(os.getpid()), last_cpu(pid))])
+            pairs = out[name]["pairs"]
+            if isinstance(device, str):
+                engine()
+                pairs.extend((None, engine()) for _ in range(block))
+                continue
             total = device.stats()["run_ns_total"]
             for _ in range(block):
+                started = clock()
                 model.forward(x, device=device)
+                wall = clock() - started
                 now = device.stats()["run_ns_total"]
-                times[name].append((now - total) * 1e-9)
+                pairs.append((wall, (now - total) * 1e-9))
                 total = now
-        engine()
-        times[ENGINE].extend(engine() for _ in range(block))
+    return out
+
+
+def last_cpu(pid: int) -> int | None:
+    """The CPU process `pid` last ran on (/proc/PID/stat field 39), None where /proc does not say."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def engine_per_cpu(engine, rounds: int, block: int) -> dict:
+    """{CPU: [seconds per bare engine call]} with this process pinned to each CPU it may use in turn,
+    interleaved: on a VM one vCPU can run the same code much slower than the other for minutes (its
+    physical core shared, its clock lowered), and a runner on the slow vCPU then reads an engine
+    slower than the in-process one for no fault of its build. Affinity is restored after."""
+    allowed = sorted(os.sched_getaffinity(0))
+    times = {cpu: [] for cpu in allowed}
+    try:
+        for _ in range(rounds):
+            for cpu in allowed:
+                os.sched_setaffinity(0, {cpu})
+                engine()
+                times[cpu].extend(engine() for _ in range(block))
+    finally:
+        os.sched_setaffinity(0, allowed)
     return times
 
 
@@ -172,7 +214,15 @@ def engine_alone(model, x):
         return elapsed
 
     run.keep = (context, x5)   # the context and input live as long as the callable
+    run.plan = plan_of(loaded.arena_bytes, loaded.plan_arena_bytes)
+    run.plan_arena_bytes = loaded.plan_arena_bytes
     return run
+
+
+def plan_of(arena_bytes: int, plan_arena_bytes: dict) -> str:
+    """The arena plan ("fast" / "lean", native/src/planner.zig) whose arena is `arena_bytes` bytes."""
+    names = [name for name, size in plan_arena_bytes.items() if size == arena_bytes]
+    return "/".join(names) if names else f"unknown ({arena_bytes:,} B)"
 
 
 def machine() -> str:
@@ -247,35 +297,47 @@ def main() -> None:
         if qemu:
             arm_runner = build_runner("aarch64-linux-musl", Path(work) / "aarch64")
             devices["remote stdio, aarch64 under qemu"] = (RemoteDevice([qemu, arm_runner], timeout_s=60), 10)
-        results = {}
+        results, plans, vcpus = {}, {}, {}
         for model_name, (model, x) in cases.items():
             expected = model.forward(x, device="cpu")
             for device_name, (device, _) in devices.items():
                 np.testing.assert_array_equal(model.forward(x, device=device), expected)
-            remote = {name: device for name, (device, stride) in devices.items()
-                      if not isinstance(device, str) and stride == 1}
+            engine = engine_alone(model, x)
+            plans[model_name] = {cpu: engine.plan} | {
+                name: plan_of(model.device_cache[device].loaded["arena_bytes"], engine.plan_arena_bytes)
+                for name, (device, _) in devices.items() if not isinstance(device, str)}
+            print(model_name, "arena plan:", plans[model_name], flush=True)
             placement = {}
-            times = interleaved(model, x, devices, rounds, block, placement)
-            engines = engine_times(model, x, remote, engine_alone(model, x), max(1, rounds // 5), block)
-            cpu_latency = statistics.median(times[cpu]) * 1e6
-            engine_process = statistics.median(engines[ENGINE]) * 1e6
-            for device_name, timed in times.items():
+            measured = interleaved(model, x, devices, rounds, block, engine, placement)
+            per_cpu = engine_per_cpu(engine, max(1, rounds // 5), block)
+            vcpus[model_name] = {cpu_: statistics.median(t) * 1e6 for cpu_, t in per_cpu.items()}
+            cpu_latency = statistics.median(measured[cpu]["calls"]) * 1e6
+            engine_process = statistics.median(e for _, e in measured[cpu]["pairs"]) * 1e6
+            for device_name, m in measured.items():
+                timed, pairs = m["calls"], m["pairs"]
                 latency = statistics.median(timed) * 1e6
                 row = {"latency_us": latency, "runs_per_s": 1e6 / latency, "ratio_to_cpu": latency / cpu_latency,
                        "p25_us": float(np.percentile(timed, 25) * 1e6), "p75_us": float(np.percentile(timed, 75) * 1e6),
-                       "calls": len(timed), "cpu_us": cpu_latency, "engine_process_us": engine_process}
+                       "calls": len(timed), "cpu_us": cpu_latency, "engine_process_us": engine_process,
+                       "engine_us": statistics.median(e for _, e in pairs) * 1e6}
+                if pairs[0][0] is None:   # in process: its latency minus the bare engine call's
+                    row["beside_engine_us"] = latency - engine_process
+                else:   # the median over the paired calls of each call's wall - its own engine time
+                    row["beside_engine_us"] = statistics.median(w - e for w, e in pairs) * 1e6
+                    row["paired_latency_us"] = statistics.median(w for w, _ in pairs) * 1e6
                 if not isinstance(devices[device_name][0], str):
                     row["over_cpu_us"] = latency - cpu_latency
+                    row["engine_slower_us"] = row["engine_us"] - engine_process
                 if device_name in placement:
-                    host, runner, calls = placement[device_name]
+                    host, runner, calls, cpus = placement[device_name]
                     row.update({"host_switches": (host[2] + host[3]) / calls, "runner_switches": (runner[2] + runner[3]) / calls,
-                                "runner_queued_us": runner[1] / calls * 1e-3, "host_queued_us": host[1] / calls * 1e-3})
-                if device_name in engines:
-                    row["engine_runner_us"] = statistics.median(engines[device_name]) * 1e6
-                    row["engine_slower_us"] = row["engine_runner_us"] - engine_process
-                    row["link_us"] = row["over_cpu_us"] - row["engine_slower_us"]
+                                "runner_queued_us": runner[1] / calls * 1e-3, "host_queued_us": host[1] / calls * 1e-3,
+                                "host_cpu_us": host[0] / calls * 1e-3, "runner_cpu_us": runner[0] / calls * 1e-3,
+                                "host_cpus": cpu_shares(c[0] for c in cpus), "runner_cpus": cpu_shares(c[1] for c in cpus)})
                 results[(model_name, device_name)] = row
-                print(model_name, device_name, {k: round(v, 1) for k, v in row.items()}, flush=True)
+                print(model_name, device_name, {k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()},
+                      flush=True)
+            print(model_name, "engine alone per CPU:", {k: round(v, 1) for k, v in vcpus[model_name].items()}, flush=True)
         for device, _ in devices.values():
             if not isinstance(device, str):
                 device.close()
@@ -284,17 +346,34 @@ def main() -> None:
     verdicts = []
     for model_name in ("mnist", "kws"):
         for device_name, transport in (("remote stdio", "stdio"), ("remote tcp (loopback)", "tcp")):
-            over = results[(model_name, device_name)]["over_cpu_us"]
-            verdicts.append(f"{model_name} {transport}: overhead {over:.1f} us over in-process cpu: target < "
-                            f"{TARGET_US:.0f} us {'met' if over < TARGET_US else 'not met'}")
-    table = (markdown(results) + "\n" + placement_markdown(results) + f"\n{machine()}\nload average: {load_before} at the start, {load_after} at the end\n"
+            row, in_process = results[(model_name, device_name)], results[(model_name, cpu)]
+            link = row["beside_engine_us"]
+            verdicts.append(f"{model_name} {transport}: the link's overhead {link:.1f} us per run (remote wall time - "
+                            f"the runner's engine time, call by call): target < {TARGET_US:.0f} us "
+                            f"{'met' if link < TARGET_US else 'not met'}; remote - in-process cpu {row['over_cpu_us']:.1f} us "
+                            f"(the runner's engine {row['engine_slower_us']:+.1f} us against in process; in process "
+                            f"wall - engine {in_process['beside_engine_us']:.1f} us)")
+    notes = ("arena plans: " + "; ".join(f"{m}: " + ", ".join(f"{d} {p}" for d, p in ps.items())
+                                          for m, ps in plans.items()) + "\n"
+             + "engine alone in process per CPU (median, us): " + "; ".join(
+                 f"{m}: " + " / ".join(f"CPU {c} {v:.1f}" for c, v in cs.items()) for m, cs in vcpus.items()) + "\n")
+    table = (markdown(results) + "\n" + placement_markdown(results) + "\n" + notes + f"{machine()}\nload average: {load_before} at the start, {load_after} at the end\n"
              + "".join(f"{line}\n" for line in verdicts))
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "load_before": load_before, "load_after": load_after,
+                                               "plans": plans, "engine_per_cpu_us": vcpus, "verdicts": verdicts,
                                                "rows": {f"{m} / {d}": r for (m, d), r in results.items()}}, indent=2))
     if args.markdown:
         Path(args.markdown).write_text(table)
+
+
+def cpu_shares(cpus) -> str:
+    """'CPU 0 70%, CPU 1 30%' of the CPUs a process was last seen on after each timed block."""
+    cpus = [c for c in cpus if c is not None]
+    if not cpus:
+        return "?"
+    return ", ".join(f"{c} {100 * cpus.count(c) / len(cpus):.0f}%" for c in sorted(set(cpus)))
 
 
 def _mnist_input(model) -> np.ndarray:
@@ -311,31 +390,38 @@ def _mnist_input(model) -> np.ndarray:
 def placement_markdown(results: dict) -> str:
     """Per remote call: the context switches of this process and of the runner, and the time each spent
     queued for a CPU (/proc schedstat): ~0 switches when each spins on a core of its own, ~1 each when
-    the scheduler queues them on one core and every call hands the CPU over and back."""
+    the scheduler queues them on one core and every call hands the CPU over and back; the CPU time
+    each used per call (the host's includes its Python and spins, the runner's its engine and
+    spins); and the CPUs each was last seen on after its timed blocks."""
     lines = ["| model | device | host switches / call | runner switches / call | host queued / call "
-             "| runner queued / call |", "|---|---|---:|---:|---:|---:|"]
+             "| runner queued / call | host CPU / call | runner CPU / call | host on CPU | runner on CPU |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for (model, device), row in results.items():
         if "runner_switches" in row:
             lines.append(f"| {model} | {device} | {row['host_switches']:.2f} | {row['runner_switches']:.2f} "
-                         f"| {row['host_queued_us']:.1f} us | {row['runner_queued_us']:.1f} us |")
+                         f"| {row['host_queued_us']:.1f} us | {row['runner_queued_us']:.1f} us "
+                         f"| {row['host_cpu_us']:.1f} us | {row['runner_cpu_us']:.1f} us "
+                         f"| {row['host_cpus']} | {row['runner_cpus']} |")
     return "\n".join(lines) + "\n"
 
 
 def markdown(results: dict) -> str:
-    lines = ["| model | device | batch-1 latency (p25-p75) | runs/s | cpu in process | overhead over cpu "
-             "| engine in runner / in process | engine slower | link |",
+    """Per model and device: latency; the engine's own time per call (the runner's, from STATS after
+    each paired call; for cpu the bare engine call in process, same rounds); **wall - engine** (for a
+    remote device the median of each paired call's wall - its engine time: the link's overhead: framing, CRCs, syscalls, switches and the host's Python; for cpu the
+    in-process Python around the engine); the in-process cpu latency, remote - cpu, and the runner's
+    engine against the in-process one."""
+    lines = ["| model | device | batch-1 latency (p25-p75) | runs/s | engine per call | wall - engine "
+             "| cpu in process | remote - cpu | engine: runner - in process |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (model, device), row in results.items():
         cells = [model, device, f"{row['latency_us']:.1f} us ({row['p25_us']:.0f}-{row['p75_us']:.0f})",
-                 f"{row['runs_per_s']:,.0f}", f"{row['cpu_us']:.1f} us"]
-        cells.append(f"**{row['over_cpu_us']:.1f} us**" if "over_cpu_us" in row else "")
-        if "engine_runner_us" in row:
-            cells += [f"{row['engine_runner_us']:.1f} / {row['engine_process_us']:.1f} us",
-                      f"{row['engine_slower_us']:.1f} us", f"{row['link_us']:.1f} us"]
-        elif "over_cpu_us" not in row:
-            cells += [f"- / {row['engine_process_us']:.1f} us", "", ""]
+                 f"{row['runs_per_s']:,.0f}", f"{row['engine_us']:.1f} us", f"**{row['beside_engine_us']:.1f} us**",
+                 f"{row['cpu_us']:.1f} us"]
+        if "over_cpu_us" in row:
+            cells += [f"{row['over_cpu_us']:.1f} us", f"{row['engine_slower_us']:+.1f} us"]
         else:
-            cells += ["", "", ""]
+            cells += ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
