@@ -35,7 +35,8 @@ same kernels (the same build flags; the arena plan each side ran is printed: the
 the fast plan, as the Python binding does) and on this VM one vCPU can run the same engine ~1.5x
 slower than the other for minutes (measured: 170 against 112 us for MNIST, in process and in the
 runner alike, swapping CPUs between runs), so remote - cpu moves with which vCPU the runner got;
-the script prints the engine alone in process on each CPU in turn to show it. A second table says
+the script prints the engine on each CPU in turn, in process and in a runner kept there with --cpu
+(this process on the other CPU), to show it. A second table says
 where host and runner ran: per timed call, the context switches of this process and of the runner,
 the time each waited on a run queue (/proc/PID/schedstat and status, read around each timed block)
 and the CPU each was last on after its blocks: ~0 switches per call when each spins on a core of
@@ -174,19 +175,33 @@ def last_cpu(pid: int) -> int | None:
         return None
 
 
-def engine_per_cpu(engine, rounds: int, block: int) -> dict:
-    """{CPU: [seconds per bare engine call]} with this process pinned to each CPU it may use in turn,
-    interleaved: on a VM one vCPU can run the same code much slower than the other for minutes (its
-    physical core shared, its clock lowered), and a runner on the slow vCPU then reads an engine
-    slower than the in-process one for no fault of its build. Affinity is restored after."""
+def engine_per_cpu(engine, rounds: int, block: int, model=None, x=None, runners: dict | None = None) -> dict:
+    """{"in process": {CPU: [seconds per bare engine call]}, "runner": {CPU: [...]}}: this process
+    pinned to each CPU it may use in turn and the bare engine call timed there; and, given `runners`
+    ({CPU: a RemoteDevice whose runner was started with --cpu CPU}), the runner's own engine time per
+    call (STATS after each forward of `x`) with this process pinned to another CPU. Interleaved: on
+    a VM one vCPU can run the same code much slower than the other for minutes (its physical core
+    shared, its clock lowered), and a runner on the slow vCPU then reads an engine slower than the
+    in-process one for no fault of its build. Affinity is restored after."""
     allowed = sorted(os.sched_getaffinity(0))
-    times = {cpu: [] for cpu in allowed}
+    times = {"in process": {cpu: [] for cpu in allowed}, "runner": {cpu: [] for cpu in (runners or {})}}
     try:
         for _ in range(rounds):
             for cpu in allowed:
                 os.sched_setaffinity(0, {cpu})
                 engine()
-                times[cpu].extend(engine() for _ in range(block))
+                times["in process"][cpu].extend(engine() for _ in range(block))
+                device = (runners or {}).get(cpu)
+                if device is None:
+                    continue
+                os.sched_setaffinity(0, set(allowed) - {cpu})
+                model.forward(x, device=device)
+                total = device.stats()["run_ns_total"]
+                for _ in range(block):
+                    model.forward(x, device=device)
+                    now = device.stats()["run_ns_total"]
+                    times["runner"][cpu].append((now - total) * 1e-9)
+                    total = now
     finally:
         os.sched_setaffinity(0, allowed)
     return times
@@ -297,6 +312,10 @@ def main() -> None:
         if qemu:
             arm_runner = build_runner("aarch64-linux-musl", Path(work) / "aarch64")
             devices["remote stdio, aarch64 under qemu"] = (RemoteDevice([qemu, arm_runner], timeout_s=60), 10)
+        # a runner kept on each CPU, for the engine per CPU (not with --pin: this process keeps CPU 0 then)
+        allowed = sorted(os.sched_getaffinity(0))
+        pinned_runners = {} if args.pin or len(allowed) < 2 else {
+            c: RemoteDevice([host_runner, "--cpu", str(c)]) for c in allowed}
         results, plans, vcpus = {}, {}, {}
         for model_name, (model, x) in cases.items():
             expected = model.forward(x, device="cpu")
@@ -309,8 +328,9 @@ def main() -> None:
             print(model_name, "arena plan:", plans[model_name], flush=True)
             placement = {}
             measured = interleaved(model, x, devices, rounds, block, engine, placement)
-            per_cpu = engine_per_cpu(engine, max(1, rounds // 5), block)
-            vcpus[model_name] = {cpu_: statistics.median(t) * 1e6 for cpu_, t in per_cpu.items()}
+            per_cpu = engine_per_cpu(engine, max(1, rounds // 5), block, model, x, pinned_runners)
+            vcpus[model_name] = {side: {cpu_: statistics.median(t) * 1e6 for cpu_, t in by_cpu.items()}
+                                 for side, by_cpu in per_cpu.items()}
             cpu_latency = statistics.median(measured[cpu]["calls"]) * 1e6
             engine_process = statistics.median(e for _, e in measured[cpu]["pairs"]) * 1e6
             for device_name, m in measured.items():
@@ -337,10 +357,10 @@ def main() -> None:
                 results[(model_name, device_name)] = row
                 print(model_name, device_name, {k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()},
                       flush=True)
-            print(model_name, "engine alone per CPU:", {k: round(v, 1) for k, v in vcpus[model_name].items()}, flush=True)
-        for device, _ in devices.values():
-            if not isinstance(device, str):
-                device.close()
+            print(model_name, "engine per CPU:", {side: {c: round(v, 1) for c, v in by_cpu.items()}
+                                                  for side, by_cpu in vcpus[model_name].items()}, flush=True)
+        for device in [d for d, _ in devices.values() if not isinstance(d, str)] + list(pinned_runners.values()):
+            device.close()
 
     load_after = load_average()
     verdicts = []
@@ -355,8 +375,9 @@ def main() -> None:
                             f"wall - engine {in_process['beside_engine_us']:.1f} us)")
     notes = ("arena plans: " + "; ".join(f"{m}: " + ", ".join(f"{d} {p}" for d, p in ps.items())
                                           for m, ps in plans.items()) + "\n"
-             + "engine alone in process per CPU (median, us): " + "; ".join(
-                 f"{m}: " + " / ".join(f"CPU {c} {v:.1f}" for c, v in cs.items()) for m, cs in vcpus.items()) + "\n")
+             + "engine per CPU, in process / the runner kept there with --cpu (median, us): " + "; ".join(
+                 f"{m}: " + ", ".join(f"CPU {c} {v:.1f}" + (f" / {cs['runner'][c]:.1f}" if c in cs["runner"] else "")
+                                      for c, v in cs["in process"].items()) for m, cs in vcpus.items()) + "\n")
     table = (markdown(results) + "\n" + placement_markdown(results) + "\n" + notes + f"{machine()}\nload average: {load_before} at the start, {load_after} at the end\n"
              + "".join(f"{line}\n" for line in verdicts))
     print(table)
