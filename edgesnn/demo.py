@@ -104,8 +104,8 @@ EXPLANATIONS = (
               "allocates nothing. 'program' is the loaded model itself."),
     ("T = 4", "a spiking (integrate-and-fire) layer passes an activation as a spike count over T timesteps, "
               "so at T = 4 a neuron can say only 0..4 where the 8-bit network it came from says 0..255. "
-              "Those coarse counts compound layer after layer, which is why T = 4 gives about half the "
-              "digits right and T = 32 nearly all: more timesteps, finer counts, more time per digit."),
+              "Those coarse counts compound layer after layer, which is why T = 4 gets most "
+              "digits wrong and T = 32 nearly all right: more timesteps, finer counts, more time per digit."),
 )
 
 
