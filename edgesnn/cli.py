@@ -209,7 +209,8 @@ def _add_demo(commands) -> None:
                                           "run the shipped spiking version at T = 4..32 and the shipped keyword "
                                           "spotter over a 12 s recording. Nothing is downloaded; about 20 s.")
     _add_device_option(sub)
-    sub.add_argument("--bits", type=int, default=4, choices=(2, 4, 8), help="weight and activation bits (default 4)")
+    sub.add_argument("--bits", type=int, default=4, choices=(2, 4, 8),
+                     help="weight and activation bits (default 4; 2 shows what post-training quantization alone loses)")
     sub.add_argument("--plot", metavar="PNG", help="also plot per-layer sparsity to this file")
     sub.set_defaults(run=_run_demo)
 

@@ -62,6 +62,9 @@ def run(device: str | None = None, weight_bits: int = 4, activation_bits: int = 
     say(f"\non device {engine!r}: accuracy {np.mean(predicted == y_test):.4f}; "
         f"{len(x_test) / batch_s:,.0f} digits/s in one batch; batch-1 latency "
         f"{pystats.median(latencies) * 1e6:,.0f} us (median of 50)")
+    if weight_bits <= 2:
+        say("  (2-bit post-training quantization alone loses most digits; quantization-aware fine-tuning, "
+            "es.finetune, brings this CNN back to 96.5 %: README 'Accuracy at 4 and 2 bits')")
     model.predict(x_test, device=device)
     say(str(model.statistics))
 
