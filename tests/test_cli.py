@@ -216,6 +216,10 @@ def files(tmp_path):
     paths["wav"] = tmp_path / "clip.wav"
     import soundfile
     soundfile.write(paths["wav"], np.zeros(16000, np.float32), 16000)
+    paths["text"] = tmp_path / "notes.npz"
+    paths["text"].write_text("x = 1, 2, 3\n")
+    paths["digits_npy"] = tmp_path / "digits.npy"
+    np.save(paths["digits_npy"], np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8))
     paths["missing"] = tmp_path / "nosuch.png"
     paths["no_dir_out"] = tmp_path / "no" / "such" / "dir" / "x.esnn"
     paths["onnx"] = Path(es.__file__).resolve().parent / "data" / "mnist_cnn.onnx"
@@ -231,10 +235,13 @@ WRONG_INPUTS = [
     ("convert {onnx} -o {model}.out --samples {float_npz}", {}, "float32"),
     ("convert {onnx} -o {no_dir_out} --samples {float_npz}", {}, "does not exist"),
     ("convert {onnx} -o {model}.out --samples {missing}", {}, "No such file"),
+    ("convert {onnx} -o {model}.out --samples {text}", {}, "not a .npy or .npz file"),
+    ("convert {onnx} -o {model}.out --samples {digits_npy} --report --test {missing}", {}, "nosuch.png"),
     ("summary {missing}", {}, "nosuch.png"),
     ("demo --device nowhere", {}, "no device named 'nowhere'"),
     ("pipeline {model} -o {model}.out --frontend image --config nojson", {}, "--config is not JSON"),
     ("pipeline {model} -o {model}.out --frontend nosuch", {}, "nosuch"),
+    ("pipeline {model} -o {model}.out --frontend image --config {{\"sise\":8}}", {}, "no setting 'sise'; it takes size"),
     ("pipeline {model} -o {model}.out --frontend image --config {{\"size\":[7,7]}}", {}, "expects input"),
     ("predict {image_pipe} {missing}", {}, "nosuch.png: no such file"),
     ("predict {model} {one_npy}.png", {}, "no such file"),
@@ -247,12 +254,17 @@ WRONG_INPUTS = [
     ("stream {image_pipe} {wav}", {}, "no streaming mode"),
     ("eval-stream {image_pipe} --keywords {tmp} --background {tmp}", {}, "no streaming audio frontend"),
     ("eval-stream {image_pipe} --keywords /nonexistent --background {tmp}", {}, "no such directory"),
+    ("eval-stream {image_pipe} --keywords {tmp} --background {tmp} --streams 0", {}, "--streams must be at least 1"),
+    ("eval-stream {image_pipe} --keywords {tmp} --background {tmp} --thresholds .5,x", {}, "comma-separated numbers"),
+    ("predict {image_pipe} {one_npy} --plot {no_dir_out}", {}, "--plot"),
     ("eval {model} {one_npy}", {}, "a .npy holds one array"),
     ("eval {model} {float_npz} --batch 0", {}, "--batch must be at least 1"),
     ("bench {model} --input {wrong_npy}", {}, "(5, 7, 7, 2)"),
     ("bench {model} --repeat 0", {}, "--repeat must be at least 1"),
     ("export {missing} --nir {model}.nir", {}, "nosuch.png"),
     ("export {model} --nir {model}.nir", {}, "has no NIR node (relu is not spiking)"),
+    ("export {model} --nir {model}.nir --dt 0", {}, "--dt must be positive"),
+    ("export {model} --nir {no_dir_out}", {}, "does not exist"),
 ]
 
 
@@ -315,3 +327,47 @@ def test_predict_plot_of_a_one_timestep_model_is_refused(capsys, tmp_path, two_d
                              "--plot", str(tmp_path / "t.png"))
     assert status != 0 and "class scores over timesteps, and this model runs 1 timestep" in err
     assert not (tmp_path / "t.png").exists()
+
+
+def test_a_nir_graph_converts_and_checks_from_the_command_line_without_samples(capsys, tmp_path):
+    pytest.importorskip("nir")
+    spiking = es.Model([Dense(name="h", weights=np.ones((4, 3), int), neuron="if", threshold=3),
+                        Dense(name="o", weights=np.ones((3, 2), int), neuron="none")], input_shape=(1, 1, 4))
+    with pytest.warns(UserWarning, match="subtractive reset"):
+        spiking.to_nir(tmp_path / "net.nir")
+    status, out, err = run_cli(capsys, "check", str(tmp_path / "net.nir"))
+    assert status == 0 and "every node converts" in out, err
+    status, out, err = run_cli(capsys, "convert", str(tmp_path / "net.nir"), "-o", str(tmp_path / "net.esnn"),
+                               "--labels", "a,b")
+    assert status == 0, err
+    from edgesnn import format as F
+
+    assert F.write_model(es.Model.load(tmp_path / "net.esnn")) == \
+        F.write_model(es.convert(tmp_path / "net.nir", None, labels=["a", "b"]))
+
+
+def test_convert_refuses_labels_that_do_not_name_every_class_before_writing(capsys, files):
+    out = files["tmp"] / "labelled.esnn"
+    status, _, err = run_cli(capsys, "convert", str(files["onnx"]), "-o", str(out), "--samples",
+                             str(files["digits_npy"]), "--labels", "a,b")
+    assert status == 1 and err.strip().splitlines()[-1].endswith(
+        "edgesnn convert: error: --labels names 2 classes, the model outputs 10; nothing written"), err
+    assert not out.exists()
+
+
+def test_the_readme_command_line_session_runs_as_written_and_prints_what_it_says(tmp_path):
+    """README "Command line": the bash block, run from an empty directory with this interpreter's `edgesnn`."""
+    import os
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    session = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    result = subprocess.run(["bash", "-e", "-c", session], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for said in re.findall(r"# (.*)", session):   # every comment that quotes output is in the output
+        for quote in re.findall(r"(?:float|integer) (0\.\d{4})|(accuracy 0\.\d{4} \(\d+ of \d+\))|(\w+\.\w+: \d \(\d\.\d{3}\))",
+                                said):
+            assert any(part and part in result.stdout for part in quote), (quote, result.stdout[-3000:])

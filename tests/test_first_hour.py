@@ -215,3 +215,12 @@ def test_convert_takes_calibration_samples_as_a_npy(digits, tmp_path, capsys):
                                   tmp_path / "calib.npy", "--input-scaling", "255", "0")
     assert status == 0, err
     assert es.Model.load(out).input_shape == (28, 28, 1) and f"wrote {out}" in stdout
+
+
+def test_every_link_of_the_readme_contents_names_a_heading():
+    """README 'Start here' links (#anchors) point at headings that exist, by GitHub's anchor rule."""
+    readme = (ROOT / "README.md").read_text()
+    anchors = {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+               for heading in re.findall(r"^#+ (.*)$", readme, re.M)}
+    links = re.findall(r"\]\(#([^)]+)\)", readme)
+    assert links and set(links) <= anchors, set(links) - anchors

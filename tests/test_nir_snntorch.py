@@ -1,7 +1,7 @@
 """snnTorch Leaky networks trained briefly on rate-coded MNIST, exported with snntorch's export_to_nir: the float
 simulation of the file as edgesnn reads it (edgesnn_nir.simulate) has snnTorch's own spike counts exactly; converted
 at 8 bits they agree with snnTorch's simulation of the same file (import_from_nir); and the integer model written back
-with model.to_nir agrees with snnTorch's simulation of that file (examples/nir_snntorch/agreement.py; its README table
+with model.to_nir agrees with snnTorch's simulation of that file (examples/nir_snntorch/agreement.py; its table in docs/nir.md
 is measured on larger networks trained longer, 4,000 / 1,000 digits). One dense and one conv network are trained once
 per module (a few seconds each) and shared by the tests."""
 
@@ -78,7 +78,7 @@ def test_snntorch_network_converts_and_agrees_both_ways(tmp_path, digits, export
         assert model.layers[0].kind == "conv2d" and model.layers[0].pool == "avg"
     ours = A.engine_counts(model, spikes[TRAIN:])
     forward = A.compare(theirs, ours)
-    # README: 0.99-1.00 on 1,000 digits after 4 epochs on 4,000. These small nets leave more digits tied or one
+    # docs/nir.md: 0.99-1.00 on 1,000 digits after 4 epochs on 4,000. These small nets leave more digits tied or one
     # spike apart in snnTorch's own counts, and those are where the 8-bit weights' rounding decides
     assert forward["agreement"] >= 0.97, forward
     assert forward["clear_agreement"] >= 0.99, forward                # two spikes apart or more

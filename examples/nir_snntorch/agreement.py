@@ -1,6 +1,6 @@
 """snnTorch (and Norse) <-> edgesnn through NIR: do they compute the same network?
 
-    python examples/nir_snntorch/agreement.py            # the table of the README (several minutes on a CPU)
+    python examples/nir_snntorch/agreement.py            # the table of docs/nir.md (several minutes on a CPU)
 
 For each snnTorch network (Leaky neurons with several betas, reset by subtraction or to zero, dense
 or conv + average pooling), trained briefly (BPTT, surrogate gradient, cross entropy on the output spike
