@@ -39,6 +39,7 @@ POOL_MAX = 8              # pooling window and stride, per axis
 ADD_INPUTS_MAX = 4
 CONCAT_INPUTS_MAX = 4
 DEPTH_MULTIPLIER_MAX = 8
+TIMESTEPS_MAX = 2**20     # longest run (timesteps) the engines accept
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 KINDS = ("input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add", "concat")

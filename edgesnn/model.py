@@ -8,11 +8,10 @@ import numpy as np
 
 from .devices import default_device_name, resolve_device  # noqa: F401 (edgesnn.model.resolve_device too)
 from .errors import DeviceError, ModelError
-from .layers import INT32_MAX, Layer
+from .layers import INT32_MAX, TIMESTEPS_MAX, Layer
 from .statistics import Statistics, format_table
 
 INPUT = "input"          # the name by which layers refer to the model input
-TIMESTEPS_MAX = 65535    # longest run the engines accept
 
 
 class Model:

@@ -155,8 +155,8 @@ def test_kws_refuses_a_zero_sample_rate_and_warns_on_audio_far_outside_unit_rang
 
 
 def test_rate_checks_its_limits_before_allocating():
-    with pytest.raises(ValueError, match=r"timesteps must be in \[1, 65535\]"):
-        es.frontend("rate", timesteps=10**6)
+    with pytest.raises(ValueError, match=r"timesteps must be in \[1, 1048576\]"):
+        es.frontend("rate", timesteps=2**20 + 1)
     fe = es.frontend("rate", timesteps=60000)
     with pytest.raises(ValueError, match="intermediate values, above the limit"):
         fe(np.zeros((100, 100), np.uint8))                            # 600 M values: refused, not allocated

@@ -94,9 +94,10 @@ def test_header_matches_the_zig_source():
 
 
 def zig_limits() -> dict[str, int]:
-    """The `pub const name = <integer>;` lines of native/src/limits.zig."""
+    """The `pub const name = <integer>;` (or `<integer> << <integer>`) lines of native/src/limits.zig."""
     text = (NATIVE / "src" / "limits.zig").read_text()
-    return {name: int(value) for name, value in re.findall(r"^pub const (\w+) = (\d+);", text, re.M)}
+    found = re.findall(r"^pub const (\w+) = (\d+)(?: << (\d+))?;", text, re.M)
+    return {name: int(value) << int(shift or 0) for name, value, shift in found}
 
 
 def test_limits_match_the_python_side():
@@ -107,7 +108,7 @@ def test_limits_match_the_python_side():
     pairs = {"shift_max": L.SHIFT_MAX, "leak_shift_max": L.LEAK_SHIFT_MAX, "kernel_max": L.KERNEL_MAX,
              "decay_shift_max": L.DECAY_SHIFT_MAX, "stride_max": L.STRIDE_MAX, "pool_max": L.POOL_MAX,
              "add_inputs_max": L.ADD_INPUTS_MAX,
-             "concat_inputs_max": L.CONCAT_INPUTS_MAX, "depth_multiplier_max": L.DEPTH_MULTIPLIER_MAX,
+             "concat_inputs_max": L.CONCAT_INPUTS_MAX, "depth_multiplier_max": L.DEPTH_MULTIPLIER_MAX, "timesteps_max": L.TIMESTEPS_MAX,
              "input_bits_max": max(L.ACTIVATION_BITS), "layer_record_bytes": F.LAYER_RECORD_BYTES,
              "version_major": F.VERSION_MAJOR}
     assert {name: zig[name] for name in pairs} == pairs

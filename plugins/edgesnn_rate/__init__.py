@@ -21,7 +21,7 @@ import numpy as np
 import edgesnn as es
 
 MODES = ("deterministic", "poisson")
-TIMESTEPS_MAX = 65535             # the longest run the engines accept (edgesnn.model.TIMESTEPS_MAX)
+TIMESTEPS_MAX = es.layers.TIMESTEPS_MAX   # the longest run the engines accept (native/src/limits.zig)
 SPIKE_VALUES_MAX = 1 << 26        # int64 values one encode may hold in its intermediate (512 MiB)
 
 
