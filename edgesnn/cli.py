@@ -132,18 +132,11 @@ def _builds_model(source) -> bool:
 def _built(kind: str, name: str, factory, settings: dict, flag: str):
     """`factory(**settings)`, the frontend or device `name`; a setting it does not take is an error that
     names the ones it does."""
-    import inspect
+    from .plugins import unknown_options
 
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):   # no signature to read: let the call speak
-        return factory(**settings)
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    unknown = sorted(set(settings) - set(parameters))
-    if unknown and not takes_any:
-        known = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        raise EdgesnnError(f"{flag}: the {kind} {name!r} has no setting {', '.join(map(repr, unknown))}; "
-                           f"it takes {', '.join(known) or 'none'}")
+    problem = unknown_options(kind, name, factory, settings)
+    if problem:
+        raise EdgesnnError(f"{flag}: {problem}")
     return factory(**settings)
 
 

@@ -386,8 +386,8 @@ class ProfileDevice(Device):
 
 def profile_factory(name: str):
     """A device factory for the profile `name` (what the default plugin registers)."""
-    def factory(**options):
-        return ProfileDevice(name, **options)
+    def factory():
+        return ProfileDevice(name)            # a profile takes no options: they are the profile's limits
     factory.__doc__ = PROFILES[name].description
     return factory
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import inspect
 import os
 import sys
 import threading
@@ -364,12 +365,36 @@ def devices() -> list[str]:
 
 def frontend(name: str, **config) -> object:
     """Build the frontend registered as ``name`` with ``config`` (``es.frontend("image", size=28)``)."""
-    return get_frontend(name)(**config)
+    return _build("frontend", name, get_frontend(name), config)
 
 
 def device(name: str, **options) -> object:
     """Build the device registered as ``name`` with ``options`` (``es.device("cpu")``)."""
-    return get_device(name)(**options)
+    return _build("device", name, get_device(name), options)
+
+
+def _build(kind: str, name: str, factory: Callable[..., object], options: dict) -> object:
+    """``factory(**options)``; an option it does not take is a TypeError naming those it does."""
+    problem = unknown_options(kind, name, factory, options)
+    if problem:
+        raise TypeError(problem)
+    return factory(**options)
+
+
+def unknown_options(kind: str, name: str, factory: Callable[..., object], options: dict) -> str | None:
+    """What is wrong with ``options`` for ``factory`` (settings it has no parameter for, and the ones it
+    has), or None; factories without a readable signature or with ``**options`` take anything."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    unknown = sorted(set(options) - set(parameters))
+    if not unknown:
+        return None
+    known = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return f"the {kind} {name!r} has no setting {', '.join(map(repr, unknown))}; it takes {', '.join(known) or 'none'}"
 
 
 __all__ = ["DEFAULT_PLUGINS", "ENTRY_POINT_GROUP", "ONLY_PLUGINS_ENV", "TRACE_HOOKS_ENV", "KINDS",

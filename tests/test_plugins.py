@@ -450,3 +450,11 @@ def test_an_entry_point_plugin_is_imported_only_on_first_lookup(with_example):
                             env={**_clean_env(), "PYTHONPATH": str(with_example)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_an_option_a_frontend_or_device_does_not_take_is_named_with_those_it_takes():
+    with pytest.raises(TypeError, match=r"the frontend 'image' has no setting 'sizee'; it takes size, channels"):
+        es.frontend("image", sizee=28)
+    with pytest.raises(TypeError, match=r"the device 'cortex-m4' has no setting 'arena'; it takes none"):
+        es.device("cortex-m4", arena=1)
+    assert es.frontend("image", size=28).output_shape == (28, 28, 1)      # the options it takes still work
