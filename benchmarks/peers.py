@@ -155,9 +155,13 @@ def zoo_tflites(model_name: str, zoo: Path) -> tuple[list[Path], list[str]]:
     recorded = json.loads(manifest_path.read_text())["files"] if manifest_path.exists() else {}
     paths, left_out = [], []
     for path in (TFLITE_DIR / f"{model_name}.int8.tflite", TFLITE_DIR / f"{model_name}.relu6.int8.tflite"):
-        if not path.exists():
-            continue
         entry = recorded.get(path.name)
+        if not path.exists():
+            if entry and not entry.get("committed"):    # git-ignored (benchmarks/tflite_build.py commits)
+                why = "too big to commit" if entry["bytes"] > 350_000 else f"its zoo file {entry['source']} is git-ignored"
+                left_out.append(f"{TFLITE_DIR.name}/{path.name} is absent, not committed ({why}): make it with "
+                                f".zoo-venv/bin/python benchmarks/tflite_build.py zoo --model {model_name}")
+            continue
         source = zoo / entry["source"] if entry else None
         if source is None or not source.exists():
             left_out.append(f"{path.name}: its source is not recorded or not in {zoo}")

@@ -25,10 +25,12 @@ dependency of edgesnn or of its tests. The benchmarks run the files with ai-edge
   (`bounded_relus_as_relu6`), which the converter fuses into the convs, where a clamp at another bound
   stays as MINIMUM + RELU ops that XNNPACK's int8 path leaves to the builtin kernels.
   ``benchmarks/tflite/manifest.json`` records, per file, the zoo file it was made from and its sha256
-  (benchmarks/peers.py runs a .tflite only beside that very file), SNR, ops and size; as in the zoo, a
-  file is committed when it is at most ``COMMIT_MAX_BYTES`` (also when its zoo file is too big to be:
-  the recorded sha256 ties it to that file's build, and a rebuilt zoo file makes it stale, not wrong),
-  the others are git-ignored (benchmarks/tflite/.gitignore, rewritten from the manifest) and rebuilt here.
+  (benchmarks/peers.py runs a .tflite only beside that very file), SNR, ops and size. A file is
+  committed when its zoo file is committed and it is at most ``COMMIT_MAX_BYTES``: the twin of a
+  git-ignored zoo file could only run beside that very build of it (the sha256), which a clone never
+  has (zoo_build.py makes another), so it would be dead weight. The others are git-ignored
+  (benchmarks/tflite/.gitignore, rewritten from the manifest) and rebuilt here, after the zoo file;
+  benchmarks/peers.py names each absent twin and the command that makes it.
   ``--model NAME`` builds only the models of exactly that name (``--only`` matches a part of the name).
 - ``check``: every twin of the manifest against the zoo file it was made from (sha256): ok, stale (the
   zoo file was rebuilt since: ``zoo --model NAME``), its file or source missing; and the zoo's Keras
@@ -57,6 +59,11 @@ HERE = Path(__file__).resolve().parent
 ZOO = HERE / "zoo"
 OUT = HERE / "tflite"
 COMMIT_MAX_BYTES = 350_000           # as benchmarks/zoo_build.py: a bigger file is rebuilt, not committed
+
+
+def commits(e: dict, content: bytes) -> bool:
+    """Whether the twin `content` of zoo entry `e` is committed: its zoo file is, and it is small."""
+    return bool(e.get("committed")) and len(content) <= COMMIT_MAX_BYTES
 
 
 # -- the converter -----------------------------------------------------------------------------------------
@@ -254,9 +261,9 @@ def record(out: Path, name: str, entry: dict | None) -> None:
 
 
 GITIGNORE_HEAD = """\
-# Written by benchmarks/tflite_build.py from manifest.json: a twin is committed when it is at most
-# COMMIT_MAX_BYTES, the bigger ones are rebuilt (tflite_build.py zoo --model NAME); engine-*: benchmarks/engine.py's
-# twins of its trained networks, named by a hash of their weights.
+# Written by benchmarks/tflite_build.py from manifest.json: a twin is committed when its zoo file is committed
+# and it is at most COMMIT_MAX_BYTES; the others are rebuilt (tflite_build.py zoo --model NAME, after
+# zoo_build.py); engine-*: benchmarks/engine.py's twins of its trained networks, named by a hash of their weights.
 *.tflite
 """
 
@@ -323,8 +330,9 @@ def build_zoo(zoo: Path, out: Path, only: list[str], models: list[str] = ()) -> 
         source = {"model": e["model"], "source": e["file"], "source_sha256": sha256(zoo / e["file"])}
         record(out, path.name, {**source, "variant": "as written", "bytes": len(content),
                                 "snr_db": round(snr_db(got, logits), 2), "ops": ops,
-                                "committed": len(content) <= COMMIT_MAX_BYTES})
-        note = "" if len(content) <= COMMIT_MAX_BYTES else " (too big to commit)"
+                                "committed": commits(e, content)})
+        note = ("" if commits(e, content) else " (too big to commit)" if e.get("committed")
+                else " (not committed: its zoo file is not)")
         print(f"{e['model']}: {e['file']} -> {path.name}, {len(content):,} bytes{note}; "
               f"SNR vs the framework's float logits {snr_db(got, logits):.1f} dB "
               f"(its float model reloaded: {float_check:.0f} dB); ops: {', '.join(ops)}", flush=True)
@@ -342,7 +350,7 @@ def build_zoo(zoo: Path, out: Path, only: list[str], models: list[str] = ()) -> 
         relu6_path.write_bytes(content)
         record(out, relu6_path.name, {**source, "variant": f"{count} bounded ReLUs as ReLU6", "bytes": len(content),
                                       "snr_db": round(snr_db(got, logits), 2), "ops": ops,
-                                      "committed": len(content) <= COMMIT_MAX_BYTES})
+                                      "committed": commits(e, content)})
         print(f"{e['model']}: {count} bounded ReLUs as ReLU6 -> {relu6_path.name}, {len(content):,} bytes; "
               f"SNR vs the float logits {snr_db(got, logits):.1f} dB (the rescaled float model: "
               f"{rescaled_check:.0f} dB); ops: {', '.join(ops)}", flush=True)

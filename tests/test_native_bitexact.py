@@ -295,6 +295,9 @@ def features(layer) -> set[str]:
             found.add("pad value")
         if layer.kind != "conv2d" and layer.kind != "input_conv2d" and layer.depth_multiplier > 1:
             found.add("depth multiplier")
+        if (layer.kind == "separable2d" and layer.depth_multiplier == 1 and layer.stride[1] == 1
+                and layer.input_shapes[0][2] <= 8):   # kernels/frame.zig packedChannels: 4 or 8 bytes per pixel
+            found.add("packed frame")
     if layer.pool in ("max", "avg"):
         if any(layer.pool_pads):
             found.add("pool padding")
@@ -310,6 +313,8 @@ def features(layer) -> set[str]:
         found.add("concat sources")
     if layer.kind == "concat" and concat_gathers_runs(layer):
         found.add("concat gathered runs")
+    if layer.kind == "concat" and layer.pool == "global_avg":
+        found.add("concat pooled")   # kernels/concat.zig runPooled (engine.zig poolByRows)
     if layer.kind == "add" and layer.bias.any():
         found.add("add bias")
     if layer.neuron == "lif":
@@ -369,7 +374,8 @@ def test_every_kind_and_neuron_is_generated():
                              "rectangular pool", "count_include_pad", "min pool", "zero point", "concat sources",
                              "concat gathered runs", "paired conv", "paired conv, odd width",
                              "add bias", "decay", "shift leak", "reset subtract", "reset zero", "reset none",
-                             "membrane floor", "mid direct", "mid split", "mid wide"}, seen_features
+                             "membrane floor", "mid direct", "mid split", "mid wide", "packed frame",
+                             "concat pooled"}, seen_features
 
 
 def value_maxima(model) -> dict:

@@ -102,9 +102,27 @@ def test_committed_tflite_files_are_recorded_beside_their_zoo_files():
         assert (peers.TFLITE_DIR / name).exists(), name
         assert entry["source"] in ZOO_FILES, f"{name} is made from {entry['source']}, which the zoo does not list"
         assert entry["bytes"] == (peers.TFLITE_DIR / name).stat().st_size, name
-        if ZOO_FILES[entry["source"]]["committed"]:     # a committed zoo file: the very build it was made from
-            paths, left_out = peers.zoo_tflites(entry["model"], ZOO)
-            assert peers.TFLITE_DIR / name in paths, left_out
+        # only twins of committed zoo files are committed (a clone has no other build of a git-ignored one)
+        assert ZOO_FILES[entry["source"]]["committed"], f"{name}: its zoo file {entry['source']} is not committed"
+        paths, left_out = peers.zoo_tflites(entry["model"], ZOO)
+        assert peers.TFLITE_DIR / name in paths, left_out
+
+
+def test_an_absent_twin_is_named_with_the_command_that_makes_it(tmp_path, monkeypatch):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    monkeypatch.setattr(peers, "TFLITE_DIR", tmp_path / "tflite")
+    peers.TFLITE_DIR.mkdir()
+    files = {"a.int8.tflite": {"model": "a", "source": "a.tfk.keras", "source_sha256": "0" * 64, "bytes": 1000,
+                               "committed": False},
+             "b.int8.tflite": {"model": "b", "source": "b.tfk.keras", "source_sha256": "0" * 64, "bytes": 600_000,
+                               "committed": False}}
+    (peers.TFLITE_DIR / "manifest.json").write_text(json.dumps({"files": files}))
+    assert peers.zoo_tflites("a", zoo) == ([], [
+        "tflite/a.int8.tflite is absent, not committed (its zoo file a.tfk.keras is git-ignored): make it with "
+        ".zoo-venv/bin/python benchmarks/tflite_build.py zoo --model a"])
+    assert "(too big to commit)" in peers.zoo_tflites("b", zoo)[1][0]
+    assert peers.zoo_tflites("c", zoo) == ([], [])          # no twin recorded: zoo_tflite_calls says so
 
 
 def test_gitignore_keeps_exactly_the_committed_twins():
@@ -147,6 +165,9 @@ def test_tflite_build_check_tells_stale_missing_and_absent_twins(tmp_path, capsy
     (zoo / "manifest.json").write_text(json.dumps({"models": models}))
     for m in ("a", "b"):
         (zoo / f"{m}.tfk.keras").write_bytes(m.encode() * 10)
+    assert not tflite_build.commits(models[0], b"tflite")     # its zoo file is not committed
+    assert tflite_build.commits({**models[0], "committed": True}, b"tflite")
+    assert not tflite_build.commits({**models[0], "committed": True}, bytes(tflite_build.COMMIT_MAX_BYTES + 1))
     (out / "a.int8.tflite").write_bytes(b"tflite")
     entry = {"model": "a", "source": "a.tfk.keras", "source_sha256": tflite_build.sha256(zoo / "a.tfk.keras"),
              "snr_db": 30.0, "bytes": 6, "committed": True}

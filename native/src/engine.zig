@@ -400,6 +400,7 @@ fn poolByRows(layer: *const Layer, inputs: []const []const u8, row: []i32, poole
     const row_inputs = row_inputs_buffer[0..inputs.len];
     const channels_padded = layer.synaptic.channelsPadded();
     std.debug.assert(row.len == @as(usize, layer.synaptic.w) * channels_padded and pooled.len == channels_padded);
+    if (layer.kind == .concat) if (concat.runPooled(layer, inputs, pooled)) |synaptic_ops| return synaptic_ops; // no rows
     @memset(pooled, 0);
     var synaptic_ops: u64 = 0;
     for (0..layer.synaptic.h) |y| {

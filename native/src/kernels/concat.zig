@@ -42,6 +42,67 @@ pub fn run(layer: *const model.Layer, inputs: []const []const u8, potentials: []
     return synaptic_ops;
 }
 
+/// The layer's potentials summed over its pixels into `pooled` (Cout_p), for a global average pool
+/// (engine.zig poolByRows), when every vector of output channels reads consecutive channels of one
+/// input (a layer that only pools, or a plain concatenation): sum over pixels of bias + m * a =
+/// pixels * bias + m * (sum over pixels of a), wrapping as the pool sums (the same i32 sum), the
+/// bytes summed in u16 over up to 257 pixels at a time. Returns the synaptic operations, or null
+/// (nothing written) when a vector gathers its channels.
+pub fn runPooled(layer: *const model.Layer, inputs: []const []const u8, pooled: []i32) ?u64 {
+    std.debug.assert(layer.kind == .concat and inputs.len == layer.input_count);
+    const cout_padded = layer.synaptic.channelsPadded();
+    const pixels: usize = @intCast(layer.synaptic.pixels());
+    std.debug.assert(pooled.len == cout_padded);
+    var strides: [limits.inputs_max]usize = undefined;
+    for (inputs, 0..) |input, i| {
+        strides[i] = layer.input_shapes[i].channelsPadded();
+        std.debug.assert(input.len == pixels * strides[i]);
+    }
+    var first: usize = 0;
+    while (first < cout_padded) : (first += lanes) {
+        const real = @min(lanes, layer.synaptic.c -| first);
+        if (real != 0 and consecutiveSource(layer, strides[0..inputs.len], first, real) == null) return null;
+    }
+    var synaptic_ops: u64 = 0;
+    first = 0;
+    while (first < cout_padded) : (first += lanes) {
+        const real = @min(lanes, layer.synaptic.c -| first);
+        if (real == 0) {
+            vector.storeVector(pooled, first, @splat(0)); // bias and m are 0 there
+            continue;
+        }
+        const source = consecutiveSource(layer, strides[0..inputs.len], first, real).?;
+        const stride = strides[source.input];
+        const input = inputs[source.input];
+        const lane_index = std.simd.iota(u32, lanes);
+        const counted = lane_index < @as(@Vector(lanes, u32), @splat(@intCast(real)));
+        var total: vector.VecI32 = @splat(0);
+        var nonzero: @Vector(lanes, u32) = @splat(0);
+        var pixel: usize = 0;
+        while (pixel < pixels) {
+            const end = @min(pixel + pooled_pixels_max, pixels);
+            var sums: @Vector(lanes, u16) = @splat(0); // <= 257 * 255 < 2^16
+            var events: @Vector(lanes, u16) = @splat(0);
+            while (pixel < end) : (pixel += 1) {
+                const values: vector.VecU8 = input[pixel * stride + source.channel ..][0..lanes].*;
+                sums += @as(@Vector(lanes, u16), values);
+                events += @select(u16, values != @as(vector.VecU8, @splat(0)), @as(@Vector(lanes, u16), @splat(1)), @as(@Vector(lanes, u16), @splat(0)));
+            }
+            total +%= @as(vector.VecI32, sums);
+            nonzero += @as(@Vector(lanes, u32), events);
+        }
+        synaptic_ops += @reduce(.Add, @select(u32, counted, nonzero, @as(@Vector(lanes, u32), @splat(0))));
+        const bias: vector.VecI32 = layer.bias[first..][0..lanes].*;
+        const multiplier: vector.VecI32 = layer.input_multipliers[first..][0..lanes].*;
+        const count: vector.VecI32 = @splat(@intCast(pixels)); // pixels <= limits: fits i32
+        vector.storeVector(pooled, first, bias *% count +% multiplier *% total);
+    }
+    return synaptic_ops;
+}
+
+/// Pixels whose byte sums runPooled keeps in u16: 257 * 255 = 2^16 - 1.
+const pooled_pixels_max = 257;
+
 /// One finished vector of potentials (channels channel .. channel + lanes at `offset`): to the
 /// potentials, or through the fused relu stage to the activations.
 inline fn store(potentials: []i32, offset: usize, channel: usize, value: vector.VecI32, fused: ?*neuron.Fused) void {

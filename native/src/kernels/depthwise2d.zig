@@ -180,7 +180,8 @@ pub const Rows = [limits.kernel_max][]const u8;
 /// potentials = bias (empty: zero) + the window sums, one output row at a time, from the padded
 /// input (`source`: the frame, or the input itself when the layer has no padding).
 fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, potentials: []i32, fused: ?*neuron.Fused) void {
-    const source_row_bytes = @as(usize, if (layer.usesFrame()) layer.frameWidth() else layer.input.w) * layer.depthwiseChannelsPadded();
+    const source_row_bytes = @as(usize, if (layer.usesFrame()) layer.frameWidth() else layer.input.w) *
+        (if (layer.usesFrame()) frame_zig.pixelBytes(layer) else layer.depthwiseChannelsPadded());
     const row_values = @as(usize, layer.synaptic.w) * layer.depthwiseChannelsPadded();
     var rows: Rows = undefined;
     var oy: u32 = 0;
@@ -193,7 +194,18 @@ fn gather(layer: *const model.Layer, source: []const u8, bias: []const i32, pote
 /// One output row: out[start + ox * C_p + c] = bias (empty: zero) + the window sums over `rows`
 /// (out: the potentials, start their row's first value; or a row buffer, start 0), a block of
 /// output pixels at a time.
+/// A packed frame (frame_zig.packedChannels) goes through packedRow.
 pub fn gatherRow(layer: *const model.Layer, rows: *const Rows, bias: []const i32, out: []i32, start: usize, fused: ?*neuron.Fused) void {
+    switch (frame_zig.packedChannels(layer)) {
+        0 => {},
+        inline 4, 8 => |packed_channels| {
+            if (comptime vector.has_avx2 and !vector.has_vnni512) {
+                if (windowSumsFitI16(layer)) return packedRow(packed_channels, .sums_i16, layer, rows, bias, out, start, fused);
+            }
+            return packedRow(packed_channels, .widened, layer, rows, bias, out, start, fused);
+        },
+        else => unreachable,
+    }
     if (comptime vector.has_avx2 and !vector.has_vnni512) {
         // (products in i16 widened per tap measured 5 % slower than vpmulld's widened products)
         if (windowSumsFitI16(layer)) gatherBy(.sums_i16, layer, rows, bias, out, start, fused) else gatherBy(.widened, layer, rows, bias, out, start, fused);
@@ -216,6 +228,106 @@ fn gatherBy(comptime reading: Reading, layer: *const model.Layer, rows: *const R
             else => unreachable,
         }
         first += count;
+    }
+}
+
+/// Vectors of packed windows one packedBlock keeps in registers.
+const packed_block_vectors = 4;
+
+/// One output row from packed frame rows (pixels `packed_channels` bytes apart, stride 1 along
+/// rows): lane j * packed_channels + c of a vector is channel c of output pixel ox + j, so that one
+/// 16-byte load per tap serves lanes / packed_channels windows; a block of vectors shares each tap's
+/// weights (its packed_channels weights repeated over the lanes).
+fn packedRow(comptime packed_channels: u32, comptime reading: Reading, layer: *const model.Layer, rows: *const Rows, bias: []const i32, out: []i32, start: usize, fused: ?*neuron.Fused) void {
+    const windows = vector.lanes / packed_channels; // output pixels per vector
+    const width = layer.synaptic.w;
+    const vectors = (width + windows - 1) / windows;
+    var v: u32 = 0;
+    while (v + packed_block_vectors <= vectors) : (v += packed_block_vectors) {
+        packedBlock(packed_channels, reading, packed_block_vectors, layer, rows, bias, out, start, v * windows, fused);
+    }
+    switch (vectors - v) {
+        0 => {},
+        inline 1...packed_block_vectors - 1 => |rest| packedBlock(packed_channels, reading, rest, layer, rows, bias, out, start, v * windows, fused),
+        else => unreachable,
+    }
+}
+
+/// Lane i of the result: lane i % packed_channels of `values` (a tap's weights, or the bias, over
+/// every window of a packed vector).
+fn repeatMask(comptime packed_channels: u32) [vector.lanes]i32 {
+    var mask: [vector.lanes]i32 = undefined;
+    for (&mask, 0..) |*m, i| m.* = @intCast(i % packed_channels);
+    return mask;
+}
+
+/// Lane i of the result: window `window`'s channel i of a packed vector for i < packed_channels,
+/// else lane 0 of the second operand (zero).
+fn unpackMask(comptime packed_channels: u32, comptime window: u32) [vector.lanes]i32 {
+    var mask: [vector.lanes]i32 = undefined;
+    for (&mask, 0..) |*m, i| m.* = if (i < packed_channels) @intCast(window * packed_channels + i) else ~@as(i32, 0);
+    return mask;
+}
+
+/// Output pixels first .. first + count * windows (those below the row's width) of a packed row.
+/// Lanes of windows past the row read frame bytes past it (the frame's slack): wrapping sums, never
+/// stored.
+inline fn packedBlock(
+    comptime packed_channels: u32,
+    comptime reading: Reading,
+    comptime count: u32,
+    layer: *const model.Layer,
+    rows: *const Rows,
+    bias: []const i32,
+    out: []i32,
+    start: usize,
+    first: u32,
+    fused: ?*neuron.Fused,
+) void {
+    const lanes = vector.lanes;
+    const windows = lanes / packed_channels;
+    const channels_padded = layer.depthwiseChannelsPadded(); // of the weights and the output
+    const weights = layer.depthwiseWeights();
+    const repeat = comptime repeatMask(packed_channels);
+    var acc: [count]vector.VecI32 = @splat(@splat(0));
+    var sums: [count]vector.VecI16 = @splat(@splat(0)); // sums_i16
+    var kh: u32 = 0;
+    while (kh < layer.kernel_h) : (kh += 1) {
+        const row = rows[kh][@as(usize, first) * packed_channels ..];
+        var kw: u32 = 0;
+        while (kw < layer.kernel_w) : (kw += 1) {
+            const tap = @as(usize, kh) * layer.kernel_w + kw;
+            const tap_weights: vector.VecI32 = weights[tap * channels_padded ..][0..lanes].*;
+            const weight: vector.VecI32 = @shuffle(i32, tap_weights, undefined, repeat);
+            switch (reading) {
+                .sums_i16 => {
+                    const weight_i16: vector.VecI16 = @truncate(weight); // |W| <= 128
+                    inline for (0..count) |v| {
+                        const values: vector.VecU8 = row[(v * windows + kw) * packed_channels ..][0..lanes].*;
+                        sums[v] +%= @as(vector.VecI16, values) *% weight_i16; // exact: |255 x 128| < 2^15
+                    }
+                },
+                .widened => inline for (0..count) |v| {
+                    const values: vector.VecU8 = row[(v * windows + kw) * packed_channels ..][0..lanes].*;
+                    acc[v] = vector.multiplyAddWide(acc[v], values, weight);
+                },
+                .group => unreachable,
+            }
+        }
+    }
+    const bias_packed: vector.VecI32 = if (bias.len == 0) @splat(0) else @shuffle(i32, @as(vector.VecI32, bias[0..lanes].*), undefined, repeat);
+    const zero: vector.VecI32 = @splat(0);
+    inline for (0..count) |v| {
+        // sums_i16: never wrapped for the windows inside the row (windowSumsFitI16)
+        const total = (if (reading == .sums_i16) @as(vector.VecI32, sums[v]) else acc[v]) +% bias_packed;
+        inline for (0..windows) |j| {
+            const ox = first + v * windows + j;
+            if (ox < layer.synaptic.w) {
+                const pixel = @shuffle(i32, total, zero, unpackMask(packed_channels, j));
+                const offset = start + @as(usize, ox) * channels_padded;
+                if (fused) |f| f.store(offset, 0, pixel) else vector.storeVector(out, offset, pixel);
+            }
+        }
     }
 }
 

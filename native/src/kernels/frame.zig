@@ -6,20 +6,41 @@
 //! when empty): written once at context init (`paint`), never again.
 //! A separable2d layer keeps no frame: it fills the rows its windows read one at a time into a
 //! small ring (`fillRow`, kernels/separable2d.zig), the border computed as each row is filled.
+//! A depthwise stage of at most 8 channels with stride 1 along rows keeps its frame packed
+//! (`packedChannels`): pixels 4 or 8 bytes apart, so that one vector of 16 bytes holds one tap of
+//! 4 or 2 neighbouring windows (depthwise2d.zig packedRow), not one window and 12 or 8 zero lanes.
 
 const std = @import("std");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
+
+/// Bytes between neighbouring pixels of a packed frame (its first 4 or 8 channels: every channel of a
+/// depthwise stage of at most 8), 0 when the frame is not packed: packed when the stage has no depth
+/// multiplier, stride 1 along rows (neighbouring windows one pixel apart) and a frame (a separable2d
+/// ring row, or a depthwise2d layer that does not read its input directly). The packed frame takes
+/// at most half the bytes of frameBytes; the rest is slack that the last vector of a row reads.
+pub fn packedChannels(layer: *const model.Layer) u32 {
+    if (!layer.isDepthwise() or layer.depth_multiplier != 1 or layer.stride_w != 1) return 0;
+    if (layer.kind == .depthwise2d and !layer.usesFrame()) return 0;
+    const channels = layer.depthwiseChannels();
+    return if (channels <= 4) 4 else if (channels <= 8) 8 else 0;
+}
+
+/// Bytes between neighbouring pixels of the layer's frame (packed or not).
+pub fn pixelBytes(layer: *const model.Layer) u32 {
+    const packed_channels = packedChannels(layer);
+    return if (packed_channels != 0) packed_channels else layer.frameChannels();
+}
 
 /// Write the pad pixel into every pixel of a freshly zeroed frame (the interior is overwritten by
 /// every `fill`). Nothing to do when every pad value is 0.
 pub fn paint(layer: *const model.Layer, frame: []u8) void {
     if (!layer.usesFrame() or !layer.padsNonZero()) return;
     std.debug.assert(frame.len == layer.frameBytes());
-    const frame_channels = layer.frameChannels();
-    std.debug.assert(layer.pad_pixel.len == frame_channels);
+    std.debug.assert(layer.pad_pixel.len == layer.frameChannels());
+    const pixel_bytes = pixelBytes(layer);
     const pixels = @as(usize, layer.frameHeight()) * layer.frameWidth();
-    for (0..pixels) |pixel| @memcpy(frame[pixel * frame_channels ..][0..frame_channels], layer.pad_pixel);
+    for (0..pixels) |pixel| @memcpy(frame[pixel * pixel_bytes ..][0..pixel_bytes], layer.pad_pixel[0..pixel_bytes]);
 }
 
 /// Copy the input's channels (a narrow conv's real channels, a wide conv's channel quads, a
@@ -32,10 +53,16 @@ pub fn fill(layer: *const model.Layer, input: []const u8, frame: []u8) []const u
     std.debug.assert(input.len == in.valuesPadded());
     const frame_channels = layer.frameChannels();
     const frame_width = layer.frameWidth();
+    const packed_channels = packedChannels(layer);
     var y: u32 = 0;
     while (y < in.h) : (y += 1) {
-        const target_row = ((@as(usize, y) + layer.pad_top) * frame_width + layer.pad_left) * frame_channels;
         const source_row = @as(usize, y) * in.w * cin_padded;
+        if (packed_channels != 0) {
+            const target = ((@as(usize, y) + layer.pad_top) * frame_width + layer.pad_left) * packed_channels;
+            packPixels(frame[target..], input[source_row..], cin_padded, packed_channels, in.w);
+            continue;
+        }
+        const target_row = ((@as(usize, y) + layer.pad_top) * frame_width + layer.pad_left) * frame_channels;
         if (layer.isDepthwise() and layer.depth_multiplier > 1) {
             repeatChannels(frame[target_row..], frame_channels, input[source_row..], cin_padded, in.c, layer.depth_multiplier, in.w);
             continue;
@@ -64,6 +91,17 @@ pub fn fillRow(layer: *const model.Layer, input: []const u8, row: u32, target: [
     const inside = row >= layer.pad_top and row - layer.pad_top < in.h;
     const first: u32 = if (inside) layer.pad_left else frame_width; // interior columns [first, end)
     const end: u32 = if (inside) layer.pad_left + in.w else frame_width;
+    const packed_channels = packedChannels(layer);
+    if (packed_channels != 0) {
+        // the row's first frameWidth * packed_channels bytes; the rest of the slot is slack
+        for (0..first) |x| padPixel(layer, target[x * packed_channels ..][0..packed_channels]);
+        for (end..frame_width) |x| padPixel(layer, target[x * packed_channels ..][0..packed_channels]);
+        if (inside) {
+            const source = input[@as(usize, row - layer.pad_top) * in.w * cin_padded ..][0 .. @as(usize, in.w) * cin_padded];
+            packPixels(target[@as(usize, first) * packed_channels ..], source, cin_padded, packed_channels, in.w);
+        }
+        return !std.mem.allEqual(u8, target[0 .. @as(usize, frame_width) * packed_channels], 0);
+    }
     for (0..first) |x| padPixel(layer, target[x * frame_channels ..][0..frame_channels]);
     for (end..frame_width) |x| padPixel(layer, target[x * frame_channels ..][0..frame_channels]);
     if (inside) {
@@ -81,7 +119,18 @@ pub fn fillRow(layer: *const model.Layer, input: []const u8, row: u32, target: [
 }
 
 fn padPixel(layer: *const model.Layer, pixel: []u8) void {
-    if (layer.padsNonZero()) @memcpy(pixel, layer.pad_pixel) else @memset(pixel, 0);
+    if (layer.padsNonZero()) @memcpy(pixel, layer.pad_pixel[0..pixel.len]) else @memset(pixel, 0);
+}
+
+/// `count` pixels: the first `packed_channels` (4 or 8) bytes of each source pixel (`source_stride`
+/// bytes apart) to `target`, packed_channels bytes apart.
+fn packPixels(target: []u8, source: []const u8, source_stride: usize, packed_channels: u32, count: usize) void {
+    switch (packed_channels) {
+        inline 4, 8 => |bytes| for (0..count) |x| {
+            target[x * bytes ..][0..bytes].* = source[x * source_stride ..][0..bytes].*;
+        },
+        else => unreachable,
+    }
 }
 
 /// `count` pixels: target channel o = source channel o / multiplier, for o < channels * multiplier.
@@ -104,6 +153,13 @@ pub fn copyPixels(target: []u8, target_stride: usize, source: []const u8, source
             @memcpy(target[x * target_stride ..][0..channels], source[x * source_stride ..][0..channels]);
         },
     }
+}
+
+test "a packed row keeps the first 4 bytes of each pixel" {
+    const source = [_]u8{ 1, 2, 3, 4, 9, 9, 9, 9, 5, 6, 7, 8, 9, 9, 9, 9 }; // two pixels of 8 bytes
+    var target: [12]u8 = @splat(0xaa);
+    packPixels(&target, &source, 8, 4, 2);
+    try std.testing.expectEqualSlices(u8, &.{ 1, 2, 3, 4, 5, 6, 7, 8, 0xaa, 0xaa, 0xaa, 0xaa }, &target);
 }
 
 test "a depth multiplier repeats every input channel M times" {

@@ -236,18 +236,39 @@ fn requantizeForm(layer: *const model.Layer, split: [4][]i32) Form {
     return .direct;
 }
 
-/// corrected[co] = bias[co] - 128 * sum over m of Pw[m, co] (wrapping), for every padded channel.
+/// Quads of pointwise weights whose byte-wise sums fit i16: |sum| <= 256 * 128 = 2^15.
+const weight_sum_quads_max = 256;
+
+/// corrected[co] = bias[co] - 128 * sum over m of Pw[m, co] (wrapping), for every padded channel:
+/// the weights of a chunk summed byte-wise in i16 over up to 256 quads (two adds per quad, not a
+/// dot product), the four sums of each channel added in i32 and scaled by 128 once.
 fn correctedBias(layer: *const model.Layer, corrected: []i32) void {
     const cout_padded = layer.synaptic.channelsPadded();
     const quads = (layer.depthwiseChannels() + limits.quad_channels - 1) / limits.quad_channels;
-    const offsets: u32 = 0x01_01_01_01 * mid_offset;
+    const Sums = @Vector(quad_bytes, i16);
     var chunk: usize = 0;
     while (chunk < cout_padded) : (chunk += lanes) {
-        var sum: vector.VecI32 = @splat(0);
-        for (0..quads) |q| sum = vector.dotQuad(sum, offsets, layer.pointwise[(q * cout_padded + chunk) * limits.quad_channels ..][0..quad_bytes]);
+        var total: vector.VecI32 = @splat(0);
+        var q: usize = 0;
+        while (q < quads) {
+            const end = @min(q + weight_sum_quads_max, quads);
+            var sums: Sums = @splat(0);
+            while (q < end) : (q += 1) {
+                const weights: @Vector(quad_bytes, i8) = layer.pointwise[(q * cout_padded + chunk) * limits.quad_channels ..][0..quad_bytes].*;
+                sums +%= @as(Sums, weights);
+            }
+            const wide: @Vector(quad_bytes, i32) = sums; // byte 4c + k: channel c, mid channel 4q + k
+            inline for (0..limits.quad_channels) |k| total +%= @shuffle(i32, wide, undefined, everyFourth(k));
+        }
         const bias: vector.VecI32 = layer.bias[chunk..][0..lanes].*;
-        vector.storeVector(corrected, chunk, bias -% sum);
+        vector.storeVector(corrected, chunk, bias -% total *% @as(vector.VecI32, @splat(mid_offset)));
     }
+}
+
+fn everyFourth(k: usize) [lanes]i32 {
+    var mask: [lanes]i32 = undefined;
+    for (&mask, 0..) |*m, c| m.* = @intCast(c * limits.quad_channels + k);
+    return mask;
 }
 
 /// One pixel's u = clamp(requant(Q, m, s), -2^(mid_bits-1), 2^(mid_bits-1) - 1) + 128 into `bytes`
