@@ -150,11 +150,30 @@ fn channelBlocks(comptime kernel: Kernel, comptime trims: bool, layer: *const mo
     while (first < chunks) {
         const count = @min(block_chunks, chunks - first);
         switch (count) {
-            inline 1...block_chunks => |chunk_count| outputRows(kernel, trims, chunk_count, layer, source, potentials, first, sums_per_i16, fused),
+            inline 1...block_chunks => |chunk_count| outputRowsBy(kernel, trims, chunk_count, layer, source, potentials, first, sums_per_i16, fused),
             else => unreachable,
         }
         first += count;
     }
+}
+
+/// Kernel rows of at most this many quads whose pair sums all fit one i16 group run a block kernel
+/// unrolled for their quad count (outputRowsBy).
+const unrolled_quads_max = 8;
+
+/// outputRows; a one-row kernel of at most unrolled_quads_max quads under the i16 sums (a 1x1
+/// expansion of 4 to 32 channels, a 1xK conv on few channels) with its quads unrolled at compile
+/// time and one widening per block: no group bookkeeping per quad, which cost about what the few
+/// quads' multiplies do.
+fn outputRowsBy(comptime kernel: Kernel, comptime trims: bool, comptime chunks: u32, layer: *const model.Layer, source: Source, potentials: []i32, first: u32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+    if (comptime kernel == .sums_i16 and !trims) {
+        const quads = layer.rowQuads();
+        if (layer.kernel_h == 1 and quads <= unrolled_quads_max and quads <= sums_per_i16) switch (quads) {
+            inline 1...unrolled_quads_max => |count| return outputRows(kernel, trims, chunks, count, layer, source, potentials, first, sums_per_i16, fused),
+            else => unreachable,
+        };
+    }
+    outputRows(kernel, trims, chunks, null, layer, source, potentials, first, sums_per_i16, fused);
 }
 
 /// Whether the layer's output channels fill at most half of its one channel vector (a stem or a
@@ -184,7 +203,7 @@ fn outputRowsPaired(comptime kernel: Kernel, comptime trims: bool, layer: *const
             else => unreachable,
         }
         ox += (rows.width - ox) / 2 * 2;
-        if (ox < rows.width) pixelBlock(kernel, 1, 1, layer, source, potentials, 0, oy, ox, sums_per_i16, trims, fused);
+        if (ox < rows.width) pixelBlock(kernel, 1, 1, null, layer, source, potentials, 0, oy, ox, sums_per_i16, trims, fused);
     }
 }
 
@@ -307,17 +326,17 @@ fn halvesMask(comptime low: u32, comptime high: ?u32) [lanes]i32 {
 
 /// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of
 /// pixels along each output row at a time (a narrower block for the row's last pixels).
-fn outputRows(comptime kernel: Kernel, comptime trims: bool, comptime chunks: u32, layer: *const model.Layer, source: Source, potentials: []i32, first: u32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+fn outputRows(comptime kernel: Kernel, comptime trims: bool, comptime chunks: u32, comptime quads: ?u32, layer: *const model.Layer, source: Source, potentials: []i32, first: u32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
     const pixels = comptime kernel.blockPixels(chunks);
     const rows = source.rows(layer);
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
     while (oy < rows.count) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + pixels <= rows.width) : (ox += pixels) pixelBlock(kernel, chunks, pixels, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused);
+        while (ox + pixels <= rows.width) : (ox += pixels) pixelBlock(kernel, chunks, pixels, quads, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused);
         if (comptime pixels > 1) switch (rows.width - ox) {
             0 => {},
-            inline 1...pixels - 1 => |rest| pixelBlock(kernel, chunks, rest, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused),
+            inline 1...pixels - 1 => |rest| pixelBlock(kernel, chunks, rest, quads, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused),
             else => unreachable,
         };
     }
@@ -328,6 +347,7 @@ inline fn pixelBlock(
     comptime kernel: Kernel,
     comptime chunks: u32,
     comptime pixels: u32,
+    comptime quads: ?u32, // the kernel row's quad count where unrolled (outputRowsBy: one row, one i16 group)
     layer: *const model.Layer,
     source: Source,
     potentials: []i32,
@@ -351,7 +371,18 @@ inline fn pixelBlock(
     inline for (0..pixels) |p| {
         inline for (0..chunks) |k| acc[p][k] = layer.bias[(first + k) * lanes ..][0..lanes].*;
     }
-    if (comptime vector.has_pairs_fit_i16 and (kernel == .sums_i16 or kernel == .nibble_sums_i16)) {
+    if (comptime vector.has_pairs_fit_i16 and kernel == .sums_i16 and quads != null) {
+        std.debug.assert(!trims and layer.kernel_h == 1 and quads.? == row_quads and row_quads <= sums_per_i16);
+        var sums: [pixels][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero));
+        inline for (0..quads.?) |quad| {
+            const weights = layer.weights[(quad * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
+            inline for (0..pixels) |p| {
+                const values = std.mem.readInt(u32, source.bytes[window + p * pixel_step + quad * limits.quad_channels ..][0..4], .little);
+                inline for (0..chunks) |k| sums[p][k] = vector.addPairSumsI16(sums[p][k], values, weights[k * quad_bytes ..][0..quad_bytes]);
+            }
+        }
+        widenBlock(chunks, pixels, false, &acc, &sums, &sums);
+    } else if (comptime vector.has_pairs_fit_i16 and (kernel == .sums_i16 or kernel == .nibble_sums_i16)) {
         // the window's quads in groups of sums_per_i16 (a group may span kernel rows): pair sums
         // in i16, widened into acc once per group
         std.debug.assert(sums_per_i16 >= min_pair_sums_per_i16);
