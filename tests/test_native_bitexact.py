@@ -505,6 +505,46 @@ def test_kernel_choices_equal_reference(cpu, data):
 
 
 @st.composite
+def pointwise_models(draw):
+    """A 1x1 conv of stride 1 without padding (it reads its input in place even when its input
+    channels are no multiple of 16, and runs its pixels as one row: kernels/conv2d_dense.zig Source),
+    on a dense input, for every kernel choice (input bits 4, 7, 8 under weight bits 2, 4, 8), input
+    channels on both sides of a quad and of a vector, maps whose pixel count is not a multiple of a
+    block, and a relu with or without a zero point feeding a second layer (its relu fused when it
+    can be) or the output."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    input_bits = draw(st.sampled_from((4, 7, 8, 8)))
+    weight_bits = draw(st.sampled_from((2, 4, 8, 8)))
+    shape = (draw(st.integers(1, 9)), draw(st.integers(1, 9)), draw(st.one_of(st.integers(4, 40), st.integers(60, 70))))
+    value_max = (1 << input_bits) - 1
+    cout = draw(st.one_of(channel_counts, st.integers(1, 8)))
+    low, high = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    last = draw(st.booleans())
+    cls = InputConv2D if draw(st.booleans()) else Conv2D
+    layers = [cls(name="l0", inputs=("input",), weights=extreme_ints(rng, low, high, (1, 1, shape[2], cout)),
+                  weight_bits=weight_bits, bias=rng.integers(-300, 301, cout), padding="valid",
+                  pad_value=pad_value_field(draw, rng, shape[2], value_max), **neuron_fields(draw, rng, cout, last))]
+    if not last:
+        layers.append(Conv2D(name="l1", inputs=("l0",), weights=rng.integers(-8, 8, (1, 1, cout, 3)), weight_bits=4,
+                             bias=rng.integers(-30, 31, 3), neuron="none"))
+    return model_or_reject(layers, shape, input_bits)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_pointwise_in_place_equals_reference(cpu, data):
+    model = data.draw(pointwise_models())
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    value_max = (1 << model.input_bits) - 1
+    x = extreme_ints(rng, 1, value_max, (2, 1, *model.input_shape)).astype(np.uint8)  # dense: no zero
+    expected, expected_stats = reference.run(model, x)
+    for device in both_plans(cpu):
+        potentials, stats = device.run(model, x)
+        np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
+        assert stats == expected_stats
+
+
+@st.composite
 def spiking_models(draw):
     """Chains of one to three spiking layers (dense or conv) and an output layer, over many timesteps:
     the membrane dynamics in depth (the mixed models above run at most 4 timesteps)."""

@@ -1,7 +1,8 @@
 //! conv2d / input_conv2d, dense (docs/semantics.md; conv2d.zig picks it for narrow inputs and when
 //! the input has too many events for the scatter to win, or its pad values are not 0). Output-stationary over a padded copy
 //! of the input, the frame (u8 (frameHeight, frameWidth, frameChannels), model.Layer.usesFrame; a
-//! conv without padding on whole-vector channels reads its input directly). In the frame one kernel
+//! conv without padding on whole-vector channels, and a 1x1 conv of stride 1 without padding, read
+//! their input in place: Source). In the frame one kernel
 //! row of a window is KW * frameChannels consecutive bytes, so each 4 of them are one u8 x i8 dot
 //! product per output channel with the weights in the same row order (loader.zig), and no tap needs
 //! a bounds test. A block of output pixels x output-channel vectors stays in registers: each weight
@@ -80,7 +81,7 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
     std.debug.assert(layer.isConv());
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded() or (fused != null and potentials.len == 0)); // fused: never written
-    const source = if (layer.usesFrame()) frame_zig.fill(layer, input, frame) else input;
+    const source = Source.of(layer, input, frame);
     const choice = choose(layer.input_max[0], layer.weight_bits);
     switch (choice.kernel) {
         // a layer without a border of zeros runs the blocks without the trimming (comptime: no cost)
@@ -93,6 +94,37 @@ pub fn run(layer: *const model.Layer, input: []const u8, frame: []u8, potentials
 }
 
 pub const Choice = struct { kernel: Kernel, sums_per_i16: u32 = 0 };
+
+/// What the blocks read: the frame, or the input in place, and its geometry. A 1x1 conv of stride 1
+/// without padding reads its input in place even when the layer has a frame (input channels not a
+/// multiple of 16: 8, 24, 56 ...): every window is one input pixel whose first row quads are the
+/// window's quads, so the frame would only pack each pixel's quads tight (a copy of the whole input
+/// per call). Such a conv's output pixels also run as one row of H x W pixels (`flat`): no short
+/// block at the end of every row (a 4x4 or 2x2 map in blocks of 4 pixels).
+const Source = struct {
+    bytes: []const u8,
+    pixel_bytes: usize, // between neighbouring input pixels (frameChannels, or Cin_p in place)
+    row_bytes: usize, // between input rows
+    flat: bool,
+
+    fn of(layer: *const model.Layer, input: []const u8, frame: []u8) Source {
+        const pointwise = layer.kernel_h == 1 and layer.kernel_w == 1 and layer.stride_h == 1 and layer.stride_w == 1 and
+            layer.pad_top == 0 and layer.pad_left == 0 and !layer.isNarrowConv() and
+            layer.frameHeight() == layer.input.h and layer.frameWidth() == layer.input.w;
+        if (layer.usesFrame() and !pointwise) {
+            const pixel_bytes: usize = layer.frameChannels();
+            return .{ .bytes = frame_zig.fill(layer, input, frame), .pixel_bytes = pixel_bytes, .row_bytes = layer.frameWidth() * pixel_bytes, .flat = false };
+        }
+        const pixel_bytes: usize = layer.input.channelsPadded();
+        return .{ .bytes = input, .pixel_bytes = pixel_bytes, .row_bytes = layer.input.w * pixel_bytes, .flat = pointwise };
+    }
+
+    /// Output rows and pixels per row the blocks run over.
+    fn rows(source: Source, layer: *const model.Layer) struct { count: u32, width: u32 } {
+        const out = layer.synaptic;
+        return if (source.flat) .{ .count = 1, .width = out.h * out.w } else .{ .count = out.h, .width = out.w };
+    }
+};
 
 /// The fastest exact way to add u8 x i8 dot products of values <= value_max under b-bit weights
 /// (also the pointwise stage of separable2d.zig): i16 sums where enough quads fit, else one widened
@@ -108,7 +140,7 @@ pub fn choose(value_max: u32, weight_bits: u32) Choice {
     return .{ .kernel = .exact };
 }
 
-fn channelBlocks(comptime kernel: Kernel, comptime trims: bool, layer: *const model.Layer, source: []const u8, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+fn channelBlocks(comptime kernel: Kernel, comptime trims: bool, layer: *const model.Layer, source: Source, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
     if (comptime kernel.pairsPixels()) {
         if (halfVector(layer)) return outputRowsPaired(kernel, trims, layer, source, potentials, sums_per_i16, fused);
     }
@@ -118,11 +150,30 @@ fn channelBlocks(comptime kernel: Kernel, comptime trims: bool, layer: *const mo
     while (first < chunks) {
         const count = @min(block_chunks, chunks - first);
         switch (count) {
-            inline 1...block_chunks => |chunk_count| outputRows(kernel, trims, chunk_count, layer, source, potentials, first, sums_per_i16, fused),
+            inline 1...block_chunks => |chunk_count| outputRowsBy(kernel, trims, chunk_count, layer, source, potentials, first, sums_per_i16, fused),
             else => unreachable,
         }
         first += count;
     }
+}
+
+/// Kernel rows of at most this many quads whose pair sums all fit one i16 group run a block kernel
+/// unrolled for their quad count (outputRowsBy).
+const unrolled_quads_max = 8;
+
+/// outputRows; a one-row kernel of at most unrolled_quads_max quads under the i16 sums (a 1x1
+/// expansion of 4 to 32 channels, a 1xK conv on few channels) with its quads unrolled at compile
+/// time and one widening per block: no group bookkeeping per quad, which cost about what the few
+/// quads' multiplies do.
+fn outputRowsBy(comptime kernel: Kernel, comptime trims: bool, comptime chunks: u32, layer: *const model.Layer, source: Source, potentials: []i32, first: u32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+    if (comptime kernel == .sums_i16 and !trims) {
+        const quads = layer.rowQuads();
+        if (layer.kernel_h == 1 and quads <= unrolled_quads_max and quads <= sums_per_i16) switch (quads) {
+            inline 1...unrolled_quads_max => |count| return outputRows(kernel, trims, chunks, count, layer, source, potentials, first, sums_per_i16, fused),
+            else => unreachable,
+        };
+    }
+    outputRows(kernel, trims, chunks, null, layer, source, potentials, first, sums_per_i16, fused);
 }
 
 /// Whether the layer's output channels fill at most half of its one channel vector (a stem or a
@@ -138,21 +189,21 @@ const half_lanes = lanes / 2;
 /// each half's `vpmaddubsw` taking the same 8 channels' weights and its own pixel's values. Half
 /// the multiplies of pixelBlock's one pixel per vector, whose upper half multiplies zero weights.
 /// A row's odd last pixel runs pixelBlock.
-fn outputRowsPaired(comptime kernel: Kernel, comptime trims: bool, layer: *const model.Layer, source: []const u8, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+fn outputRowsPaired(comptime kernel: Kernel, comptime trims: bool, layer: *const model.Layer, source: Source, potentials: []i32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
     const pairs = comptime kernel.blockPairs();
-    const out = layer.synaptic;
+    const rows = source.rows(layer);
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
-    while (oy < out.h) : (oy += 1) {
+    while (oy < rows.count) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + 2 * pairs <= out.w) : (ox += 2 * pairs) pairBlock(kernel, pairs, layer, source, potentials, oy, ox, sums_per_i16, trims, fused);
-        switch ((out.w - ox) / 2) {
+        while (ox + 2 * pairs <= rows.width) : (ox += 2 * pairs) pairBlock(kernel, pairs, layer, source, potentials, oy, ox, sums_per_i16, trims, fused);
+        switch ((rows.width - ox) / 2) {
             0 => {},
             inline 1...pairs - 1 => |rest| pairBlock(kernel, rest, layer, source, potentials, oy, ox, sums_per_i16, trims, fused),
             else => unreachable,
         }
-        ox += (out.w - ox) / 2 * 2;
-        if (ox < out.w) pixelBlock(kernel, 1, 1, layer, source, potentials, 0, oy, ox, sums_per_i16, trims, fused);
+        ox += (rows.width - ox) / 2 * 2;
+        if (ox < rows.width) pixelBlock(kernel, 1, 1, null, layer, source, potentials, 0, oy, ox, sums_per_i16, trims, fused);
     }
 }
 
@@ -161,7 +212,7 @@ inline fn pairBlock(
     comptime kernel: Kernel,
     comptime pairs: u32,
     layer: *const model.Layer,
-    source: []const u8,
+    source: Source,
     potentials: []i32,
     oy: u32,
     ox: u32,
@@ -173,9 +224,8 @@ inline fn pairBlock(
     std.debug.assert(sums_per_i16 >= min_pair_sums_per_i16);
     const out = layer.synaptic;
     const cout_padded = out.channelsPadded();
-    const frame_channels: usize = if (layer.usesFrame()) layer.frameChannels() else layer.input.channelsPadded();
-    const frame_row_bytes = @as(usize, if (layer.usesFrame()) layer.frameWidth() else layer.input.w) * frame_channels;
-    const pixel_step = @as(usize, layer.stride_w) * frame_channels;
+    const frame_row_bytes = source.row_bytes;
+    const pixel_step = @as(usize, layer.stride_w) * source.pixel_bytes;
     const row_quads = layer.rowQuads();
     const kernel_row_weights = @as(usize, row_quads) * cout_padded * limits.quad_channels;
     const window = @as(usize, oy) * layer.stride_h * frame_row_bytes + ox * pixel_step;
@@ -191,7 +241,7 @@ inline fn pairBlock(
     const reach = reachingWindow(layer, trims, oy, ox, 2 * pairs);
     var kh: u32 = reach.kh_first;
     while (kh < reach.kh_end) : (kh += 1) {
-        const row = source[window + kh * frame_row_bytes ..];
+        const row = source.bytes[window + kh * frame_row_bytes ..];
         const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
         var quad: u32 = reach.quad_first;
         while (quad < reach.quad_end) {
@@ -276,17 +326,17 @@ fn halvesMask(comptime low: u32, comptime high: ?u32) [lanes]i32 {
 
 /// Output channels [first * lanes, (first + chunks) * lanes) of every output pixel, a block of
 /// pixels along each output row at a time (a narrower block for the row's last pixels).
-fn outputRows(comptime kernel: Kernel, comptime trims: bool, comptime chunks: u32, layer: *const model.Layer, source: []const u8, potentials: []i32, first: u32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+fn outputRows(comptime kernel: Kernel, comptime trims: bool, comptime chunks: u32, comptime quads: ?u32, layer: *const model.Layer, source: Source, potentials: []i32, first: u32, sums_per_i16: u32, fused: ?*neuron.Fused) void {
     const pixels = comptime kernel.blockPixels(chunks);
-    const out = layer.synaptic;
+    const rows = source.rows(layer);
     @setEvalBranchQuota(20_000); // the inline loops below instantiate a block kernel per width
     var oy: u32 = 0;
-    while (oy < out.h) : (oy += 1) {
+    while (oy < rows.count) : (oy += 1) {
         var ox: u32 = 0;
-        while (ox + pixels <= out.w) : (ox += pixels) pixelBlock(kernel, chunks, pixels, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused);
-        if (comptime pixels > 1) switch (out.w - ox) {
+        while (ox + pixels <= rows.width) : (ox += pixels) pixelBlock(kernel, chunks, pixels, quads, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused);
+        if (comptime pixels > 1) switch (rows.width - ox) {
             0 => {},
-            inline 1...pixels - 1 => |rest| pixelBlock(kernel, chunks, rest, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused),
+            inline 1...pixels - 1 => |rest| pixelBlock(kernel, chunks, rest, quads, layer, source, potentials, first, oy, ox, sums_per_i16, trims, fused),
             else => unreachable,
         };
     }
@@ -297,8 +347,9 @@ inline fn pixelBlock(
     comptime kernel: Kernel,
     comptime chunks: u32,
     comptime pixels: u32,
+    comptime quads: ?u32, // the kernel row's quad count where unrolled (outputRowsBy: one row, one i16 group)
     layer: *const model.Layer,
-    source: []const u8,
+    source: Source,
     potentials: []i32,
     first: u32,
     oy: u32,
@@ -309,9 +360,8 @@ inline fn pixelBlock(
 ) void {
     const out = layer.synaptic;
     const cout_padded = out.channelsPadded();
-    const frame_channels: usize = if (layer.usesFrame()) layer.frameChannels() else layer.input.channelsPadded();
-    const frame_row_bytes = @as(usize, if (layer.usesFrame()) layer.frameWidth() else layer.input.w) * frame_channels;
-    const pixel_step = @as(usize, layer.stride_w) * frame_channels; // bytes between neighbouring windows
+    const frame_row_bytes = source.row_bytes;
+    const pixel_step = @as(usize, layer.stride_w) * source.pixel_bytes; // bytes between neighbouring windows
     const row_quads = layer.rowQuads();
     const kernel_row_weights = @as(usize, row_quads) * cout_padded * limits.quad_channels;
     const window = @as(usize, oy) * layer.stride_h * frame_row_bytes + ox * pixel_step;
@@ -321,7 +371,18 @@ inline fn pixelBlock(
     inline for (0..pixels) |p| {
         inline for (0..chunks) |k| acc[p][k] = layer.bias[(first + k) * lanes ..][0..lanes].*;
     }
-    if (comptime vector.has_pairs_fit_i16 and (kernel == .sums_i16 or kernel == .nibble_sums_i16)) {
+    if (comptime vector.has_pairs_fit_i16 and kernel == .sums_i16 and quads != null) {
+        std.debug.assert(!trims and layer.kernel_h == 1 and quads.? == row_quads and row_quads <= sums_per_i16);
+        var sums: [pixels][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero));
+        inline for (0..quads.?) |quad| {
+            const weights = layer.weights[(quad * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
+            inline for (0..pixels) |p| {
+                const values = std.mem.readInt(u32, source.bytes[window + p * pixel_step + quad * limits.quad_channels ..][0..4], .little);
+                inline for (0..chunks) |k| sums[p][k] = vector.addPairSumsI16(sums[p][k], values, weights[k * quad_bytes ..][0..quad_bytes]);
+            }
+        }
+        widenBlock(chunks, pixels, false, &acc, &sums, &sums);
+    } else if (comptime vector.has_pairs_fit_i16 and (kernel == .sums_i16 or kernel == .nibble_sums_i16)) {
         // the window's quads in groups of sums_per_i16 (a group may span kernel rows): pair sums
         // in i16, widened into acc once per group
         std.debug.assert(sums_per_i16 >= min_pair_sums_per_i16);
@@ -331,7 +392,7 @@ inline fn pixelBlock(
         var group_left: u32 = sums_per_i16; // quads the running group can still take
         var kh: u32 = reach.kh_first;
         while (kh < reach.kh_end) : (kh += 1) {
-            const row = source[window + kh * frame_row_bytes ..];
+            const row = source.bytes[window + kh * frame_row_bytes ..];
             const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
             var quad: u32 = reach.quad_first;
             while (quad < reach.quad_end) {
@@ -359,7 +420,7 @@ inline fn pixelBlock(
     } else {
         var kh: u32 = reach.kh_first;
         while (kh < reach.kh_end) : (kh += 1) {
-            const row = source[window + kh * frame_row_bytes ..];
+            const row = source.bytes[window + kh * frame_row_bytes ..];
             const row_weights = layer.weights[kh * kernel_row_weights ..][0..kernel_row_weights];
             var quad: u32 = reach.quad_first;
             while (quad < reach.quad_end) : (quad += 1) {
