@@ -115,7 +115,7 @@ const Stage = struct {
     offset: i64, // the frame, relative to the window's first, where the cone of its row 0 starts
     clean_first: u32, // rows [clean_first, clean_end) of a window reach no padding: from `rows`
     clean_end: u32,
-    edges: [2]Edge, // rows [0, clean_first) and [clean_end, H) of every window, computed per window
+    edges: []Edge, // (2: rows [0, clean_first) and [clean_end, H) of every window; 0 unpadded)
     window: []u8, // (H, row) this window's rows of the layer: the edges (and, last layer, all rows)
 };
 
@@ -326,10 +326,11 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
     const spatial = model.layers[0..shape.spatial_count];
     const stages = carver.take(Stage, spatial.len);
     const head = carver.take(HeadStage, model.layers.len - spatial.len);
-
     const padded = for (spatial) |*layer| {
         if (layer.pad_top != 0 or layer.pad_bottom != 0) break true;
     } else false;
+    const all_edges = carver.take(Edge, if (padded) 2 * spatial.len else 0);
+
     const window_frames = model.input.h;
     // the model input: every frame, kept as long as the first layer's window of rows (padded: the
     // whole window, which the first layer's edges read)
@@ -341,6 +342,7 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
     var dilation: u32 = 1;
     var producer: Geometry = .{ .offset = 0, .clean_first = 0, .clean_end = window_frames, .edges = undefined };
     var producer_row_bytes = input_row_bytes;
+    var cone: u64 = 1; // frames under one row of the layer run valid
     for (spatial, 0..) |*layer, index| {
         const geometry = geometryOf(layer, producer, dilation);
         var sub = layer.*;
@@ -360,9 +362,13 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
         const is_last = index + 1 == spatial.len;
         const keeps_potentials = is_last and shape.tail == .pooled;
         var kept = if (is_last) layer.synaptic.h else spatial[index + 1].kernel_h;
-        if (padded) { // a window's clean rows, from its first to the newest computed (Ring.at)
-            const span = @as(u64, window_frames) + @as(u64, @intCast(-@min(geometry.offset, 0)));
-            kept = @max(kept, @as(u32, @intCast(span / spacing + 2)));
+        cone += @as(u64, dilation) * (layer.kernel_h - 1);
+        if (padded and geometry.clean_end > geometry.clean_first) {
+            // a window's clean rows (Ring.at), from its first to the newest of its phase computed when
+            // the window completes: that row starts at most window - cone frames after the window's first
+            const first_clean = geometry.offset + @as(i64, geometry.clean_first) * spacing;
+            const newest = @as(i64, window_frames) - @as(i64, @intCast(cone));
+            kept = @max(kept, @as(u32, @intCast(@divFloor(newest - first_clean, spacing) + 1)));
         }
         const row_values = @as(u64, sub.synaptic.w) * sub.synaptic.channelsPadded();
         const row_bytes = row_values * @as(u64, if (keeps_potentials) @sizeOf(i32) else 1);
@@ -393,6 +399,7 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
             edge.* = .{ .layer = edge_layer, .frame = edge_frame, .first = shape_.first, .count = if (live) shape_.count else 0, .input_first = shape_.input_first, .input_count = shape_.input_count };
         }
         const window = carver.take(u8, if (padded) row_bytes * layer.synaptic.h else 0);
+        if (memory != null and padded) @memcpy(all_edges[2 * index ..][0..2], &edges);
         if (memory != null) {
             stages[index] = .{
                 .layer = sub,
@@ -404,7 +411,7 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
                 .offset = geometry.offset,
                 .clean_first = geometry.clean_first,
                 .clean_end = geometry.clean_end,
-                .edges = edges,
+                .edges = if (padded) all_edges[2 * index ..][0..2] else &.{},
                 .window = window,
             };
         }
@@ -445,7 +452,7 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
     };
     for (stages) |*stage| {
         frame_zig.paint(&stage.layer, stage.frame);
-        for (&stage.edges) |*edge| {
+        for (stage.edges) |*edge| {
             if (edge.count != 0) frame_zig.paint(&edge.layer, edge.frame);
         }
     }
@@ -598,7 +605,7 @@ fn runWindow(stream: *Stream, start: u64, output: []i32) void {
 fn runPaddedWindow(stream: *Stream, start: u64, output: []i32) void {
     for (stream.stages, 0..) |*stage, index| {
         const producer_row_bytes = if (index == 0) stream.input.row_bytes else stream.stages[index - 1].rows.row_bytes;
-        for (&stage.edges) |*edge| {
+        for (stage.edges) |*edge| {
             if (edge.count == 0) continue;
             const input = stream.gather[0 .. producer_row_bytes * edge.input_count];
             for (0..edge.input_count) |i| {
