@@ -873,14 +873,16 @@ def relu_fields(rng, draw, channels: int) -> dict:
 
 @st.composite
 def streamable_models(draw):
-    """Chains valid along time (no padding on the rows; any padding and pad value along the width):
-    1-3 convolutions of every spatial kind with strides along time up to 3, then a global average
+    """Chains valid along time or padded along it (half of them: any padding smaller than the kernel on
+    the rows, whose edge rows the stream recomputes per window), any padding and pad value along the
+    width: 1-3 convolutions of every spatial kind with strides along time up to 3, then a global average
     pool or a dense layer reading the whole window, then 0-2 dense layers."""
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     shape = (draw(st.integers(6, 24)), draw(st.integers(1, 8)), draw(st.integers(1, 4)))
     input_bits = draw(st.integers(1, 8))
     layers, current, value_max = [], shape, (1 << input_bits) - 1
     spatial_count = draw(st.integers(1, 3))
+    pads_time = draw(st.booleans())
     pooled = draw(st.booleans())
     head_count = draw(st.integers(0 if pooled else 1, 2))
     for index in range(spatial_count):
@@ -893,13 +895,14 @@ def streamable_models(draw):
         kh, kw = draw(st.integers(1, min(4, h))), draw(st.integers(1, 4))
         sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
         left, right = draw(st.integers(0, kw - 1)), draw(st.integers(0, kw - 1))
+        top, bottom = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kh - 1))) if pads_time else (0, 0)
         multiplier = draw(st.sampled_from((1, 1, 2))) if kind in ("depthwise2d", "separable2d") else 1
         mid = c * multiplier
         cout = mid if kind == "depthwise2d" else draw(channel_counts)
         last_layer = index == spatial_count - 1 and head_count == 0
         neuron = {"neuron": "none"} if last_layer and draw(st.booleans()) else relu_fields(rng, draw, cout)
         fields = {"name": f"s{index}", "weight_bits": weight_bits, "stride": (sh, sw),
-                  "padding": (0, 0, left, right), "pad_value": pad_value_field(draw, rng, c, value_max),
+                  "padding": (top, bottom, left, right), "pad_value": pad_value_field(draw, rng, c, value_max),
                   "bias": rng.integers(-300, 301, cout), **neuron,
                   "pool": "global_avg" if pooled and index == spatial_count - 1 else None}
         if kind in ("input_conv2d", "conv2d"):

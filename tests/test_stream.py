@@ -1,8 +1,9 @@
 """Streaming inference (native/src/stream.zig through edgesnn.native.NativeStream and
 Pipeline.stream's StreamSession): a DS-CNN of the shipped shape made valid along time, converted from
 torch at 4/4 and 8/8 bits, streamed frame by frame equals the offline run on every window, for any
-hop and any push size; a model that pads along time is refused with the reason and the session runs
-whole windows instead; both session modes give the same scores and detections. (Random models of
+hop and any push size; the same DS-CNN padded along time (its edge rows recomputed per window) too;
+what cannot stream is refused with the reason and the session runs whole windows instead; both session
+modes give the same scores and detections. (Random models of
 every streamable kind, against the reference on both builds: tests/test_native_bitexact.py.)
 """
 
@@ -69,15 +70,36 @@ def test_valid_dscnn_streams_bit_exact_at_any_hop(valid_model):
     np.testing.assert_array_equal(outputs[[0, len(starts) // 2, -1]], expected)
 
 
-def test_time_padded_model_is_refused_and_the_session_runs_whole_windows():
-    padded = convert(dscnn(time_pad=True, channels=8), 4)
-    with pytest.raises(es.ModelError, match=r"layer 0 \(input_conv2d\) pads along time \(rows: top 5, bottom 5\)"):
-        native.NativeStream(native.native_model(padded), 1)
-    pipe = es.Pipeline(es.frontend("kws"), padded, labels=LABELS)
-    session = StreamSession(pipe, pipe.detector_settings(hop_s=0.02))
-    assert session.mode == "window" and "pads along time" in session.note
-    with pytest.raises(es.ModelError, match="cannot stream.*pads along time"):
-        StreamSession(pipe, pipe.detector_settings(), mode="stream")
+@pytest.fixture(scope="module", params=[4, 8], ids=["4-4", "8-8"])
+def padded_model(request):
+    return convert(dscnn(time_pad=True, channels=24, seed=2), request.param)
+
+
+def test_time_padded_dscnn_streams_bit_exact_at_any_hop(padded_model):
+    """The DS-CNN padded along time (the stem pads 5 rows, each depthwise 1): per window the executor
+    recomputes only the rows the padding reaches and takes the others from the rows kept; every window
+    equals the offline run, at any hop and push size."""
+    assert padded_model.layers[0].padding[0] == 5
+    rng = np.random.default_rng(6)
+    frames = mfcc_like(rng, 120)
+    frames[30:50] = 0
+    loaded = native.native_model(padded_model)
+    for hop in (1, 2, 3, 4, 7, 49, 51):
+        stream = native.NativeStream(loaded, hop)
+        outputs = push_in_pieces(stream, frames, rng)
+        starts = list(range(0, frames.shape[0] - 49 + 1, hop))
+        windows = np.stack([frames[t:t + 49] for t in starts])
+        np.testing.assert_array_equal(outputs, padded_model.forward(windows, device="cpu"), err_msg=f"hop {hop}")
+        assert len(np.unique(outputs.reshape(len(starts), -1), axis=0)) > len(starts) // 2
+        stream.reset()
+        np.testing.assert_array_equal(stream.push(frames[:49]), outputs[:1])
+    expected, _ = reference.run(padded_model, windows[[0, -1]][:, None])
+    np.testing.assert_array_equal(outputs[[0, -1]], expected)
+    pipe = es.Pipeline(es.frontend("kws"), padded_model, labels=LABELS)
+    assert StreamSession(pipe, pipe.detector_settings(hop_s=0.02)).mode == "stream"
+
+
+def test_other_devices_run_whole_windows_and_say_why():
     on_reference = es.Pipeline(es.frontend("kws"), convert(dscnn(time_pad=False, channels=8), 4), labels=LABELS,
                                device="reference")
     session = StreamSession(on_reference, on_reference.detector_settings())

@@ -71,17 +71,20 @@ SILENCE, UNKNOWN = 0, 1
 BATCH = 64   # more updates per CPU second than 128 (the model is small and the budget is CPU time)
 
 
-def build_model(classes: int = 12, channels: int = CHANNELS):
+def build_model(classes: int = 12, channels: int = CHANNELS, time_padding: bool = False):
     import torch.nn as nn
 
     # The time axis is unpadded ("valid"): every row of every layer depends only on the input frames
     # under it, so a row computed for one window equals the corresponding row of a later window and
     # a streaming executor can reuse it (49 frames -> 20 -> 18 -> 16 -> 14 -> 12 rows). The frequency
-    # axis keeps its padding (10 coefficients -> 5 columns).
-    layers = [nn.Conv2d(1, channels, (10, 4), stride=(2, 2), padding=(0, 1), bias=False),
+    # axis keeps its padding (10 coefficients -> 5 columns). With ``time_padding`` the time axis is
+    # padded too ("same": 49 frames -> 25 rows in every layer); the streaming executor then
+    # recomputes, per window, only the rows the padding reaches (native/src/stream.zig).
+    pad_t = 1 if time_padding else 0
+    layers = [nn.Conv2d(1, channels, (10, 4), stride=(2, 2), padding=(5 * pad_t, 1), bias=False),
               nn.BatchNorm2d(channels), nn.ReLU()]
     for block in range(4):
-        layers += [nn.Conv2d(channels, channels, 3, padding=(0, 1), groups=channels, bias=False),
+        layers += [nn.Conv2d(channels, channels, 3, padding=(pad_t, 1), groups=channels, bias=False),
                    nn.BatchNorm2d(channels), nn.ReLU(),
                    nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels)]
         # The last block pools before its ReLU (as Akida's DS-CNN): the pooling then folds into
@@ -318,6 +321,8 @@ def main(argv=None) -> int:
                                                                        "with the same frontend calibration")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-padding", choices=("valid", "same"), default="valid",
+                        help="the time axis unpadded (valid: 12 rows at the end) or padded (same: 25 rows)")
     args = parser.parse_args(argv)
     import multiprocessing
 
@@ -346,7 +351,7 @@ def main(argv=None) -> int:
     print(f"frontend calibrated, features {'reused' if reuse else 'written'} "
           f"({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
 
-    model = build_model(len(labels)).to(memory_format=torch.channels_last)
+    model = build_model(len(labels), time_padding=args.time_padding == "same").to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-3)
     steps_per_epoch = math.ceil(len(augmenter.epoch(np.random.default_rng(0))[0]) / BATCH)
     total_steps = args.epochs * steps_per_epoch

@@ -1,6 +1,6 @@
-//! Streaming execution (docs/c-api.md, "Streaming"): a model whose layers are valid along time (no
-//! padding on the rows of the input; padding along the width is fine) is run on a sliding window of
-//! input rows (frames) without recomputing the window. Every row of every layer of a window equals a
+//! Streaming execution (docs/c-api.md, "Streaming"): a chain of convolutions then dense layers is run
+//! on a sliding window of input rows (frames) without recomputing the window. For layers valid along
+//! time (no padding on the rows; padding along the width is fine): Every row of every layer of a window equals a
 //! row of the same layer in the window one cumulative stride later, so each layer keeps a ring of
 //! its recent output rows and, when a frame arrives, computes only the rows that frame completes:
 //! one row per layer and frame (fewer with a hop that shares a factor with the strides). Every
@@ -16,6 +16,15 @@
 //! fall into S_l / g_l phases (position / g_l mod phases); the rows one later row (of the next layer
 //! or the window) reads are consecutive rows of one phase, kept twice in the phase's ring (at slot j
 //! and j + kept) so that the last `kept` of them are one contiguous slice, the kernel's input.
+//!
+//! Padding along time: a layer that pads rows makes the rows near either end of a window depend on
+//! where the window starts (they read the padding, or rows that did). The rows whose cone reaches no
+//! padding are rows of the same layers run valid, computed by the rings as above (a row whose cone
+//! starts `offset` frames after the window's first: padding shifts the cones, so a ring computes the
+//! positions `base + m * g`); each window then computes, layer by layer, its top and bottom runs of
+//! the other rows (`Edge`: the layer with its input the rows they read, padded along time as they
+//! need, from the producer's edge rows of this window and its ring) and gathers the last layer's
+//! rows whole. Bit-exact again, at the cost of the edge rows per window.
 //!
 //! Nothing allocates: the stream lives at the start of caller memory sized by `memoryBytes`.
 
@@ -54,10 +63,11 @@ const Ring = struct {
     data: []u8,
     row_bytes: usize,
     step: u32, // g: frames between the positions computed
+    base: u32, // < g: row m starts at frame base + m * step
     spacing: u32, // S: frames between the rows of one window
     phases: u32, // S / g
     kept: u32, // rows kept per phase
-    rows_done: u64 = 0, // rows computed; row m starts at frame m * step
+    rows_done: u64 = 0, // rows computed
 
     fn slot(ring: *const Ring, m: u64, copy: u32) []u8 {
         const phase = m % ring.phases;
@@ -72,14 +82,22 @@ const Ring = struct {
         @memcpy(ring.slot(m, 1), ring.slot(m, 0));
     }
 
-    /// The `kept` rows of row m's phase that end with row m (m >= (kept - 1) * phases), contiguous.
-    fn lastRows(ring: *const Ring, m: u64) []u8 {
-        std.debug.assert(m / ring.phases + 1 >= ring.kept and m < ring.rows_done);
+    /// The `n` (<= kept) rows of row m's phase that end with row m (m >= (n - 1) * phases), contiguous.
+    fn lastRows(ring: *const Ring, m: u64, n: u32) []u8 {
+        std.debug.assert(n <= ring.kept and m / ring.phases + 1 >= n and m < ring.rows_done);
         const phase = m % ring.phases;
         const j = m / ring.phases;
-        const index = phase * 2 * ring.kept + (j + 1) % ring.kept;
+        const index = phase * 2 * ring.kept + (j + 1 - n) % ring.kept;
         const start = limits.usizeFrom(index) * ring.row_bytes;
-        return ring.data[start..][0 .. ring.row_bytes * ring.kept];
+        return ring.data[start..][0 .. ring.row_bytes * n];
+    }
+
+    /// The row starting at frame `position` (one this ring computes and still keeps).
+    fn at(ring: *const Ring, position: u64) []u8 {
+        std.debug.assert(position >= ring.base and (position - ring.base) % ring.step == 0);
+        const m = (position - ring.base) / ring.step;
+        std.debug.assert(m < ring.rows_done and m + @as(u64, ring.kept) * ring.phases >= ring.rows_done);
+        return ring.slot(m, 0);
     }
 };
 
@@ -93,6 +111,23 @@ const Stage = struct {
     rows: Ring, // this layer's output rows: u8 activations, or i32 potentials (Tail.pooled's last)
     keeps_potentials: bool,
     frame: []u8, // the one-row layer's padded input (empty when it reads its input directly)
+    // Models padded along time (see "Padding along time" in the file comment); unused otherwise.
+    offset: i64, // the frame, relative to the window's first, where the cone of its row 0 starts
+    clean_first: u32, // rows [clean_first, clean_end) of a window reach no padding: from `rows`
+    clean_end: u32,
+    edges: []Edge, // (2: rows [0, clean_first) and [clean_end, H) of every window; 0 unpadded)
+    window: []u8, // (H, row) this window's rows of the layer: the edges (and, last layer, all rows)
+};
+
+/// Consecutive rows of a window that reach the padding along time: the model's layer with its input
+/// the rows they read and its output those rows, padded along time as the rows need.
+const Edge = struct {
+    layer: Layer,
+    frame: []u8,
+    first: u32, // first output row (of the window's H)
+    count: u32, // output rows; 0: none
+    input_first: i64, // first producer row read (of the producer's window rows)
+    input_count: u32,
 };
 
 /// A dense layer after the spatial ones, run once per window.
@@ -115,7 +150,9 @@ pub const Stream = struct {
     head: []HeadStage,
     pooled: []i32, // Tail.pooled: the last spatial layer's pool (Cout_p)
     pooled_activations: []u8, // its neuron stage (Cout_p); empty for neuron none (the model's output)
-    potentials: []i32, // scratch: one row of any stage's potentials
+    padded: bool, // some layer pads along time: windows computed with their edges
+    gather: []u8, // scratch (padded): the producer rows one edge reads
+    potentials: []i32, // scratch: one row (padded: one edge) of any stage's potentials
     events: []model_zig.Event, // scratch: the most any kernel call lists
     message: [limits.message_bytes_max]u8 = @splat(0),
 };
@@ -157,13 +194,20 @@ fn check(model: *const Model, hop_frames: u32, diag: *Diagnostic) Error!Shape {
         }
     }
     var spatial_count: u32 = 0;
+    var producer: Geometry = .{ .offset = 0, .clean_first = 0, .clean_end = model.input.h, .edges = undefined };
+    var dilation: u32 = 1;
     while (spatial_count < model.layers.len and isSpatial(&model.layers[spatial_count])) : (spatial_count += 1) {
         const layer = &model.layers[spatial_count];
-        if (layer.pad_top != 0 or layer.pad_bottom != 0) {
-            return diag.fail(.layer, "layer {d} ({s}) pads along time (rows: top {d}, bottom {d}): a row of one window then differs from that row of a later window; streaming needs layers valid in time (padding along the width only), else run whole windows", .{
-                spatial_count, @tagName(layer.kind), layer.pad_top, layer.pad_bottom,
-            });
+        const geometry = geometryOf(layer, producer, dilation);
+        for (geometry.edges) |edge| {
+            if (edge.count != 0 and edge.input_count == 0) {
+                return diag.fail(.layer, "layer {d} ({s}): rows {d}..{d} of a window read only padding along time (top {d}, bottom {d}, kernel {d} rows): streaming computes rows from input rows; pad less than the kernel, or run whole windows", .{
+                    spatial_count, @tagName(layer.kind), edge.first, edge.first + edge.count - 1, layer.pad_top, layer.pad_bottom, layer.kernel_h,
+                });
+            }
         }
+        producer = geometry;
+        dilation *= layer.stride_h;
     }
     if (spatial_count == 0) {
         return diag.fail(.layer, "layer 0 is {s}: it reads the whole window at once, nothing streams row by row (streaming needs convolutions first)", .{@tagName(model.layers[0].kind)});
@@ -188,6 +232,61 @@ fn check(model: *const Model, hop_frames: u32, diag: *Diagnostic) Error!Shape {
         }
     }
     return .{ .spatial_count = spatial_count, .tail = tail };
+}
+
+/// Where a layer's rows of a window come from when layers pad along time: the rows whose cone reaches
+/// no padding (a row interval, `clean_first..clean_end`) are rows of the valid computation, kept in
+/// the layer's ring; the rest, at most one run of rows at each end, are computed for each window.
+const Geometry = struct {
+    offset: i64, // frame (relative to the window's first) where row 0's cone starts
+    clean_first: u32,
+    clean_end: u32,
+    edges: [2]EdgeShape,
+};
+
+const EdgeShape = struct {
+    first: u32 = 0,
+    count: u32 = 0,
+    input_first: i64 = 0, // of the producer's window rows
+    input_count: u32 = 0, // 0 with count != 0: the rows read only padding (refused by check)
+    pad_top: u32 = 0,
+    pad_bottom: u32 = 0,
+};
+
+/// A layer's Geometry from its producer's (the model input: clean 0..H, offset 0); `dilation` is
+/// the product of the strides along time before the layer.
+fn geometryOf(layer: *const Layer, producer: Geometry, dilation: u32) Geometry {
+    const s: i64 = layer.stride_h;
+    const pad: i64 = layer.pad_top;
+    const kh: i64 = layer.kernel_h;
+    const rows: i64 = layer.synaptic.h;
+    const first = @min(std.math.divCeil(i64, @as(i64, producer.clean_first) + pad, s) catch unreachable, rows);
+    const reach = @as(i64, producer.clean_end) + pad - kh; // the last clean row r has r * s <= reach
+    const end = if (producer.clean_end > producer.clean_first and reach >= 0) @max(@min(@divFloor(reach, s) + 1, rows), first) else first;
+    return .{
+        .offset = producer.offset - pad * dilation,
+        .clean_first = @intCast(first),
+        .clean_end = @intCast(end),
+        .edges = .{ edgeShape(layer, 0, @intCast(first)), edgeShape(layer, @intCast(end), @intCast(rows - end)) },
+    };
+}
+
+fn edgeShape(layer: *const Layer, first: u32, count: u32) EdgeShape {
+    if (count == 0) return .{};
+    const s: i64 = layer.stride_h;
+    const read_first = @as(i64, first) * s - layer.pad_top;
+    const read_end = @as(i64, first + count - 1) * s - layer.pad_top + layer.kernel_h;
+    const low = @max(read_first, 0);
+    const high = @min(read_end, layer.input.h);
+    if (high <= low) return .{ .first = first, .count = count };
+    return .{
+        .first = first,
+        .count = count,
+        .input_first = low,
+        .input_count = @intCast(high - low),
+        .pad_top = @intCast(low - read_first),
+        .pad_bottom = @intCast(read_end - high),
+    };
 }
 
 fn gcd(a: u64, b: u64) u32 {
@@ -216,10 +315,10 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
             return @as([*]T, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(count)];
         }
 
-        fn ring(carver: @This(), row_bytes: u64, step: u32, spacing: u32, kept: u32) Ring {
+        fn ring(carver: @This(), row_bytes: u64, step: u32, base: u32, spacing: u32, kept: u32) Ring {
             const phases = spacing / step;
             const data = carver.take(u8, @as(u64, phases) * 2 * kept * row_bytes);
-            return .{ .data = data, .row_bytes = limits.usizeFrom(row_bytes), .step = step, .spacing = spacing, .phases = phases, .kept = kept };
+            return .{ .data = data, .row_bytes = limits.usizeFrom(row_bytes), .step = step, .base = base, .spacing = spacing, .phases = phases, .kept = kept };
         }
     };
     const carver: Carver = .{ .memory = memory, .layout = layout };
@@ -227,17 +326,30 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
     const spatial = model.layers[0..shape.spatial_count];
     const stages = carver.take(Stage, spatial.len);
     const head = carver.take(HeadStage, model.layers.len - spatial.len);
+    const padded = for (spatial) |*layer| {
+        if (layer.pad_top != 0 or layer.pad_bottom != 0) break true;
+    } else false;
+    const all_edges = carver.take(Edge, if (padded) 2 * spatial.len else 0);
 
-    // the model input: every frame, kept as long as the first layer's window of rows
+    const window_frames = model.input.h;
+    // the model input: every frame, kept as long as the first layer's window of rows (padded: the
+    // whole window, which the first layer's edges read)
     const input_row_bytes = @as(u64, model.input.w) * model.input.channelsPadded();
-    const input = carver.ring(input_row_bytes, 1, 1, spatial[0].kernel_h);
+    const input = carver.ring(input_row_bytes, 1, 0, 1, if (padded) @max(spatial[0].kernel_h, window_frames) else spatial[0].kernel_h);
     var potentials_max: u64 = 0;
     var events_max: u64 = 0;
+    var gather_max: u64 = 0;
     var dilation: u32 = 1;
+    var producer: Geometry = .{ .offset = 0, .clean_first = 0, .clean_end = window_frames, .edges = undefined };
+    var producer_row_bytes = input_row_bytes;
+    var cone: u64 = 1; // frames under one row of the layer run valid
     for (spatial, 0..) |*layer, index| {
+        const geometry = geometryOf(layer, producer, dilation);
         var sub = layer.*;
         sub.input.h = layer.kernel_h;
         sub.input_shapes[0].h = layer.kernel_h;
+        sub.pad_top = 0;
+        sub.pad_bottom = 0;
         sub.synaptic.h = 1;
         sub.pool = .none;
         sub.output = sub.synaptic;
@@ -246,19 +358,68 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
         if (memory != null) sub.row_taps = row_taps;
         const spacing = dilation * layer.stride_h;
         const step = gcd(hop_frames, spacing);
+        const base: u32 = @intCast(@mod(geometry.offset, @as(i64, step)));
         const is_last = index + 1 == spatial.len;
         const keeps_potentials = is_last and shape.tail == .pooled;
-        const kept = if (is_last) layer.synaptic.h else spatial[index + 1].kernel_h;
+        var kept = if (is_last) layer.synaptic.h else spatial[index + 1].kernel_h;
+        cone += @as(u64, dilation) * (layer.kernel_h - 1);
+        if (padded and geometry.clean_end > geometry.clean_first) {
+            // a window's clean rows (Ring.at), from its first to the newest of its phase computed when
+            // the window completes: that row starts at most window - cone frames after the window's first
+            const first_clean = geometry.offset + @as(i64, geometry.clean_first) * spacing;
+            const newest = @as(i64, window_frames) - @as(i64, @intCast(cone));
+            kept = @max(kept, @as(u32, @intCast(@divFloor(newest - first_clean, spacing) + 1)));
+        }
         const row_values = @as(u64, sub.synaptic.w) * sub.synaptic.channelsPadded();
-        const rows = carver.ring(row_values * @as(u64, if (keeps_potentials) @sizeOf(i32) else 1), step, spacing, kept);
+        const row_bytes = row_values * @as(u64, if (keeps_potentials) @sizeOf(i32) else 1);
+        const rows = carver.ring(row_bytes, step, base, spacing, kept);
         const frame = carver.take(u8, if (sub.usesFrame()) sub.frameBytes() else 0);
         potentials_max = @max(potentials_max, row_values);
         events_max = @max(events_max, planner.eventsMax(&sub));
+        var edges: [2]Edge = undefined;
+        for (geometry.edges, &edges) |shape_, *edge| {
+            var edge_layer = layer.*;
+            edge_layer.input.h = shape_.input_count;
+            edge_layer.input_shapes[0].h = shape_.input_count;
+            edge_layer.pad_top = shape_.pad_top;
+            edge_layer.pad_bottom = shape_.pad_bottom;
+            edge_layer.synaptic.h = shape_.count;
+            edge_layer.pool = .none;
+            edge_layer.output = edge_layer.synaptic;
+            const live = padded and shape_.count != 0;
+            const edge_taps = carver.take(model_zig.TapRange, if (live) shape_.input_count else 0);
+            for (edge_taps, 0..) |*range, iy| range.* = vector.tapRange(@intCast(iy), shape_.pad_top, layer.kernel_h, layer.stride_h, shape_.count);
+            if (memory != null) edge_layer.row_taps = edge_taps;
+            const edge_frame = carver.take(u8, if (live and edge_layer.usesFrame()) edge_layer.frameBytes() else 0);
+            if (live) {
+                potentials_max = @max(potentials_max, row_values * shape_.count);
+                events_max = @max(events_max, planner.eventsMax(&edge_layer));
+                gather_max = @max(gather_max, producer_row_bytes * shape_.input_count);
+            }
+            edge.* = .{ .layer = edge_layer, .frame = edge_frame, .first = shape_.first, .count = if (live) shape_.count else 0, .input_first = shape_.input_first, .input_count = shape_.input_count };
+        }
+        const window = carver.take(u8, if (padded) row_bytes * layer.synaptic.h else 0);
+        if (memory != null and padded) @memcpy(all_edges[2 * index ..][0..2], &edges);
         if (memory != null) {
-            stages[index] = .{ .layer = sub, .model_layer = layer, .dilation = dilation, .rows = rows, .keeps_potentials = keeps_potentials, .frame = frame };
+            stages[index] = .{
+                .layer = sub,
+                .model_layer = layer,
+                .dilation = dilation,
+                .rows = rows,
+                .keeps_potentials = keeps_potentials,
+                .frame = frame,
+                .offset = geometry.offset,
+                .clean_first = geometry.clean_first,
+                .clean_end = geometry.clean_end,
+                .edges = if (padded) all_edges[2 * index ..][0..2] else &.{},
+                .window = window,
+            };
         }
         dilation = spacing;
+        producer = geometry;
+        producer_row_bytes = row_bytes;
     }
+    const gather = carver.take(u8, gather_max);
     const last = &spatial[spatial.len - 1];
     const pooled = carver.take(i32, if (shape.tail == .pooled) last.output.valuesPadded() else 0);
     const pooled_activations = carver.take(u8, if (shape.tail == .pooled and last.neuron != .none) last.output.valuesPadded() else 0);
@@ -284,10 +445,17 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
         .head = head,
         .pooled = pooled,
         .pooled_activations = pooled_activations,
+        .padded = padded,
+        .gather = gather,
         .potentials = potentials,
         .events = events,
     };
-    for (stages) |*stage| frame_zig.paint(&stage.layer, stage.frame);
+    for (stages) |*stage| {
+        frame_zig.paint(&stage.layer, stage.frame);
+        for (stage.edges) |*edge| {
+            if (edge.count != 0) frame_zig.paint(&edge.layer, edge.frame);
+        }
+    }
     return stream;
 }
 
@@ -379,14 +547,14 @@ fn pushFrame(stream: *Stream, frame: []const u8) void {
     var producer = &stream.input;
     var newest: u64 = stream.input.rows_done - 1; // the producer's row just written
     for (stream.stages) |*stage| {
-        const position = newest * producer.step; // where that row starts
+        const position = producer.base + newest * producer.step; // where that row starts
         const reach = @as(u64, stage.dilation) * (stage.layer.kernel_h - 1);
-        if (position < reach) return;
+        if (position < reach + stage.rows.base) return;
         const start = position - reach; // the row it completes starts here
-        if (start % stage.rows.step != 0) return;
-        const m = start / stage.rows.step;
+        if ((start - stage.rows.base) % stage.rows.step != 0) return;
+        const m = (start - stage.rows.base) / stage.rows.step;
         std.debug.assert(m == stage.rows.rows_done);
-        runRow(stream, stage, producer.lastRows(newest), m);
+        runRow(stream, stage, producer.lastRows(newest, stage.layer.kernel_h), m);
         producer = &stage.rows;
         newest = m;
     }
@@ -394,38 +562,88 @@ fn pushFrame(stream: *Stream, frame: []const u8) void {
 
 /// Row m of a stage from its producer's rows (kernel_h rows, contiguous).
 fn runRow(stream: *Stream, stage: *Stage, input: []const u8, m: u64) void {
-    const sub = &stage.layer;
-    const target = stage.rows.slot(m, 0);
-    const row_values = limits.usizeFrom(@as(u64, sub.synaptic.w) * sub.synaptic.channelsPadded());
-    const potentials = if (stage.keeps_potentials)
-        @as([*]i32, @ptrCast(@alignCast(target.ptr)))[0..row_values]
-    else
-        stream.potentials[0..row_values];
-    var fused: neuron.Fused = .{ .layer = sub, .activations = target };
-    const fuse = !stage.keeps_potentials and planner.fusesRelu(sub);
-    const fused_arg: ?*neuron.Fused = if (fuse) &fused else null;
-    const quads: []model_zig.Quad = @as([*]model_zig.Quad, @ptrCast(stream.events.ptr))[0..stream.events.len];
-    _ = switch (sub.kind) {
-        .input_conv2d, .conv2d => conv2d.run(sub, input, if (sub.isNarrowConv()) 0 else vector.countNonZeroU8(input), potentials, quads, stage.frame, fused_arg),
-        .depthwise2d => depthwise2d.run(sub, input, stage.frame, potentials, fused_arg),
-        .separable2d => separable2d.run(sub, input, potentials, std.mem.sliceAsBytes(stream.events), fused_arg), // its row buffers: eventsMax sizes events by scratchBytes
-        .dense, .add, .concat => unreachable,
-    };
-    if (!stage.keeps_potentials and !fused.done) _ = neuron.run(sub, potentials, &.{}, target);
+    runRows(stream, &stage.layer, stage.frame, input, stage.rows.slot(m, 0), stage.keeps_potentials);
     stage.rows.mirror(m);
     stage.rows.rows_done = m + 1;
 }
 
+/// The output rows of `sub` (a stage's one-row layer or an edge) from its input rows into `target`:
+/// i32 potentials when `keeps_potentials`, else u8 activations.
+fn runRows(stream: *Stream, sub: *const Layer, frame: []u8, input: []const u8, target: []u8, keeps_potentials: bool) void {
+    const values = limits.usizeFrom(@as(u64, sub.synaptic.h) * sub.synaptic.w * sub.synaptic.channelsPadded());
+    const potentials = if (keeps_potentials)
+        @as([*]i32, @ptrCast(@alignCast(target.ptr)))[0..values]
+    else
+        stream.potentials[0..values];
+    var fused: neuron.Fused = .{ .layer = sub, .activations = target };
+    const fuse = !keeps_potentials and planner.fusesRelu(sub);
+    const fused_arg: ?*neuron.Fused = if (fuse) &fused else null;
+    const quads: []model_zig.Quad = @as([*]model_zig.Quad, @ptrCast(stream.events.ptr))[0..stream.events.len];
+    _ = switch (sub.kind) {
+        .input_conv2d, .conv2d => conv2d.run(sub, input, if (sub.isNarrowConv()) 0 else vector.countNonZeroU8(input), potentials, quads, frame, fused_arg),
+        .depthwise2d => depthwise2d.run(sub, input, frame, potentials, fused_arg),
+        .separable2d => separable2d.run(sub, input, potentials, std.mem.sliceAsBytes(stream.events), fused_arg), // its row buffers: eventsMax sizes events by scratchBytes
+        .dense, .add, .concat => unreachable,
+    };
+    if (!keeps_potentials and !fused.done) _ = neuron.run(sub, potentials, &.{}, target);
+}
+
 /// The window starting at frame `start`: its last spatial layer's rows reduced, then the head.
 fn runWindow(stream: *Stream, start: u64, output: []i32) void {
-    const model = stream.model;
+    if (stream.padded) return runPaddedWindow(stream, start, output);
     const last = &stream.stages[stream.stages.len - 1];
     const rows = &last.rows;
     std.debug.assert(start % rows.step == 0);
     const first = start / rows.step; // the window's first row; its rows are first + r * phases
     const newest = first + @as(u64, rows.kept - 1) * rows.phases;
     std.debug.assert(newest < rows.rows_done and rows.rows_done <= newest + rows.phases);
-    const kept = rows.lastRows(newest);
+    finishWindow(stream, rows.lastRows(newest, rows.kept), output);
+}
+
+/// A window of a model padded along time: layer by layer, its edge rows from the producer's rows
+/// of this window (the edges' or the ring's), then the last layer's rows gathered whole.
+fn runPaddedWindow(stream: *Stream, start: u64, output: []i32) void {
+    for (stream.stages, 0..) |*stage, index| {
+        const producer_row_bytes = if (index == 0) stream.input.row_bytes else stream.stages[index - 1].rows.row_bytes;
+        for (stage.edges) |*edge| {
+            if (edge.count == 0) continue;
+            const input = stream.gather[0 .. producer_row_bytes * edge.input_count];
+            for (0..edge.input_count) |i| {
+                const q: u32 = @intCast(edge.input_first + @as(i64, @intCast(i)));
+                @memcpy(input[i * producer_row_bytes ..][0..producer_row_bytes], producerRow(stream, index, start, q));
+            }
+            const row_bytes = stage.rows.row_bytes;
+            runRows(stream, &edge.layer, edge.frame, input, stage.window[edge.first * row_bytes ..][0 .. edge.count * row_bytes], stage.keeps_potentials);
+        }
+    }
+    const last = &stream.stages[stream.stages.len - 1];
+    const row_bytes = last.rows.row_bytes;
+    for (last.clean_first..last.clean_end) |r| {
+        @memcpy(last.window[r * row_bytes ..][0..row_bytes], cleanRow(last, start, @intCast(r)));
+    }
+    finishWindow(stream, last.window, output);
+}
+
+/// Row q of the window starting at `start` of the producer of stage `index` (the model input for 0).
+fn producerRow(stream: *const Stream, index: usize, start: u64, q: u32) []const u8 {
+    if (index == 0) return stream.input.at(start + q);
+    const producer = &stream.stages[index - 1];
+    if (q < producer.clean_first or q >= producer.clean_end) {
+        return producer.window[@as(usize, q) * producer.rows.row_bytes ..][0..producer.rows.row_bytes];
+    }
+    return cleanRow(producer, start, q);
+}
+
+/// Clean row r of a stage's window starting at `start`: the ring's row where its cone starts.
+fn cleanRow(stage: *const Stage, start: u64, r: u32) []const u8 {
+    const position = @as(i64, @intCast(start)) + stage.offset + @as(i64, r) * stage.rows.spacing;
+    return stage.rows.at(@intCast(position));
+}
+
+/// The last spatial layer's rows of a window (H rows, contiguous) reduced, then the head.
+fn finishWindow(stream: *Stream, kept: []const u8, output: []i32) void {
+    const model = stream.model;
+    const last = &stream.stages[stream.stages.len - 1];
     var input: []const u8 = kept;
     var potentials: []const i32 = &.{};
     if (stream.tail == .pooled) {
