@@ -22,7 +22,8 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
   against the float logits, at every output position (h, w) over batch and channels; the table
   gives the worst position (border taps included), the JSON every position's; es.convert's own
   check (``model.metadata["fidelity"]``, on its 8 calibration samples) refuses an 8/8 model under
-  25 dB there (es.PrecisionError): such a file does not convert (not as expected: issue 9 wants it
+  25 dB there, or on more than 7 of the 70 batches of 4 of them (es.PrecisionError; the references are
+  one such batch): such a file does not convert (not as expected: issue 9 wants it
   to), and its SNR columns are those of the refused model (PrecisionError.model), to show how far;
 - latency (issue 11): batch 1, one thread, in one run: edgesnn 4/4 through the binding
   (``edgesnn.native.native_model(model).run``; the JSON also has 8/8 and 4/4 through
@@ -151,6 +152,11 @@ def snr_per_position(got: np.ndarray, want: np.ndarray) -> np.ndarray:
 def dequantized(model, x: np.ndarray, device: str = "cpu") -> np.ndarray:
     potentials = model.forward(x, device=device)
     return potentials * np.asarray(model.metadata["output_scale"], dtype=np.float64)
+
+
+def _refused_db(fidelity: dict) -> float:
+    """What es.convert's check refused on: the pooled worst position or the 10th percentile of its halves."""
+    return min(fidelity["worst_position_snr_db"], fidelity.get("half_batch_p10_snr_db", float("inf")))
 
 
 def names_op(message: str, refuse_op: str | None) -> bool:
@@ -663,7 +669,8 @@ def markdown_table(results: list[Result]) -> str:
         ops = ", ".join(r.ops) if r.ops else "—"
         expected = ("yes" if r.as_expected else "**no**") + (f" (refuse: {r.refuse_op})" if r.expect == "refuse" else "")
         if r.refused_8 is not None:
-            expected += (f" (PrecisionError: {r.fidelity_8['worst_position_snr_db']:.1f} dB on its samples)"
+            expected += (f" (PrecisionError: {_refused_db(r.fidelity_8):.1f} dB on its samples or 9 in 10 "
+                         f"batches of half)"
                          if r.fidelity_8 else " (PrecisionError)")
         rows.append(f"| {r.name} | {r.source} | {r.writer} | {ops} | {converts} | {match} | {_db(r.snr_8)} | "
                     f"{_db(r.ort_int8_snr_8)} | {_db(r.snr_4)} | {latency} | {int8_ratio} | {float_ratio} | "
@@ -711,7 +718,7 @@ def main(argv=None) -> int:
     print(f"\n{len(results)} files: {sum(r.converts for r in results)} of {len(should)} expected conversions convert "
           f"({over} at >= {SNR_TARGET_DB:g} dB at 8/8 on the reference inputs, {len(silent)} under it"
           + (f": {', '.join(silent)}" if silent else "") + f"), {len(refused)} refused for precision "
-          f"(es.PrecisionError under {SNR_TARGET_DB:g} dB on the calibration samples"
+          f"(es.PrecisionError under {SNR_TARGET_DB:g} dB on the calibration samples or on 1 in 10 batches of half"
           + (f": {', '.join(refused)}" if refused else "") + f"), {expected} as expected"
           + (f"; {len(missing)} manifest files absent (rebuild with benchmarks/zoo_build.py)" if missing else ""))
     summary = latency_summary(results)

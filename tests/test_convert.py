@@ -384,6 +384,61 @@ def test_8bit_conversion_that_loses_the_output_is_refused():
         es.convert(good, samples=x, input_scaling=(255, 0), progress=False, on_low_fidelity="ignore")
 
 
+def test_8bit_conversion_under_the_bar_on_other_batches_is_refused():
+    """The fidelity check must hold on other batches of inputs, not only on the pool of its samples: a model
+    that keeps over 30 dB on 16 samples because 2 bright ones outweigh 14 dark ones (each dark input's output
+    is at the same 8-bit steps, a fraction of the signal) is under 25 dB on a batch of dark inputs, and about
+    1 in 4 of the batches of 8 of these samples holds no bright one. es.convert refuses it, naming the
+    batches of half; measured here on the dark ones alone, the refused model is indeed under the bar there,
+    while the benign net keeps it on both kinds."""
+    rng = np.random.default_rng(0)
+    bright = rng.integers(128, 256, (2, 6, 6, 1), dtype=np.uint8)
+    dark = rng.integers(0, 24, (14, 6, 6, 1), dtype=np.uint8)
+    x = np.concatenate([bright, dark])
+    net = _cancelling_net(-0.8)
+    with pytest.raises(es.PrecisionError, match=r"1 in 10 of the batches of half \(8 of 16\)") as info:
+        es.convert(net, samples=x, input_scaling=(255, 0), progress=False)
+    fidelity, model = info.value.fidelity, info.value.model
+    assert fidelity["samples"] == 16 and fidelity["half_samples"] == 8 and fidelity["half_batches"] == 2000
+    pooled = _worst_position_snr(model, net, x)
+    assert fidelity["worst_position_snr_db"] == pytest.approx(pooled, abs=0.01) and pooled > 30
+    on_dark, on_bright = _worst_position_snr(model, net, dark[:8]), _worst_position_snr(model, net, bright)
+    assert fidelity["half_batch_p10_snr_db"] < 25 and on_dark < 25 < on_bright
+    assert fidelity["worst_half_snr_db"] <= on_dark + 0.01     # the worst half: the worst 8 of the dark ones
+    assert f"{fidelity['half_batch_p10_snr_db']:.1f} dB" in str(info.value) and f"{pooled:.1f} dB" in str(info.value)
+    good = _cancelling_net(1.0)
+    model = es.convert(good, samples=x, input_scaling=(255, 0), progress=False)
+    assert model.metadata["fidelity"]["half_batch_p10_snr_db"] >= 25
+    assert _worst_position_snr(model, good, dark) >= 25 and _worst_position_snr(model, good, bright) >= 25
+    # a larger set is checked on 128 samples spread over it (a set sorted by class: every class), not its first
+    many = np.concatenate([rng.integers(128, 256, (150, 6, 6, 1)), rng.integers(0, 24, (150, 6, 6, 1))]).astype(np.uint8)
+    model = es.convert(good, samples=many, input_scaling=(255, 0), progress=False)
+    spread = many[np.unique(np.linspace(0, 299, 128).round().astype(int))]
+    assert model.metadata["fidelity"]["samples"] == 128
+    assert model.metadata["fidelity"]["worst_position_snr_db"] == pytest.approx(
+        _worst_position_snr(model, good, spread), abs=0.01)
+
+
+def test_worst_half_is_the_exact_minimum_over_subsets():
+    """The worst subset of k samples at every position (Dinkelbach's iteration) against every subset,
+    with exact-and-zero samples (a ReLU output off) counted as exact."""
+    import itertools
+
+    from edgesnn.convert import _db, _worst_subset
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(2, 9))
+        k = int(rng.integers(1, n))
+        signal = rng.exponential(1, (n, 2, 3)) * (rng.random((n, 2, 3)) > 0.2)
+        noise = rng.exponential(0.01, (n, 2, 3)) * (rng.random((n, 2, 3)) > 0.3)
+        padded = signal + 1e-12 * signal.mean() + 1e-300
+        want = np.full((2, 3), np.inf)
+        for subset in itertools.combinations(range(n), k):
+            want = np.minimum(want, _db(padded[list(subset)].sum(0), noise[list(subset)].sum(0)))
+        np.testing.assert_allclose(_db(*_worst_subset(signal, noise, k)), want, atol=1e-6)
+
+
 def test_cli_convert_refuses_a_low_fidelity_8bit_model_unless_told(tmp_path, capsys):
     """`edgesnn convert` exits 1 with the PrecisionError's one line and writes nothing; with
     --on-low-fidelity warn it writes the model (and es.convert's PrecisionWarning is raised)."""
