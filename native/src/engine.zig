@@ -17,6 +17,7 @@ const concat = @import("kernels/concat.zig");
 const pooling = @import("kernels/pooling.zig");
 const neuron = @import("kernels/neuron.zig");
 const frame_zig = @import("kernels/frame.zig");
+const spike_kernels = @import("kernels/spikes.zig");
 
 const Diagnostic = status_zig.Diagnostic;
 const Error = Diagnostic.Error;
@@ -345,10 +346,16 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, timesteps: u32, sums:
     const fuse = !static and !is_last and planner.fusesRelu(layer);
     if (fuse) fused.activations = ctx.activations(@intCast(layer_index));
     const by_rows = planner.poolsByRows(layer); // the synaptic stage and the pool at once
+    // a spike conv gathering into a plain 2x2 max pool writes the pooled potentials only, at the start
+    // of its potentials buffer (live until the neuron stage; the pooled one may share the kernel's scratch)
+    const gather_pools = !static and !by_rows and spike_kernels.mayGatherMax2x2(layer) and
+        spike_kernels.gathersMax2x2(layer, inputEvents(layer, inputs, events)); // (events counted only then)
     const synaptic_ops = if (static and frame == .repeated)
         static_ops.*
     else if (by_rows)
         poolByRows(layer, inputs, potentials, ctx.ints(layer.pooled_offset, layer.output.valuesPadded()))
+    else if (gather_pools)
+        spike_kernels.conv2dMax2x2(layer, inputs[0], inputEvents(layer, inputs, events), potentials[0..limits.usizeFrom(layer.output.valuesPadded())], std.mem.sliceAsBytes(ctx.quads(layer)))
     else
         synapticStage(ctx, layer, inputs, events, potentials, if (fuse) &fused else null);
     if (static) static_ops.* = synaptic_ops;
@@ -358,6 +365,8 @@ fn runLayer(ctx: *Context, layer_index: u32, frame: Frame, timesteps: u32, sums:
         // static potentials pool to the same values every timestep: pooled once, kept in their place
         const cached = static and layer.output.valuesPadded() <= layer.synaptic.valuesPadded();
         if (cached and frame == .repeated) {
+            pooled = potentials[0..limits.usizeFrom(layer.output.valuesPadded())];
+        } else if (gather_pools) {
             pooled = potentials[0..limits.usizeFrom(layer.output.valuesPadded())];
         } else if (by_rows) {
             pooled = ctx.ints(layer.pooled_offset, layer.output.valuesPadded());

@@ -42,7 +42,7 @@ pub fn run(layer: *const model.Layer, potentials: []const i32, pooled: []i32) vo
 /// A 2x2 max pool with stride 2, no min channel and every window inside the potentials (no padding
 /// before, and none of the padding after reached: a bottom or right pad that a window covers would
 /// have the fast path read past the potentials; found by fuzz_model, docs/fuzzing.md).
-fn isPlainMax2x2(layer: *const model.Layer) bool {
+pub fn isPlainMax2x2(layer: *const model.Layer) bool {
     return layer.pool == .max and layer.pool_h == 2 and layer.pool_w == 2 and layer.pool_stride_h == 2 and
         layer.pool_stride_w == 2 and layer.pool_pad_top == 0 and layer.pool_pad_left == 0 and layer.pool_sign.len == 0 and
         2 * layer.output.h <= layer.synaptic.h and 2 * layer.output.w <= layer.synaptic.w;

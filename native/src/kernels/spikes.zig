@@ -16,6 +16,7 @@ const std = @import("std");
 const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
+const pooling = @import("pooling.zig");
 
 const lanes = vector.lanes;
 const VecI16 = @Vector(lanes, i16);
@@ -66,7 +67,7 @@ pub fn conv2d(layer: *const model.Layer, input: []const u8, input_events: u64, p
         const entries = gatherEntries(layer);
         std.debug.assert(scratch.len >= entries * @sizeOf(u32));
         const lists = @as([*]u32, @ptrCast(@alignCast(scratch.ptr)))[0..limits.usizeFrom(entries)];
-        return if (layer.spike_sums_fit_i16) gather(i16, layer, input, potentials, lists) else gather(i32, layer, input, potentials, lists);
+        return if (layer.spike_sums_fit_i16) gather(i16, .potentials, layer, input, potentials, lists) else gather(i32, .potentials, layer, input, potentials, lists);
     }
     if (layer.spike_sums_fit_i16) {
         const sums_bytes = potentials.len * @sizeOf(i16);
@@ -79,6 +80,35 @@ pub fn conv2d(layer: *const model.Layer, input: []const u8, input_events: u64, p
     }
     vector.fillRows(potentials, layer.bias);
     return scatter(i32, layer, input, potentials);
+}
+
+/// Whether conv2dMax2x2 runs this layer on this input: a conv that gathers (conv2d above) followed
+/// by a plain 2x2 max pool (pooling.isPlainMax2x2).
+pub fn gathersMax2x2(layer: *const model.Layer, input_events: u64) bool {
+    return mayGatherMax2x2(layer) and conv2dWins(layer, input_events) and 2 * input_events >= layer.input.pixels();
+}
+
+/// gathersMax2x2's conditions that do not depend on the input (checked before its events are counted).
+pub fn mayGatherMax2x2(layer: *const model.Layer) bool {
+    return layer.isConv() and !layer.isNarrowConv() and layer.spike_rows.len != 0 and pooling.isPlainMax2x2(layer) and gathers(layer);
+}
+
+/// conv2d and its 2x2 max pool at once (where gathersMax2x2): pooled: i32 (OH/2, OW/2, Cout_p) (not
+/// the layer's pooled buffer, which may share the scratch: engine.zig passes the potentials' start),
+/// the pooled potentials, written without the potentials before pooling. Each pooled vector is
+/// max(sums of its 4 pixels) + bias (= the max of the 4 potentials: the bias is the same and no sum
+/// overflows), the maxima taken on the gather's registers: the potentials' stores, the pool's
+/// reloads and three quarters of the widening and bias adds are saved, and an odd last row or
+/// column that the pool leaves out is counted, not summed. Returns the synaptic operations (as
+/// conv2d: every output pixel's).
+pub fn conv2dMax2x2(layer: *const model.Layer, input: []const u8, input_events: u64, pooled: []i32, scratch: []u8) u64 {
+    std.debug.assert(gathersMax2x2(layer, input_events));
+    std.debug.assert(input.len == layer.input.valuesPadded());
+    std.debug.assert(pooled.len == layer.output.valuesPadded());
+    const entries = gatherEntries(layer);
+    std.debug.assert(scratch.len >= entries * @sizeOf(u32));
+    const lists = @as([*]u32, @ptrCast(@alignCast(scratch.ptr)))[0..limits.usizeFrom(entries)];
+    return if (layer.spike_sums_fit_i16) gather(i16, .max2x2, layer, input, pooled, lists) else gather(i32, .max2x2, layer, input, pooled, lists);
 }
 
 /// Bytes of the conv kernel's scratch (in the arena's events buffer): the gather's event lists of
@@ -116,6 +146,7 @@ const GatherScratch = struct {
     column_starts: u64, // (H, W + 1): where each input pixel's events start in the list
     list: u64, // every event of the input, plus the slack of the branch-free appends and copies
     band: u64, // the runs of one output column's KW input columns in every row, plus copy slack
+    pool_rows: u64, // (OH/2, Cout_p) i32 or i16: conv2dMax2x2's maxima of the even output column
     entries: u64,
 
     fn of(layer: *const model.Layer) GatherScratch {
@@ -124,7 +155,9 @@ const GatherScratch = struct {
         const column_starts = @as(u64, in.h) * (in.w + 1);
         const list = in.pixels() * in.c + copy_chunk;
         const band = @as(u64, in.h) * @min(layer.kernel_w, in.w) * in.c + copy_chunk;
-        return .{ .run_starts = 0, .column_starts = run_starts, .list = run_starts + column_starts, .band = run_starts + column_starts + list, .entries = run_starts + column_starts + list + band };
+        const pool_rows = @as(u64, layer.output.h) * layer.synaptic.channelsPadded();
+        const band_first = run_starts + column_starts + list;
+        return .{ .run_starts = 0, .column_starts = run_starts, .list = run_starts + column_starts, .band = band_first, .pool_rows = band_first + band, .entries = band_first + band + pool_rows };
     }
 };
 
@@ -213,7 +246,11 @@ inline fn copyRun(band: []u32, count: usize, list: []const u32, first: usize, en
     return count + (end - first);
 }
 
-fn gather(comptime Acc: type, layer: *const model.Layer, input: []const u8, potentials: []i32, scratch: []u32) u64 {
+/// Where the gather's sums go: every output pixel's potentials (conv2d), or only the maxima of a
+/// plain 2x2 max pool after the conv (conv2dMax2x2).
+const Target = enum { potentials, max2x2 };
+
+fn gather(comptime Acc: type, comptime target: Target, layer: *const model.Layer, input: []const u8, out: []i32, scratch: []u32) u64 {
     comptime std.debug.assert(lanes == 16); // two bytes of masks per vector of channels
     const in = layer.input;
     const h: usize = in.h;
@@ -226,10 +263,13 @@ fn gather(comptime Acc: type, layer: *const model.Layer, input: []const u8, pote
     const run_starts = scratch[limits.usizeFrom(parts.run_starts)..][0 .. h + 1];
     const column_starts = scratch[limits.usizeFrom(parts.column_starts)..][0 .. h * (w + 1)];
     const list = scratch[limits.usizeFrom(parts.list)..limits.usizeFrom(parts.band)];
-    const band = scratch[limits.usizeFrom(parts.band)..limits.usizeFrom(parts.entries)];
+    const band = scratch[limits.usizeFrom(parts.band)..limits.usizeFrom(parts.pool_rows)];
+    const pool_rows = scratch[limits.usizeFrom(parts.pool_rows)..limits.usizeFrom(parts.entries)];
     listEvents(layer, input, list, column_starts);
     // the listed offset of an event minus its tap row's offset in the window of (oy, ox), wrapping
     const pad_rows = (@as(usize, layer.pad_top) * kernel_w + layer.pad_left) * in.c * cout_padded;
+    // the pool reads output columns [0, 2 x its width): an odd last one is counted, not summed
+    const summed_w: usize = if (target == .max2x2) 2 * @as(usize, layer.output.w) else out_w;
     var pairs: u64 = 0; // (event, in-bounds tap) pairs
     for (0..out_w) |ox| {
         const columns = windowRange(ox, layer.pad_left, kernel_w, w);
@@ -240,10 +280,21 @@ fn gather(comptime Acc: type, layer: *const model.Layer, input: []const u8, pote
             count = copyRun(band, count, list, starts[columns.first], starts[columns.end]);
         }
         run_starts[h] = @intCast(count);
-        const column: Column = .{ .band = band, .run_starts = run_starts, .distance = (ox * in.c * cout_padded) -% pad_rows, .out_first = ox * cout_padded };
+        const column: Column = .{
+            .band = band,
+            .run_starts = run_starts,
+            .distance = (ox * in.c * cout_padded) -% pad_rows,
+            .out_first = ox * cout_padded,
+            .ox = ox,
+            .pool_rows = pool_rows,
+        };
+        if (ox >= summed_w) {
+            for (0..layer.synaptic.h) |oy| pairs += column.window(layer, oy).len;
+            continue;
+        }
         pairs += switch (chunks) { // the output-channel vectors fixed at compile time where they are few
-            inline 1...2 * gather_block_chunks => |n| gatherColumn(Acc, n, layer, column, potentials),
-            else => gatherColumn(Acc, null, layer, column, potentials),
+            inline 1...2 * gather_block_chunks => |n| gatherColumn(Acc, target, n, layer, column, out),
+            else => gatherColumn(Acc, target, null, layer, column, out),
         };
     }
     return pairs * layer.synaptic.c;
@@ -255,59 +306,133 @@ const Column = struct {
     run_starts: []const u32, // (H + 1)
     distance: usize, // listed offset - tap row offset for output row 0 (wrapping)
     out_first: usize, // the offset of output pixel (0, ox) in the potentials
+    ox: usize,
+    pool_rows: []u32, // max2x2: (OH/2, Cout_p) of Acc, the maxima of the even column before this odd one
+
+    /// The events of output row oy's window.
+    fn window(column: Column, layer: *const model.Layer, oy: usize) []const u32 {
+        const rows = windowRange(oy, layer.pad_top, layer.kernel_h, layer.input.h);
+        return column.band[column.run_starts[rows.first]..column.run_starts[rows.end]];
+    }
 };
 
-/// Every output pixel of one column: its window's events summed `gather_block_chunks` vectors at a
-/// time. Returns the (event, in-bounds tap) pairs.
-fn gatherColumn(comptime Acc: type, comptime chunks: ?usize, layer: *const model.Layer, column: Column, potentials: []i32) u64 {
+/// Every output pixel of one column (max2x2: the two of each pooled pixel, one under the other):
+/// its window's events summed `gather_block_chunks` vectors at a time. Returns the (event,
+/// in-bounds tap) pairs.
+fn gatherColumn(comptime Acc: type, comptime target: Target, comptime chunks: ?usize, layer: *const model.Layer, column: Column, out: []i32) u64 {
     const cout_padded: usize = layer.synaptic.channelsPadded();
     const row_distance = @as(usize, layer.kernel_w) * layer.input.c * cout_padded; // one output row down
     const row_out = @as(usize, layer.synaptic.w) * cout_padded;
+    const step: usize = if (target == .max2x2) 2 else 1;
+    // the pool reads output rows [0, 2 x its height): an odd last one is counted, not summed
+    const summed_h: usize = if (target == .max2x2) 2 * @as(usize, layer.output.h) else layer.synaptic.h;
     var pairs: u64 = 0;
     var distance = column.distance;
-    for (0..layer.synaptic.h) |oy| {
-        const rows = windowRange(oy, layer.pad_top, layer.kernel_h, layer.input.h);
-        const events = column.band[column.run_starts[rows.first]..column.run_starts[rows.end]];
-        pairs += events.len;
-        const out = potentials[column.out_first + oy * row_out ..][0..cout_padded];
+    var oy: usize = 0;
+    while (oy < summed_h) : (oy += step) {
+        const pixel: Pixel = .{
+            .events = column.window(layer, oy),
+            .below = if (target == .max2x2) column.window(layer, oy + 1) else &.{},
+            .distance = distance,
+            .row_distance = row_distance,
+            .out_offset = switch (target) {
+                .potentials => column.out_first + oy * row_out,
+                .max2x2 => ((oy / 2) * layer.output.w + column.ox / 2) * cout_padded,
+            },
+            .kept_offset = (oy / 2) * cout_padded,
+        };
+        pairs += pixel.events.len + pixel.below.len;
         if (chunks) |c| {
             comptime var first: usize = 0;
             inline while (first < c) : (first += gather_block_chunks) {
-                gatherPixel(Acc, @min(gather_block_chunks, c - first), layer, events, distance, first * lanes, out);
+                gatherPixel(Acc, target, @min(gather_block_chunks, c - first), layer, column, pixel, first * lanes, out);
             }
         } else {
             var first: usize = 0;
             while (first < cout_padded / lanes) {
                 const block = @min(gather_block_chunks, cout_padded / lanes - first);
                 switch (block) {
-                    inline 1...gather_block_chunks => |n| gatherPixel(Acc, n, layer, events, distance, first * lanes, out),
+                    inline 1...gather_block_chunks => |n| gatherPixel(Acc, target, n, layer, column, pixel, first * lanes, out),
                     else => unreachable,
                 }
                 first += block;
             }
         }
-        distance +%= row_distance;
+        distance +%= step * row_distance;
     }
+    while (oy < layer.synaptic.h) : (oy += 1) pairs += column.window(layer, oy).len;
     return pairs;
 }
 
 /// Output-channel vectors whose sums one pass over a window's events keeps in registers.
 const gather_block_chunks = 4;
 
-/// out[channel..][0..chunks * lanes] = bias + the rows of `events` at those channels.
-inline fn gatherPixel(comptime Acc: type, comptime chunks: usize, layer: *const model.Layer, events: []const u32, distance: usize, channel: usize, out: []i32) void {
-    if (comptime vector.has_avx2 and Acc == i16 and chunks % 2 == 0) return gatherPixelPairs(chunks / 2, layer, events, distance, channel, out);
-    const rows = layer.spike_rows;
-    var acc: [chunks]@Vector(lanes, Acc) = undefined;
-    inline for (0..chunks) |k| acc[k] = if (Acc == i32) layer.bias[channel + k * lanes ..][0..lanes].* else @splat(0);
-    for (events) |event| {
-        const row = (@as(usize, event) -% distance) + channel;
-        inline for (0..chunks) |k| acc[k] +%= weightVector(Acc, rows, row + k * lanes);
+/// One output pixel of gatherColumn (max2x2: the upper of two).
+const Pixel = struct {
+    events: []const u32,
+    below: []const u32, // max2x2: the events of the pixel under it
+    distance: usize,
+    row_distance: usize,
+    out_offset: usize, // of the pixel's (max2x2: the pooled pixel's) channel 0 in `out`
+    kept_offset: usize, // max2x2: of its pooled row's channel 0 in the column's pool rows
+};
+
+/// Channels [channel, channel + chunks * lanes): potentials: out = bias + the rows of the pixel's
+/// events; max2x2: the maximum of the two pixels' sums, kept in the pool rows for an even column,
+/// and for an odd one the maximum with the kept one, plus the bias, into the pooled `out`.
+inline fn gatherPixel(comptime Acc: type, comptime target: Target, comptime chunks: usize, layer: *const model.Layer, column: Column, pixel: Pixel, channel: usize, out: []i32) void {
+    const Vec = @Vector(lanes, Acc);
+    var sums = pixelSums(Acc, chunks, layer, pixel.events, pixel.distance, channel);
+    if (target == .max2x2) {
+        const lower = pixelSums(Acc, chunks, layer, pixel.below, pixel.distance +% pixel.row_distance, channel);
+        inline for (0..chunks) |k| sums[k] = @max(sums[k], lower[k]);
+        const kept: [*]Acc = @ptrCast(@alignCast(column.pool_rows.ptr));
+        const at = pixel.kept_offset + channel;
+        if (column.ox % 2 == 0) {
+            inline for (0..chunks) |k| {
+                const target_vector: *align(@alignOf(Acc)) Vec = @ptrCast(kept[at + k * lanes ..][0..lanes]);
+                target_vector.* = sums[k];
+            }
+            return;
+        }
+        inline for (0..chunks) |k| sums[k] = @max(sums[k], @as(Vec, kept[at + k * lanes ..][0..lanes].*));
     }
     inline for (0..chunks) |k| {
-        const sums: VecI32 = if (Acc == i32) acc[k] else @as(VecI32, acc[k]) +% @as(VecI32, layer.bias[channel + k * lanes ..][0..lanes].*);
-        vector.storeVector(out, channel + k * lanes, sums);
+        const offset = channel + k * lanes;
+        const ordered: VecI32 = inOrder(Acc, chunks, sums, k);
+        vector.storeVector(out, pixel.out_offset + offset, ordered +% @as(VecI32, layer.bias[offset..][0..lanes].*));
     }
+}
+
+/// Whether pixelSums adds two events at a time (sumPairs) and leaves its sums in sumPairs' layout.
+fn paired(comptime Acc: type, comptime chunks: usize) bool {
+    return vector.has_avx2 and Acc == i16 and chunks % 2 == 0;
+}
+
+/// The rows of `events` at channels [channel, channel + chunks * lanes) summed, without the bias; in
+/// channel order, or (paired) per block of 32 channels sumPairs' low and high vectors (inOrder).
+inline fn pixelSums(comptime Acc: type, comptime chunks: usize, layer: *const model.Layer, events: []const u32, distance: usize, channel: usize) [chunks]@Vector(lanes, Acc) {
+    var acc: [chunks]@Vector(lanes, Acc) = @splat(@splat(0));
+    if (comptime paired(Acc, chunks)) {
+        const sums = sumPairs(chunks / 2, layer.spike_rows, events, distance, channel);
+        inline for (0..chunks / 2) |u| {
+            acc[2 * u] = sums.low[u];
+            acc[2 * u + 1] = sums.high[u];
+        }
+        return acc;
+    }
+    for (events) |event| {
+        const row = (@as(usize, event) -% distance) + channel;
+        inline for (0..chunks) |k| acc[k] +%= weightVector(Acc, layer.spike_rows, row + k * lanes);
+    }
+    return acc;
+}
+
+/// Vector k of pixelSums' sums in channel order (paired: 8 channels of block k / 2's low vector,
+/// then 8 of its high one), widened to i32.
+inline fn inOrder(comptime Acc: type, comptime chunks: usize, sums: [chunks]@Vector(lanes, Acc), comptime k: usize) VecI32 {
+    if (comptime !paired(Acc, chunks)) return sums[k];
+    return @shuffle(i16, sums[k - k % 2], sums[k - k % 2 + 1], halvesMask((k % 2) * 8));
 }
 
 const VecI8x32 = @Vector(32, i8);
@@ -337,17 +462,6 @@ inline fn addPairs(pairs: VecI8x32) VecI16 {
         : [a] "x" (ones),
           [b] "x" (pairs),
     );
-}
-
-/// gatherPixel in i16 on AVX2, two events at a time (sumPairs); `units`: blocks of 32 channels.
-inline fn gatherPixelPairs(comptime units: usize, layer: *const model.Layer, events: []const u32, distance: usize, channel: usize, out: []i32) void {
-    const sums = sumPairs(units, layer.spike_rows, events, distance, channel);
-    inline for (0..units) |u| {
-        inline for (0..2) |half| {
-            const offset = channel + u * 32 + half * lanes;
-            vector.storeVector(out, offset, @as(VecI32, sums.inOrder(u, half)) +% @as(VecI32, layer.bias[offset..][0..lanes].*));
-        }
-    }
 }
 
 /// The i16 sums of `units` blocks of 32 channels over the rows of some events, as sumPairs leaves
