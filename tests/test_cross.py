@@ -107,6 +107,23 @@ def test_cortex_m4_library_links_without_libc(cortex_m4_case):
     assert library.read_bytes()[:8] == b"!<arch>\n"
 
 
+def test_cortex_m4_firmware_links_only_what_it_calls(cortex_m4_case):
+    """The library has a section per function (native/build.zig) and the firmware links with
+    --gc-sections (build_cortex_m4.sh), so bare_metal.c, which never calls the stream API, carries
+    less code than the archive holds; with one .text section for the whole archive it carried all of
+    it plus compiler-rt and its own."""
+    *_, binary = cortex_m4_case
+    import sys
+    sys.path.insert(0, str(ROOT / "native"))
+    try:
+        import sizes
+    finally:
+        sys.path.remove(str(ROOT / "native"))
+    firmware = sizes.elf_section_bytes(binary.read_bytes())["code"]
+    library = sizes.library_sizes(binary.parent / "lib" / "libedgesnn.a")["code"]
+    assert firmware < library, f"firmware code {firmware} B, library code {library} B: nothing was left out"
+
+
 def test_cortex_m4_build_runs_and_matches_the_reference(cortex_m4_case):
     qemu = shutil.which("qemu-arm")
     if qemu is None:
