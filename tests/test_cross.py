@@ -196,6 +196,26 @@ def test_profile_record_bytes_are_the_cross_build_s_own(profile, tmp_path):
     assert sizes.record_bytes(prefix / "lib" / "libedgesnn.a") == es.devices.PROFILES[profile].record_bytes
 
 
+def test_sizes_firmware_row_is_the_engine_s_part_of_a_firmware(tmp_path):
+    """native/sizes.py's "firmware links" row: bare_metal.c with the shipped model built for the Cortex-M4
+    (ReleaseSmall, as the profile test above), its sections less exactly the model file and input frame
+    (read-only) and bare_metal.c's static arrays (writable); the engine's code is less than the archive's."""
+    import sys
+    sys.path.insert(0, str(ROOT / "native"))
+    try:
+        import sizes
+    finally:
+        sys.path.remove(str(ROOT / "native"))
+    firmware = sizes.firmware_sizes(ROOT / "native", tmp_path)
+    assert not isinstance(firmware, str), firmware
+    assert firmware["model"] == sizes.FIRMWARE_MODEL.stat().st_size + sizes.FIRMWARE_INPUT_BYTES
+    arrays = [int(flag.split("=")[1]) for flag in sizes.FIRMWARE_FLAGS if flag.startswith("-DESNN_")]
+    assert firmware["arrays"] == sum(arrays) + 64 * 4   # + the int32 output array (ESNN_OUTPUT_VALUES_MAX)
+    library = sizes.library_sizes(tmp_path / "out" / "lib" / "libedgesnn.a")
+    assert 0 < firmware["code"] < library["code"]
+    assert 0 <= firmware["rodata"] and 0 <= firmware["data"]
+
+
 def test_arm32_linux_build_loads_with_the_memory_the_32bit_figure_says(tmp_path):
     """The C library's own number on a 32-bit build that runs here (arm-linux-musleabihf under
     qemu-arm: classify.c prints esnn_model_memory_bytes) equals the host's esnn_model_memory_bytes_for
