@@ -28,6 +28,10 @@ pub fn build(b: *std.Build) void {
         .strip = strip,
     });
     const static = b.addLibrary(.{ .name = "edgesnn", .linkage = .static, .root_module = static_module, .use_llvm = true });
+    // a section per function and per datum: a firmware linked with --gc-sections keeps only what its
+    // calls reach (without, the archive is one .text section and every function of it is linked)
+    static.link_function_sections = true;
+    static.link_data_sections = true;
     b.installArtifact(static);
     b.installFile("include/edgesnn.h", "include/edgesnn.h");
 

@@ -5,11 +5,17 @@
 For each library: the file's bytes and what a program would carry: code (executable sections),
 read-only data and writable data (.data + .bss), summed over the ELF objects inside (the
 archive's index and names are not code). Release builds are stripped (native/build.zig).
+
+The last row is what a Cortex-M4 firmware links of the archive: examples/c/bare_metal.c with the
+shipped MNIST model, built by examples/c/build_cortex_m4.sh (ReleaseSmall, --gc-sections), its
+sections less the model file (read-only data) and the caller's static arrays (writable data), which
+are the application's, not the engine's; the footnote says those.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import struct
 import subprocess
 import sys
@@ -17,6 +23,15 @@ import tempfile
 from pathlib import Path
 
 NATIVE = Path(__file__).resolve().parent
+ROOT = NATIVE.parent
+M4_SCRIPT = ROOT / "examples" / "c" / "build_cortex_m4.sh"
+FIRMWARE_MODEL = ROOT / "edgesnn" / "data" / "mnist_cnn_4bit.esnn"   # input (28, 28, 1)
+FIRMWARE_INPUT_BYTES = 28 * 28
+# bare_metal.c's static arrays, enough for that model (it runs: "class 6" on a blank frame under qemu-arm)
+FIRMWARE_FLAGS = ["-DESNN_MODEL_BYTES=131072", "-DESNN_ARENA_BYTES=131072", "-fno-strip"]
+# the application's symbols in the firmware: the model file in flash, the caller-owned memory
+APPLICATION_RODATA = ("esnn_model_file", "esnn_input_frame")
+APPLICATION_DATA = ("model_memory", "arena", "potentials")
 
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 SHT_SYMTAB, SHT_NOBITS = 2, 8
@@ -93,6 +108,61 @@ def elf_symbol_bytes(data: bytes, name: str, size: int) -> bytes | None:
     return None
 
 
+def elf_symbol_sizes(data: bytes, names) -> dict[str, int]:
+    """st_size of each named symbol of an ELF file's symbol table (names not there are left out)."""
+    is_64 = data[4] == 2
+    if is_64:
+        shoff, = struct.unpack_from("<Q", data, 40)
+        shentsize, shnum = struct.unpack_from("<HH", data, 58)
+        section_entry, symbol_entry, symbol_bytes = "<IIQQQQIIQQ", "<IBBHQQ", 24
+    else:
+        shoff, = struct.unpack_from("<I", data, 32)
+        shentsize, shnum = struct.unpack_from("<HH", data, 46)
+        section_entry, symbol_entry, symbol_bytes = "<IIIIIIIIII", "<IIIBBH", 16
+    wanted, found = set(names), {}
+    sections = [struct.unpack_from(section_entry, data, shoff + i * shentsize) for i in range(shnum)]
+    for section in sections:
+        if section[1] != SHT_SYMTAB:
+            continue
+        offset, length, strings_offset = section[4], section[5], sections[section[6]][4]
+        for at in range(offset, offset + length, symbol_bytes):
+            fields = struct.unpack_from(symbol_entry, data, at)
+            name_offset, size = (fields[0], fields[5]) if is_64 else (fields[0], fields[2])
+            end = data.index(b"\0", strings_offset + name_offset)
+            name = data[strings_offset + name_offset:end].decode()
+            if name in wanted:
+                found[name] = size
+    return found
+
+
+def firmware_sizes(native_dir: Path, scratch: Path) -> dict[str, int] | str:
+    """What bare_metal.c links of the engine on a Cortex-M4 (see the module doc), or the build's error."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "input.u8").write_bytes(bytes(FIRMWARE_INPUT_BYTES))
+    # the script runs `python`: this interpreter (it has ziglang)
+    shim = scratch / "bin"
+    shim.mkdir(exist_ok=True)
+    (shim / "python").unlink(missing_ok=True)
+    (shim / "python").symlink_to(sys.executable)
+    env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}", "OPTIMIZE": "ReleaseSmall",
+           "EDGESNN_NATIVE_DIR": str(native_dir)}
+    command = ["bash", str(M4_SCRIPT), str(FIRMWARE_MODEL), str(scratch / "input.u8"), str(scratch / "out"), *FIRMWARE_FLAGS]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if "error" in line]
+        return (errors or result.stderr.strip().splitlines() or ["unknown error"])[0]
+    data = (scratch / "out" / "bare_metal").read_bytes()
+    sizes = elf_section_bytes(data)
+    symbols = elf_symbol_sizes(data, APPLICATION_RODATA + APPLICATION_DATA)
+    missing = sorted(set(APPLICATION_RODATA + APPLICATION_DATA) - set(symbols))
+    if missing:
+        return f"no symbol {', '.join(missing)} in the firmware (built without -fno-strip?)"
+    model = sum(symbols.get(name, 0) for name in APPLICATION_RODATA)
+    arrays = sum(symbols.get(name, 0) for name in APPLICATION_DATA)
+    return {"file": None, "code": sizes["code"], "rodata": sizes["rodata"] - model, "data": sizes["data"] - arrays,
+            "model": model, "arrays": arrays}
+
+
 def record_bytes(path: Path) -> tuple[int, int]:
     """A build's {Model, Layer} record sizes: its esnn_record_bytes symbol (native/src/exports.zig), read
     from the library file, so a cross build needs no device to say them."""
@@ -151,19 +221,28 @@ def main() -> None:
             error = build(args.native_dir, step, target, cpu, optimize, prefix)
             failed = failed or error is not None
             rows.append((label, optimize, error or library_sizes(prefix / installed)))
+        firmware = firmware_sizes(args.native_dir, Path(scratch) / "firmware")
+        failed = failed or isinstance(firmware, str)
+        rows.append(("Cortex-M4 firmware links (bare_metal.c)", "ReleaseSmall", firmware))
     if args.markdown:
         print("| library | build | file bytes | code | read-only data | writable data |")
         print("|---|---|---:|---:|---:|---:|")
     else:
-        print(f"{'library':30} {'build':12} {'file':>9} {'code':>9} {'rodata':>9} {'data':>9}")
+        print(f"{'library':40} {'build':12} {'file':>9} {'code':>9} {'rodata':>9} {'data':>9}")
     for label, optimize, s in rows:
         if isinstance(s, str):
             print(f"| {label} | {optimize} | build failed: {s} |||||" if args.markdown else
-                  f"{label:30} {optimize:12} build failed: {s}")
+                  f"{label:40} {optimize:12} build failed: {s}")
         elif args.markdown:
-            print(f"| {label} | {optimize} | {s['file']:,} | {s['code']:,} | {s['rodata']:,} | {s['data']:,} |")
+            file = "-" if s["file"] is None else f"{s['file']:,}"   # a firmware's ELF file is not what it carries
+            print(f"| {label} | {optimize} | {file} | {s['code']:,} | {s['rodata']:,} | {s['data']:,} |")
         else:
-            print(f"{label:30} {optimize:12} {s['file']:9} {s['code']:9} {s['rodata']:9} {s['data']:9}")
+            file = "-" if s["file"] is None else str(s["file"])
+            print(f"{label:40} {optimize:12} {file:>9} {s['code']:9} {s['rodata']:9} {s['data']:9}")
+    if not isinstance(firmware, str):
+        print(f"\nfirmware: read-only data excludes the model file in flash "
+              f"({firmware['model']:,} B, {FIRMWARE_MODEL.name} and its input frame), writable data excludes "
+              f"bare_metal.c's static model memory, arena and output ({firmware['arrays']:,} B)")
     sys.exit(1 if failed else 0)
 
 

@@ -107,6 +107,23 @@ def test_cortex_m4_library_links_without_libc(cortex_m4_case):
     assert library.read_bytes()[:8] == b"!<arch>\n"
 
 
+def test_cortex_m4_firmware_links_only_what_it_calls(cortex_m4_case):
+    """The library has a section per function (native/build.zig) and the firmware links with
+    --gc-sections (build_cortex_m4.sh), so bare_metal.c, which never calls the stream API, carries
+    less code than the archive holds; with one .text section for the whole archive it carried all of
+    it plus compiler-rt and its own."""
+    *_, binary = cortex_m4_case
+    import sys
+    sys.path.insert(0, str(ROOT / "native"))
+    try:
+        import sizes
+    finally:
+        sys.path.remove(str(ROOT / "native"))
+    firmware = sizes.elf_section_bytes(binary.read_bytes())["code"]
+    library = sizes.library_sizes(binary.parent / "lib" / "libedgesnn.a")["code"]
+    assert firmware < library, f"firmware code {firmware} B, library code {library} B: nothing was left out"
+
+
 def test_cortex_m4_build_runs_and_matches_the_reference(cortex_m4_case):
     qemu = shutil.which("qemu-arm")
     if qemu is None:
@@ -177,6 +194,26 @@ def test_profile_record_bytes_are_the_cross_build_s_own(profile, tmp_path):
     error = sizes.build(ROOT / "native", "static", target, cpu[0].split("=")[1] if cpu else None, "ReleaseSmall", prefix)
     assert error is None, error
     assert sizes.record_bytes(prefix / "lib" / "libedgesnn.a") == es.devices.PROFILES[profile].record_bytes
+
+
+def test_sizes_firmware_row_is_the_engine_s_part_of_a_firmware(tmp_path):
+    """native/sizes.py's "firmware links" row: bare_metal.c with the shipped model built for the Cortex-M4
+    (ReleaseSmall, as the profile test above), its sections less exactly the model file and input frame
+    (read-only) and bare_metal.c's static arrays (writable); the engine's code is less than the archive's."""
+    import sys
+    sys.path.insert(0, str(ROOT / "native"))
+    try:
+        import sizes
+    finally:
+        sys.path.remove(str(ROOT / "native"))
+    firmware = sizes.firmware_sizes(ROOT / "native", tmp_path)
+    assert not isinstance(firmware, str), firmware
+    assert firmware["model"] == sizes.FIRMWARE_MODEL.stat().st_size + sizes.FIRMWARE_INPUT_BYTES
+    arrays = [int(flag.split("=")[1]) for flag in sizes.FIRMWARE_FLAGS if flag.startswith("-DESNN_")]
+    assert firmware["arrays"] == sum(arrays) + 64 * 4   # + the int32 output array (ESNN_OUTPUT_VALUES_MAX)
+    library = sizes.library_sizes(tmp_path / "out" / "lib" / "libedgesnn.a")
+    assert 0 < firmware["code"] < library["code"]
+    assert 0 <= firmware["rodata"] and 0 <= firmware["data"]
 
 
 def test_arm32_linux_build_loads_with_the_memory_the_32bit_figure_says(tmp_path):

@@ -24,6 +24,7 @@ native="${EDGESNN_NATIVE_DIR:-$here/../../native}"  # another engine tree, e.g. 
     -Dcpu=cortex_m4 --prefix "$out")
 python "$here/embed.py" "$model" "$input" > "$out/model_data.h"
 # No -lc: a freestanding target has no libc; Zig links only its compiler-rt (__aeabi_* helpers).
-"${zig[@]}" build-exe "${target[@]}" -O"$optimize" "$@" -I "$out/include" -I "$out" \
+# --gc-sections: only the functions bare_metal.c's calls reach (the library has a section per function).
+"${zig[@]}" build-exe "${target[@]}" -O"$optimize" --gc-sections "$@" -I "$out/include" -I "$out" \
     "$here/bare_metal.c" "$here/qemu_arm_start.c" "$out/lib/libedgesnn.a" -femit-bin="$out/bare_metal"
 echo "$out/bare_metal"

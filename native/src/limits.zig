@@ -64,6 +64,16 @@ pub const batch_max = 1 << 24;
 pub const channel_lanes = 16;
 /// Input channels per group of the u8 x i8 dot-product kernels (conv2d, dense).
 pub const quad_channels = 4;
+/// Whether the kernels instantiate a variant per compile-time shape (output-channel vectors of a
+/// register block, events or quads per unrolled step): only on 64-bit targets, whose vector
+/// registers hold such blocks (x86-64, aarch64 NEON). On a 32-bit microcontroller (Cortex-M: no
+/// vector unit, a 16-lane vector is 16 scalar registers or a stack slot) every variant is kilobytes
+/// of scalarized code for no speed: one generic loop per kernel there. Not yet read by the kernels
+/// (their per-shape switches in spikes.zig, conv2d_dense.zig, separable2d.zig are to test it; with
+/// them, a Cortex-M4 firmware's code measured 165 KB instead of 393 KB, README "Embedding").
+pub const kernel_variants = @sizeOf(usize) == 8;
+/// Output-channel vectors of one register block: 4 where kernel_variants, else 1.
+pub const block_chunks_max = if (kernel_variants) 4 else 1;
 /// Every buffer in the model memory and the arena starts on this boundary.
 pub const buffer_alignment = 64;
 /// Bytes of the message buffer kept in a context for the last run error.
