@@ -21,7 +21,7 @@ const neuron = @import("neuron.zig");
 const lanes = vector.lanes;
 const quad_bytes = vector.quad_bytes;
 /// Output-channel vectors one block keeps in registers.
-const block_chunks_max = 4;
+const block_chunks_max = limits.block_chunks_max;
 /// The fewest quads per i16 sum for which summing in i16 beats widening every pair (pairs_fit_i16):
 /// with 2 the widening vpmaddwd already runs half as often; an 8-bit image under 4-bit weights
 /// allows 8, 4-bit activations under 4-bit weights 136.
@@ -46,7 +46,7 @@ pub const Kernel = enum {
     /// Output-channel vectors one block keeps in registers: the i16 sums take registers too.
     pub fn blockChunks(comptime kernel: Kernel) u32 {
         return switch (kernel) {
-            .nibble_sums_i16 => 2,
+            .nibble_sums_i16 => @min(2, block_chunks_max),
             else => block_chunks_max,
         };
     }

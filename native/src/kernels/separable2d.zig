@@ -26,7 +26,7 @@ const neuron = @import("neuron.zig");
 const lanes = vector.lanes;
 const quad_bytes = vector.quad_bytes;
 /// Output-channel vectors the pointwise stage keeps in registers.
-const block_chunks_max = 4;
+const block_chunks_max = limits.block_chunks_max;
 /// u = Mid + mid_offset lies in [0, 255] for every mid_bits <= 8.
 const mid_offset = 128;
 /// The split form's low part of the multiplier (requantizeForm).

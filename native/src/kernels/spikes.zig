@@ -292,7 +292,7 @@ fn gather(comptime Acc: type, comptime target: Target, layer: *const model.Layer
             for (0..layer.synaptic.h) |oy| pairs += column.window(layer, oy).len;
             continue;
         }
-        pairs += switch (chunks) { // the output-channel vectors fixed at compile time where they are few
+        pairs += if (comptime !limits.kernel_variants) gatherColumn(Acc, target, null, layer, column, out) else switch (chunks) { // the output-channel vectors fixed at compile time where they are few
             inline 1...2 * gather_block_chunks => |n| gatherColumn(Acc, target, n, layer, column, out),
             else => gatherColumn(Acc, target, null, layer, column, out),
         };
@@ -365,7 +365,7 @@ fn gatherColumn(comptime Acc: type, comptime target: Target, comptime chunks: ?u
 }
 
 /// Output-channel vectors whose sums one pass over a window's events keeps in registers.
-const gather_block_chunks = 4;
+const gather_block_chunks = limits.block_chunks_max;
 
 /// One output pixel of gatherColumn (max2x2: the upper of two).
 const Pixel = struct {
@@ -526,6 +526,7 @@ fn halvesMask(comptime first: i32) [16]i32 {
 /// operations (events x in-bounds reached taps x Cout, docs/semantics.md).
 fn scatter(comptime Acc: type, layer: *const model.Layer, input: []const u8, sums: []Acc) u64 {
     @setEvalBranchQuota(20_000); // the inline switches instantiate a walk per (vectors, events) pair
+    if (comptime !limits.kernel_variants) return scatterBy(Acc, null, layer, input, sums);
     return switch (layer.synaptic.channelsPadded() / lanes) {
         inline 1...4 => |chunks| scatterBy(Acc, chunks, layer, input, sums),
         else => scatterBy(Acc, null, layer, input, sums),
@@ -558,7 +559,9 @@ fn scatterBy(comptime Acc: type, comptime chunks: ?usize, layer: *const model.La
                     if (count == 0) continue;
                     const walk: Walk = .{ .layer = layer, .spike_rows = layer.spike_rows, .rows = rows, .columns = layer.column_taps[ix] };
                     reach_events += count * rows.count * walk.columns.count;
-                    switch (count) {
+                    if (comptime !limits.kernel_variants) {
+                        walk.add(Acc, chunks, null, sums, offsets[0..count]);
+                    } else switch (count) {
                         inline 1...unrolled_max => |n| walk.add(Acc, chunks, n, sums, offsets[0..n]),
                         else => walk.add(Acc, chunks, null, sums, offsets[0..count]),
                     }
