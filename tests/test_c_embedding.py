@@ -152,8 +152,8 @@ def test_an_input_of_the_wrong_size_is_refused(classify, tmp_path):
 
 def test_stream_prints_every_window_as_the_reference(classify, tmp_path):
     """examples/c/stream.c (built beside classify): frames pushed one at a time through the C streaming
-    API print every hop's window output, equal to the reference on that window; a model that pads
-    along time is refused with the engine's reason."""
+    API print every hop's window output, equal to the reference on that window, for a model valid along
+    time and for one that pads along time; a model that does not stream gets the engine's reason."""
     rng = np.random.default_rng(12)
 
     def model_padded(padding):
@@ -180,8 +180,17 @@ def test_stream_prints_every_window_as_the_reference(classify, tmp_path):
     assert [int(line[1]) for line in lines] == list(range(len(windows)))
     np.testing.assert_array_equal(np.array([line[5:] for line in lines], dtype=np.int64), expected)
     assert [int(line[3]) for line in lines] == list(expected.argmax(axis=1))
-    model_padded("same").save(tmp_path / "padded.esnn")
+    padded = model_padded("same")          # pads along time: streams too, its edge rows recomputed per window
+    padded.save(tmp_path / "padded.esnn")
     command[1] = str(tmp_path / "padded.esnn")
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines() if line.startswith("window")]
+    expected = padded.forward(windows, device="reference").reshape(len(windows), -1)
+    np.testing.assert_array_equal(np.array([line[5:] for line in lines], dtype=np.int64), expected)
+    unpooled = es.Model(padded.layers[:1], input_shape=(12, 6, 1))   # a conv output that is neither pooled nor dense
+    unpooled.save(tmp_path / "unpooled.esnn")
+    command[1] = str(tmp_path / "unpooled.esnn")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert "does not stream (layer): layer 0 (input_conv2d) pads along time" in result.stderr
+    assert "neither pools globally nor feeds a dense layer" in result.stderr

@@ -9,7 +9,8 @@
  *
  *   window 0 class 3 potentials -120 44 ...
  *
- * A model that does not stream (it pads along time, say) gets the engine's reason and exit status 1.
+ * A model that does not stream (its last convolution neither pools globally nor feeds a dense layer,
+ * say) gets the engine's reason and exit status 1.
  * No heap: the file, the model and the stream live in static arrays (sizes overridable with -D...).
  * Build: examples/c/build.sh.
  */
