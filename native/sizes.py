@@ -73,10 +73,9 @@ def elf_section_bytes(data: bytes) -> dict[str, int]:
     return sizes
 
 
-def elf_symbol_bytes(data: bytes, name: str, size: int) -> bytes | None:
-    """The `size` bytes a defined symbol `name` points at in one ELF object file, or None."""
-    if data[:4] != b"\x7fELF":
-        return None
+def elf_symbols(data: bytes) -> tuple[list[tuple], list[tuple[str, int, int, int]]]:
+    """The section headers of an ELF file and (name, value, size, section index) of every symbol of its
+    symbol tables (32- or 64-bit, little-endian)."""
     is_64 = data[4] == 2
     if is_64:
         shoff, = struct.unpack_from("<Q", data, 40)
@@ -87,52 +86,41 @@ def elf_symbol_bytes(data: bytes, name: str, size: int) -> bytes | None:
         shentsize, shnum = struct.unpack_from("<HH", data, 46)
         section_entry, symbol_entry, symbol_bytes = "<IIIIIIIIII", "<IIIBBH", 16
     sections = [struct.unpack_from(section_entry, data, shoff + i * shentsize) for i in range(shnum)]
-    for section in sections:
-        kind, offset, length, link = section[1], section[4], section[5], section[6]
-        if kind != SHT_SYMTAB:
-            continue
-        strings_offset = sections[link][4]
-        for at in range(offset, offset + length, symbol_bytes):
-            fields = struct.unpack_from(symbol_entry, data, at)
-            if is_64:
-                name_offset, _, _, index, value, _ = fields
-            else:
-                name_offset, value, _, _, _, index = fields
-            end = data.index(b"\0", strings_offset + name_offset)
-            if data[strings_offset + name_offset:end].decode() != name or index == 0 or index >= len(sections):
-                continue
-            target = sections[index]
-            if target[1] == SHT_NOBITS:
-                return None
-            return data[target[4] + value:target[4] + value + size]
-    return None
-
-
-def elf_symbol_sizes(data: bytes, names) -> dict[str, int]:
-    """st_size of each named symbol of an ELF file's symbol table (names not there are left out)."""
-    is_64 = data[4] == 2
-    if is_64:
-        shoff, = struct.unpack_from("<Q", data, 40)
-        shentsize, shnum = struct.unpack_from("<HH", data, 58)
-        section_entry, symbol_entry, symbol_bytes = "<IIQQQQIIQQ", "<IBBHQQ", 24
-    else:
-        shoff, = struct.unpack_from("<I", data, 32)
-        shentsize, shnum = struct.unpack_from("<HH", data, 46)
-        section_entry, symbol_entry, symbol_bytes = "<IIIIIIIIII", "<IIIBBH", 16
-    wanted, found = set(names), {}
-    sections = [struct.unpack_from(section_entry, data, shoff + i * shentsize) for i in range(shnum)]
+    symbols = []
     for section in sections:
         if section[1] != SHT_SYMTAB:
             continue
         offset, length, strings_offset = section[4], section[5], sections[section[6]][4]
         for at in range(offset, offset + length, symbol_bytes):
             fields = struct.unpack_from(symbol_entry, data, at)
-            name_offset, size = (fields[0], fields[5]) if is_64 else (fields[0], fields[2])
+            if is_64:
+                name_offset, _, _, index, value, size = fields
+            else:
+                name_offset, value, size, _, _, index = fields
             end = data.index(b"\0", strings_offset + name_offset)
-            name = data[strings_offset + name_offset:end].decode()
-            if name in wanted:
-                found[name] = size
-    return found
+            symbols.append((data[strings_offset + name_offset:end].decode(), value, size, index))
+    return sections, symbols
+
+
+def elf_symbol_bytes(data: bytes, name: str, size: int) -> bytes | None:
+    """The `size` bytes a defined symbol `name` points at in one ELF object file, or None."""
+    if data[:4] != b"\x7fELF":
+        return None
+    sections, symbols = elf_symbols(data)
+    for symbol, value, _, index in symbols:
+        if symbol != name or index == 0 or index >= len(sections):
+            continue
+        target = sections[index]
+        if target[1] == SHT_NOBITS:
+            return None
+        return data[target[4] + value:target[4] + value + size]
+    return None
+
+
+def elf_symbol_sizes(data: bytes, names) -> dict[str, int]:
+    """st_size of each named symbol of an ELF file's symbol table (names not there are left out)."""
+    wanted = set(names)
+    return {name: size for name, _, size, _ in elf_symbols(data)[1] if name in wanted}
 
 
 def firmware_sizes(native_dir: Path, scratch: Path) -> dict[str, int] | str:

@@ -490,10 +490,8 @@ def kernel_choice_models(draw):
     return model_or_reject([layer.replace(**changes)], shape, input_bits)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(data=st.data())
-def test_kernel_choices_equal_reference(cpu, data):
-    model = data.draw(kernel_choice_models())
+def assert_dense_run_equals_reference(cpu, model, data):
+    """Both plans of `cpu` on a dense input (no zero byte) equal the reference: potentials and statistics."""
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     value_max = (1 << model.input_bits) - 1
     x = extreme_ints(rng, 1, value_max, (2, 1, *model.input_shape)).astype(np.uint8)  # dense: no zero
@@ -502,6 +500,12 @@ def test_kernel_choices_equal_reference(cpu, data):
         potentials, stats = device.run(model, x)
         np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
         assert stats == expected_stats
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_kernel_choices_equal_reference(cpu, data):
+    assert_dense_run_equals_reference(cpu, data.draw(kernel_choice_models()), data)
 
 
 @st.composite
@@ -533,15 +537,7 @@ def pointwise_models(draw):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(data=st.data())
 def test_pointwise_in_place_equals_reference(cpu, data):
-    model = data.draw(pointwise_models())
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
-    value_max = (1 << model.input_bits) - 1
-    x = extreme_ints(rng, 1, value_max, (2, 1, *model.input_shape)).astype(np.uint8)  # dense: no zero
-    expected, expected_stats = reference.run(model, x)
-    for device in both_plans(cpu):
-        potentials, stats = device.run(model, x)
-        np.testing.assert_array_equal(potentials, expected, err_msg=f"plan {device.plan}")
-        assert stats == expected_stats
+    assert_dense_run_equals_reference(cpu, data.draw(pointwise_models()), data)
 
 
 @st.composite
