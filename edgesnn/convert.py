@@ -38,6 +38,7 @@ How (docs/semantics.md has the integer side):
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import math
@@ -194,6 +195,7 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     hint = np.shape(samples)[1:] if np.ndim(samples) == 4 else None
     graph = load_graph(source, importer=importer, input_shape_hint=hint, **importer_options).simplify()
     _Builder(graph.copy(), None, options).build()      # every node that will not convert, before calibrating
+    _check_labels(labels, graph)
     x = _check_samples(samples, graph.input_shape, input_bits)
     recipe, source_graph = {}, graph
     if equalize or bias_correction or search_ranges:
@@ -212,7 +214,7 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
         "activation_scales": builder.activation_scales,
         "activation_zero_points": builder.zero_points,
         "float_nodes": builder.float_nodes,
-        "provenance": {"source": _describe(source), "importer": graph.metadata.get("importer"),
+        "provenance": {**_describe(source), "importer": graph.metadata.get("importer"),
                        "converter": options, "edgesnn_version": _version(),
                        "calibration_samples": int(len(x))},
     }
@@ -436,6 +438,21 @@ def _check_options(weight_bits, activation_bits, input_bits, input_scaling, cali
     scale, _offset = input_scaling
     if not scale > 0:
         raise ValueError(f"input_scaling=(scale, offset) needs scale > 0, got {input_scaling!r}")
+
+
+def _check_labels(labels, graph: Graph) -> None:
+    """A label list names one class per output value (what Classifier and Pipeline expect)."""
+    if labels is None:
+        return
+    if isinstance(labels, str) or not hasattr(labels, "__len__"):
+        raise ValueError(f"labels must be a list of class names, one per output, got {type(labels).__name__} "
+                         f"{labels!r}")
+    shape = tuple(graph.shapes[graph.output])
+    classes = int(np.prod(shape))
+    if len(labels) != classes:
+        raise ValueError(f"labels names {len(labels)} classes ({list(labels)[:5]}"
+                         f"{'...' if len(labels) > 5 else ''}), but the model outputs {classes} (output shape "
+                         f"{shape}): give {classes} labels, one per output, or none")
 
 
 def _check_samples(samples, input_shape, input_bits) -> np.ndarray:
@@ -1231,10 +1248,18 @@ def _depth_multiplier(node: Node, channels: int) -> int:
     return m
 
 
-def _describe(source) -> str:
+def _describe(source) -> dict:
+    """The provenance of `source`: a file's name and the sha256 of its bytes (not its path: a converted file
+    must not carry where the user keeps their files, and the same source writes the same bytes anywhere),
+    or an object's type."""
     if isinstance(source, (str, os.PathLike)):
-        return os.fspath(source)
-    return f"<{type(source).__module__}.{type(source).__name__}>"
+        path = os.fspath(source)
+        described = {"source": os.path.basename(path)}
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                described["source_sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
+        return described
+    return {"source": f"<{type(source).__module__}.{type(source).__name__}>"}
 
 
 def _version() -> str:

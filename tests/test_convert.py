@@ -1,5 +1,9 @@
 """es.convert and es.compare on real trained and exported models (torch -> ONNX -> Graph -> integer Model)."""
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -58,6 +62,16 @@ def test_8bit_conversion_agrees_with_float(trained_onnx, digits_data):
     assert "top-1 agreement" in report.table()
 
 
+def test_labels_must_name_one_class_per_output(trained_onnx, digits_data):
+    x_train = digits_data[0]
+    with pytest.raises(ValueError, match=r"labels names 3 classes .*the model outputs 10 .*give 10 labels"):
+        es.convert(trained_onnx, samples=x_train[:20], input_scaling=(255, 0), labels=["a", "b", "c"],
+                   progress=False)
+    with pytest.raises(ValueError, match="labels must be a list of class names"):
+        es.convert(trained_onnx, samples=x_train[:20], input_scaling=(255, 0), labels="0123456789",
+                   progress=False)
+
+
 def test_metadata_and_round_trip(trained_onnx, digits_data, tmp_path):
     x_train, _, x_test, _ = digits_data
     model = es.convert(trained_onnx, samples=x_train[:100], input_scaling=(255, 0), labels=list("0123456789"),
@@ -65,7 +79,10 @@ def test_metadata_and_round_trip(trained_onnx, digits_data, tmp_path):
     meta = model.metadata
     assert meta["labels"] == list("0123456789")
     assert meta["provenance"]["converter"]["weight_bits"] == 4
-    assert meta["provenance"]["source"].endswith("digits.onnx")
+    # the file's name and content, never the path where the user keeps it
+    assert meta["provenance"]["source"] == Path(trained_onnx).name
+    assert meta["provenance"]["source_sha256"] == hashlib.sha256(Path(trained_onnx).read_bytes()).hexdigest()
+    assert str(Path(trained_onnx).parent) not in json.dumps(meta)
     assert len(meta["output_scale"]) == 10
     path = tmp_path / "digits.esnn"
     model.save(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -29,8 +30,10 @@ def test_a_rerun_writes_the_shipped_4bit_model_byte_for_byte_and_names_no_checko
         script.attach_frontend(script.shipped_model("mnist_cnn_4bit.esnn", calib, progress=False), path)
         written.append(path.read_bytes())
     assert written[0] == written[1]
-    # the provenance names the source inside the repository, not where this checkout happens to live
+    # the provenance names the source by file name and content, not where this checkout happens to live
     assert str(ROOT).encode() not in written[0]
-    assert es.Model.load(tmp_path / "again0.esnn").metadata["provenance"]["source"] == "edgesnn/data/mnist_cnn.onnx"
+    provenance = es.Model.load(tmp_path / "again0.esnn").metadata["provenance"]
+    assert provenance["source"] == "mnist_cnn.onnx"
+    assert provenance["source_sha256"] == hashlib.sha256(script.SOURCE.read_bytes()).hexdigest()
     assert written[0] == SHIPPED_4BIT.read_bytes(), \
         "edgesnn/data/mnist_cnn_4bit.esnn is not what the converter writes now: re-run examples/mnist/convert_mnist.py"

@@ -28,7 +28,6 @@ import numpy as np
 import edgesnn as es
 from edgesnn.datasets import first_per_class, mnist
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 DATA = pathlib.Path(es.__file__).resolve().parent / "data"
 SOURCE = DATA / "mnist_cnn.onnx"
 SPIKING_SOURCE = pathlib.Path(__file__).resolve().parent / "mnist_cnn_sparse.onnx"   # the IF model's
@@ -115,20 +114,10 @@ def shipped_model(name: str, calib: np.ndarray, progress: bool = True) -> es.Mod
 
 
 def converted(source: pathlib.Path, calib: np.ndarray, **options) -> es.Model:
-    """es.convert of `source` with this script's scaling and labels. The provenance names the source
-    relative to the repository, not by the absolute path of the checkout that ran the script, so the
-    same tree writes the same bytes wherever it lives (the conversion itself is deterministic)."""
-    model = es.convert(source, samples=calib, input_scaling=SCALING, labels=LABELS, **options)
-    model.metadata["provenance"]["source"] = portable_path(source)
-    return model
-
-
-def portable_path(path: pathlib.Path) -> str:
-    """`path` relative to the repository (posix separators), or its file name outside it (an installed package)."""
-    try:
-        return path.resolve().relative_to(REPO).as_posix()
-    except ValueError:
-        return path.name
+    """es.convert of `source` with this script's scaling and labels. The provenance names the source by
+    its file name and sha256, not by the path of the checkout that ran the script, so the same tree
+    writes the same bytes wherever it lives (the conversion itself is deterministic)."""
+    return es.convert(source, samples=calib, input_scaling=SCALING, labels=LABELS, **options)
 
 
 def float_accuracy_of(source: pathlib.Path, x: np.ndarray, y: np.ndarray) -> float:
