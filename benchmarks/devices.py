@@ -5,6 +5,8 @@
     python benchmarks/devices.py --with-no-spin   # also the link with spinning off on both sides
     python benchmarks/devices.py --pin       # host (and in-process cpu) on CPU 0, runners on CPU 1 (--cpu 1)
     python benchmarks/devices.py --json out.json --markdown out.md
+    python benchmarks/devices.py --build-runner   # build the host's runner now (default: the installed one)
+    python benchmarks/devices.py --budget-s 40    # seconds of rounds per model at most (default; >= 20 rounds)
 
 Models: the shipped MNIST CNN (edgesnn/data/mnist_cnn_4bit.esnn, real digits as input) and a
 KWS-shaped DS-CNN (49x10x1 MFCC -> conv 10x4/2 (64) -> 4 separable 3x3 blocks -> global average ->
@@ -72,6 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "native"
 TARGET_US = 50.0
 WARM_UP_S = 0.002
+QEMU_STRIDE = 20   # the emulated runner takes part in every 20th round (~0.1 s a call: correctness, not speed)
 
 
 def kws_model(seed: int = 0) -> es.Model:
@@ -112,7 +115,8 @@ def scheduling(pid: int) -> np.ndarray | None:
                      counts["nonvoluntary_ctxt_switches"]], float)
 
 
-def interleaved(model, x, devices: dict, rounds: int, block: int, engine, placement: dict | None = None) -> dict:
+def interleaved(model, x, devices: dict, rounds: int, block: int, engine, placement: dict | None = None,
+                budget_s: float | None = None) -> dict:
     """The devices taking turns in blocks of `block` timed calls for `rounds` rounds, each block after
     an untimed warm-up of WARM_UP_S (at least one call: it pays for the switch from the other device,
     e.g. the previous runner still spinning); a device given with a stride k takes part in every k-th
@@ -126,12 +130,16 @@ def interleaved(model, x, devices: dict, rounds: int, block: int, engine, placem
     `placement`, when given, gets {device name: summed `scheduling` deltas of this process and of the
     device's runner over its timed blocks (not the paired ones), the number of calls, and the CPUs
     each was last seen on after each block}."""
-    out = {name: {"calls": [], "pairs": []} for name in devices}
+    out = {name: {"calls": [], "pairs": [], "rounds": 0} for name in devices}
     clock = time.perf_counter
+    started = clock()
     for round_ in range(rounds):
+        if budget_s is not None and round_ >= 20 and clock() - started > budget_s:
+            break   # a loaded machine: fewer rounds rather than a run past its time (the rows say how many)
         for name, (device, stride) in devices.items():
             if round_ % stride:
                 continue
+            out[name]["rounds"] += 1
             warm_until = clock() + WARM_UP_S
             model.forward(x, device=device)
             while clock() < warm_until:
@@ -266,10 +274,15 @@ def main() -> None:
     parser.add_argument("--spin-us", type=float, default=None, help="the host's spin bound (default: the plugin's)")
     parser.add_argument("--runner-spin-us", type=int, default=None, help="the runner's --spin-us (default: its own)")
     parser.add_argument("--no-qemu", action="store_true")
+    parser.add_argument("--build-runner", action="store_true",
+                        help="build the host's runner now instead of using the installed edgesnn/_lib/edgesnn-runner")
     parser.add_argument("--pin", action="store_true",
                         help="this process (and so the in-process cpu device) on CPU 0, the runners on CPU 1 (the "
                              "runner's --cpu): each on a core of its own; unpinned, the scheduler often queues "
                              "host and runner on one core")
+    parser.add_argument("--budget-s", type=float, default=40.0,
+                        help="at most this many seconds of rounds per model (at least 20 rounds; default 40): "
+                             "a loaded machine runs fewer rounds instead of running long")
     parser.add_argument("--json")
     parser.add_argument("--markdown")
     args = parser.parse_args()
@@ -277,6 +290,7 @@ def main() -> None:
 
     from edgesnn_remote import RemoteDevice
 
+    started_s = time.monotonic()
     print(machine())
     load_before = load_average()
     print(f"load average at the start: {load_before}", flush=True)
@@ -291,7 +305,16 @@ def main() -> None:
     cpu = "cpu (in process)"
 
     with tempfile.TemporaryDirectory() as work:
-        host_runner = build_runner("native", Path(work) / "host")
+        from edgesnn_remote.device import runner_path
+
+        built_s = time.monotonic()
+        installed = runner_path()
+        if installed is not None and installed.is_file() and not args.build_runner:
+            host_runner = installed   # pip install built it with build_runner's flags: the same binary
+            print(f"runner: {host_runner} (the installed one; --build-runner builds it afresh)", flush=True)
+        else:
+            host_runner = build_runner("native", Path(work) / "host")
+            print(f"runner: built now ({time.monotonic() - built_s:.0f} s)", flush=True)
         spin = {} if args.spin_us is None else {"spin_us": args.spin_us}
         pin = []
         if args.pin:
@@ -299,7 +322,11 @@ def main() -> None:
                 sys.exit("--pin needs CPUs 0 and 1")
             os.sched_setaffinity(0, {0})
             pin = ["--cpu", "1"]
-            print("pinned: this process (the in-process cpu device too) on CPU 0, the runners on CPU 1 (--cpu 1)")
+            print("configuration: pinned: this process (the in-process cpu device too) on CPU 0, the runners on "
+                  "CPU 1 (--cpu 1)", flush=True)
+        else:
+            print("configuration: unpinned: host and runners where the scheduler puts them (the placement table "
+                  "says where they ran)", flush=True)
         runner = [host_runner] + pin + ([] if args.runner_spin_us is None else ["--spin-us", str(args.runner_spin_us)])
         devices = {cpu: ("cpu", 1),
                    "remote stdio": (RemoteDevice(runner, **spin), 1),
@@ -310,8 +337,10 @@ def main() -> None:
                                                            spin_us=0), 1)
         qemu = None if args.no_qemu else shutil.which("qemu-aarch64")
         if qemu:
-            arm_runner = build_runner("aarch64-linux-musl", Path(work) / "aarch64")
-            devices["remote stdio, aarch64 under qemu"] = (RemoteDevice([qemu, arm_runner], timeout_s=60), 10)
+            built_s = time.monotonic()
+            arm_runner = build_runner("aarch64-linux-musl", Path(work) / "aarch64")   # zig's cache: quick when built before
+            print(f"aarch64 runner: built ({time.monotonic() - built_s:.0f} s)", flush=True)
+            devices["remote stdio, aarch64 under qemu"] = (RemoteDevice([qemu, arm_runner], timeout_s=60), QEMU_STRIDE)
         # a runner kept on each CPU, for the engine per CPU (not with --pin: this process keeps CPU 0 then)
         allowed = sorted(os.sched_getaffinity(0))
         pinned_runners = {} if args.pin or len(allowed) < 2 else {
@@ -327,7 +356,7 @@ def main() -> None:
                 for name, (device, _) in devices.items() if not isinstance(device, str)}
             print(model_name, "arena plan:", plans[model_name], flush=True)
             placement = {}
-            measured = interleaved(model, x, devices, rounds, block, engine, placement)
+            measured = interleaved(model, x, devices, rounds, block, engine, placement, args.budget_s)
             per_cpu = engine_per_cpu(engine, max(1, rounds // 5), block, model, x, pinned_runners)
             vcpus[model_name] = {side: {cpu_: statistics.median(t) * 1e6 for cpu_, t in by_cpu.items()}
                                  for side, by_cpu in per_cpu.items()}
@@ -338,7 +367,7 @@ def main() -> None:
                 latency = statistics.median(timed) * 1e6
                 row = {"latency_us": latency, "runs_per_s": 1e6 / latency, "ratio_to_cpu": latency / cpu_latency,
                        "p25_us": float(np.percentile(timed, 25) * 1e6), "p75_us": float(np.percentile(timed, 75) * 1e6),
-                       "calls": len(timed), "cpu_us": cpu_latency, "engine_process_us": engine_process,
+                       "calls": len(timed), "rounds": m["rounds"], "cpu_us": cpu_latency, "engine_process_us": engine_process,
                        "engine_us": statistics.median(e for _, e in pairs) * 1e6}
                 if pairs[0][0] is None:   # in process: its latency minus the bare engine call's
                     row["beside_engine_us"] = latency - engine_process
@@ -353,7 +382,8 @@ def main() -> None:
                     row.update({"host_switches": (host[2] + host[3]) / calls, "runner_switches": (runner[2] + runner[3]) / calls,
                                 "runner_queued_us": runner[1] / calls * 1e-3, "host_queued_us": host[1] / calls * 1e-3,
                                 "host_cpu_us": host[0] / calls * 1e-3, "runner_cpu_us": runner[0] / calls * 1e-3,
-                                "host_cpus": cpu_shares(c[0] for c in cpus), "runner_cpus": cpu_shares(c[1] for c in cpus)})
+                                "host_cpus": cpu_shares(c[0] for c in cpus), "runner_cpus": cpu_shares(c[1] for c in cpus),
+                                "same_cpu_share": sum(h == r for h, r in cpus) / max(len(cpus), 1)})
                 results[(model_name, device_name)] = row
                 print(model_name, device_name, {k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()},
                       flush=True)
@@ -363,16 +393,33 @@ def main() -> None:
             device.close()
 
     load_after = load_average()
-    verdicts = []
+    configuration = ("pinned (--pin): this process and the in-process cpu device on CPU 0, every runner on CPU 1 "
+                     "(--cpu 1): a core each, as on a board" if args.pin else
+                     "unpinned: host and runners where the scheduler puts them (each verdict says whether they were "
+                     "co-located: last seen on one CPU after most timed blocks)")
+    verdicts = [f"configuration measured: {configuration}; load average {load_before} at the start, {load_after} "
+                f"at the end; {os.cpu_count()} CPUs; {time.monotonic() - started_s:.0f} s",
+                f"target judged on: the link's overhead = the median over the paired batch-1 calls of (remote wall "
+                f"time - the runner's own engine time of that call), < {TARGET_US:.0f} us on loopback, per model "
+                f"(mnist, kws) and transport (stdio, tcp); 'remote - in-process cpu' is printed beside it"]
     for model_name in ("mnist", "kws"):
         for device_name, transport in (("remote stdio", "stdio"), ("remote tcp (loopback)", "tcp")):
             row, in_process = results[(model_name, device_name)], results[(model_name, cpu)]
             link = row["beside_engine_us"]
-            verdicts.append(f"{model_name} {transport}: the link's overhead {link:.1f} us per run (remote wall time - "
-                            f"the runner's engine time, call by call): target < {TARGET_US:.0f} us "
-                            f"{'met' if link < TARGET_US else 'not met'}; remote - in-process cpu {row['over_cpu_us']:.1f} us "
-                            f"(the runner's engine {row['engine_slower_us']:+.1f} us against in process; in process "
-                            f"wall - engine {in_process['beside_engine_us']:.1f} us)")
+            where = ""
+            if "runner_switches" in row:
+                colocated = row["same_cpu_share"] > 0.5   # last seen on one CPU after most blocks
+                where = (f" [{'co-located on one core' if colocated else 'on separate cores'} after "
+                         f"{100 * row['same_cpu_share']:.0f}% of blocks / {row['rounds']} rounds: switches per call host "
+                         f"{row['host_switches']:.2f} / runner {row['runner_switches']:.2f}; CPU per call host "
+                         f"{row['host_cpu_us']:.1f} us / runner {row['runner_cpu_us']:.1f} us; host on CPU "
+                         f"{row['host_cpus']}, runner on CPU {row['runner_cpus']}]")
+            verdicts.append(f"verdict {model_name} {transport} ({'pinned' if args.pin else 'unpinned'}, load "
+                            f"{load_before.split()[0]}-{load_after.split()[0]}): the link's overhead {link:.1f} us "
+                            f"per run: target < {TARGET_US:.0f} us {'MET' if link < TARGET_US else 'NOT MET'}; "
+                            f"remote - in-process cpu {row['over_cpu_us']:.1f} us (the runner's engine "
+                            f"{row['engine_slower_us']:+.1f} us against in process; in process wall - engine "
+                            f"{in_process['beside_engine_us']:.1f} us){where}")
     notes = ("arena plans: " + "; ".join(f"{m}: " + ", ".join(f"{d} {p}" for d, p in ps.items())
                                           for m, ps in plans.items()) + "\n"
              + "engine per CPU, in process / the runner kept there with --cpu (median, us): " + "; ".join(

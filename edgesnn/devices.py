@@ -45,8 +45,9 @@ class DeviceInfo:
     architecture: str = "host"              # e.g. "x86_64", "aarch64-linux", "thumbv7em (Cortex-M4)"
     engine_version: str = ""                # the engine (or firmware) that runs the model
     arena_bytes_max: int | None = None      # working memory for one inference context (SRAM)
-    program_bytes_max: int | None = None    # memory for the loaded model (flash, or SRAM for a runner)
-    memory_bytes: int | None = None         # total memory budget, when arena and program share it
+    program_bytes_max: int | None = None    # memory for the loaded model (esnn_model_memory_bytes)
+    memory_bytes: int | None = None         # total memory budget, when arena and program share it (SRAM)
+    file_bytes_max: int | None = None       # room for the .esnn file itself (a firmware's flash, less the engine)
     layers_max: int | None = None
     channels_max: int | None = None
     layer_kinds: tuple[str, ...] = LAYER_KINDS
@@ -83,6 +84,9 @@ class MappingReport:
     program_bytes: int = 0   # the loaded model (esnn_model_memory_bytes)
     arena_bytes_max: int | None = None
     program_bytes_max: int | None = None
+    memory_bytes_max: int | None = None   # the budget program + arena share, when the device has one
+    file_bytes: int = 0                   # the .esnn file (counted when the device stores it: file_bytes_max)
+    file_bytes_max: int | None = None
     unsupported: list[str] = field(default_factory=list)  # human-readable reasons, every one
     layers: list[LayerPlacement] = field(default_factory=list)
     arena_plan: str = ""     # the native arena plan the arena figure is for ("fast", "lean"), when one is
@@ -103,13 +107,24 @@ class MappingReport:
                          if name != self.arena_plan)
         return f" ({self.arena_plan} plan{others})"
 
-    def __str__(self) -> str:
+    def headline(self) -> str:
+        """One line: the verdict and every memory figure against its limit (what `__str__` starts with and
+        Model.summary ends with)."""
         def of(used: int, most: int | None) -> str:
             return f"{used:,} B" + ("" if most is None else f" of {most:,} B")
 
-        head = (f"device {self.device!r}: {'fits' if self.fits else 'does NOT fit'}; "
+        line = (f"device {self.device!r}: {'fits' if self.fits else 'does NOT fit'}; "
                 f"arena {of(self.arena_bytes, self.arena_bytes_max)}{self._plans()}, "
                 f"program {of(self.program_bytes, self.program_bytes_max)}")
+        if self.memory_bytes_max is not None:
+            line += (f"; program + arena {self.program_bytes + self.arena_bytes:,} B of "
+                     f"{self.memory_bytes_max:,} B memory")
+        if self.file_bytes_max is not None:
+            line += f"; model file {of(self.file_bytes, self.file_bytes_max)}"
+        return line
+
+    def __str__(self) -> str:
+        head = self.headline()
         rows = [(p.name, p.kind, "yes" if p.supported else "no", p.where if p.supported else p.reason)
                 for p in self.layers]
         body = format_table(("layer", "kind", "fits", "placement / reason"), rows) if rows else ""
@@ -227,12 +242,20 @@ def check_against(info: DeviceInfo, model, figures: tuple[int, int]) -> MappingR
         if most is not None and used > most:
             problems.append(f"{what} memory: the model needs {used:,} B, this device has {most:,} B "
                             f"({used - most:,} B too many)")
-    if info.memory_bytes is not None and program_bytes + arena_bytes > info.memory_bytes:
-        problems.append(f"memory: program {program_bytes:,} B + arena {arena_bytes:,} B = "
-                        f"{program_bytes + arena_bytes:,} B, this device's budget is {info.memory_bytes:,} B")
+    total = program_bytes + arena_bytes
+    if info.memory_bytes is not None and total > info.memory_bytes:
+        problems.append(f"memory: program {program_bytes:,} B + arena {arena_bytes:,} B = {total:,} B, this "
+                        f"device has {info.memory_bytes:,} B ({total - info.memory_bytes:,} B too many)")
+    file_bytes = 0
+    if info.file_bytes_max is not None:
+        file_bytes = len(model.source_bytes) if model.source_bytes is not None else len(model.to_bytes())
+        if file_bytes > info.file_bytes_max:
+            problems.append(f"model file: {file_bytes:,} B, this device has room for {info.file_bytes_max:,} B "
+                            f"({file_bytes - info.file_bytes_max:,} B too many)")
     return MappingReport(device=info.name, fits=not problems, arena_bytes=arena_bytes, program_bytes=program_bytes,
                          arena_bytes_max=info.arena_bytes_max, program_bytes_max=info.program_bytes_max,
-                         unsupported=problems, layers=layers)
+                         memory_bytes_max=info.memory_bytes, file_bytes=file_bytes,
+                         file_bytes_max=info.file_bytes_max, unsupported=problems, layers=layers)
 
 
 def _layer_problems(info: DeviceInfo, layer) -> list[str]:
@@ -320,37 +343,70 @@ class ReferenceDevice(Device):
 class Profile:
     """A named target with real limits; `check` uses the C library's own sizing (same loader, same planner).
 
-    Both figures are exact for the target: the arena is the same on every target (fixed-size records,
-    one planner; `plan` is the arena plan its C application loads with, esnn_model_load_plan), and the
-    model memory differs only by the size of its Model and Layer records, which hold pointers:
-    `record_bytes` is the target build's esnn_record_bytes (read from the cross-built library by
-    native/sizes.py --records; tests/test_cross.py checks them against fresh cross builds).
+    Where a model lives on the target (docs/c-api.md, "Memory ownership"): the loaded model
+    (esnn_model_memory_bytes: the file's weights copied and unpacked, written at load) and the arena
+    are RAM, so the two share `memory_bytes` (a microcontroller's SRAM; the runner's --memory on a
+    board); the .esnn file itself sits in flash beside the firmware (examples/c/bare_metal.c links it
+    as a const array), so it gets `flash_bytes` less the engine's own part of the firmware image,
+    `engine_flash_bytes` (its code and read-only data as a firmware links them: native/sizes.py's
+    "firmware links" row, measured, and checked against a fresh build by
+    tests/test_devices_profiles.py); the engine's writable data in a firmware, `engine_ram_bytes`, is
+    taken from the RAM. Not counted: the application's own code, data and stack.
+
+    Both memory figures are exact for the target: the arena is the same on every target (fixed-size
+    records, one planner; `plan` is the arena plan its C application loads with,
+    esnn_model_load_plan), and the model memory differs only by the size of its Model and Layer
+    records, which hold pointers: `record_bytes` is the target build's esnn_record_bytes (read from
+    the cross-built library by native/sizes.py --records; tests/test_cross.py checks them against
+    fresh cross builds).
     """
 
     name: str
     architecture: str
     description: str
-    arena_bytes_max: int
-    program_bytes_max: int
+    memory_bytes: int                 # RAM for the loaded model and its arena together
+    flash_bytes: int | None = None    # flash for the firmware image: the engine and the model file
+    engine_flash_bytes: int = 0       # the engine's code + read-only data in a firmware (native/sizes.py)
+    engine_ram_bytes: int = 0         # the engine's writable data in a firmware (.data + .bss; native/sizes.py)
     zig_target: str = ""        # how the engine is cross-built for it (native/build.zig -Dtarget / -Dcpu)
     plan: str = "fast"          # the arena plan (edgesnn.native.PLANS): "lean" on microcontrollers
     record_bytes: tuple[int, int] | None = None   # {Model, Layer} bytes on the target; None: this build's
 
+    @property
+    def model_memory_bytes_max(self) -> int:
+        """RAM left for the loaded model and its arena once the engine's own data is placed."""
+        return self.memory_bytes - self.engine_ram_bytes
+
+    @property
+    def file_bytes_max(self) -> int | None:
+        """Flash left for the .esnn file once the engine's code and read-only data are placed."""
+        return None if self.flash_bytes is None else self.flash_bytes - self.engine_flash_bytes
+
+
+# The engine's part of a firmware for each core: code + read-only data in flash, writable data in RAM, as
+# examples/c/bare_metal.c links them (native/sizes.py, "firmware links"; CPU=cortex_m7 for the M7), at
+# the tree of 2026-12-02; tests/test_devices_profiles.py builds them again and compares.
+ENGINE_FLASH_M4, ENGINE_RAM_M4 = 197_982, 0
+ENGINE_FLASH_M7, ENGINE_RAM_M7 = 198_636, 0
 
 PROFILES = {
     profile.name: profile for profile in (
         Profile("cortex-m4", "thumbv7em-none-eabihf (Cortex-M4F)",
-                "Cortex-M4 microcontroller, 256 KB SRAM for the arena, 1 MB flash for the model",
-                arena_bytes_max=256 * 1024, program_bytes_max=1024 * 1024,
+                "Cortex-M4 microcontroller: 256 KB SRAM for the loaded model and its arena, 1 MB flash for "
+                "the firmware (the engine's code, then the model file)",
+                memory_bytes=256 * 1024, flash_bytes=1024 * 1024,
+                engine_flash_bytes=ENGINE_FLASH_M4, engine_ram_bytes=ENGINE_RAM_M4,
                 zig_target="thumb-freestanding-eabihf -Dcpu=cortex_m4", plan="lean", record_bytes=(96, 456)),
         Profile("cortex-m7", "thumbv7em-none-eabihf (Cortex-M7)",
-                "Cortex-M7 microcontroller, 512 KB SRAM for the arena, 2 MB flash for the model",
-                arena_bytes_max=512 * 1024, program_bytes_max=2 * 1024 * 1024,
+                "Cortex-M7 microcontroller: 512 KB SRAM for the loaded model and its arena, 2 MB flash for "
+                "the firmware (the engine's code, then the model file)",
+                memory_bytes=512 * 1024, flash_bytes=2 * 1024 * 1024,
+                engine_flash_bytes=ENGINE_FLASH_M7, engine_ram_bytes=ENGINE_RAM_M7,
                 zig_target="thumb-freestanding-eabihf -Dcpu=cortex_m7", plan="lean", record_bytes=(96, 456)),
         Profile("aarch64-linux", "aarch64-linux-musl",
-                "aarch64 Linux board (the device runner, static musl), 64 MB for arena and model",
-                arena_bytes_max=64 * 1024 * 1024, program_bytes_max=64 * 1024 * 1024,
-                zig_target="aarch64-linux-musl", record_bytes=(104, 616)),
+                "aarch64 Linux board (the device runner, static musl): 64 MB for the loaded model and its arena "
+                "(the runner's --memory); the file arrives over the link",
+                memory_bytes=64 * 1024 * 1024, zig_target="aarch64-linux-musl", record_bytes=(104, 616)),
     )
 }
 
@@ -366,12 +422,14 @@ class ProfileDevice(Device):
     def info(self) -> DeviceInfo:
         from . import __version__
 
-        return DeviceInfo(name=self.name, architecture=self.profile.architecture,
+        profile = self.profile
+        return DeviceInfo(name=self.name, architecture=profile.architecture,
                           engine_version=f"edgesnn {__version__} native",
-                          arena_bytes_max=self.profile.arena_bytes_max,
-                          program_bytes_max=self.profile.program_bytes_max,
+                          memory_bytes=profile.model_memory_bytes_max, file_bytes_max=profile.file_bytes_max,
                           layers_max=256, channels_max=8192,   # native/src/limits.zig
-                          extra={"description": self.profile.description, "zig_target": self.profile.zig_target})
+                          extra={"description": profile.description, "zig_target": profile.zig_target,
+                                 "flash_bytes": profile.flash_bytes, "engine_flash_bytes": profile.engine_flash_bytes,
+                                 "ram_bytes": profile.memory_bytes, "engine_ram_bytes": profile.engine_ram_bytes})
 
     def memory_figures(self, model) -> tuple[int, int]:
         return native_memory_figures(model, self.profile.plan, self.profile.record_bytes)

@@ -231,11 +231,7 @@ class Model:
         labels = self.labels
         if labels:
             text += f"\nlabels: {', '.join(map(str, labels))}"
-        def of(used, most):
-            return f"{used:,} B" + ("" if most is None else f" of {most:,} B")
-        text += (f"\ndevice {report.device!r}: {'fits' if report.fits else 'does NOT fit'}, arena "
-                 f"{of(report.arena_bytes, report.arena_bytes_max)}, program "
-                 f"{of(report.program_bytes, report.program_bytes_max)}")
+        text += "\n" + report.headline()
         text += "".join(f"\n  - {problem}" for problem in report.unsupported)
         if print_fn is not None:
             print_fn(text)

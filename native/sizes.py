@@ -123,8 +123,10 @@ def elf_symbol_sizes(data: bytes, names) -> dict[str, int]:
     return {name: size for name, _, size, _ in elf_symbols(data)[1] if name in wanted}
 
 
-def firmware_sizes(native_dir: Path, scratch: Path) -> dict[str, int] | str:
-    """What bare_metal.c links of the engine on a Cortex-M4 (see the module doc), or the build's error."""
+def firmware_sizes(native_dir: Path, scratch: Path, cpu: str = "cortex_m4") -> dict[str, int] | str:
+    """What bare_metal.c links of the engine on a Cortex-M4 (see the module doc; `cpu`: another Thumb-2
+    core, e.g. cortex_m7), or the build's error. edgesnn/devices.py's profiles store code + rodata as
+    the engine's flash and data as its RAM (tests/test_devices_profiles.py compares)."""
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / "input.u8").write_bytes(bytes(FIRMWARE_INPUT_BYTES))
     # the script runs `python`: this interpreter (it has ziglang)
@@ -133,7 +135,7 @@ def firmware_sizes(native_dir: Path, scratch: Path) -> dict[str, int] | str:
     (shim / "python").unlink(missing_ok=True)
     (shim / "python").symlink_to(sys.executable)
     env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}", "OPTIMIZE": "ReleaseSmall",
-           "EDGESNN_NATIVE_DIR": str(native_dir)}
+           "EDGESNN_NATIVE_DIR": str(native_dir), "CPU": cpu}
     command = ["bash", str(M4_SCRIPT), str(FIRMWARE_MODEL), str(scratch / "input.u8"), str(scratch / "out"), *FIRMWARE_FLAGS]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:

@@ -9,6 +9,8 @@ binary built from this tree, real pipes, sockets, a pty, and the aarch64 build u
   DeviceError within the timeout, reconnection when asked, the runner alive after any bytes;
 - the aarch64-linux-musl runner under qemu-aarch64: static, bit-exact, and its C library's own
   program / arena figures equal what `check` reports.
+
+The profiles' fit verdicts and the Cortex-M4 C library's figures: tests/test_devices_profiles.py.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import numpy as np
 import pytest
 
 import edgesnn as es
-from edgesnn import layers as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_c_embedding import ROOT, models  # noqa: E402
@@ -391,7 +392,9 @@ def test_a_model_that_just_fits_the_budget_loads_and_one_byte_less_is_refused(ru
         np.testing.assert_array_equal(mnist.forward(x, device=device), mnist.forward(x, device="cpu"))
     with RemoteDevice([runner], memory_bytes=program + arena - 1) as device:
         report = device.check(mnist)
-        assert not report.fits and "budget" in report.reason
+        budget = program + arena - 1
+        assert not report.fits and report.reason == (f"memory: program {program:,} B + arena {arena:,} B = "
+                                                     f"{program + arena:,} B, this device has {budget:,} B (1 B too many)")
         with pytest.raises(es.DeviceError, match=rf"does not fit: program {program} B \+ arena {arena} B"):
             mnist.forward(x, device=device)
 
@@ -735,41 +738,6 @@ def test_aarch64_runner_under_qemu_is_bit_exact_and_reports_the_c_library_figure
             assert device.check(model).arena_bytes == program.loaded["arena_bytes"]
 
 
-# -- profiles: fit verdicts at the edge -----------------------------------------------------------------
-
-
-def conv_model(side: int, channels: int = 16) -> es.Model:
-    rng = np.random.default_rng(side)
-    return es.Model([
-        L.InputConv2D(name="conv", weights=rng.integers(-8, 8, (3, 3, 1, channels)), weight_bits=4,
-                      out_multiplier=np.ones(channels, int), out_shift=4, activation_bits=4),
-        L.Dense(name="head", weights=rng.integers(-8, 8, (side * side * channels, 2)), weight_bits=4,
-                neuron="none"),
-    ], input_shape=(side, side, 1))
-
-
-@pytest.mark.parametrize("profile", ["cortex-m4", "cortex-m7"])
-def test_profile_verdicts_on_models_that_just_fit_and_just_do_not(profile):
-    """Models one size step apart either side of the profile's limit: the one that fits is reported with
-    the C library's own figures (the lean plan microcontrollers load with), the other names the memory
-    that overflows with its exact need; which memory binds first (flash or SRAM) depends on the family."""
-    limits = es.devices.PROFILES[profile]
-    assert limits.plan == "lean"   # microcontrollers load with the lean plan: its figure decides the fit
-    reports = {side: conv_model(side).check(profile) for side in range(8, 120, 2)}
-    fitting = max(side for side, report in reports.items() if report.fits)
-    over = min(side for side, report in reports.items() if not report.fits)
-    assert over == fitting + 2
-    fits, does_not = reports[fitting], reports[over]
-    assert fits.arena_bytes == es.devices.native_memory_figures(conv_model(fitting), plan="lean")[1]
-    assert fits.arena_bytes <= limits.arena_bytes_max and fits.program_bytes <= limits.program_bytes_max
-    if does_not.arena_bytes > limits.arena_bytes_max:
-        assert f"arena memory: the model needs {does_not.arena_bytes:,} B" in does_not.reason
-    else:
-        assert does_not.program_bytes > limits.program_bytes_max
-        assert f"program memory: the model needs {does_not.program_bytes:,} B" in does_not.reason
-    assert "does NOT fit" in conv_model(over).summary(print_fn=None, device=profile)
-
-
 # -- the runner's frame handling as a fuzz target ---------------------------------------------------------
 
 
@@ -824,43 +792,52 @@ def test_smoke_fuzz_frames(runner_fuzz_library, tmp_path):
     assert "Done " in result.stderr, result.stderr[-2000:]
 
 
-def test_cortex_m4_profile_figures_are_the_cortex_m4_c_library_figures(tmp_path):
-    """The Cortex-M4 build of the C library (bare_metal.c: static arrays of ESNN_MODEL_BYTES for the
-    model and ESNN_ARENA_BYTES for the lean-plan arena) runs the model with exactly the program and
-    arena bytes `check("cortex-m4")` reports, and refuses it with one byte less of either."""
-    qemu = shutil.which("qemu-arm")
-    if qemu is None:
-        pytest.skip("qemu-arm is not installed (scripts/install-system-deps.sh installs qemu-user)")
-    from test_c_embedding import spiking_mnist_like
-    from test_c_embedding import parse_output
-    from test_cross import M4_SCRIPT, QEMU_ARM_CPU, header_status
+def markdown_rows(text: str, header: str) -> list[list[str]]:
+    """The cells of the Markdown table whose header row starts with `header`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
 
-    model = spiking_mnist_like()
-    report = model.check("cortex-m4")
-    assert report.fits
-    model.save(tmp_path / "model.esnn")
-    x = random_input(model, 1, np.random.default_rng(16))
-    (tmp_path / "input.u8").write_bytes(x[0].tobytes())
-    # the 64-bit host's own figures are larger: the Cortex-M figure is the target's, not an upper bound
-    assert report.program_bytes < es.devices.native_memory_figures(model)[0]
-    assert report.arena_plan == "lean" and report.arena_bytes < report.arena_plans["fast"]
-    results = {}
-    exact = (report.program_bytes, report.arena_bytes)
-    for program, arena in (exact, (report.program_bytes - 1, report.arena_bytes), (report.program_bytes, report.arena_bytes - 1)):
-        out = tmp_path / f"memory-{program}-{arena}"
-        build = subprocess.run(["bash", str(M4_SCRIPT), str(tmp_path / "model.esnn"), str(tmp_path / "input.u8"),
-                                str(out), "-DESNN_TIMESTEPS=1", f"-DESNN_MODEL_BYTES={program}",
-                                f"-DESNN_ARENA_BYTES={arena}"], capture_output=True, text=True,
-                               env={**os.environ, "OPTIMIZE": "ReleaseSafe"}, timeout=900)
-        assert build.returncode == 0, build.stderr
-        results[program, arena] = subprocess.run([qemu, "-cpu", QEMU_ARM_CPU, str(out / "bare_metal")],
-                                                 capture_output=True, text=True, timeout=120)
-    assert results[exact].returncode == 0, results[exact].stdout
-    expected = model.forward(x, device="reference")
-    np.testing.assert_array_equal(parse_output(results[exact].stdout)[1], expected.reshape(-1))
-    for less in results:
-        if less != exact:
-            assert results[less].stdout == f"error: status {header_status('ESNN_ERROR_LIMIT')}\n", less
+
+def test_docs_protocol_md_says_what_the_host_and_the_runner_do():
+    """docs/protocol.md, the page a vendor implements firmware from, against both implementations: the
+    header layout, every type and error code (plugins/edgesnn_remote/protocol.py and
+    native/runner/protocol.zig), the version, and the fixed payload sizes (protocol.py's structs and
+    session.zig's constants)."""
+    import re
+
+    doc = (ROOT / "docs" / "protocol.md").read_text()
+    zig = (NATIVE / "runner" / "protocol.zig").read_text()
+    session = (NATIVE / "runner" / "session.zig").read_text()
+    header = [(int(offset), int(size) if size.isdigit() else size, field) for offset, size, field, *_ in
+              markdown_rows(doc, "| offset | size | field | value |")]
+    assert [field for *_, field in header] == ["magic", "version", "type", "sequence", "length", "payload_crc",
+                                               "header_crc", "payload"]
+    sizes = [struct.calcsize(code) for code in P.HEADER.format.lstrip("<")]
+    assert [(offset, size) for offset, size, _ in header[:-1]] == \
+        [(sum(sizes[:i]), size) for i, size in enumerate(sizes)] and header[-1][:2] == (P.HEADER_BYTES, "length")
+    types = {int(code, 16): name for code, name, *_ in markdown_rows(doc, "| type | name |")}
+    assert types == P.TYPE_NAMES
+    zig_types = {int(code, 16) for code in re.findall(r"= (0x[0-9A-F]{2}),", zig[zig.index("pub const Type"):])}
+    assert zig_types == set(types)
+    codes = {int(code): name for code, name, *_ in markdown_rows(doc, "| code | name |")}
+    assert codes == P.ERROR_CODES
+    zig_codes = dict((int(code), name) for name, code in re.findall(r"(\w+) = (\d+),", zig[zig.index("pub const ErrorCode"):zig.index("pub const Header")]))
+    assert zig_codes == codes
+    assert f"(version {P.VERSION})" in doc.splitlines()[0] and f"protocol_version: u16 = {P.VERSION};" in zig
+    assert f"| 4 | 2 | version | {P.VERSION} |" in doc
+    fixed = {"INFO": (P.INFO_FIXED.size + 64, "info_bytes"), "LOADED": (P.LOADED_REPLY.size, "loaded_bytes"),
+             "STATS": (8 * len(P.STATS_REPLY_FIELDS), "stats_bytes")}
+    for name, (size, constant) in fixed.items():
+        assert re.search(rf"^### \w+ → {name} \({size} bytes\)$", doc, re.M), name
+        assert f"pub const {constant} = {size};" in session, constant
+    run_request = markdown_rows(doc[doc.index("### RUN → RESULT"):], "| offset | size | field |")[:4]
+    assert [int(size) for _, size, _ in run_request] == [4] * 4 and P.RUN_REQUEST.size == 16
 
 
 def test_the_runner_protocol_zig_tests_pass():
