@@ -243,14 +243,14 @@ class KwsFrontend:
         return (self.sample_rate, self.frame_samples, self.n_mels, self.n_mfcc, self.fmin, self.fmax)
 
     def _window_and_mel_basis(self) -> tuple[np.ndarray, np.ndarray]:
+        """(periodic Hann window (frame,), Slaney mel basis (n_mels, frame//2+1)): the values of
+        scipy.signal.get_window("hann", frame, fftbins=True) and librosa.filters.mel(..., dtype=float64),
+        computed here by the same numpy operations (importing scipy.signal and librosa.filters costs
+        ~1.5 s of CPU, the whole start-up of a stream; tests/test_frontend_kws.py compares the bits)."""
         key = (self.sample_rate, self.frame_samples, self.n_mels, self.fmin, self.fmax)
         if getattr(self, "_basis_key", None) != key:
-            import librosa
-            import scipy.signal
-
-            self._window = scipy.signal.get_window("hann", self.frame_samples, fftbins=True)
-            self._mel_basis = librosa.filters.mel(sr=self.sample_rate, n_fft=self.frame_samples, n_mels=self.n_mels,
-                                                  fmin=self.fmin, fmax=self.fmax, dtype=np.float64)
+            self._window = _periodic_hann(self.frame_samples)
+            self._mel_basis = _slaney_mel_basis(self.sample_rate, self.frame_samples, self.n_mels, self.fmin, self.fmax)
             self._basis_key = key
         return self._window, self._mel_basis
 
@@ -366,6 +366,70 @@ def _rows_rfft(fft_module):
     if not same:
         return lambda x: fft_module.rfft(x, axis=-1)
     return lambda x: r2c(x, (x.ndim - 1,), True, 0, None, 1)
+
+
+def _periodic_hann(n: int) -> np.ndarray:
+    """scipy.signal.get_window("hann", n, fftbins=True), by scipy's own steps (general_cosine with
+    a = [0.5, 0.5] over n + 1 points, the last dropped)."""
+    if n <= 1:
+        return np.ones(n, dtype=np.float64)
+    fac = np.linspace(-np.pi, np.pi, n + 1, dtype=np.float64)
+    w = np.zeros(n + 1, dtype=np.float64)
+    for k, a in enumerate((0.5, 0.5)):
+        w += a * np.cos(k * fac)
+    return w[:-1]
+
+
+def _hz_to_mel(frequencies):
+    """librosa.hz_to_mel (Slaney's scale, htk=False), by librosa's steps."""
+    frequencies = np.asanyarray(frequencies)
+    f_min, f_sp = 0.0, 200.0 / 3
+    mels = (frequencies - f_min) / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = (min_log_hz - f_min) / f_sp
+    logstep = np.log(6.4) / 27.0
+    if frequencies.ndim:
+        log_t = frequencies >= min_log_hz
+        mels[log_t] = min_log_mel + np.log(frequencies[log_t] / min_log_hz) / logstep
+    elif frequencies >= min_log_hz:
+        mels = min_log_mel + np.log(frequencies / min_log_hz) / logstep
+    return mels
+
+
+def _mel_to_hz(mels):
+    """librosa.mel_to_hz (Slaney's scale, htk=False), by librosa's steps."""
+    mels = np.asanyarray(mels)
+    f_min, f_sp = 0.0, 200.0 / 3
+    freqs = f_min + f_sp * mels
+    min_log_hz = 1000.0
+    min_log_mel = (min_log_hz - f_min) / f_sp
+    logstep = np.log(6.4) / 27.0
+    if mels.ndim:
+        log_t = mels >= min_log_mel
+        freqs[log_t] = min_log_hz * np.exp(logstep * (mels[log_t] - min_log_mel))
+    elif mels >= min_log_mel:
+        freqs = min_log_hz * np.exp(logstep * (mels - min_log_mel))
+    return freqs
+
+
+def _slaney_mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """librosa.filters.mel(sr=, n_fft=, n_mels=, fmin=, fmax=, htk=False, norm="slaney",
+    dtype=np.float64), by librosa's steps: (n_mels, 1 + n_fft // 2)."""
+    weights = np.zeros((n_mels, int(1 + n_fft // 2)), dtype=np.float64)
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    enorm = 2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels])
+    weights *= enorm[:, np.newaxis]
+    if not np.all((mel_f[:-2] == 0) | (weights.max(axis=1) > 0)):
+        warnings.warn(f"kws frontend: {n_mels} mel bands over {fmin:g}-{fmax:g} Hz with {n_fft}-sample frames leave "
+                      f"some bands without an FFT bin (they stay 0); use fewer bands or longer frames", stacklevel=4)
+    return weights
 
 
 def _read_audio_file(path: Path) -> tuple[np.ndarray, int]:
