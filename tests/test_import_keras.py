@@ -331,3 +331,56 @@ def test_application_layers_match_keras_predict(importer, tmp_path, build, shape
         assert ops.count("affine") == 1        # the input Normalization before a padded layer stays
     else:
         assert graph.input_shape == (1, 20, 6) and simple.node("c2").attrs["padding"] == (0, 0, 2, 0)
+
+
+# -- BrainChip's layer order: Conv2D -> MaxPooling2D -> BatchNormalization -> ReLU (issue 9) -----------------
+
+
+def brainchip_order_model():
+    """akida_models' block order, with batch norm scales of both signs after the pools: a max pool (folded
+    through as a min pool where the scale is negative) and an average pool. (A scale of 0 makes a constant
+    channel: test_import_torch.py test_a_constant_channel_keeps_its_value.)"""
+    inputs = keras.Input((12, 12, 2))
+    x = layers.Rescaling(1 / 255.0)(inputs)
+    x = layers.Conv2D(4, 3, padding="same", name="conv1")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU(name="relu1")(x)
+    x = layers.Conv2D(3, 3, padding="same", name="conv2")(x)
+    x = layers.AveragePooling2D(2, name="pool2")(x)
+    x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.ReLU(max_value=6.0, name="relu2")(x)
+    outputs = layers.Dense(4, name="fc")(layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    model.get_layer("bn1").set_weights([np.array([1.2, -0.7, 0.3, -1.5]), np.array([0.1, 0.3, 0.2, -0.1]),
+                                        np.array([0.05, -0.1, 0.0, 0.2]), np.array([0.5, 1.5, 1.0, 0.8])])
+    model.get_layer("bn2").set_weights([np.array([-0.8, 1.1, 0.6]), np.array([0.2, 0.1, 0.4]),
+                                        np.array([0.1, -0.2, 0.0]), np.array([1.2, 0.7, 1.0])])
+    return model
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_batch_norm_after_pools_with_negative_scales_matches_keras(importer, tmp_path, suffix):
+    """The float graph and its simplified form (the norms folded into the convs, a min pool on the negative
+    channels) match model.predict; the 8/8 integer model keeps >= 25 dB of it."""
+    import edgesnn as es
+
+    keras.utils.set_random_seed(4)
+    model = brainchip_order_model()
+    x = np.random.default_rng(5).integers(0, 256, (64, 12, 12, 2)).astype(np.uint8)
+    expected = model.predict(x.astype(np.float32), verbose=0)
+    model.save(tmp_path / f"m{suffix}")
+    graph = importer.load(tmp_path / f"m{suffix}")
+    assert graph.problems() == []
+    np.testing.assert_allclose(graph.run(x.astype(np.float32))[:, 0, 0], expected, atol=1e-4)
+    simple = graph.simplify()
+    np.testing.assert_allclose(simple.run(x.astype(np.float32))[:, 0, 0], expected, atol=1e-4)
+    ops = [n.op for n in simple]
+    assert ops.count("affine") == 1 and ops[0] == "affine"   # only the input Rescaling (before a padded conv)
+    assert simple.node("pool1").attrs["channel_sign"] == [1, -1, 1, -1]
+    converted = es.convert(str(tmp_path / f"m{suffix}"), samples=x, progress=False)
+    assert [int(s) for s in converted.layers[0].pool_sign] == [1, -1, 1, -1]   # the integer min pool
+    got = converted.forward(x, device="reference")[:, 0, 0] * np.asarray(converted.metadata["output_scale"])
+    # the zoo's measure: over the batch and the channels of the (one) output position
+    snr = 10 * np.log10(np.sum(expected.astype(np.float64) ** 2) / np.sum((got - expected) ** 2))
+    assert snr >= 25, snr

@@ -1,7 +1,7 @@
 """Native == reference, bit for bit: potentials and statistics, on randomized models over every layer
-kind (concat included), padding (same, valid, explicit: symmetric, asymmetric, ceil-mode-like), pad
-value, rectangular stride, depth multiplier, pooling (rectangular windows, strides and padding,
-count_include_pad, min channels), add bias, neuron and zero point, the if/lif dynamics (shift leak or
+kind (concat of 1 to 4 inputs included), padding (same, valid, explicit: symmetric, asymmetric,
+ceil-mode-like), pad value, strides 1..4 (rectangular too), depth multipliers 1..8, pooling
+(rectangular windows and strides of 1..8, padding, count_include_pad, min channels), add bias, neuron and zero point, the if/lif dynamics (shift leak or
 multiplicative decay, reset by subtraction / to zero / none, membrane floor, per-channel thresholds
 from always- to never-firing), activation bits 1/2/4/8, weight bits 2/4/8, timestep counts and input
 sparsity (hypothesis), with both arena plans (fast and lean, native/src/planner.zig). Runs the
@@ -110,12 +110,17 @@ def padding_field(draw, height: int, width: int, kh: int, kw: int, sh: int, sw: 
     return (*window_pads(draw, height, kh, sh), *window_pads(draw, width, kw, sw))
 
 
+# pooling windows and strides: mostly 1..3 (the unrolled rows of kernels/pooling.zig and the 2x2 fast
+# path), one draw in four anywhere in 1..POOL_MAX (8); a window larger than its map is rejected
+pool_extents = st.one_of(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 8))
+
+
 def pool_fields(draw, rng, channels: int) -> dict:
     pool = draw(st.sampled_from((None, None, "max", "avg", "global_avg")))
     if pool not in ("max", "avg"):
         return {"pool": pool}
-    ph, pw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(pool_extents), draw(pool_extents)
+    sh, sw = draw(pool_extents), draw(pool_extents)
     fields = {"pool": pool, "pool_size": (ph, pw), "pool_stride": (sh, sw)}
     if draw(st.booleans()):
         fields["pool_padding"] = (*window_pads(draw, 0, ph, sh), *window_pads(draw, 0, pw, sw))
@@ -140,7 +145,9 @@ def spatial_layer(draw, rng, kind: str, common: dict, shape: tuple, value_max: i
     kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     sh = draw(st.integers(1, 4))  # limits.zig: stride_max = 4
     sw = sh if draw(st.booleans()) else draw(st.integers(1, 4))
-    multiplier = draw(st.sampled_from((1, 1, 2, 3))) if kind in ("depthwise2d", "separable2d") else 1
+    # depth multipliers up to DEPTH_MULTIPLIER_MAX (8), the large ones on few channels
+    multipliers = (1, 1, 2, 3) if c > 8 else (1, 1, 1, 2, 3, 5, 8)
+    multiplier = draw(st.sampled_from(multipliers)) if kind in ("depthwise2d", "separable2d") else 1
     mid = c * multiplier
     cout = mid if kind == "depthwise2d" else draw(channels)
     fields = {"weight_bits": weight_bits, "stride": (sh, sw), "padding": padding_field(draw, h, w, kh, kw, sh, sw),
@@ -289,18 +296,31 @@ def features(layer) -> set[str]:
             found.add("explicit pads")
         if layer.stride[0] != layer.stride[1]:
             found.add("rectangular stride")
-        if max(layer.stride) == 4:
+        if 3 in layer.stride:
+            found.add("stride 3")
+        if 4 in layer.stride:
             found.add("stride 4")
         if np.any(layer.pad_value):
             found.add("pad value")
         if layer.kind != "conv2d" and layer.kind != "input_conv2d" and layer.depth_multiplier > 1:
             found.add("depth multiplier")
+            if layer.depth_multiplier > 4:
+                found.add("depth multiplier > 4")
+            if any(layer.pads):
+                found.add("depth multiplier, explicit pads" if not isinstance(layer.padding, str) else "depth multiplier, padded")
         if (layer.kind == "separable2d" and layer.depth_multiplier == 1 and layer.stride[1] == 1
                 and layer.input_shapes[0][2] <= 8):   # kernels/frame.zig packedChannels: 4 or 8 bytes per pixel
             found.add("packed frame")
     if layer.pool in ("max", "avg"):
         if any(layer.pool_pads):
             found.add("pool padding")
+            found.add(f"{layer.pool} pool padding")
+            if layer.pool == "avg" and not layer.pool_count_include_pad:
+                found.add("avg pool padding scaled")   # partial windows scaled to the whole window
+        if max(layer.pool_size) > 3:
+            found.add("pool window > 3")
+        if max(layer.pool_stride) > 3:
+            found.add("pool stride > 3")
         if layer.pool_size[0] != layer.pool_size[1]:
             found.add("rectangular pool")
         if layer.pool == "avg" and layer.pool_count_include_pad:
@@ -311,6 +331,8 @@ def features(layer) -> set[str]:
         found.add("zero point")
     if layer.kind == "concat" and layer.sources is not None:
         found.add("concat sources")
+    if layer.kind == "concat":
+        found.add(f"concat of {min(len(layer.inputs), 3)}{'+' if len(layer.inputs) >= 3 else ''}")
     if layer.kind == "concat" and concat_gathers_runs(layer):
         found.add("concat gathered runs")
     if layer.kind == "concat" and layer.pool == "global_avg":
@@ -354,7 +376,7 @@ def test_every_kind_and_neuron_is_generated():
 
     # derandomized: the same examples every run (the features rarest since the dynamics joined the
     # strategy, such as an add layer's bias, need more than 150 draws to show up reliably)
-    @settings(max_examples=400, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=500, deadline=None, database=None, derandomize=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     @given(models())
     def collect(model):
@@ -370,7 +392,10 @@ def test_every_kind_and_neuron_is_generated():
     collect()
     assert seen_kinds == {"input_conv2d", "conv2d", "depthwise2d", "separable2d", "dense", "add", "concat"}
     assert seen_neurons == {"relu", "if", "lif", "none"}
-    assert seen_features >= {"explicit pads", "rectangular stride", "stride 4", "pad value", "depth multiplier", "pool padding",
+    assert seen_features >= {"explicit pads", "rectangular stride", "stride 3", "stride 4", "pad value", "depth multiplier",
+                             "depth multiplier > 4", "depth multiplier, explicit pads", "pool padding",
+                             "max pool padding", "avg pool padding", "avg pool padding scaled", "pool window > 3",
+                             "pool stride > 3", "concat of 1", "concat of 2", "concat of 3+",
                              "rectangular pool", "count_include_pad", "min pool", "zero point", "concat sources",
                              "concat gathered runs", "paired conv", "paired conv, odd width",
                              "add bias", "decay", "shift leak", "reset subtract", "reset zero", "reset none",
