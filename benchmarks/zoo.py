@@ -464,6 +464,8 @@ class Result:
     snr_8_overall: float | None = None
     refused_8: str | None = None                # es.convert's PrecisionError at 8/8 (under 25 dB on its samples)
     fidelity_8: dict | None = None              # model.metadata["fidelity"]: its own check on the 8 samples
+    bias_corrected_8: bool = False              # es.convert took the integer bias correction (the plain check fell short)
+    convert_8_s: float | None = None            # wall seconds of the 8/8 es.convert (its checks included)
     snr_4: float | None = None
     snr_4_positions: list | None = None
     convert_4_error: dict | None = None
@@ -518,8 +520,11 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
     except Exception as exc:
         r.import_error = failure(exc)
     try:
+        start = time.perf_counter()
         model, r.refused_8 = convert_recording(e["path"], ref.x, ref.input_scaling, 8)
+        r.convert_8_s = round(time.perf_counter() - start, 2)
         r.fidelity_8 = model.metadata.get("fidelity")
+        r.bias_corrected_8 = "bias_corrected" in model.metadata
         r.converts = r.refused_8 is None
         if r.refused_8 is not None:
             import edgesnn as es

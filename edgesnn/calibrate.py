@@ -209,3 +209,43 @@ def post_training_recipe(graph: Graph, x: np.ndarray, options: dict, *, equalize
         graph, found = globals()["bias_correction"](graph, calib, options, ranges or None)
         done["bias_correction"] = {k: round(v, 4) for k, v in found.items()}
     return graph, ranges, done
+
+
+def correct_integer_biases(model, x: np.ndarray, activations: dict, bias_scales: dict,
+                           index: np.ndarray | None = None) -> dict:
+    """Empirical bias correction of a converted relu Model, in its integer biases (in place), layer by layer.
+
+    Each synaptic layer's potentials before pooling, dequantized (potential * bias_scales[layer], the float
+    value of one bias unit), are compared with its float node's output (`activations[layer.name]`, rows
+    `index` of it for the samples `x`) on the integer model's own inputs, those of the layers before it
+    already corrected: the mean difference per output channel, the shift the quantization of the weights
+    and of every earlier layer adds, is subtracted from the integer bias (rounded to bias units), and the
+    corrected layer feeds the next. Returns {layer: largest |shift| over its channels / the channel's float
+    spread}, for the layers corrected. One pass of the numpy reference engine over `x`.
+    """
+    from . import reference
+    from .layers import INT32_MAX, INT32_MIN
+
+    x5 = model.check_input(x, 1)
+    acts = {"input": x5[:, 0].astype(np.int64)}
+    state: dict = {}
+    found = {}
+    for layer in model.layers:
+        potentials, _ = reference.SYNAPTIC[layer.kind](layer, [acts[name] for name in layer.inputs])
+        scale = bias_scales.get(layer.name)
+        want = activations.get(layer.name)
+        if scale is not None and want is not None:
+            want = np.asarray(want if index is None else want[index], np.float64)
+            if want.size == potentials.size:
+                want = want.reshape(potentials.shape)
+                error = potentials * scale - want
+                shift = error.reshape(-1, error.shape[-1]).mean(axis=0)
+                units = np.round(shift / scale).astype(np.int64)
+                bias = np.clip(layer.bias.astype(np.int64) - units, INT32_MIN, INT32_MAX)
+                units = layer.bias.astype(np.int64) - bias
+                layer.bias = bias.astype(np.int32)
+                potentials = potentials - units
+                spread = want.reshape(-1, want.shape[-1]).std(axis=0) + 1e-12
+                found[layer.name] = float(np.max(np.abs(shift) / spread))
+        acts[layer.name] = reference._neuron(layer, reference._pool(layer, potentials), state)
+    return found

@@ -148,8 +148,11 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     position, border taps included (metadata["fidelity"]). With every layer at 8/8 bits it must keep 25 dB
     SNR at every position on all of them and on 9 in 10 of the batches of half of them (a conversion that
     passes only because its good inputs outweigh its bad ones falls under the bar on other batches);
-    under that it is refused: es.PrecisionError (a ConversionError) naming the SNR, the position and the
-    layer where the SNR falls most. on_low_fidelity="warn" returns the model with an
+    under that the integer bias correction is tried first (each layer's mean quantization shift per channel,
+    measured on the samples, taken out of its integer bias: edgesnn.calibrate.correct_integer_biases), and
+    the corrected model is returned if it keeps the bar cross-fitted (each sample checked on the model
+    corrected on the other half; metadata["bias_corrected"]); else it is refused: es.PrecisionError (a
+    ConversionError) naming the SNR, the position and the layer where the SNR falls most. on_low_fidelity="warn" returns the model with an
     es.PrecisionWarning instead (an untrained or deliberately random network); "record" only records
     metadata["fidelity"] (for a tool's intermediate models). Below 8 bits the SNR is recorded only.
     """
@@ -239,27 +242,84 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
             source_graph.run(_float_input(x[pick], input_scaling))
         all_8 = (weight_bits >= 8 and activation_bits >= 8 and options.get("input_weight_bits", 8) >= 8
                  and all(b >= 8 for b in options.get("layer_weight_bits", {}).values()))
-        _check_fidelity(model, x[pick], float_out, builder, activations, all_8, on_low_fidelity, pick)
+        model = _check_fidelity(model, x[pick], float_out, builder, activations, all_8, on_low_fidelity, pick)
     return model
 
 
 def _check_fidelity(model: Model, x: np.ndarray, float_out: np.ndarray, builder, activations: dict,
-                    all_8: bool, on_low_fidelity: str, pick: np.ndarray | None = None) -> None:
+                    all_8: bool, on_low_fidelity: str, pick: np.ndarray | None = None) -> Model:
     """The integer model's output against the float graph's on the calibration samples `x` (up to
-    FIDELITY_SAMPLES of them, spread over the set):
-    metadata["fidelity"] = SNR over all outputs and at the worst output position (h, w), border taps
-    included, on all of them and on the batches of ceil(n/2) of them (every such subset, or 2000 drawn
-    with a fixed seed: the 10th percentile of their worst-position SNR; and, recorded, the worst half,
-    exactly). With every layer at 8/8 bits (`all_8`) a pooled worst position or a 10th percentile under
-    FIDELITY_DB is refused
-    (PrecisionError, carrying the model) or, with on_low_fidelity="warn", warned about (PrecisionWarning):
+    FIDELITY_SAMPLES of them, spread over the set): metadata["fidelity"] (see _fidelity). With every layer
+    at 8/8 bits (`all_8`) a pooled worst position or a 10th percentile under FIDELITY_DB is first met by
+    the integer bias correction (_bias_corrected): the corrected model is returned when it keeps the bar
+    *cross-fitted* (each sample's output from the model corrected on the other fold of the samples, so
+    that the correction is never checked on the samples it was measured on); else the plain model is
+    refused (PrecisionError, carrying it) or, with on_low_fidelity="warn", warned about (PrecisionWarning):
     the model converted exactly layer by layer, but 8-bit steps compounded over its depth do not keep its
     output. The message names the layer where the SNR falls most (as es.compare measures it)."""
-    n = len(x)
+    want = np.asarray(float_out[:len(x)], np.float64)
+    fidelity = _fidelity(_dequantized(model, x, builder), want)
+    model.metadata["fidelity"] = fidelity
+    if not all_8 or _passes(fidelity) or on_low_fidelity == "record":
+        return model
+    index = np.arange(len(x)) if pick is None else np.asarray(pick)     # x's rows in the calibration activations
+    corrected = _bias_corrected(model, x, builder, activations, index) if len(x) >= 2 else None
+    tried = ""
+    if corrected is not None:
+        crossed = _fidelity(_cross_fitted(model, x, builder, activations, index), want)
+        record = corrected.metadata["bias_corrected"]
+        record.update(uncorrected_fidelity=fidelity, in_sample_fidelity=_fidelity(
+            _dequantized(corrected, x, builder), want))
+        corrected.metadata["fidelity"] = crossed
+        if _passes(crossed):
+            return corrected
+        tried = (f"; with the integer bias correction (cross-fitted on two folds of the samples) "
+                 f"{crossed['worst_position_snr_db']:.1f} dB at the worst position and "
+                 f"{crossed['half_batch_p10_snr_db']:.1f} dB on 9 in 10 batches of half")
+        fidelity = dict(fidelity, bias_corrected=crossed)
+    falls = _where_snr_falls_most(model, x[:FIDELITY_LAYER_SAMPLES], activations, index[:FIDELITY_LAYER_SAMPLES])
+    where = ""
+    if falls is not None:
+        fidelity = dict(fidelity, falls_most=falls)
+        where = (f"; the SNR falls most at layer {falls['layer']!r} (float node {falls['float_node']!r}): "
+                 f"{falls['input_snr_db']:.1f} dB at its input, {falls['snr_db']:.1f} dB at its output")
+    n, half, worst, quantile = fidelity["samples"], fidelity["half_samples"], \
+        fidelity["worst_position_snr_db"], fidelity["half_batch_p10_snr_db"]
+    at, overall = tuple(fidelity["worst_position"]), fidelity["snr_db"]
+    if worst < FIDELITY_DB or half == n:
+        shown, on = worst, f"on {n} calibration samples"
+    else:
+        shown, on = quantile, (
+            f"on 1 in 10 of the batches of half ({half} of {n}) of its calibration samples ({worst:.1f} dB on "
+            f"all {n}: the bar must hold on other batches of inputs too, not only on the pool of these)")
+    message = (
+        f"the 8/8-bit model keeps only {shown:.1f} dB SNR of the float output at its worst output position "
+        f"{at} ({overall:.1f} dB overall) {on}{tried}, under the "
+        f"{FIDELITY_DB:g} dB an 8/8 conversion must keep: every layer converted exactly, but the 8-bit rounding "
+        f"of its {len(model.layers)} layers compounds{where} (es.compare(source, model, samples) shows every "
+        f"layer). A better trained network or es.finetune(..., weight_bits=8, activation_bits=8) usually "
+        f"helps; es.convert(..., on_low_fidelity=\"warn\") converts anyway (an untrained or random network)")
+    model.metadata["fidelity"] = fidelity
+    if on_low_fidelity == "warn":
+        warnings.warn(PrecisionWarning(message), stacklevel=3)
+        return model
+    raise PrecisionError(message, fidelity=fidelity, model=model)
+
+
+def _dequantized(model: Model, x: np.ndarray, builder) -> np.ndarray:
+    """The model's output on `x` in float units (potentials minus the output zero point, times its scale)."""
     potentials = model.forward(x).astype(np.float64)
     zero_point = np.asarray(builder.zero_points.get(builder._output_layer, 0), np.float64)
-    got = (potentials - zero_point) * np.asarray(builder.output_scale, np.float64)
-    want = np.asarray(float_out[:n], np.float64).reshape(got.shape)
+    return (potentials - zero_point) * np.asarray(builder.output_scale, np.float64)
+
+
+def _fidelity(got: np.ndarray, want: np.ndarray) -> dict:
+    """SNR of the dequantized output `got` (n, H, W, C) against the float output `want` over all outputs and at
+    the worst output position (h, w), border taps included, on all n samples and on the batches of ceil(n/2)
+    of them (every such subset, or 2000 drawn with a fixed seed: the 10th percentile of their worst-position
+    SNR; and, recorded, the worst half, exactly)."""
+    n = len(got)
+    want = want.reshape(got.shape)
     signal_each = np.sum(want ** 2, axis=3)                 # (n, H, W): every sample at every position
     noise_each = np.sum((got - want) ** 2, axis=3)
     signal, noise = signal_each.sum(axis=0), noise_each.sum(axis=0)
@@ -275,40 +335,43 @@ def _check_fidelity(model: Model, x: np.ndarray, float_out: np.ndarray, builder,
     halves = _halves(n, half)
     half_batch = _db(halves @ signal_each.reshape(n, -1), halves @ noise_each.reshape(n, -1)).min(axis=1)
     quantile = float(np.quantile(half_batch, FIDELITY_HALF_QUANTILE, method="lower"))
-    fidelity = {"samples": int(n), "snr_db": round(overall, 2), "worst_position_snr_db": round(worst, 2),
-                "worst_position": [int(v) for v in at], "half_samples": int(half),
-                "half_batches": int(len(halves)), "half_batch_p10_snr_db": round(quantile, 2),
-                "worst_half_snr_db": round(worst_half, 2)}
-    model.metadata["fidelity"] = fidelity
-    passed = worst >= FIDELITY_DB and quantile >= FIDELITY_DB
-    if not all_8 or passed or on_low_fidelity == "record":
-        return
-    index = np.arange(n) if pick is None else np.asarray(pick)     # x's rows in the calibration activations
-    falls = _where_snr_falls_most(model, x[:FIDELITY_LAYER_SAMPLES], activations, index[:FIDELITY_LAYER_SAMPLES])
-    where = ""
-    if falls is not None:
-        fidelity = dict(fidelity, falls_most=falls)
-        where = (f"; the SNR falls most at layer {falls['layer']!r} (float node {falls['float_node']!r}): "
-                 f"{falls['input_snr_db']:.1f} dB at its input, {falls['snr_db']:.1f} dB at its output")
-    if worst < FIDELITY_DB or half == n:
-        shown, on = worst, f"on {n} calibration samples"
-    else:
-        shown, on = quantile, (
-            f"on 1 in 10 of the batches of half ({half} of {n}) of its calibration samples ({worst:.1f} dB on "
-            f"all {n}: the bar must hold on other batches of inputs too, not only on the pool of these)")
-    message = (
-        f"the 8/8-bit model keeps only {shown:.1f} dB SNR of the float output at its worst output position "
-        f"{tuple(int(v) for v in at)} ({overall:.1f} dB overall) {on}, under the "
-        f"{FIDELITY_DB:g} dB an 8/8 conversion must keep: every layer converted exactly, but the 8-bit rounding "
-        f"of its {len(model.layers)} layers compounds{where} (es.compare(source, model, samples) shows every "
-        f"layer). A better trained network, es.finetune(..., weight_bits=8, activation_bits=8) or "
-        f"bias_correction=True usually helps; es.convert(..., on_low_fidelity=\"warn\") converts anyway "
-        f"(an untrained or random network)")
-    if on_low_fidelity == "warn":
-        model.metadata["fidelity"] = fidelity
-        warnings.warn(PrecisionWarning(message), stacklevel=3)
-        return
-    raise PrecisionError(message, fidelity=fidelity, model=model)
+    return {"samples": int(n), "snr_db": round(overall, 2), "worst_position_snr_db": round(worst, 2),
+            "worst_position": [int(v) for v in at], "half_samples": int(half),
+            "half_batches": int(len(halves)), "half_batch_p10_snr_db": round(quantile, 2),
+            "worst_half_snr_db": round(worst_half, 2)}
+
+
+def _passes(fidelity: dict) -> bool:
+    return fidelity["worst_position_snr_db"] >= FIDELITY_DB and fidelity["half_batch_p10_snr_db"] >= FIDELITY_DB
+
+
+def _bias_corrected(model: Model, x: np.ndarray, builder, activations: dict, index: np.ndarray) -> Model | None:
+    """A copy of the relu `model` with its integer biases corrected on `x` (calibrate.correct_integer_biases),
+    metadata["bias_corrected"] = {samples, layers: {layer: largest shift / spread}}; None when it changes
+    no bias or the corrected biases overflow the integer ranges."""
+    from .calibrate import correct_integer_biases
+
+    probe = Model(model.layers, input_shape=model.input_shape, input_bits=model.input_bits,   # copies the layers
+                  metadata=model.metadata)
+    found = correct_integer_biases(probe, x, activations, builder.bias_scales, index)
+    if all(np.array_equal(a.bias, b.bias) for a, b in zip(model.layers, probe.layers) if hasattr(a, "bias")):
+        return None
+    metadata = {**model.metadata, "bias_corrected": {"samples": int(len(x)),
+                                                     "layers": {k: round(v, 4) for k, v in found.items()}}}
+    try:
+        return Model(probe.layers, input_shape=model.input_shape, input_bits=model.input_bits, metadata=metadata)
+    except ModelError:
+        return None
+
+
+def _cross_fitted(model: Model, x: np.ndarray, builder, activations: dict, index: np.ndarray) -> np.ndarray:
+    """The dequantized output on `x` where each sample's comes from the model corrected on the other fold
+    (alternate samples), never on itself: what the correction is worth on inputs it did not see."""
+    got = np.zeros((len(x), *model.output_shape))
+    for fold in (np.arange(len(x)) % 2 == 0, np.arange(len(x)) % 2 == 1):
+        fitted = _bias_corrected(model, x[fold], builder, activations, index[fold]) or model
+        got[~fold] = _dequantized(fitted, x[~fold], builder)
+    return got
 
 
 def _halves(n: int, k: int) -> np.ndarray:
@@ -687,6 +750,7 @@ class _Builder:
     problems: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     bits: dict = field(default_factory=dict)           # layer name -> output bits
+    bias_scales: dict = field(default_factory=dict)    # synaptic layer name -> float value of one bias unit (Cout,)
 
     def build(self) -> list:
         g = self.graph
@@ -932,6 +996,7 @@ class _Builder:
                 fields["depth_multiplier"] = _depth_multiplier(node, src.channels)
         pool_fields, divisor = self._pool_fields(pool, self.graph.shapes[node.name])
         fields.update(pool_fields)
+        self.bias_scales[name] = np.asarray(acc_scale, np.float64)     # before the pooling: where the bias adds
         acc_scale = np.asarray(acc_scale, np.float64) / divisor
         cls = {"conv2d": L.Conv2D, "depthwise_conv2d": L.Depthwise2D, "separable_conv2d": L.Separable2D,
                "dense": L.Dense}[node.op]
