@@ -6,7 +6,7 @@
     python benchmarks/devices.py --pin       # host (and in-process cpu) on CPU 0, runners on CPU 1 (--cpu 1)
     python benchmarks/devices.py --json out.json --markdown out.md
     python benchmarks/devices.py --build-runner   # build the host's runner now (default: the installed one)
-    python benchmarks/devices.py --budget-s 40    # seconds of rounds per model at most (default; >= 20 rounds)
+    python benchmarks/devices.py --budget-s 30    # seconds of rounds per model at most (default; >= 20 rounds)
 
 Models: the shipped MNIST CNN (edgesnn/data/mnist_cnn_4bit.esnn, real digits as input) and a
 KWS-shaped DS-CNN (49x10x1 MFCC -> conv 10x4/2 (64) -> 4 separable 3x3 blocks -> global average ->
@@ -280,8 +280,8 @@ def main() -> None:
                         help="this process (and so the in-process cpu device) on CPU 0, the runners on CPU 1 (the "
                              "runner's --cpu): each on a core of its own; unpinned, the scheduler often queues "
                              "host and runner on one core")
-    parser.add_argument("--budget-s", type=float, default=40.0,
-                        help="at most this many seconds of rounds per model (at least 20 rounds; default 40): "
+    parser.add_argument("--budget-s", type=float, default=30.0,
+                        help="at most this many seconds of rounds per model (at least 20 rounds; default 30): "
                              "a loaded machine runs fewer rounds instead of running long")
     parser.add_argument("--json")
     parser.add_argument("--markdown")
@@ -409,8 +409,9 @@ def main() -> None:
             where = ""
             if "runner_switches" in row:
                 colocated = row["same_cpu_share"] > 0.5   # last seen on one CPU after most blocks
+                share = row["same_cpu_share"] if colocated else 1 - row["same_cpu_share"]
                 where = (f" [{'co-located on one core' if colocated else 'on separate cores'} after "
-                         f"{100 * row['same_cpu_share']:.0f}% of blocks / {row['rounds']} rounds: switches per call host "
+                         f"{100 * share:.0f}% of blocks / {row['rounds']} rounds: switches per call host "
                          f"{row['host_switches']:.2f} / runner {row['runner_switches']:.2f}; CPU per call host "
                          f"{row['host_cpu_us']:.1f} us / runner {row['runner_cpu_us']:.1f} us; host on CPU "
                          f"{row['host_cpus']}, runner on CPU {row['runner_cpus']}]")

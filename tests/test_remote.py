@@ -397,6 +397,14 @@ def test_a_model_that_just_fits_the_budget_loads_and_one_byte_less_is_refused(ru
                                                      f"{program + arena:,} B, this device has {budget:,} B (1 B too many)")
         with pytest.raises(es.DeviceError, match=rf"does not fit: program {program} B \+ arena {arena} B"):
             mnist.forward(x, device=device)
+    # the file travels in one LOAD frame: a runner with smaller frames says so in check, and load refuses it
+    file_bytes = len(mnist.to_bytes())
+    with RemoteDevice([runner], frame_bytes=file_bytes - 1) as device:
+        report = device.check(mnist)
+        assert report.unsupported == [f"model file: {file_bytes:,} B, this device has room for {file_bytes - 1:,} B "
+                                      f"(1 B too many)"]
+        with pytest.raises(es.DeviceError, match="--frame-bytes"):
+            mnist.forward(x, device=device)
 
 
 # -- faults seen by the host ----------------------------------------------------------------------------

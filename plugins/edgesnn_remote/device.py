@@ -294,14 +294,16 @@ class RemoteDevice(Device):
             self._ensure_link()
         runner = self._runner_info
         return DeviceInfo(name=self.name, architecture=runner["architecture"], engine_version=runner["engine_version"],
-                          memory_bytes=runner["memory_bytes"], layers_max=runner["layers_max"],
+                          memory_bytes=runner["memory_bytes"], file_bytes_max=runner["frame_bytes_max"],
+                          layers_max=runner["layers_max"],
                           channels_max=runner["channels_max"], layer_kinds=runner["layer_kinds"],
                           weight_bits=runner["weight_bits"], activation_bits=runner["activation_bits"],
                           extra={"link": self._link.description, "frame_bytes_max": runner["frame_bytes_max"],
                                  "protocol_version": runner["protocol_version"]})
 
     def check(self, model) -> MappingReport:
-        """The runner's limits (INFO) against the C library's sizing of `model` (exact for a 64-bit runner)."""
+        """The runner's limits (INFO) against the C library's sizing of `model` (exact for a 64-bit runner);
+        the model file must fit one LOAD frame (frame_bytes_max)."""
         return check_against(self.info(), model, native_memory_figures(model))
 
     def load(self, model) -> RemoteProgram:
