@@ -3,6 +3,7 @@
     python benchmarks/kws_stream.py                     # the shipped 4-bit pipeline, 60 s of audio, 20 ms hop
     python benchmarks/kws_stream.py --seconds 600 --hop-s 0.04 --json out.json
     python benchmarks/kws_stream.py --model kws.esnn --onnx kws.onnx   # any kws pipeline file and its float model
+    python benchmarks/kws_stream.py --padded-random-model   # the DS-CNN padded in time (train.py --time-padding same)
 
 The audio (the shipped demo recording, looped) is pushed in hop-sized chunks, as a microphone
 would give it. The loop is Pipeline.stream's own (edgesnn.pipeline.StreamSession), timed part by
@@ -11,8 +12,9 @@ model's output for every window the frames complete) and smoothing (the softmax 
 Inference runs three ways in the same loop, everything else identical:
 
 - edgesnn stream: the native engine's streaming executor (docs/c-api.md "Streaming"), which
-  computes only the rows of each layer the new frame completes; for models valid along time
-  (a model that pads along time is reported as not streaming, with the engine's reason);
+  computes only the rows of each layer the new frame completes (a model padded along time also
+  the rows of each window that reach the padding; a model that cannot stream is reported, with
+  the engine's reason);
 - edgesnn window: the last 1 s of frames copied into the model input and the whole window run;
 - onnxruntime window: the same float model (--onnx) in onnxruntime (one thread) on each window.
 
@@ -94,15 +96,16 @@ def convert_dscnn(net, bits: int) -> es.Model:
                       labels=LABELS)
 
 
-def valid_random_pipeline(folder: Path) -> tuple[Path, Path]:
-    """(pipeline .esnn, float .onnx) of the shipped DS-CNN shape made valid along time, random weights,
-    4/4 bits, with the default kws frontend: what the streaming path costs before a model trained that
-    way ships."""
+def random_pipeline(folder: Path, time_pad: bool = False) -> tuple[Path, Path]:
+    """(pipeline .esnn, float .onnx) of the shipped DS-CNN shape, valid along time or padded
+    (`train.py --time-padding same`), random weights, 4/4 bits, with the default kws frontend: what
+    the streaming path costs for that shape (speed does not need accuracy)."""
     import torch
 
-    net = dscnn(time_pad=False)
+    net = dscnn(time_pad=time_pad)
     pipe = es.Pipeline(es.frontend("kws"), convert_dscnn(net, 4), labels=LABELS)
-    model_path, onnx_path = folder / "kws_dscnn_valid_random_4bit.esnn", folder / "kws_dscnn_valid_random.onnx"
+    name = "padded" if time_pad else "valid"
+    model_path, onnx_path = folder / f"kws_dscnn_{name}_random_4bit.esnn", folder / f"kws_dscnn_{name}_random.onnx"
     pipe.save(model_path)
     torch.onnx.export(net, torch.zeros(1, 1, 49, 10), str(onnx_path), input_names=["mfcc"], output_names=["logits"],
                       dynamo=False)
@@ -179,11 +182,15 @@ def main(argv=None) -> int:
     parser.add_argument("--valid-random-model", action="store_true",
                         help="instead of --model/--onnx: the shipped DS-CNN shape made valid along time, random "
                              "weights, 4/4 bits (built with torch into a temporary folder), which streams")
+    parser.add_argument("--padded-random-model", action="store_true",
+                        help="the same, padded along time as train.py --time-padding same makes it (the streaming "
+                             "executor recomputes the rows of each window that reach the padding)")
     args = parser.parse_args(argv)
-    if args.valid_random_model:
+    if args.valid_random_model or args.padded_random_model:
         import tempfile
 
-        args.model, args.onnx = valid_random_pipeline(Path(tempfile.mkdtemp(prefix="kws-stream-")))
+        args.model, args.onnx = random_pipeline(Path(tempfile.mkdtemp(prefix="kws-stream-")),
+                                                time_pad=args.padded_random_model)
     if hasattr(os, "sched_setaffinity"):
         core = args.core if args.core is not None else min(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {core})

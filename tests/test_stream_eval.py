@@ -7,6 +7,7 @@ noise bursts as the keyword, so every test takes seconds.
 import io
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +161,26 @@ def test_ten_minute_stream_faster_than_real_time_keeps_memory_flat():
     assert list(pipe.stream(chunks(10), hop_s=0.1)) == []
     growth = max(rss.values()) - rss[1]
     assert growth < 2 * 1024 * 1024, {k: v // 1024 for k, v in rss.items()}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_ten_minutes_through_the_streaming_executor_keep_memory_flat():
+    """The same on the path the shipped pipeline takes (edgesnn.native.NativeStream under
+    Pipeline.stream, 20 ms chunks as a microphone gives them, a window every 20 ms hop)."""
+    pipe = es.Pipeline.load(Path(es.__file__).resolve().parent / "data" / "kws_dscnn_4bit.esnn")
+    assert StreamSession(pipe, pipe.detector_settings(hop_s=0.02)).mode == "stream"
+    noise = (0.01 * np.random.default_rng(6).standard_normal(RATE)).astype(np.float32)
+    rss = {}
+
+    def chunks(minutes):
+        for i in range(minutes * 60 * 50):
+            if i % 3000 == 0:
+                rss[i // 3000] = _rss_bytes()
+            yield noise[(i % 50) * 320:(i % 50 + 1) * 320]
+
+    list(pipe.stream(chunks(10), hop_s=0.02))
+    growth = max(rss.values()) - rss[1]
+    assert len(rss) == 10 and growth < 2 * 1024 * 1024, {k: v // 1024 for k, v in rss.items()}
 
 
 def test_cli_eval_stream_prints_recall_and_writes_the_curve(energy_files, tmp_path, capsys, monkeypatch):

@@ -23,8 +23,10 @@
 //! starts `offset` frames after the window's first: padding shifts the cones, so a ring computes the
 //! positions `base + m * g`); each window then computes, layer by layer, its top and bottom runs of
 //! the other rows (`Edge`: the layer with its input the rows they read, padded along time as they
-//! need, from the producer's edge rows of this window and its ring) and gathers the last layer's
-//! rows whole. Bit-exact again, at the cost of the edge rows per window.
+//! need; those rows lie side by side in the producer's window buffer, its edge rows of this window
+//! with the clean rows they need copied in from its ring, or in the input ring, and are read in
+//! place) and gathers the last layer's rows whole. Bit-exact again, at the cost of the edge rows
+//! per window.
 //!
 //! Nothing allocates: the stream lives at the start of caller memory sized by `memoryBytes`.
 
@@ -116,7 +118,7 @@ const Stage = struct {
     clean_first: u32, // rows [clean_first, clean_end) of a window reach no padding: from `rows`
     clean_end: u32,
     edges: []Edge, // (2: rows [0, clean_first) and [clean_end, H) of every window; 0 unpadded)
-    window: []u8, // (H, row) this window's rows of the layer: the edges (and, last layer, all rows)
+    window: []u8, // (H, row) this window's rows of the layer: the edges and the clean rows next layer's edges read (last layer: all)
 };
 
 /// Consecutive rows of a window that reach the padding along time: the model's layer with its input
@@ -151,7 +153,6 @@ pub const Stream = struct {
     pooled: []i32, // Tail.pooled: the last spatial layer's pool (Cout_p)
     pooled_activations: []u8, // its neuron stage (Cout_p); empty for neuron none (the model's output)
     padded: bool, // some layer pads along time: windows computed with their edges
-    gather: []u8, // scratch (padded): the producer rows one edge reads
     potentials: []i32, // scratch: one row (padded: one edge) of any stage's potentials
     events: []model_zig.Event, // scratch: the most any kernel call lists
     message: [limits.message_bytes_max]u8 = @splat(0),
@@ -293,6 +294,43 @@ fn gcd(a: u64, b: u64) u32 {
     return @intCast(std.math.gcd(a, b));
 }
 
+/// Takes the stream's pieces from its memory in layout order (`memory` null: only sizes them).
+const Carver = struct {
+    memory: ?[]align(limits.buffer_alignment) u8,
+    layout: *Layout,
+
+    fn take(carver: Carver, comptime T: type, count: u64) []T {
+        const offset = carver.layout.take(count * @sizeOf(T));
+        const memory_ = carver.memory orelse return &.{};
+        const piece = memory_[limits.usizeFrom(offset)..][0..limits.usizeFrom(count * @sizeOf(T))];
+        return @as([*]T, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(count)];
+    }
+
+    fn ring(carver: Carver, row_bytes: u64, step: u32, base: u32, spacing: u32, kept: u32) Ring {
+        const phases = spacing / step;
+        const data = carver.take(u8, @as(u64, phases) * 2 * kept * row_bytes);
+        return .{ .data = data, .row_bytes = limits.usizeFrom(row_bytes), .step = step, .base = base, .spacing = spacing, .phases = phases, .kept = kept };
+    }
+
+    /// The model's `layer` run on `input_rows` rows of its input padded along time by `pad_top` and
+    /// `pad_bottom`, giving `output_rows` rows, without pooling: a stage's one-row layer (kernel_h
+    /// rows in, no padding) or an edge. Its row taps come from the memory (none when not `live`).
+    fn rowsLayer(carver: Carver, layer: *const Layer, input_rows: u32, pad_top: u32, pad_bottom: u32, output_rows: u32, live: bool) Layer {
+        var rows = layer.*;
+        rows.input.h = input_rows;
+        rows.input_shapes[0].h = input_rows;
+        rows.pad_top = pad_top;
+        rows.pad_bottom = pad_bottom;
+        rows.synaptic.h = output_rows;
+        rows.pool = .none;
+        rows.output = rows.synaptic;
+        const taps = carver.take(model_zig.TapRange, if (live) input_rows else 0);
+        for (taps, 0..) |*range, iy| range.* = vector.tapRange(@intCast(iy), pad_top, layer.kernel_h, layer.stride_h, output_rows);
+        if (carver.memory != null) rows.row_taps = taps;
+        return rows;
+    }
+};
+
 /// Bytes of caller memory a stream of this model at this hop needs (alignment slack included), or a
 /// failure saying why the model does not stream.
 pub fn memoryBytes(model: *const Model, hop_frames: u32, diag: *Diagnostic) Error!u64 {
@@ -304,23 +342,6 @@ pub fn memoryBytes(model: *const Model, hop_frames: u32, diag: *Diagnostic) Erro
 
 /// Lay the stream out (and build it when `memory` is given): one pass for both, so the sizes agree.
 fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, memory: ?[]align(limits.buffer_alignment) u8) ?*Stream {
-    const Carver = struct {
-        memory: ?[]align(limits.buffer_alignment) u8,
-        layout: *Layout,
-
-        fn take(carver: @This(), comptime T: type, count: u64) []T {
-            const offset = carver.layout.take(count * @sizeOf(T));
-            const memory_ = carver.memory orelse return &.{};
-            const piece = memory_[limits.usizeFrom(offset)..][0..limits.usizeFrom(count * @sizeOf(T))];
-            return @as([*]T, @ptrCast(@alignCast(piece.ptr)))[0..limits.usizeFrom(count)];
-        }
-
-        fn ring(carver: @This(), row_bytes: u64, step: u32, base: u32, spacing: u32, kept: u32) Ring {
-            const phases = spacing / step;
-            const data = carver.take(u8, @as(u64, phases) * 2 * kept * row_bytes);
-            return .{ .data = data, .row_bytes = limits.usizeFrom(row_bytes), .step = step, .base = base, .spacing = spacing, .phases = phases, .kept = kept };
-        }
-    };
     const carver: Carver = .{ .memory = memory, .layout = layout };
     const header = carver.take(Stream, 1);
     const spatial = model.layers[0..shape.spatial_count];
@@ -338,24 +359,12 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
     const input = carver.ring(input_row_bytes, 1, 0, 1, if (padded) @max(spatial[0].kernel_h, window_frames) else spatial[0].kernel_h);
     var potentials_max: u64 = 0;
     var events_max: u64 = 0;
-    var gather_max: u64 = 0;
     var dilation: u32 = 1;
     var producer: Geometry = .{ .offset = 0, .clean_first = 0, .clean_end = window_frames, .edges = undefined };
-    var producer_row_bytes = input_row_bytes;
     var cone: u64 = 1; // frames under one row of the layer run valid
     for (spatial, 0..) |*layer, index| {
         const geometry = geometryOf(layer, producer, dilation);
-        var sub = layer.*;
-        sub.input.h = layer.kernel_h;
-        sub.input_shapes[0].h = layer.kernel_h;
-        sub.pad_top = 0;
-        sub.pad_bottom = 0;
-        sub.synaptic.h = 1;
-        sub.pool = .none;
-        sub.output = sub.synaptic;
-        const row_taps = carver.take(model_zig.TapRange, sub.input.h);
-        for (row_taps, 0..) |*range, iy| range.* = vector.tapRange(@intCast(iy), 0, sub.kernel_h, sub.stride_h, 1);
-        if (memory != null) sub.row_taps = row_taps;
+        const sub = carver.rowsLayer(layer, layer.kernel_h, 0, 0, 1, true);
         const spacing = dilation * layer.stride_h;
         const step = gcd(hop_frames, spacing);
         const base: u32 = @intCast(@mod(geometry.offset, @as(i64, step)));
@@ -378,23 +387,12 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
         events_max = @max(events_max, planner.eventsMax(&sub));
         var edges: [2]Edge = undefined;
         for (geometry.edges, &edges) |shape_, *edge| {
-            var edge_layer = layer.*;
-            edge_layer.input.h = shape_.input_count;
-            edge_layer.input_shapes[0].h = shape_.input_count;
-            edge_layer.pad_top = shape_.pad_top;
-            edge_layer.pad_bottom = shape_.pad_bottom;
-            edge_layer.synaptic.h = shape_.count;
-            edge_layer.pool = .none;
-            edge_layer.output = edge_layer.synaptic;
             const live = padded and shape_.count != 0;
-            const edge_taps = carver.take(model_zig.TapRange, if (live) shape_.input_count else 0);
-            for (edge_taps, 0..) |*range, iy| range.* = vector.tapRange(@intCast(iy), shape_.pad_top, layer.kernel_h, layer.stride_h, shape_.count);
-            if (memory != null) edge_layer.row_taps = edge_taps;
+            const edge_layer = carver.rowsLayer(layer, shape_.input_count, shape_.pad_top, shape_.pad_bottom, shape_.count, live);
             const edge_frame = carver.take(u8, if (live and edge_layer.usesFrame()) edge_layer.frameBytes() else 0);
             if (live) {
                 potentials_max = @max(potentials_max, row_values * shape_.count);
                 events_max = @max(events_max, planner.eventsMax(&edge_layer));
-                gather_max = @max(gather_max, producer_row_bytes * shape_.input_count);
             }
             edge.* = .{ .layer = edge_layer, .frame = edge_frame, .first = shape_.first, .count = if (live) shape_.count else 0, .input_first = shape_.input_first, .input_count = shape_.input_count };
         }
@@ -417,9 +415,7 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
         }
         dilation = spacing;
         producer = geometry;
-        producer_row_bytes = row_bytes;
     }
-    const gather = carver.take(u8, gather_max);
     const last = &spatial[spatial.len - 1];
     const pooled = carver.take(i32, if (shape.tail == .pooled) last.output.valuesPadded() else 0);
     const pooled_activations = carver.take(u8, if (shape.tail == .pooled and last.neuron != .none) last.output.valuesPadded() else 0);
@@ -446,7 +442,6 @@ fn plan(model: *const Model, hop_frames: u32, shape: Shape, layout: *Layout, mem
         .pooled = pooled,
         .pooled_activations = pooled_activations,
         .padded = padded,
-        .gather = gather,
         .potentials = potentials,
         .events = events,
     };
@@ -604,16 +599,10 @@ fn runWindow(stream: *Stream, start: u64, output: []i32) void {
 /// of this window (the edges' or the ring's), then the last layer's rows gathered whole.
 fn runPaddedWindow(stream: *Stream, start: u64, output: []i32) void {
     for (stream.stages, 0..) |*stage, index| {
-        const producer_row_bytes = if (index == 0) stream.input.row_bytes else stream.stages[index - 1].rows.row_bytes;
         for (stage.edges) |*edge| {
             if (edge.count == 0) continue;
-            const input = stream.gather[0 .. producer_row_bytes * edge.input_count];
-            for (0..edge.input_count) |i| {
-                const q: u32 = @intCast(edge.input_first + @as(i64, @intCast(i)));
-                @memcpy(input[i * producer_row_bytes ..][0..producer_row_bytes], producerRow(stream, index, start, q));
-            }
             const row_bytes = stage.rows.row_bytes;
-            runRows(stream, &edge.layer, edge.frame, input, stage.window[edge.first * row_bytes ..][0 .. edge.count * row_bytes], stage.keeps_potentials);
+            runRows(stream, &edge.layer, edge.frame, edgeInput(stream, index, start, edge), stage.window[edge.first * row_bytes ..][0 .. edge.count * row_bytes], stage.keeps_potentials);
         }
     }
     const last = &stream.stages[stream.stages.len - 1];
@@ -624,14 +613,21 @@ fn runPaddedWindow(stream: *Stream, start: u64, output: []i32) void {
     finishWindow(stream, last.window, output);
 }
 
-/// Row q of the window starting at `start` of the producer of stage `index` (the model input for 0).
-fn producerRow(stream: *const Stream, index: usize, start: u64, q: u32) []const u8 {
-    if (index == 0) return stream.input.at(start + q);
+/// The producer rows an edge of stage `index` reads in the window starting at `start`, one slice:
+/// for the first stage a run of the input ring (which keeps the window's frames twice over), else
+/// the producer's window rows, its edge rows there already and its clean rows among them copied in.
+fn edgeInput(stream: *Stream, index: usize, start: u64, edge: *const Edge) []const u8 {
+    const first: u32 = @intCast(edge.input_first);
+    const count = edge.input_count;
+    if (index == 0) return stream.input.lastRows(start + first + count - 1, count);
     const producer = &stream.stages[index - 1];
-    if (q < producer.clean_first or q >= producer.clean_end) {
-        return producer.window[@as(usize, q) * producer.rows.row_bytes ..][0..producer.rows.row_bytes];
+    const row_bytes = producer.rows.row_bytes;
+    const clean_first = @max(first, producer.clean_first);
+    const clean_end = @min(first + count, producer.clean_end);
+    if (clean_first < clean_end) {
+        for (clean_first..clean_end) |q| @memcpy(producer.window[q * row_bytes ..][0..row_bytes], cleanRow(producer, start, @intCast(q)));
     }
-    return cleanRow(producer, start, q);
+    return producer.window[first * row_bytes ..][0 .. count * row_bytes];
 }
 
 /// Clean row r of a stage's window starting at `start`: the ring's row where its cone starts.
