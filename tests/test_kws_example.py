@@ -43,6 +43,20 @@ def test_dataset_splits_hold_voices_out_and_are_deterministic():
     assert clip.shape == (16000,) and np.abs(clip).max() <= 1
 
 
+def test_near_miss_words_are_unknown_words_spoken_more_often():
+    make = _module("make_dataset")
+    near = set(make.CONFUSABLE)
+    # the long streams' false accepts of the former pipeline (examples/kws/confusable_words.py)
+    assert {"ride", "yesterday", "brown", "crown", "gown", "list", "letter", "note", "rope", "nose", "start"} <= near
+    assert near <= set(make.UNKNOWN_WORDS) and not near & (set(make.KEYWORDS) | make.HOMOPHONES)
+    assert set(make.CONFUSABLE_WORDS) == set(make.KEYWORDS)
+    jobs = make.plan("train", ["m1", "f2"], np.random.default_rng(0), 2, 3, confusable_repeats=7)
+    words = [j[0] for j in jobs]
+    assert words.count("brown") == 7 and words.count("banana") == 3 and words.count("yes") == 2
+    assert make.plan("train", ["m1", "f2"], np.random.default_rng(0), 2, 3) == \
+        make.plan("train", ["m1", "f2"], np.random.default_rng(0), 2, 3, confusable_repeats=None)
+
+
 @shipped
 def test_shipped_pipeline_is_small_and_complete():
     assert PIPELINE.stat().st_size < 64 * 1024
@@ -94,6 +108,18 @@ def test_training_features_are_the_frontends_and_augmentation_is_seeded():
     assert np.abs(batched.astype(int) - deployed).max() <= 1 and np.mean(batched == deployed) > 0.999
     index, labels = augmenter.epoch(np.random.default_rng(0))
     assert np.sum(labels == 0) == np.sum(labels == 2) and np.sum(labels == 1) == 3 * np.sum(labels == 2)
+    # --context: a neighbouring (unknown) word cut by the clip's edge, 50-400 ms from the word, which stays as it was
+    near = train.Augmenter(utterances + utterances, np.array([2, 3, 4, 1, 1, 1]), seed=0, context=1.0)
+    added = 0
+    for s in range(8):
+        out = np.zeros(16000, np.float32)
+        out[7000:13000] = utterances[0]
+        near._neighbour(np.random.default_rng(s), out, 7000, 6000)
+        np.testing.assert_array_equal(out[7000 - 800:13000 + 800], np.pad(utterances[0], 800))
+        added += int(np.any(out != 0.0) and np.count_nonzero(out) > np.count_nonzero(utterances[0]))
+    assert added >= 4
+    first = near.clip(np.random.default_rng(5), 0)
+    np.testing.assert_array_equal(first, near.clip(np.random.default_rng(5), 0))
 
 
 def test_dscnn_time_axis_is_valid_so_rows_carry_over_between_windows():

@@ -1,6 +1,7 @@
 """Convert the trained DS-CNN at 8/8 and 4/4 bits; clip accuracy per class; confusion matrix; ship the pipeline.
 
-    python examples/kws/convert_kws.py --data /tmp/kws_data            # after make_dataset.py and train.py
+    python examples/kws/convert_kws.py --data /tmp/kws_data --run /tmp/kws_run --out /tmp/kws_out
+                                                   # after make_dataset.py and train.py --out /tmp/kws_run
 
 As BrainChip's KWS tutorial (seed 002): the float model's clip accuracy on the held-out voices,
 then the integer models' on the same clips, per class, and the 4-bit model's confusion matrix
@@ -8,10 +9,11 @@ then the integer models' on the same clips, per class, and the 4-bit model's con
 (``es.convert`` with mse ranges, cross-layer equalization and bias correction; the
 input layer at 8 bits) and quantization-aware fine-tuning (``es.finetune`` on the augmented
 training clips train.py wrote, starting from the float weights); the one shipped is the better
-on the *validation* voices (the test voices only measure it). Writes
-edgesnn/data/kws_dscnn_4bit.esnn: the 4-bit model, the
-calibrated ``kws`` frontend, the labels and the detector settings (metadata "detector"), and
-edgesnn/data/kws_dscnn.onnx (the float model, for the onnxruntime benchmark).
+on the *validation* voices (the test voices only measure it). Writes into SHIP (``--ship``, default
+edgesnn/data) kws_dscnn_4bit.esnn: the 4-bit model, the calibrated ``kws`` frontend, the labels and
+the detector settings (metadata "detector"), and kws_dscnn.onnx (the float model, for the onnxruntime
+benchmark); into OUT (``--out``, default ./kws_out) the reports: kws_dscnn_8bit.esnn, confusion_4bit.png
+and clip_accuracy.json. DATA (make_dataset.py's folder) and RUN (train.py's) are only read.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def plot_confusion(matrix: np.ndarray, labels, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def more_augmented(data: Path, labels, config: dict, seed: int, passes) -> tuple[np.ndarray, np.ndarray]:
+def more_augmented(data: Path, labels, config: dict, seed: int, passes, context: float = 0.0
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Augmented training clips as train.py's fixed_features makes its two passes (passes 0 and 1), for
     further passes: the same augmenter (seeded as train.py's), the same calibrated frontend."""
     import sys
@@ -83,7 +86,7 @@ def more_augmented(data: Path, labels, config: dict, seed: int, passes) -> tuple
     from train import Augmenter, Features, load_utterances, make_batches
 
     clips, y, _ = load_utterances(data / "train_utterances.npz", labels)
-    augmenter, batches = Augmenter(clips, y, seed), Features(es.frontend("kws", **config))
+    augmenter, batches = Augmenter(clips, y, seed, context=context), Features(es.frontend("kws", **config))
     xs, ys = [], []
     for p in passes:
         for xb, yb in make_batches(augmenter, batches, seed + 1000, p):
@@ -93,9 +96,12 @@ def more_augmented(data: Path, labels, config: dict, seed: int, passes) -> tuple
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="the folder make_dataset.py and train.py wrote")
-    parser.add_argument("--out", type=Path, default=DATA, help="where the shipped files go")
-    parser.add_argument("--plot", type=Path, default=None, help="confusion matrix PNG (default DATA/confusion_4bit.png)")
+    parser.add_argument("--data", type=Path, required=True, help="the folder make_dataset.py wrote (only read)")
+    parser.add_argument("--run", type=Path, default=None, help="the folder train.py wrote (its --out; default DATA)")
+    parser.add_argument("--out", type=Path, default=Path("kws_out"), help="where the reports go: the 8-bit "
+                        "pipeline, confusion_4bit.png, clip_accuracy.json (default ./kws_out)")
+    parser.add_argument("--ship", type=Path, default=DATA, help="where the shipped files go (default edgesnn/data)")
+    parser.add_argument("--plot", type=Path, default=None, help="confusion matrix PNG (default OUT/confusion_4bit.png)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--calibration", default="mse", help="4-bit calibration (es.convert's calibration=)")
     parser.add_argument("--finetune-epochs", type=int, default=3, help="es.finetune epochs at 4/4 bits (0: skip)")
@@ -113,9 +119,12 @@ def main(argv=None) -> int:
                                                                      "(default: DetectorSettings())")
     args = parser.parse_args(argv)
     labels = json.loads((args.data / "labels.json").read_text())
-    features = np.load(args.data / "features.npz")
-    config = json.loads((args.data / "frontend.json").read_text())
-    source = args.data / "dscnn_kws.onnx"
+    run = args.run or args.data
+    features = np.load(run / "features.npz")
+    config = json.loads((run / "frontend.json").read_text())
+    trained = json.loads((run / "train.json").read_text()) if (run / "train.json").exists() else {}
+    source = run / "dscnn_kws.onnx"
+    args.out.mkdir(parents=True, exist_ok=True)
     x_test, y_test = features["x_test"], features["y_test"]
     calib = first_per_class(features["x_train"], features["y_train"], 50)
     classes = len(labels)
@@ -132,7 +141,8 @@ def main(argv=None) -> int:
         x_aug, y_aug = features["x_aug"], features["y_aug"]
         if args.augmented_passes > 2:
             started = time.perf_counter()
-            x_more, y_more = more_augmented(args.data, labels, config, args.seed, range(2, args.augmented_passes))
+            x_more, y_more = more_augmented(args.data, labels, config, trained.get("seed", args.seed),
+                                            range(2, args.augmented_passes), trained.get("context", 0.0))
             x_aug, y_aug = np.concatenate([x_aug, x_more]), np.concatenate([y_aug, y_more])
             print(f"{len(x_more):,} more augmented clips ({args.augmented_passes - 2} passes) in "
                   f"{(time.perf_counter() - started) / 60:.1f} min")
@@ -172,7 +182,7 @@ def main(argv=None) -> int:
         if name != "float32":
             print(f"{name}: {100 * (overall[name] - overall['float32']):+.2f} points vs float "
                   f"(target for 4-bit: within 2 points)")
-    plot = args.plot or args.data / "confusion_4bit.png"
+    plot = args.plot or args.out / "confusion_4bit.png"
     matrix = confusion(y_test, rows["4/4-bit"], classes)
     print("\nconfusion matrix of the shipped 4-bit model (rows: true class, fraction of its clips)")
     print(" " * 10 + "".join(f"{label[:6]:>7}" for label in labels))
@@ -183,18 +193,18 @@ def main(argv=None) -> int:
     print(f"wrote {plot}")
 
     settings = DetectorSettings.from_dict(json.loads(args.detector.read_text())) if args.detector else DetectorSettings()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.ship.mkdir(parents=True, exist_ok=True)
     for model, name in ((m4, "kws_dscnn_4bit.esnn"), (m8, "kws_dscnn_8bit.esnn")):
         model.metadata[METADATA_KEY] = settings.as_dict()
         model.metadata["clip_accuracy"] = {"float32": round(overall["float32"], 4),
                                            "integer": round(overall["4/4-bit" if model is m4 else "8/8-bit"], 4)}
         pipe = es.Pipeline(es.frontend("kws", **config), model, labels=labels)
-        target = (args.out if model is m4 else args.data) / name
+        target = (args.ship if model is m4 else args.out) / name
         pipe.save(target)
         print(f"wrote {target} ({target.stat().st_size:,} bytes)")
-    shutil.copyfile(source, args.out / "kws_dscnn.onnx")
-    print(f"wrote {args.out / 'kws_dscnn.onnx'} ({source.stat().st_size:,} bytes)")
-    (args.data / "clip_accuracy.json").write_text(json.dumps({"overall": overall, "per_class": {
+    shutil.copyfile(source, args.ship / "kws_dscnn.onnx")
+    print(f"wrote {args.ship / 'kws_dscnn.onnx'} ({source.stat().st_size:,} bytes)")
+    (args.out / "clip_accuracy.json").write_text(json.dumps({"overall": overall, "per_class": {
         name: [None if np.isnan(v) else round(float(v), 4) for v in values] for name, values in table.items()},
         "labels": labels, "validation": val_accuracy, "chosen": chosen,
         "confusion_4bit": matrix.round(4).tolist()}, indent=1) + "\n")

@@ -7,7 +7,10 @@ Classes (Speech Commands v2's 12-class task): ``_silence_``, ``_unknown_`` and t
 yes no up down left right on off stop go. Words are spoken by espeak-ng over many voices (English
 varieties x voice variants), speeds and pitches; each 1 s, 16 kHz clip puts a word at a random
 time shift and gain over background noise at a random SNR (clean, 20, 10, 5 or 0 dB): white, pink
-and brown noise, and babble mixed from other espeak speech of the same split's voices.
+and brown noise, and babble mixed from other espeak speech of the same split's voices. The
+``_unknown_`` words include near misses of each keyword (CONFUSABLE_WORDS: rhymes and shared
+sounds, such as ride, brown, letter, nose, start), spoken more often than the others in every split
+(``--confusable-repeats``), so the held-out test clips and long streams hold them too.
 
 Splits hold voices out: the voice *variants* (the timbre: m1, f3, klatt2 ...) are divided between
 train, validation and test, so no test voice is ever heard in training in any accent.
@@ -77,9 +80,29 @@ quick quiet queen question quite
 very voice visit value van vote
 fish fire five-ish fine find fill film
 """.split()
+# Near misses: words that rhyme with a keyword or share its onset or vowel. On the long streams nearly
+# every false accept was such a word (examples/kws/confusable_words.py: ride -> right, yesterday -> yes,
+# brown/crown/gown -> down, list/letter -> left, note/rope/nose -> no, start -> stop), so each is spoken
+# more often than the other unknown words (``--confusable-repeats``), in every split: training learns
+# them from the training voices, and the test clips and long streams hold them from the held-out voices.
+CONFUSABLE_WORDS = {
+    "yes": "yet yell yesterday yellow yeah yam yarn guess mess less dress chess bless press address",
+    "no": "note nose now nut nap new news snow slow low toe though nod gnome nope notice noble",
+    "up": "upper cup pup supper puppy hop hope top tap cap us bus but cut hut rub pub club",
+    "down": "town gown brown crown clown dove dust dawn done sound round found count noun drown doubt",
+    "left": "lift leaf lent lead loft lost last list lamp lemon letter theft lend laughed length less",
+    "right": "ride rice ripe rope road rain rate wrong rug light night bright sight kite white bite quite fight "
+             "tight might writer rider wide",
+    "on": "own odd ox art arm an in and any honest john gone con don",
+    "off": "oft often coffee toffee offer office awful cough soft golf moth cloth laugh",
+    "stop": "stock step stamp store start star still stick stuck stone shop top drop stomp spot swap crop",
+    "go": "goat gold good goose gone got gum game gate grow glow ago bow show dough goal ghost",
+}
 # Homophones of a keyword are left out: "know" is "no", "write" is "right" (a label a listener cannot tell).
 HOMOPHONES = {"know", "write", "rite", "wright", "of"}
-UNKNOWN_WORDS = sorted({w for w in UNKNOWN_WORDS if w.isalpha() and w not in KEYWORDS and w not in HOMOPHONES})
+CONFUSABLE = sorted({w for words in CONFUSABLE_WORDS.values() for w in words.split()} - set(KEYWORDS) - HOMOPHONES)
+UNKNOWN_WORDS = sorted({w for w in UNKNOWN_WORDS + CONFUSABLE if w.isalpha() and w not in KEYWORDS
+                        and w not in HOMOPHONES})
 LANGS = ["en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
 VARIANTS_DIR = Path("/usr/lib/x86_64-linux-gnu/espeak-ng-data/voices/!v")
 # flite's voices (CMU: kal and kal16 diphone, rms and slt and awb clustergen), closer to a human voice
@@ -233,10 +256,13 @@ def split_voices(all_variants: list[str], seed: int) -> dict[str, list[str]]:
 
 
 def plan(split: str, variants_of_split: list[str], rng, per_keyword: int, unknown_repeats: int,
-         flite_voices=(), flite_per_keyword: int = 0, flite_unknown_share: float = 0.0) -> list[tuple]:
+         flite_voices=(), flite_per_keyword: int = 0, flite_unknown_share: float = 0.0,
+         confusable_repeats: int | None = None) -> list[tuple]:
     """(word, voice, speed, pitch) jobs for one split: espeak-ng voices ("lang+variant"), then flite's
-    ("flite+name", speed a duration stretch in %, pitch a mean F0 in Hz)."""
+    ("flite+name", speed a duration stretch in %, pitch a mean F0 in Hz). A near-miss word (CONFUSABLE)
+    is spoken ``confusable_repeats`` times by espeak-ng voices (default: ``unknown_repeats``)."""
     jobs = []
+    confusable = set(CONFUSABLE)
 
     def voice():
         return f"{LANGS[int(rng.integers(len(LANGS)))]}+{variants_of_split[int(rng.integers(len(variants_of_split)))]}"
@@ -245,7 +271,8 @@ def plan(split: str, variants_of_split: list[str], rng, per_keyword: int, unknow
         for _ in range(per_keyword):
             jobs.append((word, voice(), int(rng.integers(110, 260)), int(rng.integers(20, 90))))
     for word in UNKNOWN_WORDS:
-        for _ in range(unknown_repeats):
+        repeats = unknown_repeats if confusable_repeats is None or word not in confusable else confusable_repeats
+        for _ in range(repeats):
             jobs.append((word, voice(), int(rng.integers(110, 260)), int(rng.integers(20, 90))))
 
     def flite_job(word):
@@ -284,8 +311,9 @@ def build_split(split, jobs, audio, rng, augment: int, silence_share: float, unk
     for (word, voice, *_), a in keyword_jobs:
         for _ in range(augment):
             xs.append(mix(rng, a, babble_pool)); ys.append(LABELS.index(word)); voices.append(voice)
+    unknown_order = rng.permutation(len(unknown_jobs))   # all the words (the plan lists them in order)
     for i in range(n_unknown):
-        (word, voice, *_), a = unknown_jobs[i % len(unknown_jobs)]
+        (word, voice, *_), a = unknown_jobs[unknown_order[i % len(unknown_jobs)]]
         xs.append(mix(rng, a, babble_pool)); ys.append(1); voices.append(voice)
     for _ in range(n_silence):
         xs.append(mix(rng, None, babble_pool)); ys.append(0); voices.append("")
@@ -350,6 +378,8 @@ def main(argv=None) -> int:
     parser.add_argument("--per-keyword", type=int, default=400, help="train espeak-ng utterances per keyword")
     parser.add_argument("--flite-per-keyword", type=int, default=120, help="train flite utterances per keyword")
     parser.add_argument("--augment", type=int, default=1, help="noisy clips made from each train keyword utterance")
+    parser.add_argument("--confusable-repeats", type=int, default=8, help="train espeak-ng utterances per "
+                        "near-miss word (CONFUSABLE; other unknown words: 3); validation and test: a quarter, at least 2")
     parser.add_argument("--workers", type=int, default=2, help="espeak-ng processes at once")
     parser.add_argument("--small", action="store_true", help="a tiny set (for trying things)")
     args = parser.parse_args(argv)
@@ -359,17 +389,19 @@ def main(argv=None) -> int:
     flite_per = {"train": args.flite_per_keyword, "val": 0, "test": max(args.flite_per_keyword // 6, 4)}
     flite_unknown_share = {"train": 1.0, "val": 0.0, "test": 0.3}
     unknown_repeats = {"train": 3, "val": 1, "test": 1}
+    confusable_repeats = {"train": args.confusable_repeats, "val": max(2, args.confusable_repeats // 4),
+                          "test": max(2, args.confusable_repeats // 4)}
     if args.small:
         per = {"train": 12, "val": 4, "test": 4}
         flite_per = {"train": 4, "val": 0, "test": 2}
-        unknown_repeats = {"train": 1, "val": 1, "test": 1}
+        unknown_repeats = confusable_repeats = {"train": 1, "val": 1, "test": 1}
     voices = split_voices(variants(), args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "labels.json").write_text(json.dumps(LABELS) + "\n")
     for index, split in enumerate(SPLITS):
         rng = np.random.default_rng([args.seed, index])
         jobs = plan(split, voices[split], rng, per[split], unknown_repeats[split], FLITE_VOICES[split],
-                    flite_per[split], flite_unknown_share[split])
+                    flite_per[split], flite_unknown_share[split], confusable_repeats[split])
         print(f"{split}: {len(voices[split])} espeak-ng voice variants, flite {FLITE_VOICES[split]}, "
               f"{len(jobs)} utterances ...", flush=True)
         audio = synthesize(espeak, jobs, args.workers)

@@ -1,7 +1,7 @@
 """Train the DS-CNN keyword spotter (MLPerf Tiny / BrainChip shape) on the espeak-ng/flite set, on the CPU.
 
     python examples/kws/make_dataset.py --out /tmp/kws_data      # first, once
-    python examples/kws/train.py --data /tmp/kws_data             # about 14 CPU minutes (trainer + batch maker)
+    python examples/kws/train.py --data /tmp/kws_data --out /tmp/kws_run   # about 14 CPU minutes (trainer + batch maker)
 
 Input: the project's own ``kws`` frontend (49 x 10 MFCC as uint8), given to the network as x / 255.
 Network: conv 10x4 stride 2 (64 channels), four depthwise-separable blocks (3x3 depthwise + 1x1
@@ -25,7 +25,9 @@ synthesizer's rendition of it:
   examples/kws/snr_breakdown.py), and a competing talker or two; a zero tail on some clips (short recordings padded with digital silence);
 - vocal tract length perturbation (VTLP): the power spectrum's frequency axis warped by 0.88-1.12,
   so formants move as between speakers (the held-out voices are other timbres, not other words);
-- SpecAugment: up to two masks of 1-5 mel bands (before the DCT) and two of 1-6 frames.
+- SpecAugment: up to two masks of 1-5 mel bands (before the DCT) and two of 1-6 frames;
+- with ``--context`` (a share of the clips), a neighbouring non-keyword word 50-400 ms before or after
+  the word, cut by the clip's edge, as a stream's windows hold them (the label stays the word's).
 
 ``_silence_`` clips are background alone at -80 to -20 dBFS: the noises, mains hum and babble
 (distant talk with no foreground word, as the test set's silence and the long streams' backgrounds
@@ -36,10 +38,11 @@ or over the ``--cpu-minutes`` budget if that comes first: CPU seconds of the tra
 its batch maker together (so a loaded machine trains the same model as an idle one, only slower). The model kept is the one with the best
 validation accuracy (validation voices are not the test voices).
 
-Writes into DATA: ``features.npz`` (uint8 features of the fixed train/val/test clips through the
+Reads DATA (make_dataset.py's folder); writes into OUT (``--out``, default DATA): ``features.npz`` (uint8 features of the fixed train/val/test clips through the
 real frontend, and ``x_aug``/``y_aug``: augmented training clips for calibration and fine-tuning,
 used by convert_kws.py), ``frontend.json`` (the calibrated frontend config), ``dscnn_kws.onnx``
-(the float model, NCHW input (N, 1, 49, 10)) and ``dscnn_kws.pt`` (its state dict); prints the
+(the float model, NCHW input (N, 1, 49, 10)), ``dscnn_kws.pt`` (its state dict) and ``train.json``
+(the seed and augmentation convert_kws.py repeats for more fine-tuning clips); prints the
 float clip accuracy on the held-out voices, per class.
 """
 
@@ -111,12 +114,13 @@ class Augmenter:
     NOISES = ("white", "pink", "brown", "hum", "babble", "babble", "talker")
     SILENCE_NOISES = ("white", "pink", "brown", "hum", "babble")   # no lone talker: that is a word
 
-    def __init__(self, clips, y, seed: int, pool_s: int = 30, babble_s: int = 240):
+    def __init__(self, clips, y, seed: int, pool_s: int = 30, babble_s: int = 240, context: float = 0.0):
         from scipy.signal import butter
 
-        self.clips, self.y = clips, y
+        self.clips, self.y, self.context = clips, y, context
         rng = np.random.default_rng([seed, 99])
         unknown = [c for c, label in zip(clips, y) if label == UNKNOWN]
+        self.unknown = unknown
         self.pools = {kind: colored_noise(rng, pool_s * RATE, kind) for kind in ("white", "pink", "brown", "hum")}
         self.pools["babble"] = np.concatenate([babble(rng, babble_s * RATE // 3, unknown, talkers)
                                                for talkers in (4, 5, 6)])
@@ -161,6 +165,8 @@ class Augmenter:
         out[shift:shift + len(word)] = word
         peak = np.abs(out).max() + 1e-9
         out *= np.float32(10 ** (rng.uniform(-35, -1) / 20) / peak)
+        if self.context and rng.random() < self.context:                      # a neighbouring word
+            self._neighbour(rng, out, shift, len(word))
         if rng.random() < 0.85:
             kind = self.NOISES[int(rng.integers(len(self.NOISES)))]
             speech_rms = np.sqrt(np.mean(out[shift:shift + len(word)] ** 2)) + 1e-9
@@ -169,6 +175,24 @@ class Augmenter:
         if rng.random() < 0.1:                                                 # padded with digital silence
             out[min(CLIP, shift + len(word) + int(rng.integers(0, RATE // 10))):] = 0.0
         return np.clip(out, -1, 1)
+
+    def _neighbour(self, rng, out: np.ndarray, shift: int, length: int) -> None:
+        """Add another (unknown) word just before or after the word at out[shift:shift + length], cut
+        by the clip's edge, at -9 to +3 dB of its peak: the windows of a stream hold a word's
+        neighbours too, and the label stays the word's."""
+        other = self.unknown[int(rng.integers(len(self.unknown)))]
+        gap = int(rng.uniform(0.05, 0.4) * RATE)
+        level = np.float32(np.abs(out).max() * 10 ** (rng.uniform(-9, 3) / 20) / (np.abs(other).max() + 1e-9))
+        if rng.random() < 0.5:   # before: its tail ends `gap` before the word
+            end = shift - gap
+            if end > 0:
+                part = other[max(0, len(other) - end):]
+                out[end - len(part):end] += part * level
+        else:
+            start = shift + length + gap
+            if start < CLIP:
+                part = other[:CLIP - start]
+                out[start:start + len(part)] += part * level
 
     def epoch(self, rng, unknown_share: float = 3.0, silence_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """(utterance indices, -1 for silence; their labels) of one epoch, shuffled and class-balanced."""
@@ -237,9 +261,9 @@ def make_batches(augmenter: Augmenter, features: Features, seed: int, epoch: int
 
 def _batches_worker(args):
     """A child process making the epochs' batches (so the training process only trains)."""
-    queue, data, labels, config, seed, epochs = args
+    queue, data, labels, config, seed, epochs, context = args
     clips, y, _ = load_utterances(data / "train_utterances.npz", labels)
-    augmenter = Augmenter(clips, y, seed)
+    augmenter = Augmenter(clips, y, seed, context=context)
     features = Features(es.frontend("kws", **config))
     for epoch in range(epochs):
         for item in make_batches(augmenter, features, seed, epoch):
@@ -247,10 +271,10 @@ def _batches_worker(args):
         queue.put(None)
 
 
-def calibrated_frontend(data: Path, labels, seed: int, clips_n: int = 1500):
+def calibrated_frontend(data: Path, labels, seed: int, clips_n: int = 1500, context: float = 0.0):
     """The kws frontend with its uint8 range set on augmented training clips."""
     clips, y, _ = load_utterances(data / "train_utterances.npz", labels)
-    augmenter = Augmenter(clips, y, seed)
+    augmenter = Augmenter(clips, y, seed, context=context)
     rng = np.random.default_rng([seed, 10_000])
     index, _ = augmenter.epoch(rng)
     sample = np.stack([augmenter.clip(rng, int(j)) for j in index[:clips_n]])
@@ -310,9 +334,37 @@ def per_class_table(labels, y, predicted) -> str:
     return "\n".join(rows)
 
 
+def _pretrained_run(args, labels, run: Path) -> int:
+    """--pretrained PIPELINE: the float model beside it (``--pretrained-onnx``) and its pipeline's calibrated
+    frontend, with this data set's features (fixed splits and augmented clips) in RUN, so that
+    convert_kws.py --run RUN converts and fine-tunes that model on this data set's training voices."""
+    import shutil
+
+    started = time.perf_counter()
+    pipe = es.Pipeline.load(args.pretrained)
+    if list(pipe.labels) != list(labels):
+        raise SystemExit(f"train.py: {args.pretrained} has labels {pipe.labels}, the data set {labels}")
+    fe = es.frontend("kws", **pipe.frontend.config)
+    clips, y, _ = load_utterances(args.data / "train_utterances.npz", labels)
+    augmenter = Augmenter(clips, y, args.seed, context=args.context)
+    (run / "frontend.json").write_text(json.dumps(fe.config) + "\n")
+    (run / "train.json").write_text(json.dumps({"data": str(args.data), "seed": args.seed, "context": args.context,
+                                                "pretrained": str(args.pretrained)}) + "\n")
+    np.savez(run / "features.npz", **fixed_features(args.data, fe, augmenter, args.seed))
+    shutil.copyfile(args.pretrained_onnx, run / "dscnn_kws.onnx")
+    print(f"{run}: features of {args.data} for {args.pretrained_onnx} ({(time.perf_counter() - started) / 60:.1f} min)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="the folder make_dataset.py wrote (only read)")
+    parser.add_argument("--out", type=Path, default=None, help="where this run's files go (default: DATA)")
+    parser.add_argument("--pretrained", type=Path, default=None, help="do not train: a pipeline file whose "
+                        "frontend and float model (--pretrained-onnx) get this data set's features in OUT")
+    parser.add_argument("--pretrained-onnx", type=Path, default=Path(es.__file__).resolve().parent / "data" / "kws_dscnn.onnx")
+    parser.add_argument("--context", type=float, default=0.0, help="share of training clips with a neighbouring "
+                        "word cut by the clip's edge (as the windows of a stream hold)")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--cpu-minutes", type=float, default=13.0, help="stop training after this much CPU time "
                         "of the trainer and its batch maker together (the learning-rate schedule follows it)")
@@ -332,15 +384,22 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     labels = json.loads((args.data / "labels.json").read_text())
-    fe, augmenter = calibrated_frontend(args.data, labels, args.seed)
+    run = args.out or args.data
+    run.mkdir(parents=True, exist_ok=True)
+    if args.pretrained:   # no training: this data set's features for a float model trained before
+        return _pretrained_run(args, labels, run)
+    fe, augmenter = calibrated_frontend(args.data, labels, args.seed, context=args.context)
     config = fe.config
-    cached = args.data / "features.npz"
-    reuse = (args.reuse_features and cached.exists() and (args.data / "frontend.json").exists()
-             and json.loads((args.data / "frontend.json").read_text()) == json.loads(json.dumps(config)))
-    (args.data / "frontend.json").write_text(json.dumps(config) + "\n")
+    cached = run / "features.npz"
+    reuse = (args.reuse_features and cached.exists() and (run / "frontend.json").exists()
+             and json.loads((run / "frontend.json").read_text()) == json.loads(json.dumps(config)))
+    (run / "frontend.json").write_text(json.dumps(config) + "\n")
+    # what convert_kws.py needs to make more clips as this run made them
+    (run / "train.json").write_text(json.dumps({"data": str(args.data), "seed": args.seed, "context": args.context,
+                                                "time_padding": args.time_padding}) + "\n")
     queue = multiprocessing.get_context("spawn").Queue(maxsize=16)
     worker = multiprocessing.get_context("spawn").Process(
-        target=_batches_worker, args=((queue, args.data, labels, config, args.seed, args.epochs),), daemon=True)
+        target=_batches_worker, args=((queue, args.data, labels, config, args.seed, args.epochs, args.context),), daemon=True)
     worker.start()
     if reuse:   # the same calibrated frontend (it is seeded) made them
         stored = np.load(cached)
@@ -406,8 +465,8 @@ def main(argv=None) -> int:
     print(per_class_table(labels, f["y_test"], predicted))
     model.eval()
     model = model.to(memory_format=torch.contiguous_format)
-    torch.save(model.state_dict(), args.data / "dscnn_kws.pt")
-    out = args.data / "dscnn_kws.onnx"
+    torch.save(model.state_dict(), run / "dscnn_kws.pt")
+    out = run / "dscnn_kws.onnx"
     example = torch.from_numpy(f["x_test"][:1].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     torch.onnx.export(model, example, str(out), input_names=["mfcc"], output_names=["logits"],
                       dynamic_axes={"mfcc": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
