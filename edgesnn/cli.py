@@ -295,9 +295,6 @@ def _run_convert(args) -> int:
                     equalize=args.equalize, bias_correction=args.bias_correction,
                     search_ranges=args.search_ranges, budget_bytes=args.budget,
                     on_low_fidelity=args.on_low_fidelity)
-    classes = int(np.prod(model.output_shape))
-    if labels is not None and len(labels) != classes:
-        raise EdgesnnError(f"--labels names {len(labels)} classes, the model outputs {classes}; nothing written")
     model.save(args.output)
     model.summary(print_fn=print)
     print(f"\nwrote {args.output}")

@@ -350,8 +350,9 @@ def test_convert_refuses_labels_that_do_not_name_every_class_before_writing(caps
     out = files["tmp"] / "labelled.esnn"
     status, _, err = run_cli(capsys, "convert", str(files["onnx"]), "-o", str(out), "--samples",
                              str(files["digits_npy"]), "--labels", "a,b")
-    assert status == 1 and err.strip().splitlines()[-1].endswith(
-        "edgesnn convert: error: --labels names 2 classes, the model outputs 10; nothing written"), err
+    assert status == 1 and err.strip().splitlines()[-1] == (
+        "edgesnn convert: error: labels names 2 classes (['a', 'b']), but the model outputs 10 (output shape "
+        "(1, 1, 10)): give 10 labels, one per output, or none"), err
     assert not out.exists()
 
 

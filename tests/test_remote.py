@@ -419,6 +419,8 @@ def test_runner_killed_mid_run_is_a_device_error_then_reconnect_works(runner, mn
     x = random_input(mnist, 1, np.random.default_rng(11))
     mnist.forward(x, device=device)
     pid = device._link.process.pid
+    # stopped first, so that however fast this CPU is, the run is still unanswered when the kill comes
+    os.kill(pid, signal.SIGSTOP)
     killer = threading.Timer(0.3, os.kill, (pid, signal.SIGKILL))
     killer.start()
     started = time.monotonic()
