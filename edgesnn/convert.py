@@ -595,13 +595,30 @@ def multiplier_shift(ratio) -> tuple[np.ndarray, np.ndarray]:
     return mult.astype(np.int32), shift.astype(np.int32)
 
 
-def quantize_weights(weight: np.ndarray, bits: int, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric quantization over the last axis: (integer weights, scale per output channel)."""
+ZERO_CHANNEL_BIAS_UNITS = 1 << 12   # the bias of a channel without weights, in its potential units
+
+
+def quantize_weights(weight: np.ndarray, bits: int, per_channel: bool,
+                     bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric quantization over the last axis: (integer weights, scale per output channel).
+
+    An output channel whose weights are all zero (a pruned filter, a batch norm of scale 0 folded in)
+    outputs its `bias` alone, so its scale is chosen for that bias: |bias| / ZERO_CHANNEL_BIAS_UNITS,
+    which makes its int32 bias exactly +-4096 units, far inside the int32 bound of docs/semantics.md
+    (4096 * pool_factor). Per tensor (one scale for all channels) that happens only
+    when no channel has a weight, and the largest |bias| sets the scale. Without a bias (or with a
+    zero one) such a channel outputs 0 and keeps scale 1."""
     qmax = (1 << (bits - 1)) - 1
     w = np.asarray(weight, np.float64)
     flat = np.abs(w).reshape(-1, w.shape[-1])
     top = flat.max(axis=0) if per_channel else np.full(w.shape[-1], flat.max())
     scale = np.where(top > 0, top / qmax, 1.0)
+    if bias is not None:
+        magnitude = np.broadcast_to(np.abs(np.asarray(bias, np.float64)), top.shape)
+        if not per_channel:
+            magnitude = np.full(top.shape, magnitude.max(initial=0.0))
+        constant = (top == 0) & (magnitude > 0)
+        scale[constant] = magnitude[constant] / ZERO_CHANNEL_BIAS_UNITS
     q = np.clip(np.round(w / scale), -qmax - 1, qmax).astype(np.int8)
     return q, scale
 
@@ -984,7 +1001,8 @@ class _Builder:
             fields, acc_scale = self._separable(node, src, per_channel)
         else:
             weight = self._scaled_weight(node, src, in_shape)
-            q, w_scale = quantize_weights(weight, qbits, per_channel)
+            # a channel without weights gets a scale for its bias (the zero point adds nothing to it)
+            q, w_scale = quantize_weights(weight, qbits, per_channel, node.params["bias"])
             # the zero point times the *quantized* weights, as the integer layer computes it
             dequantized = q.astype(np.float64) * w_scale
             bias = np.asarray(node.params["bias"], np.float64) - self._zero_point_term(node, dequantized, src, in_shape)
@@ -1074,7 +1092,7 @@ class _Builder:
             top = activation_range(np.abs(mid), self.options["calibration"], mid_bits - 1)
             mid_scale = np.full(depthwise.shape[-1], top / ((1 << (mid_bits - 1)) - 1))
         mid_mult, mid_shift = multiplier_shift(d_scale / mid_scale)
-        pq, p_scale = quantize_weights(pointwise * mid_scale[:, None], wbits, per_channel)
+        pq, p_scale = quantize_weights(pointwise * mid_scale[:, None], wbits, per_channel, bias)
         fields = {"weights": dq, "pointwise": pq, "bias": _quantize_bias(bias, p_scale, node.name),
                   "mid_multiplier": mid_mult, "mid_shift": mid_shift, "mid_bits": mid_bits,
                   "depth_multiplier": m, **self._geometry(node, src)}

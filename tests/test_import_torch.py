@@ -321,9 +321,6 @@ def test_batch_norm_after_pools_with_negative_scales_matches_torch(importer):
     assert snr >= 25, snr
 
 
-@pytest.mark.xfail(strict=True, reason="convert.py: a channel whose weights are all zero (a pruned filter, or a batch norm "
-                   "with scale 0 folded in) gets weight scale 1.0 from quantize_weights, so its bias is rounded to whole "
-                   "float units: the constant it outputs after the ReLU comes back as 0 instead of 0.2, 3 instead of 3.3")
 def test_a_constant_channel_keeps_its_value():
     """A conv whose channels 1 and 2 have zero weights and biases 0.2 and 3.3: after the ReLU they are
     constants, which the integer model must give back like any other value."""
@@ -339,3 +336,22 @@ def test_a_constant_channel_keeps_its_value():
     expected = torch_output(net, (x.transpose(0, 3, 1, 2) / 255.0).astype(np.float32)).transpose(0, 2, 3, 1)
     got = model.forward(x, device="reference") * np.asarray(model.metadata["output_scale"])
     np.testing.assert_allclose(got[..., 1:], expected[..., 1:], rtol=0.01)
+    # convert.quantize_weights gives such a channel a scale for its bias: +-4096 potential units exactly
+    np.testing.assert_array_equal(model.layers[0].bias[1:], [4096, 4096])
+
+
+def test_a_layer_without_weights_outputs_its_biases():
+    """A head whose weights are all zero outputs its biases; the output layer has one scale for all its
+    channels (its potentials are compared by argmax), set by the largest bias."""
+    import edgesnn as es
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    with torch.no_grad():
+        net[3].weight.zero_()
+        net[3].bias.copy_(torch.tensor([0.5, -0.25, 2.0]))
+    x = np.random.default_rng(6).integers(0, 256, (8, 6, 6, 1)).astype(np.uint8)
+    model = es.convert(net, samples=x, input_scaling=(255, 0), progress=False, on_low_fidelity="record")
+    np.testing.assert_array_equal(model.layers[-1].bias, [1024, -512, 4096])
+    got = model.forward(x, device="reference")[:, 0, 0] * np.asarray(model.metadata["output_scale"])
+    np.testing.assert_allclose(got, np.tile([0.5, -0.25, 2.0], (8, 1)), rtol=1e-6)
