@@ -29,23 +29,29 @@ def digits_data():
 
 @pytest.fixture(scope="module")
 def trained_onnx(tmp_path_factory, digits_data):
-    """A small CNN trained on scikit-learn's 8x8 digits, exported to ONNX (NCHW, input x / 255)."""
+    """A small CNN trained on scikit-learn's 8x8 digits, exported to ONNX (NCHW, input x / 255); trained on
+    one thread (a small net trains no faster on more, and a second thread is another session's CPU)."""
     x_train, y_train, _, _ = digits_data
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Dropout(0.1),
-                        nn.Linear(16 * 4 * 4, 10), nn.Softmax(dim=1))
-    xt = torch.tensor(x_train.transpose(0, 3, 1, 2) / 255.0, dtype=torch.float32)
-    yt = torch.tensor(y_train)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(40):
-        net.train()
-        for idx in torch.randperm(len(xt), generator=torch.Generator().manual_seed(1)).split(128):
-            opt.zero_grad()
-            logits = net[:-1](xt[idx])
-            nn.functional.cross_entropy(logits, yt[idx]).backward()
-            opt.step()
-    return export(net, tmp_path_factory.mktemp("onnx") / "digits.onnx", (1, 8, 8))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Dropout(0.1),
+                            nn.Linear(16 * 4 * 4, 10), nn.Softmax(dim=1))
+        xt = torch.tensor(x_train.transpose(0, 3, 1, 2) / 255.0, dtype=torch.float32)
+        yt = torch.tensor(y_train)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(40):
+            net.train()
+            for idx in torch.randperm(len(xt), generator=torch.Generator().manual_seed(1)).split(128):
+                opt.zero_grad()
+                logits = net[:-1](xt[idx])
+                nn.functional.cross_entropy(logits, yt[idx]).backward()
+                opt.step()
+        return export(net, tmp_path_factory.mktemp("onnx") / "digits.onnx", (1, 8, 8))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_8bit_conversion_agrees_with_float(trained_onnx, digits_data):
