@@ -87,6 +87,62 @@ def test_check_reports_every_problem_per_layer(tinynpu, capsys, tmp_path):
     assert "fit tinynpu" in model.summary(print_fn=None, device="tinynpu")
 
 
+def wide_model(side: int) -> es.Model:
+    """Large activations, few weights: 4 channels at side x side (4 * side^2 bytes of the NPU's SRAM),
+    then a global average to 2 values."""
+    rng = np.random.default_rng(4)
+    return es.Model([
+        L.InputConv2D(name="wide", weights=rng.integers(-8, 8, (3, 3, 1, 4)), weight_bits=4,
+                      out_multiplier=np.ones(4, int), out_shift=6, activation_bits=4),
+        L.Conv2D(name="head", weights=rng.integers(-8, 8, (1, 1, 4, 2)), weight_bits=4, neuron="none",
+                 pool="global_avg"),
+    ], input_shape=(side, side, 1))
+
+
+def deep_model(units: int) -> es.Model:
+    """Many weights, a small arena: 16384 x `units` 4-bit weights on a 128x128 input (1 channel: the NPU
+    takes at most 64)."""
+    rng = np.random.default_rng(units)
+    return es.Model([L.Dense(name="fc", weights=rng.integers(-8, 8, (128 * 128, units)), weight_bits=4,
+                             neuron="none")], input_shape=(128, 128, 1))
+
+
+def just_fits(build, low: int, high: int) -> int:
+    """The largest argument in [low, high) whose model fits the tinynpu (the one after it does not)."""
+    assert build(low).check("tinynpu").fits and not build(high).check("tinynpu").fits
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if build(middle).check("tinynpu").fits else (low, middle)
+    return low
+
+
+def test_check_names_the_arena_or_program_memory_that_just_does_not_fit(tinynpu):
+    """A device with separate limits for its arena (SRAM) and its program (flash): one step either side
+    of each, the report names the memory that overflows with its exact need (the NPU's own sizing rule,
+    TinyNpu.memory_figures), and nothing else."""
+    from edgesnn_tinynpu import FLASH_BYTES, SRAM_BYTES, TinyNpu
+
+    side = just_fits(wide_model, 8, 256)
+    assert side == 127   # 4 * 127^2 + 2 * 4 = 64,524 B of 65,536; 4 * 128^2 + 8 = 65,544 B
+    units = just_fits(deep_model, 1, 64)
+    assert units == 31   # 254,076 packed bytes of 262,144; 32 units: 262,272 B
+    for build, low, what, most, other in ((wide_model, side, "arena", SRAM_BYTES, "program"),
+                                          (deep_model, units, "program", FLASH_BYTES, "arena")):
+        fits, over = build(low).check("tinynpu"), build(low + 1).check("tinynpu")
+        for model, report in ((build(low), fits), (build(low + 1), over)):
+            assert (report.program_bytes, report.arena_bytes) == TinyNpu().memory_figures(model)
+        used = getattr(over, f"{what}_bytes")
+        assert getattr(fits, f"{what}_bytes") <= most < used
+        assert getattr(over, f"{other}_bytes") < getattr(over, f"{other}_bytes_max") // 4   # only one memory binds
+        assert fits.fits and fits.unsupported == []
+        assert over.unsupported == [f"{what} memory: the model needs {used:,} B, this device has {most:,} B "
+                                    f"({used - most:,} B too many)"]
+        assert all(layer.supported for layer in over.layers)
+        with pytest.raises(es.DeviceError, match=f"tinynpu cannot run this model: {what} memory"):
+            build(low + 1).forward(np.zeros((1, *build(low + 1).input_shape), np.uint8), device="tinynpu")
+    assert wide_model(side + 1).check("tinynpu").arena_bytes - SRAM_BYTES == 8
+
+
 # -- the device module itself -------------------------------------------------------------------------
 
 
@@ -96,6 +152,18 @@ def test_the_devices_module_is_importable_and_es_devices_still_lists():
     assert d.Device is es.Device and d.MappingReport is es.MappingReport
     assert es.DeviceError is d.DeviceError
     assert es.devices is d and "reference" in es.devices() and es.devices() == plugins.devices()
+
+
+def test_every_optional_capability_is_declared_on_device_and_documented():
+    """Capabilities are class attributes of es.Device, off by default, each explained in its docstring and in
+    docs/plugins.md "Optional capabilities" (a vendor reads them there, never discovers them by getattr)."""
+    capabilities = [name for name, value in vars(es.Device).items() if isinstance(value, bool)]
+    assert sorted(capabilities) == ["checks_input_range", "repeats_dense_input", "returns_counts", "runs_over_time"]
+    docs = (EXAMPLE.parent.parent / "docs" / "plugins.md").read_text()
+    section = docs[docs.index("### Optional capabilities"):docs.index("### Register it")]
+    for name in capabilities:
+        assert getattr(es.Device, name) is False
+        assert f"``{name}``" in es.Device.__doc__ and f"`{name} = True`" in section, name
 
 
 def test_one_resolver_one_instance_per_registration():
