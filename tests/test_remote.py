@@ -397,6 +397,13 @@ def test_a_model_that_just_fits_the_budget_loads_and_one_byte_less_is_refused(ru
                                                      f"{program + arena:,} B, this device has {budget:,} B (1 B too many)")
         with pytest.raises(es.DeviceError, match=rf"does not fit: program {program} B \+ arena {arena} B"):
             mnist.forward(x, device=device)
+    # a budget under the loaded model alone: refused before the engine writes a byte of it
+    with RemoteDevice([runner], memory_bytes=program - 1) as device:
+        assert not device.check(mnist).fits
+        with pytest.raises(es.DeviceError, match=rf"\(fit\): does not fit: the model needs {program} B of program "
+                                                 rf"memory, the runner's memory budget is {program - 1} B"):
+            mnist.forward(x, device=device)
+        assert device.stats()["loads"] == 0
     # the file travels in one LOAD frame: a runner with smaller frames says so in check, and load refuses it
     file_bytes = len(mnist.to_bytes())
     with RemoteDevice([runner], frame_bytes=file_bytes - 1) as device:
