@@ -11,7 +11,8 @@ How (docs/semantics.md has the integer side):
    ``es.ConversionError.problems``) before any calibration runs.
 2. The float graph runs on the calibration `samples` (seen as ``(x - offset) / scale``) and every
    activation's range is measured ("minmax", "percentile" = 99.99th percentile, or "mse" = the
-   clipping that minimizes the quantization error).
+   clipping that minimizes the quantization error), kept to 12 significant bits so that a re-run on
+   another CPU, whose BLAS sums in another order, writes the same file (``reproducible``).
 3. Nodes are grouped into integer layers: a synaptic node (conv, depthwise, separable, dense) or an
    add takes the pooling and the ReLU / ReLU6 / clip that follow it (a max pool after the ReLU
    commutes and is taken too). Concat, split and channel shuffle are *views*: a new channel order
@@ -561,8 +562,30 @@ def _calibration_activations(graph: Graph, x, input_scaling, progress: bool) -> 
 
 # -- quantization arithmetic -------------------------------------------------------------------------
 
+RANGE_SIGNIFICANT_BITS = 12   # activation ranges are kept to this many significant bits
+
+
+def reproducible(value: float, bits: int = RANGE_SIGNIFICANT_BITS) -> float:
+    """`value` rounded to `bits` significant bits.
+
+    The float model's activations come out of BLAS, whose sums another CPU (or build) orders
+    differently: they agree to ~1e-7, not bit for bit. A range rounded to 12 bits (2.4e-4
+    relative, far below a 4- or 8-bit step) is the same on every machine but for values within
+    ~1e-7 of a rounding boundary, so a re-run elsewhere writes the same file.
+    """
+    if not np.isfinite(value) or value == 0:
+        return float(value)
+    mantissa, exponent = math.frexp(float(value))
+    return math.ldexp(round(mantissa * (1 << bits)) / (1 << bits), exponent)
+
+
 def activation_range(values: np.ndarray, method: str, bits: int) -> float:
-    """The float value the largest activation integer stands for (values are >= 0)."""
+    """The float value the largest activation integer stands for (values are >= 0), kept to
+    RANGE_SIGNIFICANT_BITS significant bits (`reproducible`)."""
+    return reproducible(_activation_range(values, method, bits))
+
+
+def _activation_range(values: np.ndarray, method: str, bits: int) -> float:
     flat = np.asarray(values, np.float64).ravel()
     if flat.size > CALIBRATION_VALUES_MAX:
         flat = np.random.default_rng(0).choice(flat, CALIBRATION_VALUES_MAX, replace=False)
