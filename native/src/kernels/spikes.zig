@@ -3,7 +3,10 @@
 //! non-zero input (iy, ix, ci) adds its weight row W[tap, ci, :] (model.Layer.spike_rows, i8
 //! sign-extended on load, no multiplication: the value is 1) to each output pixel it reaches.
 //! Cost: events x reached taps x Cout_p adds, whatever the layout of the events; a pixel without
-//! events costs one vector test. A stride-1 conv with at least one event per two pixels gathers (each output pixel's sums stay in
+//! events costs one vector test. On AVX-512 a stride-1 conv with i16 sums runs the framed scatter
+//! (every event's KH x KW rows into a frame of sums padded so that no tap needs a bounds test, the
+//! events of a pixel added together per tap; `conv2dFramed`). Elsewhere a stride-1 conv with at
+//! least one event per two pixels gathers (each output pixel's sums stay in
 //! registers while the events of its window stream by, two at a time on AVX2); other strides
 //! scatter (each event's rows into the sums of the output pixels it reaches). Both accumulate in
 //! i16 where every channel's sum of |W| fits (model.Layer.spike_sums_fit_i16: half the bytes per
@@ -37,14 +40,19 @@ const unrolled_max = 8;
 /// density sweep of benchmarks/engine.py (AVX2).
 pub fn conv2dWins(layer: *const model.Layer, input_events: u64) bool {
     if (layer.spike_rows.len == 0 or layer.padsNonZero()) return false;
+    if (frame_kernels and frames(layer)) return frameWins(layer, input_events);
     // the i32 gather (a widened row per event, sums in two registers per vector) costs half again
     // the i32 scatter's per event: on the sweep's wide-sums conv it lost to the quad kernel from
     // density 0.3 (75.1 against 72.8 us at 1.0)
-    const per_event: u64 = if (layer.spike_sums_fit_i16) 2 else if (gathers(layer)) 6 else 4;
+    // On AVX-512 VNNI (Zen 5) the dense kernel's quad costs a third of AVX2's, and the i16 gather's
+    // event twice the weight fitted there: the sweep's i16 conv gathered in 7.6 us at density 0.2
+    // against 6.3 us dense, its i32 one in 9.8
+    const per_event: u64 = if (layer.spike_sums_fit_i16) (if (vector.wide_register_blocks) 4 else 2) else if (gathers(layer)) 6 else 4;
+    const per_quad: u64 = if (vector.wide_register_blocks) 2 else dense_per_quad;
     const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
     const reach = (taps + @as(u64, layer.stride_h) * layer.stride_w - 1) / (@as(u64, layer.stride_h) * layer.stride_w);
     const spike_cost = input_events * reach * per_event;
-    const dense_cost = layer.synaptic.pixels() * taps * layer.input.channelQuads() * dense_per_quad;
+    const dense_cost = layer.synaptic.pixels() * taps * layer.input.channelQuads() * per_quad;
     return spike_cost < dense_cost;
 }
 
@@ -60,6 +68,7 @@ pub fn conv2d(layer: *const model.Layer, input: []const u8, input_events: u64, p
     std.debug.assert(layer.spike_rows.len != 0 and !layer.padsNonZero());
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(potentials.len == layer.synaptic.valuesPadded());
+    if (frame_kernels and frames(layer)) return conv2dFramed(layer, .potentials, input, potentials, scratch);
     // The gather lists the events first: at very few events (under one per two pixels) that
     // costs more than the scatter saves, so sparse inputs keep the scatter (measured on the
     // sweep conv: density 0 3.9 vs 6.7 us, 0.02 9.9 vs 11.0 us).
@@ -82,10 +91,10 @@ pub fn conv2d(layer: *const model.Layer, input: []const u8, input_events: u64, p
     return scatter(i32, layer, input, potentials);
 }
 
-/// Whether conv2dMax2x2 runs this layer on this input: a conv that gathers (conv2d above) followed
-/// by a plain 2x2 max pool (pooling.isPlainMax2x2).
+/// Whether conv2dMax2x2 runs this layer on this input: a conv that gathers or runs the framed
+/// scatter (conv2d above) followed by a plain 2x2 max pool (pooling.isPlainMax2x2).
 pub fn gathersMax2x2(layer: *const model.Layer, input_events: u64) bool {
-    return mayGatherMax2x2(layer) and conv2dWins(layer, input_events) and 2 * input_events >= layer.input.pixels();
+    return mayGatherMax2x2(layer) and conv2dWins(layer, input_events) and (frames(layer) or 2 * input_events >= layer.input.pixels());
 }
 
 /// gathersMax2x2's conditions that do not depend on the input (checked before its events are counted).
@@ -105,6 +114,7 @@ pub fn conv2dMax2x2(layer: *const model.Layer, input: []const u8, input_events: 
     std.debug.assert(gathersMax2x2(layer, input_events));
     std.debug.assert(input.len == layer.input.valuesPadded());
     std.debug.assert(pooled.len == layer.output.valuesPadded());
+    if (frame_kernels and frames(layer)) return conv2dFramed(layer, .max2x2, input, pooled, scratch);
     const entries = gatherEntries(layer);
     std.debug.assert(scratch.len >= entries * @sizeOf(u32));
     const lists = @as([*]u32, @ptrCast(@alignCast(scratch.ptr)))[0..limits.usizeFrom(entries)];
@@ -116,6 +126,7 @@ pub fn conv2dMax2x2(layer: *const model.Layer, input: []const u8, input_events: 
 pub fn scratchBytes(layer: *const model.Layer) u64 {
     if (layer.spike_rows.len == 0 or !layer.isConv()) return 0;
     const sums_bytes = layer.synaptic.valuesPadded() * @sizeOf(i16);
+    if (frame_kernels and frames(layer)) return frameBytes(layer);
     if (gathers(layer)) return @max(gatherEntries(layer) * @sizeOf(u32), sums_bytes);
     return sums_bytes;
 }
@@ -436,6 +447,7 @@ inline fn inOrder(comptime Acc: type, comptime chunks: usize, sums: [chunks]@Vec
 }
 
 const VecI8x32 = @Vector(32, i8);
+const VecI16x32 = @Vector(32, i16);
 
 /// Byte shuffles interleaving two rows of 32 channels within each 128-bit half (vpunpcklbw,
 /// vpunpckhbw): channels 0..7 and 16..23 of both rows, pairwise; then 8..15 and 24..31.
@@ -814,6 +826,326 @@ inline fn addListedPairs(comptime units: usize, rows: []const i8, listed: []cons
         inline for (0..2) |half| {
             const offset = channel + u * 32 + half * lanes;
             vector.storeVector(potentials, offset, @as(VecI32, potentials[offset..][0..lanes].*) +% @as(VecI32, sums.inOrder(u, half)));
+        }
+    }
+}
+
+// -- the framed scatter (AVX-512BW, stride 1): every event's rows into a frame of i16 sums --------
+//
+// The sums live in a frame of (FH, FW, Cout_p) i16 (Acc) with room for every output pixel any
+// event reaches, padding taps included: event (iy, ix, ci) adds its tap (ky, kx) row to frame
+// pixel (iy + KH - 1 - ky, ix + KW - 1 - kx), and output pixel (oy, ox) is frame pixel
+// (oy + KH - 1 - pad_top, ox + KW - 1 - pad_left). So every event adds all KH x KW of its rows at
+// fixed distances from one base (the taps unrolled, no bounds per tap, no loop exit per output
+// pixel: the gather's loops cost a mispredicted exit per output pixel, which on AVX-512 outweighed
+// its adds); sums that fall outside the outputs are never read. The events are listed branch-free
+// in chunks of at most frame_list_max (on the stack), then scattered; the output region of the
+// frame is cleared once per call, and read once by the bias add (and the 2x2 max pool: the maxima
+// of four i16 sums, then one widening and bias add per pooled vector).
+
+/// Whether the framed scatter runs this conv layer on this CPU: AVX-512BW, stride 1, pads within
+/// the kernel, i16 sums (model.Layer.spike_sums_fit_i16), at most frame_chunks_max i16 vectors of
+/// 32 output channels.
+pub fn frames(layer: *const model.Layer) bool {
+    if (comptime !frame_kernels) return false;
+    if (layer.spike_rows.len == 0 or !layer.isConv() or layer.isNarrowConv() or layer.padsNonZero()) return false;
+    if (layer.stride_h != 1 or layer.stride_w != 1 or !layer.spike_sums_fit_i16) return false;
+    if (layer.pad_top >= layer.kernel_h or layer.pad_left >= layer.kernel_w) return false;
+    const cout_padded = layer.synaptic.channelsPadded();
+    if (cout_padded % 32 != 0 or cout_padded / 32 > frame_chunks_max) return false;
+    if (layer.input.channelsPadded() > frame_cin_max) return false;
+    return FrameShape.of(layer).values() * @sizeOf(i16) <= std.math.maxInt(u32);
+}
+
+/// Whether this build has the framed scatter (other targets compile none of it).
+const frame_kernels = vector.has_avx512bw and lanes == 16 and limits.kernel_variants;
+
+/// 32-channel i16 vectors of one frame pixel the scatter's kernels are unrolled for.
+const frame_chunks_max = 4;
+/// Events one chunk of the framed scatter's list holds before it is scattered (FrameList).
+const frame_list_max = 256;
+
+/// The frame of the framed scatter: its size and where output pixel (0, 0) lies in it.
+const FrameShape = struct {
+    h: u64,
+    w: u64,
+    top: u64, // frame row of output row 0
+    left: u64, // frame column of output column 0
+    channels: u64, // Cout_p
+
+    fn of(layer: *const model.Layer) FrameShape {
+        const top = layer.kernel_h - 1 - layer.pad_top;
+        const left = layer.kernel_w - 1 - layer.pad_left;
+        return .{
+            .h = @max(@as(u64, layer.input.h) + layer.kernel_h - 1, @as(u64, layer.synaptic.h) + top),
+            .w = @max(@as(u64, layer.input.w) + layer.kernel_w - 1, @as(u64, layer.synaptic.w) + left),
+            .top = top,
+            .left = left,
+            .channels = layer.synaptic.channelsPadded(),
+        };
+    }
+
+    fn values(shape: FrameShape) u64 {
+        return shape.h * shape.w * shape.channels;
+    }
+};
+
+/// Bytes of the framed scatter's scratch: its frame of i16 sums.
+fn frameBytes(layer: *const model.Layer) u64 {
+    return FrameShape.of(layer).values() * @sizeOf(i16);
+}
+
+/// Whether the framed scatter beats the dense (VNNI) kernel on an input with `input_events`
+/// non-zero values: per event and tap one row add (a load, a sign-extending load and a store per 32
+/// channels), against the dense kernel's dot product per quad, tap and 16 output channels of
+/// every output pixel, plus the clearing and reading of the frame. Fitted to the spike density
+/// sweep of benchmarks/engine.py on AVX-512 VNNI (Zen 5).
+pub fn frameWins(layer: *const model.Layer, input_events: u64) bool {
+    if (!frames(layer)) return false;
+    const taps = @as(u64, layer.kernel_h) * layer.kernel_w;
+    const wide_chunks: u64 = layer.synaptic.channelsPadded() / 32;
+    const frame_cost = input_events * taps * wide_chunks * frame_per_row + layer.synaptic.pixels() * wide_chunks * frame_per_pixel;
+    const dense_cost = layer.synaptic.pixels() * taps * layer.input.channelQuads() * 2 * wide_chunks * frame_dense_per_quad;
+    return frame_cost < dense_cost;
+}
+
+const frame_per_row = 4;
+const frame_per_pixel = 8;
+const frame_dense_per_quad = 1;
+
+/// conv2d by the framed scatter (where `frames`): potentials i32 (OH, OW, Cout_p) before pooling,
+/// or (max2x2) the pooled i32 (OH/2, OW/2, Cout_p) of a plain 2x2 max pool; input u8 (H, W, Cin_p)
+/// of 0 and 1; scratch at least frameBytes. Returns the synaptic operations (events x in-bounds
+/// reached taps x Cout, as the other kernels count them).
+pub fn conv2dFramed(layer: *const model.Layer, comptime target: Target, input: []const u8, out: []i32, scratch: []u8) u64 {
+    std.debug.assert(frames(layer));
+    std.debug.assert(input.len == layer.input.valuesPadded());
+    std.debug.assert(out.len == if (target == .max2x2) layer.output.valuesPadded() else layer.synaptic.valuesPadded());
+    std.debug.assert(scratch.len >= frameBytes(layer));
+    const shape = FrameShape.of(layer);
+    const frame = @as([*]i16, @ptrCast(@alignCast(scratch.ptr)))[0..limits.usizeFrom(shape.values())];
+    return framedBy(target, layer, shape, input, layer.spike_rows, frame, out);
+}
+
+fn framedBy(comptime target: Target, layer: *const model.Layer, shape: FrameShape, input: []const u8, weights: []const i8, frame: []i16, out: []i32) u64 {
+    @setEvalBranchQuota(20_000);
+    return switch (layer.synaptic.channelsPadded() / 32) {
+        inline 1...frame_chunks_max => |chunks| switch (layer.kernel_h * 16 + layer.kernel_w) {
+            3 * 16 + 3 => framed(target, chunks, 3, 3, layer, shape, input, weights, frame, out),
+            5 * 16 + 5 => framed(target, chunks, 5, 5, layer, shape, input, weights, frame, out),
+            else => framed(target, chunks, null, null, layer, shape, input, weights, frame, out),
+        },
+        else => unreachable,
+    };
+}
+
+fn framed(
+    comptime target: Target,
+    comptime chunks: usize,
+    comptime kernel_h: ?usize,
+    comptime kernel_w: ?usize,
+    layer: *const model.Layer,
+    shape: FrameShape,
+    input: []const u8,
+    weights: []const i8,
+    frame: []i16,
+    out: []i32,
+) u64 {
+    const in = layer.input;
+    const cout_padded: usize = chunks * 32;
+    const frame_w: usize = @intCast(shape.w);
+    // the output region starts zero (the rest of the frame is written, never read)
+    for (0..layer.synaptic.h) |oy| {
+        const first = ((oy + shape.top) * frame_w + shape.left) * cout_padded;
+        @memset(frame[first..][0 .. @as(usize, layer.synaptic.w) * cout_padded], 0);
+    }
+    const cin_padded: usize = in.channelsPadded();
+    std.debug.assert(cin_padded <= frame_cin_max);
+    var list: FrameList = undefined;
+    list.count = 0;
+    list.pixels = 0;
+    var reach_events: u64 = 0;
+    const row_bytes = @as(usize, in.w) * cin_padded;
+    for (0..in.h) |iy| {
+        // a row without events costs one pass of vector tests (as the scatter's; at T = 1 nearly
+        // every row of the IF model's second conv input is empty)
+        if (vector.maxU8(input[iy * row_bytes ..][0..row_bytes]) == 0) continue;
+        const reach_rows = layer.row_taps[iy].count;
+        for (0..in.w) |ix| {
+            const pixel = input[(iy * in.w + ix) * cin_padded ..][0..cin_padded];
+            const first = list.count;
+            var count = first;
+            var channel: usize = 0;
+            while (channel < cin_padded) : (channel += lanes) {
+                const bytes: VecU8 = pixel[channel..][0..lanes].*;
+                const mask: u16 = @bitCast(bytes != @as(VecU8, @splat(0)));
+                const channel_row: u32 = @intCast(channel);
+                count = appendEvents(&list.rows, count, @truncate(mask), channel_row, @intCast(cout_padded));
+                count = appendEvents(&list.rows, count, @truncate(mask >> 8), channel_row + 8, @intCast(cout_padded));
+            }
+            const events = count - first;
+            // the pixel's record, branch-free: written always, kept when it has events
+            list.records[list.pixels] = .{ .first = @intCast(first), .count = @intCast(events), .base = @intCast((iy * frame_w + ix) * cout_padded) };
+            list.pixels += @intFromBool(events != 0);
+            list.count = count;
+            reach_events += events * reach_rows * layer.column_taps[ix].count;
+            if (list.count > frame_list_max) {
+                scatterFramed(chunks, kernel_h, kernel_w, layer, weights, frame_w, &list, frame);
+                list.count = 0;
+                list.pixels = 0;
+            }
+        }
+    }
+    scatterFramed(chunks, kernel_h, kernel_w, layer, weights, frame_w, &list, frame);
+    switch (target) {
+        .potentials => readFramed(chunks, layer, shape, frame, out),
+        .max2x2 => readFramedMax2x2(chunks, layer, shape, frame, out),
+    }
+    return reach_events * layer.synaptic.c;
+}
+
+/// Input channels (padded) of a layer the framed scatter takes: one pixel's events fit its list.
+const frame_cin_max = 128;
+/// Pixels' events a pixel with more than this many adds in a loop (fewer: unrolled per count).
+const frame_counted_max = 4;
+
+/// One chunk of the framed scatter's events (on the stack): every active pixel's events' weight
+/// row offsets (ci * Cout_p), pixel after pixel, and per active pixel a record of them.
+const FrameList = struct {
+    const capacity = frame_list_max + frame_cin_max + 16; // the last pixel and the appends' slack
+    rows: [capacity]u32,
+    records: [capacity]PixelRecord,
+    order: [capacity]u16, // the records grouped by event count
+    count: usize, // rows listed
+    pixels: usize, // records kept
+};
+
+const PixelRecord = struct {
+    first: u16, // of its rows in the list
+    count: u16, // its events
+    base: u32, // its frame pixel's offset (iy * FW + ix) * Cout_p
+};
+
+/// Every listed pixel's events' KH x KW rows into the frame: the pixels grouped by event count
+/// (1 .. frame_counted_max, then more), each group with a kernel unrolled for its count, so that a
+/// pixel's sums are loaded and stored once per tap however many events it has, without a
+/// mispredicted exit per pixel.
+fn scatterFramed(comptime chunks: usize, comptime kernel_h: ?usize, comptime kernel_w: ?usize, layer: *const model.Layer, weights: []const i8, frame_w: usize, list: *FrameList, frame: []i16) void {
+    const records = list.records[0..list.pixels];
+    var sizes: [frame_counted_max + 2]usize = @splat(0);
+    for (records) |record| sizes[@min(record.count, frame_counted_max + 1)] += 1;
+    var next: [frame_counted_max + 2]usize = undefined;
+    var total: usize = 0;
+    for (0..frame_counted_max + 2) |bucket| {
+        next[bucket] = total;
+        total += sizes[bucket];
+    }
+    for (records, 0..) |record, index| {
+        const bucket = @min(record.count, frame_counted_max + 1);
+        list.order[next[bucket]] = @intCast(index);
+        next[bucket] += 1;
+    }
+    var start: usize = sizes[0]; // (bucket 0 stays empty: only pixels with events are kept)
+    inline for (1..frame_counted_max + 2) |bucket| {
+        const count: ?usize = if (bucket <= frame_counted_max) bucket else null;
+        for (list.order[start..][0..sizes[bucket]]) |index| {
+            const record = records[index];
+            const rows = list.rows[record.first..][0..record.count];
+            framePixel(chunks, count, kernel_h, kernel_w, layer, weights, frame_w, rows, record.base, frame);
+        }
+        start += sizes[bucket];
+    }
+}
+
+/// One pixel's events (rows: their weight row offsets; `count` of them where known at compile
+/// time) into the frame pixels its taps reach from `base`: per tap, the sums loaded, every event's
+/// row added, stored. (The offsets are copied into locals first: the stores to the frame could
+/// otherwise alias the list and the layer, and every tap would reload them.)
+inline fn framePixel(comptime chunks: usize, comptime count: ?usize, comptime kernel_h: ?usize, comptime kernel_w: ?usize, layer: *const model.Layer, weights: []const i8, frame_w: usize, rows: []const u32, base: usize, frame: []i16) void {
+    const cout_padded: usize = chunks * 32;
+    const tap_stride = @as(usize, layer.input.c) * cout_padded;
+    const kh: usize = kernel_h orelse layer.kernel_h;
+    const kw: usize = kernel_w orelse layer.kernel_w;
+    if (count) |n| {
+        var offsets: [n]usize = undefined;
+        inline for (0..n) |e| offsets[e] = rows[e];
+        framePixelTaps(chunks, kernel_h, kernel_w, kh, kw, tap_stride, weights, frame_w, &offsets, base, frame);
+    } else {
+        framePixelTaps(chunks, kernel_h, kernel_w, kh, kw, tap_stride, weights, frame_w, rows, base, frame);
+    }
+}
+
+inline fn framePixelTaps(comptime chunks: usize, comptime kernel_h: ?usize, comptime kernel_w: ?usize, kh: usize, kw: usize, tap_stride: usize, weights: []const i8, frame_w: usize, offsets: anytype, base: usize, frame: []i16) void {
+    const cout_padded: usize = chunks * 32;
+    if (kernel_h != null and kernel_w != null) {
+        inline for (0..kernel_h.?) |ky| {
+            inline for (0..kernel_w.?) |kx| addFramedRows(chunks, weights, offsets, (ky * kernel_w.? + kx) * tap_stride, frame, base + ((kernel_h.? - 1 - ky) * frame_w + (kernel_w.? - 1 - kx)) * cout_padded);
+        }
+    } else {
+        for (0..kh) |ky| {
+            for (0..kw) |kx| addFramedRows(chunks, weights, offsets, (ky * kw + kx) * tap_stride, frame, base + ((kh - 1 - ky) * frame_w + (kw - 1 - kx)) * cout_padded);
+        }
+    }
+}
+
+/// frame[at..][0..Cout_p] += the rows weights[offsets[e] + tap..][0..Cout_p] of every event e (i8
+/// sign-extended), 32 channels a vector; `offsets` an array (unrolled) or a slice.
+inline fn addFramedRows(comptime chunks: usize, weights: []const i8, offsets: anytype, tap: usize, frame: []i16, at: usize) void {
+    const unrolled = @typeInfo(@TypeOf(offsets)) == .pointer and @typeInfo(@TypeOf(offsets)).pointer.size == .one;
+    inline for (0..chunks) |k| {
+        var sums: VecI16x32 = frame[at + k * 32 ..][0..32].*;
+        if (unrolled) {
+            inline for (0..offsets.len) |e| {
+                const bytes: VecI8x32 = weights[offsets[e] + tap + k * 32 ..][0..32].*;
+                sums +%= @as(VecI16x32, bytes);
+            }
+        } else {
+            for (offsets) |row| {
+                const bytes: VecI8x32 = weights[row + tap + k * 32 ..][0..32].*;
+                sums +%= @as(VecI16x32, bytes);
+            }
+        }
+        const target: *align(2) VecI16x32 = @ptrCast(frame[at + k * 32 ..][0..32]);
+        target.* = sums;
+    }
+}
+
+/// potentials (OH, OW, Cout_p) = the frame's output region widened, plus the bias.
+fn readFramed(comptime chunks: usize, layer: *const model.Layer, shape: FrameShape, frame: []const i16, potentials: []i32) void {
+    const cout_padded: usize = chunks * 32;
+    const frame_w: usize = @intCast(shape.w);
+    for (0..layer.synaptic.h) |oy| {
+        for (0..layer.synaptic.w) |ox| {
+            const at = ((oy + shape.top) * frame_w + ox + shape.left) * cout_padded;
+            const to = (oy * layer.synaptic.w + ox) * cout_padded;
+            inline for (0..2 * chunks) |k| {
+                const sums: VecI16 = frame[at + k * lanes ..][0..lanes].*;
+                const bias: VecI32 = layer.bias[k * lanes ..][0..lanes].*;
+                vector.storeVector(potentials, to + k * lanes, @as(VecI32, sums) +% bias);
+            }
+        }
+    }
+}
+
+/// pooled (OH/2, OW/2, Cout_p) = the maximum of each 2x2 window's frame sums, widened, plus the
+/// bias (the bias is the same for the four and no sum overflows: the max of the potentials).
+fn readFramedMax2x2(comptime chunks: usize, layer: *const model.Layer, shape: FrameShape, frame: []const i16, pooled: []i32) void {
+    const cout_padded: usize = chunks * 32;
+    const frame_w: usize = @intCast(shape.w);
+    const row_step = frame_w * cout_padded;
+    for (0..layer.output.h) |py| {
+        for (0..layer.output.w) |px| {
+            const at = ((2 * py + shape.top) * frame_w + 2 * px + shape.left) * cout_padded;
+            const to = (py * layer.output.w + px) * cout_padded;
+            inline for (0..2 * chunks) |k| {
+                const o = at + k * lanes;
+                const a: VecI16 = frame[o..][0..lanes].*;
+                const b: VecI16 = frame[o + cout_padded ..][0..lanes].*;
+                const c: VecI16 = frame[o + row_step ..][0..lanes].*;
+                const d: VecI16 = frame[o + row_step + cout_padded ..][0..lanes].*;
+                const bias: VecI32 = layer.bias[k * lanes ..][0..lanes].*;
+                vector.storeVector(pooled, to + k * lanes, @as(VecI32, @max(@max(a, b), @max(c, d))) +% bias);
+            }
         }
     }
 }

@@ -104,6 +104,9 @@ pub inline fn dotBytes(acc: VecI32, values: @Vector(quad_bytes, u8), weights: @V
     return sum;
 }
 
+/// x86-64 with AVX-512BW: 512-bit vectors of bytes and i16 (32 i16 lanes per register).
+pub const has_avx512bw = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx512bw);
+
 /// x86-64 with AVX2 (and without AVX-512 VNNI): dot products through vpmaddwd.
 pub const has_avx2 = builtin.cpu.arch == .x86_64 and std.Target.x86.featureSetHas(builtin.cpu.features, .avx2);
 
