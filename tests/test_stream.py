@@ -179,8 +179,9 @@ def test_pipeline_stream_modes_give_the_same_scores_and_detections():
 
 
 def test_the_shipped_pipeline_streams_and_finds_what_whole_windows_find():
-    """The shipped 4-bit KWS pipeline is valid along time, so Pipeline.stream runs it on the streaming
-    executor; on the shipped demo recording every window's scores equal the whole-window run's."""
+    """Pipeline.stream runs the shipped 4-bit KWS pipeline (padded along time: edge rows recomputed per
+    window) on the streaming executor; on the shipped demo recording every window's scores equal the
+    whole-window run's."""
     import soundfile
 
     data = Path(es.__file__).resolve().parent / "data"
