@@ -127,27 +127,12 @@ pub fn countEvents(layer: *const model.Layer, input: []const u8) Counts {
     var iy: u32 = 0;
     while (iy < in.h) : (iy += 1) {
         const rows = layer.row_taps[iy];
-        var row_ops: u64 = 0;
         var ix: u32 = 0;
-        if (limits.kernel_variants and channels_padded == vector.lanes) {
-            // pixels of one vector: four per 64-byte compare, a popcount each (64-bit targets)
-            const Wide = @Vector(4 * vector.lanes, u8);
-            while (ix + 4 <= in.w) : (ix += 4) {
-                const values: Wide = input[(@as(usize, iy) * in.w + ix) * vector.lanes ..][0 .. 4 * vector.lanes].*;
-                const nonzero: u64 = @bitCast(values != @as(Wide, @splat(0)));
-                inline for (0..4) |k| {
-                    const events: u64 = @popCount(@as(u16, @truncate(nonzero >> (16 * k))));
-                    counts.active_pixels += @intFromBool(events != 0);
-                    row_ops += events * layer.column_taps[ix + k].count;
-                }
-            }
-        }
         while (ix < in.w) : (ix += 1) {
             const events = vector.countNonZeroU8(input[(@as(usize, iy) * in.w + ix) * channels_padded ..][0..channels_padded]);
             counts.active_pixels += @intFromBool(events != 0);
-            row_ops += events * layer.column_taps[ix].count;
+            counts.synaptic_ops += events * rows.count * layer.column_taps[ix].count;
         }
-        counts.synaptic_ops += row_ops * rows.count;
     }
     counts.synaptic_ops *= layer.depth_multiplier;
     return counts;
