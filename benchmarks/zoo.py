@@ -6,6 +6,7 @@
     python benchmarks/zoo.py --no-latency          # skip the latency columns (faster)
     python benchmarks/zoo.py --summary --layers    # one row per architecture (README), time per layer kind
     EDGESNN_ZOO=/other/checkout/benchmarks/zoo python benchmarks/zoo.py   # the files of another zoo folder
+    python benchmarks/zoo.py --baseline /tmp/main/libedgesnn.so   # also another build: before / after
 
 Runs in the project's normal environment (no TensorFlow, no timm): the files were written by
 benchmarks/zoo_build.py in the zoo's own environment, each with its float output on 4 image-like
@@ -239,11 +240,12 @@ def cycling(inputs: list, run):
     return call
 
 
-def edgesnn_binding_call(model, x_uint8: np.ndarray):
+def edgesnn_binding_call(model, x_uint8: np.ndarray, library=None):
     """Batch-1 calls of the native engine through the binding (edgesnn.native.native_model(model).run):
-    one thread, no Python input checks: what onnxruntime's session.run is to its graph."""
+    one thread, no Python input checks: what onnxruntime's session.run is to its graph. `library`: another
+    build (a native.Library, --baseline), else the default one."""
     from edgesnn import native
-    loaded = native.native_model(model)
+    loaded = native.native_model(model, library=library)
     singles = [np.ascontiguousarray(x_uint8[i:i + 1, None]) for i in range(len(x_uint8))]
     return cycling(singles, loaded.run)
 
@@ -477,6 +479,7 @@ class Result:
     ort_int8_snr_8: float | None = None         # onnxruntime int8 on the same inputs, worst position, dB
     ort_error: str | None = None
     tflite_latency_us: float | None = None      # TFLite int8 with XNNPACK, batch 1, one thread (median)
+    baseline_latency_us: float | None = None    # edgesnn 4/4 on another build (--baseline), the same rounds
     tflite_snr: float | None = None             # its dequantized output against the float logits, dB
     tflite_file: str | None = None              # the fastest of the model's .tflite files (benchmarks/tflite/)
     tflite_files: dict | None = None            # every .tflite file of the model: SNR, XNNPACK partitions, latency
@@ -500,7 +503,7 @@ class Result:
 
 
 def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bool = True,
-              layers: bool = False) -> Result:
+              layers: bool = False, baseline=None) -> Result:
     from edgesnn.convert import load_graph
 
     r = Result(name=e["name"], model=e["model"], source=e["source"], writer=e["writer"], file=e["file"],
@@ -548,6 +551,8 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
     if latency and model4 is not None:
         calls["edgesnn 4/4"] = edgesnn_binding_call(model4, ref.x)
         calls["edgesnn 8/8"] = edgesnn_binding_call(model, ref.x)
+        if baseline is not None:
+            calls["edgesnn 4/4 baseline"] = edgesnn_binding_call(model4, ref.x, baseline)
         calls["edgesnn 4/4 forward"] = cycling([ref.x[i:i + 1] for i in range(len(ref.x))],
                                                lambda x: model4.forward(x, device="cpu"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -571,6 +576,7 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
             medians = {name: 1e6 * t for name, t in interleaved_medians_s(calls).items()}
             r.latency_us, r.latency_8_us = medians["edgesnn 4/4"], medians["edgesnn 8/8"]
             r.latency_forward_us = medians["edgesnn 4/4 forward"]
+            r.baseline_latency_us = medians.get("edgesnn 4/4 baseline")
             r.ort_int8_latency_us = medians.get("onnxruntime int8")
             r.ort_float_latency_us = medians.get("onnxruntime float")
             take_tflite_medians(r, medians)
@@ -683,6 +689,27 @@ def markdown_table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
+def baseline_summary(results: list["Result"], path: Path) -> str:
+    """--baseline: per model (one file each, the ONNX one where there is one) baseline time / this build's
+    (above 1: this build is faster) and the TFLite XNNPACK ratio of each build, measured in the same rounds."""
+    per_model: dict = {}
+    for r in results:
+        if r.latency_us and r.baseline_latency_us and (r.model not in per_model or r.file.endswith(".onnx")):
+            per_model[r.model] = r
+    if not per_model:
+        return f"baseline {path}: no model timed"
+    speedups = {m: r.baseline_latency_us / r.latency_us for m, r in per_model.items()}
+    tflite = {m: (r.tflite_latency_us / r.baseline_latency_us, r.tflite_latency_us / r.latency_us)
+              for m, r in per_model.items() if r.tflite_latency_us}
+    line = (f"baseline {path} (load {load_average()}): over {len(speedups)} models, baseline / this build 4/4 median "
+            f"{stats_module.median(speedups.values()):.3f}x (range {min(speedups.values()):.3f}x .. "
+            f"{max(speedups.values()):.3f}x; " + ", ".join(f"{m} {v:.3f}x" for m, v in speedups.items()) + ")")
+    if tflite:
+        line += (f"; TFLite XNNPACK / edgesnn median {stats_module.median(v[0] for v in tflite.values()):.2f}x before, "
+                 f"{stats_module.median(v[1] for v in tflite.values()):.2f}x after")
+    return line
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", default=[], help="files whose name contains this (repeatable)")
@@ -693,6 +720,9 @@ def main(argv=None) -> int:
                         help="skip onnxruntime int8 (its SNR on the same inputs and its latency)")
     parser.add_argument("--committed", action="store_true", help="only the committed files")
     parser.add_argument("--summary", action="store_true", help="also print one row per architecture (README)")
+    parser.add_argument("--baseline", type=Path, metavar="LIB",
+                        help="also time edgesnn 4/4 on another build of the engine (a libedgesnn.so) in the same "
+                             "interleaved rounds: the run prints baseline time / this build's (before / after)")
     parser.add_argument("--layers", action="store_true",
                         help="also time every layer of the 4/4 models alone and sum the times per layer kind")
     args = parser.parse_args(argv)
@@ -704,10 +734,14 @@ def main(argv=None) -> int:
             and (e["committed"] or not args.committed)]
     missing = [e["file"] for e in entries if not e["present"]]
     results = []
+    baseline = None
+    if args.baseline is not None:
+        from edgesnn import native
+        baseline = native.Library(args.baseline)
     for e in tqdm(todo, desc="zoo", unit="file", file=sys.stderr):
         try:
             results.append(run_entry(e, entries, latency=not (args.no_latency or args.no_ort),
-                                     ort_snr=not args.no_ort, layers=args.layers))
+                                     ort_snr=not args.no_ort, layers=args.layers, baseline=baseline))
         except Exception as exc:  # run_entry catches per step; this is the last line of defence
             traceback.print_exc(file=sys.stderr)
             results.append(Result(name=e["name"], model=e["model"], source=e["source"], writer=e["writer"],
@@ -743,6 +777,8 @@ def main(argv=None) -> int:
     elif not (args.no_latency or args.no_ort):
         reasons = sorted({r.tflite_error for r in results if r.tflite_error and "not a Keras" not in r.tflite_error})
         print("TFLite int8 XNNPACK: no column: " + ("; ".join(reasons) if reasons else "no Keras model timed"))
+    if baseline is not None:
+        print(baseline_summary(results, args.baseline))
     kinds = None
     if args.layers:
         kinds = layer_kind_table(results)

@@ -175,11 +175,36 @@ def mid_requantization(draw, rng, mid: int) -> dict:
         return {"mid_multiplier": rng.integers(0, 1 << 10, mid), "mid_shift": rng.integers(0, 12, mid)}
     multiplier = np.where(rng.random(mid) < 0.1, 0, rng.integers(1 << 29, 2**31 - 1, mid))
     shift = rng.integers(31, 41, mid) if style == "fixed" else rng.integers(45, 63, mid)
+    # half the time one channel whose steps lie beyond |Q| = 2^24, where the f32 form is refused
+    # (mid_form); chosen from the values drawn, so that neither the draws nor `rng` move
+    pick = np.random.default_rng(int(multiplier.sum()) + mid)
+    if style == "fixed" and pick.random() < 0.5:
+        channel = int(pick.integers(0, mid))
+        multiplier[channel], shift[channel] = pick.integers(1 << 20, 1 << 21), 47
     return {"mid_multiplier": multiplier, "mid_shift": shift}
 
 
+def mid_float_exact(layer) -> bool:
+    """Whether kernels/separable2d.zig floatMid takes the f32 form on every channel: every step of
+    requant(Q) between the levels of Mid lies at |Q| < 2^24 (its check of the f32 scale itself, which
+    refuses rarely, is not modelled here)."""
+    m = np.asarray(layer.mid_multiplier, dtype=np.int64) * np.ones(layer.weights.shape[-1], dtype=np.int64)
+    s = np.asarray(layer.mid_shift, dtype=np.int64) * np.ones(len(m), dtype=np.int64)
+    low, high = -(1 << (layer.mid_bits - 1)), (1 << (layer.mid_bits - 1)) - 1
+    for multiplier, shift in zip(m.tolist(), s.tolist()):
+        if multiplier == 0:
+            continue
+        rounding = 1 << (shift - 1) if shift > 0 else 0
+        # the smallest Q with requant(Q) = floor((Q * m + rounding) / 2^s) >= level
+        first = [-((rounding - level * (1 << shift)) // multiplier) for level in (low + 1, high)]
+        if first[1] > (1 << 24) - 1 or first[0] < -(1 << 24) + 2:
+            return False
+    return True
+
+
 def mid_form(layer, value_max: int) -> str:
-    """The requantization form kernels/separable2d.zig requantizeForm takes for this layer."""
+    """The requantization form kernels/separable2d.zig requantizeForm takes for this layer (the
+    loader's f32 tables, mid_float_exact, come after the direct form)."""
     taps_abs = np.abs(np.asarray(layer.weights, dtype=np.int64)).reshape(-1, layer.weights.shape[-1]).sum(axis=0)
     q_max = taps_abs * value_max
     m = np.asarray(layer.mid_multiplier, dtype=np.int64) * np.ones(len(q_max), dtype=np.int64)
@@ -188,6 +213,8 @@ def mid_form(layer, value_max: int) -> str:
     rounding = np.where(s > 0, np.left_shift(1, np.maximum(s - 1, 0)), 0)
     if np.all(q_max * m + rounding <= limit):
         return "direct"
+    if mid_float_exact(layer):
+        return "float"
     used = m != 0
     high, low = m >> 16, m & 0xffff
     in_range = (s >= 17) & (s <= 47)
@@ -399,7 +426,7 @@ def test_every_kind_and_neuron_is_generated():
                              "rectangular pool", "count_include_pad", "min pool", "zero point", "concat sources",
                              "concat gathered runs", "paired conv", "paired conv, odd width",
                              "add bias", "decay", "shift leak", "reset subtract", "reset zero", "reset none",
-                             "membrane floor", "mid direct", "mid split", "mid wide", "packed frame",
+                             "membrane floor", "mid direct", "mid float", "mid split", "mid wide", "packed frame",
                              "concat pooled"}, seen_features
 
 
@@ -865,6 +892,37 @@ def test_max_pool_2x2_with_a_padded_last_window(cpu):
         potentials, stats = cpu.run(model, x5)
         np.testing.assert_array_equal(potentials, expected)
         assert stats == expected_stats
+
+
+@pytest.mark.parametrize("multiplier", [2, 4, 8])
+def test_depth_multipliers_of_whole_vectors(cpu, multiplier):
+    """Depth multipliers 2, 4 and 8, whose frame rows kernels/frame.zig repeatVectors fills a vector at
+    a time (padding lanes included), on channel counts below, at and across a vector of output
+    channels, strides 1 and 2, zero and non-zero pad values, both plans; the separable layer also on
+    row widths on both sides of the pointwise stage's 4-pixel blocks (separable2d.zig)."""
+    rng = np.random.default_rng(multiplier)
+    for channels in (1, 3, 8, 5 * (1 + (multiplier == 2))):
+        mid = channels * multiplier
+        for width, stride, pad_value in ((7, 1, 0), (9, 2, 5), (4, 1, 15), (5, 2, 0)):
+            shape = (5, width, channels)
+            common = dict(name="l0", weights=rng.integers(-8, 8, (3, 3, mid)), weight_bits=4, depth_multiplier=multiplier,
+                          stride=stride, padding="same", pad_value=pad_value, out_multiplier=rng.integers(1, 1 << 12),
+                          out_shift=14, activation_bits=4)
+            cout = int(rng.integers(1, 70))
+            separable = Separable2D(**common, pointwise=rng.integers(-8, 8, (mid, cout)), bias=rng.integers(-300, 301, cout),
+                                    mid_bits=4, mid_multiplier=rng.integers(1 << 29, 2**31 - 1, mid),
+                                    mid_shift=rng.integers(33, 38, mid))
+            for layer, channels_out in ((Depthwise2D(**common, bias=rng.integers(-300, 301, mid)), mid), (separable, cout)):
+                # a 1x1 conv after it: the layer's relu runs fused into its kernel (not as the last layer)
+                out = Conv2D(name="out", weights=rng.integers(-8, 8, (1, 1, channels_out, 3)), weight_bits=4, neuron="none")
+                model = es.Model([layer, out], input_shape=shape, input_bits=4)
+                x5 = rng.integers(0, 16, (3, 1, *shape)).astype(np.uint8)
+                x5[0, 0, :, :2] = 0  # zero pixels: whole blocks of zero Mid
+                expected, expected_stats = reference.run(model, x5)
+                for device in both_plans(cpu):
+                    potentials, stats = device.run(model, x5)
+                    np.testing.assert_array_equal(potentials, expected, err_msg=f"{layer.kind} {channels}x{multiplier} {width}/{stride}")
+                    assert stats == expected_stats
 
 
 @st.composite

@@ -16,6 +16,7 @@ const planner = @import("planner.zig");
 const status_zig = @import("status.zig");
 const vector = @import("kernels/vector.zig");
 const neuron_kernel = @import("kernels/neuron.zig");
+const separable_kernel = @import("kernels/separable2d.zig");
 
 const Diagnostic = status_zig.Diagnostic;
 const Error = Diagnostic.Error;
@@ -1160,6 +1161,7 @@ fn parameterBytes(layer: *const Layer, has_weights: bool) u64 {
     var total: u64 = 0;
     for (sizes) |bytes| total += limits.alignUp(bytes, limits.buffer_alignment);
     if (layer.neuron == .relu) total += 2 * limits.alignUp(@as(u64, layer.synaptic.channelsPadded()) * 4, limits.buffer_alignment);
+    if (layer.kind == .separable2d) total += 3 * limits.alignUp(@as(u64, layer.depthwiseChannelsPadded()) * 4, limits.buffer_alignment);
     if (usesDepthwiseGroups(layer)) total += limits.alignUp(depthwiseGroupBytes(layer), limits.buffer_alignment);
     if (layer.usesSpikeRows()) total += limits.alignUp(spikeRowBytes(layer), limits.buffer_alignment);
     if (isSpatial(layer.kind)) {
@@ -1332,6 +1334,13 @@ fn unpackParameters(check: *const LayerCheck, layer: *Layer, bump: *Bump) void {
     if (isSpatial(layer.kind)) fillPadPixel(check, layer, bump);
     if (layer.kind == .concat) fillConcatSources(check, layer, bump);
     if (layer.neuron == .relu) fillFloatRelu(layer, bump);
+    if (layer.kind == .separable2d) {
+        // (the tables' memory is taken on every target: parameterBytes)
+        const floors = bump.take(i32, layer.depthwiseChannelsPadded());
+        const ceilings = bump.take(i32, layer.depthwiseChannelsPadded());
+        const scales = bump.take(f32, layer.depthwiseChannelsPadded());
+        if (separable_kernel.float_mid) fillFloatMid(layer, floors, ceilings, scales);
+    }
     if (usesDepthwiseGroups(layer)) fillDepthwiseGroups(layer, bump);
     if (layer.usesSpikeRows()) fillSpikeRows(check, layer, bump);
     if (layer.neuron == .integrate_fire or layer.neuron == .leaky_integrate_fire) layer.potential_max = potentialMax(check, layer);
@@ -1445,6 +1454,21 @@ fn fillFloatRelu(layer: *Layer, bump: *Bump) void {
     }
     layer.relu_ceiling = ceilings;
     layer.relu_scale = scales;
+}
+
+/// The f32 form of a separable layer's requantization of Q into Mid, when it is exact on every mid
+/// channel (padding channels, m = 0, always give Mid = 0); otherwise the tables stay empty and the
+/// integer forms run.
+fn fillFloatMid(layer: *Layer, floors: []i32, ceilings: []i32, scales: []f32) void {
+    for (floors, ceilings, scales, layer.mid_multiplier, layer.mid_shift) |*floor, *ceiling, *scale, multiplier, shift| {
+        const form = separable_kernel.floatMid(multiplier, shift, layer.mid_bits) orelse return;
+        floor.* = form.floor;
+        ceiling.* = form.ceiling;
+        scale.* = form.scale;
+    }
+    layer.mid_floor = floors;
+    layer.mid_ceiling = ceilings;
+    layer.mid_scale = scales;
 }
 
 /// Unpack a packed (rows, columns) matrix into (rows, columns_padded) i8 or i32, padding with zeros.

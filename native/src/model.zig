@@ -157,6 +157,12 @@ pub const Layer = struct {
     decay_multiplier: []const i32, // lif with decay_shift > 0 (Cout_p; padding lanes 0), else empty
     mid_multiplier: []const i32, // separable (Cmid_p), Cmid = C * depth_multiplier
     mid_shift: []const i32, // separable (Cmid_p)
+    /// separable: Mid + 128 in f32 where that is exact for every Q (kernels/separable2d.zig floatMid):
+    /// per mid channel Q clamped to [mid_floor, mid_ceiling], then trunc(Q * mid_scale + 128.5).
+    /// Empty: the integer forms run.
+    mid_floor: []const i32 = &.{}, // (Cmid_p)
+    mid_ceiling: []const i32 = &.{}, // (Cmid_p)
+    mid_scale: []const f32 = &.{}, // (Cmid_p)
     input_multipliers: []const i32, // add (input_count, C_p); concat (Cout_p)
     /// conv and depthwise stages: the value an out-of-bounds tap reads, per input channel, laid out
     /// as one pixel of the frame (frameChannels bytes); empty when every pad value is 0 or there is

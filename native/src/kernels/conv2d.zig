@@ -156,11 +156,23 @@ pub fn synapticOps(layer: *const model.Layer, input: []const u8) u64 {
         const rows = layer.row_taps[iy];
         if (rows.count == 0) continue;
         const row = input[@as(usize, iy) * in.w * cin_padded ..][0 .. @as(usize, in.w) * cin_padded];
+        var row_ops: u64 = 0;
         var ix: u32 = 0;
+        if (limits.kernel_variants and cin_padded == lanes) {
+            // pixels of one vector (up to 16 channels): four per 64-byte compare, a popcount each
+            // (their padding lanes are 0, as every buffer's: counting them adds nothing)
+            const Wide = @Vector(4 * lanes, u8);
+            while (ix + 4 <= in.w) : (ix += 4) {
+                const values: Wide = row[@as(usize, ix) * lanes ..][0 .. 4 * lanes].*;
+                const nonzero: u64 = @bitCast(values != @as(Wide, @splat(0)));
+                inline for (0..4) |k| row_ops += @as(u64, @popCount(@as(u16, @truncate(nonzero >> (16 * k))))) * layer.column_taps[ix + k].count;
+            }
+        }
         while (ix < in.w) : (ix += 1) {
             const pixel = row[@as(usize, ix) * cin_padded ..][0..cin_padded];
-            ops += pixelEvents(in.c, pixel) * rows.count * layer.column_taps[ix].count;
+            row_ops += pixelEvents(in.c, pixel) * layer.column_taps[ix].count;
         }
+        ops += row_ops * rows.count;
     }
     return ops * layer.synaptic.c;
 }

@@ -11,6 +11,7 @@
 //! 4 or 2 neighbouring windows (depthwise2d.zig packedRow), not one window and 12 or 8 zero lanes.
 
 const std = @import("std");
+const limits = @import("../limits.zig");
 const model = @import("../model.zig");
 const vector = @import("vector.zig");
 
@@ -115,7 +116,7 @@ pub fn fillRow(layer: *const model.Layer, input: []const u8, row: u32, target: [
             @memcpy(interior, source);
         }
     }
-    return vector.countNonZeroU8(target) != 0;
+    return vector.anyNonZeroU8(target);
 }
 
 fn padPixel(layer: *const model.Layer, pixel: []u8) void {
@@ -134,10 +135,43 @@ fn packPixels(target: []u8, source: []const u8, source_stride: usize, packed_cha
 }
 
 /// `count` pixels: target channel o = source channel o / multiplier, for o < channels * multiplier.
+/// A multiplier of 2, 4 or 8 into pixels of whole vectors (a frame's) goes through repeatVectors on
+/// 64-bit targets, which writes every channel of each target pixel (the padding lanes too: zero, see
+/// there); a 32-bit core keeps the byte loop (less code).
 fn repeatChannels(target: []u8, target_stride: usize, source: []const u8, source_stride: usize, channels: usize, multiplier: usize, count: usize) void {
+    if (limits.kernel_variants and target_stride % vector.lanes == 0 and source_stride % vector.lanes == 0 and target_stride <= multiplier * source_stride) {
+        switch (multiplier) {
+            inline 2, 4, 8 => |m| return repeatVectors(m, target, target_stride, source, source_stride, count),
+            else => {},
+        }
+    }
     for (0..count) |x| {
         const pixel = target[x * target_stride ..][0 .. channels * multiplier];
-        for (0..channels) |c| @memset(pixel[c * multiplier ..][0..multiplier], source[x * source_stride + c]);
+        for (0..channels) |c| {
+            const value = source[x * source_stride + c];
+            for (pixel[c * multiplier ..][0..multiplier]) |*byte| byte.* = value; // (a @memset was a call per channel)
+        }
+    }
+}
+
+/// repeatChannels by vectors: each vector j of a target pixel is lanes / m source bytes from
+/// channel j * lanes / m on, each repeated m times (one shuffle). Lanes past channels * m read the
+/// source pixel's padding lanes, which hold 0 like every buffer's (vector.zig), and stay inside it:
+/// target_stride <= m * source_stride.
+fn repeatVectors(comptime m: usize, target: []u8, target_stride: usize, source: []const u8, source_stride: usize, count: usize) void {
+    const lanes = vector.lanes;
+    const part = lanes / m; // source bytes per target vector
+    const mask = comptime blk: {
+        var repeat: [lanes]i32 = undefined;
+        for (&repeat, 0..) |*lane, i| lane.* = @intCast(i / m);
+        break :blk repeat;
+    };
+    for (0..count) |x| {
+        var offset: usize = 0;
+        while (offset < target_stride) : (offset += lanes) {
+            const piece: @Vector(part, u8) = source[x * source_stride + offset / m ..][0..part].*;
+            target[x * target_stride + offset ..][0..lanes].* = @shuffle(u8, piece, undefined, mask);
+        }
     }
 }
 
@@ -160,6 +194,23 @@ test "a packed row keeps the first 4 bytes of each pixel" {
     var target: [12]u8 = @splat(0xaa);
     packPixels(&target, &source, 8, 4, 2);
     try std.testing.expectEqualSlices(u8, &.{ 1, 2, 3, 4, 5, 6, 7, 8, 0xaa, 0xaa, 0xaa, 0xaa }, &target);
+}
+
+test "a depth multiplier of 2, 4 or 8 repeats whole vectors of channels, the padding lanes zero" {
+    if (!limits.kernel_variants) return error.SkipZigTest; // the byte loop leaves the padding lanes alone
+    inline for (.{ 2, 4, 8 }) |m| {
+        var source: [2 * 32]u8 = @splat(0); // two pixels of 32 padded channels, 5 real ones
+        for (0..2) |x| for (0..5) |c| {
+            source[x * 32 + c] = @intCast(10 * x + c + 1);
+        };
+        const stride = comptime (5 * m + 15) / 16 * 16;
+        var target: [2 * stride]u8 = @splat(0xaa);
+        repeatChannels(&target, stride, &source, 32, 5, m, 2);
+        for (0..2) |x| for (0..stride) |o| {
+            const expected: u8 = if (o < 5 * m) @intCast(10 * x + o / m + 1) else 0;
+            try std.testing.expectEqual(expected, target[x * stride + o]);
+        };
+    }
 }
 
 test "a depth multiplier repeats every input channel M times" {

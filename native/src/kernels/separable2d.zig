@@ -5,9 +5,10 @@
 //! KH rows (kernels/frame.zig fillRow: the border is computed there, no frame is kept), the
 //! depthwise stage (depthwise2d.gatherRow; scatterRow when few input pixels are active) sums the
 //! row's Q into a small i32 row buffer, and then,
-//! one pixel at a time while its Q is in L1, Mid is requantized with vector arithmetic into a small
-//! byte buffer as u = Mid + 128 (unsigned, so the pointwise stage is a u8 x i8 dot product like a
-//! 1x1 conv's, over the quad layout of Layer.pointwise), and
+//! a block of up to 4 pixels at a time (block_pixels_max) while their Q is in L1, Mid is requantized
+//! with vector arithmetic into a small byte buffer as u = Mid + 128 (unsigned, so the pointwise stage
+//! is a u8 x i8 dot product like a 1x1 conv's, over the quad layout of Layer.pointwise; each weight
+//! vector loaded once for the block's pixels), and
 //! P = (bias - 128 * sum over m of Pw[m, co]) + sum over m of Pw[m, co] * u[m]: the corrected bias is
 //! computed once per call. A pixel whose Mid is all zero has P = bias (no dot products), and a row
 //! of windows over zero rows has Q = 0 (no depthwise sums). Wrapping i32 arithmetic makes the result
@@ -37,7 +38,7 @@ const Scratch = struct {
     corrected: []i32, // (Cout_p) the corrected bias
     split: [4][]i32, // (Cmid_p) each: m >> 16, m & 0xffff, 2^(s'-17), s' - 16 (the split form; direct: 2^(s-1), s in the last two)
     q_row: []i32, // (OW, Cmid_p) one output row's Q
-    mid_bytes: []u8, // (Cmid_p) one pixel's u
+    mid_bytes: []u8, // (scratch_pixels, Cmid_p) a block of pixels' u
     ring: []u8, // (KH, frameWidth, Cmid_p) the frame rows of one row of windows
 
     fn parts(layer: *const model.Layer, bytes: ?[]u8) struct { Scratch, usize } {
@@ -49,7 +50,7 @@ const Scratch = struct {
             mid_padded * @sizeOf(i32),
             mid_padded * @sizeOf(i32),
             layer.synaptic.w * mid_padded * @sizeOf(i32),
-            mid_padded,
+            scratch_pixels * mid_padded,
             ringSlotBytes(layer) * layer.kernel_h,
         };
         var offsets: [sizes.len]usize = undefined;
@@ -97,9 +98,14 @@ pub fn run(layer: *const model.Layer, input: []const u8, potentials: []i32, scra
     const choice = conv2d_dense.choose(255, layer.weight_bits);
     const counts = depthwise2d.countEvents(layer, input);
     const scatter = depthwise2d.scatterWins(layer, counts);
+    // only the forms and kernels this target can take are instantiated (choose picks `exact` without
+    // the AVX2 sequences; the f32 form only where float_mid): less code in a firmware
     const nonzero = switch (form) {
-        inline else => |f| switch (choice.kernel) {
-            inline else => |kernel| rowsBy(f, kernel, layer, input, potentials, scratch, scatter, choice.sums_per_i16, fused),
+        inline else => |f| if (f == .float and !float_mid) unreachable else switch (choice.kernel) {
+            inline else => |kernel| if (!vector.has_pairs_fit_i16 and kernel != .exact)
+                unreachable
+            else
+                rowsBy(f, kernel, layer, input, potentials, scratch, scatter, choice.sums_per_i16, fused),
         },
     };
     if (fused) |f| f.done = true;
@@ -125,19 +131,39 @@ fn rowsBy(comptime form: Form, comptime kernel: conv2d_dense.Kernel, layer: *con
             @memset(scratch.q_row, 0); // every window reads zeros only
         }
         var ox: u32 = 0;
-        while (ox < out.w) : (ox += 1) {
-            const q = scratch.q_row[@as(usize, ox) * mid_padded ..][0..mid_padded];
-            const pixel_nonzero = requantizePixel(form, layer, scratch.split, q, scratch.mid_bytes);
-            nonzero += pixel_nonzero;
-            const offset = (@as(usize, oy) * out.w + ox) * cout_padded;
-            if (pixel_nonzero == 0) {
-                storeBias(layer, potentials, offset, fused); // u = 128 everywhere: P = bias
-            } else {
-                pointwisePixel(kernel, layer, scratch.mid_bytes, scratch.corrected, potentials, offset, sums_per_i16, fused);
+        while (ox < out.w) {
+            const pixels = @min(block_pixels_max, out.w - ox);
+            var block_nonzero: u64 = 0;
+            for (0..pixels) |p| {
+                const q = scratch.q_row[(@as(usize, ox) + p) * mid_padded ..][0..mid_padded];
+                block_nonzero += requantizePixel(form, layer, scratch.split, q, scratch.mid_bytes[p * mid_padded ..][0..mid_padded]);
             }
+            nonzero += block_nonzero;
+            const offset = (@as(usize, oy) * out.w + ox) * cout_padded;
+            if (block_nonzero == 0) {
+                for (0..pixels) |p| storeBias(layer, potentials, offset + p * cout_padded, fused); // u = 128 everywhere: P = bias
+            } else {
+                pointwisePixels(kernel, pixels, layer, scratch.mid_bytes, scratch.corrected, potentials, offset, sums_per_i16, fused);
+            }
+            ox += pixels;
         }
     }
     return nonzero;
+}
+
+/// Output pixels one pointwise block computes at once (each weight vector loaded once for all of
+/// them, and their independent sums hiding the dot-product latency): where the registers allow
+/// (vector.blockPixels of a whole block of channel vectors: 4 with AVX-512), else 1.
+/// A pixel of the block whose Mid is all zero computes P = corrected + 128 x sum of Pw = bias too
+/// (wrapping), so a block is skipped only when all of its pixels are.
+const block_pixels_max = vector.blockPixels(block_chunks_max);
+
+/// Pixels of u the scratch holds, on every target (a 32-bit core uses one): the arena is then the
+/// same whichever build plans it (edgesnn/devices.py sizes a microcontroller's on the host).
+const scratch_pixels = 4;
+
+comptime {
+    std.debug.assert(block_pixels_max <= scratch_pixels);
 }
 
 /// The frame rows one row of windows reads, kept in KH slots (frame row r in slot r mod KH): a row
@@ -175,11 +201,13 @@ fn storeBias(layer: *const model.Layer, potentials: []i32, offset: usize, fused:
     }
 }
 
-/// How Mid = requant(Q, m, s) is computed, the cheapest exact form for this layer's bound on |Q|:
+/// How Mid = requant(Q, m, s) is computed, the cheapest exact form for this layer's bound on |Q|
+/// (`float`, where the loader proved the f32 form exact for every Q on every channel, floatMid,
+/// comes after `direct` and before the others):
 /// `direct`, Q * m + 2^(s-1) in i32; `split`, m = mh * 2^16 + ml, so that
 /// floor((Q * m + 2^(s-1)) / 2^s) = (Q * mh + 2^(s-17) + ((Q * ml) >> 16)) >> (s - 16), every term
 /// in i32 (two vpmulld, where AVX2 has no i64 multiply or arithmetic shift by lane); `wide`, in i64.
-const Form = enum { direct, split, wide };
+const Form = enum { direct, split, wide, float };
 
 /// The form for this call, from a bound on |Q| per channel: the sum over taps of |W| times the
 /// largest input value (pad values included), a few vector operations per tap and channel vector.
@@ -224,7 +252,7 @@ fn requantizeForm(layer: *const model.Layer, split: [4][]i32) Form {
             vector.storeVector(split[3], chunk, @select(i32, used, raised - @as(vector.VecI32, @splat(split_bits)), zero));
         }
     }
-    if (!direct) return if (splits) .split else .wide;
+    if (!direct) return if (layer.mid_scale.len != 0) .float else if (splits) .split else .wide;
     // the direct form's tables: 2^(s-1) (below 2^31 where it is taken) and s (at most 31 then)
     chunk = 0;
     while (chunk < channels_padded) : (chunk += lanes) {
@@ -295,6 +323,18 @@ fn requantizePixel(comptime form: Form, layer: *const model.Layer, split: [4][]i
                 const scaled = (product +% @as(vector.VecI32, split[2][chunk..][0..lanes].*)) >> shift; // arithmetic: floor
                 break :blk std.math.clamp(scaled, low, high);
             },
+            .float => {
+                // u = trunc(clamp(Q, floor, ceiling) * scale + 128.5), in [0, 255] (floatMid)
+                const floor: vector.VecI32 = layer.mid_floor[chunk..][0..lanes].*;
+                const ceiling: vector.VecI32 = layer.mid_ceiling[chunk..][0..lanes].*;
+                const scale: VecF32 = layer.mid_scale[chunk..][0..lanes].*;
+                const bounded = @min(@max(value, floor), ceiling);
+                const scaled: vector.VecI32 = @intFromFloat(@as(VecF32, @floatFromInt(bounded)) * scale + @as(VecF32, @splat(float_offset)));
+                nonzero += std.simd.countTrues(scaled != @as(vector.VecI32, @splat(mid_offset)));
+                const unsigned: @Vector(lanes, u8) = @truncate(@as(@Vector(lanes, u32), @bitCast(scaled)));
+                bytes[chunk..][0..lanes].* = unsigned;
+                continue;
+            },
             .wide => blk: {
                 const Int = i64;
                 const Wide = @Vector(lanes, Int);
@@ -317,58 +357,165 @@ fn requantizePixel(comptime form: Form, layer: *const model.Layer, split: [4][]i
     return nonzero;
 }
 
-/// P = corrected + sum over m of Pw[m, :] * u[m] for one pixel, blocks of output-channel vectors in
-/// registers, by the kernel conv2d_dense.choose picks (sums_per_i16: its group length).
-/// offset: the pixel's first value in the potentials (and activations, when fused).
-fn pointwisePixel(comptime kernel: conv2d_dense.Kernel, layer: *const model.Layer, bytes: []const u8, corrected: []const i32, potentials: []i32, offset: usize, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+/// P = corrected + sum over m of Pw[m, :] * u[m] for `pixels` neighbouring pixels of a row (their u
+/// `Cmid_p` bytes apart in `bytes`), blocks of output-channel vectors x pixels in registers, by the
+/// kernel conv2d_dense.choose picks (sums_per_i16: its group length).
+/// offset: the first pixel's first value in the potentials (and activations, when fused).
+fn pointwisePixels(comptime kernel: conv2d_dense.Kernel, pixels: u32, layer: *const model.Layer, bytes: []const u8, corrected: []const i32, potentials: []i32, offset: usize, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+    std.debug.assert(pixels >= 1 and pixels <= block_pixels_max);
     const chunks = layer.synaptic.channelsPadded() / lanes;
     const block_chunks = @min(block_chunks_max, comptime kernel.blockChunks());
+    @setEvalBranchQuota(20_000); // the inline switches instantiate a block kernel per shape
     var first: usize = 0;
     while (first < chunks) {
         const count = @min(block_chunks, chunks - first);
         switch (count) {
-            inline 1...block_chunks => |block| pointwiseBlock(kernel, block, layer, bytes, corrected, potentials, offset, first, sums_per_i16, fused),
+            inline 1...block_chunks => |block| {
+                const most = comptime @min(block_pixels_max, vector.blockPixels(block));
+                var done: u32 = 0;
+                while (done < pixels) {
+                    const run_pixels = @min(most, pixels - done);
+                    switch (run_pixels) {
+                        inline 1...most => |p| pointwiseBlock(kernel, block, p, layer, bytes[done * layer.depthwiseChannelsPadded() ..], corrected, potentials, offset + done * layer.synaptic.channelsPadded(), first, sums_per_i16, fused),
+                        else => unreachable,
+                    }
+                    done += run_pixels;
+                }
+            },
             else => unreachable,
         }
         first += count;
     }
 }
 
-inline fn pointwiseBlock(comptime kernel: conv2d_dense.Kernel, comptime chunks: usize, layer: *const model.Layer, bytes: []const u8, corrected: []const i32, potentials: []i32, offset: usize, first: usize, sums_per_i16: u32, fused: ?*neuron.Fused) void {
+inline fn pointwiseBlock(comptime kernel: conv2d_dense.Kernel, comptime chunks: usize, comptime pixels: usize, layer: *const model.Layer, bytes: []const u8, corrected: []const i32, potentials: []i32, offset: usize, first: usize, sums_per_i16: u32, fused: ?*neuron.Fused) void {
     const cout_padded = layer.synaptic.channelsPadded();
+    const mid_padded = layer.depthwiseChannelsPadded();
     const quads = (layer.depthwiseChannels() + limits.quad_channels - 1) / limits.quad_channels;
-    var acc: [1][chunks]vector.VecI32 = undefined;
-    inline for (0..chunks) |k| acc[0][k] = corrected[(first + k) * lanes ..][0..lanes].*;
+    var acc: [pixels][chunks]vector.VecI32 = undefined;
+    inline for (0..pixels) |p| {
+        inline for (0..chunks) |k| acc[p][k] = corrected[(first + k) * lanes ..][0..lanes].*;
+    }
     if (comptime vector.has_pairs_fit_i16 and (kernel == .sums_i16 or kernel == .nibble_sums_i16)) {
         const split = kernel == .nibble_sums_i16;
-        var sums: [1][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero));
-        var high_sums: [1][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero)); // split: of the high nibbles
+        var sums: [pixels][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero));
+        var high_sums: [pixels][chunks]vector.PairSumsI16 = @splat(@splat(vector.pair_sums_zero)); // split: of the high nibbles
         var q: usize = 0;
         while (q < quads) {
             const end = @min(q + sums_per_i16, quads);
             while (q < end) : (q += 1) {
-                const values = std.mem.readInt(u32, bytes[q * limits.quad_channels ..][0..4], .little);
                 const weights = layer.pointwise[(q * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
-                const low = if (split) values & 0x0f0f0f0f else values;
-                inline for (0..chunks) |k| sums[0][k] = vector.addPairSumsI16(sums[0][k], low, weights[k * quad_bytes ..][0..quad_bytes]);
-                if (split) {
-                    const high = (values >> 4) & 0x0f0f0f0f;
-                    inline for (0..chunks) |k| high_sums[0][k] = vector.addPairSumsI16(high_sums[0][k], high, weights[k * quad_bytes ..][0..quad_bytes]);
+                inline for (0..pixels) |p| {
+                    const values = std.mem.readInt(u32, bytes[p * mid_padded + q * limits.quad_channels ..][0..4], .little);
+                    const low = if (split) values & 0x0f0f0f0f else values;
+                    inline for (0..chunks) |k| sums[p][k] = vector.addPairSumsI16(sums[p][k], low, weights[k * quad_bytes ..][0..quad_bytes]);
+                    if (split) {
+                        const high = (values >> 4) & 0x0f0f0f0f;
+                        inline for (0..chunks) |k| high_sums[p][k] = vector.addPairSumsI16(high_sums[p][k], high, weights[k * quad_bytes ..][0..quad_bytes]);
+                    }
                 }
             }
-            conv2d_dense.widenBlock(chunks, 1, split, &acc, &sums, &high_sums);
+            conv2d_dense.widenBlock(chunks, pixels, split, &acc, &sums, &high_sums);
         }
     } else {
         for (0..quads) |q| {
-            const values = std.mem.readInt(u32, bytes[q * limits.quad_channels ..][0..4], .little);
             const weights = layer.pointwise[(q * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
-            inline for (0..chunks) |k| acc[0][k] = vector.dotQuadBy(comptime kernel.dots(), acc[0][k], values, weights[k * quad_bytes ..][0..quad_bytes]);
+            inline for (0..pixels) |p| {
+                const values = std.mem.readInt(u32, bytes[p * mid_padded + q * limits.quad_channels ..][0..4], .little);
+                inline for (0..chunks) |k| acc[p][k] = vector.dotQuadBy(comptime kernel.dots(), acc[p][k], values, weights[k * quad_bytes ..][0..quad_bytes]);
+            }
         }
     }
-    inline for (0..chunks) |k| {
-        const channel = (first + k) * lanes;
-        if (fused) |f| f.store(offset + channel, channel, acc[0][k]) else vector.storeVector(potentials, offset + channel, acc[0][k]);
+    conv2d_dense.storeBlock(chunks, pixels, &acc, potentials, offset, cout_padded, @intCast(first), fused);
+}
+
+const VecF32 = @Vector(lanes, f32);
+
+/// u = Mid + 128 rounds half up as trunc(x + 128.5) once x + 128.5 >= 0.
+const float_offset: f32 = @as(f32, mid_offset) + 0.5;
+
+/// Q below this in magnitude converts to f32 exactly.
+const float_exact_limit: i64 = 1 << 24;
+
+pub const FloatMid = struct { floor: i32, ceiling: i32, scale: f32 };
+
+/// Whether the loader fills the f32 tables (floatMid): on 64-bit targets (limits.kernel_variants),
+/// where it saves the split form's two vector multiplies; a 32-bit core keeps the integer forms (no
+/// f32 kernel in its firmware). The tables' memory is reserved on every target, so that the model
+/// memory is the same whichever build computes it (edgesnn/devices.py, as scratch_pixels).
+pub const float_mid = limits.kernel_variants;
+
+/// The scalar twin of requantizePixel's f32 arithmetic (two rounded f32 operations, no fused
+/// multiply-add: Zig's strict float mode contracts neither).
+fn floatU(q: i32, scale: f32) i64 {
+    return @intFromFloat(@as(f32, @floatFromInt(q)) * scale + float_offset);
+}
+
+/// Mid + 128 = clamp(requant(Q, m, s), -2^(b-1), 2^(b-1) - 1) + 128 as trunc(clamp(Q, floor,
+/// ceiling) * scale + 128.5) in f32, when that gives the same value for every i32 Q, else null.
+/// floor is the largest Q whose Mid is the lowest level, ceiling the smallest reaching the highest
+/// (both within 2^24 of 0); scale = m / 2^s rounded to f32 (or a neighbour). Both forms are
+/// non-decreasing in Q (requant since m >= 0; the f32 form since every rounding step is), so they
+/// agree everywhere once they agree at floor, at ceiling and on both sides of every step t_k (the
+/// smallest Q with requant(Q) >= k), which is checked here for every level k.
+pub fn floatMid(multiplier: i32, shift: i32, mid_bits: u32) ?FloatMid {
+    if (multiplier == 0) return .{ .floor = 0, .ceiling = 0, .scale = 0 }; // Mid = 0 (padding channels too)
+    const low = -(@as(i64, 1) << @intCast(mid_bits - 1));
+    const high = (@as(i64, 1) << @intCast(mid_bits - 1)) - 1;
+    const floor = (smallestReaching(multiplier, shift, low + 1) orelse return null) - 1;
+    const ceiling = smallestReaching(multiplier, shift, high) orelse return null;
+    if (floor <= -float_exact_limit) return null;
+    const nearest: f32 = @floatCast(@as(f64, @floatFromInt(multiplier)) * std.math.pow(f64, 2.0, -@as(f64, @floatFromInt(shift))));
+    var scale = nearest;
+    for (0..5) |attempt| {
+        if (attempt > 0) scale = if (attempt % 2 == 1) std.math.nextAfter(f32, nearest, std.math.inf(f32)) else std.math.nextAfter(f32, nearest, 0);
+        if (attempt > 2) scale = std.math.nextAfter(f32, scale, if (attempt % 2 == 1) std.math.inf(f32) else 0);
+        if (agreesOnEveryStep(multiplier, shift, low, high, floor, ceiling, scale)) return .{ .floor = @intCast(floor), .ceiling = @intCast(ceiling), .scale = scale };
     }
+    return null;
+}
+
+fn agreesOnEveryStep(multiplier: i32, shift: i32, low: i64, high: i64, floor: i64, ceiling: i64, scale: f32) bool {
+    if (floatU(@intCast(floor), scale) != low + mid_offset or floatU(@intCast(ceiling), scale) != high + mid_offset) return false;
+    var level = low + 1;
+    while (level <= high) : (level += 1) {
+        const step = smallestReaching(multiplier, shift, level).?; // in (floor, ceiling]
+        if (floatU(@intCast(step - 1), scale) >= level + mid_offset or floatU(@intCast(step), scale) < level + mid_offset) return false;
+    }
+    return true;
+}
+
+/// The smallest Q in (-2^24, 2^24) whose requantization reaches `level`, or null (also when every
+/// Q of that range does: the step lies outside it).
+fn smallestReaching(multiplier: i32, shift: i32, level: i64) ?i64 {
+    var low: i64 = -float_exact_limit + 1; // requant(low) < level
+    var high: i64 = float_exact_limit - 1; // requant(high) >= level
+    if (neuron.requantize(@intCast(high), multiplier, shift) < level) return null;
+    if (neuron.requantize(@intCast(low), multiplier, shift) >= level) return null;
+    while (high - low > 1) {
+        const middle = low + @divFloor(high - low, 2);
+        if (neuron.requantize(@intCast(middle), multiplier, shift) >= level) high = middle else low = middle;
+    }
+    return high;
+}
+
+test "the f32 mid requantization agrees with the i64 one wherever it is taken" {
+    const cases = [_][2]i32{ .{ 2142680300, 40 }, .{ 1, 0 }, .{ 3, 1 }, .{ 1 << 30, 31 }, .{ 2137624234, 38 }, .{ 7, 4 }, .{ 123456789, 33 }, .{ 1500000000, 35 } };
+    var taken: u32 = 0;
+    for (cases) |case| {
+        for ([_]u32{ 2, 4, 8 }) |mid_bits| {
+            const form = floatMid(case[0], case[1], mid_bits) orelse continue;
+            taken += 1;
+            const low = -(@as(i64, 1) << @intCast(mid_bits - 1));
+            const high = (@as(i64, 1) << @intCast(mid_bits - 1)) - 1;
+            var q: i32 = form.floor - 1000;
+            while (q < form.ceiling + 1000) : (q += 1) {
+                const expected = std.math.clamp(neuron.requantize(q, case[0], case[1]), low, high) + mid_offset;
+                try std.testing.expectEqual(expected, floatU(std.math.clamp(q, form.floor, form.ceiling), form.scale));
+            }
+        }
+    }
+    try std.testing.expect(taken >= 10);
 }
 
 test "the split requantization equals the i64 one over the whole range of Q it is taken for" {

@@ -543,6 +543,18 @@ pub fn fillRowsVector(potentials: []i32, bias: []const i32) void {
     }
 }
 
+/// Whether any value is non-zero (an OR of whole vectors and one test: no count per vector).
+pub fn anyNonZeroU8(values: []const u8) bool {
+    std.debug.assert(values.len % lanes == 0);
+    const Wide = @Vector(4 * lanes, u8);
+    var any: Wide = @splat(0);
+    var offset: usize = 0;
+    while (offset + 4 * lanes <= values.len) : (offset += 4 * lanes) any |= @as(Wide, values[offset..][0 .. 4 * lanes].*);
+    var narrow: VecU8 = @splat(0);
+    while (offset < values.len) : (offset += lanes) narrow |= @as(VecU8, values[offset..][0..lanes].*);
+    return @reduce(.Or, any) != 0 or @reduce(.Or, narrow) != 0;
+}
+
 pub fn countNonZeroU8(values: []const u8) u64 {
     std.debug.assert(values.len % lanes == 0);
     const Wide = @Vector(4 * lanes, u8); // a whole 64-byte vector per step where the length allows
