@@ -400,15 +400,7 @@ inline fn pixelBlock(
                 group_left -= end - quad;
                 while (quad < end) : (quad += 1) {
                     const weights = row_weights[(@as(usize, quad) * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
-                    inline for (0..pixels) |p| {
-                        const values = std.mem.readInt(u32, row[p * pixel_step + quad * limits.quad_channels ..][0..4], .little);
-                        const low = if (split) values & 0x0f0f0f0f else values;
-                        inline for (0..chunks) |k| sums[p][k] = vector.addPairSumsI16(sums[p][k], low, weights[k * quad_bytes ..][0..quad_bytes]);
-                        if (split) {
-                            const high = (values >> 4) & 0x0f0f0f0f;
-                            inline for (0..chunks) |k| high_sums[p][k] = vector.addPairSumsI16(high_sums[p][k], high, weights[k * quad_bytes ..][0..quad_bytes]);
-                        }
-                    }
+                    addQuadPairSums(chunks, pixels, split, &sums, &high_sums, row[quad * limits.quad_channels ..], pixel_step, weights);
                 }
                 if (group_left == 0) {
                     widenBlock(chunks, pixels, split, &acc, &sums, &high_sums);
@@ -474,6 +466,22 @@ pub inline fn storeBlock(
             const channel = (first + k) * lanes;
             const offset = start + p * row_values + channel;
             if (fused) |f| f.store(offset, channel, acc[p][k]) else vector.storeVector(potentials, offset, acc[p][k]);
+        }
+    }
+}
+
+/// One input quad of `pixels` pixels (`pixel_step` bytes apart from `bytes` on) into their i16 pair
+/// sums over `chunks` output vectors; `split` (4-bit activations packed two to a byte): the low
+/// nibbles into `sums`, the high ones into `high_sums`. The inner step of the dense conv2d and of
+/// separable2d's pointwise stage.
+pub inline fn addQuadPairSums(comptime chunks: usize, comptime pixels: usize, comptime split: bool, sums: *[pixels][chunks]vector.PairSumsI16, high_sums: *[pixels][chunks]vector.PairSumsI16, bytes: []const u8, pixel_step: usize, weights: *const [chunks * quad_bytes]i8) void {
+    inline for (0..pixels) |p| {
+        const values = std.mem.readInt(u32, bytes[p * pixel_step ..][0..4], .little);
+        const low = if (split) values & 0x0f0f0f0f else values;
+        inline for (0..chunks) |k| sums[p][k] = vector.addPairSumsI16(sums[p][k], low, weights[k * quad_bytes ..][0..quad_bytes]);
+        if (split) {
+            const high = (values >> 4) & 0x0f0f0f0f;
+            inline for (0..chunks) |k| high_sums[p][k] = vector.addPairSumsI16(high_sums[p][k], high, weights[k * quad_bytes ..][0..quad_bytes]);
         }
     }
 }

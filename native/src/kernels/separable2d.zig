@@ -405,15 +405,7 @@ inline fn pointwiseBlock(comptime kernel: conv2d_dense.Kernel, comptime chunks: 
             const end = @min(q + sums_per_i16, quads);
             while (q < end) : (q += 1) {
                 const weights = layer.pointwise[(q * cout_padded + first * lanes) * limits.quad_channels ..][0 .. chunks * quad_bytes];
-                inline for (0..pixels) |p| {
-                    const values = std.mem.readInt(u32, bytes[p * mid_padded + q * limits.quad_channels ..][0..4], .little);
-                    const low = if (split) values & 0x0f0f0f0f else values;
-                    inline for (0..chunks) |k| sums[p][k] = vector.addPairSumsI16(sums[p][k], low, weights[k * quad_bytes ..][0..quad_bytes]);
-                    if (split) {
-                        const high = (values >> 4) & 0x0f0f0f0f;
-                        inline for (0..chunks) |k| high_sums[p][k] = vector.addPairSumsI16(high_sums[p][k], high, weights[k * quad_bytes ..][0..quad_bytes]);
-                    }
-                }
+                conv2d_dense.addQuadPairSums(chunks, pixels, split, &sums, &high_sums, bytes[q * limits.quad_channels ..], mid_padded, weights);
             }
             conv2d_dense.widenBlock(chunks, pixels, split, &acc, &sums, &high_sums);
         }
