@@ -27,7 +27,10 @@ synthesizer's rendition of it:
   so formants move as between speakers (the held-out voices are other timbres, not other words);
 - SpecAugment: up to two masks of 1-5 mel bands (before the DCT) and two of 1-6 frames;
 - with ``--context`` (a share of the clips), a neighbouring non-keyword word 50-400 ms before or after
-  the word, cut by the clip's edge, as a stream's windows hold them (the label stays the word's).
+  the word, cut by the clip's edge, as a stream's windows hold them (the label stays the word's);
+- with ``--negatives`` (mine_negatives.py's negatives.npz), hard negatives: windows of training-voice
+  non-keyword streams an earlier model took for keywords (words cut by the window's edge, near misses
+  over noise), ``--negative-share`` x a keyword's clip count of them each epoch, augmented as the others.
 
 ``_silence_`` clips are background alone at -80 to -20 dBFS: the noises, mains hum and babble
 (distant talk with no foreground word, as the test set's silence and the long streams' backgrounds
