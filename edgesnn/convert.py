@@ -158,17 +158,18 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     metadata["fidelity"]["decided_by"]; "in_sample" holds the in-sample figures of the same model). It must
     keep 25 dB SNR at every position on all of them and on 9 in 10 of the batches of half of them (a
     conversion that passes only because its good inputs outweigh its bad ones falls under the bar on other
-    batches). Under that it tries, in turn, one range per layer (per_channel_activations=None), then the
-    integer bias correction (each layer's mean quantization shift per channel, measured on the samples,
-    taken out of its integer bias: edgesnn.calibrate.correct_integer_biases; metadata["bias_corrected"]) of
-    each, and returns the first that keeps the bar out of sample (metadata["fidelity"]["tried"] lists those
-    before it); else it refuses: es.PrecisionError (a ConversionError) naming the SNR, the position, how it
+    batches). With per_channel_activations=None both granularities are measured and the better one that keeps
+    the bar is returned; when none does, the integer bias correction of each (each layer's mean quantization
+    shift per channel, measured on the samples, taken out of its integer bias:
+    edgesnn.calibrate.correct_integer_biases; metadata["bias_corrected"]) is measured the same way
+    (metadata["fidelity"]["tried"] lists every other candidate measured); else it refuses: es.PrecisionError (a ConversionError) naming the SNR, the position, how it
     was measured, what was tried, the layer where the SNR falls most and what helps (more, more varied
     samples when the ranges do not hold on unseen ones). on_low_fidelity="warn" returns the model with an
     es.PrecisionWarning instead (an untrained or deliberately random network); "record" only records the
     in-sample metadata["fidelity"] (for a tool's intermediate models). Below 8 bits the in-sample SNR is
     recorded only. The out-of-sample check costs 8 more builds of the model (its calibration data are
-    reused) and runs the integer model once over the checked samples.
+    reused; twice that with per_channel_activations=None) and runs the integer model once more over the
+    checked samples per granularity.
     """
     if on_low_fidelity not in LOW_FIDELITY:
         raise ValueError(f"on_low_fidelity must be one of {LOW_FIDELITY}, got {on_low_fidelity!r}")
@@ -336,12 +337,13 @@ def _check_fidelity(fit: _Fit, x: np.ndarray, pick: np.ndarray, float_out: np.nd
     into k = min(FIDELITY_FOLDS, n) interleaved folds, and each fold's output comes from a model whose
     activation ranges (and bias correction) were fitted on the calibration samples without it, so that no
     sample vouches for a model calibrated on itself (with fewer than FIDELITY_FOLDS_MIN_SAMPLES samples the
-    in-sample figures decide, and the record says so). A model whose pooled worst position or 10th
-    percentile of batches of half is under FIDELITY_DB there is met, in turn, by one range per layer (when
-    `auto`: per-channel ranges fit the few samples they saw most closely), then by the integer bias
-    correction (_bias_corrected) of each granularity; the first that keeps the bar out of sample is
-    returned, else the plain model is refused (PrecisionError, carrying it) or, with on_low_fidelity="warn",
-    warned about (PrecisionWarning). The message says whether the ranges do not hold on unseen samples
+    in-sample figures decide, and the record says so). When `auto`, per-channel and per-layer ranges are
+    both measured and, of those that keep the bar (pooled worst position and 10th percentile of batches of
+    half at FIDELITY_DB or more), the one with the higher lower figure is returned: per-channel ranges fit
+    the samples they saw most closely, one range per layer holds better on others when they are few. When
+    none keeps it, the integer bias correction (_bias_corrected) of each is measured the same way (the
+    better plain one first); else the plain model is refused (PrecisionError, carrying it) or, with
+    on_low_fidelity="warn", warned about (PrecisionWarning). The message says whether the ranges do not hold on unseen samples
     (in-sample figures over the bar: more, more varied samples help) or the 8-bit rounding compounds over
     the depth, and names the layer where the SNR falls most (as es.compare measures it)."""
     xs = x[pick]
@@ -363,22 +365,31 @@ def _check_fidelity(fit: _Fit, x: np.ndarray, pick: np.ndarray, float_out: np.nd
     tried = []
     try:
         for corrected in (False, True):
+            measured = []
             for base in candidates:
                 bar.update(1)
-                if base.in_sample is None:
-                    base.in_sample = _fidelity(_dequantized(base.model, xs, base.builder), want)
                 candidate = base if not corrected else _corrected(base, fit, x, pick, want, fold_of)
                 if candidate is None:
                     continue
+                if candidate.in_sample is None:
+                    candidate.in_sample = _fidelity(_dequantized(candidate.model, xs, candidate.builder), want)
                 if fold_of is not None:
                     folds = _fold_models(candidate, fit, x, pick, fold_of)
                     candidate.out_of_sample = _fidelity(_fold_outputs(folds, xs, fold_of), want)
-                tried.append(candidate)
-                if _passes(candidate.decisive):
-                    return _chosen(candidate, tried, fold_of)
+                measured.append(candidate)
+            tried += measured
+            passing = [c for c in measured if _passes(c.decisive)]
+            if passing:      # of the granularities that hold, the one that holds best out of sample
+                return _chosen(max(passing, key=_score), tried, fold_of)
+            candidates.sort(key=_score, reverse=True)      # the correction of the better one first
     finally:
         bar.close()
     return _refuse(plain, tried, xs, pick, fold_of, fit, on_low_fidelity)
+
+
+def _score(candidate: _Candidate) -> float:
+    """What the check holds a candidate to: the lower of its worst position and its 10th percentile of halves."""
+    return min(candidate.decisive["worst_position_snr_db"], candidate.decisive["half_batch_p10_snr_db"])
 
 
 def _folds(n: int) -> np.ndarray | None:
