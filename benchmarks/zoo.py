@@ -16,16 +16,19 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
 - float-match: max |Graph.run - framework| / max |framework| on the reference inputs (target 1e-4);
 - converts?: ``es.convert(path, samples, input_scaling=..., weight_bits=8, activation_bits=8)``
   (and 4/4); a failure is recorded with its exception type and message, and the run goes on;
-- ORT int8 SNR: onnxruntime's own int8 (QDQ, per-channel, calibrated on the same inputs) on the
-  ONNX file of the same model, measured the same way: how much 8-bit quantization of this model
-  costs another engine;
-- SNR 8/8, SNR 4/4: of the dequantized integer logits (``potentials * metadata['output_scale']``)
-  against the float logits, at every output position (h, w) over batch and channels; the table
-  gives the worst position (border taps included), the JSON every position's; es.convert's own
-  check (``model.metadata["fidelity"]``, on its 8 calibration samples) refuses an 8/8 model under
-  25 dB there, or on more than 7 of the 70 batches of 4 of them (es.PrecisionError; the references are
-  one such batch): such a file does not convert (not as expected: issue 9 wants it
-  to), and its SNR columns are those of the refused model (PrecisionError.model), to show how far;
+- ORT int8 SNR: onnxruntime's own int8 (QDQ, per-channel, calibrated on the same samples) on the
+  ONNX file of the same model, measured the same way on the same held-out digits against onnxruntime
+  float: how much 8-bit quantization of this model costs another engine;
+- SNR 8/8, SNR 4/4: of the dequantized integer logits (``(potentials - zero point) * metadata['output_scale']``)
+  against the imported float graph's, on the 64 held-out digits no conversion saw (`held_out_samples`), at
+  every output position (h, w) over batch and channels; the table gives the worst position (border taps
+  included), the JSON every position's (and ``snr_8_refs``, on the 4 references against the framework's
+  logits); es.convert's own check (``model.metadata["fidelity"]``, out of sample on its 64 calibration
+  samples: each of 8 folds through a model calibrated on the others) refuses an 8/8 model under 25 dB there,
+  or on more than 1 in 10 of the batches of half of them (es.PrecisionError): such a file does not convert
+  (not as expected: issue 9 wants it to), and its SNR columns are those of the refused model
+  (PrecisionError.model), to show how far; a file that converts under 25 dB held out is a
+  ``silent_shortfall``;
 - latency (issue 11): batch 1, one thread, in one run: edgesnn 4/4 through the binding
   (``edgesnn.native.native_model(model).run``; the JSON also has 8/8 and 4/4 through
   ``model.forward``), onnxruntime's int8 QDQ model (``quantize_static``, per-channel) and its float
@@ -36,7 +39,8 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
   target: >= 2 against int8), and the run prints the median over the zoo with the load average.
 - TFLite XNNPACK (issue 11's fastest CPU peer, benchmarks/peers.py): for a Keras model with a
   ``benchmarks/tflite/<model>.int8.tflite`` (full-integer int8 by the TFLite converter, calibrated on the
-  same 8 samples: benchmarks/tflite_build.py zoo; and ``<model>.relu6.int8.tflite``, the same function
+  references and their mirror images, the zoo's 8 samples before 2026-12-02: benchmarks/tflite_build.py
+  zoo; and ``<model>.relu6.int8.tflite``, the same function
   with its bounded ReLUs rescaled to ReLU6, which TFLite fuses), ai-edge-litert's interpreter with its
   default XNNPACK delegate, one thread, batch 1, in the same interleaved rounds; the column is the
   faster file. Each file's SNR against the float logits is in the JSON (tflite_files) so that the
@@ -45,7 +49,8 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
 - ``--layers``: each layer of the 4/4 model alone on its real input, summed per layer kind over the
   zoo (where the engine's time goes, and which kinds are slow per synaptic operation).
 
-The model is calibrated on the 4 reference inputs and their mirror images (8 samples).
+The model is calibrated on the 4 reference inputs, their mirror images and 56 digits of zoo_build's generator
+(64 samples, `calibration_samples`); the SNR is measured on 64 other digits of the same draw.
 Expected outcomes ("convert", or "refuse" naming an op) are in the manifest; the table says
 whether each file did what is expected. tests/test_zoo.py checks the committed files.
 """
@@ -534,7 +539,7 @@ class Result:
 
     @property
     def silent_shortfall(self) -> bool:
-        """Converted (not refused) yet under the SNR bar on the reference inputs (the issue: exact, or refuse)."""
+        """Converted (not refused) yet under the SNR bar on the held-out inputs (the issue: exact, or refuse)."""
         return self.converts and self.snr_8 is not None and self.snr_8 < SNR_TARGET_DB
 
 
@@ -668,7 +673,7 @@ def architecture_table(results: list[Result]) -> str:
     models: dict = {}
     for r in results:
         models.setdefault(r.model, []).append(r)
-    rows = ["| architecture | source | files | converts | trained (steps, accuracy) | SNR 8/8 (worst position) | "
+    rows = ["| architecture | source | files | converts | trained (steps, accuracy) | SNR 8/8 held out (worst position) | "
             "onnxruntime int8 SNR | SNR 4/4 | ORT int8 / edgesnn 4/4 | ORT float / edgesnn 4/4 | "
             "TFLite XNNPACK / edgesnn 4/4 |",
             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -704,7 +709,7 @@ def architecture_table(results: list[Result]) -> str:
 
 
 def markdown_table(results: list[Result]) -> str:
-    rows = ["| model | source | format | ops | converts? | float-match | SNR 8/8 (worst pos.) | ORT int8 SNR | "
+    rows = ["| model | source | format | ops | converts? | float-match | SNR 8/8 held out (worst pos.) | ORT int8 SNR | "
             "SNR 4/4 | edgesnn 4/4 us | ORT int8 / edgesnn | ORT float / edgesnn | TFLite XNNPACK / edgesnn | "
             "as expected |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -723,7 +728,7 @@ def markdown_table(results: list[Result]) -> str:
         ops = ", ".join(r.ops) if r.ops else "—"
         expected = ("yes" if r.as_expected else "**no**") + (f" (refuse: {r.refuse_op})" if r.expect == "refuse" else "")
         if r.refused_8 is not None:
-            expected += (f" (PrecisionError: {_refused_db(r.fidelity_8):.1f} dB on its samples or 9 in 10 "
+            expected += (f" (PrecisionError: {_refused_db(r.fidelity_8):.1f} dB out of sample or on 9 in 10 "
                          f"batches of half)"
                          if r.fidelity_8 else " (PrecisionError)")
         rows.append(f"| {r.name} | {r.source} | {r.writer} | {ops} | {converts} | {match} | {_db(r.snr_8)} | "
@@ -798,9 +803,9 @@ def main(argv=None) -> int:
     silent = [r.file for r in results if r.silent_shortfall]
     should = [r for r in results if r.expect == "convert"]
     print(f"\n{len(results)} files: {sum(r.converts for r in results)} of {len(should)} expected conversions convert "
-          f"({over} at >= {SNR_TARGET_DB:g} dB at 8/8 on the reference inputs, {len(silent)} under it"
+          f"({over} at >= {SNR_TARGET_DB:g} dB at 8/8 on the held-out inputs, {len(silent)} under it"
           + (f": {', '.join(silent)}" if silent else "") + f"), {len(refused)} refused for precision "
-          f"(es.PrecisionError under {SNR_TARGET_DB:g} dB on the calibration samples or on 1 in 10 batches of half"
+          f"(es.PrecisionError under {SNR_TARGET_DB:g} dB out of sample or on 1 in 10 batches of half"
           + (f": {', '.join(refused)}" if refused else "") + f"), {expected} as expected"
           + (f"; {len(missing)} manifest files absent (rebuild with benchmarks/zoo_build.py)" if missing else ""))
     summary = latency_summary(results)
