@@ -1341,7 +1341,14 @@ class _Builder:
         return fields, p_scale
 
     def _depthwise_probe(self, node: Node, src: _Tensor) -> np.ndarray:
-        """The float depthwise stage of a separable node on the calibration data (it is no graph node)."""
+        """The float depthwise stage of a separable node on the calibration data (it is no graph node), run once
+        and kept with the activations: a fold's builder (_Rows) takes its rows of it, as of any activation."""
+        key = f"{node.name}/depthwise (probe)"
+        if key not in self.activations:
+            self.activations[key] = self._run_depthwise_probe(node)
+        return self.activations[key]
+
+    def _run_depthwise_probe(self, node: Node) -> np.ndarray:
         in_shape = self.graph.shapes[node.inputs[0]]
         attrs = {k: v for k, v in node.attrs.items() if k in ("strides", "padding", "depth_multiplier")}
         probe = Graph([Node("dw", "depthwise_conv2d", ("input",), attrs=attrs,
