@@ -162,9 +162,10 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     the bar is returned; when none does, the integer bias correction of each (each layer's mean quantization
     shift per channel, measured on the samples, taken out of its integer bias:
     edgesnn.calibrate.correct_integer_biases; metadata["bias_corrected"]) is measured the same way
-    (metadata["fidelity"]["tried"] lists every other candidate measured); else it refuses: es.PrecisionError (a ConversionError) naming the SNR, the position, how it
-    was measured, what was tried, the layer where the SNR falls most and what helps (more, more varied
-    samples when the ranges do not hold on unseen ones). on_low_fidelity="warn" returns the model with an
+    (metadata["fidelity"]["tried"] lists every other candidate measured); else it refuses the granularity
+    nearest the bar: es.PrecisionError (a ConversionError) naming the SNR, the position, how it was
+    measured, what was tried, the layer where the SNR falls most and what helps (more, more varied samples
+    when the ranges do not hold on unseen ones). on_low_fidelity="warn" returns that model with an
     es.PrecisionWarning instead (an untrained or deliberately random network); "record" only records the
     in-sample metadata["fidelity"] (for a tool's intermediate models). Below 8 bits the in-sample SNR is
     recorded only. The out-of-sample check costs 8 more builds of the model (its calibration data are
@@ -342,10 +343,11 @@ def _check_fidelity(fit: _Fit, x: np.ndarray, pick: np.ndarray, float_out: np.nd
     half at FIDELITY_DB or more), the one with the higher lower figure is returned: per-channel ranges fit
     the samples they saw most closely, one range per layer holds better on others when they are few. When
     none keeps it, the integer bias correction (_bias_corrected) of each is measured the same way (the
-    better plain one first); else the plain model is refused (PrecisionError, carrying it) or, with
-    on_low_fidelity="warn", warned about (PrecisionWarning). The message says whether the ranges do not hold on unseen samples
-    (in-sample figures over the bar: more, more varied samples help) or the 8-bit rounding compounds over
-    the depth, and names the layer where the SNR falls most (as es.compare measures it)."""
+    better plain one first); else the plain model nearest the bar is refused (PrecisionError, carrying it)
+    or, with on_low_fidelity="warn", warned about (PrecisionWarning). The message says whether the ranges do
+    not hold on unseen samples (in-sample figures over the bar: more, more varied samples help) or the 8-bit
+    rounding compounds over the depth, and names the layer where the SNR falls most (as es.compare measures
+    it)."""
     xs = x[pick]
     want = np.asarray(float_out[:len(xs)], np.float64)
     model, builder = fit.model(per_channel)
@@ -384,7 +386,9 @@ def _check_fidelity(fit: _Fit, x: np.ndarray, pick: np.ndarray, float_out: np.nd
             candidates.sort(key=_score, reverse=True)      # the correction of the better one first
     finally:
         bar.close()
-    return _refuse(plain, tried, xs, pick, fold_of, fit, on_low_fidelity)
+    # the uncorrected granularity that came nearest the bar is refused (or returned with a warning)
+    nearest = max((c for c in tried if not c.corrected), key=_score)
+    return _refuse(nearest, tried, xs, pick, fold_of, fit, on_low_fidelity)
 
 
 def _score(candidate: _Candidate) -> float:
@@ -479,8 +483,9 @@ def _chosen(candidate: _Candidate, tried: list, fold_of) -> Model:
 
 def _refuse(plain: _Candidate, tried: list, xs: np.ndarray, pick: np.ndarray, fold_of, fit: _Fit,
             on_low_fidelity: str) -> Model:
-    """No candidate keeps the bar: the plain model is refused (PrecisionError) or warned about, with a message
-    that says what was measured, how, what was tried, where the SNR falls most and what helps."""
+    """No candidate keeps the bar: the plain model `plain` (of the granularity nearest the bar) is refused
+    (PrecisionError) or warned about, with a message that says what was measured, how, what was tried, where
+    the SNR falls most and what helps."""
     model = plain.model
     fidelity = _record(plain, tried, fold_of)
     n, half, worst, quantile = fidelity["samples"], fidelity["half_samples"], \
