@@ -7,7 +7,7 @@
 es.convert decides on an out-of-sample check (each fold of its samples through a model calibrated on the
 others, edgesnn.convert._check_fidelity). This prints, per file, one JSON line per calibration set — "8
 images" (the 4 reference digits and their mirror images, the zoo's calibration until 2026-12-02) and "zoo"
-(those and zoo.CALIBRATION_DIGITS training digits, benchmarks/zoo.py calibration_samples) — with what
+(those and zoo.CALIBRATION_DIGITS held-out-pool digits, benchmarks/zoo.py calibration_samples) — with what
 es.convert decided (converts or refused, the range granularity it chose, the bias correction), its in-sample
 and out-of-sample figures (worst position; 10th percentile of the batches of half), and the worst-position
 SNR of the same model on zoo.HELD_OUT_DIGITS held-out digits (another seed) and the share of their batches

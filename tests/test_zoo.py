@@ -87,7 +87,7 @@ def test_import_matches_framework(entry):
 
 @pytest.mark.parametrize("entry", _params("convert", [e for e in COMMITTED if e["expect"] == "convert"]))
 def test_converts_with_snr_at_every_position_on_held_out_inputs_or_is_refused(entry):
-    """Calibrated on the zoo's samples (the references, their mirror images and 56 training digits), each file
+    """Calibrated on the zoo's samples (the references, their mirror images and 56 held-out-pool digits), each file
     that should convert either converts and keeps 25 dB at every output position on 64 held-out digits it was
     not calibrated on, or is refused with es.PrecisionError (named in PRECISION_REFUSALS with the measured
     figures, so that a file that starts or stops being refused fails the run): never converts under the bar."""
