@@ -322,10 +322,18 @@ class _Context:
         self._counts_arguments = (_address(self._counts), ctypes.c_size_t(model.layer_count))
         self._output: np.ndarray | None = None   # int32 (batch, OH, OW, OC) of the last batch size
         self._output_arguments: tuple = ()       # its address and size, as esnn_run_batch takes them
+        # one sample of one frame (Model.forward's batch 1) through buffers bound to this context once
+        # per timestep count (esnn_context_bind): esnn_run_bound's one argument instead of ten
+        self._run_bound = model.library.run_bound
+        self._single_input = np.zeros((1, 1, *model.input_shape), np.uint8)
+        self._single_output = np.zeros((1, *model.output_shape), np.int32)
+        self._single_timesteps: int | None = None  # the timesteps bound, None: not bound
 
     def run(self, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
         """Potentials int32 (N, OH, OW, OC) and counts uint64 (layers, 5) of a checked input (see run_checked)."""
         batch, input_timesteps = x5.shape[:2]
+        if batch == 1 and input_timesteps == 1 and self._run_bound is not None:
+            return self._run_single(x5, timesteps)
         output = self._output
         if output is None or output.shape[0] != batch:
             output = self._output_buffer(batch)
@@ -336,6 +344,22 @@ class _Context:
             self._raise_run_error(status)
         potentials = output.copy() if output is self._output else output
         return potentials, self._counts.copy()
+
+    def _run_single(self, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
+        """run of one sample of one frame (x5 checked: (1, 1, H, W, C) uint8) through the bound buffers."""
+        if timesteps != self._single_timesteps:
+            self._single_timesteps = None
+            status = self._library.lib.esnn_context_bind(
+                self.handle, _address(self._single_input), self._single_input.size, 1, 1, timesteps,
+                _address(self._single_output), self._single_output.size, *self._counts_arguments)
+            if status != STATUS_OK:
+                self._raise_run_error(status)
+            self._single_timesteps = timesteps
+        np.copyto(self._single_input, x5)
+        status = self._run_bound(self.handle)
+        if status != STATUS_OK:
+            self._raise_run_error(status)
+        return self._single_output.copy(), self._counts.copy()
 
     def run_over_time(self, x5: np.ndarray, timesteps: int, margin: int):
         batch, input_timesteps = x5.shape[:2]

@@ -286,3 +286,17 @@ def test_bound_run_c_calls_check_their_arguments():
     assert lib.esnn_context_bind(context.handle, address(x), x.size, 1, 1, 1, address(out), out.size - 1,
                                  None, 0) == native.STATUS_ARGUMENT
     assert lib.esnn_run_bound(context.handle) == native.STATUS_ARGUMENT   # a failed bind leaves none bound
+
+
+def test_single_samples_through_the_bound_buffers_follow_their_timesteps():
+    """A batch-1 run of one frame goes through the context's bound buffers (rebound when the timestep
+    count changes): each call the reference's result and statistics, an engine refusal still clear."""
+    model = twelve_layer_model()
+    x = inputs(model, 1, 60)
+    for timesteps in (1, 3, 3, 1, 2):
+        expected, expected_stats = reference_run(model, x, timesteps=timesteps)
+        np.testing.assert_array_equal(model.forward(x, timesteps=timesteps, device="cpu"), expected)
+        assert model.statistics == expected_stats
+    with pytest.raises(es.DeviceError, match="timesteps"):
+        native.native_model(model).run(x[:, None], 2**30)       # above the engine's limit
+    np.testing.assert_array_equal(model.forward(x, device="cpu"), reference_run(model, x)[0])
