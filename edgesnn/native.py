@@ -17,8 +17,10 @@ during native calls, so threads run their own contexts in parallel (a pool hands
 Per call (batch 1, what issue 3 measures): the input is checked once (Model.check_input on the
 forward path, NativeModel.run on the binding's), the engine writes into the context's own output
 and counts buffers (addresses taken once) and the run returns copies, esnn_run_batch goes without
-argtypes conversion (Library.run_batch), and Model.forward keeps the counts, building Statistics
-only when model.statistics is read.
+argtypes conversion (Library.run_batch), one sample of one frame goes through buffers bound to the
+context (esnn_run_bound, one argument), and Model.forward keeps the counts, building Statistics
+only when model.statistics is read. `NativeModel.runner()` binds a context of its own to its own
+buffers: the least per call (Runner).
 """
 
 from __future__ import annotations
