@@ -30,7 +30,8 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
   (PrecisionError.model), to show how far; a file that converts under 25 dB held out is a
   ``silent_shortfall``;
 - latency (issue 11): batch 1, one thread, in one run: edgesnn 4/4 through the binding
-  (``edgesnn.native.native_model(model).run``; the JSON also has 8/8 and 4/4 through
+  (``edgesnn.native.native_model(model).runner()``, buffers bound once, as TFLite's set_tensor /
+  invoke / get_tensor; the JSON also has 8/8 and 4/4 through
   ``model.forward``), onnxruntime's int8 QDQ model (``quantize_static``, per-channel) and its float
   model, of the same ONNX file or of a Keras file's tf2onnx twin, each session one intra-op thread.
   Every engine is measured in turn in `LATENCY_ROUNDS` rounds of `LATENCY_CALLS_PER_ROUND` calls
@@ -277,13 +278,15 @@ def cycling(inputs: list, run):
 
 
 def edgesnn_binding_call(model, x_uint8: np.ndarray, library=None):
-    """Batch-1 calls of the native engine through the binding (edgesnn.native.native_model(model).run):
-    one thread, no Python input checks: what onnxruntime's session.run is to its graph. `library`: another
-    build (a native.Library, --baseline), else the default one."""
+    """Batch-1 calls of the native engine through the binding's bound runner
+    (edgesnn.native.native_model(model).runner(): the input checked and copied into the bound buffer,
+    esnn_run_bound, the output copied out), one thread: what set_tensor / invoke / get_tensor are to
+    TFLite and session.run to onnxruntime. `library`: another build (a native.Library, --baseline), else
+    the default one; a build from before esnn_run_bound runs through NativeModel.run, the path it had."""
     from edgesnn import native
     loaded = native.native_model(model, library=library)
     singles = [np.ascontiguousarray(x_uint8[i:i + 1, None]) for i in range(len(x_uint8))]
-    return cycling(singles, loaded.run)
+    return cycling(singles, loaded.runner() if loaded.library.run_bound is not None else loaded.run)
 
 
 def onnx_twin(e: dict, entries: list[dict]) -> dict | None:

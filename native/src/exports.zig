@@ -250,6 +250,50 @@ export fn esnn_run_batch_trace(
     return code(.ok);
 }
 
+/// Bind a batch's buffers to the context (checked now as esnn_run_batch checks them, and again at
+/// every run): esnn_run_bound then runs that batch on what its input holds, with no arguments to
+/// pass per call (the bound buffers must stay valid while bound; a new bind replaces the old one).
+export fn esnn_context_bind(
+    handle: ?*anyopaque,
+    input: ?[*]const u8,
+    input_values: usize,
+    batch: u32,
+    input_timesteps: u32,
+    timesteps: u32,
+    output: ?[*]i32,
+    output_values: usize,
+    stats: ?[*]LayerStats,
+    stats_count: usize,
+) c_int {
+    const ctx = contextFrom(handle) orelse return code(.argument);
+    var diag: Diagnostic = .{ .buffer = &ctx.message };
+    ctx.message[0] = 0;
+    ctx.bound = null;
+    const input_pointer = input orelse return code(diag.fail(.argument, "input is NULL", .{}) catch diag.status);
+    const output_pointer = output orelse return code(diag.fail(.argument, "output is NULL", .{}) catch diag.status);
+    const bound: engine.Batch = .{
+        .input = input_pointer[0..input_values],
+        .batch = batch,
+        .input_timesteps = input_timesteps,
+        .timesteps = timesteps,
+        .output = output_pointer[0..output_values],
+        .stats = if (stats) |s| s[0..stats_count] else null,
+    };
+    engine.checkBatch(ctx.model, &bound, &diag) catch return code(diag.status);
+    ctx.bound = bound;
+    return code(.ok);
+}
+
+/// Run the batch bound by esnn_context_bind; ESNN_ERROR_ARGUMENT when none is bound.
+export fn esnn_run_bound(handle: ?*anyopaque) c_int {
+    const ctx = contextFrom(handle) orelse return code(.argument);
+    var diag: Diagnostic = .{ .buffer = &ctx.message };
+    ctx.message[0] = 0;
+    const bound = ctx.bound orelse return code(diag.fail(.argument, "no batch is bound to this context (esnn_context_bind)", .{}) catch diag.status);
+    engine.runBatch(ctx, &bound, &diag) catch return code(diag.status);
+    return code(.ok);
+}
+
 export fn esnn_run(
     handle: ?*anyopaque,
     input: ?[*]const u8,
