@@ -233,21 +233,38 @@ export fn esnn_run_batch_trace(
     const ctx = contextFrom(handle) orelse return code(.argument);
     var diag: Diagnostic = .{ .buffer = &ctx.message };
     ctx.message[0] = 0;
-    const input_pointer = input orelse return code(diag.fail(.argument, "input is NULL", .{}) catch diag.status);
-    const output_pointer = output orelse return code(diag.fail(.argument, "output is NULL", .{}) catch diag.status);
-    const run: engine.Batch = .{
+    var run = batchOf(input, input_values, batch, input_timesteps, timesteps, output, output_values, stats, stats_count, &diag) catch
+        return code(diag.status);
+    run.trace = if (trace) |t| t[0..trace_values] else null;
+    run.early_exit_margin = early_exit_margin;
+    run.timesteps_used = if (timesteps_used) |u| u[0..timesteps_used_count] else null;
+    engine.runBatch(ctx, &run, &diag) catch return code(diag.status);
+    return code(.ok);
+}
+
+/// The engine.Batch of a run's C arguments (NULL input or output refused, naming which).
+fn batchOf(
+    input: ?[*]const u8,
+    input_values: usize,
+    batch: u32,
+    input_timesteps: u32,
+    timesteps: u32,
+    output: ?[*]i32,
+    output_values: usize,
+    stats: ?[*]LayerStats,
+    stats_count: usize,
+    diag: *Diagnostic,
+) Diagnostic.Error!engine.Batch {
+    const input_pointer = input orelse return diag.fail(.argument, "input is NULL", .{});
+    const output_pointer = output orelse return diag.fail(.argument, "output is NULL", .{});
+    return .{
         .input = input_pointer[0..input_values],
         .batch = batch,
         .input_timesteps = input_timesteps,
         .timesteps = timesteps,
         .output = output_pointer[0..output_values],
         .stats = if (stats) |s| s[0..stats_count] else null,
-        .trace = if (trace) |t| t[0..trace_values] else null,
-        .early_exit_margin = early_exit_margin,
-        .timesteps_used = if (timesteps_used) |u| u[0..timesteps_used_count] else null,
     };
-    engine.runBatch(ctx, &run, &diag) catch return code(diag.status);
-    return code(.ok);
 }
 
 /// Bind a batch's buffers to the context (checked now as esnn_run_batch checks them, and again at
@@ -269,16 +286,8 @@ export fn esnn_context_bind(
     var diag: Diagnostic = .{ .buffer = &ctx.message };
     ctx.message[0] = 0;
     ctx.bound = null;
-    const input_pointer = input orelse return code(diag.fail(.argument, "input is NULL", .{}) catch diag.status);
-    const output_pointer = output orelse return code(diag.fail(.argument, "output is NULL", .{}) catch diag.status);
-    const bound: engine.Batch = .{
-        .input = input_pointer[0..input_values],
-        .batch = batch,
-        .input_timesteps = input_timesteps,
-        .timesteps = timesteps,
-        .output = output_pointer[0..output_values],
-        .stats = if (stats) |s| s[0..stats_count] else null,
-    };
+    const bound = batchOf(input, input_values, batch, input_timesteps, timesteps, output, output_values, stats, stats_count, &diag) catch
+        return code(diag.status);
     engine.checkBatch(ctx.model, &bound, &diag) catch return code(diag.status);
     ctx.bound = bound;
     return code(.ok);
