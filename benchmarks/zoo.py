@@ -16,18 +16,22 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
 - float-match: max |Graph.run - framework| / max |framework| on the reference inputs (target 1e-4);
 - converts?: ``es.convert(path, samples, input_scaling=..., weight_bits=8, activation_bits=8)``
   (and 4/4); a failure is recorded with its exception type and message, and the run goes on;
-- ORT int8 SNR: onnxruntime's own int8 (QDQ, per-channel, calibrated on the same inputs) on the
-  ONNX file of the same model, measured the same way: how much 8-bit quantization of this model
-  costs another engine;
-- SNR 8/8, SNR 4/4: of the dequantized integer logits (``potentials * metadata['output_scale']``)
-  against the float logits, at every output position (h, w) over batch and channels; the table
-  gives the worst position (border taps included), the JSON every position's; es.convert's own
-  check (``model.metadata["fidelity"]``, on its 8 calibration samples) refuses an 8/8 model under
-  25 dB there, or on more than 7 of the 70 batches of 4 of them (es.PrecisionError; the references are
-  one such batch): such a file does not convert (not as expected: issue 9 wants it
-  to), and its SNR columns are those of the refused model (PrecisionError.model), to show how far;
+- ORT int8 SNR: onnxruntime's own int8 (QDQ, per-channel, calibrated on the same samples) on the
+  ONNX file of the same model, measured the same way on the same held-out digits against onnxruntime
+  float: how much 8-bit quantization of this model costs another engine;
+- SNR 8/8, SNR 4/4: of the dequantized integer logits (``(potentials - zero point) * metadata['output_scale']``)
+  against the imported float graph's, on the 64 held-out digits no conversion saw (`held_out_samples`), at
+  every output position (h, w) over batch and channels; the table gives the worst position (border taps
+  included), the JSON every position's (and ``snr_8_refs``, on the 4 references against the framework's
+  logits); es.convert's own check (``model.metadata["fidelity"]``, out of sample on its 64 calibration
+  samples: each of 8 folds through a model calibrated on the others) refuses an 8/8 model under 25 dB there,
+  or on more than 1 in 10 of the batches of half of them (es.PrecisionError): such a file does not convert
+  (not as expected: issue 9 wants it to), and its SNR columns are those of the refused model
+  (PrecisionError.model), to show how far; a file that converts under 25 dB held out is a
+  ``silent_shortfall``;
 - latency (issue 11): batch 1, one thread, in one run: edgesnn 4/4 through the binding
-  (``edgesnn.native.native_model(model).run``; the JSON also has 8/8 and 4/4 through
+  (``edgesnn.native.native_model(model).runner()``, buffers bound once, as TFLite's set_tensor /
+  invoke / get_tensor; the JSON also has 8/8 and 4/4 through
   ``model.forward``), onnxruntime's int8 QDQ model (``quantize_static``, per-channel) and its float
   model, of the same ONNX file or of a Keras file's tf2onnx twin, each session one intra-op thread.
   Every engine is measured in turn in `LATENCY_ROUNDS` rounds of `LATENCY_CALLS_PER_ROUND` calls
@@ -36,7 +40,8 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
   target: >= 2 against int8), and the run prints the median over the zoo with the load average.
 - TFLite XNNPACK (issue 11's fastest CPU peer, benchmarks/peers.py): for a Keras model with a
   ``benchmarks/tflite/<model>.int8.tflite`` (full-integer int8 by the TFLite converter, calibrated on the
-  same 8 samples: benchmarks/tflite_build.py zoo; and ``<model>.relu6.int8.tflite``, the same function
+  references and their mirror images, the zoo's 8 samples before 2026-12-02: benchmarks/tflite_build.py
+  zoo; and ``<model>.relu6.int8.tflite``, the same function
   with its bounded ReLUs rescaled to ReLU6, which TFLite fuses), ai-edge-litert's interpreter with its
   default XNNPACK delegate, one thread, batch 1, in the same interleaved rounds; the column is the
   faster file. Each file's SNR against the float logits is in the JSON (tflite_files) so that the
@@ -45,7 +50,8 @@ uint8 inputs. For every file of benchmarks/zoo/manifest.json that is present:
 - ``--layers``: each layer of the 4/4 model alone on its real input, summed per layer kind over the
   zoo (where the engine's time goes, and which kinds are slow per synaptic operation).
 
-The model is calibrated on the 4 reference inputs and their mirror images (8 samples).
+The model is calibrated on the 4 reference inputs, their mirror images and 56 digits of zoo_build's generator
+(64 samples, `calibration_samples`); the SNR is measured on 64 other digits of the same draw.
 Expected outcomes ("convert", or "refuse" naming an op) are in the manifest; the table says
 whether each file did what is expected. tests/test_zoo.py checks the committed files.
 """
@@ -128,9 +134,32 @@ def float_input(x_uint8: np.ndarray, scaling) -> np.ndarray:
     return ((x_uint8.astype(np.float32) - np.float32(offset)) / np.float32(scale)).astype(np.float32)
 
 
-def calibration_samples(x: np.ndarray) -> np.ndarray:
-    """The reference inputs and their mirror images."""
-    return np.concatenate([x, x[:, :, ::-1]])
+# what es.convert is calibrated on: the 4 references, their mirror images and CALIBRATION_DIGITS digits made by
+# zoo_build's generator at the model's input shape; the SNR is measured on HELD_OUT_DIGITS others, which no
+# conversion saw. Both come from one draw of distinct digits of the pool no model trained on (digits a model
+# trained on give it confident, large outputs: an SNR over 4 dB higher than on digits it did not see)
+CALIBRATION_DIGITS, HELD_OUT_DIGITS, DIGITS_SEED = 56, 64, 555
+
+
+def _digits(e: dict, ref: Reference) -> np.ndarray:
+    """CALIBRATION_DIGITS + HELD_OUT_DIGITS distinct held-out-pool digits, tinted and resized to `e`'s input
+    (benchmarks/zoo_build.py's numpy generator; the frameworks it builds with are not needed)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import zoo_build
+    spec = next(s for s in zoo_build.SPECS if s.name == e["model"])
+    digits, _ = zoo_build._data(spec, CALIBRATION_DIGITS + HELD_OUT_DIGITS, DIGITS_SEED, held_out=True)
+    return digits.reshape(-1, *ref.x.shape[1:])
+
+
+def calibration_samples(e: dict, ref: Reference) -> np.ndarray:
+    """The uint8 samples the zoo calibrates entry `e` on: the references, their mirror images and the first
+    CALIBRATION_DIGITS digits of _digits."""
+    return np.concatenate([ref.x, ref.x[:, :, ::-1], _digits(e, ref)[:CALIBRATION_DIGITS]])
+
+
+def held_out_samples(e: dict, ref: Reference) -> np.ndarray:
+    """The other HELD_OUT_DIGITS digits of _digits: what the zoo's SNR is measured on."""
+    return _digits(e, ref)[CALIBRATION_DIGITS:]
 
 
 # -- measures --------------------------------------------------------------------------------------------
@@ -151,8 +180,10 @@ def snr_per_position(got: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 
 def dequantized(model, x: np.ndarray, device: str = "cpu") -> np.ndarray:
-    potentials = model.forward(x, device=device)
-    return potentials * np.asarray(model.metadata["output_scale"], dtype=np.float64)
+    """The model's output in float units: (potentials - the output zero point) * output_scale."""
+    potentials = model.forward(x, device=device).astype(np.float64)
+    zero_point = model.metadata.get("activation_zero_points", {}).get(model.layers[-1].name, 0)
+    return (potentials - np.asarray(zero_point, np.float64)) * np.asarray(model.metadata["output_scale"], np.float64)
 
 
 def _refused_db(fidelity: dict) -> float:
@@ -174,24 +205,30 @@ def op_kinds(graph) -> list[str]:
     return seen
 
 
-def quiet_convert(path, x, scaling, bits: int, **options):
-    """es.convert as a user calls it (its default fidelity policy unless `options` say otherwise, e.g.
-    on_low_fidelity="record" for a diagnostic of a model under the bar); warnings are dropped."""
+def quiet_convert(path, samples, scaling, bits: int, **options):
+    """es.convert on the calibration `samples` as a user calls it (its default fidelity policy unless `options`
+    say otherwise, e.g. on_low_fidelity="record" for a diagnostic of a model under the bar); warnings are dropped."""
     import edgesnn as es
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return es.convert(str(path), samples=calibration_samples(x), input_scaling=scaling, weight_bits=bits,
+        return es.convert(str(path), samples=samples, input_scaling=scaling, weight_bits=bits,
                           activation_bits=bits, progress=False, **options)
 
 
-def convert_recording(path, x, scaling, bits: int):
+def convert_recording(path, samples, scaling, bits: int):
     """(model, the message of the es.PrecisionError es.convert refused it with, or None): the refused
     model is the error's own (PrecisionError.model), so that its SNR can still be measured."""
     import edgesnn as es
     try:
-        return quiet_convert(path, x, scaling, bits), None
+        return quiet_convert(path, samples, scaling, bits), None
     except getattr(es, "PrecisionError", ()) as exc:
         return exc.model, str(exc)
+
+
+def float_output(graph, x: np.ndarray, scaling) -> np.ndarray:
+    """The imported (simplified) float graph's output on uint8 inputs, as (N, H, W, C): the reference for
+    inputs the framework was not run on (the graph matches it within FLOAT_MATCH_TARGET on the references)."""
+    return np.asarray(graph.run(float_input(x, scaling)), np.float64)
 
 
 def failure(exc: BaseException) -> dict:
@@ -241,13 +278,15 @@ def cycling(inputs: list, run):
 
 
 def edgesnn_binding_call(model, x_uint8: np.ndarray, library=None):
-    """Batch-1 calls of the native engine through the binding (edgesnn.native.native_model(model).run):
-    one thread, no Python input checks: what onnxruntime's session.run is to its graph. `library`: another
-    build (a native.Library, --baseline), else the default one."""
+    """Batch-1 calls of the native engine through the binding's bound runner
+    (edgesnn.native.native_model(model).runner(): the input checked and copied into the bound buffer,
+    esnn_run_bound, the output copied out), one thread: what set_tensor / invoke / get_tensor are to
+    TFLite and session.run to onnxruntime. `library`: another build (a native.Library, --baseline), else
+    the default one; a build from before esnn_run_bound runs through NativeModel.run, the path it had."""
     from edgesnn import native
     loaded = native.native_model(model, library=library)
     singles = [np.ascontiguousarray(x_uint8[i:i + 1, None]) for i in range(len(x_uint8))]
-    return cycling(singles, loaded.run)
+    return cycling(singles, loaded.runner() if loaded.library.run_bound is not None else loaded.run)
 
 
 def onnx_twin(e: dict, entries: list[dict]) -> dict | None:
@@ -260,11 +299,11 @@ def onnx_twin(e: dict, entries: list[dict]) -> dict | None:
     return None
 
 
-def framework_input(e: dict, ref: Reference) -> np.ndarray:
-    """The reference inputs as the ONNX file takes them (layout and dtype)."""
+def framework_input(e: dict, x: np.ndarray, scaling) -> np.ndarray:
+    """uint8 HWC inputs `x` as the ONNX file takes them (layout and dtype)."""
     if e.get("input_dtype") == "uint8":
-        return ref.x
-    xf = float_input(ref.x, ref.input_scaling)
+        return x
+    xf = float_input(x, scaling)
     layout = e["input_layout"]
     if layout == "NCHW":
         return np.ascontiguousarray(xf.transpose(0, 3, 1, 2))
@@ -273,27 +312,31 @@ def framework_input(e: dict, ref: Reference) -> np.ndarray:
     return np.ascontiguousarray(xf)
 
 
-def ort_int8_snr_db(e: dict, ref: Reference, quantized, input_name: str, x_fw: np.ndarray) -> float:
-    """onnxruntime int8 (QDQ, per-channel, calibrated on the same reference inputs) on the same inputs: SNR of
-    its output against the float output at the worst position, dB; the yardstick for edgesnn's 8/8 SNR."""
-    out = np.concatenate([quantized.run(None, {input_name: x_fw[i:i + 1]})[0] for i in range(len(x_fw))])
-    got = to_hwc(out, e["output_layout"])
-    return float(snr_per_position(got, ref.y_hwc).min())
+def ort_int8_snr_db(e: dict, quantized, session, input_name: str, x_fw: np.ndarray) -> float:
+    """onnxruntime int8 (QDQ, per-channel, calibrated on the zoo's calibration samples) on the held-out inputs
+    `x_fw`: SNR of its output against onnxruntime float's at the worst position, dB; the yardstick for
+    edgesnn's 8/8 SNR, measured the same way."""
+    def run(s):
+        return to_hwc(np.concatenate([s.run(None, {input_name: x_fw[i:i + 1]})[0] for i in range(len(x_fw))]),
+                      e["output_layout"])
+    return float(snr_per_position(run(quantized), run(session)).min())
 
 
-def ort_sessions(e: dict, ref: Reference, workdir: Path):
-    """(onnxruntime int8 session of the ONNX file, its float session, the input name, the reference inputs
-    as they take them); both sessions one thread, every graph optimization on."""
+def ort_sessions(e: dict, ref: Reference, workdir: Path, calibration: np.ndarray):
+    """(onnxruntime int8 session of the ONNX file calibrated on the uint8 `calibration` samples, its float
+    session, the input name, the reference inputs as they take them); both sessions one thread, every graph
+    optimization on."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    x_fw = framework_input(e, ref)
+    x_fw = framework_input(e, ref.x, ref.input_scaling)
+    x_calibration = framework_input(e, calibration, ref.input_scaling)
     session = _peers().onnxruntime_session(e["path"])
     input_name = session.get_inputs()[0].name
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{input_name: x_fw[i:i + 1]} for i in range(len(x_fw))])
+            self.batches = iter([{input_name: x_calibration[i:i + 1]} for i in range(len(x_calibration))])
 
         def get_next(self):
             return next(self.batches, None)
@@ -461,11 +504,12 @@ class Result:
     float_match_of: str | None = None           # "simplified" Graph, or only the "imported" one
     converts: bool = False
     convert_error: dict | None = None
-    snr_8: float | None = None                  # worst output position, dB
+    snr_8: float | None = None                  # worst output position on the held-out digits, dB
     snr_8_positions: list | None = None         # every position (H, W), dB
     snr_8_overall: float | None = None
-    refused_8: str | None = None                # es.convert's PrecisionError at 8/8 (under 25 dB on its samples)
-    fidelity_8: dict | None = None              # model.metadata["fidelity"]: its own check on the 8 samples
+    snr_8_refs: float | None = None             # worst output position on the 4 references (framework's logits)
+    refused_8: str | None = None                # es.convert's PrecisionError at 8/8 (under 25 dB out of sample)
+    fidelity_8: dict | None = None              # model.metadata["fidelity"]: its own check on its samples
     bias_corrected_8: bool = False              # es.convert took the integer bias correction (the plain check fell short)
     convert_8_s: float | None = None            # wall seconds of the 8/8 es.convert (its checks included)
     snr_4: float | None = None
@@ -476,7 +520,7 @@ class Result:
     latency_8_us: float | None = None           # edgesnn 8/8 through the binding
     ort_int8_latency_us: float | None = None    # onnxruntime int8 QDQ, batch 1, one thread (median)
     ort_float_latency_us: float | None = None   # onnxruntime float32, batch 1, one thread (median)
-    ort_int8_snr_8: float | None = None         # onnxruntime int8 on the same inputs, worst position, dB
+    ort_int8_snr_8: float | None = None         # onnxruntime int8 on the same held-out inputs, worst position, dB
     ort_error: str | None = None
     tflite_latency_us: float | None = None      # TFLite int8 with XNNPACK, batch 1, one thread (median)
     baseline_latency_us: float | None = None    # edgesnn 4/4 on another build (--baseline), the same rounds
@@ -498,7 +542,7 @@ class Result:
 
     @property
     def silent_shortfall(self) -> bool:
-        """Converted (not refused) yet under the SNR bar on the reference inputs (the issue: exact, or refuse)."""
+        """Converted (not refused) yet under the SNR bar on the held-out inputs (the issue: exact, or refuse)."""
         return self.converts and self.snr_8 is not None and self.snr_8 < SNR_TARGET_DB
 
 
@@ -511,6 +555,8 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
                trained=e.get("trained"))
     ref = load_reference(e)
     xf = float_input(ref.x, ref.input_scaling)
+    calibration, held = calibration_samples(e, ref), held_out_samples(e, ref)
+    simple = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -524,7 +570,7 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
         r.import_error = failure(exc)
     try:
         start = time.perf_counter()
-        model, r.refused_8 = convert_recording(e["path"], ref.x, ref.input_scaling, 8)
+        model, r.refused_8 = convert_recording(e["path"], calibration, ref.input_scaling, 8)
         r.convert_8_s = round(time.perf_counter() - start, 2)
         r.fidelity_8 = model.metadata.get("fidelity")
         r.bias_corrected_8 = "bias_corrected" in model.metadata
@@ -532,18 +578,22 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
         if r.refused_8 is not None:
             import edgesnn as es
             r.convert_error = failure(es.PrecisionError(r.refused_8))
-        got = dequantized(model, ref.x)
-        positions = snr_per_position(got, ref.logits)
-        r.snr_8, r.snr_8_positions = float(positions.min()), positions.round(2).tolist()
-        r.snr_8_overall = float(snr_per_position(got.reshape(len(got), 1, 1, -1),
-                                                 ref.logits.reshape(len(got), 1, 1, -1))[0, 0])
+        r.snr_8_refs = float(snr_per_position(dequantized(model, ref.x), ref.logits).min())
+        if simple is not None:
+            got = dequantized(model, held)
+            want = float_output(simple, held, ref.input_scaling).reshape(got.shape)
+            positions = snr_per_position(got, want)
+            r.snr_8, r.snr_8_positions = float(positions.min()), positions.round(2).tolist()
+            r.snr_8_overall = float(snr_per_position(got.reshape(len(got), 1, 1, -1),
+                                                     want.reshape(len(got), 1, 1, -1))[0, 0])
     except Exception as exc:
         r.convert_error = failure(exc)
     model4 = None
     if r.converts or r.refused_8 is not None:
         try:
-            model4 = quiet_convert(e["path"], ref.x, ref.input_scaling, 4)
-            positions = snr_per_position(dequantized(model4, ref.x), ref.logits)
+            model4 = quiet_convert(e["path"], calibration, ref.input_scaling, 4)
+            got = dequantized(model4, held)
+            positions = snr_per_position(got, float_output(simple, held, ref.input_scaling).reshape(got.shape))
             r.snr_4, r.snr_4_positions = float(positions.min()), positions.round(2).tolist()
         except Exception as exc:
             r.convert_4_error = failure(exc)
@@ -563,9 +613,10 @@ def run_entry(e: dict, entries: list[dict], *, latency: bool = True, ort_snr: bo
             else:
                 try:
                     twin_ref = load_reference(twin)
-                    quantized, session, input_name, x_fw = ort_sessions(twin, twin_ref, Path(tmp))
+                    quantized, session, input_name, x_fw = ort_sessions(twin, twin_ref, Path(tmp), calibration)
                     if ort_snr:
-                        r.ort_int8_snr_8 = ort_int8_snr_db(twin, twin_ref, quantized, input_name, x_fw)
+                        r.ort_int8_snr_8 = ort_int8_snr_db(twin, quantized, session, input_name,
+                                                           framework_input(twin, held, ref.input_scaling))
                     singles = [{input_name: x_fw[i:i + 1]} for i in range(len(x_fw))]
                     calls["onnxruntime int8"] = cycling(singles, lambda feed: quantized.run(None, feed))
                     calls["onnxruntime float"] = cycling(singles, lambda feed: session.run(None, feed))
@@ -625,7 +676,7 @@ def architecture_table(results: list[Result]) -> str:
     models: dict = {}
     for r in results:
         models.setdefault(r.model, []).append(r)
-    rows = ["| architecture | source | files | converts | trained (steps, accuracy) | SNR 8/8 (worst position) | "
+    rows = ["| architecture | source | files | converts | trained (steps, accuracy) | SNR 8/8 held out (worst position) | "
             "onnxruntime int8 SNR | SNR 4/4 | ORT int8 / edgesnn 4/4 | ORT float / edgesnn 4/4 | "
             "TFLite XNNPACK / edgesnn 4/4 |",
             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -661,7 +712,7 @@ def architecture_table(results: list[Result]) -> str:
 
 
 def markdown_table(results: list[Result]) -> str:
-    rows = ["| model | source | format | ops | converts? | float-match | SNR 8/8 (worst pos.) | ORT int8 SNR | "
+    rows = ["| model | source | format | ops | converts? | float-match | SNR 8/8 held out (worst pos.) | ORT int8 SNR | "
             "SNR 4/4 | edgesnn 4/4 us | ORT int8 / edgesnn | ORT float / edgesnn | TFLite XNNPACK / edgesnn | "
             "as expected |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -680,7 +731,7 @@ def markdown_table(results: list[Result]) -> str:
         ops = ", ".join(r.ops) if r.ops else "—"
         expected = ("yes" if r.as_expected else "**no**") + (f" (refuse: {r.refuse_op})" if r.expect == "refuse" else "")
         if r.refused_8 is not None:
-            expected += (f" (PrecisionError: {_refused_db(r.fidelity_8):.1f} dB on its samples or 9 in 10 "
+            expected += (f" (PrecisionError: {_refused_db(r.fidelity_8):.1f} dB out of sample or on 9 in 10 "
                          f"batches of half)"
                          if r.fidelity_8 else " (PrecisionError)")
         rows.append(f"| {r.name} | {r.source} | {r.writer} | {ops} | {converts} | {match} | {_db(r.snr_8)} | "
@@ -755,9 +806,9 @@ def main(argv=None) -> int:
     silent = [r.file for r in results if r.silent_shortfall]
     should = [r for r in results if r.expect == "convert"]
     print(f"\n{len(results)} files: {sum(r.converts for r in results)} of {len(should)} expected conversions convert "
-          f"({over} at >= {SNR_TARGET_DB:g} dB at 8/8 on the reference inputs, {len(silent)} under it"
+          f"({over} at >= {SNR_TARGET_DB:g} dB at 8/8 on the held-out inputs, {len(silent)} under it"
           + (f": {', '.join(silent)}" if silent else "") + f"), {len(refused)} refused for precision "
-          f"(es.PrecisionError under {SNR_TARGET_DB:g} dB on the calibration samples or on 1 in 10 batches of half"
+          f"(es.PrecisionError under {SNR_TARGET_DB:g} dB out of sample or on 1 in 10 batches of half"
           + (f": {', '.join(refused)}" if refused else "") + f"), {expected} as expected"
           + (f"; {len(missing)} manifest files absent (rebuild with benchmarks/zoo_build.py)" if missing else ""))
     summary = latency_summary(results)

@@ -3,7 +3,7 @@
     python benchmarks/zoo_noise.py ka_mobilenet_025_k3.k3.keras          # a file of benchmarks/zoo/
     python benchmarks/zoo_noise.py ka_mobilenet_025_k3.k3.keras --floors  # + floors on depthwise-output scales
 
-The model is converted as benchmarks/zoo.py converts it (8 calibration samples); then the float graph
+The model is converted as benchmarks/zoo.py converts it (its calibration samples: zoo.calibration_samples); then the float graph
 is run again with the converter's own quantization applied in float64: the weights rounded to 8 bits
 per output channel with the input's activation scales folded in (as the integer MAC needs; "unfolded":
 without them, a bound that integers cannot express) and every layer's output rounded to its
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     ref = zoo.load_reference(e)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = zoo.quiet_convert(e["path"], ref.x, ref.input_scaling, 8,
+        model = zoo.quiet_convert(e["path"], zoo.calibration_samples(e, ref), ref.input_scaling, 8,
                                   on_low_fidelity="record")   # diagnoses models under the bar too
     if model.metadata.get("activation_zero_points"):
         parser.error("this model has signed (zero-pointed) tensors, which the simulation does not model")

@@ -65,6 +65,8 @@ SNR_WARN_DB = 10.0            # compare() warns below this per-layer SNR
 FIDELITY_DB = 25.0            # convert() at 8/8 refuses (PrecisionError) below this output SNR on its samples
 FIDELITY_SAMPLES = 128        # calibration samples the converted model is checked on (32 -> 128: +0-15 % convert time)
 FIDELITY_HALF_QUANTILE = 0.1  # ... and on 9 in 10 of the batches of half of those samples (other inputs)
+FIDELITY_FOLDS = 8            # ... out of sample: each fold's samples checked on a model calibrated on the others
+FIDELITY_FOLDS_MIN_SAMPLES = 4   # with fewer samples the in-sample check decides (metadata["fidelity"] says so)
 FIDELITY_LAYER_SAMPLES = 8    # of those, the ones a refusal's per-layer SNR (where it falls most) is measured on
 LOW_FIDELITY = ("refuse", "warn", "record")   # convert(on_low_fidelity=...): what an 8/8 model under the bar gets
 
@@ -142,20 +144,33 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     error. budget_bytes: per-layer weight bits chosen greedily (es.sensitivity) so that
     model.packed_bytes <= budget_bytes (metadata["budget"] says what was chosen).
     per_channel_activations: each channel's activation range calibrated on its own (the requantization
-    is per channel, so it costs nothing at run time); False: one range per layer. Default: per channel,
-    but per layer with bias_correction, search_ranges or ranges (what they measure and learn).
+    is per channel, so it costs nothing at run time); False: one range per layer. None (the default): per
+    channel, but per layer with bias_correction, search_ranges or ranges (what they measure and learn); and at
+    8/8 under the fidelity check, per layer when per-channel ranges do not hold out of sample and per-layer
+    ones do (a channel's maximum over few samples underestimates what other inputs drive it to; one range
+    per layer needs fewer samples): metadata["fidelity"]["per_channel_activations"] says which.
 
-    Fidelity: the model is checked against the float graph on (up to 128, spread over) the samples at every output
-    position, border taps included (metadata["fidelity"]). With every layer at 8/8 bits it must keep 25 dB
-    SNR at every position on all of them and on 9 in 10 of the batches of half of them (a conversion that
-    passes only because its good inputs outweigh its bad ones falls under the bar on other batches);
-    under that the integer bias correction is tried first (each layer's mean quantization shift per channel,
-    measured on the samples, taken out of its integer bias: edgesnn.calibrate.correct_integer_biases), and
-    the corrected model is returned if it keeps the bar cross-fitted (each sample checked on the model
-    corrected on the other half; metadata["bias_corrected"]); else it is refused: es.PrecisionError (a
-    ConversionError) naming the SNR, the position and the layer where the SNR falls most. on_low_fidelity="warn" returns the model with an
-    es.PrecisionWarning instead (an untrained or deliberately random network); "record" only records
-    metadata["fidelity"] (for a tool's intermediate models). Below 8 bits the SNR is recorded only.
+    Fidelity: the model is checked against the float graph on (up to 128, spread over) the samples at every
+    output position, border taps included (metadata["fidelity"]). With every layer at 8/8 bits the check
+    decides, out of sample: the checked samples fall in 8 interleaved folds, and each fold's output comes from
+    a model calibrated (ranges, and the bias correction below) on the calibration samples without that fold,
+    so no sample vouches for ranges fitted on itself (with fewer than 4 samples the in-sample figures decide:
+    metadata["fidelity"]["decided_by"]; "in_sample" holds the in-sample figures of the same model). It must
+    keep 25 dB SNR at every position on all of them and on 9 in 10 of the batches of half of them (a
+    conversion that passes only because its good inputs outweigh its bad ones falls under the bar on other
+    batches). With per_channel_activations=None both granularities are measured and the better one that keeps
+    the bar is returned; when none does, the integer bias correction of each (each layer's mean quantization
+    shift per channel, measured on the samples, taken out of its integer bias:
+    edgesnn.calibrate.correct_integer_biases; metadata["bias_corrected"]) is measured the same way
+    (metadata["fidelity"]["tried"] lists every other candidate measured); else it refuses the granularity
+    nearest the bar: es.PrecisionError (a ConversionError) naming the SNR, the position, how it was
+    measured, what was tried, the layer where the SNR falls most and what helps (more, more varied samples
+    when the ranges do not hold on unseen ones). on_low_fidelity="warn" returns that model with an
+    es.PrecisionWarning instead (an untrained or deliberately random network); "record" only records the
+    in-sample metadata["fidelity"] (for a tool's intermediate models). Below 8 bits the in-sample SNR is
+    recorded only. The out-of-sample check costs 8 more builds of the model (its calibration data are
+    reused; twice that with per_channel_activations=None) and runs the integer model once more over the
+    checked samples per granularity.
     """
     if on_low_fidelity not in LOW_FIDELITY:
         raise ValueError(f"on_low_fidelity must be one of {LOW_FIDELITY}, got {on_low_fidelity!r}")
@@ -178,7 +193,10 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
     options = dict(weight_bits=weight_bits, activation_bits=activation_bits, input_bits=input_bits,
                    input_scaling=[float(v) for v in input_scaling], per_channel=per_channel,
                    calibration=calibration, neuron=neuron)
-    if per_channel_activations is None:   # the recipe and es.finetune model one range per layer
+    # None: per channel, or one range per layer with a recipe or learned ranges (what they measure and learn);
+    # at 8/8 under the check also per layer when per-channel ranges do not hold out of sample (_check_fidelity)
+    auto = per_channel_activations is None and not (bias_correction or search_ranges or ranges)
+    if per_channel_activations is None:
         per_channel_activations = not (bias_correction or search_ranges or ranges)
     if not per_channel_activations:
         options["per_channel_activations"] = False
@@ -209,100 +227,316 @@ def convert(source, samples, *, weight_bits: int = 8, activation_bits: int = 8, 
                                                     bias_correction=bias_correction, search_ranges=search_ranges)
         ranges = {**found, **(ranges or {})}
     activations = _calibration_activations(graph, x, input_scaling, progress)
-    builder = _Builder(graph, activations, dict(options, ranges=_ranges(ranges)))
-    model_layers = builder.build()
-    metadata = {
+    fit = _Fit(graph, activations, dict(options, ranges=_ranges(ranges)), {
         "labels": list(labels) if labels is not None else graph.metadata.get("labels"),
-        "output_scale": builder.output_scale,
         "input_scaling": options["input_scaling"],
-        "activation_scales": builder.activation_scales,
-        "activation_zero_points": builder.zero_points,
-        "float_nodes": builder.float_nodes,
         "provenance": {**_describe(source), "importer": graph.metadata.get("importer"),
                        "converter": options, "edgesnn_version": _version(),
                        "calibration_samples": int(len(x))},
-    }
+        **({"timesteps": timesteps} if neuron in SPIKING else {}), **({"recipe": recipe} if recipe else {})})
     if neuron in SPIKING:
-        metadata["timesteps"] = timesteps
-    if recipe:
-        metadata["recipe"] = recipe
-    if metadata["labels"] is None:
-        del metadata["labels"]
-    if not builder.zero_points:
-        del metadata["activation_zero_points"]
+        return fit.model(per_channel_activations)[0]
+    # checked on up to FIDELITY_SAMPLES spread over the calibration set (a set sorted by class: every class)
+    pick = np.unique(np.linspace(0, len(x) - 1, min(len(x), FIDELITY_SAMPLES)).round().astype(np.int64))
+    # the source's own float output: a recipe's graph (bias correction) is not the model the user brought
+    float_out = activations[graph.output][pick] if source_graph is graph else \
+        source_graph.run(_float_input(x[pick], input_scaling))
+    all_8 = (weight_bits >= 8 and activation_bits >= 8 and options.get("input_weight_bits", 8) >= 8
+             and all(b >= 8 for b in options.get("layer_weight_bits", {}).values()))
+    return _check_fidelity(fit, x, pick, float_out, per_channel_activations, auto, all_8, on_low_fidelity, progress)
+
+
+class _Rows:
+    """The calibration activations of some samples only (`rows` of every array, taken on first use): what a
+    conversion calibrated on those samples alone would see. What the builder adds (a separable layer's
+    depthwise probe) stays here."""
+
+    def __init__(self, activations: dict, rows: np.ndarray):
+        self._all, self._rows, self._own = activations, rows, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._own:
+            self._own[name] = self._all[name][self._rows]
+        return self._own[name]
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        self._own[name] = value
+
+    def __contains__(self, name) -> bool:
+        return name in self._own or name in self._all
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+
+@dataclass
+class _Fit:
+    """The calibrated conversion of one graph, repeatable on part of the samples: `model()` builds the integer
+    Model from the activations of all calibration samples or of `rows` of them (the out-of-sample check's
+    folds), with one activation range per channel or per layer."""
+    graph: Graph
+    activations: dict
+    options: dict
+    metadata: dict
+
+    def model(self, per_channel_activations: bool, rows: np.ndarray | None = None) -> tuple[Model, "_Builder"]:
+        options = dict(self.options)
+        if not per_channel_activations:
+            options["per_channel_activations"] = False
+        activations = self.activations if rows is None else _Rows(self.activations, rows)
+        builder = _Builder(self.graph, activations, options)
+        with warnings.catch_warnings():
+            if rows is not None:              # a fold's model: the full one has warned already
+                warnings.simplefilter("ignore")
+            model_layers = builder.build()
+        provenance = dict(self.metadata["provenance"], converter={k: v for k, v in options.items() if k != "ranges"})
+        metadata = {**self.metadata, "provenance": provenance, "output_scale": builder.output_scale,
+                    "activation_scales": builder.activation_scales,
+                    "activation_zero_points": builder.zero_points, "float_nodes": builder.float_nodes}
+        metadata = {k: metadata[k] for k in _METADATA_ORDER if k in metadata}
+        if metadata.get("labels") is None:
+            metadata.pop("labels", None)
+        if not builder.zero_points:
+            del metadata["activation_zero_points"]
+        try:
+            model = Model(model_layers, input_shape=self.graph.input_shape, input_bits=options["input_bits"],
+                          metadata=metadata)
+        except ModelError as exc:
+            raise ModelError(f"the converted model is not valid: {exc}. Fewer weight or activation bits "
+                             f"shrink the integer ranges") from exc
+        return model, builder
+
+
+_METADATA_ORDER = ("labels", "output_scale", "input_scaling", "activation_scales", "activation_zero_points",
+                   "float_nodes", "provenance", "timesteps", "recipe")
+
+
+@dataclass
+class _Candidate:
+    """One model the check measures: its granularity, whether its biases are corrected, the full model and,
+    for the out-of-sample check, one model per fold fitted without that fold's samples."""
+    label: str
+    per_channel: bool
+    model: Model
+    builder: "_Builder"
+    folds: list = field(default_factory=list)      # [(Model, _Builder)] per fold, fitted on the other folds
+    corrected: bool = False                        # its integer biases corrected (_bias_corrected)
+    in_sample: dict | None = None
+    out_of_sample: dict | None = None
+
+    @property
+    def decisive(self) -> dict:
+        return self.out_of_sample if self.out_of_sample is not None else self.in_sample
+
+
+def _check_fidelity(fit: _Fit, x: np.ndarray, pick: np.ndarray, float_out: np.ndarray, per_channel: bool,
+                    auto: bool, all_8: bool, on_low_fidelity: str, progress: bool) -> Model:
+    """The integer model, checked against the float graph on the samples x[pick] (up to FIDELITY_SAMPLES,
+    spread over the set): metadata["fidelity"] (see _fidelity).
+
+    With every layer at 8/8 bits (`all_8`) the check decides, and *out of sample*: the samples are split
+    into k = min(FIDELITY_FOLDS, n) interleaved folds, and each fold's output comes from a model whose
+    activation ranges (and bias correction) were fitted on the calibration samples without it, so that no
+    sample vouches for a model calibrated on itself (with fewer than FIDELITY_FOLDS_MIN_SAMPLES samples the
+    in-sample figures decide, and the record says so). When `auto`, per-channel and per-layer ranges are
+    both measured and, of those that keep the bar (pooled worst position and 10th percentile of batches of
+    half at FIDELITY_DB or more), the one with the higher lower figure is returned: per-channel ranges fit
+    the samples they saw most closely, one range per layer holds better on others when they are few. When
+    none keeps it, the integer bias correction (_bias_corrected) of each is measured the same way (the
+    better plain one first); else the plain model nearest the bar is refused (PrecisionError, carrying it)
+    or, with on_low_fidelity="warn", warned about (PrecisionWarning). The message says whether the ranges do
+    not hold on unseen samples (in-sample figures over the bar: more, more varied samples help) or the 8-bit
+    rounding compounds over the depth, and names the layer where the SNR falls most (as es.compare measures
+    it)."""
+    xs = x[pick]
+    want = np.asarray(float_out[:len(xs)], np.float64)
+    model, builder = fit.model(per_channel)
+    in_sample = _fidelity(_dequantized(model, xs, builder), want)
+    if not all_8 or on_low_fidelity == "record":
+        model.metadata["fidelity"] = in_sample          # recorded only: nothing is decided on it
+        return model
+    fold_of = _folds(len(xs))
+    plain = _Candidate("per-channel ranges" if per_channel else "one range per layer", per_channel, model, builder,
+                       in_sample=in_sample)
+    candidates = [plain]
+    if auto and per_channel:
+        candidates.append(_Candidate("one range per layer", False, *fit.model(False)))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(candidates) * 2, desc="checking", unit="model", disable=not progress, leave=False)
+    tried = []
     try:
-        model = Model(model_layers, input_shape=graph.input_shape, input_bits=input_bits, metadata=metadata)
-    except ModelError as exc:
-        raise ModelError(f"the converted model is not valid: {exc}. Fewer weight or activation bits "
-                         f"shrink the integer ranges") from exc
-    if neuron not in SPIKING:
-        # spread over the calibration set (a set sorted by class is checked on every class), not its first
-        pick = np.unique(np.linspace(0, len(x) - 1, min(len(x), FIDELITY_SAMPLES)).round().astype(np.int64))
-        # the source's own float output: a recipe's graph (bias correction) is not the model the user brought
-        float_out = activations[graph.output][pick] if source_graph is graph else \
-            source_graph.run(_float_input(x[pick], input_scaling))
-        all_8 = (weight_bits >= 8 and activation_bits >= 8 and options.get("input_weight_bits", 8) >= 8
-                 and all(b >= 8 for b in options.get("layer_weight_bits", {}).values()))
-        model = _check_fidelity(model, x[pick], float_out, builder, activations, all_8, on_low_fidelity, pick)
+        for corrected in (False, True):
+            measured = []
+            for base in candidates:
+                bar.update(1)
+                candidate = base if not corrected else _corrected(base, fit, x, pick, want, fold_of)
+                if candidate is None:
+                    continue
+                if candidate.in_sample is None:
+                    candidate.in_sample = _fidelity(_dequantized(candidate.model, xs, candidate.builder), want)
+                if fold_of is not None:
+                    folds = _fold_models(candidate, fit, x, pick, fold_of)
+                    candidate.out_of_sample = _fidelity(_fold_outputs(folds, xs, fold_of), want)
+                measured.append(candidate)
+            tried += measured
+            passing = [c for c in measured if _passes(c.decisive)]
+            if passing:      # of the granularities that hold, the one that holds best out of sample
+                return _chosen(max(passing, key=_score), tried, fold_of)
+            candidates.sort(key=_score, reverse=True)      # the correction of the better one first
+    finally:
+        bar.close()
+    # the uncorrected granularity that came nearest the bar is refused (or returned with a warning)
+    nearest = max((c for c in tried if not c.corrected), key=_score)
+    return _refuse(nearest, tried, xs, pick, fold_of, fit, on_low_fidelity)
+
+
+def _score(candidate: _Candidate) -> float:
+    """What the check holds a candidate to: the lower of its worst position and its 10th percentile of halves."""
+    return min(candidate.decisive["worst_position_snr_db"], candidate.decisive["half_batch_p10_snr_db"])
+
+
+def _folds(n: int) -> np.ndarray | None:
+    """The fold of each of n check samples, interleaved (sample i in fold i mod k, so a set sorted by class has
+    every class in every fold), k = min(FIDELITY_FOLDS, n); None with fewer than FIDELITY_FOLDS_MIN_SAMPLES."""
+    if n < FIDELITY_FOLDS_MIN_SAMPLES:
+        return None
+    return np.arange(n) % min(FIDELITY_FOLDS, n)
+
+
+def _without(n: int, rows: np.ndarray) -> np.ndarray:
+    """The calibration rows 0..n-1 but `rows`."""
+    keep = np.ones(n, bool)
+    keep[rows] = False
+    return np.flatnonzero(keep)
+
+
+def _fold_outputs(folds: list, xs: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+    """The dequantized output on xs where each sample's comes from its fold's model (fitted without it)."""
+    got = None
+    for j, (model, builder) in enumerate(folds):
+        held = fold_of == j
+        out = _dequantized(model, xs[held], builder)
+        if got is None:
+            got = np.zeros((len(xs), *out.shape[1:]))
+        got[held] = out
+    return got
+
+
+def _corrected(base: _Candidate, fit: _Fit, x: np.ndarray, pick: np.ndarray, want: np.ndarray,
+               fold_of) -> _Candidate | None:
+    """`base` with its integer biases corrected on the check samples x[pick], and each of its fold models
+    corrected on the check samples of the other folds (never on its own); None when it changes no bias."""
+    xs = x[pick]
+    model = _bias_corrected(base.model, xs, base.builder, fit.activations, pick)
+    if model is None:
+        return None
+    candidate = _Candidate(base.label + " with the integer bias correction", base.per_channel, model, base.builder,
+                           in_sample=_fidelity(_dequantized(model, xs, base.builder), want), corrected=True)
+    if fold_of is not None:
+        candidate.folds = [((_bias_corrected(m, xs[fold_of != j], b, fit.activations, pick[fold_of != j]) or m), b)
+                           for j, (m, b) in enumerate(_fold_models(base, fit, x, pick, fold_of))]
+    return candidate
+
+
+def _fold_models(candidate: _Candidate, fit: _Fit, x: np.ndarray, pick: np.ndarray, fold_of: np.ndarray) -> list:
+    """One (Model, _Builder) per fold, calibrated on every sample but that fold's (built once per candidate)."""
+    if not candidate.folds:
+        candidate.folds = [fit.model(candidate.per_channel, _without(len(x), pick[fold_of == j]))
+                           for j in range(int(fold_of.max()) + 1)]
+    return candidate.folds
+def _summary(candidate: _Candidate) -> dict:
+    """What the check measured of one candidate, for the record of the one chosen or refused."""
+    row = {"ranges": "per channel" if candidate.per_channel else "per layer",
+           "bias_corrected": candidate.corrected}
+    for key in ("worst_position_snr_db", "half_batch_p10_snr_db"):
+        row[key] = candidate.decisive[key]
+        row["in_sample_" + key] = candidate.in_sample[key]
+    return row
+
+
+def _record(candidate: _Candidate, tried: list, fold_of) -> dict:
+    """metadata["fidelity"] of a decided check: the figures that decided (out of sample, or in sample with too
+    few samples to split), how they were measured, the in-sample figures of the same model, and every
+    candidate measured before it."""
+    fidelity = dict(candidate.decisive)
+    if fold_of is not None:
+        fidelity.update(decided_by="out_of_sample", folds=int(fold_of.max()) + 1)
+    else:
+        fidelity.update(decided_by="in_sample", folds=0)
+    fidelity.update(in_sample=candidate.in_sample, per_channel_activations=candidate.per_channel)
+    earlier = [_summary(c) for c in tried if c is not candidate]
+    if earlier:
+        fidelity["tried"] = earlier
+    return fidelity
+
+
+def _chosen(candidate: _Candidate, tried: list, fold_of) -> Model:
+    model = candidate.model
+    model.metadata["fidelity"] = _record(candidate, tried, fold_of)
+    if candidate.corrected:
+        uncorrected = next(c for c in tried if c.per_channel == candidate.per_channel)
+        model.metadata["bias_corrected"].update(uncorrected_fidelity=uncorrected.decisive,
+                                                in_sample_fidelity=candidate.in_sample)
     return model
 
 
-def _check_fidelity(model: Model, x: np.ndarray, float_out: np.ndarray, builder, activations: dict,
-                    all_8: bool, on_low_fidelity: str, pick: np.ndarray | None = None) -> Model:
-    """The integer model's output against the float graph's on the calibration samples `x` (up to
-    FIDELITY_SAMPLES of them, spread over the set): metadata["fidelity"] (see _fidelity). With every layer
-    at 8/8 bits (`all_8`) a pooled worst position or a 10th percentile under FIDELITY_DB is first met by
-    the integer bias correction (_bias_corrected): the corrected model is returned when it keeps the bar
-    *cross-fitted* (each sample's output from the model corrected on the other fold of the samples, so
-    that the correction is never checked on the samples it was measured on); else the plain model is
-    refused (PrecisionError, carrying it) or, with on_low_fidelity="warn", warned about (PrecisionWarning):
-    the model converted exactly layer by layer, but 8-bit steps compounded over its depth do not keep its
-    output. The message names the layer where the SNR falls most (as es.compare measures it)."""
-    want = np.asarray(float_out[:len(x)], np.float64)
-    fidelity = _fidelity(_dequantized(model, x, builder), want)
-    model.metadata["fidelity"] = fidelity
-    if not all_8 or _passes(fidelity) or on_low_fidelity == "record":
-        return model
-    index = np.arange(len(x)) if pick is None else np.asarray(pick)     # x's rows in the calibration activations
-    corrected = _bias_corrected(model, x, builder, activations, index) if len(x) >= 2 else None
-    tried = ""
-    if corrected is not None:
-        crossed = _fidelity(_cross_fitted(model, x, builder, activations, index), want)
-        record = corrected.metadata["bias_corrected"]
-        record.update(uncorrected_fidelity=fidelity, in_sample_fidelity=_fidelity(
-            _dequantized(corrected, x, builder), want))
-        corrected.metadata["fidelity"] = crossed
-        if _passes(crossed):
-            return corrected
-        tried = (f"; with the integer bias correction (cross-fitted on two folds of the samples) "
-                 f"{crossed['worst_position_snr_db']:.1f} dB at the worst position and "
-                 f"{crossed['half_batch_p10_snr_db']:.1f} dB on 9 in 10 batches of half")
-        fidelity = dict(fidelity, bias_corrected=crossed)
-    falls = _where_snr_falls_most(model, x[:FIDELITY_LAYER_SAMPLES], activations, index[:FIDELITY_LAYER_SAMPLES])
-    where = ""
-    if falls is not None:
-        fidelity = dict(fidelity, falls_most=falls)
-        where = (f"; the SNR falls most at layer {falls['layer']!r} (float node {falls['float_node']!r}): "
-                 f"{falls['input_snr_db']:.1f} dB at its input, {falls['snr_db']:.1f} dB at its output")
+def _refuse(plain: _Candidate, tried: list, xs: np.ndarray, pick: np.ndarray, fold_of, fit: _Fit,
+            on_low_fidelity: str) -> Model:
+    """No candidate keeps the bar: the plain model `plain` (of the granularity nearest the bar) is refused
+    (PrecisionError) or warned about, with a message that says what was measured, how, what was tried, where
+    the SNR falls most and what helps."""
+    model = plain.model
+    fidelity = _record(plain, tried, fold_of)
     n, half, worst, quantile = fidelity["samples"], fidelity["half_samples"], \
         fidelity["worst_position_snr_db"], fidelity["half_batch_p10_snr_db"]
     at, overall = tuple(fidelity["worst_position"]), fidelity["snr_db"]
+    held_out = fold_of is not None
+    how = (f"each checked on a model calibrated without it ({fidelity['folds']}-fold cross-fitting; "
+           f"{plain.in_sample['worst_position_snr_db']:.1f} dB on the samples it was calibrated on)" if held_out else
+           f"on the samples it was calibrated on (fewer than {FIDELITY_FOLDS_MIN_SAMPLES}: too few to check it "
+           f"on others)")
     if worst < FIDELITY_DB or half == n:
-        shown, on = worst, f"on {n} calibration samples"
+        shown, on = worst, f"on {n} calibration samples, {how}"
     else:
         shown, on = quantile, (
-            f"on 1 in 10 of the batches of half ({half} of {n}) of its calibration samples ({worst:.1f} dB on "
-            f"all {n}: the bar must hold on other batches of inputs too, not only on the pool of these)")
-    message = (
-        f"the 8/8-bit model keeps only {shown:.1f} dB SNR of the float output at its worst output position "
-        f"{at} ({overall:.1f} dB overall) {on}{tried}, under the "
-        f"{FIDELITY_DB:g} dB an 8/8 conversion must keep: every layer converted exactly, but the 8-bit rounding "
-        f"of its {len(model.layers)} layers compounds{where} (es.compare(source, model, samples) shows every "
-        f"layer). A better trained network or es.finetune(..., weight_bits=8, activation_bits=8) usually "
-        f"helps; es.convert(..., on_low_fidelity=\"warn\") converts anyway (an untrained or random network)")
+            f"on 1 in 10 of the batches of half ({half} of {n}) of its calibration samples, {how} ({worst:.1f} dB "
+            f"on all {n}: the bar must hold on other batches of inputs too, not only on the pool of these)")
+    others = [c for c in tried if c is not plain]
+    also = "".join(f"; {c.label}: {c.decisive['worst_position_snr_db']:.1f} dB at the worst position and "
+                   f"{c.decisive['half_batch_p10_snr_db']:.1f} dB on 9 in 10 batches of half" for c in others)
+    if held_out:
+        fold0 = fold_of == 0
+        falls = _where_snr_falls_most(plain.folds[0][0], xs[fold0][:FIDELITY_LAYER_SAMPLES], fit.activations,
+                                      pick[fold0][:FIDELITY_LAYER_SAMPLES])
+    else:
+        falls = _where_snr_falls_most(model, xs[:FIDELITY_LAYER_SAMPLES], fit.activations,
+                                      pick[:FIDELITY_LAYER_SAMPLES])
+    where = ""
+    if falls is not None:
+        fidelity["falls_most"] = falls
+        where = (f"; the SNR falls most at layer {falls['layer']!r} (float node {falls['float_node']!r}): "
+                 f"{falls['input_snr_db']:.1f} dB at its input, {falls['snr_db']:.1f} dB at its output"
+                 + (" on samples its ranges did not see" if held_out else ""))
+    samples = model.metadata["provenance"]["calibration_samples"]
+    if held_out and _passes(plain.in_sample):
+        cause = (f"its activation ranges, fitted on {samples} samples, do not hold on samples they did not see{where}."
+                 f" More, and more varied, calibration samples (a few hundred, covering every class and condition "
+                 f"the model will meet) usually help"
+                 + ("" if any(not c.per_channel for c in tried) else
+                    "; so may one range per layer (per_channel_activations=False), which fewer samples fit"))
+    else:
+        cause = (f"every layer converted exactly, but the 8-bit rounding of its {len(model.layers)} layers "
+                 f"compounds{where} (es.compare(source, model, samples) shows every layer). A better trained "
+                 f"network or es.finetune(..., weight_bits=8, activation_bits=8) usually helps"
+                 + ("; so do more calibration samples" if held_out and samples < 64 else ""))
+    message = (f"the 8/8-bit model keeps only {shown:.1f} dB SNR of the float output at its worst output position "
+               f"{at} ({overall:.1f} dB overall) {on}{also}, under the {FIDELITY_DB:g} dB an 8/8 conversion must "
+               f"keep: {cause}; es.convert(..., on_low_fidelity=\"warn\") converts anyway (an untrained or random "
+               f"network)")
     model.metadata["fidelity"] = fidelity
     if on_low_fidelity == "warn":
-        warnings.warn(PrecisionWarning(message), stacklevel=3)
+        warnings.warn(PrecisionWarning(message), stacklevel=4)
         return model
     raise PrecisionError(message, fidelity=fidelity, model=model)
 
@@ -363,16 +597,6 @@ def _bias_corrected(model: Model, x: np.ndarray, builder, activations: dict, ind
         return Model(probe.layers, input_shape=model.input_shape, input_bits=model.input_bits, metadata=metadata)
     except ModelError:
         return None
-
-
-def _cross_fitted(model: Model, x: np.ndarray, builder, activations: dict, index: np.ndarray) -> np.ndarray:
-    """The dequantized output on `x` where each sample's comes from the model corrected on the other fold
-    (alternate samples), never on itself: what the correction is worth on inputs it did not see."""
-    got = np.zeros((len(x), *model.output_shape))
-    for fold in (np.arange(len(x)) % 2 == 0, np.arange(len(x)) % 2 == 1):
-        fitted = _bias_corrected(model, x[fold], builder, activations, index[fold]) or model
-        got[~fold] = _dequantized(fitted, x[~fold], builder)
-    return got
 
 
 def _halves(n: int, k: int) -> np.ndarray:
@@ -1122,7 +1346,14 @@ class _Builder:
         return fields, p_scale
 
     def _depthwise_probe(self, node: Node, src: _Tensor) -> np.ndarray:
-        """The float depthwise stage of a separable node on the calibration data (it is no graph node)."""
+        """The float depthwise stage of a separable node on the calibration data (it is no graph node), run once
+        and kept with the activations: a fold's builder (_Rows) takes its rows of it, as of any activation."""
+        key = f"{node.name}/depthwise (probe)"
+        if key not in self.activations:
+            self.activations[key] = self._run_depthwise_probe(node)
+        return self.activations[key]
+
+    def _run_depthwise_probe(self, node: Node) -> np.ndarray:
         in_shape = self.graph.shapes[node.inputs[0]]
         attrs = {k: v for k, v in node.attrs.items() if k in ("strides", "padding", "depth_multiplier")}
         probe = Graph([Node("dw", "depthwise_conv2d", ("input",), attrs=attrs,

@@ -50,15 +50,18 @@ class ConversionError(GraphError):
 class PrecisionError(ConversionError):
     """Every layer converted exactly, but the 8/8-bit integer model does not keep the float model's output:
     under 25 dB SNR at some output position on the calibration samples it was checked on (up to 128, spread
-    over the set), or on more than 1 in 10 of the batches of half of them (so that a model cannot pass
-    because its good inputs outweigh its bad ones: other batches would fall under the bar); the 8-bit
-    rounding of a deep, badly conditioned network compounds. es.convert refuses with it by default.
+    over the set; out of sample: each of 8 folds through a model calibrated on the others), or on more than
+    1 in 10 of the batches of half of them (so that a model cannot pass because its good inputs outweigh its
+    bad ones: other batches would fall under the bar); its activation ranges do not hold on samples they
+    did not see, or the 8-bit rounding of a deep, badly conditioned network compounds. es.convert refuses
+    with it by default.
 
     ``fidelity`` is what was measured (``samples``; ``snr_db``, ``worst_position_snr_db`` and
     ``worst_position`` on all of them; ``half_samples``, ``half_batches`` and ``half_batch_p10_snr_db``,
     the worst-position SNR that 9 in 10 of the batches of half of them keep; ``worst_half_snr_db``, the
-    worst such batch, recorded; ``falls_most``: the layer where the SNR falls most, with the SNR at its
-    inputs and at its output); ``model`` is the refused integer Model, to inspect (es.compare) or to use knowingly.
+    worst such batch, recorded; ``decided_by``, ``folds``, ``in_sample`` (the same on the samples the model
+    was calibrated on), ``per_channel_activations`` and ``tried`` (every other candidate measured);
+    ``falls_most``: the layer where the SNR falls most, with the SNR at its inputs and at its output); ``model`` is the refused integer Model, to inspect (es.compare) or to use knowingly.
     ``es.convert(..., on_low_fidelity="warn")`` returns the model with an es.PrecisionWarning instead.
     """
 
@@ -85,5 +88,5 @@ class DeviceError(EdgesnnError):
 
 class PrecisionWarning(UserWarning):
     """A conversion the caller let through under the fidelity bar: ``es.convert(..., on_low_fidelity="warn")``
-    at 8/8 bits kept under 25 dB SNR at some output position on the calibration samples (by default that
+    at 8/8 bits kept under 25 dB SNR at some output position on the calibration samples, out of sample (by default that
     is an es.PrecisionError). The message is the PrecisionError's."""

@@ -17,8 +17,10 @@ during native calls, so threads run their own contexts in parallel (a pool hands
 Per call (batch 1, what issue 3 measures): the input is checked once (Model.check_input on the
 forward path, NativeModel.run on the binding's), the engine writes into the context's own output
 and counts buffers (addresses taken once) and the run returns copies, esnn_run_batch goes without
-argtypes conversion (Library.run_batch), and Model.forward keeps the counts, building Statistics
-only when model.statistics is read.
+argtypes conversion (Library.run_batch), one sample of one frame goes through buffers bound to the
+context (esnn_run_bound, one argument), and Model.forward keeps the counts, building Statistics
+only when model.statistics is read. `NativeModel.runner()` binds a context of its own to its own
+buffers: the least per call (Runner).
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Library:
         self.path = Path(path)
         self.lib = ctypes.CDLL(str(self.path))
         for name, (restype, argtypes) in _signatures().items():
+            if name in _LATER_FUNCTIONS and not hasattr(self.lib, name):
+                continue    # an older build (benchmarks' --baseline): NativeModel.runner says it lacks them
             function = getattr(self.lib, name)
             function.restype, function.argtypes = restype, argtypes
         version = self.lib.esnn_abi_version()
@@ -86,6 +90,11 @@ class Library:
         # go as C ints, so they must lie below 2^31 (the engine's limits are far below).
         self.run_batch = self.lib["esnn_run_batch"]
         self.run_batch.restype = ctypes.c_int
+        # esnn_run_bound for Runner's calls, likewise without argtypes: its one argument is the context
+        # handle, a ready c_void_p (None in a build from before it)
+        self.run_bound = self.lib["esnn_run_bound"] if hasattr(self.lib, "esnn_run_bound") else None
+        if self.run_bound is not None:
+            self.run_bound.restype = ctypes.c_int
 
     def status_name(self, status: int) -> str:
         return self.lib.esnn_status_name(status).decode()
@@ -113,6 +122,10 @@ class Library:
         return f"<edgesnn.native.Library {str(self.path)!r}>"
 
 
+# Functions added to ABI 1 after its first builds: a build without them still loads, without Runner.
+_LATER_FUNCTIONS = frozenset({"esnn_context_bind", "esnn_run_bound"})
+
+
 def _signatures() -> dict:
     c_size_p = ctypes.POINTER(ctypes.c_size_t)
     u8_p = ctypes.POINTER(ctypes.c_uint8)
@@ -138,6 +151,10 @@ def _signatures() -> dict:
         "esnn_run_batch": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
                                           ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t,
                                           ctypes.c_void_p, ctypes.c_size_t]),
+        "esnn_context_bind": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
+                                             ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t,
+                                             ctypes.c_void_p, ctypes.c_size_t]),
+        "esnn_run_bound": (ctypes.c_int, [ctypes.c_void_p]),
         "esnn_run_batch_trace": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32,
                                                 ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int32, ctypes.c_void_p,
                                                 ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
@@ -247,6 +264,11 @@ class NativeModel:
         finally:
             self._release(context)
 
+    def runner(self, batch: int = 1, timesteps: int = 1, input_timesteps: int = 1) -> "Runner":
+        """A Runner: a context of its own with its input, output and counts buffers bound once
+        (esnn_context_bind), for repeated runs of one batch shape at the least cost per call."""
+        return Runner(self, batch, timesteps, input_timesteps)
+
     def _check_input(self, x5) -> np.ndarray:
         if type(x5) is not np.ndarray or x5.dtype is not _UINT8:
             if not isinstance(x5, np.ndarray) or x5.dtype != np.uint8:
@@ -302,10 +324,18 @@ class _Context:
         self._counts_arguments = (_address(self._counts), ctypes.c_size_t(model.layer_count))
         self._output: np.ndarray | None = None   # int32 (batch, OH, OW, OC) of the last batch size
         self._output_arguments: tuple = ()       # its address and size, as esnn_run_batch takes them
+        # one sample of one frame (Model.forward's batch 1) through buffers bound to this context once
+        # per timestep count (esnn_context_bind): esnn_run_bound's one argument instead of ten
+        self._run_bound = model.library.run_bound
+        self._single_input = np.zeros((1, 1, *model.input_shape), np.uint8)
+        self._single_output = np.zeros((1, *model.output_shape), np.int32)
+        self._single_timesteps: int | None = None  # the timesteps bound, None: not bound
 
     def run(self, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
         """Potentials int32 (N, OH, OW, OC) and counts uint64 (layers, 5) of a checked input (see run_checked)."""
         batch, input_timesteps = x5.shape[:2]
+        if batch == 1 and input_timesteps == 1 and self._run_bound is not None:
+            return self._run_single(x5, timesteps)
         output = self._output
         if output is None or output.shape[0] != batch:
             output = self._output_buffer(batch)
@@ -316,6 +346,22 @@ class _Context:
             self._raise_run_error(status)
         potentials = output.copy() if output is self._output else output
         return potentials, self._counts.copy()
+
+    def _run_single(self, x5: np.ndarray, timesteps: int) -> tuple[np.ndarray, np.ndarray]:
+        """run of one sample of one frame (x5 checked: (1, 1, H, W, C) uint8) through the bound buffers."""
+        if timesteps != self._single_timesteps:
+            self._single_timesteps = None
+            status = self._library.lib.esnn_context_bind(
+                self.handle, _address(self._single_input), self._single_input.size, 1, 1, timesteps,
+                _address(self._single_output), self._single_output.size, *self._counts_arguments)
+            if status != STATUS_OK:
+                self._raise_run_error(status)
+            self._single_timesteps = timesteps
+        np.copyto(self._single_input, x5)
+        status = self._run_bound(self.handle)
+        if status != STATUS_OK:
+            self._raise_run_error(status)
+        return self._single_output.copy(), self._counts.copy()
 
     def run_over_time(self, x5: np.ndarray, timesteps: int, margin: int):
         batch, input_timesteps = x5.shape[:2]
@@ -346,6 +392,65 @@ class _Context:
         else:  # a large batch: returned as it is, not copied and not kept
             self._output, self._output_arguments = None, arguments
         return output
+
+
+class Runner:
+    """Runs of one batch shape through buffers bound once (esnn_context_bind / esnn_run_bound): what
+    an interpreter's set_tensor / invoke / get_tensor are to TFLite. One thread at a time.
+
+        runner = native_model(model).runner()    # batch 1, one timestep
+        potentials = runner(x5)                  # uint8 (1, 1, H, W, C) -> int32 (1, OH, OW, OC), a copy
+        runner.input[...] = x5; runner.invoke()  # or fill .input yourself; .output, .counts hold the results
+
+    `__call__` checks `x5` (a numpy uint8 array of exactly `input.shape`: no casting, no broadcasting),
+    copies it into `input`, runs, and returns a copy of `output`; the engine checks the value range
+    (ValueError naming sample, timestep and position). `counts` (uint64 (layers, 5), esnn_layer_stats)
+    are the last run's.
+    """
+
+    def __init__(self, model: NativeModel, batch: int = 1, timesteps: int = 1, input_timesteps: int = 1):
+        batch, timesteps, input_timesteps = int(batch), int(timesteps), int(input_timesteps)
+        if not 1 <= batch < 2**31 or not 1 <= timesteps < 2**31 or input_timesteps not in (1, timesteps):
+            raise ValueError(f"a runner needs batch >= 1, timesteps >= 1 and input_timesteps 1 or timesteps, got "
+                             f"batch={batch}, timesteps={timesteps}, input_timesteps={input_timesteps}")
+        if model.library.run_bound is None:
+            raise DeviceError(f"{model.library.path} has no esnn_run_bound (a build from before it): rebuild it")
+        self._context = _Context(model)    # its own: no other run rebinds it
+        self._library = model.library
+        self.input = np.zeros((batch, input_timesteps, *model.input_shape), np.uint8)
+        self.output = np.zeros((batch, *model.output_shape), np.int32)
+        self.counts = self._context._counts
+        self._shape = self.input.shape
+        lib = model.library.lib
+        status = lib.esnn_context_bind(self._context.handle, _address(self.input), self.input.size, batch,
+                                       input_timesteps, timesteps, _address(self.output), self.output.size,
+                                       _address(self.counts), model.layer_count)
+        if status == STATUS_ARGUMENT:   # the engine's limits (batch, timesteps) refused
+            raise ValueError(f"native runner: {lib.esnn_context_message(self._context.handle).decode()}")
+        if status != STATUS_OK:
+            self._context._raise_run_error(status)
+        self._run_bound = model.library.run_bound
+        self._handle = self._context.handle
+
+    def __call__(self, x5: np.ndarray) -> np.ndarray:
+        if type(x5) is not np.ndarray or x5.dtype is not _UINT8 or x5.shape != self._shape:
+            self._refuse(x5)
+        np.copyto(self.input, x5)
+        self.invoke()
+        return self.output.copy()
+
+    def invoke(self) -> None:
+        """Run the bound batch on what `input` holds now, into `output` and `counts`."""
+        status = self._run_bound(self._handle)
+        if status != STATUS_OK:
+            self._context._raise_run_error(status)
+
+    def _refuse(self, x5) -> None:
+        expected = f"a numpy uint8 array of shape {self._shape}"
+        if not isinstance(x5, np.ndarray) or x5.dtype != np.uint8:
+            raise TypeError(f"runner input must be {expected}, got {type(x5).__name__} {getattr(x5, 'dtype', '')}")
+        if x5.shape != self._shape:
+            raise ValueError(f"runner input must be {expected}, got shape {x5.shape}")
 
 
 def _address(array: np.ndarray) -> ctypes.c_void_p:

@@ -191,3 +191,112 @@ def test_two_threads_forward_on_one_model():
         for got, want in zip(results[t], expected[t]):
             np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(results[t][-1], model.forward(xs[t][-1], device="cpu"))
+
+
+# -- NativeModel.runner: buffers bound once (esnn_context_bind / esnn_run_bound) ------------------------------
+
+def test_runner_matches_the_reference_and_the_counts_of_run():
+    model = twelve_layer_model()
+    loaded = native.native_model(model)
+    runner = loaded.runner()
+    for seed in range(4):
+        x5 = inputs(model, 1, 20 + seed)[:, None]
+        expected, _ = reference_run(model, x5[:, 0])
+        got = runner(x5)
+        np.testing.assert_array_equal(got, expected)
+        potentials, counts = loaded.run(x5)
+        np.testing.assert_array_equal(runner.counts, counts)
+        assert got is not runner.output and got.flags.owndata   # a copy: the next run does not change it
+    kept = runner(inputs(model, 1, 30)[:, None])
+    runner(inputs(model, 1, 31)[:, None])
+    np.testing.assert_array_equal(kept, reference_run(model, inputs(model, 1, 30))[0])
+
+
+def test_runner_of_a_batch_over_timesteps_and_invoke_on_its_own_input():
+    model = twelve_layer_model()
+    runner = native.native_model(model).runner(batch=3, timesteps=2)
+    x = inputs(model, 3, 40)
+    runner.input[:] = x[:, None]     # written in place, then run without a copy
+    runner.invoke()
+    expected, expected_stats = reference_run(model, x, timesteps=2)
+    np.testing.assert_array_equal(runner.output, expected)
+    model.forward(x, timesteps=2, device="cpu")
+    assert model.statistics == expected_stats
+    np.testing.assert_array_equal(runner.counts, native.native_model(model).run(x[:, None], 2)[1])
+    sequence = native.native_model(model).runner(batch=1, timesteps=2, input_timesteps=2)
+    frames = inputs(model, 2, 41)[None]                 # (1, T = 2, H, W, C): a frame per step
+    np.testing.assert_array_equal(sequence(frames), model.forward(frames, device="reference"))
+
+
+@pytest.mark.parametrize("x, error, message", [
+    (np.zeros((1, 1, 12, 10, 1), np.int32), TypeError, "uint8 array of shape"),
+    ([[0]], TypeError, "got list"),
+    (np.zeros((1, 12, 10, 1), np.uint8), ValueError, r"got shape \(1, 12, 10, 1\)"),
+    (np.zeros((2, 1, 12, 10, 1), np.uint8), ValueError, r"got shape \(2, 1, 12, 10, 1\)"),
+    (np.zeros((1, 1, 1, 1, 1), np.uint8), ValueError, "got shape"),   # would broadcast: refused
+])
+def test_runner_refuses_input_of_another_type_or_shape(x, error, message):
+    runner = native.native_model(twelve_layer_model()).runner()
+    with pytest.raises(error, match=message):
+        runner(x)
+
+
+def test_runner_refuses_values_above_input_bits_naming_them_and_runs_on_after():
+    model = twelve_layer_model(input_bits=4)
+    runner = native.native_model(model).runner()
+    x5 = inputs(model, 1, 50)[:, None]
+    bad = x5.copy()
+    bad[0, 0, 2, 3, 0] = 16
+    with pytest.raises(ValueError, match=r"\[0, 15\] \(input_bits=4\).*sample 0 timestep 0 pixel \(2, 3\)"):
+        runner(bad)
+    np.testing.assert_array_equal(runner(x5), reference_run(model, x5[:, 0])[0])
+    non_contiguous = np.ascontiguousarray(np.swapaxes(x5, 2, 3)).swapaxes(2, 3)
+    assert not non_contiguous.flags.c_contiguous
+    np.testing.assert_array_equal(runner(non_contiguous), reference_run(model, x5[:, 0])[0])
+
+
+def test_runner_shapes_outside_the_engine_limits_are_refused():
+    loaded = native.native_model(twelve_layer_model())
+    for kwargs in ({"batch": 0}, {"timesteps": 0}, {"timesteps": 3, "input_timesteps": 2}):
+        with pytest.raises(ValueError, match="runner needs"):
+            loaded.runner(**kwargs)
+    with pytest.raises(ValueError, match="timesteps"):
+        loaded.runner(timesteps=2**30)       # above the engine's limit: esnn_context_bind says so
+
+
+def test_bound_run_c_calls_check_their_arguments():
+    """esnn_run_bound without a bind, and binds the engine must refuse, through the C functions."""
+    loaded = native.native_model(twelve_layer_model())
+    context = native._Context(loaded)
+    lib = loaded.library.lib
+    assert lib.esnn_run_bound(context.handle) == native.STATUS_ARGUMENT
+    assert b"no batch is bound" in lib.esnn_context_message(context.handle)
+    assert lib.esnn_run_bound(None) == native.STATUS_ARGUMENT
+    x = np.zeros((1, 1, 12, 10, 1), np.uint8)
+    out = np.zeros((1, 1, 1, 12), np.int32)
+    address = native._address
+    assert lib.esnn_context_bind(context.handle, address(x), x.size - 1, 1, 1, 1, address(out), out.size,
+                                 None, 0) == native.STATUS_ARGUMENT
+    assert b"input: 119 values given" in lib.esnn_context_message(context.handle)
+    assert lib.esnn_context_bind(context.handle, None, x.size, 1, 1, 1, address(out), out.size,
+                                 None, 0) == native.STATUS_ARGUMENT
+    assert lib.esnn_context_bind(context.handle, address(x), x.size, 1, 1, 1, address(out), out.size,
+                                 None, 3) == native.STATUS_OK          # stats NULL: not counted
+    assert lib.esnn_run_bound(context.handle) == native.STATUS_OK
+    assert lib.esnn_context_bind(context.handle, address(x), x.size, 1, 1, 1, address(out), out.size - 1,
+                                 None, 0) == native.STATUS_ARGUMENT
+    assert lib.esnn_run_bound(context.handle) == native.STATUS_ARGUMENT   # a failed bind leaves none bound
+
+
+def test_single_samples_through_the_bound_buffers_follow_their_timesteps():
+    """A batch-1 run of one frame goes through the context's bound buffers (rebound when the timestep
+    count changes): each call the reference's result and statistics, an engine refusal still clear."""
+    model = twelve_layer_model()
+    x = inputs(model, 1, 60)
+    for timesteps in (1, 3, 3, 1, 2):
+        expected, expected_stats = reference_run(model, x, timesteps=timesteps)
+        np.testing.assert_array_equal(model.forward(x, timesteps=timesteps, device="cpu"), expected)
+        assert model.statistics == expected_stats
+    with pytest.raises(es.DeviceError, match="timesteps"):
+        native.native_model(model).run(x[:, None], 2**30)       # above the engine's limit
+    np.testing.assert_array_equal(model.forward(x, device="cpu"), reference_run(model, x)[0])

@@ -79,8 +79,11 @@ def test_zoo_file_converts_at_8_bits_close_to_its_framework(file, kind):
     x, scaling = data["x"], tuple(float(v) for v in data["input_scaling"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # on_low_fidelity="record": 8 calibration images are too few for es.convert to vouch for the model on
+        # other inputs (tv_shufflenet_tiny is refused out of sample); this measures the conversion path on the
+        # images it was calibrated on, tests/test_zoo.py the check on held-out inputs
         model = es.convert(str(DATA / file), samples=np.concatenate([x, x[:, :, ::-1]]), input_scaling=scaling,
-                           weight_bits=8, activation_bits=8, progress=False)
+                           weight_bits=8, activation_bits=8, progress=False, on_low_fidelity="record")
     got = model.forward(x, device="reference") * np.asarray(model.metadata["output_scale"], np.float64)
     logits = data["y_logits"] if "y_logits" in data.files else data["y"]
     want = to_hwc(logits, got.shape[1:])

@@ -78,8 +78,9 @@ def test_shipped_recording_streams_to_its_keywords():
 
     truth = [(w["word"], w["start_s"], w["end_s"]) for w in keywords]
     hit, latencies, false_accepts = match(found, truth, before_s=0.5, after_s=1.0)
-    # The shipped pipeline finds all 6 keywords (flite's awb "left" too) and no false accept (README).
-    assert len(hit) == 6 and false_accepts == 0, (found, truth)
+    # The shipped pipeline (hard negatives in training, 0.3 s / 0.8) finds stop, go, down and off, misses
+    # yes and flite's awb "left" (their scores peak at 0.73 and 0.79), and has no false accept (README).
+    assert {truth[i][0] for i in hit} == {"stop", "go", "down", "off"} and false_accepts == 0, (found, truth)
     assert all(d.label in pipe.labels[2:] for d in found) and all(-0.5 <= v <= 1.0 for v in latencies)
 
 
@@ -181,3 +182,43 @@ def test_more_fine_tuning_clips_are_made_as_train_py_made_its_stored_ones(tmp_pa
     np.testing.assert_array_equal(y_more, stored["y_aug"])
     x_next, _ = convert.more_augmented(tmp_path, labels, fe.config, 0, range(2, 3))
     assert x_next.shape[1:] == (49, 10, 1) and not np.array_equal(x_next, x_more[:len(x_next)])
+
+
+def test_hard_negatives_join_each_epoch_at_their_share_and_the_fine_tuning_clips(tmp_path):
+    """train.py --negatives: mine_negatives.py's windows (audio, labels) are drawn each epoch at
+    --negative-share x a keyword's clip count, never as the _unknown_ words (nor their babble), and
+    convert_kws.py's further passes make them as train.py made its stored ones."""
+    train, convert = _module("train"), _module("convert_kws")
+    labels = ["_silence_", "_unknown_", "yes", "no"]
+    t = np.arange(5000) / 16000
+    words = [(0.4 * np.sin(2 * np.pi * f * t) * np.hanning(5000)) for f in (300, 500, 900, 1300, 2000, 2500)]
+    audio = np.round(np.concatenate(words) * 32767).astype(np.int16)
+    np.savez(tmp_path / "train_utterances.npz", audio=audio, offsets=np.arange(7) * 5000,
+             word=np.array(["yes", "no", "yes", "cat", "dog", "sun"]), voice=np.array(["a"] * 6))
+    for split in ("train", "val", "test"):
+        np.savez(tmp_path / f"{split}.npz", x=np.zeros((1, 16000), np.float32), y=np.array([0]))
+    window = np.round(0.3 * np.sin(2 * np.pi * 700 * np.arange(15840) / 16000) * 32767).astype(np.int16)
+    np.savez(tmp_path / "negatives.npz", audio=np.stack([window] * 6), y=np.array([1, 1, 1, 1, 1, 0]),
+             x=np.zeros((6, 49, 10, 1), np.uint8))
+    clips, y, _ = train.load_utterances(tmp_path / "train_utterances.npz", labels)
+    plain = train.Augmenter(clips, y, 0)
+    mined = train.Augmenter(clips, y, 0)
+    train.add_negatives(mined, tmp_path / "negatives.npz", 2.0)
+    assert len(mined.clips) == 12 and list(mined.negative) == list(range(6, 12)) and len(mined.unknown) == 3
+    index, epoch_labels = mined.epoch(np.random.default_rng(4))
+    per_keyword = 1.5                     # 3 keyword utterances, 2 keywords
+    drawn = index[index >= 6]
+    assert len(drawn) == int(2.0 * per_keyword)
+    np.testing.assert_array_equal(epoch_labels[index >= 6], mined.y[drawn])
+    assert np.sum((index >= 3) & (index < 6)) == int(3.0 * per_keyword)   # the words' own share is kept
+    plain_index, _ = plain.epoch(np.random.default_rng(4))
+    assert len(plain_index) == len(index) - len(drawn)
+    fe = es.frontend("kws", low=[-700.0] + [-150.0] * 9, high=[200.0] + [150.0] * 9)
+    stored = train.fixed_features(tmp_path, fe, mined, 0)
+    x_more, y_more = convert.more_augmented(tmp_path, labels, fe.config, 0, range(2), negatives=tmp_path / "negatives.npz",
+                                            negative_share=2.0)
+    np.testing.assert_array_equal(x_more, stored["x_aug"])
+    np.testing.assert_array_equal(y_more, stored["y_aug"])
+    np.savez(tmp_path / "old.npz", x=np.zeros((2, 49, 10, 1), np.uint8), y=np.array([1, 1]))
+    with pytest.raises(SystemExit, match="no 'audio'"):
+        train.add_negatives(train.Augmenter(clips, y, 0), tmp_path / "old.npz", 1.0)

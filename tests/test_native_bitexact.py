@@ -848,29 +848,32 @@ def test_spike_weight_sums_on_both_sides_of_i16(cpu):
             assert stats == expected_stats
 
 
-@pytest.mark.parametrize("kernel, padding, cout, pool", [
-    ((5, 5), "same", 32, "max"),          # the IF model's second conv: 5x5 16->32, 2x2 max pool
-    ((5, 5), "same", 32, None),
-    ((3, 3), (0, 2, 1, 0), 64, "max"),    # pads below / right beyond those above / left
-    ((3, 3), "valid", 96, None),          # three 32-channel vectors
-    ((4, 2), (3, 0, 0, 1), 128, "max"),   # a kernel without an unrolled variant, four vectors
-    ((2, 3), "same", 160, None),          # five vectors: past the framed scatter's unrolled ones
+@pytest.mark.parametrize("kernel, padding, cout, pool, cin", [
+    ((5, 5), "same", 32, "max", 16),      # the IF model's second conv: 5x5 16->32, 2x2 max pool
+    ((5, 5), "same", 32, None, 16),
+    ((3, 3), (0, 2, 1, 0), 64, "max", 16),  # pads below / right beyond those above / left
+    ((3, 3), "valid", 96, None, 16),      # three 32-channel vectors
+    ((4, 2), (3, 0, 0, 1), 128, "max", 16),  # a kernel without an unrolled variant, four vectors
+    ((2, 3), "same", 160, None, 16),      # five vectors: past the framed scatter's unrolled ones
+    ((3, 3), "same", 32, "max", 40),      # 3 vectors of input channels a pixel (the last part padding)
+    ((5, 5), "same", 64, None, 128),      # the most input channels it takes: up to 128 events a pixel
 ])
-def test_spike_framed_scatter_equals_reference(cpu, kernel, padding, cout, pool):
+def test_spike_framed_scatter_equals_reference(cpu, kernel, padding, cout, pool, cin):
     """The framed spike scatter (kernels/spikes.zig conv2dFramed, AVX-512: every event's KH x KW rows
     into a frame of i16 sums, read once, pooled or not) and the kernels it is chosen against, at
     densities from a few events to all of them: more events than one list chunk holds (256), every
-    padding with the frame's rows and columns that no output reads, 1 to 5 vectors of 32 channels."""
-    rng = np.random.default_rng(cout + kernel[0])
-    weights = rng.integers(-8, 8, (*kernel, 16, cout))
+    padding with the frame's rows and columns that no output reads, 1 to 5 vectors of 32 channels,
+    pixels' events listed from 1 to 8 vectors of 16 input channels and grouped by their count."""
+    rng = np.random.default_rng(cout + kernel[0] + cin)
+    weights = rng.integers(-8, 8, (*kernel, cin, cout))
     fields = {"pool": "max", "pool_size": 2, "pool_stride": 2} if pool else {}
     # the first case fires (as the IF model's layer), the others return the summed potentials themselves
     neuron = {"neuron": "if", "threshold": rng.integers(1, 60, cout)} if cout == 32 and pool else {"neuron": "none"}
     conv = Conv2D(name="conv", weights=weights, weight_bits=4, padding=padding, bias=rng.integers(-300, 301, cout),
                   **neuron, **fields)
-    model = es.Model([conv], input_shape=(14, 13, 16), input_bits=1)
+    model = es.Model([conv], input_shape=(14, 13, cin), input_bits=1)
     for density in (0.0, 0.01, 0.05, 0.12, 0.3, 1.0):
-        x5 = (rng.random((2, 3, 14, 13, 16)) < density).astype(np.uint8)
+        x5 = (rng.random((2, 3, 14, 13, cin)) < density).astype(np.uint8)
         expected, expected_stats = reference.run(model, x5)
         for device in both_plans(cpu):
             potentials, stats = device.run(model, x5)

@@ -1,6 +1,7 @@
 """The conformance zoo's committed files (benchmarks/zoo/, written by benchmarks/zoo_build.py with
 other people's code and writers): each imports exactly, converts at 8/8 bits with at least 25 dB at
-every output position, or is refused with an edgesnn error that names the op.
+every output position on held-out inputs it was not calibrated on (or is refused for precision, listed in
+PRECISION_REFUSALS), or is refused with an edgesnn error that names the op.
 
 What does not meet the targets yet is listed in XFAIL below (strict: a fix that makes one pass fails
 the run until its line is removed), each with its measured SNR and onnxruntime int8's on the same
@@ -29,6 +30,16 @@ COMMITTED = [e for e in ENTRIES if e["committed"]]
 
 # (file name, check) -> why it fails today. check: "import" (the imported float Graph matches the framework),
 # "convert" (8/8 SNR >= 25 dB everywhere) or "refuse" (an edgesnn error naming the op).
+# file name -> why es.convert refuses it for precision (es.PrecisionError) on the zoo's calibration samples: an
+# honest refusal (its ranges or its 8-bit rounding do not hold on inputs it was not calibrated on), not a failure
+# of the test; a file that converts again fails the run until its line is removed.
+PRECISION_REFUSALS: dict[str, str] = {
+    "ka_mobilenet_0125_tfk.tf2onnx.onnx": "MobileNet 0.125 (28 layers, 0.83 accuracy): per channel 20.5 dB out "
+                                          "of sample (29.0 in sample); one range per layer, the nearest, 25.3 "
+                                          "at the worst position but 24.1 on 9 in 10 halves (27.3 on the 64 "
+                                          "held-out digits); the bias correction lower",
+}
+
 XFAIL: dict[tuple[str, str], str] = {
     # Empty since the build trains every model briefly on real digits (benchmarks/zoo_build.py): all 52
     # committed files that should convert reach 25 dB at every position (worst: akida_mobilenet_0125_v1,
@@ -55,6 +66,7 @@ def test_committed_zoo_files_are_present():
 def test_xfail_list_names_only_zoo_files():
     names = {e["name"] for e in COMMITTED}
     assert {name for name, _ in XFAIL} <= names, sorted({name for name, _ in XFAIL} - names)
+    assert set(PRECISION_REFUSALS) <= names, sorted(set(PRECISION_REFUSALS) - names)
 
 
 @pytest.mark.parametrize("entry", _params("import", COMMITTED))
@@ -74,48 +86,63 @@ def test_import_matches_framework(entry):
 
 
 @pytest.mark.parametrize("entry", _params("convert", [e for e in COMMITTED if e["expect"] == "convert"]))
-def test_converts_with_snr_at_every_position(entry):
+def test_converts_with_snr_at_every_position_on_held_out_inputs_or_is_refused(entry):
+    """Calibrated on the zoo's samples (the references, their mirror images and 56 held-out-pool digits), each file
+    that should convert either converts and keeps 25 dB at every output position on 64 held-out digits it was
+    not calibrated on, or is refused with es.PrecisionError (named in PRECISION_REFUSALS with the measured
+    figures, so that a file that starts or stops being refused fails the run): never converts under the bar."""
+    import edgesnn as es
+
     ref = zoo.load_reference(entry)
-    model = zoo.quiet_convert(entry["path"], ref.x, ref.input_scaling, 8)
-    snr = zoo.snr_per_position(zoo.dequantized(model, ref.x, device="reference"), ref.logits)
+    held = zoo.held_out_samples(entry, ref)
+    try:
+        model = zoo.quiet_convert(entry["path"], zoo.calibration_samples(entry, ref), ref.input_scaling, 8)
+    except es.PrecisionError as refused:
+        assert entry["name"] in PRECISION_REFUSALS, f"refused, not in PRECISION_REFUSALS: {refused}"
+        assert "keeps only" in str(refused) and "each checked on a model calibrated without it" in str(refused)
+        return
+    from edgesnn.convert import load_graph
+
+    graph = load_graph(str(entry["path"])).simplify()
+    got = zoo.dequantized(model, held, device="reference")
+    snr = zoo.snr_per_position(got, zoo.float_output(graph, held, ref.input_scaling).reshape(got.shape))
     worst = np.unravel_index(np.argmin(snr), snr.shape)
-    assert snr.min() >= zoo.SNR_TARGET_DB, f"SNR {snr.min():.1f} dB at output position {worst} (of {snr.shape})"
+    assert snr.min() >= zoo.SNR_TARGET_DB, \
+        f"converted, yet {snr.min():.1f} dB on held-out inputs at output position {worst} (of {snr.shape})"
+    assert entry["name"] not in PRECISION_REFUSALS, f"converts now ({snr.min():.1f} dB held out): remove its line"
 
 
-@pytest.mark.parametrize("entry", [pytest.param(e, id=e["name"]) for e in COMMITTED if e["expect"] == "convert"][::4])
+@pytest.mark.parametrize("entry", [pytest.param(e, id=e["name"]) for e in COMMITTED if e["expect"] == "convert"][::6])
 def test_converter_fidelity_check_measures_what_the_zoo_measures(entry):
-    """es.convert's own check (metadata["fidelity"], the ground of its PrecisionError) is the worst-position
-    SNR of the integer model against the float graph on its calibration samples, as measured here on the
-    reference engine, and over the batches of half of them (all 70 subsets of 4 of the 8, computed here one
-    by one: the reference inputs are one of them): the worst, and the 10th percentile; at 8/8 it refuses
-    exactly when the pooled SNR or that percentile is under 25 dB."""
-    import itertools
-
+    """es.convert's own check (metadata["fidelity"], the ground of its PrecisionError), measured here through the
+    public API: in sample, the worst-position SNR of its model against the float graph on its calibration
+    samples; out of sample (what decides), the same where each fold of them (8, interleaved) is run through
+    es.convert on the other folds' samples alone, with the range granularity the check chose. At 8/8 it refuses
+    exactly when that out-of-sample worst position or its 10th percentile of batches of half is under 25 dB."""
     from edgesnn.convert import _passes, load_graph
 
     ref = zoo.load_reference(entry)
-    model, refused = zoo.convert_recording(entry["path"], ref.x, ref.input_scaling, 8)
-    samples = zoo.calibration_samples(ref.x)
-    want = load_graph(str(entry["path"])).simplify().run(zoo.float_input(samples, ref.input_scaling))
-    got = zoo.dequantized(model, samples, device="reference")
-    worst = float(zoo.snr_per_position(got, zoo.to_hwc(want, "NHWC").reshape(got.shape)).min())
-    want = zoo.to_hwc(want, "NHWC").reshape(got.shape)
-    halves = [float(zoo.snr_per_position(got[list(half)], want[list(half)]).min())
-              for half in itertools.combinations(range(len(samples)), len(samples) // 2)]
+    samples = zoo.calibration_samples(entry, ref)
+    model, refused = zoo.convert_recording(entry["path"], samples, ref.input_scaling, 8)
     fidelity = model.metadata["fidelity"]
-    if "bias_corrected" in model.metadata:
-        # the model under the bar got the integer bias correction: its recorded fidelity is the
-        # cross-fitted one (each sample checked on the model corrected on the other fold), which keeps
-        # the bar; what this model does on the samples themselves is recorded beside it
-        assert refused is not None or _passes(fidelity), fidelity
-        assert not _passes(model.metadata["bias_corrected"]["uncorrected_fidelity"])
-        fidelity = model.metadata["bias_corrected"]["in_sample_fidelity"]
-    assert fidelity["samples"] == len(samples) and fidelity["half_samples"] == len(samples) // 2
-    assert fidelity["worst_position_snr_db"] == pytest.approx(worst, abs=0.01)
-    assert fidelity["worst_half_snr_db"] == pytest.approx(min(halves), abs=0.01)
-    p10 = float(np.quantile(halves, 0.1, method="lower"))   # all 70 halves: 1 in 10 of them is under this
-    assert fidelity["half_batches"] == 70 and fidelity["half_batch_p10_snr_db"] == pytest.approx(p10, abs=0.01)
-    assert (refused is not None) == (min(worst, p10) < zoo.SNR_TARGET_DB), refused
+    assert fidelity["decided_by"] == "out_of_sample" and fidelity["folds"] == 8 and fidelity["samples"] == len(samples)
+    graph = load_graph(str(entry["path"])).simplify()
+    want = zoo.float_output(graph, samples, ref.input_scaling)
+    corrected = "bias_corrected" in model.metadata
+    in_sample = zoo.snr_per_position(zoo.dequantized(model, samples, device="reference"), want.reshape(
+        len(samples), *model.output_shape)).min()
+    assert fidelity["in_sample"]["worst_position_snr_db"] == pytest.approx(float(in_sample), abs=0.02)
+    if not corrected:        # a corrected model's folds are corrected too: not what es.convert alone makes
+        fold_of = np.arange(len(samples)) % 8
+        got = np.zeros((len(samples), *model.output_shape))
+        for j in range(8):
+            fitted = zoo.quiet_convert(entry["path"], samples[fold_of != j], ref.input_scaling, 8,
+                                       on_low_fidelity="record",
+                                       per_channel_activations=fidelity["per_channel_activations"])
+            got[fold_of == j] = zoo.dequantized(fitted, samples[fold_of == j], device="reference")
+        out_of_sample = zoo.snr_per_position(got, want.reshape(got.shape)).min()
+        assert fidelity["worst_position_snr_db"] == pytest.approx(float(out_of_sample), abs=0.05)
+    assert (refused is not None) == (not _passes(fidelity)), refused
 
 
 @pytest.mark.parametrize("entry", _params("refuse", [e for e in COMMITTED if e["expect"] == "refuse"]))
@@ -125,7 +152,7 @@ def test_refused_naming_the_op(entry):
     error_type = getattr(es, "ConversionError", es.EdgesnnError)
     ref = zoo.load_reference(entry)
     with pytest.raises(error_type) as info:
-        zoo.quiet_convert(entry["path"], ref.x, ref.input_scaling, 8)
+        zoo.quiet_convert(entry["path"], zoo.calibration_samples(entry, ref), ref.input_scaling, 8)
     message = str(info.value)
     assert zoo.names_op(message, entry["refuse_op"]), (entry["refuse_op"], message)
     # the node too: each problem of the refused op is in the message by its node name (and its source layer's)

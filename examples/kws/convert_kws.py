@@ -76,17 +76,19 @@ def plot_confusion(matrix: np.ndarray, labels, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def more_augmented(data: Path, labels, config: dict, seed: int, passes, context: float = 0.0
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def more_augmented(data: Path, labels, config: dict, seed: int, passes, context: float = 0.0,
+                   negatives=None, negative_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Augmented training clips as train.py's fixed_features makes its two passes (passes 0 and 1), for
-    further passes: the same augmenter (seeded as train.py's), the same calibrated frontend."""
+    further passes: the same augmenter (seeded as train.py's, with its hard negatives), the same
+    calibrated frontend."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from train import Augmenter, Features, load_utterances, make_batches
+    from train import Augmenter, Features, add_negatives, load_utterances, make_batches
 
     clips, y, _ = load_utterances(data / "train_utterances.npz", labels)
     augmenter, batches = Augmenter(clips, y, seed, context=context), Features(es.frontend("kws", **config))
+    add_negatives(augmenter, negatives, negative_share)
     xs, ys = [], []
     for p in passes:
         for xb, yb in make_batches(augmenter, batches, seed + 1000, p):
@@ -142,7 +144,8 @@ def main(argv=None) -> int:
         if args.augmented_passes > 2:
             started = time.perf_counter()
             x_more, y_more = more_augmented(args.data, labels, config, trained.get("seed", args.seed),
-                                            range(2, args.augmented_passes), trained.get("context", 0.0))
+                                            range(2, args.augmented_passes), trained.get("context", 0.0),
+                                            trained.get("negatives"), trained.get("negative_share", 1.0))
             x_aug, y_aug = np.concatenate([x_aug, x_more]), np.concatenate([y_aug, y_more])
             print(f"{len(x_more):,} more augmented clips ({args.augmented_passes - 2} passes) in "
                   f"{(time.perf_counter() - started) / 60:.1f} min")

@@ -21,6 +21,8 @@ Writes into OUT:
   stream/keywords/<label>/*.wav    raw held-out test-voice utterances (keywords and _unknown_ words)
   stream/background/*.wav          held-out noise and babble, 60 s each, for long-stream evaluation
   stream/demo.wav, demo.json       a shipped-demo recording: keywords by test voices over noise
+  stream_val/keywords, background  the same from the validation voices: streams to choose the detector's
+                                   defaults on (the test streams only measure them)
 
 It installs espeak-ng with apt-get where it is missing (Debian/Ubuntu, as root). The same
 ``--seed`` gives the same files byte for byte.
@@ -411,6 +413,8 @@ def main(argv=None) -> int:
         np.savez(args.out / f"{split}.npz", x=x, y=y, voice=v)
         print(f"  {split}.npz: {len(x)} clips, per class {np.bincount(y, minlength=len(LABELS)).tolist()}",
               flush=True)
+        if split == "val":   # after the split's files, from its own rng: they stay as they were
+            write_stream_material(args.out / "stream_val", jobs, audio, babble_pool, rng)
         if split == "test":
             write_stream_material(args.out / "stream", jobs, audio, babble_pool, rng)
             write_demo(args.out / "stream", jobs, audio, rng)

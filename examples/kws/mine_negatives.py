@@ -1,6 +1,8 @@
 """Hard negatives for the keyword spotter: windows of non-keyword training speech that the model takes for keywords.
 
     python examples/kws/mine_negatives.py --data /tmp/kws_data     # after train.py; writes DATA/negatives.npz
+    python examples/kws/mine_negatives.py --data /tmp/kws_data --pipeline edgesnn/data/kws_dscnn_4bit.esnn \
+        --model edgesnn/data/kws_dscnn.onnx --out /tmp/kws_data/negatives.npz   # the shipped float model, before training
 
 A model trained on 1 s clips, each holding one whole word, meets other windows in a stream: the tail
 of one word and the head of the next, half a word at the window's edge, a word over babble that
@@ -11,8 +13,11 @@ keyword at all, so every window is a true negative) over the training set's own 
 model over every window at a 40 ms hop exactly as the stream path frames them (the calibrated
 frontend of DATA/frontend.json), and keeps the windows whose best keyword score exceeds
 ``--min-score``: labelled ``_unknown_`` when the window overlaps a word, ``_silence_`` otherwise.
-convert_kws.py adds them to the 4-bit fine-tuning clips (``--negatives``). The test voices are never
-used: the evaluation streams stay held out. Deterministic for a seed.
+convert_kws.py adds their features (``x``) to the 4-bit fine-tuning clips (``--negatives``); train.py
+adds their audio (``audio``: the window's samples) to the training clips (``--negatives``), augmented as
+any clip. The frontend is DATA/frontend.json (train.py's) or, with ``--pipeline``, a pipeline file's (to
+mine with an earlier model before training a new one). The test voices are never used: the evaluation
+streams stay held out. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=None, help="float ONNX model (default DATA/dscnn_kws.onnx)")
+    parser.add_argument("--pipeline", type=Path, default=None, help="take the frontend from this pipeline file "
+                        "(default: DATA/frontend.json)")
+    parser.add_argument("--out", type=Path, default=None, help="default DATA/negatives.npz")
     parser.add_argument("--minutes", type=float, default=40.0, help="stream audio to search")
     parser.add_argument("--hop-s", type=float, default=0.04)
     parser.add_argument("--min-score", type=float, default=0.5, help="keep windows whose best keyword score "
@@ -78,7 +86,9 @@ def main(argv=None) -> int:
 
     started = time.perf_counter()
     labels = json.loads((args.data / "labels.json").read_text())
-    fe = es.frontend("kws", **json.loads((args.data / "frontend.json").read_text()))
+    config = (es.Pipeline.load(args.pipeline).frontend.config if args.pipeline
+              else json.loads((args.data / "frontend.json").read_text()))
+    fe = es.frontend("kws", **config)
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(args.model or args.data / "dscnn_kws.onnx"), options,
@@ -90,7 +100,8 @@ def main(argv=None) -> int:
     window = fe.output_shape[0]
     hop_frames = max(1, round(args.hop_s / fe.hop_s))
     keyword = np.arange(len(labels)) > UNKNOWN
-    xs, ys, searched_s, windows_n = [], [], 0.0, 0
+    window_samples = (window - 1) * fe.hop_samples + fe.frame_samples
+    xs, ys, audios, searched_s, windows_n = [], [], [], 0.0, 0
     while searched_s < args.minutes * 60:
         audio, spans = negative_stream(rng, words, 60.0, babble_pool)
         frames = fe.quantize(fe.features(audio))
@@ -107,15 +118,17 @@ def main(argv=None) -> int:
         speech = np.array([any(a < e and s < b for s, e in spans) for a, b in zip(first, last)], bool)
         xs.append(batch[hard])
         ys.append(np.where(speech, UNKNOWN, SILENCE))
+        audios.append(np.stack([audio[a:a + window_samples] for a in first]) if len(first)
+                      else np.zeros((0, window_samples), np.float32))
         searched_s += len(audio) / RATE
         windows_n += len(batch)
-    x, label = np.concatenate(xs), np.concatenate(ys)
+    x, label, windows_audio = np.concatenate(xs), np.concatenate(ys), np.concatenate(audios)
     found = len(x)
     if found > args.max:
         keep = np.linspace(0, found - 1, args.max).round().astype(int)
-        x, label = x[keep], label[keep]
-    out = args.data / "negatives.npz"
-    np.savez_compressed(out, x=x, y=label)
+        x, label, windows_audio = x[keep], label[keep], windows_audio[keep]
+    out = args.out or args.data / "negatives.npz"
+    np.savez_compressed(out, x=x, y=label, audio=(windows_audio * 32767).round().astype(np.int16))
     print(f"{searched_s / 60:.0f} min of training-voice non-keyword streams, {windows_n:,} windows: {found:,} "
           f"({100 * found / windows_n:.2f} %) score a keyword above {args.min_score}; kept {len(x):,} "
           f"({int(np.sum(label == UNKNOWN)):,} _unknown_, {int(np.sum(label == SILENCE)):,} _silence_) -> {out} "

@@ -27,7 +27,10 @@ synthesizer's rendition of it:
   so formants move as between speakers (the held-out voices are other timbres, not other words);
 - SpecAugment: up to two masks of 1-5 mel bands (before the DCT) and two of 1-6 frames;
 - with ``--context`` (a share of the clips), a neighbouring non-keyword word 50-400 ms before or after
-  the word, cut by the clip's edge, as a stream's windows hold them (the label stays the word's).
+  the word, cut by the clip's edge, as a stream's windows hold them (the label stays the word's);
+- with ``--negatives`` (mine_negatives.py's negatives.npz), hard negatives: windows of training-voice
+  non-keyword streams an earlier model took for keywords (words cut by the window's edge, near misses
+  over noise), ``--negative-share`` x a keyword's clip count of them each epoch, augmented as the others.
 
 ``_silence_`` clips are background alone at -80 to -20 dBFS: the noises, mains hum and babble
 (distant talk with no foreground word, as the test set's silence and the long streams' backgrounds
@@ -118,6 +121,7 @@ class Augmenter:
         from scipy.signal import butter
 
         self.clips, self.y, self.context = clips, y, context
+        self.negative, self.negative_share = np.zeros(0, np.int64), 0.0   # hard negatives: add_negatives
         rng = np.random.default_rng([seed, 99])
         unknown = [c for c, label in zip(clips, y) if label == UNKNOWN]
         self.unknown = unknown
@@ -194,13 +198,27 @@ class Augmenter:
                 part = other[:CLIP - start]
                 out[start:start + len(part)] += part * level
 
+    def add_negatives(self, audio: np.ndarray, labels: np.ndarray, share: float) -> None:
+        """Hard negatives (mine_negatives.py's windows: audio (N, samples), labels _unknown_ or _silence_):
+        each epoch draws ``share`` x a keyword's clip count of them, augmented as the other clips."""
+        self.clips = list(self.clips) + [np.asarray(a, np.float32) for a in audio]
+        self.negative = np.arange(len(self.y), len(self.y) + len(audio))
+        self.y = np.concatenate([self.y, np.asarray(labels, self.y.dtype)])
+        self.negative_share = float(share)
+
     def epoch(self, rng, unknown_share: float = 3.0, silence_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """(utterance indices, -1 for silence; their labels) of one epoch, shuffled and class-balanced."""
-        keyword = np.flatnonzero(self.y > UNKNOWN)
+        negative = self.negative
+        is_word = np.ones(len(self.y), bool)
+        is_word[negative] = False
+        keyword = np.flatnonzero((self.y > UNKNOWN) & is_word)
         per_class = len(keyword) / max(1, len(np.unique(self.y[keyword])))
-        unknown = rng.choice(np.flatnonzero(self.y == UNKNOWN), int(per_class * unknown_share))
+        unknown = rng.choice(np.flatnonzero((self.y == UNKNOWN) & is_word), int(per_class * unknown_share))
         silence = np.full(int(per_class * silence_share), -1)
-        index = rng.permutation(np.concatenate([keyword, unknown, silence]))
+        parts = [keyword, unknown, silence]
+        if len(negative):
+            parts.append(rng.choice(negative, int(per_class * self.negative_share)))
+        index = rng.permutation(np.concatenate(parts))
         return index, np.where(index < 0, SILENCE, self.y[np.maximum(index, 0)])
 
 
@@ -261,14 +279,24 @@ def make_batches(augmenter: Augmenter, features: Features, seed: int, epoch: int
 
 def _batches_worker(args):
     """A child process making the epochs' batches (so the training process only trains)."""
-    queue, data, labels, config, seed, epochs, context = args
+    queue, data, labels, config, seed, epochs, context, negatives, negative_share = args
     clips, y, _ = load_utterances(data / "train_utterances.npz", labels)
     augmenter = Augmenter(clips, y, seed, context=context)
+    add_negatives(augmenter, negatives, negative_share)
     features = Features(es.frontend("kws", **config))
     for epoch in range(epochs):
         for item in make_batches(augmenter, features, seed, epoch):
             queue.put(item)
         queue.put(None)
+
+
+def add_negatives(augmenter: Augmenter, path, share: float) -> None:
+    """Add mine_negatives.py's windows (PATH's ``audio`` and ``y``) to the augmenter's clips (no path: none)."""
+    if path:
+        stored = np.load(path)
+        if "audio" not in stored.files:
+            raise SystemExit(f"train.py: {path} has no 'audio' (made by an older mine_negatives.py); mine again")
+        augmenter.add_negatives(stored["audio"].astype(np.float32) / 32767.0, stored["y"], share)
 
 
 def calibrated_frontend(data: Path, labels, seed: int, clips_n: int = 1500, context: float = 0.0):
@@ -365,6 +393,10 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrained-onnx", type=Path, default=Path(es.__file__).resolve().parent / "data" / "kws_dscnn.onnx")
     parser.add_argument("--context", type=float, default=0.0, help="share of training clips with a neighbouring "
                         "word cut by the clip's edge (as the windows of a stream hold)")
+    parser.add_argument("--negatives", type=Path, default=None, help="hard negatives (mine_negatives.py's "
+                        "negatives.npz, its audio) among the training clips")
+    parser.add_argument("--negative-share", type=float, default=1.0, help="hard negatives per epoch, in a "
+                        "keyword's clip counts")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--cpu-minutes", type=float, default=13.0, help="stop training after this much CPU time "
                         "of the trainer and its batch maker together (the learning-rate schedule follows it)")
@@ -389,6 +421,7 @@ def main(argv=None) -> int:
     if args.pretrained:   # no training: this data set's features for a float model trained before
         return _pretrained_run(args, labels, run)
     fe, augmenter = calibrated_frontend(args.data, labels, args.seed, context=args.context)
+    add_negatives(augmenter, args.negatives, args.negative_share)   # after calibration: the frontend as without
     config = fe.config
     cached = run / "features.npz"
     reuse = (args.reuse_features and cached.exists() and (run / "frontend.json").exists()
@@ -396,10 +429,13 @@ def main(argv=None) -> int:
     (run / "frontend.json").write_text(json.dumps(config) + "\n")
     # what convert_kws.py needs to make more clips as this run made them
     (run / "train.json").write_text(json.dumps({"data": str(args.data), "seed": args.seed, "context": args.context,
-                                                "time_padding": args.time_padding}) + "\n")
+                                                "time_padding": args.time_padding,
+                                                "negatives": str(args.negatives) if args.negatives else None,
+                                                "negative_share": args.negative_share}) + "\n")
     queue = multiprocessing.get_context("spawn").Queue(maxsize=16)
     worker = multiprocessing.get_context("spawn").Process(
-        target=_batches_worker, args=((queue, args.data, labels, config, args.seed, args.epochs, args.context),), daemon=True)
+        target=_batches_worker, args=((queue, args.data, labels, config, args.seed, args.epochs, args.context,
+                                args.negatives, args.negative_share),), daemon=True)
     worker.start()
     if reuse:   # the same calibrated frontend (it is seeded) made them
         stored = np.load(cached)

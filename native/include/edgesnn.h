@@ -110,6 +110,15 @@ int esnn_run(esnn_context *context, const uint8_t *input, size_t input_values, u
              uint32_t timesteps, int32_t *output, size_t output_values, esnn_layer_stats *stats,
              size_t stats_count);
 
+/* Bind a batch's buffers (the arguments of esnn_run_batch, checked as it checks them) to the context
+ * once; esnn_run_bound then runs that batch on whatever its input holds now: the per-call path of a
+ * caller that reuses its buffers (an interpreter's invoke). The buffers must stay valid while bound;
+ * a new bind replaces the old one, a failed one leaves none. */
+int esnn_context_bind(esnn_context *context, const uint8_t *input, size_t input_values, uint32_t batch,
+                      uint32_t input_timesteps, uint32_t timesteps, int32_t *output, size_t output_values,
+                      esnn_layer_stats *stats, size_t stats_count);
+int esnn_run_bound(esnn_context *context); /* ESNN_ERROR_ARGUMENT when no batch is bound */
+
 /* Streaming (docs/c-api.md, "Streaming"): a window every `hop_frames` input rows (frames), each output
  * bit-exact with esnn_run on that window, computing only the rows of each layer that new frames
  * complete. For models valid along time (no padding on the rows), chains of convolutions ending in a

@@ -37,6 +37,8 @@ pub const Context = struct {
     /// Non-zero values of the current timestep's model input (counted as it is loaded: the lean plan
     /// may reuse the input buffer before the statistics are taken).
     input_events: u64 = 0,
+    /// The batch esnn_context_bind bound (checked there), which esnn_run_bound runs; null: none.
+    bound: ?Batch = null,
 
     fn bytes(ctx: *Context, offset: u64, count: u64) []u8 {
         return ctx.arena[limits.usizeFrom(offset)..][0..limits.usizeFrom(count)];

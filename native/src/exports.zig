@@ -233,20 +233,73 @@ export fn esnn_run_batch_trace(
     const ctx = contextFrom(handle) orelse return code(.argument);
     var diag: Diagnostic = .{ .buffer = &ctx.message };
     ctx.message[0] = 0;
-    const input_pointer = input orelse return code(diag.fail(.argument, "input is NULL", .{}) catch diag.status);
-    const output_pointer = output orelse return code(diag.fail(.argument, "output is NULL", .{}) catch diag.status);
-    const run: engine.Batch = .{
+    var run = batchOf(input, input_values, batch, input_timesteps, timesteps, output, output_values, stats, stats_count, &diag) catch
+        return code(diag.status);
+    run.trace = if (trace) |t| t[0..trace_values] else null;
+    run.early_exit_margin = early_exit_margin;
+    run.timesteps_used = if (timesteps_used) |u| u[0..timesteps_used_count] else null;
+    engine.runBatch(ctx, &run, &diag) catch return code(diag.status);
+    return code(.ok);
+}
+
+/// The engine.Batch of a run's C arguments (NULL input or output refused, naming which).
+fn batchOf(
+    input: ?[*]const u8,
+    input_values: usize,
+    batch: u32,
+    input_timesteps: u32,
+    timesteps: u32,
+    output: ?[*]i32,
+    output_values: usize,
+    stats: ?[*]LayerStats,
+    stats_count: usize,
+    diag: *Diagnostic,
+) Diagnostic.Error!engine.Batch {
+    const input_pointer = input orelse return diag.fail(.argument, "input is NULL", .{});
+    const output_pointer = output orelse return diag.fail(.argument, "output is NULL", .{});
+    return .{
         .input = input_pointer[0..input_values],
         .batch = batch,
         .input_timesteps = input_timesteps,
         .timesteps = timesteps,
         .output = output_pointer[0..output_values],
         .stats = if (stats) |s| s[0..stats_count] else null,
-        .trace = if (trace) |t| t[0..trace_values] else null,
-        .early_exit_margin = early_exit_margin,
-        .timesteps_used = if (timesteps_used) |u| u[0..timesteps_used_count] else null,
     };
-    engine.runBatch(ctx, &run, &diag) catch return code(diag.status);
+}
+
+/// Bind a batch's buffers to the context (checked now as esnn_run_batch checks them, and again at
+/// every run): esnn_run_bound then runs that batch on what its input holds, with no arguments to
+/// pass per call (the bound buffers must stay valid while bound; a new bind replaces the old one).
+export fn esnn_context_bind(
+    handle: ?*anyopaque,
+    input: ?[*]const u8,
+    input_values: usize,
+    batch: u32,
+    input_timesteps: u32,
+    timesteps: u32,
+    output: ?[*]i32,
+    output_values: usize,
+    stats: ?[*]LayerStats,
+    stats_count: usize,
+) c_int {
+    const ctx = contextFrom(handle) orelse return code(.argument);
+    var diag: Diagnostic = .{ .buffer = &ctx.message };
+    ctx.message[0] = 0;
+    ctx.bound = null;
+    const bound = batchOf(input, input_values, batch, input_timesteps, timesteps, output, output_values, stats, stats_count, &diag) catch
+        return code(diag.status);
+    engine.checkBatch(ctx.model, &bound, &diag) catch return code(diag.status);
+    ctx.bound = bound;
+    return code(.ok);
+}
+
+/// Run the batch bound by esnn_context_bind; ESNN_ERROR_ARGUMENT when none is bound.
+export fn esnn_run_bound(handle: ?*anyopaque) c_int {
+    const ctx = contextFrom(handle) orelse return code(.argument);
+    var diag: Diagnostic = .{ .buffer = &ctx.message };
+    ctx.message[0] = 0;
+    const bound = ctx.bound orelse return code(diag.fail(.argument, "no batch is bound to this context (esnn_context_bind)", .{}) catch diag.status);
+    engine.runBatch(ctx, &bound, &diag) catch return code(diag.status);
     return code(.ok);
 }
 

@@ -176,16 +176,88 @@ fn repeatVectors(comptime m: usize, target: []u8, target_stride: usize, source: 
 }
 
 /// Copy `count` pixels of `channels` bytes from `source` (`source_stride` bytes per pixel) to
-/// `target` (`target_stride` bytes per pixel). Pixels of 1..3 bytes (a grey or RGB image, a
-/// spectrogram) go through a byte loop, not a memcpy call per pixel.
+/// `target` (`target_stride` bytes per pixel). On 64-bit targets (limits.kernel_variants) pixels of
+/// 2 to 16 bytes (an RGB image, a conv's 8 channels: the model input into its buffer, a layer's
+/// input into its frame) go one 4-, 8- or 16-byte piece per pixel, not a byte loop or a memcpy call
+/// per pixel: the
+/// piece's bytes past `channels` are written as zero, into the target pixel's padding lanes (which
+/// hold 0 in every buffer) or onto the next pixel's bytes (rewritten by the next pixel's piece or
+/// copy); pieces run only while they stay inside the `count` pixels on both sides (a frame row's
+/// border or the next buffer is never touched), the last pixels by an exact copy.
 pub fn copyPixels(target: []u8, target_stride: usize, source: []const u8, source_stride: usize, channels: usize, count: usize) void {
-    switch (channels) {
+    if (count == 0) return;
+    if (limits.kernel_variants) {
+        switch (channels) {
+            // one byte (a spectrogram): a byte per pixel either way; the byte loop measured no slower
+            1 => for (0..count) |x| {
+                target[x * target_stride] = source[x * source_stride];
+            },
+            inline 2...16 => |small| copyPieces(small, target, target_stride, source, source_stride, count),
+            else => copyEach(target, target_stride, source, source_stride, channels, count),
+        }
+    } else switch (channels) { // a 32-bit core: the byte loop and memcpy calls (less code)
         inline 1...3 => |small| for (0..count) |x| {
             inline for (0..small) |k| target[x * target_stride + k] = source[x * source_stride + k];
         },
-        else => for (0..count) |x| {
-            @memcpy(target[x * target_stride ..][0..channels], source[x * source_stride ..][0..channels]);
-        },
+        else => copyEach(target, target_stride, source, source_stride, channels, count),
+    }
+}
+
+fn copyEach(target: []u8, target_stride: usize, source: []const u8, source_stride: usize, channels: usize, count: usize) void {
+    for (0..count) |x| {
+        @memcpy(target[x * target_stride ..][0..channels], source[x * source_stride ..][0..channels]);
+    }
+}
+
+/// copyPixels of `small` (2..16) channels, a piece per pixel (see there).
+inline fn copyPieces(comptime small: usize, target: []u8, target_stride: usize, source: []const u8, source_stride: usize, count: usize) void {
+    const piece = comptime if (small <= 4) 4 else if (small <= 8) 8 else 16;
+    // an integer of 4 or 8 bytes (a vector of 4 bytes was lowered to byte moves), else a vector
+    const Piece = if (piece == 16) @Vector(16, u8) else if (piece == 8) u64 else u32;
+    const keep: Piece = comptime if (piece == 16) blk: {
+        var lanes_kept: [16]u8 = undefined;
+        for (&lanes_kept, 0..) |*lane, i| lane.* = if (i < small) 0xff else 0;
+        break :blk lanes_kept;
+    } else (1 << (8 * small)) - 1;
+    const pieces = @min(count, piecesWithin((count - 1) * target_stride + small, target_stride, piece), piecesWithin((count - 1) * source_stride + small, source_stride, piece));
+    for (0..pieces) |x| {
+        const values: Piece = @bitCast(source[x * source_stride ..][0..piece].*);
+        target[x * target_stride ..][0..piece].* = @bitCast(values & keep);
+    }
+    for (pieces..count) |x| {
+        target[x * target_stride ..][0..small].* = source[x * source_stride ..][0..small].*;
+    }
+}
+
+/// The pixels x (from 0, `stride` bytes apart) whose piece [x * stride, x * stride + piece) ends by
+/// `end`.
+fn piecesWithin(end: usize, stride: usize, piece: usize) usize {
+    return if (end < piece) 0 else (end - piece) / stride + 1;
+}
+
+test "pixels of 1..16 bytes copy by pieces without a byte past the last pixel" {
+    @setEvalBranchQuota(10_000);
+    inline for (1..18) |channels| {
+        for ([_]usize{ channels, 4, 8, 16, 32 }) |target_stride| {
+            if (target_stride < channels) continue;
+            for ([_]usize{ channels, 16, 32 }) |source_stride| {
+                if (source_stride < channels) continue;
+                for (0..6) |count| {
+                    var source: [6 * 32]u8 = undefined;
+                    for (&source, 0..) |*byte, i| byte.* = @intCast(i % 251 + 1);
+                    var target: [6 * 32 + 16]u8 = @splat(0);
+                    const end = if (count == 0) 0 else (count - 1) * target_stride + channels;
+                    @memset(target[end..], 0xee); // past the last pixel: must stay
+                    copyPixels(&target, target_stride, source[0 .. if (count == 0) 0 else (count - 1) * source_stride + channels], source_stride, channels, count);
+                    for (0..count) |x| for (0..target_stride) |k| {
+                        if (x * target_stride + k >= end) break;
+                        const want: u8 = if (k < channels) source[x * source_stride + k] else 0;
+                        try std.testing.expectEqual(want, target[x * target_stride + k]);
+                    };
+                    for (target[end..]) |byte| try std.testing.expectEqual(@as(u8, 0xee), byte);
+                }
+            }
+        }
     }
 }
 

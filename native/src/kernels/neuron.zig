@@ -263,18 +263,20 @@ fn integrateFireAll(
     activations: []u8,
 ) u64 {
     std.debug.assert(potentials.len == activations.len and potentials.len == state.len);
+    std.debug.assert(channels_padded % vector.lanes == 0 and potentials.len % channels_padded == 0);
+    // one flat loop over the vectors, the channel wrapping at each pixel's end (a nested loop per
+    // pixel cost an exit and its bookkeeping per pixel: most layers have 1 or 2 vectors a pixel)
     var events: u64 = 0;
-    var pixel: usize = 0;
-    while (pixel < potentials.len) : (pixel += channels_padded) {
-        var channel: usize = 0;
-        while (channel < channels_padded) : (channel += vector.lanes) {
-            const offset = pixel + channel;
-            const potential: VecI32 = potentials[offset..][0..vector.lanes].*;
-            const spike = integrateFire(leak, add, reset, floored, membrane, state[offset..][0..vector.lanes], potential, channel);
-            const target: *align(1) VecU8 = @ptrCast(activations[offset..][0..vector.lanes]);
-            target.* = @select(u8, spike, @as(VecU8, @splat(1)), @as(VecU8, @splat(0)));
-            events += @popCount(@as(@Int(.unsigned, vector.lanes), @bitCast(spike)));
-        }
+    var channel: usize = 0;
+    var offset: usize = 0;
+    while (offset < potentials.len) : (offset += vector.lanes) {
+        const potential: VecI32 = potentials[offset..][0..vector.lanes].*;
+        const spike = integrateFire(leak, add, reset, floored, membrane, state[offset..][0..vector.lanes], potential, channel);
+        const target: *align(1) VecU8 = @ptrCast(activations[offset..][0..vector.lanes]);
+        target.* = @select(u8, spike, @as(VecU8, @splat(1)), @as(VecU8, @splat(0)));
+        events += @popCount(@as(@Int(.unsigned, vector.lanes), @bitCast(spike)));
+        channel += vector.lanes;
+        channel = if (channel == channels_padded) 0 else channel;
     }
     return events;
 }

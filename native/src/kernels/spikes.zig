@@ -208,6 +208,22 @@ inline fn appendEvents(list: []u32, count: usize, mask: u8, row: u32, cout_padde
     return count + @popCount(mask);
 }
 
+const VecU32 = @Vector(lanes, u32);
+
+/// Append the lanes of `values` set in `mask`, in order, branch-free (AVX-512 vpcompressd: all 16
+/// entries are written, the count advances by the set bits); returns the new count.
+inline fn appendCompressed(list: []u32, count: usize, values: VecU32, mask: LaneMask) usize {
+    comptime std.debug.assert(compress_lists);
+    const compressed = asm ("vpcompressd %[values], %[out] {%[mask]}{z}"
+        : [out] "=v" (-> VecU32),
+        : [values] "v" (values),
+          [mask] "^Yk" (mask),
+    );
+    const target: *align(1) VecU32 = @ptrCast(list[count..][0..lanes]);
+    target.* = compressed;
+    return count + @popCount(mask);
+}
+
 /// The window [o - pad, o - pad + kernel) of input positions, clipped to [0, size).
 fn windowRange(o: usize, pad: usize, kernel: usize, size: usize) struct { first: usize, end: usize } {
     const first = @min(size, if (o >= pad) o - pad else 0);
@@ -790,8 +806,13 @@ fn denseListed(layer: *const model.Layer, input: []const u8, potentials: []i32) 
             const bytes: VecU8 = values[chunk..][0..lanes].*;
             const mask: u16 = @bitCast(bytes != @as(VecU8, @splat(0)));
             const channel_row = row + @as(u32, @intCast(chunk));
-            count = appendEvents(&list, count, @truncate(mask), channel_row, cout_padded);
-            count = appendEvents(&list, count, @truncate(mask >> 8), channel_row + 8, cout_padded);
+            if (comptime compress_lists) {
+                const rows = (std.simd.iota(u32, lanes) + @as(VecU32, @splat(channel_row))) * @as(VecU32, @splat(cout_padded));
+                count = appendCompressed(&list, count, rows, mask);
+            } else {
+                count = appendEvents(&list, count, @truncate(mask), channel_row, cout_padded);
+                count = appendEvents(&list, count, @truncate(mask >> 8), channel_row + 8, cout_padded);
+            }
             if (count > dense_list_max - lanes) {
                 addListed(layer.spike_rows, list[0..count], potentials);
                 events += count;
@@ -858,7 +879,10 @@ pub fn frames(layer: *const model.Layer) bool {
 }
 
 /// Whether this build has the framed scatter (other targets compile none of it).
-const frame_kernels = vector.has_avx512bw and lanes == 16 and limits.kernel_variants;
+const frame_kernels = compress_lists and limits.kernel_variants;
+
+/// Whether event lists are appended with AVX-512's vpcompressd (appendCompressed), not bit tables.
+const compress_lists = vector.has_avx512bw and lanes == 16;
 
 /// 32-channel i16 vectors of one frame pixel the scatter's kernels are unrolled for.
 const frame_chunks_max = 4;
@@ -962,8 +986,12 @@ fn framed(
     const cin_padded: usize = in.channelsPadded();
     std.debug.assert(cin_padded <= frame_cin_max);
     var list: FrameList = undefined;
-    list.count = 0;
-    list.pixels = 0;
+    // the weight row offsets (ci * Cout_p) of a vector of channels from 0
+    const channel_rows = std.simd.iota(u32, lanes) * @as(VecU32, @splat(@intCast(cout_padded)));
+    const column_taps = layer.column_taps; // (held here: the list's stores could alias the layer)
+    // rows listed and records kept, in locals (as list fields every pixel chained through memory)
+    var count: usize = 0;
+    var pixels: usize = 0;
     var reach_events: u64 = 0;
     const row_bytes = @as(usize, in.w) * cin_padded;
     for (0..in.h) |iy| {
@@ -973,29 +1001,31 @@ fn framed(
         const reach_rows = layer.row_taps[iy].count;
         for (0..in.w) |ix| {
             const pixel = input[(iy * in.w + ix) * cin_padded ..][0..cin_padded];
-            const first = list.count;
-            var count = first;
+            const first = count;
             var channel: usize = 0;
             while (channel < cin_padded) : (channel += lanes) {
                 const bytes: VecU8 = pixel[channel..][0..lanes].*;
-                const mask: u16 = @bitCast(bytes != @as(VecU8, @splat(0)));
-                const channel_row: u32 = @intCast(channel);
-                count = appendEvents(&list.rows, count, @truncate(mask), channel_row, @intCast(cout_padded));
-                count = appendEvents(&list.rows, count, @truncate(mask >> 8), channel_row + 8, @intCast(cout_padded));
+                const mask: LaneMask = @bitCast(bytes != @as(VecU8, @splat(0)));
+                const rows = channel_rows + @as(VecU32, @splat(@intCast(channel * cout_padded)));
+                count = appendCompressed(&list.rows, count, rows, mask);
             }
             const events = count - first;
             // the pixel's record, branch-free: written always, kept when it has events
-            list.records[list.pixels] = .{ .first = @intCast(first), .count = @intCast(events), .base = @intCast((iy * frame_w + ix) * cout_padded) };
-            list.pixels += @intFromBool(events != 0);
-            list.count = count;
-            reach_events += events * reach_rows * layer.column_taps[ix].count;
-            if (list.count > frame_list_max) {
+            list.records[pixels] = .{ .first = @intCast(first), .count = @intCast(events), .base = @intCast((iy * frame_w + ix) * cout_padded) };
+            list.counts[pixels] = @intCast(events);
+            pixels += @intFromBool(events != 0);
+            reach_events += events * reach_rows * column_taps[ix].count;
+            if (count > frame_list_max) {
+                list.count = count;
+                list.pixels = pixels;
                 scatterFramed(chunks, kernel_h, kernel_w, layer, weights, frame_w, &list, frame);
-                list.count = 0;
-                list.pixels = 0;
+                count = 0;
+                pixels = 0;
             }
         }
     }
+    list.count = count;
+    list.pixels = pixels;
     scatterFramed(chunks, kernel_h, kernel_w, layer, weights, frame_w, &list, frame);
     switch (target) {
         .potentials => readFramed(chunks, layer, shape, frame, out),
@@ -1012,10 +1042,11 @@ const frame_counted_max = 4;
 /// One chunk of the framed scatter's events (on the stack): every active pixel's events' weight
 /// row offsets (ci * Cout_p), pixel after pixel, and per active pixel a record of them.
 const FrameList = struct {
-    const capacity = frame_list_max + frame_cin_max + 16; // the last pixel and the appends' slack
+    const capacity = frame_list_max + frame_cin_max + lanes; // the last pixel and the appends' slack
     rows: [capacity]u32,
     records: [capacity]PixelRecord,
-    order: [capacity]u16, // the records grouped by event count
+    counts: [capacity]u16 align(32), // the records' event counts (grouped by vector compares)
+    order: [capacity + lanes]u32, // the records grouped by event count (plus a compressed store's slack)
     count: usize, // rows listed
     pixels: usize, // records kept
 };
@@ -1032,20 +1063,23 @@ const PixelRecord = struct {
 /// mispredicted exit per pixel.
 fn scatterFramed(comptime chunks: usize, comptime kernel_h: ?usize, comptime kernel_w: ?usize, layer: *const model.Layer, weights: []const i8, frame_w: usize, list: *FrameList, frame: []i16) void {
     const records = list.records[0..list.pixels];
+    // each bucket's record indices compressed out of vectors of 16 counts (no counter in memory
+    // per record); bucket 0 stays empty: only pixels with events are kept
     var sizes: [frame_counted_max + 2]usize = @splat(0);
-    for (records) |record| sizes[@min(record.count, frame_counted_max + 1)] += 1;
-    var next: [frame_counted_max + 2]usize = undefined;
     var total: usize = 0;
-    for (0..frame_counted_max + 2) |bucket| {
-        next[bucket] = total;
-        total += sizes[bucket];
+    inline for (1..frame_counted_max + 2) |bucket| {
+        const first = total;
+        var index: usize = 0;
+        while (index < records.len) : (index += lanes) {
+            const counts: @Vector(lanes, u16) = list.counts[index..][0..lanes].*;
+            const in_bucket = if (bucket <= frame_counted_max) counts == @as(@Vector(lanes, u16), @splat(bucket)) else counts > @as(@Vector(lanes, u16), @splat(frame_counted_max));
+            const valid = ~@as(LaneMask, 0) >> @intCast(lanes - @min(lanes, records.len - index));
+            const indices = std.simd.iota(u32, lanes) + @as(VecU32, @splat(@intCast(index)));
+            total = appendCompressed(&list.order, total, indices, @as(LaneMask, @bitCast(in_bucket)) & valid);
+        }
+        sizes[bucket] = total - first;
     }
-    for (records, 0..) |record, index| {
-        const bucket = @min(record.count, frame_counted_max + 1);
-        list.order[next[bucket]] = @intCast(index);
-        next[bucket] += 1;
-    }
-    var start: usize = sizes[0]; // (bucket 0 stays empty: only pixels with events are kept)
+    var start: usize = 0;
     inline for (1..frame_counted_max + 2) |bucket| {
         const count: ?usize = if (bucket <= frame_counted_max) bucket else null;
         for (list.order[start..][0..sizes[bucket]]) |index| {
@@ -1077,7 +1111,29 @@ inline fn framePixel(comptime chunks: usize, comptime count: ?usize, comptime ke
 
 inline fn framePixelTaps(comptime chunks: usize, comptime kernel_h: ?usize, comptime kernel_w: ?usize, kh: usize, kw: usize, tap_stride: usize, weights: []const i8, frame_w: usize, offsets: anytype, base: usize, frame: []i16) void {
     const cout_padded: usize = chunks * 32;
-    if (kernel_h != null and kernel_w != null) {
+    const unrolled = @typeInfo(@TypeOf(offsets)) == .pointer and @typeInfo(@TypeOf(offsets)).pointer.size == .one;
+    if (kernel_h != null and kernel_w != null and unrolled) {
+        // Per kernel row, every event's row pointer advanced once and the frame's row once; within
+        // it the taps lie kx * tap_stride (the same KW distances for every row and pixel, kept in
+        // registers) and kx * Cout_p (an immediate) away. (Written as ((ky * KW + kx) * tap_stride)
+        // every tap's offset was computed again at every pixel.)
+        const n = offsets.len;
+        std.debug.assert(base + ((kernel_h.? - 1) * frame_w + kernel_w.? - 1) * cout_padded + cout_padded <= frame.len);
+        var rows: [n][*]const i8 = undefined;
+        inline for (0..n) |e| {
+            std.debug.assert(offsets[e] + (kernel_h.? * kernel_w.? - 1) * tap_stride + cout_padded <= weights.len);
+            rows[e] = weights.ptr + offsets[e];
+        }
+        var kx_offsets: [kernel_w.?]usize = undefined;
+        inline for (0..kernel_w.?) |kx| kx_offsets[kx] = kx * tap_stride;
+        const ky_step = kernel_w.? * tap_stride;
+        var sums = frame.ptr + base + ((kernel_h.? - 1) * frame_w + kernel_w.? - 1) * cout_padded; // tap (0, 0)'s
+        inline for (0..kernel_h.?) |_| {
+            inline for (0..kernel_w.?) |kx| addFramedRowsAt(chunks, n, &rows, kx_offsets[kx], sums - kx * cout_padded);
+            inline for (0..n) |e| rows[e] += ky_step;
+            sums -= frame_w * cout_padded;
+        }
+    } else if (kernel_h != null and kernel_w != null) {
         inline for (0..kernel_h.?) |ky| {
             inline for (0..kernel_w.?) |kx| addFramedRows(chunks, weights, offsets, (ky * kernel_w.? + kx) * tap_stride, frame, base + ((kernel_h.? - 1 - ky) * frame_w + (kernel_w.? - 1 - kx)) * cout_padded);
         }
@@ -1107,6 +1163,20 @@ inline fn addFramedRows(comptime chunks: usize, weights: []const i8, offsets: an
         }
         const target: *align(2) VecI16x32 = @ptrCast(frame[at + k * 32 ..][0..32]);
         target.* = sums;
+    }
+}
+
+/// sums[0..Cout_p] += the rows rows[e][tap..][0..Cout_p] of every event e (i8 sign-extended), 32
+/// channels a vector (framePixelTaps' unrolled form: its callers assert the bounds).
+inline fn addFramedRowsAt(comptime chunks: usize, comptime n: usize, rows: *const [n][*]const i8, tap: usize, sums: [*]i16) void {
+    inline for (0..chunks) |k| {
+        var acc: VecI16x32 = sums[k * 32 ..][0..32].*;
+        inline for (0..n) |e| {
+            const bytes: VecI8x32 = rows[e][tap + k * 32 ..][0..32].*;
+            acc +%= @as(VecI16x32, bytes);
+        }
+        const target: *align(2) VecI16x32 = @ptrCast(sums[k * 32 ..][0..32]);
+        target.* = acc;
     }
 }
 
