@@ -496,8 +496,8 @@ def main(argv=None) -> int:
     print(f"float DS-CNN: best val {best:.4f}, test (held-out voices) {test:.4f}; "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {step} steps; "
           f"{(time.perf_counter() - started) / 60:.1f} min wall, {cpu_s / 60:.1f} min CPU in all (this process and "
-          f"the batch maker; {training_cpu_s / 60:.1f} of them in the training loop, {worker_cpu_s / 60:.1f} in the "
-          f"batch maker)")
+          f"the batch maker; {training_cpu_s / 60:.1f} of them in the training loop, both processes, what --cpu-minutes "
+          f"counts; {worker_cpu_s / 60:.1f} in the batch maker from its start)")
     print(per_class_table(labels, f["y_test"], predicted))
     model.eval()
     model = model.to(memory_format=torch.contiguous_format)
