@@ -162,18 +162,24 @@ def test_mined_negative_streams_hold_only_the_words_given():
     assert all(b[0] - a[1] >= 0.3 * 16000 - 1 for a, b in zip(spans, spans[1:]))   # 0.3-2 s apart
 
 
+def _tiny_data_folder(folder) -> list[str]:
+    """A make_dataset.py folder in miniature: 6 tone bursts as the training utterances (3 keywords, 3
+    unknown words, one voice) and one silent clip per split; returns its labels."""
+    t = np.arange(5000) / 16000
+    words = [(0.4 * np.sin(2 * np.pi * f * t) * np.hanning(5000)) for f in (300, 500, 900, 1300, 2000, 2500)]
+    audio = np.round(np.concatenate(words) * 32767).astype(np.int16)
+    np.savez(folder / "train_utterances.npz", audio=audio, offsets=np.arange(7) * 5000,
+             word=np.array(["yes", "no", "yes", "cat", "dog", "sun"]), voice=np.array(["a"] * 6))
+    for split in ("train", "val", "test"):
+        np.savez(folder / f"{split}.npz", x=np.zeros((1, 16000), np.float32), y=np.array([0]))
+    return ["_silence_", "_unknown_", "yes", "no"]
+
+
 def test_more_fine_tuning_clips_are_made_as_train_py_made_its_stored_ones(tmp_path):
     """convert_kws.py --augmented-passes: passes 0 and 1 from more_augmented equal the x_aug train.py
     stored (same augmenter seed, same calibrated frontend), so the extra passes continue that series."""
     train, convert = _module("train"), _module("convert_kws")
-    labels = ["_silence_", "_unknown_", "yes", "no"]
-    t = np.arange(5000) / 16000
-    words = [(0.4 * np.sin(2 * np.pi * f * t) * np.hanning(5000)) for f in (300, 500, 900, 1300, 2000, 2500)]
-    audio = np.round(np.concatenate(words) * 32767).astype(np.int16)
-    np.savez(tmp_path / "train_utterances.npz", audio=audio, offsets=np.arange(7) * 5000,
-             word=np.array(["yes", "no", "yes", "cat", "dog", "sun"]), voice=np.array(["a"] * 6))
-    for split in ("train", "val", "test"):
-        np.savez(tmp_path / f"{split}.npz", x=np.zeros((1, 16000), np.float32), y=np.array([0]))
+    labels = _tiny_data_folder(tmp_path)
     fe = es.frontend("kws", low=[-700.0] + [-150.0] * 9, high=[200.0] + [150.0] * 9)
     clips, y, _ = train.load_utterances(tmp_path / "train_utterances.npz", labels)
     stored = train.fixed_features(tmp_path, fe, train.Augmenter(clips, y, 0), 0)
@@ -189,14 +195,7 @@ def test_hard_negatives_join_each_epoch_at_their_share_and_the_fine_tuning_clips
     --negative-share x a keyword's clip count, never as the _unknown_ words (nor their babble), and
     convert_kws.py's further passes make them as train.py made its stored ones."""
     train, convert = _module("train"), _module("convert_kws")
-    labels = ["_silence_", "_unknown_", "yes", "no"]
-    t = np.arange(5000) / 16000
-    words = [(0.4 * np.sin(2 * np.pi * f * t) * np.hanning(5000)) for f in (300, 500, 900, 1300, 2000, 2500)]
-    audio = np.round(np.concatenate(words) * 32767).astype(np.int16)
-    np.savez(tmp_path / "train_utterances.npz", audio=audio, offsets=np.arange(7) * 5000,
-             word=np.array(["yes", "no", "yes", "cat", "dog", "sun"]), voice=np.array(["a"] * 6))
-    for split in ("train", "val", "test"):
-        np.savez(tmp_path / f"{split}.npz", x=np.zeros((1, 16000), np.float32), y=np.array([0]))
+    labels = _tiny_data_folder(tmp_path)
     window = np.round(0.3 * np.sin(2 * np.pi * 700 * np.arange(15840) / 16000) * 32767).astype(np.int16)
     np.savez(tmp_path / "negatives.npz", audio=np.stack([window] * 6), y=np.array([1, 1, 1, 1, 1, 0]),
              x=np.zeros((6, 49, 10, 1), np.uint8))
